@@ -1,0 +1,1 @@
+"""torch -> ONNX -> TFLite, and the numeric checks between stages."""

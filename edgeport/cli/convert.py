@@ -1,0 +1,85 @@
+"""`edgeport convert`: PyTorch / TorchScript / torch.export / ONNX -> verified ONNX + TFLite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeport.errors import EdgeportError
+
+
+def parse_shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        dims = []
+    if not dims or any(d <= 0 for d in dims):
+        raise EdgeportError(
+            f"--input-shape {text!r} is not a shape", "write it as comma-separated sizes, e.g. 1,3,224,224"
+        )
+    return dims
+
+
+@click.command()
+@click.argument("source")
+@click.option(
+    "-o",
+    "--output",
+    "outdir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output directory (refused if not empty, unless --force).",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    multiple=True,
+    help="Shape of one model input, e.g. 1,3,224,224; once per input in forward() order.",
+)
+@click.option("--input-name", "input_names", multiple=True, help="Name of one model input (same order).")
+@click.option(
+    "--weights", type=click.Path(path_type=Path), help="state_dict file for a file.py:callable SOURCE."
+)
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset for the PyTorch export.")
+@click.option("--keep-nchw", is_flag=True, help="Keep PyTorch's channels-first layout instead of NHWC.")
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Allow loading a pickled whole-model file (runs arbitrary code from the file).",
+)
+@click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+@click.pass_context
+def convert(
+    ctx: click.Context,
+    source: str,
+    outdir: Path,
+    input_shapes: tuple[str, ...],
+    input_names: tuple[str, ...],
+    weights: Path | None,
+    opset: int,
+    keep_nchw: bool,
+    trust_pickle: bool,
+    force: bool,
+) -> None:
+    """Convert SOURCE (file.py:callable, TorchScript .pt, torch.export .pt2, or .onnx) to TFLite.
+
+    Writes model.onnx, model_float32.tflite, model_float16.tflite and edgeport.json to OUTDIR,
+    after checking that PyTorch, onnxruntime and LiteRT agree on the same random inputs.
+    """
+    from edgeport.pipeline import ConvertOptions, convert_model
+
+    options = ConvertOptions(
+        source=source,
+        outdir=outdir,
+        input_shapes=[parse_shape(s) for s in input_shapes],
+        input_names=list(input_names),
+        weights=weights,
+        opset=opset,
+        keep_nchw=keep_nchw,
+        trust_pickle=trust_pickle,
+        force=force,
+        debug=bool(ctx.obj and ctx.obj.get("debug")),
+    )
+    result = convert_model(options)
+    click.echo(result.summary())

@@ -1,0 +1,1 @@
+"""Data-free compression: batch-norm folding, equalization, quantization, structured pruning."""

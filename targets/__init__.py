@@ -1,0 +1,1 @@
+"""Per-target packaging and runners: cortex_m, android, host."""
