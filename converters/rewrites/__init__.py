@@ -1,1 +1,46 @@
-"""ONNX rewrites that make models convertible (and transpose-free) through onnx2tf."""
+"""ONNX rewrites that make models convertible (and transpose-free) through onnx2tf.
+
+Each rewrite is a module with `NAME` and a pure `rewrite(ModelProto) -> ModelProto` that leaves graphs
+it does not match untouched. `prepare_for_onnx2tf` runs them all in order and says which ones changed
+something (for the manifest) and which extra onnx2tf options the graph needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from edgeport.converters.rewrites import channel_shuffle, strided_shortcut
+
+Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
+
+# Order matters only where one pattern hides inside another; each entry says why it is here.
+REWRITES: list[tuple[str, Rewrite]] = [
+    (strided_shortcut.NAME, strided_shortcut.rewrite),
+    (channel_shuffle.NAME, channel_shuffle.rewrite),
+]
+
+
+@dataclass
+class PreparedModel:
+    model: onnx.ModelProto
+    applied: list[str] = field(default_factory=list)
+    onnx2tf_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _fingerprint(model: onnx.ModelProto) -> bytes:
+    return model.graph.SerializeToString(deterministic=True)
+
+
+def prepare_for_onnx2tf(model: onnx.ModelProto) -> PreparedModel:
+    """Apply every rewrite; `applied` names those that changed the graph, in order."""
+    applied: list[str] = []
+    for name, rewrite in REWRITES:
+        before = _fingerprint(model)
+        model = rewrite(model)
+        if _fingerprint(model) != before:
+            applied.append(name)
+    return PreparedModel(model=model, applied=applied, onnx2tf_options={})
