@@ -9,8 +9,6 @@ boundary that onnx2tf has no switch for, and the quantization stage needs the Ke
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import numpy as np
 import onnx
 
 from edgeport.errors import EdgeportError
+from edgeport.quiet import silenced
 
 # Shapes of the sample batch onnx2tf would otherwise download for its own checks.
 _ONNX2TF_SAMPLE_SHAPE = (20, 128, 128, 3)
@@ -80,23 +79,6 @@ def offline_onnx2tf() -> Iterator[None]:
         ) = saved
 
 
-@contextlib.contextmanager
-def _quiet(debug: bool) -> Iterator[None]:
-    """onnx2tf and TensorFlow print pages of progress; keep them for --debug only."""
-    if debug:
-        yield
-        return
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            yield
-    finally:
-        tf_logger.setLevel(level)
-
-
 def onnx_to_keras(
     onnx_path: Path,
     workdir: Path,
@@ -128,7 +110,7 @@ def onnx_to_keras(
     cwd = os.getcwd()
     try:
         os.chdir(workdir)  # onnx2tf drops scratch files in the working directory
-        with offline_onnx2tf(), _quiet(debug):
+        with offline_onnx2tf(), silenced(not debug):
             keras_model = onnx2tf.convert(**options)
     except _NetworkForbidden as exc:
         raise EdgeportError(str(exc), "report this: an onnx2tf code path tried to download data") from exc
@@ -177,7 +159,7 @@ def keras_to_tflite(keras_model: Any, precision: str = "float32") -> bytes:
     elif precision != "float32":
         raise ValueError(f"unknown precision {precision}")
     try:
-        with _quiet(False):
+        with silenced():
             return converter.convert()
     except Exception as exc:
         text = str(exc)

@@ -28,6 +28,7 @@ class Quantization(BaseModel):
 
 class TensorInfo(BaseModel):
     name: str
+    source_name: str | None = None  # the PyTorch/ONNX name, when the artifact renamed the tensor
     shape: list[int]
     dtype: str
     layout: Layout = "other"

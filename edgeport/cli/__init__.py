@@ -13,9 +13,11 @@ import click
 
 from edgeport import __version__
 from edgeport.errors import EdgeportError
+from edgeport.quiet import quiet_native_logs
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
+COMMANDS = ("convert", "package", "flash")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,18 +31,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    # Imported here so `edgeport --help` lists every command; each command lives in its own module.
-    from edgeport.cli import convert
+    # Each command lives in its own module; imported here so `edgeport --help` lists them all.
+    import importlib
 
-    cli.add_command(convert.convert)
-    try:
-        from edgeport.cli import package
-    except ImportError:  # the packaging command lands separately
-        return
-    cli.add_command(package.package)
-    from edgeport.cli import flash
-
-    cli.add_command(flash.flash)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"edgeport.cli.{name}")
+        except ModuleNotFoundError as missing:
+            if missing.name != f"edgeport.cli.{name}":
+                raise
+            continue  # a command whose module has not landed yet
+        cli.add_command(getattr(module, name))
 
 
 _register_commands()
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the CLI and map failures to exit codes (see module docstring)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if not debug:
+        quiet_native_logs()
     try:
         cli.main(args=args, prog_name="edgeport", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from edgeport.errors import EdgeportError
 
 def parse_shape(text: str) -> list[int]:
     try:
-        dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+        dims = [int(d) for d in re.split(r"[,x]", text.strip())]
     except ValueError:
         dims = []
     if not dims or any(d <= 0 for d in dims):

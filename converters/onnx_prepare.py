@@ -1,0 +1,128 @@
+"""ONNX clean-up before onnx2tf: fixed input shapes, simplification, and the layout decision.
+
+The layout decision is per input: an input that feeds spatial ops (conv, pooling, resize,
+normalisation) is an image-like NC... tensor and goes channels-last; anything else (a sequence,
+a feature vector) keeps its exact shape so that onnx2tf never re-reads [batch, time, features]
+as NCW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnx
+from onnx import shape_inference
+
+from edgeport.errors import EdgeportError
+
+SPATIAL_OPS = {
+    "Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "LpPool", "BatchNormalization", "InstanceNormalization", "Resize", "Upsample", "DepthToSpace",
+    "SpaceToDepth", "LRN", "QLinearConv",
+}  # fmt: skip
+# Ops an input may pass through (e.g. a normalisation x * s + b) before reaching a spatial op.
+_PASS_THROUGH = {"Mul", "Add", "Sub", "Div", "Relu", "Clip", "Cast", "Identity", "Pad"}
+
+
+def input_shapes_of(model: onnx.ModelProto) -> dict[str, list[int | str]]:
+    shapes = {}
+    initializers = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in initializers:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        shapes[inp.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+    return shapes
+
+
+def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> onnx.ModelProto:
+    """Make every input shape static: from --input-shape, else a dynamic batch becomes 1."""
+    shapes = input_shapes_of(model)
+    if given and len(given) != len(shapes):
+        raise EdgeportError(
+            f"the model has {len(shapes)} input(s) ({', '.join(shapes)}) "
+            f"but {len(given)} --input-shape was given",
+            "give one --input-shape per model input, in order",
+        )
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph_inputs = {i.name: i for i in model.graph.input}
+    for index, (name, dims) in enumerate(shapes.items()):
+        if given:
+            new = list(given[index])
+            if len(new) != len(dims):
+                raise EdgeportError(
+                    f"input {name!r} has rank {len(dims)} ({dims}) but --input-shape has rank {len(new)}",
+                    f"give a shape with {len(dims)} dimensions",
+                )
+            clash = [(a, b) for a, b in zip(dims, new, strict=True) if isinstance(a, int) and a and a != b]
+            if clash:
+                raise EdgeportError(
+                    f"--input-shape {new} contradicts the model's fixed shape {dims} for input {name!r}",
+                    f"use {dims} or re-export the model with dynamic axes",
+                )
+        else:
+            new = [d if isinstance(d, int) and d > 0 else None for d in dims]
+            if new and new[0] is None:
+                new[0] = 1  # a dynamic batch is the one dynamic dimension a device never has
+            if any(d is None for d in new):
+                raise EdgeportError(
+                    f"input {name!r} has dynamic dimensions {dims}",
+                    "give its shape with --input-shape, e.g. --input-shape 1,3,224,224",
+                )
+        tensor_type = graph_inputs[name].type.tensor_type
+        tensor_type.ClearField("shape")
+        for d in new:
+            tensor_type.shape.dim.add().dim_value = int(d)
+    # Outputs and value_info with stale symbolic shapes would confuse onnx2tf: infer them again.
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    del model.graph.value_info[:]
+    return shape_inference.infer_shapes(model, data_prop=True)
+
+
+def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """onnxsim constant folding and clean-up; the unsimplified model is kept if onnxsim fails."""
+    import onnxsim
+
+    try:
+        simplified, ok = onnxsim.simplify(model, check_n=0)
+    except Exception:
+        return model, False
+    return (simplified, True) if ok else (model, False)
+
+
+def channels_first_inputs(model: onnx.ModelProto) -> list[str]:
+    """Inputs of rank 3-5 that reach a spatial op, possibly through elementwise pre-processing."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = []
+    for name, dims in input_shapes_of(model).items():
+        if not 3 <= len(dims) <= 5:
+            continue
+        frontier, seen = [name], set()
+        while frontier:
+            tensor = frontier.pop()
+            for node in consumers.get(tensor, []):
+                if node.op_type in SPATIAL_OPS:
+                    found.append(name)
+                    frontier = []
+                    break
+                if node.op_type in _PASS_THROUGH and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    frontier.append(node.output[0])
+    return found
+
+
+def rename_io(model: onnx.ModelProto, mapping: dict[str, str]) -> onnx.ModelProto:
+    """Rename graph inputs/outputs (e.g. to --input-name) everywhere they are referenced."""
+    if not mapping:
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.name = mapping.get(value.name, value.name)
+    for node in model.graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    return model

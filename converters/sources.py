@@ -1,0 +1,234 @@
+"""Load what the user points at: a PyTorch module (file.py:callable, TorchScript, torch.export .pt2)
+or an ONNX model. Every failure is an EdgeportError naming the file and the fix.
+
+Pickled whole-model files are refused by default: unpickling runs arbitrary code from the file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from edgeport.errors import EdgeportError
+
+
+@dataclass
+class LoadedSource:
+    kind: str  # "python" | "torchscript" | "exported_program" | "pickle" | "onnx"
+    path: Path
+    module: Any = None  # torch.nn.Module (or ScriptModule) for PyTorch sources
+    onnx_model: onnx.ModelProto | None = None
+    example_shapes: list[list[int]] = field(default_factory=list)  # shapes stored in the source itself
+    forward_arg_names: list[str] = field(default_factory=list)
+
+    @property
+    def is_torch(self) -> bool:
+        return self.kind != "onnx"
+
+
+def load_source(source: str, weights: Path | None = None, trust_pickle: bool = False) -> LoadedSource:
+    """Dispatch on the SOURCE syntax and file contents."""
+    path_text, _, attr = source.rpartition(":") if ".py:" in source else (source, "", "")
+    if attr:
+        return _load_python(Path(path_text), attr, weights, trust_pickle)
+    path = Path(source)
+    if not path.exists():
+        raise EdgeportError(f"model file {path} does not exist", "check the SOURCE path")
+    if path.is_dir():
+        raise EdgeportError(f"{path} is a directory", "give a model file (.py:callable, .pt, .pt2 or .onnx)")
+    if path.suffix == ".py":
+        raise EdgeportError(
+            f"{path} is a Python file without a callable",
+            f"write SOURCE as {path}:build_model, naming the function or class that returns the nn.Module",
+        )
+    if weights is not None:
+        raise EdgeportError("--weights only applies to a file.py:callable SOURCE", "drop --weights")
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
+    if path.suffix == ".pt2":
+        return _load_exported_program(path)
+    return _load_torch_file(path, trust_pickle)
+
+
+def _load_onnx(path: Path) -> LoadedSource:
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise EdgeportError(
+            f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+            "re-export it (torch.onnx.export) or check that the file was copied whole",
+        ) from exc
+    return LoadedSource(kind="onnx", path=path, onnx_model=model)
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise EdgeportError(f"model file {path} does not exist", "check the SOURCE path before the ':'")
+    name = f"_edgeport_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise EdgeportError(f"cannot import {path}", "give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    # The user's file may import siblings (e.g. a models/ package beside it).
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise EdgeportError(
+            f"importing {path} failed: {type(exc).__name__}: {exc}",
+            "fix the error in that file (run it with python to see the traceback)",
+        ) from exc
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def _load_python(path: Path, attr: str, weights: Path | None, trust_pickle: bool) -> LoadedSource:
+    module = _import_file(path)
+    if not hasattr(module, attr):
+        callables = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise EdgeportError(
+            f"{path} has no callable named {attr!r}",
+            f"pick one of: {', '.join(callables[:8]) or '(none defined)'}",
+        )
+    factory = getattr(module, attr)
+    try:
+        net = factory()
+    except Exception as exc:
+        raise EdgeportError(
+            f"calling {path.name}:{attr}() failed: {type(exc).__name__}: {exc}",
+            "the callable must build the model with no arguments",
+        ) from exc
+    if not isinstance(net, torch.nn.Module):
+        raise EdgeportError(
+            f"{path.name}:{attr}() returned {type(net).__name__}, not a torch.nn.Module",
+            "point SOURCE at a function or class that returns the model",
+        )
+    if weights is not None:
+        _load_weights(net, weights, trust_pickle)
+    return LoadedSource(kind="python", path=path, module=net.eval(), forward_arg_names=_forward_args(net))
+
+
+def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
+    if not weights.is_file():
+        raise EdgeportError(f"weights file {weights} does not exist", "check the --weights path")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:
+        raise EdgeportError(
+            f"{weights} is not a plain state_dict file (loading it safely failed: {type(exc).__name__})",
+            "save it with torch.save(model.state_dict(), path), or pass --trust-pickle if you trust the file",
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # common checkpoint layout
+    if not isinstance(state, dict):
+        raise EdgeportError(f"{weights} does not hold a state_dict", "save model.state_dict() instead")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise EdgeportError(
+            f"{weights} does not match the model ({first})", "check that the weights belong to this model"
+        ) from exc
+
+
+def _forward_args(net: Any) -> list[str]:
+    try:
+        params = inspect.signature(net.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is inspect.Parameter.empty
+    ]
+
+
+def _zip_names(path: Path) -> list[str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def _load_torch_file(path: Path, trust_pickle: bool) -> LoadedSource:
+    names = _zip_names(path)
+    if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names):
+        try:
+            net = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise EdgeportError(
+                f"{path} looks like TorchScript but does not load ({type(exc).__name__})",
+                "re-save it with torch.jit.save",
+            ) from exc
+        return LoadedSource(kind="torchscript", path=path, module=net.eval())
+    if not names and path.stat().st_size == 0:
+        raise EdgeportError(f"{path} is empty", "give a saved model file")
+    if not trust_pickle:
+        raise EdgeportError(
+            f"{path} is a pickled PyTorch file: loading it runs arbitrary code stored in the file",
+            "export TorchScript (torch.jit.save) or torch.export (.pt2), give the code as file.py:callable "
+            "with --weights, or pass --trust-pickle if you trust where it came from",
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise EdgeportError(
+            f"{path} refers to Python module {exc.name!r}, which is not importable here",
+            "run edgeport where that module's code is importable (PYTHONPATH), or use file.py:callable "
+            "with --weights",
+        ) from exc
+    except Exception as exc:
+        raise EdgeportError(
+            f"{path} could not be loaded ({type(exc).__name__}: {exc})", "check the file"
+        ) from exc
+    if not isinstance(obj, torch.nn.Module):
+        raise EdgeportError(
+            f"{path} holds a {type(obj).__name__}, not a model",
+            "for a state_dict, give the model code as file.py:callable with --weights",
+        )
+    return LoadedSource(kind="pickle", path=path, module=obj.eval(), forward_arg_names=_forward_args(obj))
+
+
+class ExportedModule(torch.nn.Module):
+    """Wraps ExportedProgram.module() for the TorchScript-based ONNX exporter.
+
+    The exporter switches the model to eval mode with .train(False), which an exported graph module
+    refuses; an exported program is already frozen in the mode it was exported in.
+    """
+
+    def __init__(self, graph_module: torch.nn.Module) -> None:
+        super().__init__()
+        self.graph_module = graph_module
+
+    def train(self, mode: bool = True) -> ExportedModule:
+        return self
+
+    def forward(self, *args: Any) -> Any:
+        return self.graph_module(*args)
+
+
+def _load_exported_program(path: Path) -> LoadedSource:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise EdgeportError(
+            f"{path} is not a torch.export program ({type(exc).__name__})",
+            "save it with torch.export.save(torch.export.export(model, args), path)",
+        ) from exc
+    args = program.example_inputs[0] if program.example_inputs else ()
+    shapes = [list(a.shape) for a in args if hasattr(a, "shape")]
+    return LoadedSource(
+        kind="exported_program", path=path, module=ExportedModule(program.module()), example_shapes=shapes
+    )

@@ -1,0 +1,81 @@
+"""PyTorch module -> ONNX with the TorchScript-based exporter (no onnxscript dependency).
+
+The module is first run once on the example inputs: a shape mistake then surfaces as a clear
+"check --input-shape" error instead of a page of exporter internals.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgeport.errors import EdgeportError
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _flatten(item)]
+    return [value]
+
+
+def run_module(module: Any, inputs: Sequence[Any]) -> list[Any]:
+    """Forward pass with gradients off; returns the flattened outputs."""
+    import torch
+
+    with torch.no_grad():
+        return _flatten(module(*inputs))
+
+
+def export_onnx(
+    module: Any,
+    example_inputs: Sequence[Any],
+    path: Path,
+    input_names: Sequence[str],
+    opset: int = 17,
+) -> onnx.ModelProto:
+    """Export `module` for fixed input shapes; outputs are named output_0.. (or `output`)."""
+    import torch
+
+    shapes = [list(t.shape) for t in example_inputs]
+    try:
+        outputs = run_module(module, example_inputs)
+    except Exception as exc:
+        raise EdgeportError(
+            f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+            "check --input-shape: one per forward() argument, in order, e.g. --input-shape 1,3,32,32",
+        ) from exc
+    if not all(isinstance(o, torch.Tensor) for o in outputs):
+        raise EdgeportError(
+            "the model returns something other than tensors", "return a tensor or a tuple of them"
+        )
+    output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                tuple(example_inputs),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=output_names,
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        raise EdgeportError(
+            f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            "the model uses something the ONNX exporter cannot express; try another --opset or "
+            "export ONNX yourself and pass the .onnx file",
+        ) from exc
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.save(model, str(path))
+    return model
