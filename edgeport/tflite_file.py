@@ -123,3 +123,106 @@ def parse_tflite(data: bytes, path: Path | str = "<bytes>") -> TfliteModel:
         subgraphs=len(model.subgraphs),
         raw=model,
     )
+
+
+# Bytes per element of the tensor types whose constant data size can be checked against the shape.
+_ELEMENT_BYTES = {
+    schema.TensorType.FLOAT32: 4,
+    schema.TensorType.FLOAT16: 2,
+    schema.TensorType.INT32: 4,
+    schema.TensorType.UINT8: 1,
+    schema.TensorType.INT64: 8,
+    schema.TensorType.BOOL: 1,
+    schema.TensorType.INT16: 2,
+    schema.TensorType.INT8: 1,
+    schema.TensorType.FLOAT64: 8,
+    schema.TensorType.UINT64: 8,
+    schema.TensorType.UINT32: 4,
+    schema.TensorType.UINT16: 2,
+}
+
+
+def _corrupt(path: Path, what: str) -> EdgeportError:
+    return EdgeportError(
+        f"{path} fails TFLite verification: {what}",
+        "re-export the model; the file is corrupt or was not written by a TFLite converter",
+    )
+
+
+def _check_structure(model: TfliteModel, data: bytes) -> None:
+    """Index and size checks the object API does not make: every reference must point inside the file."""
+    raw, path = model.raw, model.path
+    buffers = raw.buffers or []
+    n_codes = len(raw.operatorCodes or [])
+    if not raw.subgraphs:
+        raise _corrupt(path, "the model has no subgraphs")
+    for b_index, buf in enumerate(buffers):
+        # Models over 2 GB keep buffers after the flatbuffer, addressed by offset/size.
+        if buf.offset and (buf.offset + buf.size > len(data) or buf.offset < 0):
+            raise _corrupt(path, f"buffer {b_index} points past the end of the file")
+    for g_index, graph in enumerate(raw.subgraphs):
+        tensors = graph.tensors or []
+        n_tensors = len(tensors)
+        for t_index, tensor in enumerate(tensors):
+            if tensor.buffer < 0 or tensor.buffer >= max(len(buffers), 1):
+                raise _corrupt(
+                    path, f"tensor {t_index} of subgraph {g_index} uses missing buffer {tensor.buffer}"
+                )
+            shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
+            if any(d < 0 for d in shape):
+                raise _corrupt(path, f"tensor {t_index} of subgraph {g_index} has a negative dimension")
+            buf = buffers[tensor.buffer] if buffers else None
+            stored = (
+                0
+                if buf is None
+                else (buf.size if buf.offset else len(buf.data if buf.data is not None else []))
+            )
+            width = _ELEMENT_BYTES.get(tensor.type)
+            if stored and width and tensor.sparsity is None:
+                expected = int(np.prod(shape, dtype=np.int64)) * width
+                if stored != expected:
+                    raise _corrupt(
+                        path,
+                        f"tensor {t_index} of subgraph {g_index} holds {stored} bytes, "
+                        f"its shape needs {expected}",
+                    )
+        for io_name, ids in (("input", graph.inputs), ("output", graph.outputs)):
+            for t in ids if ids is not None else []:
+                if not 0 <= int(t) < n_tensors:
+                    raise _corrupt(path, f"subgraph {g_index} {io_name} refers to missing tensor {t}")
+        for o_index, op in enumerate(graph.operators or []):
+            if not 0 <= op.opcodeIndex < n_codes:
+                raise _corrupt(path, f"operator {o_index} of subgraph {g_index} has no operator code")
+            for t in list(op.inputs if op.inputs is not None else []) + list(
+                op.outputs if op.outputs is not None else []
+            ):
+                if not -1 <= int(t) < n_tensors:  # -1 marks an omitted optional input
+                    raise _corrupt(path, f"operator {o_index} of subgraph {g_index} uses missing tensor {t}")
+
+
+def verify_tflite(data: bytes, path: Path | str = "<bytes>") -> TfliteModel:
+    """Parse and verify a .tflite before any native interpreter sees it.
+
+    Three layers: the schema parse (parse_tflite), index/size checks over the parsed model, then the
+    flatbuffers Verifier compiled into LiteRT (run when its Interpreter is built from a buffer; it is
+    written for untrusted input and bounds-checks every offset). Raises EdgeportError on any failure.
+    """
+    model = parse_tflite(data, path)
+    _check_structure(model, data)
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # LiteRT is a declared dependency; without it the Python checks above stand alone
+        return model
+    try:
+        Interpreter(
+            model_content=bytes(data),
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    except ValueError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Models LiteRT cannot *run* (custom ops, ops newer than this LiteRT) still passed the verifier.
+        if "not a valid Flatbuffer" in message or "schema version" in message or "identifier" in message:
+            raise _corrupt(model.path, message) from exc
+    except RuntimeError:
+        pass  # an op resolution failure, after verification succeeded
+    return model

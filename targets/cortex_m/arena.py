@@ -1,0 +1,239 @@
+"""The tensor arena, measured: run the model once in the TFLite Micro interpreter and read its allocator.
+
+`tflite_micro`'s Python runtime uses a RecordingMicroAllocator; after one inference its report
+("Arena allocation total N bytes", head and tail) is what stays allocated. It is not always enough:
+while planning, TFLM borrows temporary memory between head and tail (the planner's per-buffer
+lists), which for models with tiny activations and many tensors exceeds the head (hello_world,
+the MLPerf anomaly-detection autoencoder). So the arena is measured as the smallest size with
+which the interpreter allocates and invokes (bisection in TFLM's 16-byte units) on the host
+build (x86-64); one unit less fails. On a 32-bit
+Cortex-M the tail (TfLiteEvalTensor, node structs and kernels' persistent data, which hold
+pointers) is smaller, and the head (the planned activation buffers) is identical, so the host
+number is an upper bound for the reference kernels. What the host build cannot see is added as
+documented margins: the arena start alignment and the scratch buffers CMSIS-NN kernels request.
+
+The same run produces the reference output for the firmware self-test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+from edgeport.errors import EdgeportError
+from edgeport.tflite_file import TfliteModel, op_name
+
+# TFLM aligns the arena start up to 16 bytes (MicroArenaBufferAlignment); an unaligned static buffer
+# loses up to 15 bytes to that.
+ALIGNMENT_MARGIN = 16
+TEST_INPUT_SEED = 20240611
+PROBE_TIMEOUT_S = 600
+
+_NUMPY_TYPES = {
+    "float32": np.float32,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "bool": np.bool_,
+}
+
+
+@dataclass
+class ArenaReport:
+    measured_bytes: int  # smallest arena TFLM accepts on the host build (bisection)
+    recorded_bytes: int  # RecordingMicroAllocator total (what ../shared/README.md lists)
+    head_bytes: int
+    tail_bytes: int
+    categories: dict[str, int]  # allocator report lines: what -> bytes used
+    alignment_margin: int
+    cmsis_nn_scratch: int  # estimate of the scratch buffers CMSIS-NN kernels add
+    inputs: list[np.ndarray] = field(repr=False, default_factory=list)
+    outputs: list[np.ndarray] = field(repr=False, default_factory=list)
+
+    @property
+    def arena_size(self) -> int:
+        """kTensorArenaSize: measured + margins, rounded up to the 16-byte allocation unit."""
+        total = self.measured_bytes + self.alignment_margin + self.cmsis_nn_scratch
+        return (total + 15) // 16 * 16
+
+
+def make_test_inputs(model: TfliteModel) -> list[np.ndarray]:
+    """Deterministic inputs spanning each input's value range (seeded, so packaging is reproducible)."""
+    rng = np.random.default_rng(TEST_INPUT_SEED)
+    arrays = []
+    for info in model.inputs:
+        shape = [d if d > 0 else 1 for d in info.shape]
+        dtype = _NUMPY_TYPES.get(info.dtype)
+        if dtype is None:
+            raise EdgeportError(
+                f"{model.path.name}: input {info.name!r} has type {info.dtype}, "
+                "which the firmware self-test cannot feed",
+                "use float32 or int8/uint8/int16 inputs",
+            )
+        if dtype == np.float32:
+            arrays.append(rng.uniform(-1.0, 1.0, size=shape).astype(np.float32))
+        elif dtype in (np.int8, np.uint8, np.int16):
+            limits = np.iinfo(dtype)
+            arrays.append(rng.integers(limits.min, limits.max, size=shape, endpoint=True, dtype=dtype))
+        elif dtype == np.bool_:
+            arrays.append(rng.integers(0, 1, size=shape, endpoint=True).astype(np.bool_))
+        else:  # int32/int64 inputs are usually indices: zeros are always in range
+            arrays.append(np.zeros(shape, dtype=dtype))
+    return arrays
+
+
+_MINIMUM = re.compile(r"MINIMUM_ARENA (\d+)")
+_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+_HEAD = re.compile(r"Arena allocation head (\d+) bytes")
+_TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
+_CATEGORY = re.compile(r"'([^']+)' used (\d+) bytes")
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+_FAILED_NODE = re.compile(r"Node (\S+) \(number (\d+)\S*\) failed to (prepare|invoke|init)")
+
+
+def _failure(model: TfliteModel, stderr: str, returncode: int) -> EdgeportError:
+    log = [line.strip() for line in stderr.splitlines() if line.strip() and "Traceback" not in line]
+    node = _FAILED_NODE.search(stderr)
+    if node:
+        detail = next((line for line in log if not _FAILED_NODE.search(line)), "")
+        return EdgeportError(
+            f"{model.path.name}: TFLite Micro cannot {node.group(3)} op {node.group(1)} "
+            f"at node {node.group(2)}" + (f" ({detail})" if detail else ""),
+            "the op's version, types or options are beyond TFLM's kernel; re-convert with int8 or float32 "
+            "tensors and builtin options TFLM supports",
+        )
+    missing = _MISSING_OP.search(stderr)
+    if missing:
+        return EdgeportError(
+            f"{model.path.name}: TFLite Micro has no kernel for op {missing.group(1)}",
+            "rewrite that part of the model with TFLM-supported ops",
+        )
+    if returncode < 0:
+        return EdgeportError(
+            f"{model.path.name}: the TFLite Micro interpreter crashed (signal {-returncode}) "
+            "running the model",
+            "report this model to edgeport with --debug output",
+        )
+    last = log[-1] if log else f"exit code {returncode}"
+    return EdgeportError(
+        f"{model.path.name}: TFLite Micro failed to run the model: {last}", "check the model"
+    )
+
+
+def run_tflm(
+    model_path: Path, model: TfliteModel, inputs: list[np.ndarray], arena_size: int
+) -> tuple[str, list]:
+    """Run the model in a child process; return (allocator report and minimum arena, outputs)."""
+    with tempfile.TemporaryDirectory(prefix="edgeport-tflm-") as tmp:
+        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(in_path, **{f"input_{i}": a for i, a in enumerate(inputs)})
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgeport.targets.cortex_m._tflm_probe",
+                str(model_path),
+                str(arena_size),
+                str(in_path),
+                str(out_path),
+                str(len(model.outputs)),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=PROBE_TIMEOUT_S,
+        )
+        if done.returncode != 0 or not out_path.exists():
+            raise _failure(model, done.stderr + done.stdout, done.returncode)
+        with np.load(out_path) as saved:
+            outputs = [saved[f"output_{i}"] for i in range(len(model.outputs))]
+    return done.stdout, outputs
+
+
+def parse_allocations(report: str) -> tuple[int, int, int, int, dict[str, int]]:
+    total, minimum = _TOTAL.search(report), _MINIMUM.search(report)
+    if total is None or minimum is None:
+        raise EdgeportError(
+            "TFLite Micro printed no allocation report", "check the tflite-micro installation"
+        )
+    head, tail = _HEAD.search(report), _TAIL.search(report)
+    categories = {m.group(1): int(m.group(2)) for m in _CATEGORY.finditer(report)}
+    return (
+        int(minimum.group(1)),
+        int(total.group(1)),
+        int(head.group(1)) if head else 0,
+        int(tail.group(1)) if tail else 0,
+        categories,
+    )
+
+
+def _aligned4(n: int) -> int:
+    return (n + 3) // 4 * 4
+
+
+def cmsis_nn_scratch(model: TfliteModel) -> int:
+    """Largest scratch buffer a CMSIS-NN kernel of this model requests (DSP-extension formulas).
+
+    Only one kernel runs at a time and its scratch is planned alongside that op's tensors, so the
+    largest one bounds what CMSIS-NN adds to the reference-kernel arena. Formulas follow CMSIS-NN's
+    *_get_buffer_size() for cores with the DSP extension (Cortex-M4/M7/M33): im2col for general
+    convolutions, none for 1x1 stride-1 convolutions and 3x3 depthwise ones, a row accumulator for
+    average pooling. Not exact for MVE (Cortex-M55), where the kernels use other layouts.
+    """
+    largest = 0
+    for graph in model.raw.subgraphs:
+        tensors = graph.tensors or []
+        for op in graph.operators or []:
+            name = op_name(model.raw.operatorCodes[op.opcodeIndex])
+            ins = list(op.inputs if op.inputs is not None else [])
+            need = 0
+            if name == "CONV_2D" and len(ins) > 1 and tensors[ins[0]].type == schema.TensorType.INT8:
+                out_ch, kh, kw, in_ch = (int(d) for d in (list(tensors[ins[1]].shape) + [1, 1, 1, 1])[:4])
+                options = op.builtinOptions
+                pointwise = kh == 1 and kw == 1 and getattr(options, "strideW", 1) == 1
+                pointwise = pointwise and getattr(options, "strideH", 1) == 1
+                if not pointwise:
+                    need = 2 * _aligned4(kh * kw * in_ch) * 2
+            elif (
+                name == "DEPTHWISE_CONV_2D"
+                and len(ins) > 1
+                and tensors[ins[0]].type == schema.TensorType.INT8
+            ):
+                _, kh, kw, channels = (int(d) for d in (list(tensors[ins[1]].shape) + [1, 1, 1, 1])[:4])
+                if not (kh == 3 and kw == 3):
+                    need = channels * kh * kw * 2
+            elif name == "AVERAGE_POOL_2D" and tensors[ins[0]].type == schema.TensorType.INT8:
+                need = int(tensors[ins[0]].shape[-1]) * 4
+            largest = max(largest, need)
+    return int((largest + 15) // 16 * 16)
+
+
+def measure(model_path: Path, model: TfliteModel) -> ArenaReport:
+    """Run the (already verified) model once in TFLite Micro and report its arena."""
+    inputs = make_test_inputs(model)
+    # The runtime needs an upper bound up front; the recorded total does not depend on it.
+    generous = max(64 * 1024 * 1024, 10 * model.size_bytes)
+    report, outputs = run_tflm(model_path, model, inputs, generous)
+    minimum, total, head, tail, categories = parse_allocations(report)
+    return ArenaReport(
+        measured_bytes=minimum,
+        recorded_bytes=total,
+        head_bytes=head,
+        tail_bytes=tail,
+        categories=categories,
+        alignment_margin=ALIGNMENT_MARGIN,
+        cmsis_nn_scratch=cmsis_nn_scratch(model),
+        inputs=inputs,
+        outputs=outputs,
+    )

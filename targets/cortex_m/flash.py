@@ -1,0 +1,178 @@
+"""Build the packaged firmware project and flash it: the exact commands per probe, and running them.
+
+Every step is an argv list, so `--dry-run` prints exactly what would run. A tool that is not on
+PATH stops the run before anything starts, with the package that provides it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeport.errors import EdgeportError
+from edgeport.manifest import MANIFEST_NAME, Manifest
+from edgeport.targets.boards import Board, get_board
+
+PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
+
+# Where each tool comes from, for the one-line "missing tool" error.
+INSTALL_HINTS = {
+    "make": "apt-get install make",
+    "arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+    "libstdc++-arm-none-eabi-newlib",
+    "arm-none-eabi-objcopy": "apt-get install binutils-arm-none-eabi",
+    "pyocd": "pip install pyocd",
+    "openocd": "apt-get install openocd",
+    "probe-rs": "cargo install probe-rs-tools --locked (or the installer at https://probe.rs)",
+    "arduino-cli": "arduino-cli (https://arduino.github.io/arduino-cli/latest/installation/)",
+    "picotool": "apt-get install picotool",
+    "qemu-system-arm": "apt-get install qemu-system-arm",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str
+    argv: tuple[str, ...]
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def packaged_board(outdir: Path) -> str:
+    manifest_path = outdir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise EdgeportError(
+            f"{outdir} is not an `edgeport package` output (no {MANIFEST_NAME})",
+            "run `edgeport package MODEL --target cortex-m -o OUTDIR` first",
+        )
+    section = Manifest.read(outdir).sections.get("cortex_m")
+    if not section or not (outdir / "firmware").is_dir():
+        raise EdgeportError(
+            f"{outdir} has no Cortex-M package", "run `edgeport package --target cortex-m` into it"
+        )
+    return str(section["board"])
+
+
+def plan(
+    outdir: Path, board: Board, probe: str | None, port: str | None, tflm_root: str | None, build: bool = True
+) -> list[Step]:
+    """The build and flash commands for OUTDIR on `board` with `probe` (default: the board's first)."""
+    probe = probe or board.probes[0]
+    if probe not in board.probes:
+        raise EdgeportError(
+            f"probe {probe!r} is not supported for {board.title}",
+            f"use one of: {', '.join(board.probes)}",
+        )
+    firmware = outdir / "firmware"
+    elf = firmware / "build" / "firmware.elf"
+    steps = []
+    if build:
+        root = tflm_root or os.environ.get("TFLM_ROOT")
+        if not root:
+            raise EdgeportError(
+                "TFLite Micro sources are needed to build the firmware",
+                "clone https://github.com/tensorflow/tflite-micro and pass --tflm-root DIR or set TFLM_ROOT",
+            )
+        steps.append(Step("build", ("make", "-C", str(firmware), f"TFLM_ROOT={root}")))
+    if probe == "pyocd":
+        steps.append(Step("flash", ("pyocd", "flash", "--target", board.pyocd_target, str(elf))))
+    elif probe == "openocd":
+        steps.append(
+            Step("flash", ("openocd", *board.openocd_args, "-c", f"program {elf} verify reset exit"))
+        )
+    elif probe == "probe-rs":
+        steps.append(Step("flash", ("probe-rs", "download", "--chip", board.probe_rs_chip, str(elf))))
+        steps.append(Step("reset", ("probe-rs", "reset", "--chip", board.probe_rs_chip)))
+    elif probe == "arduino-cli":
+        binary = elf.with_suffix(".bin")
+        steps.append(Step("convert", ("arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary))))
+        steps.append(
+            Step(
+                "flash",
+                (
+                    "arduino-cli",
+                    "upload",
+                    "--fqbn",
+                    board.arduino_fqbn,
+                    "--port",
+                    port or "<PORT>",
+                    "--input-file",
+                    str(binary),
+                ),
+            )
+        )
+    elif probe == "uf2":
+        steps.append(Step("flash", ("picotool", "load", "-v", "-x", str(elf))))
+    elif probe == "qemu":
+        steps.append(
+            Step(
+                "run",
+                (
+                    "qemu-system-arm",
+                    "-M",
+                    board.qemu_machine,
+                    "-nographic",
+                    "-semihosting-config",
+                    "enable=on,target=native",
+                    "-kernel",
+                    str(elf),
+                ),
+            )
+        )
+    return steps
+
+
+def _tool_of(step: Step) -> str:
+    return "arm-none-eabi-gcc" if step.what == "build" and step.argv[0] == "make" else step.argv[0]
+
+
+def check_tools(steps: list[Step]) -> None:
+    needed = []
+    for step in steps:
+        needed.append(step.argv[0])
+        if step.what == "build":
+            needed.append("arm-none-eabi-gcc")
+    for tool in dict.fromkeys(needed):
+        if shutil.which(tool) is None:
+            raise EdgeportError(f"{tool} is not installed", f"install it: {INSTALL_HINTS.get(tool, tool)}")
+
+
+def flash(
+    outdir: Path | str,
+    board: str,
+    probe: str | None = None,
+    port: str | None = None,
+    tflm_root: str | None = None,
+    dry_run: bool = False,
+    build: bool = True,
+) -> list[Step]:
+    """Build and flash (or, with dry_run, only plan) the firmware in OUTDIR for `board`."""
+    outdir = Path(outdir)
+    the_board = get_board(board)
+    packaged = packaged_board(outdir)
+    if packaged != the_board.name:
+        raise EdgeportError(
+            f"{outdir} was packaged for {packaged}, not {the_board.name}",
+            f"re-run `edgeport package ... --board {the_board.name}`",
+        )
+    if build and not dry_run and tflm_root is None and not os.environ.get("TFLM_ROOT"):
+        build = not (outdir / "firmware" / "build" / "firmware.elf").is_file()
+    if probe == "arduino-cli" and not port and not dry_run:
+        raise EdgeportError("arduino-cli needs the board's serial port", "pass --port, e.g. /dev/ttyACM0")
+    steps = plan(outdir, the_board, probe, port, tflm_root, build=build)
+    if dry_run:
+        return steps
+    check_tools(steps)
+    for step in steps:
+        done = subprocess.run(list(step.argv))
+        if done.returncode != 0:
+            raise EdgeportError(
+                f"{step.what} step failed (exit {done.returncode}): {step.shell()}",
+                "see the tool's output above",
+            )
+    return steps

@@ -1,0 +1,96 @@
+"""Board table and `edgeport flash`: lookups, dry-run commands, missing tools."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeport.errors import EdgeportError
+from edgeport.targets.boards import BOARDS, get_board
+from tests.conftest import shared_path
+
+REQUIRED = [
+    "nano33ble",
+    "stm32f746g-disco",
+    "nucleo-h743zi2",
+    "nucleo-l4r5zi",
+    "rpi-pico",
+    "nrf5340dk",
+    "corstone-300",
+    "mps2-an386",
+    "mps2-an500",
+]
+
+
+def test_board_table_has_the_issue_boards_with_sane_rows():
+    names = [b.name for b in BOARDS]
+    assert sorted(names) == sorted(REQUIRED) and len(set(names)) == len(names)
+    for board in BOARDS:
+        assert board.flash_bytes > 0 and board.clock_hz > 0 and board.probes
+        assert board.largest_ram.size == max(r.size for r in board.ram)
+        regions = sorted(board.ram, key=lambda r: r.base)
+        for a, b in zip(regions, regions[1:], strict=False):
+            assert a.base + a.size <= b.base, f"{board.name}: overlapping RAM regions"
+    assert get_board("mps3-an547").name == "corstone-300"  # aliases work
+    assert get_board("RPI_PICO").name == "rpi-pico"
+
+
+def test_unknown_board_suggests_close_names():
+    with pytest.raises(EdgeportError) as err:
+        get_board("nucleo-h743")
+    assert "nucleo-h743zi2" in str(err.value)
+
+
+@pytest.fixture
+def packaged_an386(tmp_path):
+    from edgeport.targets.cortex_m import package
+
+    out = tmp_path / "pkg"
+    package(shared_path("models", "tflite", "tflm_hello_world_int8.tflite"), out, board="mps2-an386")
+    return out
+
+
+def test_flash_dry_run_prints_build_and_run_commands(run_cli, packaged_an386):
+    code, out, err = run_cli(
+        "flash", packaged_an386, "--board", "mps2-an386", "--dry-run", "--tflm-root", "/opt/tflm"
+    )
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == f"make -C {packaged_an386 / 'firmware'} TFLM_ROOT=/opt/tflm"
+    assert lines[1].startswith("qemu-system-arm -M mps2-an386 ") and "firmware.elf" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("board", "probe", "expected"),
+    [
+        ("stm32f746g-disco", "openocd", "openocd -f board/stm32f7discovery.cfg -c"),
+        ("nucleo-h743zi2", "pyocd", "pyocd flash --target stm32h743zitx"),
+        ("nrf5340dk", "probe-rs", "probe-rs download --chip nRF5340_xxAA"),
+        ("rpi-pico", "uf2", "picotool load -v -x"),
+        (
+            "nano33ble",
+            "arduino-cli",
+            "arduino-cli upload --fqbn arduino:mbed_nano:nano33ble --port /dev/ttyACM0",
+        ),
+    ],
+)
+def test_probe_commands(board, probe, expected, tmp_path):
+    from edgeport.targets.cortex_m.flash import plan
+
+    steps = plan(tmp_path, get_board(board), probe, "/dev/ttyACM0", "/opt/tflm")
+    assert any(step.shell().startswith(expected) for step in steps), [s.shell() for s in steps]
+
+
+def test_flash_with_a_missing_tool_names_the_package(run_cli, packaged_an386, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    code, _, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", "/opt/tflm")
+    assert code == 1 and "is not installed" in err and "apt-get install" in err
+    assert err.strip().count("\n") == 0
+
+
+def test_flash_refuses_a_different_board_or_probe(run_cli, packaged_an386):
+    code, _, err = run_cli("flash", packaged_an386, "--board", "nano33ble", "--dry-run", "--tflm-root", "/x")
+    assert code == 1 and "packaged for mps2-an386" in err
+    code, _, err = run_cli(
+        "flash", packaged_an386, "--board", "mps2-an386", "--probe", "openocd", "--dry-run"
+    )
+    assert code == 1 and "qemu" in err
