@@ -7,7 +7,7 @@ ModelProto is never touched, so every pass is a pure function `ModelProto -> Mod
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -110,6 +110,16 @@ class GraphView:
         self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
+    def rewrite_each(self, match: Callable[[GraphView, onnx.NodeProto], bool]) -> None:
+        """Call `match(view, node)` on every node; it returns True after replacing something.
+
+        The scan restarts after each replacement because `replace` rebuilds the node list (protobuf
+        copies the messages, so earlier references go stale). Every rewrite removes the pattern it
+        matched, so this terminates.
+        """
+        while any(match(self, node) for node in list(self.graph.node)):
+            pass
+
     def replace(self, old: Sequence[onnx.NodeProto], new: Iterable[onnx.NodeProto]) -> None:
         """Swap `old` for `new`, placed where the last of `old` was (keeps topological order: the
         new nodes read only what the pattern read and feed only what the pattern fed)."""
@@ -124,12 +134,15 @@ class GraphView:
         self._shapes = None
 
     def finish(self) -> onnx.ModelProto:
-        """Drop initializers, Constant nodes and stale value_info that nothing reads any more."""
+        """Drop nodes, initializers and stale value_info that nothing reads any more (ONNX ops have no
+        side effects, so a node none of whose outputs is used is dead)."""
         if not self.changed:
             return self.model
-        for _ in range(2):  # a dead Constant can feed only another dead node; two sweeps are plenty
+        while True:
             used = {i for node in self.graph.node for i in node.input} | {o.name for o in self.graph.output}
-            alive = [n for n in self.graph.node if n.op_type != "Constant" or n.output[0] in used]
+            alive = [n for n in self.graph.node if any(o in used for o in n.output)]
+            if len(alive) == len(self.graph.node):
+                break
             del self.graph.node[:]
             self.graph.node.extend(alive)
         used = {i for node in self.graph.node for i in node.input} | {o.name for o in self.graph.output}

@@ -22,36 +22,40 @@ def _reshape_target(view: GraphView, node: onnx.NodeProto) -> list[int] | None:
     return view.shape(node.output[0])
 
 
+def _match(view: GraphView, first: onnx.NodeProto) -> bool:
+    if first.op_type != "Reshape":
+        return False
+    shape = view.shape(first.input[0])
+    split = _reshape_target(view, first)
+    if shape is None or split is None or len(shape) < 3 or len(split) != len(shape) + 1:
+        return False
+    n, c, rest = shape[0], shape[1], shape[2:]
+    groups, per_group = split[1], split[2]
+    if split[0] != n or split[3:] != rest or groups * per_group != c or groups < 2 or per_group < 2:
+        return False
+    transpose = view.only_consumer(first.output[0], "Transpose")
+    if transpose is None:
+        return False
+    perm = list(attr(transpose, "perm", []))
+    if perm != [0, 2, 1, *range(3, len(split))]:
+        return False
+    last = view.only_consumer(transpose.output[0], "Reshape")
+    if last is None or view.shape(last.output[0]) != shape:
+        return False
+    # Output channel a*groups + b reads input channel b*per_group + a.
+    indices = np.arange(c, dtype=np.int64).reshape(groups, per_group).T.reshape(-1)
+    gather = helper.make_node(
+        "Gather",
+        [first.input[0], view.add_const(indices, "shuffle_indices")],
+        [last.output[0]],
+        name=view.fresh(last.name or "channel_shuffle"),
+        axis=1,
+    )
+    view.replace([first, transpose, last], [gather])
+    return True
+
+
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     view = GraphView(model)
-    for first in list(view.graph.node):
-        if first.op_type != "Reshape":
-            continue
-        shape = view.shape(first.input[0])
-        split = _reshape_target(view, first)
-        if shape is None or split is None or len(shape) < 3 or len(split) != len(shape) + 1:
-            continue
-        n, c, rest = shape[0], shape[1], shape[2:]
-        groups, per_group = split[1], split[2]
-        if split[0] != n or split[3:] != rest or groups * per_group != c or groups < 2 or per_group < 2:
-            continue
-        transpose = view.only_consumer(first.output[0], "Transpose")
-        if transpose is None:
-            continue
-        perm = list(attr(transpose, "perm", []))
-        if perm != [0, 2, 1, *range(3, len(split))]:
-            continue
-        last = view.only_consumer(transpose.output[0], "Reshape")
-        if last is None or view.shape(last.output[0]) != shape:
-            continue
-        # Output channel a*groups + b reads input channel b*per_group + a.
-        indices = np.arange(c, dtype=np.int64).reshape(groups, per_group).T.reshape(-1)
-        gather = helper.make_node(
-            "Gather",
-            [first.input[0], view.add_const(indices, "shuffle_indices")],
-            [last.output[0]],
-            name=view.fresh(last.name or "channel_shuffle"),
-            axis=1,
-        )
-        view.replace([first, transpose, last], [gather])
+    view.rewrite_each(_match)
     return view.finish()

@@ -63,33 +63,37 @@ def _channel_pads(view: GraphView, node: onnx.NodeProto) -> tuple[int, int] | No
     return int(begin[1]), int(end[1])
 
 
+def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+    if node.op_type != "Slice":
+        return False
+    shape = view.shape(node.input[0])
+    if shape is None or len(shape) != 4 or not view.is_float32(node.input[0]):
+        return False
+    strides = _slice_strides(view, node, shape)
+    pad = view.only_consumer(node.output[0], "Pad")
+    if strides is None or pad is None:
+        return False
+    pads = _channel_pads(view, pad)
+    if pads is None:
+        return False
+    cin = shape[1]
+    cout = pads[0] + cin + pads[1]
+    weight = np.zeros((cout, cin, 1, 1), np.float32)
+    weight[np.arange(cin) + pads[0], np.arange(cin), 0, 0] = 1.0
+    conv = helper.make_node(
+        "Conv",
+        [node.input[0], view.add_const(weight, "shortcut_weight")],
+        [pad.output[0]],
+        name=view.fresh(pad.name or "shortcut_conv"),
+        kernel_shape=[1, 1],
+        strides=strides,
+        pads=[0, 0, 0, 0],
+    )
+    view.replace([node, pad], [conv])
+    return True
+
+
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     view = GraphView(model)
-    for node in list(view.graph.node):
-        if node.op_type != "Slice":
-            continue
-        shape = view.shape(node.input[0])
-        if shape is None or len(shape) != 4 or not view.is_float32(node.input[0]):
-            continue
-        strides = _slice_strides(view, node, shape)
-        pad = view.only_consumer(node.output[0], "Pad")
-        if strides is None or pad is None:
-            continue
-        pads = _channel_pads(view, pad)
-        if pads is None:
-            continue
-        cin = shape[1]
-        cout = pads[0] + cin + pads[1]
-        weight = np.zeros((cout, cin, 1, 1), np.float32)
-        weight[np.arange(cin) + pads[0], np.arange(cin), 0, 0] = 1.0
-        conv = helper.make_node(
-            "Conv",
-            [node.input[0], view.add_const(weight, "shortcut_weight")],
-            [pad.output[0]],
-            name=view.fresh(pad.name or "shortcut_conv"),
-            kernel_shape=[1, 1],
-            strides=strides,
-            pads=[0, 0, 0, 0],
-        )
-        view.replace([node, pad], [conv])
+    view.rewrite_each(_match)
     return view.finish()

@@ -70,3 +70,25 @@ def test_prepare_reports_the_rewrite():
     assert strided_shortcut.NAME in prepared.applied
     untouched = prepare_for_onnx2tf(shortcut_graph(starts=(1, 1)))
     assert untouched.applied == []
+
+
+def test_every_shortcut_in_a_graph_is_rewritten_and_nothing_dead_is_left():
+    consts = {
+        "starts": np.array([0, 0], np.int64),
+        "ends": np.array([BIG, BIG], np.int64),
+        "axes": np.array([2, 3], np.int64),
+        "steps": np.array([2, 2], np.int64),
+        "pads1": np.array([0, 4, 0, 0, 0, 4, 0, 0], np.int64),
+        "pads2": np.array([0, 8, 0, 0, 0, 8, 0, 0], np.int64),
+    }
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["s1"]),
+        helper.make_node("Pad", ["s1", "pads1"], ["p1"]),
+        helper.make_node("Slice", ["p1", "starts", "ends", "axes", "steps"], ["s2"]),
+        helper.make_node("Pad", ["s2", "pads2"], ["y"]),
+    ]
+    before = model(nodes, {"x": [1, 8, 8, 8]}, ["y"], consts)
+    after = strided_shortcut.rewrite(before)
+    assert ops(after) == {"Conv": 2}
+    assert {i.name for i in after.graph.initializer}.isdisjoint(consts)
+    assert_same_outputs(before, after)
