@@ -80,12 +80,12 @@ def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> 
     return shape_inference.infer_shapes(model, data_prop=True)
 
 
-def simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+def simplify(model: onnx.ModelProto, fuse_bn: bool = True) -> tuple[onnx.ModelProto, bool]:
     """onnxsim constant folding and clean-up; the unsimplified model is kept if onnxsim fails."""
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(model, check_n=0)
+        simplified, ok = onnxsim.simplify(model, check_n=0, skip_fuse_bn=not fuse_bn)
     except Exception:
         return model, False
     return (simplified, True) if ok else (model, False)

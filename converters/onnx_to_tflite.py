@@ -94,10 +94,13 @@ def onnx_to_keras(
     not be read as NCW). With keep_nchw, the image inputs keep their NCHW shape too.
     """
     model = onnx.load(str(onnx_path), load_external_data=False)
+    # onnx2tf writes its own simplified graph back over its input file: give it a private copy.
+    private_copy = Path(workdir).resolve() / "onnx2tf_input.onnx"
+    onnx.save(model, str(private_copy))
     input_names = [i.name for i in model.graph.input]
     keep_shape = [n for n in input_names if keep_nchw or n not in channels_first_inputs]
     options: dict[str, Any] = {
-        "input_onnx_file_path": str(Path(onnx_path).resolve()),
+        "input_onnx_file_path": str(private_copy),
         "output_folder_path": str(Path(workdir).resolve()),
         "disable_model_save": True,
         "non_verbose": not debug,

@@ -39,8 +39,12 @@ def export_onnx(
     path: Path,
     input_names: Sequence[str],
     opset: int = 17,
+    fold_constants: bool = True,
 ) -> onnx.ModelProto:
-    """Export `module` for fixed input shapes; outputs are named output_0.. (or `output`)."""
+    """Export `module` for fixed input shapes; outputs are named output_0.. (or `output`).
+
+    With fold_constants the exporter also fuses Conv+BatchNorm; without, every BN stays a node.
+    """
     import torch
 
     shapes = [list(t.shape) for t in example_inputs]
@@ -68,7 +72,7 @@ def export_onnx(
                 opset_version=opset,
                 input_names=list(input_names),
                 output_names=output_names,
-                do_constant_folding=True,
+                do_constant_folding=fold_constants,
             )
     except Exception as exc:
         raise EdgeportError(

@@ -175,7 +175,9 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 )
                 for n in names
             ]
-            model = export_onnx(source.module, examples, onnx_path, names, opts.opset)
+            model = export_onnx(
+                source.module, examples, onnx_path, names, opts.opset, fold_constants=opts.fold_bn
+            )
             model = onnx_prepare.fix_input_shapes(model, shapes)
         else:
             model = onnx_prepare.fix_input_shapes(source.onnx_model, opts.input_shapes)
@@ -186,11 +188,13 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 )
 
         # 2. ONNX passes: simplify, fold batch norms, converter rewrites.
-        model, simplified = onnx_prepare.simplify(model)
+        model, simplified = onnx_prepare.simplify(model, fuse_bn=opts.fold_bn)
         manifest.passes.append({"name": "onnxsim", "applied": simplified})
         if opts.fold_bn:
             model = _fold_batch_norms(model, manifest)
         model, onnx2tf_options = _rewrite_for_onnx2tf(model, manifest)
+        if not opts.fold_bn:
+            onnx2tf_options["not_use_onnxsim"] = True  # its onnxsim run would fuse Conv+BN again
         onnx.save(model, str(onnx_path))
 
         # 3. TFLite through onnx2tf.

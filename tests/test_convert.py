@@ -255,3 +255,17 @@ def test_onnx_with_wrong_rank_and_non_empty_outdir(tmp_path: Path, run_cli) -> N
     code, _, err = run_cli("convert", tmp_path / "s.onnx", "-o", keep)
     assert code == 1 and "--force" in err
     assert [p.name for p in keep.iterdir()] == ["precious.txt"]
+
+
+def test_no_fold_bn_keeps_batch_norms_in_onnx(kws_out: Path, tmp_path: Path, run_cli) -> None:
+    folded = json.loads((kws_out / MANIFEST_NAME).read_text())
+    assert "BatchNormalization" not in folded["artifacts"][0]["op_counts"]
+    assert any(p["name"] == "fold_batch_norms" for p in folded["passes"])
+    code, _, err = run_cli(
+        "convert", EXAMPLE, "--input-shape", KWS_SHAPE, "-o", tmp_path / "o", "--no-fold-bn"
+    )
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())
+    assert manifest["artifacts"][0]["op_counts"]["BatchNormalization"] == 9
+    assert all(p["name"] != "fold_batch_norms" for p in manifest["passes"])
+    assert manifest["verification"]["passed"]

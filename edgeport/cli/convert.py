@@ -49,6 +49,7 @@ def parse_shape(text: str) -> list[int]:
     is_flag=True,
     help="Allow loading a pickled whole-model file (runs arbitrary code from the file).",
 )
+@click.option("--no-fold-bn", is_flag=True, help="Leave batch-norm layers unfolded (for comparison).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.pass_context
 def convert(
@@ -61,6 +62,7 @@ def convert(
     opset: int,
     keep_nchw: bool,
     trust_pickle: bool,
+    no_fold_bn: bool,
     force: bool,
 ) -> None:
     """Convert SOURCE (file.py:callable, TorchScript .pt, torch.export .pt2, or .onnx) to TFLite.
@@ -80,6 +82,7 @@ def convert(
         keep_nchw=keep_nchw,
         trust_pickle=trust_pickle,
         force=force,
+        fold_bn=not no_fold_bn,
         debug=bool(ctx.obj and ctx.obj.get("debug")),
     )
     result = convert_model(options)
