@@ -36,6 +36,8 @@ class Board:
     gcc_flags: tuple[str, ...]  # -mcpu/-mfpu/-mfloat-abi for arm-none-eabi-gcc
     tflm_arch: str  # TARGET_ARCH for TFLite Micro's Makefile (cortex_m_generic)
     probes: tuple[str, ...]  # supported --probe values, first is the default
+    flash_base: int = 0x0  # where the linker puts the vectors and code
+    uart_base: int = 0  # CMSDK UART of the FPGA/QEMU machines; 0: ITM/SWO or the vendor SDK's UART
     pyocd_target: str = ""
     openocd_args: tuple[str, ...] = ()
     probe_rs_chip: str = ""
@@ -66,11 +68,12 @@ _M0P = ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft")
 BOARDS: tuple[Board, ...] = (
     Board(
         name="nano33ble",
+        flash_base=0x10000,  # after the Arduino bootloader arduino-cli flashes through
         title="Arduino Nano 33 BLE Sense",
         mcu="nRF52840",
         core="cortex-m4f",
         clock_hz=64_000_000,
-        flash_bytes=1 * MB,
+        flash_bytes=1 * MB - 64 * KB,  # 1 MB less the 64 KB Arduino bootloader
         ram=(MemoryRegion("RAM", 0x20000000, 256 * KB),),
         gcc_flags=_M4F,
         tflm_arch="cortex-m4+fp",
@@ -85,6 +88,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="stm32f746g-disco",
+        flash_base=0x08000000,
         title="STM32F746G-DISCO",
         mcu="STM32F746NG",
         core="cortex-m7",
@@ -104,6 +108,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="nucleo-h743zi2",
+        flash_base=0x08000000,
         title="NUCLEO-H743ZI2",
         mcu="STM32H743ZI",
         core="cortex-m7",
@@ -127,6 +132,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="nucleo-l4r5zi",
+        flash_base=0x08000000,
         title="NUCLEO-L4R5ZI",
         mcu="STM32L4R5ZI",
         core="cortex-m4f",
@@ -145,6 +151,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="rpi-pico",
+        flash_base=0x10000000,  # XIP flash; a bootable image also needs pico-sdk's boot2 stage
         title="Raspberry Pi Pico",
         mcu="RP2040",
         core="cortex-m0plus",
@@ -184,11 +191,13 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="corstone-300",
+        flash_base=0x10000000,  # ITCM, secure alias: QEMU boots the secure vector table there
+        uart_base=0x59303000,
         title="Arm Corstone-300 (QEMU mps3-an547, Cortex-M55)",
         mcu="SSE-300",
         core="cortex-m55",
         clock_hz=32_000_000,
-        flash_bytes=2 * MB,  # the 2 MB SRAM the image is loaded into (ITCM is 512 KB)
+        flash_bytes=512 * KB,  # ITCM, where the image is loaded (the 2 MB SRAM is left free)
         ram=(
             MemoryRegion("DTCM", 0x30000000, 512 * KB),
             MemoryRegion("ISRAM0+1", 0x31000000, 4 * MB),
@@ -203,6 +212,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="mps2-an386",
+        uart_base=0x40004000,
         title="Arm MPS2+ AN386 (QEMU mps2-an386, Cortex-M4)",
         mcu="MPS2+ FPGA",
         core="cortex-m4f",
@@ -219,6 +229,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         name="mps2-an500",
+        uart_base=0x40004000,
         title="Arm MPS2+ AN500 (QEMU mps2-an500, Cortex-M7)",
         mcu="MPS2+ FPGA",
         core="cortex-m7",

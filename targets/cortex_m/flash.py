@@ -119,6 +119,10 @@ def plan(
                     "-nographic",
                     "-semihosting-config",
                     "enable=on,target=native",
+                    # Virtual time from the instruction count, so SysTick advances deterministically
+                    # (QEMU is not cycle-accurate: its latency is instructions, not real cycles).
+                    "-icount",
+                    "shift=3",
                     "-kernel",
                     str(elf),
                 ),

@@ -150,7 +150,7 @@ def package(
         test_h, test_cc = settings.write_test_data(arena, stage, banner)
         from edgeport.targets.cortex_m import project  # the firmware project templates
 
-        firmware_dir = project.write_project(stage, the_board, name, model_path.name)
+        firmware_dir = project.write_project(stage, the_board, name, arena.inputs, arena.outputs)
         (stage / "README.md").write_text(readme.render(model_path.name, the_board, name, arena, fit, regs))
 
         manifest = previous or Manifest()

@@ -1,0 +1,60 @@
+// Minimal Cortex-M startup shared by every board: vector table, .data copy, .bss clear, FPU on,
+// C++ constructors, main(). Symbols come from the linker scripts in this directory.
+#include <stdint.h>
+
+extern uint32_t __data_load__, __data_start__, __data_end__, __bss_start__, __bss_end__, __stack_top__;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
+extern int main(void);
+
+void Reset_Handler(void);
+void Default_Handler(void);
+
+// Faults and interrupts all stop here; the debugger shows which one via the IPSR register.
+void Default_Handler(void) {
+  for (;;) {
+  }
+}
+
+void NMI_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void HardFault_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void MemManage_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void BusFault_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void UsageFault_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void SVC_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void PendSV_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
+
+__attribute__((section(".vectors"), used)) void (*const g_vectors[16])(void) = {
+    (void (*)(void))(&__stack_top__),
+    Reset_Handler,
+    NMI_Handler,
+    HardFault_Handler,
+    MemManage_Handler,
+    BusFault_Handler,
+    UsageFault_Handler,
+    0,
+    0,
+    0,
+    0,
+    SVC_Handler,
+    0,
+    0,
+    PendSV_Handler,
+    SysTick_Handler,
+};
+
+void Reset_Handler(void) {
+  uint32_t* src = &__data_load__;
+  for (uint32_t* dst = &__data_start__; dst < &__data_end__;) *dst++ = *src++;
+  for (uint32_t* dst = &__bss_start__; dst < &__bss_end__;) *dst++ = 0;
+#if defined(__ARM_FP)
+  // CPACR: full access to CP10/CP11, or the first float instruction faults.
+  *(volatile uint32_t*)0xE000ED88u |= (0xFu << 20);
+  __asm volatile("dsb\n isb");
+#endif
+  for (void (**ctor)(void) = __init_array_start; ctor < __init_array_end; ++ctor) (*ctor)();
+  main();
+  for (;;) {
+  }
+}

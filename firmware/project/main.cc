@@ -1,0 +1,135 @@
+// edgeport self-test firmware: check the model's CRC, run the embedded test input through TFLite
+// Micro, compare with the output the host runtime computed, print PASS/FAIL and the latency.
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model_data.h"
+#include "model_ops.h"
+#include "model_settings.h"
+#include "platform.h"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+#include "test_data.h"
+
+namespace {
+
+alignas(16) uint8_t g_arena[kTensorArenaSize];
+
+void print(const char* text) { platform_write(text); }
+
+template <typename... Args>
+void printf_line(const char* format, Args... args) {
+  char line[160];
+  snprintf(line, sizeof(line), format, args...);
+  platform_write(line);
+}
+
+// zlib's CRC-32, the one edgeport writes into model_data.h.
+uint32_t crc32(const unsigned char* data, unsigned int length) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned int i = 0; i < length; ++i) {
+    crc ^= data[i];
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+// Largest difference between an output and its expected value, in the tolerance's units.
+bool output_matches(const TfLiteTensor* out, const void* expected, size_t bytes, int* worst) {
+  if (out->bytes != bytes) return false;
+  *worst = 0;
+  switch (out->type) {
+    case kTfLiteFloat32: {
+      const float* got = out->data.f;
+      const float* want = static_cast<const float*>(expected);
+      const size_t n = bytes / sizeof(float);
+      float scale = 1e-6f, err = 0.0f;
+      for (size_t i = 0; i < n; ++i) scale = fmaxf(scale, fabsf(want[i]));
+      for (size_t i = 0; i < n; ++i) err = fmaxf(err, fabsf(got[i] - want[i]));
+      *worst = static_cast<int>(1e6f * err / scale);  // parts per million of max |y|
+      return err <= kTestFloatTolerance * scale;
+    }
+    case kTfLiteInt8:
+    case kTfLiteUInt8:
+    case kTfLiteInt16:
+    case kTfLiteInt32: {
+      const size_t elem = out->type == kTfLiteInt16 ? 2 : out->type == kTfLiteInt32 ? 4 : 1;
+      for (size_t i = 0; i < bytes / elem; ++i) {
+        int32_t got = 0, want = 0;
+        if (out->type == kTfLiteInt8) {
+          got = out->data.int8[i];
+          want = static_cast<const int8_t*>(expected)[i];
+        } else if (out->type == kTfLiteUInt8) {
+          got = out->data.uint8[i];
+          want = static_cast<const uint8_t*>(expected)[i];
+        } else if (out->type == kTfLiteInt16) {
+          got = out->data.i16[i];
+          want = static_cast<const int16_t*>(expected)[i];
+        } else {
+          got = out->data.i32[i];
+          want = static_cast<const int32_t*>(expected)[i];
+        }
+        const int diff = got > want ? got - want : want - got;
+        if (diff > *worst) *worst = diff;
+      }
+      return *worst <= kTestIntTolerance;
+    }
+    default:
+      return memcmp(out->data.raw, expected, bytes) == 0;
+  }
+}
+
+}  // namespace
+
+// Generated per model by edgeport: copies the test inputs and checks the outputs (test_io.cc).
+bool edgeport_set_inputs(tflite::MicroInterpreter& interpreter);
+bool edgeport_check_outputs(tflite::MicroInterpreter& interpreter, bool (*check)(const TfLiteTensor*, const void*,
+                                                                                 size_t, int*));
+
+int main(void) {
+  platform_init();
+  print("edgeport self-test\n");
+  const uint32_t crc = crc32(@MODEL_NAME@, @MODEL_NAME@_len);
+  printf_line("model: %u bytes, crc32 0x%08lx (%s)\n", @MODEL_NAME@_len, static_cast<unsigned long>(crc),
+              crc == @MODEL_NAME@_crc32 ? "ok" : "MISMATCH");
+  if (crc != @MODEL_NAME@_crc32) {
+    print("FAIL: the flashed model is not the packaged one\n");
+    platform_exit(2);
+  }
+
+  const tflite::Model* model = tflite::GetModel(@MODEL_NAME@);
+  static ModelOpResolver resolver;
+  if (RegisterModelOps(resolver) != kTfLiteOk) {
+    print("FAIL: op registration\n");
+    platform_exit(3);
+  }
+  static tflite::MicroInterpreter interpreter(model, resolver, g_arena, kTensorArenaSize);
+  if (interpreter.AllocateTensors() != kTfLiteOk) {
+    print("FAIL: AllocateTensors (arena too small?)\n");
+    platform_exit(4);
+  }
+  printf_line("arena: %u of %u bytes used\n", static_cast<unsigned>(interpreter.arena_used_bytes()),
+              static_cast<unsigned>(kTensorArenaSize));
+  if (!edgeport_set_inputs(interpreter)) {
+    print("FAIL: input shape differs from the test data\n");
+    platform_exit(5);
+  }
+  platform_cycles_start();
+  const uint32_t start = platform_cycles_read();
+  const TfLiteStatus status = interpreter.Invoke();
+  const uint32_t cycles = platform_cycles_read() - start;
+  if (status != kTfLiteOk) {
+    print("FAIL: Invoke\n");
+    platform_exit(6);
+  }
+  const uint32_t hz = platform_clock_hz();
+  printf_line("latency: %lu cycles (%s), %lu us at %lu MHz\n", static_cast<unsigned long>(cycles),
+              platform_cycles_source(), static_cast<unsigned long>(hz ? cycles / (hz / 1000000u) : 0),
+              static_cast<unsigned long>(hz / 1000000u));
+  const bool ok = edgeport_check_outputs(interpreter, output_matches);
+  print(ok ? "PASS\n" : "FAIL: output differs from the host reference\n");
+  platform_exit(ok ? 0 : 1);
+  return 0;
+}
