@@ -349,3 +349,45 @@ def test_report_is_json_and_input_model_is_untouched() -> None:
     data = json.loads(json.dumps(report.to_dict()))
     assert data["found"] == 1 and data["folded"] == 1 and data["left"] == 0
     assert set(report.activation_stats) == {"y"}
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub"])
+def test_residual_fold_is_refused_when_a_shared_reader_cannot_compensate(op: str) -> None:
+    # t feeds the residual and a Sigmoid: changing t would change the Sigmoid's output.
+    r = rng()
+    inits = {
+        "w0": r.standard_normal((4, 3, 1, 1)),
+        "w1": r.standard_normal((4, 4, 1, 1)),
+        **bn_params("bn", 4, r),
+    }
+    nodes = [
+        conv("c0", "x", "t", "w0"),
+        conv("c1", "t", "u", "w1"),
+        n(op, ["u", "t"], ["s"]),
+        bn_node("bn", "s", "y"),
+        n("Sigmoid", ["t"], ["z"]),
+    ]
+    model = make_model(nodes, {"x": [1, 3, 4, 4]}, ["y", "z"], inits)
+    out, report = fold(model)
+    (left,) = report.left
+    assert "other reader" in left["reason"] and "Sigmoid" in left["reason"]
+    assert max_rel_error(model, out) < TOL
+
+
+def test_sub_residual_folds_into_both_branches() -> None:
+    r = rng()
+    inits = {
+        "w0": r.standard_normal((4, 3, 1, 1)),
+        "w1": r.standard_normal((4, 4, 3, 3)),
+        **bn_params("bn", 4, r, False),
+    }
+    nodes = [
+        conv("c0", "x", "t", "w0"),
+        conv("c1", "t", "u", "w1", pads=[1, 1, 1, 1]),
+        n("Sub", ["u", "t"], ["s"]),
+        bn_node("bn", "s", "y"),
+    ]
+    model = make_model(nodes, {"x": [1, 3, 6, 6]}, ["y"], inits)
+    out, report = fold(model)
+    assert_folded(out, report)
+    assert max_rel_error(model, out) < TOL
