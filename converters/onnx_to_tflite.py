@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgeport.converters.onnx_prepare import rename_io
 from edgeport.errors import EdgeportError
 from edgeport.quiet import silenced
 
@@ -79,6 +81,12 @@ def offline_onnx2tf() -> Iterator[None]:
         ) = saved
 
 
+def signature_name(name: str) -> str:
+    """A tensor name usable as a TFLite signature key: word characters, not starting with a digit."""
+    cleaned = re.sub(r"\W+", "_", name).strip("_") or "tensor"
+    return f"t_{cleaned}" if cleaned[0].isdigit() else cleaned
+
+
 def onnx_to_keras(
     onnx_path: Path,
     workdir: Path,
@@ -94,11 +102,14 @@ def onnx_to_keras(
     not be read as NCW). With keep_nchw, the image inputs keep their NCHW shape too.
     """
     model = onnx.load(str(onnx_path), load_external_data=False)
-    # onnx2tf writes its own simplified graph back over its input file: give it a private copy.
-    private_copy = Path(workdir).resolve() / "onnx2tf_input.onnx"
-    onnx.save(model, str(private_copy))
     input_names = [i.name for i in model.graph.input]
-    keep_shape = [n for n in input_names if keep_nchw or n not in channels_first_inputs]
+    output_names = [o.name for o in model.graph.output]
+    # onnx2tf writes its own simplified graph back over its input file: give it a private copy,
+    # with I/O names the TFLite signature accepts (a '/' or a leading digit silently drops it).
+    safe = {name: signature_name(name) for name in input_names + output_names}
+    private_copy = Path(workdir).resolve() / "onnx2tf_input.onnx"
+    onnx.save(rename_io(model, safe), str(private_copy))
+    keep_shape = [safe[n] for n in input_names if keep_nchw or n not in channels_first_inputs]
     options: dict[str, Any] = {
         "input_onnx_file_path": str(private_copy),
         "output_folder_path": str(Path(workdir).resolve()),
@@ -126,9 +137,8 @@ def onnx_to_keras(
         os.chdir(cwd)
     if keras_model is None:
         raise EdgeportError(f"onnx2tf produced no model for {onnx_path.name}", "rerun with --debug")
-    output_names = [o.name for o in model.graph.output]
     layouts = dict(getattr(keras_model, "onnx_output_layouts", {}) or {})
-    out_last = {name: bool(layouts.get(name, False)) for name in output_names}
+    out_last = {name: bool(layouts.get(safe[name], False)) for name in output_names}
     in_last = {n: (n in channels_first_inputs and not keep_nchw) for n in input_names}
     return KerasResult(keras_model, input_names, output_names, out_last, in_last)
 

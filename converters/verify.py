@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.converters.onnx_to_tflite import signature_name
 from edgeport.manifest import StageError
-from edgeport.quiet import silenced
 
 Sample = dict[str, np.ndarray]
 
@@ -83,10 +83,16 @@ class TfliteRunner:
     """LiteRT interpreter addressed by source tensor names, in the source layout."""
 
     def __init__(self, model: bytes, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        with silenced():  # LiteRT announces its XNNPACK delegate on stderr
-            self.interpreter = Interpreter(model_content=model, num_threads=1)
+        # The builtin kernels without the XNNPACK delegate: verification measures the conversion,
+        # and XNNPACK's packed-weight cache has been seen to refuse a second model in one process.
+        self._model = model  # the interpreter reads from this buffer; keep it alive
+        self.interpreter = Interpreter(
+            model_content=model,
+            num_threads=1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
         self.runner = self.interpreter.get_signature_runner()
         signature = self.interpreter.get_signature_list()
         (entry,) = signature.values()
@@ -99,7 +105,12 @@ class TfliteRunner:
     @staticmethod
     def _match(specs: Sequence[TensorSpec], keys: Sequence[str]) -> dict[str, str]:
         by_key = {_key(k): k for k in keys}
-        matched = {s.name: by_key[_key(s.name)] for s in specs if _key(s.name) in by_key}
+        matched = {}
+        for spec in specs:
+            for candidate in (spec.name, signature_name(spec.name)):
+                if _key(candidate) in by_key:
+                    matched[spec.name] = by_key[_key(candidate)]
+                    break
         if len(matched) != len(specs):
             if len(specs) == len(keys) == 1:
                 return {specs[0].name: keys[0]}

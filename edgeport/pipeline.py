@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from edgeport.converters import onnx_prepare
+from edgeport.converters.localize import first_diverging_node
 from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras, wrap_keep_nchw
 from edgeport.converters.sources import LoadedSource, load_source
 from edgeport.converters.torch_to_onnx import export_onnx
@@ -245,9 +246,16 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
             errors += compare("onnx", reference, run_onnx(onnx_path.read_bytes(), samples))
         tflite_names: dict[str, dict[str, str]] = {}
         for precision, path in tflite_paths.items():
-            runner = TfliteRunner(path.read_bytes(), in_specs, out_specs)
+            try:
+                runner = TfliteRunner(path.read_bytes(), in_specs, out_specs)
+                outputs = [runner.run(s) for s in samples]
+            except (RuntimeError, ValueError) as exc:
+                raise EdgeportError(
+                    f"the converted {path.name} does not run in LiteRT ({str(exc).splitlines()[0][:160]})",
+                    "rerun with --debug and report the model; --keep-nchw sometimes avoids a layout bug",
+                ) from exc
             tflite_names[precision] = runner.tensor_names()
-            errors += compare(f"tflite_{precision}", reference, [runner.run(s) for s in samples])
+            errors += compare(f"tflite_{precision}", reference, outputs)
         strict = [e for e in errors if e.stage in ("onnx", "tflite_float32")]
         failed = [e for e in strict if not e.max_rel_error < FLOAT32_TOLERANCE]
         manifest.verification = Verification(
@@ -260,9 +268,15 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         )
         if failed:
             first = failed[0]
+            where = ""
+            if first.stage == "tflite_float32":
+                node = first_diverging_node(
+                    model, samples, in_specs, image_inputs, onnx2tf_options, FLOAT32_TOLERANCE, first.output
+                )
+                where = f", first diverging ONNX node {node}" if node else ""
             raise EdgeportError(
                 f"the {first.stage} model diverges from {ref_name} at output {first.output!r} "
-                f"(max rel. error {first.max_rel_error:.2e} > {FLOAT32_TOLERANCE:.0e})",
+                f"(max rel. error {first.max_rel_error:.2e} > {FLOAT32_TOLERANCE:.0e}){where}",
                 "rerun with --debug for onnx2tf's per-node log and report the model; "
                 "--keep-nchw sometimes avoids a layout bug",
             )

@@ -1,0 +1,112 @@
+"""Find the first ONNX node whose TFLite translation diverges, by bisection over graph prefixes.
+
+When a converted model disagrees with its reference, the useful answer is *where*. Each probe cuts
+the ONNX graph after one node (onnx.utils.Extractor), converts that prefix with the same onnx2tf
+settings and compares it with onnxruntime on the same inputs. Divergence propagates downstream, so
+a binary search over the topologically ordered nodes needs only log2(N) conversions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import shape_inference
+
+from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
+from edgeport.converters.verify import Sample, TensorSpec, TfliteRunner, compare, run_onnx
+from edgeport.errors import EdgeportError
+
+MAX_PROBES = 12
+
+
+def _float_outputs(model: onnx.ModelProto) -> list[tuple[int, str]]:
+    """(node index, first output) for nodes whose output is a float tensor of known shape."""
+    typed = {v.name: v for v in list(model.graph.value_info) + list(model.graph.output)}
+    found = []
+    for index, node in enumerate(model.graph.node):
+        info = typed.get(node.output[0]) if node.output else None
+        if info is None or info.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            continue
+        if info.type.tensor_type.HasField("shape"):
+            found.append((index, node.output[0]))
+    return found
+
+
+def prefix_diverges(
+    model: onnx.ModelProto,
+    tensor: str,
+    samples: Sequence[Sample],
+    in_specs: Sequence[TensorSpec],
+    channels_first_inputs: Sequence[str],
+    onnx2tf_options: dict[str, Any],
+    tolerance: float,
+) -> bool:
+    """Convert the graph cut at `tensor`; True when its TFLite output disagrees with onnxruntime."""
+    workdir = Path(tempfile.mkdtemp(prefix="edgeport-localize-"))
+    try:
+        path = workdir / "prefix.onnx"
+        inputs = [s.name for s in in_specs]
+        onnx.save(model, str(workdir / "full.onnx"))
+        onnx.utils.extract_model(str(workdir / "full.onnx"), str(path), inputs, [tensor], check_model=False)
+        prefix = onnx.load(str(path))
+        reference = run_onnx(prefix.SerializeToString(), samples)
+        try:
+            keras = onnx_to_keras(path, workdir, channels_first_inputs, False, onnx2tf_options)
+            tflite = keras_to_tflite(keras.model)
+        except EdgeportError:
+            return True  # a prefix that does not even convert is where things go wrong
+        out = prefix.graph.output[0]
+        dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
+        out_spec = TensorSpec(tensor, dims, channels_last=keras.output_channels_last.get(tensor, False))
+        prefix_inputs = [
+            TensorSpec(s.name, s.shape, s.dtype, keras.input_channels_last.get(s.name, False))
+            for s in in_specs
+        ]
+        try:
+            runner = TfliteRunner(tflite, prefix_inputs, [out_spec])
+            outputs = [runner.run(s) for s in samples]
+        except (RuntimeError, ValueError):
+            return True  # a prefix LiteRT refuses to run is broken too
+        (error,) = compare("prefix", reference, outputs)
+        return not error.max_rel_error < tolerance
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def first_diverging_node(
+    model: onnx.ModelProto,
+    samples: Sequence[Sample],
+    in_specs: Sequence[TensorSpec],
+    channels_first_inputs: Sequence[str],
+    onnx2tf_options: dict[str, Any],
+    tolerance: float,
+    diverging_output: str,
+) -> str | None:
+    """'NodeName (OpType)' of the earliest node before `diverging_output` whose prefix diverges.
+
+    Returns None when it cannot be pinned down within MAX_PROBES conversions.
+    """
+    model = shape_inference.infer_shapes(model)
+    candidates = _float_outputs(model)
+    ends = [i for i, (_, name) in enumerate(candidates) if name == diverging_output]
+    if not ends:
+        return None
+    lo, hi = 0, ends[0]  # invariant: candidates[hi] diverges (the converted model showed it)
+    probes = 0
+    while lo < hi and probes < MAX_PROBES:
+        mid = (lo + hi) // 2
+        probes += 1
+        args = (samples, in_specs, channels_first_inputs, onnx2tf_options, tolerance)
+        if prefix_diverges(model, candidates[mid][1], *args):
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo != hi:
+        return None
+    node = model.graph.node[candidates[hi][0]]
+    return f"{node.name or node.output[0]} ({node.op_type})"
