@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+import edgeport.firmware
 from edgeport.targets.boards import Board
 from edgeport.targets.cortex_m.fit import DEFAULT_STACK
 
-FIRMWARE_ROOT = Path(__file__).resolve().parents[2] / "firmware"
+FIRMWARE_ROOT = Path(edgeport.firmware.__file__).resolve().parent  # the templates ship in the wheel
 PROJECT_FILES = ("main.cc", "platform.h", "Makefile", "CMakeLists.txt", "arm-none-eabi.cmake")
 
 
