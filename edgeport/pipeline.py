@@ -169,15 +169,18 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
 
             shapes = _reference_inputs(source, opts)
             names = _input_names(source, len(shapes), opts)
-            examples = [
-                torch.from_numpy(s[n])
-                for s in random_inputs(
-                    [TensorSpec(n, sh) for n, sh in zip(names, shapes, strict=True)], 1, VERIFY_SEED
-                )
-                for n in names
-            ]
+            (sample,) = random_inputs(
+                [TensorSpec(n, sh) for n, sh in zip(names, shapes, strict=True)], 1, VERIFY_SEED
+            )
+            # BNs stay nodes at export: fold_batch_norms is the one place they are folded (the
+            # exporter would fuse only Conv+BN, and silently), so the manifest accounts for each.
             model = export_onnx(
-                source.module, examples, onnx_path, names, opts.opset, fold_constants=opts.fold_bn
+                source.module,
+                [torch.from_numpy(sample[n]) for n in names],
+                onnx_path,
+                names,
+                opts.opset,
+                fold_constants=False,
             )
             model = onnx_prepare.fix_input_shapes(model, shapes)
         else:
@@ -188,11 +191,11 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                     model, dict(zip(current, _input_names(source, len(current), opts), strict=True))
                 )
 
-        # 2. ONNX passes: simplify, fold batch norms, converter rewrites.
-        model, simplified = onnx_prepare.simplify(model, fuse_bn=opts.fold_bn)
-        manifest.passes.append({"name": "onnxsim", "applied": simplified})
+        # 2. ONNX passes: fold batch norms, simplify, converter rewrites.
         if opts.fold_bn:
             model = _fold_batch_norms(model, manifest)
+        model, simplified = onnx_prepare.simplify(model, fuse_bn=False)
+        manifest.passes.append({"name": "onnxsim", "applied": simplified})
         model, onnx2tf_options = _rewrite_for_onnx2tf(model, manifest)
         if not opts.fold_bn:
             onnx2tf_options["not_use_onnxsim"] = True  # its onnxsim run would fuse Conv+BN again
