@@ -175,18 +175,14 @@ def keras_to_tflite(keras_model: Any, precision: str = "float32") -> bytes:
         with silenced():
             return converter.convert()
     except Exception as exc:
-        text = str(exc)
-        ops = sorted(
-            {
-                w.strip(" ,'\"")
-                for line in text.splitlines()
-                if "tf." in line
-                for w in line.split()
-                if w.startswith("tf.")
-            }
-        )
-        what = f"ops with no TFLite builtin kernel: {', '.join(ops[:5])}" if ops else text.splitlines()[0]
+        ops = sorted(set(re.findall(r"\btf\.(\w+)\(", str(exc))))
+        if ops:
+            raise EdgeportError(
+                f"the model needs {', '.join(ops[:5])}, which TFLite has no builtin kernel for "
+                "(only TensorFlow Flex ops would run it, and no microcontroller has those)",
+                "replace that operation in the model, or export only the part before it",
+            ) from exc
         raise EdgeportError(
-            f"the TFLite converter failed ({what})",
-            "rewrite those ops in the model (or report the pattern); edgeport never emits Flex ops",
+            f"the TFLite converter failed: {str(exc).strip().splitlines()[0][:200]}",
+            "rerun with --debug and report the model",
         ) from exc

@@ -211,6 +211,7 @@ def _no_traceback(err: str) -> None:
         ([EXAMPLE], "needs its input shapes"),
         ([EXAMPLE, "--input-shape", "1,x,3"], "is not a shape"),
         ([f"{TINY}:TwoInTwoOut", "--input-shape", "1,3,16,16"], "2 input(s)"),
+        ([f"{TINY}:Determinant", "--input-shape", "2,9"], "MatrixDeterminant, which TFLite has no builtin"),
     ],
 )
 def test_bad_input_is_one_line_exit_1_nothing_written(tmp_path: Path, run_cli, args, message) -> None:
