@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = f"{ROOT / 'examples' / 'kws_dscnn.py'}:build"
 TINY = ROOT / "tests" / "fixtures" / "tiny_models.py"
 KWS_SHAPE = "1,1,49,10"
+TWO_IN_TWO_OUT = ("convert", f"{TINY}:TwoInTwoOut", "--input-shape", "1,3,16,16", "--input-shape", "1,4")
 
 
 def load_example() -> torch.nn.Module:
@@ -130,16 +131,7 @@ def test_sequence_input_keeps_shape_and_two_inputs_map_by_name(tmp_path: Path, r
     assert code == 0, err
     seq = read_tflite(tmp_path / "s" / "model_float32.tflite")
     assert seq.inputs[0].shape == [1, 20, 16] and "TRANSPOSE" not in seq.op_counts
-    code, _, err = run_cli(
-        "convert",
-        f"{TINY}:TwoInTwoOut",
-        "--input-shape",
-        "1,3,16,16",
-        "--input-shape",
-        "1,4",
-        "-o",
-        tmp_path / "t",
-    )
+    code, _, err = run_cli(*TWO_IN_TWO_OUT, "-o", tmp_path / "t")
     assert code == 0, err
     manifest = json.loads((tmp_path / "t" / MANIFEST_NAME).read_text())
     tfl = next(a for a in manifest["artifacts"] if a["path"] == "model_float32.tflite")
@@ -170,16 +162,7 @@ def test_conversion_never_touches_the_network(tmp_path: Path, run_cli, monkeypat
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     # A 4-D float image input with a small batch is exactly what makes onnx2tf fetch sample data.
-    code, _, err = run_cli(
-        "convert",
-        f"{TINY}:TwoInTwoOut",
-        "--input-shape",
-        "1,3,16,16",
-        "--input-shape",
-        "1,4",
-        "-o",
-        tmp_path / "o",
-    )
+    code, _, err = run_cli(*TWO_IN_TWO_OUT, "-o", tmp_path / "o")
     assert code == 0, err
 
 
