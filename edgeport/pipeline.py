@@ -59,8 +59,11 @@ class ConvertResult:
         checks = ", ".join(f"{stage} {rel:.1e}" for stage, rel in worst.items())
         tfl = self.manifest.artifact("model_float32.tflite")
         ops = sum(tfl.op_counts.values())
+        folds = [p for p in self.manifest.passes if p["name"] == "fold_batch_norms"]
+        bns = f", {folds[0]['folded']}/{folds[0]['found']} BN folded" if folds and folds[0]["found"] else ""
         return (
-            f"converted in {self.seconds:.1f}s -> {self.outdir}: {ops} ops, layout {self.manifest.layout}; "
+            f"converted in {self.seconds:.1f}s -> {self.outdir}: {ops} ops{bns}, "
+            f"layout {self.manifest.layout}; "
             f"max rel. error vs {ver.reference if ver else '?'}: {checks}"
         )
 
