@@ -69,3 +69,22 @@ def test_cli_help_and_unknown_command(run_cli) -> None:
     assert code == 0 and "convert" in out
     code, _, err = run_cli("no-such-command")
     assert code == 1 and "no-such-command" in err
+
+
+def test_internal_error_exits_2_without_traceback_unless_debug(run_cli, monkeypatch, tmp_path: Path) -> None:
+    import edgeport.pipeline
+
+    def broken(_options):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(edgeport.pipeline, "convert_model", broken)
+    code, _, err = run_cli("convert", "x.onnx", "-o", tmp_path / "o")
+    assert code == 2 and "internal error" in err and "simulated bug" in err and "Traceback" not in err
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        run_cli("--debug", "convert", "x.onnx", "-o", tmp_path / "o")
+
+
+def test_every_command_has_help(run_cli) -> None:
+    for command in ("convert", "package", "flash"):
+        code, out, _ = run_cli(command, "--help")
+        assert code == 0 and "Usage:" in out and "--help" in out
