@@ -35,13 +35,7 @@ def _register_commands() -> None:
     import importlib
 
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"edgeport.cli.{name}")
-        except ModuleNotFoundError as missing:
-            if missing.name != f"edgeport.cli.{name}":
-                raise
-            continue  # a command whose module has not landed yet
-        cli.add_command(getattr(module, name))
+        cli.add_command(getattr(importlib.import_module(f"edgeport.cli.{name}"), name))
 
 
 _register_commands()
