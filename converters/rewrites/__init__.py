@@ -25,6 +25,12 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (ceil_pool.NAME, ceil_pool.rewrite),
 ]
 
+# Recurrent ops onnx2tf would translate to a TFLite WHILE loop. The loop is correct under LiteRT, but
+# the TFLite Micro interpreter hangs on it (measured on the zoo GRU); unrolled, the same model is
+# plain FULLY_CONNECTED/elementwise ops that every runtime runs. Costs more ops (a GRU over 20 steps:
+# 37 -> ~400), so it is enabled only for graphs that have one of these.
+_RNN_OPS = {"GRU", "LSTM", "RNN"}
+
 
 @dataclass
 class PreparedModel:
@@ -45,4 +51,7 @@ def prepare_for_onnx2tf(model: onnx.ModelProto) -> PreparedModel:
         model = rewrite(model)
         if _fingerprint(model) != before:
             applied.append(name)
-    return PreparedModel(model=model, applied=applied, onnx2tf_options={})
+    options: dict[str, Any] = {}
+    if any(node.op_type in _RNN_OPS for node in model.graph.node):
+        options["enable_rnn_unroll"] = True
+    return PreparedModel(model=model, applied=applied, onnx2tf_options=options)

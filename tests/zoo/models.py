@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -23,13 +23,14 @@ import torch.nn.functional as F
 SEED = 0
 
 
-@dataclass(frozen=True)
-class ZooModel:
+class ZooModel(NamedTuple):
+    # A NamedTuple rather than a dataclass: `edgeport convert models.py:<name>` imports this file as a
+    # module that is not in sys.modules, where @dataclass cannot resolve its annotations.
     name: str
     build: Callable[[], nn.Module]
     input_shapes: list[list[int]]
     # Inputs that feed spatial ops (conv/pool) and so come out channels-last; others keep their shape.
-    image_inputs: list[int] = field(default_factory=list)
+    image_inputs: tuple[int, ...] = ()
     # False only when the model's own layout change needs a TRANSPOSE in any correct NHWC translation.
     transpose_free: bool = True
     what: str = ""
@@ -408,28 +409,37 @@ class MultiIO(nn.Module):
 
 
 ZOO: list[ZooModel] = [
-    ZooModel("mha_block", _seeded(AttentionBlock), [[1, 16, 32]], what="nn.MultiheadAttention encoder block"),
+    # Splitting and merging heads moves the head axis: a TRANSPOSE any correct translation needs.
+    ZooModel(
+        "mha_block",
+        _seeded(AttentionBlock),
+        [[1, 16, 32]],
+        transpose_free=False,
+        what="nn.MultiheadAttention encoder block",
+    ),
     ZooModel("gru", _seeded(GRUNet), [[1, 20, 10]], what="GRU, batch_first"),
     ZooModel("lstm", _seeded(LSTMNet), [[1, 20, 10]], what="LSTM, batch_first"),
     ZooModel(
-        "shufflenet", _seeded(ShuffleNetTiny), [[1, 3, 32, 32]], [0], what="ShuffleNetV2 channel shuffle"
+        "shufflenet", _seeded(ShuffleNetTiny), [[1, 3, 32, 32]], (0,), what="ShuffleNetV2 channel shuffle"
     ),
     ZooModel(
-        "mobilenet_v2", _seeded(MobileNetV2Tiny), [[1, 3, 64, 64]], [0], what="depthwise, inverted residual"
+        "mobilenet_v2", _seeded(MobileNetV2Tiny), [[1, 3, 64, 64]], (0,), what="depthwise, inverted residual"
     ),
     ZooModel(
-        "mobilenet_v3", _seeded(MobileNetV3Tiny), [[1, 3, 64, 64]], [0], what="hardswish, squeeze-excite"
+        "mobilenet_v3", _seeded(MobileNetV3Tiny), [[1, 3, 64, 64]], (0,), what="hardswish, squeeze-excite"
     ),
     ZooModel(
-        "resnet_basic", _seeded(ResNetTiny), [[1, 3, 32, 32]], [0], what="basic blocks, 1x1 projections"
+        "resnet_basic", _seeded(ResNetTiny), [[1, 3, 32, 32]], (0,), what="basic blocks, 1x1 projections"
     ),
-    ZooModel("ds_cnn_kws", _seeded(DSCNN), [[1, 1, 49, 10]], [0], what="keyword spotting on MFCC"),
-    ZooModel("unet", _seeded(UNetTiny), [[1, 3, 32, 32]], [0], what="ConvTranspose, concat, bilinear resize"),
-    ZooModel("tcn_dilated", _seeded(TCN), [[1, 6, 64]], [0], what="temporal 1-D convs with dilation"),
+    ZooModel("ds_cnn_kws", _seeded(DSCNN), [[1, 1, 49, 10]], (0,), what="keyword spotting on MFCC"),
+    ZooModel(
+        "unet", _seeded(UNetTiny), [[1, 3, 32, 32]], (0,), what="ConvTranspose, concat, bilinear resize"
+    ),
+    ZooModel("tcn_dilated", _seeded(TCN), [[1, 6, 64]], (0,), what="temporal 1-D convs with dilation"),
     ZooModel("dense_autoencoder", _seeded(DenseAutoencoder), [[1, 128]], what="fully connected autoencoder"),
-    ZooModel("activations", _seeded(ActivationsNet), [[1, 3, 16, 16]], [0], what="PReLU, LeakyReLU, ELU"),
-    ZooModel("ceil_pool", _seeded(CeilPoolNet), [[1, 3, 15, 15]], [0], what="ceil-mode max and avg pooling"),
-    ZooModel("multi_io", _seeded(MultiIO), [[1, 3, 16, 16], [1, 6]], [0], what="two inputs, two outputs"),
+    ZooModel("activations", _seeded(ActivationsNet), [[1, 3, 16, 16]], (0,), what="PReLU, LeakyReLU, ELU"),
+    ZooModel("ceil_pool", _seeded(CeilPoolNet), [[1, 3, 15, 15]], (0,), what="ceil-mode max and avg pooling"),
+    ZooModel("multi_io", _seeded(MultiIO), [[1, 3, 16, 16], [1, 6]], (0,), what="two inputs, two outputs"),
 ]
 
 
@@ -458,5 +468,13 @@ def resnet20_shared(shared: Path | None = None) -> ZooModel:
         return resnet_cifar.load("resnet20")
 
     return ZooModel(
-        "resnet20", build, [[1, 3, 32, 32]], [0], what="pretrained CIFAR ResNet-20 (option-A shortcuts)"
+        "resnet20", build, [[1, 3, 32, 32]], (0,), what="pretrained CIFAR ResNet-20 (option-A shortcuts)"
     )
+
+
+def __getattr__(name: str) -> Callable[[], nn.Module]:
+    """`models.py:<zoo name>` is a valid `edgeport convert` SOURCE (the callable builds the model)."""
+    for m in ZOO:
+        if m.name == name:
+            return m.build
+    raise AttributeError(name)
