@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-from edgeport.converters.rewrites import ceil_pool, channel_shuffle, gelu, strided_shortcut
+from edgeport.converters.rewrites import attention, ceil_pool, channel_shuffle, gelu, strided_shortcut
 
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
@@ -21,6 +21,7 @@ Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 REWRITES: list[tuple[str, Rewrite]] = [
     (strided_shortcut.NAME, strided_shortcut.rewrite),
     (channel_shuffle.NAME, channel_shuffle.rewrite),
+    (attention.NAME, attention.rewrite),
     (gelu.NAME, gelu.rewrite),
     (ceil_pool.NAME, ceil_pool.rewrite),
 ]
