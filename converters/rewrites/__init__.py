@@ -13,7 +13,14 @@ from typing import Any
 
 import onnx
 
-from edgeport.converters.rewrites import attention, ceil_pool, channel_shuffle, gelu, strided_shortcut
+from edgeport.converters.rewrites import (
+    attention,
+    ceil_pool,
+    channel_shuffle,
+    gelu,
+    rnn_unroll,
+    strided_shortcut,
+)
 
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
@@ -24,12 +31,13 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (attention.NAME, attention.rewrite),
     (gelu.NAME, gelu.rewrite),
     (ceil_pool.NAME, ceil_pool.rewrite),
+    (rnn_unroll.NAME, rnn_unroll.rewrite),
 ]
 
-# Recurrent ops onnx2tf would translate to a TFLite WHILE loop. The loop is correct under LiteRT, but
-# the TFLite Micro interpreter hangs on it (measured on the zoo GRU); unrolled, the same model is
-# plain FULLY_CONNECTED/elementwise ops that every runtime runs. Costs more ops (a GRU over 20 steps:
-# 37 -> ~400), so it is enabled only for graphs that have one of these.
+# Recurrent nodes that rnn_unroll could not write out (bidirectional, custom activations, ...).
+# onnx2tf would translate them to a TFLite WHILE loop: correct under LiteRT, but the TFLite Micro
+# interpreter hangs on it (measured on the zoo GRU); its own unrolling gives plain ops every runtime
+# runs, at ~20 ops per time step. Asked for only when such a node is left.
 _RNN_OPS = {"GRU", "LSTM", "RNN"}
 
 

@@ -1,0 +1,238 @@
+"""GRU / LSTM -> unrolled matmul + elementwise ops, with the input projection done once for all steps.
+
+onnx2tf translates a recurrent node into a TFLite WHILE loop (the TFLite Micro interpreter hangs on
+it) or, with `enable_rnn_unroll`, into ~20 ops per time step (separate FULLY_CONNECTEDs per gate for
+the input and the state). Written out here instead:
+
+* `X @ W^T + b` for every time step in one MatMul (the input biases and the state biases that are
+  plain sums are folded into it), then one Split into steps;
+* per step only the state projection `h @ R^T`, one equal-parts Split of it into gates and the gate
+  arithmetic (12 TFLite ops per step for both GRU and LSTM);
+* `y[:, -1]` after a batch-first export (Squeeze -> Transpose -> Gather(-1)) reads the last state
+  directly instead of concatenating every step's output.
+
+Handled: forward direction, default activations, no clip, no sequence_lens, layout 0, GRU with
+linear_before_reset=1 (PyTorch's), LSTM without peepholes or input_forget. Anything else is left to
+onnx2tf. Every replacement is checked against the original node with onnxruntime on random inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from edgeport.converters.rewrites._graph import GraphView, attr
+
+NAME = "rnn_unroll"
+
+_CHECK_TOLERANCE = 1e-5
+_DEFAULT_ACTS = {"GRU": [b"Sigmoid", b"Tanh"], "LSTM": [b"Sigmoid", b"Tanh", b"Tanh"]}
+
+
+def _input(node: onnx.NodeProto, i: int) -> str:
+    return node.input[i] if len(node.input) > i else ""
+
+
+def _supported(view: GraphView, node: onnx.NodeProto) -> bool:
+    if node.op_type not in _DEFAULT_ACTS:
+        return False
+    if attr(node, "direction", b"forward") not in (b"forward", "forward") or attr(node, "layout", 0):
+        return False
+    if attr(node, "clip") is not None or _input(node, 4):
+        return False
+    acts = attr(node, "activations")
+    if acts is not None and list(acts) != _DEFAULT_ACTS[node.op_type]:
+        return False
+    if node.op_type == "GRU" and attr(node, "linear_before_reset", 0) != 1:
+        return False
+    if node.op_type == "LSTM" and (attr(node, "input_forget", 0) or _input(node, 7)):
+        return False
+    w, r = view.const(_input(node, 1)), view.const(_input(node, 2))
+    shape = view.shape(node.input[0])
+    if w is None or r is None or shape is None or len(shape) != 3 or w.shape[0] != 1:
+        return False
+    return not _input(node, 3) or view.const(_input(node, 3)) is not None
+
+
+def _last_step_chain(view: GraphView, y: str, steps: int) -> list[onnx.NodeProto] | None:
+    """Squeeze(axis 1) -> Transpose([1, 0, 2]) -> Gather(axis 1, last index): `y[:, -1]` batch-first."""
+    squeeze = view.only_consumer(y, "Squeeze")
+    if squeeze is None or view.const(_input(squeeze, 1)) is None:
+        return None
+    if view.const(squeeze.input[1]).reshape(-1).tolist() != [1]:
+        return None
+    transpose = view.only_consumer(squeeze.output[0], "Transpose")
+    if transpose is None or list(attr(transpose, "perm", [])) != [1, 0, 2]:
+        return None
+    gather = view.only_consumer(transpose.output[0], "Gather")
+    index = view.const(_input(gather, 1)) if gather is not None else None
+    if gather is None or attr(gather, "axis", 0) != 1 or index is None or index.size != 1:
+        return None
+    if int(index.reshape(-1)[0]) not in (-1, steps - 1):
+        return None
+    return [squeeze, transpose, gather]
+
+
+class _Builder:
+    def __init__(self, view: GraphView, prefix: str) -> None:
+        self.view, self.prefix = view, prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def const(self, value: np.ndarray, hint: str) -> str:
+        name = self.view.fresh(f"{self.prefix}_{hint}")
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str, outputs: int = 1, out: str | None = None, **kw):
+        names = [out] if out else [self.view.fresh(f"{self.prefix}_{hint}") for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, name=self.view.fresh(self.prefix), **kw))
+        return names[0] if outputs == 1 else names
+
+
+def _build(view: GraphView, node: onnx.NodeProto, outputs: dict[str, str], last_out: str | None):
+    """New nodes for `node`; `outputs` maps 'Y'/'Y_h'/'Y_c' to the names to produce."""
+    steps, batch, _ = view.shape(node.input[0])
+    w, r = view.const(node.input[1])[0], view.const(node.input[2])[0]
+    hidden = int(attr(node, "hidden_size"))
+    gates = 3 if node.op_type == "GRU" else 4
+    bias = view.const(_input(node, 3))
+    bias = bias[0] if bias is not None else np.zeros(2 * gates * hidden, np.float32)
+    wb, rb = bias[: gates * hidden], bias[gates * hidden :]
+    b = _Builder(view, node.name or node.op_type)
+    if node.op_type == "GRU":
+        # z and r add both biases outside any product; the candidate's state bias sits inside r * (.).
+        x_bias = wb + np.concatenate([rb[: 2 * hidden], np.zeros(hidden, np.float32)])
+        h_bias = np.concatenate([np.zeros(2 * hidden, np.float32), rb[2 * hidden :]])
+    else:
+        x_bias, h_bias = wb + rb, None
+    xw = b.op("MatMul", [node.input[0], b.const(w.T.astype(np.float32), "W")], "xw")
+    xw = b.op("Add", [xw, b.const(x_bias.astype(np.float32), "xb")], "xwb")
+
+    def split(tensor: str, parts: int, axis: int, hint: str) -> list[str]:
+        # Equal parts with no `split` input: onnx2tf emits one SPLIT (sizes make it emit a
+        # STRIDED_SLICE per part).
+        if parts == 1:
+            return [tensor]
+        return b.op("Split", [tensor], hint, outputs=parts, axis=axis)
+
+    if node.op_type == "GRU":
+        # The gates' input parts, per gate then per step: x_g[t] is [1, batch, hidden].
+        xg = [split(g, steps, 0, "x_t") for g in split(xw, 3, -1, "x_gate")]
+    else:
+        xs = split(xw, steps, 0, "x_t")
+
+    def state(index: int, hint: str) -> str:
+        init = _input(node, index)
+        return init if init else b.const(np.zeros((1, batch, hidden), np.float32), hint)
+
+    h = state(5, "h0")
+    c = state(6, "c0") if node.op_type == "LSTM" else None
+    rt = b.const(r.T.astype(np.float32), "R")
+    hb = b.const(h_bias.astype(np.float32), "hb") if h_bias is not None else None
+    hs = []
+    for t in range(steps):
+        hr = b.op("MatMul", [h, rt], "hr")
+        if node.op_type == "GRU":
+            h_z, h_r, h_n = split(b.op("Add", [hr, hb], "hrb"), 3, -1, "h_gate")
+            z = b.op("Sigmoid", [b.op("Add", [xg[0][t], h_z], "z_in")], "z")
+            r_gate = b.op("Sigmoid", [b.op("Add", [xg[1][t], h_r], "r_in")], "r")
+            n = b.op("Tanh", [b.op("Add", [xg[2][t], b.op("Mul", [r_gate, h_n], "rh")], "n_in")], "n")
+            # h' = (1 - z) * n + z * h == n + z * (h - n)
+            h = b.op("Add", [n, b.op("Mul", [z, b.op("Sub", [h, n], "h_n")], "zh")], "h")
+        else:
+            g_i, g_o, g_f, g_c = split(b.op("Add", [xs[t], hr], "g"), 4, -1, "gate")
+            i, o, f = (b.op("Sigmoid", [g], hint) for g, hint in ((g_i, "i"), (g_o, "o"), (g_f, "f")))
+            cand = b.op("Tanh", [g_c], "cand")
+            c = b.op("Add", [b.op("Mul", [f, c], "fc"), b.op("Mul", [i, cand], "ic")], "c")
+            h = b.op("Mul", [o, b.op("Tanh", [c], "tc")], "h")
+        hs.append(h)
+    if "Y" in outputs:
+        cat = b.op("Concat", hs, "y_cat", axis=0) if steps > 1 else hs[0]
+        b.op("Unsqueeze", [cat, b.const(np.array([1], np.int64), "ax1")], "y", out=outputs["Y"])
+    if last_out is not None:
+        b.op("Reshape", [h, b.const(np.array([batch, hidden], np.int64), "last")], "last", out=last_out)
+    if "Y_h" in outputs:
+        b.op("Identity", [h], "y_h", out=outputs["Y_h"])
+    if "Y_c" in outputs:
+        b.op("Identity", [c], "y_c", out=outputs["Y_c"])
+    return b.nodes, b.inits
+
+
+def _check(view: GraphView, old: list[onnx.NodeProto], new, new_inits, outs: list[str]) -> bool:
+    """Run old and new on random values of every non-constant input; True when they agree."""
+    produced = {o for n in old for o in n.output}
+    feeds_names = sorted(
+        {i for n in old for i in n.input if i and i not in produced and view.const(i) is None}
+    )
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name in feeds_names:
+        shape = view.shape(name)
+        if shape is None or not view.is_float32(name):
+            return False
+        feeds[name] = rng.standard_normal(shape).astype(np.float32)
+
+    def model(nodes, own_inits):
+        # Graph constants the region reads (weights, initial states) come along as initializers.
+        made = {o for n in nodes for o in n.output} | {i.name for i in own_inits} | set(feeds)
+        reads = {i for n in nodes for i in n.input if i and i not in made}
+        inits = [*own_inits, *(numpy_helper.from_array(view.const(i), i) for i in sorted(reads))]
+        graph = helper.make_graph(
+            nodes,
+            "region",
+            [helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, v.shape) for k, v in feeds.items()],
+            [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outs],
+            inits,
+        )
+        m = helper.make_model(graph, opset_imports=list(view.model.opset_import))
+        m.ir_version = 8
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    try:
+        ref = model(old, []).run(outs, feeds)
+        got = model(new, new_inits).run(outs, feeds)
+    except Exception:
+        return False
+    return all(
+        a.shape == g.shape and np.abs(a - g).max() <= _CHECK_TOLERANCE * max(np.abs(a).max(), 1e-6)
+        for a, g in zip(ref, got, strict=True)
+    )
+
+
+def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+    if not _supported(view, node):
+        return False
+    steps = view.shape(node.input[0])[0]
+    keys = ["Y", "Y_h", "Y_c"][: len(node.output)]
+    used = {
+        k: o
+        for k, o in zip(keys, node.output, strict=False)
+        if o and (view.consumers(o) or view.is_graph_output(o))
+    }
+    old = [node]
+    last_out = None
+    if "Y" in used and not view.is_graph_output(used["Y"]):
+        chain = _last_step_chain(view, used["Y"], steps)
+        if chain is not None:
+            old += chain
+            last_out = chain[-1].output[0]
+            del used["Y"]
+    new, inits = _build(view, node, used, last_out)
+    outs = [*used.values(), *([last_out] if last_out else [])]
+    if not outs or not _check(view, old, new, inits, outs):
+        return False
+    # Keep the originals' output names; the old nodes go, the new ones take their place.
+    view.graph.initializer.extend(inits)
+    view.replace(old, new)
+    return True
+
+
+def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
+    view = GraphView(model)
+    view.rewrite_each(_match)
+    return view.finish()

@@ -1,0 +1,79 @@
+"""rnn_unroll on the GRU/LSTM graphs torch.onnx really produces (exported, then onnxsim as in the
+pipeline); the checks are pure ONNX: onnxruntime before vs after, and which ops are left."""
+
+from __future__ import annotations
+
+import io
+
+import onnx
+import onnxsim
+import pytest
+import torch
+import torch.nn as nn
+
+from edgeport.converters.rewrites import prepare_for_onnx2tf, rnn_unroll
+from tests.converters.onnx_build import assert_same_outputs, ops
+
+
+class Recurrent(nn.Module):
+    def __init__(self, kind: str, output: str, bidirectional: bool = False):
+        super().__init__()
+        cls = nn.GRU if kind == "gru" else nn.LSTM
+        self.rnn = cls(6, 8, batch_first=True, bidirectional=bidirectional)
+        self.output = output
+
+    def forward(self, x: torch.Tensor):
+        y, state = self.rnn(x)
+        if self.output == "last":
+            return y[:, -1]
+        if self.output == "sequence":
+            return y
+        return (y, *state) if isinstance(state, tuple) else (y, state)
+
+
+def exported(module: nn.Module, steps: int = 5) -> onnx.ModelProto:
+    torch.manual_seed(0)
+    for p in module.parameters():  # PyTorch's init is small; make every gate matter
+        nn.init.normal_(p, std=0.5)
+    buf = io.BytesIO()
+    torch.onnx.export(module.eval(), (torch.randn(1, steps, 6),), buf, dynamo=False, opset_version=17)
+    model, ok = onnxsim.simplify(onnx.load_from_string(buf.getvalue()))
+    assert ok
+    return model
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("output", ["last", "sequence", "all"])
+def test_recurrent_node_is_unrolled_with_same_outputs(kind: str, output: str) -> None:
+    torch.manual_seed(0)
+    before = exported(Recurrent(kind, output))
+    after = rnn_unroll.rewrite(before)
+    counts = ops(after)
+    assert "GRU" not in counts and "LSTM" not in counts
+    # One input projection for every step; one state projection per step.
+    assert counts["MatMul"] == 1 + 5
+    if output == "last":  # y[:, -1] reads the last state: no per-step outputs are gathered
+        assert "Concat" not in counts and "Gather" not in counts
+    assert_same_outputs(before, after)
+
+
+def test_single_step_sequence() -> None:
+    torch.manual_seed(0)
+    before = exported(Recurrent("gru", "all"), steps=1)
+    after = rnn_unroll.rewrite(before)
+    assert "GRU" not in ops(after)
+    assert_same_outputs(before, after)
+
+
+def test_bidirectional_is_left_to_onnx2tf_unrolling() -> None:
+    torch.manual_seed(0)
+    before = exported(Recurrent("lstm", "last", bidirectional=True))
+    assert rnn_unroll.rewrite(before).SerializeToString() == before.SerializeToString()
+    prepared = prepare_for_onnx2tf(before)
+    assert prepared.onnx2tf_options == {"enable_rnn_unroll": True}
+
+
+def test_unrolled_graphs_need_no_onnx2tf_option() -> None:
+    torch.manual_seed(0)
+    prepared = prepare_for_onnx2tf(exported(Recurrent("gru", "last")))
+    assert prepared.applied == [rnn_unroll.NAME] and prepared.onnx2tf_options == {}
