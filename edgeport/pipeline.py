@@ -21,6 +21,7 @@ from edgeport.converters.verify import TensorSpec, TfliteRunner, compare, random
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Artifact, Manifest, TensorInfo, Verification, sha256_of, tool_versions
 from edgeport.outdir import staged_outdir
+from edgeport.quant.modes import QuantOptions, describe_section
 from edgeport.quiet import silenced
 from edgeport.tflite_file import read_tflite
 
@@ -43,6 +44,7 @@ class ConvertOptions:
     force: bool = False
     fold_bn: bool = True
     debug: bool = False
+    quantize: QuantOptions | None = None  # --quantize: also write model_<mode>.tflite (quant/modes.py)
 
 
 @dataclass
@@ -61,11 +63,13 @@ class ConvertResult:
         ops = sum(tfl.op_counts.values())
         folds = [p for p in self.manifest.passes if p["name"] == "fold_batch_norms"]
         bns = f", {folds[0]['folded']}/{folds[0]['found']} BN folded" if folds and folds[0]["found"] else ""
-        return (
+        line = (
             f"converted in {self.seconds:.1f}s -> {self.outdir}: {ops} ops{bns}, "
             f"layout {self.manifest.layout}; "
             f"max rel. error vs {ver.reference if ver else '?'}: {checks}"
         )
+        quant = self.manifest.sections.get("quantization")
+        return f"{line}; {describe_section(quant)}" if quant else line
 
 
 def _reference_inputs(source: LoadedSource, opts: ConvertOptions) -> list[list[int]]:
@@ -195,6 +199,8 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 )
 
         # 2. ONNX passes: fold batch norms, simplify, converter rewrites.
+        # The input's statistics are read before folding, while a normalisation or first BN is visible.
+        input_stats = _infer_input_stats(model) if opts.quantize else {}
         if opts.fold_bn:
             model = _fold_batch_norms(model, manifest)
         model, simplified = onnx_prepare.simplify(model, fuse_bn=False)
@@ -287,6 +293,25 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 "--keep-nchw sometimes avoids a layout bug",
             )
 
+        # 4b. Quantized model, verified in LiteRT and TFLite Micro (quant/modes.py).
+        if opts.quantize is not None:
+            from edgeport.quant.modes import quantize_stage
+
+            quantized = quantize_stage(
+                opts.quantize,
+                keras_model,
+                keras.input_names,
+                in_specs,
+                out_specs,
+                tflite_paths["float32"].read_bytes(),
+                stage,
+                module=source.module if source.is_torch else None,
+                inferred_stats=input_stats,
+            )
+            manifest.sections["quantization"] = quantized.section
+            tflite_paths[quantized.precision] = quantized.path
+            tflite_names[quantized.precision] = quantized.tensor_names
+
         # 5. Manifest.
         manifest.layout = _model_layout(in_specs, opts.keep_nchw)
         onnx_in = _source_infos(in_specs, opts.keep_nchw)
@@ -315,6 +340,12 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _infer_input_stats(model: onnx.ModelProto) -> dict:
+    from edgeport.quant.input_stats import infer_input_stats
+
+    return infer_input_stats(model)
 
 
 def _fold_batch_norms(model: onnx.ModelProto, manifest: Manifest) -> onnx.ModelProto:

@@ -51,6 +51,32 @@ def parse_shape(text: str) -> list[int]:
 )
 @click.option("--no-fold-bn", is_flag=True, help="Leave batch-norm layers unfolded (for comparison).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+@click.option(
+    "--quantize",
+    type=click.Choice(["int8", "w8a8", "dynamic"]),
+    help="Also write a quantized model: int8/w8a8 (full-integer, TFLite Micro) or dynamic (int8 weights).",
+)
+@click.option(
+    "--io",
+    "io_type",
+    type=click.Choice(["int8", "float"]),
+    default="int8",
+    show_default=True,
+    help="int8 model input/output type.",
+)
+@click.option(
+    "--calibration", type=click.Path(path_type=Path), help="Real calibration samples (.npy, .npz or a dir)."
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(["auto", "distill", "input-stats", "gaussian", "data"]),
+    default="auto",
+    show_default=True,
+    help="How int8 activation ranges are calibrated (auto: data if given, else BN-statistics distillation).",
+)
+@click.option("--input-range", help="Range of the raw input values, lo,hi (e.g. 0,255).")
+@click.option("--mean", "mean_text", help="Mean of the raw input, one value or one per channel.")
+@click.option("--std", "std_text", help="Standard deviation of the raw input, one value or one per channel.")
 @click.pass_context
 def convert(
     ctx: click.Context,
@@ -64,6 +90,13 @@ def convert(
     trust_pickle: bool,
     no_fold_bn: bool,
     force: bool,
+    quantize: str | None,
+    io_type: str,
+    calibration: Path | None,
+    calibration_method: str,
+    input_range: str | None,
+    mean_text: str | None,
+    std_text: str | None,
 ) -> None:
     """Convert SOURCE (file.py:callable, TorchScript .pt, torch.export .pt2, or .onnx) to TFLite.
 
@@ -71,6 +104,21 @@ def convert(
     after checking that PyTorch, onnxruntime and LiteRT agree on the same random inputs.
     """
     from edgeport.pipeline import ConvertOptions, convert_model
+    from edgeport.quant.modes import QuantOptions, parse_floats
+
+    quant = None
+    if quantize:
+        quant = QuantOptions(
+            mode=quantize,
+            io=io_type,
+            calibration=calibration,
+            method=calibration_method,
+            input_range=tuple(parse_floats(input_range, "--input-range", 2)) if input_range else None,
+            mean=parse_floats(mean_text, "--mean") if mean_text else None,
+            std=parse_floats(std_text, "--std") if std_text else None,
+        )
+    elif calibration or input_range or mean_text or std_text:
+        raise EdgeportError("calibration options were given without --quantize", "add --quantize int8")
 
     options = ConvertOptions(
         source=source,
@@ -84,6 +132,7 @@ def convert(
         force=force,
         fold_bn=not no_fold_bn,
         debug=bool(ctx.obj and ctx.obj.get("debug")),
+        quantize=quant,
     )
     result = convert_model(options)
     click.echo(result.summary())

@@ -1,0 +1,365 @@
+"""Calibration samples for int8: real data when given, else synthetic inputs made without any data.
+
+Methods (all selectable, `--calibration-method`):
+* `data`: the user's samples (`--calibration file.npy|file.npz|dir`).
+* `gaussian`: naive N(0, 1) noise, whatever the model expects (the baseline the benchmark shows).
+* `input-stats`: Gaussian noise with the input statistics quant/input_stats.py found (user
+  `--mean/--std/--input-range`, the model's own normalisation, or its first BatchNorm), clipped to
+  the input range when one is known.
+* `distill`: ZeroQ (Cai et al. 2020): start from `input-stats` noise and optimise the inputs so the
+  batch mean/std that every BatchNorm of the PyTorch model sees match its running statistics. The
+  activations then have roughly the statistics the network was trained on, layer by layer, which
+  is what the converter's min/max calibration needs. Needs a PyTorch source with BatchNorms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.converters.verify import Sample, TensorSpec
+from edgeport.errors import EdgeportError
+from edgeport.quant.input_stats import InputStats, default_stats
+
+METHODS = ("auto", "distill", "input-stats", "gaussian", "data")
+DISTILL_STEPS = 200
+DISTILL_LR = 0.2
+MAX_DATA_SAMPLES = 1000  # more real samples than this add conversion time, not accuracy
+
+
+@dataclass
+class CalibrationSet:
+    method: str
+    samples: list[Sample]  # used by the converter
+    held_out: list[Sample]  # same distribution, not used for calibration: the fidelity inputs
+    notes: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _stats_for(spec: TensorSpec, stats: dict[str, InputStats]) -> InputStats:
+    return stats.get(spec.name) or default_stats()
+
+
+def _clip(x: np.ndarray, st: InputStats) -> np.ndarray:
+    if st.low is None:
+        return x
+    return np.clip(x, st.low, st.high)
+
+
+def gaussian_samples(
+    specs: Sequence[TensorSpec], count: int, seed: int, stats: dict[str, InputStats] | None = None
+) -> list[Sample]:
+    """N(mean, std) per channel (N(0, 1) without stats), one sample of each spec's shape."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(count):
+        sample = {}
+        for spec in specs:
+            z = rng.standard_normal(spec.shape)
+            if stats is not None:
+                st = _stats_for(spec, stats)
+                mean, std = st.broadcast(spec.shape)
+                z = _clip(mean + std * z, st)
+            sample[spec.name] = z.astype(np.float32)
+        samples.append(sample)
+    return samples
+
+
+def _bn_modules(module: Any) -> list[Any]:
+    import torch.nn as nn
+
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.track_running_stats
+        and m.running_mean is not None
+    ]
+
+
+def has_batchnorm(module: Any) -> bool:
+    return module is not None and bool(_bn_modules(module))
+
+
+def distill_samples(
+    module: Any,
+    specs: Sequence[TensorSpec],
+    count: int,
+    seed: int,
+    stats: dict[str, InputStats],
+    steps: int = DISTILL_STEPS,
+    lr: float = DISTILL_LR,
+    labels: bool = True,
+) -> tuple[list[Sample], dict[str, Any]]:
+    """ZeroQ-style BN-statistics matching on a batch of `count` synthetic inputs.
+
+    With `labels` and a classifier-shaped output ([batch, classes]), a cross-entropy term towards
+    evenly assigned target classes is added (DeepInversion, Yin et al. 2020): BN matching alone
+    gives inputs the network is unsure about, whose logits span a smaller range than real inputs'
+    and leave the output's int8 range too narrow (real logits would clip).
+    """
+    import torch
+
+    bns = _bn_modules(module)
+    if not bns:
+        raise ValueError("the model has no BatchNorm to distill from")
+    started = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    # x = mean + std * z with z optimised: the step size is then in units of the input's own spread,
+    # so raw 0..255 inputs and normalised ones converge alike.
+    params, offsets, scales, bounds = [], [], [], []
+    for spec in specs:
+        st = _stats_for(spec, stats)
+        shape = [count, *spec.shape[1:]]
+        mean, std = st.broadcast(shape)
+        params.append(torch.randn(shape, generator=gen).requires_grad_(True))
+        offsets.append(torch.as_tensor(mean, dtype=torch.float32))
+        scales.append(torch.as_tensor(std, dtype=torch.float32))
+        bounds.append((st.low, st.high))
+
+    captured: list[tuple[Any, Any]] = []
+
+    def hook(bn: Any, args: tuple) -> None:
+        x = args[0]
+        dims = [0] + list(range(2, x.dim()))
+        captured.append((bn, x.mean(dims), x.var(dims, unbiased=False)))
+
+    handles = [bn.register_forward_pre_hook(hook) for bn in bns]
+    grads = {p: p.requires_grad for p in module.parameters()}
+    was_training = module.training
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)  # gradients w.r.t. the inputs only: half the backward work
+
+    def inputs() -> list[Any]:
+        out = []
+        for z, m, s, (low, high) in zip(params, offsets, scales, bounds, strict=True):
+            x = m + s * z
+            out.append(x.clamp(low, high) if low is not None else x)
+        return out
+
+    use_labels = [labels]
+
+    def loss_of() -> Any:
+        captured.clear()
+        out = module(*inputs())
+        total = 0.0
+        if use_labels[0] and isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > 1:
+            targets = torch.arange(out.shape[0]) % out.shape[1]
+            total = torch.nn.functional.cross_entropy(out, targets)
+        else:
+            use_labels[0] = False
+        for bn, mean, var in captured:
+            # ZeroQ's loss: L2 distance of the batch mean and std to the running ones, summed over BNs.
+            total = total + torch.linalg.vector_norm(mean - bn.running_mean)
+            std = var.clamp_min(0).add(bn.eps).sqrt()
+            total = total + torch.linalg.vector_norm(std - bn.running_var.add(bn.eps).sqrt())
+        return total
+
+    try:
+        optimizer = torch.optim.Adam(params, lr=lr)
+        with torch.enable_grad():
+            first = float(loss_of().detach())
+            for _ in range(steps):
+                optimizer.zero_grad()
+                loss = loss_of()
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                last = float(loss_of())
+                final = [x.detach().numpy().astype(np.float32) for x in inputs()]
+    finally:
+        for handle in handles:
+            handle.remove()
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+        module.train(was_training)
+    samples = [
+        {spec.name: np.ascontiguousarray(x[i : i + 1]) for spec, x in zip(specs, final, strict=True)}
+        for i in range(count)
+    ]
+    report = {
+        "batchnorms": len(bns),
+        "steps": steps,
+        "lr": lr,
+        "batch": count,
+        "class_targets": use_labels[0],
+        "loss_start": round(first, 4),
+        "loss_end": round(last, 4),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return samples, report
+
+
+# ---- real data -------------------------------------------------------------------------------
+
+
+def _arrays_in(path: Path) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(file, {key: array}) for a .npy/.npz file or every .npy/.npz in a directory, sorted."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
+        if not files:
+            raise EdgeportError(
+                f"calibration directory {path} has no .npy or .npz files",
+                "put the samples there as .npy/.npz",
+            )
+    elif path.is_file():
+        files = [path]
+    else:
+        raise EdgeportError(f"calibration data {path} does not exist", "check the --calibration path")
+    found = []
+    for file in files:
+        if file.suffix not in (".npy", ".npz"):
+            raise EdgeportError(
+                f"calibration file {file.name} is not .npy or .npz", "save the samples with numpy.save/savez"
+            )
+        try:
+            loaded = np.load(file, allow_pickle=False)
+        except Exception as exc:  # a corrupt file or an object array
+            raise EdgeportError(
+                f"cannot read calibration file {file} ({type(exc).__name__}: {str(exc)[:80]})",
+                "save plain numeric arrays with numpy.save/savez (no pickled objects)",
+            ) from exc
+        if isinstance(loaded, np.ndarray):
+            found.append((file.name, {"": loaded}))
+        else:
+            with loaded:
+                found.append((file.name, {k: loaded[k] for k in loaded.files}))
+    return found
+
+
+def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+    """Samples of one input as [N, *shape[1:]] float32 in the source layout, or a clear error."""
+    if array.dtype.kind not in "fiub":
+        raise EdgeportError(
+            f"calibration data {where} has dtype {array.dtype}, not numbers",
+            "save the samples as a float or integer array",
+        )
+    want = tuple(spec.shape[1:])
+    nhwc = (*want[1:], want[0]) if len(want) >= 2 else None
+    got = tuple(array.shape)
+    if got[1:] == want:
+        out = array
+    elif spec.channels_last and nhwc is not None and got[1:] == nhwc and want != nhwc:
+        out = np.moveaxis(array, -1, 1)  # channels-last samples for an image input
+    elif got == want:
+        out = array[None]
+    else:
+        layouts = f"(N, {', '.join(map(str, want))})"
+        if spec.channels_last and nhwc is not None:
+            layouts += f" or channels-last (N, {', '.join(map(str, nhwc))})"
+        raise EdgeportError(
+            f"calibration data {where} has shape {got} but input {spec.name!r} takes {layouts}",
+            "save one sample per row in the model's input layout",
+        )
+    out = out.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise EdgeportError(f"calibration data {where} has NaN or infinite values", "clean the samples")
+    return out
+
+
+def load_calibration(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_DATA_SAMPLES) -> list[Sample]:
+    """Real calibration samples for `specs` from a .npy/.npz file or directory.
+
+    One input: a .npy, or a .npz whose array is named after the input (or its only array that fits;
+    labels beside images are ignored). Several inputs: .npz files with one array per input name.
+    """
+    per_input: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
+    for file, arrays in _arrays_in(Path(path)):
+        for spec in specs:
+            if spec.name in arrays:
+                per_input[spec.name].append(_fit(arrays[spec.name], spec, f"{file}[{spec.name}]"))
+                continue
+            if len(specs) > 1:
+                raise EdgeportError(
+                    f"calibration file {file} has no array named {spec.name!r} (has {sorted(arrays)})",
+                    "for a model with several inputs, save a .npz with one array per input name",
+                )
+            fitting = [k for k, a in arrays.items() if len(a.shape) >= len(spec.shape) - 1 and a.size > 0]
+            # Prefer an array whose sample shape fits; report the first one's shape otherwise.
+            for key in fitting:
+                try:
+                    per_input[spec.name].append(_fit(arrays[key], spec, f"{file}{f'[{key}]' if key else ''}"))
+                    break
+                except EdgeportError:
+                    if key == fitting[-1]:
+                        raise
+            else:
+                raise EdgeportError(
+                    f"calibration file {file} has no array of samples for input {spec.name!r}",
+                    "save the samples as an array of shape (N, *input shape)",
+                )
+    joined = {name: np.concatenate(parts)[:limit] for name, parts in per_input.items()}
+    counts = {len(a) for a in joined.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise EdgeportError(
+            f"calibration data gives different sample counts per input ({sorted(counts)})",
+            "give the same number of samples for every input",
+        )
+    n = counts.pop()
+    return [{name: a[i : i + 1] for name, a in joined.items()} for i in range(n)]
+
+
+def make_calibration(
+    method: str,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    module: Any = None,
+    data: Path | None = None,
+    count: int = 64,
+    held_out: int = 16,
+    seed: int = 0,
+    distill_steps: int = DISTILL_STEPS,
+) -> CalibrationSet:
+    """The calibration set for `method` ("auto" picks data > distill > input-stats > gaussian)."""
+    notes: list[str] = []
+    if method not in METHODS:
+        raise EdgeportError(f"unknown calibration method {method!r}", f"use one of {', '.join(METHODS)}")
+    if method == "auto":
+        if data is not None:
+            method = "data"
+        elif has_batchnorm(module):
+            method = "distill"
+        elif stats:
+            method = "input-stats"
+            notes.append(
+                "no BatchNorm in a PyTorch model to distill calibration inputs from: calibrated on "
+                "Gaussian noise with the input statistics inferred from the model"
+            )
+        else:
+            method = "gaussian"
+            notes.append(
+                "no BatchNorm and no calibration data: calibrated on N(0, 1) noise; pass --calibration "
+                "samples.npy, or --mean/--std or --input-range if the input is not normalised"
+            )
+    if method == "data":
+        if data is None:
+            raise EdgeportError("--calibration-method data needs --calibration PATH", "give the samples")
+        real = load_calibration(data, specs)
+        # Hold out a few samples for the fidelity report when there are enough to spare.
+        spare = min(held_out, len(real) // 5)
+        cal, rest = (real[:-spare], real[-spare:]) if spare else (real, real[: min(held_out, len(real))])
+        if not spare:
+            notes.append("fewer than 5 calibration samples: fidelity measured on the calibration samples")
+        return CalibrationSet("data", cal, rest, notes, {"path": str(data), "samples": len(cal)})
+    if method == "distill":
+        if not has_batchnorm(module):
+            raise EdgeportError(
+                "--calibration-method distill needs a PyTorch source with BatchNorm layers",
+                "use --calibration-method input-stats (or give --calibration data)",
+            )
+        samples, report = distill_samples(module, specs, count + held_out, seed, stats, distill_steps)
+        return CalibrationSet("distill", samples[:count], samples[count:], notes, report)
+    if method == "input-stats":
+        samples = gaussian_samples(specs, count + held_out, seed, stats)
+        return CalibrationSet("input-stats", samples[:count], samples[count:], notes, {})
+    # Naive: N(0, 1) for calibration. The fidelity inputs still follow the inferred statistics:
+    # measuring on the same wrong distribution would hide exactly the failure this method has.
+    samples = gaussian_samples(specs, count, seed)
+    held = gaussian_samples(specs, held_out, seed + 1, stats)
+    return CalibrationSet("gaussian", samples, held, notes, {})

@@ -1,0 +1,232 @@
+"""`edgeport convert --quantize MODE`: calibrate, quantize, verify in LiteRT and TFLite Micro, report.
+
+One call from the pipeline (`quantize_stage`) after the float .tflite is verified. For int8 it
+builds the calibration set (quant/calibration.py), has the TFLite converter quantize the Keras model
+(quant/int8.py), checks the result is full-integer, runs it in LiteRT and in the TFLite Micro
+runtime on the same raw inputs (quant/tflm_check.py), and measures its fidelity against the float
+model (quant/fidelity.py). Everything it measured goes into the manifest's `quantization` section.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeport.converters.verify import TensorSpec
+from edgeport.errors import EdgeportError
+from edgeport.quant.calibration import METHODS, make_calibration
+from edgeport.quant.fidelity import fidelity_report
+from edgeport.quant.input_stats import InputStats, from_user
+from edgeport.quant.int8 import MODE_FILES, QuantizedRunner, keras_to_quantized
+from edgeport.quant.tflm_check import compare_raw, run_tflm
+from edgeport.tflite_file import parse_tflite
+
+MODES = ("int8", "w8a8", "dynamic")
+ALIASES = {"w8a8": "int8"}
+IO_TYPES = ("int8", "float")
+CALIBRATION_SAMPLES = 64
+HELD_OUT_SAMPLES = 16
+TFLM_SAMPLES = 4
+TFLM_TOLERANCE_STEPS = 1  # TFLM vs LiteRT: bit-exact expected, one step allowed (rounding paths)
+CALIBRATION_SEED = 0
+
+
+@dataclass
+class QuantOptions:
+    mode: str = "int8"
+    io: str = "int8"
+    calibration: Path | None = None
+    method: str = "auto"
+    input_range: tuple[float, float] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    samples: int = CALIBRATION_SAMPLES
+    distill_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        self.mode = ALIASES.get(self.mode, self.mode)
+        if self.mode not in MODE_FILES:
+            raise EdgeportError(f"unknown --quantize mode {self.mode!r}", f"use one of {', '.join(MODES)}")
+        if self.io not in IO_TYPES:
+            raise EdgeportError(f"unknown --io {self.io!r}", "use --io int8 or --io float")
+        if self.method not in METHODS:
+            raise EdgeportError(
+                f"unknown --calibration-method {self.method!r}", f"use one of {', '.join(METHODS)}"
+            )
+        if self.calibration is not None and self.method not in ("auto", "data"):
+            raise EdgeportError(
+                f"--calibration data given with --calibration-method {self.method}",
+                "drop one of them: data calibration is used whenever --calibration is given",
+            )
+        if self.input_range is not None and not self.input_range[0] < self.input_range[1]:
+            raise EdgeportError(f"--input-range {self.input_range} is empty", "give it as lo,hi with lo < hi")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise EdgeportError("--std must be positive", "give the input's standard deviation per channel")
+
+
+@dataclass
+class QuantResult:
+    path: Path
+    precision: str
+    tensor_names: dict[str, str]  # source name -> tensor name in the .tflite
+    section: dict[str, Any] = field(default_factory=dict)
+
+
+def describe_section(section: dict[str, Any]) -> str:
+    """One summary-line fragment: mode, calibration method, worst output SQNR, fallback notes."""
+    fid = section.get("fidelity") or {}
+    sqnr = [o["sqnr_db"] for o in fid.get("outputs", []) if o["sqnr_db"] is not None]
+    cal = section.get("calibration") or {}
+    parts = [f"calibration {cal['method']}"] if cal.get("method") else []
+    if sqnr:
+        parts.append(f"SQNR vs float {min(sqnr):.1f} dB")
+    text = f"{section['mode']}" + (f" ({', '.join(parts)})" if parts else "")
+    for note in cal.get("notes", []):
+        text += f"; note: {note}"
+    return text
+
+
+def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count):
+        shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
+        raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
+    return values
+
+
+def resolve_input_stats(
+    opts: QuantOptions, inferred: dict[str, InputStats], specs: Sequence[TensorSpec]
+) -> dict[str, InputStats]:
+    """User statistics override what the graph showed; they apply to every float image input."""
+    user = from_user(opts.mean, opts.std, opts.input_range)
+    stats = dict(inferred)
+    if user is not None:
+        for spec in specs:
+            if np.dtype(spec.dtype).kind == "f":
+                channels = spec.shape[1] if len(spec.shape) >= 2 else 1
+                for values, flag in ((opts.mean, "--mean"), (opts.std, "--std")):
+                    if values is not None and len(values) not in (1, channels):
+                        raise EdgeportError(
+                            f"{flag} has {len(values)} values, input {spec.name!r} has {channels} channels",
+                            f"give one value or {channels}",
+                        )
+                stats[spec.name] = user
+    return stats
+
+
+def _check_full_integer(model: bytes, io: str) -> dict[str, int]:
+    """Every tensor int8/int32 (float only at the I/O boundary with --io float); tensor type counts."""
+    parsed = parse_tflite(model)
+    graph = parsed.raw.subgraphs[0]
+    from edgeport.tflite_file import _TYPE_NAMES
+
+    counts: dict[str, int] = {}
+    boundary = set(graph.inputs) | set(graph.outputs)
+    # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
+    for index, tensor in enumerate(graph.tensors):
+        name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
+        counts[name] = counts.get(name, 0) + 1
+        if name in ("int8", "int32"):
+            continue
+        if io == "float" and name == "float32" and index in boundary:
+            continue
+        tname = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
+        raise EdgeportError(
+            f"the int8 model is not full-integer: tensor {tname!r} is {name}",
+            "report this model; edgeport expected the converter to quantize every layer",
+        )
+    return dict(sorted(counts.items()))
+
+
+def quantize_stage(
+    opts: QuantOptions,
+    keras_model: Any,
+    keras_input_names: Sequence[str],
+    in_specs: Sequence[TensorSpec],
+    out_specs: Sequence[TensorSpec],
+    float_model: bytes,
+    stage: Path,
+    module: Any = None,
+    inferred_stats: dict[str, InputStats] | None = None,
+) -> QuantResult:
+    """Quantize, verify and write `model_<mode>.tflite` into `stage`; returns the manifest section."""
+    started = time.perf_counter()
+    by_name = {s.name: s for s in in_specs}
+    keras_specs = [by_name[n] for n in keras_input_names]
+    stats = resolve_input_stats(opts, inferred_stats or {}, in_specs)
+    path = stage / MODE_FILES[opts.mode]
+    section: dict[str, Any] = {"mode": opts.mode}
+    if opts.mode == "dynamic":
+        model = keras_to_quantized(keras_model, "dynamic", keras_specs)
+        path.write_bytes(model)
+        runner = QuantizedRunner(model, in_specs, out_specs)
+        return QuantResult(path, "dynamic", _names(runner), section | {"seconds": _since(started)})
+
+    steps = {} if opts.distill_steps is None else {"distill_steps": opts.distill_steps}
+    cal = make_calibration(
+        opts.method,
+        in_specs,
+        stats,
+        module=module,
+        data=opts.calibration,
+        count=opts.samples,
+        held_out=HELD_OUT_SAMPLES,
+        seed=CALIBRATION_SEED,
+        **steps,
+    )
+    model = keras_to_quantized(keras_model, "int8", keras_specs, cal.samples, opts.io)
+    tensor_types = _check_full_integer(model, opts.io)
+
+    # LiteRT and TFLite Micro on the same raw (quantized) inputs.
+    runner = QuantizedRunner(model, in_specs, out_specs)
+    raw_inputs = [runner.quantize_inputs(s) for s in cal.held_out[:TFLM_SAMPLES]]
+    litert = [runner.run_raw(r) for r in raw_inputs]
+    tflm = compare_raw(litert, run_tflm(model, raw_inputs, path.name))
+    if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_TOLERANCE_STEPS:
+        raise EdgeportError(
+            f"{path.name}: TFLite Micro and LiteRT outputs differ by {tflm.max_diff_steps} quantization "
+            f"steps (allowed {TFLM_TOLERANCE_STEPS})",
+            "report this model: an int8 kernel behaves differently in the two runtimes",
+        )
+    fidelity = fidelity_report(float_model, model, in_specs, out_specs, cal.held_out)
+    path.write_bytes(model)
+    section.update(
+        {
+            "io": opts.io,
+            "weights": "int8 per-channel (symmetric)",
+            "activations": "int8 per-tensor (asymmetric)",
+            "calibration": {
+                "method": cal.method,
+                "data_free": cal.method != "data",
+                "samples": len(cal.samples),
+                "input_stats": {name: st.to_dict() for name, st in stats.items()},
+                **cal.detail,
+                "notes": cal.notes,
+            },
+            "tensor_types": tensor_types,
+            "tflm_vs_litert": tflm.to_dict(),
+            "fidelity": {
+                "reference": "model_float32.tflite",
+                "inputs": f"held-out {cal.method} samples",
+                **fidelity,
+            },
+            "seconds": _since(started),
+        }
+    )
+    return QuantResult(path, "int8", _names(runner), section)
+
+
+def _names(runner: QuantizedRunner) -> dict[str, str]:
+    return {spec.name: runner.details[i]["name"] for spec, i in runner.inputs + runner.outputs}
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 2)
