@@ -250,7 +250,8 @@ def fmt_row(name: str, conv: str, r: dict) -> str:
 
 def write(results: dict, stamp: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "convert_zoo.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    saved = {"run": stamp, "models": results}
+    (RESULTS / "convert_zoo.json").write_text(json.dumps(saved, indent=1) + "\n")
     n = len(results)
     ok = {c: sum(r[c]["ok"] for r in results.values()) for c in ("plain_onnx2tf", "edgeport")}
     both = [m for m, r in results.items() if r["plain_onnx2tf"]["ok"] and r["edgeport"]["ok"]]
@@ -276,6 +277,17 @@ def write(results: dict, stamp: str) -> None:
     for name, r in results.items():
         lines.append(fmt_row(name, "plain onnx2tf", r["plain_onnx2tf"]))
         lines.append(fmt_row("", "edgeport", r["edgeport"]))
+    lines += [
+        "",
+        "Notes:",
+        "- GRU/LSTM: plain onnx2tf's 34-37 ops are a TFLite WHILE loop (the TFLite Micro interpreter "
+        "hangs on it) over an input whose time and feature axes it swapped; edgeport's are the loop "
+        "unrolled (`rnn_unroll`, 12 ops per time step, 20 steps here), which every runtime runs.",
+        "- plain onnx2tf's ResNet-20 is wrong (the strided-slice + channel-pad shortcut); its "
+        "mha_block needs the Flex op FlexErf, which no microcontroller or stock Android runtime has.",
+        "- edgeport's seconds include PyTorch export, BN folding, both .tflite precisions and the "
+        "three-way verification; plain's are export + onnx2tf only.",
+    ]
     (RESULTS / "convert_zoo.md").write_text("\n".join(lines) + "\n")
 
 
@@ -283,7 +295,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="zoo names (default: all, plus resnet20)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--from-json", action="store_true", help="rewrite the .md from the saved .json")
     args = parser.parse_args()
+    if args.from_json:
+        saved = json.loads((RESULTS / "convert_zoo.json").read_text())
+        write(saved["models"], saved["run"])
+        return
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     results: dict[str, dict] = {}
