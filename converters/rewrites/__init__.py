@@ -17,21 +17,26 @@ from edgeport.converters.rewrites import (
     attention,
     ceil_pool,
     channel_shuffle,
+    equal_split,
     gelu,
     rnn_unroll,
+    slices_to_split,
     strided_shortcut,
 )
 
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
-# Order matters only where one pattern hides inside another; each entry says why it is here.
 REWRITES: list[tuple[str, Rewrite]] = [
     (strided_shortcut.NAME, strided_shortcut.rewrite),
     (channel_shuffle.NAME, channel_shuffle.rewrite),
     (attention.NAME, attention.rewrite),
-    (gelu.NAME, gelu.rewrite),
     (ceil_pool.NAME, ceil_pool.rewrite),
     (rnn_unroll.NAME, rnn_unroll.rewrite),
+    (slices_to_split.NAME, slices_to_split.rewrite),
+    (equal_split.NAME, equal_split.rewrite),
+    # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
+    # above would see unknown shapes downstream of it.
+    (gelu.NAME, gelu.rewrite),
 ]
 
 # Recurrent nodes that rnn_unroll could not write out (bidirectional, custom activations, ...).

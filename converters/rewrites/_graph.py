@@ -120,14 +120,17 @@ class GraphView:
         while any(match(self, node) for node in list(self.graph.node)):
             pass
 
-    def replace(self, old: Sequence[onnx.NodeProto], new: Iterable[onnx.NodeProto]) -> None:
-        """Swap `old` for `new`, placed where the last of `old` was (keeps topological order: the
-        new nodes read only what the pattern read and feed only what the pattern fed)."""
+    def replace(self, old: Sequence[onnx.NodeProto], new: Iterable[onnx.NodeProto], at: str = "last") -> None:
+        """Swap `old` for `new`, placed where the last of `old` was (right when the new nodes read
+        only what the pattern read and feed only what the pattern fed), or with at="first" where
+        the first was (right when they read only what the first old node read, and old nodes'
+        outputs may be used between them)."""
         old_ids = {id(n) for n in old}
         nodes = list(self.graph.node)
-        last = max(i for i, n in enumerate(nodes) if id(n) in old_ids)
-        kept_before = [n for n in nodes[:last] if id(n) not in old_ids]
-        kept_after = [n for n in nodes[last + 1 :] if id(n) not in old_ids]
+        positions = [i for i, n in enumerate(nodes) if id(n) in old_ids]
+        pos = positions[-1] if at == "last" else positions[0]
+        kept_before = [n for n in nodes[:pos] if id(n) not in old_ids]
+        kept_after = [n for n in nodes[pos + 1 :] if id(n) not in old_ids]
         del self.graph.node[:]
         self.graph.node.extend([*kept_before, *new, *kept_after])
         self.changed += 1

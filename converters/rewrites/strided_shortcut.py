@@ -17,8 +17,6 @@ from edgeport.converters.rewrites._graph import GraphView, attr
 
 NAME = "strided_shortcut_to_conv"
 
-_INT64_MAX = np.iinfo(np.int64).max
-
 
 def _slice_strides(view: GraphView, node: onnx.NodeProto, shape: list[int]) -> list[int] | None:
     """(stride_h, stride_w) when the Slice keeps every s-th pixel from 0 on the spatial axes only."""
