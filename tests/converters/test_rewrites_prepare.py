@@ -16,6 +16,7 @@ def gru_graph():
 
 
 def test_recurrent_graphs_ask_onnx2tf_to_unroll():
+    # linear_before_reset=0 (not PyTorch's) is left to onnx2tf by rnn_unroll, so the option is needed.
     prepared = prepare_for_onnx2tf(gru_graph())
     assert prepared.onnx2tf_options == {"enable_rnn_unroll": True}
     assert prepared.applied == []
@@ -26,3 +27,14 @@ def test_graphs_without_a_pattern_come_back_unchanged_with_no_options():
     prepared = prepare_for_onnx2tf(before)
     assert prepared.applied == [] and prepared.onnx2tf_options == {}
     assert prepared.model.SerializeToString() == before.SerializeToString()
+
+
+def test_prepare_never_modifies_its_input():
+    from tests.converters.test_rewrites_channel_shuffle import shuffle_graph
+    from tests.converters.test_rewrites_strided_shortcut import shortcut_graph
+
+    for before in (gru_graph(), shortcut_graph(), shuffle_graph()):
+        snapshot = before.SerializeToString()
+        prepared = prepare_for_onnx2tf(before)
+        assert before.SerializeToString() == snapshot
+        assert prepared.model is not before
