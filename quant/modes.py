@@ -32,7 +32,11 @@ IO_TYPES = ("int8", "float")
 CALIBRATION_SAMPLES = 64
 HELD_OUT_SAMPLES = 16
 TFLM_SAMPLES = 4
-TFLM_TOLERANCE_STEPS = 1  # TFLM vs LiteRT: bit-exact expected, one step allowed (rounding paths)
+# TFLM vs LiteRT on the final outputs: a one-step rounding difference in one layer (LiteRT's optimized
+# kernels vs TFLM's reference ones) can grow by a step or two through a deep network, so a few steps
+# are recorded with a note; more means a kernel computes something else, and fails the conversion.
+TFLM_NOTE_STEPS = 1
+TFLM_FAIL_STEPS = 8
 CALIBRATION_SEED = 0
 
 
@@ -190,11 +194,15 @@ def quantize_stage(
     raw_inputs = [runner.quantize_inputs(s) for s in cal.held_out[:TFLM_SAMPLES]]
     litert = [runner.run_raw(r) for r in raw_inputs]
     tflm = compare_raw(litert, run_tflm(model, raw_inputs, path.name))
-    if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_TOLERANCE_STEPS:
+    if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_FAIL_STEPS:
         raise EdgeportError(
             f"{path.name}: TFLite Micro and LiteRT outputs differ by {tflm.max_diff_steps} quantization "
-            f"steps (allowed {TFLM_TOLERANCE_STEPS})",
+            f"steps (allowed {TFLM_FAIL_STEPS})",
             "report this model: an int8 kernel behaves differently in the two runtimes",
+        )
+    if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_NOTE_STEPS:
+        cal.notes.append(
+            f"TFLite Micro and LiteRT outputs differ by up to {tflm.max_diff_steps} quantization steps"
         )
     fidelity = fidelity_report(float_model, model, in_specs, out_specs, cal.held_out)
     path.write_bytes(model)

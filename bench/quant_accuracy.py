@@ -1,0 +1,199 @@
+"""Top-1 of float vs int8 variants of the CIFAR-10 ResNets, data-free and with data (issue 4).
+
+    python bench/quant_accuracy.py            # writes bench/results/quant_accuracy.{json,md}
+
+Every variant is built by `edgeport convert --quantize int8` (the same code users run) and scored
+with LiteRT on CIFAR-10 test images 500-9999. Data-free rows never see a CIFAR image: their
+calibration inputs are synthetic (the images are loaded only after the models are built). The
+real-data reference is TFLite's post-training quantization calibrated on test images 0-499
+(edgeport's `--calibration` path, which hands them to the TFLite converter unchanged; 16 of the
+500 are held out for the fidelity report). `resnet20_uint8` is ResNet-20 with the input
+normalisation inside the model, fed raw 0..255 pixels: the case naive N(0, 1) calibration breaks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(SHARED / "models"))
+import resnet_cifar  # noqa: E402
+
+DATA = SHARED / "data" / "cifar10_test_jpeg.npz"
+CAL = slice(0, 500)
+EVAL = slice(500, 10000)
+LATENCY_RUNS = 50
+VARIANTS = (  # (row label, calibration method or None for float, data-free?)
+    ("float32", None, True),
+    ("int8 naive data-free (N(0,1) noise)", "gaussian", True),
+    ("int8 data-free, input statistics only", "input-stats", True),
+    ("int8 edgeport data-free (BN distillation, default)", "distill", True),
+    ("int8 TFLite PTQ on real images 0-499", "data", False),
+)
+
+
+class Uint8ResNet(torch.nn.Module):
+    """ResNet-20 that takes raw 0..255 NCHW pixels and normalises them itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = resnet_cifar.load("resnet20")
+        self.register_buffer("mean", torch.tensor(resnet_cifar.NORM_MEAN * 255).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(resnet_cifar.NORM_STD * 255).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def resnet20() -> torch.nn.Module:
+    return resnet_cifar.load("resnet20")
+
+
+def resnet56() -> torch.nn.Module:
+    return resnet_cifar.load("resnet56")
+
+
+def resnet20_uint8() -> torch.nn.Module:
+    return Uint8ResNet().eval()
+
+
+MODELS = ("resnet20", "resnet20_uint8", "resnet56")
+
+
+def model_input(name: str, images: np.ndarray) -> np.ndarray:
+    """Images (uint8 NHWC) as the model's NCHW float input."""
+    if name.endswith("uint8"):
+        return np.ascontiguousarray(images.astype(np.float32).transpose(0, 3, 1, 2))
+    return resnet_cifar.normalize(images)
+
+
+def build(name: str, method: str | None, cal_file: Path, outdir: Path) -> tuple[Path, dict]:
+    from edgeport.pipeline import ConvertOptions, convert_model
+    from edgeport.quant.modes import QuantOptions
+
+    quant = None
+    if method is not None:
+        quant = QuantOptions(method=method, calibration=cal_file if method == "data" else None)
+    started = time.perf_counter()
+    result = convert_model(
+        ConvertOptions(
+            source=f"{Path(__file__).resolve()}:{name}",
+            outdir=outdir,
+            input_shapes=[[1, 3, 32, 32]],
+            force=True,
+            quantize=quant,
+        )
+    )
+    path = outdir / ("model_int8.tflite" if method else "model_float32.tflite")
+    info = {"convert_seconds": round(time.perf_counter() - started, 1), "size_bytes": path.stat().st_size}
+    if quant is not None:
+        section = result.manifest.sections["quantization"]
+        cal = section["calibration"]
+        info.update(
+            method=cal["method"],
+            data_free=cal["data_free"],
+            sqnr_db=section["fidelity"]["outputs"][0]["sqnr_db"],
+            tflm_max_diff_steps=section["tflm_vs_litert"]["max_diff_steps"],
+            distill_seconds=cal.get("seconds"),
+            input_stats=cal["input_stats"],
+        )
+    return path, info
+
+
+def evaluate(path: Path, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(top-1 %, median LiteRT latency ms) with builtin kernels, one thread."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_path=str(path),
+        num_threads=1,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interp.allocate_tensors()
+    (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if inp["dtype"] == np.int8:
+        scale, zero = inp["quantization"]
+        x_nhwc = np.clip(np.round(x_nhwc / scale) + zero, -128, 127).astype(np.int8)
+    correct = 0
+    for i in range(len(x_nhwc)):
+        interp.set_tensor(inp["index"], x_nhwc[i : i + 1])
+        interp.invoke()
+        correct += int(np.argmax(interp.get_tensor(out["index"])[0]) == labels[i])
+    times = []
+    for i in range(LATENCY_RUNS):
+        interp.set_tensor(inp["index"], x_nhwc[i : i + 1])
+        t = time.perf_counter()
+        interp.invoke()
+        times.append(time.perf_counter() - t)
+    return 100.0 * correct / len(x_nhwc), 1000.0 * float(np.median(times))
+
+
+def main() -> int:
+    results: dict[str, list[dict]] = {}
+    out_dir = ROOT / "bench" / "results"
+    with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
+        tmp_dir = Path(tmp)
+        for name in MODELS:
+            # The data-free variants are built before any CIFAR image is loaded; the calibration
+            # file of the real-data row holds images 0-499 only.
+            built = []
+            for label, method, _data_free in VARIANTS:
+                cal_file = tmp_dir / f"{name}_cal.npy"
+                if method == "data":
+                    with np.load(DATA) as data:
+                        np.save(cal_file, model_input(name, data["images"][CAL]))
+                out = tmp_dir / f"{name}_{method or 'float'}"
+                path, info = build(name, method, cal_file, out)
+                print(f"built {name} {label}: {info}", flush=True)
+                built.append((label, path, info))
+            with np.load(DATA) as data:
+                x = model_input(name, data["images"][EVAL])
+                labels = data["labels"][EVAL].astype(np.int64)
+            rows = []
+            for label, path, info in built:
+                top1, ms = evaluate(path, x, labels)
+                rows.append({"variant": label, "top1": round(top1, 2), "latency_ms": round(ms, 3), **info})
+                print(f"{name:15s} {label:52s} {top1:6.2f} %  {ms:6.2f} ms", flush=True)
+            results[name] = rows
+            # Written after every model, so a partial run still leaves its numbers.
+            (out_dir / "quant_accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
+            (out_dir / "quant_accuracy.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+def markdown(results: dict[str, list[dict]]) -> str:
+    lines = [
+        "# int8 accuracy on CIFAR-10 (test images 500-9999, LiteRT builtin kernels, 1 thread)",
+        "",
+        "Produced by `python bench/quant_accuracy.py`. Data-free rows never touch CIFAR images; the",
+        "real-data row is TFLite PTQ calibrated on test images 0-499. SQNR: int8 vs float32 logits on",
+        "held-out samples of the calibration distribution (the manifest's fidelity report).",
+        "",
+        "| model | variant | top-1 % | vs real-data int8 | size KB | latency ms | SQNR dB | calib. s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in results.items():
+        ref = next(r["top1"] for r in rows if r.get("method") == "data")
+        for r in rows:
+            delta = f"{r['top1'] - ref:+.2f}" if r.get("method") else ""
+            sqnr = r.get("sqnr_db")
+            lines.append(
+                f"| {name} | {r['variant']} | {r['top1']:.2f} | {delta} | {r['size_bytes'] / 1024:.0f} | "
+                f"{r['latency_ms']:.2f} | {'' if sqnr is None else f'{sqnr:.1f}'} | "
+                f"{r.get('distill_seconds') or ''} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
