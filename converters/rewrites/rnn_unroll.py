@@ -92,8 +92,15 @@ class _Builder:
         return names[0] if outputs == 1 else names
 
 
-def _build(view: GraphView, node: onnx.NodeProto, outputs: dict[str, str], last_out: str | None):
-    """New nodes for `node`; `outputs` maps 'Y'/'Y_h'/'Y_c' to the names to produce."""
+def _build(
+    view: GraphView,
+    node: onnx.NodeProto,
+    outputs: dict[str, str],
+    last_out: str | None,
+    seq_out: str | None = None,
+):
+    """New nodes for `node`; `outputs` maps 'Y'/'Y_h'/'Y_c' to the names to produce, `last_out` is
+    `y[:, -1]` ([batch, hidden]) and `seq_out` Y without its direction axis ([steps, batch, hidden])."""
     steps, batch, _ = view.shape(node.input[0])
     w, r = view.const(node.input[1])[0], view.const(node.input[2])[0]
     hidden = int(attr(node, "hidden_size"))
@@ -149,9 +156,12 @@ def _build(view: GraphView, node: onnx.NodeProto, outputs: dict[str, str], last_
             c = b.op("Add", [b.op("Mul", [f, c], "fc"), b.op("Mul", [i, cand], "ic")], "c")
             h = b.op("Mul", [o, b.op("Tanh", [c], "tc")], "h")
         hs.append(h)
-    if "Y" in outputs:
-        cat = b.op("Concat", hs, "y_cat", axis=0) if steps > 1 else hs[0]
-        b.op("Unsqueeze", [cat, b.const(np.array([1], np.int64), "ax1")], "y", out=outputs["Y"])
+    if "Y" in outputs or seq_out is not None:
+        cat = b.op("Concat", hs, "y_cat", axis=0, out=seq_out) if steps > 1 else hs[0]
+        if steps == 1 and seq_out is not None:
+            b.op("Reshape", [cat, b.const(np.array([1, batch, hidden], np.int64), "seq")], "y3", out=seq_out)
+        if "Y" in outputs:
+            b.op("Unsqueeze", [cat, b.const(np.array([1], np.int64), "ax1")], "y", out=outputs["Y"])
     if last_out is not None:
         b.op("Reshape", [h, b.const(np.array([batch, hidden], np.int64), "last")], "last", out=last_out)
     if "Y_h" in outputs:
@@ -215,15 +225,24 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
         if o and (view.consumers(o) or view.is_graph_output(o))
     }
     old = [node]
-    last_out = None
+    last_out = seq_out = None
     if "Y" in used and not view.is_graph_output(used["Y"]):
         chain = _last_step_chain(view, used["Y"], steps)
+        squeeze = view.only_consumer(used["Y"], "Squeeze")
+        axes = view.const(_input(squeeze, 1)) if squeeze is not None else None
         if chain is not None:
             old += chain
             last_out = chain[-1].output[0]
             del used["Y"]
-    new, inits = _build(view, node, used, last_out)
-    outs = [*used.values(), *([last_out] if last_out else [])]
+        elif axes is not None and axes.reshape(-1).tolist() == [1]:
+            # Y[:, 0] (the usual next step: another layer, or a batch-first transpose) straight from
+            # the 3-D concatenation: a 4-D [steps, 1, batch, hidden] tensor would look like an image
+            # to onnx2tf, which then transposes it.
+            old.append(squeeze)
+            seq_out = squeeze.output[0]
+            del used["Y"]
+    new, inits = _build(view, node, used, last_out, seq_out)
+    outs = [*used.values(), *(o for o in (last_out, seq_out) if o)]
     if not outs or not _check(view, old, new, inits, outs):
         return False
     # Keep the originals' output names; the old nodes go, the new ones take their place.

@@ -16,10 +16,10 @@ from tests.converters.onnx_build import assert_same_outputs, ops
 
 
 class Recurrent(nn.Module):
-    def __init__(self, kind: str, output: str, bidirectional: bool = False):
+    def __init__(self, kind: str, output: str, bidirectional: bool = False, layers: int = 1):
         super().__init__()
         cls = nn.GRU if kind == "gru" else nn.LSTM
-        self.rnn = cls(6, 8, batch_first=True, bidirectional=bidirectional)
+        self.rnn = cls(6, 8, num_layers=layers, batch_first=True, bidirectional=bidirectional)
         self.output = output
 
     def forward(self, x: torch.Tensor):
@@ -54,6 +54,19 @@ def test_recurrent_node_is_unrolled_with_same_outputs(kind: str, output: str) ->
     assert counts["MatMul"] == 1 + 5
     if output == "last":  # y[:, -1] reads the last state: no per-step outputs are gathered
         assert "Concat" not in counts and "Gather" not in counts
+    assert_same_outputs(before, after)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_stacked_layers_hand_the_sequence_on_as_3d(kind: str) -> None:
+    torch.manual_seed(0)
+    before = exported(Recurrent(kind, "last", layers=2))
+    after = rnn_unroll.rewrite(before)
+    counts = ops(after)
+    assert "GRU" not in counts and "LSTM" not in counts
+    # Layer 1's per-step outputs go to layer 2 as one [steps, batch, hidden] tensor: no 4-D
+    # Unsqueeze/Squeeze pair (onnx2tf would take a 4-D tensor for an image and transpose it).
+    assert "Unsqueeze" not in counts and "Squeeze" not in counts
     assert_same_outputs(before, after)
 
 
