@@ -17,16 +17,11 @@ from edgeport.converters.rewrites._graph import GraphView, attr
 NAME = "channel_shuffle_to_gather"
 
 
-def _reshape_target(view: GraphView, node: onnx.NodeProto) -> list[int] | None:
-    """The Reshape's output shape, resolved to numbers (0 and -1 included) when it is static."""
-    return view.shape(node.output[0])
-
-
 def _match(view: GraphView, first: onnx.NodeProto) -> bool:
     if first.op_type != "Reshape":
         return False
     shape = view.shape(first.input[0])
-    split = _reshape_target(view, first)
+    split = view.shape(first.output[0])  # the target with any 0 / -1 resolved
     if shape is None or split is None or len(shape) < 3 or len(split) != len(shape) + 1:
         return False
     n, c, rest = shape[0], shape[1], shape[2:]
