@@ -78,12 +78,29 @@ def test_single_step_sequence() -> None:
     assert_same_outputs(before, after)
 
 
-def test_bidirectional_is_left_to_onnx2tf_unrolling() -> None:
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+@pytest.mark.parametrize("output", ["last", "sequence", "all"])
+def test_bidirectional_is_unrolled_both_ways(kind: str, output: str) -> None:
     torch.manual_seed(0)
-    before = exported(Recurrent("lstm", "last", bidirectional=True))
+    before = exported(Recurrent(kind, output, bidirectional=True))
+    after = rnn_unroll.rewrite(before)
+    counts = ops(after)
+    assert "GRU" not in counts and "LSTM" not in counts
+    # y[:, -1] needs only the backward pass's first step (it starts at the last time step).
+    assert counts["MatMul"] == (6 + 2 if output == "last" else 2 * (1 + 5))
+    if output != "all":  # the exporter's 4-D Y is never materialized
+        assert "Unsqueeze" not in counts
+        # Left: the batch-first swaps of input (and output sequence), which onnx2tf makes reshapes.
+        assert counts["Transpose"] == (1 if output == "last" else 2)
+    assert_same_outputs(before, after)
+
+
+def test_a_gru_rnn_unroll_cannot_write_out_is_left_to_onnx2tf() -> None:
+    from tests.converters.test_rewrites_prepare import gru_graph
+
+    before = gru_graph()  # linear_before_reset=0: not PyTorch's GRU
     assert rnn_unroll.rewrite(before).SerializeToString() == before.SerializeToString()
-    prepared = prepare_for_onnx2tf(before)
-    assert prepared.onnx2tf_options == {"enable_rnn_unroll": True}
+    assert prepare_for_onnx2tf(before).onnx2tf_options == {"enable_rnn_unroll": True}
 
 
 def test_unrolled_graphs_need_no_onnx2tf_option() -> None:
