@@ -78,11 +78,15 @@ def _import_file(path: Path) -> Any:
     if spec is None or spec.loader is None:
         raise EdgeportError(f"cannot import {path}", "give a .py file")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as a normal import would be: @dataclass and pickling look the
+    # defining module up in sys.modules.
+    sys.modules[name] = module
     # The user's file may import siblings (e.g. a models/ package beside it).
     sys.path.insert(0, str(path.resolve().parent))
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
+        del sys.modules[name]
         raise EdgeportError(
             f"importing {path} failed: {type(exc).__name__}: {exc}",
             "fix the error in that file (run it with python to see the traceback)",
