@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
-from edgeport.quant.calibration import METHODS, make_calibration
+from edgeport.quant.calibration import METHODS, gaussian_samples, make_calibration
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
 from edgeport.quant.int8 import MODE_FILES, QuantizedRunner, keras_to_quantized
@@ -126,18 +126,27 @@ def resolve_input_stats(
     return stats
 
 
+def _tensor_types(model: bytes) -> dict[str, int]:
+    """How many tensors of each type the model's main subgraph has."""
+    from edgeport.tflite_file import _TYPE_NAMES
+
+    counts: dict[str, int] = {}
+    for tensor in parse_tflite(model).raw.subgraphs[0].tensors:
+        name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _check_full_integer(model: bytes, io: str) -> dict[str, int]:
     """Every tensor int8/int32 (float only at the I/O boundary with --io float); tensor type counts."""
     parsed = parse_tflite(model)
     graph = parsed.raw.subgraphs[0]
     from edgeport.tflite_file import _TYPE_NAMES
 
-    counts: dict[str, int] = {}
     boundary = set(graph.inputs) | set(graph.outputs)
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
         name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
-        counts[name] = counts.get(name, 0) + 1
         if name in ("int8", "int32"):
             continue
         if io == "float" and name == "float32" and index in boundary:
@@ -147,7 +156,7 @@ def _check_full_integer(model: bytes, io: str) -> dict[str, int]:
             f"the int8 model is not full-integer: tensor {tname!r} is {name}",
             "report this model; edgeport expected the converter to quantize every layer",
         )
-    return dict(sorted(counts.items()))
+    return _tensor_types(model)
 
 
 def quantize_stage(
@@ -170,9 +179,28 @@ def quantize_stage(
     section: dict[str, Any] = {"mode": opts.mode}
     if opts.mode == "dynamic":
         model = keras_to_quantized(keras_model, "dynamic", keras_specs)
-        path.write_bytes(model)
         runner = QuantizedRunner(model, in_specs, out_specs)
-        return QuantResult(path, "dynamic", _names(runner), section | {"seconds": _since(started)})
+        # No calibration: the held-out inputs only measure fidelity (input statistics, else N(0, 1)).
+        held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
+        fidelity = fidelity_report(float_model, model, in_specs, out_specs, held_out)
+        path.write_bytes(model)
+        section.update(
+            {
+                "io": "float",
+                # The converter quantizes the weights of large layers only (>= 1024 elements);
+                # smaller ones stay float32, and tensor_types shows how many of each there are.
+                "weights": "int8 per-channel (symmetric) for layers with >= 1024 weights, else float32",
+                "activations": "float32 (hybrid kernels quantize them on the fly, per inference)",
+                "tensor_types": _tensor_types(model),
+                "fidelity": {
+                    "reference": "model_float32.tflite",
+                    "inputs": "held-out Gaussian samples with the input statistics",
+                    **fidelity,
+                },
+                "seconds": _since(started),
+            }
+        )
+        return QuantResult(path, "dynamic", _names(runner), section)
 
     steps = {} if opts.distill_steps is None else {"distill_steps": opts.distill_steps}
     cal = make_calibration(

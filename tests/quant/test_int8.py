@@ -30,6 +30,9 @@ from tests.quant import int8_models as M
 MODELS = Path(M.__file__)
 SHAPE = "1,3,12,12"
 MIN_SQNR_DB = 20.0
+# dynamic: one int8 weight tensor and per-inference activation scaling, no calibrated range to
+# get wrong: each int8 rounding is ~48 dB below its tensor, two of them in series ~45 dB.
+DYNAMIC_MIN_SQNR_DB = 35.0
 MAX_ACCURACY_DROP = 0.03  # 500 test samples: 3 points is ~2 standard errors of one accuracy
 
 
@@ -209,3 +212,40 @@ def test_bad_quantize_options_are_refused() -> None:
         QuantOptions(input_range=(5.0, 1.0))
     with pytest.raises(EdgeportError, match="Drop one of them"):
         QuantOptions(calibration=Path("x.npy"), method="distill")
+
+
+def test_dynamic_has_int8_weights_float_activations_and_stays_close_to_float(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """--quantize dynamic: int8 weights of the large layers, float activations, float I/O."""
+    out, manifest = convert(tmp_path / "out", "SmallCnn", trained["cnn"], mode="dynamic")
+    assert not (out / "model_int8.tflite").exists()
+    model = read_tflite(out / "model_dynamic.tflite")
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    graph = model.raw.subgraphs[0]
+    produced = {i for op in graph.operators for i in op.outputs}
+    int8 = [t for t in graph.tensors if t.type == schema.TensorType.INT8]
+    # Only constant weights are int8: conv2's 32x3x3x16 filter (4608 values, per-channel scales);
+    # every activation (operator output) and the model's I/O stay float32.
+    assert [list(t.shape) for t in int8] == [[32, 3, 3, 16]]
+    assert len(int8[0].quantization.scale) == 32
+    assert all(graph.tensors[i].type == schema.TensorType.FLOAT32 for i in produced)
+    assert [i.dtype for i in model.inputs + model.outputs] == ["float32", "float32"]
+    arts = {a["path"]: a for a in manifest["artifacts"]}
+    assert arts["model_dynamic.tflite"]["precision"] == "dynamic"
+    assert arts["model_dynamic.tflite"]["size_bytes"] < arts["model_float32.tflite"]["size_bytes"]
+
+    # It runs in LiteRT, and on the task's own samples it stays close to the float model.
+    x, y = M.make_task(300, seed=21)
+    specs_in = [TensorSpec("x", [1, *M.SHAPE], channels_last=True)]
+    specs_out = [TensorSpec("output", [1, M.CLASSES])]
+    fl = QuantizedRunner((out / "model_float32.tflite").read_bytes(), specs_in, specs_out)
+    dyn = QuantizedRunner((out / "model_dynamic.tflite").read_bytes(), specs_in, specs_out)
+    ref = np.concatenate([fl.run({"x": s[None]})["output"] for s in x])
+    got = np.concatenate([dyn.run({"x": s[None]})["output"] for s in x])
+    assert sqnr_db([ref], [got]) > DYNAMIC_MIN_SQNR_DB
+    assert M.accuracy(got, y) >= M.accuracy(ref, y) - MAX_ACCURACY_DROP
+    section = manifest["sections"]["quantization"]
+    assert section["mode"] == "dynamic" and section["tensor_types"]["int8"] == 1
+    assert section["fidelity"]["outputs"][0]["sqnr_db"] > DYNAMIC_MIN_SQNR_DB
