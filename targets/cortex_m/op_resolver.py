@@ -162,6 +162,25 @@ INT8_KERNELS: dict[str, tuple[str, dict[int, str | None]]] = {
     "TRANSPOSE_CONV": ("Register_TRANSPOSE_CONV_INT8", {0: None, 3: "INT32"}),
 }
 
+# The TFLM header that declares each int8 registration. micro_mutable_op_resolver.h includes most of
+# them, but not pad.h or transpose.h: model_ops.h includes the ones it uses itself.
+INT8_KERNEL_HEADERS: dict[str, str] = {
+    "ADD": "add.h",
+    "AVERAGE_POOL_2D": "pooling.h",
+    "BATCH_MATMUL": "batch_matmul.h",
+    "CONV_2D": "conv.h",
+    "DEPTHWISE_CONV_2D": "depthwise_conv.h",
+    "FULLY_CONNECTED": "fully_connected.h",
+    "MAXIMUM": "maximum_minimum.h",
+    "MAX_POOL_2D": "pooling.h",
+    "MINIMUM": "maximum_minimum.h",
+    "MUL": "mul.h",
+    "PAD": "pad.h",
+    "SOFTMAX": "softmax.h",
+    "TRANSPOSE": "transpose.h",
+    "TRANSPOSE_CONV": "transpose_conv.h",
+}
+
 # What to tell the user when an op has no TFLM kernel.
 SUGGESTIONS: dict[str, str] = {
     "TOPK_V2": "take the top-k on the host from the full output, or use ARG_MAX for top-1",
@@ -261,6 +280,12 @@ def registrations(model: TfliteModel) -> list[Registration]:
     return result
 
 
+def kernel_includes(regs: list[Registration]) -> list[str]:
+    """#include lines for the kernel headers that declare the int8 registrations in `regs`."""
+    headers = sorted({INT8_KERNEL_HEADERS[r.op] for r in regs if r.kernel})
+    return [f'#include "tensorflow/lite/micro/kernels/{h}"' for h in headers]
+
+
 def render_model_ops_h(model: TfliteModel, regs: list[Registration], banner: str) -> str:
     """The text of model_ops.h: kModelOpCount, ModelOpResolver and RegisterModelOps()."""
     counts = Counter(model.ops)
@@ -272,6 +297,7 @@ def render_model_ops_h(model: TfliteModel, regs: list[Registration], banner: str
         "#ifndef EDGEPORT_MODEL_OPS_H_",
         "#define EDGEPORT_MODEL_OPS_H_",
         "",
+        *kernel_includes(regs),
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
         "",
         f"constexpr unsigned int kModelOpCount = {len(regs)};",

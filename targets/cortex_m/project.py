@@ -14,6 +14,7 @@ import numpy as np
 import edgeport.firmware
 from edgeport.targets.boards import Board
 from edgeport.targets.cortex_m.fit import DEFAULT_STACK
+from edgeport.targets.cortex_m.flash import qemu_command
 
 FIRMWARE_ROOT = Path(edgeport.firmware.__file__).resolve().parent  # the templates ship in the wheel
 PROJECT_FILES = ("main.cc", "platform.h", "Makefile", "CMakeLists.txt", "arm-none-eabi.cmake")
@@ -97,8 +98,7 @@ def write_project(
     cpu = " ".join(board.gcc_flags)
     defines = board_defines(board)
     qemu = (
-        f"qemu-system-arm -M {board.qemu_machine} -nographic -semihosting-config enable=on,target=native "
-        "-icount shift=3 -kernel"
+        " ".join(qemu_command(board))
         if board.qemu_machine
         else "@echo no emulator for this board; flash it with edgeport flash #"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgeport.targets.boards import Board
 from edgeport.targets.cortex_m.arena import ArenaReport
 from edgeport.targets.cortex_m.fit import FitReport, kb
+from edgeport.targets.cortex_m.flash import qemu_icount_shift
 from edgeport.targets.cortex_m.op_resolver import Registration
 
 
@@ -13,6 +14,15 @@ def render(
 ) -> str:
     ops = ", ".join(r.op + (" (int8 kernel)" if r.kernel else "") for r in regs)
     verdict = "fits" if fit.fits else "does NOT fit"
+    qemu_note = ""
+    if board.qemu_machine:
+        qemu_note = (
+            "\n\nUnder QEMU (`make -C firmware run`, or `edgeport flash . --board "
+            f"{board.name} --probe qemu`)\nSysTick counts virtual time, "
+            f"{2 ** qemu_icount_shift(board)} ns per instruction: the cycle count is about the number of\n"
+            "instructions executed, not a real core's cycles (QEMU is not cycle-accurate; a real core needs\n"
+            "at least that many)."
+        )
     rows = [
         ("file", "what it is", "where it goes"),
         ("---", "---", "---"),
@@ -62,15 +72,39 @@ hashes and the measurements.
   estimate): {verdict}.
 
 ## Build and run
-TFLite Micro is not bundled: clone it and point `TFLM_ROOT` at it.
+TFLite Micro is not bundled: clone it and point `TFLM_ROOT` at it. Its Makefile runs `python3` with numpy
+and Pillow while it parses (`pip install numpy Pillow`).
 
 ```sh
 git clone https://github.com/tensorflow/tflite-micro "$HOME/tflite-micro"
-make -C firmware TFLM_ROOT="$HOME/tflite-micro"        # or: cmake -S firmware -B build -DTFLM_ROOT=...
-edgeport flash . --board {board.name} --dry-run          # prints the exact build and flash commands
+make -C firmware -j2 TFLM_ROOT="$HOME/tflite-micro"     # or: cmake -S firmware -B build -DTFLM_ROOT=...
+edgeport flash . --board {board.name} --dry-run        # prints the exact build and flash commands
 ```
 
-The first build compiles TFLite Micro with CMSIS-NN kernels for {board.core} (TFLM's own Makefile downloads
-CMSIS-NN and flatbuffers the first time). `main.cc` checks the model's CRC-32, runs the test input, compares
-the output with the expected one and prints `PASS`/`FAIL` and the cycle count over the serial port.
+The first build compiles TFLite Micro with CMSIS-NN kernels for {board.core} with your `arm-none-eabi-gcc`
+(the project passes `TARGET_TOOLCHAIN_ROOT`, so TFLM does not fetch its own). `main.cc` checks the model's
+CRC-32, runs the test input, compares the output with the expected one and prints `PASS`/`FAIL` and the
+cycle count over the serial port.{qemu_note}
+
+### Offline builds
+TFLM's Makefile downloads its third-party sources into
+`$TFLM_ROOT/tensorflow/lite/micro/tools/make/downloads/` on first use and skips every folder that already
+exists. Without network access, put them there yourself, at the versions your TFLM checkout pins (paths
+below are in `tensorflow/lite/micro/tools/make/`):
+
+| folder | source | version and preparation |
+| --- | --- | --- |
+| `cmsis` | ARM-software/CMSIS_6 | the first commit in `ext_libs/cmsis_download.sh` |
+| `cmsis/Cortex_DFP` | ARM-software/Cortex_DFP | the second commit in `ext_libs/cmsis_download.sh` |
+| `cmsis_nn` | ARM-software/CMSIS-NN | the commit in `ext_libs/cmsis_nn_download.sh` |
+| `flatbuffers` | google/flatbuffers | the tag in `flatbuffers_download.sh`, patched (below) |
+| `gemmlowp`, `ruy` | google/gemmlowp, google/ruy | the commits in `third_party_downloads.inc` |
+| `kissfft` | mborgerding/kissfft | the tag in `kissfft_download.sh`, patched (below) |
+| `pigweed` | (TFLM's test tooling) | not compiled into the library: an empty folder is enough |
+
+Each folder is the repository's tree at that version, without `.git`, as the download scripts unpack it
+(from a clone: `git archive COMMIT | tar -x -C downloads/FOLDER`). Then apply TFLM's patches as the scripts
+do: in `flatbuffers/`, delete every `BUILD` and `BUILD.bazel` file and
+`git apply --ignore-whitespace ../../flatbuffers.patch`; in `kissfft/`,
+`git apply --ignore-whitespace $TFLM_ROOT/third_party/kissfft/kissfft.patch`.
 """

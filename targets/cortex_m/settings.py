@@ -29,15 +29,35 @@ _C_TYPES = {
 }
 
 
+def c_float(value: float) -> str:
+    """A C/C++ float literal for `value`: `1.0f`, not `1f` (which does not compile); inf/nan spelled out."""
+    value = float(value)
+    if np.isnan(value):
+        return '__builtin_nanf("")'
+    if np.isinf(value):
+        return "__builtin_inff()" if value > 0 else "(-__builtin_inff())"
+    text = f"{value:.9g}"
+    if not any(c in text for c in ".e"):
+        text += ".0"
+    return text + "f"
+
+
+def _c_int(value: int, dtype: np.dtype) -> str:
+    # -2^63 has no literal (the literal is 2^63, then negated): spell it as an expression.
+    if dtype == np.int64 and value == np.iinfo(np.int64).min:
+        return "(-9223372036854775807LL - 1)"
+    return str(value)
+
+
 def _c_array(name: str, array: np.ndarray, per_line: int = 16) -> list[str]:
     ctype = _C_TYPES[str(array.dtype) if array.dtype != np.bool_ else "bool"]
     flat = array.ravel()
     if array.dtype == np.float32:
-        values = [f"{float(v):.9g}f" for v in flat]
+        values = [c_float(v) for v in flat]
     elif array.dtype == np.bool_:
         values = ["true" if v else "false" for v in flat]
     else:
-        values = [str(int(v)) for v in flat]
+        values = [_c_int(int(v), array.dtype) for v in flat]
     lines = [f"alignas(16) const {ctype} {name}[{max(len(values), 1)}] = {{"]
     for start in range(0, len(values), per_line):
         lines.append("  " + ", ".join(values[start : start + per_line]) + ",")
@@ -72,7 +92,9 @@ def render_model_settings_h(
             shape = ", ".join(str(d) for d in info.shape)
             lines.append(f"// {kind.lower()} {index} {info.name!r}: {info.dtype}[{shape}]")
             if info.quantization is not None and len(info.quantization.scale) == 1:
-                lines.append(f"constexpr float kModel{kind}{index}Scale = {info.quantization.scale[0]:.9g}f;")
+                lines.append(
+                    f"constexpr float kModel{kind}{index}Scale = {c_float(info.quantization.scale[0])};"
+                )
                 lines.append(
                     f"constexpr int kModel{kind}{index}ZeroPoint = {info.quantization.zero_point[0]};"
                 )
@@ -93,7 +115,7 @@ def write_test_data(arena: ArenaReport, outdir: Path, banner: str) -> tuple[Path
         "#include <stdint.h>",
         "",
         f"constexpr int kTestIntTolerance = {INT_TOLERANCE};  // int outputs: quantization steps",
-        f"constexpr float kTestFloatTolerance = {FLOAT_TOLERANCE}f;  // float outputs: relative to max |y|",
+        f"constexpr float kTestFloatTolerance = {c_float(FLOAT_TOLERANCE)};  // float outputs: vs max |y|",
     ]
     c = [f"// {banner}", '#include "test_data.h"', ""]
     for kind, arrays in (("input", arena.inputs), ("expected_output", arena.outputs)):

@@ -137,3 +137,28 @@ def test_model_data_compiles_for_cortex_m4_with_bytes_in_rodata(packaged, model_
         ["arm-none-eabi-objcopy", "-O", "binary", "--only-section=.rodata", str(obj), str(rodata)], check=True
     )
     assert shared_path("models", "tflite", model_name).read_bytes() in rodata.read_bytes()
+
+
+@pytest.mark.parametrize("model_name", SHARED_MODELS)
+def test_settings_and_test_data_compile_for_cortex_m4(packaged, model_name, tmp_path):
+    """model_settings.h and test_data.h/.cc need no TFLM: they compile on their own, warning-free (a scale of
+    exactly 1.0 once came out as `1f`, which is not a C++ literal: ic_resnet8's input)."""
+    gxx = arm_gxx()
+    result = packaged(model_name)
+    user = tmp_path / "user.cc"
+    user.write_text(
+        '#include "model_settings.h"\n#include "test_data.h"\n'
+        "unsigned long sizes() { return kTensorArenaSize + g_test_input_0_bytes + kModelInputCount; }\n"
+    )
+    flags = [
+        "-mcpu=cortex-m4",
+        "-mthumb",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-std=c++17",
+        "-I",
+        str(result.outdir),
+    ]
+    for source in (user, result.outdir / "test_data.cc"):
+        subprocess.run([gxx, *flags, "-c", str(source), "-o", str(tmp_path / "x.o")], check=True)
