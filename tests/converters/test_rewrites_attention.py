@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.converters.rewrites import attention
-from tests.converters.onnx_build import assert_same_outputs, ops
+from tests.onnx_graphs import assert_same_outputs, ops
 
 
 class SelfAttention(nn.Module):

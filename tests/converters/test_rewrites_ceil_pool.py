@@ -5,7 +5,7 @@ from onnx import helper
 
 from edgeport.converters.rewrites import ceil_pool
 from edgeport.converters.rewrites._graph import attr
-from tests.converters.onnx_build import assert_same_outputs, model, random_feeds, run
+from tests.onnx_graphs import assert_same_outputs, make_model, random_feeds, run
 
 
 def pool_graph(op, size, kernel, stride, pads=(0, 0, 0, 0), count_include_pad=1, ceil_mode=1):
@@ -14,7 +14,7 @@ def pool_graph(op, size, kernel, stride, pads=(0, 0, 0, 0), count_include_pad=1,
     )
     if op == "AveragePool":
         kwargs["count_include_pad"] = count_include_pad
-    return model([helper.make_node(op, ["x"], ["y"], **kwargs)], {"x": [1, 3, size, size]}, ["y"])
+    return make_model([helper.make_node(op, ["x"], ["y"], **kwargs)], {"x": [1, 3, size, size]}, ["y"])
 
 
 def torch_pool(op, x, kernel, stride, pad, count_include_pad=True):

@@ -2,7 +2,7 @@ import numpy as np
 from onnx import helper
 
 from edgeport.converters.rewrites import channel_shuffle
-from tests.converters.onnx_build import assert_same_outputs, model, ops
+from tests.onnx_graphs import assert_same_outputs, make_model, ops
 
 
 def shuffle_graph(shape=(1, 12, 5, 4), groups=3, perm=None, extra_user=False):
@@ -23,7 +23,7 @@ def shuffle_graph(shape=(1, 12, 5, 4), groups=3, perm=None, extra_user=False):
     if extra_user:
         nodes.append(helper.make_node("Neg", ["t"], ["z"]))
         outputs.append("z")
-    return model(nodes, {"x": list(shape)}, outputs, consts)
+    return make_model(nodes, {"x": list(shape)}, outputs, consts)
 
 
 def test_shuffle_becomes_one_gather_on_channels():

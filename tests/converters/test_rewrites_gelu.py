@@ -4,7 +4,7 @@ import numpy as np
 from onnx import helper
 
 from edgeport.converters.rewrites import gelu
-from tests.converters.onnx_build import assert_same_outputs, model, ops, random_feeds, run
+from tests.onnx_graphs import assert_same_outputs, make_model, ops, random_feeds, run
 
 
 def gelu_graph(order="torch", sqrt2=math.sqrt(2.0), half=0.5, as_mul=False):
@@ -23,7 +23,7 @@ def gelu_graph(order="torch", sqrt2=math.sqrt(2.0), half=0.5, as_mul=False):
         nodes += [helper.make_node("Mul", ["h", "a"], ["m"]), helper.make_node("Mul", ["m", "half"], ["y"])]
     else:  # ((1 + erf) * 0.5) * x
         nodes += [helper.make_node("Mul", ["a", "half"], ["m"]), helper.make_node("Mul", ["h", "m"], ["y"])]
-    return model(nodes, {"x": [2, 6]}, ["y"], consts)
+    return make_model(nodes, {"x": [2, 6]}, ["y"], consts)
 
 
 def test_erf_gelu_becomes_one_contrib_gelu():

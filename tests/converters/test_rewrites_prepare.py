@@ -2,7 +2,7 @@ import numpy as np
 from onnx import helper
 
 from edgeport.converters.rewrites import prepare_for_onnx2tf
-from tests.converters.onnx_build import model
+from tests.onnx_graphs import make_model
 
 
 def gru_graph():
@@ -12,7 +12,7 @@ def gru_graph():
         "R": rng.standard_normal((1, 12, 4)).astype(np.float32),
     }
     node = helper.make_node("GRU", ["x", "W", "R"], ["y", "h"], hidden_size=4)
-    return model([node], {"x": [7, 1, 5]}, ["h"], consts)
+    return make_model([node], {"x": [7, 1, 5]}, ["h"], consts)
 
 
 def test_recurrent_graphs_ask_onnx2tf_to_unroll():
@@ -23,7 +23,7 @@ def test_recurrent_graphs_ask_onnx2tf_to_unroll():
 
 
 def test_graphs_without_a_pattern_come_back_unchanged_with_no_options():
-    before = model([helper.make_node("Relu", ["x"], ["y"])], {"x": [1, 3, 4, 4]}, ["y"])
+    before = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [1, 3, 4, 4]}, ["y"])
     prepared = prepare_for_onnx2tf(before)
     assert prepared.applied == [] and prepared.onnx2tf_options == {}
     assert prepared.model.SerializeToString() == before.SerializeToString()

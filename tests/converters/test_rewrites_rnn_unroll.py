@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.converters.rewrites import prepare_for_onnx2tf, rnn_unroll
-from tests.converters.onnx_build import assert_same_outputs, ops
+from tests.onnx_graphs import assert_same_outputs, ops
 
 
 class Recurrent(nn.Module):

@@ -2,7 +2,7 @@ import numpy as np
 from onnx import helper
 
 from edgeport.converters.rewrites import equal_split, slices_to_split
-from tests.converters.onnx_build import assert_same_outputs, model, ops
+from tests.onnx_graphs import assert_same_outputs, make_model, ops
 
 BIG = np.iinfo(np.int64).max
 
@@ -17,7 +17,7 @@ def chunk_graph(bounds, axis=1, shape=(1, 12, 3, 3)):
         nodes.append(helper.make_node("Neg" if k % 2 else "Relu", [f"p{k}"], [f"q{k}"]))
         outs.append(f"q{k}")
     nodes.append(helper.make_node("Concat", outs[::-1], ["y"], axis=axis))
-    return model(nodes, {"x": list(shape)}, ["y"], consts)
+    return make_model(nodes, {"x": list(shape)}, ["y"], consts)
 
 
 def test_equal_chunks_become_one_split():
@@ -38,7 +38,7 @@ def split_graph(sizes, axis=1):
     outs = [f"o{k}" for k in range(len(sizes))]
     nodes = [helper.make_node("Split", ["x", "sizes"], outs, axis=axis)]
     nodes.append(helper.make_node("Concat", outs[::-1], ["y"], axis=axis))
-    return model(nodes, {"x": [1, 12, 4]}, ["y"], {"sizes": np.array(sizes, np.int64)})
+    return make_model(nodes, {"x": [1, 12, 4]}, ["y"], {"sizes": np.array(sizes, np.int64)})
 
 
 def test_sized_equal_split_loses_its_sizes():

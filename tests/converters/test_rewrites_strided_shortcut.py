@@ -2,7 +2,7 @@ import numpy as np
 from onnx import helper
 
 from edgeport.converters.rewrites import prepare_for_onnx2tf, strided_shortcut
-from tests.converters.onnx_build import assert_same_outputs, model, ops
+from tests.onnx_graphs import assert_same_outputs, make_model, ops
 
 BIG = np.iinfo(np.int64).max
 
@@ -30,7 +30,7 @@ def shortcut_graph(
     if extra_user:
         nodes.append(helper.make_node("Neg", ["s"], ["z"]))
         outputs.append("z")
-    return model(nodes, {"x": [1, 8, 9, 8]}, outputs, consts)
+    return make_model(nodes, {"x": [1, 8, 9, 8]}, outputs, consts)
 
 
 def test_slice_and_channel_pad_become_one_strided_conv():
@@ -87,7 +87,7 @@ def test_every_shortcut_in_a_graph_is_rewritten_and_nothing_dead_is_left():
         helper.make_node("Slice", ["p1", "starts", "ends", "axes", "steps"], ["s2"]),
         helper.make_node("Pad", ["s2", "pads2"], ["y"]),
     ]
-    before = model(nodes, {"x": [1, 8, 8, 8]}, ["y"], consts)
+    before = make_model(nodes, {"x": [1, 8, 8, 8]}, ["y"], consts)
     after = strided_shortcut.rewrite(before)
     assert ops(after) == {"Conv": 2}
     assert {i.name for i in after.graph.initializer}.isdisjoint(consts)
