@@ -101,7 +101,8 @@ def build(name: str, method: str | None, cal_file: Path, outdir: Path) -> tuple[
             method=cal["method"],
             data_free=cal["data_free"],
             sqnr_db=section["fidelity"]["outputs"][0]["sqnr_db"],
-            tflm_max_diff_steps=section["tflm_vs_litert"]["max_diff_steps"],
+            tflm_vs_litert_ref_steps=section["tflm_vs_litert"]["max_diff_steps"],
+            tflm_vs_litert_optimized_steps=section["litert_optimized_vs_tflm"]["max_diff_steps"],
             distill_seconds=cal.get("seconds"),
             input_stats=cal["input_stats"],
         )

@@ -98,16 +98,24 @@ class QuantizedRunner:
         inputs: Sequence[TensorSpec],
         outputs: Sequence[TensorSpec],
         preserve_all_tensors: bool = False,
+        reference_kernels: bool = False,
     ) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         from edgeport.converters.verify import TfliteRunner
 
         self._model = model  # the interpreter reads from this buffer; keep it alive
+        # reference_kernels: LiteRT's plain reference kernels (BUILTIN_REF), the arithmetic TFLite
+        # Micro's kernels share; by default the optimized builtin kernels an Android CPU runs.
+        resolver = (
+            OpResolverType.BUILTIN_REF
+            if reference_kernels
+            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
         self.interpreter = Interpreter(
             model_content=model,
             num_threads=1,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_op_resolver_type=resolver,
             experimental_preserve_all_tensors=preserve_all_tensors,
         )
         self.interpreter.allocate_tensors()

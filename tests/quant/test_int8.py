@@ -103,20 +103,24 @@ def test_int8_model_is_full_integer_with_int8_io(cnn_int8: tuple[Path, dict]) ->
     assert section["calibration"]["loss_end"] < section["calibration"]["loss_start"]
 
 
-def test_tflm_and_litert_agree_within_one_step(cnn_int8: tuple[Path, dict]) -> None:
+def test_tflm_is_bit_exact_with_litert_reference_kernels(cnn_int8: tuple[Path, dict]) -> None:
+    """TFLM == LiteRT's reference kernels bit for bit; its optimized kernels within one step here."""
     out, manifest = cnn_int8
     model = (out / "model_int8.tflite").read_bytes()
-    runner = QuantizedRunner(
-        model, [TensorSpec("x", [1, *M.SHAPE], channels_last=True)], [TensorSpec("output", [1, 4])]
-    )
+    specs = ([TensorSpec("x", [1, *M.SHAPE], channels_last=True)], [TensorSpec("output", [1, 4])])
+    runner = QuantizedRunner(model, *specs)
+    reference = QuantizedRunner(model, *specs, reference_kernels=True)
     x, _ = M.make_task(8, seed=7)
     raw = [runner.quantize_inputs({"x": s[None]}) for s in x]
-    litert = [runner.run_raw(r) for r in raw]
     tflm = run_tflm(model, raw)
-    for a, b in zip(litert, tflm, strict=True):
-        assert a[0].dtype == np.int8 and b[0].dtype == np.int8
-        assert np.max(np.abs(a[0].astype(int) - b[0].astype(int))) <= 1
-    assert manifest["sections"]["quantization"]["tflm_vs_litert"]["max_diff_steps"] <= 1
+    for r, t in zip(raw, tflm, strict=True):
+        assert t[0].dtype == np.int8
+        np.testing.assert_array_equal(reference.run_raw(r)[0], t[0])
+        assert np.max(np.abs(runner.run_raw(r)[0].astype(int) - t[0].astype(int))) <= 1
+    section = manifest["sections"]["quantization"]
+    assert section["tflm_vs_litert"]["max_diff_steps"] == 0
+    assert section["tflm_vs_litert"]["exact_fraction"] == 1.0
+    assert section["litert_optimized_vs_tflm"]["max_diff_steps"] <= 1
 
 
 def test_int8_accuracy_and_sqnr_close_to_float(cnn_int8: tuple[Path, dict]) -> None:
