@@ -12,6 +12,9 @@
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 #include "test_data.h"
+#if defined(EDGEPORT_TFLM_DEBUG_LOG_CALLBACK)  // set by the Makefile/CMake: TFLM built as cortex_m_generic
+#include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
+#endif
 
 namespace {
 
@@ -90,6 +93,10 @@ bool edgeport_check_outputs(tflite::MicroInterpreter& interpreter, bool (*check)
 
 int main(void) {
   platform_init();
+#if defined(EDGEPORT_TFLM_DEBUG_LOG_CALLBACK)
+  // TFLM's own messages (MicroPrintf: which op failed, how many arena bytes it wanted) on the same port.
+  RegisterDebugLogCallback(platform_write);
+#endif
   print("edgeport self-test\n");
   const uint32_t crc = crc32(@MODEL_NAME@, @MODEL_NAME@_len);
   printf_line("model: %u bytes, crc32 0x%08lx (%s)\n", @MODEL_NAME@_len, static_cast<unsigned long>(crc),

@@ -182,45 +182,71 @@ def _aligned4(n: int) -> int:
     return (n + 3) // 4 * 4
 
 
-def cmsis_nn_scratch(model: TfliteModel) -> int:
-    """Largest scratch buffer a CMSIS-NN kernel of this model requests (DSP-extension formulas).
+# CMSIS-NN's depthwise kernel for MVE works on blocks of this many channels (CH_IN_BLOCK_MVE).
+CH_IN_BLOCK_MVE = 124
+MVE_CORES = ("cortex-m55", "cortex-m85")
+
+
+def has_mve(tflm_arch: str) -> bool:
+    """True for the Helium (MVE) cores, whose CMSIS-NN kernels ask for other scratch sizes than DSP ones."""
+    return tflm_arch.split("+")[0] in MVE_CORES
+
+
+def _round16(n: int) -> int:
+    return (n + 15) // 16 * 16
+
+
+def cmsis_nn_scratch(model: TfliteModel, mve: bool = False) -> int:
+    """What CMSIS-NN kernels add to the reference-kernel arena: the largest scratch buffer, plus on MVE
+    the kernel sums fully connected layers keep in persistent memory.
 
     Only one kernel runs at a time and its scratch is planned alongside that op's tensors, so the
     largest one bounds what CMSIS-NN adds to the reference-kernel arena. Formulas follow CMSIS-NN's
-    *_get_buffer_size() for cores with the DSP extension (Cortex-M4/M7/M33): im2col for general
+    *_get_buffer_size(). For cores with the DSP extension (Cortex-M4/M7/M33): im2col for general
     convolutions, none for 1x1 stride-1 convolutions and 3x3 depthwise ones, a row accumulator for
-    average pooling. Not exact for MVE (Cortex-M55), where the kernels use other layouts.
+    average pooling. For MVE (`mve`, Cortex-M55/M85): 4 im2col rows padded to 16 for convolutions,
+    4 x CH_IN_BLOCK_MVE x kernel area for every multiplier-1 depthwise convolution (3x3 included),
+    nothing for pooling; and each fully connected layer keeps its output channels' int32 kernel sums
+    for the whole run (TFLM's speed-optimized CMSIS-NN build: persistent, so they add up).
     """
     largest = 0
+    persistent = 0
     for graph in model.raw.subgraphs:
         tensors = graph.tensors or []
         for op in graph.operators or []:
             name = op_name(model.raw.operatorCodes[op.opcodeIndex])
             ins = list(op.inputs if op.inputs is not None else [])
+            if not ins or tensors[ins[0]].type != schema.TensorType.INT8:
+                continue
             need = 0
-            if name == "CONV_2D" and len(ins) > 1 and tensors[ins[0]].type == schema.TensorType.INT8:
+            if name == "CONV_2D" and len(ins) > 1:
                 out_ch, kh, kw, in_ch = (int(d) for d in (list(tensors[ins[1]].shape) + [1, 1, 1, 1])[:4])
                 options = op.builtinOptions
                 pointwise = kh == 1 and kw == 1 and getattr(options, "strideW", 1) == 1
                 pointwise = pointwise and getattr(options, "strideH", 1) == 1
                 if not pointwise:
-                    need = 2 * _aligned4(kh * kw * in_ch) * 2
-            elif (
-                name == "DEPTHWISE_CONV_2D"
-                and len(ins) > 1
-                and tensors[ins[0]].type == schema.TensorType.INT8
-            ):
+                    need = 4 * _round16(kh * kw * in_ch) if mve else 2 * _aligned4(kh * kw * in_ch) * 2
+            elif name == "DEPTHWISE_CONV_2D" and len(ins) > 1:
                 _, kh, kw, channels = (int(d) for d in (list(tensors[ins[1]].shape) + [1, 1, 1, 1])[:4])
-                if not (kh == 3 and kw == 3):
+                in_ch = int((list(tensors[ins[0]].shape) or [1])[-1])
+                if mve:
+                    if in_ch == channels:
+                        need = 4 * CH_IN_BLOCK_MVE * kh * kw
+                    elif in_ch == 1:  # run as a convolution
+                        need = 4 * _round16(kh * kw)
+                elif not (kh == 3 and kw == 3):
                     need = channels * kh * kw * 2
-            elif name == "AVERAGE_POOL_2D" and tensors[ins[0]].type == schema.TensorType.INT8:
+            elif name == "FULLY_CONNECTED" and mve and len(ins) > 1:
+                persistent += _round16(int(tensors[ins[1]].shape[0]) * 4)
+            elif name == "AVERAGE_POOL_2D" and not mve:
                 need = int(tensors[ins[0]].shape[-1]) * 4
             largest = max(largest, need)
-    return int((largest + 15) // 16 * 16)
+    return int(_round16(largest) + persistent)
 
 
-def measure(model_path: Path, model: TfliteModel) -> ArenaReport:
-    """Run the (already verified) model once in TFLite Micro and report its arena."""
+def measure(model_path: Path, model: TfliteModel, mve: bool = False) -> ArenaReport:
+    """Run the (already verified) model once in TFLite Micro and report its arena; `mve`: the CMSIS-NN
+    scratch estimate is for a Helium core (see cmsis_nn_scratch)."""
     inputs = make_test_inputs(model)
     # The runtime needs an upper bound up front; the recorded total does not depend on it.
     generous = max(64 * 1024 * 1024, 10 * model.size_bytes)
@@ -233,7 +259,7 @@ def measure(model_path: Path, model: TfliteModel) -> ArenaReport:
         tail_bytes=tail,
         categories=categories,
         alignment_margin=ALIGNMENT_MARGIN,
-        cmsis_nn_scratch=cmsis_nn_scratch(model),
+        cmsis_nn_scratch=cmsis_nn_scratch(model, mve),
         inputs=inputs,
         outputs=outputs,
     )

@@ -130,7 +130,7 @@ def package(
     tfl = _load_verified(model_path)
     op_resolver.check_ops(tfl)
     regs = op_resolver.registrations(tfl)
-    arena = arena_mod.measure(model_path, tfl)
+    arena = arena_mod.measure(model_path, tfl, mve=arena_mod.has_mve(the_board.tflm_arch))
     fit = fit_mod.assess(the_board, tfl.size_bytes, arena.arena_size, len(regs))
     if fit_check:
         fit_mod.require_fit(fit, the_board, model_path.name)

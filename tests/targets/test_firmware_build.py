@@ -145,7 +145,12 @@ def test_board_mk_runs_qemu_like_edgeport_flash(hello_package):
 
 @pytest.mark.parametrize(
     ("model_name", "board"),
-    [("tflm_hello_world_int8.tflite", "mps2-an386"), ("mlperf_tiny_kws_dscnn_int8.tflite", "mps2-an386")],
+    [
+        ("tflm_hello_world_int8.tflite", "mps2-an386"),
+        ("mlperf_tiny_kws_dscnn_int8.tflite", "mps2-an386"),
+        ("mlperf_tiny_kws_dscnn_int8.tflite", "corstone-300"),
+        ("mlperf_tiny_ad01_int8.tflite", "corstone-300"),
+    ],
 )
 def test_firmware_builds_against_tflm_and_passes_in_qemu(model_name, board, tmp_path):
     """Opt-in (TFLM's library takes minutes to build): EDGEPORT_TFLM_ROOT=/path/to/tflite-micro."""
@@ -168,3 +173,47 @@ def test_firmware_builds_against_tflm_and_passes_in_qemu(model_name, board, tmp_
     assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr
     cycles = int(re.search(r"latency: (\d+) cycles", run.stdout).group(1))
     assert cycles > 100
+
+
+def test_tflm_error_messages_reach_the_serial_port(hello_package, tmp_path):
+    """main.cc hands platform_write to TFLM's DebugLog, so "arena too small" says by how much."""
+    main_cc = (hello_package.outdir / "firmware" / "main.cc").read_text()
+    assert "RegisterDebugLogCallback(platform_write);" in main_cc
+    _needs("make", "arm-none-eabi-gcc")
+    run = subprocess.run(
+        ["make", "-n", "-C", str(hello_package.outdir / "firmware"), f"TFLM_ROOT={_fake_tflm(tmp_path)}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "-DEDGEPORT_TFLM_DEBUG_LOG_CALLBACK" in run.stdout
+
+
+def test_mve_arena_has_room_for_helium_kernel_buffers():
+    """On Cortex-M55 (MVE) CMSIS-NN's 3x3 depthwise kernel wants 4 x 124 x 9 bytes of scratch (none on
+    Cortex-M4), and fully connected layers keep int32 kernel sums per output channel in persistent memory:
+    kws_dscnn and ad01 failed AllocateTensors in QEMU mps3-an547 with the DSP-only estimate."""
+    from edgeport.targets.cortex_m.arena import cmsis_nn_scratch, has_mve
+    from edgeport.tflite_file import op_name, read_tflite
+
+    assert has_mve("cortex-m55") and has_mve("cortex-m55+nofp") and has_mve("cortex-m85")
+    assert not has_mve("cortex-m4+fp") and not has_mve("cortex-m33")
+    kws = read_tflite(shared_path("models", "tflite", "mlperf_tiny_kws_dscnn_int8.tflite"))
+    assert cmsis_nn_scratch(kws, mve=True) >= 4 * 124 * 9 > cmsis_nn_scratch(kws, mve=False)
+    ad01 = read_tflite(shared_path("models", "tflite", "mlperf_tiny_ad01_int8.tflite"))
+    fc_outputs = sum(
+        int(graph.tensors[op.inputs[1]].shape[0])
+        for graph in ad01.raw.subgraphs
+        for op in graph.operators
+        if op_name(ad01.raw.operatorCodes[op.opcodeIndex]) == "FULLY_CONNECTED"
+    )
+    assert fc_outputs > 0 and cmsis_nn_scratch(ad01, mve=True) >= 4 * fc_outputs
+
+
+def test_package_for_corstone_300_sizes_the_arena_for_mve(tmp_path):
+    from edgeport.targets.cortex_m import package
+
+    model = shared_path("models", "tflite", "mlperf_tiny_kws_dscnn_int8.tflite")
+    m4 = package(model, tmp_path / "m4", board="mps2-an386")
+    m55 = package(model, tmp_path / "m55", board="corstone-300")
+    assert m55.arena.arena_size >= m4.arena.arena_size + 4 * 124 * 9 - m4.arena.cmsis_nn_scratch
