@@ -39,8 +39,14 @@ VARIANTS = (  # (row label, calibration method or None for float, distillation s
     ("int8 data-free, input statistics only", "input-stats", None),
     ("int8 edgeport data-free (BN distillation, default)", "distill", None),
     ("int8 data-free, BN distillation 200 steps", "distill", 200),
+    ("int8 data-free, BN distillation + stated input range", "distill", None),
     ("int8 TFLite PTQ on real images 0-499", "data", None),
 )
+REFERENCE = "int8 TFLite PTQ on real images 0-499"
+# The "stated input range" row passes `--input-range lo,hi`: what a user knows about the input
+# without any data. ResNet-20/56 take ImageNet-normalised [0, 1] pixels, so the per-channel extremes
+# (0 - mean) / std and (1 - mean) / std span [-2.118, 2.640]; the raw-pixel model takes 0..255.
+INPUT_RANGES = {"resnet20": (-2.118, 2.640), "resnet56": (-2.118, 2.640), "resnet20_uint8": (0.0, 255.0)}
 # The 200-step row (the earlier default, 70-100 s of distillation) shows what the faster default
 # gives up; it runs on ResNet-20 only, ResNet-56 would take ~3x as long.
 LONG_DISTILL_MODELS = ("resnet20",)
@@ -82,7 +88,12 @@ def model_input(name: str, images: np.ndarray) -> np.ndarray:
 
 
 def build(
-    name: str, method: str | None, cal_file: Path, outdir: Path, steps: int | None = None
+    name: str,
+    method: str | None,
+    cal_file: Path,
+    outdir: Path,
+    steps: int | None = None,
+    input_range: tuple[float, float] | None = None,
 ) -> tuple[Path, dict]:
     from edgeport.pipeline import ConvertOptions, convert_model
     from edgeport.quant.modes import QuantOptions
@@ -90,7 +101,10 @@ def build(
     quant = None
     if method is not None:
         quant = QuantOptions(
-            method=method, calibration=cal_file if method == "data" else None, distill_steps=steps
+            method=method,
+            calibration=cal_file if method == "data" else None,
+            distill_steps=steps,
+            input_range=input_range,
         )
     started = time.perf_counter()
     result = convert_model(
@@ -115,6 +129,7 @@ def build(
             tflm_vs_litert_optimized_steps=section["litert_optimized_vs_tflm"]["max_diff_steps"],
             distill_seconds=cal.get("seconds"),
             distill_steps=cal.get("steps"),
+            input_range=list(input_range) if input_range else None,
             input_stats=cal["input_stats"],
         )
     return path, info
@@ -135,24 +150,48 @@ def evaluate(path: Path, x: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     if inp["dtype"] == np.int8:
         scale, zero = inp["quantization"]
         x_nhwc = np.clip(np.round(x_nhwc / scale) + zero, -128, 127).astype(np.int8)
-    correct = 0
+    predictions = np.zeros(len(x_nhwc), np.int64)
     for i in range(len(x_nhwc)):
         interp.set_tensor(inp["index"], x_nhwc[i : i + 1])
         interp.invoke()
-        correct += int(np.argmax(interp.get_tensor(out["index"])[0]) == labels[i])
+        predictions[i] = int(np.argmax(interp.get_tensor(out["index"])[0]))
+    correct = int(np.sum(predictions == labels))
     times = []
     for i in range(LATENCY_RUNS):
         interp.set_tensor(inp["index"], x_nhwc[i : i + 1])
         t = time.perf_counter()
         interp.invoke()
         times.append(time.perf_counter() - t)
-    return 100.0 * correct / len(x_nhwc), 1000.0 * float(np.median(times))
+    return 100.0 * correct / len(x_nhwc), 1000.0 * float(np.median(times)), predictions
 
 
-def main() -> int:
+def paired(pred: np.ndarray, ref: np.ndarray, labels: np.ndarray) -> dict:
+    """How a variant differs from the real-data reference on the same images: the share of images
+    whose predicted class differs, and two standard errors of the top-1 difference (paired: only
+    the images one gets right and the other wrong count), in points."""
+    n = len(labels)
+    b = int(np.sum((pred == labels) & (ref != labels)))
+    c = int(np.sum((pred != labels) & (ref == labels)))
+    se = np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    return {"disagree_pct": round(100.0 * float(np.mean(pred != ref)), 2), "delta_2se": round(200.0 * se, 2)}
+
+
+def main(argv: list[str]) -> int:
+    """`--only TEXT`: build just the variants whose label contains TEXT and merge their rows into
+    the existing results (the other rows, and the real-data reference, are kept as they were)."""
+    only = argv[argv.index("--only") + 1] if "--only" in argv else None
+    out_dir = ROOT / "bench" / "results"
+    previous: dict[str, list[dict]] = {}
+    if only is not None:
+        previous = json.loads((out_dir / "quant_accuracy.json").read_text())
     results: dict[str, list[dict]] = {}
     failed: dict[str, list[dict]] = {}
-    out_dir = ROOT / "bench" / "results"
+    # Predicted classes per variant (not committed), so an --only run can compare with the reference.
+    pred_file = out_dir / "quant_accuracy_predictions.npz"
+    predictions: dict[str, np.ndarray] = {}
+    if only is not None and pred_file.exists():
+        with np.load(pred_file) as saved:
+            predictions = {k: saved[k] for k in saved.files}
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
         tmp_dir = Path(tmp)
         for name in MODELS:
@@ -162,13 +201,16 @@ def main() -> int:
             for label, method, steps in VARIANTS:
                 if steps is not None and name not in LONG_DISTILL_MODELS:
                     continue
+                if only is not None and only not in label:
+                    continue
+                user_range = INPUT_RANGES[name] if "input range" in label else None
                 cal_file = tmp_dir / f"{name}_cal.npy"
                 if method == "data":
                     with np.load(DATA) as data:
                         np.save(cal_file, model_input(name, data["images"][CAL]))
-                out = tmp_dir / f"{name}_{method or 'float'}{steps or ''}"
+                out = tmp_dir / f"{name}_{method or 'float'}{steps or ''}{'_range' if user_range else ''}"
                 try:
-                    path, info = build(name, method, cal_file, out, steps)
+                    path, info = build(name, method, cal_file, out, steps, user_range)
                 except EdgeportError as exc:  # recorded in the table; the other variants still run
                     print(f"FAILED {name} {label}: {exc}", flush=True)
                     failed.setdefault(name, []).append({"variant": label, "error": str(exc)})
@@ -180,10 +222,20 @@ def main() -> int:
                 labels = data["labels"][EVAL].astype(np.int64)
             rows = []
             for label, path, info in built:
-                top1, ms = evaluate(path, x, labels)
+                top1, ms, predictions[f"{name}|{label}"] = evaluate(path, x, labels)
                 rows.append({"variant": label, "top1": round(top1, 2), "latency_ms": round(ms, 3), **info})
                 print(f"{name:15s} {label:52s} {top1:6.2f} %  {ms:6.2f} ms", flush=True)
-            results[name] = rows + failed.get(name, [])
+            ref = predictions.get(f"{name}|{REFERENCE}")
+            for row in rows:
+                if ref is not None and row["variant"] != "float32":
+                    row.update(paired(predictions[f"{name}|{row['variant']}"], ref, labels))
+            np.savez_compressed(pred_file, **predictions)
+            rows += failed.get(name, [])
+            if only is not None:  # merge: new rows replace same-named ones, in VARIANTS order
+                by_label = {r["variant"]: r for r in previous.get(name, [])} | {r["variant"]: r for r in rows}
+                order = [label for label, _, _ in VARIANTS]
+                rows = sorted(by_label.values(), key=lambda r: order.index(r["variant"]))
+            results[name] = rows
             # Written after every model, so a partial run still leaves its numbers.
             (out_dir / "quant_accuracy.json").write_text(json.dumps(results, indent=2) + "\n")
             (out_dir / "quant_accuracy.md").write_text(markdown(results))
@@ -199,6 +251,8 @@ def markdown(results: dict[str, list[dict]]) -> str:
         "real-data row is TFLite PTQ calibrated on test images 0-499. SQNR: int8 vs float32 logits on",
         "held-out samples of the calibration distribution (the manifest's fidelity report). TFLM steps:",
         "largest difference of the int8 logits, TFLite Micro vs LiteRT reference / optimized kernels.",
+        "vs real-data int8: top-1 difference ± two standard errors (paired, same images) and the share",
+        "of images whose predicted class differs from the real-data model's.",
         "",
         "| model | variant | top-1 % | vs real-data int8 | size KB | latency ms | SQNR dB | TFLM steps"
         " ref / opt | distill s | convert s |",
@@ -211,6 +265,8 @@ def markdown(results: dict[str, list[dict]]) -> str:
                 lines.append(f"| {name} | {r['variant']} | failed: {r['error'][:120]} | | | | | | | |")
                 continue
             delta = f"{r['top1'] - ref:+.2f}" if r.get("method") and ref is not None else ""
+            if delta and r.get("delta_2se") and r["variant"] != REFERENCE:
+                delta += f" ± {r['delta_2se']:.2f} ({r['disagree_pct']:.1f} % differ)"
             sqnr = r.get("sqnr_db")
             steps = (
                 f"{r['tflm_vs_litert_ref_steps']} / {r['tflm_vs_litert_optimized_steps']}"
@@ -226,4 +282,4 @@ def markdown(results: dict[str, list[dict]]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
