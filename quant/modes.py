@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
-from edgeport.quant.calibration import METHODS, gaussian_samples, make_calibration
+from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
 from edgeport.quant.int8 import MODE_FILES, QuantizedRunner, keras_to_quantized
@@ -56,6 +56,9 @@ class QuantOptions:
     std: list[float] | None = None
     samples: int = CALIBRATION_SAMPLES
     distill_steps: int | None = None
+    # Clip synthetic inputs to mean ± clip_sigmas * std when the input range is unknown; None turns
+    # it off (Python API and bench; quant/calibration.py says why 3).
+    clip_sigmas: float | None = CLIP_SIGMAS
 
     def __post_init__(self) -> None:
         self.mode = ALIASES.get(self.mode, self.mode)
@@ -218,6 +221,7 @@ def quantize_stage(
         held_out=HELD_OUT_SAMPLES,
         seed=CALIBRATION_SEED,
         **steps,
+        clip_sigmas=opts.clip_sigmas,
     )
     model = keras_to_quantized(keras_model, "int8", keras_specs, cal.samples, opts.io)
     tensor_types = _check_full_integer(model, opts.io)

@@ -86,3 +86,30 @@ def test_bad_calibration_data_is_refused(tmp_path: Path, array: np.ndarray, mess
 def test_missing_calibration_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EdgeportError, match="does not exist"):
         make_calibration("auto", [IMAGE], {}, data=tmp_path / "nope.npy")
+
+
+def test_clip_sigmas_bounds_synthetic_inputs_only_when_the_range_is_unknown() -> None:
+    from edgeport.quant.input_stats import InputStats
+
+    mean, std = np.array([10.0, -1.0, 0.0]), np.array([2.0, 0.5, 1.0])
+    stats = {"x": InputStats(mean, std, "user")}
+    cal = make_calibration("input-stats", [IMAGE], stats, count=48, held_out=16, clip_sigmas=3.0)
+    x = np.concatenate([s["x"] for s in cal.samples + cal.held_out])
+    view = (1, 3, 1, 1)
+    assert np.all(x >= (mean - 3 * std).reshape(view) - 1e-5)
+    assert np.all(x <= (mean + 3 * std).reshape(view) + 1e-5)
+    # 64 x 192 draws: some fall beyond 3 std (0.27 % each) and were clipped onto the bound.
+    assert np.any(
+        np.isclose(x, (mean + 3 * std).reshape(view)) | np.isclose(x, (mean - 3 * std).reshape(view))
+    )
+    assert cal.detail["clip_sigmas"] == 3.0
+    # A known hard range wins over the sigma clip.
+    ranged = {"x": InputStats(mean, std, "user", 0.0, 1.0)}
+    x = make_calibration("input-stats", [IMAGE], ranged, count=8, held_out=2, clip_sigmas=3.0).samples[0]["x"]
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+    net = M.train(M.SmallCnn(), steps=10)
+    spec = TensorSpec("x", [1, *M.SHAPE])
+    one = {"x": InputStats(np.zeros(1), np.ones(1), "user")}
+    samples, _ = distill_samples(net, [spec], 8, 0, one, steps=5, clip_sigmas=1.0)
+    assert max(float(np.abs(s["x"]).max()) for s in samples) <= 1.0 + 1e-5
