@@ -14,12 +14,28 @@ import onnx
 
 from edgeport.converters import onnx_prepare
 from edgeport.converters.localize import first_diverging_node
-from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras, wrap_keep_nchw
+from edgeport.converters.onnx_to_tflite import KerasResult, keras_to_tflite, onnx_to_keras, wrap_keep_nchw
 from edgeport.converters.sources import LoadedSource, load_source
 from edgeport.converters.torch_to_onnx import export_onnx
-from edgeport.converters.verify import TensorSpec, TfliteRunner, compare, random_inputs, run_onnx, run_torch
+from edgeport.converters.verify import (
+    Sample,
+    TensorSpec,
+    TfliteRunner,
+    compare,
+    random_inputs,
+    run_onnx,
+    run_torch,
+)
 from edgeport.errors import EdgeportError
-from edgeport.manifest import Artifact, Manifest, TensorInfo, Verification, sha256_of, tool_versions
+from edgeport.manifest import (
+    Artifact,
+    Manifest,
+    StageError,
+    TensorInfo,
+    Verification,
+    sha256_of,
+    tool_versions,
+)
 from edgeport.outdir import staged_outdir
 from edgeport.quant.modes import QuantOptions, describe_section
 from edgeport.quiet import silenced
@@ -224,60 +240,12 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         _remove_tree(workdir)
 
         # 4. Verification on the same random inputs.
-        in_shapes = onnx_prepare.input_shapes_of(model)
-        elem_types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
-        in_specs = [
-            TensorSpec(
-                name,
-                [int(d) for d in dims],
-                _np_dtype(elem_types[name]),
-                channels_last=keras.input_channels_last.get(name, False),
-            )
-            for name, dims in in_shapes.items()
-        ]
-        out_specs = [
-            TensorSpec(
-                o.name,
-                [d.dim_value for d in o.type.tensor_type.shape.dim],
-                _np_dtype(o.type.tensor_type.elem_type),
-                channels_last=keras.output_channels_last.get(o.name, False) and not opts.keep_nchw,
-            )
-            for o in model.graph.output
-        ]
+        in_specs, out_specs = _io_specs(model, keras, opts.keep_nchw)
         samples = random_inputs(in_specs, VERIFY_SAMPLES, VERIFY_SEED)
-        if source.is_torch:
-            reference = run_torch(
-                source.module, samples, [s.name for s in in_specs], [s.name for s in out_specs]
-            )
-            ref_name = "pytorch"
-        else:
-            reference = run_onnx(onnx.load(str(onnx_path)).SerializeToString(), samples)
-            ref_name = "onnx (source)"
-        errors = []
-        if source.is_torch:
-            errors += compare("onnx", reference, run_onnx(onnx_path.read_bytes(), samples))
-        tflite_names: dict[str, dict[str, str]] = {}
-        for precision, path in tflite_paths.items():
-            try:
-                runner = TfliteRunner(path.read_bytes(), in_specs, out_specs)
-                outputs = [runner.run(s) for s in samples]
-            except (RuntimeError, ValueError) as exc:
-                raise EdgeportError(
-                    f"the converted {path.name} does not run in LiteRT ({str(exc).splitlines()[0][:160]})",
-                    "rerun with --debug and report the model; --keep-nchw sometimes avoids a layout bug",
-                ) from exc
-            tflite_names[precision] = runner.tensor_names()
-            errors += compare(f"tflite_{precision}", reference, outputs)
-        strict = [e for e in errors if e.stage in ("onnx", "tflite_float32")]
-        failed = [e for e in strict if not e.max_rel_error < FLOAT32_TOLERANCE]
-        manifest.verification = Verification(
-            reference=ref_name,
-            num_samples=VERIFY_SAMPLES,
-            seed=VERIFY_SEED,
-            tolerance_rel=FLOAT32_TOLERANCE,
-            passed=not failed,
-            errors=errors,
+        manifest.verification, tflite_names = _verify(
+            source, onnx_path, tflite_paths, in_specs, out_specs, samples
         )
+        failed = [e for e in manifest.verification.errors if _diverges(e)]
         if failed:
             first = failed[0]
             where = ""
@@ -287,8 +255,9 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 )
                 where = f", first diverging ONNX node {node}" if node else ""
             raise EdgeportError(
-                f"the {first.stage} model diverges from {ref_name} at output {first.output!r} "
-                f"(max rel. error {first.max_rel_error:.2e} > {FLOAT32_TOLERANCE:.0e}){where}",
+                f"the {first.stage} model diverges from {manifest.verification.reference} at output "
+                f"{first.output!r} (max rel. error {first.max_rel_error:.2e} > "
+                f"{FLOAT32_TOLERANCE:.0e}){where}",
                 "rerun with --debug for onnx2tf's per-node log and report the model; "
                 "--keep-nchw sometimes avoids a layout bug",
             )
@@ -322,6 +291,77 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
             manifest.artifacts.append(_artifact(path, stage, "tflite", precision, ins, outs))
         manifest.write(stage)
     return ConvertResult(outdir=outdir, manifest=manifest, seconds=time.perf_counter() - started)
+
+
+def _diverges(error: StageError) -> bool:
+    """ONNX and float32 TFLite must match the reference; float16 is reported, not enforced."""
+    return error.stage in ("onnx", "tflite_float32") and not error.max_rel_error < FLOAT32_TOLERANCE
+
+
+def _io_specs(
+    model: onnx.ModelProto, keras: KerasResult, keep_nchw: bool
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs in the source layout, marked where the .tflite holds them channels-last."""
+    elem_types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    in_specs = [
+        TensorSpec(
+            name,
+            [int(d) for d in dims],
+            _np_dtype(elem_types[name]),
+            channels_last=keras.input_channels_last.get(name, False),
+        )
+        for name, dims in onnx_prepare.input_shapes_of(model).items()
+    ]
+    out_specs = [
+        TensorSpec(
+            o.name,
+            [d.dim_value for d in o.type.tensor_type.shape.dim],
+            _np_dtype(o.type.tensor_type.elem_type),
+            channels_last=keras.output_channels_last.get(o.name, False) and not keep_nchw,
+        )
+        for o in model.graph.output
+    ]
+    return in_specs, out_specs
+
+
+def _verify(
+    source: LoadedSource,
+    onnx_path: Path,
+    tflite_paths: dict[str, Path],
+    in_specs: list[TensorSpec],
+    out_specs: list[TensorSpec],
+    samples: list[Sample],
+) -> tuple[Verification, dict[str, dict[str, str]]]:
+    """Every stage against the reference on the same samples; also each .tflite's tensor names."""
+    if source.is_torch:
+        reference = run_torch(source.module, samples, [s.name for s in in_specs], [s.name for s in out_specs])
+        ref_name = "pytorch"
+    else:
+        reference = run_onnx(onnx.load(str(onnx_path)).SerializeToString(), samples)
+        ref_name = "onnx (source)"
+    errors = compare("onnx", reference, run_onnx(onnx_path.read_bytes(), samples)) if source.is_torch else []
+    tflite_names: dict[str, dict[str, str]] = {}
+    for precision, path in tflite_paths.items():
+        try:
+            runner = TfliteRunner(path.read_bytes(), in_specs, out_specs)
+            outputs = [runner.run(s) for s in samples]
+        except (RuntimeError, ValueError) as exc:
+            raise EdgeportError(
+                f"the converted {path.name} does not run in LiteRT ({str(exc).splitlines()[0][:160]})",
+                "rerun with --debug and report the model; --keep-nchw sometimes avoids a layout bug",
+            ) from exc
+        tflite_names[precision] = runner.tensor_names()
+        errors += compare(f"tflite_{precision}", reference, outputs)
+    passed = not any(_diverges(e) for e in errors)
+    verification = Verification(
+        reference=ref_name,
+        num_samples=len(samples),
+        seed=VERIFY_SEED,
+        tolerance_rel=FLOAT32_TOLERANCE,
+        passed=passed,
+        errors=errors,
+    )
+    return verification, tflite_names
 
 
 def _model_layout(in_specs: list[TensorSpec], keep_nchw: bool) -> str:

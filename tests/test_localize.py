@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import onnx
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,3 +60,20 @@ def test_bisection_names_the_node_that_breaks_without_rewrites() -> None:
     assert index > 0
     assert prefix_diverges(model, model.graph.node[index].output[0], *args)
     assert not prefix_diverges(model, model.graph.node[index - 1].output[0], *args)
+
+
+def test_convert_names_output_and_node_when_tflite_diverges(tmp_path, monkeypatch) -> None:
+    import edgeport.pipeline as pipeline
+    from edgeport.errors import EdgeportError
+
+    # Without the rewrites the shortcut is mistranslated: convert must fail, say where, write nothing.
+    monkeypatch.setattr(pipeline, "_rewrite_for_onnx2tf", lambda model, manifest: (model, {}))
+    options = pipeline.ConvertOptions(
+        source=f"{__file__}:OptionAShortcut", outdir=tmp_path / "out", input_shapes=[[1, 3, 16, 16]]
+    )
+    with pytest.raises(EdgeportError) as failure:
+        pipeline.convert_model(options)
+    message = failure.value.one_line()
+    assert "tflite_float32 model diverges from pytorch at output 'output'" in message
+    assert "first diverging ONNX node" in message
+    assert list(tmp_path.iterdir()) == []
