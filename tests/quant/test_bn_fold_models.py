@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -16,19 +17,22 @@ from tests.quant import models
 from tests.quant.helpers import max_rel_error, op_count
 
 
-def export_with_bns(module: torch.nn.Module, shape: list[int]) -> onnx.ModelProto:
-    """Legacy export with constant folding off: the exporter's own conv+BN fusion does not run."""
+def export_module(module: torch.nn.Module, shape: list[int], fold_constants: bool = False) -> onnx.ModelProto:
+    """Legacy export. With constant folding off (the default here) the exporter's own conv+BN fusion
+    does not run, so every BN reaches the pass; with it on, the model is as PyTorch users usually export."""
     buf = io.BytesIO()
-    torch.onnx.export(
-        module,
-        torch.randn(*shape),
-        buf,
-        dynamo=False,
-        opset_version=17,
-        do_constant_folding=False,
-        input_names=["x"],
-        output_names=["y"],
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            torch.randn(*shape),
+            buf,
+            dynamo=False,
+            opset_version=17,
+            do_constant_folding=fold_constants,
+            input_names=["x"],
+            output_names=["y"],
+        )
     model = onnx.load_from_string(buf.getvalue())
     return onnx.shape_inference.infer_shapes(model)
 
@@ -47,7 +51,7 @@ def _resnet20() -> torch.nn.Module:
     ids=["resnet20", "mobilenet_v2", "bn_everywhere"],
 )
 def test_network_bns_fold(build, bns: int) -> None:
-    model = export_with_bns(build(), [1, 3, 32, 32])
+    model = export_module(build(), [1, 3, 32, 32])
     assert op_count(model, "BatchNormalization") == bns
     out, report = fold_batch_norms(model)
     onnx.checker.check_model(out)
@@ -67,7 +71,7 @@ def test_network_bns_fold(build, bns: int) -> None:
 
 def test_torch_eval_output_is_matched() -> None:
     module = models.post_activation_bn()
-    model = export_with_bns(module, [2, 3, 16, 16])
+    model = export_module(module, [2, 3, 16, 16])
     out, report = fold_batch_norms(model)
     assert [f["direction"] for f in report.folded] == ["forward", "forward"]
     x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)

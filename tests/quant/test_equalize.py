@@ -153,9 +153,9 @@ def test_high_bias_absorption_refuses_a_padded_second_layer() -> None:
 
 
 def test_fold_then_equalize_then_absorb_on_resnet20() -> None:
-    from tests.quant.test_bn_fold_models import _resnet20, export_with_bns
+    from tests.quant.test_bn_fold_models import _resnet20, export_module
 
-    model = export_with_bns(_resnet20(), [1, 3, 32, 32])
+    model = export_module(_resnet20(), [1, 3, 32, 32])
     folded, fold_report = fold_batch_norms(model)
     equalized, eq_report = equalize_cross_layer(folded, activation_stats=fold_report.activation_stats)
     assert len(eq_report.pairs) == 9  # conv1 -> relu -> conv2 inside each of the 9 blocks

@@ -6,38 +6,18 @@ TFLite converter) and counts ops in the flatbuffer. A few seconds each.
 
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
 from edgeport.converters.rewrites import prepare_for_onnx2tf
 from edgeport.quant.bn_fold import fold_batch_norms
 from edgeport.tflite_file import parse_tflite
 from tests.quant import models
-from tests.quant.test_bn_fold_models import _resnet20
-
-
-def export(module: torch.nn.Module, fold_constants: bool) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            torch.randn(1, 3, 32, 32),
-            buf,
-            dynamo=False,
-            opset_version=17,
-            do_constant_folding=fold_constants,
-            input_names=["x"],
-            output_names=["y"],
-        )
-    return onnx.load_from_string(buf.getvalue())
+from tests.quant.test_bn_fold_models import _resnet20, export_module
 
 
 def tflite(model: onnx.ModelProto, workdir: Path) -> bytes:
@@ -61,7 +41,8 @@ def run(data: bytes, x: np.ndarray) -> np.ndarray:
 
 
 def test_bn_at_input_add_concat_and_conv_leave_only_the_residual_add(tmp_path: Path) -> None:
-    model = export(models.bn_everywhere(), fold_constants=True)  # as `edgeport convert` exports
+    # Exported with the exporter's own conv+BN fusion, so "plain" is what plain onnx2tf users get.
+    model = export_module(models.bn_everywhere(), [1, 3, 32, 32], fold_constants=True)
     folded, report = fold_batch_norms(model)
     plain = tflite(model, tmp_path / "plain")
     ours = tflite(folded, tmp_path / "folded")
@@ -81,7 +62,7 @@ def test_networks_convert_with_zero_bn_remnants(name: str, tmp_path: Path) -> No
     # BNs kept at export so that this pass, not the exporter, is what removes them.
     module = _resnet20() if name == "resnet20" else models.mobilenet_v2_small()
     residual_adds = {"resnet20": 9, "mobilenet_v2": 5}[name]
-    model = export(module, fold_constants=False)
+    model = export_module(module, [1, 3, 32, 32])
     folded, report = fold_batch_norms(model)
     assert report.found and not report.left
     ops = parse_tflite(tflite(folded, tmp_path)).op_counts

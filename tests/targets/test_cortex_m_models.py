@@ -110,20 +110,14 @@ def test_recorded_arena_matches_the_shared_readme():
         assert measured == expected or expected - measured == lost_at_end, (name, measured, expected)
 
 
+CORTEX_M4_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-Wall", "-Wextra", "-Werror", "-std=c++17"]
+
+
 @pytest.mark.parametrize("model_name", SHARED_MODELS)
 def test_model_data_compiles_for_cortex_m4_with_bytes_in_rodata(packaged, model_name, tmp_path):
     gxx = arm_gxx()
     result = packaged(model_name)
-    flags = [
-        "-mcpu=cortex-m4",
-        "-mthumb",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-std=c++17",
-        "-I",
-        str(result.outdir),
-    ]
+    flags = [*CORTEX_M4_FLAGS, "-I", str(result.outdir)]
     obj = tmp_path / "model_data.o"
     subprocess.run([gxx, *flags, "-c", str(result.outdir / "model_data.cc"), "-o", str(obj)], check=True)
     user = tmp_path / "user.cc"
@@ -150,15 +144,6 @@ def test_settings_and_test_data_compile_for_cortex_m4(packaged, model_name, tmp_
         '#include "model_settings.h"\n#include "test_data.h"\n'
         "unsigned long sizes() { return kTensorArenaSize + g_test_input_0_bytes + kModelInputCount; }\n"
     )
-    flags = [
-        "-mcpu=cortex-m4",
-        "-mthumb",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-std=c++17",
-        "-I",
-        str(result.outdir),
-    ]
+    flags = [*CORTEX_M4_FLAGS, "-I", str(result.outdir)]
     for source in (user, result.outdir / "test_data.cc"):
         subprocess.run([gxx, *flags, "-c", str(source), "-o", str(tmp_path / "x.o")], check=True)
