@@ -1,22 +1,40 @@
 """The TFLite converter call that quantizes the Keras model onnx2tf built, and a runner for the result.
 
 Full-integer int8 follows TFLite's quantization spec (per-channel symmetric weights, per-tensor
-asymmetric activations, int32 biases); the converter computes every activation range from the
-representative samples it is fed, so *which* samples is the only lever calibration has here —
-that is quant/calibration.py's job. Builtin int8 kernels only: no Flex, no float fallback, so a
-layer with no int8 kernel fails the conversion instead of silently staying float.
+asymmetric activations, int32 biases). By default (`ranges="minmax"`) the converter computes every
+activation range as the min/max over the representative samples it is fed, so *which* samples is
+the lever calibration has (quant/calibration.py's job). The other range methods (quant/ranges.py)
+split the converter's work in two, as it does internally: calibrate (a float model with each
+tensor's min/max recorded), then quantize that model with TFLite's MLIR quantizer; between the two,
+the recorded ranges are replaced by ranges computed from the activations observed in LiteRT.
+Builtin int8 kernels only: no Flex, no float fallback, so a layer with no int8 kernel fails the
+conversion instead of silently staying float.
+
+What the TFLite quantizer (tensorflow 2.19, RemoveRedundantStatsOps) does with recorded ranges,
+measured on edited ranges: the output range of an op with a fixed output range (SOFTMAX,
+LOGISTIC, TANH...) is ignored; a single-input op that keeps scales (MAX_POOL_2D, RESHAPE, ...)
+takes its input's range, whatever its own; a CONCATENATION's output range is imposed on all its
+inputs (and further up through scale-keeping ops), whatever theirs; ADD, CONV_2D, FULLY_CONNECTED,
+MEAN outputs keep their own. Which recorded range ends up on which tensor is therefore probed,
+not assumed (`probe_range_use`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+import copy
+import warnings
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from edgeport.converters.verify import Sample, TensorSpec, to_channels_first, to_channels_last
 from edgeport.errors import EdgeportError
+from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quiet import silenced
+
+T = TypeVar("T")
 
 # Artifact precision -> (file name, what it is).
 MODE_FILES = {
@@ -34,47 +52,76 @@ def _keras_feed(sample: Sample, specs: Sequence[TensorSpec]) -> list[np.ndarray]
     return feed
 
 
+def int8_converter(
+    keras_model: Any, in_specs: Sequence[TensorSpec], samples: Sequence[Sample], io: str
+) -> Any:
+    """The TFLite converter set up for full-integer int8 with `samples` as the representative dataset."""
+    import tensorflow as tf
+
+    if not samples:
+        raise ValueError("int8 quantization needs representative samples")
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for sample in samples:
+            yield _keras_feed(sample, in_specs)
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io == "int8":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif io != "float":
+        raise ValueError(f"unknown io {io!r}")
+    return converter
+
+
 def keras_to_quantized(
     keras_model: Any,
     mode: str,
     in_specs: Sequence[TensorSpec],
     samples: Sequence[Sample] = (),
     io: str = "int8",
+    ranges: str = "minmax",
+    report: dict[str, Any] | None = None,
 ) -> bytes:
     """Quantize with the TFLite converter.
 
     mode "int8": full-integer with `samples` as the representative dataset; `io` "int8" makes the
     model's inputs and outputs int8 too (what a microcontroller wants), "float" keeps float I/O
-    with QUANTIZE/DEQUANTIZE at the boundary. mode "dynamic": int8 weights, float activations
-    (no samples needed; for Android CPU, not TFLite Micro).
-    `in_specs` must be in the Keras model's input order.
+    with QUANTIZE/DEQUANTIZE at the boundary. `ranges` picks how activation ranges are set (one
+    of quant/ranges.py's RANGE_METHODS): "minmax" is the converter's own min/max in one call;
+    "percentile" and "mse" go through `quantize_with_ranges`, and `report`, if given, receives
+    what they changed. mode "dynamic": int8 weights, float activations (no samples needed; for
+    Android CPU, not TFLite Micro). `in_specs` must be in the Keras model's input order.
     """
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if ranges not in RANGE_METHODS:
+        raise ValueError(f"unknown activation range method {ranges!r} (one of {', '.join(RANGE_METHODS)})")
     if mode == "int8":
-        if not samples:
-            raise ValueError("int8 quantization needs representative samples")
-
-        def representative() -> Iterator[list[np.ndarray]]:
-            for sample in samples:
-                yield _keras_feed(sample, in_specs)
-
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io == "int8":
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        elif io != "float":
-            raise ValueError(f"unknown io {io!r}")
+        converter = int8_converter(keras_model, in_specs, samples, io)
     elif mode == "dynamic":
+        if ranges != "minmax":
+            raise ValueError("activation ranges apply to --quantize int8 only (dynamic has no calibration)")
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     else:
         raise ValueError(f"unknown quantization mode {mode!r}")
+    if ranges == "minmax":
+        return _converting(mode, converter.convert)
+    calibrated = _converting(mode, lambda: calibrate_only(converter))
+    feeds = [_keras_feed(sample, in_specs) for sample in samples]
+    return quantize_with_ranges(converter, calibrated, feeds, io, RANGE_FUNCTIONS[ranges], report)
+
+
+def _converting(mode: str, convert: Callable[[], T]) -> T:
+    """Run a converter step quietly; its failure becomes one EdgeportError line."""
     try:
         with silenced():
-            return converter.convert()
+            return convert()
     except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise EdgeportError(
@@ -82,6 +129,246 @@ def keras_to_quantized(
             "a layer has no int8 builtin kernel: try --quantize dynamic or --quantize float16, "
             "or rewrite that layer",
         ) from exc
+
+
+def calibrate_only(converter: Any) -> bytes:
+    """The converter's first half: the float model with each activation's min/max recorded.
+
+    Conversion metadata is left out here and added by `quantize_calibrated`, after quantizing,
+    as the converter itself does (its hash is of the final model).
+    """
+    converter._experimental_calibrate_only = True
+    converter.exclude_conversion_metadata = True
+    return bytes(converter.convert())
+
+
+def quantize_calibrated(converter: Any, calibrated: bytes, io: str) -> bytes:
+    """The converter's second half, as tensorflow 2.19's lite.py runs it for full-integer int8.
+
+    `_quantize` calls mlir_quantize with the converter's per-channel and variable-quantization
+    settings and its debug options (empty unless IR dumps are asked for); `_optimize_tflite_model`
+    deduplicates read-only buffers; `_convert_and_export_metrics` adds the conversion metadata.
+    Given `calibrate_only`'s unedited output this returns the bytes `converter.convert()` would
+    have (tested). The private helpers are those of the pinned tensorflow version.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import util
+    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    io_type = tf.int8 if io == "int8" else tf.float32
+    model = mlir_quantize(
+        calibrated,
+        converter._experimental_disable_per_channel,
+        input_data_type=io_type,
+        output_data_type=io_type,
+        enable_variable_quantization=converter._experimental_variable_quantization,
+        disable_per_channel_for_dense_layers=(
+            converter._experimental_disable_per_channel_quantization_for_dense_layers
+        ),
+    )
+    model = deduplicate_readonly_buffers(model)
+    model_object = flatbuffer_utils.convert_bytearray_to_object(model)
+    # A copy: the probe and the final model are both quantized from one converter's metadata.
+    metadata = copy.deepcopy(converter._metadata)
+    metadata.options.modelOptimizationModes.extend(util.get_sparsity_modes(model_object))
+    metadata.environment.modelHash = util.get_model_hash(model_object)
+    model_object = util.populate_conversion_metadata(model_object, metadata)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+
+
+def recorded_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
+    """Tensor index -> (min, max) the calibrator recorded, main subgraph."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
+    out = {}
+    for index, tensor in enumerate(graph.tensors):
+        q = tensor.quantization
+        if q is not None and q.min is not None and len(q.min) == 1 and q.max is not None:
+            out[index] = (float(q.min[0]), float(q.max[0]))
+    return out
+
+
+def set_ranges(calibrated: bytes, ranges: Mapping[int, tuple[float, float]]) -> bytes:
+    """The calibrated model with the recorded min/max of the given tensors (main subgraph) replaced."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    tensors = model.subgraphs[0].tensors
+    for index, (low, high) in ranges.items():
+        q = tensors[index].quantization
+        if q is None or q.min is None:
+            raise ValueError(f"tensor {index} has no recorded range")
+        q.min = np.array([low], np.float32)
+        q.max = np.array([high], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def observe_activations(
+    calibrated: bytes,
+    feeds: Sequence[Sequence[np.ndarray]],
+    tensors: Collection[int],
+    bins: int = HISTOGRAM_BINS,
+) -> dict[int, Histogram]:
+    """Histograms of the float values the given tensors take on `feeds`, run in LiteRT.
+
+    `feeds` are fed by position to the subgraph's inputs, as the calibrator feeds the
+    representative dataset. Two passes: the first finds each tensor's exact extremes (the
+    histogram's edges), the second counts; memory is one histogram per tensor, whatever the
+    number of samples. The extremes are not taken from the calibrator: an ADD input that is not
+    used after the ADD is recorded with the union of its own range and the ADD's output range
+    (measured on tensorflow 2.19; when the inputs stay alive their ranges are exact), consistent
+    with the ADD writing its output into that input's buffer before the calibrator reads it.
+    """
+    if not tensors:
+        return {}
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with warnings.catch_warnings():
+        # preserve_all_tensors is what makes intermediates readable; LiteRT warns it is for debugging.
+        warnings.simplefilter("ignore", UserWarning)
+        interp = Interpreter(
+            model_content=calibrated,
+            num_threads=1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        )
+    interp.allocate_tensors()
+    inputs = [d["index"] for d in interp.get_input_details()]
+
+    def run(feed: Sequence[np.ndarray]) -> None:
+        for index, value in zip(inputs, feed, strict=True):
+            interp.set_tensor(index, np.ascontiguousarray(value, np.float32))
+        interp.invoke()
+
+    lows = dict.fromkeys(tensors, np.inf)
+    highs = dict.fromkeys(tensors, -np.inf)
+    for feed in feeds:
+        run(feed)
+        for index in tensors:
+            value = interp.get_tensor(index)
+            lows[index] = min(lows[index], float(value.min()))
+            highs[index] = max(highs[index], float(value.max()))
+    hists = {index: Histogram.over(lows[index], highs[index], bins) for index in tensors}
+    for feed in feeds:
+        run(feed)
+        for index in tensors:
+            hists[index].add(interp.get_tensor(index))
+    return hists
+
+
+# Probe ranges: tensor k (in index order) gets [-PROBE_UNIT * (k + 1), PROBE_UNIT * (k + 1)], so
+# its int8 scale is 2 * PROBE_UNIT * (k + 1) / 255 and any tensor carrying that scale took tensor
+# k's range. The unit keeps probe scales (>= 0.125) far from the fixed ones (1/256, 1/128).
+PROBE_UNIT = 16.0
+
+
+@dataclass
+class RangeUse:
+    """Which recorded ranges the TFLite quantizer puts on int8 tensors (calibrated tensor indices)."""
+
+    used: set[int]  # some int8 activation tensor of the quantized model carries this range
+    at_io: set[int]  # a model input or output (its int8 side with float I/O) carries this range
+
+
+def probe_range_use(converter: Any, calibrated: bytes, io: str) -> RangeUse:
+    """Quantize once with a distinct range on every recorded tensor and read back who got which.
+
+    The quantizer's propagation (see the module docstring) decides which recorded ranges count;
+    probing it on the model at hand is exact for any op, where a list of op types would not be.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    order = sorted(recorded_ranges(calibrated))
+    probe = {index: (-PROBE_UNIT * (k + 1), PROBE_UNIT * (k + 1)) for k, index in enumerate(order)}
+    quantized = _converting("int8", lambda: quantize_calibrated(converter, set_ranges(calibrated, probe), io))
+    model = flatbuffer_utils.convert_bytearray_to_object(quantized)
+    graph = model.subgraphs[0]
+
+    def source(tensor_index: int) -> int | None:
+        tensor = graph.tensors[tensor_index]
+        q = tensor.quantization
+        if tensor.type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        units = float(q.scale[0]) * 255.0 / (2.0 * PROBE_UNIT)
+        k = round(units) - 1
+        if abs(units - round(units)) > 1e-3 or not 0 <= k < len(order):
+            return None
+        return order[k]
+
+    def opcode(op: Any) -> int:
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    activations = {i for op in graph.operators for i in op.outputs} | set(graph.inputs)
+    used = {s for s in map(source, activations) if s is not None}
+    # With float I/O the int8 side of an input is the QUANTIZE it feeds, of an output the
+    # DEQUANTIZE's input.
+    io_tensors = set(graph.inputs) | set(graph.outputs)
+    for op in graph.operators:
+        if opcode(op) == schema.BuiltinOperator.QUANTIZE and op.inputs[0] in graph.inputs:
+            io_tensors.add(op.outputs[0])
+        if opcode(op) == schema.BuiltinOperator.DEQUANTIZE and op.outputs[0] in graph.outputs:
+            io_tensors.add(op.inputs[0])
+    at_io = {s for s in map(source, io_tensors) if s is not None}
+    return RangeUse(used, at_io)
+
+
+def quantize_with_ranges(
+    converter: Any,
+    calibrated: bytes,
+    feeds: Sequence[Sequence[np.ndarray]],
+    io: str,
+    range_of: Callable[[Histogram], tuple[float, float]],
+    report: dict[str, Any] | None = None,
+) -> bytes:
+    """Quantize `calibrated` with activation ranges `range_of(histogram of observed values)`.
+
+    Only ranges the quantizer uses are computed. The ranges on the model's inputs and outputs keep
+    the calibrator's min/max: the input's is the range calibration chose (quant/calibration.py
+    bounds synthetic inputs by the known or mean +- 3 std range) and narrowing it would clip real
+    inputs; clipping the output would saturate the largest logits together and make argmax ties.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    recorded = recorded_ranges(calibrated)
+    use = probe_range_use(converter, calibrated, io)
+    chosen = sorted(use.used - use.at_io)
+    hists = observe_activations(calibrated, feeds, chosen)
+    ranges = {index: range_of(hists[index]) for index in chosen}
+    edited = set_ranges(calibrated, ranges)
+    model = _converting("int8", lambda: quantize_calibrated(converter, edited, io))
+    if report is not None:
+        graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
+
+        def name(index: int) -> str:
+            raw = graph.tensors[index].name
+            return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+        fractions = [
+            (hi - lo) / (hists[i].high - hists[i].low)
+            for i, (lo, hi) in ranges.items()
+            if hists[i].high > hists[i].low
+        ]
+        report.update(
+            {
+                "method": getattr(range_of, "__name__", str(range_of)),
+                "recorded": len(recorded),
+                "set": len(ranges),
+                "kept_at_io": sorted(name(i) for i in use.at_io),
+                # The quantizer takes these from a neighbour (concat, pooling, reshape) or fixes them.
+                "not_used_by_quantizer": len(set(recorded) - use.used),
+                "median_width_vs_observed_minmax": round(float(np.median(fractions)), 4)
+                if fractions
+                else None,
+                "narrower_than_recorded": sum(
+                    1 for i, (lo, hi) in ranges.items() if hi - lo < recorded[i][1] - recorded[i][0]
+                ),
+            }
+        )
+    return model
 
 
 class QuantizedRunner:
