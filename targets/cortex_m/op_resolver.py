@@ -311,6 +311,12 @@ def render_model_ops_h(model: TfliteModel, regs: list[Registration], banner: str
             "// sources in the build (the signal library for Signal*, an Ethos-U NPU build for ethos-u):",
         ]
         lines += [f"//   {r.op} -> {r.method}()" for r in customs]
+        if any(r.op == "TFLM_DECODE" for r in customs):
+            lines += [
+                "// TFLM_DECODE decodes lookup-table-compressed weights into the arena just before the",
+                "// op that reads them (kTensorArenaSize includes those buffers). Its kernel is in TFLM's",
+                "// default build since October 2025; no USE_TFLM_COMPRESSION define is needed.",
+            ]
         lines.append("")
     lines += [
         "// Registers the model's ops. A larger resolver (kCapacity > kModelOpCount) leaves room for",

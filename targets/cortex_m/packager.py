@@ -17,8 +17,8 @@ from edgeport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_of, tool
 from edgeport.outdir import check_outdir, staged_outdir
 from edgeport.targets.boards import Board, get_board
 from edgeport.targets.cortex_m import arena as arena_mod
+from edgeport.targets.cortex_m import compressed, model_data, op_resolver, readme, settings
 from edgeport.targets.cortex_m import fit as fit_mod
-from edgeport.targets.cortex_m import model_data, op_resolver, readme, settings
 from edgeport.tflite_file import TfliteModel, verify_tflite
 
 DEFAULT_NAME = "g_model"
@@ -96,7 +96,9 @@ def _load_verified(path: Path) -> TfliteModel:
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise EdgeportError(f"{path} is {size} bytes, beyond the flatbuffer limit", "give a .tflite model")
-    return verify_tflite(path.read_bytes(), path)
+    data = path.read_bytes()
+    compressed.refuse_legacy_compression(data, path)
+    return verify_tflite(data, path)
 
 
 def _artifact(path: Path, root: Path, kind: str, model: TfliteModel | None = None) -> Artifact:
@@ -202,6 +204,9 @@ def package(
             },
             "firmware": firmware_dir.relative_to(stage).as_posix(),
         }
+        decode = compressed.decode_summary(tfl)
+        if decode is not None:  # LUT-compressed weights (TFLM_DECODE)
+            manifest.sections[SECTION]["decode"] = decode
         manifest.tools = {**manifest.tools, **tool_versions("tflite-micro", "ai-edge-litert", "numpy")}
         manifest.write(stage)
     return PackageResult(
