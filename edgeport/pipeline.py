@@ -274,7 +274,8 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 out_specs,
                 tflite_paths["float32"].read_bytes(),
                 stage,
-                module=source.module if source.is_torch else None,
+                # An ONNX source as loaded, BatchNormalization nodes unfolded: distillation reads them.
+                module=source.module if source.is_torch else source.onnx_model,
                 inferred_stats=input_stats,
             )
             manifest.sections["quantization"] = quantized.section

@@ -7,9 +7,11 @@ Methods (all selectable, `--calibration-method`):
   `--mean/--std/--input-range`, the model's own normalisation, or its first BatchNorm), clipped to
   the input range when one is known.
 * `distill`: ZeroQ (Cai et al. 2020): start from `input-stats` noise and optimise the inputs so the
-  batch mean/std that every BatchNorm of the PyTorch model sees match its running statistics. The
+  batch mean/std that every BatchNorm of the model sees match its running statistics. The
   activations then have roughly the statistics the network was trained on, layer by layer, which
-  is what the converter's min/max calibration needs. Needs a PyTorch source with BatchNorms.
+  is what the converter's min/max calibration needs. Needs BatchNorms: a PyTorch source's, or an
+  ONNX source's BatchNormalization nodes (before folding), the graph run in PyTorch by
+  quant/onnx_torch.py so autograd reaches the inputs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgeport.converters.verify import Sample, TensorSpec
 from edgeport.errors import EdgeportError
@@ -344,6 +347,49 @@ def load_calibration(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_D
     return [{name: a[i : i + 1] for name, a in joined.items()} for i in range(n)]
 
 
+def _onnx_module(
+    model: Any, specs: Sequence[TensorSpec], stats: dict[str, InputStats], seed: int
+) -> tuple[Any, dict[str, Any], str | None]:
+    """An ONNX source as a PyTorch module to distill from: (module or None, detail, why not).
+
+    The module is checked against onnxruntime before use (DESIGN: every artifact is verified): a
+    wrong op in the evaluator would otherwise silently distill towards the wrong network.
+    """
+    from edgeport.quant import onnx_torch
+
+    if not onnx_torch.batchnorm_count(model):
+        return (
+            None,
+            {},
+            "the ONNX graph has no BatchNormalization node to distill calibration inputs from "
+            "(torch.onnx.export folds BNs into Conv unless run with do_constant_folding=False or "
+            "training=TrainingMode.PRESERVE)",
+        )
+    cannot = "cannot distill calibration inputs from the ONNX graph"
+    try:
+        module = onnx_torch.onnx_to_torch(model)
+    except onnx_torch.UnsupportedOnnxGraph as exc:
+        return None, {}, f"{cannot}: {exc}"
+    # Two samples in one batch: the check also covers running a larger batch than was exported.
+    # Inputs as distillation starts from (input statistics; clipped so raw-pixel models see pixels).
+    check = gaussian_samples(specs, 2, seed + 2, stats, CLIP_SIGMAS)
+    try:
+        error = onnx_torch.check_against_onnxruntime(module, model, check)
+    except Exception as exc:  # the evaluator or onnxruntime failing on this graph: fall back, named
+        return None, {}, f"{cannot}: running it in PyTorch failed ({str(exc).splitlines()[0][:200]})"
+    if not error <= onnx_torch.CHECK_TOLERANCE:
+        return (
+            None,
+            {},
+            f"{cannot}: its PyTorch evaluation differs from onnxruntime (max rel. error {error:.1e})",
+        )
+    detail = {
+        "via": "ONNX graph via edgeport.quant.onnx_torch",
+        "graph_vs_onnxruntime_rel_error": float(f"{error:.2e}"),
+    }
+    return module, detail, None
+
+
 def make_calibration(
     method: str,
     specs: Sequence[TensorSpec],
@@ -356,10 +402,25 @@ def make_calibration(
     distill_steps: int = DISTILL_STEPS,
     clip_sigmas: float | None = None,
 ) -> CalibrationSet:
-    """The calibration set for `method` ("auto" picks data > distill > input-stats > gaussian)."""
+    """The calibration set for `method` ("auto" picks data > distill > input-stats > gaussian).
+
+    `module` is what distillation reads BatchNorms from: a PyTorch module, or an ONNX ModelProto
+    with its BatchNormalization nodes (the source before BN folding), or None.
+    """
     notes: list[str] = []
     if method not in METHODS:
         raise EdgeportError(f"unknown calibration method {method!r}", f"use one of {', '.join(METHODS)}")
+    via: dict[str, Any] = {}
+    onnx_why: str | None = None
+    no_distill = "no BatchNorm in a PyTorch model to distill calibration inputs from"
+    if isinstance(module, onnx.ModelProto):
+        if method == "distill" or (method == "auto" and data is None):
+            module, via, onnx_why = _onnx_module(module, specs, stats, seed)
+            no_distill = onnx_why or no_distill
+        else:
+            module = None
+    elif has_batchnorm(module):
+        via = {"via": "PyTorch module"}
     if method == "auto":
         if data is not None:
             method = "data"
@@ -368,14 +429,20 @@ def make_calibration(
         elif stats:
             method = "input-stats"
             notes.append(
-                "no BatchNorm in a PyTorch model to distill calibration inputs from: calibrated on "
-                "Gaussian noise with the input statistics inferred from the model"
+                f"{no_distill}: calibrated on Gaussian noise with the input statistics inferred from "
+                "the model"
             )
         else:
             method = "gaussian"
+            # An ONNX source says why it gave nothing to distill from; otherwise the plain note.
+            why = (
+                f"{no_distill}, and no calibration data"
+                if onnx_why
+                else "no BatchNorm and no calibration data"
+            )
             notes.append(
-                "no BatchNorm and no calibration data: calibrated on N(0, 1) noise; pass --calibration "
-                "samples.npy, or --mean/--std or --input-range if the input is not normalised"
+                f"{why}: calibrated on N(0, 1) noise; pass --calibration samples.npy, or --mean/--std "
+                "or --input-range if the input is not normalised"
             )
     if method == "data":
         if data is None:
@@ -390,13 +457,13 @@ def make_calibration(
     if method == "distill":
         if not has_batchnorm(module):
             raise EdgeportError(
-                "--calibration-method distill needs a PyTorch source with BatchNorm layers",
+                f"--calibration-method distill needs a model with BatchNorm layers ({no_distill})",
                 "use --calibration-method input-stats (or give --calibration data)",
             )
         samples, report = distill_samples(
             module, specs, count + held_out, seed, stats, distill_steps, clip_sigmas=clip_sigmas
         )
-        report["clip_sigmas"] = clip_sigmas
+        report = {**via, **report, "clip_sigmas": clip_sigmas}
         return CalibrationSet("distill", samples[:count], samples[count:], notes, report)
     if method == "input-stats":
         samples = gaussian_samples(specs, count + held_out, seed, stats, clip_sigmas)
