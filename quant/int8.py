@@ -36,12 +36,6 @@ from edgeport.quiet import silenced
 
 T = TypeVar("T")
 
-# Artifact precision -> (file name, what it is).
-MODE_FILES = {
-    "int8": "model_int8.tflite",
-    "dynamic": "model_dynamic.tflite",
-}
-
 
 def _keras_feed(sample: Sample, specs: Sequence[TensorSpec]) -> list[np.ndarray]:
     """One representative sample in the Keras model's input order and layout."""

@@ -22,12 +22,22 @@ from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
-from edgeport.quant.int8 import MODE_FILES, QuantizedRunner, keras_to_quantized
+from edgeport.quant.int4 import ROUNDINGS, to_w4a8, unpacked_twin
+from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
+from edgeport.quant.mixed import fit_flash_budget
 from edgeport.quant.tflm_check import compare_raw, run_tflm
 from edgeport.tflite_file import parse_tflite
 
-MODES = ("int8", "w8a8", "dynamic")
+MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
 ALIASES = {"w8a8": "int8"}
+# Mode -> the file it writes. float16 writes nothing new: model_float16.tflite is always written
+# (and verified) by the converter; the mode adds its fidelity report to the manifest.
+MODE_FILES = {
+    "int8": "model_int8.tflite",
+    "w4a8": "model_w4a8.tflite",
+    "dynamic": "model_dynamic.tflite",
+    "float16": "model_float16.tflite",
+}
 IO_TYPES = ("int8", "float")
 CALIBRATION_SAMPLES = 64
 HELD_OUT_SAMPLES = 16
@@ -59,11 +69,24 @@ class QuantOptions:
     # Clip synthetic inputs to mean ± clip_sigmas * std when the input range is unknown; None turns
     # it off (Python API and bench; quant/calibration.py says why 3).
     clip_sigmas: float | None = CLIP_SIGMAS
+    # w4a8: how 4-bit weights are rounded (quant/int4.py), and the .tflite size the mixed 4/8-bit
+    # model must fit in bytes (quant/mixed.py); None stores every weight layer in 4 bits.
+    rounding: str = "squant"
+    flash_budget: int | None = None
 
     def __post_init__(self) -> None:
         self.mode = ALIASES.get(self.mode, self.mode)
         if self.mode not in MODE_FILES:
             raise EdgeportError(f"unknown --quantize mode {self.mode!r}", f"use one of {', '.join(MODES)}")
+        if self.rounding not in ROUNDINGS:
+            raise EdgeportError(
+                f"unknown --weight-rounding {self.rounding!r}", f"use one of {', '.join(ROUNDINGS)}"
+            )
+        if self.flash_budget is not None and self.mode != "w4a8":
+            raise EdgeportError(
+                f"--flash-budget needs 4-bit weights, but --quantize is {self.mode}",
+                "add --quantize w4a8 (layers stay 8-bit as far as the budget allows)",
+            )
         if self.io not in IO_TYPES:
             raise EdgeportError(f"unknown --io {self.io!r}", "use --io int8 or --io float")
         if self.method not in METHODS:
@@ -155,7 +178,7 @@ def _check_full_integer(model: bytes, io: str) -> dict[str, int]:
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
         name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
-        if name in ("int8", "int32"):
+        if name in ("int8", "int32", "int4"):
             continue
         if io == "float" and name == "float32" and index in boundary:
             continue
@@ -210,6 +233,27 @@ def quantize_stage(
         )
         return QuantResult(path, "dynamic", _names(runner), section)
 
+    if opts.mode == "float16":
+        # Written and verified by the converter already; this adds the same fidelity report as the
+        # integer modes, on inputs with the input statistics.
+        held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
+        model = path.read_bytes()
+        fidelity = fidelity_report(float_model, model, in_specs, out_specs, held_out)
+        section.update(
+            {
+                "io": "float",
+                "weights": "float16 (dequantized to float32 when the model is loaded)",
+                "activations": "float32",
+                "fidelity": {
+                    "reference": "model_float32.tflite",
+                    "inputs": "held-out Gaussian samples with the input statistics",
+                    **fidelity,
+                },
+                "seconds": _since(started),
+            }
+        )
+        return QuantResult(path, "float16", _names(QuantizedRunner(model, in_specs, out_specs)), section)
+
     steps = {} if opts.distill_steps is None else {"distill_steps": opts.distill_steps}
     cal = make_calibration(
         opts.method,
@@ -224,12 +268,19 @@ def quantize_stage(
         clip_sigmas=opts.clip_sigmas,
     )
     model = keras_to_quantized(keras_model, "int8", keras_specs, cal.samples, opts.io)
+    _check_full_integer(model, opts.io)
+    weights = {"weights": "int8 per-channel (symmetric)"}
+    if opts.mode == "w4a8":
+        model, weights = _four_bit_weights(model, float_model, opts, in_specs, out_specs, cal.held_out)
     tensor_types = _check_full_integer(model, opts.io)
 
     # TFLite Micro vs LiteRT's reference kernels (must be bit-exact) and vs its optimized kernels,
     # on the same raw (quantized) inputs.
     runner = QuantizedRunner(model, in_specs, out_specs)
-    reference = QuantizedRunner(model, in_specs, out_specs, reference_kernels=True)
+    # w4a8: int4 filters are int8 filters with values in [-7, 7] by the spec; the reference is that
+    # twin (quant/int4.py says why not LiteRT's own int4 kernels).
+    twin = unpacked_twin(model) if opts.mode == "w4a8" else model
+    reference = QuantizedRunner(twin, in_specs, out_specs, reference_kernels=True)
     raw_inputs = [runner.quantize_inputs(s) for s in cal.held_out[:TFLM_SAMPLES]]
     tflm_out = run_tflm(model, raw_inputs, path.name)
     tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
@@ -256,7 +307,7 @@ def quantize_stage(
     section.update(
         {
             "io": opts.io,
-            "weights": "int8 per-channel (symmetric)",
+            **weights,
             "activations": "int8 per-tensor (asymmetric)",
             "calibration": {
                 "method": cal.method,
@@ -267,7 +318,11 @@ def quantize_stage(
                 "notes": cal.notes,
             },
             "tensor_types": tensor_types,
-            "tflm_vs_litert": {"kernels": "LiteRT reference (BUILTIN_REF)", **tflm.to_dict()},
+            "tflm_vs_litert": {
+                "kernels": "LiteRT reference (BUILTIN_REF)"
+                + (", int4 filters unpacked to int8" if opts.mode == "w4a8" else ""),
+                **tflm.to_dict(),
+            },
             "litert_optimized_vs_tflm": optimized.to_dict(),
             "fidelity": {
                 "reference": "model_float32.tflite",
@@ -277,7 +332,41 @@ def quantize_stage(
             "seconds": _since(started),
         }
     )
-    return QuantResult(path, "int8", _names(runner), section)
+    return QuantResult(path, opts.mode, _names(runner), section)
+
+
+def _four_bit_weights(
+    model: bytes,
+    float_model: bytes,
+    opts: QuantOptions,
+    in_specs: Sequence[TensorSpec],
+    out_specs: Sequence[TensorSpec],
+    held_out: Sequence[Any],
+) -> tuple[bytes, dict[str, Any]]:
+    """The int8 model with packed int4 filters: every weight layer, or as many as the flash budget
+    needs (chosen on the synthetic held-out inputs, never on user data)."""
+    if opts.flash_budget is None:
+        w4a8, layers = to_w4a8(model, float_model, None, opts.rounding)
+        saved = sum(layer.int8_bytes - layer.int4_bytes for layer in layers)
+        return w4a8, {
+            "weights": f"int4 packed ({opts.rounding} rounding), per-channel symmetric; "
+            "FULLY_CONNECTED per-tensor (TFLite Micro's int4 kernel has no per-channel path)",
+            "int4": {
+                "rounding": opts.rounding,
+                "four_bit_layers": len(layers),
+                "weight_bytes_saved": saved,
+                "int8_size_bytes": len(model),
+                "layers": [vars(layer) for layer in layers],
+            },
+        }
+    mixed, detail = fit_flash_budget(
+        model, float_model, opts.flash_budget, in_specs, out_specs, held_out, opts.rounding
+    )
+    return mixed, {
+        "weights": f"mixed: {detail['four_bit_layers']} layers int4 packed ({opts.rounding} rounding), "
+        f"{detail['eight_bit_layers']} int8, chosen to fit the flash budget",
+        "int4": {"rounding": opts.rounding, **detail},
+    }
 
 
 def _names(runner: QuantizedRunner) -> dict[str, str]:

@@ -53,8 +53,22 @@ def parse_shape(text: str) -> list[int]:
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option(
     "--quantize",
-    type=click.Choice(["int8", "w8a8", "dynamic"]),
-    help="Also write a quantized model: int8/w8a8 (full-integer, TFLite Micro) or dynamic (int8 weights).",
+    type=click.Choice(["int8", "w8a8", "w4a8", "dynamic", "float16"]),
+    help="Also write a quantized model: int8/w8a8 (full-integer, TFLite Micro), w4a8 (packed 4-bit "
+    "weights, int8 activations), dynamic (int8 weights, Android CPU) or float16 (report only: "
+    "model_float16.tflite is always written).",
+)
+@click.option(
+    "--flash-budget",
+    help="w4a8: largest .tflite size, e.g. 200KB (KB = 1024 bytes); the layers whose 4-bit weights "
+    "cost least accuracy go to 4 bits until it fits, the rest stay 8-bit.",
+)
+@click.option(
+    "--weight-rounding",
+    type=click.Choice(["squant", "nearest"]),
+    default="squant",
+    show_default=True,
+    help="w4a8: how weights are rounded to 4 bits (squant: data-free error balancing).",
 )
 @click.option(
     "--io",
@@ -91,6 +105,8 @@ def convert(
     no_fold_bn: bool,
     force: bool,
     quantize: str | None,
+    flash_budget: str | None,
+    weight_rounding: str,
     io_type: str,
     calibration: Path | None,
     calibration_method: str,
@@ -104,6 +120,7 @@ def convert(
     after checking that PyTorch, onnxruntime and LiteRT agree on the same random inputs.
     """
     from edgeport.pipeline import ConvertOptions, convert_model
+    from edgeport.quant.mixed import parse_size
     from edgeport.quant.modes import QuantOptions, parse_floats
 
     quant = None
@@ -116,9 +133,13 @@ def convert(
             input_range=tuple(parse_floats(input_range, "--input-range", 2)) if input_range else None,
             mean=parse_floats(mean_text, "--mean") if mean_text else None,
             std=parse_floats(std_text, "--std") if std_text else None,
+            rounding=weight_rounding,
+            flash_budget=parse_size(flash_budget) if flash_budget else None,
         )
     elif calibration or input_range or mean_text or std_text:
         raise EdgeportError("calibration options were given without --quantize", "add --quantize int8")
+    elif flash_budget:
+        raise EdgeportError("--flash-budget was given without --quantize", "add --quantize w4a8")
 
     options = ConvertOptions(
         source=source,
