@@ -290,27 +290,6 @@ def to_w4a8(
     return _serialize(model), done
 
 
-def unpacked_twin(model: bytes) -> bytes:
-    """The same model with every INT4 tensor stored as INT8 (same values, same scales).
-
-    By the quantization spec an int4 filter is arithmetically an int8 filter with values in
-    [-7, 7], so this twin is the reference TFLite Micro's int4 kernels must match bit for bit in
-    LiteRT's reference kernels. (LiteRT's own int4 FULLY_CONNECTED rounds some outputs one step
-    away from both: measured, and traced to that kernel by recomputing the layer by hand.)
-    """
-    from edgeport.tflite_file import parse_tflite
-
-    raw = parse_tflite(model).raw
-    for tensor in raw.subgraphs[0].tensors:
-        if tensor.type != schema.TensorType.INT4:
-            continue
-        buffer = raw.buffers[tensor.buffer]
-        values = unpack_int4(bytes(buffer.data), int(np.prod(tensor.shape)))
-        buffer.data = np.frombuffer(values.astype(np.int8).tobytes(), np.uint8)
-        tensor.type = schema.TensorType.INT8
-    return _serialize(raw)
-
-
 def _rescale_bias(model: schema.ModelT, index: int, new: np.ndarray, input_scale: float) -> None:
     """int32 bias quantized with input scale x old weight scale -> same value at the new scale.
 

@@ -20,11 +20,13 @@ import numpy as np
 from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
+from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
-from edgeport.quant.int4 import ROUNDINGS, to_w4a8, unpacked_twin
+from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
+from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.tflm_check import compare_raw, run_tflm
 from edgeport.tflite_file import parse_tflite
 
@@ -42,13 +44,16 @@ IO_TYPES = ("int8", "float")
 CALIBRATION_SAMPLES = 64
 HELD_OUT_SAMPLES = 16
 TFLM_SAMPLES = 4
-# TFLM vs LiteRT. TFLite Micro's kernels and LiteRT's reference kernels (BUILTIN_REF) requantize with
-# the same arithmetic (gemmlowp's doubling high multiply and rounding shift, ties away from zero), so
-# their outputs must be bit-identical: any difference fails the conversion (measured: bit-exact on
-# every tensor of ResNet-20). LiteRT's optimized kernels (what an Android CPU runs) round ties upward
-# in CONV_2D (ruy), which differs on negative ties: one step in ~0.1 % of the elements of a conv
-# without a fused ReLU, grown to a few steps through residual ADDs; that difference is recorded
-# (`litert_optimized_vs_tflm`), noted when above one step, and fails only beyond TFLM_FAIL_STEPS.
+# TFLM vs the reference. TFLite Micro's kernels and TensorFlow 2.19's TFLite reference kernels
+# (BUILTIN_REF) requantize with the same arithmetic (gemmlowp's doubling high multiply and rounding
+# shift, ties away from zero), so their outputs must be bit-identical: any difference fails the
+# conversion (measured: every tensor of ResNet-20, 200 samples of a CNN with a dense head, int8 and
+# w4a8). LiteRT's own reference FULLY_CONNECTED requantizes in double precision since April 2025,
+# so it is not the reference (quant/int8.py). LiteRT's optimized kernels (what an Android CPU runs)
+# round ties upward in CONV_2D and FULLY_CONNECTED (ruy), which differs on negative ties: one step
+# in ~0.1 % of the elements of a layer without a fused ReLU, grown to a few steps through residual
+# ADDs; that difference is recorded (`litert_optimized_vs_tflm`), noted when above one step, and
+# fails only beyond TFLM_FAIL_STEPS.
 TFLM_EXACT_STEPS = 0
 TFLM_NOTE_STEPS = 1
 TFLM_FAIL_STEPS = 8
@@ -73,6 +78,10 @@ class QuantOptions:
     # model must fit in bytes (quant/mixed.py); None stores every weight layer in 4 bits.
     rounding: str = "squant"
     flash_budget: int | None = None
+    # int8: activation ranges from the calibration samples (quant/ranges.py), and optional weight
+    # clustering stored with TFLite Micro's LUT compression (quant/cluster.py, lut_compression.py).
+    ranges: str = "minmax"
+    weight_clusters: int | None = None
 
     def __post_init__(self) -> None:
         self.mode = ALIASES.get(self.mode, self.mode)
@@ -81,6 +90,26 @@ class QuantOptions:
         if self.rounding not in ROUNDINGS:
             raise EdgeportError(
                 f"unknown --weight-rounding {self.rounding!r}", f"use one of {', '.join(ROUNDINGS)}"
+            )
+        if self.ranges not in RANGE_METHODS:
+            raise EdgeportError(
+                f"unknown --activation-ranges {self.ranges!r}", f"use one of {', '.join(RANGE_METHODS)}"
+            )
+        if self.ranges != "minmax" and self.mode not in ("int8", "w4a8"):
+            raise EdgeportError(
+                f"--activation-ranges {self.ranges} needs calibrated activations, "
+                f"but --quantize is {self.mode}",
+                "use it with --quantize int8 or w4a8",
+            )
+        if self.weight_clusters is not None and self.mode != "int8":
+            raise EdgeportError(
+                f"--weight-clusters applies to int8 weights, but --quantize is {self.mode}",
+                "use --quantize int8 --weight-clusters N (or w4a8 alone for 4-bit weights)",
+            )
+        if self.weight_clusters is not None and not MIN_CLUSTERS <= self.weight_clusters <= MAX_CLUSTERS:
+            raise EdgeportError(
+                f"--weight-clusters {self.weight_clusters} is out of range",
+                f"use {MIN_CLUSTERS}..{MAX_CLUSTERS} (16 = 4-bit indices)",
             )
         if self.flash_budget is not None and self.mode != "w4a8":
             raise EdgeportError(
@@ -267,27 +296,32 @@ def quantize_stage(
         **steps,
         clip_sigmas=opts.clip_sigmas,
     )
-    model = keras_to_quantized(keras_model, "int8", keras_specs, cal.samples, opts.io)
+    range_report: dict[str, Any] = {}
+    model = keras_to_quantized(
+        keras_model, "int8", keras_specs, cal.samples, opts.io, ranges=opts.ranges, report=range_report
+    )
     _check_full_integer(model, opts.io)
-    weights = {"weights": "int8 per-channel (symmetric)"}
+    weights: dict[str, Any] = {"weights": "int8 per-channel (symmetric)"}
     if opts.mode == "w4a8":
         model, weights = _four_bit_weights(model, float_model, opts, in_specs, out_specs, cal.held_out)
     tensor_types = _check_full_integer(model, opts.io)
+    # What TFLite Micro runs can differ from what LiteRT runs: the LUT-compressed file has
+    # TFLM_DECODE ops LiteRT lacks (LiteRT runs the clustered model they decode to).
+    tflm_model = model
+    if opts.weight_clusters is not None:
+        model, tflm_model, weights = _clustered_weights(model, opts.weight_clusters, path.name)
 
-    # TFLite Micro vs LiteRT's reference kernels (must be bit-exact) and vs its optimized kernels,
+    # TFLite Micro vs TFLite's reference kernels (must be bit-exact) and LiteRT's optimized kernels,
     # on the same raw (quantized) inputs.
     runner = QuantizedRunner(model, in_specs, out_specs)
-    # w4a8: int4 filters are int8 filters with values in [-7, 7] by the spec; the reference is that
-    # twin (quant/int4.py says why not LiteRT's own int4 kernels).
-    twin = unpacked_twin(model) if opts.mode == "w4a8" else model
-    reference = QuantizedRunner(twin, in_specs, out_specs, reference_kernels=True)
+    reference = QuantizedRunner(model, in_specs, out_specs, reference_kernels=True)
     raw_inputs = [runner.quantize_inputs(s) for s in cal.held_out[:TFLM_SAMPLES]]
-    tflm_out = run_tflm(model, raw_inputs, path.name)
+    tflm_out = run_tflm(tflm_model, raw_inputs, path.name)
     tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
     optimized = compare_raw([runner.run_raw(r) for r in raw_inputs], tflm_out)
     if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_EXACT_STEPS:
         raise EdgeportError(
-            f"{path.name}: TFLite Micro and LiteRT's reference kernels differ by {tflm.max_diff_steps} "
+            f"{path.name}: TFLite Micro and TFLite's reference kernels differ by {tflm.max_diff_steps} "
             "quantization steps (they must agree bit for bit)",
             "report this model: an int8 kernel behaves differently in the two runtimes",
         )
@@ -303,12 +337,13 @@ def quantize_stage(
             "quantization steps (ties rounded upward in CONV_2D; its reference kernels match TFLM exactly)"
         )
     fidelity = fidelity_report(float_model, model, in_specs, out_specs, cal.held_out)
-    path.write_bytes(model)
+    path.write_bytes(tflm_model)
     section.update(
         {
             "io": opts.io,
             **weights,
             "activations": "int8 per-tensor (asymmetric)",
+            "activation_ranges": {"method": opts.ranges, **range_report},
             "calibration": {
                 "method": cal.method,
                 "data_free": cal.method != "data",
@@ -319,8 +354,7 @@ def quantize_stage(
             },
             "tensor_types": tensor_types,
             "tflm_vs_litert": {
-                "kernels": "LiteRT reference (BUILTIN_REF)"
-                + (", int4 filters unpacked to int8" if opts.mode == "w4a8" else ""),
+                "kernels": "TFLite reference (BUILTIN_REF, TensorFlow 2.19)",
                 **tflm.to_dict(),
             },
             "litert_optimized_vs_tflm": optimized.to_dict(),
@@ -333,6 +367,30 @@ def quantize_stage(
         }
     )
     return QuantResult(path, opts.mode, _names(runner), section)
+
+
+def _clustered_weights(model: bytes, clusters: int, name: str) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(clustered int8 model, its LUT-compressed file, manifest entries): at most `clusters` int8
+    values per output channel, stored as ceil(log2 clusters)-bit indices into per-channel tables
+    that TFLite Micro's DECODE op expands before each layer."""
+    from edgeport.quant.lut_compression import compress_lut
+
+    clustered = cluster_weights(model, clusters, name)
+    compressed = compress_lut(clustered.model, name=name)
+    return (
+        clustered.model,
+        compressed,
+        {
+            "weights": f"int8 per-channel, clustered to {clusters} values per channel, "
+            f"LUT-compressed ({clustered.index_bits}-bit indices, TFLite Micro DECODE)",
+            "clustering": {
+                **clustered.to_dict(),
+                "int8_size_bytes": len(model),
+                "compressed_size_bytes": len(compressed),
+                "runs_in": "TFLite Micro (LiteRT has no DECODE op: it runs the uncompressed clustered model)",
+            },
+        },
+    )
 
 
 def _four_bit_weights(

@@ -1,12 +1,15 @@
 """Run an int8 model in TFLite Micro and LiteRT on the same raw inputs and compare the raw outputs.
 
-TFLite Micro's kernels and LiteRT's reference kernels (OpResolverType.BUILTIN_REF) share the
-requantization arithmetic (gemmlowp: doubling high multiply, then a rounding right shift, ties
-away from zero), so their outputs are bit-identical. LiteRT's optimized CONV_2D (ruy) rounds ties
-upward instead, which differs on negative ties: measured on ResNet-20, a conv without a fused ReLU
-differs from TFLM by one step in 0.04-0.12 % of its elements, and residual ADDs grow that to a few
-steps deeper in the network (up to 6 inside, 1-2 at the logits). quant/modes.py holds TFLM to
-bit-exactness against the reference kernels and records the optimized kernels' difference.
+TFLite Micro's kernels and TensorFlow 2.19's TFLite reference kernels (OpResolverType.BUILTIN_REF)
+share the requantization arithmetic (gemmlowp: doubling high multiply, then a rounding right shift,
+ties away from zero), so their outputs are bit-identical. (LiteRT's reference FULLY_CONNECTED
+requantizes in double precision with one rounding, since April 2025: one step off TFLM in ~0.1 %
+of a dense layer's outputs, so it is not used as the reference.) LiteRT's optimized CONV_2D (ruy)
+rounds ties upward instead, which differs on negative ties: measured on ResNet-20, a conv without
+a fused ReLU differs from TFLM by one step in 0.04-0.12 % of its elements, and residual ADDs grow
+that to a few steps deeper in the network (up to 6 inside, 1-2 at the logits). quant/modes.py
+holds TFLM to bit-exactness against the reference kernels and records the optimized kernels'
+difference.
 """
 
 from __future__ import annotations

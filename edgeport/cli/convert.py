@@ -64,6 +64,19 @@ def parse_shape(text: str) -> list[int]:
     "cost least accuracy go to 4 bits until it fits, the rest stay 8-bit.",
 )
 @click.option(
+    "--weight-clusters",
+    type=int,
+    help="int8: cluster each output channel's weights to N values and store them LUT-compressed "
+    "for TFLite Micro (16 = 4-bit indices; the file needs TFLite Micro's DECODE op).",
+)
+@click.option(
+    "--activation-ranges",
+    type=click.Choice(["minmax", "percentile", "mse"]),
+    default="minmax",
+    show_default=True,
+    help="How int8 activation ranges are set from the calibration samples.",
+)
+@click.option(
     "--weight-rounding",
     type=click.Choice(["squant", "nearest"]),
     default="squant",
@@ -106,6 +119,8 @@ def convert(
     force: bool,
     quantize: str | None,
     flash_budget: str | None,
+    weight_clusters: int | None,
+    activation_ranges: str,
     weight_rounding: str,
     io_type: str,
     calibration: Path | None,
@@ -134,12 +149,17 @@ def convert(
             mean=parse_floats(mean_text, "--mean") if mean_text else None,
             std=parse_floats(std_text, "--std") if std_text else None,
             rounding=weight_rounding,
+            ranges=activation_ranges,
+            weight_clusters=weight_clusters,
             flash_budget=parse_size(flash_budget) if flash_budget else None,
         )
     elif calibration or input_range or mean_text or std_text:
         raise EdgeportError("calibration options were given without --quantize", "add --quantize int8")
-    elif flash_budget:
-        raise EdgeportError("--flash-budget was given without --quantize", "add --quantize w4a8")
+    elif flash_budget or weight_clusters:
+        flag = "--flash-budget" if flash_budget else "--weight-clusters"
+        raise EdgeportError(
+            f"{flag} was given without --quantize", f"add --quantize {'w4a8' if flash_budget else 'int8'}"
+        )
 
     options = ConvertOptions(
         source=source,

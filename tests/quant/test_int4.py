@@ -30,7 +30,6 @@ from edgeport.quant.int4 import (
     squant_round,
     to_w4a8,
     unpack_int4,
-    unpacked_twin,
     weight_layers,
 )
 from edgeport.quant.int8 import QuantizedRunner
@@ -171,15 +170,11 @@ def test_w4a8_stores_every_weight_layer_as_packed_int4(dw_models: dict) -> None:
 def test_w4a8_runs_bit_exact_in_tflm_and_stays_close_to_float(dw_models: dict) -> None:
     w4a8 = _bytes(dw_models, "w4a8", "model_w4a8.tflite")
     runner = QuantizedRunner(w4a8, *SPECS)
-    # The reference: the same values stored as int8, in LiteRT's reference kernels.
-    reference = QuantizedRunner(unpacked_twin(w4a8), *SPECS, reference_kernels=True)
+    reference = QuantizedRunner(w4a8, *SPECS, reference_kernels=True)
     x, y = M.make_task(400, seed=31)
-    raw = [runner.quantize_inputs({"x": s[None]}) for s in x[:8]]
-    expected = np.concatenate([reference.run_raw(r)[0] for r in raw]).astype(int)
-    got_tflm = np.concatenate([t[0] for t in run_tflm(w4a8, raw)]).astype(int)
-    # One step at most, nearly everywhere exact: the int8 model itself (no int4 at all) differs by
-    # one step between the two runtimes in 1 of 200 samples on this net.
-    assert np.abs(expected - got_tflm).max() <= 1 and np.mean(expected == got_tflm) >= 0.95
+    raw = [runner.quantize_inputs({"x": s[None]}) for s in x[:200]]
+    expected = np.concatenate([reference.run_raw(r)[0] for r in raw])
+    np.testing.assert_array_equal(np.concatenate([t[0] for t in run_tflm(w4a8, raw)]), expected)
     fl = QuantizedRunner(_bytes(dw_models, "int8", "model_float32.tflite"), *SPECS)
     ref = np.concatenate([fl.run({"x": s[None]})["output"] for s in x])
     got = np.concatenate([runner.run({"x": s[None]})["output"] for s in x])

@@ -110,7 +110,8 @@ def test_tflm_is_bit_exact_with_litert_reference_kernels(cnn_int8: tuple[Path, d
     specs = ([TensorSpec("x", [1, *M.SHAPE], channels_last=True)], [TensorSpec("output", [1, 4])])
     runner = QuantizedRunner(model, *specs)
     reference = QuantizedRunner(model, *specs, reference_kernels=True)
-    x, _ = M.make_task(8, seed=7)
+    # 200 samples: the dense head's double rounding ties happen in ~1 of 1000 outputs.
+    x, _ = M.make_task(200, seed=7)
     raw = [runner.quantize_inputs({"x": s[None]}) for s in x]
     tflm = run_tflm(model, raw)
     for r, t in zip(raw, tflm, strict=True):
