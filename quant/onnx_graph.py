@@ -110,7 +110,9 @@ class Graph:
 
     # ----- constants -----------------------------------------------------------------------------
     def const(self, name: str) -> np.ndarray | None:
-        """The value of a constant tensor (initializer or Constant node output), else None."""
+        """The value of a constant tensor (initializer, Constant node output, or an Identity of one),
+        else None. torch's exporter shares identical initializers through Identity nodes: an untrained
+        model's BatchNorms (all weight 1, bias 0, mean 0, var 1) read their parameters that way."""
         if not name:
             return None
         if name in self.inits:
@@ -120,6 +122,8 @@ class Graph:
             value = attr(node, "value")
             if value is not None:
                 return numpy_helper.to_array(value)
+        if node is not None and node.op_type == "Identity":
+            return self.const(node.input[0])
         return None
 
     def input_const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:

@@ -391,3 +391,23 @@ def test_sub_residual_folds_into_both_branches() -> None:
     out, report = fold(model)
     assert_folded(out, report)
     assert max_rel_error(model, out) < TOL
+
+
+def test_bn_parameters_shared_through_identity_nodes_still_fold() -> None:
+    """torch's exporter shares identical initializers through Identity nodes (an untrained model's
+    BNs all have weight 1, bias 0, mean 0, var 1): those parameters are constants too."""
+    r = rng()
+    inits = {"w": r.standard_normal((8, 8, 3, 3)), "ones": np.ones(8), "zeros": np.zeros(8)}
+    nodes = [
+        conv("c", "x", "t", "w", None, pads=[1, 1, 1, 1]),
+        n("Identity", ["ones"], ["bn_g"]),
+        n("Identity", ["zeros"], ["bn_b"]),
+        n("Identity", ["zeros"], ["bn_m"]),
+        n("Identity", ["ones"], ["bn_v"]),
+        bn_node("bn", "t", "y"),
+    ]
+    model = make_model(nodes, {"x": [2, 8, 6, 6]}, ["y"], inits)
+    out, report = fold(model)
+    assert_folded(out, report)
+    assert op_count(out, "BatchNormalization") == 0
+    assert max_rel_error(model, out) < TOL
