@@ -1,0 +1,69 @@
+"""A w4a8 model (packed INT4 filters) packaged for Cortex-M: the arena includes the kernels' int4
+unpack buffers, and, opt-in, CMSIS-NN's int4 kernels on the target reproduce the host's TFLite Micro
+outputs (the firmware self-test's PASS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeport.pipeline import ConvertOptions, convert_model
+from edgeport.quant.modes import QuantOptions
+from edgeport.targets.cortex_m.flash import qemu_command
+from edgeport.tflite_file import read_tflite
+from tests.quant import int8_models as M
+
+
+@pytest.fixture(scope="module")
+def w4a8_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("w4a8") / "out"
+    convert_model(
+        ConvertOptions(
+            source=f"{M.__file__}:DepthwiseCnn",
+            outdir=out,
+            input_shapes=[[1, *M.SHAPE]],
+            quantize=QuantOptions(mode="w4a8"),
+        )
+    )
+    return out / "model_w4a8.tflite"
+
+
+def test_w4a8_package_measures_the_int4_unpack_buffers(w4a8_model: Path, tmp_path: Path) -> None:
+    from edgeport.targets.cortex_m import package
+
+    int4 = read_tflite(w4a8_model)
+    assert any(t.type == 17 for t in int4.raw.subgraphs[0].tensors)  # TensorType.INT4
+    result = package(w4a8_model, tmp_path / "pkg", board="mps2-an386")
+    # TFLite Micro unpacks each int4 filter into an arena scratch buffer of one byte per weight; the
+    # largest filter here is the 1x1 conv's 32 x 16.
+    assert result.arena.arena_size >= 32 * 16
+    assert "AddConv2D" in (result.outdir / "model_ops.h").read_text()
+
+
+@pytest.mark.parametrize("board", ["mps2-an386", "corstone-300"])
+def test_w4a8_firmware_passes_in_qemu(w4a8_model: Path, tmp_path: Path, board: str) -> None:
+    """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): CMSIS-NN's int4 conv, depthwise
+    and dense kernels on Cortex-M4 (DSP) and Cortex-M55 (Helium)."""
+    root = os.environ.get("EDGEPORT_TFLM_ROOT")
+    if not root:
+        pytest.skip("set EDGEPORT_TFLM_ROOT to a tflite-micro tree with tools/make/downloads populated")
+    missing = [t for t in ("make", "arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+    from edgeport.targets.cortex_m import package
+
+    result = package(w4a8_model, tmp_path / "pkg", board=board)
+    firmware = result.outdir / "firmware"
+    subprocess.run(["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={root}"], check=True, capture_output=True)
+    run = subprocess.run(
+        [*qemu_command(result.board), str(firmware / "build" / "firmware.elf")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr
