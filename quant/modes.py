@@ -147,6 +147,8 @@ def describe_section(section: dict[str, Any]) -> str:
     sqnr = [o["sqnr_db"] for o in fid.get("outputs", []) if o["sqnr_db"] is not None]
     cal = section.get("calibration") or {}
     parts = [f"calibration {cal['method']}"] if cal.get("method") else []
+    if parts and str(cal.get("via", "")).startswith("ONNX"):
+        parts[0] += " on the ONNX graph"
     if sqnr:
         parts.append(f"SQNR vs float {min(sqnr):.1f} dB")
     text = f"{section['mode']}" + (f" ({', '.join(parts)})" if parts else "")
