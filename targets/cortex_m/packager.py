@@ -63,7 +63,8 @@ class PackageResult:
 
 
 def resolve_model(model: Path) -> tuple[Path, Manifest | None]:
-    """A .tflite path, or a `convert` output directory: its int8 model if present, else float32."""
+    """A .tflite path, or a `convert` output directory: its integer model (w4a8 or int8) if present,
+    else float32. A directory holds at most one integer model (one --quantize per convert)."""
     model = Path(model)
     if model.is_dir():
         manifest_path = model / MANIFEST_NAME
@@ -79,12 +80,12 @@ def resolve_model(model: Path) -> tuple[Path, Manifest | None]:
                 f"{manifest_path} is not a valid edgeport manifest", "re-run convert"
             ) from exc
         tflites = [a for a in manifest.artifacts if a.kind == "tflite"]
-        for wanted in ("int8", "float32"):
+        for wanted in ("w4a8", "int8", "float32"):
             for art in tflites:
                 if art.precision == wanted and (model / art.path).is_file():
                     return model / art.path, manifest
         raise EdgeportError(
-            f"{model} has no int8 or float32 .tflite listed in {MANIFEST_NAME}",
+            f"{model} has no w4a8, int8 or float32 .tflite listed in {MANIFEST_NAME}",
             "run `edgeport convert` (and compression) into that directory first",
         )
     if not model.is_file():

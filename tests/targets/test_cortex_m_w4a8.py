@@ -42,6 +42,9 @@ def test_w4a8_package_measures_the_int4_unpack_buffers(w4a8_model: Path, tmp_pat
     # largest filter here is the 1x1 conv's 32 x 16.
     assert result.arena.arena_size >= 32 * 16
     assert "AddConv2D" in (result.outdir / "model_ops.h").read_text()
+    # Given the convert output directory, the packager takes its w4a8 model over the float32 one.
+    from_dir = package(w4a8_model.parent, tmp_path / "from_dir", board="mps2-an386")
+    assert from_dir.model_path.name == "model_w4a8.tflite"
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "corstone-300"])
