@@ -277,7 +277,7 @@ def to_w4a8(
         tensor.quantization.scale = [float(s) for s in scale]
         tensor.quantization.zeroPoint = [0] * len(scale)
         tensor.quantization.quantizedDimension = axis
-        model.buffers[tensor.buffer].data = np.frombuffer(pack_int4(q), np.uint8)
+        _own_buffer(model, tensor).data = np.frombuffer(pack_int4(q), np.uint8)
         if layer.bias is not None:
             input_scale = float(np.atleast_1d(graph.tensors[layer.input].quantization.scale)[0])
             _rescale_bias(model, layer.bias, scale, input_scale)
@@ -296,6 +296,19 @@ def to_w4a8(
     return _serialize(model), done
 
 
+def _own_buffer(model: schema.ModelT, tensor: schema.TensorT) -> schema.BufferT:
+    """The tensor's buffer, copied first if another tensor reads it too: the TFLite converter
+    shares identical constant buffers, and rewriting one layer's filter or bias must not change
+    another layer that keeps its int8 filter (mixed 4/8-bit) or its old bias scale."""
+    readers = sum(t.buffer == tensor.buffer for graph in model.subgraphs for t in graph.tensors)
+    if readers > 1:
+        copy = schema.BufferT()
+        copy.data = model.buffers[tensor.buffer].data
+        model.buffers.append(copy)
+        tensor.buffer = len(model.buffers) - 1
+    return model.buffers[tensor.buffer]
+
+
 def _rescale_bias(model: schema.ModelT, index: int, new: np.ndarray, input_scale: float) -> None:
     """int32 bias quantized with input scale x old weight scale -> same value at the new scale.
 
@@ -304,9 +317,10 @@ def _rescale_bias(model: schema.ModelT, index: int, new: np.ndarray, input_scale
     requantization multipliers identically only when it is exactly that.
     """
     tensor = model.subgraphs[0].tensors[index]
-    buffer = model.buffers[tensor.buffer]
-    if tensor.type != schema.TensorType.INT32 or buffer.data is None or len(buffer.data) == 0:
+    data = model.buffers[tensor.buffer].data
+    if tensor.type != schema.TensorType.INT32 or data is None or len(data) == 0:
         return
+    buffer = _own_buffer(model, tensor)
     values = np.frombuffer(bytes(buffer.data), np.int32).astype(np.float64)
     bias_scale = np.asarray(tensor.quantization.scale, np.float64)
     # one value when the filter became per-tensor

@@ -25,6 +25,7 @@ from edgeport.quant.int4 import (
     INT4_MAX,
     _as_kernels,
     _from_kernels,
+    _own_buffer,
     pack_int4,
     quantize_int4,
     squant_round,
@@ -85,6 +86,21 @@ def test_squant_balances_kernel_and_channel_errors() -> None:
     assert np.abs(err.sum((1, 2))).max() <= 0.5 + 1e-9
     nearest = x - np.rint(x)
     assert np.abs(nearest.sum((1, 2))).max() > 2.0  # what SQuant removes: 216 errors of ~0.29 RMS
+
+
+def test_a_shared_constant_buffer_is_copied_before_it_is_rewritten() -> None:
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    model, graph, shared = schema.ModelT(), schema.SubGraphT(), schema.BufferT()
+    shared.data = np.arange(4, dtype=np.uint8)
+    model.buffers, model.subgraphs = [schema.BufferT(), shared], [graph]
+    graph.tensors = [schema.TensorT(), schema.TensorT()]
+    for tensor in graph.tensors:
+        tensor.buffer = 1
+    _own_buffer(model, graph.tensors[0]).data = np.zeros(2, np.uint8)
+    assert graph.tensors[0].buffer == 2 and graph.tensors[1].buffer == 1
+    np.testing.assert_array_equal(model.buffers[1].data, np.arange(4))
+    assert _own_buffer(model, graph.tensors[1]) is model.buffers[1]  # sole reader now: no copy
 
 
 def test_quantize_int4_scales_per_channel_or_per_tensor() -> None:
