@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.quant.onnx_graph import Graph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, set_attr
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout")
@@ -102,7 +102,7 @@ class _Plan:
     commute), so each reads the pending value left by the previous one.
     """
 
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: OnnxGraph) -> None:
         self.g = g
         self.values: dict[tuple[int, int], tuple[onnx.NodeProto, int, np.ndarray]] = {}
         self.structural: list = []
@@ -160,8 +160,8 @@ def _as(value: np.ndarray, like: np.ndarray | None) -> np.ndarray:
 
 
 def _has_padding(node: onnx.NodeProto) -> bool:
-    auto_pad = attr(node, "auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "VALID"):
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
+    if auto_pad not in (b"NOTSET", b"VALID"):
         return True
     return any(p != 0 for p in attr(node, "pads", []) or [])
 
@@ -178,7 +178,7 @@ def _map_axis(src: list[int] | None, dst: list[int] | None, axis: int) -> int | 
 
 
 class _Folder:
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: OnnxGraph) -> None:
         self.g = g
 
     # ----- backward: make tensor `t` hold A(t) ------------------------------------------------------
@@ -186,14 +186,14 @@ class _Folder:
         g = self.g
         if depth > 64:
             return "path too long"
-        if t in g.outputs:
+        if g.is_graph_output(t):
             return f"tensor {t} is a graph output"
-        if t in g.inputs:
+        if g.is_graph_input(t):
             return "reaches the graph input"
         if not plan.visit(t):
             return f"tensor {t} reached twice"
         node = g.producer(t)
-        if node is None or node.op_type == "Constant" or t in g.inits:
+        if node is None or node.op_type == "Constant" or g.is_initializer(t):
             return f"tensor {t} is a constant"
         # Other readers of t would see A(t): compensate them with the inverse, or refuse.
         others = [c for c in g.consumers(t) if c is not came_from]
@@ -344,8 +344,6 @@ class _Folder:
         else:
 
             def edit(node=node, lo=lo, hi=hi, s=s) -> None:
-                from edgeport.quant.onnx_graph import set_attr
-
                 if lo is not None:
                     set_attr(node, "min", float(lo) * s)
                 if hi is not None:
@@ -451,7 +449,7 @@ class _Folder:
     # ----- forward: consumers of tensor t now receive x where they used to receive A(x) -------------
     def fwd(self, plan: _Plan, t: str, A: Affine, skip: onnx.NodeProto | None, depth: int = 0) -> str | None:
         g = self.g
-        if t in g.outputs:
+        if g.is_graph_output(t):
             return f"tensor {t} is a graph output"
         for c in g.consumers(t):
             if c is skip:
@@ -560,8 +558,6 @@ class _Folder:
 
 
 def _set_beta_one(node: onnx.NodeProto) -> None:
-    from edgeport.quant.onnx_graph import set_attr
-
     set_attr(node, "beta", 1.0)
 
 
@@ -582,7 +578,7 @@ class _Candidate:
     stats: tuple[np.ndarray, np.ndarray] | None = None  # (beta, |gamma|) of a real BN
 
 
-def _bn_candidate(g: Graph, node: onnx.NodeProto) -> _Candidate:
+def _bn_candidate(g: OnnxGraph, node: onnx.NodeProto) -> _Candidate:
     name = node.name
     cand = _Candidate(name, "BatchNormalization", [node], node.input[0], node.output[0], None)
     if attr(node, "training_mode", 0) or len([o for o in node.output if o]) > 1:
@@ -627,7 +623,7 @@ def _per_channel(c: np.ndarray, shape: list[int | None] | None) -> tuple[int | N
     return axes[0], c.reshape(-1).astype(np.float64)
 
 
-def _data_and_const(g: Graph, node: onnx.NodeProto) -> tuple[str, np.ndarray, int] | None:
+def _data_and_const(g: OnnxGraph, node: onnx.NodeProto) -> tuple[str, np.ndarray, int] | None:
     if len(node.input) != 2:
         return None
     c0, c1 = g.const(node.input[0]), g.const(node.input[1])
@@ -636,14 +632,14 @@ def _data_and_const(g: Graph, node: onnx.NodeProto) -> tuple[str, np.ndarray, in
     return (node.input[1], c0, 0) if c0 is not None else (node.input[0], c1, 1)
 
 
-def _affine_pair_candidate(g: Graph, first: onnx.NodeProto) -> _Candidate | None:
+def _affine_pair_candidate(g: OnnxGraph, first: onnx.NodeProto) -> _Candidate | None:
     """Mul/Div by a constant followed by Add/Sub of a constant (or the other order), per channel."""
     scale_ops, shift_ops = ("Mul", "Div"), ("Add", "Sub")
     if first.op_type not in scale_ops + shift_ops:
         return None
     mid = first.output[0]
     readers = g.consumers(mid)
-    if len(readers) != 1 or mid in g.outputs:
+    if len(readers) != 1 or g.is_graph_output(mid):
         return None
     second = readers[0]
     if (first.op_type in scale_ops) == (
@@ -696,7 +692,7 @@ def _affine_pair_candidate(g: Graph, first: onnx.NodeProto) -> _Candidate | None
     )
 
 
-def _find(g: Graph, done: set[str]) -> _Candidate | None:
+def _find(g: OnnxGraph, done: set[str]) -> _Candidate | None:
     for node in g.graph.node:
         if node.op_type == "BatchNormalization" and node.name not in done:
             return _bn_candidate(g, node)
@@ -711,7 +707,7 @@ def _find(g: Graph, done: set[str]) -> _Candidate | None:
 
 
 # ----- the pass ----------------------------------------------------------------------------------------
-def _standalone(g: Graph, cand: _Candidate) -> tuple[str, list[str]]:
+def _standalone(g: OnnxGraph, cand: _Candidate) -> tuple[str, list[str]]:
     """Replace a BN that folds nowhere by one per-channel op; returns (what it is now, new node names).
 
     Mul+Add pairs found in the graph are left as they are: they may be part of a pattern onnx2tf
@@ -724,8 +720,8 @@ def _standalone(g: Graph, cand: _Candidate) -> tuple[str, list[str]]:
         return f"{cand.kind} (unchanged)", []
     if A.rank == 4 and A.axis == 1:
         # onnx2tf emits one DEPTHWISE_CONV_2D for this; Mul+Add would be MUL, ADD (+ a TRANSPOSE).
-        w = g.add_initializer(f"{first.name}_dw_w", A.scale.astype(np.float32).reshape(-1, 1, 1, 1))
-        bias = g.add_initializer(f"{first.name}_dw_b", A.shift.astype(np.float32))
+        w = g.add_initializer(A.scale.astype(np.float32).reshape(-1, 1, 1, 1), f"{first.name}_dw_w")
+        bias = g.add_initializer(A.shift.astype(np.float32), f"{first.name}_dw_b")
         conv = helper.make_node(
             "Conv",
             [cand.input, w, bias],
@@ -740,8 +736,8 @@ def _standalone(g: Graph, cand: _Candidate) -> tuple[str, list[str]]:
         return "depthwise 1x1 Conv", [conv.name]
     # Other ranks: no single TFLite op applies a per-channel affine without reshapes, so Mul+Add.
     shape = A.broadcast_shape()
-    scale = g.add_initializer(f"{first.name}_scale", A.scale.astype(np.float32).reshape(shape))
-    shift = g.add_initializer(f"{first.name}_shift", A.shift.astype(np.float32).reshape(shape))
+    scale = g.add_initializer(A.scale.astype(np.float32).reshape(shape), f"{first.name}_scale")
+    shift = g.add_initializer(A.shift.astype(np.float32).reshape(shape), f"{first.name}_shift")
     mid = g.fresh(f"{first.name}_scaled")
     mul = helper.make_node("Mul", [cand.input, scale], [mid], name=g.fresh(f"{first.name}_mul"))
     add = helper.make_node("Add", [mid, shift], [cand.output], name=g.fresh(f"{first.name}_add"))
@@ -757,7 +753,8 @@ def fold_batch_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BnFoldRep
     Returns the new model (the input is not modified) and a report of what was found, folded
     (and into which nodes), and left (and why).
     """
-    g = Graph(model)
+    g = OnnxGraph(model)
+    g.name_unnamed_nodes()  # the report refers to nodes by name
     report = BnFoldReport()
     done: set[str] = set()
     folder = _Folder(g)
@@ -800,7 +797,7 @@ def fold_batch_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BnFoldRep
         if direction == "backward":
             g.bypass(first, last, cand.input)
             stats = cand.stats
-            producer = g.producer(cand.output if cand.output in g.outputs else cand.input)
+            producer = g.producer(cand.output if g.is_graph_output(cand.output) else cand.input)
             if stats is not None and not plan.via and producer is not None and producer.op_type in LINEAR_OPS:
                 tensor = producer.output[0]
                 report.activation_stats[tensor] = {"mean": stats[0].tolist(), "std": stats[1].tolist()}

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgeport.onnx_graph import OnnxGraph, attr
 from edgeport.quant.bn_fold import LINEAR_OPS, Affine, _Folder, _has_padding, _Plan
-from edgeport.quant.onnx_graph import Graph, attr
 
 _HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu", "MaxPool", "Identity")
 
@@ -65,7 +65,7 @@ class _Pair:
     tensor: str  # L1's output
 
 
-def _weight(g: Graph, node: onnx.NodeProto) -> np.ndarray | None:
+def _weight(g: OnnxGraph, node: onnx.NodeProto) -> np.ndarray | None:
     w = g.input_const(node, 1) if len(node.input) > 1 else None
     return w if w is not None and w.dtype.type in (np.float32, np.float64) else None
 
@@ -98,21 +98,21 @@ def _in_ranges(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
     return w.max(1)
 
 
-def _find_pairs(g: Graph, report: EqualizationReport | None) -> list[_Pair]:
+def _find_pairs(g: OnnxGraph, report: EqualizationReport | None) -> list[_Pair]:
     pairs = []
     for node in g.graph.node:
         if node.op_type not in LINEAR_OPS or _weight(g, node) is None:
             continue
         t = node.output[0]
         readers = g.consumers(t)
-        if t in g.outputs or len(readers) != 1:
+        if g.is_graph_output(t) or len(readers) != 1:
             continue
         act, nxt = None, readers[0]
         if nxt.op_type in _HOMOGENEOUS or nxt.op_type == "Clip":
             act = nxt
             out = act.output[0]
             more = g.consumers(out)
-            if out in g.outputs or len(more) != 1 or len([o for o in act.output if o]) > 1:
+            if g.is_graph_output(out) or len(more) != 1 or len([o for o in act.output if o]) > 1:
                 continue
             if act.op_type == "Clip":
                 if report is not None:
@@ -133,7 +133,7 @@ def _find_pairs(g: Graph, report: EqualizationReport | None) -> list[_Pair]:
     return pairs
 
 
-def _affine(g: Graph, tensor: str, factor: np.ndarray) -> Affine | None:
+def _affine(g: OnnxGraph, tensor: str, factor: np.ndarray) -> Affine | None:
     rank = g.rank(tensor)
     if rank is None:
         return None
@@ -142,7 +142,7 @@ def _affine(g: Graph, tensor: str, factor: np.ndarray) -> Affine | None:
     return Affine(factor, np.zeros_like(factor), axis, rank)
 
 
-def _apply_scale(g: Graph, pair: _Pair, s: np.ndarray) -> str | None:
+def _apply_scale(g: OnnxGraph, pair: _Pair, s: np.ndarray) -> str | None:
     """L1 output channel i divided by s_i, L2 input channel i multiplied by s_i."""
     folder = _Folder(g)
     plan = _Plan(g)
@@ -173,7 +173,8 @@ def equalize_cross_layer(
     `activation_stats` (from BnFoldReport.activation_stats) are rescaled along with the tensors they
     describe and returned in the report, ready for `absorb_high_bias`.
     """
-    g = Graph(model)
+    g = OnnxGraph(model)
+    g.name_unnamed_nodes()  # the report refers to nodes by name
     report = EqualizationReport()
     pairs = _find_pairs(g, report)
     total: dict[str, np.ndarray] = {}
@@ -238,7 +239,8 @@ def absorb_high_bias(
     `activation_stats` maps L1 output tensors to the pre-activation mean/std (BnFoldReport, or
     EqualizationReport.activation_stats after equalization).
     """
-    g = Graph(model)
+    g = OnnxGraph(model)
+    g.name_unnamed_nodes()  # the report refers to nodes by name
     report = BiasAbsorptionReport()
     folder = _Folder(g)
     for pair in _find_pairs(g, None):

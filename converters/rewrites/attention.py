@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._graph import GraphView, attr
+from edgeport.converters.rewrites._region_check import replacement_agrees
+from edgeport.onnx_graph import OnnxGraph, attr
 
 NAME = "attention_to_batched_heads"
 
@@ -30,7 +31,7 @@ _LAYOUT_OPS = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Gather", "Split"
 _CHECK_TOLERANCE = 1e-5  # relative; the rewrite only reorders float sums and folds one scale
 
 
-def _walk_back(view: GraphView, tensor: str, region: list[onnx.NodeProto]) -> tuple[str, float] | None:
+def _walk_back(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> tuple[str, float] | None:
     """Follow layout ops and scalar Muls back from `tensor`; returns (first non-layout tensor, scale)."""
     scale = 1.0
     while True:
@@ -52,7 +53,7 @@ def _walk_back(view: GraphView, tensor: str, region: list[onnx.NodeProto]) -> tu
             return tensor, scale
 
 
-def _in_projection(view: GraphView, tensor: str, region: list[onnx.NodeProto]):
+def _in_projection(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]):
     """(x, W [E, 3E], b [3E]) for tensor = x @ W + b (bias optional)."""
     node = view.producer(tensor)
     bias = None
@@ -77,7 +78,7 @@ def _in_projection(view: GraphView, tensor: str, region: list[onnx.NodeProto]):
     return node.input[0], weight, bias
 
 
-def _out_projection(view: GraphView, tensor: str, region: list[onnx.NodeProto]):
+def _out_projection(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]):
     """Follow layout ops forward to y = o @ Wo^T + bo; returns (y name, Wo^T [E, E], bo [E])."""
     while True:
         users = view.consumers(tensor)
@@ -106,7 +107,7 @@ def _out_projection(view: GraphView, tensor: str, region: list[onnx.NodeProto]):
         return None
 
 
-def _match(view: GraphView, softmax: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, softmax: onnx.NodeProto) -> bool:
     if softmax.op_type != "Softmax":
         return False
     scores = view.producer(softmax.input[0])
@@ -119,12 +120,12 @@ def _match(view: GraphView, softmax: onnx.NodeProto) -> bool:
         return False
     proj = _in_projection(view, walks[0][0], region)
     out = _out_projection(view, mix.output[0], region)
-    score_shape = view.shape(scores.output[0])
+    score_shape = view.static_shape(scores.output[0])
     if proj is None or out is None or score_shape is None:
         return False
     x, w_in, b_in = proj
     y, w_out, b_out = out
-    x_shape, y_shape = view.shape(x), view.shape(y)
+    x_shape, y_shape = view.static_shape(x), view.static_shape(y)
     e = w_in.shape[0]
     heads, length = int(np.prod(score_shape[:-2])), score_shape[-1]
     if x_shape is None or y_shape != [length, e] or int(np.prod(x_shape)) != length * e or e % heads:
@@ -183,7 +184,7 @@ def _match(view: GraphView, softmax: onnx.NodeProto) -> bool:
 
     # Prove the replacement on random inputs before committing to it.
     old_nodes = [n for n in view.graph.node if id(n) in members]
-    if not view.replacement_agrees(old_nodes, new_nodes, inits, [y], _CHECK_TOLERANCE):
+    if not replacement_agrees(view, old_nodes, new_nodes, inits, [y], _CHECK_TOLERANCE):
         return False
     view.graph.initializer.extend(inits)
     view.replace(old_nodes, new_nodes)
@@ -191,6 +192,6 @@ def _match(view: GraphView, softmax: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     view.rewrite_each(_match)
     return view.finish()

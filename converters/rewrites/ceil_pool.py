@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._graph import GraphView, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, set_attr
 
 NAME = "ceil_pool_to_explicit_pads"
 
@@ -39,13 +39,13 @@ def _out_size(size: int, k: int, s: int, d: int, pb: int, pe: int) -> int:
     return out
 
 
-def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type not in ("MaxPool", "AveragePool") or not attr(node, "ceil_mode", 0):
         return False
     if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(node.output) != 1:
         return False
-    shape = view.shape(node.input[0])
-    out_shape = view.shape(node.output[0])
+    shape = view.static_shape(node.input[0])
+    out_shape = view.static_shape(node.output[0])
     if shape is None or out_shape is None or not view.is_float32(node.input[0]):
         return False
     spatial = shape[2:]
@@ -77,7 +77,10 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
             new_nodes.append(
                 helper.make_node(
                     "Pad",
-                    [pool_input, view.add_const(np.array([0, 0, *begin, 0, 0, *end], np.int64), "pool_pads")],
+                    [
+                        pool_input,
+                        view.add_initializer(np.array([0, 0, *begin, 0, 0, *end], np.int64), "pool_pads"),
+                    ],
                     [padded],
                     name=view.fresh(f"{node.name or 'pool'}_pad"),
                     mode="constant",
@@ -108,6 +111,6 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     view.rewrite_each(_match)
     return view.finish()

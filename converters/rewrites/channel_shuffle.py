@@ -12,16 +12,16 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._graph import GraphView, attr
+from edgeport.onnx_graph import OnnxGraph, attr
 
 NAME = "channel_shuffle_to_gather"
 
 
-def _match(view: GraphView, first: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, first: onnx.NodeProto) -> bool:
     if first.op_type != "Reshape":
         return False
-    shape = view.shape(first.input[0])
-    split = view.shape(first.output[0])  # the target with any 0 / -1 resolved
+    shape = view.static_shape(first.input[0])
+    split = view.static_shape(first.output[0])  # the target with any 0 / -1 resolved
     if shape is None or split is None or len(shape) < 3 or len(split) != len(shape) + 1:
         return False
     n, c, rest = shape[0], shape[1], shape[2:]
@@ -35,13 +35,13 @@ def _match(view: GraphView, first: onnx.NodeProto) -> bool:
     if perm != [0, 2, 1, *range(3, len(split))]:
         return False
     last = view.only_consumer(transpose.output[0], "Reshape")
-    if last is None or view.shape(last.output[0]) != shape:
+    if last is None or view.static_shape(last.output[0]) != shape:
         return False
     # Output channel a*groups + b reads input channel b*per_group + a.
     indices = np.arange(c, dtype=np.int64).reshape(groups, per_group).T.reshape(-1)
     gather = helper.make_node(
         "Gather",
-        [first.input[0], view.add_const(indices, "shuffle_indices")],
+        [first.input[0], view.add_initializer(indices, "shuffle_indices")],
         [last.output[0]],
         name=view.fresh(last.name or "channel_shuffle"),
         axis=1,
@@ -51,6 +51,6 @@ def _match(view: GraphView, first: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     view.rewrite_each(_match)
     return view.finish()

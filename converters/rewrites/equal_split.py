@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import onnx
 
-from edgeport.converters.rewrites._graph import GraphView, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, set_attr
 
 NAME = "equal_split_without_sizes"
 
 
-def _opset(view: GraphView) -> int:
+def _opset(view: OnnxGraph) -> int:
     return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type != "Split" or len(node.input) < 2 or not node.input[1] or len(node.output) < 2:
         return False
     sizes = view.const(node.input[1])
-    shape = view.shape(node.input[0])
+    shape = view.static_shape(node.input[0])
     if sizes is None or shape is None or len(set(sizes.reshape(-1).tolist())) != 1:
         return False
     axis = int(attr(node, "axis", 0)) % len(shape)
@@ -39,7 +39,7 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     if _opset(view) < 13:  # `split` was an attribute before opset 13
         return view.finish()
     view.rewrite_each(_match)

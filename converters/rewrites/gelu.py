@@ -15,13 +15,22 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._graph import GraphView, is_scalar
+from edgeport.onnx_graph import OnnxGraph
 
 NAME = "erf_gelu_to_gelu"
 DOMAIN = "com.microsoft"
+
+
+def _is_scalar(value: np.ndarray | None, expected: float, rtol: float = 1e-6) -> bool:
+    return (
+        value is not None
+        and value.size == 1
+        and bool(np.isclose(float(value.reshape(-1)[0]), expected, rtol))
+    )
 
 
 def _other(node: onnx.NodeProto, name: str) -> str | None:
@@ -31,20 +40,20 @@ def _other(node: onnx.NodeProto, name: str) -> str | None:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
-def _scaled_input(view: GraphView, node: onnx.NodeProto | None) -> str | None:
+def _scaled_input(view: OnnxGraph, node: onnx.NodeProto | None) -> str | None:
     """x when `node` computes x / sqrt(2) (as Div by sqrt 2 or Mul by 1/sqrt 2)."""
     if node is None or len(node.input) != 2:
         return None
-    if node.op_type == "Div" and is_scalar(view.const(node.input[1]), math.sqrt(2.0)):
+    if node.op_type == "Div" and _is_scalar(view.const(node.input[1]), math.sqrt(2.0)):
         return node.input[0]
     if node.op_type == "Mul":
         for i in (0, 1):
-            if is_scalar(view.const(node.input[i]), 1.0 / math.sqrt(2.0)):
+            if _is_scalar(view.const(node.input[i]), 1.0 / math.sqrt(2.0)):
                 return node.input[1 - i]
     return None
 
 
-def _match(view: GraphView, erf: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, erf: onnx.NodeProto) -> bool:
     if erf.op_type != "Erf":
         return False
     scale = view.producer(erf.input[0])
@@ -52,7 +61,7 @@ def _match(view: GraphView, erf: onnx.NodeProto) -> bool:
     if x is None or view.is_graph_output(scale.output[0]) or len(view.consumers(scale.output[0])) != 1:
         return False
     add = view.only_consumer(erf.output[0], "Add")
-    if add is None or not is_scalar(view.const(_other(add, erf.output[0])), 1.0):
+    if add is None or not _is_scalar(view.const(_other(add, erf.output[0])), 1.0):
         return False
     first = view.only_consumer(add.output[0], "Mul")
     if first is None:
@@ -64,8 +73,8 @@ def _match(view: GraphView, erf: onnx.NodeProto) -> bool:
     last_in = _other(second, first.output[0])
     # Either (x * (1 + erf)) * 0.5 or ((1 + erf) * 0.5) * x.
     if not (
-        (second_in == x and is_scalar(view.const(last_in), 0.5))
-        or (last_in == x and is_scalar(view.const(second_in), 0.5))
+        (second_in == x and _is_scalar(view.const(last_in), 0.5))
+        or (last_in == x and _is_scalar(view.const(second_in), 0.5))
     ):
         return False
     gelu = helper.make_node(
@@ -76,7 +85,7 @@ def _match(view: GraphView, erf: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     view.rewrite_each(_match)
     if view.changed:
         view.use_opset(DOMAIN, 1)

@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgeport.converters.rewrites._graph import GraphView, attr
+from edgeport.converters.rewrites._region_check import replacement_agrees
+from edgeport.onnx_graph import OnnxGraph, attr
 
 NAME = "rnn_unroll"
 
@@ -42,7 +43,7 @@ def _directions(node: onnx.NodeProto) -> list[str] | None:
     return _DIRECTIONS.get(value.decode() if isinstance(value, bytes) else value)
 
 
-def _supported(view: GraphView, node: onnx.NodeProto) -> bool:
+def _supported(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type not in _DEFAULT_ACTS:
         return False
     dirs = _directions(node)
@@ -58,13 +59,13 @@ def _supported(view: GraphView, node: onnx.NodeProto) -> bool:
     if node.op_type == "LSTM" and (attr(node, "input_forget", 0) or _input(node, 7)):
         return False
     w, r = view.const(_input(node, 1)), view.const(_input(node, 2))
-    shape = view.shape(node.input[0])
+    shape = view.static_shape(node.input[0])
     if w is None or r is None or shape is None or len(shape) != 3 or w.shape[0] != len(dirs):
         return False
     return not _input(node, 3) or view.const(_input(node, 3)) is not None
 
 
-def _sequence_chain(view: GraphView, y: str, shape: list[int]) -> list[onnx.NodeProto] | None:
+def _sequence_chain(view: OnnxGraph, y: str, shape: list[int]) -> list[onnx.NodeProto] | None:
     """How PyTorch's exporter turns Y [steps, dirs, batch, hidden] into its [steps, batch, dirs*hidden]
     output: Squeeze(axis 1) for one direction, Transpose([0, 2, 1, 3]) + Reshape for two."""
     steps, dirs, batch, hidden = shape
@@ -76,12 +77,12 @@ def _sequence_chain(view: GraphView, y: str, shape: list[int]) -> list[onnx.Node
     if transpose is None or list(attr(transpose, "perm", [])) != [0, 2, 1, 3]:
         return None
     reshape = view.only_consumer(transpose.output[0], "Reshape")
-    if reshape is None or view.shape(reshape.output[0]) != [steps, batch, dirs * hidden]:
+    if reshape is None or view.static_shape(reshape.output[0]) != [steps, batch, dirs * hidden]:
         return None
     return [transpose, reshape]
 
 
-def _last_step_chain(view: GraphView, seq: str, steps: int) -> list[onnx.NodeProto] | None:
+def _last_step_chain(view: OnnxGraph, seq: str, steps: int) -> list[onnx.NodeProto] | None:
     """Transpose([1, 0, 2]) -> Gather(axis 1, last index): `y[:, -1]` of a batch-first sequence."""
     if view.is_graph_output(seq):
         return None
@@ -98,7 +99,7 @@ def _last_step_chain(view: GraphView, seq: str, steps: int) -> list[onnx.NodePro
 
 
 class _Builder:
-    def __init__(self, view: GraphView, prefix: str) -> None:
+    def __init__(self, view: OnnxGraph, prefix: str) -> None:
         self.view, self.prefix = view, prefix
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
@@ -115,7 +116,7 @@ class _Builder:
 
 
 def _build(
-    view: GraphView,
+    view: OnnxGraph,
     node: onnx.NodeProto,
     outputs: dict[str, str],
     last_out: str | None,
@@ -123,7 +124,7 @@ def _build(
 ):
     """New nodes for `node`; `outputs` maps 'Y'/'Y_h'/'Y_c' to the names to produce, `seq_out` is the
     [steps, batch, dirs*hidden] sequence and `last_out` its last step ([batch, dirs*hidden])."""
-    steps, batch, _ = view.shape(node.input[0])
+    steps, batch, _ = view.static_shape(node.input[0])
     dirs = _directions(node)
     hidden = int(attr(node, "hidden_size"))
     gates = 3 if node.op_type == "GRU" else 4
@@ -219,10 +220,10 @@ def _build(
     return b.nodes, b.inits
 
 
-def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if not _supported(view, node):
         return False
-    steps, batch, _ = view.shape(node.input[0])
+    steps, batch, _ = view.static_shape(node.input[0])
     dirs, hidden = len(_directions(node)), int(attr(node, "hidden_size"))
     keys = ["Y", "Y_h", "Y_c"][: len(node.output)]
     used = {
@@ -248,7 +249,7 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
                 seq_out = seq
     new, inits = _build(view, node, used, last_out, seq_out)
     outs = [*used.values(), *(o for o in (last_out, seq_out) if o)]
-    if not outs or not view.replacement_agrees(old, new, inits, outs, _CHECK_TOLERANCE):
+    if not outs or not replacement_agrees(view, old, new, inits, outs, _CHECK_TOLERANCE):
         return False
     view.graph.initializer.extend(inits)
     view.replace(old, new)
@@ -256,6 +257,6 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     view.rewrite_each(_match)
     return view.finish()

@@ -12,16 +12,16 @@ from collections import defaultdict
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._graph import GraphView
+from edgeport.onnx_graph import OnnxGraph
 
 NAME = "chunk_slices_to_split"
 
 
-def _opset(view: GraphView) -> int:
+def _opset(view: OnnxGraph) -> int:
     return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _range(view: GraphView, node: onnx.NodeProto, rank_shape: list[int]) -> tuple[int, int, int] | None:
+def _range(view: OnnxGraph, node: onnx.NodeProto, rank_shape: list[int]) -> tuple[int, int, int] | None:
     """(axis, start, end) of a single-axis, step-1 Slice with constant bounds."""
     if len(node.input) < 3:
         return None
@@ -42,10 +42,10 @@ def _range(view: GraphView, node: onnx.NodeProto, rank_shape: list[int]) -> tupl
     return axis, max(0, min(start, dim)), max(0, min(end, dim))
 
 
-def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type != "Slice":
         return False
-    shape = view.shape(node.input[0])
+    shape = view.static_shape(node.input[0])
     if shape is None or not shape:
         return False
     groups: dict[int, list[tuple[int, int, onnx.NodeProto]]] = defaultdict(list)
@@ -83,7 +83,7 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     if _opset(view) < 13:  # Split took sizes as an attribute before opset 13
         return view.finish()
     view.rewrite_each(_match)

@@ -13,12 +13,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._graph import GraphView, attr
+from edgeport.onnx_graph import OnnxGraph, attr
 
 NAME = "strided_shortcut_to_conv"
 
 
-def _slice_strides(view: GraphView, node: onnx.NodeProto, shape: list[int]) -> list[int] | None:
+def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> list[int] | None:
     """(stride_h, stride_w) when the Slice keeps every s-th pixel from 0 on the spatial axes only."""
     if len(node.input) < 3:
         return None
@@ -43,7 +43,7 @@ def _slice_strides(view: GraphView, node: onnx.NodeProto, shape: list[int]) -> l
     return strides
 
 
-def _channel_pads(view: GraphView, node: onnx.NodeProto) -> tuple[int, int] | None:
+def _channel_pads(view: OnnxGraph, node: onnx.NodeProto) -> tuple[int, int] | None:
     if attr(node, "mode", b"constant") not in (b"constant", "constant"):
         return None
     pads = view.const(node.input[1]) if len(node.input) > 1 else None
@@ -61,10 +61,10 @@ def _channel_pads(view: GraphView, node: onnx.NodeProto) -> tuple[int, int] | No
     return int(begin[1]), int(end[1])
 
 
-def _match(view: GraphView, node: onnx.NodeProto) -> bool:
+def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type != "Slice":
         return False
-    shape = view.shape(node.input[0])
+    shape = view.static_shape(node.input[0])
     if shape is None or len(shape) != 4 or not view.is_float32(node.input[0]):
         return False
     strides = _slice_strides(view, node, shape)
@@ -80,7 +80,7 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
     weight[np.arange(cin) + pads[0], np.arange(cin), 0, 0] = 1.0
     conv = helper.make_node(
         "Conv",
-        [node.input[0], view.add_const(weight, "shortcut_weight")],
+        [node.input[0], view.add_initializer(weight, "shortcut_weight")],
         [pad.output[0]],
         name=view.fresh(pad.name or "shortcut_conv"),
         kernel_shape=[1, 1],
@@ -92,6 +92,6 @@ def _match(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = GraphView(model)
+    view = OnnxGraph(model)
     view.rewrite_each(_match)
     return view.finish()

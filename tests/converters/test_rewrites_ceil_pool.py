@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from onnx import helper
 
 from edgeport.converters.rewrites import ceil_pool
-from edgeport.converters.rewrites._graph import attr
+from edgeport.onnx_graph import attr
 from tests.onnx_graphs import assert_same_outputs, make_model, random_feeds, run
 
 
