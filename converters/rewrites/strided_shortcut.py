@@ -24,11 +24,13 @@ def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> l
         return None
     starts = view.const(node.input[1])
     ends = view.const(node.input[2])
+    if starts is None or ends is None:
+        return None  # computed bounds (e.g. from Shape ops without onnxsim): not a fixed stride
     axes = view.const(node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(starts))
     steps = (
         view.const(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64)
     )
-    if starts is None or ends is None or axes is None or steps is None:
+    if axes is None or steps is None:
         return None
     strides = [1, 1]
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):

@@ -92,3 +92,21 @@ def test_every_shortcut_in_a_graph_is_rewritten_and_nothing_dead_is_left():
     assert ops(after) == {"Conv": 2}
     assert {i.name for i in after.graph.initializer}.isdisjoint(consts)
     assert_same_outputs(before, after)
+
+
+def test_slice_with_computed_bounds_is_left_alone():
+    """Slice starts computed by an op (as Shape-derived bounds are before onnxsim): no rewrite, no crash."""
+    zero = helper.make_tensor("zero", 7, [1], [0])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["two"], ["starts"], value=zero),
+        helper.make_node("Slice", ["x", "starts", "ends"], ["s"]),  # default axes and steps
+        helper.make_node("Pad", ["s", "pads"], ["p"], mode="constant"),
+    ]
+    consts = {
+        "two": np.array([2], np.int64),
+        "ends": np.array([BIG, BIG], np.int64),
+        "pads": np.array((0, 4, 0, 0, 0, 4, 0, 0), np.int64),
+    }
+    model = make_model(nodes, {"x": [1, 8, 9, 8]}, ["p"], consts)
+    after = strided_shortcut.rewrite(model)
+    assert ops(after) == {"ConstantOfShape": 1, "Slice": 1, "Pad": 1}
