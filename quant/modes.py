@@ -375,9 +375,16 @@ def _clustered_weights(model: bytes, clusters: int, name: str) -> tuple[bytes, b
     """(clustered int8 model, its LUT-compressed file, manifest entries): at most `clusters` int8
     values per output channel, stored as ceil(log2 clusters)-bit indices into per-channel tables
     that TFLite Micro's DECODE op expands before each layer."""
-    from edgeport.quant.lut_compression import compress_lut
+    from edgeport.quant.lut_compression import compress_lut, lut_plan
 
     clustered = cluster_weights(model, clusters, name)
+    if not lut_plan(clustered.model, name=name):
+        # Every weight tensor is too small for indices + per-channel tables to beat int8 bytes.
+        raise EdgeportError(
+            f"--weight-clusters {clusters} would not make {name} smaller: its weight tensors are too small "
+            "for lookup tables (indices plus a table per channel) to save flash",
+            "drop --weight-clusters, or use --quantize w4a8 (packed 4-bit weights, no tables)",
+        )
     compressed = compress_lut(clustered.model, name=name)
     return (
         clustered.model,

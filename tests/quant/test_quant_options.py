@@ -63,6 +63,11 @@ def test_option_combinations_that_make_no_sense_are_refused(tmp_path: Path, run_
     code, _, stderr = run_cli("convert", *ARGS, "-o", out, "--weight-clusters", "16")
     assert code == 1 and "--weight-clusters was given without --quantize" in stderr
     assert "Traceback" not in stderr and not out.exists()
+    # A model whose weight tensors are all too small for tables to pay off (a 16 -> 4 dense layer).
+    tiny = (f"{MODELS}:NoBatchNorm", "--input-shape", "1,16", "-o", out)
+    code, _, stderr = run_cli("convert", *tiny, "--quantize", "int8", "--weight-clusters", "16")
+    assert code == 1 and "would not make model_int8.tflite smaller" in stderr and "w4a8" in stderr
+    assert "Traceback" not in stderr and not out.exists()
 
 
 def test_summary_line_names_the_calibration_and_the_worst_output() -> None:
