@@ -27,7 +27,7 @@ from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
 from edgeport.quant.ranges import RANGE_METHODS
-from edgeport.quant.tflm_check import compare_raw, run_tflm
+from edgeport.quant.tflm_check import TflmComparison, compare_raw, run_tflm
 from edgeport.tflite_file import parse_tflite
 
 MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
@@ -238,53 +238,57 @@ def quantize_stage(
     keras_specs = [by_name[n] for n in keras_input_names]
     stats = resolve_input_stats(opts, inferred_stats or {}, in_specs)
     path = stage / MODE_FILES[opts.mode]
-    section: dict[str, Any] = {"mode": opts.mode}
     if opts.mode == "dynamic":
         model = keras_to_quantized(keras_model, "dynamic", keras_specs)
-        runner = QuantizedRunner(model, in_specs, out_specs)
-        # No calibration: the held-out inputs only measure fidelity (input statistics, else N(0, 1)).
-        held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
-        fidelity = fidelity_report(float_model, model, in_specs, out_specs, held_out)
         path.write_bytes(model)
-        section.update(
-            {
-                "io": "float",
-                # The converter quantizes the weights of large layers only (>= 1024 elements);
-                # smaller ones stay float32, and tensor_types shows how many of each there are.
-                "weights": "int8 per-channel (symmetric) for layers with >= 1024 weights, else float32",
-                "activations": "float32 (hybrid kernels quantize them on the fly, per inference)",
-                "tensor_types": _tensor_types(model),
-                "fidelity": {
-                    "reference": "model_float32.tflite",
-                    "inputs": "held-out Gaussian samples with the input statistics",
-                    **fidelity,
-                },
-                "seconds": _since(started),
-            }
-        )
-        return QuantResult(path, "dynamic", _names(runner), section)
-
-    if opts.mode == "float16":
-        # Written and verified by the converter already; this adds the same fidelity report as the
-        # integer modes, on inputs with the input statistics.
-        held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
+        # The converter quantizes the weights of large layers only (>= 1024 elements); smaller
+        # ones stay float32, and tensor_types shows how many of each there are.
+        scheme = {
+            "weights": "int8 per-channel (symmetric) for layers with >= 1024 weights, else float32",
+            "activations": "float32 (hybrid kernels quantize them on the fly, per inference)",
+            "tensor_types": _tensor_types(model),
+        }
+    elif opts.mode == "float16":
+        # Written and verified by the converter already; this adds the integer modes' fidelity report.
         model = path.read_bytes()
-        fidelity = fidelity_report(float_model, model, in_specs, out_specs, held_out)
-        section.update(
-            {
-                "io": "float",
-                "weights": "float16 (dequantized to float32 when the model is loaded)",
-                "activations": "float32",
-                "fidelity": {
-                    "reference": "model_float32.tflite",
-                    "inputs": "held-out Gaussian samples with the input statistics",
-                    **fidelity,
-                },
-                "seconds": _since(started),
-            }
+        scheme = {
+            "weights": "float16 (dequantized to float32 when the model is loaded)",
+            "activations": "float32",
+        }
+    else:
+        return _integer_stage(
+            opts, keras_model, keras_specs, in_specs, out_specs, float_model, path, module, stats
         )
-        return QuantResult(path, "float16", _names(QuantizedRunner(model, in_specs, out_specs)), section)
+    # No calibration: the held-out inputs only measure fidelity (input statistics, else N(0, 1)).
+    held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
+    fidelity = fidelity_report(float_model, model, in_specs, out_specs, held_out)
+    section = {
+        "mode": opts.mode,
+        "io": "float",
+        **scheme,
+        "fidelity": {
+            "reference": "model_float32.tflite",
+            "inputs": "held-out Gaussian samples with the input statistics",
+            **fidelity,
+        },
+        "seconds": _since(started),
+    }
+    return QuantResult(path, opts.mode, _names(QuantizedRunner(model, in_specs, out_specs)), section)
 
+
+def _integer_stage(
+    opts: QuantOptions,
+    keras_model: Any,
+    keras_specs: Sequence[TensorSpec],
+    in_specs: Sequence[TensorSpec],
+    out_specs: Sequence[TensorSpec],
+    float_model: bytes,
+    path: Path,
+    module: Any,
+    stats: dict[str, InputStats],
+) -> QuantResult:
+    """int8 and w4a8 (and clustered int8): calibrate, quantize, check in TFLite Micro, report."""
+    started = time.perf_counter()
     steps = {} if opts.distill_steps is None else {"distill_steps": opts.distill_steps}
     cal = make_calibration(
         opts.method,
@@ -312,27 +316,7 @@ def quantize_stage(
     tflm_model = model
     if opts.weight_clusters is not None:
         model, tflm_model, weights = _clustered_weights(model, opts.weight_clusters, path.name)
-
-    # TFLite Micro vs TFLite's reference kernels (must be bit-exact) and LiteRT's optimized kernels,
-    # on the same raw (quantized) inputs.
-    runner = QuantizedRunner(model, in_specs, out_specs)
-    reference = QuantizedRunner(model, in_specs, out_specs, reference_kernels=True)
-    raw_inputs = [runner.quantize_inputs(s) for s in cal.held_out[:TFLM_SAMPLES]]
-    tflm_out = run_tflm(tflm_model, raw_inputs, path.name)
-    tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
-    optimized = compare_raw([runner.run_raw(r) for r in raw_inputs], tflm_out)
-    if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_EXACT_STEPS:
-        raise EdgeportError(
-            f"{path.name}: TFLite Micro and TFLite's reference kernels differ by {tflm.max_diff_steps} "
-            "quantization steps (they must agree bit for bit)",
-            "report this model: an int8 kernel behaves differently in the two runtimes",
-        )
-    if optimized.max_diff_steps is not None and optimized.max_diff_steps > TFLM_FAIL_STEPS:
-        raise EdgeportError(
-            f"{path.name}: TFLite Micro and LiteRT's optimized kernels differ by "
-            f"{optimized.max_diff_steps} quantization steps (allowed {TFLM_FAIL_STEPS})",
-            "report this model: an int8 kernel behaves differently in the two runtimes",
-        )
+    tflm, optimized = _tflm_agreement(model, tflm_model, in_specs, out_specs, cal.held_out, path.name)
     if optimized.max_diff_steps is not None and optimized.max_diff_steps > TFLM_NOTE_STEPS:
         cal.notes.append(
             f"LiteRT's optimized kernels differ from TFLite Micro by up to {optimized.max_diff_steps} "
@@ -340,35 +324,62 @@ def quantize_stage(
         )
     fidelity = fidelity_report(float_model, model, in_specs, out_specs, cal.held_out)
     path.write_bytes(tflm_model)
-    section.update(
-        {
-            "io": opts.io,
-            **weights,
-            "activations": "int8 per-tensor (asymmetric)",
-            "activation_ranges": {"method": opts.ranges, **range_report},
-            "calibration": {
-                "method": cal.method,
-                "data_free": cal.method != "data",
-                "samples": len(cal.samples),
-                "input_stats": {name: st.to_dict() for name, st in stats.items()},
-                **cal.detail,
-                "notes": cal.notes,
-            },
-            "tensor_types": tensor_types,
-            "tflm_vs_litert": {
-                "kernels": "TFLite reference (BUILTIN_REF, TensorFlow 2.19)",
-                **tflm.to_dict(),
-            },
-            "litert_optimized_vs_tflm": optimized.to_dict(),
-            "fidelity": {
-                "reference": "model_float32.tflite",
-                "inputs": f"held-out {cal.method} samples",
-                **fidelity,
-            },
-            "seconds": _since(started),
-        }
-    )
-    return QuantResult(path, opts.mode, _names(runner), section)
+    section = {
+        "mode": opts.mode,
+        "io": opts.io,
+        **weights,
+        "activations": "int8 per-tensor (asymmetric)",
+        "activation_ranges": {"method": opts.ranges, **range_report},
+        "calibration": {
+            "method": cal.method,
+            "data_free": cal.method != "data",
+            "samples": len(cal.samples),
+            "input_stats": {name: st.to_dict() for name, st in stats.items()},
+            **cal.detail,
+            "notes": cal.notes,
+        },
+        "tensor_types": tensor_types,
+        "tflm_vs_litert": {"kernels": "TFLite reference (BUILTIN_REF, TensorFlow 2.19)", **tflm.to_dict()},
+        "litert_optimized_vs_tflm": optimized.to_dict(),
+        "fidelity": {
+            "reference": "model_float32.tflite",
+            "inputs": f"held-out {cal.method} samples",
+            **fidelity,
+        },
+        "seconds": _since(started),
+    }
+    return QuantResult(path, opts.mode, _names(QuantizedRunner(model, in_specs, out_specs)), section)
+
+
+def _tflm_agreement(
+    model: bytes,
+    tflm_model: bytes,
+    in_specs: Sequence[TensorSpec],
+    out_specs: Sequence[TensorSpec],
+    samples: Sequence[Any],
+    name: str,
+) -> tuple[TflmComparison, TflmComparison]:
+    """TFLite Micro running `tflm_model` vs TFLite's reference kernels (must be bit-exact) and vs
+    LiteRT's optimized kernels (within TFLM_FAIL_STEPS) running `model`, on the same raw inputs."""
+    runner = QuantizedRunner(model, in_specs, out_specs)
+    reference = QuantizedRunner(model, in_specs, out_specs, reference_kernels=True)
+    raw_inputs = [runner.quantize_inputs(s) for s in samples[:TFLM_SAMPLES]]
+    tflm_out = run_tflm(tflm_model, raw_inputs, name)
+    tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
+    optimized = compare_raw([runner.run_raw(r) for r in raw_inputs], tflm_out)
+    if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_EXACT_STEPS:
+        raise EdgeportError(
+            f"{name}: TFLite Micro and TFLite's reference kernels differ by {tflm.max_diff_steps} "
+            "quantization steps (they must agree bit for bit)",
+            "report this model: an int8 kernel behaves differently in the two runtimes",
+        )
+    if optimized.max_diff_steps is not None and optimized.max_diff_steps > TFLM_FAIL_STEPS:
+        raise EdgeportError(
+            f"{name}: TFLite Micro and LiteRT's optimized kernels differ by "
+            f"{optimized.max_diff_steps} quantization steps (allowed {TFLM_FAIL_STEPS})",
+            "report this model: an int8 kernel behaves differently in the two runtimes",
+        )
+    return tflm, optimized
 
 
 def _clustered_weights(model: bytes, clusters: int, name: str) -> tuple[bytes, bytes, dict[str, Any]]:
