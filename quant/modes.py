@@ -111,6 +111,11 @@ class QuantOptions:
                 f"--weight-clusters {self.weight_clusters} is out of range",
                 f"use {MIN_CLUSTERS}..{MAX_CLUSTERS} (16 = 4-bit indices)",
             )
+        if self.rounding != "squant" and self.mode != "w4a8":
+            raise EdgeportError(
+                f"--weight-rounding {self.rounding} applies to 4-bit weights, but --quantize is {self.mode}",
+                "add --quantize w4a8, or drop --weight-rounding",
+            )
         if self.flash_budget is not None and self.mode != "w4a8":
             raise EdgeportError(
                 f"--flash-budget needs 4-bit weights, but --quantize is {self.mode}",

@@ -155,11 +155,21 @@ def convert(
         )
     elif calibration or input_range or mean_text or std_text:
         raise EdgeportError("calibration options were given without --quantize", "add --quantize int8")
-    elif flash_budget or weight_clusters:
-        flag = "--flash-budget" if flash_budget else "--weight-clusters"
-        raise EdgeportError(
-            f"{flag} was given without --quantize", f"add --quantize {'w4a8' if flash_budget else 'int8'}"
-        )
+    else:
+        # Options that only mean something with a quantized model: refused rather than ignored.
+        given = [
+            (flag, mode)
+            for flag, mode, value in (
+                ("--flash-budget", "w4a8", flash_budget),
+                ("--weight-rounding", "w4a8", weight_rounding != "squant"),
+                ("--weight-clusters", "int8", weight_clusters is not None),
+                ("--activation-ranges", "int8", activation_ranges != "minmax"),
+            )
+            if value
+        ]
+        if given:
+            flag, mode = given[0]
+            raise EdgeportError(f"{flag} was given without --quantize", f"add --quantize {mode}")
 
     options = ConvertOptions(
         source=source,

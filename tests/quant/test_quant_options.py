@@ -57,12 +57,21 @@ def test_option_combinations_that_make_no_sense_are_refused(tmp_path: Path, run_
         QuantOptions(mode="w4a8", weight_clusters=16)
     with pytest.raises(EdgeportError, match="out of range"):
         QuantOptions(weight_clusters=1)
+    with pytest.raises(EdgeportError, match="--weight-rounding nearest applies to 4-bit weights"):
+        QuantOptions(mode="int8", rounding="nearest")
     with pytest.raises(EdgeportError, match="needs calibrated activations"):
         QuantOptions(mode="dynamic", ranges="mse")
     out = tmp_path / "out"
-    code, _, stderr = run_cli("convert", *ARGS, "-o", out, "--weight-clusters", "16")
-    assert code == 1 and "--weight-clusters was given without --quantize" in stderr
-    assert "Traceback" not in stderr and not out.exists()
+    for flag, value, mode in (
+        ("--weight-clusters", "16", "int8"),
+        ("--activation-ranges", "mse", "int8"),
+        ("--weight-rounding", "nearest", "w4a8"),
+    ):
+        code, _, stderr = run_cli("convert", *ARGS, "-o", out, flag, value)
+        assert (
+            code == 1 and f"{flag} was given without --quantize" in stderr and f"--quantize {mode}" in stderr
+        )
+        assert "Traceback" not in stderr and not out.exists()
     # A model whose weight tensors are all too small for tables to pay off (a 16 -> 4 dense layer).
     tiny = (f"{MODELS}:NoBatchNorm", "--input-shape", "1,16", "-o", out)
     code, _, stderr = run_cli("convert", *tiny, "--quantize", "int8", "--weight-clusters", "16")
