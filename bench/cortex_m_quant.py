@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,7 +38,7 @@ def run_variant(source: str, shape: list[int], options: dict, board: str, work: 
     from edgeport.pipeline import ConvertOptions, convert_model
     from edgeport.quant.modes import QuantOptions
     from edgeport.targets.cortex_m import package
-    from edgeport.targets.cortex_m.flash import qemu_command
+    from edgeport.targets.cortex_m.flash import build_and_run_qemu
 
     converted = work / "converted"
     if not converted.exists():
@@ -49,17 +48,7 @@ def run_variant(source: str, shape: list[int], options: dict, board: str, work: 
             )
         )
     result = package(converted, work / board, board=board)
-    firmware = result.outdir / "firmware"
-    subprocess.run(
-        ["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={tflm_root}"], check=True, capture_output=True
-    )
-    run = subprocess.run(
-        [*qemu_command(result.board), str(firmware / "build" / "firmware.elf")],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        stdin=subprocess.DEVNULL,
-    )
+    run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root, timeout=1800)
     ticks = re.search(r"latency: (\d+) cycles", run.stdout)
     used = re.search(r"arena: (\d+) of (\d+) bytes used", run.stdout)
     return {

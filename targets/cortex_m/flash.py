@@ -68,6 +68,23 @@ def qemu_command(board: Board) -> tuple[str, ...]:
     )
 
 
+def build_and_run_qemu(
+    firmware: Path, board: Board, tflm_root: str | Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Build a packaged firmware project against a TFLite Micro tree and run it in QEMU, output
+    captured: the opt-in tests and the Cortex-M benchmark read the self-test's lines from it."""
+    subprocess.run(
+        ["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={tflm_root}"], check=True, capture_output=True
+    )
+    return subprocess.run(
+        [*qemu_command(board), str(firmware / "build" / "firmware.elf")],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def packaged_board(outdir: Path) -> str:
     manifest_path = outdir / MANIFEST_NAME
     if not manifest_path.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -42,3 +43,19 @@ def arm_gxx() -> str:
     if gxx is None:
         pytest.skip("arm-none-eabi-g++ not installed (apt-get install gcc-arm-none-eabi)")
     return gxx
+
+
+@pytest.fixture
+def tflm_root() -> str:
+    """Opt-in: the TFLite Micro tree the firmware builds against (EDGEPORT_TFLM_ROOT; TFLM's library
+    takes minutes to build and its Makefile fetches third-party sources), with make, the cross
+    compiler and QEMU on PATH; the test is skipped otherwise."""
+    root = os.environ.get("EDGEPORT_TFLM_ROOT")
+    if not root:
+        pytest.skip("set EDGEPORT_TFLM_ROOT to a tflite-micro tree with tools/make/downloads populated")
+    missing = [
+        t for t in ("make", "arm-none-eabi-gcc", "qemu-system-arm", "python3") if shutil.which(t) is None
+    ]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install make gcc-arm-none-eabi qemu-system-arm)")
+    return root

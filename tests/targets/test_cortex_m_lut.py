@@ -8,9 +8,6 @@ weights live in the arena), and the self-test output is the uncompressed model's
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import flatbuffers
 import pytest
@@ -21,7 +18,7 @@ from edgeport.manifest import MANIFEST_NAME
 from edgeport.quant.cluster import cluster_weights
 from edgeport.quant.lut_compression import compress_lut, read_lut_weights
 from edgeport.targets.cortex_m.compressed import LEGACY_METADATA
-from edgeport.targets.cortex_m.flash import qemu_command
+from edgeport.targets.cortex_m.flash import build_and_run_qemu
 from tests.quant.cluster_models import synth_int8_cnn
 
 BOARD = "mps2-an386"
@@ -97,22 +94,8 @@ def test_legacy_compression_metadata_is_refused_with_the_reason(tmp_path) -> Non
     assert not (tmp_path / "out").exists()
 
 
-def test_compressed_firmware_passes_in_qemu(packages) -> None:
+def test_compressed_firmware_passes_in_qemu(packages, tflm_root: str) -> None:
     """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): TFLM's DECODE kernel on Cortex-M4."""
-    root = os.environ.get("EDGEPORT_TFLM_ROOT")
-    if not root:
-        pytest.skip("set EDGEPORT_TFLM_ROOT to a tflite-micro tree with tools/make/downloads populated")
-    missing = [t for t in ("make", "arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
     result = packages["compressed"]
-    firmware = result.outdir / "firmware"
-    subprocess.run(["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={root}"], check=True, capture_output=True)
-    run = subprocess.run(
-        [*qemu_command(result.board), str(firmware / "build" / "firmware.elf")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
     assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr

@@ -4,16 +4,13 @@ outputs (the firmware self-test's PASS)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant.modes import QuantOptions
-from edgeport.targets.cortex_m.flash import qemu_command
+from edgeport.targets.cortex_m.flash import build_and_run_qemu
 from edgeport.tflite_file import read_tflite
 from tests.quant import int8_models as M
 
@@ -48,25 +45,11 @@ def test_w4a8_package_measures_the_int4_unpack_buffers(w4a8_model: Path, tmp_pat
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "corstone-300"])
-def test_w4a8_firmware_passes_in_qemu(w4a8_model: Path, tmp_path: Path, board: str) -> None:
-    """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): CMSIS-NN's int4 conv, depthwise
-    and dense kernels on Cortex-M4 (DSP) and Cortex-M55 (Helium)."""
-    root = os.environ.get("EDGEPORT_TFLM_ROOT")
-    if not root:
-        pytest.skip("set EDGEPORT_TFLM_ROOT to a tflite-micro tree with tools/make/downloads populated")
-    missing = [t for t in ("make", "arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
+def test_w4a8_firmware_passes_in_qemu(w4a8_model: Path, tmp_path: Path, board: str, tflm_root: str) -> None:
+    """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): CMSIS-NN's int4 conv and dense
+    kernels on Cortex-M4 (DSP) and Cortex-M55 (Helium)."""
     from edgeport.targets.cortex_m import package
 
     result = package(w4a8_model, tmp_path / "pkg", board=board)
-    firmware = result.outdir / "firmware"
-    subprocess.run(["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={root}"], check=True, capture_output=True)
-    run = subprocess.run(
-        [*qemu_command(result.board), str(firmware / "build" / "firmware.elf")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
     assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from edgeport.targets.boards import get_board
-from edgeport.targets.cortex_m.flash import qemu_command, qemu_icount_shift
+from edgeport.targets.cortex_m.flash import build_and_run_qemu, qemu_command, qemu_icount_shift
 from edgeport.targets.cortex_m.op_resolver import (
     INT8_KERNEL_HEADERS,
     INT8_KERNELS,
@@ -152,24 +152,12 @@ def test_board_mk_runs_qemu_like_edgeport_flash(hello_package):
         ("mlperf_tiny_ad01_int8.tflite", "corstone-300"),
     ],
 )
-def test_firmware_builds_against_tflm_and_passes_in_qemu(model_name, board, tmp_path):
+def test_firmware_builds_against_tflm_and_passes_in_qemu(model_name, board, tmp_path, tflm_root):
     """Opt-in (TFLM's library takes minutes to build): EDGEPORT_TFLM_ROOT=/path/to/tflite-micro."""
-    root = os.environ.get("EDGEPORT_TFLM_ROOT")
-    if not root:
-        pytest.skip("set EDGEPORT_TFLM_ROOT to a tflite-micro tree with tools/make/downloads populated")
-    _needs("make", "arm-none-eabi-gcc", "qemu-system-arm", "python3")
     from edgeport.targets.cortex_m import package
 
     result = package(shared_path("models", "tflite", model_name), tmp_path / "pkg", board=board)
-    firmware = result.outdir / "firmware"
-    subprocess.run(["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={root}"], check=True, capture_output=True)
-    run = subprocess.run(
-        [*qemu_command(result.board), str(firmware / "build" / "firmware.elf")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
     assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr
     cycles = int(re.search(r"latency: (\d+) cycles", run.stdout).group(1))
     assert cycles > 100
