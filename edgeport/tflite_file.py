@@ -72,6 +72,15 @@ def _tensor_info(tensor: schema.TensorT) -> TensorInfo:
     )
 
 
+def serialize_tflite(model: schema.ModelT) -> bytes:
+    """A (possibly edited) flatbuffer object tree back to .tflite bytes, with TFLite's file identifier."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def read_tflite(path: Path | str) -> TfliteModel:
     """Parse a .tflite file; a file that is not a TFLite flatbuffer raises EdgeportError."""
     path = Path(path)

@@ -25,6 +25,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
+from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
 
 INT4_MAX = 7  # symmetric [-7, 7], like int8's [-127, 127]: the -8 code is never used
 ROUNDINGS = ("squant", "nearest")
@@ -65,8 +66,6 @@ def _name(tensor: schema.TensorT) -> str:
 
 
 def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
-    from edgeport.tflite_file import op_name
-
     return op_name(model.operatorCodes[op.opcodeIndex])
 
 
@@ -229,14 +228,6 @@ def _float_filters(float_model: schema.ModelT, layers: list[WeightLayer]) -> lis
     return [w for _, w in found]
 
 
-def _serialize(model: schema.ModelT) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 @dataclass
 class Int4Layer:
     name: str
@@ -257,8 +248,6 @@ def to_w4a8(
     The float filters come from `float_model`; each layer's int32 bias is requantized to the new
     weight scale (bias scale = input scale x weight scale), so the bias itself is unchanged.
     """
-    from edgeport.tflite_file import parse_tflite
-
     model = parse_tflite(int8_model).raw
     layers = weight_layers(model)
     floats = _float_filters(parse_tflite(float_model).raw, layers)
@@ -293,7 +282,7 @@ def to_w4a8(
                 weight_sqnr_db=round(float(10 * np.log10(np.sum(w**2) / max(np.sum(error**2), 1e-30))), 2),
             )
         )
-    return _serialize(model), done
+    return serialize_tflite(model), done
 
 
 def _own_buffer(model: schema.ModelT, tensor: schema.TensorT) -> schema.BufferT:

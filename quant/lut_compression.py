@@ -41,14 +41,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.cluster import tensor_name, weight_tables
 from edgeport.quiet import silenced
-from edgeport.tflite_file import op_name, parse_tflite
+from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
 
 DECODE_OP = "TFLM_DECODE"
 MAX_INDEX_BITS = 7  # the header's 3-bit width field; tables of up to 128 entries
@@ -139,13 +138,7 @@ def _normalized_codes(data: bytes) -> bytes:
         if (code.builtinCode, code.deprecatedBuiltinCode) != (op, min(op, 127)):
             code.builtinCode, code.deprecatedBuiltinCode = op, min(op, 127)
             changed = True
-    return _pack(model) if changed else data
-
-
-def _pack(model: schema.ModelT) -> bytes:
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return serialize_tflite(model) if changed else data
 
 
 def _aligned(data: bytes) -> bytes:
@@ -171,7 +164,7 @@ def _tidy(data: bytes) -> bytes:
             if op_name(model.operatorCodes[op.opcodeIndex]) == f"CUSTOM:{DECODE_OP}":
                 for t in op.inputs:
                     graph.tensors[t].quantization = None
-    return _aligned(_pack(model))
+    return _aligned(serialize_tflite(model))
 
 
 def compress_lut(model: bytes, max_index_bits: int = MAX_INDEX_BITS, name: str = "model") -> bytes:

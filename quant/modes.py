@@ -28,7 +28,7 @@ from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.tflm_check import TflmComparison, compare_raw, run_tflm
-from edgeport.tflite_file import parse_tflite
+from edgeport.tflite_file import _TYPE_NAMES, parse_tflite
 
 MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
 ALIASES = {"w8a8": "int8"}
@@ -195,8 +195,6 @@ def resolve_input_stats(
 
 def _tensor_types(model: bytes) -> dict[str, int]:
     """How many tensors of each type the model's main subgraph has."""
-    from edgeport.tflite_file import _TYPE_NAMES
-
     counts: dict[str, int] = {}
     for tensor in parse_tflite(model).raw.subgraphs[0].tensors:
         name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
@@ -204,17 +202,14 @@ def _tensor_types(model: bytes) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _check_full_integer(model: bytes, io: str) -> dict[str, int]:
-    """Every tensor int8/int32 (float only at the I/O boundary with --io float); tensor type counts."""
-    parsed = parse_tflite(model)
-    graph = parsed.raw.subgraphs[0]
-    from edgeport.tflite_file import _TYPE_NAMES
-
+def _check_full_integer(model: bytes, io: str) -> None:
+    """Every tensor int8/int32 (float only at the I/O boundary with --io float)."""
+    graph = parse_tflite(model).raw.subgraphs[0]
     boundary = set(graph.inputs) | set(graph.outputs)
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
         name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
-        if name in ("int8", "int32", "int4"):
+        if name in ("int8", "int32"):
             continue
         if io == "float" and name == "float32" and index in boundary:
             continue
@@ -223,7 +218,6 @@ def _check_full_integer(model: bytes, io: str) -> dict[str, int]:
             f"the int8 model is not full-integer: tensor {tname!r} is {name}",
             "report this model; edgeport expected the converter to quantize every layer",
         )
-    return _tensor_types(model)
 
 
 def quantize_stage(
@@ -311,11 +305,12 @@ def _integer_stage(
     model = keras_to_quantized(
         keras_model, "int8", keras_specs, cal.samples, opts.io, ranges=opts.ranges, report=range_report
     )
+    # Checked before the int4 rewrite, which only turns int8 filters into int4 ones.
     _check_full_integer(model, opts.io)
     weights: dict[str, Any] = {"weights": "int8 per-channel (symmetric)"}
     if opts.mode == "w4a8":
         model, weights = _four_bit_weights(model, float_model, opts, in_specs, out_specs, cal.held_out)
-    tensor_types = _check_full_integer(model, opts.io)
+    tensor_types = _tensor_types(model)
     # What TFLite Micro runs can differ from what LiteRT runs: the LUT-compressed file has
     # TFLM_DECODE ops LiteRT lacks (LiteRT runs the clustered model they decode to).
     tflm_model = model

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import flatbuffers
 import numpy as np
 import pytest
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
@@ -28,7 +27,7 @@ from edgeport.quant.cluster import buffer_span, cluster_rows, cluster_weights, i
 from edgeport.quant.fidelity import sqnr_db
 from edgeport.quant.lut_compression import DECODE_OP, compress_lut, lut_plan, read_lut_weights
 from edgeport.quant.tflm_check import run_tflm
-from edgeport.tflite_file import op_name, parse_tflite
+from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
 from tests.quant import cluster_models
 from tests.targets import synth
 
@@ -258,9 +257,7 @@ def test_old_style_operator_codes_are_normalized(synth_int8: bytes) -> None:
     model = schema.ModelT.InitFromPackedBuf(synth_int8, 0)
     for code in model.operatorCodes:
         code.builtinCode = 0
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    old_style = bytes(builder.Output())
+    old_style = serialize_tflite(model)
     clustered = cluster_weights(old_style, 16).model
     compressed = compress_lut(clustered)
     assert [n for n in parse_tflite(compressed).ops if n != f"CUSTOM:{DECODE_OP}"] == parse_tflite(

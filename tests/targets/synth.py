@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+from edgeport.tflite_file import serialize_tflite
 
 T = schema.TensorType
 
@@ -74,9 +75,7 @@ class Graph:
         model.subgraphs = [graph]
         model.buffers = self.buffers
         model.description = b"edgeport test model"
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
+        return serialize_tflite(model)
 
 
 def fully_connected(g: Graph, x: int, in_features: int, out_features: int, seed: int = 0) -> int:

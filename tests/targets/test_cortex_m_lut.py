@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import flatbuffers
 import pytest
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
@@ -19,6 +18,7 @@ from edgeport.quant.cluster import cluster_weights
 from edgeport.quant.lut_compression import compress_lut, read_lut_weights
 from edgeport.targets.cortex_m.compressed import LEGACY_METADATA
 from edgeport.targets.cortex_m.flash import build_and_run_qemu
+from edgeport.tflite_file import serialize_tflite
 from tests.quant.cluster_models import synth_int8_cnn
 
 BOARD = "mps2-an386"
@@ -78,9 +78,7 @@ def _with_legacy_metadata(model: bytes) -> bytes:
     entry = schema.MetadataT()
     entry.name, entry.buffer = LEGACY_METADATA.encode(), len(raw.buffers) - 1
     raw.metadata = [*(raw.metadata or []), entry]
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(raw.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return serialize_tflite(raw)
 
 
 def test_legacy_compression_metadata_is_refused_with_the_reason(tmp_path) -> None:
