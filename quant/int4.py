@@ -69,8 +69,9 @@ def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
     return op_name(model.operatorCodes[op.opcodeIndex])
 
 
-def weight_layers(model: schema.ModelT) -> list[WeightLayer]:
-    """The int8 constant filters of the main subgraph that w4a8 stores as int4, in op order."""
+def weight_layers(model: schema.ModelT, dtype: int = schema.TensorType.INT8) -> list[WeightLayer]:
+    """The constant filters of type `dtype` (int8 by default) of the main subgraph's ops that w4a8
+    stores as int4, in op order."""
     graph = model.subgraphs[0]
     layers = []
     for index, op in enumerate(graph.operators):
@@ -80,7 +81,7 @@ def weight_layers(model: schema.ModelT) -> list[WeightLayer]:
         filter_index = int(op.inputs[WEIGHT_OPS[kind][0]])
         tensor = graph.tensors[filter_index]
         data = model.buffers[tensor.buffer].data
-        if tensor.type != schema.TensorType.INT8 or data is None or len(data) == 0:
+        if tensor.type != dtype or data is None or len(data) == 0:
             continue
         bias = int(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
         layers.append(
@@ -209,23 +210,18 @@ def _float_filters(float_model: schema.ModelT, layers: list[WeightLayer]) -> lis
     Matched by op order among the weight ops with the same filter shape (the int8 and float models
     come from one Keras model, so the ops appear in the same order).
     """
-    graph = float_model.subgraphs[0]
-    found = []
-    for op in graph.operators:
-        kind = _op_name(float_model, op)
-        if kind not in FOUR_BIT_OPS:
-            continue
-        tensor = graph.tensors[int(op.inputs[WEIGHT_OPS[kind][0]])]
-        data = float_model.buffers[tensor.buffer].data
-        if tensor.type != schema.TensorType.FLOAT32 or data is None or len(data) == 0:
-            continue
-        found.append((kind, np.frombuffer(bytes(data), np.float32).reshape(tuple(tensor.shape))))
-    if [(k, w.shape) for k, w in found] != [(layer.op, layer.shape) for layer in layers]:
+    found = weight_layers(float_model, schema.TensorType.FLOAT32)
+    if [(f.op, f.shape) for f in found] != [(layer.op, layer.shape) for layer in layers]:
         raise EdgeportError(
             "the float and int8 models do not have the same weight layers",
             "report this model: w4a8 needs the float filters of the int8 model's layers",
         )
-    return [w for _, w in found]
+    buffers = float_model.buffers
+    graph = float_model.subgraphs[0]
+    return [
+        np.frombuffer(bytes(buffers[graph.tensors[f.tensor].buffer].data), np.float32).reshape(f.shape)
+        for f in found
+    ]
 
 
 @dataclass
