@@ -35,9 +35,9 @@ WEIGHT_OPS = {"CONV_2D": (1, 0), "DEPTHWISE_CONV_2D": (1, 3), "FULLY_CONNECTED":
 # The ops whose filters w4a8 stores as int4. DEPTHWISE_CONV_2D keeps int8 filters: TFLite Micro's
 # int4 depthwise kernel matches the reference on the host and on Cortex-M4 (CMSIS-NN, QEMU), but
 # CMSIS-NN's Helium (Cortex-M55) int4 depthwise path failed the firmware self-test in QEMU
-# mps3-an547 (each layer made int4 alone: only the depthwise one failed), and a depthwise kernel has only 9 weights per channel to
-# balance 4-bit rounding over, for a small share of a network's weights (counted: 5.4 % of the
-# VWW MobileNet's, 10.5 % of MLPerf KWS DS-CNN's).
+# mps3-an547 (each layer made int4 alone: only the depthwise one failed), and a depthwise kernel
+# has only 9 weights per channel to balance 4-bit rounding over, for a small share of a network's
+# weights (counted: 5.4 % of the VWW MobileNet's, 10.5 % of MLPerf KWS DS-CNN's).
 FOUR_BIT_OPS = ("CONV_2D", "FULLY_CONNECTED")
 # TFLite Micro's FULLY_CONNECTED takes an int4 filter only with one scale for the whole tensor (its
 # per-channel path refuses INT4), so an int4 dense layer is quantized per tensor.
