@@ -201,18 +201,41 @@ def test_w4a8_runs_bit_exact_in_tflm_and_stays_close_to_float(dw_models: dict) -
     assert section["tflm_vs_litert"]["max_diff_steps"] == 0
 
 
-def test_squant_beats_nearest_rounding_on_the_model(dw_models: dict) -> None:
+def test_squant_balances_the_errors_of_the_models_real_filters(dw_models: dict) -> None:
+    """What SQuant guarantees on a trained model's own filters, whatever the machine: every stored
+    value within one step of the scaled float weight, each kernel's summed error within one step,
+    each output channel's within half a step, and only nearest-rounding flips (|q - nearest| <= 1).
+    Which rounding gives the better output SQNR on this small model depends on per-machine float
+    differences in calibration (seen both ways), so that comparison lives in
+    bench/quant_accuracy.py, across seeds, not here."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
     int8 = _bytes(dw_models, "int8", "model_int8.tflite")
-    float_model = _bytes(dw_models, "int8", "model_float32.tflite")
-    x, _ = M.make_task(200, seed=41)
-    fl = QuantizedRunner(float_model, *SPECS)
-    ref = [fl.run({"x": s[None]})["output"] for s in x]
-    scores = {}
-    for rounding in ("squant", "nearest"):
-        model, layers = to_w4a8(int8, float_model, rounding=rounding)
-        runner = QuantizedRunner(model, *SPECS)
-        scores[rounding] = sqnr_db(ref, [runner.run({"x": s[None]})["output"] for s in x])
-    assert scores["squant"] > scores["nearest"]
+    float_raw = parse_tflite(_bytes(dw_models, "int8", "model_float32.tflite")).raw
+    floats = weight_layers(float_raw, schema.TensorType.FLOAT32)
+    model, layers = to_w4a8(int8, _bytes(dw_models, "int8", "model_float32.tflite"), rounding="squant")
+    raw = parse_tflite(model).raw
+    stored = weight_layers(raw, schema.TensorType.INT4)
+    assert [s.op for s in stored] == [f.op for f in floats if f.op in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(stored) == len(layers) == 3
+    float_by_shape = {(f.op, f.shape): f for f in floats}
+    for layer in stored:
+        tensor = raw.subgraphs[0].tensors[layer.tensor]
+        count = int(np.prod(layer.shape))
+        q = unpack_int4(bytes(raw.buffers[tensor.buffer].data), count).reshape(layer.shape)
+        f = float_by_shape[(layer.op, layer.shape)]
+        w = np.frombuffer(
+            bytes(float_raw.buffers[float_raw.subgraphs[0].tensors[f.tensor].buffer].data), np.float32
+        ).reshape(f.shape)
+        scale = np.asarray(tensor.quantization.scale, np.float64)
+        kernels_w = _as_kernels(w.astype(np.float64), layer.op)
+        x = kernels_w / (scale if scale.size == 1 else scale[:, None, None])
+        err = x - _as_kernels(q.astype(np.float64), layer.op)
+        assert np.abs(q).max() <= INT4_MAX
+        assert np.abs(err).max() < 1.0
+        assert np.abs(err.sum(-1)).max() <= 1.0 + 1e-6
+        assert np.abs(err.sum((1, 2))).max() <= 0.5 + 1e-6  # per row, also under one per-tensor scale
+        assert np.abs(_as_kernels(q.astype(np.float64), layer.op) - np.clip(np.rint(x), -7, 7)).max() <= 1
 
 
 def test_flash_budget_keeps_layers_8_bit_while_the_model_fits(dw_models: dict) -> None:
