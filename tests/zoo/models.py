@@ -63,7 +63,7 @@ def _seeded(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
             elif isinstance(m, nn.LayerNorm):
                 m.weight.data.copy_(1.0 + 0.2 * torch.randn(m.weight.shape, generator=gen))
                 m.bias.data.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
-            elif isinstance(m, nn.MultiheadAttention):
+            elif isinstance(m, nn.MultiheadAttention) and m.in_proj_bias is not None:  # bias=False: none
                 m.in_proj_bias.data.copy_(0.1 * torch.randn(m.in_proj_bias.shape, generator=gen))
                 m.out_proj.bias.data.copy_(0.1 * torch.randn(m.out_proj.bias.shape, generator=gen))
         return model.eval()
