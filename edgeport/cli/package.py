@@ -49,7 +49,7 @@ def package(
     For cortex-m: model_data.h/.cc, model_ops.h, model_settings.h (kTensorArenaSize measured in the
     TFLite Micro interpreter), a self-test firmware project, README.md and edgeport.json in OUTDIR.
     """
-    from edgeport.targets import boards
+    from edgeport.targets.cortex_m import boards
     from edgeport.targets.cortex_m import packager as cortex_m
 
     if list_boards:

@@ -2,7 +2,7 @@
 
 `package()` writes model_data.h/.cc, model_ops.h, model_settings.h, a self-test firmware project
 and the manifest; `supported_ops()` says what TFLite Micro can run; the board table is
-`edgeport.targets.boards`.
+`edgeport.targets.cortex_m.boards`.
 """
 
 from __future__ import annotations

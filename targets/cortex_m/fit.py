@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from edgeport.errors import EdgeportError
-from edgeport.targets.boards import Board
+from edgeport.targets.cortex_m.boards import Board
 
 # Estimates (bytes), chosen on the high side so a "fits" verdict is safe; see the module docstring.
 RUNTIME_CODE_BASE = 64 * 1024  # interpreter + allocator + flatbuffer parsing + startup + libc

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME, Manifest
-from edgeport.targets.boards import Board, get_board
+from edgeport.targets.cortex_m.boards import Board, get_board
 
 PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
 

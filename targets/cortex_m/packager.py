@@ -15,10 +15,10 @@ from edgeport import __version__
 from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME, Artifact, Manifest, sha256_of, tool_versions
 from edgeport.outdir import check_outdir, staged_outdir
-from edgeport.targets.boards import Board, get_board
 from edgeport.targets.cortex_m import arena as arena_mod
 from edgeport.targets.cortex_m import compressed, model_data, op_resolver, readme, settings
 from edgeport.targets.cortex_m import fit as fit_mod
+from edgeport.targets.cortex_m.boards import Board, get_board
 from edgeport.tflite_file import TfliteModel, verify_tflite
 
 DEFAULT_NAME = "g_model"

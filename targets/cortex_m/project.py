@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import edgeport.firmware
-from edgeport.targets.boards import Board
+from edgeport.targets.cortex_m.boards import Board
 from edgeport.targets.cortex_m.fit import DEFAULT_STACK
 from edgeport.targets.cortex_m.flash import qemu_command
 

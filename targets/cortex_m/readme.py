@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgeport.targets.boards import Board
 from edgeport.targets.cortex_m.arena import ArenaReport
+from edgeport.targets.cortex_m.boards import Board
 from edgeport.targets.cortex_m.fit import FitReport, kb
 from edgeport.targets.cortex_m.flash import qemu_icount_shift
 from edgeport.targets.cortex_m.op_resolver import Registration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgeport.errors import EdgeportError
-from edgeport.targets.boards import BOARDS, get_board
+from edgeport.targets.cortex_m.boards import BOARDS, get_board
 from tests.conftest import shared_path
 
 REQUIRED = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeport.targets.boards import get_board
+from edgeport.targets.cortex_m.boards import get_board
 from tests.conftest import shared_path
 from tests.targets import synth
 from tests.targets.conftest import parse_c_array

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgeport.targets.boards import get_board
+from edgeport.targets.cortex_m.boards import get_board
 from edgeport.targets.cortex_m.flash import build_and_run_qemu, qemu_command, qemu_icount_shift
 from edgeport.targets.cortex_m.op_resolver import (
     INT8_KERNEL_HEADERS,
