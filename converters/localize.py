@@ -18,8 +18,9 @@ import onnx
 from onnx import shape_inference
 
 from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
-from edgeport.converters.verify import Sample, TensorSpec, TfliteRunner, compare, run_onnx
+from edgeport.converters.verify import TfliteRunner, compare, run_onnx
 from edgeport.errors import EdgeportError
+from edgeport.tensors import Sample, TensorSpec
 
 MAX_PROBES = 12
 

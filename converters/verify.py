@@ -8,46 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgeport.converters.onnx_to_tflite import signature_name
 from edgeport.manifest import StageError
-
-Sample = dict[str, np.ndarray]
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    shape: list[int]  # in the source (PyTorch / ONNX) layout
-    dtype: str = "float32"
-    channels_last: bool = False  # the .tflite holds this tensor with the channel axis moved last
-
-
-def to_channels_last(x: np.ndarray) -> np.ndarray:
-    return np.moveaxis(x, 1, -1) if x.ndim >= 3 else x
-
-
-def to_channels_first(x: np.ndarray) -> np.ndarray:
-    return np.moveaxis(x, -1, 1) if x.ndim >= 3 else x
-
-
-def random_inputs(specs: Sequence[TensorSpec], num_samples: int, seed: int) -> list[Sample]:
-    """Standard-normal floats (small non-negative integers for index inputs), reproducible by seed."""
-    rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(num_samples):
-        sample = {}
-        for spec in specs:
-            if np.dtype(spec.dtype).kind in "iu":
-                sample[spec.name] = rng.integers(0, 8, size=spec.shape).astype(spec.dtype)
-            else:
-                sample[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
-        samples.append(sample)
-    return samples
+from edgeport.tensors import Sample, TensorSpec, to_channels_first, to_channels_last
 
 
 def run_torch(

@@ -17,15 +17,7 @@ from edgeport.converters.localize import first_diverging_node
 from edgeport.converters.onnx_to_tflite import KerasResult, keras_to_tflite, onnx_to_keras, wrap_keep_nchw
 from edgeport.converters.sources import LoadedSource, load_source
 from edgeport.converters.torch_to_onnx import export_onnx
-from edgeport.converters.verify import (
-    Sample,
-    TensorSpec,
-    TfliteRunner,
-    compare,
-    random_inputs,
-    run_onnx,
-    run_torch,
-)
+from edgeport.converters.verify import TfliteRunner, compare, run_onnx, run_torch
 from edgeport.errors import EdgeportError
 from edgeport.manifest import (
     Artifact,
@@ -39,6 +31,7 @@ from edgeport.manifest import (
 from edgeport.outdir import staged_outdir
 from edgeport.quant.modes import QuantOptions, describe_section
 from edgeport.quiet import silenced
+from edgeport.tensors import Sample, TensorSpec, random_inputs
 from edgeport.tflite_file import read_tflite
 
 FLOAT32_TOLERANCE = 1e-4  # issue #2: float32 .tflite must match the reference to this relative error

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeport.converters.verify import Sample, TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.quant.input_stats import InputStats, default_stats
+from edgeport.tensors import Sample, TensorSpec
 
 METHODS = ("auto", "distill", "input-stats", "gaussian", "data")
 # 50 Adam steps on one batch of 80 (64 calibration + 16 held-out inputs). Measured on ResNet-20 (2

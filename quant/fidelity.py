@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.converters.verify import Sample, TensorSpec
 from edgeport.quant.int8 import QuantizedRunner
+from edgeport.tensors import Sample, TensorSpec
 
 WORST_LAYERS = 5
 

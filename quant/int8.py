@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edgeport.converters.verify import Sample, TensorSpec, to_channels_first, to_channels_last
 from edgeport.errors import EdgeportError
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quiet import silenced
+from edgeport.tensors import Sample, TensorSpec, to_channels_first, to_channels_last
 
 T = TypeVar("T")
 

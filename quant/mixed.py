@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeport.converters.verify import Sample, TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.quant.int4 import to_w4a8, weight_layers
 from edgeport.quant.int8 import QuantizedRunner
+from edgeport.tensors import Sample, TensorSpec
 from edgeport.tflite_file import parse_tflite
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2}

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
@@ -28,6 +27,7 @@ from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.tflm_check import TflmComparison, compare_raw, run_tflm
+from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import _TYPE_NAMES, parse_tflite
 
 MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")

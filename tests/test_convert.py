@@ -11,8 +11,8 @@ import onnx
 import pytest
 import torch
 
-from edgeport.converters.verify import to_channels_first, to_channels_last
 from edgeport.manifest import MANIFEST_NAME, sha256_of
+from edgeport.tensors import to_channels_first, to_channels_last
 from edgeport.tflite_file import read_tflite
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgeport.converters import onnx_prepare
 from edgeport.converters.localize import first_diverging_node, prefix_diverges
-from edgeport.converters.verify import TensorSpec, random_inputs
+from edgeport.tensors import TensorSpec, random_inputs
 
 
 class OptionAShortcut(nn.Module):

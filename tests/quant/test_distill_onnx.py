@@ -14,7 +14,6 @@ from onnx import helper
 from torch import nn
 
 from edgeport.converters.torch_to_onnx import export_onnx
-from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model
@@ -22,6 +21,7 @@ from edgeport.quant import onnx_torch
 from edgeport.quant.calibration import distill_samples, make_calibration
 from edgeport.quant.input_stats import infer_input_stats
 from edgeport.quant.modes import QuantOptions
+from edgeport.tensors import TensorSpec
 from tests.quant import int8_models as M
 from tests.quant.helpers import bn_node, bn_params, make_model
 from tests.quant.models import bn_everywhere

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model
@@ -37,6 +36,7 @@ from edgeport.quant.int8 import QuantizedRunner
 from edgeport.quant.mixed import LayerCost, choose_four_bit, fit_flash_budget, parse_size
 from edgeport.quant.modes import QuantOptions
 from edgeport.quant.tflm_check import run_tflm
+from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import parse_tflite
 from tests.quant import int8_models as M
 

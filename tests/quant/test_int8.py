@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model
@@ -24,6 +23,7 @@ from edgeport.quant.fidelity import sqnr_db
 from edgeport.quant.int8 import QuantizedRunner
 from edgeport.quant.modes import QuantOptions
 from edgeport.quant.tflm_check import run_tflm
+from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import read_tflite
 from tests.quant import int8_models as M
 

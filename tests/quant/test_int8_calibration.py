@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from edgeport.converters.torch_to_onnx import export_onnx
-from edgeport.converters.verify import TensorSpec
 from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import distill_samples, load_calibration, make_calibration
 from edgeport.quant.input_stats import infer_input_stats
+from edgeport.tensors import TensorSpec
 from tests.quant import int8_models as M
 
 IMAGE = TensorSpec("x", [1, 3, 8, 8], channels_last=True)

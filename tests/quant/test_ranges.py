@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeport.converters.verify import TensorSpec
 from edgeport.quant import int8 as Q
 from edgeport.quant.fidelity import sqnr_db
 from edgeport.quant.int8 import QuantizedRunner
@@ -28,6 +27,7 @@ from edgeport.quant.ranges import (
     percentile,
     quantization_mse,
 )
+from edgeport.tensors import TensorSpec
 
 
 def actual_mse(x: np.ndarray, low: float, high: float) -> float:

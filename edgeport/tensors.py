@@ -1,0 +1,46 @@
+"""The tensors every stage passes around: a model input/output described in the source's terms, and
+samples (one value per named tensor) in the source layout.
+
+The .tflite may hold a tensor channels-last where the source (PyTorch / ONNX) has it channels-first;
+`TensorSpec.channels_last` records that, and the two moves below convert between the layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Sample = dict[str, np.ndarray]
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[int]  # in the source (PyTorch / ONNX) layout
+    dtype: str = "float32"
+    channels_last: bool = False  # the .tflite holds this tensor with the channel axis moved last
+
+
+def to_channels_last(x: np.ndarray) -> np.ndarray:
+    return np.moveaxis(x, 1, -1) if x.ndim >= 3 else x
+
+
+def to_channels_first(x: np.ndarray) -> np.ndarray:
+    return np.moveaxis(x, -1, 1) if x.ndim >= 3 else x
+
+
+def random_inputs(specs: Sequence[TensorSpec], num_samples: int, seed: int) -> list[Sample]:
+    """Standard-normal floats (small non-negative integers for index inputs), reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(num_samples):
+        sample = {}
+        for spec in specs:
+            if np.dtype(spec.dtype).kind in "iu":
+                sample[spec.name] = rng.integers(0, 8, size=spec.shape).astype(spec.dtype)
+            else:
+                sample[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
+        samples.append(sample)
+    return samples
