@@ -598,12 +598,17 @@ def _bn_candidate(g: OnnxGraph, node: onnx.NodeProto) -> _Candidate:
         cand.problem = "degenerate statistics: NaN or inf in scale/bias/mean/var"
         return cand
     if np.any(var + eps <= 0):
-        cand.problem = "degenerate statistics: var + epsilon <= 0"
+        bad = np.flatnonzero(var + eps <= 0)
+        cand.problem = (
+            f"degenerate statistics: var + epsilon <= 0 in {bad.size} of {var.size} channels "
+            f"(first {bad[:4].tolist()}), its output is NaN or inf there"
+        )
         return cand
     scale = gamma / np.sqrt(var + eps)
     shift = beta - mean * scale
-    if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(shift))):
-        cand.problem = "degenerate statistics: the folded scale overflows"
+    # Checked in float32, the precision the folded weights are stored in.
+    if not all(np.all(np.abs(v) <= np.finfo(np.float32).max) for v in (scale, shift)):
+        cand.problem = "degenerate statistics: the folded scale overflows float32"
         return cand
     cand.affine = Affine(scale, shift, 1, rank)
     cand.stats = (beta, np.abs(gamma))

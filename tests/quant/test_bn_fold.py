@@ -317,6 +317,8 @@ def test_bn_output_that_is_a_graph_output_and_also_read_inside() -> None:
     [
         ({"v": -1.0}, "var + epsilon <= 0"),
         ({"v": 0.0, "eps": 0.0}, "var + epsilon <= 0"),
+        ({"v": -1e-5, "eps": 1e-5}, "var + epsilon <= 0"),
+        ({"g": 1e30, "v": 1e-30, "eps": 0.0}, "overflows float32"),
         ({"g": np.nan}, "NaN or inf"),
         ({"m": np.inf}, "NaN or inf"),
     ],
