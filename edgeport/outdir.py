@@ -1,17 +1,32 @@
 """Write an output directory all at once: build in a temporary sibling, move into place at the end.
 
-A failure anywhere leaves OUTDIR as it was (absent, or untouched), never half-written.
+A failure anywhere leaves OUTDIR as it was (absent, or untouched), never half-written. SIGTERM and
+SIGHUP are handled like Ctrl-C (the staging folder is removed); a run killed outright (SIGKILL, power
+loss) leaves its staging folder behind, and the next run into the same OUTDIR removes it.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
+
+# Staging folders are named .OUTDIR.edgeport-staging-<pid>-<random>: recognisably ours, with the
+# process that owns them, so that a later run can tell a dead run's leftovers from a live run's work.
+_STAGING_TAG = "edgeport-staging"
+_TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+# Errors writing the output that are the machine's state, not a bug: reported as user errors.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def check_outdir(outdir: Path, force: bool) -> None:
@@ -25,17 +40,118 @@ def check_outdir(outdir: Path, force: bool) -> None:
         )
 
 
+def _unwritable(outdir: Path, exc: OSError) -> EdgeportError:
+    """The user-facing reason an output directory cannot be created at `outdir`."""
+    for ancestor in outdir.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return EdgeportError(
+                    f"cannot create output directory {outdir}: {ancestor} is a file",
+                    "give -o a path whose parent folders are directories",
+                )
+            break
+    reason = exc.strerror or type(exc).__name__
+    return EdgeportError(
+        f"cannot create output directory {outdir} ({reason})",
+        "give -o a directory on a writable file system",
+    )
+
+
+def staging_owner(path: Path, outdir: Path) -> int | None:
+    """The process id that made `path` if it is an edgeport staging folder for `outdir`, else None."""
+    pattern = rf"\.{re.escape(outdir.name)}\.{_STAGING_TAG}-(\d+)-\w+"
+    match = re.fullmatch(pattern, path.name)
+    return int(match.group(1)) if match else None
+
+
+def _owner_gone(pid: int, folder: Path) -> bool:
+    """True if process `pid` cannot be the one that made `folder` (dead, or a later process reusing it)."""
+    import psutil
+
+    if pid == os.getpid():
+        return False
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:  # exists but not ours to inspect: leave its folder alone
+        return False
+    try:
+        made = folder.lstat().st_mtime
+    except OSError:
+        return False
+    # A process that started after the folder was last written did not make it (its PID was reused).
+    return started > made + 1.0
+
+
+def sweep_stale_staging(outdir: Path) -> list[Path]:
+    """Remove staging folders left beside `outdir` by killed runs; says so on stderr."""
+    outdir = Path(outdir)
+    try:
+        siblings = list(outdir.absolute().parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for path in sorted(siblings):
+        pid = staging_owner(path, outdir)
+        if pid is None or not path.is_dir() or path.is_symlink() or not _owner_gone(pid, path):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+            print(
+                f"edgeport: removed {path}, left by an earlier run into {outdir} that was killed "
+                f"(process {pid} is gone).",
+                file=sys.stderr,
+            )
+    return removed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP, raised like Ctrl-C so that the same clean-up runs."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) instead of killing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in _TERMINATING}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextmanager
 def staged_outdir(outdir: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `outdir`, on failure it is deleted."""
     outdir = Path(outdir)
     check_outdir(outdir, force)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    sweep_stale_staging(outdir)
     try:
-        yield staging
-    except BaseException:
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{outdir.name}.{_STAGING_TAG}-{os.getpid()}-", dir=outdir.parent)
+        )
+    except OSError as exc:
+        raise _unwritable(outdir, exc) from exc
+    try:
+        with terminate_as_interrupt():
+            yield staging
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise EdgeportError(
+                f"writing the output beside {outdir} failed ({exc.strerror})",
+                "free space on that file system or give -o a directory elsewhere",
+            ) from exc
         raise
     backup = None
     if outdir.exists():

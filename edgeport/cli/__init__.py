@@ -51,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(args=args, prog_name="edgeport", standalone_mode=False)
     except click.exceptions.Exit as done:
         return int(done.exit_code or 0)
-    except click.exceptions.Abort:
-        click.echo("edgeport: aborted.", err=True)
+    except click.exceptions.Abort as abort:
+        # click turns Ctrl-C (and SIGTERM, edgeport/outdir.py) into Abort; staging was removed by then.
+        interrupted = isinstance(abort.__context__, KeyboardInterrupt)
+        click.echo(f"edgeport: {'interrupted; nothing was written' if interrupted else 'aborted'}.", err=True)
         return EXIT_USER_ERROR
     except click.ClickException as bad_usage:  # unknown option, missing argument, ...
         bad_usage.show()

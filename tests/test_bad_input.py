@@ -1,0 +1,120 @@
+"""User problems get one-line user errors (exit 1), never an internal error; killed runs leave nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeport.errors import EdgeportError
+from edgeport.outdir import staged_outdir, staging_owner, sweep_stale_staging
+from tests.conftest import ROOT
+
+TINY = ROOT / "tests" / "fixtures" / "tiny_models.py"
+SEQUENCE = [f"{TINY}:SequenceHead", "--input-shape", "1,4,16"]
+
+
+def _staging(parent: Path) -> list[Path]:
+    return [p for p in parent.iterdir() if ".edgeport-staging-" in p.name]
+
+
+# --- output directory ---------------------------------------------------------------------------
+
+
+def test_output_under_a_file_is_a_user_error(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli("convert", *SEQUENCE, "-o", tmp_path / "file" / "out")
+    assert code == 1, err
+    assert "is a file" in err and "internal" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
+def test_output_under_proc_is_a_user_error(run_cli) -> None:
+    code, _, err = run_cli("convert", *SEQUENCE, "-o", "/proc/edgeport_out")
+    assert code == 1, err
+    assert "cannot create output directory /proc/edgeport_out" in err and "writable" in err
+
+
+def test_read_only_file_system_is_a_user_error(tmp_path: Path, monkeypatch) -> None:
+    # Root ignores permission bits, so a read-only mount is simulated where the folder is made.
+    def read_only(*_args: object, **_kwargs: object) -> str:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("edgeport.outdir.tempfile.mkdtemp", read_only)
+    with pytest.raises(EdgeportError, match="Read-only file system.*writable file system"):
+        with staged_outdir(tmp_path / "out", force=False):
+            pass
+
+
+def test_disk_full_while_writing_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(EdgeportError, match="No space left"):
+        with staged_outdir(tmp_path / "out", force=False):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- killed runs ----------------------------------------------------------------------------------
+
+
+def _start_convert(out: Path) -> subprocess.Popen:
+    """A real `edgeport convert` in its own process, returned once its staging folder exists."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeport", "convert", *SEQUENCE, "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 300
+    while not _staging(out.parent):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"convert never staged its output: {proc.communicate()[1][-500:]}")
+        time.sleep(0.02)
+    return proc
+
+
+def test_sigterm_during_convert_removes_the_staging_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start_convert(out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-500:]
+    assert "interrupted; nothing was written" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_leftovers_are_swept_by_the_next_run(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    proc = _start_convert(out)
+    proc.kill()
+    proc.communicate(timeout=300)
+    (left,) = _staging(tmp_path)
+    assert staging_owner(left, out) == proc.pid
+    with staged_outdir(out, force=False) as stage:
+        (stage / "model.txt").write_text("ok")
+    assert "removed" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_sweep_keeps_live_and_foreign_folders(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    live = tmp_path / f".out.edgeport-staging-{os.getppid()}-abc123"  # pytest's parent: alive
+    dead = tmp_path / ".out.edgeport-staging-4194999-def456"
+    reused = tmp_path / f".out.edgeport-staging-{os.getppid()}-old999"
+    foreign = [tmp_path / ".out.tmp1234", tmp_path / ".other.edgeport-staging-4194999-x"]
+    for folder in [live, dead, reused, *foreign]:
+        folder.mkdir()
+    # A folder last written long before its PID's process started was made by an earlier process.
+    os.utime(reused, (1.0, 1.0))
+    os.utime(dead, (1.0, 1.0))
+    assert sorted(sweep_stale_staging(out)) == sorted([dead, reused])
+    assert live.exists() and all(f.exists() for f in foreign)
+    assert capsys.readouterr().err.count("edgeport: removed") == 2
