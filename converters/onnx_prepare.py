@@ -8,7 +8,10 @@ as NCW.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import importlib.util
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import onnx
 from onnx import shape_inference
@@ -22,6 +25,58 @@ SPATIAL_OPS = {
 }  # fmt: skip
 # Ops an input may pass through (e.g. a normalisation x * s + b) before reaching a spatial op.
 _PASS_THROUGH = {"Mul", "Add", "Sub", "Div", "Relu", "Clip", "Cast", "Identity", "Pad"}
+
+
+@functools.cache
+def onnx2tf_op_types() -> frozenset[str]:
+    """The ONNX op types onnx2tf has a translation for: one module per op in onnx2tf/ops/.
+
+    Read from the package folder, without importing onnx2tf (which imports TensorFlow).
+    """
+    spec = importlib.util.find_spec("onnx2tf")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    ops = Path(next(iter(spec.submodule_search_locations))) / "ops"
+    return frozenset(p.stem for p in ops.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node, including those inside If / Loop / Scan bodies."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _all_nodes(sub)
+
+
+def check_translatable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Refuse, before any conversion work, a model with ops onnx2tf cannot translate.
+
+    Model-local ONNX functions are inlined first (their bodies are ordinary ops); returns the model
+    to convert.
+    """
+    if model.functions:
+        from onnx import inliner
+
+        model = inliner.inline_local_functions(model)
+    known = onnx2tf_op_types()
+    if not known:  # onnx2tf missing: its own import error says so later
+        return model
+    missing = [n for n in _all_nodes(model.graph) if n.op_type not in known]
+    if missing:
+        node = missing[0]
+        domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+        op = f"{domain}:{node.op_type}" if domain else node.op_type
+        others = sorted({n.op_type for n in missing} - {node.op_type})
+        also = f"; also {', '.join(others[:5])}" if others else ""
+        where = f"custom domain {domain!r}" if domain else "standard ONNX"
+        raise EdgeportError(
+            f"node {node.name or node.output[0]!r} is {op} ({where}), which the TFLite converter "
+            f"(onnx2tf) has no translation for ({len(missing)} such node(s){also})",
+            "re-export that layer with standard ONNX ops (or replace it in the model), "
+            "or export only the part of the model before it",
+        )
+    return model
 
 
 def input_shapes_of(model: onnx.ModelProto) -> dict[str, list[int | str]]:

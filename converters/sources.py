@@ -17,6 +17,7 @@ from typing import Any
 import onnx
 import torch
 
+from edgeport.converters.onnx_prepare import check_translatable
 from edgeport.errors import EdgeportError
 
 
@@ -67,7 +68,7 @@ def _load_onnx(path: Path) -> LoadedSource:
             f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
             "re-export it (torch.onnx.export) or check that the file was copied whole",
         ) from exc
-    return LoadedSource(kind="onnx", path=path, onnx_model=model)
+    return LoadedSource(kind="onnx", path=path, onnx_model=check_translatable(model))
 
 
 def _import_file(path: Path) -> Any:

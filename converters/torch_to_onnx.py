@@ -14,7 +14,13 @@ from typing import Any
 
 import onnx
 
+from edgeport.converters.onnx_prepare import check_translatable
 from edgeport.errors import EdgeportError
+
+DEFAULT_OPSET = 17
+# torch 2.13's TorchScript-based exporter supports opsets up to 20 (above, it warns that it does not);
+# below 9 (its base opset) the exported graphs use forms edgeport's passes reject (opset 5 and 7 crash).
+SUPPORTED_OPSETS = range(9, 21)
 
 
 def _flatten(value: Any) -> list[Any]:
@@ -33,12 +39,22 @@ def run_module(module: Any, inputs: Sequence[Any]) -> list[Any]:
         return _flatten(module(*inputs))
 
 
+def check_opset(opset: int) -> None:
+    """Refuse an opset the exporter cannot write, naming the range."""
+    lo, hi = SUPPORTED_OPSETS[0], SUPPORTED_OPSETS[-1]
+    if opset not in SUPPORTED_OPSETS:
+        raise EdgeportError(
+            f"--opset {opset} is outside the range the PyTorch ONNX exporter supports ({lo} to {hi})",
+            f"use --opset {DEFAULT_OPSET} (the default) or another value from {lo} to {hi}",
+        )
+
+
 def export_onnx(
     module: Any,
     example_inputs: Sequence[Any],
     path: Path,
     input_names: Sequence[str],
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     fold_constants: bool = True,
 ) -> onnx.ModelProto:
     """Export `module` for fixed input shapes; outputs are named output_0.. (or `output`).
@@ -47,6 +63,7 @@ def export_onnx(
     """
     import torch
 
+    check_opset(opset)
     shapes = [list(t.shape) for t in example_inputs]
     try:
         outputs = run_module(module, example_inputs)
@@ -80,6 +97,6 @@ def export_onnx(
             "the model uses something the ONNX exporter cannot express; try another --opset or "
             "export ONNX yourself and pass the .onnx file",
         ) from exc
-    model = onnx.load_from_string(buffer.getvalue())
+    model = check_translatable(onnx.load_from_string(buffer.getvalue()))
     onnx.save(model, str(path))
     return model

@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import onnx
 import pytest
+from onnx import helper
 
+from edgeport.converters.onnx_prepare import check_translatable
 from edgeport.errors import EdgeportError
 from edgeport.outdir import staged_outdir, staging_owner, sweep_stale_staging
 from tests.conftest import ROOT
@@ -118,3 +121,68 @@ def test_sweep_keeps_live_and_foreign_folders(tmp_path: Path, capsys) -> None:
     assert sorted(sweep_stale_staging(out)) == sorted([dead, reused])
     assert live.exists() and all(f.exists() for f in foreign)
     assert capsys.readouterr().err.count("edgeport: removed") == 2
+
+
+# --- models edgeport cannot convert, found before any work ------------------------------------------
+
+
+def _onnx_with(node: onnx.NodeProto, *opsets: tuple[str, int]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    imports = [helper.make_opsetid("", 17), *(helper.make_opsetid(d, v) for d, v in opsets)]
+    return helper.make_model(graph, opset_imports=imports)
+
+
+def test_custom_domain_op_is_refused_before_conversion(tmp_path: Path, run_cli) -> None:
+    model = _onnx_with(
+        helper.make_node("FancyOp", ["x"], ["y"], name="fancy_1", domain="com.example"), ("com.example", 1)
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    code, _, err = run_cli("convert", tmp_path / "m.onnx", "-o", tmp_path / "out")
+    assert code == 1, err
+    assert "node 'fancy_1' is com.example:FancyOp (custom domain 'com.example')" in err
+    assert "no translation" in err and "internal" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_untranslatable_op_inside_a_branch_is_found() -> None:
+    branch = helper.make_graph(
+        [helper.make_node("Swish", ["x"], ["z"], name="inner_swish")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    cond = helper.make_node(
+        "Constant", [], ["c"], value=helper.make_tensor("c", onnx.TensorProto.BOOL, [], [1])
+    )
+    if_node = helper.make_node("If", ["c"], ["y"], name="branch", then_branch=branch, else_branch=branch)
+    model = _onnx_with(if_node)
+    model.graph.node.insert(0, cond)
+    with pytest.raises(EdgeportError, match="node 'inner_swish' is Swish \\(standard ONNX\\)"):
+        check_translatable(model)
+
+
+def test_local_functions_are_inlined_not_refused() -> None:
+    body = helper.make_function(
+        "com.local",
+        "MyRelu",
+        ["a"],
+        ["b"],
+        [helper.make_node("Relu", ["a"], ["b"])],
+        [helper.make_opsetid("", 17)],
+    )
+    model = _onnx_with(helper.make_node("MyRelu", ["x"], ["y"], domain="com.local"), ("com.local", 1))
+    model.functions.append(body)
+    assert [n.op_type for n in check_translatable(model).graph.node] == ["Relu"]
+
+
+@pytest.mark.parametrize("opset", ["5", "21"])
+def test_opset_outside_the_exporter_range_is_a_user_error(tmp_path: Path, run_cli, opset: str) -> None:
+    code, _, err = run_cli("convert", *SEQUENCE, "--opset", opset, "-o", tmp_path / "out")
+    assert code == 1, err
+    assert f"--opset {opset} is outside the range" in err and "9 to 20" in err
+    assert list(tmp_path.iterdir()) == []
