@@ -7,12 +7,15 @@ zero, while this scale-aware form is what "agrees to 1e-4" means for a whole ten
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from edgeport.converters.onnx_to_tflite import signature_name
+from edgeport.errors import EdgeportError
 from edgeport.manifest import StageError
 from edgeport.tensors import Sample, TensorSpec, to_channels_first, to_channels_last
 
@@ -120,18 +123,152 @@ def run_tflite(
 
 
 def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]) -> list[StageError]:
-    """Worst absolute and relative error per output over all samples."""
+    """Worst absolute and relative error per output over all samples.
+
+    An output that cannot be measured (its shape differs, or NaN / inf on either side) gets NaN
+    errors and `problem` saying why: NaN would otherwise vanish in max() and pass as agreement.
+    """
     errors = []
     for name in reference[0]:
+        problem = _unmeasurable(stage, name, reference, candidate)
+        if problem is not None:
+            nan = float("nan")
+            errors.append(
+                StageError(stage=stage, output=name, max_abs_error=nan, max_rel_error=nan, problem=problem)
+            )
+            continue
         worst_abs, scale = 0.0, 0.0
         for ref, got in zip(reference, candidate, strict=True):
             r = np.asarray(ref[name], dtype=np.float64)
             g = np.asarray(got[name], dtype=np.float64)
-            if r.shape != g.shape:
-                worst_abs = float("inf")
-                break
             worst_abs = max(worst_abs, float(np.max(np.abs(r - g))) if r.size else 0.0)
             scale = max(scale, float(np.max(np.abs(r))) if r.size else 0.0)
         rel = worst_abs / scale if scale > 0 else worst_abs
         errors.append(StageError(stage=stage, output=name, max_abs_error=worst_abs, max_rel_error=rel))
     return errors
+
+
+def _non_finite(x: np.ndarray) -> int:
+    x = np.asarray(x)
+    return int(x.size - np.count_nonzero(np.isfinite(x))) if x.dtype.kind in "fc" else 0
+
+
+def _unmeasurable(
+    stage: str, name: str, reference: Sequence[Sample], candidate: Sequence[Sample]
+) -> str | None:
+    """Why output `name` of `stage` cannot be compared with the reference, or None."""
+    for i, (ref, got) in enumerate(zip(reference, candidate, strict=True)):
+        where = f"on verification input {i + 1} of {len(reference)}"
+        if name not in got:
+            return f"the {stage} model has no output {name!r}"
+        r, g = np.asarray(ref[name]), np.asarray(got[name])
+        if r.shape != g.shape:
+            return (
+                f"the {stage} output {name!r} has shape {list(g.shape)} but the reference's has "
+                f"{list(r.shape)} (a shape mismatch, not a numeric error)"
+            )
+        if bad := _non_finite(r):
+            return f"the reference output {name!r} has {bad} NaN or inf value(s) of {r.size} {where}"
+        if bad := _non_finite(g):
+            return (
+                f"the {stage} output {name!r} has {bad} NaN or inf value(s) of {g.size} {where}, "
+                "where the reference is finite"
+            )
+    return None
+
+
+def verification_failure(
+    error: StageError, reference: str, tolerance: float, where: str = "", notes: Sequence[str] = ()
+) -> EdgeportError:
+    """The user-facing error for a stage that failed verification (`where`: e.g. the diverging node;
+    `notes`: warnings of earlier passes, named when the reference itself is not finite)."""
+    if error.problem is None:
+        return EdgeportError(
+            f"the {error.stage} model diverges from {reference} at output {error.output!r} (max rel. error "
+            f"{error.max_rel_error:.2e} > {tolerance:.0e}){where}",
+            "rerun with --debug for onnx2tf's per-node log and report the model; "
+            "--keep-nchw sometimes avoids a layout bug",
+        )
+    if error.problem.startswith("the reference"):
+        return EdgeportError(
+            f"{error.problem.replace('the reference', f'the {reference} reference', 1)}: the model itself "
+            "gives NaN or inf on these inputs, so no conversion of it can be verified"
+            + "".join(f" ({note})" for note in notes),
+            "check the weights (a BatchNorm with running variance <= 0 makes NaN) and the model's operations "
+            "on random inputs (log or sqrt of a negative value, division by zero)",
+        )
+    return EdgeportError(
+        f"{error.problem}{where}",
+        "rerun with --debug and report the model; --keep-nchw sometimes avoids a layout bug",
+    )
+
+
+# Ops whose inputs after the first are weights: an infinite value there is never meaningful (while
+# -inf in a constant mask or a Clip bound can be).
+_WEIGHT_OPS = (
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "PRelu",
+    "LSTM",
+    "GRU",
+    "RNN",
+)
+
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """`graph` and every subgraph (If / Loop bodies) in it."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attribute.g)
+            for sub in attribute.graphs:
+                yield from _graphs(sub)
+
+
+def non_finite_weights(model: onnx.ModelProto) -> list[str]:
+    """One line per constant tensor of `model` with NaN (anywhere) or inf (in a weight)."""
+    problems = []
+    for graph in _graphs(model.graph):
+        weights = {name for n in graph.node if n.op_type in _WEIGHT_OPS for name in n.input[1:]}
+        tensors = [("weight", t.name, t) for t in graph.initializer]
+        tensors += [
+            ("constant", n.output[0], a.t)
+            for n in graph.node
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value"
+        ]
+        for what, name, tensor in tensors:
+            if tensor.data_type not in _FLOAT_TYPES or tensor.data_location == onnx.TensorProto.EXTERNAL:
+                continue
+            value = numpy_helper.to_array(tensor)
+            nan = int(np.count_nonzero(np.isnan(value)))
+            inf = int(np.count_nonzero(np.isinf(value))) if name in weights else 0
+            if nan or inf:
+                kinds = " and ".join(
+                    f"{count} {kind}" for count, kind in ((nan, "NaN"), (inf, "inf")) if count
+                )
+                problems.append(f"{what} {name!r} has {kinds} value(s) of {value.size}")
+    return problems
+
+
+def check_weights(model: onnx.ModelProto) -> None:
+    """Refuse a model with NaN weights (or inf ones) before any conversion work."""
+    problems = non_finite_weights(model)
+    if problems:
+        more = f" (and {len(problems) - 3} more tensors)" if len(problems) > 3 else ""
+        raise EdgeportError(
+            f"the model has non-finite weights: {'; '.join(problems[:3])}{more}",
+            "check the checkpoint or --weights file (a diverged training run saves NaN); edgeport cannot "
+            "verify a model with NaN weights",
+        )

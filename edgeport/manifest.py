@@ -2,6 +2,10 @@
 
 Each stage adds its own section (conversion verification, compression reports, target packaging);
 sections are plain pydantic models so the file is self-describing and validated when read back.
+
+Everything except the `run` block depends only on the inputs and the tool versions, so two runs of
+the same command on the same inputs write byte-identical manifests apart from `run`: wall-clock
+seconds and the paths of this machine go there (a stage's `seconds` keys are moved there on write).
 """
 
 from __future__ import annotations
@@ -47,12 +51,17 @@ class Artifact(BaseModel):
 
 
 class StageError(BaseModel):
-    """Error of one output of one stage against the PyTorch (or ONNX, for ONNX sources) reference."""
+    """Error of one output of one stage against the PyTorch (or ONNX, for ONNX sources) reference.
+
+    `problem` says why the output could not be compared at all (shapes differ, NaN or inf on either
+    side); the errors are then NaN, and the stage has failed.
+    """
 
     stage: str
     output: str
     max_abs_error: float
     max_rel_error: float
+    problem: str | None = None
 
 
 class Verification(BaseModel):
@@ -62,6 +71,19 @@ class Verification(BaseModel):
     tolerance_rel: float
     passed: bool
     errors: list[StageError] = Field(default_factory=list)
+
+
+# Keys of a stage's report that describe this run rather than the inputs, and the `run` field they
+# move to: wall-clock time, and a path on this machine (a stage reports a file by name otherwise).
+RUN_KEYS = {"seconds": "seconds", "local_path": "paths"}
+
+
+class RunInfo(BaseModel):
+    """What differs between two identical runs: wall-clock seconds per stage ("quantization",
+    "quantization.calibration"), and the paths as given on this machine."""
+
+    seconds: dict[str, float] = Field(default_factory=dict)
+    paths: dict[str, str] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):
@@ -74,6 +96,36 @@ class Manifest(BaseModel):
     passes: list[dict[str, Any]] = Field(default_factory=list)
     sections: dict[str, Any] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
+    run: RunInfo = Field(default_factory=RunInfo)
+
+    def set_source(self, path: Path, kind: str, spec: str) -> None:
+        """Record the source by file name and content hash; where it lives on this machine goes to `run`."""
+        path = Path(path)
+        self.source = {"file": path.name, "kind": kind}
+        if path.is_file():
+            self.source["sha256"] = sha256_of(path)
+        _, sep, entry = spec.rpartition(":") if ".py:" in spec else ("", "", "")
+        if sep:
+            self.source["callable"] = entry
+        self.run.paths["source"] = str(path.resolve())
+        self.run.paths["source_spec"] = spec
+
+    def document(self) -> dict[str, Any]:
+        """The JSON document as written: the sections' RUN_KEYS moved into `run`, keyed by where they were."""
+        data = self.model_dump(mode="json")
+        run = data["run"]
+        data["sections"] = {
+            name: _without_run_keys(section, name, run) for name, section in data["sections"].items()
+        }
+        for field_name in set(RUN_KEYS.values()):
+            run[field_name] = dict(sorted(run[field_name].items()))
+        return data
+
+    def reproducible(self) -> str:
+        """The manifest without its `run` block: identical for identical inputs and tool versions."""
+        data = self.document()
+        del data["run"]
+        return json.dumps(data, indent=2) + "\n"
 
     def artifact(self, path: str) -> Artifact:
         for art in self.artifacts:
@@ -83,12 +135,28 @@ class Manifest(BaseModel):
 
     def write(self, outdir: Path) -> Path:
         target = Path(outdir) / MANIFEST_NAME
-        target.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        target.write_text(json.dumps(self.document(), indent=2) + "\n")
         return target
 
     @classmethod
     def read(cls, outdir: Path) -> Manifest:
         return cls.model_validate_json((Path(outdir) / MANIFEST_NAME).read_text())
+
+
+def _without_run_keys(value: Any, where: str, run: dict[str, dict[str, Any]]) -> Any:
+    """`value` with every RUN_KEYS entry removed (at any depth), each put into its `run` field under
+    the dotted path of the dict that held it."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in RUN_KEYS and not isinstance(item, dict | list):
+                run[RUN_KEYS[key]][where] = item
+            else:
+                out[key] = _without_run_keys(item, f"{where}.{key}", run)
+        return out
+    if isinstance(value, list):
+        return [_without_run_keys(item, f"{where}.{i}", run) for i, item in enumerate(value)]
+    return value
 
 
 def sha256_of(path: Path) -> str:

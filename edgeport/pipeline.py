@@ -17,7 +17,14 @@ from edgeport.converters.localize import first_diverging_node
 from edgeport.converters.onnx_to_tflite import KerasResult, keras_to_tflite, onnx_to_keras, wrap_keep_nchw
 from edgeport.converters.sources import LoadedSource, load_source
 from edgeport.converters.torch_to_onnx import export_onnx
-from edgeport.converters.verify import TfliteRunner, compare, run_onnx, run_torch
+from edgeport.converters.verify import (
+    TfliteRunner,
+    check_weights,
+    compare,
+    run_onnx,
+    run_torch,
+    verification_failure,
+)
 from edgeport.errors import EdgeportError
 from edgeport.manifest import (
     Artifact,
@@ -78,7 +85,10 @@ class ConvertResult:
             f"max rel. error vs {ver.reference if ver else '?'}: {checks}"
         )
         quant = self.manifest.sections.get("quantization")
-        return f"{line}; {describe_section(quant)}" if quant else line
+        line = f"{line}; {describe_section(quant)}" if quant else line
+        return "\n".join(
+            [line] + [f"warning: {w}" for p in self.manifest.passes for w in p.get("warnings", [])]
+        )
 
 
 def _reference_inputs(source: LoadedSource, opts: ConvertOptions) -> list[list[int]]:
@@ -176,7 +186,7 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
     source = load_source(opts.source, opts.weights, opts.trust_pickle)
     with staged_outdir(outdir, opts.force) as stage, silenced(not opts.debug):
         manifest = Manifest(command="convert", tools=tool_versions(*TOOLS))
-        manifest.source = {"path": str(source.path), "kind": source.kind, "spec": opts.source}
+        manifest.set_source(source.path, source.kind, opts.source)
         onnx_path = stage / "model.onnx"
 
         # 1. Reference model and ONNX export.
@@ -208,6 +218,7 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
                 )
 
         # 2. ONNX passes: fold batch norms, simplify, converter rewrites.
+        check_weights(model)  # NaN weights give NaN outputs everywhere, which nothing can verify
         # The input's statistics are read before folding, while a normalisation or first BN is visible.
         input_stats = _infer_input_stats(model) if opts.quantize else {}
         if opts.fold_bn:
@@ -242,17 +253,14 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
         if failed:
             first = failed[0]
             where = ""
-            if first.stage == "tflite_float32":
+            if first.stage == "tflite_float32" and first.problem is None:
                 node = first_diverging_node(
                     model, samples, in_specs, image_inputs, onnx2tf_options, FLOAT32_TOLERANCE, first.output
                 )
                 where = f", first diverging ONNX node {node}" if node else ""
-            raise EdgeportError(
-                f"the {first.stage} model diverges from {manifest.verification.reference} at output "
-                f"{first.output!r} (max rel. error {first.max_rel_error:.2e} > "
-                f"{FLOAT32_TOLERANCE:.0e}){where}",
-                "rerun with --debug for onnx2tf's per-node log and report the model; "
-                "--keep-nchw sometimes avoids a layout bug",
+            notes = [w for p in manifest.passes for w in p.get("warnings", [])]
+            raise verification_failure(
+                first, manifest.verification.reference, FLOAT32_TOLERANCE, where, notes
             )
 
         # 4b. Quantized model, verified in LiteRT and TFLite Micro (quant/modes.py).
@@ -289,7 +297,8 @@ def convert_model(opts: ConvertOptions) -> ConvertResult:
 
 def _diverges(error: StageError) -> bool:
     """ONNX and float32 TFLite must match the reference; float16 is reported, not enforced."""
-    return error.stage in ("onnx", "tflite_float32") and not error.max_rel_error < FLOAT32_TOLERANCE
+    enforced = error.stage in ("onnx", "tflite_float32") and not error.max_rel_error < FLOAT32_TOLERANCE
+    return enforced or error.problem is not None  # NaN/inf or a shape mismatch fails any stage
 
 
 def _io_specs(

@@ -1,0 +1,101 @@
+"""Verification never passes a bad model as good: NaN/inf and shape mismatches are their own failures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from edgeport.converters.verify import compare, non_finite_weights, verification_failure
+from tests.onnx_graphs import make_model
+
+FIXTURES = "tests/fixtures/bad_models.py"
+
+
+def _samples(*arrays: np.ndarray) -> list[dict[str, np.ndarray]]:
+    return [{"y": a} for a in arrays]
+
+
+def test_agreeing_outputs_measure_their_error() -> None:
+    ref = _samples(np.array([1.0, -2.0]), np.array([4.0, 0.0]))
+    got = _samples(np.array([1.0, -2.5]), np.array([4.0, 0.0]))
+    (error,) = compare("tflite_float32", ref, got)
+    assert error.problem is None and error.max_abs_error == 0.5 and error.max_rel_error == 0.125
+
+
+@pytest.mark.parametrize(
+    "ref,got,words",
+    [
+        (np.full(3, np.nan), np.full(3, np.nan), "the reference output 'y' has 3 NaN or inf"),
+        (np.array([1.0, np.inf]), np.array([1.0, np.inf]), "the reference output 'y' has 1 NaN or inf"),
+        (np.ones(3), np.array([1.0, np.nan, 1.0]), "the tflite_float32 output 'y' has 1 NaN or inf"),
+        (np.ones(3), np.array([1.0, -np.inf, 1.0]), "where the reference is finite"),
+        (np.ones((1, 4)), np.ones((4,)), "has shape [4] but the reference's has [1, 4] (a shape mismatch"),
+    ],
+)
+def test_unmeasurable_outputs_fail_with_their_own_problem(ref, got, words: str) -> None:
+    (error,) = compare("tflite_float32", _samples(np.ones_like(ref), ref), _samples(np.ones_like(ref), got))
+    assert error.problem is not None and words in error.problem, error.problem
+    assert math.isnan(error.max_rel_error) and not error.max_rel_error < 1e-4  # fails any tolerance
+    assert "on verification input 2 of 2" in error.problem or "shape" in error.problem
+
+
+def test_missing_output_is_named() -> None:
+    (error,) = compare("onnx", _samples(np.ones(2)), [{"z": np.ones(2)}])
+    assert error.problem == "the onnx model has no output 'y'"
+
+
+def test_failure_messages_say_what_failed_not_a_relative_error() -> None:
+    (shape,) = compare("tflite_float32", _samples(np.ones((1, 4))), _samples(np.ones((1, 5))))
+    message = verification_failure(shape, "pytorch", 1e-4).one_line()
+    assert "shape mismatch" in message and "max rel. error" not in message
+    (nan_ref,) = compare("onnx", _samples(np.full(2, np.nan)), _samples(np.full(2, np.nan)))
+    message = verification_failure(nan_ref, "pytorch", 1e-4, notes=["BN x: degenerate"]).one_line()
+    assert (
+        message.startswith("the pytorch reference output 'y' has 2 NaN or inf")
+        and "(BN x: degenerate)" in message
+    )
+    (numeric,) = compare("tflite_float32", _samples(np.ones(2)), _samples(np.full(2, 2.0)))
+    assert "max rel. error 1.00e+00 > 1e-04" in verification_failure(numeric, "onnx", 1e-4).one_line()
+
+
+def _weighted(w: np.ndarray, mask: np.ndarray) -> list[str]:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Add", ["h", "mask"], ["y"], name="masked"),
+    ]
+    return non_finite_weights(make_model(nodes, {"x": [2, 3]}, ["y"], {"w": w, "mask": mask}))
+
+
+def test_nan_weight_and_inf_weight_are_named_but_an_inf_mask_is_not() -> None:
+    w = np.ones((3, 3))
+    mask = np.triu(np.full((2, 3), -np.inf), 1)  # a causal mask: -inf is meant
+    assert _weighted(w, mask) == []
+    w[0, 1] = np.nan
+    assert _weighted(w, mask) == ["weight 'w' has 1 NaN value(s) of 9"]
+    w[0, 1], w[2, 2] = np.inf, -np.inf
+    assert _weighted(w, mask) == ["weight 'w' has 2 inf value(s) of 9"]
+    mask[0, 0] = np.nan
+    assert _weighted(np.ones((3, 3)), mask) == ["weight 'mask' has 1 NaN value(s) of 6"]
+
+
+@pytest.mark.parametrize(
+    "model,shape,words",
+    [
+        ("NanWeight", "1,8", "the model has non-finite weights: weight 'fc.weight' has 1 NaN value(s) of 32"),
+        ("AllNanOutput", "1,8", "the pytorch reference output 'output' has 4 NaN or inf value(s) of 4"),
+        (
+            "NegativeVarianceBN",
+            "1,3,8,8",
+            "(BatchNormalization /bn/BatchNormalization: degenerate statistics: var + epsilon <= 0 in 1 of 4",
+        ),
+    ],
+)
+def test_bad_models_fail_through_the_cli_and_write_nothing(run_cli, tmp_path, model, shape, words) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("convert", f"{FIXTURES}:{model}", "-o", out, "--input-shape", shape)
+    assert code == 1 and words in stderr, stderr
+    assert "max rel. error" not in stderr and "Traceback" not in stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []

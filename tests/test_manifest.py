@@ -1,0 +1,55 @@
+"""edgeport.json: everything but the `run` block depends only on the inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeport.manifest import Manifest
+
+
+def test_seconds_and_local_paths_move_to_the_run_block(tmp_path: Path) -> None:
+    manifest = Manifest(command="convert")
+    manifest.sections["quantization"] = {
+        "mode": "int8",
+        "calibration": {
+            "method": "data",
+            "data": "cal.npy",
+            "local_path": "/home/me/cal.npy",
+            "seconds": 4.2,
+        },
+        "seconds": 12.5,
+    }
+    manifest.write(tmp_path)
+    written = json.loads((tmp_path / "edgeport.json").read_text())
+    assert written["sections"]["quantization"] == {
+        "mode": "int8",
+        "calibration": {"method": "data", "data": "cal.npy"},
+    }
+    assert written["run"]["seconds"] == {"quantization": 12.5, "quantization.calibration": 4.2}
+    assert written["run"]["paths"] == {"quantization.calibration": "/home/me/cal.npy"}
+    # The in-memory report keeps what the stage measured; the file reads back with the run block.
+    assert manifest.sections["quantization"]["seconds"] == 12.5
+    assert Manifest.read(tmp_path).run.seconds["quantization"] == 12.5
+
+
+def test_source_is_recorded_by_name_and_hash_not_by_where_it_lives(tmp_path: Path) -> None:
+    documents = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        model = tmp_path / folder / "net.py"
+        model.write_text("NET = 1\n")
+        manifest = Manifest(command="convert")
+        manifest.set_source(model, "python", f"{model}:build")
+        manifest.sections["quantization"] = {"seconds": float(len(documents))}
+        documents.append(manifest)
+    first, second = documents
+    assert first.source == {
+        "file": "net.py",
+        "kind": "python",
+        "sha256": first.source["sha256"],
+        "callable": "build",
+    }
+    assert first.reproducible() == second.reproducible()
+    assert first.document()["run"] != second.document()["run"]
+    assert first.run.paths["source"] == str(tmp_path / "a" / "net.py")
