@@ -127,24 +127,126 @@ def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
     if not weights.is_file():
         raise EdgeportError(f"weights file {weights} does not exist", "check the --weights path")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=not trust_pickle)
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
         raise EdgeportError(
             f"{weights} is not a plain state_dict file (loading it safely failed: {type(exc).__name__})",
             "save it with torch.save(model.state_dict(), path), or pass --trust-pickle if you trust the file",
         ) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]  # common checkpoint layout
-    if not isinstance(state, dict):
-        raise EdgeportError(f"{weights} does not hold a state_dict", "save model.state_dict() instead")
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
+    expected = net.state_dict()
+    found = find_state_dict(checkpoint, {k: tuple(v.shape) for k, v in expected.items()}, str(weights))
+    # Checkpoints from before BatchNorm counted batches lack num_batches_tracked: the model's own stays.
     try:
-        net.load_state_dict(state)
+        net.load_state_dict({**expected, **found}, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
         raise EdgeportError(
-            f"{weights} does not match the model ({first})", "check that the weights belong to this model"
+            f"{weights} does not load into the model ({str(exc).strip().splitlines()[-1][:160]})",
+            "check that the weights belong to this model",
         ) from exc
+
+
+@dataclass
+class _Candidate:
+    where: str  # e.g. "checkpoint['model_state']"
+    prefix: str  # key prefix removed, e.g. "module." (DataParallel)
+    tensors: dict[str, Any]
+
+    def describe(self) -> str:
+        removed = f" with the prefix {self.prefix!r} removed" if self.prefix else ""
+        return f"{self.where}{removed}"
+
+
+_MAX_NESTING = 3
+
+
+def _tensor_dicts(obj: Any, where: str = "checkpoint", depth: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """Every mapping in a checkpoint holding tensors under string keys, with where it is."""
+    if not isinstance(obj, dict):
+        return []
+    found = []
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if tensors:
+        found.append((where, tensors))
+    if depth < _MAX_NESTING:
+        for key, value in obj.items():
+            found += _tensor_dicts(value, f"{where}[{key!r}]", depth + 1)
+    return found
+
+
+def _prefixes(keys: list[str], expected: dict[str, tuple[int, ...]]) -> list[str]:
+    """Key prefixes whose removal would line `keys` up with the model's ("module.", "model.", ...)."""
+    if not expected:
+        return [""]
+    anchor = next(iter(expected))
+    found = {k[: len(k) - len(anchor)] for k in keys if k.endswith(anchor)}
+    return [""] + sorted(p for p in found if p.endswith(".") and p != "")
+
+
+def _fits(tensors: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bool:
+    required = {k for k in expected if not k.endswith("num_batches_tracked")}
+    return required <= tensors.keys() <= expected.keys()
+
+
+def _candidates(checkpoint: Any, expected: dict[str, tuple[int, ...]]) -> list[_Candidate]:
+    result = []
+    for where, tensors in _tensor_dicts(checkpoint):
+        for prefix in _prefixes(list(tensors), expected):
+            stripped = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+            if len(stripped) == len(tensors):
+                result.append(_Candidate(where, prefix, stripped))
+    return result
+
+
+def _first(keys: Any, count: int = 3) -> str:
+    keys = sorted(keys)
+    more = f", ... ({len(keys)} in all)" if len(keys) > count else ""
+    return ", ".join(keys[:count]) + more
+
+
+def find_state_dict(checkpoint: Any, expected: dict[str, tuple[int, ...]], label: str) -> dict[str, Any]:
+    """The model's weights in `checkpoint`: a state_dict, or one nested under a key ("model_state",
+    "state_dict", "net", ...), possibly with a "module." (DataParallel) or other common prefix.
+
+    `expected` maps the model's state_dict keys to their shapes. Exactly one candidate must fit;
+    otherwise the error names the missing / unexpected / mis-shaped keys and where they were looked for.
+    """
+    candidates = _candidates(checkpoint, expected)
+    if not candidates:
+        raise EdgeportError(
+            f"{label} holds no tensors under string keys (it is a {type(checkpoint).__name__})",
+            "save the weights with torch.save(model.state_dict(), path)",
+        )
+    fitting = [c for c in candidates if _fits(c.tensors, expected)]
+    if len({c.where for c in fitting}) > 1:
+        raise EdgeportError(
+            f"{label} holds several state dicts that fit the model: "
+            f"{', '.join(c.describe() for c in fitting[:4])}",
+            "save the one you want on its own, e.g. torch.save(checkpoint['ema'], path)",
+        )
+    if fitting:
+        chosen = fitting[0]
+        wrong = [
+            f"{k} {tuple(v.shape)} (model {expected[k]})"
+            for k, v in chosen.tensors.items()
+            if tuple(v.shape) != expected[k]
+        ]
+        if not wrong:
+            return chosen.tensors
+        raise EdgeportError(
+            f"{label} does not match the model: {len(wrong)} tensor(s) of another shape in "
+            f"{chosen.describe()}: {_first(wrong)}",
+            "check that the weights belong to this model and its configuration (sizes, classes)",
+        )
+    best = max(candidates, key=lambda c: (len(c.tensors.keys() & expected.keys()), -len(c.tensors)))
+    missing = expected.keys() - best.tensors.keys()
+    unexpected = best.tensors.keys() - expected.keys()
+    parts = [f"missing {len(missing)} key(s): {_first(missing)}" if missing else ""]
+    parts.append(f"unexpected {len(unexpected)} key(s): {_first(unexpected)}" if unexpected else "")
+    raise EdgeportError(
+        f"{label} does not match the model (closest: {best.describe()}, {len(best.tensors)} tensors; "
+        f"{'; '.join(p for p in parts if p)})",
+        "check that the weights belong to this model and its configuration",
+    )
 
 
 def _forward_args(net: Any) -> list[str]:

@@ -1,0 +1,73 @@
+"""--weights finds the model's state dict inside common checkpoint layouts, and names keys on a mismatch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeport.converters.sources import load_source
+from edgeport.errors import EdgeportError
+from tests.conftest import ROOT
+from tests.fixtures.tiny_models import SequenceHead
+
+SOURCE = f"{ROOT / 'tests' / 'fixtures' / 'tiny_models.py'}:SequenceHead"
+
+
+def _trained() -> dict[str, torch.Tensor]:
+    torch.manual_seed(7)
+    net = SequenceHead()
+    for p in net.parameters():
+        p.data.normal_()
+    return net.state_dict()
+
+
+def _load(tmp_path: Path, checkpoint: object) -> torch.nn.Module:
+    torch.save(checkpoint, tmp_path / "w.pt")
+    return load_source(SOURCE, tmp_path / "w.pt").module
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda sd: sd,
+        lambda sd: {"model_state": sd, "epoch": 12, "best_acc": torch.tensor(0.9)},
+        lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {"lr": 0.1}},
+        lambda sd: {"checkpoint": {"net": {f"model.{k}": v for k, v in sd.items()}}},
+    ],
+    ids=["plain", "model_state", "state_dict_dataparallel", "nested_net_prefixed"],
+)
+def test_weights_found_in_common_checkpoint_layouts(tmp_path: Path, layout) -> None:
+    trained = _trained()
+    loaded = _load(tmp_path, layout(trained)).state_dict()
+    assert loaded.keys() == trained.keys()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_mismatch_names_the_keys_and_the_nesting(tmp_path: Path) -> None:
+    other = {"encoder.weight": torch.zeros(8, 16), "encoder.bias": torch.zeros(8)}
+    with pytest.raises(EdgeportError) as info:
+        _load(tmp_path, {"model_state": other, "epoch": 3})
+    message = str(info.value)
+    assert "closest: checkpoint['model_state']" in message
+    assert "missing 2 key(s): fc.bias, fc.weight" in message
+    assert "unexpected 2 key(s): encoder.bias, encoder.weight" in message
+
+
+def test_shape_mismatch_names_the_tensor(tmp_path: Path) -> None:
+    sd = _trained()
+    sd["fc.weight"] = torch.zeros(3, 16)
+    with pytest.raises(EdgeportError, match=r"fc\.weight \(3, 16\) \(model \(8, 16\)\)"):
+        _load(tmp_path, {"model": sd})
+
+
+def test_two_fitting_state_dicts_are_ambiguous(tmp_path: Path) -> None:
+    sd = _trained()
+    with pytest.raises(EdgeportError, match="several state dicts.*'model'.*'ema'"):
+        _load(tmp_path, {"model": sd, "ema": sd})
+
+
+def test_a_checkpoint_without_tensors_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(EdgeportError, match="holds no tensors under string keys"):
+        _load(tmp_path, [1, 2, 3])
