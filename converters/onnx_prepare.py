@@ -142,7 +142,12 @@ def simplify(model: onnx.ModelProto, fuse_bn: bool = True) -> tuple[onnx.ModelPr
     try:
         simplified, ok = onnxsim.simplify(model, check_n=0, skip_fuse_bn=not fuse_bn)
     except Exception:
-        return model, False
+        # onnx-optimizer's passes assert on some exports (a hand-written attention's view/transpose
+        # chain); constant folding alone still gives the static shapes the rewrites need.
+        try:
+            simplified, ok = onnxsim.simplify(model, check_n=0, perform_optimization=False)
+        except Exception:
+            return model, False
     return (simplified, True) if ok else (model, False)
 
 

@@ -84,9 +84,36 @@ def _match(view: OnnxGraph, erf: onnx.NodeProto) -> bool:
     return True
 
 
+def with_gelu_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every tensor's shape in value_info, inferred across its Gelu nodes.
+
+    ONNX shape inference stops at an op without a schema (the contrib Gelu), and so does the onnxsim
+    run inside onnx2tf. Downstream of a Gelu onnx2tf then sees no shapes, takes every tensor for
+    channels-first and transposes 3-D constants into the wrong layout (a second attention block after
+    an MLP failed on its head weights that way). Gelu keeps its input's shape and type, so its output is
+    declared like its input and inference resumes from there; onnxsim keeps declared shapes.
+    """
+    inferred = model
+    while True:
+        inferred = onnx.shape_inference.infer_shapes(inferred, strict_mode=False)
+        known = {v.name: v for v in [*inferred.graph.input, *inferred.graph.value_info]}
+        declared = [
+            (node.input[0], node.output[0])
+            for node in inferred.graph.node
+            if node.op_type == "Gelu" and node.input[0] in known and node.output[0] not in known
+        ]
+        if not declared:
+            return inferred
+        for source, target in declared:
+            info = inferred.graph.value_info.add()
+            info.CopyFrom(known[source])
+            info.name = target
+
+
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     view = OnnxGraph(model)
     view.rewrite_each(_match)
-    if view.changed:
-        view.use_opset(DOMAIN, 1)
-    return view.finish()
+    if not view.changed:
+        return view.finish()
+    view.use_opset(DOMAIN, 1)
+    return with_gelu_shapes(view.finish())

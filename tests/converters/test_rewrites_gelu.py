@@ -1,7 +1,7 @@
 import math
 
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.converters.rewrites import gelu
 from tests.onnx_graphs import assert_same_outputs, make_model, ops, random_feeds, run
@@ -46,3 +46,21 @@ def test_other_erf_uses_are_left_alone():
     for graph in (gelu_graph(sqrt2=2.0), gelu_graph(half=0.25)):
         after = gelu.rewrite(graph)
         assert after.SerializeToString() == graph.SerializeToString()
+
+
+def test_shapes_downstream_of_gelu_are_declared():
+    # onnx2tf (and the onnxsim run inside it) only knows shapes ONNX inference finds; past a contrib
+    # Gelu it finds none unless the rewrite declares them.
+    before = gelu_graph()
+    before.graph.node.append(helper.make_node("Relu", ["y"], ["z"]))
+    before.graph.node.append(helper.make_node("Unsqueeze", ["z", "axes"], ["u"]))
+    before.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "axes"))
+    del before.graph.output[:]
+    before.graph.output.append(helper.make_tensor_value_info("u", TensorProto.FLOAT, None))
+    after = gelu.rewrite(before)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*after.graph.value_info, *after.graph.output]
+    }
+    assert shapes["y"] == [2, 6] and shapes["z"] == [2, 6] and shapes["u"] == [1, 2, 6]
+    assert_same_outputs(before, after)
