@@ -6,8 +6,14 @@ from pathlib import Path
 
 import click
 
+EXAMPLES = """\b
+Examples:
+  edgeport flash out/kws_fw --board nucleo-h743zi2 --dry-run     # print the build and flash commands
+  edgeport flash out/fw --board mps2-an386 --tflm-root ~/tflite-micro   # build, then run in QEMU
+"""
 
-@click.command()
+
+@click.command(epilog=EXAMPLES)
 @click.argument("outdir", type=click.Path(path_type=Path))
 @click.option("--board", required=True, help="The board OUTDIR was packaged for.")
 @click.option(
@@ -17,7 +23,11 @@ import click
     help="Flashing tool [default: the board's usual one].",
 )
 @click.option("--port", default=None, help="Serial port, for arduino-cli.")
-@click.option("--tflm-root", default=None, help="TFLite Micro checkout [default: $TFLM_ROOT].")
+@click.option(
+    "--tflm-root",
+    default=None,
+    help="TFLite Micro checkout to build against [default: $TFLM_ROOT; a dry run needs none].",
+)
 @click.option("--dry-run", is_flag=True, help="Print the exact commands instead of running them.")
 def flash(
     outdir: Path, board: str, probe: str | None, port: str | None, tflm_root: str | None, dry_run: bool

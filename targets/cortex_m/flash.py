@@ -19,6 +19,8 @@ from edgeport.manifest import MANIFEST_NAME, Manifest
 from edgeport.targets.cortex_m.boards import Board, get_board
 
 PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
+TFLM_MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"  # what makes a directory a TFLite Micro tree
+TFLM_ROOT_PLACEHOLDER = "<TFLM_ROOT>"  # printed by a dry run given no tree, like <PORT>
 
 # Where each tool comes from, for the one-line "missing tool" error.
 INSTALL_HINTS = {
@@ -100,10 +102,28 @@ def packaged_board(outdir: Path) -> str:
     return str(section["board"])
 
 
+def check_tflm_tree(root: str | None) -> Path:
+    """The TFLite Micro checkout a real build runs `make` in: refuse a missing one, or a directory that is
+    not one (an empty directory would otherwise fail deep inside the firmware's Makefile)."""
+    if not root:
+        raise EdgeportError(
+            "TFLite Micro sources are needed to build the firmware",
+            "clone https://github.com/tensorflow/tflite-micro and pass --tflm-root DIR or set TFLM_ROOT",
+        )
+    tree = Path(root)
+    if not (tree / TFLM_MAKEFILE).is_file():
+        raise EdgeportError(
+            f"{tree} is not a TFLite Micro checkout (no {TFLM_MAKEFILE})",
+            "pass --tflm-root (or TFLM_ROOT) the top of a https://github.com/tensorflow/tflite-micro clone",
+        )
+    return tree
+
+
 def plan(
     outdir: Path, board: Board, probe: str | None, port: str | None, tflm_root: str | None, build: bool = True
 ) -> list[Step]:
-    """The build and flash commands for OUTDIR on `board` with `probe` (default: the board's first)."""
+    """The build and flash commands for OUTDIR on `board` with `probe` (default: the board's first); without
+    a TFLite Micro tree the build command names it with a placeholder (a dry run needs none)."""
     probe = probe or board.probes[0]
     if probe not in board.probes:
         raise EdgeportError(
@@ -114,12 +134,7 @@ def plan(
     elf = firmware / "build" / "firmware.elf"
     steps = []
     if build:
-        root = tflm_root or os.environ.get("TFLM_ROOT")
-        if not root:
-            raise EdgeportError(
-                "TFLite Micro sources are needed to build the firmware",
-                "clone https://github.com/tensorflow/tflite-micro and pass --tflm-root DIR or set TFLM_ROOT",
-            )
+        root = tflm_root or os.environ.get("TFLM_ROOT") or TFLM_ROOT_PLACEHOLDER
         steps.append(Step("build", ("make", "-C", str(firmware), f"TFLM_ROOT={root}")))
     if probe == "pyocd":
         steps.append(Step("flash", ("pyocd", "flash", "--target", board.pyocd_target, str(elf))))
@@ -188,11 +203,14 @@ def flash(
             f"{outdir} was packaged for {packaged}, not {the_board.name}",
             f"re-run `edgeport package ... --board {the_board.name}`",
         )
-    if build and not dry_run and tflm_root is None and not os.environ.get("TFLM_ROOT"):
+    root = tflm_root or os.environ.get("TFLM_ROOT")
+    if build and not dry_run and not root:  # without sources, flash an ELF built earlier
         build = not (outdir / "firmware" / "build" / "firmware.elf").is_file()
     if probe == "arduino-cli" and not port and not dry_run:
         raise EdgeportError("arduino-cli needs the board's serial port", "pass --port, e.g. /dev/ttyACM0")
-    steps = plan(outdir, the_board, probe, port, tflm_root, build=build)
+    if build and not dry_run:
+        check_tflm_tree(root)
+    steps = plan(outdir, the_board, probe, port, root, build=build)
     if dry_run:
         return steps
     check_tools(steps)

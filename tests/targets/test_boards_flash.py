@@ -80,11 +80,74 @@ def test_probe_commands(board, probe, expected, tmp_path):
     assert any(step.shell().startswith(expected) for step in steps), [s.shell() for s in steps]
 
 
-def test_flash_with_a_missing_tool_names_the_package(run_cli, packaged_an386, monkeypatch, tmp_path):
+@pytest.fixture
+def tflm_tree(tmp_path):
+    """A directory that passes for a TFLite Micro checkout (the file the check looks for)."""
+    from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE
+
+    root = tmp_path / "tflite-micro"
+    (root / TFLM_MAKEFILE).parent.mkdir(parents=True)
+    (root / TFLM_MAKEFILE).write_text("# stand-in\n")
+    return root
+
+
+def test_flash_with_a_missing_tool_names_the_package(
+    run_cli, packaged_an386, monkeypatch, tmp_path, tflm_tree
+):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    code, _, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", "/opt/tflm")
+    code, _, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", tflm_tree)
     assert code == 1 and "is not installed" in err and "apt-get install" in err
     assert err.strip().count("\n") == 0
+
+
+def test_flash_dry_run_needs_no_tflm_tree(run_cli, packaged_an386, monkeypatch):
+    monkeypatch.delenv("TFLM_ROOT", raising=False)
+    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--dry-run")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == f"make -C {packaged_an386 / 'firmware'} 'TFLM_ROOT=<TFLM_ROOT>'"  # shell-quoted
+    assert lines[1].startswith("qemu-system-arm -M mps2-an386 ")
+
+
+def _stub_tools(bin_dir, ran):
+    """make, the cross compiler and QEMU as scripts that record being run: no test reaches a real one."""
+    bin_dir.mkdir()
+    for tool in ("make", "arm-none-eabi-gcc", "qemu-system-arm"):
+        stub = bin_dir / tool
+        stub.write_text(f"#!/bin/sh\necho {tool} >> {ran}\n")
+        stub.chmod(0o755)
+
+
+def test_real_build_refuses_a_directory_that_is_not_a_tflm_tree(
+    run_cli, packaged_an386, monkeypatch, tmp_path
+):
+    ran = tmp_path / "ran.txt"
+    _stub_tools(tmp_path / "bin", ran)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    empty = tmp_path / "empty-tflm"
+    empty.mkdir()
+    for root_args in (["--tflm-root", empty], []):  # an empty tree given, and the same tree via TFLM_ROOT
+        monkeypatch.setenv("TFLM_ROOT", str(empty))
+        code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", *root_args)
+        assert code == 1 and out == ""
+        assert err.strip().count("\n") == 0 and "is not a TFLite Micro checkout" in err
+        assert "tensorflow/lite/micro/tools/make/Makefile" in err and str(empty) in err
+    monkeypatch.delenv("TFLM_ROOT")
+    code, _, err = run_cli("flash", packaged_an386, "--board", "mps2-an386")
+    assert code == 1 and "TFLite Micro sources are needed" in err and "--tflm-root" in err
+    assert not ran.exists()  # refused before any tool ran
+
+
+def test_real_build_with_a_tflm_tree_runs_the_planned_steps(
+    run_cli, packaged_an386, monkeypatch, tmp_path, tflm_tree
+):
+    ran = tmp_path / "ran.txt"
+    _stub_tools(tmp_path / "bin", ran)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", tflm_tree)
+    assert code == 0, err
+    assert ran.read_text().split() == ["make", "qemu-system-arm"]
+    assert out.split() == ["done:", "build", "done:", "run"]
 
 
 def test_flash_refuses_a_different_board_or_probe(run_cli, packaged_an386):
