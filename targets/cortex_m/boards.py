@@ -57,6 +57,13 @@ class Board:
     def total_ram(self) -> int:
         return sum(region.size for region in self.ram)
 
+    def describe(self) -> str:
+        """The board's row in `edgeport package --list-boards`."""
+        return (
+            f"{self.name:18} {self.core:14} flash {self.flash_bytes // KB:>5} KB  "
+            f"largest RAM {self.largest_ram.size // KB:>5} KB  {self.title}"
+        )
+
 
 _M4F = ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard")
 _M7_DP = ("-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard")

@@ -96,8 +96,8 @@ def test_bad_input_is_one_line_exit_1_and_nothing_written(run_cli, tmp_path, cas
         model = person
         args = {
             "unknown_board": ["--board", "rpi-pico-w2"],
-            "bad_name": ["--name", "2fast-model"],
-            "bad_section": ["--section", "no dot"],
+            "bad_name": ["--board", "mps2-an386", "--name", "2fast-model"],
+            "bad_section": ["--board", "mps2-an386", "--section", "no dot"],
         }[case]
     out_dir = tmp_path / "out"
     code, out, err = run_cli("package", model, "-o", out_dir, *args)
@@ -113,7 +113,7 @@ def test_bad_input_is_one_line_exit_1_and_nothing_written(run_cli, tmp_path, cas
 
 def test_unsupported_op_names_op_node_and_a_fix(run_cli, tmp_path):
     model = _write(tmp_path, "topk.tflite", synth.unsupported_op_model())
-    code, _, err = run_cli("package", model, "-o", tmp_path / "out")
+    code, _, err = run_cli("package", model, "--board", "mps2-an386", "-o", tmp_path / "out")
     assert code == 1
     assert "TOPK_V2" in err and "node 1" in err and "ARG_MAX" in err
     assert not (tmp_path / "out").exists()
@@ -171,13 +171,13 @@ def test_convert_output_directory_uses_its_int8_model(run_cli, tmp_path):
             )
         )
     manifest.write(src)
-    code, out, err = run_cli("package", src, "-o", tmp_path / "out")
+    code, out, err = run_cli("package", src, "--board", "mps2-an386", "-o", tmp_path / "out")
     assert code == 0, err
     written = json.loads((tmp_path / "out" / "edgeport.json").read_text())
     assert written["sections"]["cortex_m"]["model"] == "model_int8.tflite"
     assert written["source"] == {"kind": "test"}  # the conversion's provenance travels with the package
     # Updating the convert directory in place keeps its files and adds the package.
-    code, out, err = run_cli("package", src, "-o", src, "--force")
+    code, out, err = run_cli("package", src, "--board", "mps2-an386", "-o", src, "--force")
     assert code == 0, err
     assert (src / "model_float32.tflite").is_file() and (src / "model_data.cc").is_file()
     paths = [a["path"] for a in json.loads((src / "edgeport.json").read_text())["artifacts"]]
@@ -188,6 +188,6 @@ def test_existing_output_directory_is_refused_without_force(run_cli, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, err = run_cli("package", shared_path(*PERSON), "-o", out)
+    code, _, err = run_cli("package", shared_path(*PERSON), "--board", "mps2-an386", "-o", out)
     assert code == 1 and "--force" in err
     assert (out / "keep.txt").read_text() == "mine"
