@@ -239,49 +239,48 @@ def distill_samples(
 
 
 # ---- real data -------------------------------------------------------------------------------
+# Every check collects problems instead of raising, so the user sees all of them at once, and the
+# same checks run before any conversion work (check_calibration) and when the data is used.
+
+CALIBRATION_FIX = (
+    "save one sample per row, shape (N, *input shape) in the model's input layout, as finite numbers "
+    "in .npy/.npz (a .npz with one array per input name for several inputs)"
+)
 
 
-def _arrays_in(path: Path) -> list[tuple[str, dict[str, np.ndarray]]]:
-    """(file, {key: array}) for a .npy/.npz file or every .npy/.npz in a directory, sorted."""
+def _arrays_in(path: Path) -> tuple[list[tuple[str, dict[str, np.ndarray]]], list[str]]:
+    """(file, {key: array}) for a .npy/.npz file or every .npy/.npz in a directory, and the problems."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
         if not files:
-            raise EdgeportError(
-                f"calibration directory {path} has no .npy or .npz files",
-                "put the samples there as .npy/.npz",
-            )
+            return [], [f"calibration directory {path} has no .npy or .npz files"]
     elif path.is_file():
         files = [path]
     else:
-        raise EdgeportError(f"calibration data {path} does not exist", "check the --calibration path")
-    found = []
+        return [], [f"calibration data {path} does not exist"]
+    found, problems = [], []
     for file in files:
         if file.suffix not in (".npy", ".npz"):
-            raise EdgeportError(
-                f"calibration file {file.name} is not .npy or .npz", "save the samples with numpy.save/savez"
-            )
+            problems.append(f"calibration file {file.name} is not .npy or .npz")
+            continue
         try:
             loaded = np.load(file, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                found.append((file.name, {"": loaded}))
+            else:
+                with loaded:
+                    found.append((file.name, {k: loaded[k] for k in loaded.files}))
         except Exception as exc:  # a corrupt file or an object array
-            raise EdgeportError(
-                f"cannot read calibration file {file} ({type(exc).__name__}: {str(exc)[:80]})",
-                "save plain numeric arrays with numpy.save/savez (no pickled objects)",
-            ) from exc
-        if isinstance(loaded, np.ndarray):
-            found.append((file.name, {"": loaded}))
-        else:
-            with loaded:
-                found.append((file.name, {k: loaded[k] for k in loaded.files}))
-    return found
+            problems.append(
+                f"cannot read calibration file {file.name} ({type(exc).__name__}: {str(exc)[:80]})"
+            )
+    return found, problems
 
 
-def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
-    """Samples of one input as [N, *shape[1:]] float32 in the source layout, or a clear error."""
+def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> tuple[np.ndarray | None, str | None]:
+    """Samples of one input as [N, *shape[1:]] float32 in the source layout, or the problem."""
     if array.dtype.kind not in "fiub":
-        raise EdgeportError(
-            f"calibration data {where} has dtype {array.dtype}, not numbers",
-            "save the samples as a float or integer array",
-        )
+        return None, f"calibration data {where} has dtype {array.dtype}, not numbers"
     want = tuple(spec.shape[1:])
     nhwc = (*want[1:], want[0]) if len(want) >= 2 else None
     got = tuple(array.shape)
@@ -295,14 +294,78 @@ def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
         layouts = f"(N, {', '.join(map(str, want))})"
         if spec.channels_last and nhwc is not None:
             layouts += f" or channels-last (N, {', '.join(map(str, nhwc))})"
-        raise EdgeportError(
-            f"calibration data {where} has shape {got} but input {spec.name!r} takes {layouts}",
-            "save one sample per row in the model's input layout",
-        )
+        return None, f"calibration data {where} has shape {got} but input {spec.name!r} takes {layouts}"
+    if out.shape[0] == 0:
+        return None, f"calibration data {where} has no samples (shape {got})"
     out = out.astype(np.float32)
-    if not np.all(np.isfinite(out)):
-        raise EdgeportError(f"calibration data {where} has NaN or infinite values", "clean the samples")
-    return out
+    bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+    if bad:
+        return None, f"calibration data {where} has {bad} NaN or infinite value(s)"
+    return out, None
+
+
+def _read_calibration(
+    path: Path, specs: Sequence[TensorSpec], limit: int
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Samples per input name, joined over files (at most `limit`), and every problem found."""
+    per_input: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
+    files, problems = _arrays_in(Path(path))
+    for file, arrays in files:
+        for spec in specs:
+            if spec.name in arrays:
+                fitted, problem = _fit(arrays[spec.name], spec, f"{file}[{spec.name}]")
+            elif len(specs) > 1:
+                fitted, problem = (
+                    None,
+                    f"calibration file {file} has no array named {spec.name!r} (has {sorted(arrays)})",
+                )
+            else:
+                # Prefer an array whose sample shape fits (labels beside images are ignored); report
+                # the first candidate's problem otherwise.
+                fitting = [k for k, a in arrays.items() if len(a.shape) >= len(spec.shape) - 1]
+                fitted, problem = (
+                    None,
+                    f"calibration file {file} has no array of samples for input {spec.name!r}",
+                )
+                for key in fitting:
+                    fitted, why = _fit(arrays[key], spec, f"{file}{f'[{key}]' if key else ''}")
+                    if fitted is not None:
+                        problem = None
+                        break
+                    problem = problem if key != fitting[0] else why
+            if fitted is not None:
+                per_input[spec.name].append(fitted)
+            else:
+                problems.append(problem)
+    joined = {name: np.concatenate(parts)[:limit] for name, parts in per_input.items() if parts}
+    counts = {name: len(a) for name, a in joined.items()}
+    if not problems and len(set(counts.values())) > 1:
+        problems.append(f"calibration data gives different sample counts per input ({counts})")
+    return joined, problems
+
+
+def calibration_problems(path: Path, specs: Sequence[TensorSpec]) -> list[str]:
+    """Every problem of the calibration data at `path` for inputs `specs`, one line each (none: usable).
+
+    Needs only the inputs' names and shapes, so it can run before export and conversion; mark an
+    input channels_last when its samples may be given channels-last (an image input, unless
+    --keep-nchw).
+    """
+    return _read_calibration(path, specs, MAX_DATA_SAMPLES)[1]
+
+
+def _refuse(problems: list[str]) -> EdgeportError:
+    if len(problems) == 1:
+        return EdgeportError(problems[0], CALIBRATION_FIX)
+    lines = "".join(f"\n  - {p}" for p in problems)
+    return EdgeportError(f"the calibration data has {len(problems)} problems:{lines}", CALIBRATION_FIX)
+
+
+def check_calibration(path: Path, specs: Sequence[TensorSpec]) -> None:
+    """Refuse unusable calibration data before any work: one line per problem."""
+    problems = calibration_problems(path, specs)
+    if problems:
+        raise _refuse(problems)
 
 
 def load_calibration(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_DATA_SAMPLES) -> list[Sample]:
@@ -311,39 +374,10 @@ def load_calibration(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_D
     One input: a .npy, or a .npz whose array is named after the input (or its only array that fits;
     labels beside images are ignored). Several inputs: .npz files with one array per input name.
     """
-    per_input: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
-    for file, arrays in _arrays_in(Path(path)):
-        for spec in specs:
-            if spec.name in arrays:
-                per_input[spec.name].append(_fit(arrays[spec.name], spec, f"{file}[{spec.name}]"))
-                continue
-            if len(specs) > 1:
-                raise EdgeportError(
-                    f"calibration file {file} has no array named {spec.name!r} (has {sorted(arrays)})",
-                    "for a model with several inputs, save a .npz with one array per input name",
-                )
-            fitting = [k for k, a in arrays.items() if len(a.shape) >= len(spec.shape) - 1 and a.size > 0]
-            # Prefer an array whose sample shape fits; report the first one's shape otherwise.
-            for key in fitting:
-                try:
-                    per_input[spec.name].append(_fit(arrays[key], spec, f"{file}{f'[{key}]' if key else ''}"))
-                    break
-                except EdgeportError:
-                    if key == fitting[-1]:
-                        raise
-            else:
-                raise EdgeportError(
-                    f"calibration file {file} has no array of samples for input {spec.name!r}",
-                    "save the samples as an array of shape (N, *input shape)",
-                )
-    joined = {name: np.concatenate(parts)[:limit] for name, parts in per_input.items()}
-    counts = {len(a) for a in joined.values()}
-    if len(counts) != 1 or 0 in counts:
-        raise EdgeportError(
-            f"calibration data gives different sample counts per input ({sorted(counts)})",
-            "give the same number of samples for every input",
-        )
-    n = counts.pop()
+    joined, problems = _read_calibration(path, specs, limit)
+    if problems:
+        raise _refuse(problems)
+    n = len(next(iter(joined.values())))
     return [{name: a[i : i + 1] for name, a in joined.items()} for i in range(n)]
 
 
@@ -453,7 +487,8 @@ def make_calibration(
         cal, rest = (real[:-spare], real[-spare:]) if spare else (real, real[: min(held_out, len(real))])
         if not spare:
             notes.append("fewer than 5 calibration samples: fidelity measured on the calibration samples")
-        return CalibrationSet("data", cal, rest, notes, {"path": str(data), "samples": len(cal)})
+        detail = {"data": Path(data).name, "local_path": str(Path(data).resolve()), "samples": len(cal)}
+        return CalibrationSet("data", cal, rest, notes, detail)
     if method == "distill":
         if not has_batchnorm(module):
             raise EdgeportError(
