@@ -78,7 +78,8 @@ def merge_manifest(
         manifest.source, manifest.layout = source.source, source.layout
         manifest.verification, manifest.passes = source.verification, source.passes
     manifest.command = command or manifest.command
-    manifest.source = manifest.source or {"model": str(model_path)}
+    if not manifest.source:  # a bare .tflite: recorded by name and hash, its path goes to `run`
+        manifest.set_source(model_path, "tflite", str(model_path))
     owned = set(owned)
     manifest.artifacts = [a for a in manifest.artifacts if a.path not in owned]
     return manifest

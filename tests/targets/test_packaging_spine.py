@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeport.errors import EdgeportError
-from edgeport.manifest import Artifact, Manifest, Verification
+from edgeport.manifest import Artifact, Manifest, Verification, sha256_of
 from edgeport.packaging import merge_manifest, resolve_model, write_package
 
 PREFERENCE = ("w4a8", "int8", "float32")
@@ -125,12 +125,15 @@ def test_write_package_over_an_edgeport_directory_keeps_the_rest(tmp_path):
     assert written.source == {"kind": "test"}
 
 
-def test_merge_manifest_keeps_a_previous_manifest_over_the_source():
+def test_merge_manifest_keeps_a_previous_manifest_over_the_source(tmp_path):
     previous = Manifest(command="old", source={"kind": "earlier"})
     previous.artifacts.append(Artifact(path="mine.h", kind="c_header", sha256="x", size_bytes=1))
     previous.artifacts.append(Artifact(path="theirs.onnx", kind="onnx", sha256="y", size_bytes=1))
     merged = merge_manifest(previous, Manifest(source={"kind": "convert"}), "", Path("m.tflite"), ["mine.h"])
     assert merged.source == {"kind": "earlier"} and merged.command == "old"
     assert [a.path for a in merged.artifacts] == ["theirs.onnx"]
-    fresh = merge_manifest(None, None, "edgeport package m", Path("m.tflite"), [])
-    assert fresh.source == {"model": "m.tflite"} and fresh.command == "edgeport package m"
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"tfl3")
+    fresh = merge_manifest(None, None, "edgeport package m", model, [])
+    assert fresh.source == {"file": "m.tflite", "kind": "tflite", "sha256": sha256_of(model)}
+    assert fresh.run.paths["source"] == str(model) and fresh.command == "edgeport package m"
