@@ -24,18 +24,16 @@ def _either(words: Sequence[str]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def read_convert_output(directory: Path) -> Manifest:
-    """The manifest of an `edgeport convert` output directory; one-line errors for anything else."""
+def read_manifest(directory: Path, expected: str, fix: str) -> Manifest:
+    """The manifest of an edgeport output directory; none, or one that does not parse, is a one-line error
+    saying the directory is not `expected` (e.g. "an `edgeport convert` output") and how to make one."""
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.is_file():
-        raise EdgeportError(
-            f"{directory} is a directory without {MANIFEST_NAME}",
-            "give a .tflite file or an `edgeport convert` output directory",
-        )
+        raise EdgeportError(f"{directory} is not {expected} (no {MANIFEST_NAME})", fix)
     try:
         return Manifest.read(directory)
     except Exception as exc:  # noqa: BLE001 - pydantic/JSON errors all mean the same to the user
-        raise EdgeportError(f"{manifest_path} is not a valid edgeport manifest", "re-run convert") from exc
+        raise EdgeportError(f"{manifest_path} is not a valid edgeport manifest", fix) from exc
 
 
 def resolve_model(model: Path, preference: Sequence[str]) -> tuple[Path, Manifest | None]:
@@ -43,7 +41,11 @@ def resolve_model(model: Path, preference: Sequence[str]) -> tuple[Path, Manifes
     `preference` that its manifest lists (with its manifest, whose provenance the package carries on)."""
     model = Path(model)
     if model.is_dir():
-        manifest = read_convert_output(model)
+        manifest = read_manifest(
+            model,
+            "an `edgeport convert` output",
+            "give a .tflite file or an `edgeport convert` output directory",
+        )
         tflites = [a for a in manifest.artifacts if a.kind == "tflite"]
         for wanted in preference:
             for art in tflites:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
-from edgeport.manifest import MANIFEST_NAME, Manifest
+from edgeport.packaging import read_manifest
 from edgeport.targets.cortex_m.boards import Board, get_board
 
 PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
@@ -88,13 +88,12 @@ def build_and_run_qemu(
 
 
 def packaged_board(outdir: Path) -> str:
-    manifest_path = outdir / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise EdgeportError(
-            f"{outdir} is not an `edgeport package` output (no {MANIFEST_NAME})",
-            "run `edgeport package MODEL --target cortex-m -o OUTDIR` first",
-        )
-    section = Manifest.read(outdir).sections.get("cortex_m")
+    manifest = read_manifest(
+        outdir,
+        "an `edgeport package` output",
+        "run `edgeport package MODEL --target cortex-m -o OUTDIR` first",
+    )
+    section = manifest.sections.get("cortex_m")
     if not section or not (outdir / "firmware").is_dir():
         raise EdgeportError(
             f"{outdir} has no Cortex-M package", "run `edgeport package --target cortex-m` into it"

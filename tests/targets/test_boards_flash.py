@@ -157,3 +157,13 @@ def test_flash_refuses_a_different_board_or_probe(run_cli, packaged_an386):
         "flash", packaged_an386, "--board", "mps2-an386", "--probe", "openocd", "--dry-run"
     )
     assert code == 1 and "qemu" in err
+
+
+def test_flash_refuses_a_directory_that_is_not_a_package(run_cli, tmp_path):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    code, _, err = run_cli("flash", out, "--board", "mps2-an386", "--dry-run")
+    assert code == 1 and "is not an `edgeport package` output (no edgeport.json)" in err
+    (out / "edgeport.json").write_text("{damaged")
+    code, _, err = run_cli("flash", out, "--board", "mps2-an386", "--dry-run")
+    assert code == 1 and "not a valid edgeport manifest" in err and err.strip().count("\n") == 0

@@ -43,7 +43,7 @@ def test_resolve_model_bad_input_is_one_error(tmp_path, case):
     model = tmp_path / "c"
     if case == "no_manifest":
         model.mkdir()
-        expected = "without edgeport.json"
+        expected = "is not an `edgeport convert` output \\(no edgeport.json\\)"
     elif case == "bad_manifest":
         model.mkdir()
         (model / "edgeport.json").write_text("{not json")
