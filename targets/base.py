@@ -38,8 +38,9 @@ class Target(Protocol):
     name: str  # the --target value
     title: str
     # The package options (extra fields forbidden). A field `board` means the target needs one of boards().
+    # Targets that name a field alike share its flag, so the field must have the same type in each.
     options: type[BaseModel]
-    # Names of the edgeport.runtimes runners that execute this target's packages, closest to the device last.
+    # The modules of edgeport.runtimes that run this target's packages, the host first, the device last.
     runners: tuple[str, ...]
 
     def boards(self) -> Sequence[TargetBoard]:

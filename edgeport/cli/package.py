@@ -67,8 +67,15 @@ def option_from_field(field: str, info: FieldInfo) -> click.Option:
 def target_options() -> dict[str, click.Option]:
     """One flag per options field over all registered targets (targets sharing a field share its flag)."""
     flags: dict[str, click.Option] = {}
+    kinds: dict[str, tuple[str, object]] = {}
     for name in target_names():
         for field, info in get_target(name).options.model_fields.items():
+            if field in kinds and kinds[field][1] != info.annotation:
+                raise TypeError(
+                    f"option {field} is {kinds[field][1]} in target {kinds[field][0]} but {info.annotation} "
+                    f"in {name}: one flag cannot be both; rename one"
+                )
+            kinds.setdefault(field, (name, info.annotation))
             flags.setdefault(field, option_from_field(field, info))
     return flags
 

@@ -36,7 +36,7 @@ class CortexMTarget:
     options = CortexMOptions
     # TFLite Micro's kernels on the host (the arena measurement and self-test reference), then the firmware
     # booted in QEMU on the boards that have a QEMU machine.
-    runners = ("tflm-host", "qemu")
+    runners = ("tflm", "qemu")
 
     def boards(self) -> Sequence[Board]:
         return BOARDS

@@ -162,3 +162,17 @@ def test_help_shows_examples(run_cli):
         code, out, _ = run_cli(command, "--help")
         assert code == 0 and "Examples:" in out
         assert f"\n    edgeport {command} " in out  # \b keeps the example lines unwrapped
+
+
+class _ClashingOptions(BaseModel):
+    board: int = 0  # cortex-m's board is a string: one --board flag cannot be both
+
+
+def test_targets_sharing_a_field_must_agree_on_its_type(monkeypatch):
+    from edgeport.cli.package import target_options
+
+    assert set(target_options()) >= {"board", "name", "section", "fit_check"}
+    monkeypatch.setitem(TARGETS, "fake", __name__)
+    monkeypatch.setattr(FakeTarget, "options", _ClashingOptions)
+    with pytest.raises(TypeError, match="option board is .* in target cortex-m but .* in fake"):
+        target_options()
