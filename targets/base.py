@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from edgeport.manifest import Manifest
+if TYPE_CHECKING:  # the CLI reads targets to make its flags: keep that import light
+    from edgeport.manifest import Manifest
 
 
 class TargetBoard(Protocol):
