@@ -21,7 +21,6 @@ import onnx
 
 from edgeport.converters.onnx_prepare import rename_io
 from edgeport.errors import EdgeportError
-from edgeport.quiet import silenced
 
 # Shapes of the sample batch onnx2tf would otherwise download for its own checks.
 _ONNX2TF_SAMPLE_SHAPE = (20, 128, 128, 3)
@@ -43,6 +42,21 @@ def _offline_sample_data() -> np.ndarray:
 
 class _NetworkForbidden(RuntimeError):
     pass
+
+
+class ConversionFailed(EdgeportError):
+    """onnx2tf gave up on the graph (it calls sys.exit); the pipeline then looks for the failing node."""
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    """chdir for the duration, back to where it was on every path out."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 @contextlib.contextmanager
@@ -121,20 +135,17 @@ def onnx_to_keras(
     options.update(onnx2tf_options or {})
     import onnx2tf
 
-    cwd = os.getcwd()
     try:
-        os.chdir(workdir)  # onnx2tf drops scratch files in the working directory
-        with offline_onnx2tf(), silenced(not debug):
+        # onnx2tf drops scratch files in the working directory.
+        with working_directory(workdir), offline_onnx2tf():
             keras_model = onnx2tf.convert(**options)
     except _NetworkForbidden as exc:
         raise EdgeportError(str(exc), "report this: an onnx2tf code path tried to download data") from exc
     except SystemExit as exc:  # onnx2tf calls sys.exit() on ops it cannot convert
-        raise EdgeportError(
+        raise ConversionFailed(
             f"onnx2tf could not convert {onnx_path.name} (it exited with code {exc.code})",
             "rerun with --debug to see the failing ONNX node",
         ) from exc
-    finally:
-        os.chdir(cwd)
     if keras_model is None:
         raise EdgeportError(f"onnx2tf produced no model for {onnx_path.name}", "rerun with --debug")
     layouts = dict(getattr(keras_model, "onnx_output_layouts", {}) or {})
@@ -172,17 +183,17 @@ def keras_to_tflite(keras_model: Any, precision: str = "float32") -> bytes:
     elif precision != "float32":
         raise ValueError(f"unknown precision {precision}")
     try:
-        with silenced():
-            return converter.convert()
+        return converter.convert()
     except Exception as exc:
-        ops = sorted(set(re.findall(r"\btf\.(\w+)\(", str(exc))))
+        # Flex ops are listed as `tf.OpName(...)`; `tf.Tensor(` is a value printed in other errors.
+        ops = sorted(set(re.findall(r"\btf\.(\w+)\(", str(exc))) - {"Tensor"})
         if ops:
             raise EdgeportError(
                 f"the model needs {', '.join(ops[:5])}, which TFLite has no builtin kernel for "
                 "(only TensorFlow Flex ops would run it, and no microcontroller has those)",
                 "replace that operation in the model, or export only the part before it",
             ) from exc
-        raise EdgeportError(
+        raise ConversionFailed(
             f"the TFLite converter failed: {str(exc).strip().splitlines()[0][:200]}",
             "rerun with --debug and report the model",
         ) from exc

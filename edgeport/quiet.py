@@ -1,8 +1,8 @@
 """Silence native libraries (TensorFlow, LiteRT, onnxruntime) that write straight to fd 1/2.
 
 Python-level redirection does not catch C++ logging; this swaps the file descriptors themselves.
-Used around converter calls unless --debug, so users see edgeport's one-line summary, not pages
-of library chatter.
+The CLI wraps a whole command in it unless --debug, so users see edgeport's progress and one-line
+summary, not pages of library chatter; the Python API leaves the caller's stdout/stderr alone.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import TextIO
 
 
 def quiet_native_logs() -> None:
@@ -22,22 +23,28 @@ def quiet_native_logs() -> None:
 
 
 @contextlib.contextmanager
-def silenced(enabled: bool = True) -> Iterator[None]:
-    """Send fd 1 and 2 to a scratch file for the duration (errors still surface as exceptions)."""
+def silenced(enabled: bool = True) -> Iterator[TextIO]:
+    """Send fd 1 and 2 to a scratch file for the duration (errors still surface as exceptions).
+
+    Yields a stream on the original stderr, for what the user should still see (stage progress).
+    """
     if not enabled:
-        yield
+        yield sys.stderr
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    stderr = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding=encoding, errors="replace")
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            yield  # Python's own sys.stdout/stderr write to fd 1/2 too, once flushed
+            yield stderr  # Python's own sys.stdout/stderr write to fd 1/2 too, once flushed
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            stderr.close()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:

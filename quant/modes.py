@@ -1,6 +1,7 @@
 """`edgeport convert --quantize MODE`: calibrate, quantize, verify in LiteRT and TFLite Micro, report.
 
-One call from the pipeline (`quantize_stage`) after the float .tflite is verified. For int8 it
+One call from the pipeline (`quantize_stage`) after the float .tflite is verified; it reads what it
+needs from the conversion through the FloatModel protocol. For int8 it
 builds the calibration set (quant/calibration.py), has the TFLite converter quantize the Keras model
 (quant/int8.py), checks the result is full-integer, runs it in LiteRT and in the TFLite Micro
 runtime on the same raw inputs (quant/tflm_check.py), and measures its fidelity against the float
@@ -13,15 +14,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import onnx
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
 from edgeport.quant.fidelity import fidelity_report
-from edgeport.quant.input_stats import InputStats, from_user
+from edgeport.quant.input_stats import InputStats, from_user, infer_input_stats
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
@@ -220,47 +222,73 @@ def _check_full_integer(model: bytes, io: str) -> None:
         )
 
 
-def quantize_stage(
-    opts: QuantOptions,
-    keras_model: Any,
-    keras_input_names: Sequence[str],
-    in_specs: Sequence[TensorSpec],
-    out_specs: Sequence[TensorSpec],
-    float_model: bytes,
-    stage: Path,
-    module: Any = None,
-    inferred_stats: dict[str, InputStats] | None = None,
-) -> QuantResult:
-    """Quantize, verify and write `model_<mode>.tflite` into `stage`; returns the manifest section."""
+class FloatModel(Protocol):
+    """What the quantize stage reads from the conversion (edgeport.pipeline's state provides it)."""
+
+    @property
+    def keras_model(self) -> Any: ...  # what the TFLite converter quantizes
+
+    @property
+    def keras_input_names(self) -> list[str]: ...  # ONNX input names, in Keras input order
+
+    @property
+    def in_specs(self) -> list[TensorSpec]: ...
+
+    @property
+    def out_specs(self) -> list[TensorSpec]: ...
+
+    @property
+    def float_tflite(self) -> bytes: ...  # the verified float32 model: the fidelity reference
+
+    @property
+    def distill_source(self) -> Any: ...  # torch module or ONNX model with its BatchNorms (distillation)
+
+    @property
+    def unfolded_onnx(self) -> onnx.ModelProto: ...  # before BN folding: input statistics are read here
+
+
+def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> QuantResult:
+    """Quantize, verify and write `model_<mode>.tflite` into `outdir`; returns the manifest section."""
     started = time.perf_counter()
+    in_specs, out_specs, float_model = model.in_specs, model.out_specs, model.float_tflite
+    keras_model = model.keras_model
     by_name = {s.name: s for s in in_specs}
-    keras_specs = [by_name[n] for n in keras_input_names]
-    stats = resolve_input_stats(opts, inferred_stats or {}, in_specs)
-    path = stage / MODE_FILES[opts.mode]
+    keras_specs = [by_name[n] for n in model.keras_input_names]
+    # Read before folding, while a normalisation or the first BN is still visible in the graph.
+    stats = resolve_input_stats(opts, infer_input_stats(model.unfolded_onnx), in_specs)
+    path = outdir / MODE_FILES[opts.mode]
     if opts.mode == "dynamic":
-        model = keras_to_quantized(keras_model, "dynamic", keras_specs)
-        path.write_bytes(model)
+        quantized = keras_to_quantized(keras_model, "dynamic", keras_specs)
+        path.write_bytes(quantized)
         # The converter quantizes the weights of large layers only (>= 1024 elements); smaller
         # ones stay float32, and tensor_types shows how many of each there are.
         scheme = {
             "weights": "int8 per-channel (symmetric) for layers with >= 1024 weights, else float32",
             "activations": "float32 (hybrid kernels quantize them on the fly, per inference)",
-            "tensor_types": _tensor_types(model),
+            "tensor_types": _tensor_types(quantized),
         }
     elif opts.mode == "float16":
         # Written and verified by the converter already; this adds the integer modes' fidelity report.
-        model = path.read_bytes()
+        quantized = path.read_bytes()
         scheme = {
             "weights": "float16 (dequantized to float32 when the model is loaded)",
             "activations": "float32",
         }
     else:
         return _integer_stage(
-            opts, keras_model, keras_specs, in_specs, out_specs, float_model, path, module, stats
+            opts,
+            keras_model,
+            keras_specs,
+            in_specs,
+            out_specs,
+            float_model,
+            path,
+            model.distill_source,
+            stats,
         )
     # No calibration: the held-out inputs only measure fidelity (input statistics, else N(0, 1)).
     held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
-    fidelity = fidelity_report(float_model, model, in_specs, out_specs, held_out)
+    fidelity = fidelity_report(float_model, quantized, in_specs, out_specs, held_out)
     section = {
         "mode": opts.mode,
         "io": "float",
@@ -272,7 +300,7 @@ def quantize_stage(
         },
         "seconds": _since(started),
     }
-    return QuantResult(path, opts.mode, _names(QuantizedRunner(model, in_specs, out_specs)), section)
+    return QuantResult(path, opts.mode, _names(QuantizedRunner(quantized, in_specs, out_specs)), section)
 
 
 def _integer_stage(

@@ -1,8 +1,10 @@
 """ONNX rewrites that make models convertible (and transpose-free) through onnx2tf.
 
 Each rewrite is a module with `NAME` and a pure `rewrite(ModelProto) -> ModelProto` that leaves graphs
-it does not match untouched. `prepare_for_onnx2tf` runs them all in order and says which ones changed
-something (for the manifest) and which extra onnx2tf options the graph needs.
+it does not match untouched; a new one is that module plus one line in REWRITES. The conversion runs
+them in this order as named ONNX passes (edgeport/pipeline/onnx_passes.py: `--list-passes`,
+`--skip-pass NAME`); `prepare_for_onnx2tf` runs them all and says which ones changed something and
+which extra onnx2tf options the graph needs.
 """
 
 from __future__ import annotations
@@ -57,15 +59,30 @@ def _fingerprint(model: onnx.ModelProto) -> bytes:
     return model.graph.SerializeToString(deterministic=True)
 
 
-def prepare_for_onnx2tf(model: onnx.ModelProto) -> PreparedModel:
-    """Apply every rewrite; `applied` names those that changed the graph, in order."""
-    applied: list[str] = []
-    for name, rewrite in REWRITES:
-        before = _fingerprint(model)
-        model = rewrite(model)
-        if _fingerprint(model) != before:
-            applied.append(name)
+def apply_rewrite(rewrite: Rewrite, model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """Run one rewrite: (the new model, whether it changed the graph)."""
+    before = _fingerprint(model)
+    model = rewrite(model)
+    return model, _fingerprint(model) != before
+
+
+def onnx2tf_options_for(model: onnx.ModelProto) -> dict[str, Any]:
+    """The onnx2tf options the rewritten graph needs."""
     options: dict[str, Any] = {}
     if any(node.op_type in _RNN_OPS for node in model.graph.node):
         options["enable_rnn_unroll"] = True
-    return PreparedModel(model=model, applied=applied, onnx2tf_options=options)
+    return options
+
+
+def prepare_for_onnx2tf(model: onnx.ModelProto) -> PreparedModel:
+    """Apply every rewrite; `applied` names those that changed the graph, in order.
+
+    The conversion runs the same rewrites one by one, as named passes that can be skipped
+    (edgeport/pipeline/onnx_passes.py); this runs them all, for tests and benchmarks.
+    """
+    applied: list[str] = []
+    for name, rewrite in REWRITES:
+        model, changed = apply_rewrite(rewrite, model)
+        if changed:
+            applied.append(name)
+    return PreparedModel(model=model, applied=applied, onnx2tf_options=onnx2tf_options_for(model))

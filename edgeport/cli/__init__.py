@@ -18,11 +18,40 @@ from edgeport.quiet import quiet_native_logs
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
 COMMANDS = ("convert", "package", "flash")
+# Help is wrapped to the terminal, up to this width (click's default of 80 cuts summaries short).
+HELP_WIDTH = 110
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Lists each command with its whole first sentence, never cut short with '...'."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
+    epilog="""\b
+Example (a PyTorch model to verified int8 TFLite, then a Cortex-M firmware project):
+  edgeport convert examples/kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8 -o out/kws
+  edgeport package out/kws --target cortex-m --board nucleo-h743zi2 -o out/kws_fw
+
+`edgeport COMMAND --help` shows each command's options and an example.""",
+)
 @click.version_option(__version__, prog_name="edgeport")
-@click.option("--debug", is_flag=True, help="Show full tracebacks and the converters' own logs.")
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show full tracebacks and the converters' own logs (before or after the command).",
+)
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """edgeport: PyTorch / ONNX -> verified TFLite -> Cortex-M firmware and Android."""
@@ -41,10 +70,19 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def debug_first(args: Sequence[str]) -> list[str]:
+    """`--debug` moved in front of the command, wherever it was given (up to a `--`)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return list(args)
+    rest = [a for a in args[:end] if a != "--debug"]
+    return ["--debug", *rest, *args[end:]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the CLI and map failures to exit codes (see module docstring)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
+    args = debug_first(list(sys.argv[1:] if argv is None else argv))
+    debug = args[:1] == ["--debug"]
     if not debug:
         quiet_native_logs()
     try:

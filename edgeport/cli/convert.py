@@ -22,7 +22,29 @@ def parse_shape(text: str) -> list[int]:
     return dims
 
 
-@click.command()
+def _list_passes(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from edgeport.pipeline import all_passes
+
+    passes = all_passes()
+    width = max(len(p.name) for _, p in passes)
+    for kind, title in (
+        ("pytorch", "PyTorch passes (on a copy of the loaded module)"),
+        ("onnx", "ONNX passes"),
+    ):
+        click.echo(f"{title}, in the order they run:")
+        names = [f"  {p.name:<{width}}  {p.about}" for k, p in passes if k == kind]
+        click.echo("\n".join(names) if names else "  (none)")
+    ctx.exit(0)
+
+
+@click.command(
+    short_help="Convert a PyTorch or ONNX model to TFLite, verified against the source (and quantize it).",
+    epilog="""\b
+Example:
+  edgeport convert examples/kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8 -o out/kws""",
+)
 @click.argument("source")
 @click.option(
     "-o",
@@ -36,7 +58,8 @@ def parse_shape(text: str) -> list[int]:
     "--input-shape",
     "input_shapes",
     multiple=True,
-    help="Shape of one model input, e.g. 1,3,224,224; once per input in forward() order.",
+    help="Shape of one model input, e.g. 1,3,224,224, or 'scalar' for a rank-0 input (a sample rate); "
+    "once per input in forward() order.",
 )
 @click.option("--input-name", "input_names", multiple=True, help="Name of one model input (same order).")
 @click.option(
@@ -49,7 +72,25 @@ def parse_shape(text: str) -> list[int]:
     is_flag=True,
     help="Allow loading a pickled whole-model file (runs arbitrary code from the file).",
 )
-@click.option("--no-fold-bn", is_flag=True, help="Leave batch-norm layers unfolded (for comparison).")
+@click.option(
+    "--no-fold-bn", is_flag=True, help="Leave batch-norm layers unfolded (= --skip-pass fold_batch_norms)."
+)
+@click.option(
+    "--skip-pass",
+    "skip_passes",
+    multiple=True,
+    metavar="NAME",
+    help="Do not run this PyTorch or ONNX pass (repeatable; names from --list-passes).",
+)
+@click.option(
+    "--list-passes",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_list_passes,
+    help="List the passes in the order they run, and exit.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the stages as they run (stderr).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
 @click.option(
     "--quantize",
@@ -116,6 +157,8 @@ def convert(
     keep_nchw: bool,
     trust_pickle: bool,
     no_fold_bn: bool,
+    skip_passes: tuple[str, ...],
+    quiet: bool,
     force: bool,
     quantize: str | None,
     flash_budget: str | None,
@@ -133,10 +176,13 @@ def convert(
 
     Writes model.onnx, model_float32.tflite, model_float16.tflite and edgeport.json to OUTDIR,
     after checking that PyTorch, onnxruntime and LiteRT agree on the same random inputs.
+    Each stage is shown on stderr as it runs; the summary line on stdout says where the time went.
     """
+    from edgeport.cli.progress import StageDisplay
     from edgeport.pipeline import ConvertOptions, convert_model
     from edgeport.quant.mixed import parse_size
     from edgeport.quant.modes import QuantOptions, parse_floats
+    from edgeport.quiet import silenced
 
     quant = None
     if quantize:
@@ -182,8 +228,15 @@ def convert(
         trust_pickle=trust_pickle,
         force=force,
         fold_bn=not no_fold_bn,
+        skip_passes=list(skip_passes),
         debug=bool(ctx.obj and ctx.obj.get("debug")),
         quantize=quant,
     )
-    result = convert_model(options)
+    # The converters' own output is captured here, not in the library: API callers keep theirs.
+    with silenced(not options.debug) as stderr:
+        display = StageDisplay(stderr, enabled=not quiet)
+        try:
+            result = convert_model(options, display)
+        finally:
+            display.close()
     click.echo(result.summary())

@@ -1,0 +1,132 @@
+"""`edgeport convert` as a Python API: named stages over one state object (stages.py, state.py).
+
+Where things go:
+- a PyTorch pass (pruning, ...): one module + one line in torch_passes.py's TORCH_PASSES;
+- an ONNX pass: one module + one line in onnx_passes.py's ONNX_PASSES (an onnx2tf rewrite: one module
+  in converters/rewrites/ + one line in its REWRITES);
+- a stage: a function over ConvertState + one line in stages.py's STAGES.
+Everything is written to a staging directory that replaces OUTDIR only when every stage passed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from edgeport.converters.onnx_to_tflite import ConversionFailed
+from edgeport.errors import EdgeportError
+from edgeport.manifest import Manifest
+from edgeport.outdir import staged_outdir
+from edgeport.pipeline.onnx_passes import ONNX_PASSES
+from edgeport.pipeline.passes import Pass, PassReport, check_names
+from edgeport.pipeline.stages import FLOAT32_TOLERANCE, STAGES, Stage
+from edgeport.pipeline.state import ConvertOptions, ConvertState
+from edgeport.pipeline.torch_passes import TORCH_PASSES
+from edgeport.quant.modes import describe_section
+
+__all__ = [
+    "FLOAT32_TOLERANCE",
+    "ConvertOptions",
+    "ConvertResult",
+    "StageObserver",
+    "all_passes",
+    "convert_model",
+]
+
+
+class StageObserver(Protocol):
+    """Told when each stage starts and ends (the CLI shows them; -q silences it)."""
+
+    def started(self, stage: str) -> None: ...
+
+    def finished(self, stage: str, seconds: float) -> None: ...
+
+
+class _Unobserved:
+    def started(self, stage: str) -> None:
+        pass
+
+    def finished(self, stage: str, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class ConvertResult:
+    outdir: Path
+    manifest: Manifest
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, in run order
+    pass_reports: list[PassReport] = field(default_factory=list)
+
+    def summary(self) -> str:
+        ver = self.manifest.verification
+        worst: dict[str, float] = {}
+        for err in ver.errors if ver else []:
+            worst[err.stage] = max(worst.get(err.stage, 0.0), err.max_rel_error)
+        checks = ", ".join(f"{stage} {rel:.1e}" for stage, rel in worst.items())
+        tfl = self.manifest.artifact("model_float32.tflite")
+        ops = sum(tfl.op_counts.values())
+        notes = "".join(f", {h}" for h in (r.headline() for r in self.pass_reports) if h)
+        line = (
+            f"converted in {self.seconds:.1f}s -> {self.outdir}: {ops} ops{notes}, "
+            f"layout {self.manifest.layout}; "
+            f"max rel. error vs {ver.reference if ver else '?'}: {checks}"
+        )
+        quant = self.manifest.sections.get("quantization")
+        line = f"{line}; {describe_section(quant)}" if quant else line
+        line = f"{line}; {where_the_time_went(self.timings)}" if self.timings else line
+        return "\n".join([line] + [f"warning: {w}" for r in self.pass_reports for w in r.warnings_()])
+
+
+def where_the_time_went(timings: dict[str, float], top: int = 3) -> str:
+    """`most time: quantize 141.0s, tflite 2.3s, export 0.9s`: the slowest stages, slowest first."""
+    slowest = sorted(timings.items(), key=lambda item: -item[1])[:top]
+    return "most time: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in slowest)
+
+
+def all_passes() -> list[tuple[str, Pass]]:
+    """(kind, pass) for every registered pass, in the order they run."""
+    return [("pytorch", p) for p in TORCH_PASSES] + [("onnx", p) for p in ONNX_PASSES]
+
+
+def convert_model(opts: ConvertOptions, observer: StageObserver | None = None) -> ConvertResult:
+    """Convert and verify; raises EdgeportError (nothing written) on any failure."""
+    started = time.perf_counter()
+    check_names(opts.skip_passes, [p.name for _, p in all_passes()])
+    state = ConvertState(options=opts)
+    watch = observer or _Unobserved()
+    # A bad SOURCE is refused before the staging directory exists.
+    load, *rest = STAGES
+    _run(load, state, watch)
+    with staged_outdir(Path(opts.outdir), opts.force) as stage_dir:
+        state.stage_dir = stage_dir
+        for stage in rest:
+            _run(stage, state, watch)
+    return ConvertResult(
+        outdir=Path(opts.outdir),
+        manifest=state.manifest,
+        seconds=time.perf_counter() - started,
+        timings=state.timings,
+        pass_reports=state.pass_reports,
+    )
+
+
+def _run(stage: Stage, state: ConvertState, observer: StageObserver) -> None:
+    if not stage.when(state):
+        return
+    observer.started(stage.name)
+    started = time.perf_counter()
+    try:
+        stage.run(state)
+    except Exception as exc:
+        # EdgeportErrors are already the user's message, except onnx2tf giving up (ConversionFailed).
+        if stage.failure is None or (
+            isinstance(exc, EdgeportError) and not isinstance(exc, ConversionFailed)
+        ):
+            raise
+        observer.started(f"{stage.name} failed; finding where")
+        raise stage.failure(state, exc) from exc
+    state.timings[stage.name] = time.perf_counter() - started
+    observer.finished(stage.name, state.timings[stage.name])

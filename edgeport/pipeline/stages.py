@@ -1,0 +1,377 @@
+"""The stages of `edgeport convert`, in order; each reads and writes the ConvertState only.
+
+load -> PyTorch passes -> export -> ONNX passes -> tflite -> verify -> quantize -> manifest. The float
+models are verified before the quantize stage (which verifies its own model in LiteRT and TFLite
+Micro): a model that does not convert in float is refused before minutes of calibration.
+A stage that runs third-party converters (onnx2tf, TensorFlow) turns anything they raise into a
+conversion error naming the stage and, where bisection finds it, the ONNX node.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from edgeport.converters import onnx_prepare
+from edgeport.converters.localize import first_diverging_node, prefix_diverges
+from edgeport.converters.onnx_to_tflite import (
+    KerasResult,
+    keras_to_tflite,
+    onnx_to_keras,
+    wrap_keep_nchw,
+)
+from edgeport.converters.rewrites import onnx2tf_options_for
+from edgeport.converters.sources import LoadedSource, load_source
+from edgeport.converters.torch_to_onnx import export_onnx
+from edgeport.converters.verify import (
+    TfliteRunner,
+    check_weights,
+    compare,
+    run_onnx,
+    run_torch,
+    verification_failure,
+)
+from edgeport.errors import EdgeportError
+from edgeport.manifest import Manifest, StageError, Verification, tool_versions
+from edgeport.pipeline import artifacts
+from edgeport.pipeline.onnx_passes import ONNX_PASSES, manifest_entries
+from edgeport.pipeline.passes import exception_line, run_passes
+from edgeport.pipeline.state import ConvertOptions, ConvertState
+from edgeport.pipeline.torch_passes import TORCH_PASSES
+from edgeport.quant.modes import quantize_stage
+from edgeport.tensors import TensorSpec, random_inputs
+
+FLOAT32_TOLERANCE = 1e-4  # issue #2: float32 .tflite must match the reference to this relative error
+VERIFY_SAMPLES = 3
+VERIFY_SEED = 0
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert", "numpy")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[ConvertState], None]
+    when: Callable[[ConvertState], bool] = lambda _state: True
+    # Turns an exception raised inside third-party code during `run` into the user's error.
+    failure: Callable[[ConvertState, Exception], EdgeportError] | None = None
+
+
+# 1. load
+def load(state: ConvertState) -> None:
+    opts = state.options
+    source = load_source(opts.source, opts.weights, opts.trust_pickle)
+    state.source = source
+    state.reference = source.module if source.is_torch else source.onnx_model
+    state.module = source.module
+    state.manifest = Manifest(command="convert", tools=tool_versions(*TOOLS))
+    state.manifest.set_source(source.path, source.kind, opts.source)
+
+
+# 2. PyTorch passes
+def _torch_passes_to_run(state: ConvertState) -> bool:
+    skip = state.options.skipped()
+    return bool(state.source and state.source.is_torch and any(p.name not in skip for p in TORCH_PASSES))
+
+
+def torch_passes(state: ConvertState) -> None:
+    module = copy.deepcopy(state.reference)  # the reference must not see what the passes change
+    state.module, reports, skipped = run_passes(TORCH_PASSES, module, state.options.skipped(), "PyTorch")
+    state.pass_reports += reports
+    state.skipped_passes += [p.name for p in skipped]
+
+
+# 3. export
+def export(state: ConvertState) -> None:
+    source, opts = _source(state), state.options
+    if source.is_torch:
+        import torch
+
+        shapes = _reference_inputs(source, opts)
+        names = _input_names(source, len(shapes), opts)
+        (sample,) = random_inputs(
+            [TensorSpec(n, sh) for n, sh in zip(names, shapes, strict=True)], 1, VERIFY_SEED
+        )
+        # BNs stay nodes at export: fold_batch_norms is the one place they are folded (the
+        # exporter would fuse only Conv+BN, and silently), so the manifest accounts for each.
+        model = export_onnx(
+            state.module,
+            [torch.from_numpy(sample[n]) for n in names],
+            state.onnx_path,
+            names,
+            opts.opset,
+            fold_constants=False,
+        )
+        model = onnx_prepare.fix_input_shapes(model, shapes)
+    else:
+        model = onnx_prepare.fix_input_shapes(source.onnx_model, opts.input_shapes)
+        if opts.input_names:
+            current = list(onnx_prepare.input_shapes_of(model))
+            model = onnx_prepare.rename_io(
+                model, dict(zip(current, _input_names(source, len(current), opts), strict=True))
+            )
+    state.exported = model
+
+
+# 4. ONNX passes
+def onnx_passes(state: ConvertState) -> None:
+    check_weights(_exported(state))  # NaN weights give NaN outputs everywhere, which nothing can verify
+    model = onnx.ModelProto()
+    model.CopyFrom(_exported(state))  # the quantize stage reads the graph as exported (unfolded)
+    model, reports, skipped = run_passes(ONNX_PASSES, model, state.options.skipped(), "ONNX")
+    options = onnx2tf_options_for(model)
+    for entry in skipped:
+        options.update(entry.options_when_skipped)
+    state.model, state.onnx2tf_options = model, options
+    state.pass_reports += reports
+    state.skipped_passes += [p.name for p in skipped]
+    entries = manifest_entries(reports, state.skipped_passes, options)
+    state.manifest.passes = [e.entry() for e in entries]
+    onnx.save(model, str(state.onnx_path))
+
+
+# 5. tflite
+def tflite(state: ConvertState) -> None:
+    opts, model = state.options, _model(state)
+    state.image_inputs = onnx_prepare.channels_first_inputs(model)
+    workdir = state.stage_dir / ".work"
+    workdir.mkdir()
+    keras = onnx_to_keras(
+        state.onnx_path, workdir, state.image_inputs, opts.keep_nchw, state.onnx2tf_options, opts.debug
+    )
+    state.keras = keras
+    state.keras_model = wrap_keep_nchw(keras) if opts.keep_nchw else keras.model
+    for precision in ("float32", "float16"):
+        path = state.stage_dir / f"model_{precision}.tflite"
+        path.write_bytes(keras_to_tflite(state.keras_model, precision))
+        state.tflite_paths[precision] = path
+    shutil.rmtree(workdir, ignore_errors=True)
+    state.in_specs, state.out_specs = _io_specs(model, keras, opts.keep_nchw)
+
+
+def _tflite_failure(state: ConvertState, exc: Exception) -> EdgeportError:
+    what = exc.problem if isinstance(exc, EdgeportError) else exception_line(exc)
+    where = _locate_crash(state)
+    return EdgeportError(
+        f"onnx2tf / TensorFlow could not convert the model{where} ({what})",
+        "rerun with --debug for the traceback; --keep-nchw, or --skip-pass NAME for a rewrite "
+        "(edgeport convert --list-passes), sometimes avoid it; otherwise report the model",
+    )
+
+
+def _locate_crash(state: ConvertState) -> str:
+    """`, at ONNX node NAME (Op)` for the first node whose prefix does not convert, or ""."""
+    model = _model(state)
+    specs = _onnx_input_specs(model)
+    samples = random_inputs(specs, 1, VERIFY_SEED)
+    args = (samples, specs, state.image_inputs, state.onnx2tf_options, FLOAT32_TOLERANCE)
+    outputs = [o.name for o in model.graph.output]
+    try:
+        # Bisection assumes the output it starts from fails: true of the only output, checked otherwise.
+        failing = (
+            outputs[:1] if len(outputs) == 1 else [o for o in outputs if prefix_diverges(model, o, *args)]
+        )
+        node = first_diverging_node(model, *args, failing[0]) if failing else None
+    except Exception as err:  # noqa: BLE001 - the diagnosis must not hide the failure it diagnoses
+        return f" (the failing node was not found: {exception_line(err)})"
+    return f" at ONNX node {node}" if node else ""
+
+
+# 6. verify
+def verify(state: ConvertState) -> None:
+    model = _model(state)
+    state.samples = random_inputs(state.in_specs, VERIFY_SAMPLES, VERIFY_SEED)
+    state.manifest.verification, state.tflite_names = _verify(state)
+    failed = [e for e in state.manifest.verification.errors if _diverges(e)]
+    if failed:
+        first = failed[0]
+        where = ""
+        if first.stage == "tflite_float32" and first.problem is None:
+            node = first_diverging_node(
+                model,
+                state.samples,
+                state.in_specs,
+                state.image_inputs,
+                state.onnx2tf_options,
+                FLOAT32_TOLERANCE,
+                first.output,
+            )
+            where = f", first diverging ONNX node {node}" if node else ""
+        notes = [note for report in state.pass_reports for note in report.warnings_()]
+        raise verification_failure(
+            first, state.manifest.verification.reference, FLOAT32_TOLERANCE, where, notes
+        )
+
+
+# 7. quantize
+def quantize(state: ConvertState) -> None:
+    assert state.options.quantize is not None
+    result = quantize_stage(state.options.quantize, state, state.stage_dir)
+    state.quantized = result
+    state.manifest.sections["quantization"] = result.section
+    state.tflite_paths[result.precision] = result.path
+    state.tflite_names[result.precision] = result.tensor_names
+
+
+def _quantize_failure(state: ConvertState, exc: Exception) -> EdgeportError:
+    mode = state.options.quantize.mode if state.options.quantize else "?"
+    return EdgeportError(
+        f"quantizing to {mode} failed ({exception_line(exc)})",
+        "rerun with --debug for the traceback and report the model; without --quantize the float "
+        "models convert",
+    )
+
+
+# 8. manifest
+def manifest(state: ConvertState) -> None:
+    opts, man, stage = state.options, state.manifest, state.stage_dir
+    man.layout = artifacts.model_layout(state.in_specs, opts.keep_nchw)
+    onnx_in = artifacts.source_infos(state.in_specs, opts.keep_nchw)
+    onnx_out = artifacts.source_infos(state.out_specs, opts.keep_nchw)
+    man.artifacts.append(artifacts.artifact(state.onnx_path, stage, "onnx", "float32", onnx_in, onnx_out))
+    specs = state.in_specs + state.out_specs
+    for precision, path in state.tflite_paths.items():
+        ins, outs = artifacts.tflite_infos(path, specs, state.tflite_names[precision], opts.keep_nchw)
+        man.artifacts.append(artifacts.artifact(path, stage, "tflite", precision, ins, outs))
+    for name, seconds in state.timings.items():
+        man.run.seconds[f"stage {name}"] = round(seconds, 2)
+    man.write(stage)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("load", load),
+    Stage("pytorch passes", torch_passes, when=_torch_passes_to_run),
+    Stage("export", export),
+    Stage("onnx passes", onnx_passes),
+    Stage("tflite", tflite, failure=_tflite_failure),
+    Stage("verify", verify),
+    Stage(
+        "quantize", quantize, when=lambda state: state.options.quantize is not None, failure=_quantize_failure
+    ),
+    Stage("manifest", manifest),
+)
+
+
+def _source(state: ConvertState) -> LoadedSource:
+    assert state.source is not None, "the load stage runs first"
+    return state.source
+
+
+def _exported(state: ConvertState) -> onnx.ModelProto:
+    assert state.exported is not None, "the export stage runs first"
+    return state.exported
+
+
+def _model(state: ConvertState) -> onnx.ModelProto:
+    assert state.model is not None, "the ONNX passes stage runs first"
+    return state.model
+
+
+def _reference_inputs(source: LoadedSource, opts: ConvertOptions) -> list[list[int]]:
+    shapes = opts.input_shapes or source.example_shapes
+    if source.is_torch and not shapes:
+        raise EdgeportError(
+            "a PyTorch model needs its input shapes",
+            "pass --input-shape once per forward() argument, e.g. --input-shape 1,3,224,224",
+        )
+    if source.is_torch and source.forward_arg_names and len(shapes) != len(source.forward_arg_names):
+        raise EdgeportError(
+            f"forward() takes {len(source.forward_arg_names)} input(s) "
+            f"({', '.join(source.forward_arg_names)}) but {len(shapes)} --input-shape given",
+            "give one --input-shape per forward() argument, in order",
+        )
+    return shapes
+
+
+def _input_names(source: LoadedSource, count: int, opts: ConvertOptions) -> list[str]:
+    if opts.input_names:
+        if len(opts.input_names) != count:
+            raise EdgeportError(
+                f"{len(opts.input_names)} --input-name given for {count} input(s)", "give one per input"
+            )
+        return list(opts.input_names)
+    if len(source.forward_arg_names) == count:
+        return list(source.forward_arg_names)
+    return ["input"] if count == 1 else [f"input_{i}" for i in range(count)]
+
+
+def _diverges(error: StageError) -> bool:
+    """ONNX and float32 TFLite must match the reference; float16 is reported, not enforced."""
+    enforced = error.stage in ("onnx", "tflite_float32") and not error.max_rel_error < FLOAT32_TOLERANCE
+    return enforced or error.problem is not None  # NaN/inf or a shape mismatch fails any stage
+
+
+def _onnx_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """The graph's inputs in the source layout (fixed shapes, as the ONNX passes left them)."""
+    elem_types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    return [
+        TensorSpec(name, [int(d) for d in dims], _np_dtype(elem_types[name]))
+        for name, dims in onnx_prepare.input_shapes_of(model).items()
+    ]
+
+
+def _io_specs(
+    model: onnx.ModelProto, keras: KerasResult, keep_nchw: bool
+) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs in the source layout, marked where the .tflite holds them channels-last."""
+    in_specs = [
+        TensorSpec(s.name, s.shape, s.dtype, channels_last=keras.input_channels_last.get(s.name, False))
+        for s in _onnx_input_specs(model)
+    ]
+    out_specs = [
+        TensorSpec(
+            o.name,
+            [d.dim_value for d in o.type.tensor_type.shape.dim],
+            _np_dtype(o.type.tensor_type.elem_type),
+            channels_last=keras.output_channels_last.get(o.name, False) and not keep_nchw,
+        )
+        for o in model.graph.output
+    ]
+    return in_specs, out_specs
+
+
+def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]]]:
+    """Every stage against the reference on the same samples; also each .tflite's tensor names."""
+    source, samples = _source(state), state.samples
+    in_specs, out_specs = state.in_specs, state.out_specs
+    if source.is_torch:
+        reference = run_torch(
+            state.reference, samples, [s.name for s in in_specs], [s.name for s in out_specs]
+        )
+        ref_name = "pytorch"
+    else:
+        reference = run_onnx(onnx.load(str(state.onnx_path)).SerializeToString(), samples)
+        ref_name = "onnx (source)"
+    errors = (
+        compare("onnx", reference, run_onnx(state.onnx_path.read_bytes(), samples)) if source.is_torch else []
+    )
+    tflite_names: dict[str, dict[str, str]] = {}
+    for precision, path in state.tflite_paths.items():
+        try:
+            runner = TfliteRunner(path.read_bytes(), in_specs, out_specs)
+            outputs = [runner.run(s) for s in samples]
+        except (RuntimeError, ValueError) as exc:
+            raise EdgeportError(
+                f"the converted {path.name} does not run in LiteRT ({str(exc).splitlines()[0][:160]})",
+                "rerun with --debug and report the model; --keep-nchw sometimes avoids a layout bug",
+            ) from exc
+        tflite_names[precision] = runner.tensor_names()
+        errors += compare(f"tflite_{precision}", reference, outputs)
+    passed = not any(_diverges(e) for e in errors)
+    verification = Verification(
+        reference=ref_name,
+        num_samples=len(samples),
+        seed=VERIFY_SEED,
+        tolerance_rel=FLOAT32_TOLERANCE,
+        passed=passed,
+        errors=errors,
+    )
+    return verification, tflite_names
+
+
+def _np_dtype(elem_type: int) -> str:
+    return str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
