@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from edgeport.manifest import Manifest
@@ -53,3 +55,35 @@ def test_source_is_recorded_by_name_and_hash_not_by_where_it_lives(tmp_path: Pat
     assert first.reproducible() == second.reproducible()
     assert first.document()["run"] != second.document()["run"]
     assert first.run.paths["source"] == str(tmp_path / "a" / "net.py")
+
+
+def test_two_identical_runs_write_the_same_manifest_apart_from_run(tmp_path: Path) -> None:
+    """The issue's case: wall-clock seconds of the quantization section, and the absolute source path.
+
+    Separate processes, as a user runs them (inside one process Keras numbers its layers on, so a
+    second conversion's .tflite names its tensors differently).
+    """
+    root = Path(__file__).resolve().parents[1]
+    runs = []
+    for name, spec, cwd in (
+        ("a", str(root / "tests/fixtures/tiny_models.py"), tmp_path),
+        ("b", "tests/fixtures/tiny_models.py", root),
+    ):
+        out = tmp_path / name / "out"
+        args = [f"{spec}:SequenceHead", "-o", str(out), "--input-shape", "1,5,16", "--quantize", "int8"]
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeport", "convert", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads((out / "edgeport.json").read_text()))
+    first, second = ({k: v for k, v in run.items() if k != "run"} for run in runs)
+    assert json.dumps(first) == json.dumps(second)
+    assert (
+        runs[0]["run"]["seconds"]["quantization"] > 0 and "seconds" not in first["sections"]["quantization"]
+    )
+    assert runs[0]["run"]["paths"]["source"] == str(root / "tests/fixtures/tiny_models.py")
+    assert str(tmp_path) not in json.dumps(first) and str(root) not in json.dumps(first)
