@@ -16,7 +16,10 @@ from pathlib import Path
 
 from edgeport.errors import EdgeportError
 from edgeport.packaging import read_manifest
+from edgeport.runtimes import qemu
+from edgeport.runtimes.qemu import QemuRun
 from edgeport.targets.cortex_m.boards import Board, get_board
+from edgeport.targets.cortex_m.section import CortexMSection
 
 PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
 TFLM_MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"  # what makes a directory a TFLite Micro tree
@@ -56,34 +59,17 @@ def qemu_icount_shift(board: Board) -> int:
 
 def qemu_command(board: Board) -> tuple[str, ...]:
     """qemu-system-arm with the board's machine, serial on stdio and semihosting exit; add the ELF."""
-    return (
-        "qemu-system-arm",
-        "-M",
-        board.qemu_machine,
-        "-nographic",
-        "-semihosting-config",
-        "enable=on,target=native",
-        # Virtual time from the instruction count, so SysTick advances deterministically.
-        "-icount",
-        f"shift={qemu_icount_shift(board)}",
-        "-kernel",
-    )
+    return qemu.command(board.qemu_machine, qemu_icount_shift(board))
 
 
-def build_and_run_qemu(
-    firmware: Path, board: Board, tflm_root: str | Path, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    """Build a packaged firmware project against a TFLite Micro tree and run it in QEMU, output
-    captured: the opt-in tests and the Cortex-M benchmark read the self-test's lines from it."""
+def build_and_run_qemu(firmware: Path, board: Board, tflm_root: str | Path, timeout: float = 600) -> QemuRun:
+    """Build a packaged firmware project against a TFLite Micro tree and run it in QEMU (at most
+    `timeout` seconds): the opt-in tests and the Cortex-M benchmark read the self-test's lines from it."""
     subprocess.run(
         ["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={tflm_root}"], check=True, capture_output=True
     )
-    return subprocess.run(
-        [*qemu_command(board), str(firmware / "build" / "firmware.elf")],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
+    return qemu.run_firmware(
+        firmware / "build" / "firmware.elf", board.qemu_machine, qemu_icount_shift(board), timeout
     )
 
 
@@ -93,12 +79,12 @@ def packaged_board(outdir: Path) -> str:
         "an `edgeport package` output",
         "run `edgeport package MODEL --target cortex-m -o OUTDIR` first",
     )
-    section = manifest.sections.get("cortex_m")
-    if not section or not (outdir / "firmware").is_dir():
+    section = CortexMSection.of(manifest, str(outdir))
+    if not (outdir / section.firmware).is_dir():
         raise EdgeportError(
             f"{outdir} has no Cortex-M package", "run `edgeport package --target cortex-m` into it"
         )
-    return str(section["board"])
+    return section.board
 
 
 def check_tflm_tree(root: str | None) -> Path:

@@ -19,10 +19,10 @@ from edgeport.targets.cortex_m import arena as arena_mod
 from edgeport.targets.cortex_m import compressed, model_data, op_resolver, readme, settings
 from edgeport.targets.cortex_m import fit as fit_mod
 from edgeport.targets.cortex_m.boards import Board, get_board
+from edgeport.targets.cortex_m.section import ArenaSection, CortexMSection, FitSection, SelfTestSection
 from edgeport.targets.cortex_m.target import DEFAULT_NAME
 from edgeport.tflite_file import TfliteModel, verify_tflite
 
-SECTION = "cortex_m"
 # What the package writes at the top of OUTDIR; anything else there is kept when updating in place.
 GENERATED = (
     "model_data.h",
@@ -132,40 +132,38 @@ def package(
             artifact(test_cc, stage, "c_source"),
         ]
         manifest.artifacts.append(Artifact(path="firmware", kind="firmware_project", sha256="", size_bytes=0))
-        manifest.sections[SECTION] = {
-            "model": model_path.name,
-            "model_sha256": sha256_of(model_path),
-            "model_bytes": data.size_bytes,
-            "crc32": f"0x{data.crc32:08x}",
-            "name": name,
-            "section": section or ".rodata",
-            "board": the_board.name,
-            "ops": [r.op for r in regs],
-            "op_versions": {k: v for k, v in tfl.op_versions.items() if k in tfl.ops},
-            "int8_kernels": [r.op for r in regs if r.kernel],
-            "arena": {
-                "measured_bytes": arena.measured_bytes,
-                "recorded_bytes": arena.recorded_bytes,
-                "head_bytes": arena.head_bytes,
-                "tail_bytes": arena.tail_bytes,
-                "categories": arena.categories,
-                "alignment_margin": arena.alignment_margin,
-                "cmsis_nn_scratch_estimate": arena.cmsis_nn_scratch,
-                "kTensorArenaSize": arena.arena_size,
-                "measured_with": "tflite_micro Python runtime on the x86-64 host: smallest arena that "
+        CortexMSection(
+            model=model_path.name,
+            model_sha256=sha256_of(model_path),
+            model_bytes=data.size_bytes,
+            crc32=f"0x{data.crc32:08x}",
+            name=name,
+            section=section or ".rodata",
+            board=the_board.name,
+            ops=[r.op for r in regs],
+            op_versions={k: v for k, v in tfl.op_versions.items() if k in tfl.ops},
+            int8_kernels=[r.op for r in regs if r.kernel],
+            arena=ArenaSection(
+                measured_bytes=arena.measured_bytes,
+                recorded_bytes=arena.recorded_bytes,
+                head_bytes=arena.head_bytes,
+                tail_bytes=arena.tail_bytes,
+                categories=arena.categories,
+                alignment_margin=arena.alignment_margin,
+                cmsis_nn_scratch_estimate=arena.cmsis_nn_scratch,
+                kTensorArenaSize=arena.arena_size,
+                measured_with="tflite_micro Python runtime on the x86-64 host: smallest arena that "
                 "allocates and invokes (bisection), and the RecordingMicroAllocator total",
-            },
-            "fit": {**fit.as_dict(), "checked": fit_check, "estimates": ["runtime_code", "runtime_ram"]},
-            "self_test": {
-                "input_seed": arena_mod.TEST_INPUT_SEED,
-                "int_tolerance": settings.INT_TOLERANCE,
-                "float_tolerance": settings.FLOAT_TOLERANCE,
-            },
-            "firmware": firmware_dir.relative_to(stage).as_posix(),
-        }
-        decode = compressed.decode_summary(tfl)
-        if decode is not None:  # LUT-compressed weights (TFLM_DECODE)
-            manifest.sections[SECTION]["decode"] = decode
+            ),
+            fit=FitSection(**fit.as_dict(), checked=fit_check, estimates=["runtime_code", "runtime_ram"]),
+            self_test=SelfTestSection(
+                input_seed=arena_mod.TEST_INPUT_SEED,
+                int_tolerance=settings.INT_TOLERANCE,
+                float_tolerance=settings.FLOAT_TOLERANCE,
+            ),
+            firmware=firmware_dir.relative_to(stage).as_posix(),
+            decode=compressed.decode_summary(tfl),  # LUT-compressed weights (TFLM_DECODE) only
+        ).record(manifest)
     return PackageResult(
         outdir=outdir,
         model_path=model_path,
