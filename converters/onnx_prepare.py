@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -79,19 +80,33 @@ def check_translatable(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str:
+    # Exporters write a dynamic dimension as a name, as nothing, or (Paddle) as -1 or 0.
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return d.dim_value
+    return d.dim_param or "?"
+
+
 def input_shapes_of(model: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """Each graph input's shape: sizes, with a name or '?' for dynamic dimensions ([] for a scalar)."""
     shapes = {}
     initializers = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
         if inp.name in initializers:
             continue
-        dims = inp.type.tensor_type.shape.dim
-        shapes[inp.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+        shapes[inp.name] = [_dim(d) for d in inp.type.tensor_type.shape.dim]
     return shapes
 
 
+def _rank_known(value: onnx.ValueInfoProto) -> bool:
+    return value.type.tensor_type.HasField("shape")
+
+
 def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> onnx.ModelProto:
-    """Make every input shape static: from --input-shape, else a dynamic batch becomes 1."""
+    """Make every input shape static: from --input-shape, else a dynamic batch becomes 1.
+
+    A shape [] is a scalar (rank-0) input, e.g. a sample rate.
+    """
     shapes = input_shapes_of(model)
     if given and len(given) != len(shapes):
         raise EdgeportError(
@@ -102,21 +117,30 @@ def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph_inputs = {i.name: i for i in model.graph.input}
     for index, (name, dims) in enumerate(shapes.items()):
+        known_rank = _rank_known(graph_inputs[name])
         if given:
             new = list(given[index])
-            if len(new) != len(dims):
+            if known_rank and len(new) != len(dims):
+                hint = (
+                    "write --input-shape scalar" if not dims else f"give a shape with {len(dims)} dimensions"
+                )
                 raise EdgeportError(
                     f"input {name!r} has rank {len(dims)} ({dims}) but --input-shape has rank {len(new)}",
-                    f"give a shape with {len(dims)} dimensions",
+                    hint,
                 )
-            clash = [(a, b) for a, b in zip(dims, new, strict=True) if isinstance(a, int) and a and a != b]
+            clash = known_rank and any(isinstance(a, int) and a != b for a, b in zip(dims, new, strict=True))
             if clash:
                 raise EdgeportError(
                     f"--input-shape {new} contradicts the model's fixed shape {dims} for input {name!r}",
                     f"use {dims} or re-export the model with dynamic axes",
                 )
+        elif not known_rank:
+            raise EdgeportError(
+                f"input {name!r} has no shape in the model (not even its rank)",
+                "give its shape with --input-shape, e.g. --input-shape 1,3,224,224 (or scalar)",
+            )
         else:
-            new = [d if isinstance(d, int) and d > 0 else None for d in dims]
+            new = [d if isinstance(d, int) else None for d in dims]
             if new and new[0] is None:
                 new[0] = 1  # a dynamic batch is the one dynamic dimension a device never has
             if any(d is None for d in new):
@@ -126,6 +150,7 @@ def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> 
                 )
         tensor_type = graph_inputs[name].type.tensor_type
         tensor_type.ClearField("shape")
+        tensor_type.shape.SetInParent()  # present and empty is rank 0; absent would be unknown rank
         for d in new:
             tensor_type.shape.dim.add().dim_value = int(d)
     # Outputs and value_info with stale symbolic shapes would confuse onnx2tf: infer them again.
@@ -173,6 +198,65 @@ def channels_first_inputs(model: onnx.ModelProto) -> list[str]:
                     seen.add(node.output[0])
                     frontier.append(node.output[0])
     return found
+
+
+# TensorFlow accepts these characters in op and scope names; exporters also write '@', ':', ' ', ...
+_TF_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.\-/>]")
+
+
+def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _graphs(sub)
+
+
+def tf_safe_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose node names, and tensor names other than the graph's inputs and outputs, are valid
+    TensorFlow names (e.g. Paddle's `Softmax@0` becomes `Softmax_0`).
+
+    Only for the copy onnx2tf reads: the pipeline's own model keeps the original names, so that
+    messages and the manifest name nodes as the user's model does. Graph inputs and outputs keep
+    their names (the caller maps those to signature keys).
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graphs = list(_graphs(model.graph))
+    io = {v.name for v in list(model.graph.input) + list(model.graph.output)}
+    taken = set(io)
+    for graph in graphs:
+        for node in graph.node:
+            taken.update([node.name, *node.input, *node.output])
+        taken.update(i.name for i in graph.initializer)
+
+    def safe(name: str) -> str:
+        fixed = _TF_NAME_CHARS.sub("_", name)
+        if fixed == name:
+            return name
+        candidate, n = fixed, 1
+        while candidate in taken:
+            candidate, n = f"{fixed}_{n}", n + 1
+        taken.add(candidate)
+        return candidate
+
+    tensors: dict[str, str] = {}
+    for graph in graphs:
+        for name in [t for node in graph.node for t in [*node.input, *node.output]] + [
+            i.name for i in graph.initializer
+        ]:
+            if name and name not in io and name not in tensors:
+                tensors[name] = safe(name)
+    for graph in graphs:
+        for node in graph.node:
+            node.name = safe(node.name) if node.name else node.name
+            node.input[:] = [tensors.get(n, n) for n in node.input]
+            node.output[:] = [tensors.get(n, n) for n in node.output]
+        for value in [*graph.initializer, *graph.value_info]:
+            value.name = tensors.get(value.name, value.name)
+        if graph is not model.graph:
+            for value in [*graph.input, *graph.output]:
+                value.name = tensors.get(value.name, value.name)
+    return model
 
 
 def rename_io(model: onnx.ModelProto, mapping: dict[str, str]) -> onnx.ModelProto:

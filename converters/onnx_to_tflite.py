@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgeport.converters.onnx_prepare import rename_io
+from edgeport.converters.onnx_prepare import rename_io, tf_safe_names
 from edgeport.errors import EdgeportError
 
 # Shapes of the sample batch onnx2tf would otherwise download for its own checks.
@@ -122,7 +122,7 @@ def onnx_to_keras(
     # with I/O names the TFLite signature accepts (a '/' or a leading digit silently drops it).
     safe = {name: signature_name(name) for name in input_names + output_names}
     private_copy = Path(workdir).resolve() / "onnx2tf_input.onnx"
-    onnx.save(rename_io(model, safe), str(private_copy))
+    onnx.save(tf_safe_names(rename_io(model, safe)), str(private_copy))
     keep_shape = [safe[n] for n in input_names if keep_nchw or n not in channels_first_inputs]
     options: dict[str, Any] = {
         "input_onnx_file_path": str(private_copy),

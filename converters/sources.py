@@ -68,7 +68,28 @@ def _load_onnx(path: Path) -> LoadedSource:
             f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
             "re-export it (torch.onnx.export) or check that the file was copied whole",
         ) from exc
-    return LoadedSource(kind="onnx", path=path, onnx_model=check_translatable(model))
+    return LoadedSource(kind="onnx", path=path, onnx_model=check_translatable(_readable_ir(model, path)))
+
+
+# onnxruntime 1.23 (the verifier) reads ONNX IR versions up to 11; onnx 1.19 writes 12 by default.
+_RUNTIME_MAX_IR = 11
+
+
+def _readable_ir(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
+    """Lower a newer IR version stamp to what onnxruntime reads, when the model's opsets allow it."""
+    if model.ir_version <= _RUNTIME_MAX_IR:
+        return model
+    needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if needed > _RUNTIME_MAX_IR:
+        raise EdgeportError(
+            f"{path} uses opsets that need ONNX IR version {needed}; onnxruntime here reads up to "
+            f"{_RUNTIME_MAX_IR}",
+            "re-export the model with an older opset (e.g. 17)",
+        )
+    lowered = onnx.ModelProto()
+    lowered.CopyFrom(model)
+    lowered.ir_version = _RUNTIME_MAX_IR
+    return lowered
 
 
 def _import_file(path: Path) -> Any:

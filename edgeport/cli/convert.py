@@ -9,8 +9,13 @@ import click
 
 from edgeport.errors import EdgeportError
 
+# A rank-0 input (e.g. a sample rate) has no sizes to write: any of these spells it.
+SCALAR_SHAPES = ("scalar", "()", "[]", "")
+
 
 def parse_shape(text: str) -> list[int]:
+    if text.strip().lower() in SCALAR_SHAPES:
+        return []
     try:
         dims = [int(d) for d in re.split(r"[,x]", text.strip())]
     except ValueError:
