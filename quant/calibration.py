@@ -17,7 +17,7 @@ Methods (all selectable, `--calibration-method`):
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,6 +366,18 @@ def check_calibration(path: Path, specs: Sequence[TensorSpec]) -> None:
     problems = calibration_problems(path, specs)
     if problems:
         raise _refuse(problems)
+
+
+def check_calibration_inputs(
+    path: Path | None, inputs: Mapping[str, Sequence[int]], keep_nchw: bool = False
+) -> None:
+    """check_calibration before export, when only the inputs' names and shapes are known (None: no
+    data given). Samples may be channels-last unless --keep-nchw: which inputs the .tflite holds
+    channels-last is known only after conversion, and this check must not refuse what loading accepts."""
+    if path is not None:
+        check_calibration(
+            path, [TensorSpec(n, list(s), channels_last=not keep_nchw) for n, s in inputs.items()]
+        )
 
 
 def load_calibration(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_DATA_SAMPLES) -> list[Sample]:

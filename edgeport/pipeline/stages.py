@@ -13,6 +13,7 @@ import copy
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -43,6 +44,7 @@ from edgeport.pipeline.onnx_passes import ONNX_PASSES, manifest_entries
 from edgeport.pipeline.passes import exception_line, run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
 from edgeport.pipeline.torch_passes import TORCH_PASSES
+from edgeport.quant.calibration import check_calibration_inputs
 from edgeport.quant.modes import quantize_stage
 from edgeport.tensors import TensorSpec, random_inputs
 
@@ -93,6 +95,7 @@ def export(state: ConvertState) -> None:
 
         shapes = _reference_inputs(source, opts)
         names = _input_names(source, len(shapes), opts)
+        check_calibration_inputs(_calibration(opts), dict(zip(names, shapes, strict=True)), opts.keep_nchw)
         (sample,) = random_inputs(
             [TensorSpec(n, sh) for n, sh in zip(names, shapes, strict=True)], 1, VERIFY_SEED
         )
@@ -114,7 +117,13 @@ def export(state: ConvertState) -> None:
             model = onnx_prepare.rename_io(
                 model, dict(zip(current, _input_names(source, len(current), opts), strict=True))
             )
+        check_calibration_inputs(_calibration(opts), onnx_prepare.input_shapes_of(model), opts.keep_nchw)
     state.exported = model
+
+
+def _calibration(opts: ConvertOptions) -> Path | None:
+    """--calibration: checked before export and onnx2tf, which take most of a conversion's time."""
+    return opts.quantize.calibration if opts.quantize is not None else None
 
 
 # 4. ONNX passes

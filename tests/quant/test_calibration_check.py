@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.calibration import calibration_problems, check_calibration, load_calibration
+from edgeport.quant.calibration import (
+    calibration_problems,
+    check_calibration,
+    check_calibration_inputs,
+    load_calibration,
+)
 from edgeport.tensors import TensorSpec
 
 IMAGE = TensorSpec("x", [1, 3, 8, 8], channels_last=True)
@@ -74,3 +79,61 @@ def test_several_inputs_need_one_named_array_each(tmp_path: Path) -> None:
     np.savez(tmp_path / "cal.npz", x=np.zeros((2, 3, 8, 8), np.float32), v=np.ones((2, 4), np.float32))
     samples = load_calibration(tmp_path / "cal.npz", [IMAGE, VECTOR])
     assert len(samples) == 2 and samples[1]["v"].shape == (1, 4)
+
+
+def test_before_export_image_samples_may_be_channels_last_unless_keep_nchw(tmp_path: Path) -> None:
+    np.save(tmp_path / "nhwc.npy", np.zeros((2, 8, 8, 3), np.float32))
+    check_calibration_inputs(tmp_path / "nhwc.npy", {"x": [1, 3, 8, 8]})
+    with pytest.raises(EdgeportError, match=r"takes \(N, 3, 8, 8\)\. Save one sample per row"):
+        check_calibration_inputs(tmp_path / "nhwc.npy", {"x": [1, 3, 8, 8]}, keep_nchw=True)
+    check_calibration_inputs(None, {"x": [1, 3, 8, 8]})  # no data given: nothing to check
+
+
+@pytest.fixture
+def no_conversion(monkeypatch):
+    """Fail loudly if the pipeline gets as far as export or onnx2tf."""
+    from edgeport.pipeline import stages
+
+    def never(*args, **kwargs):
+        raise AssertionError("export / conversion ran before the calibration data was checked")
+
+    monkeypatch.setattr(stages, "export_onnx", never)
+    monkeypatch.setattr(stages, "onnx_to_keras", never)
+
+
+def test_bad_calibration_is_refused_before_export_through_the_cli(
+    tmp_path: Path, run_cli, no_conversion
+) -> None:
+    data = tmp_path / "cal"
+    data.mkdir()
+    np.save(data / "a.npy", np.zeros((4, 5, 15), np.float32))
+    np.save(data / "b.npy", np.full((4, 5, 16), np.nan, np.float32))
+    out = tmp_path / "out"
+    source = "tests/fixtures/tiny_models.py:SequenceHead"
+    args = ("--input-shape", "1,5,16", "--quantize", "int8", "--calibration")
+    code, _, err = run_cli("convert", source, "-o", out, *args, data)
+    assert code == 1, err
+    assert "the calibration data has 2 problems:" in err and "Traceback" not in err
+    assert "calibration data a.npy has shape (4, 5, 15) but input 'x' takes (N, 5, 16)" in err
+    assert "calibration data b.npy has 320 NaN or infinite value(s)" in err
+    code, _, err = run_cli("convert", source, "-o", out, *args, tmp_path / "missing.npy")
+    assert code == 1 and f"calibration data {tmp_path / 'missing.npy'} does not exist" in err
+    assert not out.exists()
+
+
+def test_bad_calibration_for_an_onnx_source_is_refused_before_onnx2tf(
+    tmp_path: Path, run_cli, no_conversion
+) -> None:
+    import onnx
+    from onnx import helper
+
+    from tests.onnx_graphs import make_model
+
+    onnx.save(make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [1, 4]}, ["y"]), tmp_path / "m.onnx")
+    np.save(tmp_path / "cal.npy", np.zeros((3, 5), np.int64))
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert", tmp_path / "m.onnx", "-o", out, "--quantize", "int8", "--calibration", tmp_path / "cal.npy"
+    )
+    assert code == 1 and "calibration data cal.npy has shape (3, 5) but input 'x' takes (N, 4)" in err, err
+    assert not out.exists()
