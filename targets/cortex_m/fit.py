@@ -8,7 +8,8 @@ minimal libc take a few tens of KB of flash whatever the model, and each kernel 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+
+from pydantic import BaseModel, ConfigDict
 
 from edgeport.errors import EdgeportError
 from edgeport.targets.cortex_m.boards import Board
@@ -20,8 +21,11 @@ RUNTIME_RAM = 4 * 1024  # MicroInterpreter, op resolver, .data/.bss of the runti
 DEFAULT_STACK = 8 * 1024  # main stack reserved by the linker scripts in firmware/
 
 
-@dataclass(frozen=True)
-class FitReport:
+class FitReport(BaseModel):
+    """The fit verdict with its numbers; also the manifest's cortex_m.fit section."""
+
+    model_config = ConfigDict(frozen=True)
+
     board: str
     model_bytes: int
     runtime_code_estimate: int
@@ -33,21 +37,14 @@ class FitReport:
     ram_needed: int
     largest_ram_region: str
     largest_ram_bytes: int
-
-    @property
-    def fits_flash(self) -> bool:
-        return self.flash_needed <= self.flash_available
-
-    @property
-    def fits_ram(self) -> bool:
-        return self.ram_needed <= self.largest_ram_bytes
+    fits_flash: bool
+    fits_ram: bool
+    checked: bool = True  # False: packaged with --no-fit-check
+    estimates: tuple[str, ...] = ("runtime_code", "runtime_ram")  # the figures that are not measured
 
     @property
     def fits(self) -> bool:
         return self.fits_flash and self.fits_ram
-
-    def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "fits_flash": self.fits_flash, "fits_ram": self.fits_ram}
 
 
 def kb(n: int) -> str:
@@ -57,18 +54,22 @@ def kb(n: int) -> str:
 def assess(board: Board, model_bytes: int, arena_bytes: int, n_ops: int) -> FitReport:
     code = RUNTIME_CODE_BASE + RUNTIME_CODE_PER_OP * n_ops
     region = board.largest_ram
+    flash_needed = model_bytes + code
+    ram_needed = arena_bytes + DEFAULT_STACK + RUNTIME_RAM
     return FitReport(
         board=board.name,
         model_bytes=model_bytes,
         runtime_code_estimate=code,
-        flash_needed=model_bytes + code,
+        flash_needed=flash_needed,
         flash_available=board.flash_bytes,
         arena_bytes=arena_bytes,
         stack_bytes=DEFAULT_STACK,
         runtime_ram_estimate=RUNTIME_RAM,
-        ram_needed=arena_bytes + DEFAULT_STACK + RUNTIME_RAM,
+        ram_needed=ram_needed,
         largest_ram_region=region.name,
         largest_ram_bytes=region.size,
+        fits_flash=flash_needed <= board.flash_bytes,
+        fits_ram=ram_needed <= region.size,
     )
 
 

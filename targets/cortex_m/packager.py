@@ -19,7 +19,7 @@ from edgeport.targets.cortex_m import arena as arena_mod
 from edgeport.targets.cortex_m import compressed, model_data, op_resolver, readme, settings
 from edgeport.targets.cortex_m import fit as fit_mod
 from edgeport.targets.cortex_m.boards import Board, get_board
-from edgeport.targets.cortex_m.section import ArenaSection, CortexMSection, FitSection, SelfTestSection
+from edgeport.targets.cortex_m.section import ArenaSection, CortexMSection, SelfTestSection
 from edgeport.targets.cortex_m.target import DEFAULT_NAME
 from edgeport.tflite_file import TfliteModel, verify_tflite
 
@@ -155,7 +155,7 @@ def package(
                 measured_with="tflite_micro Python runtime on the x86-64 host: smallest arena that "
                 "allocates and invokes (bisection), and the RecordingMicroAllocator total",
             ),
-            fit=FitSection(**fit.as_dict(), checked=fit_check, estimates=["runtime_code", "runtime_ram"]),
+            fit=fit.model_copy(update={"checked": fit_check}),
             self_test=SelfTestSection(
                 input_seed=arena_mod.TEST_INPUT_SEED,
                 int_tolerance=settings.INT_TOLERANCE,

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
+from edgeport.targets.cortex_m.fit import FitReport
 
 SECTION = "cortex_m"
 
@@ -23,24 +24,6 @@ class ArenaSection(BaseModel):
     cmsis_nn_scratch_estimate: int
     kTensorArenaSize: int  # the name of the constant in model_settings.h
     measured_with: str
-
-
-class FitSection(BaseModel):
-    board: str
-    model_bytes: int
-    runtime_code_estimate: int
-    flash_needed: int
-    flash_available: int
-    arena_bytes: int
-    stack_bytes: int
-    runtime_ram_estimate: int
-    ram_needed: int
-    largest_ram_region: str
-    largest_ram_bytes: int
-    fits_flash: bool
-    fits_ram: bool
-    checked: bool  # False: packaged with --no-fit-check
-    estimates: list[str]  # which figures are estimates, not measurements
 
 
 class SelfTestSection(BaseModel):
@@ -61,7 +44,7 @@ class CortexMSection(BaseModel):
     op_versions: dict[str, int]
     int8_kernels: list[str]
     arena: ArenaSection
-    fit: FitSection
+    fit: FitReport
     self_test: SelfTestSection
     firmware: str  # the firmware project's folder in OUTDIR
     decode: dict[str, Any] | None = None  # LUT-compressed weights (TFLM_DECODE) only
