@@ -7,8 +7,8 @@ zero, while this scale-aware form is what "agrees to 1e-4" means for a whole ten
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -17,7 +17,10 @@ from onnx import numpy_helper
 from edgeport.converters.onnx_to_tflite import signature_name
 from edgeport.errors import EdgeportError
 from edgeport.manifest import StageError
-from edgeport.tensors import Sample, TensorSpec, to_channels_first, to_channels_last
+from edgeport.tensors import Sample, TensorSpec, random_inputs, to_channels_first, to_channels_last
+
+if TYPE_CHECKING:
+    from edgeport.quant.input_stats import InputStats
 
 
 def run_torch(
@@ -120,6 +123,55 @@ def run_tflite(
 ) -> list[Sample]:
     runner = TfliteRunner(model, inputs, outputs)
     return [runner.run(sample) for sample in samples]
+
+
+def verification_samples(
+    specs: Sequence[TensorSpec], count: int, seed: int, stats: Mapping[str, InputStats] | None = None
+) -> list[Sample]:
+    """Inputs for verification: `count` standard-normal samples, and, for inputs whose values are known
+    (--input-range / --mean / --std, or the model's own normalisation or first BatchNorm), `count` more
+    from those statistics and, with a hard range, `count` uniform over it.
+
+    A rewrite that is exact only for N(0, 1)-sized inputs is then caught on the inputs the model will
+    really see. An input's values always stay inside its hard range, where the model is defined.
+    """
+    stats = {s.name: stats[s.name] for s in specs if stats and s.name in stats and _is_float(s)}
+    samples = random_inputs(specs, count, seed)
+    kinds = (["stats"] if stats else []) + (
+        ["uniform"] if any(st.low is not None for st in stats.values()) else []
+    )
+    rng = np.random.default_rng([seed, 1])
+    for kind in kinds:
+        samples += [
+            {
+                spec.name: _draw(rng, spec, kind if spec.name in stats else "normal", stats.get(spec.name))
+                for spec in specs
+            }
+            for _ in range(count)
+        ]
+    for sample in samples:
+        for name, st in stats.items():
+            if st.low is not None:
+                sample[name] = np.clip(sample[name], st.low, st.high).astype(sample[name].dtype)
+    return samples
+
+
+def _is_float(spec: TensorSpec) -> bool:
+    return np.dtype(spec.dtype).kind == "f"
+
+
+def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats | None) -> np.ndarray:
+    """One value of `spec`: N(0, 1), N(mean, std) per channel, or uniform over the input's range."""
+    if not _is_float(spec):
+        return rng.integers(0, 8, size=spec.shape).astype(spec.dtype)  # as random_inputs: index inputs
+    if st is None or kind == "normal":
+        x = rng.standard_normal(spec.shape)
+    elif kind == "uniform" and st.low is not None:
+        x = rng.uniform(st.low, st.high, spec.shape)
+    else:
+        mean, std = st.broadcast(list(spec.shape))
+        x = mean + std * rng.standard_normal(spec.shape)
+    return x.astype(spec.dtype)
 
 
 def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]) -> list[StageError]:

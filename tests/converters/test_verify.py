@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from edgeport.converters.verify import compare, non_finite_weights, verification_failure
+from edgeport.converters.verify import (
+    compare,
+    non_finite_weights,
+    verification_failure,
+    verification_samples,
+)
+from edgeport.quant.input_stats import from_user
+from edgeport.tensors import TensorSpec, random_inputs
 from tests.onnx_graphs import make_model
 
 FIXTURES = "tests/fixtures/bad_models.py"
@@ -99,3 +106,44 @@ def test_bad_models_fail_through_the_cli_and_write_nothing(run_cli, tmp_path, mo
     assert code == 1 and words in stderr, stderr
     assert "max rel. error" not in stderr and "Traceback" not in stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _spec(name: str = "x", shape: tuple[int, ...] = (1, 3, 16, 16)) -> TensorSpec:
+    return TensorSpec(name, list(shape))
+
+
+def test_verification_samples_without_known_statistics_are_the_normal_ones() -> None:
+
+    specs = [_spec(), _spec("ids", (1, 5))]
+    specs[1].dtype = "int64"
+    drawn, plain = verification_samples(specs, 3, 0), random_inputs(specs, 3, 0)
+    assert len(drawn) == 3
+    for a, b in zip(drawn, plain, strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in b)
+
+
+def test_verification_samples_cover_the_stated_range_and_stay_inside_it() -> None:
+
+    spec = _spec()
+    stats = {"x": from_user(None, None, (0.0, 255.0))}
+    samples = verification_samples([spec], 3, 0, stats)
+    assert len(samples) == 9  # normal, N(mean, std) of the range, uniform over the range
+    values = np.stack([s["x"] for s in samples])
+    assert values.min() >= 0.0 and values.max() <= 255.0
+    uniform = np.stack([s["x"] for s in samples[6:]])
+    assert uniform.min() < 5 and uniform.max() > 250 and 100 < uniform.mean() < 155
+    again = verification_samples([spec], 3, 0, stats)  # seeded
+    assert all(np.array_equal(a["x"], b["x"]) for a, b in zip(samples, again, strict=True))
+
+
+def test_a_rewrite_exact_only_near_zero_is_caught_on_the_stated_range() -> None:
+
+    def saturating(x: np.ndarray) -> np.ndarray:  # agrees with identity for |x| <= 8 only
+        return np.clip(x, -8, 8)
+
+    spec = _spec()
+    for stats, diverges in ((None, False), ({"x": from_user(None, None, (0.0, 255.0))}, True)):
+        samples = verification_samples([spec], 3, 0, stats)
+        reference = [{"y": s["x"]} for s in samples]
+        (error,) = compare("tflite_float32", reference, [{"y": saturating(s["x"])} for s in samples])
+        assert (error.max_rel_error > 1e-4) == diverges
