@@ -101,7 +101,7 @@ def _spell(field: str) -> str:
     default="cortex-m",
     show_default=True,
     metavar="|".join(target_names()),
-    help="Device target.",
+    help="Device target: " + "; ".join(f"{n} ({get_target(n).title})" for n in target_names()) + ".",
 )
 @click.option(
     "-o",

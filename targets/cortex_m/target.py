@@ -32,7 +32,7 @@ class CortexMOptions(BaseModel):
 
 class CortexMTarget:
     name = "cortex-m"
-    title = "Arm Cortex-M (TensorFlow Lite Micro)"
+    title = "Arm Cortex-M microcontrollers, TensorFlow Lite Micro"
     options = CortexMOptions
     # TFLite Micro's kernels on the host (the arena measurement and self-test reference), then the firmware
     # booted in QEMU on the boards that have a QEMU machine.
