@@ -53,14 +53,13 @@ class CortexMTarget:
 
         if not isinstance(options, CortexMOptions):
             raise TypeError(f"cortex-m takes CortexMOptions, not {type(options).__name__}")
-        opts = options
         return package(
             model,
             outdir,
-            board=opts.board,
-            name=opts.name,
-            section=opts.section,
-            fit_check=opts.fit_check,
+            board=options.board,
+            name=options.name,
+            section=options.section,
+            fit_check=options.fit_check,
             force=force,
             command=command,
         )
