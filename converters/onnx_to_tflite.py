@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from edgeport.converters.onnx_prepare import rename_io, tf_safe_names
-from edgeport.errors import EdgeportError
+from edgeport.errors import EdgeportError, exception_line
 
 # Shapes of the sample batch onnx2tf would otherwise download for its own checks.
 _ONNX2TF_SAMPLE_SHAPE = (20, 128, 128, 3)
@@ -45,7 +45,7 @@ class _NetworkForbidden(RuntimeError):
 
 
 class ConversionFailed(EdgeportError):
-    """onnx2tf gave up on the graph (it calls sys.exit); the pipeline then looks for the failing node."""
+    """onnx2tf or the TFLite converter failed on the graph; the pipeline then looks for the failing node."""
 
 
 @contextlib.contextmanager
@@ -145,6 +145,13 @@ def onnx_to_keras(
         raise ConversionFailed(
             f"onnx2tf could not convert {onnx_path.name} (it exited with code {exc.code})",
             "rerun with --debug to see the failing ONNX node",
+        ) from exc
+    except EdgeportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnx2tf or TensorFlow raising is a conversion failure
+        raise ConversionFailed(
+            f"onnx2tf failed on {onnx_path.name} ({exception_line(exc)})",
+            "rerun with --debug for the traceback",
         ) from exc
     if keras_model is None:
         raise EdgeportError(f"onnx2tf produced no model for {onnx_path.name}", "rerun with --debug")

@@ -19,3 +19,9 @@ class EdgeportError(Exception):
         if not self.fix:
             return f"{self.problem}."
         return f"{self.problem}. {self.fix[0].upper()}{self.fix[1:]}."
+
+
+def exception_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (at most 200 characters): a third-party error in one line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__

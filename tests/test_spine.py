@@ -74,7 +74,7 @@ def test_cli_help_and_unknown_command(run_cli) -> None:
 def test_internal_error_exits_2_without_traceback_unless_debug(run_cli, monkeypatch, tmp_path: Path) -> None:
     import edgeport.pipeline
 
-    def broken(_options):
+    def broken(*_args, **_kwargs):
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(edgeport.pipeline, "convert_model", broken)
@@ -88,3 +88,36 @@ def test_every_command_has_help(run_cli) -> None:
     for command in ("convert", "package", "flash"):
         code, out, _ = run_cli(command, "--help")
         assert code == 0 and "Usage:" in out and "--help" in out
+
+
+def test_debug_is_accepted_after_the_command_too(run_cli, monkeypatch, tmp_path: Path) -> None:
+    import edgeport.pipeline
+    from edgeport.cli import debug_first
+
+    assert debug_first(["convert", "m.onnx", "--debug", "-o", "o"]) == [
+        "--debug",
+        "convert",
+        "m.onnx",
+        "-o",
+        "o",
+    ]
+    assert debug_first(["convert", "--", "--debug"]) == ["convert", "--", "--debug"]
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(edgeport.pipeline, "convert_model", broken)
+    with pytest.raises(RuntimeError, match="simulated bug"):
+        run_cli("convert", "x.onnx", "-o", tmp_path / "o", "--debug")
+
+
+def test_help_lists_whole_command_summaries_and_examples(run_cli) -> None:
+    from edgeport.cli.convert import convert
+
+    code, out, _ = run_cli("--help")
+    assert code == 0 and "Example" in out and "edgeport convert examples/kws_dscnn.py:build" in out
+    commands = out[out.index("Commands:") :]
+    assert "..." not in commands, commands
+    assert " ".join(convert.short_help.split()) in " ".join(commands.split())
+    code, out, _ = run_cli("convert", "--help")
+    assert code == 0 and "Example:" in out and "--skip-pass" in out and "--list-passes" in out

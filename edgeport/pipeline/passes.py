@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from edgeport.errors import EdgeportError
+from edgeport.errors import EdgeportError, exception_line
 
 M = TypeVar("M")
 
@@ -61,12 +61,6 @@ def about_module(function: Callable[..., Any]) -> str:
     """The first line of the docstring of the module that defines `function`."""
     doc = sys.modules[function.__module__].__doc__ or ""
     return doc.strip().splitlines()[0].rstrip(".") if doc.strip() else function.__module__
-
-
-def exception_line(exc: BaseException) -> str:
-    """`Type: first line of the message` (at most 200 characters), for one-line errors."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def check_names(skip: Sequence[str], known: Sequence[str]) -> None:

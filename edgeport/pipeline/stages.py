@@ -37,11 +37,11 @@ from edgeport.converters.verify import (
     run_torch,
     verification_failure,
 )
-from edgeport.errors import EdgeportError
+from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import Manifest, StageError, Verification, tool_versions
 from edgeport.pipeline import artifacts
 from edgeport.pipeline.onnx_passes import ONNX_PASSES, manifest_entries
-from edgeport.pipeline.passes import exception_line, run_passes
+from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
 from edgeport.pipeline.torch_passes import TORCH_PASSES
 from edgeport.quant.calibration import check_calibration_inputs
@@ -166,7 +166,7 @@ def _tflite_failure(state: ConvertState, exc: Exception) -> EdgeportError:
     what = exc.problem if isinstance(exc, EdgeportError) else exception_line(exc)
     where = _locate_crash(state)
     return EdgeportError(
-        f"onnx2tf / TensorFlow could not convert the model{where} ({what})",
+        f"the model does not convert to TFLite{where}: {what}",
         "rerun with --debug for the traceback; --keep-nchw, or --skip-pass NAME for a rewrite "
         "(edgeport convert --list-passes), sometimes avoid it; otherwise report the model",
     )
