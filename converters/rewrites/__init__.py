@@ -21,6 +21,7 @@ from edgeport.converters.rewrites import (
     channel_shuffle,
     equal_split,
     gelu,
+    grouped_conv,
     rnn_unroll,
     slices_to_split,
     strided_shortcut,
@@ -71,6 +72,7 @@ def onnx2tf_options_for(model: onnx.ModelProto) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if any(node.op_type in _RNN_OPS for node in model.graph.node):
         options["enable_rnn_unroll"] = True
+    options.update(grouped_conv.onnx2tf_options(model))
     return options
 
 

@@ -1,191 +1,475 @@
-"""Self-attention (nn.MultiheadAttention as exported) -> batched-head matmuls with no TRANSPOSE.
+"""Attention (any spelling) -> batched-head matmuls with no TRANSPOSE.
 
-PyTorch exports the packed q/k/v projection, the head split and the head merge as a tangle of 5-D
-Reshape/Unsqueeze/Transpose/Squeeze/Gather ops; onnx2tf turns it into 5 TRANSPOSEs (and, with plain
-onnx2tf, permutes the [batch, seq, dim] input too). The same computation with the heads as the batch
-axis of a matmul needs no layout change at all:
+nn.MultiheadAttention, TransformerEncoderLayer, F.scaled_dot_product_attention and hand-written
+`softmax(q @ k^T * s + mask) @ v` all export as a Softmax between two MatMuls whose operands reach back,
+through a tangle of Reshape / Transpose / Squeeze / Gather / Split / scalar Mul, to linear projections
+of the token features. onnx2tf turns each layout op into a TRANSPOSE (5-7 per attention), mis-lays
+4-D `[batch, heads, seq, dim]` tensors as NCHW and has failed on some of them outright. The same
+computation with the heads as the batch axis of a matmul needs no layout change at all:
 
-    qkv   = reshape(x, [L, E]) @ W_heads + b_heads     # W_heads: [3h, E, d], broadcast batch matmul
-    q,k,v = split(qkv, 3, axis=0)                       # [h, L, d] each; 1/sqrt(d) folded into W_q
-    o     = softmax(q @ k^T) @ v                        # [h, L, d]
-    y     = sum_h(o @ Wo_heads) + bo                    # Wo_heads: [h, d, E] == concat-then-project
+    q_j   = x_q @ Wq[:, cols_q(j)] + bq[cols_q(j)]     # one broadcast batch matmul against [h, E, d]
+    p_j   = softmax(q_j @ k_j^T * s + mask_j)          # s folded into Wq, bq
+    y     = sum_j (p_j @ v_j) @ Wo[rows_o(j), :] + bo  # == concat heads, then project
 
-The matcher is deliberately loose: it anchors on Softmax, walks the layout-only ops back to one
-packed in-projection (MatMul + bias) and forward to the out-projection (Gemm or MatMul + Add), and
-then *checks* the replacement against the original region with onnxruntime on random inputs. A region
-that is not exactly this computation (masks, cross-attention, batch > 1, ...) is left untouched.
+The matcher does not parse the layout ops: it *runs* each chain between a projection and a matmul
+operand on a tensor of element indices (onnxruntime, int64), which says for every (head, position,
+channel) of the operand which (row, column) of the projection it reads. When that map is "position l
+reads row l, head j channel i reads a fixed column", the chain is a head split and cols(j) are read off
+the map; anything else (batch > 1, a chain that mixes positions) is left alone, with the reason logged.
+A chain with no projection before it is read as projecting with the identity. The replacement is then
+checked against the original region with onnxruntime on random inputs before it is applied.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
-from onnx import helper
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.converters.rewrites._region_check import replacement_agrees
 from edgeport.onnx_graph import OnnxGraph, attr
 
 NAME = "attention_to_batched_heads"
+log = logging.getLogger(__name__)
 
-_LAYOUT_OPS = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Gather", "Split", "Slice", "Identity"}
-_CHECK_TOLERANCE = 1e-5  # relative; the rewrite only reorders float sums and folds one scale
+# Ops that only move or select elements; their first input is the data, the rest constants.
+_LAYOUT_OPS = {
+    "Reshape",
+    "Transpose",
+    "Unsqueeze",
+    "Squeeze",
+    "Gather",
+    "Split",
+    "Slice",
+    "Identity",
+    "Flatten",
+}
+# Layout ops that keep the row-major element order (a batch-1 axis moved or dropped is still a reshape).
+_ORDER_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten"}
+_CHECK_TOLERANCE = 1e-5  # relative; the rewrite only reorders float sums and folds scalar scales
 
 
-def _walk_back(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> tuple[str, float] | None:
-    """Follow layout ops and scalar Muls back from `tensor`; returns (first non-layout tensor, scale)."""
+class _Skip(Exception):
+    """A precondition of the rewrite does not hold; the message says which."""
+
+
+@dataclass
+class _Operand:
+    """One matmul operand as `x @ w[:, cols] + b[cols]` per head: cols [h, d] index w's columns."""
+
+    x: str  # the token features, rows in sequence order (any shape [..., e_in])
+    w: np.ndarray  # [e_in, e_out]
+    b: np.ndarray  # [e_out]
+    cols: np.ndarray  # [h, d]
+    scale: float
+
+
+def _scalar(view: OnnxGraph, node: onnx.NodeProto) -> float | None:
+    """s for a Mul by / Div by a one-element constant (the data input is input 0 after normalising)."""
+    if node.op_type not in ("Mul", "Div") or len(node.input) != 2:
+        return None
+    consts = [view.const(i) for i in node.input]
+    if node.op_type == "Div":
+        c = consts[1]
+        return None if c is None or c.size != 1 or consts[0] is not None else 1.0 / float(c.reshape(-1)[0])
+    k = 0 if consts[0] is not None else 1
+    if consts[k] is None or consts[k].size != 1 or consts[1 - k] is not None:
+        return None
+    return float(consts[k].reshape(-1)[0])
+
+
+def _data_input(view: OnnxGraph, node: onnx.NodeProto) -> str:
+    if node.op_type == "Mul" and view.const(node.input[0]) is not None:
+        return node.input[1]
+    return node.input[0]
+
+
+def _walk_back(view: OnnxGraph, tensor: str) -> tuple[str, list[onnx.NodeProto], float]:
+    """(source, chain from source to `tensor`, product of scalar scales) over layout ops and Mul/Div."""
+    chain: list[onnx.NodeProto] = []
     scale = 1.0
-    while True:
-        node = view.producer(tensor)
-        if node is None:
-            return None
-        if node.op_type in _LAYOUT_OPS:
-            region.append(node)
-            tensor = node.input[0]
-        elif node.op_type == "Mul" and len(node.input) == 2:
-            consts = [view.const(i) for i in node.input]
-            k = 0 if consts[0] is not None else 1
-            if consts[k] is None or consts[k].size != 1 or consts[1 - k] is not None:
-                return None
-            region.append(node)
-            scale *= float(consts[k].reshape(-1)[0])
-            tensor = node.input[1 - k]
+    while (node := view.producer(tensor)) is not None:
+        s = _scalar(view, node)
+        if node.op_type in _LAYOUT_OPS and all(view.const(i) is not None for i in node.input[1:] if i):
+            pass
+        elif s is not None:
+            scale *= s
         else:
-            return tensor, scale
+            break
+        chain.append(node)
+        tensor = _data_input(view, node)
+    return tensor, chain[::-1], scale
 
 
-def _in_projection(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]):
-    """(x, W [E, 3E], b [3E]) for tensor = x @ W + b (bias optional)."""
+def _trace(view: OnnxGraph, chain: Sequence[onnx.NodeProto], source: str, target: str) -> np.ndarray:
+    """Which flat element of `source` each element of `target` is, by running `chain` on indices."""
+    shape = view.static_shape(source)
+    if shape is None:
+        raise _Skip(f"{source} has no static shape")
+    if not chain:
+        return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+    nodes, inits, made = [], {}, {source}
+    for node in chain:
+        if node.op_type in ("Mul", "Div"):  # a scale, accounted for separately
+            node = helper.make_node("Identity", [_data_input(view, node)], [node.output[0]])
+        nodes.append(node)
+        for name in node.input[1:]:
+            if name and name not in made:
+                inits[name] = numpy_helper.from_array(view.const(name), name)
+        made.update(node.output)
+    graph = helper.make_graph(
+        nodes,
+        "trace",
+        [helper.make_tensor_value_info(source, TensorProto.INT64, shape)],
+        [helper.make_tensor_value_info(target, TensorProto.INT64, None)],
+        list(inits.values()),
+    )
+    model = helper.make_model(graph, opset_imports=list(view.model.opset_import))
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        (out,) = session.run(
+            [target], {source: np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)}
+        )
+    except Exception as exc:  # noqa: BLE001 - any chain onnxruntime cannot run is not a head split
+        raise _Skip(f"the layout ops before {target} do not run on indices ({type(exc).__name__})") from exc
+    return out
+
+
+def _projection(view: OnnxGraph, tensor: str) -> tuple[str, np.ndarray, np.ndarray, list[onnx.NodeProto]]:
+    """(x, w [e_in, e_out], b [e_out], nodes) for tensor = x @ w + b; the identity when it is not one."""
     node = view.producer(tensor)
+    nodes: list[onnx.NodeProto] = []
     bias = None
+    if node is not None and node.op_type == "Gemm" and len(node.input) >= 2:
+        w = view.const(node.input[1])
+        b = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        plain = (
+            not attr(node, "transA", 0) and attr(node, "alpha", 1.0) == 1.0 and attr(node, "beta", 1.0) == 1.0
+        )
+        if w is not None and w.ndim == 2 and plain:
+            w = w.T if attr(node, "transB", 0) else w
+            b = np.zeros(w.shape[1], np.float32) if b is None else b
+            if b.size in (1, w.shape[1]) and b.ndim <= 2:
+                return node.input[0], w, np.broadcast_to(b.reshape(-1), w.shape[1]), [node]
     if node is not None and node.op_type == "Add":
         consts = [view.const(i) for i in node.input]
         k = 0 if consts[0] is not None else 1
-        if consts[k] is None or consts[1 - k] is not None:
-            return None
-        bias = consts[k]
+        inner = view.producer(node.input[1 - k])
+        if (
+            consts[k] is not None
+            and consts[1 - k] is None
+            and inner is not None
+            and inner.op_type == "MatMul"
+        ):
+            bias, nodes, node = consts[k], [node], inner
+    if node is not None and node.op_type == "MatMul":
+        w = view.const(node.input[1])
+        if w is not None and w.ndim == 2 and view.const(node.input[0]) is None:
+            e_out = w.shape[1]
+            if bias is None:
+                bias = np.zeros(e_out, np.float32)
+            if bias.size in (1, e_out) and bias.ndim <= 1:
+                return node.input[0], w, np.broadcast_to(bias.reshape(-1), e_out), [*nodes, node]
+    shape = view.static_shape(tensor)
+    if shape is None:
+        raise _Skip(f"{tensor} has no static shape")
+    return tensor, np.eye(shape[-1], dtype=np.float32), np.zeros(shape[-1], np.float32), []
+
+
+def _head_columns(index: np.ndarray, e_out: int, length: int, what: str) -> np.ndarray:
+    """cols [h, d] from an index map [h, length, d] into a [rows, e_out] projection output."""
+    rows, cols = index // e_out, index % e_out
+    if not (rows == np.arange(length)[None, :, None]).all():
+        raise _Skip(f"{what}: positions do not map to projection rows one to one (batch > 1?)")
+    if not (cols == cols[:, :1, :]).all():
+        raise _Skip(f"{what}: a head channel reads different columns at different positions")
+    return cols[:, 0, :]
+
+
+def _operand(
+    view: OnnxGraph, tensor: str, transposed: bool, region: list[onnx.NodeProto], what: str
+) -> _Operand:
+    """Read operand `tensor` ([..., L, d], or [..., d, L] when transposed) as a per-head projection."""
+    shape = view.static_shape(tensor)
+    if shape is None or len(shape) < 2:
+        raise _Skip(f"{what} has no static shape")
+    source, chain, scale = _walk_back(view, tensor)
+    x, w, b, proj_nodes = _projection(view, source)
+    index = _trace(view, chain, source, tensor)
+    heads = int(np.prod(shape[:-2]))
+    index = index.reshape(heads, shape[-2], shape[-1])
+    if transposed:
+        index = index.transpose(0, 2, 1)
+    cols = _head_columns(index, w.shape[1], index.shape[1], what)
+    region.extend(chain + proj_nodes)
+    return _Operand(x, w.astype(np.float32), b.astype(np.float32), cols, scale)
+
+
+def _scores_chain(view: OnnxGraph, softmax: onnx.NodeProto, region: list[onnx.NodeProto]):
+    """(scores MatMul, alpha, beta) for softmax input = alpha * MatMul + beta (scalar Muls, const Adds)."""
+    alpha, beta = 1.0, np.zeros((), np.float32)
+    ops: list[tuple[str, object]] = []
+    tensor = softmax.input[0]
+    while (node := view.producer(tensor)) is not None and node.op_type != "MatMul":
+        s = _scalar(view, node)
+        if s is not None:
+            ops.append(("scale", s))
+            tensor = _data_input(view, node)
+        elif node.op_type == "Add" and len(node.input) == 2:
+            consts = [view.const(i) for i in node.input]
+            k = 0 if consts[0] is not None else 1
+            if consts[k] is None or consts[1 - k] is not None:
+                raise _Skip(f"the scores are added to a computed tensor at {node.name} (only constant masks)")
+            ops.append(("add", consts[k].astype(np.float32)))
+            tensor = node.input[1 - k]
+        else:
+            raise _Skip(f"the softmax input comes from {node.op_type} {node.name}, not q @ k^T")
         region.append(node)
-        node = view.producer(node.input[1 - k])
-    if node is None or node.op_type != "MatMul" or view.const(node.input[1]) is None:
-        return None
-    weight = view.const(node.input[1])
-    if weight.ndim != 2 or weight.shape[1] != 3 * weight.shape[0]:
-        return None
-    region.append(node)
-    if bias is None:
-        bias = np.zeros(weight.shape[1], np.float32)
-    if bias.shape != (weight.shape[1],):
-        return None
-    return node.input[0], weight, bias
+    if node is None:
+        raise _Skip("the softmax input is not computed by a MatMul")
+    for kind, value in reversed(ops):  # from the MatMul outwards
+        if kind == "scale":
+            alpha, beta = alpha * value, beta * value
+        else:
+            beta = beta + value
+    return node, alpha, beta
 
 
-def _out_projection(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]):
-    """Follow layout ops forward to y = o @ Wo^T + bo; returns (y name, Wo^T [E, E], bo [E])."""
-    while True:
-        users = view.consumers(tensor)
-        if len(users) != 1 or view.is_graph_output(tensor):
-            return None
+def _out_chain(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]):
+    """(layout chain, out-projection nodes, z, w [e, e_o], b, y) after `tensor`, or None without one."""
+    chain: list[onnx.NodeProto] = []
+    while len(users := view.consumers(tensor)) == 1 and not view.is_graph_output(tensor):
         node = users[0]
-        region.append(node)
-        if node.op_type in ("Reshape", "Transpose"):
+        if node.op_type in _LAYOUT_OPS and node.input[0] == tensor:
+            if not all(view.const(i) is not None for i in node.input[1:] if i) or len(node.output) != 1:
+                return None
+            chain.append(node)
             tensor = node.output[0]
             continue
-        if node.op_type == "Gemm" and len(node.input) == 3:
-            w, b = view.const(node.input[1]), view.const(node.input[2])
-            if w is None or b is None or attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0:
-                return None
-            if attr(node, "beta", 1.0) != 1.0:
-                return None
-            return node.output[0], (w.T if attr(node, "transB", 0) else w), b
-        if node.op_type == "MatMul" and view.const(node.input[1]) is not None:
-            w = view.const(node.input[1])
-            add = view.only_consumer(node.output[0], "Add")
-            b = view.const(next(i for i in add.input if i != node.output[0])) if add is not None else None
-            if add is None or b is None:  # out_proj without bias
-                return node.output[0], w, np.zeros(w.shape[-1], np.float32)
-            region.append(add)
-            return add.output[0], w, b
+        if node.op_type in ("MatMul", "Gemm") and node.input[0] == tensor:
+            following = view.consumers(node.output[0])
+            candidates = [node.output[0]]
+            if len(following) == 1 and following[0].op_type == "Add":
+                candidates.insert(0, following[0].output[0])  # with its bias, if it is one
+            for candidate in candidates:
+                z, w, b, nodes = _projection(view, candidate)
+                if nodes and z == tensor:
+                    region.extend(chain + nodes)
+                    return chain, z, w.astype(np.float32), b.astype(np.float32), candidate
         return None
+    return None
 
 
-def _match(view: OnnxGraph, softmax: onnx.NodeProto) -> bool:
-    if softmax.op_type != "Softmax":
+def _order_preserving_after(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> str:
+    """Follow single-consumer reshapes (and transposes of batch-1 axes) forward; the last tensor."""
+    while len(users := view.consumers(tensor)) == 1 and not view.is_graph_output(tensor):
+        node = users[0]
+        if not _keeps_order(view, node) or node.input[0] != tensor:
+            break
+        region.append(node)
+        tensor = node.output[0]
+    return tensor
+
+
+def _keeps_order(view: OnnxGraph, node: onnx.NodeProto) -> bool:
+    if node.op_type in _ORDER_OPS:
+        return len(node.output) == 1
+    if node.op_type == "Transpose":
+        shape = view.static_shape(node.input[0])
+        perm = list(attr(node, "perm", []))
+        if shape is None or not perm:
+            return False
+        moved = [p for p in perm if shape[p] != 1]
+        return moved == sorted(moved)
+    return False
+
+
+def _root(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> str:
+    """The earliest tensor with the same row-major elements as `tensor` (skips batch-1 transposes)
+    through ops only the region reads, which join the region."""
+    while (node := view.producer(tensor)) is not None and _keeps_order(view, node):
+        inside = {id(n) for n in region}
+        if any(view.const(i) is None for i in node.input[1:] if i) or view.is_graph_output(tensor):
+            break
+        if any(id(c) not in inside for c in view.consumers(tensor)):
+            break
+        region.append(node)
+        tensor = node.input[0]
+    return tensor
+
+
+def _match(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bool:
+    if softmax.op_type != "Softmax" or softmax.output[0] in done:
         return False
-    scores = view.producer(softmax.input[0])
-    mix = view.only_consumer(softmax.output[0], "MatMul")
-    if scores is None or scores.op_type != "MatMul" or mix is None or mix.input[0] != softmax.output[0]:
+    done.add(softmax.output[0])  # each attention is looked at once, rewritten or not
+    if next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0) < 13:
+        log.info("%s: opset < 13 (Softmax flattens its input there); left as it is", NAME)
         return False
-    region: list[onnx.NodeProto] = [scores, softmax, mix]
-    walks = [_walk_back(view, t, region) for t in (scores.input[0], scores.input[1], mix.input[1])]
-    if any(w is None for w in walks) or len({w[0] for w in walks}) != 1:
+    try:
+        return _rewrite_one(view, softmax, done)
+    except _Skip as why:
+        log.info("%s: attention at %s left as it is: %s", NAME, softmax.name or softmax.output[0], why)
         return False
-    proj = _in_projection(view, walks[0][0], region)
-    out = _out_projection(view, mix.output[0], region)
-    score_shape = view.static_shape(scores.output[0])
-    if proj is None or out is None or score_shape is None:
-        return False
-    x, w_in, b_in = proj
-    y, w_out, b_out = out
-    x_shape, y_shape = view.static_shape(x), view.static_shape(y)
-    e = w_in.shape[0]
-    heads, length = int(np.prod(score_shape[:-2])), score_shape[-1]
-    if x_shape is None or y_shape != [length, e] or int(np.prod(x_shape)) != length * e or e % heads:
-        return False
-    if w_out.shape != (e, e) or b_out.shape != (e,) or not view.is_float32(x):
-        return False
-    # Every intermediate result must stay inside the region (only y leaves it).
+
+
+def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bool:
+    probs_shape = view.static_shape(softmax.output[0])
+    if probs_shape is None or len(probs_shape) < 2:
+        raise _Skip("the softmax has no static shape")
+    if int(attr(softmax, "axis", -1)) % len(probs_shape) != len(probs_shape) - 1:
+        raise _Skip("the softmax is not over the last axis")
+    mixes = [
+        n
+        for n in view.consumers(softmax.output[0])
+        if n.op_type == "MatMul" and n.input[0] == softmax.output[0]
+    ]
+    if len(mixes) != 1:
+        raise _Skip("the softmax output is not multiplied with v (exactly once)")
+    (mix,) = mixes
+    region: list[onnx.NodeProto] = [softmax, mix]
+    scores, alpha, beta = _scores_chain(view, softmax, region)
+    region.append(scores)
+    q = _operand(view, scores.input[0], False, region, "q")
+    k = _operand(view, scores.input[1], True, region, "k")
+    v = _operand(view, mix.input[1], False, region, "v")
+    heads, lq, lk = q.cols.shape[0], probs_shape[-2], probs_shape[-1]
+    if k.cols.shape[0] != heads or v.cols.shape[0] != heads or int(np.prod(probs_shape[:-2])) != heads:
+        raise _Skip("q, k and v have different head counts (broadcast heads)")
+    out = _out_chain(view, mix.output[0], region)
+    mix_shape = view.static_shape(mix.output[0])
+    dv = v.cols.shape[1]
+    if out is not None:
+        out_layout, z, w_o, b_o, y = out
+        z_shape = view.static_shape(z)
+        index = _trace(view, out_layout, mix.output[0], z)
+        if z_shape is None or index.size != heads * lq * dv:
+            raise _Skip("the attention output is not reshaped into the out-projection one to one")
+        j, pos, i = np.unravel_index(index.reshape(lq, -1), (heads, lq, dv))
+        if not (pos == np.arange(lq)[:, None]).all() or not ((j == j[:1]) & (i == i[:1])).all():
+            raise _Skip("the head merge before the out-projection mixes positions")
+        # Row c of w_o multiplies channel (j, i) of the heads: Wo_heads[j, i] = w_o[c].
+        wo_heads = np.zeros((heads, dv, w_o.shape[1]), np.float32)
+        wo_heads[j[0], i[0]] = w_o
+        y = _order_preserving_after(view, y, region)
+    else:
+        y = mix.output[0]
+    y_shape = view.static_shape(y)
+    if y_shape is None or mix_shape is None:
+        raise _Skip("the attention output has no static shape")
+
+    # Only y (and the probabilities, which need_weights returns) may leave the region.
     members = {id(n) for n in region}
+    probs_out = softmax.output[0]
+    keep_probs = view.is_graph_output(probs_out) or any(
+        id(c) not in members for c in view.consumers(probs_out)
+    )
     for node in region:
         for name in node.output:
-            if name != y and (
-                view.is_graph_output(name) or any(id(c) not in members for c in view.consumers(name))
-            ):
-                return False
-    d = e // heads
-    scale = walks[0][1] * walks[1][1]
-    w_in, b_in = w_in.astype(np.float32).copy(), b_in.astype(np.float32).copy()
-    w_in[:, :e] *= scale  # fold q*s_q @ (k*s_k)^T into q's projection
-    b_in[:e] *= scale
-    # Column j*d..(j+1)*d of W ([E, 3E]) is head j of q (j < h), of k, then of v.
-    w_heads = w_in.reshape(e, 3 * heads, d).transpose(1, 0, 2).copy()
-    b_heads = b_in.reshape(3 * heads, 1, d)
-    wo_heads = w_out.astype(np.float32).reshape(heads, d, e)
+            if name in (y, probs_out):
+                continue
+            if view.is_graph_output(name) or any(id(c) not in members for c in view.consumers(name)):
+                raise _Skip(f"{name} inside the attention is also used outside it")
+    if q.cols.shape[1] != k.cols.shape[1]:
+        raise _Skip("q and k head sizes differ")
+    q.scale *= alpha * k.scale
+    k.scale = 1.0
+
+    base = softmax.name or "attention"
+    new_nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
 
     def name(hint: str) -> str:
-        return view.fresh(f"{softmax.name or 'attention'}_{hint}")
+        return view.fresh(f"{base}_{hint}")
 
-    x2, qkv0, qkv, q, k, kt, s, p, o, oh, o2 = (
-        name(n) for n in ("x2d", "qkv0", "qkv", "q", "k", "kT", "scores", "probs", "heads", "proj", "sum")
-    )
-    consts = {
-        "shape": np.array([length, e], np.int64),
-        "w_heads": w_heads,
-        "b_heads": b_heads,
-        "split": np.array([heads] * 3, np.int64),
-        "wo_heads": wo_heads,
-        "axis0": np.array([0], np.int64),
-        "bo": b_out.astype(np.float32),
-    }
-    c = {key: name(key) for key in consts}
-    v = name("v")
-    new_nodes = [
-        helper.make_node("Reshape", [x, c["shape"]], [x2], name=name("reshape")),
-        helper.make_node("MatMul", [x2, c["w_heads"]], [qkv0], name=name("qkv_matmul")),
-        helper.make_node("Add", [qkv0, c["b_heads"]], [qkv], name=name("qkv_bias")),
-        helper.make_node("Split", [qkv, c["split"]], [q, k, v], name=name("split"), axis=0),
-        helper.make_node("Transpose", [k], [kt], name=name("k_t"), perm=[0, 2, 1]),
-        helper.make_node("MatMul", [q, kt], [s], name=name("scores")),
-        helper.make_node("Softmax", [s], [p], name=name("softmax"), axis=-1),
-        helper.make_node("MatMul", [p, v], [o], name=name("mix")),
-        helper.make_node("MatMul", [o, c["wo_heads"]], [oh], name=name("out_matmul")),
-        helper.make_node("ReduceSum", [oh, c["axis0"]], [o2], name=name("head_sum"), keepdims=0),
-        helper.make_node("Add", [o2, c["bo"]], [y], name=name("out_bias")),
-    ]
-    inits = [onnx.numpy_helper.from_array(np.asarray(val), c[key]) for key, val in consts.items()]
+    def const(value: np.ndarray, hint: str) -> str:
+        n = name(hint)
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), n))
+        return n
 
-    # Prove the replacement on random inputs before committing to it.
+    def node(op: str, inputs: list[str], hint: str, outputs: list[str] | None = None, **kw) -> list[str]:
+        outs = outputs or [name(hint)]
+        new_nodes.append(helper.make_node(op, inputs, outs, name=name(hint + "_op"), **kw))
+        return outs
+
+    # Rows of x in sequence order as [L, e_in]; operands sharing x and head size share one matmul.
+    heads_of: dict[int, str] = {}
+    groups: dict[tuple[str, int], list[int]] = {}
+    ops = (q, k, v)
+    for n_op, op in enumerate(ops):
+        groups.setdefault((_root(view, op.x, region), op.cols.shape[1]), []).append(n_op)
+    for (x_root, _), members_ in groups.items():
+        x_shape = view.static_shape(x_root)
+        e_in = ops[members_[0]].w.shape[0]
+        if x_shape is None or x_shape[-1] != e_in or int(np.prod(x_shape)) % e_in:
+            raise _Skip("the projection input has no static shape")
+        rows = int(np.prod(x_shape)) // e_in
+        if rows != (lq if members_[0] == 0 else lk):
+            raise _Skip("the projection input holds more rows than positions (batch > 1?)")
+        x2 = (
+            x_root
+            if len(x_shape) == 2
+            else node("Reshape", [x_root, const(np.array([rows, e_in], np.int64), "rows")], "x2d")[0]
+        )
+        w = np.concatenate([ops[m].w[:, ops[m].cols].transpose(1, 0, 2) * ops[m].scale for m in members_])
+        b = np.concatenate([ops[m].b[ops[m].cols][:, None, :] * ops[m].scale for m in members_])
+        (h_all,) = node("MatMul", [x2, const(w.astype(np.float32), "w_heads")], "heads")
+        if np.any(b):
+            (h_all,) = node("Add", [h_all, const(b.astype(np.float32), "b_heads")], "heads_b")
+        if len(members_) == 1:
+            heads_of[members_[0]] = h_all
+        else:
+            parts = node(
+                "Split",
+                [h_all, const(np.array([heads] * len(members_), np.int64), "split")],
+                "part",
+                outputs=[name("part") for _ in members_],
+                axis=0,
+            )
+            heads_of.update(zip(members_, parts, strict=True))
+    (kt,) = node("Transpose", [heads_of[1]], "kT", perm=[0, 2, 1])
+    (s,) = node("MatMul", [heads_of[0], kt], "scores")
+    if np.any(beta):
+        mask = np.broadcast_to(beta, probs_shape).reshape(heads, lq, lk)
+        if (mask == mask[:1]).all():
+            mask = mask[:1]
+        (s,) = node("Add", [s, const(mask.astype(np.float32), "mask")], "masked")
+    (p,) = node("Softmax", [s], "probs", axis=-1)
+    done.add(p)
+    if keep_probs:
+        node(
+            "Reshape",
+            [p, const(np.array(probs_shape, np.int64), "probs_shape")],
+            "probs_out",
+            outputs=[probs_out],
+        )
+    (o,) = node("MatMul", [p, heads_of[2]], "mix")
+    if out is None:
+        node("Reshape", [o, const(np.array(y_shape, np.int64), "mix_shape")], "mix_out", outputs=[y])
+    else:
+        (oh,) = node("MatMul", [o, const(wo_heads, "wo_heads")], "proj")
+        (t,) = node("ReduceSum", [oh, const(np.array([0], np.int64), "axis0")], "head_sum", keepdims=0)
+        if np.any(b_o):
+            (t,) = node(
+                "Add", [t, const(np.broadcast_to(b_o, [w_o.shape[1]]).astype(np.float32), "bo")], "out"
+            )
+        if y_shape != [lq, w_o.shape[1]]:
+            node("Reshape", [t, const(np.array(y_shape, np.int64), "y_shape")], "y", outputs=[y])
+        else:
+            new_nodes[-1].output[0] = y
+
+    members = {id(n) for n in region}
     old_nodes = [n for n in view.graph.node if id(n) in members]
-    if not replacement_agrees(view, old_nodes, new_nodes, inits, [y], _CHECK_TOLERANCE):
-        return False
+    outputs = [y, probs_out] if keep_probs else [y]
+    if not replacement_agrees(view, old_nodes, new_nodes, inits, outputs, _CHECK_TOLERANCE):
+        raise _Skip("the batched-head form did not reproduce the region on random inputs")
     view.graph.initializer.extend(inits)
     view.replace(old_nodes, new_nodes)
     return True
@@ -193,5 +477,6 @@ def _match(view: OnnxGraph, softmax: onnx.NodeProto) -> bool:
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     view = OnnxGraph(model)
-    view.rewrite_each(_match)
+    done: set[str] = set()
+    view.rewrite_each(lambda graph, node: _match(graph, node, done))
     return view.finish()
