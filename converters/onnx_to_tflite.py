@@ -192,8 +192,9 @@ def keras_to_tflite(keras_model: Any, precision: str = "float32") -> bytes:
     try:
         return converter.convert()
     except Exception as exc:
-        # Flex ops are listed as `tf.OpName(...)`; `tf.Tensor(` is a value printed in other errors.
-        ops = sorted(set(re.findall(r"\btf\.(\w+)\(", str(exc))) - {"Tensor"})
+        # The converter names each op it has no builtin kernel for in this phrase; other errors print
+        # `tf.Tensor(...)` values or `tf.reshape(` calls, which are no such op.
+        ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", str(exc))))
         if ops:
             raise EdgeportError(
                 f"the model needs {', '.join(ops[:5])}, which TFLite has no builtin kernel for "

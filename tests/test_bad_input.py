@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import onnx
@@ -186,3 +187,50 @@ def test_opset_outside_the_exporter_range_is_a_user_error(tmp_path: Path, run_cl
     assert code == 1, err
     assert f"--opset {opset} is outside the range" in err and "9 to 20" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the TFLite converter's messages --------------------------------------------------------------
+
+# Excerpts of TensorFlow 2.19's own messages: an op without a builtin kernel (tf.linalg.det), and an
+# ordinary shape error that prints tensor values and a tf.reshape call.
+FLEX_MESSAGE = """Could not translate MLIR to FlatBuffer./m.py:7:1: error: 'tf.MatrixDeterminant' op is \
+neither a custom op nor a flex op
+/m.py:7:1: note: Error code: ERROR_NEEDS_FLEX_OPS
+<unknown>:0: error: failed while converting: 'main':
+Some ops are not supported by the native TFLite runtime, you can enable TF kernels fallback using TF Select.
+TF Select ops: MatrixDeterminant
+Details:
+\ttf.MatrixDeterminant(tensor<1x3x3xf32>) -> (tensor<1xf32>) : {T = f32, device = ""}"""
+SHAPE_MESSAGE = """Exception encountered when calling layer "tf.reshape" (type TFOpLambda).
+Cannot reshape a tensor with 1440 elements to shape [1,48,32] (1536 elements) for '{{node tf.reshape(}}'
+Call arguments received by layer "tf.reshape": shape=tf.Tensor([ 1 48 32], shape=(3,), dtype=int32)"""
+
+
+class _FailingConverter:
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.target_spec = types.SimpleNamespace()
+
+    def convert(self) -> bytes:
+        raise RuntimeError(self.message)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (FLEX_MESSAGE, "the model needs MatrixDeterminant, which TFLite has no builtin kernel for"),
+        (SHAPE_MESSAGE, 'the TFLite converter failed: Exception encountered when calling layer "tf.reshape"'),
+    ],
+    ids=["flex_op", "shape_error"],
+)
+def test_only_real_unsupported_op_messages_name_an_op(monkeypatch, message: str, expected: str) -> None:
+    import tensorflow as tf
+
+    from edgeport.converters.onnx_to_tflite import keras_to_tflite
+
+    monkeypatch.setattr(
+        tf.lite.TFLiteConverter, "from_keras_model", lambda _model: _FailingConverter(message)
+    )
+    with pytest.raises(EdgeportError) as info:
+        keras_to_tflite(object())
+    assert str(info.value).startswith(expected)
