@@ -266,7 +266,10 @@ def rename_io(model: onnx.ModelProto, mapping: dict[str, str]) -> onnx.ModelProt
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for value in list(model.graph.input) + list(model.graph.output):
         value.name = mapping.get(value.name, value.name)
-    for node in model.graph.node:
-        node.input[:] = [mapping.get(n, n) for n in node.input]
-        node.output[:] = [mapping.get(n, n) for n in node.output]
+    # If / Loop / Scan bodies read outer tensors by name: a graph input renamed only at the top level
+    # left them pointing at the old name (onnx2tf: "KeyError: 'x.1'" on a TorchScript-exported If).
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            node.input[:] = [mapping.get(n, n) for n in node.input]
+            node.output[:] = [mapping.get(n, n) for n in node.output]
     return model
