@@ -28,27 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from edgeport.converters.rewrites._index_trace import MOVE_OPS, element_sources
 from edgeport.converters.rewrites._region_check import replacement_agrees
 from edgeport.onnx_graph import OnnxGraph, attr
 
 NAME = "attention_to_batched_heads"
 log = logging.getLogger(__name__)
 
-# Ops that only move or select elements; their first input is the data, the rest constants.
-_LAYOUT_OPS = {
-    "Reshape",
-    "Transpose",
-    "Unsqueeze",
-    "Squeeze",
-    "Gather",
-    "Split",
-    "Slice",
-    "Identity",
-    "Flatten",
-}
+# Single-input element movers (a Concat would join the operand with something else).
+_LAYOUT_OPS = MOVE_OPS - {"Concat"}
 # Layout ops that keep the row-major element order (a batch-1 axis moved or dropped is still a reshape).
 _ORDER_OPS = {"Reshape", "Unsqueeze", "Squeeze", "Identity", "Flatten"}
 _CHECK_TOLERANCE = 1e-5  # relative; the rewrite only reorders float sums and folds scalar scales
@@ -107,40 +97,10 @@ def _walk_back(view: OnnxGraph, tensor: str) -> tuple[str, list[onnx.NodeProto],
 
 
 def _trace(view: OnnxGraph, chain: Sequence[onnx.NodeProto], source: str, target: str) -> np.ndarray:
-    """Which flat element of `source` each element of `target` is, by running `chain` on indices."""
-    shape = view.static_shape(source)
-    if shape is None:
-        raise _Skip(f"{source} has no static shape")
-    if not chain:
-        return np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-    nodes, inits, made = [], {}, {source}
-    for node in chain:
-        if node.op_type in ("Mul", "Div"):  # a scale, accounted for separately
-            node = helper.make_node("Identity", [_data_input(view, node)], [node.output[0]])
-        nodes.append(node)
-        for name in node.input[1:]:
-            if name and name not in made:
-                inits[name] = numpy_helper.from_array(view.const(name), name)
-        made.update(node.output)
-    graph = helper.make_graph(
-        nodes,
-        "trace",
-        [helper.make_tensor_value_info(source, TensorProto.INT64, shape)],
-        [helper.make_tensor_value_info(target, TensorProto.INT64, None)],
-        list(inits.values()),
-    )
-    model = helper.make_model(graph, opset_imports=list(view.model.opset_import))
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        (out,) = session.run(
-            [target], {source: np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)}
-        )
-    except Exception as exc:  # noqa: BLE001 - any chain onnxruntime cannot run is not a head split
-        raise _Skip(f"the layout ops before {target} do not run on indices ({type(exc).__name__})") from exc
-    return out
+        return element_sources(view, chain, source, target)
+    except ValueError as exc:
+        raise _Skip(str(exc)) from exc
 
 
 def _projection(view: OnnxGraph, tensor: str) -> tuple[str, np.ndarray, np.ndarray, list[onnx.NodeProto]]:

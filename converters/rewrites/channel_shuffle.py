@@ -1,52 +1,112 @@
-"""ShuffleNet channel shuffle: Reshape(split C into g x C/g) -> Transpose(swap them) -> Reshape -> Gather.
+"""Channel shuffle, in any spelling -> one Gather with constant indices on the permuted axis.
 
-`x.view(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)` is a fixed permutation of the channel
-axis, but onnx2tf sees a 5-D reshape and transpose of a tensor it holds as NHWC, so it brackets them
-with TRANSPOSEs back to NCHW (6 transposes in a two-unit ShuffleNet). A Gather with constant indices on
-the channel axis is the same permutation, which onnx2tf maps to one GATHER on the NHWC channel axis.
+ShuffleNet's shuffle is a fixed permutation of the channel axis, written as `view / transpose / view`,
+`reshape / permute / reshape`, einops-style unflatten / swap / flatten, `torch.stack(x.chunk(g), 2)
+.flatten(1, 2)`, or strided channel slices concatenated. onnx2tf sees 5-D reshapes and transposes (or
+a stack of splits) of a tensor it holds as NHWC and brackets them with TRANSPOSEs back to NCHW (6 in a
+two-unit ShuffleNet). A Gather with constant indices on the channel axis is the same permutation,
+which onnx2tf maps to one GATHER on the NHWC channel axis.
+
+The matcher does not parse the spelling: for a tensor y computed from one tensor x of the same shape
+by element-moving ops only (Reshape, Transpose, Split, Concat, Slice, Unsqueeze, ...), it runs those
+ops on element indices and rewrites when the result moves elements along one axis only.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.converters.rewrites._index_trace import MOVE_OPS, data_inputs, element_sources, params_constant
+from edgeport.onnx_graph import OnnxGraph
 
 NAME = "channel_shuffle_to_gather"
+log = logging.getLogger(__name__)
+_MAX_REGION = 64  # nodes; a shuffle is a handful, this only bounds the search
 
 
-def _match(view: OnnxGraph, first: onnx.NodeProto) -> bool:
-    if first.op_type != "Reshape":
+def _region(view: OnnxGraph, last: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str] | None:
+    """The element-moving nodes that compute `last` and the one tensor they all start from."""
+    region: dict[int, onnx.NodeProto] = {}
+    leaves: set[str] = set()
+    pending = [last]
+    while pending:
+        node = pending.pop()
+        if id(node) in region:
+            continue
+        if len(region) >= _MAX_REGION or not params_constant(view, node):
+            return None
+        region[id(node)] = node
+        for name in data_inputs(node):
+            producer = view.producer(name)
+            if producer is not None and producer.op_type in MOVE_OPS and view.const(name) is None:
+                pending.append(producer)
+            elif view.const(name) is None:
+                leaves.add(name)
+    if len(leaves) != 1:
+        return None
+    order = {id(n): i for i, n in enumerate(view.graph.node)}
+    return sorted(region.values(), key=lambda n: order[id(n)]), leaves.pop()
+
+
+def _single_axis_permutation(index: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(axis, indices) when y[..., i, ...] = x[..., indices[i], ...] along one axis, y and x same shape."""
+    coords = np.unravel_index(index, index.shape)
+    grid = np.indices(index.shape)
+    moved = [a for a in range(index.ndim) if not (coords[a] == grid[a]).all()]
+    if len(moved) != 1:
+        return None
+    (axis,) = moved
+    along = np.moveaxis(coords[axis], axis, 0).reshape(index.shape[axis], -1)
+    if not (along == along[:, :1]).all():
+        return None
+    return axis, along[:, 0].astype(np.int64)
+
+
+def _match(view: OnnxGraph, last: onnx.NodeProto) -> bool:
+    if last.op_type not in MOVE_OPS or len(last.output) != 1:
         return False
-    shape = view.static_shape(first.input[0])
-    split = view.static_shape(first.output[0])  # the target with any 0 / -1 resolved
-    if shape is None or split is None or len(shape) < 3 or len(split) != len(shape) + 1:
+    y = last.output[0]
+    shape = view.static_shape(y)
+    if shape is None or len(shape) < 2:
         return False
-    n, c, rest = shape[0], shape[1], shape[2:]
-    groups, per_group = split[1], split[2]
-    if split[0] != n or split[3:] != rest or groups * per_group != c or groups < 2 or per_group < 2:
+    if last.op_type == "Gather" and view.const(last.input[1]) is not None:
+        return False  # already one Gather
+    found = _region(view, last)
+    if found is None:
         return False
-    transpose = view.only_consumer(first.output[0], "Transpose")
-    if transpose is None:
+    nodes, x = found
+    if view.static_shape(x) != shape:
         return False
-    perm = list(attr(transpose, "perm", []))
-    if perm != [0, 2, 1, *range(3, len(split))]:
+    members = {id(n) for n in nodes}
+    for node in nodes:
+        for name in node.output:
+            if name != y and (
+                view.is_graph_output(name) or any(id(c) not in members for c in view.consumers(name))
+            ):
+                return False
+    try:
+        index = element_sources(view, nodes, x, y)
+    except ValueError as why:
+        log.info("%s: %s left as it is: %s", NAME, y, why)
         return False
-    last = view.only_consumer(transpose.output[0], "Reshape")
-    if last is None or view.static_shape(last.output[0]) != shape:
+    perm = _single_axis_permutation(index)
+    if perm is None:
         return False
-    # Output channel a*groups + b reads input channel b*per_group + a.
-    indices = np.arange(c, dtype=np.int64).reshape(groups, per_group).T.reshape(-1)
+    axis, indices = perm
+    if (indices == np.arange(shape[axis])).all():
+        return False  # moves nothing: a reshape round trip, not a shuffle
     gather = helper.make_node(
         "Gather",
-        [first.input[0], view.add_initializer(indices, "shuffle_indices")],
-        [last.output[0]],
+        [x, view.add_initializer(indices, "shuffle_indices")],
+        [y],
         name=view.fresh(last.name or "channel_shuffle"),
-        axis=1,
+        axis=axis,
     )
-    view.replace([first, transpose, last], [gather])
+    view.replace(nodes, [gather])
     return True
 
 

@@ -1,8 +1,15 @@
+import io
+
 import numpy as np
+import onnx
+import pytest
+import torch
 from onnx import helper
 
+from edgeport.converters.onnx_prepare import simplify
 from edgeport.converters.rewrites import channel_shuffle
 from tests.onnx_graphs import assert_same_outputs, make_model, ops
+from tests.zoo.shuffle import _SHUFFLES
 
 
 def shuffle_graph(shape=(1, 12, 5, 4), groups=3, perm=None, extra_user=False):
@@ -47,3 +54,40 @@ def test_other_transposes_are_left_alone():
     ):
         after = channel_shuffle.rewrite(graph)
         assert after.graph.SerializeToString() == graph.graph.SerializeToString()
+
+
+class Shuffle(torch.nn.Module):
+    def __init__(self, spelling, groups: int):
+        super().__init__()
+        self.spelling, self.groups = spelling, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.spelling(torch.tanh(x), self.groups))
+
+
+def exported(module: torch.nn.Module, shape: list[int]) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    torch.onnx.export(module, (torch.zeros(*shape),), buf, dynamo=False, opset_version=17)
+    model, ok = simplify(onnx.load_from_string(buf.getvalue()), fuse_bn=False)
+    assert ok
+    return model
+
+
+@pytest.mark.parametrize("spelling", ["view", "permute", "chunk_stack", "strided_cat", "einops"])
+@pytest.mark.parametrize("groups", [2, 3, 4])
+def test_every_spelling_of_the_shuffle_becomes_one_gather(spelling: str, groups: int):
+    before = exported(Shuffle(_SHUFFLES[spelling], groups), [1, 24, 5, 7])
+    after = channel_shuffle.rewrite(before)
+    assert ops(after) == {"Tanh": 1, "Gather": 1, "Relu": 1}
+    assert_same_outputs(before, after)
+
+
+def test_reshape_round_trips_and_spatial_moves_are_left_alone():
+    consts = {"flat": np.array([1, -1], np.int64), "back": np.array([1, 6, 4, 4], np.int64)}
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat"], ["f"]),
+        helper.make_node("Reshape", ["f", "back"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["y"], perm=[0, 1, 3, 2]),  # H <-> W of a square map
+    ]
+    graph = make_model(nodes, {"x": [1, 6, 4, 4]}, ["y"], consts)
+    assert channel_shuffle.rewrite(graph).SerializeToString() == graph.SerializeToString()

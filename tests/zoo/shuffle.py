@@ -18,28 +18,28 @@ except ImportError:  # imported by `edgeport convert tests/zoo/shuffle.py:<name>
     from models import ZooModel, _conv_bn, _seeded  # type: ignore[no-redef]
 
 
-def shuffle_view(x: torch.Tensor, groups: int) -> torch.Tensor:
+def _shuffle_view(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, c, h, w = x.shape
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
 
 
-def shuffle_permute(x: torch.Tensor, groups: int) -> torch.Tensor:
+def _shuffle_permute(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, c, h, w = x.shape
     return x.reshape(n, groups, c // groups, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
 
 
-def shuffle_chunk_stack(x: torch.Tensor, groups: int) -> torch.Tensor:
+def _shuffle_chunk_stack(x: torch.Tensor, groups: int) -> torch.Tensor:
     # Interleave the groups: channel a*groups + b is channel a of group b.
     return torch.stack(x.chunk(groups, dim=1), dim=2).flatten(1, 2)
 
 
-def shuffle_strided_cat(x: torch.Tensor, groups: int) -> torch.Tensor:
+def _shuffle_strided_cat(x: torch.Tensor, groups: int) -> torch.Tensor:
     # The same permutation as shuffle_view, written as strided channel slices concatenated.
     per_group = x.shape[1] // groups
     return torch.cat([x[:, i::per_group] for i in range(per_group)], dim=1)
 
 
-def shuffle_einops(x: torch.Tensor, groups: int) -> torch.Tensor:
+def _shuffle_einops(x: torch.Tensor, groups: int) -> torch.Tensor:
     # einops.rearrange(x, "b (g c) h w -> b (c g) h w", g=groups) exports as this flatten/unflatten.
     n, c, h, w = x.shape
     x = x.unflatten(1, (groups, c // groups)).swapaxes(1, 2)
@@ -47,11 +47,11 @@ def shuffle_einops(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 _SHUFFLES = {
-    "view": shuffle_view,
-    "permute": shuffle_permute,
-    "chunk_stack": shuffle_chunk_stack,
-    "strided_cat": shuffle_strided_cat,
-    "einops": shuffle_einops,
+    "view": _shuffle_view,
+    "permute": _shuffle_permute,
+    "chunk_stack": _shuffle_chunk_stack,
+    "strided_cat": _shuffle_strided_cat,
+    "einops": _shuffle_einops,
 }
 
 
@@ -96,7 +96,7 @@ class ShuffleV2Down(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return shuffle_view(torch.cat([self.left(x), self.right(x)], dim=1), 2)
+        return _shuffle_view(torch.cat([self.left(x), self.right(x)], dim=1), 2)
 
 
 class GroupedConvs(nn.Module):
