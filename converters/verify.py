@@ -135,13 +135,10 @@ def verification_samples(
     A rewrite that is exact only for N(0, 1)-sized inputs is then caught on the inputs the model will
     really see. An input's values always stay inside its hard range, where the model is defined.
     """
-    stats = {s.name: stats[s.name] for s in specs if stats and s.name in stats and _is_float(s)}
+    stats = _known(specs, stats)
     samples = random_inputs(specs, count, seed)
-    kinds = (["stats"] if stats else []) + (
-        ["uniform"] if any(st.low is not None for st in stats.values()) else []
-    )
     rng = np.random.default_rng([seed, 1])
-    for kind in kinds:
+    for kind in _kinds(stats):
         samples += [
             {
                 spec.name: _draw(rng, spec, kind if spec.name in stats else "normal", stats.get(spec.name))
@@ -154,6 +151,34 @@ def verification_samples(
             if st.low is not None:
                 sample[name] = np.clip(sample[name], st.low, st.high).astype(sample[name].dtype)
     return samples
+
+
+def verification_sample_kinds(
+    specs: Sequence[TensorSpec], count: int, stats: Mapping[str, InputStats] | None = None
+) -> list[str]:
+    """What verification_samples draws, one line per group, for the manifest."""
+    stats = _known(specs, stats)
+    lines = [f"{count} standard-normal"]
+    for kind in _kinds(stats):
+        if kind == "stats":
+            found = ", ".join(f"{name}: {st.source}" for name, st in stats.items())
+            lines.append(f"{count} normal with the inputs' statistics ({found})")
+        else:
+            ranges = ", ".join(
+                f"{n}: [{st.low:g}, {st.high:g}]" for n, st in stats.items() if st.low is not None
+            )
+            lines.append(f"{count} uniform over the inputs' ranges ({ranges})")
+    return lines
+
+
+def _known(specs: Sequence[TensorSpec], stats: Mapping[str, InputStats] | None) -> dict[str, InputStats]:
+    return {s.name: stats[s.name] for s in specs if stats and s.name in stats and _is_float(s)}
+
+
+def _kinds(stats: Mapping[str, InputStats]) -> list[str]:
+    """The sample groups drawn besides the standard-normal one."""
+    has_range = any(st.low is not None for st in stats.values())
+    return (["stats"] if stats else []) + (["uniform"] if has_range else [])
 
 
 def _is_float(spec: TensorSpec) -> bool:

@@ -71,6 +71,7 @@ class Verification(BaseModel):
     tolerance_rel: float
     passed: bool
     errors: list[StageError] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list)  # how the samples were drawn (verification_samples)
 
 
 # Keys of a stage's report that describe this run rather than the inputs, and the `run` field they

@@ -36,6 +36,8 @@ from edgeport.converters.verify import (
     run_onnx,
     run_torch,
     verification_failure,
+    verification_sample_kinds,
+    verification_samples,
 )
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import Manifest, StageError, Verification, tool_versions
@@ -45,7 +47,8 @@ from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
 from edgeport.pipeline.torch_passes import TORCH_PASSES
 from edgeport.quant.calibration import check_calibration_inputs
-from edgeport.quant.modes import quantize_stage
+from edgeport.quant.input_stats import InputStats, infer_input_stats
+from edgeport.quant.modes import quantize_stage, resolve_input_stats
 from edgeport.tensors import TensorSpec, random_inputs
 
 FLOAT32_TOLERANCE = 1e-4  # issue #2: float32 .tflite must match the reference to this relative error
@@ -193,8 +196,10 @@ def _locate_crash(state: ConvertState) -> str:
 # 6. verify
 def verify(state: ConvertState) -> None:
     model = _model(state)
-    state.samples = random_inputs(state.in_specs, VERIFY_SAMPLES, VERIFY_SEED)
+    stats = _input_stats(state)
+    state.samples = verification_samples(state.in_specs, VERIFY_SAMPLES, VERIFY_SEED, stats)
     state.manifest.verification, state.tflite_names = _verify(state)
+    state.manifest.verification.inputs = verification_sample_kinds(state.in_specs, VERIFY_SAMPLES, stats)
     failed = [e for e in state.manifest.verification.errors if _diverges(e)]
     if failed:
         first = failed[0]
@@ -268,6 +273,14 @@ STAGES: tuple[Stage, ...] = (
 def _source(state: ConvertState) -> LoadedSource:
     assert state.source is not None, "the load stage runs first"
     return state.source
+
+
+def _input_stats(state: ConvertState) -> dict[str, InputStats]:
+    """What the inputs' values look like (--input-range/--mean/--std, else the graph): verification
+    inputs then cover them, not only N(0, 1)."""
+    inferred = infer_input_stats(_exported(state))
+    quant = state.options.quantize
+    return resolve_input_stats(quant, inferred, state.in_specs) if quant is not None else inferred
 
 
 def _exported(state: ConvertState) -> onnx.ModelProto:

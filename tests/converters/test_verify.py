@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -147,3 +148,27 @@ def test_a_rewrite_exact_only_near_zero_is_caught_on_the_stated_range() -> None:
         reference = [{"y": s["x"]} for s in samples]
         (error,) = compare("tflite_float32", reference, [{"y": saturating(s["x"])} for s in samples])
         assert (error.max_rel_error > 1e-4) == diverges
+
+
+def test_convert_verifies_on_the_stated_input_range_too(run_cli, tmp_path) -> None:
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert",
+        "tests/fixtures/tiny_models.py:SequenceHead",
+        "-o",
+        out,
+        "--input-shape",
+        "1,5,16",
+        "--quantize",
+        "float16",
+        "--input-range",
+        "0,255",
+    )
+    assert code == 0, err
+    verification = json.loads((out / "edgeport.json").read_text())["verification"]
+    assert verification["num_samples"] == 9 and verification["passed"]
+    assert verification["inputs"] == [
+        "3 standard-normal",
+        "3 normal with the inputs' statistics (x: user)",
+        "3 uniform over the inputs' ranges (x: [0, 255])",
+    ]
