@@ -85,6 +85,7 @@ class RunInfo(BaseModel):
 
     seconds: dict[str, float] = Field(default_factory=dict)
     paths: dict[str, str] = Field(default_factory=dict)
+    command: str = ""  # the command line as typed (its paths are this machine's)
 
 
 class Manifest(BaseModel):
@@ -110,6 +111,12 @@ class Manifest(BaseModel):
             self.source["callable"] = entry
         self.run.paths["source"] = str(path.resolve())
         self.run.paths["source_spec"] = spec
+
+    def set_command(self, command_line: str) -> None:
+        """Record which command wrote the manifest ("package"); the full command line goes to `run`."""
+        words = command_line.split()
+        self.command = words[1] if len(words) > 1 and words[0] == "edgeport" else command_line
+        self.run.command = command_line
 
     def document(self) -> dict[str, Any]:
         """The JSON document as written: the sections' RUN_KEYS moved into `run`, keyed by where they were."""

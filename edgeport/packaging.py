@@ -79,7 +79,8 @@ def merge_manifest(
     if source is not None and previous is None:
         manifest.source, manifest.layout = source.source, source.layout
         manifest.verification, manifest.passes = source.verification, source.passes
-    manifest.command = command or manifest.command
+    if command:
+        manifest.set_command(command)
     if not manifest.source:  # a bare .tflite: recorded by name and hash, its path goes to `run`
         manifest.set_source(model_path, "tflite", str(model_path))
     owned = set(owned)

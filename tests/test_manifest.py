@@ -87,3 +87,13 @@ def test_two_identical_runs_write_the_same_manifest_apart_from_run(tmp_path: Pat
     )
     assert runs[0]["run"]["paths"]["source"] == str(root / "tests/fixtures/tiny_models.py")
     assert str(tmp_path) not in json.dumps(first) and str(root) not in json.dumps(first)
+
+
+def test_the_command_line_as_typed_goes_to_run() -> None:
+    manifest = Manifest()
+    manifest.set_command("edgeport package /home/me/out/model_int8.tflite --board nucleo-f746zg -o /tmp/pkg")
+    assert manifest.command == "package"
+    assert (
+        manifest.run.command.startswith("edgeport package /home/me/out/")
+        and "/home" not in manifest.reproducible()
+    )

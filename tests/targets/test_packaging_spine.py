@@ -83,7 +83,8 @@ def test_write_package_writes_files_and_the_merged_manifest(tmp_path):
         _owned_files(staging)
         assert not out.exists()  # nothing visible until the end
     written = json.loads((out / "edgeport.json").read_text())
-    assert written["command"] == "edgeport package x" and written["source"] == {"path": "m.py"}
+    assert written["command"] == "package" and written["run"]["command"] == "edgeport package x"
+    assert written["source"] == {"path": "m.py"}
     assert written["layout"] == "NHWC" and written["passes"] == [{"name": "p"}]
     assert written["verification"]["passed"] is True
     assert [a["path"] for a in written["artifacts"]] == ["a.h"] and written["sections"] == {"t": {"k": 1}}
@@ -136,4 +137,5 @@ def test_merge_manifest_keeps_a_previous_manifest_over_the_source(tmp_path):
     model.write_bytes(b"tfl3")
     fresh = merge_manifest(None, None, "edgeport package m", model, [])
     assert fresh.source == {"file": "m.tflite", "kind": "tflite", "sha256": sha256_of(model)}
-    assert fresh.run.paths["source"] == str(model) and fresh.command == "edgeport package m"
+    assert fresh.run.paths["source"] == str(model) and fresh.command == "package"
+    assert fresh.run.command == "edgeport package m"  # paths as typed stay out of the reproducible part
