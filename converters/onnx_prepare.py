@@ -102,12 +102,42 @@ def _rank_known(value: onnx.ValueInfoProto) -> bool:
     return value.type.tensor_type.HasField("shape")
 
 
+# Input types a TFLite model can take (and edgeport can draw verification inputs for).
+_NUMERIC_INPUTS = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.BOOL,
+}  # fmt: skip
+
+
+def _check_inputs(model: onnx.ModelProto, shapes: dict[str, list[int | str]]) -> None:
+    """Refuse inputs no TFLite model can take, before any conversion work."""
+    if not shapes:
+        raise EdgeportError(
+            "the model has no inputs (every value in it is a constant)",
+            "export the model with the tensors it computes on as inputs",
+        )
+    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    for name in shapes:
+        elem = types[name]
+        if elem in _NUMERIC_INPUTS:
+            continue
+        type_name = onnx.TensorProto.DataType.Name(elem).lower() if elem else "a sequence, map or optional"
+        if elem == onnx.TensorProto.DOUBLE:
+            fix = "export the model in float32 (model.float() before exporting)"
+        elif elem == onnx.TensorProto.STRING:
+            fix = "keep text processing outside the model and feed it numbers (e.g. token ids)"
+        else:
+            fix = "export the model with float32 or integer inputs"
+        raise EdgeportError(f"input {name!r} is {type_name}, which TFLite has no kernels for", fix)
+
+
 def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> onnx.ModelProto:
     """Make every input shape static: from --input-shape, else a dynamic batch becomes 1.
 
     A shape [] is a scalar (rank-0) input, e.g. a sample rate.
     """
     shapes = input_shapes_of(model)
+    _check_inputs(model, shapes)
     if given and len(given) != len(shapes):
         raise EdgeportError(
             f"the model has {len(shapes)} input(s) ({', '.join(shapes)}) "

@@ -108,3 +108,29 @@ def test_paddle_like_model_converts_and_keeps_its_names(tmp_path: Path, run_cli)
     onnx_art = next(a for a in manifest["artifacts"] if a["kind"] == "onnx")
     assert [o["name"] for o in onnx_art["outputs"]] == ["softmax@0.tmp_0"]
     assert [n.name for n in onnx.load(tmp_path / "out" / "model.onnx").graph.node] == ["Conv@0", "Softmax@0"]
+
+
+@pytest.mark.parametrize(
+    ("elem", "message"),
+    [
+        (
+            TensorProto.DOUBLE,
+            "input 'x' is double, which TFLite has no kernels for. Export the model in float32",
+        ),
+        (TensorProto.STRING, "input 'x' is string, which TFLite has no kernels for. Keep text processing"),
+        (TensorProto.COMPLEX64, "input 'x' is complex64, which TFLite has no kernels for"),
+    ],
+)
+def test_inputs_tflite_cannot_take_are_refused(elem: int, message: str) -> None:
+    inputs = [helper.make_tensor_value_info("x", elem, [1, 4])]
+    model = _model(inputs, [helper.make_node("Identity", ["x"], ["y"])], "y", [1, 4])
+    with pytest.raises(EdgeportError, match=message.replace(".", r"\.")):
+        fix_input_shapes(model, [])
+
+
+def test_model_without_inputs_is_refused() -> None:
+    const = numpy_helper.from_array(np.ones(2, np.float32), "c")
+    model = _model([], [helper.make_node("Relu", ["c"], ["y"])], "y", [2])
+    model.graph.initializer.append(const)
+    with pytest.raises(EdgeportError, match="the model has no inputs"):
+        fix_input_shapes(model, [])
