@@ -79,12 +79,9 @@ def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
 
 def run_tflite(path: Path, inputs: list[np.ndarray], names_in: list[str]) -> tuple[dict, dict]:
     """Run with inputs matched by name; returns (outputs by tensor name, input shapes by name)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeport.runtimes import litert
 
-    interpreter = Interpreter(
-        model_path=str(path),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
+    interpreter = litert.interpreter(path.read_bytes(), threads=None)
     interpreter.allocate_tensors()
     shapes = {}
     for detail in interpreter.get_input_details():
@@ -200,11 +197,9 @@ def edgeport_convert(model, workdir: Path) -> dict:
     onnx_art = next(a for a in manifest.artifacts if a.kind == "onnx")
     path = workdir / "out" / "model_float32.tflite"
     # Recompute the error here, on this script's input, as for plain onnx2tf.
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeport.runtimes import litert
 
-    interpreter = Interpreter(
-        model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    interpreter = litert.interpreter(path.read_bytes(), threads=None)
     interpreter.allocate_tensors()
     feeds = {info.name: x for info, x in zip(onnx_art.inputs, inputs, strict=True)}
     index = {d["name"]: d["index"] for d in interpreter.get_input_details()}

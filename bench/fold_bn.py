@@ -119,9 +119,9 @@ def to_tflite(model: onnx.ModelProto, image_inputs: list[str], workdir: Path) ->
 
 class Runner:
     def __init__(self, data: bytes) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from edgeport.runtimes import litert
 
-        self.interp = Interpreter(model_content=data, num_threads=1)
+        self.interp = litert.interpreter(data, delegates=True)  # with XNNPACK, as an app runs it
         self.interp.allocate_tensors()
         rng = np.random.default_rng(0)
         self.inputs = [

@@ -205,13 +205,9 @@ def build_clustered(int8_path: Path, clusters: int, outdir: Path) -> tuple[Path,
 
 def evaluate(path: Path, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(top-1 %, median LiteRT latency ms) with builtin kernels, one thread."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgeport.runtimes import litert
 
-    interp = Interpreter(
-        model_path=str(path),
-        num_threads=1,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
+    interp = litert.interpreter(path.read_bytes())
     interp.allocate_tensors()
     (inp,), (out,) = interp.get_input_details(), interp.get_output_details()
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))

@@ -18,8 +18,10 @@ import onnx
 from onnx import shape_inference
 
 from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
-from edgeport.converters.verify import TfliteRunner, compare, run_onnx
+from edgeport.converters.verify import compare
 from edgeport.errors import EdgeportError
+from edgeport.runtimes.litert import LiteRTRunner
+from edgeport.runtimes.onnxrt import run_onnx
 from edgeport.tensors import Sample, TensorSpec
 
 MAX_PROBES = 12
@@ -69,7 +71,7 @@ def prefix_diverges(
             for s in in_specs
         ]
         try:
-            runner = TfliteRunner(tflite, prefix_inputs, [out_spec])
+            runner = LiteRTRunner(tflite, prefix_inputs, [out_spec])
             outputs = [runner.run(s) for s in samples]
         except (RuntimeError, ValueError):
             return True  # a prefix LiteRT refuses to run is broken too

@@ -21,6 +21,7 @@ import onnx
 
 from edgeport.converters.onnx_prepare import rename_io, tf_safe_names
 from edgeport.errors import EdgeportError, exception_line
+from edgeport.tensors import signature_name  # the runtimes match signature keys with it too
 
 # Shapes of the sample batch onnx2tf would otherwise download for its own checks.
 _ONNX2TF_SAMPLE_SHAPE = (20, 128, 128, 3)
@@ -93,12 +94,6 @@ def offline_onnx2tf() -> Iterator[None]:
             requests.get,
             requests.Session.request,
         ) = saved
-
-
-def signature_name(name: str) -> str:
-    """A tensor name usable as a TFLite signature key: word characters, not starting with a digit."""
-    cleaned = re.sub(r"\W+", "_", name).strip("_") or "tensor"
-    return f"t_{cleaned}" if cleaned[0].isdigit() else cleaned
 
 
 def onnx_to_keras(

@@ -7,6 +7,7 @@ The .tflite may hold a tensor channels-last where the source (PyTorch / ONNX) ha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,3 +45,9 @@ def random_inputs(specs: Sequence[TensorSpec], num_samples: int, seed: int) -> l
                 sample[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
         samples.append(sample)
     return samples
+
+
+def signature_name(name: str) -> str:
+    """A tensor name usable as a TFLite signature key: word characters, not starting with a digit."""
+    cleaned = re.sub(r"\W+", "_", name).strip("_") or "tensor"
+    return f"t_{cleaned}" if cleaned[0].isdigit() else cleaned

@@ -216,17 +216,12 @@ def verify_tflite(data: bytes, path: Path | str = "<bytes>") -> TfliteModel:
     flatbuffers Verifier compiled into LiteRT (run when its Interpreter is built from a buffer; it is
     written for untrusted input and bounds-checks every offset). Raises EdgeportError on any failure.
     """
+    from edgeport.runtimes import litert  # imported here: edgeport.runtimes.tflm imports this module
+
     model = parse_tflite(data, path)
     _check_structure(model, data)
     try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:  # LiteRT is a declared dependency; without it the Python checks above stand alone
-        return model
-    try:
-        Interpreter(
-            model_content=bytes(data),
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
+        litert.interpreter(bytes(data), threads=None)
     except ValueError as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # Models LiteRT cannot *run* (custom ops, ops newer than this LiteRT) still passed the verifier.

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.quant.int8 import QuantizedRunner
+from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import Sample, TensorSpec
 
 WORST_LAYERS = 5
@@ -34,7 +34,7 @@ def sqnr_db(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) ->
     return 10.0 * np.log10(signal / noise)
 
 
-def _activations(runner: QuantizedRunner) -> dict[str, int]:
+def _activations(runner: LiteRTRunner) -> dict[str, int]:
     """Name -> tensor index of every operator output (weights and constants excluded)."""
     interp = runner.interpreter
     outputs = {i for op in interp._get_ops_details() for i in op["outputs"]}
@@ -50,8 +50,8 @@ def fidelity_report(
     worst: int = WORST_LAYERS,
 ) -> dict[str, Any]:
     """Per-output SQNR and the `worst` intermediate tensors by SQNR, on the same float samples."""
-    ref = QuantizedRunner(float_model, inputs, outputs, preserve_all_tensors=True)
-    got = QuantizedRunner(quant_model, inputs, outputs, preserve_all_tensors=True)
+    ref = LiteRTRunner(float_model, inputs, outputs, preserve_all_tensors=True)
+    got = LiteRTRunner(quant_model, inputs, outputs, preserve_all_tensors=True)
     ref_acts, got_acts = _activations(ref), _activations(got)
     shared = [
         (name, ref_acts[name], got_acts[name])

@@ -1,4 +1,4 @@
-"""The TFLite converter call that quantizes the Keras model onnx2tf built, and a runner for the result.
+"""The TFLite converter call that quantizes the Keras model onnx2tf built (edgeport.runtimes.litert runs it).
 
 Full-integer int8 follows TFLite's quantization spec (per-channel symmetric weights, per-tensor
 asymmetric activations, int32 biases). By default (`ranges="minmax"`) the converter computes every
@@ -22,7 +22,6 @@ not assumed (`probe_range_use`).
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,7 +31,8 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quiet import silenced
-from edgeport.tensors import Sample, TensorSpec, to_channels_first, to_channels_last
+from edgeport.runtimes import litert
+from edgeport.tensors import Sample, TensorSpec, to_channels_last
 
 T = TypeVar("T")
 
@@ -217,17 +217,8 @@ def observe_activations(
     """
     if not tensors:
         return {}
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    with warnings.catch_warnings():
-        # preserve_all_tensors is what makes intermediates readable; LiteRT warns it is for debugging.
-        warnings.simplefilter("ignore", UserWarning)
-        interp = Interpreter(
-            model_content=calibrated,
-            num_threads=1,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-            experimental_preserve_all_tensors=True,
-        )
+    # preserve_all_tensors is what makes intermediates readable.
+    interp = litert.interpreter(calibrated, preserve_all_tensors=True)
     interp.allocate_tensors()
     inputs = [d["index"] for d in interp.get_input_details()]
 
@@ -363,113 +354,3 @@ def quantize_with_ranges(
             }
         )
     return model
-
-
-class QuantizedRunner:
-    """LiteRT interpreter for a (possibly int8-I/O) model, fed and read in float, source layout.
-
-    Inputs are quantized with the input tensor's scale/zero point and outputs dequantized, so an
-    int8 model is compared with the float one on the same float samples. Tensors are addressed in
-    the subgraph's input/output order, matched to source names through the signature.
-    """
-
-    def __init__(
-        self,
-        model: bytes,
-        inputs: Sequence[TensorSpec],
-        outputs: Sequence[TensorSpec],
-        preserve_all_tensors: bool = False,
-        reference_kernels: bool = False,
-    ) -> None:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        from edgeport.converters.verify import TfliteRunner
-
-        self._model = model  # the interpreter reads from this buffer; keep it alive
-        # reference_kernels: TensorFlow 2.19's TFLite reference kernels (BUILTIN_REF), the integer
-        # arithmetic TFLite Micro's kernels share (gemmlowp double rounding). Not LiteRT's: since
-        # April 2025 its reference FULLY_CONNECTED requantizes in double precision with a single
-        # rounding, one step away from TFLite Micro in ~0.1 % of the outputs (measured: 13 of
-        # 12,000 on a small CNN's logits; TF 2.19's kernels 0). By default: LiteRT's optimized
-        # builtin kernels, what an Android CPU runs.
-        resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        if reference_kernels:
-            import tensorflow as tf
-
-            Interpreter = tf.lite.Interpreter  # noqa: N806
-            resolver = tf.lite.experimental.OpResolverType.BUILTIN_REF
-        self.interpreter = Interpreter(
-            model_content=model,
-            num_threads=1,
-            experimental_op_resolver_type=resolver,
-            experimental_preserve_all_tensors=preserve_all_tensors,
-        )
-        self.interpreter.allocate_tensors()
-        # Which source tensor each subgraph I/O tensor is: matched by name via the signature.
-        signature = self.interpreter.get_signature_runner()
-        entry = next(iter(self.interpreter.get_signature_list().values()))
-        in_keys = TfliteRunner._match(inputs, entry["inputs"])
-        out_keys = TfliteRunner._match(outputs, entry["outputs"])
-        in_index = {d["name"]: d["index"] for d in self.interpreter.get_input_details()}
-        out_index = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
-        sig_in, sig_out = signature.get_input_details(), signature.get_output_details()
-        self.inputs = [(spec, in_index[sig_in[in_keys[spec.name]]["name"]]) for spec in inputs]
-        self.outputs = [(spec, out_index[sig_out[out_keys[spec.name]]["name"]]) for spec in outputs]
-        self.details = {d["index"]: d for d in self.interpreter.get_tensor_details()}
-
-    def quantize_inputs(self, sample: Sample) -> list[np.ndarray]:
-        """The sample as the model's raw input tensors (int8 for an int8-I/O model), subgraph order."""
-        by_index = {}
-        for spec, index in self.inputs:
-            value = np.asarray(sample[spec.name], dtype=np.float32)
-            if spec.channels_last:
-                value = to_channels_last(value)
-            by_index[index] = quantize(value, self.details[index])
-        return [by_index[d["index"]] for d in self.interpreter.get_input_details()]
-
-    def run_raw(self, raw_inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Raw output tensors (subgraph order) for raw input tensors (subgraph order)."""
-        for detail, value in zip(self.interpreter.get_input_details(), raw_inputs, strict=True):
-            self.interpreter.set_tensor(detail["index"], np.ascontiguousarray(value))
-        self.interpreter.invoke()
-        return [self.interpreter.get_tensor(d["index"]).copy() for d in self.interpreter.get_output_details()]
-
-    def run(self, sample: Sample) -> Sample:
-        raw = self.run_raw(self.quantize_inputs(sample))
-        by_index = dict(zip([d["index"] for d in self.interpreter.get_output_details()], raw, strict=True))
-        result = {}
-        for spec, index in self.outputs:
-            value = dequantize(by_index[index], self.details[index])
-            result[spec.name] = to_channels_first(value) if spec.channels_last else value
-        return result
-
-    def tensor(self, index: int) -> np.ndarray:
-        """A tensor after the last invoke (needs preserve_all_tensors for intermediates), dequantized."""
-        return dequantize(self.interpreter.get_tensor(index), self.details[index])
-
-
-def quantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    dtype = detail["dtype"]
-    if np.dtype(dtype).kind == "f":
-        return value.astype(dtype)
-    scale, zero = detail["quantization"]
-    if scale == 0:
-        return value.astype(dtype)
-    info = np.iinfo(dtype)
-    return np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
-
-
-def dequantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    if np.dtype(value.dtype).kind == "f":
-        return value.astype(np.float32)
-    params = detail.get("quantization_parameters") or {}
-    scales = np.asarray(params.get("scales", []), np.float32)
-    zeros = np.asarray(params.get("zero_points", []), np.float32)
-    if scales.size == 0:
-        return value.astype(np.float32)
-    if scales.size == 1:
-        return (value.astype(np.float32) - zeros[0]) * scales[0]
-    axis = int(params.get("quantized_dimension", 0))
-    shape = [1] * value.ndim
-    shape[axis] = -1
-    return (value.astype(np.float32) - zeros.reshape(shape)) * scales.reshape(shape)

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.int4 import to_w4a8, weight_layers
-from edgeport.quant.int8 import QuantizedRunner
+from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import Sample, TensorSpec
 from edgeport.tflite_file import parse_tflite
 
@@ -45,7 +45,7 @@ class LayerCost:
     noise: float  # output noise power it adds alone, relative to the int8 output's power
 
 
-def _outputs(runner: QuantizedRunner, samples: Sequence[Sample]) -> list[np.ndarray]:
+def _outputs(runner: LiteRTRunner, samples: Sequence[Sample]) -> list[np.ndarray]:
     return [value for sample in samples for value in runner.run(sample).values()]
 
 
@@ -58,12 +58,12 @@ def layer_costs(
     rounding: str = "squant",
 ) -> list[LayerCost]:
     """Each weight layer's output noise when it alone is int4, in op order."""
-    reference = _outputs(QuantizedRunner(int8_model, in_specs, out_specs), samples)
+    reference = _outputs(LiteRTRunner(int8_model, in_specs, out_specs), samples)
     power = sum(float(np.sum(np.asarray(r, np.float64) ** 2)) for r in reference) or 1.0
     costs = []
     for layer in weight_layers(parse_tflite(int8_model).raw):
         model, _ = to_w4a8(int8_model, float_model, [layer.name], rounding)
-        got = _outputs(QuantizedRunner(model, in_specs, out_specs), samples)
+        got = _outputs(LiteRTRunner(model, in_specs, out_specs), samples)
         noise = sum(
             float(np.sum((np.asarray(r, np.float64) - np.asarray(g, np.float64)) ** 2))
             for r, g in zip(reference, got, strict=True)

@@ -25,10 +25,12 @@ from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user, infer_input_stats
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
-from edgeport.quant.int8 import QuantizedRunner, keras_to_quantized
+from edgeport.quant.int8 import keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
 from edgeport.quant.ranges import RANGE_METHODS
-from edgeport.quant.tflm_check import TflmComparison, compare_raw, run_tflm
+from edgeport.quant.tflm_check import TflmComparison, compare_raw
+from edgeport.runtimes.litert import LiteRTRunner
+from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import _TYPE_NAMES, parse_tflite
 
@@ -300,7 +302,7 @@ def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> Quant
         },
         "seconds": _since(started),
     }
-    return QuantResult(path, opts.mode, _names(QuantizedRunner(quantized, in_specs, out_specs)), section)
+    return QuantResult(path, opts.mode, _names(LiteRTRunner(quantized, in_specs, out_specs)), section)
 
 
 def _integer_stage(
@@ -376,7 +378,7 @@ def _integer_stage(
         },
         "seconds": _since(started),
     }
-    return QuantResult(path, opts.mode, _names(QuantizedRunner(model, in_specs, out_specs)), section)
+    return QuantResult(path, opts.mode, _names(LiteRTRunner(model, in_specs, out_specs)), section)
 
 
 def _tflm_agreement(
@@ -389,10 +391,10 @@ def _tflm_agreement(
 ) -> tuple[TflmComparison, TflmComparison]:
     """TFLite Micro running `tflm_model` vs TFLite's reference kernels (must be bit-exact) and vs
     LiteRT's optimized kernels (within TFLM_FAIL_STEPS) running `model`, on the same raw inputs."""
-    runner = QuantizedRunner(model, in_specs, out_specs)
-    reference = QuantizedRunner(model, in_specs, out_specs, reference_kernels=True)
+    runner = LiteRTRunner(model, in_specs, out_specs)
+    reference = LiteRTRunner(model, in_specs, out_specs, kernels="reference")
     raw_inputs = [runner.quantize_inputs(s) for s in samples[:TFLM_SAMPLES]]
-    tflm_out = run_tflm(tflm_model, raw_inputs, name)
+    tflm_out = run_tflm(tflm_model, raw_inputs, name).raw_outputs
     tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
     optimized = compare_raw([runner.run_raw(r) for r in raw_inputs], tflm_out)
     if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_EXACT_STEPS:
@@ -475,7 +477,7 @@ def _four_bit_weights(
     }
 
 
-def _names(runner: QuantizedRunner) -> dict[str, str]:
+def _names(runner: LiteRTRunner) -> dict[str, str]:
     return {spec.name: runner.details[i]["name"] for spec, i in runner.inputs + runner.outputs}
 
 

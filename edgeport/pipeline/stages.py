@@ -30,10 +30,8 @@ from edgeport.converters.rewrites import onnx2tf_options_for
 from edgeport.converters.sources import LoadedSource, load_source
 from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.converters.verify import (
-    TfliteRunner,
     check_weights,
     compare,
-    run_onnx,
     run_torch,
     verification_failure,
     verification_sample_kinds,
@@ -49,6 +47,8 @@ from edgeport.pipeline.torch_passes import TORCH_PASSES
 from edgeport.quant.calibration import check_calibration_inputs
 from edgeport.quant.input_stats import InputStats, infer_input_stats
 from edgeport.quant.modes import quantize_stage, resolve_input_stats
+from edgeport.runtimes.litert import LiteRTRunner
+from edgeport.runtimes.onnxrt import run_onnx
 from edgeport.tensors import TensorSpec, random_inputs
 
 FLOAT32_TOLERANCE = 1e-4  # issue #2: float32 .tflite must match the reference to this relative error
@@ -374,7 +374,7 @@ def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]
     tflite_names: dict[str, dict[str, str]] = {}
     for precision, path in state.tflite_paths.items():
         try:
-            runner = TfliteRunner(path.read_bytes(), in_specs, out_specs)
+            runner = LiteRTRunner(path.read_bytes(), in_specs, out_specs)
             outputs = [runner.run(s) for s in samples]
         except (RuntimeError, ValueError) as exc:
             raise EdgeportError(

@@ -12,16 +12,11 @@ pointers) is smaller, and the head (the planned activation buffers) is identical
 number is an upper bound for the reference kernels. What the host build cannot see is added as
 documented margins: the arena start alignment and the scratch buffers CMSIS-NN kernels request.
 
-The same run produces the reference output for the firmware self-test.
+The same run (edgeport.runtimes.tflm) produces the reference output for the firmware self-test.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +24,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
+from edgeport.runtimes import tflm
 from edgeport.tflite_file import TfliteModel, op_name
 
 # TFLM aligns the arena start up to 16 bytes (MicroArenaBufferAlignment); an unaligned static buffer
@@ -90,92 +86,6 @@ def make_test_inputs(model: TfliteModel) -> list[np.ndarray]:
         else:  # int32/int64 inputs are usually indices: zeros are always in range
             arrays.append(np.zeros(shape, dtype=dtype))
     return arrays
-
-
-_MINIMUM = re.compile(r"MINIMUM_ARENA (\d+)")
-_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
-_HEAD = re.compile(r"Arena allocation head (\d+) bytes")
-_TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
-_CATEGORY = re.compile(r"'([^']+)' used (\d+) bytes")
-_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
-_FAILED_NODE = re.compile(r"Node (\S+) \(number (\d+)\S*\) failed to (prepare|invoke|init)")
-
-
-def _failure(model: TfliteModel, stderr: str, returncode: int) -> EdgeportError:
-    log = [line.strip() for line in stderr.splitlines() if line.strip() and "Traceback" not in line]
-    node = _FAILED_NODE.search(stderr)
-    if node:
-        detail = next((line for line in log if not _FAILED_NODE.search(line)), "")
-        return EdgeportError(
-            f"{model.path.name}: TFLite Micro cannot {node.group(3)} op {node.group(1)} "
-            f"at node {node.group(2)}" + (f" ({detail})" if detail else ""),
-            "the op's version, types or options are beyond TFLM's kernel; re-convert with int8 or float32 "
-            "tensors and builtin options TFLM supports",
-        )
-    missing = _MISSING_OP.search(stderr)
-    if missing:
-        return EdgeportError(
-            f"{model.path.name}: TFLite Micro has no kernel for op {missing.group(1)}",
-            "rewrite that part of the model with TFLM-supported ops",
-        )
-    if returncode < 0:
-        return EdgeportError(
-            f"{model.path.name}: the TFLite Micro interpreter crashed (signal {-returncode}) "
-            "running the model",
-            "report this model to edgeport with --debug output",
-        )
-    last = log[-1] if log else f"exit code {returncode}"
-    return EdgeportError(
-        f"{model.path.name}: TFLite Micro failed to run the model: {last}", "check the model"
-    )
-
-
-def run_tflm(
-    model_path: Path, model: TfliteModel, inputs: list[np.ndarray], arena_size: int
-) -> tuple[str, list]:
-    """Run the model in a child process; return (allocator report and minimum arena, outputs)."""
-    with tempfile.TemporaryDirectory(prefix="edgeport-tflm-") as tmp:
-        in_path, out_path = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(in_path, **{f"input_{i}": a for i, a in enumerate(inputs)})
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edgeport.targets.cortex_m._tflm_probe",
-                str(model_path),
-                str(arena_size),
-                str(in_path),
-                str(out_path),
-                str(len(model.outputs)),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=PROBE_TIMEOUT_S,
-        )
-        if done.returncode != 0 or not out_path.exists():
-            raise _failure(model, done.stderr + done.stdout, done.returncode)
-        with np.load(out_path) as saved:
-            outputs = [saved[f"output_{i}"] for i in range(len(model.outputs))]
-    return done.stdout, outputs
-
-
-def parse_allocations(report: str) -> tuple[int, int, int, int, dict[str, int]]:
-    total, minimum = _TOTAL.search(report), _MINIMUM.search(report)
-    if total is None or minimum is None:
-        raise EdgeportError(
-            "TFLite Micro printed no allocation report", "check the tflite-micro installation"
-        )
-    head, tail = _HEAD.search(report), _TAIL.search(report)
-    categories = {m.group(1): int(m.group(2)) for m in _CATEGORY.finditer(report)}
-    return (
-        int(minimum.group(1)),
-        int(total.group(1)),
-        int(head.group(1)) if head else 0,
-        int(tail.group(1)) if tail else 0,
-        categories,
-    )
 
 
 def _aligned4(n: int) -> int:
@@ -250,16 +160,24 @@ def measure(model_path: Path, model: TfliteModel, mve: bool = False) -> ArenaRep
     inputs = make_test_inputs(model)
     # The runtime needs an upper bound up front; the recorded total does not depend on it.
     generous = max(64 * 1024 * 1024, 10 * model.size_bytes)
-    report, outputs = run_tflm(model_path, model, inputs, generous)
-    minimum, total, head, tail, categories = parse_allocations(report)
+    run = tflm.run_tflm(
+        model_path.read_bytes(),
+        [inputs],
+        model.path.name,
+        arena_size=generous,
+        measure_arena=True,
+        timeout=PROBE_TIMEOUT_S,
+    )
+    usage = run.arena
+    assert usage is not None  # measure_arena=True
     return ArenaReport(
-        measured_bytes=minimum,
-        recorded_bytes=total,
-        head_bytes=head,
-        tail_bytes=tail,
-        categories=categories,
+        measured_bytes=usage.measured_bytes,
+        recorded_bytes=usage.recorded_bytes,
+        head_bytes=usage.head_bytes,
+        tail_bytes=usage.tail_bytes,
+        categories=usage.categories,
         alignment_margin=ALIGNMENT_MARGIN,
         cmsis_nn_scratch=cmsis_nn_scratch(model, mve),
         inputs=inputs,
-        outputs=outputs,
+        outputs=run.raw_outputs[0],
     )

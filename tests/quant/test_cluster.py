@@ -26,7 +26,7 @@ from edgeport.errors import EdgeportError
 from edgeport.quant.cluster import buffer_span, cluster_rows, cluster_weights, index_bits
 from edgeport.quant.fidelity import sqnr_db
 from edgeport.quant.lut_compression import DECODE_OP, compress_lut, lut_plan, read_lut_weights
-from edgeport.quant.tflm_check import run_tflm
+from edgeport.runtimes.tflm import run_tflm
 from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
 from tests.quant import cluster_models
 from tests.targets import synth
@@ -174,11 +174,11 @@ def test_clustered_weights_have_at_most_n_values_per_channel(keras_int8: bytes, 
 
 def test_clustered_model_output_sqnr(keras_int8: bytes) -> None:
     raw = _inputs(keras_int8)
-    reference = _dequantized(keras_int8, run_tflm(keras_int8, raw))
+    reference = _dequantized(keras_int8, run_tflm(keras_int8, raw).raw_outputs)
     sqnr = {}
     for n in (16, 4):
         model = cluster_weights(keras_int8, n).model
-        sqnr[n] = sqnr_db(reference, _dequantized(model, run_tflm(model, raw)))
+        sqnr[n] = sqnr_db(reference, _dequantized(model, run_tflm(model, raw).raw_outputs))
     assert sqnr[16] >= MIN_OUTPUT_SQNR_DB_16
     assert sqnr[16] > sqnr[4]
 
@@ -206,7 +206,9 @@ def test_compressed_model_runs_bit_exact_in_tflm(request, which: str, n: int) ->
         assert {e.axis for e in lut_plan(clustered)} == {0, 3, None}
     assert _decode_ops(compressed)
     raw = _inputs(int8)
-    for want, got in zip(run_tflm(clustered, raw), run_tflm(compressed, raw), strict=True):
+    for want, got in zip(
+        run_tflm(clustered, raw).raw_outputs, run_tflm(compressed, raw).raw_outputs, strict=True
+    ):
         assert np.array_equal(want[0], got[0])
 
 
@@ -264,7 +266,9 @@ def test_old_style_operator_codes_are_normalized(synth_int8: bytes) -> None:
         clustered
     ).ops
     raw = _inputs(synth_int8)
-    for want, got in zip(run_tflm(clustered, raw), run_tflm(compressed, raw), strict=True):
+    for want, got in zip(
+        run_tflm(clustered, raw).raw_outputs, run_tflm(compressed, raw).raw_outputs, strict=True
+    ):
         assert np.array_equal(want[0], got[0])
 
 

@@ -32,10 +32,10 @@ from edgeport.quant.int4 import (
     unpack_int4,
     weight_layers,
 )
-from edgeport.quant.int8 import QuantizedRunner
 from edgeport.quant.mixed import LayerCost, choose_four_bit, fit_flash_budget, parse_size
 from edgeport.quant.modes import QuantOptions
-from edgeport.quant.tflm_check import run_tflm
+from edgeport.runtimes.litert import LiteRTRunner
+from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import parse_tflite
 from tests.quant import int8_models as M
@@ -185,13 +185,13 @@ def test_w4a8_stores_every_weight_layer_as_packed_int4(dw_models: dict) -> None:
 
 def test_w4a8_runs_bit_exact_in_tflm_and_stays_close_to_float(dw_models: dict) -> None:
     w4a8 = _bytes(dw_models, "w4a8", "model_w4a8.tflite")
-    runner = QuantizedRunner(w4a8, *SPECS)
-    reference = QuantizedRunner(w4a8, *SPECS, reference_kernels=True)
+    runner = LiteRTRunner(w4a8, *SPECS)
+    reference = LiteRTRunner(w4a8, *SPECS, kernels="reference")
     x, y = M.make_task(400, seed=31)
     raw = [runner.quantize_inputs({"x": s[None]}) for s in x[:200]]
     expected = np.concatenate([reference.run_raw(r)[0] for r in raw])
-    np.testing.assert_array_equal(np.concatenate([t[0] for t in run_tflm(w4a8, raw)]), expected)
-    fl = QuantizedRunner(_bytes(dw_models, "int8", "model_float32.tflite"), *SPECS)
+    np.testing.assert_array_equal(np.concatenate([t[0] for t in run_tflm(w4a8, raw).raw_outputs]), expected)
+    fl = LiteRTRunner(_bytes(dw_models, "int8", "model_float32.tflite"), *SPECS)
     ref = np.concatenate([fl.run({"x": s[None]})["output"] for s in x])
     got = np.concatenate([runner.run({"x": s[None]})["output"] for s in x])
     assert M.accuracy(ref, y) > 0.7

@@ -20,9 +20,9 @@ from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant.fidelity import sqnr_db
-from edgeport.quant.int8 import QuantizedRunner
 from edgeport.quant.modes import QuantOptions
-from edgeport.quant.tflm_check import run_tflm
+from edgeport.runtimes.litert import LiteRTRunner
+from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import read_tflite
 from tests.quant import int8_models as M
@@ -65,8 +65,8 @@ def convert(
 def float_and_int8(out: Path, x: np.ndarray, output: str = "output") -> tuple[np.ndarray, np.ndarray]:
     specs_in = [TensorSpec("x", [1, *M.SHAPE], channels_last=True)]
     specs_out = [TensorSpec(output, [1, M.CLASSES])]
-    fl = QuantizedRunner((out / "model_float32.tflite").read_bytes(), specs_in, specs_out)
-    q = QuantizedRunner((out / "model_int8.tflite").read_bytes(), specs_in, specs_out)
+    fl = LiteRTRunner((out / "model_float32.tflite").read_bytes(), specs_in, specs_out)
+    q = LiteRTRunner((out / "model_int8.tflite").read_bytes(), specs_in, specs_out)
     ref = np.concatenate([fl.run({"x": s[None]})[output] for s in x])
     got = np.concatenate([q.run({"x": s[None]})[output] for s in x])
     return ref, got
@@ -108,12 +108,12 @@ def test_tflm_is_bit_exact_with_litert_reference_kernels(cnn_int8: tuple[Path, d
     out, manifest = cnn_int8
     model = (out / "model_int8.tflite").read_bytes()
     specs = ([TensorSpec("x", [1, *M.SHAPE], channels_last=True)], [TensorSpec("output", [1, 4])])
-    runner = QuantizedRunner(model, *specs)
-    reference = QuantizedRunner(model, *specs, reference_kernels=True)
+    runner = LiteRTRunner(model, *specs)
+    reference = LiteRTRunner(model, *specs, kernels="reference")
     # 200 samples: the dense head's double rounding ties happen in ~1 of 1000 outputs.
     x, _ = M.make_task(200, seed=7)
     raw = [runner.quantize_inputs({"x": s[None]}) for s in x]
-    tflm = run_tflm(model, raw)
+    tflm = run_tflm(model, raw).raw_outputs
     for r, t in zip(raw, tflm, strict=True):
         assert t[0].dtype == np.int8
         np.testing.assert_array_equal(reference.run_raw(r)[0], t[0])
@@ -245,8 +245,8 @@ def test_dynamic_has_int8_weights_float_activations_and_stays_close_to_float(
     x, y = M.make_task(300, seed=21)
     specs_in = [TensorSpec("x", [1, *M.SHAPE], channels_last=True)]
     specs_out = [TensorSpec("output", [1, M.CLASSES])]
-    fl = QuantizedRunner((out / "model_float32.tflite").read_bytes(), specs_in, specs_out)
-    dyn = QuantizedRunner((out / "model_dynamic.tflite").read_bytes(), specs_in, specs_out)
+    fl = LiteRTRunner((out / "model_float32.tflite").read_bytes(), specs_in, specs_out)
+    dyn = LiteRTRunner((out / "model_dynamic.tflite").read_bytes(), specs_in, specs_out)
     ref = np.concatenate([fl.run({"x": s[None]})["output"] for s in x])
     got = np.concatenate([dyn.run({"x": s[None]})["output"] for s in x])
     assert sqnr_db([ref], [got]) > DYNAMIC_MIN_SQNR_DB

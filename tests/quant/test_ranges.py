@@ -16,7 +16,6 @@ import pytest
 
 from edgeport.quant import int8 as Q
 from edgeport.quant.fidelity import sqnr_db
-from edgeport.quant.int8 import QuantizedRunner
 from edgeport.quant.ranges import (
     RANGE_METHODS,
     Histogram,
@@ -27,6 +26,7 @@ from edgeport.quant.ranges import (
     percentile,
     quantization_mse,
 )
+from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import TensorSpec
 
 
@@ -234,13 +234,13 @@ def test_each_method_gives_a_full_integer_model_that_runs(graph: dict, method: s
     types = {t.type for t in parse_tflite(model).raw.subgraphs[0].tensors}
     assert types <= {schema.TensorType.INT8, schema.TensorType.INT32}
     outputs = [TensorSpec("logits", [1, 4]), TensorSpec("probs", [1, 4])]
-    ref = QuantizedRunner(keras_to_tflite(graph["keras"]), [IMAGE], outputs)
-    got = QuantizedRunner(model, [IMAGE], outputs)
+    ref = LiteRTRunner(keras_to_tflite(graph["keras"]), [IMAGE], outputs)
+    got = LiteRTRunner(model, [IMAGE], outputs)
     x = [{"x": s} for s in np.random.default_rng(5).standard_normal((8, 1, 3, 8, 8)).astype(np.float32)]
     assert sqnr_db([ref.run(s)["logits"] for s in x], [got.run(s)["logits"] for s in x]) > 20.0
     # The model's inputs and outputs keep the converter's min/max ranges whatever the method.
     minmax_model = Q.keras_to_quantized(graph["keras"], "int8", [IMAGE], graph["samples"], "int8")
-    baseline = QuantizedRunner(minmax_model, [IMAGE], outputs)
+    baseline = LiteRTRunner(minmax_model, [IMAGE], outputs)
     for (_, index), (_, base_index) in zip(
         got.inputs + got.outputs, baseline.inputs + baseline.outputs, strict=True
     ):
@@ -291,14 +291,14 @@ def test_clipped_ranges_beat_minmax_on_an_activation_outlier() -> None:
     samples[0]["x"][0, :, 5, 5] = 4.5
     held_out = [{"x": rng.standard_normal((1, 16, 32, 32)).astype(np.float32)} for _ in range(16)]
     outputs = [TensorSpec("out", [1, 4, 32, 32], channels_last=True)]
-    ref = QuantizedRunner(keras_to_tflite(model), [OUTLIER_IMAGE], outputs)
+    ref = LiteRTRunner(keras_to_tflite(model), [OUTLIER_IMAGE], outputs)
     expected = [ref.run(s)["out"] for s in held_out]
 
     sqnr, reports = {}, {}
     for method in RANGE_METHODS:
         reports[method] = {}
         q = Q.keras_to_quantized(model, "int8", [OUTLIER_IMAGE], samples, "int8", method, reports[method])
-        got = QuantizedRunner(q, [OUTLIER_IMAGE], outputs)
+        got = LiteRTRunner(q, [OUTLIER_IMAGE], outputs)
         sqnr[method] = sqnr_db(expected, [got.run(s)["out"] for s in held_out])
     # Measured: minmax 29.5 dB (mix's int8 step 0.106 for a N(0, 1) body), percentile 35.8, MSE 35.5.
     assert sqnr["percentile"] > sqnr["minmax"] + 4.0, sqnr

@@ -96,4 +96,4 @@ def test_compressed_firmware_passes_in_qemu(packages, tflm_root: str) -> None:
     """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): TFLM's DECODE kernel on Cortex-M4."""
     result = packages["compressed"]
     run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
-    assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr
+    assert "PASS" in run.stdout and run.exit_status == 0, run.stdout + run.stderr

@@ -52,4 +52,4 @@ def test_w4a8_firmware_passes_in_qemu(w4a8_model: Path, tmp_path: Path, board: s
 
     result = package(w4a8_model, tmp_path / "pkg", board=board)
     run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
-    assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr
+    assert "PASS" in run.stdout and run.exit_status == 0, run.stdout + run.stderr

@@ -158,7 +158,7 @@ def test_firmware_builds_against_tflm_and_passes_in_qemu(model_name, board, tmp_
 
     result = package(shared_path("models", "tflite", model_name), tmp_path / "pkg", board=board)
     run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
-    assert "PASS" in run.stdout and run.returncode == 0, run.stdout + run.stderr
+    assert "PASS" in run.stdout and run.exit_status == 0, run.stdout + run.stderr
     cycles = int(re.search(r"latency: (\d+) cycles", run.stdout).group(1))
     assert cycles > 100
 

@@ -1,0 +1,32 @@
+"""onnxruntime on the CPU: the reference run of an ONNX graph."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from edgeport.runtimes.result import RunResult
+from edgeport.tensors import Sample
+
+
+def run_samples(model_bytes: bytes, samples: Sequence[Sample]) -> RunResult:
+    """Every sample through the graph, outputs by the graph's output names, with each run's wall time."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    result = RunResult("onnxruntime", raw_outputs=[])
+    for sample in samples:
+        start = time.perf_counter()
+        raw = session.run(None, sample)
+        result.invoke_seconds.append(time.perf_counter() - start)
+        result.raw_outputs.append(raw)
+        result.outputs.append(dict(zip(names, raw, strict=True)))
+    return result
+
+
+def run_onnx(model_bytes: bytes, samples: Sequence[Sample]) -> list[Sample]:
+    """The outputs alone, by name, per sample."""
+    return run_samples(model_bytes, samples).outputs
