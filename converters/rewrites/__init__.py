@@ -17,6 +17,7 @@ import onnx
 
 from edgeport.converters.rewrites import (
     attention,
+    bicubic_resize,
     ceil_pool,
     channel_shuffle,
     conv_same_pads,
@@ -42,6 +43,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (dilated_deconv.NAME, dilated_deconv.rewrite),
     (group_norm.NAME, group_norm.rewrite),
     (pixel_shuffle.NAME, pixel_shuffle.rewrite),
+    (bicubic_resize.NAME, bicubic_resize.rewrite),
     (rnn_unroll.NAME, rnn_unroll.rewrite),
     (slices_to_split.NAME, slices_to_split.rewrite),
     (equal_split.NAME, equal_split.rewrite),

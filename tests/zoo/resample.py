@@ -227,6 +227,7 @@ ZOO: list[ZooModel] = [
         IMG_ODD,
         (0,),
         what="bicubic align_corners=False",
+        transpose_free=False,
     ),
     ZooModel(
         "up_bicubic_ac_true",
@@ -234,6 +235,7 @@ ZOO: list[ZooModel] = [
         IMG_ODD,
         (0,),
         what="bicubic to a size, align_corners=True",
+        transpose_free=False,
     ),
     ZooModel(
         "down_bilinear",
