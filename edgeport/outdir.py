@@ -87,10 +87,13 @@ def _owner_gone(pid: int, folder: Path) -> bool:
 def sweep_stale_staging(outdir: Path) -> list[Path]:
     """Remove staging folders left beside `outdir` by killed runs; says so on stderr."""
     outdir = Path(outdir)
-    try:
-        siblings = list(outdir.absolute().parent.iterdir())
-    except OSError:
-        return []
+    siblings = []
+    # Beside OUTDIR, and inside it where OUTDIR's parent was not writable (see _make_staging).
+    for folder in (outdir.absolute().parent, outdir):
+        try:
+            siblings += list(folder.iterdir())
+        except OSError:
+            pass
     removed = []
     for path in sorted(siblings):
         pid = staging_owner(path, outdir)
@@ -129,19 +132,58 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _make_staging(outdir: Path) -> Path:
+    """A new staging folder beside OUTDIR or, where its parent is not writable but OUTDIR is an existing
+    directory (a container volume mounted at OUTDIR), inside it."""
+    prefix = f".{outdir.name}.{_STAGING_TAG}-{os.getpid()}-"
+    try:
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=outdir.parent))
+    except OSError as exc:
+        if outdir.is_dir():
+            try:
+                return Path(tempfile.mkdtemp(prefix=prefix, dir=outdir))
+            except OSError:
+                pass
+        raise _unwritable(outdir, exc) from exc
+
+
+def _move_into_place(staging: Path, outdir: Path) -> None:
+    """Replace OUTDIR by the staging folder: one rename, or, where OUTDIR cannot be renamed (a mount
+    point) or holds the staging folder, its entries replaced one by one."""
+    if staging.parent != outdir and not outdir.exists():
+        staging.rename(outdir)
+        return
+    if staging.parent != outdir:
+        backup = outdir.with_name(f".{outdir.name}.old")
+        shutil.rmtree(backup, ignore_errors=True)
+        try:
+            outdir.rename(backup)
+        except OSError:
+            backup = None  # OUTDIR stays where it is: its contents are replaced below
+        if backup is not None:
+            staging.rename(outdir)
+            shutil.rmtree(backup, ignore_errors=True)
+            return
+    for old in outdir.iterdir():
+        if old == staging:
+            continue
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    for new in staging.iterdir():
+        shutil.move(str(new), str(outdir / new.name))
+    staging.rmdir()
+
+
 @contextmanager
 def staged_outdir(outdir: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `outdir`, on failure it is deleted."""
     outdir = Path(outdir)
-    check_outdir(outdir, force)
     sweep_stale_staging(outdir)
-    try:
-        outdir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{outdir.name}.{_STAGING_TAG}-{os.getpid()}-", dir=outdir.parent)
-        )
-    except OSError as exc:
-        raise _unwritable(outdir, exc) from exc
+    check_outdir(outdir, force)
+    staging = _make_staging(outdir)
     try:
         with terminate_as_interrupt():
             yield staging
@@ -153,11 +195,11 @@ def staged_outdir(outdir: Path, force: bool) -> Iterator[Path]:
                 "free space on that file system or give -o a directory elsewhere",
             ) from exc
         raise
-    backup = None
-    if outdir.exists():
-        backup = outdir.with_name(f".{outdir.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        outdir.rename(backup)
-    staging.rename(outdir)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    try:
+        _move_into_place(staging, outdir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise EdgeportError(
+            f"moving the finished output into {outdir} failed ({exc.strerror or type(exc).__name__})",
+            "give -o a directory on a writable file system",
+        ) from exc

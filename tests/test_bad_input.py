@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -234,3 +235,45 @@ def test_only_real_unsupported_op_messages_name_an_op(monkeypatch, message: str,
     with pytest.raises(EdgeportError) as info:
         keras_to_tflite(object())
     assert str(info.value).startswith(expected)
+
+
+# --- OUTDIR that cannot be renamed (a mount point) or whose parent is read-only (a container volume) ----
+
+
+def test_outdir_that_cannot_be_renamed_gets_its_contents_replaced(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old run")
+    real_rename = Path.rename
+
+    def rename(self: Path, target: Path) -> Path:
+        if self == out:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))  # what renaming a mount point gives
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with staged_outdir(out, force=True) as stage:
+        (stage / "model.onnx").write_text("new")
+        (stage / "sub").mkdir()
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "sub"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_read_only_parent_stages_inside_an_existing_outdir(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(prefix: str, dir: Path) -> str:  # noqa: A002 - tempfile's own keyword
+        if Path(dir) == out.parent:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_mkdtemp(prefix=prefix, dir=dir)
+
+    monkeypatch.setattr("edgeport.outdir.tempfile.mkdtemp", mkdtemp)
+    with staged_outdir(out, force=False) as stage:
+        assert stage.parent == out
+        (stage / "model.onnx").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["model.onnx"]
+    with pytest.raises(EdgeportError, match="Read-only file system"):
+        with staged_outdir(tmp_path / "absent", force=False):
+            pass
