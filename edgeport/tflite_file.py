@@ -24,6 +24,11 @@ _TYPE_NAMES = {
 }
 
 
+def type_name(code: int) -> str:
+    """The lower-case name of a TFLite tensor type code ("int8"), or the code itself if unknown."""
+    return _TYPE_NAMES.get(code, str(code))
+
+
 @dataclass
 class TfliteModel:
     path: Path
@@ -66,7 +71,7 @@ def _tensor_info(tensor: schema.TensorT) -> TensorInfo:
     return TensorInfo(
         name=name,
         shape=shape,
-        dtype=_TYPE_NAMES.get(tensor.type, str(tensor.type)),
+        dtype=type_name(tensor.type),
         layout=layout,
         quantization=quant,
     )

@@ -32,7 +32,7 @@ from edgeport.quant.tflm_check import TflmComparison, compare_raw
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import _TYPE_NAMES, parse_tflite
+from edgeport.tflite_file import parse_tflite, type_name
 
 MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
 ALIASES = {"w8a8": "int8"}
@@ -201,7 +201,7 @@ def _tensor_types(model: bytes) -> dict[str, int]:
     """How many tensors of each type the model's main subgraph has."""
     counts: dict[str, int] = {}
     for tensor in parse_tflite(model).raw.subgraphs[0].tensors:
-        name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
+        name = type_name(tensor.type)
         counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
@@ -212,7 +212,7 @@ def _check_full_integer(model: bytes, io: str) -> None:
     boundary = set(graph.inputs) | set(graph.outputs)
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
-        name = _TYPE_NAMES.get(tensor.type, str(tensor.type))
+        name = type_name(tensor.type)
         if name in ("int8", "int32"):
             continue
         if io == "float" and name == "float32" and index in boundary:
