@@ -62,14 +62,17 @@ def test_bisection_names_the_node_that_breaks_without_rewrites() -> None:
     assert not prefix_diverges(model, model.graph.node[index - 1].output[0], *args)
 
 
-def test_convert_names_output_and_node_when_tflite_diverges(tmp_path, monkeypatch) -> None:
+def test_convert_names_output_and_node_when_tflite_diverges(tmp_path) -> None:
     import edgeport.pipeline as pipeline
+    from edgeport.converters.rewrites import REWRITES
     from edgeport.errors import EdgeportError
 
     # Without the rewrites the shortcut is mistranslated: convert must fail, say where, write nothing.
-    monkeypatch.setattr(pipeline, "_rewrite_for_onnx2tf", lambda model, manifest: (model, {}))
     options = pipeline.ConvertOptions(
-        source=f"{__file__}:OptionAShortcut", outdir=tmp_path / "out", input_shapes=[[1, 3, 16, 16]]
+        source=f"{__file__}:OptionAShortcut",
+        outdir=tmp_path / "out",
+        input_shapes=[[1, 3, 16, 16]],
+        skip_passes=[name for name, _ in REWRITES],
     )
     with pytest.raises(EdgeportError) as failure:
         pipeline.convert_model(options)

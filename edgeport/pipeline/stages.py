@@ -40,7 +40,7 @@ from edgeport.converters.verify import (
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import Manifest, StageError, Verification, tool_versions
 from edgeport.pipeline import artifacts
-from edgeport.pipeline.onnx_passes import ONNX_PASSES, manifest_entries
+from edgeport.pipeline.onnx_passes import ONNX_PASSES, RewriteReport, manifest_entries
 from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
 from edgeport.pipeline.torch_passes import TORCH_PASSES
@@ -168,10 +168,12 @@ def tflite(state: ConvertState) -> None:
 def _tflite_failure(state: ConvertState, exc: Exception) -> EdgeportError:
     what = exc.problem if isinstance(exc, EdgeportError) else exception_line(exc)
     where = _locate_crash(state)
+    rewrites = [r.name for r in state.pass_reports if isinstance(r, RewriteReport) and r.applied]
+    skip = f"--skip-pass {rewrites[-1]}" if rewrites else "--skip-pass NAME (edgeport convert --list-passes)"
     return EdgeportError(
         f"the model does not convert to TFLite{where}: {what}",
-        "rerun with --debug for the traceback; --keep-nchw, or --skip-pass NAME for a rewrite "
-        "(edgeport convert --list-passes), sometimes avoid it; otherwise report the model",
+        f"rerun with --debug for the traceback; --keep-nchw or {skip} sometimes avoid it; "
+        "otherwise report the model",
     )
 
 
@@ -183,11 +185,10 @@ def _locate_crash(state: ConvertState) -> str:
     args = (samples, specs, state.image_inputs, state.onnx2tf_options, FLOAT32_TOLERANCE)
     outputs = [o.name for o in model.graph.output]
     try:
-        # Bisection assumes the output it starts from fails: true of the only output, checked otherwise.
-        failing = (
-            outputs[:1] if len(outputs) == 1 else [o for o in outputs if prefix_diverges(model, o, *args)]
-        )
-        node = first_diverging_node(model, *args, failing[0]) if failing else None
+        # Bisection assumes the output it starts from fails: checked, since the failure may lie in
+        # what only the full conversion does (float16, the Keras wrapper), where no node is to blame.
+        failing = next((o for o in outputs if prefix_diverges(model, o, *args)), None)
+        node = first_diverging_node(model, *args, failing) if failing else None
     except Exception as err:  # noqa: BLE001 - the diagnosis must not hide the failure it diagnoses
         return f" (the failing node was not found: {exception_line(err)})"
     return f" at ONNX node {node}" if node else ""
