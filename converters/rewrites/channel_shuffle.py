@@ -28,28 +28,37 @@ log = logging.getLogger(__name__)
 _MAX_REGION = 64  # nodes; a shuffle is a handful, this only bounds the search
 
 
-def _region(view: OnnxGraph, last: onnx.NodeProto) -> tuple[list[onnx.NodeProto], str] | None:
-    """The element-moving nodes that compute `last` and the one tensor they all start from."""
+def _region(
+    view: OnnxGraph, last: onnx.NodeProto, stop: str | None = None
+) -> tuple[list[onnx.NodeProto], set[str], list[str]]:
+    """The element-moving nodes that compute `last` back to `stop` (or as far as they go), the
+    non-constant tensors they start from, and every tensor they read, nearest first."""
     region: dict[int, onnx.NodeProto] = {}
     leaves: set[str] = set()
+    seen: list[str] = []
     pending = [last]
     while pending:
-        node = pending.pop()
+        node = pending.pop(0)
         if id(node) in region:
             continue
-        if len(region) >= _MAX_REGION or not params_constant(view, node):
-            return None
         region[id(node)] = node
         for name in data_inputs(node):
+            if view.const(name) is not None:
+                continue
+            seen.append(name)
             producer = view.producer(name)
-            if producer is not None and producer.op_type in MOVE_OPS and view.const(name) is None:
+            if (
+                name != stop
+                and producer is not None
+                and producer.op_type in MOVE_OPS
+                and params_constant(view, producer)
+                and len(region) + len(pending) < _MAX_REGION
+            ):
                 pending.append(producer)
-            elif view.const(name) is None:
+            else:
                 leaves.add(name)
-    if len(leaves) != 1:
-        return None
     order = {id(n): i for i, n in enumerate(view.graph.node)}
-    return sorted(region.values(), key=lambda n: order[id(n)]), leaves.pop()
+    return sorted(region.values(), key=lambda n: order[id(n)]), leaves, seen
 
 
 def _single_axis_permutation(index: np.ndarray) -> tuple[int, np.ndarray] | None:
@@ -66,6 +75,16 @@ def _single_axis_permutation(index: np.ndarray) -> tuple[int, np.ndarray] | None
     return axis, along[:, 0].astype(np.int64)
 
 
+def _escapes(view: OnnxGraph, nodes: list[onnx.NodeProto], y: str) -> bool:
+    """True when a tensor computed inside the region other than y is read outside it."""
+    members = {id(n) for n in nodes}
+    return any(
+        name != y and (view.is_graph_output(name) or any(id(c) not in members for c in view.consumers(name)))
+        for node in nodes
+        for name in node.output
+    )
+
+
 def _match(view: OnnxGraph, last: onnx.NodeProto) -> bool:
     if last.op_type not in MOVE_OPS or len(last.output) != 1:
         return False
@@ -75,30 +94,30 @@ def _match(view: OnnxGraph, last: onnx.NodeProto) -> bool:
         return False
     if last.op_type == "Gather" and view.const(last.input[1]) is not None:
         return False  # already one Gather
+    if not params_constant(view, last):
+        return False
     found = _region(view, last)
-    if found is None:
-        return False
-    nodes, x = found
-    if view.static_shape(x) != shape:
-        return False
-    members = {id(n) for n in nodes}
-    for node in nodes:
-        for name in node.output:
-            if name != y and (
-                view.is_graph_output(name) or any(id(c) not in members for c in view.consumers(name))
-            ):
-                return False
-    try:
-        index = element_sources(view, nodes, x, y)
-    except ValueError as why:
-        log.info("%s: %s left as it is: %s", NAME, y, why)
-        return False
-    perm = _single_axis_permutation(index)
-    if perm is None:
+    # The region may start at any tensor of y's shape on the way back (a shuffle after a Concat of
+    # two branches starts at the Concat, not at the branches): the farthest one that works wins.
+    starts = [t for t in dict.fromkeys(reversed(found[2])) if view.static_shape(t) == shape]
+    for x in starts:
+        region = _region(view, last, stop=x)
+        if region[1] != {x}:
+            continue
+        nodes = region[0]
+        if _escapes(view, nodes, y):
+            continue
+        try:
+            index = element_sources(view, nodes, x, y)
+        except ValueError as why:
+            log.info("%s: %s left as it is: %s", NAME, y, why)
+            continue
+        perm = _single_axis_permutation(index)
+        if perm is not None and not (perm[1] == np.arange(shape[perm[0]])).all():
+            break
+    else:
         return False
     axis, indices = perm
-    if (indices == np.arange(shape[axis])).all():
-        return False  # moves nothing: a reshape round trip, not a shuffle
     gather = helper.make_node(
         "Gather",
         [x, view.add_initializer(indices, "shuffle_indices")],

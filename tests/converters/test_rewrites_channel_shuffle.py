@@ -91,3 +91,17 @@ def test_reshape_round_trips_and_spatial_moves_are_left_alone():
     ]
     graph = make_model(nodes, {"x": [1, 6, 4, 4]}, ["y"], consts)
     assert channel_shuffle.rewrite(graph).SerializeToString() == graph.SerializeToString()
+
+
+class ShuffleAfterConcat(torch.nn.Module):
+    """ShuffleNetV2's stride-2 unit: two branches concatenated, then shuffled."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _SHUFFLES["view"](torch.cat([torch.tanh(x), torch.sigmoid(x)], dim=1), 2)
+
+
+def test_a_shuffle_after_a_concat_starts_at_the_concat():
+    before = exported(ShuffleAfterConcat(), [1, 6, 5, 5])
+    after = channel_shuffle.rewrite(before)
+    assert ops(after) == {"Tanh": 1, "Sigmoid": 1, "Concat": 1, "Gather": 1}
+    assert_same_outputs(before, after)
