@@ -32,6 +32,7 @@ def load_example() -> torch.nn.Module:
 
 
 def run_tflite(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    # As a user runs the .tflite (default interpreter, signature keys), independent of edgeport.runtimes.
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_path=str(path)).get_signature_runner()

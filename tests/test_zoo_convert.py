@@ -33,6 +33,8 @@ CHANNELS_LAST = ("NHWC", "NWC")
 def run_litert(path: Path, artifact: dict, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Feed source-layout arrays to the .tflite by the tensor names the manifest lists; source-layout
     outputs back."""
+    # Its own interpreter, not edgeport.runtimes: this cross-checks the manifest's names and the
+    # pipeline's verification, which run through the runtimes.
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     interpreter = Interpreter(

@@ -31,9 +31,9 @@ def tflite(model: onnx.ModelProto, workdir: Path) -> bytes:
 
 
 def run(data: bytes, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+    from edgeport.runtimes import litert
 
-    interp = Interpreter(model_content=data)
+    interp = litert.interpreter(data, delegates=True, threads=None)
     interp.allocate_tensors()
     interp.set_tensor(interp.get_input_details()[0]["index"], x)
     interp.invoke()

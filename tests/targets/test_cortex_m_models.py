@@ -53,6 +53,7 @@ def test_int8_models_get_int8_kernels_and_float_models_do_not(packaged):
 
 
 def _run_tflm(path: Path, arena_size: int) -> None:
+    # Its own TFLM interpreter, not edgeport.runtimes.tflm: it cross-checks the arena that was measured there.
     from tflite_micro.python.tflite_micro import runtime
 
     interpreter = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
