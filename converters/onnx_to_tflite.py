@@ -151,9 +151,25 @@ def onnx_to_keras(
     if keras_model is None:
         raise EdgeportError(f"onnx2tf produced no model for {onnx_path.name}", "rerun with --debug")
     layouts = dict(getattr(keras_model, "onnx_output_layouts", {}) or {})
-    out_last = {name: bool(layouts.get(safe[name], False)) for name in output_names}
+    outs = keras_model.outputs if isinstance(keras_model.outputs, list) else [keras_model.outputs]
+    onnx_shapes = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    out_last = {
+        name: output_channels_last(bool(layouts.get(safe[name], False)), onnx_shapes[name], list(t.shape))
+        for name, t in zip(output_names, outs, strict=True)
+    }
     in_last = {n: (n in channels_first_inputs and not keep_nchw) for n in input_names}
     return KerasResult(keras_model, input_names, output_names, out_last, in_last)
+
+
+def output_channels_last(flag: bool, onnx_shape: list[int], keras_shape: list[int | None]) -> bool:
+    """Whether onnx2tf's output holds the channel axis last. Its own flag can be wrong (an output it
+    transposed back to NCHW, e.g. after a residual add with the input, still says NHWC): the Keras
+    shape decides whenever it tells the two layouts apart."""
+    last = [*onnx_shape[:1], *onnx_shape[2:], *onnx_shape[1:2]]
+    shape = [int(d) if d is not None else -1 for d in keras_shape]
+    if len(onnx_shape) >= 3 and onnx_shape != last and shape in (onnx_shape, last):
+        return shape == last
+    return flag
 
 
 def wrap_keep_nchw(result: KerasResult) -> Any:

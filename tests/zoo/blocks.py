@@ -224,7 +224,14 @@ ZOO: list[ZooModel] = [
         fast=True,
     ),
     ZooModel("ghostnet_tiny", _seeded(GhostNetTiny), [[1, 3, 32, 32]], (0,), what="Ghost modules (concat)"),
-    ZooModel("se_resnet_block", _seeded(SEResNetBlock), [[1, 16, 12, 12]], (0,), what="SE via Linear"),
+    ZooModel(
+        "se_resnet_block",
+        _seeded(SEResNetBlock),
+        [[1, 16, 12, 12]],
+        (0,),
+        what="SE via Linear",
+        transpose_free=False,
+    ),
     ZooModel(
         "yolo_tiny_head",
         _seeded(YoloTiny),

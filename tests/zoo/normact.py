@@ -175,11 +175,19 @@ ZOO: list[ZooModel] = [
         [[1, 3, 16, 16]],
         (0,),
         what="ConvNeXt block: permute, LayerNorm, Linear",
+        transpose_free=False,
     ),
     ZooModel(
         "layernorm_seq", _seeded(SequenceLayerNorm), [[1, 10, 24]], what="LayerNorm on [B, T, F]", fast=True
     ),
-    ZooModel("batchnorm_unfused", _seeded(LooseBatchNorm), IMG, (0,), what="BatchNorm with no conv before"),
+    ZooModel(
+        "batchnorm_unfused",
+        _seeded(LooseBatchNorm),
+        IMG,
+        (0,),
+        what="BatchNorm with no conv before",
+        transpose_free=False,
+    ),
     ZooModel(
         "act_silu_hswish",
         _acts(nn.SiLU, nn.Hardswish, nn.Hardsigmoid),
@@ -219,7 +227,14 @@ ZOO: list[ZooModel] = [
         (0,),
         what="Sigmoid, Tanh, SELU, LogSigmoid",
     ),
-    ZooModel("act_clamp", _seeded(ClampNet), IMG, (0,), what="ReLU6, clamp, Hardtanh, Softsign"),
+    ZooModel(
+        "act_clamp",
+        _seeded(ClampNet),
+        IMG,
+        (0,),
+        what="ReLU6, clamp, Hardtanh, Softsign",
+        transpose_free=False,
+    ),
     ZooModel(
         "softmax_channels",
         _seeded(SegmentationSoftmax),

@@ -219,7 +219,14 @@ ZOO: list[ZooModel] = [
     ),
     ZooModel("pool_rect", _seeded(RectPools), [[1, 3, 15, 20]], (0,), what="non-square pool kernels"),
     ZooModel("concat_spatial", _seeded(SpatialConcat), IMG, (0,), what="concat along H, W and C"),
-    ZooModel("residual_broadcast", _seeded(BroadcastResidual), IMG, (0,), what="broadcasting add/mul"),
+    ZooModel(
+        "residual_broadcast",
+        _seeded(BroadcastResidual),
+        IMG,
+        (0,),
+        what="broadcasting add/mul",
+        transpose_free=False,
+    ),
     ZooModel(
         "flatten_linear",
         _seeded(FlattenHead),
@@ -238,6 +245,7 @@ ZOO: list[ZooModel] = [
         [[1, 3, 12, 12], [1, 4, 9], [1, 5]],
         (0, 1),
         what="image + sequence + vector in, three out",
+        transpose_free=False,
     ),
     ZooModel("odd_sizes", _seeded(OddSizes), [[1, 3, 31, 17]], (0,), what="strides on a 31x17 input"),
 ]
