@@ -176,3 +176,13 @@ def test_targets_sharing_a_field_must_agree_on_its_type(monkeypatch):
     monkeypatch.setattr(FakeTarget, "options", _ClashingOptions)
     with pytest.raises(TypeError, match="option board is .* in target cortex-m but .* in fake"):
         target_options()
+
+
+def test_every_targets_runners_are_runtimes_modules():
+    import importlib.util
+
+    for name in target_names():
+        runners = get_target(name).runners
+        assert runners, name
+        for runner in runners:
+            assert importlib.util.find_spec(f"edgeport.runtimes.{runner}") is not None, (name, runner)
