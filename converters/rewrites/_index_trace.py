@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.onnx_graph import OnnxGraph
+from edgeport.runtimes import onnxrt
 
 # Ops that only move or select elements: input 0 is data (all inputs for Concat), the rest constants.
 MOVE_OPS = {
@@ -81,10 +81,8 @@ def element_sources(view: OnnxGraph, nodes: Sequence[onnx.NodeProto], source: st
     )
     model = helper.make_model(graph, opset_imports=list(view.model.opset_import))
     model.ir_version = 8
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = onnxrt.session(model.SerializeToString())
         (out,) = session.run([target], {source: index})
     except Exception as exc:  # noqa: BLE001 - a region onnxruntime cannot run on indices is no map
         raise ValueError(f"the ops before {target} do not run on indices ({type(exc).__name__})") from exc

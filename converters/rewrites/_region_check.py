@@ -15,6 +15,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.onnx_graph import OnnxGraph
+from edgeport.runtimes import onnxrt
 
 
 def replacement_agrees(
@@ -56,9 +57,7 @@ def replacement_agrees(
         )
         m = helper.make_model(region, opset_imports=list(graph.model.opset_import))
         m.ir_version = 8
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnxrt.session(m.SerializeToString())
 
     rng = np.random.default_rng(0)
     try:

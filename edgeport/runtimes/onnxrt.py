@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from edgeport.runtimes.result import RunResult
 from edgeport.tensors import Sample
 
 
-def run_samples(model_bytes: bytes, samples: Sequence[Sample]) -> RunResult:
-    """Every sample through the graph, outputs by the graph's output names, with each run's wall time."""
+def session(model_bytes: bytes, optimize: bool = True) -> Any:
+    """An onnxruntime CPU session, quiet; `optimize=False` runs the graph as written (no graph rewrites)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def run_samples(model_bytes: bytes, samples: Sequence[Sample]) -> RunResult:
+    """Every sample through the graph, outputs by the graph's output names, with each run's wall time."""
+    runner = session(model_bytes)
+    names = [o.name for o in runner.get_outputs()]
     result = RunResult("onnxruntime", raw_outputs=[])
     for sample in samples:
         start = time.perf_counter()
-        raw = session.run(None, sample)
+        raw = runner.run(None, sample)
         result.invoke_seconds.append(time.perf_counter() - start)
         result.raw_outputs.append(raw)
         result.outputs.append(dict(zip(names, raw, strict=True)))
