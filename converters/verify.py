@@ -59,7 +59,8 @@ def verification_samples(
     for sample in samples:
         for name, st in stats.items():
             if st.low is not None:
-                sample[name] = np.clip(sample[name], st.low, st.high).astype(sample[name].dtype)
+                # asarray: np.clip of a 0-d array (a scalar input) returns a numpy scalar, not an array.
+                sample[name] = np.asarray(np.clip(sample[name], st.low, st.high), sample[name].dtype)
     return samples
 
 
@@ -106,7 +107,7 @@ def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats 
     else:
         mean, std = st.broadcast(list(spec.shape))
         x = mean + std * rng.standard_normal(spec.shape)
-    return x.astype(spec.dtype)
+    return np.asarray(x, spec.dtype)  # arithmetic on a 0-d array (a scalar input) gives a numpy scalar
 
 
 def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]) -> list[StageError]:

@@ -134,3 +134,34 @@ def test_model_without_inputs_is_refused() -> None:
     model.graph.initializer.append(const)
     with pytest.raises(EdgeportError, match="the model has no inputs"):
         fix_input_shapes(model, [])
+
+
+SCALAR_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Gain(nn.Module):
+    """A feature vector and a sample rate (rank 0), as voice-activity models take them."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, x, sr):
+        return self.fc(x) * (sr / 16000.0)
+'''
+
+
+def test_scalar_input_converts_end_to_end(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "gain.py").write_text(SCALAR_SOURCE)
+    code, _, err = run_cli(
+        "convert", f"{tmp_path / 'gain.py'}:Gain", "--input-shape", "1,16", "--input-shape", "scalar",
+        "-o", tmp_path / "out",
+    )  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / "edgeport.json").read_text())
+    assert manifest["verification"]["passed"]
+    onnx_art = next(a for a in manifest["artifacts"] if a["kind"] == "onnx")
+    assert {i["name"]: i["shape"] for i in onnx_art["inputs"]} == {"x": [1, 16], "sr": []}

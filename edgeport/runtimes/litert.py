@@ -108,8 +108,10 @@ class LiteRTRunner:
     ) -> None:
         self._model = model  # the interpreter reads from this buffer; keep it alive
         self.kernels = kernels
+        start = time.perf_counter()
         self.interpreter = interpreter(model, kernels, delegates, threads, preserve_all_tensors)
         self.interpreter.allocate_tensors()
+        self.init_seconds = time.perf_counter() - start
         signature = self.interpreter.get_signature_runner()
         entry = next(iter(self.interpreter.get_signature_list().values()))
         in_keys = match_signature(inputs, entry["inputs"])
@@ -148,6 +150,11 @@ class LiteRTRunner:
         runner does (models with a dynamic batch).
         """
         details = self.interpreter.get_input_details()
+        # A scalar (rank-0) model input is a [1] tensor in the .tflite: a Keras input has a batch axis.
+        raw_inputs = [
+            np.reshape(v, d["shape"]) if np.ndim(v) == 0 and np.prod(d["shape"]) == 1 else v
+            for d, v in zip(details, raw_inputs, strict=True)
+        ]
         resized = False
         for detail, value in zip(details, raw_inputs, strict=True):
             if tuple(detail["shape"]) != np.shape(value):
@@ -173,7 +180,7 @@ class LiteRTRunner:
 
     def run_samples(self, samples: Sequence[Sample]) -> RunResult:
         """Every sample in order, with each invoke's wall time."""
-        result = RunResult(self.runtime, raw_outputs=[])
+        result = RunResult(self.runtime, raw_outputs=[], init_seconds=self.init_seconds)
         for sample in samples:
             raw_inputs = self.quantize_inputs(sample)
             start = time.perf_counter()
