@@ -1,22 +1,30 @@
-"""Benchmark: the model zoo + the pretrained ResNet-20 through plain onnx2tf and through edgeport.
+"""Benchmark: the whole model zoo + the pretrained ResNet-20 through plain onnx2tf and through edgeport.
 
 * **plain onnx2tf**: `torch.onnx.export` (legacy exporter, opset 17) then `onnx2tf.convert` with its
   defaults (it runs onnxsim itself and writes its own float32 .tflite, Flex ops allowed), offline.
 * **edgeport**: `edgeport.pipeline.convert_model` (export, onnxsim, BN folding, the converter rewrites,
-  onnx2tf, builtin-only TFLite conversion, verification).
+  onnx2tf, builtin-only TFLite conversion, verification), float only.
 
-For each: success, max relative error vs PyTorch (max|a-b| / max|ref| over the outputs, on one random
+The zoo is every family file in tests/zoo (tests/zoo/__init__.py gathers them). For each model and
+converter: a status, max relative error vs PyTorch (max|a-b| / max|ref| over the outputs, on one random
 input drawn here and fed to both .tflite files), op count, TRANSPOSE count, .tflite bytes and wall-clock
-conversion seconds (export included). A conversion counts as a success when it produced a .tflite with
-builtin ops only, its error is below 1e-4, and it kept the I/O contract: image tensors may come out
-channels-last (that is the point of converting to TFLite), every other tensor keeps PyTorch's shape
-(a [batch, time, features] sequence read back as [batch, features, time] is a wrong model for anyone
-who feeds it the data the PyTorch model takes).
+conversion seconds (export included).
 
-    python bench/convert_zoo.py                     # all, writes bench/results/convert_zoo.{md,json}
-    python bench/convert_zoo.py --models gru resnet20 --no-write
+* plain onnx2tf is **ok** when it wrote a .tflite with builtin ops only, its error is below 1e-4 and it
+  kept the I/O contract (image tensors may come out channels-last, every other tensor keeps PyTorch's
+  shape: a [batch, time, features] sequence read back as [batch, features, time] is a wrong model for
+  anyone who feeds it the data the PyTorch model takes); **wrong** when it wrote a model that breaks
+  one of those; **error** when export or conversion failed.
+* edgeport is **ok** when it converted and the error recomputed here is below 1e-4; **error** when it
+  refused with an EdgeportError (its one line is recorded); **internal** for any other exception (a
+  bug: the exception is recorded for the lead to route).
 
-Run by hand (a few minutes), never in CI.
+    python bench/convert_zoo.py                         # all; writes bench/results/convert_zoo.{md,json}
+    python bench/convert_zoo.py --models gru resample/up_bicubic --no-write
+    python bench/convert_zoo.py --families resample --resume   # skip models already in the .json
+
+Results are saved after every model (a crash loses one row, --resume continues). Run by hand (about an
+hour on 2 shared cores), never in CI.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ import io
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -44,25 +54,20 @@ from edgeport.tflite_file import read_tflite  # noqa: E402
 
 TOLERANCE = 1e-4
 SEED = 7
-ZOO_FILE = ROOT / "tests" / "zoo" / "models.py"
 RESULTS = ROOT / "bench" / "results"
+MODEL_TIMEOUT_S = 600  # per converter and model; a hang is recorded as an error and the run goes on
 
 
-def zoo_models() -> list:
-    from tests.zoo import ZOO
+def zoo_entries() -> list:
+    """Every gathered zoo model (tests/zoo) plus the pretrained ResNet-20 when ../shared has it."""
+    from tests.zoo import ENTRIES, ZooEntry
     from tests.zoo.models import resnet20_shared
 
-    models = list(ZOO)
-    shared = ROOT.parent / "shared" / "models"
-    if (shared / "resnet_cifar.py").exists():
-        models.append(resnet20_shared(shared))
-    return models
-
-
-def source_of(model) -> str:
-    if model.name == "resnet20":
-        return f"{ROOT.parent / 'shared' / 'models' / 'resnet_cifar.py'}:resnet20"
-    return f"{ZOO_FILE}:{model.name}"
+    entries = list(ENTRIES)
+    shared = ROOT.parent / "shared" / "models" / "resnet_cifar.py"
+    if shared.exists():
+        entries.append(ZooEntry("pretrained", shared, resnet20_shared(shared.parent)))
+    return entries
 
 
 def reference(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -75,6 +80,19 @@ def reference(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+
+
+def op_summary(op_counts: dict[str, int]) -> dict:
+    return {
+        "ops": sum(op_counts.values()),
+        "transposes": op_counts.get("TRANSPOSE", 0),
+        "op_counts": dict(sorted(op_counts.items())),
+    }
+
+
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:limit]
 
 
 def run_tflite(path: Path, inputs: list[np.ndarray], names_in: list[str]) -> tuple[dict, dict]:
@@ -109,16 +127,18 @@ def plain_onnx2tf(model, workdir: Path) -> dict:
     names_out = [f"output_{i}" for i in range(len(refs))]
     started = time.perf_counter()
     onnx_path = workdir / "model.onnx"
-    net = model.build()
-    torch.onnx.export(
-        net,
-        tuple(torch.from_numpy(x) for x in inputs),
-        str(onnx_path),
-        dynamo=False,
-        opset_version=17,
-        input_names=names_in,
-        output_names=names_out,
-    )
+    try:
+        torch.onnx.export(
+            model.build(),
+            tuple(torch.from_numpy(x) for x in inputs),
+            str(onnx_path),
+            dynamo=False,
+            opset_version=17,
+            input_names=names_in,
+            output_names=names_out,
+        )
+    except Exception as exc:
+        return {"status": "error", "note": f"export failed: {first_line(exc)}"}
     cwd = os.getcwd()
     sink = io.StringIO()
     try:
@@ -128,19 +148,27 @@ def plain_onnx2tf(model, workdir: Path) -> dict:
                 input_onnx_file_path=str(onnx_path), output_folder_path=str(workdir / "out"), non_verbose=True
             )
     except (Exception, SystemExit) as exc:
-        return {"ok": False, "note": f"onnx2tf failed: {type(exc).__name__}: {str(exc)[:120]}"}
+        return {"status": "error", "note": f"onnx2tf failed: {first_line(exc)}"}
     finally:
         os.chdir(cwd)
     seconds = time.perf_counter() - started
     path = workdir / "out" / "model_float32.tflite"
     if not path.exists():
-        return {"ok": False, "note": "no .tflite written", "seconds": seconds}
+        return {"status": "error", "note": "no .tflite written", "seconds": seconds}
     tfl = read_tflite(path)
+    row = {**op_summary(tfl.op_counts), "bytes": path.stat().st_size, "seconds": seconds}
     notes = []
     flex = sorted(op for op in tfl.op_counts if op.startswith("CUSTOM"))
     if flex:
         notes.append(f"Flex ops: {', '.join(flex)}")
-    outs, in_shapes = run_tflite(path, inputs, names_in)
+    try:
+        outs, in_shapes = run_tflite(path, inputs, names_in)
+    except Exception as exc:
+        return {
+            **row,
+            "status": "wrong",
+            "note": "; ".join([*notes, f"LiteRT cannot run it: {first_line(exc)}"]),
+        }
     for i, (name, x) in enumerate(zip(names_in, inputs, strict=True)):
         if i not in model.image_inputs and in_shapes[name] != x.shape:
             notes.append(f"input {list(x.shape)} became {list(in_shapes[name])}")
@@ -158,52 +186,46 @@ def plain_onnx2tf(model, workdir: Path) -> dict:
             notes.append(f"output {list(ref.shape)} became {list(got.shape)}")
         else:
             errors.append(float("inf"))
+            notes.append(f"output {list(ref.shape)} came out {list(got.shape)}")
     err = max(errors)
     if not err < TOLERANCE:
         notes.append("wrong result")
-    return {
-        "ok": not notes,
-        "max_rel_error": err,
-        "ops": sum(tfl.op_counts.values()),
-        "transposes": tfl.op_counts.get("TRANSPOSE", 0),
-        "bytes": path.stat().st_size,
-        "seconds": seconds,
-        "op_counts": tfl.op_counts,
-        "note": "; ".join(notes),
-    }
+    return {**row, "status": "wrong" if notes else "ok", "max_rel_error": err, "note": "; ".join(notes)}
 
 
 def sorted_refs(outs: dict, refs: list[np.ndarray]) -> list[np.ndarray]:
     """onnx2tf names outputs PartitionedCall:<k> with k the ONNX output index."""
-    order = [int(name.rsplit(":", 1)[1]) for name in outs]
+    order = [int(name.rsplit(":", 1)[1]) if ":" in name else i for i, name in enumerate(outs)]
     return [refs[k] for k in order]
 
 
-def edgeport_convert(model, workdir: Path) -> dict:
+def edgeport_convert(entry, workdir: Path) -> dict:
     from edgeport.errors import EdgeportError
     from edgeport.pipeline import ConvertOptions, convert_model
+    from edgeport.runtimes import litert
 
+    model = entry.model
     inputs, refs = reference(model)
     started = time.perf_counter()
     try:
         result = convert_model(
-            ConvertOptions(source=source_of(model), outdir=workdir / "out", input_shapes=model.input_shapes)
+            ConvertOptions(source=entry.source, outdir=workdir / "out", input_shapes=model.input_shapes)
         )
     except EdgeportError as exc:
-        return {"ok": False, "note": exc.one_line()[:160]}
+        return {"status": "error", "note": exc.one_line()}
+    except Exception as exc:  # a bug, not a refusal: recorded as it is, for the lead to route
+        return {"status": "internal", "note": first_line(exc, 400)}
     seconds = time.perf_counter() - started
     manifest = result.manifest
     art = manifest.artifact("model_float32.tflite")
     onnx_art = next(a for a in manifest.artifacts if a.kind == "onnx")
     path = workdir / "out" / "model_float32.tflite"
     # Recompute the error here, on this script's input, as for plain onnx2tf.
-    from edgeport.runtimes import litert
-
     interpreter = litert.interpreter(path.read_bytes(), threads=None)
     interpreter.allocate_tensors()
     feeds = {info.name: x for info, x in zip(onnx_art.inputs, inputs, strict=True)}
     index = {d["name"]: d["index"] for d in interpreter.get_input_details()}
-    channels_last = ("NHWC", "NWC")
+    channels_last = ("NHWC", "NWC", "NDHWC")
     for info in art.inputs:
         x = feeds[info.source_name]
         x = np.moveaxis(x, 1, -1) if info.layout in channels_last else x
@@ -221,99 +243,159 @@ def edgeport_convert(model, workdir: Path) -> dict:
         *(f"{k}={v}" for k, v in rewrites.get("onnx2tf_options", {}).items()),
     ]
     return {
-        "ok": err < TOLERANCE,
+        "status": "ok" if err < TOLERANCE else "wrong",
         "max_rel_error": err,
-        "ops": sum(art.op_counts.values()),
-        "transposes": art.op_counts.get("TRANSPOSE", 0),
+        **op_summary(art.op_counts),
         "bytes": art.size_bytes,
         "seconds": seconds,
-        "op_counts": art.op_counts,
         "note": ", ".join(notes),
     }
 
 
-def fmt_row(name: str, conv: str, r: dict) -> str:
+class _Timeout(Exception):
+    pass
+
+
+def _with_timeout(fn, *args) -> dict:
+    def expire(*_):
+        raise _Timeout(f"no result in {MODEL_TIMEOUT_S} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(MODEL_TIMEOUT_S)
+    try:
+        return fn(*args)
+    except _Timeout as exc:
+        return {"status": "error", "note": str(exc)}
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+STATUS_MD = {"ok": "ok", "wrong": "**wrong**", "error": "**error**", "internal": "**internal error**"}
+
+
+def fmt_row(name: str, family: str, conv: str, r: dict) -> str:
     def num(key: str, spec: str) -> str:
         return format(r[key], spec) if key in r else ""
 
-    ok = "yes" if r["ok"] else "**no**"
+    note = r.get("note", "").replace("|", "/")
     return (
-        f"| {name} | {conv} | {ok} | {num('max_rel_error', '.1e')} | {num('ops', 'd')} | "
-        f"{num('transposes', 'd')} | {num('bytes', ',d')} | {num('seconds', '.1f')} | {r.get('note', '')} |"
+        f"| {name} | {family} | {conv} | {STATUS_MD[r['status']]} | {num('max_rel_error', '.1e')} | "
+        f"{num('ops', 'd')} | {num('transposes', 'd')} | {num('bytes', ',d')} | {num('seconds', '.1f')} | "
+        f"{note} |"
     )
+
+
+def summarize(results: dict) -> dict:
+    """Counts per converter and status, overall and per family."""
+    out: dict = {"models": len(results), "by_family": {}}
+    for conv in ("edgeport", "plain_onnx2tf"):
+        out[conv] = dict(Counter(r[conv]["status"] for r in results.values()))
+    for r in results.values():
+        fam = out["by_family"].setdefault(r["family"], {"models": 0, "edgeport": 0, "plain_onnx2tf": 0})
+        fam["models"] += 1
+        for conv in ("edgeport", "plain_onnx2tf"):
+            fam[conv] += r[conv]["status"] == "ok"
+    return out
 
 
 def write(results: dict, stamp: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    saved = {"run": stamp, "models": results}
+    summary = summarize(results)
+    saved = {"run": stamp, "summary": summary, "models": results}
     (RESULTS / "convert_zoo.json").write_text(json.dumps(saved, indent=1) + "\n")
-    n = len(results)
-    ok = {c: sum(r[c]["ok"] for r in results.values()) for c in ("plain_onnx2tf", "edgeport")}
-    both = [m for m, r in results.items() if r["plain_onnx2tf"]["ok"] and r["edgeport"]["ok"]]
+    n = summary["models"]
+    ep, plain = summary["edgeport"], summary["plain_onnx2tf"]
+    both = [m for m, r in results.items() if r["plain_onnx2tf"]["status"] == r["edgeport"]["status"] == "ok"]
     fewer = [m for m in both if results[m]["edgeport"]["ops"] <= results[m]["plain_onnx2tf"]["ops"]]
+    t_free = [
+        m for m in both if results[m]["edgeport"]["transposes"] <= results[m]["plain_onnx2tf"]["transposes"]
+    ]
     lines = [
         "# Converting the model zoo: plain onnx2tf vs edgeport",
         "",
-        f"Generated by `python bench/convert_zoo.py` on {stamp}. "
-        "Models: `tests/zoo/models.py` (small, seeded, random init) and the pretrained CIFAR ResNet-20 "
-        "from `../shared`. Error = max|tflite - pytorch| / max|pytorch| on one random input, float32 "
-        ".tflite; seconds = export + conversion wall clock (edgeport's include its verification).",
+        f"Generated by `python bench/convert_zoo.py` on {stamp}. Models: every family file in "
+        "`tests/zoo/` (small, seeded, random init; `edgeport convert tests/zoo/<family>.py:<model>` builds "
+        "one) and the pretrained CIFAR ResNet-20 from `../shared`. Error = max|tflite - pytorch| / "
+        "max|pytorch| on one random input, float32 .tflite; seconds = export + conversion wall clock "
+        "(edgeport's include its verification).",
         "",
-        "- **plain onnx2tf**: legacy export (opset 17) + `onnx2tf.convert` defaults, offline.",
-        "- **edgeport**: `edgeport convert` (rewrites applied and onnx2tf options in *note*).",
-        "- success = builtin ops only, error < 1e-4, and non-image inputs/outputs keep their shape.",
+        "- **plain onnx2tf**: legacy export (opset 17) + `onnx2tf.convert` defaults, offline. *ok* = builtin "
+        "ops only, error < 1e-4 and non-image inputs/outputs keep their shape; *wrong* = a .tflite that "
+        "breaks one of those; *error* = no .tflite.",
+        "- **edgeport**: `edgeport convert` (float). *ok* = converted and verified (error recomputed here); "
+        "*error* = refused with one line naming the problem (quoted in *note*); *internal error* = a bug.",
         "",
-        f"Converted: plain onnx2tf **{ok['plain_onnx2tf']}/{n}**, edgeport **{ok['edgeport']}/{n}**. "
-        f"Where both succeed, edgeport's op count is <= plain's for {len(fewer)}/{len(both)} models.",
+        f"**{n} models.** edgeport: **{ep.get('ok', 0)} ok**, {ep.get('error', 0)} refused with a clear "
+        f"error, {ep.get('internal', 0)} internal errors, {ep.get('wrong', 0)} wrong. "
+        f"Plain onnx2tf: **{plain.get('ok', 0)} ok**, {plain.get('wrong', 0)} wrong (a .tflite that "
+        f"gives wrong results, Flex ops or a changed I/O shape), {plain.get('error', 0)} errors. Where both "
+        f"succeed ({len(both)}), edgeport's op count is <= plain's for {len(fewer)} and its TRANSPOSE count "
+        f"<= plain's for {len(t_free)}.",
         "",
-        "| model | converter | ok | max rel. error | ops | TRANSPOSE | bytes | seconds | note |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| family | models | edgeport ok | plain onnx2tf ok |",
+        "|---|---|---|---|",
+        *(
+            f"| {fam} | {c['models']} | {c['edgeport']} | {c['plain_onnx2tf']} |"
+            for fam, c in summary["by_family"].items()
+        ),
+        "",
+        "| model | family | converter | status | max rel. error | ops | TRANSPOSE | bytes | seconds | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        lines.append(fmt_row(name, "plain onnx2tf", r["plain_onnx2tf"]))
-        lines.append(fmt_row("", "edgeport", r["edgeport"]))
+    for r in results.values():
+        lines.append(fmt_row(r["model"], r["family"], "plain onnx2tf", r["plain_onnx2tf"]))
+        lines.append(fmt_row("", "", "edgeport", r["edgeport"]))
     lines += [
         "",
         "Notes:",
-        "- GRU/LSTM: plain onnx2tf's 34-37 ops are a TFLite WHILE loop (the TFLite Micro interpreter "
-        "hangs on it) over an input whose time and feature axes it swapped; edgeport's are the loop "
-        "unrolled (`rnn_unroll`, 12 ops per time step, 20 steps here), which every runtime runs.",
-        "- plain onnx2tf's ResNet-20 is wrong (the strided-slice + channel-pad shortcut); its "
-        "mha_block needs the Flex op FlexErf, which no microcontroller or stock Android runtime has.",
+        "- plain onnx2tf's GRU/LSTM are a TFLite WHILE loop (the TFLite Micro interpreter hangs on it), "
+        "often over an input whose time and feature axes it swapped; edgeport unrolls them "
+        "(`rnn_unroll`), which every runtime runs.",
         "- edgeport's seconds include PyTorch export, BN folding, both .tflite precisions and the "
-        "three-way verification; plain's are export + onnx2tf only.",
+        "verification; plain's are export + onnx2tf only.",
     ]
     (RESULTS / "convert_zoo.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", help="zoo names (default: all, plus resnet20)")
+    parser.add_argument("--models", nargs="*", help="zoo names or family/name ids (default: all)")
+    parser.add_argument("--families", nargs="*", help="only these families")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--resume", action="store_true", help="keep the saved rows, convert the rest")
     parser.add_argument("--from-json", action="store_true", help="rewrite the .md from the saved .json")
     args = parser.parse_args()
+    saved_path = RESULTS / "convert_zoo.json"
     if args.from_json:
-        saved = json.loads((RESULTS / "convert_zoo.json").read_text())
+        saved = json.loads(saved_path.read_text())
         write(saved["models"], saved["run"])
         return
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    results: dict[str, dict] = {}
-    for model in zoo_models():
-        if args.models and model.name not in args.models:
-            continue
-        row = {}
-        for conv, fn in (("plain_onnx2tf", plain_onnx2tf), ("edgeport", edgeport_convert)):
-            with tempfile.TemporaryDirectory(prefix=f"zoo_{model.name}_") as tmp:
-                row[conv] = fn(model, Path(tmp))
-            print(fmt_row(model.name, conv, row[conv]), flush=True)
-        results[model.name] = row
     stamp = (
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
-    if not args.no_write:
-        write(results, stamp)
+    results: dict[str, dict] = {}
+    if args.resume and saved_path.exists():
+        results = json.loads(saved_path.read_text())["models"]
+    for entry in zoo_entries():
+        if args.models and not {entry.id, entry.model.name} & set(args.models):
+            continue
+        if (args.families and entry.family not in args.families) or entry.id in results:
+            continue
+        row = {"model": entry.model.name, "family": entry.family, "what": entry.model.what}
+        for conv, fn, arg in (
+            ("plain_onnx2tf", plain_onnx2tf, entry.model),
+            ("edgeport", edgeport_convert, entry),
+        ):
+            with tempfile.TemporaryDirectory(prefix=f"zoo_{entry.model.name}_") as tmp:
+                row[conv] = _with_timeout(fn, arg, Path(tmp))
+            print(fmt_row(entry.model.name, entry.family, conv, row[conv]), flush=True)
+        results[entry.id] = row
+        if not args.no_write:
+            write(results, stamp)
 
 
 if __name__ == "__main__":
