@@ -58,6 +58,7 @@ def test_litert_runner_reads_source_names_and_layout(tiny: dict) -> None:
     samples = random_inputs([IMAGE], 3, seed=1)
     result = LiteRTRunner(tiny["float"], [IMAGE], [LOGITS]).run_samples(samples)
     assert result.runtime == "litert" and len(result.invoke_seconds) == len(result.raw_outputs) == 3
+    assert result.init_seconds is not None
     for sample, got in zip(samples, result.outputs, strict=True):
         want = tiny["function"](to_channels_last(sample["image"]))["logits"].numpy()
         assert got["logits"].shape == (1, 5)
@@ -80,6 +81,7 @@ def test_reference_kernels_and_tflm_are_bit_identical_on_int8(tiny: dict) -> Non
     assert raw[0][0].dtype == np.int8 and raw[0][0].shape == (1, 4, 4, 2)
     micro = tflm.run_tflm(tiny["int8"], raw, "tiny")
     assert micro.runtime == "tflite-micro" and len(micro.invoke_seconds) == 8 and micro.arena is None
+    assert micro.init_seconds is not None
     for r, t in zip(raw, micro.raw_outputs, strict=True):
         np.testing.assert_array_equal(reference.run_raw(r)[0], t[0])
         # The optimized kernels round ties differently (quant/tflm_check.py): same int8 range, not bits.

@@ -1,9 +1,9 @@
 """Child process: run a model on raw inputs in the TFLite Micro Python runtime (see runtimes/tflm.py).
 
 `python -m edgeport.runtimes._tflm_child MODEL ARENA INPUTS.npz OUTPUTS.npz N_OUTPUTS MEASURE`.
-INPUTS.npz holds `s{i}_in{j}` (sample i, subgraph input j); OUTPUTS.npz gets `s{i}_out{k}` and
-`invoke_seconds`. A separate process, so a native crash in TFLM cannot take the caller down; its
-stderr carries TFLM's error (op, node).
+INPUTS.npz holds `s{i}_in{j}` (sample i, subgraph input j); OUTPUTS.npz gets `s{i}_out{k}`,
+`invoke_seconds` and `init_seconds`. A separate process, so a native crash in TFLM cannot take the
+caller down; its stderr carries TFLM's error (op, node).
 
 With MEASURE=1 it then prints to stdout the RecordingMicroAllocator report (what stays allocated
 after the inferences) and `MINIMUM_ARENA <bytes>`: the smallest arena (in TFLM's 16-byte units)
@@ -91,14 +91,16 @@ def main(argv: list[str]) -> int:
         n_samples = len({key.split("_")[0] for key in saved.files})
         n_inputs = [sum(key.startswith(f"s{i}_") for key in saved.files) for i in range(n_samples)]
         samples = [[saved[f"s{i}_in{j}"] for j in range(n_inputs[i])] for i in range(n_samples)]
+    start = time.perf_counter()
     interpreter = _interpreter(runtime, model, int(arena_size))
+    init_seconds = time.perf_counter() - start
     results: dict[str, np.ndarray] = {}
     seconds = []
     for i, sample in enumerate(samples):
         outputs, took = _invoke(interpreter, sample, count)
         seconds.append(took)
         results.update({f"s{i}_out{k}": out for k, out in enumerate(outputs)})
-    np.savez(outputs_path, invoke_seconds=np.array(seconds), **results)
+    np.savez(outputs_path, invoke_seconds=np.array(seconds), init_seconds=np.array(init_seconds), **results)
     if measure != "1":
         return 0
     report = _native_stderr_of(interpreter.print_allocations)

@@ -34,5 +34,6 @@ class RunResult:
     raw_outputs: list[list[np.ndarray]] = field(repr=False)
     outputs: list[Sample] = field(repr=False, default_factory=list)
     invoke_seconds: list[float] = field(default_factory=list)  # host wall time of each invoke, in order
+    init_seconds: float | None = None  # host wall time to load the model and allocate its tensors
     arena: ArenaUsage | None = None  # TFLite Micro only, when asked to measure it
     log: str = ""  # what the runtime printed, when it was captured

@@ -145,10 +145,12 @@ def run_tflm(
         with np.load(out_path) as saved:
             raw = [[saved[f"s{i}_out{k}"] for k in range(n_outputs)] for i in range(len(raw_inputs))]
             seconds = [float(s) for s in saved["invoke_seconds"]]
+            init_seconds = float(saved["init_seconds"])
     return RunResult(
         "tflite-micro",
         raw_outputs=raw,
         invoke_seconds=seconds,
+        init_seconds=init_seconds,
         arena=parse_allocations(done.stdout) if measure_arena else None,
         log=done.stdout,
     )
