@@ -25,6 +25,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 
 from edgeport.errors import EdgeportError
 from edgeport.runtimes import tflm
+from edgeport.runtimes.result import ArenaUsage
 from edgeport.tflite_file import TfliteModel, op_name
 
 # TFLM aligns the arena start up to 16 bytes (MicroArenaBufferAlignment); an unaligned static buffer
@@ -45,12 +46,10 @@ _NUMPY_TYPES = {
 
 
 @dataclass
-class ArenaReport:
-    measured_bytes: int  # smallest arena TFLM accepts on the host build (bisection)
-    recorded_bytes: int  # RecordingMicroAllocator total (what ../shared/README.md lists)
-    head_bytes: int
-    tail_bytes: int
-    categories: dict[str, int]  # allocator report lines: what -> bytes used
+class ArenaReport(ArenaUsage):
+    """What the host run measured (ArenaUsage: measured_bytes, recorded_bytes, ...), the margins the
+    board build adds, and the self-test's inputs and reference outputs."""
+
     alignment_margin: int
     cmsis_nn_scratch: int  # estimate of the scratch buffers CMSIS-NN kernels add
     inputs: list[np.ndarray] = field(repr=False, default_factory=list)
@@ -168,14 +167,9 @@ def measure(model_path: Path, model: TfliteModel, mve: bool = False) -> ArenaRep
         measure_arena=True,
         timeout=PROBE_TIMEOUT_S,
     )
-    usage = run.arena
-    assert usage is not None  # measure_arena=True
+    assert run.arena is not None  # measure_arena=True
     return ArenaReport(
-        measured_bytes=usage.measured_bytes,
-        recorded_bytes=usage.recorded_bytes,
-        head_bytes=usage.head_bytes,
-        tail_bytes=usage.tail_bytes,
-        categories=usage.categories,
+        **vars(run.arena),
         alignment_margin=ALIGNMENT_MARGIN,
         cmsis_nn_scratch=cmsis_nn_scratch(model, mve),
         inputs=inputs,
