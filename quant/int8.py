@@ -30,7 +30,6 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
-from edgeport.quiet import silenced
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
 
@@ -112,10 +111,9 @@ def keras_to_quantized(
 
 
 def _converting(mode: str, convert: Callable[[], T]) -> T:
-    """Run a converter step quietly; its failure becomes one EdgeportError line."""
+    """Run a converter step; its failure becomes one EdgeportError line (the CLI hides its logs)."""
     try:
-        with silenced():
-            return convert()
+        return convert()
     except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise EdgeportError(

@@ -34,10 +34,12 @@ weights before it is returned.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
 import warnings
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +48,6 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.cluster import tensor_name, weight_tables
-from edgeport.quiet import silenced
 from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
 
 DECODE_OP = "TFLM_DECODE"
@@ -197,7 +198,7 @@ def compress_lut(model: bytes, max_index_bits: int = MAX_INDEX_BITS, name: str =
         for entry in plan
     ]
     # The tool warns (Python warnings and plain prints) about sizes and widths this plan already chose.
-    with warnings.catch_warnings(), silenced():
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         packed = bytes(compress(_normalized_codes(bytes(model)), specs))
     result = _tidy(packed)

@@ -48,7 +48,9 @@ def _list_passes(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     short_help="Convert a PyTorch or ONNX model to TFLite, verified against the source (and quantize it).",
     epilog="""\b
 Example:
-  edgeport convert examples/kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8 -o out/kws""",
+  edgeport convert examples/kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8 -o out/kws
+
+--debug (anywhere on the command line) shows tracebacks and the converters' own logs.""",
 )
 @click.argument("source")
 @click.option(
