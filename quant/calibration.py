@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from edgeport.errors import EdgeportError
+from edgeport.manifest import sha256_of
 from edgeport.quant.input_stats import InputStats, default_stats
 from edgeport.tensors import Sample, TensorSpec
 
@@ -500,6 +501,8 @@ def make_calibration(
         if not spare:
             notes.append("fewer than 5 calibration samples: fidelity measured on the calibration samples")
         detail = {"data": Path(data).name, "local_path": str(Path(data).resolve()), "samples": len(cal)}
+        if Path(data).is_file():  # what the int8 model was calibrated on, wherever it lives
+            detail["sha256"] = sha256_of(Path(data))
         return CalibrationSet("data", cal, rest, notes, detail)
     if method == "distill":
         if not has_batchnorm(module):

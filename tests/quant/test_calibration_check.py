@@ -137,3 +137,17 @@ def test_bad_calibration_for_an_onnx_source_is_refused_before_onnx2tf(
     )
     assert code == 1 and "calibration data cal.npy has shape (3, 5) but input 'x' takes (N, 4)" in err, err
     assert not out.exists()
+
+
+def test_the_manifest_names_the_data_by_file_and_hash_and_keeps_its_path_for_run(tmp_path: Path) -> None:
+    from edgeport.manifest import sha256_of
+    from edgeport.quant.calibration import make_calibration
+
+    np.save(tmp_path / "cal.npy", np.zeros((10, 3, 8, 8), np.float32))
+    detail = make_calibration("data", [IMAGE], {}, data=tmp_path / "cal.npy").detail
+    assert detail == {
+        "data": "cal.npy",
+        "sha256": sha256_of(tmp_path / "cal.npy"),
+        "local_path": str(tmp_path / "cal.npy"),  # moved to the manifest's run block when written
+        "samples": 8,
+    }
