@@ -172,3 +172,27 @@ def test_convert_verifies_on_the_stated_input_range_too(run_cli, tmp_path) -> No
         "3 normal with the inputs' statistics (x: user)",
         "3 uniform over the inputs' ranges (x: [0, 255])",
     ]
+
+
+def test_a_converted_model_giving_nan_fails_through_the_cli(run_cli, tmp_path, monkeypatch) -> None:
+    """onnx2tf with a fault injected (Tanh converted as Sqrt): NaN where the reference is finite."""
+    import onnx
+
+    from edgeport.converters.onnx_to_tflite import onnx_to_keras
+    from edgeport.pipeline import stages
+
+    def sqrt_for_tanh(path, workdir, *args, **kwargs):
+        model = onnx.load(str(path))
+        for node in model.graph.node:
+            node.op_type = "Sqrt" if node.op_type == "Tanh" else node.op_type
+        onnx.save(model, str(workdir / "faulty.onnx"))
+        return onnx_to_keras(workdir / "faulty.onnx", workdir, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "onnx_to_keras", sqrt_for_tanh)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert", "tests/fixtures/tiny_models.py:SequenceHead", "-o", out, "--input-shape", "1,5,16"
+    )
+    assert code == 1, err
+    assert "the tflite_float32 output 'output' has" in err and "where the reference is finite" in err
+    assert "max rel. error" not in err and not out.exists()
