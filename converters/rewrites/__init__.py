@@ -21,11 +21,13 @@ from edgeport.converters.rewrites import (
     ceil_pool,
     channel_shuffle,
     conv_same_pads,
+    depthwise_conv1d,
     dilated_deconv,
     equal_split,
     gelu,
     group_norm,
     grouped_conv,
+    legacy_softmax,
     patch_tokens,
     pixel_shuffle,
     rnn_unroll,
@@ -36,12 +38,14 @@ from edgeport.converters.rewrites import (
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 REWRITES: list[tuple[str, Rewrite]] = [
+    (legacy_softmax.NAME, legacy_softmax.rewrite),
     (strided_shortcut.NAME, strided_shortcut.rewrite),
     (channel_shuffle.NAME, channel_shuffle.rewrite),
     (attention.NAME, attention.rewrite),
     (patch_tokens.NAME, patch_tokens.rewrite),
     (ceil_pool.NAME, ceil_pool.rewrite),
     (conv_same_pads.NAME, conv_same_pads.rewrite),
+    (depthwise_conv1d.NAME, depthwise_conv1d.rewrite),
     (dilated_deconv.NAME, dilated_deconv.rewrite),
     (group_norm.NAME, group_norm.rewrite),
     (pixel_shuffle.NAME, pixel_shuffle.rewrite),
