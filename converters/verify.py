@@ -141,6 +141,10 @@ def _non_finite(x: np.ndarray) -> int:
     return int(x.size - np.count_nonzero(np.isfinite(x))) if x.dtype.kind in "fc" else 0
 
 
+# How a problem of the reference itself starts (not of the stage compared with it).
+_REFERENCE_NOT_FINITE = "the reference output"
+
+
 def _unmeasurable(
     stage: str, name: str, reference: Sequence[Sample], candidate: Sequence[Sample]
 ) -> str | None:
@@ -156,7 +160,7 @@ def _unmeasurable(
                 f"{list(r.shape)} (a shape mismatch, not a numeric error)"
             )
         if bad := _non_finite(r):
-            return f"the reference output {name!r} has {bad} NaN or inf value(s) of {r.size} {where}"
+            return f"{_REFERENCE_NOT_FINITE} {name!r} has {bad} NaN or inf value(s) of {r.size} {where}"
         if bad := _non_finite(g):
             return (
                 f"the {stage} output {name!r} has {bad} NaN or inf value(s) of {g.size} {where}, "
@@ -177,9 +181,9 @@ def verification_failure(
             "rerun with --debug for onnx2tf's per-node log and report the model; "
             "--keep-nchw sometimes avoids a layout bug",
         )
-    if error.problem.startswith("the reference"):
+    if error.problem.startswith(_REFERENCE_NOT_FINITE):
         return EdgeportError(
-            f"{error.problem.replace('the reference', f'the {reference} reference', 1)}: the model itself "
+            f"the {reference} reference{error.problem.removeprefix('the reference')}: the model itself "
             "gives NaN or inf on these inputs, so no conversion of it can be verified"
             + "".join(f" ({note})" for note in notes),
             "check the weights (a BatchNorm with running variance <= 0 makes NaN) and the model's operations "
