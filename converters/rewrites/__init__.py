@@ -27,6 +27,7 @@ from edgeport.converters.rewrites import (
     gelu,
     group_norm,
     grouped_conv,
+    legacy_softmax,
     patch_tokens,
     pixel_shuffle,
     rnn_unroll,
@@ -37,6 +38,7 @@ from edgeport.converters.rewrites import (
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 REWRITES: list[tuple[str, Rewrite]] = [
+    (legacy_softmax.NAME, legacy_softmax.rewrite),
     (strided_shortcut.NAME, strided_shortcut.rewrite),
     (channel_shuffle.NAME, channel_shuffle.rewrite),
     (attention.NAME, attention.rewrite),
