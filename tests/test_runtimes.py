@@ -141,6 +141,12 @@ def test_tflm_names_the_op_it_has_no_kernel_for() -> None:
     assert caught.value.fix == tflm.KERNEL_FIX
 
 
+def test_tflm_time_limit_is_a_user_error() -> None:
+    # A microsecond: the child cannot even start Python in that time.
+    with pytest.raises(EdgeportError, match="fc: TFLite Micro did not finish"):
+        tflm.run_tflm(synth.big_fc_model(16, 8), _fc_inputs(1), "fc", timeout=1e-6)
+
+
 @pytest.mark.parametrize(
     ("log", "returncode", "problem"),
     [
@@ -167,6 +173,11 @@ def test_qemu_command_line() -> None:
     argv = qemu.command("mps2-an386", 5)
     assert argv[:3] == ("qemu-system-arm", "-M", "mps2-an386") and argv[-1] == "-kernel"
     assert "shift=5" in argv and "enable=on,target=native" in argv
+
+
+def test_qemu_not_installed_is_a_user_error() -> None:
+    with pytest.raises(EdgeportError, match="no-such-qemu is not installed"):
+        qemu.run_argv(("no-such-qemu", "-M", "mps2-an386"), timeout=10)
 
 
 def test_qemu_missing_firmware_is_a_user_error(tmp_path: Path) -> None:
