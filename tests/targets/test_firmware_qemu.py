@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from edgeport.targets.cortex_m.flash import qemu_command
+from edgeport.runtimes import qemu as qemu_runtime
+from edgeport.targets.cortex_m.flash import qemu_icount_shift
 from tests.conftest import shared_path
 
 HELLO = r"""
@@ -80,13 +81,8 @@ def test_board_support_boots_prints_and_exits_in_qemu(board, tmp_path):
         capture_output=True,
         text=True,
     )
-    command = list(qemu_command(result.board))
-    command[0] = qemu
-    run = subprocess.run(
-        [*command[:-1], "-monitor", "none", "-kernel", str(elf)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    run = qemu_runtime.run_firmware(
+        elf, result.board.qemu_machine, qemu_icount_shift(result.board), timeout=60
     )
-    assert "bsp ok:" in run.stdout, run.stdout + run.stderr
-    assert run.returncode == 42  # the semihosting exit code, after a non-zero cycle count
+    assert not run.timed_out and "bsp ok:" in run.stdout, run.stdout + run.stderr
+    assert run.exit_status == 42  # the semihosting exit code, after a non-zero cycle count
