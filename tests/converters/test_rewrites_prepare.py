@@ -10,13 +10,14 @@ def gru_graph():
     consts = {
         "W": rng.standard_normal((1, 12, 5)).astype(np.float32),
         "R": rng.standard_normal((1, 12, 4)).astype(np.float32),
+        "lens": np.array([3], np.int32),
     }
-    node = helper.make_node("GRU", ["x", "W", "R"], ["y", "h"], hidden_size=4)
+    node = helper.make_node("GRU", ["x", "W", "R", "", "lens"], ["y", "h"], hidden_size=4)
     return make_model([node], {"x": [7, 1, 5]}, ["h"], consts)
 
 
 def test_recurrent_graphs_ask_onnx2tf_to_unroll():
-    # linear_before_reset=0 (not PyTorch's) is left to onnx2tf by rnn_unroll, so the option is needed.
+    # Sequences shorter than the input (a padded batch) are left to onnx2tf by rnn_unroll: option needed.
     prepared = prepare_for_onnx2tf(gru_graph())
     assert prepared.onnx2tf_options == {"enable_rnn_unroll": True}
     assert prepared.applied == []
