@@ -196,3 +196,29 @@ def test_a_converted_model_giving_nan_fails_through_the_cli(run_cli, tmp_path, m
     assert code == 1, err
     assert "the tflite_float32 output 'output' has" in err and "where the reference is finite" in err
     assert "max rel. error" not in err and not out.exists()
+
+
+def test_onnx_passes_of_an_onnx_source_are_verified_against_the_source(
+    run_cli, tmp_path, monkeypatch
+) -> None:
+    """A wrong ONNX pass (injected: it doubles a weight) fails verification for an ONNX source too:
+    the reference is the source as loaded, not the passes' output."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeport.pipeline import stages
+    from edgeport.pipeline.passes import ChangedReport, Pass
+
+    def doubling(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ChangedReport]:
+        weight = model.graph.initializer[0]
+        weight.CopyFrom(numpy_helper.from_array(2 * numpy_helper.to_array(weight), weight.name))
+        return model, ChangedReport(name="doubling", applied=True)
+
+    monkeypatch.setattr(stages, "ONNX_PASSES", [*stages.ONNX_PASSES, Pass("doubling", "test", doubling)])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    w = np.random.default_rng(0).standard_normal((4, 3))
+    onnx.save(make_model(nodes, {"x": [1, 4]}, ["y"], {"w": w}), str(tmp_path / "m.onnx"))
+    out = tmp_path / "out"
+    code, _, err = run_cli("convert", tmp_path / "m.onnx", "-o", out)
+    assert code == 1, err
+    assert "the onnx model diverges from onnx (source) at output 'y'" in err and not out.exists()
