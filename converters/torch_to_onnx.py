@@ -7,6 +7,7 @@ The module is first run once on the example inputs: a shape mistake then surface
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,35 @@ def run_module(module: Any, inputs: Sequence[Any]) -> list[Any]:
         return _flatten(module(*inputs))
 
 
+# Words of PyTorch's errors for a float tensor where integers are needed (embedding indices, gather).
+_INTEGER_ERROR = re.compile(r"\b(Long|Int|indices|integer|index)\b")
+
+
+def _wants_integers(exc: Exception) -> bool:
+    return isinstance(exc, (RuntimeError, TypeError, IndexError)) and bool(_INTEGER_ERROR.search(str(exc)))
+
+
+def _as_indices(tensor: Any) -> Any:
+    """Deterministic int64 values 0..7 of the tensor's shape: valid rows of any table of 8 or more."""
+    import torch
+
+    return (torch.arange(tensor.numel()) % 8).reshape(tensor.shape)
+
+
+def index_inputs(module: Any, example_inputs: Sequence[Any]) -> tuple[list[Any], list[Any]] | None:
+    """Inputs with one (or else every) float input made int64 indices, if the model then runs: a model
+    that embeds token ids takes integers, and --input-shape gives only shapes. None if none runs."""
+    inputs = list(example_inputs)
+    trials = [[i] for i in range(len(inputs))] + ([list(range(len(inputs)))] if len(inputs) > 1 else [])
+    for as_int in trials:
+        candidate = [_as_indices(t) if i in as_int else t for i, t in enumerate(inputs)]
+        try:
+            return candidate, run_module(module, candidate)
+        except Exception:  # noqa: BLE001 - a trial; the caller reports the original failure
+            continue
+    return None
+
+
 def check_opset(opset: int) -> None:
     """Refuse an opset the exporter cannot write, naming the range."""
     lo, hi = SUPPORTED_OPSETS[0], SUPPORTED_OPSETS[-1]
@@ -68,10 +98,14 @@ def export_onnx(
     try:
         outputs = run_module(module, example_inputs)
     except Exception as exc:
-        raise EdgeportError(
-            f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-            "check --input-shape: one per forward() argument, in order, e.g. --input-shape 1,3,32,32",
-        ) from exc
+        found = index_inputs(module, example_inputs) if _wants_integers(exc) else None
+        if found is None:
+            raise EdgeportError(
+                f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}",
+                "check --input-shape: one per forward() argument, in order, e.g. --input-shape 1,3,32,32",
+            ) from exc
+        example_inputs, outputs = found
     if not all(isinstance(o, torch.Tensor) for o in outputs):
         raise EdgeportError(
             "the model returns something other than tensors", "return a tensor or a tuple of them"
