@@ -100,10 +100,14 @@ def export_onnx(
     except Exception as exc:
         found = index_inputs(module, example_inputs) if _wants_integers(exc) else None
         if found is None:
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            fix = (
+                "the model is float64: return model.float() from the callable (TFLite has no float64 kernels)"
+                if re.search(r"\bDouble\b|float64", message)
+                else "check --input-shape: one per forward() argument, in order, e.g. --input-shape 1,3,32,32"
+            )
             raise EdgeportError(
-                f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0]}",
-                "check --input-shape: one per forward() argument, in order, e.g. --input-shape 1,3,32,32",
+                f"the model fails on inputs of shape {shapes}: {type(exc).__name__}: {message}", fix
             ) from exc
         example_inputs, outputs = found
     if not all(isinstance(o, torch.Tensor) for o in outputs):

@@ -62,3 +62,15 @@ def test_embedding_model_converts_with_int64_ids(tmp_path: Path, run_cli) -> Non
     assert manifest["verification"]["passed"]
     tflite = next(a for a in manifest["artifacts"] if a["path"] == "model_float32.tflite")
     assert {i["source_name"]: i["dtype"] for i in tflite["inputs"]} == {"ids": "int64", "bias": "float32"}
+
+
+def test_float64_model_is_told_to_use_float32(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\n\ndef build():\n    return nn.Linear(4, 2).double()\n"
+    )
+    code, _, err = run_cli(
+        "convert", f"{tmp_path / 'm.py'}:build", "--input-shape", "1,4", "-o", tmp_path / "out"
+    )
+    assert code == 1, err
+    assert "Double" in err and "return model.float() from the callable" in err
+    assert not (tmp_path / "out").exists()
