@@ -29,8 +29,27 @@ _TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
+def _holds_user_files(outdir: Path) -> str | None:
+    """Why replacing `outdir` would delete what the user works in (the current or home directory, or
+    one containing it), or None."""
+    target = outdir.resolve()
+    for name, place in (("the current directory", Path.cwd()), ("your home directory", Path.home())):
+        place = place.resolve()
+        if target == place:
+            return name
+        if target in place.parents:
+            return f"a directory containing {name}"
+    return None
+
+
 def check_outdir(outdir: Path, force: bool) -> None:
-    """Refuse a non-empty OUTDIR unless --force; refuse a path that is a file."""
+    """Refuse a non-empty OUTDIR unless --force; refuse a path that is a file, and directories the
+    user works in (the output replaces OUTDIR as a whole)."""
+    if outdir.is_dir() and (why := _holds_user_files(outdir)):
+        raise EdgeportError(
+            f"-o {outdir} is {why}; the output replaces that directory as a whole",
+            "give -o a directory of its own, e.g. -o out/model",
+        )
     if outdir.exists() and not outdir.is_dir():
         raise EdgeportError(f"output path {outdir} is a file", "give a directory path with -o")
     if outdir.is_dir() and any(outdir.iterdir()) and not force:

@@ -277,3 +277,19 @@ def test_read_only_parent_stages_inside_an_existing_outdir(tmp_path: Path, monke
     with pytest.raises(EdgeportError, match="Read-only file system"):
         with staged_outdir(tmp_path / "absent", force=False):
             pass
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent_of_cwd", "home"])
+def test_force_never_replaces_the_directory_the_user_works_in(
+    tmp_path: Path, monkeypatch, where: str
+) -> None:
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "notes.txt").write_text("precious")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(work))
+    out = {"cwd": Path("."), "parent_of_cwd": tmp_path, "home": work}[where]
+    with pytest.raises(EdgeportError, match="the output replaces that directory as a whole"):
+        with staged_outdir(out, force=True):
+            pass
+    assert (work / "notes.txt").read_text() == "precious"
