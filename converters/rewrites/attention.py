@@ -396,20 +396,30 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
             heads_of.update(zip(members_, parts, strict=True))
     (kt,) = node("Transpose", [heads_of[1]], "kT", perm=[0, 2, 1])
     (s,) = node("MatMul", [heads_of[0], kt], "scores")
-    if np.any(beta):
-        mask = np.broadcast_to(beta, probs_shape).reshape(heads, lq, lk)
-        if (mask == mask[:1]).all():
-            mask = mask[:1]
-        (s,) = node("Add", [s, const(mask.astype(np.float32), "mask")], "masked")
-    (p,) = node("Softmax", [s], "probs", axis=-1)
-    done.add(p)
+    mask = np.broadcast_to(beta, probs_shape).reshape(heads, lq, lk) if np.any(beta) else None
     if keep_probs:
+        # The probabilities leave the region (need_weights). onnx2tf takes any non-MatMul 3-D result
+        # whose last two sizes are equal ([h, L, L]) for channels-first and transposes it when a
+        # Reshape reads it, so the weights came out transposed: the softmax runs on [h * L, L].
+        (s,) = node("Reshape", [s, const(np.array([heads * lq, lk], np.int64), "rows")], "scores2d")
+        if mask is not None:
+            (s,) = node("Add", [s, const(mask.reshape(heads * lq, lk).astype(np.float32), "mask")], "masked")
+        (p2,) = node("Softmax", [s], "probs2d", axis=-1)
         node(
             "Reshape",
-            [p, const(np.array(probs_shape, np.int64), "probs_shape")],
+            [p2, const(np.array(probs_shape, np.int64), "probs_shape")],
             "probs_out",
             outputs=[probs_out],
         )
+        (p,) = node("Reshape", [p2, const(np.array([heads, lq, lk], np.int64), "heads_shape")], "probs")
+        done.add(p2)
+    else:
+        if mask is not None:
+            if (mask == mask[:1]).all():
+                mask = mask[:1]
+            (s,) = node("Add", [s, const(mask.astype(np.float32), "mask")], "masked")
+        (p,) = node("Softmax", [s], "probs", axis=-1)
+        done.add(p)
     (o,) = node("MatMul", [p, heads_of[2]], "mix")
     if out is None:
         node("Reshape", [o, const(np.array(y_shape, np.int64), "mix_shape")], "mix_out", outputs=[y])

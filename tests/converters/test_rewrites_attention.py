@@ -67,10 +67,23 @@ def test_attention_becomes_batched_heads(case: str) -> None:
 
 
 @pytest.mark.parametrize("average", [True, False])
-def test_returned_attention_weights_keep_their_shape(average: bool) -> None:
-    before = exported(lambda: MHA(need_weights=True, average_attn_weights=average), [1, 11, 24])
+@pytest.mark.parametrize("masked", [False, True])
+def test_returned_attention_weights_keep_their_shape(average: bool, masked: bool) -> None:
+    mask = _causal(11) if masked else None
+    before = exported(
+        lambda: MHA(need_weights=True, average_attn_weights=average, attn_mask=mask), [1, 11, 24]
+    )
     after = assert_batched_heads(before)
     assert [o.name for o in after.graph.output] == [o.name for o in before.graph.output]
+    # The softmax runs on [heads * L, L]: onnx2tf mis-lays a [heads, L, L] tensor that a Reshape reads.
+    (softmax,) = [n for n in after.graph.node if n.op_type == "Softmax"]
+    assert len(shape_of(after, softmax.input[0])) == 2
+
+
+def shape_of(model: onnx.ModelProto, name: str) -> list[int]:
+    inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+    (info,) = [v for v in inferred if v.name == name]
+    return [d.dim_value for d in info.type.tensor_type.shape.dim]
 
 
 def test_batch_of_two_is_left_alone_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
