@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import time
 from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.spinner import Spinner
+
+
+class _Running:
+    """A spinner with the stage's elapsed seconds (a minutes-long calibration visibly progresses)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.started = time.monotonic()
+        self.spinner = Spinner("dots")
+
+    def __rich__(self) -> Spinner:
+        self.spinner.update(text=f"{self.stage} ... {time.monotonic() - self.started:.0f}s")
+        return self.spinner
 
 
 class StageDisplay:
@@ -23,7 +37,7 @@ class StageDisplay:
         # Not console.status(): that also redirects sys.stdout into the display, which would show
         # the library chatter the CLI keeps out of sight.
         self.live = Live(
-            Spinner("dots", text=f"{stage} ..."),
+            _Running(stage),
             console=self.console,
             transient=True,
             redirect_stdout=False,
