@@ -221,7 +221,6 @@ ZOO: list[ZooModel] = [
         [[1, 3, 40, 40]],
         (0,),
         what="5x5 MBConv, h-swish, SE",
-        fast=True,
     ),
     ZooModel("ghostnet_tiny", _seeded(GhostNetTiny), [[1, 3, 32, 32]], (0,), what="Ghost modules (concat)"),
     ZooModel(
@@ -239,7 +238,6 @@ ZOO: list[ZooModel] = [
         (0,),
         transpose_free=False,
         what="3 strides, upsample + concat, sigmoid, boxes",
-        fast=True,
     ),
     ZooModel(
         "unet_deconv",
@@ -247,7 +245,6 @@ ZOO: list[ZooModel] = [
         [[1, 1, 32, 48]],
         (0,),
         what="ConvTranspose, skip concat",
-        fast=True,
     ),
     ZooModel(
         "conv_autoencoder",

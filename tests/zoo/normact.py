@@ -160,7 +160,6 @@ ZOO: list[ZooModel] = [
         IMG,
         (0,),
         what="InstanceNorm2d affine",
-        fast=True,
     ),
     ZooModel(
         "instancenorm1d",
@@ -177,9 +176,7 @@ ZOO: list[ZooModel] = [
         what="ConvNeXt block: permute, LayerNorm, Linear",
         transpose_free=False,
     ),
-    ZooModel(
-        "layernorm_seq", _seeded(SequenceLayerNorm), [[1, 10, 24]], what="LayerNorm on [B, T, F]", fast=True
-    ),
+    ZooModel("layernorm_seq", _seeded(SequenceLayerNorm), [[1, 10, 24]], what="LayerNorm on [B, T, F]"),
     ZooModel(
         "batchnorm_unfused",
         _seeded(LooseBatchNorm),
@@ -194,7 +191,6 @@ ZOO: list[ZooModel] = [
         IMG,
         (0,),
         what="SiLU, Hardswish, Hardsigmoid",
-        fast=True,
     ),
     ZooModel("act_mish", _acts(nn.Mish, nn.Mish), IMG, (0,), what="Mish", fast=True),
     ZooModel("act_gelu_erf", _acts(nn.GELU, nn.GELU), IMG, (0,), what="GELU (erf)"),
@@ -204,7 +200,6 @@ ZOO: list[ZooModel] = [
         IMG,
         (0,),
         what="GELU (tanh)",
-        fast=True,
     ),
     ZooModel(
         "act_leaky_prelu",
@@ -241,7 +236,6 @@ ZOO: list[ZooModel] = [
         IMG,
         (0,),
         what="softmax / log-softmax over C",
-        fast=True,
     ),
 ]
 

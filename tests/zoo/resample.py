@@ -153,7 +153,6 @@ ZOO: list[ZooModel] = [
         IMG,
         (0,),
         what="ConvTranspose2d groups=2",
-        fast=True,
     ),
     ZooModel(
         "deconv2d_depthwise",
@@ -204,7 +203,6 @@ ZOO: list[ZooModel] = [
         IMG_ODD,
         (0,),
         what="bilinear align_corners=True",
-        fast=True,
     ),
     ZooModel(
         "up_bilinear_size",
