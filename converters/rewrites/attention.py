@@ -278,6 +278,9 @@ def _match(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bool:
     except _Skip as why:
         log.info("%s: attention at %s left as it is: %s", NAME, softmax.name or softmax.output[0], why)
         return False
+    except (ValueError, IndexError, KeyError) as exc:  # a shape this matcher did not foresee
+        log.warning("%s: attention at %s left as it is: %r", NAME, softmax.name or softmax.output[0], exc)
+        return False
 
 
 def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bool:

@@ -161,7 +161,16 @@ ZOO: list[ZooModel] = [
     ZooModel("vit_tiny", _seeded(ViTTiny), [[1, 3, 16, 16]], (0,), what="patch conv, cls token, 2 blocks"),
     ZooModel("mha_batch_first", _seeded(lambda: MHA()), [[1, 11, 24]], what="MHA batch_first=True"),
     ZooModel("mha_seq_first", _seeded(lambda: MHA(batch_first=False)), [[11, 1, 24]], what="MHA (L, N, E)"),
-    ZooModel("mha_batch2", _seeded(lambda: MHA()), [[2, 9, 24]], what="MHA on a batch of 2"),
+    # Batch > 1 is left to onnx2tf (correct, 7 TRANSPOSEs): the rewrite's heads-as-batch form is batch 1.
+    ZooModel(
+        "mha_batch2", _seeded(lambda: MHA()), [[2, 9, 24]], transpose_free=False, what="MHA on a batch of 2"
+    ),
+    ZooModel(
+        "mha_square_heads",
+        _seeded(lambda: MHA(dim=32, heads=4, need_weights=True)),
+        [[1, 8, 32]],
+        what="MHA whose head size equals the sequence length (8), weights returned",
+    ),
     ZooModel("mha_no_bias", _seeded(lambda: MHA(bias=False)), [[1, 11, 24]], what="MHA bias=False"),
     ZooModel(
         "mha_weights",

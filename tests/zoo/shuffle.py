@@ -159,6 +159,7 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Net(3, "view")),
         [[1, 3, 32, 32]],
         (0,),
+        transpose_free=False,  # x.mean((2, 3)) after the residual Add: onnx2tf holds it NCHW
         what="ShuffleNet v1 units, grouped 1x1 (g=3), view/transpose shuffle",
     ),
     ZooModel(
@@ -166,6 +167,7 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Net(2, "permute")),
         [[1, 3, 32, 32]],
         (0,),
+        transpose_free=False,  # x.mean((2, 3)) after the residual Add: onnx2tf holds it NCHW
         what="grouped 1x1 (g=2), reshape/permute shuffle",
     ),
     ZooModel(
@@ -173,6 +175,7 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Net(4, "chunk_stack")),
         [[1, 3, 32, 32]],
         (0,),
+        transpose_free=False,  # x.mean((2, 3)) after the residual Add: onnx2tf holds it NCHW
         what="grouped 1x1 (g=4), chunk + stack shuffle",
     ),
     ZooModel(
