@@ -56,7 +56,7 @@ def run_variant(source: str, shape: list[int], options: dict, board: str, work: 
         "arena_used": int(used.group(1)) if used else None,
         "arena_size": int(used.group(2)) if used else None,
         "ticks": int(ticks.group(1)) if ticks else None,
-        "self_test": "PASS" if "PASS" in run.stdout else "FAIL",
+        "self_test": "PASS" if "PASS" in run.stdout else ("TIMEOUT" if run.timed_out else "FAIL"),
     }
 
 
