@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -147,8 +148,10 @@ def _load_python(path: Path, attr: str, weights: Path | None, trust_pickle: bool
 def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
     if not weights.is_file():
         raise EdgeportError(f"weights file {weights} does not exist", "check the --weights path")
+    checkpoint = read_safetensors(weights)
     try:
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=not trust_pickle)
+        if checkpoint is None:
+            checkpoint = torch.load(weights, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
         raise EdgeportError(
             f"{weights} is not a plain state_dict file (loading it safely failed: {type(exc).__name__})",
@@ -164,6 +167,49 @@ def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
             f"{weights} does not load into the model ({str(exc).strip().splitlines()[-1][:160]})",
             "check that the weights belong to this model",
         ) from exc
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+
+
+def read_safetensors(path: Path) -> dict[str, Any] | None:
+    """The tensors of a .safetensors file (Hugging Face's pickle-free format), or None if `path` is
+    not one: an 8-byte little-endian header size, a JSON header, then the raw tensor bytes."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+    if not 2 <= size <= len(data) - 8 or data[8:9] != b"{":
+        return None
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:
+        return None
+    body = data[8 + size :]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype") if isinstance(info, dict) else None)
+        if dtype is None:
+            raise EdgeportError(
+                f"{path}: tensor {name!r} has safetensors dtype {info.get('dtype')!r}, "
+                "which edgeport cannot read",
+                "save the weights in float32",
+            )
+        try:
+            start, end = info["data_offsets"]
+            raw = bytearray(body[start:end])
+            flat = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+            tensors[name] = flat.reshape(info["shape"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise EdgeportError(
+                f"{path} is a damaged safetensors file (tensor {name!r}: {type(exc).__name__})",
+                "save the weights again, or check that the file was copied whole",
+            ) from exc
+    return tensors
 
 
 @dataclass

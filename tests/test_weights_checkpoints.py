@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,33 @@ def test_two_fitting_state_dicts_are_ambiguous(tmp_path: Path) -> None:
 def test_a_checkpoint_without_tensors_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EdgeportError, match="holds no tensors under string keys"):
         _load(tmp_path, [1, 2, 3])
+
+
+def _safetensors(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The format as its specification writes it: header size (u64 LE), JSON header, raw bytes."""
+    header, body = {"__metadata__": {"format": "pt"}}, b""
+    for name, tensor in tensors.items():
+        raw = tensor.contiguous().numpy().tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(tensor.shape),
+            "data_offsets": [len(body), len(body) + len(raw)],
+        }
+        body += raw
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + body
+
+
+def test_weights_from_safetensors(tmp_path: Path) -> None:
+    trained = _trained()
+    (tmp_path / "w.safetensors").write_bytes(_safetensors({f"model.{k}": v for k, v in trained.items()}))
+    loaded = load_source(SOURCE, tmp_path / "w.safetensors").module.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_damaged_safetensors_is_a_user_error(tmp_path: Path) -> None:
+    data = bytearray(_safetensors(_trained()))
+    (tmp_path / "w.safetensors").write_bytes(bytes(data[:-40]))  # cut short
+    with pytest.raises(EdgeportError, match="damaged safetensors file"):
+        load_source(SOURCE, tmp_path / "w.safetensors")
