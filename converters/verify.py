@@ -169,6 +169,14 @@ def _unmeasurable(
     return None
 
 
+def check_reference(outputs: Sequence[Sample], reference: str, notes: Sequence[str] = ()) -> None:
+    """Refuse a reference (the source model) that gives NaN or inf on the verification inputs: nothing
+    can be verified against it, so this runs before the slow conversion."""
+    for error in compare("reference", outputs, outputs):
+        if error.problem is not None:
+            raise verification_failure(error, reference, 0.0, notes=notes)
+
+
 def verification_failure(
     error: StageError, reference: str, tolerance: float, where: str = "", notes: Sequence[str] = ()
 ) -> EdgeportError:

@@ -30,6 +30,7 @@ from edgeport.converters.rewrites import onnx2tf_options_for
 from edgeport.converters.sources import LoadedSource, load_source
 from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.converters.verify import (
+    check_reference,
     check_weights,
     compare,
     run_torch,
@@ -146,7 +147,26 @@ def onnx_passes(state: ConvertState) -> None:
     onnx.save(model, str(state.onnx_path))
 
 
-# 5. tflite
+# 5. reference
+def reference(state: ConvertState) -> None:
+    """The source model on the verification inputs, before the slow conversion: a model that gives
+    NaN or inf itself is refused here, not after onnx2tf."""
+    model = _exported(state)
+    specs = _onnx_input_specs(model)
+    state.input_stats = _input_stats(state, specs)
+    state.samples = verification_samples(specs, VERIFY_SAMPLES, VERIFY_SEED, state.input_stats)
+    if _source(state).is_torch:
+        outputs = [o.name for o in model.graph.output]
+        state.reference_outputs = run_torch(state.reference, state.samples, [s.name for s in specs], outputs)
+        state.reference_name = "pytorch"
+    else:
+        state.reference_outputs = run_onnx(model.SerializeToString(), state.samples)
+        state.reference_name = "onnx (source)"
+    notes = [note for report in state.pass_reports for note in report.warnings_()]
+    check_reference(state.reference_outputs, state.reference_name, notes)
+
+
+# 6. tflite
 def tflite(state: ConvertState) -> None:
     opts, model = state.options, _model(state)
     state.image_inputs = onnx_prepare.channels_first_inputs(model)
@@ -194,13 +214,12 @@ def _locate_crash(state: ConvertState) -> str:
     return f" at ONNX node {node}" if node else ""
 
 
-# 6. verify
+# 7. verify
 def verify(state: ConvertState) -> None:
     model = _model(state)
-    stats = _input_stats(state)
-    state.samples = verification_samples(state.in_specs, VERIFY_SAMPLES, VERIFY_SEED, stats)
     state.manifest.verification, state.tflite_names = _verify(state)
-    state.manifest.verification.inputs = verification_sample_kinds(state.in_specs, VERIFY_SAMPLES, stats)
+    kinds = verification_sample_kinds(state.in_specs, VERIFY_SAMPLES, state.input_stats)
+    state.manifest.verification.inputs = kinds
     failed = [e for e in state.manifest.verification.errors if _diverges(e)]
     if failed:
         first = failed[0]
@@ -222,7 +241,7 @@ def verify(state: ConvertState) -> None:
         )
 
 
-# 7. quantize
+# 8. quantize
 def quantize(state: ConvertState) -> None:
     assert state.options.quantize is not None
     result = quantize_stage(state.options.quantize, state, state.stage_dir)
@@ -241,7 +260,7 @@ def _quantize_failure(state: ConvertState, exc: Exception) -> EdgeportError:
     )
 
 
-# 8. manifest
+# 9. manifest
 def manifest(state: ConvertState) -> None:
     opts, man, stage = state.options, state.manifest, state.stage_dir
     man.layout = artifacts.model_layout(state.in_specs, opts.keep_nchw)
@@ -262,6 +281,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("pytorch passes", torch_passes, when=_torch_passes_to_run),
     Stage("export", export),
     Stage("onnx passes", onnx_passes),
+    Stage("reference", reference),
     Stage("tflite", tflite, failure=_tflite_failure),
     Stage("verify", verify),
     Stage(
@@ -276,12 +296,12 @@ def _source(state: ConvertState) -> LoadedSource:
     return state.source
 
 
-def _input_stats(state: ConvertState) -> dict[str, InputStats]:
+def _input_stats(state: ConvertState, specs: list[TensorSpec]) -> dict[str, InputStats]:
     """What the inputs' values look like (--input-range/--mean/--std, else the graph): verification
     inputs then cover them, not only N(0, 1)."""
     inferred = infer_input_stats(_exported(state))
     quant = state.options.quantize
-    return resolve_input_stats(quant, inferred, state.in_specs) if quant is not None else inferred
+    return resolve_input_stats(quant, inferred, specs) if quant is not None else inferred
 
 
 def _exported(state: ConvertState) -> onnx.ModelProto:
@@ -359,17 +379,10 @@ def _io_specs(
 
 def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]]]:
     """Every stage against the reference on the same samples; also each .tflite's tensor names."""
-    source, samples = _source(state), state.samples
-    in_specs, out_specs = state.in_specs, state.out_specs
-    if source.is_torch:
-        reference = run_torch(
-            state.reference, samples, [s.name for s in in_specs], [s.name for s in out_specs]
-        )
-        ref_name = "pytorch"
-    else:
-        # The source as loaded (inputs fixed), not model.onnx: the ONNX passes are verified too.
-        reference = run_onnx(_exported(state).SerializeToString(), samples)
-        ref_name = "onnx (source)"
+    samples, in_specs, out_specs = state.samples, state.in_specs, state.out_specs
+    # The reference is the source as loaded (the ONNX source too, not model.onnx), so the ONNX passes
+    # are verified as well.
+    reference, ref_name = state.reference_outputs, state.reference_name
     errors = compare("onnx", reference, run_onnx(state.onnx_path.read_bytes(), samples))
     tflite_names: dict[str, dict[str, str]] = {}
     for precision, path in state.tflite_paths.items():

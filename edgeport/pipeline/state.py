@@ -63,8 +63,12 @@ class ConvertState:
     in_specs: list[TensorSpec] = field(default_factory=list)
     out_specs: list[TensorSpec] = field(default_factory=list)
     tflite_paths: dict[str, Path] = field(default_factory=dict)  # precision -> file in stage_dir
-    # verify
+    # reference: the verification inputs and the source model's outputs on them
     samples: list[Sample] = field(default_factory=list)
+    input_stats: dict[str, Any] = field(default_factory=dict)  # name -> quant.input_stats.InputStats
+    reference_name: str = ""  # "pytorch" or "onnx (source)"
+    reference_outputs: list[Sample] = field(default_factory=list)
+    # verify
     tflite_names: dict[str, dict[str, str]] = field(default_factory=dict)  # precision -> source -> tflite
     # quantize
     quantized: QuantResult | None = None

@@ -101,7 +101,15 @@ def test_nan_weight_and_inf_weight_are_named_but_an_inf_mask_is_not() -> None:
         ),
     ],
 )
-def test_bad_models_fail_through_the_cli_and_write_nothing(run_cli, tmp_path, model, shape, words) -> None:
+def test_bad_models_fail_through_the_cli_and_write_nothing(
+    run_cli, tmp_path, monkeypatch, model, shape, words
+) -> None:
+    from edgeport.pipeline import stages
+
+    def never(*args, **kwargs):
+        raise AssertionError("onnx2tf ran for a model that was bad before conversion")
+
+    monkeypatch.setattr(stages, "onnx_to_keras", never)  # refused before the slow stage
     out = tmp_path / "out"
     code, stdout, stderr = run_cli("convert", f"{FIXTURES}:{model}", "-o", out, "--input-shape", shape)
     assert code == 1 and words in stderr, stderr
