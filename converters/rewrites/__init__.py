@@ -32,6 +32,7 @@ from edgeport.converters.rewrites import (
     pixel_shuffle,
     rnn_unroll,
     slices_to_split,
+    spatial_mean,
     strided_shortcut,
 )
 
@@ -43,6 +44,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (channel_shuffle.NAME, channel_shuffle.rewrite),
     (attention.NAME, attention.rewrite),
     (patch_tokens.NAME, patch_tokens.rewrite),
+    (spatial_mean.NAME, spatial_mean.rewrite),
     (ceil_pool.NAME, ceil_pool.rewrite),
     (conv_same_pads.NAME, conv_same_pads.rewrite),
     (depthwise_conv1d.NAME, depthwise_conv1d.rewrite),
