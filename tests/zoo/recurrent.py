@@ -11,16 +11,14 @@ batch 2, a conv front end, and `nn.GRUCell` / `nn.LSTMCell` loops.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 try:
-    from tests.zoo.models import ZooModel, _seeded
+    from tests.zoo.models import ZooModel, _seeded, zoo_getattr
 except ImportError:  # imported by `edgeport convert tests/zoo/recurrent.py:...`: this folder is on sys.path
-    from models import ZooModel, _seeded  # type: ignore[no-redef]
+    from models import ZooModel, _seeded, zoo_getattr  # type: ignore[no-redef]
 
 
 def _rnn(kind: str, features: int, hidden: int, **kw) -> nn.RNNBase:
@@ -77,18 +75,27 @@ class FinalState(nn.Module):
 
 
 class Stateful(nn.Module):
-    """State in, state out (streaming inference): `(x, h0[, c0]) -> (y, h_n[, c_n])`."""
+    """State in, state out (streaming inference): `(x, h0) -> (y, h_n)`."""
 
     def __init__(self, kind: str, features: int, hidden: int, batch_first: bool, **kw):
         super().__init__()
         self.rnn = _rnn(kind, features, hidden, batch_first=batch_first, **kw)
         self.head = nn.Linear(hidden * (2 if kw.get("bidirectional") else 1), 3)
 
-    def forward(self, x: torch.Tensor, *state: torch.Tensor):
-        y, new_state = self.rnn(x, tuple(state) if len(state) == 2 else state[0])
-        if isinstance(new_state, tuple):
-            return (self.head(y), *new_state)
-        return self.head(y), new_state
+    def forward(self, x: torch.Tensor, h0: torch.Tensor):
+        y, h = self.rnn(x, h0)
+        return self.head(y), h
+
+
+class StatefulLSTM(Stateful):
+    """`(x, h0, c0) -> (y, h_n, c_n)`."""
+
+    def __init__(self, features: int, hidden: int, batch_first: bool, **kw):
+        super().__init__("lstm", features, hidden, batch_first, **kw)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):  # type: ignore[override]
+        y, (h, c) = self.rnn(x, (h0, c0))
+        return self.head(y), h, c
 
 
 class GRUKeywordSpotter(nn.Module):
@@ -106,6 +113,36 @@ class GRUKeywordSpotter(nn.Module):
         x = x.permute(0, 2, 1, 3).reshape(b, t, c * f)
         y, _ = self.gru(x)
         return self.head(y[:, -1])
+
+
+class TutorialLSTM(nn.Module):
+    """The classifier of countless tutorials: zero initial states built in forward(), dropout between
+    layers, `out[:, -1, :]`; sequence length, features and hidden size all equal."""
+
+    def __init__(self, size: int = 16, layers: int = 2):
+        super().__init__()
+        self.layers, self.size = layers, size
+        self.lstm = nn.LSTM(size, size, layers, batch_first=True, dropout=0.2)
+        self.fc = nn.Linear(size, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.zeros(self.layers, x.size(0), self.size)
+        c0 = torch.zeros(self.layers, x.size(0), self.size)
+        out, _ = self.lstm(x, (h0, c0))
+        return self.fc(out[:, -1, :])
+
+
+class MfccGRU(nn.Module):
+    """Keyword spotting on coefficient-major MFCC [batch, coefficients, frames] (torchaudio's layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(40, 64, batch_first=True)
+        self.fc = nn.Linear(64, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x.transpose(1, 2))
+        return self.fc(out[:, -1, :])
 
 
 class SpeakerEmbedding(nn.Module):
@@ -172,6 +209,18 @@ ZOO: list[ZooModel] = [
         what="two-layer LSTM, head on y[:, -1] (issue 10)",
     ),
     ZooModel(
+        "lstm2_tutorial",
+        _seeded(TutorialLSTM),
+        [[1, 16, 16]],
+        what="two-layer LSTM, zero states built in forward(), dropout, out[:, -1, :], all sizes 16",
+    ),
+    ZooModel(
+        "gru_mfcc_kws",
+        _seeded(MfccGRU),
+        [[1, 40, 49]],
+        what="GRU on coefficient-major MFCC (x.transpose(1, 2)), hidden 64, out[:, -1, :]",
+    ),
+    ZooModel(
         "gru2_bidir_last",
         _seeded(lambda: LastStep("gru", 8, 16, num_layers=2, bidirectional=True)),
         [[1, 11, 8]],
@@ -227,7 +276,7 @@ ZOO: list[ZooModel] = [
     ),
     ZooModel(
         "lstm2_stateful",
-        _seeded(lambda: Stateful("lstm", 10, 16, batch_first=True, num_layers=2)),
+        _seeded(lambda: StatefulLSTM(10, 16, batch_first=True, num_layers=2)),
         [[1, 8, 10], [2, 1, 16], [2, 1, 16]],
         what="two-layer LSTM, h0/c0 in, y/h_n/c_n out",
     ),
@@ -253,9 +302,4 @@ ZOO: list[ZooModel] = [
 ]
 
 
-def __getattr__(name: str) -> Callable[[], nn.Module]:
-    """`recurrent.py:<zoo name>` is a valid `edgeport convert` SOURCE (the callable builds the model)."""
-    for m in ZOO:
-        if m.name == name:
-            return m.build
-    raise AttributeError(name)
+__getattr__ = zoo_getattr(ZOO)
