@@ -72,12 +72,21 @@ def _load_onnx(path: Path) -> LoadedSource:
     return LoadedSource(kind="onnx", path=path, onnx_model=check_translatable(_readable_ir(model, path)))
 
 
-# onnxruntime 1.23 (the verifier) reads ONNX IR versions up to 11; onnx 1.19 writes 12 by default.
+# onnxruntime 1.23 (the verifier) reads ONNX IR versions up to 11 (onnx 1.19 writes 12 by default) and
+# the standard opsets up to 23 (onnx 1.19 defines 24).
 _RUNTIME_MAX_IR = 11
+_RUNTIME_MAX_OPSET = 23
 
 
 def _readable_ir(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     """Lower a newer IR version stamp to what onnxruntime reads, when the model's opsets allow it."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset > _RUNTIME_MAX_OPSET:
+        raise EdgeportError(
+            f"{path} uses ONNX opset {opset}; onnxruntime here (which verifies the conversion) runs "
+            f"opsets up to {_RUNTIME_MAX_OPSET}",
+            f"re-export the model with opset {_RUNTIME_MAX_OPSET} or lower (e.g. opset_version=17)",
+        )
     if model.ir_version <= _RUNTIME_MAX_IR:
         return model
     needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)

@@ -165,3 +165,13 @@ def test_scalar_input_converts_end_to_end(tmp_path: Path, run_cli) -> None:
     assert manifest["verification"]["passed"]
     onnx_art = next(a for a in manifest["artifacts"] if a["kind"] == "onnx")
     assert {i["name"]: i["shape"] for i in onnx_art["inputs"]} == {"x": [1, 16], "sr": []}
+
+
+def test_onnx_newer_than_the_verifier_is_a_user_error(tmp_path: Path, run_cli) -> None:
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
+    model = _model(inputs, [helper.make_node("Relu", ["x"], ["y"])], "y", [1, 4])
+    model.opset_import[0].version = 24
+    onnx.save(model, tmp_path / "m.onnx")
+    code, _, err = run_cli("convert", tmp_path / "m.onnx", "-o", tmp_path / "out")
+    assert code == 1, err
+    assert "uses ONNX opset 24" in err and "Re-export the model with opset 23 or lower" in err
