@@ -197,7 +197,6 @@ ZOO: list[ZooModel] = [
         (0,),
         what="AdaptiveAvgPool2d((3, 3)), divisible",
         fast=True,
-        transpose_free=False,
     ),
     ZooModel(
         "adaptive_avg_uneven",
@@ -212,7 +211,6 @@ ZOO: list[ZooModel] = [
         [[1, 3, 8, 8]],
         (0,),
         what="AdaptiveMaxPool2d((2, 2))",
-        transpose_free=False,
     ),
     ZooModel(
         "pool_padding", _seeded(PaddedPools), [[1, 3, 13, 11]], (0,), what="padded max/avg, ceil", fast=True
@@ -234,7 +232,6 @@ ZOO: list[ZooModel] = [
         (0,),
         what="Flatten of C,H,W + Linear",
         fast=True,
-        transpose_free=False,
     ),
     ZooModel(
         "einsum", _seeded(EinsumNet), [[1, 10, 8], [1, 6]], what="einsum: linear, mixing, bilinear", fast=True
