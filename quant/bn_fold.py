@@ -95,7 +95,7 @@ class BnFoldReport:
         }
 
 
-class _Plan:
+class Plan:
     """Pending weight edits for one fold; nothing touches the graph until `commit`.
 
     Edits to the same node compose (an output-channel scale and an input-channel scale of one conv
@@ -159,7 +159,8 @@ def _as(value: np.ndarray, like: np.ndarray | None) -> np.ndarray:
     return np.asarray(value).astype(dtype)
 
 
-def _has_padding(node: onnx.NodeProto) -> bool:
+def has_padding(node: onnx.NodeProto) -> bool:
+    """Whether a Conv / pool zero-pads its input (explicit pads or a SAME auto_pad)."""
     auto_pad = attr(node, "auto_pad", b"NOTSET")
     if auto_pad not in (b"NOTSET", b"VALID"):
         return True
@@ -177,12 +178,15 @@ def _map_axis(src: list[int] | None, dst: list[int] | None, axis: int) -> int | 
     return None
 
 
-class _Folder:
+class Folder:
+    """Moves a per-channel affine through the graph into linear layers: `back` into what produces a
+    tensor, `fwd` into what reads it; every weight edit goes into a Plan (also used by equalize.py)."""
+
     def __init__(self, g: OnnxGraph) -> None:
         self.g = g
 
     # ----- backward: make tensor `t` hold A(t) ------------------------------------------------------
-    def back(self, plan: _Plan, t: str, A: Affine, came_from: onnx.NodeProto, depth: int = 0) -> str | None:
+    def back(self, plan: Plan, t: str, A: Affine, came_from: onnx.NodeProto, depth: int = 0) -> str | None:
         g = self.g
         if depth > 64:
             return "path too long"
@@ -235,7 +239,7 @@ class _Folder:
             plan.via.append(op)
             return self.back(plan, node.input[0], A, node, depth + 1)
         if op in ("AveragePool", "GlobalAveragePool"):
-            if op == "AveragePool" and _has_padding(node) and attr(node, "count_include_pad", 0):
+            if op == "AveragePool" and has_padding(node) and attr(node, "count_include_pad", 0):
                 return f"AveragePool {node.name} averages zero padding"
             plan.via.append(op)
             return self.back(plan, node.input[0], A, node, depth + 1)
@@ -247,7 +251,7 @@ class _Folder:
             return self.back(plan, node.input[0], A.with_axis(axis, g.rank(node.input[0])), node, depth + 1)
         return f"producer {node.name} ({op}) is not linear"
 
-    def _back_add(self, plan: _Plan, node: onnx.NodeProto, A: Affine, depth: int) -> str | None:
+    def _back_add(self, plan: Plan, node: onnx.NodeProto, A: Affine, depth: int) -> str | None:
         g = self.g
         u, v = node.input[0], node.input[1]
         cu, cv = g.const(u), g.const(v)
@@ -292,7 +296,7 @@ class _Folder:
         )
         return None if why is None else why_first
 
-    def _back_concat(self, plan: _Plan, node: onnx.NodeProto, A: Affine, depth: int) -> str | None:
+    def _back_concat(self, plan: Plan, node: onnx.NodeProto, A: Affine, depth: int) -> str | None:
         g = self.g
         axis = attr(node, "axis", 0)
         axis = axis + A.rank if axis < 0 else axis
@@ -316,7 +320,7 @@ class _Folder:
                 return why
         return None if start == A.channels else f"Concat {node.name}: channel count mismatch"
 
-    def _scale_clip(self, plan: _Plan, node: onnx.NodeProto, A: Affine) -> str | None:
+    def _scale_clip(self, plan: Plan, node: onnx.NodeProto, A: Affine) -> str | None:
         """a*clip(x, lo, hi) = clip(a*x, a*lo, a*hi) for a > 0; ONNX Clip bounds are scalars."""
         if len(node.input) > 1 or not node.attribute:  # opset >= 11: bounds are inputs
             bounds = [plan.get(node, i) if i < len(node.input) and node.input[i] else None for i in (1, 2)]
@@ -368,7 +372,7 @@ class _Folder:
         return _map_axis(src, dst, axis) if forward else _map_axis(dst, src, axis)
 
     # ----- linear layers absorbing an affine on their output ----------------------------------------
-    def absorb_out(self, plan: _Plan, node: onnx.NodeProto, A: Affine) -> str | None:
+    def absorb_out(self, plan: Plan, node: onnx.NodeProto, A: Affine) -> str | None:
         g = self.g
         op = node.op_type
         w = plan.get(node, 1)
@@ -417,7 +421,7 @@ class _Folder:
         return f"{op} is not linear"
 
     def _gemm_bias(
-        self, plan: _Plan, node: onnx.NodeProto, on_c, add: np.ndarray, w: np.ndarray
+        self, plan: Plan, node: onnx.NodeProto, on_c, add: np.ndarray, w: np.ndarray
     ) -> str | None:
         """Set Gemm's C to on_c(C) + add/beta (C absent or beta = 0: C = add, beta = 1)."""
         beta = float(attr(node, "beta", 1.0))
@@ -435,7 +439,7 @@ class _Folder:
                 plan.structural.append(lambda node=node: _set_beta_one(node))
         return None
 
-    def _matmul_bias(self, plan: _Plan, node: onnx.NodeProto, add: np.ndarray, w: np.ndarray) -> str | None:
+    def _matmul_bias(self, plan: Plan, node: onnx.NodeProto, add: np.ndarray, w: np.ndarray) -> str | None:
         """MatMul has no bias: turn a rank-2 MatMul into Gemm (which has one), else refuse."""
         g = self.g
         pending = plan.get(node, 2) if (id(node), 2) in plan.values else None
@@ -447,7 +451,7 @@ class _Folder:
         return f"MatMul {node.name} has no bias to take the shift (input rank > 2)"
 
     # ----- forward: consumers of tensor t now receive x where they used to receive A(x) -------------
-    def fwd(self, plan: _Plan, t: str, A: Affine, skip: onnx.NodeProto | None, depth: int = 0) -> str | None:
+    def fwd(self, plan: Plan, t: str, A: Affine, skip: onnx.NodeProto | None, depth: int = 0) -> str | None:
         g = self.g
         if g.is_graph_output(t):
             return f"tensor {t} is a graph output"
@@ -459,7 +463,7 @@ class _Folder:
                 return why
         return None
 
-    def fwd_consumer(self, plan: _Plan, c: onnx.NodeProto, t: str, A: Affine, depth: int) -> str | None:
+    def fwd_consumer(self, plan: Plan, c: onnx.NodeProto, t: str, A: Affine, depth: int) -> str | None:
         g = self.g
         if depth > 64:
             return "path too long"
@@ -483,7 +487,7 @@ class _Folder:
             plan.via.append(op)
             return self.fwd(plan, out, A, None, depth)
         if op in ("AveragePool", "GlobalAveragePool"):
-            if op == "AveragePool" and _has_padding(c) and attr(c, "count_include_pad", 0):
+            if op == "AveragePool" and has_padding(c) and attr(c, "count_include_pad", 0):
                 return f"AveragePool {c.name} averages zero padding"
             plan.via.append(op)
             return self.fwd(plan, out, A, None, depth)
@@ -495,7 +499,7 @@ class _Folder:
             return self.fwd(plan, out, A.with_axis(axis, g.rank(out)), None, depth)
         return f"reader {c.name} ({op}) cannot absorb it"
 
-    def absorb_in(self, plan: _Plan, node: onnx.NodeProto, A: Affine) -> str | None:
+    def absorb_in(self, plan: Plan, node: onnx.NodeProto, A: Affine) -> str | None:
         """node(A(x)) == node'(x): fold the affine into the input channels of a linear layer."""
         op = node.op_type
         w = plan.get(node, 1)
@@ -510,7 +514,7 @@ class _Folder:
             out_c, per_in = w.shape[0], w.shape[1]
             if per_in * group != A.channels:
                 return f"channel mismatch at {node.name}"
-            if shift and _has_padding(node):
+            if shift and has_padding(node):
                 return f"Conv {node.name} zero-pads: the shift would be wrong at the borders"
             # input channel read by (o, i) in a grouped conv: group(o) * per_in + i
             chan = (np.arange(out_c)[:, None] // (out_c // group)) * per_in + np.arange(per_in)[None, :]
@@ -762,7 +766,7 @@ def fold_batch_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BnFoldRep
     g.name_unnamed_nodes()  # the report refers to nodes by name
     report = BnFoldReport()
     done: set[str] = set()
-    folder = _Folder(g)
+    folder = Folder(g)
     while (cand := _find(g, done)) is not None:
         done.add(cand.name)
         entry: dict[str, Any] = {"name": cand.name, "kind": cand.kind}
@@ -779,13 +783,13 @@ def fold_batch_norms(model: onnx.ModelProto) -> tuple[onnx.ModelProto, BnFoldRep
         reasons = []
         first, last = cand.nodes[0], cand.nodes[-1]
 
-        plan = _Plan(g)
+        plan = Plan(g)
         why = folder.back(plan, cand.input, A, first)
         if why is None and plan.finite():
             direction = "backward"
         else:
             reasons.append(f"backward: {why or 'would produce non-finite weights'}")
-            plan = _Plan(g)
+            plan = Plan(g)
             plan.visit(cand.output)
             why = folder.fwd(plan, cand.output, A, None) if A.rank is not None else "unknown rank"
             if why is None and not g.consumers(cand.output):

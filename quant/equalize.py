@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from edgeport.onnx_graph import OnnxGraph, attr
-from edgeport.quant.bn_fold import LINEAR_OPS, Affine, _Folder, _has_padding, _Plan
+from edgeport.quant.bn_fold import LINEAR_OPS, Affine, Folder, Plan, has_padding
 
 _HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu", "MaxPool", "Identity")
 
@@ -144,8 +144,8 @@ def _affine(g: OnnxGraph, tensor: str, factor: np.ndarray) -> Affine | None:
 
 def _apply_scale(g: OnnxGraph, pair: _Pair, s: np.ndarray) -> str | None:
     """L1 output channel i divided by s_i, L2 input channel i multiplied by s_i."""
-    folder = _Folder(g)
-    plan = _Plan(g)
+    folder = Folder(g)
+    plan = Plan(g)
     out_affine = _affine(g, pair.tensor, 1.0 / s)
     if out_affine is None:
         return "unknown rank"
@@ -242,7 +242,7 @@ def absorb_high_bias(
     g = OnnxGraph(model)
     g.name_unnamed_nodes()  # the report refers to nodes by name
     report = BiasAbsorptionReport()
-    folder = _Folder(g)
+    folder = Folder(g)
     for pair in _find_pairs(g, None):
         stats = activation_stats.get(pair.tensor)
         if stats is None:
@@ -251,7 +251,7 @@ def absorb_high_bias(
             report.skipped.append({"first": pair.first.name, "reason": "no ReLU between the layers"})
             continue
         if pair.second.op_type in ("Conv", "ConvTranspose") and (
-            pair.second.op_type == "ConvTranspose" or _has_padding(pair.second)
+            pair.second.op_type == "ConvTranspose" or has_padding(pair.second)
         ):
             report.skipped.append({"first": pair.first.name, "reason": f"{pair.second.name} zero-pads"})
             continue
@@ -260,7 +260,7 @@ def absorb_high_bias(
         )
         if not np.any(c > 0):
             continue
-        plan = _Plan(g)
+        plan = Plan(g)
         A = _affine(g, pair.tensor, np.ones_like(c))
         if A is None:
             continue

@@ -39,12 +39,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "verification samples are drawn with quant's InputStats (a type-only import); input statistics "
         "belong in the spine"
     ),
-    **{
-        ("quant/equalize.py", f"edgeport.quant.bn_fold:{name}"): (
-            "equalization reuses BN folding's planner; bn_fold's owner should make these public"
-        )
-        for name in ("_Folder", "_Plan", "_has_padding")
-    },
 }
 
 
