@@ -358,6 +358,7 @@ def _load_torch_file(path: Path, trust_pickle: bool) -> LoadedSource:
         return LoadedSource(kind="torchscript", path=path, module=net.eval())
     if not names and path.stat().st_size == 0:
         raise EdgeportError(f"{path} is empty", "give a saved model file")
+    _refuse_weights_only(path)
     if not trust_pickle:
         raise EdgeportError(
             f"{path} is a pickled PyTorch file: loading it runs arbitrary code stored in the file",
@@ -382,6 +383,20 @@ def _load_torch_file(path: Path, trust_pickle: bool) -> LoadedSource:
             "for a state_dict, give the model code as file.py:callable with --weights",
         )
     return LoadedSource(kind="pickle", path=path, module=obj.eval(), forward_arg_names=_forward_args(obj))
+
+
+def _refuse_weights_only(path: Path) -> None:
+    """A state_dict or checkpoint given as SOURCE (a common mix-up) says so, instead of asking for
+    --trust-pickle: it loads safely, and holds weights but no model code."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not a weights-only file: the pickle rules below apply
+        return
+    if _tensor_dicts(checkpoint) or isinstance(checkpoint, torch.Tensor):
+        raise EdgeportError(
+            f"{path} holds weights (a state_dict or checkpoint), not a model",
+            f"give the model's code as SOURCE, file.py:callable, with --weights {path}",
+        )
 
 
 class ExportedModule(torch.nn.Module):

@@ -102,3 +102,11 @@ def test_damaged_safetensors_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "w.safetensors").write_bytes(bytes(data[:-40]))  # cut short
     with pytest.raises(EdgeportError, match="damaged safetensors file"):
         load_source(SOURCE, tmp_path / "w.safetensors")
+
+
+def test_a_state_dict_given_as_source_points_to_weights(tmp_path: Path, run_cli) -> None:
+    torch.save({"model_state": _trained(), "epoch": 3}, tmp_path / "ckpt.pth")
+    code, _, err = run_cli("convert", tmp_path / "ckpt.pth", "-o", tmp_path / "out")
+    assert code == 1, err
+    assert "holds weights (a state_dict or checkpoint), not a model" in err
+    assert f"--weights {tmp_path / 'ckpt.pth'}" in err and "--trust-pickle" not in err
