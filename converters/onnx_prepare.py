@@ -184,8 +184,11 @@ def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> 
         for d in new:
             tensor_type.shape.dim.add().dim_value = int(d)
     # Outputs and value_info with stale symbolic shapes would confuse onnx2tf: infer them again.
+    # Their dims are forgotten but the rank kept: an output ONNX inference cannot reach (an einops-style
+    # unflatten's Shape/Mod chain) without a shape field makes onnxsim refuse the whole model.
     for out in model.graph.output:
-        out.type.tensor_type.ClearField("shape")
+        for dim in out.type.tensor_type.shape.dim:
+            dim.Clear()
     del model.graph.value_info[:]
     return shape_inference.infer_shapes(model, data_prop=True)
 

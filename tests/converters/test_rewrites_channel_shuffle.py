@@ -6,7 +6,7 @@ import pytest
 import torch
 from onnx import helper
 
-from edgeport.converters.onnx_prepare import simplify
+from edgeport.converters.onnx_prepare import fix_input_shapes, simplify
 from edgeport.converters.rewrites import channel_shuffle
 from tests.onnx_graphs import assert_same_outputs, make_model, ops
 from tests.zoo.shuffle import _SHUFFLES
@@ -105,3 +105,15 @@ def test_a_shuffle_after_a_concat_starts_at_the_concat():
     after = channel_shuffle.rewrite(before)
     assert ops(after) == {"Tanh": 1, "Sigmoid": 1, "Concat": 1, "Gather": 1}
     assert_same_outputs(before, after)
+
+
+def test_einops_shuffle_simplifies_after_the_input_shape_is_fixed():
+    # The pipeline fixes input shapes first; the unflatten's Shape/Mod chain leaves the output's dims
+    # unknown to ONNX inference, and onnxsim refused a model whose output had no shape field at all.
+    buf = io.BytesIO()
+    module = Shuffle(_SHUFFLES["einops"], 3)
+    torch.onnx.export(module, (torch.zeros(1, 24, 5, 7),), buf, dynamo=False, opset_version=17)
+    fixed = fix_input_shapes(onnx.load_from_string(buf.getvalue()), [[1, 24, 5, 7]])
+    model, ok = simplify(fixed, fuse_bn=False)
+    assert ok
+    assert ops(channel_shuffle.rewrite(model)) == {"Tanh": 1, "Gather": 1, "Relu": 1}
