@@ -6,8 +6,8 @@ zero, while this scale-aware form is what "agrees to 1e-4" means for a whole ten
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,10 +15,7 @@ from onnx import numpy_helper
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import StageError
-from edgeport.tensors import Sample, TensorSpec, random_inputs
-
-if TYPE_CHECKING:
-    from edgeport.quant.input_stats import InputStats
+from edgeport.tensors import Sample
 
 
 def run_torch(
@@ -33,81 +30,6 @@ def run_torch(
         outs = run_module(module, [torch.from_numpy(sample[n]) for n in input_names])
         results.append({n: o.detach().numpy() for n, o in zip(output_names, outs, strict=True)})
     return results
-
-
-def verification_samples(
-    specs: Sequence[TensorSpec], count: int, seed: int, stats: Mapping[str, InputStats] | None = None
-) -> list[Sample]:
-    """Inputs for verification: `count` standard-normal samples, and, for inputs whose values are known
-    (--input-range / --mean / --std, or the model's own normalisation or first BatchNorm), `count` more
-    from those statistics and, with a hard range, `count` uniform over it.
-
-    A rewrite that is exact only for N(0, 1)-sized inputs is then caught on the inputs the model will
-    really see. An input's values always stay inside its hard range, where the model is defined.
-    """
-    stats = _known(specs, stats)
-    samples = random_inputs(specs, count, seed)
-    rng = np.random.default_rng([seed, 1])
-    for kind in _kinds(stats):
-        samples += [
-            {
-                spec.name: _draw(rng, spec, kind if spec.name in stats else "normal", stats.get(spec.name))
-                for spec in specs
-            }
-            for _ in range(count)
-        ]
-    for sample in samples:
-        for name, st in stats.items():
-            if st.low is not None:
-                # asarray: np.clip of a 0-d array (a scalar input) returns a numpy scalar, not an array.
-                sample[name] = np.asarray(np.clip(sample[name], st.low, st.high), sample[name].dtype)
-    return samples
-
-
-def verification_sample_kinds(
-    specs: Sequence[TensorSpec], count: int, stats: Mapping[str, InputStats] | None = None
-) -> list[str]:
-    """What verification_samples draws, one line per group, for the manifest."""
-    stats = _known(specs, stats)
-    lines = [f"{count} standard-normal"]
-    for kind in _kinds(stats):
-        if kind == "stats":
-            found = ", ".join(f"{name}: {st.source}" for name, st in stats.items())
-            lines.append(f"{count} normal with the inputs' statistics ({found})")
-        else:
-            ranges = ", ".join(
-                f"{n}: [{st.low:g}, {st.high:g}]" for n, st in stats.items() if st.low is not None
-            )
-            lines.append(f"{count} uniform over the inputs' ranges ({ranges})")
-    return lines
-
-
-def _known(specs: Sequence[TensorSpec], stats: Mapping[str, InputStats] | None) -> dict[str, InputStats]:
-    return {s.name: stats[s.name] for s in specs if stats and s.name in stats and _is_float(s)}
-
-
-def _kinds(stats: Mapping[str, InputStats]) -> list[str]:
-    """The sample groups drawn besides the standard-normal one."""
-    has_range = any(st.low is not None for st in stats.values())
-    return (["stats"] if stats else []) + (["uniform"] if has_range else [])
-
-
-def _is_float(spec: TensorSpec) -> bool:
-    return np.dtype(spec.dtype).kind == "f"
-
-
-def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats | None) -> np.ndarray:
-    """One value of `spec`: N(0, 1), N(mean, std) per channel, or uniform over the input's range."""
-    if not _is_float(spec):
-        return rng.integers(0, 8, size=spec.shape).astype(spec.dtype)  # as random_inputs: index inputs
-    if st is None or kind == "normal":
-        x = rng.standard_normal(spec.shape)
-    elif kind == "uniform" and st.low is not None:
-        x = rng.uniform(st.low, st.high, spec.shape)
-    else:
-        mean, std = st.broadcast(list(spec.shape))
-        x = mean + std * rng.standard_normal(spec.shape)
-    return np.asarray(x, spec.dtype)  # arithmetic on a 0-d array (a scalar input) gives a numpy scalar
 
 
 def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]) -> list[StageError]:

@@ -16,12 +16,15 @@ would be ~100x too small and the int8 input scale would clip almost everything. 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from edgeport.tensors import Sample, TensorSpec, random_inputs
 
 _ELEMENTWISE = ("Sub", "Div", "Mul", "Add")
 
@@ -184,3 +187,81 @@ def infer_input_stats(model: onnx.ModelProto) -> dict[str, InputStats]:
         if stats is not None:
             found[inp.name] = stats
     return found
+
+
+# ---- inputs drawn with these statistics (verification) ---------------------------------------------
+
+
+def verification_samples(
+    specs: Sequence[TensorSpec], count: int, seed: int, stats: Mapping[str, InputStats] | None = None
+) -> list[Sample]:
+    """Inputs for verification: `count` standard-normal samples, and, for inputs whose values are known
+    (--input-range / --mean / --std, or the model's own normalisation or first BatchNorm), `count` more
+    from those statistics and, with a hard range, `count` uniform over it.
+
+    A rewrite that is exact only for N(0, 1)-sized inputs is then caught on the inputs the model will
+    really see. An input's values always stay inside its hard range, where the model is defined.
+    """
+    stats = _known(specs, stats)
+    samples = random_inputs(specs, count, seed)
+    rng = np.random.default_rng([seed, 1])
+    for kind in _kinds(stats):
+        samples += [
+            {
+                spec.name: _draw(rng, spec, kind if spec.name in stats else "normal", stats.get(spec.name))
+                for spec in specs
+            }
+            for _ in range(count)
+        ]
+    for sample in samples:
+        for name, st in stats.items():
+            if st.low is not None:
+                # asarray: np.clip of a 0-d array (a scalar input) returns a numpy scalar, not an array.
+                sample[name] = np.asarray(np.clip(sample[name], st.low, st.high), sample[name].dtype)
+    return samples
+
+
+def verification_sample_kinds(
+    specs: Sequence[TensorSpec], count: int, stats: Mapping[str, InputStats] | None = None
+) -> list[str]:
+    """What verification_samples draws, one line per group, for the manifest."""
+    stats = _known(specs, stats)
+    lines = [f"{count} standard-normal"]
+    for kind in _kinds(stats):
+        if kind == "stats":
+            found = ", ".join(f"{name}: {st.source}" for name, st in stats.items())
+            lines.append(f"{count} normal with the inputs' statistics ({found})")
+        else:
+            ranges = ", ".join(
+                f"{n}: [{st.low:g}, {st.high:g}]" for n, st in stats.items() if st.low is not None
+            )
+            lines.append(f"{count} uniform over the inputs' ranges ({ranges})")
+    return lines
+
+
+def _known(specs: Sequence[TensorSpec], stats: Mapping[str, InputStats] | None) -> dict[str, InputStats]:
+    return {s.name: stats[s.name] for s in specs if stats and s.name in stats and _is_float(s)}
+
+
+def _kinds(stats: Mapping[str, InputStats]) -> list[str]:
+    """The sample groups drawn besides the standard-normal one."""
+    has_range = any(st.low is not None for st in stats.values())
+    return (["stats"] if stats else []) + (["uniform"] if has_range else [])
+
+
+def _is_float(spec: TensorSpec) -> bool:
+    return np.dtype(spec.dtype).kind == "f"
+
+
+def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats | None) -> np.ndarray:
+    """One value of `spec`: N(0, 1), N(mean, std) per channel, or uniform over the input's range."""
+    if not _is_float(spec):
+        return rng.integers(0, 8, size=spec.shape).astype(spec.dtype)  # as random_inputs: index inputs
+    if st is None or kind == "normal":
+        x = rng.standard_normal(spec.shape)
+    elif kind == "uniform" and st.low is not None:
+        x = rng.uniform(st.low, st.high, spec.shape)
+    else:
+        mean, std = st.broadcast(list(spec.shape))
+        x = mean + std * rng.standard_normal(spec.shape)
+    return np.asarray(x, spec.dtype)  # arithmetic on a 0-d array (a scalar input) gives a numpy scalar

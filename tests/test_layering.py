@@ -35,10 +35,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "distillation checks its ONNX rewrite with verify.compare, which belongs in the spine (its owner "
         "is reworking converters/verify.py)"
     ),
-    ("converters/verify.py", "edgeport.quant.input_stats"): (
-        "verification samples are drawn with quant's InputStats (a type-only import); input statistics "
-        "belong in the spine"
-    ),
 }
 
 

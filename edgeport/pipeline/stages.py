@@ -35,8 +35,6 @@ from edgeport.converters.verify import (
     compare,
     run_torch,
     verification_failure,
-    verification_sample_kinds,
-    verification_samples,
 )
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import Manifest, StageError, Verification, tool_versions
@@ -46,7 +44,12 @@ from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
 from edgeport.pipeline.torch_passes import TORCH_PASSES
 from edgeport.quant.calibration import check_calibration_inputs
-from edgeport.quant.input_stats import InputStats, infer_input_stats
+from edgeport.quant.input_stats import (
+    InputStats,
+    infer_input_stats,
+    verification_sample_kinds,
+    verification_samples,
+)
 from edgeport.quant.modes import quantize_stage, resolve_input_stats
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.onnxrt import run_onnx
