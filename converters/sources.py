@@ -57,7 +57,35 @@ def load_source(source: str, weights: Path | None = None, trust_pickle: bool = F
         return _load_onnx(path)
     if path.suffix == ".pt2":
         return _load_exported_program(path)
-    return _load_torch_file(path, trust_pickle)
+    with path.open("rb") as f:
+        head = f.read(16)
+    # torch.save and torch.jit.save write zip archives (or, long ago, a bare pickle: protocol byte 0x80).
+    if head[:2] == b"PK" or head[:1] == b"\x80" or not head:
+        return _load_torch_file(path, trust_pickle)
+    return _load_other(path, head)
+
+
+def _load_other(path: Path, head: bytes) -> LoadedSource:
+    """A file that is no PyTorch file: an ONNX model without the .onnx suffix, or a clear refusal."""
+    if head[4:8] == b"TFL3":
+        raise EdgeportError(
+            f"{path} is already a TFLite model", "give the PyTorch or ONNX model it was converted from"
+        )
+    if head[:8] == b"\x89HDF\r\n\x1a\n" or path.suffix in (".h5", ".keras", ".pb"):
+        raise EdgeportError(
+            f"{path} is a TensorFlow / Keras model; edgeport converts PyTorch and ONNX models",
+            "convert it to ONNX first (e.g. python -m tf2onnx.convert) and give the .onnx file",
+        )
+    try:
+        model = onnx.load_model_from_string(path.read_bytes())
+    except Exception:  # noqa: BLE001 - not ONNX either: refused below
+        model = None
+    if model is not None and model.graph.node:
+        return _load_onnx(path)
+    raise EdgeportError(
+        f"{path} is not a model file edgeport knows (not PyTorch, TorchScript, torch.export or ONNX)",
+        "give file.py:callable, a .pt (TorchScript), a .pt2 (torch.export) or a .onnx file",
+    )
 
 
 def _load_onnx(path: Path) -> LoadedSource:

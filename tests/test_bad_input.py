@@ -293,3 +293,30 @@ def test_force_never_replaces_the_directory_the_user_works_in(
         with staged_outdir(out, force=True):
             pass
     assert (work / "notes.txt").read_text() == "precious"
+
+
+# --- SOURCE files of other kinds --------------------------------------------------------------------
+
+
+def test_foreign_model_files_are_named(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(40))
+    (tmp_path / "m.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(40))
+    (tmp_path / "notes.txt").write_text("not a model at all")
+    expected = {
+        "m.tflite": "is already a TFLite model",
+        "m.h5": "is a TensorFlow / Keras model",
+        "notes.txt": "is not a model file edgeport knows",
+    }
+    for name, message in expected.items():
+        code, _, err = run_cli("convert", tmp_path / name, "-o", tmp_path / "out")
+        assert code == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_without_its_suffix_is_read_as_onnx(tmp_path: Path) -> None:
+    from edgeport.converters.sources import load_source
+
+    model = _onnx_with(helper.make_node("Relu", ["x"], ["y"]))
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "model.bin")
+    assert load_source(str(tmp_path / "model.bin")).kind == "onnx"
