@@ -11,7 +11,7 @@ model (quant/fidelity.py). Everything it measured goes into the manifest's `quan
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,6 +248,8 @@ class FloatModel(Protocol):
     @property
     def unfolded_onnx(self) -> onnx.ModelProto: ...  # before BN folding: input statistics are read here
 
+    def step(self, text: str) -> None: ...  # what the stage does now, shown while it runs
+
 
 def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> QuantResult:
     """Quantize, verify and write `model_<mode>.tflite` into `outdir`; returns the manifest section."""
@@ -260,6 +262,7 @@ def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> Quant
     stats = resolve_input_stats(opts, infer_input_stats(model.unfolded_onnx), in_specs)
     path = outdir / MODE_FILES[opts.mode]
     if opts.mode == "dynamic":
+        model.step("quantizing")
         quantized = keras_to_quantized(keras_model, "dynamic", keras_specs)
         path.write_bytes(quantized)
         # The converter quantizes the weights of large layers only (>= 1024 elements); smaller
@@ -287,8 +290,10 @@ def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> Quant
             path,
             model.distill_source,
             stats,
+            model.step,
         )
     # No calibration: the held-out inputs only measure fidelity (input statistics, else N(0, 1)).
+    model.step("measuring fidelity")
     held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
     fidelity = fidelity_report(float_model, quantized, in_specs, out_specs, held_out)
     section = {
@@ -315,9 +320,11 @@ def _integer_stage(
     path: Path,
     module: Any,
     stats: dict[str, InputStats],
+    step: Callable[[str], None],
 ) -> QuantResult:
     """int8 and w4a8 (and clustered int8): calibrate, quantize, check in TFLite Micro, report."""
     started = time.perf_counter()
+    step("calibrating activation ranges")
     steps = {} if opts.distill_steps is None else {"distill_steps": opts.distill_steps}
     cal = make_calibration(
         opts.method,
@@ -332,6 +339,7 @@ def _integer_stage(
         clip_sigmas=opts.clip_sigmas,
     )
     range_report: dict[str, Any] = {}
+    step("quantizing")
     model = keras_to_quantized(
         keras_model, "int8", keras_specs, cal.samples, opts.io, ranges=opts.ranges, report=range_report
     )
@@ -339,19 +347,23 @@ def _integer_stage(
     _check_full_integer(model, opts.io)
     weights: dict[str, Any] = {"weights": "int8 per-channel (symmetric)"}
     if opts.mode == "w4a8":
+        step("4-bit weights")
         model, weights = _four_bit_weights(model, float_model, opts, in_specs, out_specs, cal.held_out)
     tensor_types = _tensor_types(model)
     # What TFLite Micro runs can differ from what LiteRT runs: the LUT-compressed file has
     # TFLM_DECODE ops LiteRT lacks (LiteRT runs the clustered model they decode to).
     tflm_model = model
     if opts.weight_clusters is not None:
+        step("clustering weights")
         model, tflm_model, weights = _clustered_weights(model, opts.weight_clusters, path.name)
+    step("checking in TFLite Micro")
     tflm, optimized = _tflm_agreement(model, tflm_model, in_specs, out_specs, cal.held_out, path.name)
     if optimized.max_diff_steps is not None and optimized.max_diff_steps > TFLM_NOTE_STEPS:
         cal.notes.append(
             f"LiteRT's optimized kernels differ from TFLite Micro by up to {optimized.max_diff_steps} "
             "quantization steps (ties rounded upward in CONV_2D; its reference kernels match TFLM exactly)"
         )
+    step("measuring fidelity")
     fidelity = fidelity_report(float_model, model, in_specs, out_specs, cal.held_out)
     path.write_bytes(tflm_model)
     section = {

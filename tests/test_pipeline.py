@@ -262,3 +262,25 @@ def test_tflite_converter_error_with_a_printed_tensor_is_not_a_missing_kernel(mo
     with pytest.raises(ConversionFailed, match="TFLite converter failed: Shapes") as err:
         keras_to_tflite(object())
     assert "builtin kernel" not in str(err.value)
+
+
+def test_the_quantize_stage_shows_its_steps(tmp_path: Path) -> None:
+    from edgeport.quant.modes import QuantOptions
+
+    recorder = _Recorder()
+    convert_model(
+        ConvertOptions(
+            source=str(chain_model(tmp_path / "m.onnx")),
+            outdir=tmp_path / "out",
+            quantize=QuantOptions(mode="int8", method="gaussian"),
+        ),
+        recorder,
+    )
+    steps = [name for event, name in recorder.events if name.startswith("quantize: ")]
+    assert steps == [
+        "quantize: calibrating activation ranges",
+        "quantize: quantizing",
+        "quantize: checking in TFLite Micro",
+        "quantize: measuring fidelity",
+    ]
+    assert recorder.events[-2:] == [("started", "manifest"), ("finished", "manifest")]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from edgeport.converters.onnx_to_tflite import ConversionFailed
 from edgeport.errors import EdgeportError
@@ -22,7 +21,7 @@ from edgeport.outdir import staged_outdir
 from edgeport.pipeline.onnx_passes import ONNX_PASSES
 from edgeport.pipeline.passes import Pass, PassReport, check_names
 from edgeport.pipeline.stages import FLOAT32_TOLERANCE, STAGES, Stage
-from edgeport.pipeline.state import ConvertOptions, ConvertState
+from edgeport.pipeline.state import ConvertOptions, ConvertState, StageObserver
 from edgeport.pipeline.torch_passes import TORCH_PASSES
 from edgeport.quant.modes import describe_section
 
@@ -34,22 +33,6 @@ __all__ = [
     "all_passes",
     "convert_model",
 ]
-
-
-class StageObserver(Protocol):
-    """Told when each stage starts and ends (the CLI shows them; -q silences it)."""
-
-    def started(self, stage: str) -> None: ...
-
-    def finished(self, stage: str, seconds: float) -> None: ...
-
-
-class _Unobserved:
-    def started(self, stage: str) -> None:
-        pass
-
-    def finished(self, stage: str, seconds: float) -> None:
-        pass
 
 
 @dataclass
@@ -96,14 +79,15 @@ def convert_model(opts: ConvertOptions, observer: StageObserver | None = None) -
     started = time.perf_counter()
     check_names(opts.skip_passes, [p.name for _, p in all_passes()])
     state = ConvertState(options=opts)
-    watch = observer or _Unobserved()
+    if observer is not None:
+        state.observer = observer
     # A bad SOURCE is refused before the staging directory exists.
     load, *rest = STAGES
-    _run(load, state, watch)
+    _run(load, state)
     with staged_outdir(Path(opts.outdir), opts.force) as stage_dir:
         state.stage_dir = stage_dir
         for stage in rest:
-            _run(stage, state, watch)
+            _run(stage, state)
     return ConvertResult(
         outdir=Path(opts.outdir),
         manifest=state.manifest,
@@ -113,9 +97,11 @@ def convert_model(opts: ConvertOptions, observer: StageObserver | None = None) -
     )
 
 
-def _run(stage: Stage, state: ConvertState, observer: StageObserver) -> None:
+def _run(stage: Stage, state: ConvertState) -> None:
     if not stage.when(state):
         return
+    observer = state.observer
+    state.running = stage.name
     observer.started(stage.name)
     started = time.perf_counter()
     try:

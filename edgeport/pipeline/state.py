@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import onnx
 
@@ -14,6 +14,22 @@ from edgeport.manifest import Manifest
 from edgeport.pipeline.passes import PassReport
 from edgeport.quant.modes import QuantOptions, QuantResult
 from edgeport.tensors import Sample, TensorSpec
+
+
+class StageObserver(Protocol):
+    """Told when each stage (or a step inside one) starts and when a stage ends; the CLI shows them."""
+
+    def started(self, stage: str) -> None: ...
+
+    def finished(self, stage: str, seconds: float) -> None: ...
+
+
+class Unobserved:
+    def started(self, stage: str) -> None:
+        pass
+
+    def finished(self, stage: str, seconds: float) -> None:
+        pass
 
 
 @dataclass
@@ -74,6 +90,12 @@ class ConvertState:
     quantized: QuantResult | None = None
     # seconds per stage, in the order they ran
     timings: dict[str, float] = field(default_factory=dict)
+    observer: StageObserver = field(default_factory=Unobserved)
+    running: str = ""  # the stage that runs now
+
+    def step(self, text: str) -> None:
+        """Say what the running stage does now (a long stage shows its steps)."""
+        self.observer.started(f"{self.running}: {text}")
 
     @property
     def onnx_path(self) -> Path:
