@@ -174,9 +174,11 @@ def fix_input_shapes(model: onnx.ModelProto, given: Sequence[Sequence[int]]) -> 
             if new and new[0] is None:
                 new[0] = 1  # a dynamic batch is the one dynamic dimension a device never has
             if any(d is None for d in new):
+                # The model's own sizes, with a placeholder naming each size still to choose.
+                example = ",".join(str(d) if d is not None else f"<{dims[i]}>" for i, d in enumerate(new))
                 raise EdgeportError(
                     f"input {name!r} has dynamic dimensions {dims}",
-                    "give its shape with --input-shape, e.g. --input-shape 1,3,224,224",
+                    f"give its shape with --input-shape {example}, a number for each <...>",
                 )
         tensor_type = graph_inputs[name].type.tensor_type
         tensor_type.ClearField("shape")

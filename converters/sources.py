@@ -45,6 +45,11 @@ def load_source(source: str, weights: Path | None = None, trust_pickle: bool = F
     if not path.exists():
         raise EdgeportError(f"model file {path} does not exist", "check the SOURCE path")
     if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            raise EdgeportError(
+                f"{path} is a TensorFlow SavedModel; edgeport converts PyTorch and ONNX models",
+                "convert it to ONNX first (python -m tf2onnx.convert --saved-model DIR) and give the .onnx",
+            )
         raise EdgeportError(f"{path} is a directory", "give a model file (.py:callable, .pt, .pt2 or .onnx)")
     if path.suffix == ".py":
         raise EdgeportError(

@@ -302,7 +302,10 @@ def test_foreign_model_files_are_named(tmp_path: Path, run_cli) -> None:
     (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(40))
     (tmp_path / "m.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(40))
     (tmp_path / "notes.txt").write_text("not a model at all")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(b"\x08\x01")
     expected = {
+        "saved": "is a TensorFlow SavedModel",
         "m.tflite": "is already a TFLite model",
         "m.h5": "is a TensorFlow / Keras model",
         "notes.txt": "is not a model file edgeport knows",
