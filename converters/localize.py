@@ -17,8 +17,8 @@ from typing import Any
 import onnx
 from onnx import shape_inference
 
+from edgeport.agreement import compare
 from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
-from edgeport.converters.verify import compare
 from edgeport.errors import EdgeportError
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.onnxrt import run_onnx

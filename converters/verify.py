@@ -1,7 +1,5 @@
-"""Run the same inputs through PyTorch, onnxruntime and LiteRT and measure how far apart they are.
-
-Relative error of an output is max|y - ref| / max|ref|: elementwise relative error explodes near
-zero, while this scale-aware form is what "agrees to 1e-4" means for a whole tensor.
+"""Verification around the comparison itself (edgeport/agreement.py): the PyTorch reference run, NaN /
+inf weights and reference outputs refused, and a failed comparison turned into the user's error.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeport.agreement import REFERENCE_NOT_FINITE, compare
 from edgeport.errors import EdgeportError
 from edgeport.manifest import StageError
 from edgeport.tensors import Sample
@@ -30,65 +29,6 @@ def run_torch(
         outs = run_module(module, [torch.from_numpy(sample[n]) for n in input_names])
         results.append({n: o.detach().numpy() for n, o in zip(output_names, outs, strict=True)})
     return results
-
-
-def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]) -> list[StageError]:
-    """Worst absolute and relative error per output over all samples.
-
-    An output that cannot be measured (its shape differs, or NaN / inf on either side) gets NaN
-    errors and `problem` saying why: NaN would otherwise vanish in max() and pass as agreement.
-    """
-    errors = []
-    for name in reference[0]:
-        problem = _unmeasurable(stage, name, reference, candidate)
-        if problem is not None:
-            nan = float("nan")
-            errors.append(
-                StageError(stage=stage, output=name, max_abs_error=nan, max_rel_error=nan, problem=problem)
-            )
-            continue
-        worst_abs, scale = 0.0, 0.0
-        for ref, got in zip(reference, candidate, strict=True):
-            r = np.asarray(ref[name], dtype=np.float64)
-            g = np.asarray(got[name], dtype=np.float64)
-            worst_abs = max(worst_abs, float(np.max(np.abs(r - g))) if r.size else 0.0)
-            scale = max(scale, float(np.max(np.abs(r))) if r.size else 0.0)
-        rel = worst_abs / scale if scale > 0 else worst_abs
-        errors.append(StageError(stage=stage, output=name, max_abs_error=worst_abs, max_rel_error=rel))
-    return errors
-
-
-def _non_finite(x: np.ndarray) -> int:
-    x = np.asarray(x)
-    return int(x.size - np.count_nonzero(np.isfinite(x))) if x.dtype.kind in "fc" else 0
-
-
-# How a problem of the reference itself starts (not of the stage compared with it).
-_REFERENCE_NOT_FINITE = "the reference output"
-
-
-def _unmeasurable(
-    stage: str, name: str, reference: Sequence[Sample], candidate: Sequence[Sample]
-) -> str | None:
-    """Why output `name` of `stage` cannot be compared with the reference, or None."""
-    for i, (ref, got) in enumerate(zip(reference, candidate, strict=True)):
-        where = f"on verification input {i + 1} of {len(reference)}"
-        if name not in got:
-            return f"the {stage} model has no output {name!r}"
-        r, g = np.asarray(ref[name]), np.asarray(got[name])
-        if r.shape != g.shape:
-            return (
-                f"the {stage} output {name!r} has shape {list(g.shape)} but the reference's has "
-                f"{list(r.shape)} (a shape mismatch, not a numeric error)"
-            )
-        if bad := _non_finite(r):
-            return f"{_REFERENCE_NOT_FINITE} {name!r} has {bad} NaN or inf value(s) of {r.size} {where}"
-        if bad := _non_finite(g):
-            return (
-                f"the {stage} output {name!r} has {bad} NaN or inf value(s) of {g.size} {where}, "
-                "where the reference is finite"
-            )
-    return None
 
 
 def check_reference(outputs: Sequence[Sample], reference: str, notes: Sequence[str] = ()) -> None:
@@ -111,7 +51,7 @@ def verification_failure(
             "rerun with --debug for onnx2tf's per-node log and report the model; "
             "--keep-nchw sometimes avoids a layout bug",
         )
-    if error.problem.startswith(_REFERENCE_NOT_FINITE):
+    if error.problem.startswith(REFERENCE_NOT_FINITE):
         return EdgeportError(
             f"the {reference} reference{error.problem.removeprefix('the reference')}: the model itself "
             "gives NaN or inf on these inputs, so no conversion of it can be verified"

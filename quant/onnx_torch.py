@@ -682,7 +682,7 @@ def check_against_onnxruntime(
     on. `samples` are keyed by position: their i-th entry feeds the graph's i-th input (names may
     differ after --input-name).
     """
-    from edgeport.converters.verify import compare  # layering: allowed in tests/test_layering.py
+    from edgeport.agreement import compare
     from edgeport.runtimes.onnxrt import run_onnx
 
     feeds = [dict(zip(module.input_names, s.values(), strict=True)) for s in samples]

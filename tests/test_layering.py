@@ -30,12 +30,7 @@ MAY_IMPORT = {
 }
 
 # (importing file, imported module): why it is still there. Each names the module actually imported.
-ALLOWED: dict[tuple[str, str], str] = {
-    ("quant/onnx_torch.py", "edgeport.converters.verify"): (
-        "distillation checks its ONNX rewrite with verify.compare, which belongs in the spine (its owner "
-        "is reworking converters/verify.py)"
-    ),
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def layer_of_module(module: str) -> str | None:

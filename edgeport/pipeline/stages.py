@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgeport.agreement import compare
 from edgeport.converters import onnx_prepare
 from edgeport.converters.localize import first_diverging_node, prefix_diverges
 from edgeport.converters.onnx_to_tflite import (
@@ -32,7 +33,6 @@ from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.converters.verify import (
     check_reference,
     check_weights,
-    compare,
     run_torch,
     verification_failure,
 )
@@ -137,7 +137,7 @@ def _calibration(opts: ConvertOptions) -> Path | None:
 def onnx_passes(state: ConvertState) -> None:
     check_weights(_exported(state))  # NaN weights give NaN outputs everywhere, which nothing can verify
     model = onnx.ModelProto()
-    model.CopyFrom(_exported(state))  # the quantize stage reads the graph as exported (unfolded)
+    model.CopyFrom(_exported(state))  # later stages read the graph as exported (unfolded BNs)
     model, reports, skipped = run_passes(ONNX_PASSES, model, state.options.skipped(), "ONNX")
     options = onnx2tf_options_for(model)
     for entry in skipped:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from edgeport.converters.verify import compare, non_finite_weights, verification_failure
+from edgeport.agreement import compare
+from edgeport.converters.verify import non_finite_weights, verification_failure
 from edgeport.quant.input_stats import from_user, verification_samples
 from edgeport.tensors import TensorSpec, random_inputs
 from tests.onnx_graphs import make_model
