@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import onnx
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
 from edgeport.quant.fidelity import fidelity_report
-from edgeport.quant.input_stats import InputStats, from_user, infer_input_stats
+from edgeport.quant.input_stats import InputStats, from_user
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import keras_to_quantized
 from edgeport.quant.mixed import fit_flash_budget
@@ -246,7 +245,7 @@ class FloatModel(Protocol):
     def distill_source(self) -> Any: ...  # torch module or ONNX model with its BatchNorms (distillation)
 
     @property
-    def unfolded_onnx(self) -> onnx.ModelProto: ...  # before BN folding: input statistics are read here
+    def input_stats(self) -> dict[str, InputStats]: ...  # resolve_input_stats over the unfolded graph
 
     def step(self, text: str) -> None: ...  # what the stage does now, shown while it runs
 
@@ -258,8 +257,7 @@ def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> Quant
     keras_model = model.keras_model
     by_name = {s.name: s for s in in_specs}
     keras_specs = [by_name[n] for n in model.keras_input_names]
-    # Read before folding, while a normalisation or the first BN is still visible in the graph.
-    stats = resolve_input_stats(opts, infer_input_stats(model.unfolded_onnx), in_specs)
+    stats = model.input_stats
     path = outdir / MODE_FILES[opts.mode]
     if opts.mode == "dynamic":
         model.step("quantizing")

@@ -115,8 +115,3 @@ class ConvertState:
     def distill_source(self) -> Any:
         # An ONNX source as loaded, BatchNormalization nodes unfolded: distillation reads them.
         return self.reference
-
-    @property
-    def unfolded_onnx(self) -> onnx.ModelProto:
-        assert self.exported is not None
-        return self.exported
