@@ -50,6 +50,28 @@ def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from _all_nodes(sub)
 
 
+def unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Node names made unique (onnxruntime refuses a graph where two nodes share one; the ONNX checker
+    and some exporters allow it): a repeated name gets a _1, _2, ... suffix."""
+    nodes = list(_all_nodes(model.graph))
+    names = [n.name for n in nodes if n.name]
+    if len(names) == len(set(names)):
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    taken, seen = set(names), set()
+    for node in _all_nodes(model.graph):
+        if not node.name:
+            continue
+        if node.name in seen:
+            k = 1
+            while f"{node.name}_{k}" in taken:
+                k += 1
+            node.name = f"{node.name}_{k}"
+            taken.add(node.name)
+        seen.add(node.name)
+    return model
+
+
 def check_translatable(model: onnx.ModelProto) -> onnx.ModelProto:
     """Refuse, before any conversion work, a model with ops onnx2tf cannot translate.
 

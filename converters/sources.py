@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 import torch
 
-from edgeport.converters.onnx_prepare import check_translatable
+from edgeport.converters.onnx_prepare import check_translatable, unique_node_names
 from edgeport.errors import EdgeportError
 
 
@@ -102,7 +102,8 @@ def _load_onnx(path: Path) -> LoadedSource:
             f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
             "re-export it (torch.onnx.export) or check that the file was copied whole",
         ) from exc
-    return LoadedSource(kind="onnx", path=path, onnx_model=check_translatable(_readable_ir(model, path)))
+    model = unique_node_names(_readable_ir(model, path))
+    return LoadedSource(kind="onnx", path=path, onnx_model=check_translatable(model))
 
 
 # onnxruntime 1.23 (the verifier) reads ONNX IR versions up to 11 (onnx 1.19 writes 12 by default) and

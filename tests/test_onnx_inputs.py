@@ -177,3 +177,22 @@ def test_onnx_newer_than_the_verifier_is_a_user_error(tmp_path: Path, run_cli) -
     code, _, err = run_cli("convert", tmp_path / "m.onnx", "-o", tmp_path / "out")
     assert code == 1, err
     assert "uses ONNX opset 24" in err and "Re-export the model with opset 23 or lower" in err
+
+
+def test_repeated_node_names_are_made_unique_for_onnxruntime() -> None:
+    import onnxruntime
+
+    from edgeport.converters.onnx_prepare import unique_node_names
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="act"),
+        helper.make_node("Sigmoid", ["a"], ["b"], name="act"),
+        helper.make_node("Tanh", ["b"], ["y"], name="act_1"),
+    ]
+    model = _model(inputs, nodes, "y", [1, 4])
+    model.ir_version = 8
+    fixed = unique_node_names(model)
+    assert [n.name for n in fixed.graph.node] == ["act", "act_2", "act_1"]
+    onnxruntime.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert unique_node_names(fixed) is fixed  # already unique: untouched
