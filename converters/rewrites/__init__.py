@@ -20,6 +20,7 @@ from edgeport.converters.rewrites import (
     bicubic_resize,
     ceil_pool,
     channel_shuffle,
+    concat_fan_in,
     conv_same_pads,
     depthwise_conv1d,
     dilated_deconv,
@@ -34,6 +35,7 @@ from edgeport.converters.rewrites import (
     rnn_unroll,
     slices_to_split,
     spatial_mean,
+    stack_axis,
     strided_shortcut,
 )
 
@@ -55,6 +57,8 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (bicubic_resize.NAME, bicubic_resize.rewrite),
     (flatten_dense.NAME, flatten_dense.rewrite),
     (rnn_unroll.NAME, rnn_unroll.rewrite),
+    (stack_axis.NAME, stack_axis.rewrite),
+    (concat_fan_in.NAME, concat_fan_in.rewrite),
     (slices_to_split.NAME, slices_to_split.rewrite),
     (equal_split.NAME, equal_split.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
@@ -62,7 +66,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (gelu.NAME, gelu.rewrite),
 ]
 
-# Recurrent nodes that rnn_unroll could not write out (bidirectional, custom activations, ...).
+# Recurrent nodes that rnn_unroll could not write out (padded sequence_lens, input_forget, ...).
 # onnx2tf would translate them to a TFLite WHILE loop: correct under LiteRT, but the TFLite Micro
 # interpreter hangs on it (measured on the zoo GRU); its own unrolling gives plain ops every runtime
 # runs, at ~20 ops per time step. Asked for only when such a node is left.

@@ -231,9 +231,31 @@ def block_as(b: Builder, blk: Block, shape: tuple[int, ...], out: str | None = N
     return b.reshape(name, shape, "r", out=out)
 
 
+def unambiguous_axis(block_shape: Sequence[int], axis: int) -> int:
+    """The axis to concatenate blocks of `block_shape` along instead of `axis`, so that no other axis
+    gives the same data in a reordered shape.
+
+    When every axis up to `axis` and the one after it have size 1, concatenating along the later
+    axis gives the same data, with its shape a permutation of the right one (h_n [2, 1, 16] from
+    [1, 1, 16] states comes out [1, 2, 16]); onnx2tf checks a Concat's candidate axes last to first
+    against onnxruntime, ignoring dimension order, and keeps the first that matches, i.e. the wrong one.
+    The first axis after `axis` of size > 1 (else the last) has no such twin; a Reshape restores the
+    shape."""
+    if (
+        any(d != 1 for d in block_shape[: axis + 1])
+        or axis + 1 >= len(block_shape)
+        or block_shape[axis + 1] != 1
+    ):
+        return axis
+    return next((a for a in range(axis + 1, len(block_shape)) if block_shape[a] != 1), len(block_shape) - 1)
+
+
 def materialize(b: Builder, x: Grid, out: str | None = None) -> str:
     """The logical tensor: each block in its logical shape, concatenated along the grid axes."""
     inner = x.block_shape
+    if len(x.grid) == 1 and (axis := unambiguous_axis(inner, x.grid[0])) != x.grid[0]:
+        parts = [block_as(b, x.blocks[(i,)], inner) for i in range(x.shape[x.grid[0]])]
+        return b.reshape(b.op("Concat", parts, "cat", axis=axis), x.shape, "r", out=out)
 
     def assemble(prefix: tuple[int, ...], out: str | None) -> str:
         level = len(prefix)

@@ -17,6 +17,7 @@ import torch.nn as nn
 from onnx import helper
 
 from edgeport.converters.rewrites import prepare_for_onnx2tf, rnn_unroll
+from edgeport.converters.rewrites._grids import unambiguous_axis
 from tests.onnx_graphs import make_model, max_rel_error, ops, random_feeds, run
 
 RNN_OPS = {"GRU", "LSTM", "RNN"}
@@ -87,9 +88,23 @@ def recurrent_model(
     return exported(module, (x, *states))
 
 
-def tensor_ranks(model: onnx.ModelProto) -> set[int]:
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     inferred = onnx.shape_inference.infer_shapes(model)
-    return {len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+
+def ambiguous_concats(model: onnx.ModelProto) -> list[str]:
+    """Concats that another axis would reproduce in a permuted shape (onnx2tf may pick that axis)."""
+    shapes = tensor_shapes(model)
+    found = []
+    for node in model.graph.node:
+        if node.op_type == "Concat":
+            shape = shapes[node.input[0]]
+            axis = helper.get_attribute_value(node.attribute[0]) % len(shape)
+            if unambiguous_axis(shape, axis) != axis:
+                found.append(node.name)
+    return found
 
 
 def unrolled(before: onnx.ModelProto) -> onnx.ModelProto:
@@ -102,7 +117,8 @@ def unrolled(before: onnx.ModelProto) -> onnx.ModelProto:
     # The batch-first swaps are absorbed (the states take the input's layout) and the exporter's 4-D
     # Y never exists: onnx2tf would take a 4-D tensor for an image and transpose it.
     assert "Transpose" not in counts, counts
-    assert 4 not in tensor_ranks(after)
+    assert 4 not in {len(s) for s in tensor_shapes(after).values()}
+    assert ambiguous_concats(after) == []
     assert max_rel_error(before, after) < TOLERANCE
     return after
 
