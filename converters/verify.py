@@ -57,7 +57,8 @@ def verification_failure(
             "gives NaN or inf on these inputs, so no conversion of it can be verified"
             + "".join(f" ({note})" for note in notes),
             "check the weights (a BatchNorm with running variance <= 0 makes NaN) and the model's operations "
-            "on random inputs (log or sqrt of a negative value, division by zero)",
+            "on standard-normal inputs (log or sqrt of a negative value, division by zero); inputs stay in "
+            "their range when it is known (--input-range with --quantize, or a normalisation in the model)",
         )
     return EdgeportError(
         f"{error.problem}{where}",
