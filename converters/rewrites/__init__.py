@@ -29,6 +29,7 @@ from edgeport.converters.rewrites import (
     gelu,
     group_norm,
     grouped_conv,
+    hard_sigmoid,
     legacy_softmax,
     patch_tokens,
     pixel_shuffle,
@@ -61,6 +62,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (concat_fan_in.NAME, concat_fan_in.rewrite),
     (slices_to_split.NAME, slices_to_split.rewrite),
     (equal_split.NAME, equal_split.rewrite),
+    (hard_sigmoid.NAME, hard_sigmoid.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
     # above would see unknown shapes downstream of it.
     (gelu.NAME, gelu.rewrite),
