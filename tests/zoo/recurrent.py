@@ -200,6 +200,9 @@ ZOO: list[ZooModel] = [
         _seeded(GRUKeywordSpotter),
         [[1, 1, 49, 10]],
         (0,),
+        # Its permute of the channels-last conv output to (time, channel, coefficient) order is a
+        # real layout change.
+        transpose_free=False,
         what="conv front end, GRU, head on y[:, -1] (issue 10)",
     ),
     ZooModel(
@@ -218,6 +221,7 @@ ZOO: list[ZooModel] = [
         "gru_mfcc_kws",
         _seeded(MfccGRU),
         [[1, 40, 49]],
+        transpose_free=False,  # the model's own x.transpose(1, 2) of an input kept as given
         what="GRU on coefficient-major MFCC (x.transpose(1, 2)), hidden 64, out[:, -1, :]",
     ),
     ZooModel(
