@@ -22,10 +22,12 @@ cost no ops of their own, and a step nothing reads is pruned (`y[:, -1]` of a ba
 Handled: GRU (either `linear_before_reset`), LSTM (with peepholes), RNN; forward, reverse and
 bidirectional; `layout` 0 and 1; initial states as constants, model inputs or computed tensors; the
 activations Sigmoid, Tanh, Relu, HardSigmoid, LeakyRelu, Elu, Softsign and Softplus; `clip`;
-`sequence_lens` when every sequence is full length. Left to onnx2tf, with the reason (`reasons_left`):
+`sequence_lens` when every sequence is full length. Left to onnx2tf, with the reason
+(`rewrite_with_reasons`):
 sequence lengths shorter than the sequence, `input_forget`, other activations, weights that are not
 constants, shapes that are not static. Every replacement is checked against the region it replaces with
-onnxruntime on random inputs; one that disagrees is not applied.
+onnxruntime on random inputs; one that disagrees is not applied. Concats of more than 10 steps are
+split for TFLite Micro by the concat_fan_in rewrite, which runs after this one.
 """
 
 from __future__ import annotations
@@ -546,8 +548,3 @@ def rewrite_with_reasons(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     return rewrite_with_reasons(model)[0]
-
-
-def reasons_left(model: onnx.ModelProto) -> list[str]:
-    """Why each recurrent node of `model` that this rewrite leaves alone is left (empty: none is)."""
-    return rewrite_with_reasons(model)[1]

@@ -145,6 +145,20 @@ class MfccGRU(nn.Module):
         return self.fc(out[:, -1, :])
 
 
+class ConvLSTM(nn.Module):
+    """Voice-activity / wake-word style: Conv1d over mel bins, then a two-layer LSTM, last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(40, 32, 3, padding=1), nn.BatchNorm1d(32), nn.ReLU())
+        self.lstm = nn.LSTM(32, 24, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(24, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(self.conv(x).transpose(1, 2))
+        return self.fc(y[:, -1])
+
+
 class SpeakerEmbedding(nn.Module):
     """A speaker encoder as shipped in wheels: stacked LSTM, `h_n[-1]` -> linear -> ReLU -> L2-normalize."""
 
@@ -223,6 +237,13 @@ ZOO: list[ZooModel] = [
         [[1, 40, 49]],
         transpose_free=False,  # the model's own x.transpose(1, 2) of an input kept as given
         what="GRU on coefficient-major MFCC (x.transpose(1, 2)), hidden 64, out[:, -1, :]",
+    ),
+    ZooModel(
+        "conv1d_lstm2",
+        _seeded(ConvLSTM),
+        [[1, 40, 24]],
+        (0,),
+        what="Conv1d front end over mel bins, two-layer LSTM, y[:, -1]",
     ),
     ZooModel(
         "gru2_bidir_last",
