@@ -78,6 +78,7 @@ def keras_to_quantized(
     io: str = "int8",
     ranges: str = "minmax",
     report: dict[str, Any] | None = None,
+    keep_float: Sequence[str] = (),
 ) -> bytes:
     """Quantize with the TFLite converter.
 
@@ -88,6 +89,8 @@ def keras_to_quantized(
     "percentile" and "mse" go through `quantize_with_ranges`, and `report`, if given, receives
     what they changed. mode "dynamic": int8 weights, float activations (no samples needed; for
     Android CPU, not TFLite Micro). `in_specs` must be in the Keras model's input order.
+    `keep_float` names ops (by output tensor name) left float32 between DEQUANTIZE and QUANTIZE
+    (quant/tflm_ops.py chooses them: ops TFLite Micro has no int8 kernel for).
     """
     import tensorflow as tf
 
@@ -103,11 +106,27 @@ def keras_to_quantized(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     else:
         raise ValueError(f"unknown quantization mode {mode!r}")
-    if ranges == "minmax":
+    if ranges == "minmax" and not keep_float:
         return _converting(mode, converter.convert)
     calibrated = _converting(mode, lambda: calibrate_only(converter))
+    if ranges == "minmax":
+        return _converting(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
     feeds = [_keras_feed(sample, in_specs) for sample in samples]
-    return quantize_with_ranges(converter, calibrated, feeds, io, RANGE_FUNCTIONS[ranges], report)
+    return quantize_with_ranges(
+        converter, calibrated, feeds, io, RANGE_FUNCTIONS[ranges], report, keep_float=keep_float
+    )
+
+
+def probe_quantizer(
+    keras_model: Any, in_specs: Sequence[TensorSpec], samples: Sequence[Sample], io: str
+) -> Callable[[Sequence[str]], bytes]:
+    """`quantize(keep_float)`: int8 models from one calibration on `samples`, with the named ops left
+    float; the converter's slow half (calibration) runs once, each call only re-runs the quantizer."""
+    converter = int8_converter(keras_model, in_specs, samples, io)
+    calibrated = _converting("int8", lambda: calibrate_only(converter))
+    return lambda keep_float: _converting(
+        "int8", lambda: quantize_calibrated(converter, calibrated, io, keep_float)
+    )
 
 
 def _converting(mode: str, convert: Callable[[], T]) -> T:
@@ -134,14 +153,15 @@ def calibrate_only(converter: Any) -> bytes:
     return bytes(converter.convert())
 
 
-def quantize_calibrated(converter: Any, calibrated: bytes, io: str) -> bytes:
+def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: Sequence[str] = ()) -> bytes:
     """The converter's second half, as tensorflow 2.19's lite.py runs it for full-integer int8.
 
     `_quantize` calls mlir_quantize with the converter's per-channel and variable-quantization
     settings and its debug options (empty unless IR dumps are asked for); `_optimize_tflite_model`
     deduplicates read-only buffers; `_convert_and_export_metrics` adds the conversion metadata.
     Given `calibrate_only`'s unedited output this returns the bytes `converter.convert()` would
-    have (tested). The private helpers are those of the pinned tensorflow version.
+    have (tested). The private helpers are those of the pinned tensorflow version. `keep_float`:
+    output tensor names of ops the quantizer leaves float (its `denylisted_nodes`).
     """
     import tensorflow as tf
     from tensorflow.lite.python import util
@@ -158,6 +178,7 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str) -> bytes:
         disable_per_channel_for_dense_layers=(
             converter._experimental_disable_per_channel_quantization_for_dense_layers
         ),
+        denylisted_nodes=list(keep_float) or None,
     )
     model = deduplicate_readonly_buffers(model)
     model_object = flatbuffer_utils.convert_bytearray_to_object(model)
@@ -255,7 +276,7 @@ class RangeUse:
     at_io: set[int]  # a model input or output (its int8 side with float I/O) carries this range
 
 
-def probe_range_use(converter: Any, calibrated: bytes, io: str) -> RangeUse:
+def probe_range_use(converter: Any, calibrated: bytes, io: str, keep_float: Sequence[str] = ()) -> RangeUse:
     """Quantize once with a distinct range on every recorded tensor and read back who got which.
 
     The quantizer's propagation (see the module docstring) decides which recorded ranges count;
@@ -266,7 +287,9 @@ def probe_range_use(converter: Any, calibrated: bytes, io: str) -> RangeUse:
 
     order = sorted(recorded_ranges(calibrated))
     probe = {index: (-PROBE_UNIT * (k + 1), PROBE_UNIT * (k + 1)) for k, index in enumerate(order)}
-    quantized = _converting("int8", lambda: quantize_calibrated(converter, set_ranges(calibrated, probe), io))
+    quantized = _converting(
+        "int8", lambda: quantize_calibrated(converter, set_ranges(calibrated, probe), io, keep_float)
+    )
     model = flatbuffer_utils.convert_bytearray_to_object(quantized)
     graph = model.subgraphs[0]
 
@@ -306,6 +329,7 @@ def quantize_with_ranges(
     io: str,
     range_of: Callable[[Histogram], tuple[float, float]],
     report: dict[str, Any] | None = None,
+    keep_float: Sequence[str] = (),
 ) -> bytes:
     """Quantize `calibrated` with activation ranges `range_of(histogram of observed values)`.
 
@@ -317,12 +341,12 @@ def quantize_with_ranges(
     from tensorflow.lite.tools import flatbuffer_utils
 
     recorded = recorded_ranges(calibrated)
-    use = probe_range_use(converter, calibrated, io)
+    use = probe_range_use(converter, calibrated, io, keep_float)
     chosen = sorted(use.used - use.at_io)
     hists = observe_activations(calibrated, feeds, chosen)
     ranges = {index: range_of(hists[index]) for index in chosen}
     edited = set_ranges(calibrated, ranges)
-    model = _converting("int8", lambda: quantize_calibrated(converter, edited, io))
+    model = _converting("int8", lambda: quantize_calibrated(converter, edited, io, keep_float))
     if report is not None:
         graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
 

@@ -176,7 +176,7 @@ def test_op_without_tflm_int8_kernel_names_op_and_node(tmp_path: Path, run_cli) 
     )
     assert code == 1
     assert "TFLite Micro has no kernel for op GELU" in stderr or "op GELU at node" in stderr
-    assert "--io float" in stderr and "dynamic" in stderr
+    assert "dynamic" in stderr  # --io float is not suggested: it cannot help an op inside the model
     assert not out.exists()
 
 

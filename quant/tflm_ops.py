@@ -1,0 +1,119 @@
+"""Which ops of an int8 model TFLite Micro cannot run, found before calibration starts.
+
+TFLite Micro's int8 support is a property of each kernel's Prepare/Eval (LOG, for one, has a float32
+kernel only), so the list is not typed out here: a probe model, quantized from a few synthetic
+samples (seconds), runs once in the TFLite Micro runtime itself (edgeport.runtimes.tflm). An op that
+fails there with a type error but has a float kernel is kept float32 between DEQUANTIZE and QUANTIZE
+(the TFLite quantizer's denylist; TFLite Micro runs both), and the probe runs again; an op TFLite
+Micro has no kernel for at all, or one that still fails as float, refuses the model with its name,
+node and tensor, before the minutes of calibration rather than after them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeport.errors import EdgeportError
+from edgeport.runtimes.tflm import run_tflm
+from edgeport.tflite_file import parse_tflite
+
+# A kept-float op adds DEQUANTIZE/QUANTIZE around itself; more rounds than this means the model is
+# mostly float, which is not what --quantize int8 promises.
+MAX_KEPT_FLOAT = 8
+_FAILED = re.compile(r"cannot (?:prepare|invoke|init) op (\S+) at node (\d+)(?: \((.*)\))?")
+_MISSING = re.compile(r"has no kernel for op (\S+)")
+NO_KERNEL_FIX = (
+    "replace that op in the model before conversion (TFLite Micro has no kernel for it, int8 or float); "
+    "for Android (no TFLite Micro) use --quantize dynamic or float16"
+)
+
+
+@dataclass(frozen=True)
+class KeptFloat:
+    op: str
+    node: str  # output tensor name: what the quantizer's denylist matches
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"op": self.op, "node": self.node, "reason": self.reason}
+
+    def note(self) -> str:
+        return (
+            f"{self.op} at {self.node!r} kept float32 between DEQUANTIZE and QUANTIZE: TFLite Micro has no "
+            "int8 kernel for it"
+        )
+
+
+@dataclass
+class TflmPlan:
+    kept_float: list[KeptFloat] = field(default_factory=list)
+    probes: int = 0  # probe models run in TFLite Micro
+
+    @property
+    def denylist(self) -> list[str]:
+        return [k.node for k in self.kept_float]
+
+
+def _node_output(model: bytes, index: int) -> str:
+    graph = parse_tflite(model).raw.subgraphs[0]
+    name = graph.tensors[graph.operators[index].outputs[0]].name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def failing_op(problem: str) -> tuple[str, int | None, str]:
+    """(op, node index or None, TFLM's detail) from run_tflm's error line; ("", None, "") if neither."""
+    failed = _FAILED.search(problem)
+    if failed:
+        return failed.group(1), int(failed.group(2)), failed.group(3) or ""
+    missing = _MISSING.search(problem)
+    if missing:
+        return missing.group(1).rstrip("."), None, ""
+    return "", None, ""
+
+
+def plan_int8_for_tflm(
+    quantize: Callable[[Sequence[str]], bytes],
+    raw_inputs: Callable[[bytes], list[list[np.ndarray]]],
+    name: str,
+) -> TflmPlan:
+    """Probe until TFLite Micro runs the int8 model, keeping float the ops it has no int8 kernel for.
+
+    `quantize(denylist)` returns the probe model with those ops left float; `raw_inputs(model)` one
+    sample of raw inputs for it. Raises EdgeportError, naming op, node and fix, when no plan works.
+    """
+    plan = TflmPlan()
+    while True:
+        model = quantize(plan.denylist)
+        plan.probes += 1
+        try:
+            run_tflm(model, raw_inputs(model), name)
+            return plan
+        except EdgeportError as exc:
+            op, index, detail = failing_op(exc.problem)
+            if not op:
+                raise
+            node = _node_output(model, index) if index is not None else ""
+            where = f" (node {index}, tensor {node!r})" if index is not None else ""
+            if index is None:
+                raise EdgeportError(
+                    f"{name}: TFLite Micro has no kernel for op {op}{where}; found before calibration",
+                    NO_KERNEL_FIX,
+                ) from exc
+            if node in plan.denylist or op in ("QUANTIZE", "DEQUANTIZE"):
+                raise EdgeportError(
+                    f"{name}: TFLite Micro cannot run op {op}{where} in int8 nor in float32"
+                    + (f" ({detail})" if detail else "")
+                    + "; found before calibration",
+                    NO_KERNEL_FIX,
+                ) from exc
+            if len(plan.kept_float) >= MAX_KEPT_FLOAT:
+                raise EdgeportError(
+                    f"{name}: TFLite Micro has no int8 kernel for {len(plan.kept_float) + 1} ops "
+                    f"(the last: {op}{where}); found before calibration",
+                    "for TFLite Micro keep the model float32; for Android use --quantize dynamic or float16",
+                ) from exc
+            plan.kept_float.append(KeptFloat(op, node, detail or "TFLite Micro failed on its int8 form"))

@@ -1,0 +1,131 @@
+"""What TFLite Micro cannot run in int8 is found before calibration; LiteRT's optimized kernels are a note.
+
+The probe (quant/tflm_ops.py) runs a quickly quantized model in the TFLite Micro runtime itself:
+an op without any TFLM kernel refuses the model before calibration starts (calibration is patched
+to fail if reached), an op whose TFLM kernel is float-only (LOG) is kept float32 and the model
+still runs bit-exactly against TFLite's reference kernels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeport.errors import EdgeportError
+from edgeport.manifest import MANIFEST_NAME
+from edgeport.pipeline import ConvertOptions, convert_model
+from edgeport.quant import modes, tflm_ops
+from edgeport.quant.modes import QuantOptions
+from edgeport.quant.tflm_check import TflmComparison
+from tests.quant import int8_models, tflm_op_models
+
+MIN_SQNR_DB = 20.0  # int8 with one float LOG inside: each int8 rounding is ~48 dB, a few in series
+
+
+@pytest.fixture
+def no_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reached(*args: object, **kwargs: object) -> None:
+        raise AssertionError("calibration started before the TFLite Micro check refused the model")
+
+    monkeypatch.setattr(modes, "make_calibration", reached)
+
+
+def test_op_without_tflm_kernel_is_refused_before_calibration(
+    tmp_path: Path, run_cli, no_calibration
+) -> None:
+    out = tmp_path / "out"
+    source = f"{Path(int8_models.__file__)}:GeluCnn"
+    code, _, stderr = run_cli(
+        "convert", source, "--input-shape", "1,3,12,12", "-o", out, "--quantize", "int8"
+    )
+    assert code == 1, stderr
+    assert "TFLite Micro has no kernel for op GELU" in stderr and "before calibration" in stderr
+    assert "dynamic" in stderr
+    assert not out.exists()
+
+
+def test_float_only_tflm_op_is_kept_float_and_runs_bit_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+    plan, calibrate = modes.plan_int8_for_tflm, modes.make_calibration
+    monkeypatch.setattr(modes, "plan_int8_for_tflm", lambda *a, **k: order.append("probe") or plan(*a, **k))
+    monkeypatch.setattr(
+        modes, "make_calibration", lambda *a, **k: order.append("calibrate") or calibrate(*a, **k)
+    )
+    out = tmp_path / "out"
+    convert_model(
+        ConvertOptions(
+            source=f"{Path(tflm_op_models.__file__)}:LogMel",
+            outdir=out,
+            input_shapes=[[1, *tflm_op_models.SPECTRUM]],
+            quantize=QuantOptions(),
+        )
+    )
+    assert order == ["probe", "calibrate"]
+    section = json.loads((out / MANIFEST_NAME).read_text())["sections"]["quantization"]
+    assert [k["op"] for k in section["kept_float"]] == ["LOG"]
+    assert section["tensor_types"]["float32"] == 2  # LOG's input and output only
+    assert section["tflm_vs_litert"]["max_diff_steps"] == 0
+    assert min(o["sqnr_db"] for o in section["fidelity"]["outputs"]) > MIN_SQNR_DB
+    assert any("LOG" in note and "kept float32" in note for note in section["calibration"]["notes"])
+
+
+def test_failing_op_reads_both_tflm_error_forms() -> None:
+    assert tflm_ops.failing_op("m: TFLite Micro cannot invoke op LOG at node 4 (elementwise.cc:202 x)") == (
+        "LOG",
+        4,
+        "elementwise.cc:202 x",
+    )
+    assert tflm_ops.failing_op("m: TFLite Micro has no kernel for op RELU_0_TO_1") == (
+        "RELU_0_TO_1",
+        None,
+        "",
+    )
+    assert tflm_ops.failing_op("m: TFLite Micro did not finish") == ("", None, "")
+
+
+def test_a_probe_failing_twice_on_the_same_op_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept-float op that TFLM still cannot run: refused, naming the op, not retried forever."""
+    calls: list[list[str]] = []
+
+    def quantize(denylist: list[str]) -> bytes:
+        calls.append(list(denylist))
+        return b"model"
+
+    def failing_run(*args: object, **kwargs: object) -> None:
+        raise EdgeportError("m: TFLite Micro cannot prepare op FOO at node 2 (type)", "fix")
+
+    monkeypatch.setattr(tflm_ops, "run_tflm", failing_run)
+    monkeypatch.setattr(tflm_ops, "_node_output", lambda model, index: "foo_out")
+    with pytest.raises(EdgeportError, match="op FOO .*nor in float32"):
+        tflm_ops.plan_int8_for_tflm(quantize, lambda model: [[np.zeros(1)]], "m")
+    assert calls == [[], ["foo_out"]]
+
+
+def test_optimized_kernel_difference_is_a_note_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """32 steps between LiteRT's optimized kernels and TFLM (issue 10's detector) is recorded, not refused."""
+
+    class Runner:
+        def __init__(self, model: bytes, ins: object, outs: object, kernels: str = "optimized") -> None:
+            self.shift = 32 if kernels == "optimized" else 0
+
+        def quantize_inputs(self, sample: object) -> list[np.ndarray]:
+            return [np.zeros(4, np.int8)]
+
+        def run_raw(self, raw: list[np.ndarray]) -> list[np.ndarray]:
+            return [np.full(4, self.shift, np.int8)]
+
+    class Result:
+        raw_outputs = [[np.zeros(4, np.int8)]]
+
+    monkeypatch.setattr(modes, "LiteRTRunner", Runner)
+    monkeypatch.setattr(modes, "run_tflm", lambda *a, **k: Result())
+    tflm, optimized = modes._tflm_agreement(b"", b"", [], [], [{}], "model_int8.tflite")
+    assert tflm.max_diff_steps == 0 and optimized.max_diff_steps == 32
+    note = modes.optimized_kernels_note(optimized)
+    assert note is not None and "32 quantization steps" in note and "Android" in note
+    assert modes.optimized_kernels_note(TflmComparison(4, modes.TFLM_NOTE_STEPS, 0.0, 1.0)) is None
