@@ -129,7 +129,11 @@ def onnx_to_keras(
     }
     options.update(onnx2tf_options or {})
     import onnx2tf
+    import tf_keras
 
+    # Keras numbers layer names per process ("model_2/tf.linalg.matmul_1"), and the names end up in
+    # the .tflite: without this a second conversion in one process writes a different file.
+    tf_keras.backend.reset_uids()
     try:
         # onnx2tf drops scratch files in the working directory.
         with working_directory(workdir), offline_onnx2tf():

@@ -97,3 +97,20 @@ def test_the_command_line_as_typed_goes_to_run() -> None:
         manifest.run.command.startswith("edgeport package /home/me/out/")
         and "/home" not in manifest.reproducible()
     )
+
+
+def test_two_conversions_in_one_process_write_the_same_files(tmp_path: Path) -> None:
+    """The Python API (benchmarks convert many models in one process): the second .tflite must not
+    carry Keras' per-process layer numbering in its tensor names."""
+    from edgeport.pipeline import ConvertOptions, convert_model
+
+    manifests = []
+    for name in ("a", "b"):
+        options = ConvertOptions(
+            source="tests/fixtures/tiny_models.py:SequenceHead",
+            outdir=tmp_path / name,
+            input_shapes=[[1, 5, 16]],
+        )
+        manifests.append(convert_model(options).manifest)
+    assert [a.sha256 for a in manifests[0].artifacts] == [a.sha256 for a in manifests[1].artifacts]
+    assert manifests[0].reproducible() == manifests[1].reproducible()
