@@ -159,7 +159,6 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Net(3, "view")),
         [[1, 3, 32, 32]],
         (0,),
-        transpose_free=False,  # x.mean((2, 3)) after the residual Add: onnx2tf holds it NCHW
         what="ShuffleNet v1 units, grouped 1x1 (g=3), view/transpose shuffle",
     ),
     ZooModel(
@@ -167,7 +166,6 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Net(2, "permute")),
         [[1, 3, 32, 32]],
         (0,),
-        transpose_free=False,  # x.mean((2, 3)) after the residual Add: onnx2tf holds it NCHW
         what="grouped 1x1 (g=2), reshape/permute shuffle",
     ),
     ZooModel(
@@ -175,7 +173,6 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Net(4, "chunk_stack")),
         [[1, 3, 32, 32]],
         (0,),
-        transpose_free=False,  # x.mean((2, 3)) after the residual Add: onnx2tf holds it NCHW
         what="grouped 1x1 (g=4), chunk + stack shuffle",
     ),
     ZooModel(
@@ -183,6 +180,7 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Block(24, 3, "strided_cat")),
         [[1, 24, 9, 11]],
         (0,),
+        transpose_free=False,  # onnx2tf gives a 4-D Add output back NCHW: 1 at the end
         what="grouped 1x1 (g=3), strided slices + cat shuffle",
     ),
     ZooModel(
@@ -210,7 +208,14 @@ ZOO: list[ZooModel] = [
         what="3x3 convs, groups 2, 3, 4, 8",
     ),
     ZooModel("grouped_conv1d", _seeded(GroupedConv1d), [[1, 6, 21]], (0,), what="1-D grouped convs"),
-    ZooModel("chunk_split", _seeded(ChunkSplit), [[1, 3, 9, 9]], (0,), what="chunk (equal), split (unequal)"),
+    ZooModel(
+        "chunk_split",
+        _seeded(ChunkSplit),
+        [[1, 3, 9, 9]],
+        (0,),
+        transpose_free=False,  # onnx2tf gives a 4-D Add output back NCHW: 1 at the end
+        what="chunk (equal), split (unequal)",
+    ),
     ZooModel(
         "sequence_chunks", _seeded(SequenceChunks), [[1, 12, 10]], what="chunk/split on the feature axis"
     ),
