@@ -266,11 +266,36 @@ def _root(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> str:
     return tensor
 
 
+def _opset(view: OnnxGraph) -> int:
+    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _head_average(
+    view: OnnxGraph, probs: str, mix: onnx.NodeProto, shape: list[int]
+) -> tuple[list[onnx.NodeProto], str] | None:
+    """([Reshape, ReduceMean], output) when the probabilities' only use is need_weights' average over
+    heads (`average_attn_weights=True`): reshaped to [..., heads, L, L], then a mean over the head axis."""
+    others = [n for n in view.consumers(probs) if n is not mix]
+    if len(others) != 1 or others[0].op_type != "Reshape" or view.is_graph_output(probs):
+        return None
+    (reshape,) = others
+    r_shape = view.static_shape(reshape.output[0])
+    if r_shape is None or r_shape[-3:] != shape or any(d != 1 for d in r_shape[:-3]):
+        return None
+    mean = view.only_consumer(reshape.output[0], "ReduceMean")
+    if mean is None or view.static_shape(mean.output[0]) is None:
+        return None
+    axes = view.const(mean.input[1]) if len(mean.input) > 1 and mean.input[1] else attr(mean, "axes", None)
+    if axes is None or [int(a) % len(r_shape) for a in np.reshape(axes, -1)] != [len(r_shape) - 3]:
+        return None
+    return [reshape, mean], mean.output[0]
+
+
 def _match(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bool:
     if softmax.op_type != "Softmax" or softmax.output[0] in done:
         return False
     done.add(softmax.output[0])  # each attention is looked at once, rewritten or not
-    if next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0) < 13:
+    if _opset(view) < 13:
         log.info("%s: opset < 13 (Softmax flattens its input there); left as it is", NAME)
         return False
     try:
@@ -329,14 +354,18 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
         raise _Skip("the attention output has no static shape")
 
     # Only y (and the probabilities, which need_weights returns) may leave the region.
-    members = {id(n) for n in region}
     probs_out = softmax.output[0]
+    average = _head_average(view, probs_out, mix, [heads, lq, lk])
+    if average is not None:
+        region.extend(average[0])
+    members = {id(n) for n in region}
     keep_probs = view.is_graph_output(probs_out) or any(
         id(c) not in members for c in view.consumers(probs_out)
     )
+    leaving = {y, probs_out} | ({average[1]} if average else set())
     for node in region:
         for name in node.output:
-            if name in (y, probs_out):
+            if name in leaving:
                 continue
             if view.is_graph_output(name) or any(id(c) not in members for c in view.consumers(name)):
                 raise _Skip(f"{name} inside the attention is also used outside it")
@@ -383,9 +412,14 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
         )
         w = np.concatenate([ops[m].w[:, ops[m].cols].transpose(1, 0, 2) * ops[m].scale for m in members_])
         b = np.concatenate([ops[m].b[ops[m].cols][:, None, :] * ops[m].scale for m in members_])
-        (h_all,) = node("MatMul", [x2, const(w.astype(np.float32), "w_heads")], "heads")
         if np.any(b):
-            (h_all,) = node("Add", [h_all, const(b.astype(np.float32), "b_heads")], "heads_b")
+            # The bias rides in the matmul as a row of w against a column of ones: an Add of
+            # [heads, L, d] with L == d would look channels-first to onnx2tf, which then transposes
+            # before the Split (measured: 1 TRANSPOSE at sequence 8, head size 8).
+            ones = const(np.ones((rows, 1), np.float32), "ones")
+            (x2,) = node("Concat", [x2, ones], "x_ones", axis=1)
+            w = np.concatenate([w, b], axis=1)
+        (h_all,) = node("MatMul", [x2, const(w.astype(np.float32), "w_heads")], "heads")
         if len(members_) == 1:
             heads_of[members_[0]] = h_all
         else:
@@ -400,7 +434,7 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
     (kt,) = node("Transpose", [heads_of[1]], "kT", perm=[0, 2, 1])
     (s,) = node("MatMul", [heads_of[0], kt], "scores")
     mask = np.broadcast_to(beta, probs_shape).reshape(heads, lq, lk) if np.any(beta) else None
-    if keep_probs:
+    if keep_probs or average is not None:
         # The probabilities leave the region (need_weights). onnx2tf takes any non-MatMul 3-D result
         # whose last two sizes are equal ([h, L, L]) for channels-first and transposes it when a
         # Reshape reads it, so the weights came out transposed: the softmax runs on [h * L, L].
@@ -408,12 +442,19 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
         if mask is not None:
             (s,) = node("Add", [s, const(mask.reshape(heads * lq, lk).astype(np.float32), "mask")], "masked")
         (p2,) = node("Softmax", [s], "probs2d", axis=-1)
-        node(
-            "Reshape",
-            [p2, const(np.array(probs_shape, np.int64), "probs_shape")],
-            "probs_out",
-            outputs=[probs_out],
-        )
+        if keep_probs:
+            shape = const(np.array(probs_shape, np.int64), "probs_shape")
+            node("Reshape", [p2, shape], "probs_out", outputs=[probs_out])
+        if average is not None:  # the mean over heads, on [heads, L * L]
+            (flat,) = node("Reshape", [p2, const(np.array([heads, lq * lk], np.int64), "flat")], "flat")
+            if _opset(view) >= 18:
+                (mean,) = node(
+                    "ReduceMean", [flat, const(np.array([0], np.int64), "axis0")], "mean", keepdims=1
+                )
+            else:
+                (mean,) = node("ReduceMean", [flat], "mean", axes=[0], keepdims=1)
+            shape = const(np.array(view.static_shape(average[1]), np.int64), "mean_shape")
+            node("Reshape", [mean, shape], "mean_out", outputs=[average[1]])
         (p,) = node("Reshape", [p2, const(np.array([heads, lq, lk], np.int64), "heads_shape")], "probs")
         done.add(p2)
     else:
@@ -440,7 +481,7 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
 
     members = {id(n) for n in region}
     old_nodes = [n for n in view.graph.node if id(n) in members]
-    outputs = [y, probs_out] if keep_probs else [y]
+    outputs = [y] + ([probs_out] if keep_probs else []) + ([average[1]] if average else [])
     if not replacement_agrees(view, old_nodes, new_nodes, inits, outputs, _CHECK_TOLERANCE):
         raise _Skip("the batched-head form did not reproduce the region on random inputs")
     view.graph.initializer.extend(inits)

@@ -78,6 +78,9 @@ def test_returned_attention_weights_keep_their_shape(average: bool, masked: bool
     # The softmax runs on [heads * L, L]: onnx2tf mis-lays a [heads, L, L] tensor that a Reshape reads.
     (softmax,) = [n for n in after.graph.node if n.op_type == "Softmax"]
     assert len(shape_of(after, softmax.input[0])) == 2
+    if average:  # and so does the mean over heads
+        (mean,) = [n for n in after.graph.node if n.op_type == "ReduceMean"]
+        assert len(shape_of(after, mean.input[0])) == 2
 
 
 def shape_of(model: onnx.ModelProto, name: str) -> list[int]:

@@ -169,7 +169,6 @@ ZOO: list[ZooModel] = [
         "mha_square_heads",
         _seeded(lambda: MHA(dim=32, heads=4, need_weights=True)),
         [[1, 8, 32]],
-        transpose_free=False,  # the head-averaged [1, 8, 8] weights: 1
         what="MHA whose head size equals the sequence length (8), weights returned",
     ),
     ZooModel("mha_no_bias", _seeded(lambda: MHA(bias=False)), [[1, 11, 24]], what="MHA bias=False"),

@@ -188,6 +188,7 @@ ZOO: list[ZooModel] = [
         _seeded(lambda: ShuffleV1Block(24, 2, "einops")),
         [[1, 24, 9, 11]],
         (0,),
+        transpose_free=False,  # onnx2tf gives a 4-D Add output back NCHW: 1 at the end
         what="grouped 1x1 (g=2), einops-style unflatten/swap/flatten",
     ),
     ZooModel(
