@@ -17,10 +17,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import onnx
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.calibration import CLIP_SIGMAS, METHODS, gaussian_samples, make_calibration
+from edgeport.quant.calibration import (
+    CLIP_SIGMAS,
+    DISTILL_STEPS,
+    METHODS,
+    gaussian_samples,
+    has_batchnorm,
+    make_calibration,
+)
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
+from edgeport.quant.cost import DISTILL_BUDGET, MIN_DISTILL_STEPS, sample_work, steps_within
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
@@ -335,12 +344,13 @@ def _integer_stage(
     # Before calibration (minutes): which ops TFLite Micro cannot run in int8 (kept float or refused).
     plan = _tflm_plan(keras_model, keras_specs, in_specs, out_specs, stats, opts, path.name)
     step("calibrating activation ranges")
-    steps = {} if opts.distill_steps is None else {"distill_steps": opts.distill_steps}
+    method, distill_steps, cost, skipped = _bounded_distillation(opts, float_model, module, bool(stats))
+    steps = {} if distill_steps is None else {"distill_steps": distill_steps}
     cal = make_calibration(
-        opts.method,
+        method,
         in_specs,
         stats,
-        module=module,
+        module=None if skipped else module,
         data=opts.calibration,
         count=opts.samples,
         held_out=HELD_OUT_SAMPLES,
@@ -362,6 +372,8 @@ def _integer_stage(
     )
     # Checked before the int4 rewrite, which only turns int8 filters into int4 ones.
     _check_full_integer(model, opts.io, plan.denylist)
+    if skipped:
+        cal.notes.append(skipped)
     cal.notes.extend(k.note() for k in plan.kept_float)
     weights: dict[str, Any] = {"weights": "int8 per-channel (symmetric)"}
     if opts.mode == "w4a8":
@@ -394,6 +406,8 @@ def _integer_stage(
             "samples": len(cal.samples),
             "input_stats": {name: st.to_dict() for name, st in stats.items()},
             **cal.detail,
+            # What distillation was allowed to cost (quant/cost.py), when it ran or was skipped for it.
+            **({"cost": cost} if cal.method == "distill" or skipped else {}),
             "notes": cal.notes,
         },
         "tensor_types": tensor_types,
@@ -408,6 +422,40 @@ def _integer_stage(
         "seconds": _since(started),
     }
     return QuantResult(path, opts.mode, _names(LiteRTRunner(model, in_specs, out_specs)), section)
+
+
+def _bounded_distillation(
+    opts: QuantOptions, float_model: bytes, module: Any, has_stats: bool
+) -> tuple[str, int | None, dict[str, int], str | None]:
+    """(method, distillation steps, cost record, note when distillation was skipped).
+
+    The steps are bounded by quant/cost.py's fixed work budget (unless given explicitly), so the
+    calibration of a large model takes minutes at most; when fewer than MIN_DISTILL_STEPS fit, "auto"
+    calibrates on the input statistics instead and says so.
+    """
+    batch = opts.samples + HELD_OUT_SAMPLES
+    work = sample_work(float_model)
+    steps = opts.distill_steps
+    if steps is None:
+        steps = steps_within(DISTILL_BUDGET, work, batch, DISTILL_STEPS)
+        if opts.method == "distill":
+            steps = max(steps, MIN_DISTILL_STEPS)
+    cost = {"work_per_sample": work, "batch": batch, "budget": DISTILL_BUDGET, "distill_steps": steps}
+    would_distill = has_batchnorm(module) or (
+        isinstance(module, onnx.ModelProto)
+        and any(n.op_type == "BatchNormalization" for n in module.graph.node)
+    )
+    fits = steps >= MIN_DISTILL_STEPS
+    if opts.method != "auto" or opts.calibration is not None or not would_distill or fits:
+        return opts.method, steps, cost, None
+    note = (
+        f"distillation skipped: {MIN_DISTILL_STEPS} steps on a batch of {batch} would cost "
+        f"{MIN_DISTILL_STEPS * batch * work / 1e9:.0f} G operations, over the budget of "
+        f"{DISTILL_BUDGET / 1e9:.0f} G; calibrated on "
+        + ("the input statistics" if has_stats else "N(0, 1) noise")
+        + "; pass --calibration samples.npy for real ranges"
+    )
+    return ("input-stats" if has_stats else "gaussian"), None, cost, note
 
 
 def _tflm_plan(
