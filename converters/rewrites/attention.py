@@ -291,20 +291,24 @@ def _head_average(
     return [reshape, mean], mean.output[0]
 
 
-def _match(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bool:
+def _match(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str], reasons: list[str]) -> bool:
     if softmax.op_type != "Softmax" or softmax.output[0] in done:
         return False
     done.add(softmax.output[0])  # each attention is looked at once, rewritten or not
+    where = f"attention at {softmax.name or softmax.output[0]} left as it is"
     if _opset(view) < 13:
-        log.info("%s: opset < 13 (Softmax flattens its input there); left as it is", NAME)
+        reasons.append(f"{where}: opset < 13 (Softmax flattens its input there)")
+        log.info("%s: %s", NAME, reasons[-1])
         return False
     try:
         return _rewrite_one(view, softmax, done)
     except _Skip as why:
-        log.info("%s: attention at %s left as it is: %s", NAME, softmax.name or softmax.output[0], why)
+        reasons.append(f"{where}: {why}")
+        log.info("%s: %s", NAME, reasons[-1])
         return False
     except (ValueError, IndexError, KeyError) as exc:  # a shape this matcher did not foresee
-        log.warning("%s: attention at %s left as it is: %r", NAME, softmax.name or softmax.output[0], exc)
+        reasons.append(f"{where}: {type(exc).__name__}: {exc}")
+        log.warning("%s: %s", NAME, reasons[-1])
         return False
 
 
@@ -489,8 +493,14 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
+def rewrite_with_reasons(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """The rewritten model and, for each Softmax that looked like attention but was left alone, why."""
     view = OnnxGraph(model)
     done: set[str] = set()
-    view.rewrite_each(lambda graph, node: _match(graph, node, done))
-    return view.finish()
+    reasons: list[str] = []
+    view.rewrite_each(lambda graph, node: _match(graph, node, done, reasons))
+    return view.finish(), reasons
+
+
+def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
+    return rewrite_with_reasons(model)[0]

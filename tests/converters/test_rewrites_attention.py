@@ -92,9 +92,10 @@ def shape_of(model: onnx.ModelProto, name: str) -> list[int]:
 def test_batch_of_two_is_left_alone_with_the_reason(caplog: pytest.LogCaptureFixture) -> None:
     before = exported(lambda: MHA(), [2, 9, 24])
     with caplog.at_level(logging.INFO, logger=attention.__name__):
-        after = attention.rewrite(before)
+        after, reasons = attention.rewrite_with_reasons(before)
     assert after.SerializeToString() == before.SerializeToString()
-    assert "batch > 1" in caplog.text
+    assert len(reasons) == 1 and "batch > 1" in reasons[0] and "Softmax" in reasons[0]
+    assert reasons[0] in caplog.text
 
 
 def test_a_softmax_that_is_not_attention_is_left_alone() -> None:
