@@ -1,14 +1,22 @@
-"""A Concat of more than 10 tensors -> a tree of Concats of at most 10.
+"""A Concat of more than 10 tensors -> Concats of at most 10, each group flattened before the next.
 
 TFLite Micro's CONCATENATION kernel takes at most 10 inputs (kMaxInputNum in concatenation.cc) and
 refuses to prepare a model with more; LiteRT has no such limit, so the converted model runs there and
 fails only on the microcontroller. Sequences are where such Concats come from: a recurrent layer
 written out step by step (rnn_unroll) or a `torch.stack` / `torch.cat` over the steps of a hand-written
-cell loop. Concatenating groups first and then the groups gives the same tensor.
+cell loop.
+
+A plain tree of Concats does not survive: the TFLite converter folds nested Concats along one axis back
+into one. So each group's result is reshaped to [P, n] (P the product of the dimensions before the
+axis; concatenating along the axis is concatenating these rows), the groups are concatenated along the
+last axis, one rank higher at each further level, and a last Reshape gives the Concat's shape.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -22,22 +30,34 @@ MAX_INPUTS = 10
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type != "Concat" or len(node.input) <= MAX_INPUTS:
         return False
-    axis = int(attr(node, "axis"))
+    out_shape = view.static_shape(node.output[0])
+    if out_shape is None:
+        return False
+    axis = int(attr(node, "axis")) % len(out_shape)
+    rows = math.prod(out_shape[:axis])
     new: list[onnx.NodeProto] = []
-    inputs = list(node.input)
-    while len(inputs) > MAX_INPUTS:
-        groups = [inputs[i : i + MAX_INPUTS] for i in range(0, len(inputs), MAX_INPUTS)]
-        inputs = []
-        for group in groups:
-            if len(group) == 1:
-                inputs.append(group[0])
-                continue
-            out = view.fresh(f"{node.output[0]}_part")
-            new.append(
-                helper.make_node("Concat", group, [out], name=view.fresh(f"{node.name}_part"), axis=axis)
-            )
-            inputs.append(out)
-    new.append(helper.make_node("Concat", inputs, list(node.output), name=node.name, axis=axis))
+
+    def add(op: str, inputs: list[str], hint: str, out: str | None = None, **kw) -> str:
+        name = out or view.fresh(f"{node.output[0]}_{hint}")
+        new.append(helper.make_node(op, inputs, [name], name=view.fresh(f"{node.name}_{hint}"), **kw))
+        return name
+
+    pieces, level = list(node.input), 0
+    while len(pieces) > MAX_INPUTS:
+        shape = view.add_initializer(np.array([rows, *[1] * level, -1], np.int64), f"{node.output[0]}_rows")
+        groups = [pieces[i : i + MAX_INPUTS] for i in range(0, len(pieces), MAX_INPUTS)]
+        joined = [
+            add("Concat", g, "part", axis=axis if level == 0 else -1) if len(g) > 1 else g[0] for g in groups
+        ]
+        pieces = [add("Reshape", [j, shape], "rows") for j in joined]
+        level += 1
+    last = add("Concat", pieces, "joined", axis=-1)
+    add(
+        "Reshape",
+        [last, view.add_initializer(np.array(out_shape, np.int64), f"{node.output[0]}_shape")],
+        "shape",
+        out=node.output[0],
+    )
     view.replace([node], new)
     return True
 

@@ -44,6 +44,9 @@ def test_wide_concats_become_a_tree_of_at_most_ten_inputs(count: int) -> None:
     after = concat_fan_in.rewrite(before)
     concats = [n for n in after.graph.node if n.op_type == "Concat"]
     assert max(len(n.input) for n in concats) <= concat_fan_in.MAX_INPUTS
+    # No Concat reads another: the TFLite converter would fold them back into one.
+    joined = {o for n in concats for o in n.output}
+    assert not any(i in joined for n in concats for i in n.input)
     assert [o.name for o in after.graph.output] == ["y"]
     assert_same_outputs(before, after)
 
