@@ -159,6 +159,31 @@ class ConvLSTM(nn.Module):
         return self.fc(y[:, -1])
 
 
+class CRNN(nn.Module):
+    """Text-line recognition (CRNN + CTC): convs reduce the height to 1, the width becomes time,
+    a bidirectional LSTM reads it time-major and a linear layer scores the characters per step."""
+
+    def __init__(self, classes: int = 11):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d((4, 2)),
+        )
+        self.rnn = nn.LSTM(32, 16, bidirectional=True)
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x).squeeze(2).permute(2, 0, 1)  # [width, batch, channels]
+        y, _ = self.rnn(f)
+        return self.fc(y)
+
+
 class SpeakerEmbedding(nn.Module):
     """A speaker encoder as shipped in wheels: stacked LSTM, `h_n[-1]` -> linear -> ReLU -> L2-normalize."""
 
@@ -244,6 +269,13 @@ ZOO: list[ZooModel] = [
         [[1, 40, 24]],
         (0,),
         what="Conv1d front end over mel bins, two-layer LSTM, y[:, -1]",
+    ),
+    ZooModel(
+        "crnn_ocr",
+        _seeded(CRNN),
+        [[1, 1, 8, 48]],
+        (0,),
+        what="CRNN text recognizer: convs, height squeezed, width as time, BiLSTM, per-step scores",
     ),
     ZooModel(
         "gru2_bidir_last",
