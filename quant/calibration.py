@@ -120,6 +120,10 @@ def _bn_modules(module: Any) -> list[Any]:
 
 
 def has_batchnorm(module: Any) -> bool:
+    """Whether `module` has BatchNorms to distill from: a PyTorch module's BN layers with running
+    statistics, or an ONNX graph's BatchNormalization nodes."""
+    if isinstance(module, onnx.ModelProto):
+        return any(n.op_type == "BatchNormalization" for n in module.graph.node)
     return module is not None and bool(_bn_modules(module))
 
 

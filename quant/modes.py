@@ -445,7 +445,7 @@ def _bounded_distillation(
         isinstance(module, onnx.ModelProto)
         and any(n.op_type == "BatchNormalization" for n in module.graph.node)
     )
-    fits = steps >= MIN_DISTILL_STEPS
+    fits = steps >= MIN_DISTILL_STEPS or opts.distill_steps is not None  # steps the user gave are kept
     if opts.method != "auto" or opts.calibration is not None or not would_distill or fits:
         return opts.method, steps, cost, None
     note = (

@@ -151,3 +151,18 @@ def test_the_manifest_names_the_data_by_file_and_hash_and_keeps_its_path_for_run
         "local_path": str(tmp_path / "cal.npy"),  # moved to the manifest's run block when written
         "samples": 8,
     }
+
+
+def test_has_batchnorm_reads_pytorch_modules_and_onnx_graphs() -> None:
+    import torch
+    from onnx import helper
+
+    from edgeport.quant.calibration import has_batchnorm
+    from tests.quant.helpers import bn_node, bn_params, make_model
+
+    assert has_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)))
+    assert not has_batchnorm(torch.nn.Linear(3, 4)) and not has_batchnorm(None)
+    inits = bn_params("bn", 3, np.random.default_rng(0))
+    with_bn = make_model([bn_node("bn", "x", "y")], {"x": [1, 3, 4, 4]}, ["y"], inits)
+    assert has_batchnorm(with_bn)
+    assert not has_batchnorm(make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": [1, 3]}, ["y"]))
