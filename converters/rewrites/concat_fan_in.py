@@ -7,9 +7,12 @@ written out step by step (rnn_unroll) or a `torch.stack` / `torch.cat` over the 
 cell loop.
 
 A plain tree of Concats does not survive: the TFLite converter folds nested Concats along one axis back
-into one. So each group's result is reshaped to [P, n] (P the product of the dimensions before the
-axis; concatenating along the axis is concatenating these rows), the groups are concatenated along the
-last axis, one rank higher at each further level, and a last Reshape gives the Concat's shape.
+into one (a bidirectional layer's per-step [forward, backward] Concats and the Concat of the steps
+became one CONCATENATION of 12). So the inputs are counted as the converter will see them, through
+nested Concats along the same axis, and each group's result is reshaped to [P, n] (P the product of
+the dimensions before the axis; concatenating along the axis is concatenating these rows), the groups
+are concatenated along the last axis, one rank higher at each further level, and a last Reshape gives
+the Concat's shape.
 """
 
 from __future__ import annotations
@@ -27,13 +30,39 @@ NAME = "concat_fan_in"
 MAX_INPUTS = 10
 
 
+def _leaves(view: OnnxGraph, node: onnx.NodeProto, axis: int, nest: list[onnx.NodeProto]) -> list[str]:
+    """The inputs of `node` with each input made by a Concat along the same axis, and read only here,
+    replaced by that Concat's own inputs (recursively); `nest` collects those Concats."""
+    leaves = []
+    for name in node.input:
+        inner = view.producer(name)
+        shape = view.static_shape(name)
+        if (
+            inner is not None
+            and inner.op_type == "Concat"
+            and shape is not None
+            and int(attr(inner, "axis")) % len(shape) == axis
+            and len(view.consumers(name)) == 1
+            and not view.is_graph_output(name)
+        ):
+            nest.append(inner)
+            leaves += _leaves(view, inner, axis, nest)
+        else:
+            leaves.append(name)
+    return leaves
+
+
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
-    if node.op_type != "Concat" or len(node.input) <= MAX_INPUTS:
+    if node.op_type != "Concat":
         return False
     out_shape = view.static_shape(node.output[0])
     if out_shape is None:
         return False
     axis = int(attr(node, "axis")) % len(out_shape)
+    nest: list[onnx.NodeProto] = []
+    leaves = _leaves(view, node, axis, nest)
+    if len(leaves) <= MAX_INPUTS:
+        return False
     rows = math.prod(out_shape[:axis])
     new: list[onnx.NodeProto] = []
 
@@ -42,7 +71,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         new.append(helper.make_node(op, inputs, [name], name=view.fresh(f"{node.name}_{hint}"), **kw))
         return name
 
-    pieces, level = list(node.input), 0
+    pieces, level = leaves, 0
     while len(pieces) > MAX_INPUTS:
         shape = view.add_initializer(np.array([rows, *[1] * level, -1], np.int64), f"{node.output[0]}_rows")
         groups = [pieces[i : i + MAX_INPUTS] for i in range(0, len(pieces), MAX_INPUTS)]
@@ -58,7 +87,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         "shape",
         out=node.output[0],
     )
-    view.replace([node], new)
+    view.replace([*nest, node], new)
     return True
 
 

@@ -51,6 +51,21 @@ def test_wide_concats_become_a_tree_of_at_most_ten_inputs(count: int) -> None:
     assert_same_outputs(before, after)
 
 
+def test_nested_concats_along_one_axis_count_as_one() -> None:
+    """Six [forward, backward] pairs joined along the same axis: the converter would fold them into one
+    CONCATENATION of 12."""
+    inputs = {f"x{i}": [1, 1, 4] for i in range(12)}
+    nodes = [helper.make_node("Concat", [f"x{2 * i}", f"x{2 * i + 1}"], [f"p{i}"], axis=2) for i in range(6)]
+    nodes.append(helper.make_node("Concat", [f"p{i}" for i in range(6)], ["y"], axis=2))
+    before = make_model(nodes, inputs, ["y"])
+    after = concat_fan_in.rewrite(before)
+    concats = [n for n in after.graph.node if n.op_type == "Concat"]
+    assert max(len(n.input) for n in concats) <= concat_fan_in.MAX_INPUTS
+    joined = {o for n in concats for o in n.output}
+    assert not any(i in joined for n in concats for i in n.input)
+    assert_same_outputs(before, after)
+
+
 def test_concats_of_ten_or_fewer_are_left_alone() -> None:
     before = stack_graph(10, [1, 3], 1)
     assert concat_fan_in.rewrite(before).SerializeToString() == before.SerializeToString()
