@@ -45,6 +45,11 @@ def _keras_feed(sample: Sample, specs: Sequence[TensorSpec]) -> list[np.ndarray]
     return feed
 
 
+def _input_name(tensor: Any) -> str:
+    """A Keras input's name as the converted model's signature names it (no ':0' suffix)."""
+    return str(tensor.name).split(":")[0]
+
+
 def int8_converter(
     keras_model: Any, in_specs: Sequence[TensorSpec], samples: Sequence[Sample], io: str
 ) -> Any:
@@ -54,9 +59,13 @@ def int8_converter(
     if not samples:
         raise ValueError("int8 quantization needs representative samples")
 
-    def representative() -> Iterator[list[np.ndarray]]:
+    # By signature input name: a list is fed in the order of the converted graph's input tensors,
+    # which need not be the Keras input order (a two-input model got its image and vector swapped).
+    names = [_input_name(t) for t in keras_model.inputs]
+
+    def representative() -> Iterator[dict[str, np.ndarray]]:
         for sample in samples:
-            yield _keras_feed(sample, in_specs)
+            yield dict(zip(names, _keras_feed(sample, in_specs), strict=True))
 
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -129,3 +129,20 @@ def test_optimized_kernel_difference_is_a_note_not_an_error(monkeypatch: pytest.
     note = modes.optimized_kernels_note(optimized)
     assert note is not None and "32 quantization steps" in note and "Android" in note
     assert modes.optimized_kernels_note(TflmComparison(4, modes.TFLM_NOTE_STEPS, 0.0, 1.0)) is None
+
+
+def test_two_input_model_is_calibrated_with_each_input_in_its_place(tmp_path: Path) -> None:
+    """The representative samples are fed by input name: fed by position, the converter's graph order
+    gave the conv the vector (`conv.cc: input->dims->size != 4`)."""
+    out = tmp_path / "out"
+    convert_model(
+        ConvertOptions(
+            source=f"{Path(tflm_op_models.__file__)}:ImageAndVector",
+            outdir=out,
+            input_shapes=[[1, *tflm_op_models.IMAGE], [1, 6]],
+            quantize=QuantOptions(),
+        )
+    )
+    section = json.loads((out / MANIFEST_NAME).read_text())["sections"]["quantization"]
+    assert section["tflm_vs_litert"]["max_diff_steps"] == 0
+    assert min(o["sqnr_db"] for o in section["fidelity"]["outputs"]) > MIN_SQNR_DB

@@ -38,3 +38,18 @@ class HardSigmoidNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.gate(self.conv(x)))
+
+
+class ImageAndVector(nn.Module):
+    """Two inputs, ordered differently in the converted graph than in the Keras model (like multi_io)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(IMAGE[0], 8, 3, padding=1)
+        self.meta = nn.Linear(6, 8)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(image)).mean((2, 3))
+        return self.head(torch.cat([pooled, torch.relu(self.meta(meta))], dim=1))
