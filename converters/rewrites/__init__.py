@@ -26,6 +26,7 @@ from edgeport.converters.rewrites import (
     dilated_deconv,
     equal_split,
     flatten_dense,
+    gather_int32,
     gelu,
     group_norm,
     grouped_conv,
@@ -63,6 +64,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (slices_to_split.NAME, slices_to_split.rewrite),
     (equal_split.NAME, equal_split.rewrite),
     (hard_sigmoid.NAME, hard_sigmoid.rewrite),
+    (gather_int32.NAME, gather_int32.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
     # above would see unknown shapes downstream of it.
     (gelu.NAME, gelu.rewrite),

@@ -53,3 +53,16 @@ class ImageAndVector(nn.Module):
     def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
         pooled = torch.relu(self.conv(image)).mean((2, 3))
         return self.head(torch.cat([pooled, torch.relu(self.meta(meta))], dim=1))
+
+
+class IndexSelect(nn.Module):
+    """index_select with a constant permutation: PyTorch exports its indices as int64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(IMAGE[0], 6, 3, padding=1)
+        self.register_buffer("order", torch.tensor([3, 0, 5, 1, 4, 2]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(self.conv(x), 1, self.order).mean((2, 3))
