@@ -20,9 +20,10 @@ from edgeport.tflite_file import parse_tflite
 # Ops whose work is a product over their weights; everything else costs one operation per output element.
 _CONV = ("CONV_2D", "CONV_3D")
 ELEMENT_WEIGHT = 120
-# The budget is what distillation cost when its 50 steps were chosen (quant/calibration.py): ResNet-20,
-# batch 80, 12 s on 2 shared cores; a larger model gets proportionally fewer steps, so distillation
-# costs the same at most whatever the model (minutes on 2 busy cores, not the 15+ issue 10 saw).
+# The budget is what distillation cost when its 50 steps were chosen (quant/calibration.py): ResNet-20
+# (84 M work per sample by this count), batch 80, 12 s on 2 shared cores, with some room so ResNet-20
+# keeps its 50 steps; a larger model gets proportionally fewer steps, so distillation costs that much
+# at most whatever the model (minutes on 2 busy cores, not the 15+ issue 10 saw).
 DISTILL_BUDGET = 50 * 80 * 100_000_000
 # Fewer steps than this barely move the inputs from their starting noise (ResNet-20: 10 steps already
 # cost 4 dB of SQNR against 50); below it, calibration uses the input statistics alone.
