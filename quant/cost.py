@@ -8,7 +8,9 @@ load). Work = multiply-accumulates + ELEMENT_WEIGHT x activation elements: in Py
 elementwise ops, BatchNorms and their statistics cost far more per element than a convolution's
 MAC (measured on 2 shared cores, 4 steps on a batch of 80: ResNet-20, 41 M MACs and ~0.5 M elements,
 took 1.8x the time of EfficientNet-tiny at 48x48, 3.1 M MACs and 0.44 M elements; a weight of ~120
-fits both).
+fits both). Each op also costs a fixed overhead per step whatever the batch (PyTorch's dispatch, the
+BatchNorm statistics hooks): fitted on four zoo models distilled on 2 busy cores (0.4-4.3 s per step,
+11-54 ops), one op weighs about OP_WORK of work, so a many-op model gets fewer steps too.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from edgeport.tflite_file import parse_tflite
 # Ops whose work is a product over their weights; everything else costs one operation per output element.
 _CONV = ("CONV_2D", "CONV_3D")
 ELEMENT_WEIGHT = 120
+OP_WORK = 130_000_000
 # The budget is what distillation cost when its 50 steps were chosen (quant/calibration.py): ResNet-20
-# (84 M work per sample by this count), batch 80, 12 s on 2 shared cores, with some room so ResNet-20
-# keeps its 50 steps; a larger model gets proportionally fewer steps, so distillation costs that much
-# at most whatever the model (minutes on 2 busy cores, not the 15+ issue 10 saw).
-DISTILL_BUDGET = 50 * 80 * 100_000_000
+# (84 M work per sample, 41 ops by this count; 12.0 G per step of batch 80), 12 s on 2 shared cores,
+# with some room so ResNet-20 keeps its 50 steps; a larger model gets proportionally fewer steps, so
+# distillation costs that much at most whatever the model (minutes on 2 busy cores, not the 15+ of
+# issue 10).
+DISTILL_BUDGET = 50 * 12_500_000_000
 # Fewer steps than this barely move the inputs from their starting noise (ResNet-20: 10 steps already
 # cost 4 dB of SQNR against 50); below it, calibration uses the input statistics alone.
 MIN_DISTILL_STEPS = 10
@@ -79,6 +83,11 @@ def sample_work(model: bytes) -> int:
     return tflite_macs(model) + ELEMENT_WEIGHT * activation_elements(model)
 
 
-def steps_within(budget: int, work_per_sample: int, batch: int, wanted: int) -> int:
-    """The most distillation steps (at most `wanted`) whose forward work on `batch` fits `budget`."""
-    return min(wanted, budget // max(1, work_per_sample * batch))
+def step_work(model: bytes, batch: int) -> int:
+    """The work of one distillation step on `batch` samples: their inferences plus OP_WORK per op."""
+    return batch * sample_work(model) + OP_WORK * len(parse_tflite(model).ops)
+
+
+def steps_within(budget: int, work_per_step: int, wanted: int) -> int:
+    """The most distillation steps (at most `wanted`) whose work fits `budget`."""
+    return min(wanted, budget // max(1, work_per_step))

@@ -29,7 +29,7 @@ from edgeport.quant.calibration import (
     make_calibration,
 )
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
-from edgeport.quant.cost import DISTILL_BUDGET, MIN_DISTILL_STEPS, sample_work, steps_within
+from edgeport.quant.cost import DISTILL_BUDGET, MIN_DISTILL_STEPS, step_work, steps_within
 from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
@@ -434,13 +434,13 @@ def _bounded_distillation(
     calibrates on the input statistics instead and says so.
     """
     batch = opts.samples + HELD_OUT_SAMPLES
-    work = sample_work(float_model)
+    work = step_work(float_model, batch)
     steps = opts.distill_steps
     if steps is None:
-        steps = steps_within(DISTILL_BUDGET, work, batch, DISTILL_STEPS)
+        steps = steps_within(DISTILL_BUDGET, work, DISTILL_STEPS)
         if opts.method == "distill":
             steps = max(steps, MIN_DISTILL_STEPS)
-    cost = {"work_per_sample": work, "batch": batch, "budget": DISTILL_BUDGET, "distill_steps": steps}
+    cost = {"work_per_step": work, "batch": batch, "budget": DISTILL_BUDGET, "distill_steps": steps}
     would_distill = has_batchnorm(module) or (
         isinstance(module, onnx.ModelProto)
         and any(n.op_type == "BatchNormalization" for n in module.graph.node)
@@ -450,7 +450,7 @@ def _bounded_distillation(
         return opts.method, steps, cost, None
     note = (
         f"distillation skipped: {MIN_DISTILL_STEPS} steps on a batch of {batch} would cost "
-        f"{MIN_DISTILL_STEPS * batch * work / 1e9:.0f} G operations, over the budget of "
+        f"{MIN_DISTILL_STEPS * work / 1e9:.0f} G operations, over the budget of "
         f"{DISTILL_BUDGET / 1e9:.0f} G; calibrated on "
         + ("the input statistics" if has_stats else "N(0, 1) noise")
         + "; pass --calibration samples.npy for real ranges"

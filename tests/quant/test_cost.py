@@ -10,6 +10,7 @@ import torch
 from edgeport.quant import cost, modes
 from edgeport.quant.calibration import DISTILL_STEPS
 from edgeport.quant.modes import QuantOptions
+from edgeport.tflite_file import parse_tflite
 
 
 def _conv_dense_tflite() -> bytes:
@@ -35,9 +36,12 @@ def test_macs_of_conv_and_dense() -> None:
 
 
 def test_steps_shrink_with_the_work_and_stop_at_the_wanted_count() -> None:
-    assert cost.steps_within(1000, 1, 10, 50) == 50
-    assert cost.steps_within(1000, 10, 10, 50) == 10
-    assert cost.steps_within(1000, 1000, 10, 50) == 0
+    assert cost.steps_within(1000, 10, 50) == 50
+    assert cost.steps_within(1000, 100, 50) == 10
+    assert cost.steps_within(1000, 10_000, 50) == 0
+    model = _conv_dense_tflite()
+    ops = len(parse_tflite(model).ops)
+    assert cost.step_work(model, 80) == 80 * cost.sample_work(model) + cost.OP_WORK * ops
 
 
 class _WithBn(torch.nn.Module):
@@ -53,7 +57,7 @@ class _WithBn(torch.nn.Module):
     ("work", "method", "want_method", "want_steps", "skipped"),
     [
         (1, "auto", "auto", DISTILL_STEPS, False),  # a small model: the full step count
-        (cost.DISTILL_BUDGET // (80 * 20), "auto", "auto", 20, False),  # budget for 20 steps of batch 80
+        (cost.DISTILL_BUDGET // 20, "auto", "auto", 20, False),  # budget for 20 steps
         (cost.DISTILL_BUDGET, "auto", "input-stats", None, True),  # not even MIN steps: input statistics
         (cost.DISTILL_BUDGET, "distill", "distill", cost.MIN_DISTILL_STEPS, False),  # asked for: MIN steps
     ],
@@ -66,12 +70,12 @@ def test_distillation_is_bounded_by_the_budget(
     want_steps: int | None,
     skipped: bool,
 ) -> None:
-    monkeypatch.setattr(modes, "sample_work", lambda model: work)
+    monkeypatch.setattr(modes, "step_work", lambda model, batch: work)
     got_method, steps, record, note = modes._bounded_distillation(
         QuantOptions(method=method), b"", _WithBn(), has_stats=True
     )
     assert (got_method, steps, note is not None) == (want_method, want_steps, skipped)
-    assert record["work_per_sample"] == work and record["batch"] == 80
+    assert record["work_per_step"] == work and record["batch"] == 80
     if skipped:
         assert "distillation skipped" in note and "input statistics" in note
 
@@ -79,7 +83,7 @@ def test_distillation_is_bounded_by_the_budget(
 def test_explicit_steps_and_models_without_batchnorm_are_not_rebounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(modes, "sample_work", lambda model: cost.DISTILL_BUDGET)
+    monkeypatch.setattr(modes, "step_work", lambda model, batch: cost.DISTILL_BUDGET)
     assert modes._bounded_distillation(QuantOptions(distill_steps=30), b"", _WithBn(), True)[1] == 30
     no_bn = torch.nn.Conv2d(3, 3, 1)
     assert modes._bounded_distillation(QuantOptions(), b"", no_bn, False)[3] is None
