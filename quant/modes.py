@@ -37,7 +37,7 @@ from edgeport.quant.int8 import keras_to_quantized, probe_quantizer
 from edgeport.quant.mixed import fit_flash_budget
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
-from edgeport.quant.tflm_ops import TflmPlan, plan_int8_for_tflm
+from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
@@ -490,7 +490,7 @@ def _tflm_agreement(
     runner = LiteRTRunner(model, in_specs, out_specs)
     reference = LiteRTRunner(model, in_specs, out_specs, kernels="reference")
     raw_inputs = [runner.quantize_inputs(s) for s in samples[:TFLM_SAMPLES]]
-    tflm_out = run_tflm(tflm_model, raw_inputs, name).raw_outputs
+    tflm_out = run_tflm(tflm_model, raw_inputs, name, arena_size=arena_for(tflm_model)).raw_outputs
     tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
     optimized = compare_raw([runner.run_raw(r) for r in raw_inputs], tflm_out)
     if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_EXACT_STEPS:

@@ -11,6 +11,7 @@ node and tensor, before the minutes of calibration rather than after them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeport.errors import EdgeportError
-from edgeport.runtimes.tflm import run_tflm
+from edgeport.runtimes.tflm import ARENA_FACTOR, MIN_ARENA, run_tflm
 from edgeport.tflite_file import parse_tflite
 
 # A kept-float op adds DEQUANTIZE/QUANTIZE around itself; more rounds than this means the model is
@@ -58,6 +59,17 @@ class TflmPlan:
         return [k.node for k in self.kept_float]
 
 
+def arena_for(model: bytes) -> int:
+    """An arena no model can outgrow: every tensor at once (4 bytes an element) on top of run_tflm's
+    default. The default scales with the file, i.e. the weights; a small network on a large image
+    needs megabytes of activations (EfficientNet-tiny at 192x192: TFLM 'failed to allocate tensors')."""
+    graph = parse_tflite(model).raw.subgraphs[0]
+    elements = sum(
+        math.prod(max(int(d), 1) for d in (t.shape if t.shape is not None else [])) for t in graph.tensors
+    )
+    return max(MIN_ARENA, ARENA_FACTOR * len(model)) + 4 * elements
+
+
 def _node_output(model: bytes, index: int) -> str:
     graph = parse_tflite(model).raw.subgraphs[0]
     name = graph.tensors[graph.operators[index].outputs[0]].name
@@ -90,7 +102,7 @@ def plan_int8_for_tflm(
         model = quantize(plan.denylist)
         plan.probes += 1
         try:
-            run_tflm(model, raw_inputs(model), name)
+            run_tflm(model, raw_inputs(model), name, arena_size=arena_for(model))
             return plan
         except EdgeportError as exc:
             op, index, detail = failing_op(exc.problem)

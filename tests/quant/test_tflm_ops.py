@@ -101,6 +101,7 @@ def test_a_probe_failing_twice_on_the_same_op_is_refused(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(tflm_ops, "run_tflm", failing_run)
     monkeypatch.setattr(tflm_ops, "_node_output", lambda model, index: "foo_out")
+    monkeypatch.setattr(tflm_ops, "arena_for", lambda model: 1 << 20)
     with pytest.raises(EdgeportError, match="op FOO .*nor in float32"):
         tflm_ops.plan_int8_for_tflm(quantize, lambda model: [[np.zeros(1)]], "m")
     assert calls == [[], ["foo_out"]]
@@ -124,6 +125,7 @@ def test_optimized_kernel_difference_is_a_note_not_an_error(monkeypatch: pytest.
 
     monkeypatch.setattr(modes, "LiteRTRunner", Runner)
     monkeypatch.setattr(modes, "run_tflm", lambda *a, **k: Result())
+    monkeypatch.setattr(modes, "arena_for", lambda model: 1 << 20)
     tflm, optimized = modes._tflm_agreement(b"", b"", [], [], [{}], "model_int8.tflite")
     assert tflm.max_diff_steps == 0 and optimized.max_diff_steps == 32
     note = modes.optimized_kernels_note(optimized)
