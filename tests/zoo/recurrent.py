@@ -239,9 +239,6 @@ ZOO: list[ZooModel] = [
         _seeded(GRUKeywordSpotter),
         [[1, 1, 49, 10]],
         (0,),
-        # Its permute of the channels-last conv output to (time, channel, coefficient) order is a
-        # real layout change.
-        transpose_free=False,
         what="conv front end, GRU, head on y[:, -1] (issue 10)",
     ),
     ZooModel(
