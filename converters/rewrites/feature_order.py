@@ -57,7 +57,15 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         return False
     shape = view.static_shape(node.input[0])
     reshape = view.only_consumer(node.output[0], "Reshape")
-    if shape is None or len(shape) != 4 or reshape is None:
+    source = view.producer(node.input[0])
+    # A recurrent node's 4-D Y [steps, directions, batch, hidden] has the same spelling for joining the
+    # directions; rnn_unroll writes that out with no transpose at all.
+    if (
+        shape is None
+        or len(shape) != 4
+        or reshape is None
+        or (source is not None and source.op_type in _RECURRENT)
+    ):
         return False
     n, c, t, f = shape
     if c == 1 or f == 1 or view.static_shape(reshape.output[0]) != [n, t, c * f]:

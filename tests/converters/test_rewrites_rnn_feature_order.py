@@ -51,6 +51,13 @@ def test_a_linear_layer_on_the_sequence_gets_its_rows_permuted() -> None:
     assert max_rel_error(before, after) < 1e-6
 
 
+def test_a_bidirectional_layer_joining_its_directions_is_left_to_rnn_unroll() -> None:
+    from tests.converters.test_rewrites_rnn_unroll import recurrent_model
+
+    before = recurrent_model("lstm", "last", layers=2, bidirectional=True)
+    assert feature_order.rewrite(before).SerializeToString() == before.SerializeToString()
+
+
 def test_a_sequence_read_by_anything_but_weights_is_left_alone() -> None:
     before = matmul_graph(extra_reader=True)
     assert feature_order.rewrite(before).SerializeToString() == before.SerializeToString()
