@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import onnx
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import (
@@ -441,10 +440,7 @@ def _bounded_distillation(
         if opts.method == "distill":
             steps = max(steps, MIN_DISTILL_STEPS)
     cost = {"work_per_step": work, "batch": batch, "budget": DISTILL_BUDGET, "distill_steps": steps}
-    would_distill = has_batchnorm(module) or (
-        isinstance(module, onnx.ModelProto)
-        and any(n.op_type == "BatchNormalization" for n in module.graph.node)
-    )
+    would_distill = has_batchnorm(module)  # a PyTorch module's or an ONNX graph's BatchNorms
     fits = steps >= MIN_DISTILL_STEPS or opts.distill_steps is not None  # steps the user gave are kept
     if opts.method != "auto" or opts.calibration is not None or not would_distill or fits:
         return opts.method, steps, cost, None
