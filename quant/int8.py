@@ -45,9 +45,12 @@ def _keras_feed(sample: Sample, specs: Sequence[TensorSpec]) -> list[np.ndarray]
     return feed
 
 
-def _input_name(tensor: Any) -> str:
-    """A Keras input's name as the converted model's signature names it (no ':0' suffix)."""
-    return str(tensor.name).split(":")[0]
+def named_feed(keras_model: Any, sample: Sample, in_specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """One sample by signature input name (a Keras input's name without ':0'). By name, not position:
+    a list is fed in the order of the converted graph's input tensors, which need not be the Keras
+    input order (a two-input model got its image and vector swapped)."""
+    names = [str(t.name).split(":")[0] for t in keras_model.inputs]
+    return dict(zip(names, _keras_feed(sample, in_specs), strict=True))
 
 
 def int8_converter(
@@ -59,13 +62,9 @@ def int8_converter(
     if not samples:
         raise ValueError("int8 quantization needs representative samples")
 
-    # By signature input name: a list is fed in the order of the converted graph's input tensors,
-    # which need not be the Keras input order (a two-input model got its image and vector swapped).
-    names = [_input_name(t) for t in keras_model.inputs]
-
     def representative() -> Iterator[dict[str, np.ndarray]]:
         for sample in samples:
-            yield dict(zip(names, _keras_feed(sample, in_specs), strict=True))
+            yield named_feed(keras_model, sample, in_specs)
 
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -120,7 +119,7 @@ def keras_to_quantized(
     calibrated = _converting(mode, lambda: calibrate_only(converter))
     if ranges == "minmax":
         return _converting(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
-    feeds = [_keras_feed(sample, in_specs) for sample in samples]
+    feeds = [named_feed(keras_model, sample, in_specs) for sample in samples]
     return quantize_with_ranges(
         converter, calibrated, feeds, io, RANGE_FUNCTIONS[ranges], report, keep_float=keep_float
     )
@@ -229,14 +228,14 @@ def set_ranges(calibrated: bytes, ranges: Mapping[int, tuple[float, float]]) -> 
 
 def observe_activations(
     calibrated: bytes,
-    feeds: Sequence[Sequence[np.ndarray]],
+    feeds: Sequence[Mapping[str, np.ndarray]],
     tensors: Collection[int],
     bins: int = HISTOGRAM_BINS,
 ) -> dict[int, Histogram]:
     """Histograms of the float values the given tensors take on `feeds`, run in LiteRT.
 
-    `feeds` are fed by position to the subgraph's inputs, as the calibrator feeds the
-    representative dataset. Two passes: the first finds each tensor's exact extremes (the
+    `feeds` are fed by signature input name, as the calibrator feeds the representative
+    dataset (`named_feed`). Two passes: the first finds each tensor's exact extremes (the
     histogram's edges), the second counts; memory is one histogram per tensor, whatever the
     number of samples. The extremes are not taken from the calibrator: an ADD input that is not
     used after the ADD is recorded with the union of its own range and the ADD's output range
@@ -248,11 +247,11 @@ def observe_activations(
     # preserve_all_tensors is what makes intermediates readable.
     interp = litert.interpreter(calibrated, preserve_all_tensors=True)
     interp.allocate_tensors()
-    inputs = [d["index"] for d in interp.get_input_details()]
+    inputs = {name: d["index"] for name, d in interp.get_signature_runner().get_input_details().items()}
 
-    def run(feed: Sequence[np.ndarray]) -> None:
-        for index, value in zip(inputs, feed, strict=True):
-            interp.set_tensor(index, np.ascontiguousarray(value, np.float32))
+    def run(feed: Mapping[str, np.ndarray]) -> None:
+        for name, value in feed.items():
+            interp.set_tensor(inputs[name], np.ascontiguousarray(value, np.float32))
         interp.invoke()
 
     lows = dict.fromkeys(tensors, np.inf)
@@ -334,7 +333,7 @@ def probe_range_use(converter: Any, calibrated: bytes, io: str, keep_float: Sequ
 def quantize_with_ranges(
     converter: Any,
     calibrated: bytes,
-    feeds: Sequence[Sequence[np.ndarray]],
+    feeds: Sequence[Mapping[str, np.ndarray]],
     io: str,
     range_of: Callable[[Histogram], tuple[float, float]],
     report: dict[str, Any] | None = None,

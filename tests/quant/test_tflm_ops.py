@@ -133,16 +133,17 @@ def test_optimized_kernel_difference_is_a_note_not_an_error(monkeypatch: pytest.
     assert modes.optimized_kernels_note(TflmComparison(4, modes.TFLM_NOTE_STEPS, 0.0, 1.0)) is None
 
 
-def test_two_input_model_is_calibrated_with_each_input_in_its_place(tmp_path: Path) -> None:
-    """The representative samples are fed by input name: fed by position, the converter's graph order
-    gave the conv the vector (`conv.cc: input->dims->size != 4`)."""
+@pytest.mark.parametrize("ranges", ["minmax", "percentile"])
+def test_two_input_model_is_calibrated_with_each_input_in_its_place(tmp_path: Path, ranges: str) -> None:
+    """The representative samples (and the observed activations of --activation-ranges) are fed by
+    input name: fed by position, the converter's graph order gave the conv the vector."""
     out = tmp_path / "out"
     convert_model(
         ConvertOptions(
             source=f"{Path(tflm_op_models.__file__)}:ImageAndVector",
             outdir=out,
             input_shapes=[[1, *tflm_op_models.IMAGE], [1, 6]],
-            quantize=QuantOptions(),
+            quantize=QuantOptions(ranges=ranges),
         )
     )
     section = json.loads((out / MANIFEST_NAME).read_text())["sections"]["quantization"]
