@@ -628,10 +628,10 @@ def io_details(interp, names_in: list[str], names_out: list[str]) -> tuple[dict,
 # -- the run ----------------------------------------------------------------------------------------
 
 
-def run_entry(entry: Entry, cache_dir: Path, int8: bool = True, plain_only: bool = False) -> dict:
+def run_entry(entry: Entry, cache_dir: Path, int8: bool = True, redo: str | None = None) -> dict:
     """Fetch, reference, then the three conversions of one model; a row of the results.
 
-    `plain_only` redoes the plain onnx2tf column of a saved row and keeps the rest."""
+    `redo` ("plain" or "int8") redoes that column of a saved row and keeps the rest."""
     model_path = fetch(entry, cache_dir)
     inputs = draw_inputs(entry)
     row: dict = {
@@ -654,9 +654,13 @@ def run_entry(entry: Entry, cache_dir: Path, int8: bool = True, plain_only: bool
         model = load_torch(entry, model_path)
         refs = torch_reference(model, inputs)
     saved = cache_dir / "rows" / f"{entry.name}.json"
-    if plain_only and saved.exists():
+    if redo and saved.exists():
         row = {**json.loads(saved.read_text()), **row}
-    else:
+    if redo == "int8":
+        with tempfile.TemporaryDirectory(prefix=f"pz_{entry.name}_") as tmp:
+            row["edgeport_int8"] = edgeport_cli(entry, model_path, Path(tmp) / "edgeport", quantize=True)
+        return row
+    if not (redo and saved.exists()):
         row.update(edgeport_columns(entry, model_path, inputs, refs, int8))
     with tempfile.TemporaryDirectory(prefix=f"pz_{entry.name}_") as tmp:
         row["plain_onnx2tf"] = plain_onnx2tf(entry, model_path, model, inputs, refs, Path(tmp))
@@ -760,7 +764,7 @@ def run(
     cache_dir: Path = CACHE,
     int8: bool = True,
     resume: bool = False,
-    plain_only: bool = False,
+    redo: str | None = None,
 ) -> list[dict]:
     """Convert the selected entries (all by default), saving each row; returns every saved row."""
     rows_dir = cache_dir / "rows"
@@ -768,7 +772,7 @@ def run(
     for entry in ZOO:
         if (names and entry.name not in names) or (resume and (rows_dir / f"{entry.name}.json").exists()):
             continue
-        row = run_entry(entry, cache_dir, int8, plain_only)
+        row = run_entry(entry, cache_dir, int8, redo)
         (rows_dir / f"{entry.name}.json").write_text(json.dumps(row, indent=1) + "\n")
     return saved_rows(cache_dir)
 
@@ -785,7 +789,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE, help="where wheels are downloaded and unzipped")
     parser.add_argument("--no-int8", action="store_true", help="skip the --quantize int8 conversions")
     parser.add_argument("--resume", action="store_true", help="skip models that already have a saved row")
-    parser.add_argument("--plain-only", action="store_true", help="redo only plain onnx2tf in saved rows")
+    parser.add_argument("--redo", choices=["plain", "int8"], help="redo only this column of saved rows")
     parser.add_argument("--timeout", type=int, default=TIMEOUT_S, help="seconds per edgeport conversion")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite bench/results")
     parser.add_argument("--from-json", action="store_true", help="rewrite the results from the saved rows")
@@ -801,7 +805,7 @@ def main() -> None:
         rows = saved_rows(args.cache)
     else:
         globals()["TIMEOUT_S"] = args.timeout  # read by edgeport_cli at call time
-        rows = run(args.models, args.cache, not args.no_int8, args.resume, args.plain_only)
+        rows = run(args.models, args.cache, not args.no_int8, args.resume, args.redo)
     if not args.no_write:
         write(rows, stamp)
 
