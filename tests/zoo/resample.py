@@ -195,7 +195,12 @@ ZOO: list[ZooModel] = [
         "up_nearest_size", _resize(size=(13, 7), mode="nearest"), [[1, 3, 6, 5]], (0,), what="nearest to size"
     ),
     ZooModel(
-        "up_nearest_exact", _resize(scale_factor=3, mode="nearest-exact"), IMG_ODD, (0,), what="nearest-exact"
+        "up_nearest_exact",
+        _resize(scale_factor=3, mode="nearest-exact"),
+        IMG_ODD,
+        (0,),
+        what="nearest-exact",
+        fast=True,
     ),
     ZooModel(
         "up_bilinear_ac_true",

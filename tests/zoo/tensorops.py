@@ -204,6 +204,7 @@ ZOO: list[ZooModel] = [
         [[1, 3, 7, 10]],
         (0,),
         what="AdaptiveAvgPool2d((2, 3)) of 7x10",
+        fast=True,
     ),
     ZooModel(
         "adaptive_max_2x2",
