@@ -230,7 +230,8 @@ def _check_full_integer(model: bytes, io: str, keep_float: Sequence[str] = ()) -
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
         name = type_name(tensor.type)
-        if name in ("int8", "int32"):
+        # bool: what a comparison (GREATER_EQUAL, ...) returns, integer models included.
+        if name in ("int8", "int32", "bool"):
             continue
         if name == "float32" and (index in kept or (io == "float" and index in boundary)):
             continue

@@ -149,3 +149,36 @@ def test_two_input_model_is_calibrated_with_each_input_in_its_place(tmp_path: Pa
     section = json.loads((out / MANIFEST_NAME).read_text())["sections"]["quantization"]
     assert section["tflm_vs_litert"]["max_diff_steps"] == 0
     assert min(o["sqnr_db"] for o in section["fidelity"]["outputs"]) > MIN_SQNR_DB
+
+
+def test_full_integer_check_accepts_a_comparisons_bool_and_refuses_float() -> None:
+    """A GREATER_EQUAL inside an int8 model returns bool (a wake-word model's If condition was
+    refused as 'not full-integer'); a float tensor inside the model still is refused."""
+    import tensorflow as tf
+
+    from edgeport.quant.modes import _check_full_integer
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def gate(x: tf.Tensor) -> tf.Tensor:
+        return tf.where(x >= 0.25, x, tf.zeros_like(x))
+
+    def samples():
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            yield [rng.uniform(-1, 1, (1, 8)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([gate.get_concrete_function()], gate)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    model = converter.convert()
+    from edgeport.tflite_file import parse_tflite, type_name
+
+    types = {type_name(t.type) for t in parse_tflite(model).raw.subgraphs[0].tensors}
+    assert "bool" in types and "float32" not in types
+    _check_full_integer(model, "int8")
+
+    float_converter = tf.lite.TFLiteConverter.from_concrete_functions([gate.get_concrete_function()], gate)
+    with pytest.raises(EdgeportError, match="not full-integer"):
+        _check_full_integer(float_converter.convert(), "int8")
