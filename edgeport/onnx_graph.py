@@ -393,3 +393,19 @@ def _toposort(graph: onnx.GraphProto) -> None:
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
+
+
+def node_rewrite(
+    match: Callable[[OnnxGraph, onnx.NodeProto], bool],
+) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
+    """The pure rewrite `ModelProto -> ModelProto` that calls `match(graph, node)` until nothing more
+    matches (OnnxGraph.rewrite_each); most node-local rewrites are exactly this around their matcher."""
+
+    def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
+        view = OnnxGraph(model)
+        view.rewrite_each(match)
+        return view.finish()
+
+    # The rewrite belongs to the matcher's module: the pass list describes a pass by its module's docstring.
+    rewrite.__module__ = match.__module__
+    return rewrite

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
 
 NAME = "bicubic_resize_to_gathers"
 
@@ -115,7 +115,4 @@ def _rewrite_one(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_rewrite_one)
-    return view.finish()
+rewrite = node_rewrite(_rewrite_one)

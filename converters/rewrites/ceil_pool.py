@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr
 
 NAME = "ceil_pool_to_explicit_pads"
 
@@ -110,7 +110,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

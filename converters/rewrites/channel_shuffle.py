@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from edgeport.converters.rewrites._index_trace import MOVE_OPS, data_inputs, element_sources, params_constant
-from edgeport.onnx_graph import OnnxGraph
+from edgeport.onnx_graph import OnnxGraph, node_rewrite
 
 NAME = "channel_shuffle_to_gather"
 log = logging.getLogger(__name__)
@@ -129,7 +129,4 @@ def _match(view: OnnxGraph, last: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

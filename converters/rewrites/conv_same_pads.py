@@ -11,7 +11,7 @@ import math
 
 import onnx
 
-from edgeport.onnx_graph import OnnxGraph, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr
 
 NAME = "conv_same_to_explicit_pads"
 
@@ -48,7 +48,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgeport.onnx_graph import OnnxGraph, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr
 
 NAME = "dilated_deconv_to_dense_kernel"
 
@@ -41,7 +41,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgeport.onnx_graph import OnnxGraph
+from edgeport.onnx_graph import OnnxGraph, node_rewrite
 
 NAME = "gather_int32_indices"
 _INT32 = np.iinfo(np.int32)
@@ -29,7 +29,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
 
 NAME = "patch_tokens_channels_last"
 
@@ -53,7 +53,4 @@ def _match(view: OnnxGraph, reshape: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 from edgeport.converters.rewrites._grids import unambiguous_axis
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
 
 NAME = "stack_axis"
 
@@ -45,7 +45,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

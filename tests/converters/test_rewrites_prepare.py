@@ -39,3 +39,13 @@ def test_prepare_never_modifies_its_input():
         prepared = prepare_for_onnx2tf(before)
         assert before.SerializeToString() == snapshot
         assert prepared.model is not before
+
+
+def test_every_rewrite_belongs_to_its_own_module() -> None:
+    """`--list-passes` describes a rewrite by its module's docstring: a rewrite made by
+    onnx_graph.node_rewrite must report the matcher's module, not onnx_graph."""
+    from edgeport.converters.rewrites import REWRITES
+
+    modules = [rewrite.__module__ for _, rewrite in REWRITES]
+    assert all(m.startswith("edgeport.converters.rewrites.") for m in modules), modules
+    assert len(set(modules)) == len(modules)
