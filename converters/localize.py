@@ -25,6 +25,23 @@ from edgeport.runtimes.onnxrt import run_onnx
 from edgeport.tensors import Sample, TensorSpec
 
 MAX_PROBES = 12
+# Ops whose subgraphs may read tensors of the enclosing graph, which a prefix cut can leave out.
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+class NotLocalized(Exception):
+    """Bisection cannot go on: a prefix of the graph is not a model onnxruntime runs. The message is
+    the plain reason (no runtime internals), for the user's error line."""
+
+
+def _unrunnable_prefix(model: onnx.ModelProto, prefix: onnx.ModelProto, tensor: str) -> NotLocalized:
+    producer = next((n for n in model.graph.node if tensor in n.output), None)
+    where = f"node {producer.name or tensor} ({producer.op_type})" if producer else f"tensor {tensor}"
+    why = "is not a valid model for onnxruntime"
+    flow = sorted({n.op_type for n in prefix.graph.node if n.op_type in _CONTROL_FLOW})
+    if flow:
+        why += f"; its {'/'.join(flow)} subgraphs read tensors the cut leaves out"
+    return NotLocalized(f"the graph cut after {where} {why}")
 
 
 def _float_outputs(model: onnx.ModelProto) -> list[tuple[int, str]]:
@@ -49,7 +66,9 @@ def prefix_diverges(
     onnx2tf_options: dict[str, Any],
     tolerance: float,
 ) -> bool:
-    """Convert the graph cut at `tensor`; True when its TFLite output disagrees with onnxruntime."""
+    """Convert the graph cut at `tensor`; True when its TFLite output disagrees with onnxruntime.
+
+    Raises NotLocalized when onnxruntime cannot run the cut graph (no reference to compare with)."""
     workdir = Path(tempfile.mkdtemp(prefix="edgeport-localize-"))
     try:
         path = workdir / "prefix.onnx"
@@ -57,7 +76,10 @@ def prefix_diverges(
         onnx.save(model, str(workdir / "full.onnx"))
         onnx.utils.extract_model(str(workdir / "full.onnx"), str(path), inputs, [tensor], check_model=False)
         prefix = onnx.load(str(path))
-        reference = run_onnx(prefix.SerializeToString(), samples)
+        try:
+            reference = run_onnx(prefix.SerializeToString(), samples)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own classes for a bad graph
+            raise _unrunnable_prefix(model, prefix, tensor) from exc
         try:
             keras = onnx_to_keras(path, workdir, channels_first_inputs, False, onnx2tf_options)
             tflite = keras_to_tflite(keras.model)
@@ -92,7 +114,8 @@ def first_diverging_node(
 ) -> str | None:
     """'NodeName (OpType)' of the earliest node before `diverging_output` whose prefix diverges.
 
-    Returns None when it cannot be pinned down within MAX_PROBES conversions.
+    Returns None when it cannot be pinned down within MAX_PROBES conversions; raises NotLocalized
+    when a probe's prefix is not a model onnxruntime runs.
     """
     model = shape_inference.infer_shapes(model)
     candidates = _float_outputs(model)

@@ -30,6 +30,7 @@ class LoadedSource:
     onnx_model: onnx.ModelProto | None = None
     example_shapes: list[list[int]] = field(default_factory=list)  # shapes stored in the source itself
     forward_arg_names: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what loading left out that the user must know
 
     @property
     def is_torch(self) -> bool:
@@ -183,12 +184,14 @@ def _load_python(path: Path, attr: str, weights: Path | None, trust_pickle: bool
             f"{path.name}:{attr}() returned {type(net).__name__}, not a torch.nn.Module",
             "point SOURCE at a function or class that returns the model",
         )
-    if weights is not None:
-        _load_weights(net, weights, trust_pickle)
-    return LoadedSource(kind="python", path=path, module=net.eval(), forward_arg_names=_forward_args(net))
+    warnings = _load_weights(net, weights, trust_pickle) if weights is not None else []
+    return LoadedSource(
+        kind="python", path=path, module=net.eval(), forward_arg_names=_forward_args(net), warnings=warnings
+    )
 
 
-def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
+def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> list[str]:
+    """Load `weights` into `net`; returns the warnings (checkpoint keys the model has no use for)."""
     if not weights.is_file():
         raise EdgeportError(f"weights file {weights} does not exist", "check the --weights path")
     checkpoint = read_safetensors(weights)
@@ -201,7 +204,9 @@ def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
             "save it with torch.save(model.state_dict(), path), or pass --trust-pickle if you trust the file",
         ) from exc
     expected = net.state_dict()
-    found = find_state_dict(checkpoint, {k: tuple(v.shape) for k, v in expected.items()}, str(weights))
+    found, ignored = find_state_dict(
+        checkpoint, {k: tuple(v.shape) for k, v in expected.items()}, str(weights)
+    )
     # Checkpoints from before BatchNorm counted batches lack num_batches_tracked: the model's own stays.
     try:
         net.load_state_dict({**expected, **found}, strict=True)
@@ -210,6 +215,15 @@ def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> None:
             f"{weights} does not load into the model ({str(exc).strip().splitlines()[-1][:160]})",
             "check that the weights belong to this model",
         ) from exc
+    return [_ignored_keys_warning(weights.name, ignored)] if ignored else []
+
+
+def _ignored_keys_warning(label: str, ignored: list[str]) -> str:
+    return (
+        f"{label}: ignored {len(ignored)} checkpoint key(s) the model does not have ({_first(ignored)}); "
+        "fine for training-only parameters (a loss's, an auxiliary head's), "
+        "else check the model's configuration"
+    )
 
 
 _SAFETENSORS_DTYPES = {
@@ -292,9 +306,17 @@ def _prefixes(keys: list[str], expected: dict[str, tuple[int, ...]]) -> list[str
     return [""] + sorted(p for p in found if p.endswith(".") and p != "")
 
 
+def _required(expected: dict[str, tuple[int, ...]]) -> set[str]:
+    return {k for k in expected if not k.endswith("num_batches_tracked")}
+
+
 def _fits(tensors: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bool:
-    required = {k for k in expected if not k.endswith("num_batches_tracked")}
-    return required <= tensors.keys() <= expected.keys()
+    return _required(expected) <= tensors.keys() <= expected.keys()
+
+
+def _covers(tensors: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bool:
+    """Every tensor of the model is there, with keys left over (training-only parameters)."""
+    return _required(expected) <= tensors.keys()
 
 
 def _candidates(checkpoint: Any, expected: dict[str, tuple[int, ...]]) -> list[_Candidate]:
@@ -313,12 +335,17 @@ def _first(keys: Any, count: int = 3) -> str:
     return ", ".join(keys[:count]) + more
 
 
-def find_state_dict(checkpoint: Any, expected: dict[str, tuple[int, ...]], label: str) -> dict[str, Any]:
+def find_state_dict(
+    checkpoint: Any, expected: dict[str, tuple[int, ...]], label: str
+) -> tuple[dict[str, Any], list[str]]:
     """The model's weights in `checkpoint`: a state_dict, or one nested under a key ("model_state",
-    "state_dict", "net", ...), possibly with a "module." (DataParallel) or other common prefix.
+    "state_dict", "net", ...), possibly with a "module." (DataParallel) or other common prefix; and the
+    keys left out, sorted.
 
-    `expected` maps the model's state_dict keys to their shapes. Exactly one candidate must fit;
-    otherwise the error names the missing / unexpected / mis-shaped keys and where they were looked for.
+    `expected` maps the model's state_dict keys to their shapes. Exactly one candidate must fit, or,
+    when none does, hold every tensor of the model plus keys the model does not have (left out, as
+    torch's load_state_dict(strict=False) would); otherwise the error names the missing / unexpected /
+    mis-shaped keys and where they were looked for.
     """
     candidates = _candidates(checkpoint, expected)
     if not candidates:
@@ -327,6 +354,7 @@ def find_state_dict(checkpoint: Any, expected: dict[str, tuple[int, ...]], label
             "save the weights with torch.save(model.state_dict(), path)",
         )
     fitting = [c for c in candidates if _fits(c.tensors, expected)]
+    fitting = fitting or [c for c in candidates if _covers(c.tensors, expected)]
     if len({c.where for c in fitting}) > 1:
         raise EdgeportError(
             f"{label} holds several state dicts that fit the model: "
@@ -335,13 +363,15 @@ def find_state_dict(checkpoint: Any, expected: dict[str, tuple[int, ...]], label
         )
     if fitting:
         chosen = fitting[0]
+        ignored = sorted(chosen.tensors.keys() - expected.keys())
+        used = {k: v for k, v in chosen.tensors.items() if k in expected}
         wrong = [
             f"{k} {tuple(v.shape)} (model {expected[k]})"
-            for k, v in chosen.tensors.items()
+            for k, v in used.items()
             if tuple(v.shape) != expected[k]
         ]
         if not wrong:
-            return chosen.tensors
+            return used, ignored
         raise EdgeportError(
             f"{label} does not match the model: {len(wrong)} tensor(s) of another shape in "
             f"{chosen.describe()}: {_first(wrong)}",

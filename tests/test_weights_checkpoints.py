@@ -110,3 +110,63 @@ def test_a_state_dict_given_as_source_points_to_weights(tmp_path: Path, run_cli)
     assert code == 1, err
     assert "holds weights (a state_dict or checkpoint), not a model" in err
     assert f"--weights {tmp_path / 'ckpt.pth'}" in err and "--trust-pickle" not in err
+
+
+def _with_training_only(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """resemblyzer's pretrained.pt: the model's tensors plus a loss's parameters it never uses."""
+    return {**sd, "similarity_weight": torch.tensor([10.0]), "similarity_bias": torch.tensor([-5.0])}
+
+
+def test_training_only_keys_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    trained = _trained()
+    torch.save({"model_state": _with_training_only(trained), "step": 3}, tmp_path / "w.pt")
+    source = load_source(SOURCE, tmp_path / "w.pt")
+    loaded = source.module.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    (warning,) = source.warnings
+    assert "w.pt: ignored 2 checkpoint key(s) the model does not have" in warning
+    assert "(similarity_bias, similarity_weight)" in warning
+
+
+def test_an_exact_state_dict_wins_over_one_with_extra_keys(tmp_path: Path) -> None:
+    trained = _trained()
+    torch.save({"model": trained, "training": _with_training_only(trained)}, tmp_path / "w.pt")
+    assert load_source(SOURCE, tmp_path / "w.pt").warnings == []
+
+
+def test_extra_keys_do_not_excuse_a_missing_key(tmp_path: Path) -> None:
+    partial = _with_training_only(_trained())
+    del partial["fc.bias"]
+    with pytest.raises(EdgeportError) as info:
+        _load(tmp_path, {"model_state": partial})
+    message = str(info.value)
+    assert "missing 1 key(s): fc.bias" in message
+    assert "unexpected 2 key(s): similarity_bias, similarity_weight" in message
+
+
+def test_extra_keys_do_not_excuse_a_shape_mismatch(tmp_path: Path) -> None:
+    sd = _with_training_only(_trained())
+    sd["fc.weight"] = torch.zeros(3, 16)
+    with pytest.raises(EdgeportError, match=r"fc\.weight \(3, 16\) \(model \(8, 16\)\)"):
+        _load(tmp_path, sd)
+
+
+def test_the_warning_reaches_the_manifest_and_the_summary(tmp_path: Path) -> None:
+    from edgeport.manifest import Artifact, Manifest
+    from edgeport.pipeline import ConvertOptions, ConvertResult, stages
+    from edgeport.pipeline.state import ConvertState
+
+    torch.save(_with_training_only(_trained()), tmp_path / "w.pt")
+    state = ConvertState(
+        options=ConvertOptions(source=SOURCE, outdir=tmp_path / "out", weights=tmp_path / "w.pt")
+    )
+    stages.load(state)
+    (warning,) = state.manifest.source["warnings"]
+    assert "similarity_bias, similarity_weight" in warning and str(tmp_path) not in warning
+    manifest = Manifest(
+        artifacts=[Artifact(path="model_float32.tflite", kind="tflite", sha256="0", size_bytes=1)]
+    )
+    summary = ConvertResult(
+        outdir=tmp_path / "out", manifest=manifest, seconds=1.0, warnings=[warning]
+    ).summary()
+    assert summary.splitlines()[1] == f"warning: {warning}"

@@ -42,6 +42,7 @@ class ConvertResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, in run order
     pass_reports: list[PassReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the load stage's, before the passes' warnings
 
     def summary(self) -> str:
         ver = self.manifest.verification
@@ -60,7 +61,8 @@ class ConvertResult:
         quant = self.manifest.sections.get("quantization")
         line = f"{line}; {describe_section(quant)}" if quant else line
         line = f"{line}; {where_the_time_went(self.timings)}" if self.timings else line
-        return "\n".join([line] + [f"warning: {w}" for r in self.pass_reports for w in r.warnings_()])
+        notes = [*self.warnings, *(w for r in self.pass_reports for w in r.warnings_())]
+        return "\n".join([line] + [f"warning: {w}" for w in notes])
 
 
 def where_the_time_went(timings: dict[str, float], top: int = 3) -> str:
@@ -94,6 +96,7 @@ def convert_model(opts: ConvertOptions, observer: StageObserver | None = None) -
         seconds=time.perf_counter() - started,
         timings=state.timings,
         pass_reports=state.pass_reports,
+        warnings=list(state.source.warnings) if state.source else [],
     )
 
 

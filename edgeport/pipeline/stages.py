@@ -20,7 +20,7 @@ import onnx
 
 from edgeport.agreement import compare
 from edgeport.converters import onnx_prepare
-from edgeport.converters.localize import first_diverging_node, prefix_diverges
+from edgeport.converters.localize import NotLocalized, first_diverging_node, prefix_diverges
 from edgeport.converters.onnx_to_tflite import (
     KerasResult,
     keras_to_tflite,
@@ -79,6 +79,8 @@ def load(state: ConvertState) -> None:
     state.module = source.module
     state.manifest = Manifest(command="convert", tools=tool_versions(*TOOLS))
     state.manifest.set_source(source.path, source.kind, opts.source)
+    if source.warnings:
+        state.manifest.source["warnings"] = list(source.warnings)
 
 
 # 2. PyTorch passes
@@ -212,8 +214,10 @@ def _locate_crash(state: ConvertState) -> str:
         # what only the full conversion does (float16, the Keras wrapper), where no node is to blame.
         failing = next((o for o in outputs if prefix_diverges(model, o, *args)), None)
         node = first_diverging_node(model, *args, failing) if failing else None
+    except NotLocalized as err:
+        return f" (the failing node could not be localized: {err})"
     except Exception as err:  # noqa: BLE001 - the diagnosis must not hide the failure it diagnoses
-        return f" (the failing node was not found: {exception_line(err)})"
+        return f" (the failing node could not be localized: the search failed with {type(err).__name__})"
     return f" at ONNX node {node}" if node else ""
 
 
@@ -228,16 +232,19 @@ def verify(state: ConvertState) -> None:
         first = failed[0]
         where = ""
         if first.stage == "tflite_float32" and first.problem is None:
-            node = first_diverging_node(
-                model,
-                state.samples,
-                state.in_specs,
-                state.image_inputs,
-                state.onnx2tf_options,
-                FLOAT32_TOLERANCE,
-                first.output,
-            )
-            where = f", first diverging ONNX node {node}" if node else ""
+            try:
+                node = first_diverging_node(
+                    model,
+                    state.samples,
+                    state.in_specs,
+                    state.image_inputs,
+                    state.onnx2tf_options,
+                    FLOAT32_TOLERANCE,
+                    first.output,
+                )
+                where = f", first diverging ONNX node {node}" if node else ""
+            except NotLocalized as err:
+                where = f" (the diverging node could not be localized: {err})"
         notes = [note for report in state.pass_reports for note in report.warnings_()]
         raise verification_failure(
             first, state.manifest.verification.reference, FLOAT32_TOLERANCE, where, notes
