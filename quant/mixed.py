@@ -26,14 +26,12 @@ from edgeport.tflite_file import parse_tflite
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2}
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, what: str = "--flash-budget") -> int:
     """'200KB' -> 204800 bytes. KB and MB are binary (1024), as flash sizes are quoted."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise EdgeportError(
-            f"--flash-budget {text!r} is not a size", "write it as bytes or with KB/MB, e.g. 200KB"
-        )
+        raise EdgeportError(f"{what} {text!r} is not a size", "write it as bytes or with KB/MB, e.g. 200KB")
     return int(float(match.group(1)) * _UNITS[unit])
 
 

@@ -11,14 +11,16 @@ model (quant/fidelity.py). Everything it measured goes into the manifest's `quan
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeport.errors import EdgeportError
+from edgeport.options import Options, Spell, cli, refuse_without, spell_of, validate_options
 from edgeport.quant.calibration import (
     CLIP_SIGMAS,
     DISTILL_STEPS,
@@ -33,7 +35,7 @@ from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, from_user
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import keras_to_quantized, probe_quantizer
-from edgeport.quant.mixed import fit_flash_budget
+from edgeport.quant.mixed import fit_flash_budget, parse_size
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm
@@ -75,82 +77,156 @@ TFLM_NOTE_STEPS = 1
 CALIBRATION_SEED = 0
 
 
-@dataclass
-class QuantOptions:
-    mode: str = "int8"
-    io: str = "int8"
-    calibration: Path | None = None
-    method: str = "auto"
-    input_range: tuple[float, float] | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    samples: int = CALIBRATION_SAMPLES
-    distill_steps: int | None = None
-    # Clip synthetic inputs to mean ± clip_sigmas * std when the input range is unknown; None turns
-    # it off (Python API and bench; quant/calibration.py says why 3).
-    clip_sigmas: float | None = CLIP_SIGMAS
-    # w4a8: how 4-bit weights are rounded (quant/int4.py), and the .tflite size the mixed 4/8-bit
-    # model must fit in bytes (quant/mixed.py); None stores every weight layer in 4 bits.
-    rounding: str = "squant"
-    flash_budget: int | None = None
-    # int8: activation ranges from the calibration samples (quant/ranges.py), and optional weight
-    # clustering stored with TFLite Micro's LUT compression (quant/cluster.py, lut_compression.py).
-    ranges: str = "minmax"
-    weight_clusters: int | None = None
+class QuantOptions(Options):
+    """What `--quantize` and its companion options ask for; the CLI flags are made from these fields."""
 
-    def __post_init__(self) -> None:
-        self.mode = ALIASES.get(self.mode, self.mode)
-        if self.mode not in MODE_FILES:
-            raise EdgeportError(f"unknown --quantize mode {self.mode!r}", f"use one of {', '.join(MODES)}")
-        if self.rounding not in ROUNDINGS:
-            raise EdgeportError(
-                f"unknown --weight-rounding {self.rounding!r}", f"use one of {', '.join(ROUNDINGS)}"
-            )
-        if self.ranges not in RANGE_METHODS:
-            raise EdgeportError(
-                f"unknown --activation-ranges {self.ranges!r}", f"use one of {', '.join(RANGE_METHODS)}"
-            )
-        if self.ranges != "minmax" and self.mode not in ("int8", "w4a8"):
-            raise EdgeportError(
-                f"--activation-ranges {self.ranges} needs calibrated activations, "
-                f"but --quantize is {self.mode}",
-                "use it with --quantize int8 or w4a8",
-            )
-        if self.weight_clusters is not None and self.mode != "int8":
-            raise EdgeportError(
-                f"--weight-clusters applies to int8 weights, but --quantize is {self.mode}",
-                "use --quantize int8 --weight-clusters N (or w4a8 alone for 4-bit weights)",
-            )
-        if self.weight_clusters is not None and not MIN_CLUSTERS <= self.weight_clusters <= MAX_CLUSTERS:
-            raise EdgeportError(
-                f"--weight-clusters {self.weight_clusters} is out of range",
-                f"use {MIN_CLUSTERS}..{MAX_CLUSTERS} (16 = 4-bit indices)",
-            )
-        if self.rounding != "squant" and self.mode != "w4a8":
-            raise EdgeportError(
-                f"--weight-rounding {self.rounding} applies to 4-bit weights, but --quantize is {self.mode}",
-                "add --quantize w4a8, or drop --weight-rounding",
-            )
-        if self.flash_budget is not None and self.mode != "w4a8":
-            raise EdgeportError(
-                f"--flash-budget needs 4-bit weights, but --quantize is {self.mode}",
-                "add --quantize w4a8 (layers stay 8-bit as far as the budget allows)",
-            )
-        if self.io not in IO_TYPES:
-            raise EdgeportError(f"unknown --io {self.io!r}", "use --io int8 or --io float")
-        if self.method not in METHODS:
-            raise EdgeportError(
-                f"unknown --calibration-method {self.method!r}", f"use one of {', '.join(METHODS)}"
-            )
-        if self.calibration is not None and self.method not in ("auto", "data"):
-            raise EdgeportError(
-                f"--calibration data given with --calibration-method {self.method}",
-                "drop one of them: data calibration is used whenever --calibration is given",
-            )
-        if self.input_range is not None and not self.input_range[0] < self.input_range[1]:
-            raise EdgeportError(f"--input-range {self.input_range} is empty", "give it as lo,hi with lo < hi")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise EdgeportError("--std must be positive", "give the input's standard deviation per channel")
+    mode: Literal[MODES] = Field(  # type: ignore[valid-type]
+        "int8",
+        description="Also write a quantized model: int8/w8a8 (full-integer, TFLite Micro), w4a8 (packed "
+        "4-bit weights, int8 activations), dynamic (int8 weights, Android CPU) or float16 (report only: "
+        "model_float16.tflite is always written).",
+        json_schema_extra=cli("--quantize", show_default=False),
+    )
+    # w4a8: the .tflite size the mixed 4/8-bit model must fit in, bytes (quant/mixed.py); None stores
+    # every weight layer in 4 bits.
+    flash_budget: int | None = Field(
+        None,
+        description="w4a8: largest .tflite size, e.g. 200KB (KB = 1024 bytes); the layers whose 4-bit "
+        "weights cost least accuracy go to 4 bits until it fits, the rest stay 8-bit.",
+        json_schema_extra=cli(text=True, needs="w4a8"),
+    )
+    # int8: weight clustering stored with TFLite Micro's LUT compression (quant/cluster.py,
+    # lut_compression.py).
+    weight_clusters: int | None = Field(
+        None,
+        description="int8: cluster each output channel's weights to N values and store them LUT-compressed "
+        "for TFLite Micro (16 = 4-bit indices; the file needs TFLite Micro's DECODE op).",
+        json_schema_extra=cli(needs="int8"),
+    )
+    ranges: Literal[RANGE_METHODS] = Field(  # type: ignore[valid-type]
+        "minmax",
+        description="How int8 activation ranges are set from the calibration samples.",
+        json_schema_extra=cli("--activation-ranges", needs="int8"),
+    )
+    rounding: Literal[ROUNDINGS] = Field(  # type: ignore[valid-type]
+        "squant",
+        description="w4a8: how weights are rounded to 4 bits (squant: data-free error balancing).",
+        json_schema_extra=cli("--weight-rounding", needs="w4a8"),
+    )
+    io: Literal[IO_TYPES] = Field(  # type: ignore[valid-type]
+        "int8", description="int8 model input/output type.", json_schema_extra=cli(needs="int8")
+    )
+    calibration: Path | None = Field(
+        None,
+        description="Real calibration samples (.npy, .npz or a dir).",
+        json_schema_extra=cli(needs="int8"),
+    )
+    method: Literal[METHODS] = Field(  # type: ignore[valid-type]
+        "auto",
+        description="How int8 activation ranges are calibrated (auto: data if given, else BN-statistics "
+        "distillation).",
+        json_schema_extra=cli("--calibration-method", needs="int8"),
+    )
+    input_range: tuple[float, float] | None = Field(
+        None,
+        description="Range of the raw input values, lo,hi (e.g. 0,255).",
+        json_schema_extra=cli(text=True, needs="int8"),
+    )
+    mean: list[float] | None = Field(
+        None,
+        description="Mean of the raw input, one value or one per channel.",
+        json_schema_extra=cli(text=True, needs="int8"),
+    )
+    std: list[float] | None = Field(
+        None,
+        description="Standard deviation of the raw input, one value or one per channel.",
+        json_schema_extra=cli(text=True, needs="int8"),
+    )
+    # API-only (Python callers and the bench).
+    samples: int = Field(CALIBRATION_SAMPLES, json_schema_extra=cli(cli=False))
+    distill_steps: int | None = Field(None, json_schema_extra=cli(cli=False))
+    # Clip synthetic inputs to mean ± clip_sigmas * std when the input range is unknown; None turns
+    # it off (quant/calibration.py says why 3).
+    clip_sigmas: float | None = Field(CLIP_SIGMAS, json_schema_extra=cli(cli=False))
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _known_mode(cls, mode: Any, info: ValidationInfo) -> Any:
+        if mode not in MODES:
+            spell = spell_of(info, cls)
+            raise EdgeportError(f"unknown {spell('mode')} mode {mode!r}", f"use one of {', '.join(MODES)}")
+        return ALIASES.get(mode, mode)
+
+    @field_validator("input_range", "mean", "std", mode="before")
+    @classmethod
+    def _floats_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        field = str(info.field_name)
+        return parse_floats(value, spell_of(info, cls)(field), 2 if field == "input_range" else None)
+
+    @field_validator("flash_budget", mode="before")
+    @classmethod
+    def _size_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        return parse_size(value, spell_of(info, cls)("flash_budget")) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _combinations(self, info: ValidationInfo) -> QuantOptions:
+        check_combinations(self, spell_of(info, type(self)))
+        return self
+
+
+def check_combinations(opts: QuantOptions, spell: Spell) -> None:
+    """Options that contradict each other or the mode, refused with the option names as given."""
+    mode = opts.mode
+    quantize = spell("mode")
+    if opts.ranges != "minmax" and mode not in ("int8", "w4a8"):
+        raise EdgeportError(
+            f"{spell('ranges')} {opts.ranges} needs calibrated activations, but {quantize} is {mode}",
+            f"use it with {quantize} int8 or w4a8",
+        )
+    if opts.weight_clusters is not None and mode != "int8":
+        raise EdgeportError(
+            f"{spell('weight_clusters')} applies to int8 weights, but {quantize} is {mode}",
+            f"use {quantize} int8 {spell('weight_clusters')} N (or w4a8 alone for 4-bit weights)",
+        )
+    if opts.weight_clusters is not None and not MIN_CLUSTERS <= opts.weight_clusters <= MAX_CLUSTERS:
+        raise EdgeportError(
+            f"{spell('weight_clusters')} {opts.weight_clusters} is out of range",
+            f"use {MIN_CLUSTERS}..{MAX_CLUSTERS} (16 = 4-bit indices)",
+        )
+    if opts.rounding != "squant" and mode != "w4a8":
+        raise EdgeportError(
+            f"{spell('rounding')} {opts.rounding} applies to 4-bit weights, but {quantize} is {mode}",
+            f"add {quantize} w4a8, or drop {spell('rounding')}",
+        )
+    if opts.flash_budget is not None and mode != "w4a8":
+        raise EdgeportError(
+            f"{spell('flash_budget')} needs 4-bit weights, but {quantize} is {mode}",
+            f"add {quantize} w4a8 (layers stay 8-bit as far as the budget allows)",
+        )
+    if opts.calibration is not None and opts.method not in ("auto", "data"):
+        raise EdgeportError(
+            f"{spell('calibration')} data given with {spell('method')} {opts.method}",
+            f"drop one of them: data calibration is used whenever {spell('calibration')} is given",
+        )
+    if opts.input_range is not None and not opts.input_range[0] < opts.input_range[1]:
+        raise EdgeportError(
+            f"{spell('input_range')} {opts.input_range} is empty", "give it as lo,hi with lo < hi"
+        )
+    if opts.std is not None and any(s <= 0 for s in opts.std):
+        raise EdgeportError(
+            f"{spell('std')} must be positive", "give the input's standard deviation per channel"
+        )
+
+
+def quant_options(values: Mapping[str, Any], spell: Spell | None = None) -> QuantOptions | None:
+    """QuantOptions from what the user gave (flags or keys), None when no mode was given; a companion
+    option given without a mode is refused rather than ignored."""
+    if values.get("mode") is None:
+        refuse_without(QuantOptions, "mode", values, spell)
+        return None
+    return validate_options(QuantOptions, values, spell)
 
 
 @dataclass

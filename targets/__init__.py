@@ -10,9 +10,10 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from edgeport.errors import EdgeportError
+from edgeport.options import validate_options
 from edgeport.targets.base import Target
 
 # --target name -> the module that defines its TARGET.
@@ -54,14 +55,9 @@ def parse_options(
             f"pass {spell('board')} NAME, e.g. {few} (`edgeport package --target {target.name} "
             "--list-boards` lists them all)",
         )
-    try:
-        return target.options.model_validate(dict(values))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = spell(str(first["loc"][0])) if first["loc"] else target.name
-        raise EdgeportError(
-            f"{where}: {first['msg']}", f"see `edgeport package --target {target.name} --help`"
-        ) from None
+    return validate_options(
+        target.options, values, spell, fix=f"see `edgeport package --target {target.name} --help`"
+    )
 
 
 __all__ = ["TARGETS", "Target", "get_target", "parse_options", "target_names"]

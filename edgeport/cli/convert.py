@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import click
 
+from edgeport.cli.options import given_options, options_from_model, spell_flags
 from edgeport.errors import EdgeportError
+from edgeport.quant.modes import QuantOptions
 
 # A rank-0 input (e.g. a sample rate) has no sizes to write: any of these spells it.
 SCALAR_SHAPES = ("scalar", "()", "[]", "")
@@ -99,59 +102,6 @@ Example:
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the stages as they run (stderr).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
-@click.option(
-    "--quantize",
-    type=click.Choice(["int8", "w8a8", "w4a8", "dynamic", "float16"]),
-    help="Also write a quantized model: int8/w8a8 (full-integer, TFLite Micro), w4a8 (packed 4-bit "
-    "weights, int8 activations), dynamic (int8 weights, Android CPU) or float16 (report only: "
-    "model_float16.tflite is always written).",
-)
-@click.option(
-    "--flash-budget",
-    help="w4a8: largest .tflite size, e.g. 200KB (KB = 1024 bytes); the layers whose 4-bit weights "
-    "cost least accuracy go to 4 bits until it fits, the rest stay 8-bit.",
-)
-@click.option(
-    "--weight-clusters",
-    type=int,
-    help="int8: cluster each output channel's weights to N values and store them LUT-compressed "
-    "for TFLite Micro (16 = 4-bit indices; the file needs TFLite Micro's DECODE op).",
-)
-@click.option(
-    "--activation-ranges",
-    type=click.Choice(["minmax", "percentile", "mse"]),
-    default="minmax",
-    show_default=True,
-    help="How int8 activation ranges are set from the calibration samples.",
-)
-@click.option(
-    "--weight-rounding",
-    type=click.Choice(["squant", "nearest"]),
-    default="squant",
-    show_default=True,
-    help="w4a8: how weights are rounded to 4 bits (squant: data-free error balancing).",
-)
-@click.option(
-    "--io",
-    "io_type",
-    type=click.Choice(["int8", "float"]),
-    default="int8",
-    show_default=True,
-    help="int8 model input/output type.",
-)
-@click.option(
-    "--calibration", type=click.Path(path_type=Path), help="Real calibration samples (.npy, .npz or a dir)."
-)
-@click.option(
-    "--calibration-method",
-    type=click.Choice(["auto", "distill", "input-stats", "gaussian", "data"]),
-    default="auto",
-    show_default=True,
-    help="How int8 activation ranges are calibrated (auto: data if given, else BN-statistics distillation).",
-)
-@click.option("--input-range", help="Range of the raw input values, lo,hi (e.g. 0,255).")
-@click.option("--mean", "mean_text", help="Mean of the raw input, one value or one per channel.")
-@click.option("--std", "std_text", help="Standard deviation of the raw input, one value or one per channel.")
 @click.pass_context
 def convert(
     ctx: click.Context,
@@ -167,17 +117,7 @@ def convert(
     skip_passes: tuple[str, ...],
     quiet: bool,
     force: bool,
-    quantize: str | None,
-    flash_budget: str | None,
-    weight_clusters: int | None,
-    activation_ranges: str,
-    weight_rounding: str,
-    io_type: str,
-    calibration: Path | None,
-    calibration_method: str,
-    input_range: str | None,
-    mean_text: str | None,
-    std_text: str | None,
+    **quant_flags: Any,
 ) -> None:
     """Convert SOURCE (file.py:callable, TorchScript .pt, torch.export .pt2, or .onnx) to TFLite.
 
@@ -187,43 +127,10 @@ def convert(
     """
     from edgeport.cli.progress import StageDisplay
     from edgeport.pipeline import ConvertOptions, convert_model
-    from edgeport.quant.mixed import parse_size
-    from edgeport.quant.modes import QuantOptions, parse_floats
+    from edgeport.quant.modes import quant_options
     from edgeport.quiet import silenced
 
-    quant = None
-    if quantize:
-        quant = QuantOptions(
-            mode=quantize,
-            io=io_type,
-            calibration=calibration,
-            method=calibration_method,
-            input_range=tuple(parse_floats(input_range, "--input-range", 2)) if input_range else None,
-            mean=parse_floats(mean_text, "--mean") if mean_text else None,
-            std=parse_floats(std_text, "--std") if std_text else None,
-            rounding=weight_rounding,
-            ranges=activation_ranges,
-            weight_clusters=weight_clusters,
-            flash_budget=parse_size(flash_budget) if flash_budget else None,
-        )
-    elif calibration or input_range or mean_text or std_text:
-        raise EdgeportError("calibration options were given without --quantize", "add --quantize int8")
-    else:
-        # Options that only mean something with a quantized model: refused rather than ignored.
-        given = [
-            (flag, mode)
-            for flag, mode, value in (
-                ("--flash-budget", "w4a8", flash_budget),
-                ("--weight-rounding", "w4a8", weight_rounding != "squant"),
-                ("--weight-clusters", "int8", weight_clusters is not None),
-                ("--activation-ranges", "int8", activation_ranges != "minmax"),
-            )
-            if value
-        ]
-        if given:
-            flag, mode = given[0]
-            raise EdgeportError(f"{flag} was given without --quantize", f"add --quantize {mode}")
-
+    quant = quant_options(given_options(ctx, quant_flags), spell_flags(QUANT_FLAGS))
     options = ConvertOptions(
         source=source,
         outdir=outdir,
@@ -247,3 +154,10 @@ def convert(
         finally:
             display.close()
     click.echo(result.summary())
+
+
+# The quantization flags are QuantOptions' fields (quant/modes.py), after --force.
+QUANT_FLAGS = options_from_model(QuantOptions)
+convert.params[next(i for i, p in enumerate(convert.params) if p.name == "force") + 1 : 0] = (
+    QUANT_FLAGS.values()
+)

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import shlex
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import click
-from pydantic.fields import FieldInfo
 
+from edgeport.cli.options import given_options, option_from_field, spell_flags
 from edgeport.errors import EdgeportError
 from edgeport.targets import get_target, parse_options, target_names
 
@@ -25,43 +23,6 @@ Examples:
   edgeport package model.tflite --board mps2-an386 -o out/fw --force   # a QEMU board
   edgeport package --target cortex-m --list-boards
 """
-
-
-def flag_of(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _optional_inner(annotation: Any) -> Any:
-    """`X | None` -> X; anything else unchanged."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def option_from_field(field: str, info: FieldInfo) -> click.Option:
-    """The click flag of one options field: bool -> on/off flag (--no-X when the default is True),
-    Literal -> choice, str/int/float/Path -> a value. Defaults stay pydantic's (click's is None), so only
-    flags actually given reach the target."""
-    kind = _optional_inner(info.annotation)
-    help_text = info.description or ""
-    if kind is bool:
-        flag = f"--no-{field.replace('_', '-')}" if info.default is True else flag_of(field)
-        return click.Option(
-            [flag, field], is_flag=True, flag_value=info.default is not True, default=None, help=help_text
-        )
-    if typing.get_origin(kind) is Literal:
-        click_type: Any = click.Choice([str(v) for v in typing.get_args(kind)])
-    elif kind in (str, int, float):
-        click_type = kind
-    elif kind is Path:
-        click_type = click.Path(path_type=Path)
-    else:
-        raise TypeError(f"no CLI flag for option {field}: {info.annotation}")
-    if info.default is not None and not info.is_required():
-        help_text += f"  [default: {info.default}]"
-    return click.Option([flag_of(field), field], type=click_type, default=None, help=help_text)
 
 
 def target_options() -> dict[str, click.Option]:
@@ -80,18 +41,8 @@ def target_options() -> dict[str, click.Option]:
     return flags
 
 
-def given_options(ctx: click.Context, fields: list[str]) -> dict[str, Any]:
-    """The target flags the user actually passed."""
-    given = click.core.ParameterSource.COMMANDLINE
-    return {f: ctx.params[f] for f in fields if ctx.get_parameter_source(f) is given}
-
-
 TARGET_FLAGS = target_options()
-
-
-def _spell(field: str) -> str:
-    """An option's name as the user typed it (--no-fit-check for fit_check)."""
-    return TARGET_FLAGS[field].opts[0] if field in TARGET_FLAGS else flag_of(field)
+_spell = spell_flags(TARGET_FLAGS)
 
 
 @click.command(epilog=EXAMPLES)
