@@ -3,7 +3,8 @@
 onnx2tf maps a conv to DEPTHWISE_CONV_2D only when all its strides are equal; otherwise it builds a
 tf_keras grouped Conv2D whose kernel the Keras model does not track, the SavedModel export fails and
 the TFLite converter writes a model without SignatureDefs ("model has 0 Signatures" in LiteRT).
-Paddle OCR models use such (2, 1) depthwise convs to halve only the height. A conv at stride s is the
+Paddle OCR models use such (2, 1) depthwise convs to halve only the height, and a strided depthwise
+Conv1d becomes one with strides (1, s) in depthwise_conv1d_to_2d. A conv at stride s is the
 stride-1 conv sampled every s-th position from 0, so the replacement is exact; onnxruntime checks each
 one before it is kept.
 """

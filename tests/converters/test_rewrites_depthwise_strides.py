@@ -76,12 +76,24 @@ def tall_depthwise() -> torch.nn.Module:
     return TallDepthwise().eval()
 
 
-def test_a_strided_depthwise_pytorch_model_converts(tmp_path: Path):
+def strided_depthwise_1d() -> torch.nn.Module:
+    # depthwise_conv1d_to_2d runs it as a 2-D conv with strides (1, 2).
+    torch.manual_seed(0)
+    layers = [
+        torch.nn.Conv1d(4, 8, 1),
+        torch.nn.ReLU(),
+        torch.nn.Conv1d(8, 8, 3, stride=2, padding=1, groups=8),
+    ]
+    return torch.nn.Sequential(*layers).eval()
+
+
+@pytest.mark.parametrize(
+    ("builder", "shape"), [("tall_depthwise", [1, 3, 16, 12]), ("strided_depthwise_1d", [1, 4, 32])]
+)
+def test_a_strided_depthwise_pytorch_model_converts(tmp_path: Path, builder: str, shape: list[int]):
     # Without the rewrite onnx2tf writes a .tflite with no SignatureDefs, which LiteRT refuses.
     opts = ConvertOptions(
-        source=f"{Path(__file__).resolve()}:tall_depthwise",
-        outdir=tmp_path / "out",
-        input_shapes=[[1, 3, 16, 12]],
+        source=f"{Path(__file__).resolve()}:{builder}", outdir=tmp_path / "out", input_shapes=[shape]
     )
     result = convert_model(opts)
     assert (tmp_path / "out" / "model_float32.tflite").is_file()
