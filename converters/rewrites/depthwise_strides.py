@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeport.converters.rewrites._region_check import replacement_agrees
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
 
 NAME = "depthwise_unequal_strides"
 
@@ -95,7 +95,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)

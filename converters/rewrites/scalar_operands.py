@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from edgeport.onnx_graph import OnnxGraph
+from edgeport.onnx_graph import OnnxGraph, node_rewrite
 
 NAME = "scalar_operands"
 
@@ -38,7 +38,4 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return False
 
 
-def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    view = OnnxGraph(model)
-    view.rewrite_each(_match)
-    return view.finish()
+rewrite = node_rewrite(_match)
