@@ -70,10 +70,10 @@ def fidelity_report(
             per_layer[name][0].append(ref.tensor(ri))
             per_layer[name][1].append(got.tensor(gi))
     scored = sorted((sqnr_db(*per_layer[name]), name) for name, _, _ in shared)
-    layers = [{"tensor": name, "sqnr_db": _round(value)} for value, name in scored]
+    layers = [{"tflite_name": name, "sqnr_db": _round(value)} for value, name in scored]
     # The I/O tensors are reported per output; the worst layers are the internal ones.
     io_names = {ref.details[i]["name"] for _, i in ref.inputs + ref.outputs}
-    internal = [e for e in layers if e["tensor"] not in io_names]
+    internal = [e for e in layers if e["tflite_name"] not in io_names]
     return {
         "samples": len(samples),
         "outputs": [{"name": name, "sqnr_db": _round(sqnr_db(*pair))} for name, pair in per_output.items()],

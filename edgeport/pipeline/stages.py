@@ -20,6 +20,7 @@ import onnx
 
 from edgeport.agreement import compare
 from edgeport.converters import onnx_prepare
+from edgeport.converters.layer_names import name_layers
 from edgeport.converters.localize import NotLocalized, first_diverging_node, prefix_diverges
 from edgeport.converters.onnx_to_tflite import (
     KerasResult,
@@ -256,6 +257,14 @@ def quantize(state: ConvertState) -> None:
     assert state.options.quantize is not None
     result = quantize_stage(state.options.quantize, state, state.stage_dir)
     state.quantized = result
+    fidelity = result.section.get("fidelity")
+    if fidelity and state.keras_model is not None:
+        # The user's layer names beside TensorFlow's (converters/layer_names.py).
+        source = _source(state)
+        modules = {name for name, _ in source.module.named_modules() if name} if source.is_torch else None
+        fidelity["worst_layers"] = name_layers(
+            fidelity["worst_layers"], state.keras_model, _model(state), modules
+        )
     state.manifest.sections["quantization"] = result.section
     state.tflite_paths[result.precision] = result.path
     state.tflite_names[result.precision] = result.tensor_names

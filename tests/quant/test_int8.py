@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -136,6 +137,11 @@ def test_int8_accuracy_and_sqnr_close_to_float(cnn_int8: tuple[Path, dict]) -> N
     assert fid["layers_compared"] >= 3 and len(fid["worst_layers"]) >= 3
     worst = [e["sqnr_db"] for e in fid["worst_layers"]]
     assert worst == sorted(worst)
+    # Named after the user's layers (ONNX nodes, PyTorch modules), TensorFlow's name beside them.
+    nodes = {n.name for n in onnx.load(str(out / "model.onnx")).graph.node}
+    assert all(e["source_name"] in nodes and e["tflite_name"] for e in fid["worst_layers"])
+    modules = {e["module"] for e in fid["worst_layers"] if "module" in e}
+    assert modules and modules <= {name for name, _ in M.SmallCnn().named_modules()}
 
 
 def test_raw_pixel_input_is_not_calibrated_as_normal_noise(trained: dict[str, Path], tmp_path: Path) -> None:
