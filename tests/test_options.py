@@ -82,6 +82,22 @@ def test_companion_options_without_their_main_option_are_refused_unless_default(
         refuse_without(_Fields, "on", {"level": 3})
 
 
+def test_convert_options_parse_shapes_and_name_them_as_spelled(tmp_path: Path) -> None:
+    from edgeport.cli.convert import CONVERT_FLAGS
+    from edgeport.pipeline import ConvertOptions
+
+    shapes = CONVERT_FLAGS["input_shapes"]
+    assert shapes.opts == ["--input-shape"] and shapes.multiple and shapes.type is click.STRING
+    assert CONVERT_FLAGS["fold_bn"].opts == ["--no-fold-bn"] and CONVERT_FLAGS["fold_bn"].flag_value is False
+    assert not {"source", "outdir", "debug", "quantize"} & set(CONVERT_FLAGS)
+    opts = ConvertOptions(source="m.onnx", outdir=tmp_path, input_shapes=["1,3x8", "scalar", [2]])
+    assert opts.input_shapes == [[1, 3, 8], [], [2]] and opts.quantize is None
+    with pytest.raises(EdgeportError, match=r"^\[quant\] input_shapes '1,-2' is not a shape"):
+        validate_options(ConvertOptions, {"source": "m", "outdir": tmp_path, "input_shapes": ["1,-2"]}, key)
+    with pytest.raises(EdgeportError, match="^--opset: Input should be a valid integer"):
+        ConvertOptions(source="m", outdir=tmp_path, opset="x")
+
+
 def test_convert_refuses_bad_quant_flags_before_converting(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for args, message in (
@@ -89,14 +105,18 @@ def test_convert_refuses_bad_quant_flags_before_converting(run_cli, tmp_path: Pa
         (("--calibration", str(tmp_path)), "--calibration was given without --quantize"),
         (("--quantize", "int8", "--mean", "1,x"), "--mean '1,x' is not valid"),
         (("--quantize", "int8", "--flash-budget", "2KB"), "--flash-budget needs 4-bit weights"),
+        (("--input-shape", "1,0"), "--input-shape '1,0' is not a shape"),
     ):
         code, _, stderr = run_cli("convert", "missing.onnx", "-o", out, *args)
         assert code == 1 and message in stderr and "Traceback" not in stderr, stderr
         assert not out.exists()
 
 
-def test_convert_help_lists_every_quantization_flag(run_cli) -> None:
+def test_convert_help_lists_every_flag(run_cli) -> None:
     code, out, _ = run_cli("convert", "--help")
     assert code == 0
-    for flag in options_from_model(QuantOptions).values():
+    from edgeport.cli.convert import CONVERT_FLAGS, QUANT_FLAGS
+
+    assert list(QUANT_FLAGS) == list(options_from_model(QuantOptions))
+    for flag in [*CONVERT_FLAGS.values(), *QUANT_FLAGS.values()]:
         assert flag.opts[0] in out and (flag.help or "")[:20] in " ".join(out.split())

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import onnx
+from pydantic import Field, ValidationInfo, field_validator
 
 from edgeport.converters.onnx_to_tflite import KerasResult
 from edgeport.converters.sources import LoadedSource
+from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
+from edgeport.options import Options, cli, spell_of
 from edgeport.pipeline.passes import PassReport
 from edgeport.quant.modes import QuantOptions, QuantResult
 from edgeport.tensors import Sample, TensorSpec
@@ -32,21 +36,64 @@ class Unobserved:
         pass
 
 
-@dataclass
-class ConvertOptions:
-    source: str
-    outdir: Path
-    input_shapes: list[list[int]] = field(default_factory=list)
-    input_names: list[str] = field(default_factory=list)
-    weights: Path | None = None
-    opset: int = 17
-    keep_nchw: bool = False
-    trust_pickle: bool = False
-    force: bool = False
-    fold_bn: bool = True  # False is skip_passes=["fold_batch_norms"] (--no-fold-bn)
-    skip_passes: list[str] = field(default_factory=list)  # --skip-pass NAME (edgeport/pipeline/*_passes.py)
-    debug: bool = False
-    quantize: QuantOptions | None = None  # --quantize: also write model_<mode>.tflite (quant/modes.py)
+# A rank-0 input (e.g. a sample rate) has no sizes to write: any of these spells it.
+SCALAR_SHAPES = ("scalar", "()", "[]", "")
+
+
+def parse_shape(text: str, what: str = "--input-shape") -> list[int]:
+    if text.strip().lower() in SCALAR_SHAPES:
+        return []
+    try:
+        dims = [int(d) for d in re.split(r"[,x]", text.strip())]
+    except ValueError:
+        dims = []
+    if not dims or any(d <= 0 for d in dims):
+        raise EdgeportError(
+            f"{what} {text!r} is not a shape", "write it as comma-separated sizes, e.g. 1,3,224,224"
+        )
+    return dims
+
+
+class ConvertOptions(Options):
+    """What `convert` is asked to do; its CLI flags are made from these fields (edgeport/cli/convert.py)."""
+
+    source: str = Field(json_schema_extra=cli(cli=False))  # the SOURCE argument
+    outdir: Path = Field(json_schema_extra=cli(cli=False))  # -o OUTDIR
+    input_shapes: list[list[int]] = Field(
+        default_factory=list,
+        description="Shape of one model input, e.g. 1,3,224,224, or 'scalar' for a rank-0 input (a sample "
+        "rate); once per input in forward() order.",
+        json_schema_extra=cli("--input-shape", text=True, multiple=True),
+    )
+    input_names: list[str] = Field(
+        default_factory=list,
+        description="Name of one model input (same order).",
+        json_schema_extra=cli("--input-name"),
+    )
+    weights: Path | None = Field(None, description="state_dict file for a file.py:callable SOURCE.")
+    opset: int = Field(17, description="ONNX opset for the PyTorch export.")
+    keep_nchw: bool = Field(False, description="Keep PyTorch's channels-first layout instead of NHWC.")
+    trust_pickle: bool = Field(
+        False, description="Allow loading a pickled whole-model file (runs arbitrary code from the file)."
+    )
+    fold_bn: bool = Field(  # False is skip_passes=["fold_batch_norms"]
+        True, description="Leave batch-norm layers unfolded (= --skip-pass fold_batch_norms)."
+    )
+    skip_passes: list[str] = Field(  # edgeport/pipeline/*_passes.py
+        default_factory=list,
+        description="Do not run this PyTorch or ONNX pass (repeatable; names from --list-passes).",
+        json_schema_extra=cli("--skip-pass", metavar="NAME"),
+    )
+    force: bool = Field(False, description="Replace a non-empty output directory.")
+    debug: bool = Field(False, json_schema_extra=cli(cli=False))  # --debug, read by the CLI group
+    # --quantize: also write model_<mode>.tflite (quant/modes.py)
+    quantize: QuantOptions | None = Field(None, json_schema_extra=cli(cli=False))
+
+    @field_validator("input_shapes", mode="before")
+    @classmethod
+    def _shapes_from_text(cls, shapes: Any, info: ValidationInfo) -> Any:
+        what = spell_of(info, cls)("input_shapes")
+        return [parse_shape(s, what) if isinstance(s, str) else s for s in shapes]
 
     def skipped(self) -> list[str]:
         return [*self.skip_passes, *([] if self.fold_bn else ["fold_batch_norms"])]
