@@ -53,6 +53,9 @@ class KeptFloat:
 class TflmPlan:
     kept_float: list[KeptFloat] = field(default_factory=list)
     probes: int = 0  # probe models run in TFLite Micro
+    # Why the probe could not decide (it crashed without naming an op): the check after calibration,
+    # on the calibrated model, decides instead.
+    inconclusive: str = ""
 
     @property
     def denylist(self) -> list[str]:
@@ -107,7 +110,10 @@ def plan_int8_for_tflm(
         except EdgeportError as exc:
             op, index, detail = failing_op(exc.problem)
             if not op:
-                raise
+                # Seen on a residual net: the probe, quantized from a few synthetic samples, crashes
+                # TFLite Micro (and LiteRT) natively where the calibrated model runs.
+                plan.inconclusive = exc.problem
+                return plan
             node = _node_output(model, index) if index is not None else ""
             where = f" (node {index}, tensor {node!r})" if index is not None else ""
             if index is None:

@@ -251,3 +251,14 @@ def test_qemu_reports_exit_status_and_printed_lines(tmp_path: Path) -> None:
 def test_qemu_stops_a_firmware_that_hangs(tmp_path: Path) -> None:
     run = qemu.run_firmware(_firmware(tmp_path, "spins", _SPINS), "mps2-an386", 5, timeout=2)
     assert run.timed_out and run.exit_status is None and run.lines == []
+
+
+def test_check_allocates_passes_a_good_model_and_names_a_native_crash(
+    tiny: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that makes LiteRT abort inside allocate_tensors must not take the caller's process
+    down with it: the child's signal becomes one line."""
+    litert.check_allocates(tiny["int8"], "model_int8.tflite")
+    monkeypatch.setattr(litert, "_ALLOCATE", "import os\nos.abort()\n")
+    with pytest.raises(EdgeportError, match=r"LiteRT crashes \(signal 6\) preparing model_int8.tflite"):
+        litert.check_allocates(tiny["int8"], "model_int8.tflite")

@@ -29,6 +29,49 @@ Kernels = Literal["optimized", "reference"]
 KERNELS: tuple[str, ...] = ("optimized", "reference")
 
 
+# Allocates the model with the optimized kernels in a child process (the model's path is argv[1]).
+_ALLOCATE = (
+    "import sys\n"
+    "from ai_edge_litert.interpreter import Interpreter, OpResolverType\n"
+    "Interpreter(model_path=sys.argv[1], experimental_op_resolver_type="
+    "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).allocate_tensors()\n"
+)
+
+
+def check_allocates(model: bytes, name: str, timeout_s: float = 300) -> None:
+    """Raise a one-line EdgeportError if LiteRT crashes preparing `model`.
+
+    Some models the TFLite converter writes make LiteRT abort the process inside allocate_tensors
+    (a native check, not an exception: seen on an int8 residual net from the zoo). In-process that
+    ends the caller with no message, so a model fresh from the quantizer is allocated in a child
+    first. Python-level failures (a ValueError) are left to the in-process interpreter to report.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    from edgeport.errors import EdgeportError
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
+        file.write(model)
+        file.flush()
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _ALLOCATE, file.name], capture_output=True, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise EdgeportError(
+                f"LiteRT did not finish preparing {name} in {timeout_s:.0f} s",
+                "report this model with --debug output",
+            ) from exc
+    if done.returncode < 0:
+        raise EdgeportError(
+            f"LiteRT crashes (signal {-done.returncode}) preparing {name}: the TFLite converter wrote a "
+            "model its own runtime cannot run",
+            "report this model with --debug output; --quantize dynamic or float16 avoid the int8 kernels",
+        )
+
+
 def interpreter(
     model: bytes,
     kernels: Kernels = "optimized",

@@ -182,3 +182,47 @@ def test_full_integer_check_accepts_a_comparisons_bool_and_refuses_float() -> No
     float_converter = tf.lite.TFLiteConverter.from_concrete_functions([gate.get_concrete_function()], gate)
     with pytest.raises(EdgeportError, match="not full-integer"):
         _check_full_integer(float_converter.convert(), "int8")
+
+
+def test_a_probe_that_crashes_without_naming_an_op_is_inconclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe quantized from a few synthetic samples can crash TFLite Micro where the calibrated
+    model runs (seen on a residual net): the plan says so and leaves the decision to the check on
+    the calibrated model, instead of refusing the model."""
+
+    def crashing_run(*args: object, **kwargs: object) -> None:
+        raise EdgeportError("m: the TFLite Micro interpreter crashed (signal 6) running the model", "fix")
+
+    monkeypatch.setattr(tflm_ops, "run_tflm", crashing_run)
+    monkeypatch.setattr(tflm_ops, "arena_for", lambda model: 1 << 20)
+    plan = tflm_ops.plan_int8_for_tflm(lambda denylist: b"model", lambda model: [[np.zeros(1)]], "m")
+    assert "crashed (signal 6)" in plan.inconclusive and plan.kept_float == [] and plan.probes == 1
+
+
+def test_probe_inputs_follow_the_files_inputs_without_a_litert_interpreter() -> None:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 3], tf.float32), tf.TensorSpec([1, 5], tf.float32)])
+    def two(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(a) + tf.reduce_sum(b)
+
+    def samples():
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            yield [
+                rng.standard_normal((1, 4, 3)).astype(np.float32),
+                rng.standard_normal((1, 5)).astype(np.float32),
+            ]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([two.get_concrete_function()], two)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = samples
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    model = converter.convert()
+    from edgeport.tflite_file import parse_tflite
+
+    (sample,) = modes.probe_inputs(model)
+    expected = [(tuple(i.shape), i.dtype) for i in parse_tflite(model).inputs]
+    assert [(x.shape, str(x.dtype)) for x in sample] == expected
+    assert all(str(x.dtype) == "int8" for x in sample)
+    np.testing.assert_array_equal(modes.probe_inputs(model)[0][0], sample[0])  # seeded
