@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 try:
-    from tests.zoo.models import ZooModel, _seeded
+    from tests.zoo.models import AttentionBlock, ZooModel, _seeded
 except ImportError:  # imported by `edgeport convert tests/zoo/attention.py:<name>` (tests/zoo on sys.path)
-    from models import ZooModel, _seeded  # type: ignore[no-redef]
+    from models import AttentionBlock, ZooModel, _seeded  # type: ignore[no-redef]
 
 
 def _causal(length: int) -> torch.Tensor:
@@ -125,7 +125,7 @@ class ViTTiny(nn.Module):
         tokens = (image // patch) ** 2 + 1
         self.cls = nn.Parameter(0.02 * torch.randn(1, 1, dim))
         self.pos = nn.Parameter(0.02 * torch.randn(1, tokens, dim))
-        self.blocks = nn.ModuleList(_ViTBlock(dim, heads) for _ in range(2))
+        self.blocks = nn.ModuleList(AttentionBlock(dim, heads, need_weights=True) for _ in range(2))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
@@ -135,20 +135,6 @@ class ViTTiny(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x[:, 0]))
-
-
-class _ViTBlock(nn.Module):
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h)[0]  # need_weights left at its default (True), as most users do
-        return x + self.mlp(self.norm2(x))
 
 
 def _padding_mask() -> torch.Tensor:

@@ -90,16 +90,19 @@ def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, 
 class AttentionBlock(nn.Module):
     """Pre-norm transformer encoder block around nn.MultiheadAttention (self-attention)."""
 
-    def __init__(self, dim: int = 32, heads: int = 4):
+    def __init__(self, dim: int = 32, heads: int = 4, need_weights: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.need_weights = (
+            need_weights  # True: the weights are computed (and dropped), as most users leave it
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = x + self.attn(h, h, h, need_weights=self.need_weights)[0]
         return x + self.mlp(self.norm2(x))
 
 
