@@ -1,0 +1,155 @@
+"""The firmware's timing lines (firmware/project/main.cc prints them) and the one parser of them.
+
+After its self-test the firmware runs `warmup` untimed and `runs` timed inferences and prints:
+
+    edgeport bench: warmup=<W> runs=<N> clock_hz=<HZ> source=<DWT|SysTick>
+    inference <i>: <cycles> cycles          (i = 0 .. N-1)
+    stack: <bytes> bytes used               (when the firmware can measure its stack)
+    edgeport bench: done
+
+and, before them, `arena: <used> of <size> bytes used`. Other lines (the self-test, TFLite Micro's
+messages) pass through. The QEMU and serial runners both read the stream with `BenchLineParser`; a
+header seen again starts over (a board that reset while the port was open).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from edgeport.errors import EdgeportError
+
+HEADER_PREFIX = "edgeport bench:"
+_HEADER = re.compile(r"edgeport bench: warmup=(\d+) runs=(\d+) clock_hz=(\d+) source=(\S+)")
+_DONE = "edgeport bench: done"
+_INFERENCE = re.compile(r"inference (\d+): (\d+) cycles")
+_STACK = re.compile(r"stack: (\d+) bytes used")
+_ARENA = re.compile(r"arena: (\d+) of (\d+) bytes used")
+# Lines that must match one of the patterns above once they start like this.
+_OURS = (HEADER_PREFIX, "inference ", "stack:", "arena:")
+
+_GARBLED = (
+    "the output was cut or mixed with other output (on a serial port: check its speed and that nothing else "
+    "reads it); run again"
+)
+_REBUILD = "rebuild the firmware with this version of edgeport (edgeport package), whose main.cc prints them"
+
+
+class BenchLinesError(EdgeportError):
+    """The timing lines are missing, cut short or garbled."""
+
+
+@dataclass(frozen=True)
+class BenchLines:
+    """What the firmware printed about one benchmark run."""
+
+    warmup: int
+    runs: int
+    clock_hz: int
+    source: str  # the cycle counter: "DWT" (the core's cycle counter) or "SysTick"
+    cycles: tuple[int, ...]  # per timed inference, in order
+    stack_bytes: int | None  # stack high-water mark, None when the firmware did not measure it
+    arena_used: int | None
+    arena_size: int | None
+    done: bool
+
+    def milliseconds(self) -> list[float]:
+        """Each inference's counts on the board's clock, in ms."""
+        return [c * 1000.0 / self.clock_hz for c in self.cycles]
+
+
+class BenchLineParser:
+    """Feed the firmware's output line by line; `result()` once `done` (or when the stream ended)."""
+
+    def __init__(self) -> None:
+        self._header: tuple[int, int, int, str] | None = None
+        self._cycles: list[int] = []
+        self._stack: int | None = None
+        self._arena: tuple[int, int] | None = None
+        self.done = False
+
+    def feed(self, line: str) -> None:
+        text = line.strip()
+        if not text.startswith(_OURS):
+            return
+        if text == _DONE:
+            self._finish()
+            return
+        if match := _HEADER.fullmatch(text):
+            warmup, runs, clock_hz, source = match.groups()
+            if int(clock_hz) <= 0:
+                raise BenchLinesError(f"firmware timing header says clock_hz={clock_hz}", _REBUILD)
+            self._header = (int(warmup), int(runs), int(clock_hz), source)
+            self._cycles, self._stack, self.done = [], None, False
+        elif match := _INFERENCE.fullmatch(text):
+            self._inference(int(match.group(1)), int(match.group(2)))
+        elif match := _STACK.fullmatch(text):
+            self._stack = int(match.group(1))
+        elif match := _ARENA.fullmatch(text):
+            self._arena = (int(match.group(1)), int(match.group(2)))
+        elif not text.startswith("inference ") or self._header is not None:
+            raise BenchLinesError(f"garbled firmware timing line {text[:80]!r}", _GARBLED)
+        # An inference line before any header: joined a serial stream mid-run; wait for the next header.
+
+    def _inference(self, index: int, cycles: int) -> None:
+        if self._header is None:
+            return
+        if index != len(self._cycles):
+            raise BenchLinesError(
+                f"firmware printed inference {index} where inference {len(self._cycles)} was due "
+                "(timing lines were lost)",
+                _GARBLED,
+            )
+        self._cycles.append(cycles)
+
+    def _finish(self) -> None:
+        if self._header is None:
+            raise BenchLinesError("firmware printed 'edgeport bench: done' without its header line", _REBUILD)
+        runs = self._header[1]
+        if len(self._cycles) != runs:
+            raise BenchLinesError(
+                f"firmware printed {len(self._cycles)} inference lines but announced runs={runs}",
+                _GARBLED,
+            )
+        self.done = True
+
+    @property
+    def started(self) -> bool:
+        return self._header is not None
+
+    @property
+    def measured(self) -> int:
+        """Timed inferences read so far."""
+        return len(self._cycles)
+
+    def result(self) -> BenchLines:
+        """The run as printed; a stream that ended before `edgeport bench: done` is an error."""
+        if self._header is None:
+            raise BenchLinesError("the firmware printed no 'edgeport bench:' timing lines", _REBUILD)
+        warmup, runs, clock_hz, source = self._header
+        if not self.done:
+            raise BenchLinesError(
+                f"the firmware's timing output stopped after {len(self._cycles)} of {runs} inferences",
+                "it crashed, reset or ran out of time: see what it printed before, or raise the time limit",
+            )
+        arena_used, arena_size = self._arena if self._arena else (None, None)
+        return BenchLines(
+            warmup=warmup,
+            runs=runs,
+            clock_hz=clock_hz,
+            source=source,
+            cycles=tuple(self._cycles),
+            stack_bytes=self._stack,
+            arena_used=arena_used,
+            arena_size=arena_size,
+            done=True,
+        )
+
+
+def parse_bench_lines(output: str | Iterable[str]) -> BenchLines:
+    """Parse a whole captured output (a string, or its lines)."""
+    parser = BenchLineParser()
+    for line in output.splitlines() if isinstance(output, str) else output:
+        parser.feed(line)
+    return parser.result()
