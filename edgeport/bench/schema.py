@@ -82,12 +82,16 @@ class BenchSettings(_Strict):
     runner: (
         str  # the --on value as given: "host", "tflm", "qemu:mps2-an386", "adb:SERIAL", "serial:/dev/ttyACM0"
     )
-    runs: int = Field(50, ge=1)
-    warmup: int = Field(5, ge=0)
-    threads: int = Field(1, ge=1)
-    xnnpack: bool = True
-    delegate: Literal["none", "xnnpack", "gpu", "nnapi"] | None = None  # adb only
-    timeout_s: float = Field(600, gt=0)
+    runs: int = Field(50, ge=1, description="Measured inferences per model.")
+    warmup: int = Field(5, ge=0, description="Inferences run and discarded before measuring.")
+    threads: int = Field(1, ge=1, description="CPU threads (host, adb).")
+    xnnpack: bool = Field(
+        True, description="LiteRT's XNNPACK delegate (--no-xnnpack: builtin kernels only; host, adb)."
+    )
+    delegate: Literal["none", "xnnpack", "gpu", "nnapi"] | None = Field(
+        None, description="Delegate benchmark_model uses on the device (adb only)."
+    )
+    timeout_s: float = Field(600, gt=0, description="Seconds a model may take to load or answer.")
 
 
 class BenchResult(_Strict):
