@@ -48,6 +48,31 @@ uint32_t platform_cycles_read(void) {
 
 const char* platform_cycles_source(void) { return g_use_dwt ? "DWT" : "SysTick"; }
 
+// Stack high-water mark: the startup code paints the stack reserved by the linker script below the
+// current stack pointer; the deepest word no longer painted is the most stack ever used. Weak: a vendor
+// linker script without __stack_size__ still links, and then nothing is painted or measured.
+#define STACK_PAINT 0xC5ACCE55u
+extern char __stack_top__[] __attribute__((weak));
+extern char __stack_size__[] __attribute__((weak));
+static int g_stack_painted;
+
+static uint32_t* stack_bottom(void) { return (uint32_t*)(__stack_top__ - (uintptr_t)__stack_size__); }
+
+void platform_stack_paint(void) {
+  if (__stack_top__ == 0 || (uintptr_t)__stack_size__ == 0) return;
+  uint32_t* sp;
+  __asm volatile("mov %0, sp" : "=r"(sp));
+  for (uint32_t* word = stack_bottom(); word < sp - 16; ++word) *word = STACK_PAINT;  // 64 bytes spare
+  g_stack_painted = 1;
+}
+
+uint32_t platform_stack_used(void) {
+  if (!g_stack_painted) return 0;
+  const uint32_t* word = stack_bottom();
+  while ((char*)word < __stack_top__ && *word == STACK_PAINT) ++word;
+  return (uint32_t)(__stack_top__ - (char*)word);
+}
+
 #if defined(EDGEPORT_SEMIHOSTING)
 static int semihost(int op, void* arg) {
   register int r0 __asm("r0") = op;

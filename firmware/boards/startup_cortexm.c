@@ -1,11 +1,12 @@
-// Minimal Cortex-M startup shared by every board: vector table, .data copy, .bss clear, FPU on,
-// C++ constructors, main(). Symbols come from the linker scripts in this directory.
+// Minimal Cortex-M startup shared by every board: vector table, .data copy, .bss clear, stack paint,
+// FPU on, C++ constructors, main(). Symbols come from the linker scripts in this directory.
 #include <stdint.h>
 
 extern uint32_t __data_load__, __data_start__, __data_end__, __bss_start__, __bss_end__, __stack_top__;
 extern void (*__init_array_start[])(void);
 extern void (*__init_array_end[])(void);
 extern int main(void);
+extern void platform_stack_paint(void);
 
 void Reset_Handler(void);
 void Default_Handler(void);
@@ -48,6 +49,7 @@ void Reset_Handler(void) {
   uint32_t* src = &__data_load__;
   for (uint32_t* dst = &__data_start__; dst < &__data_end__;) *dst++ = *src++;
   for (uint32_t* dst = &__bss_start__; dst < &__bss_end__;) *dst++ = 0;
+  platform_stack_paint();  // after .bss is cleared: it sets a flag there
 #if defined(__ARM_FP)
   // CPACR: full access to CP10/CP11, or the first float instruction faults.
   *(volatile uint32_t*)0xE000ED88u |= (0xFu << 20);

@@ -1,5 +1,6 @@
 // edgeport self-test firmware: check the model's CRC, run the embedded test input through TFLite
-// Micro, compare with the output the host runtime computed, print PASS/FAIL and the latency.
+// Micro, compare with the output the host runtime computed, print PASS/FAIL and the latency; then
+// time warmup + runs more inferences and print them in the format targets/cortex_m/bench_lines.py reads.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,14 @@
 #include "test_data.h"
 #if defined(EDGEPORT_TFLM_DEBUG_LOG_CALLBACK)  // set by the Makefile/CMake: TFLM built as cortex_m_generic
 #include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
+#endif
+
+// How many inferences to time after the self-test (make BENCH_WARMUP=W BENCH_RUNS=N).
+#ifndef EDGEPORT_BENCH_WARMUP
+#define EDGEPORT_BENCH_WARMUP 1
+#endif
+#ifndef EDGEPORT_BENCH_RUNS
+#define EDGEPORT_BENCH_RUNS 10
 #endif
 
 namespace {
@@ -84,6 +93,13 @@ bool output_matches(const TfLiteTensor* out, const void* expected, size_t bytes,
   }
 }
 
+[[noreturn]] void fail(const char* text, int code) {
+  print(text);
+  platform_exit(code);
+  for (;;) {
+  }
+}
+
 }  // namespace
 
 // Generated per model by edgeport: copies the test inputs and checks the outputs (test_io.cc).
@@ -136,7 +152,28 @@ int main(void) {
               platform_cycles_source(), static_cast<unsigned long>(hz ? cycles / (hz / 1000000u) : 0),
               static_cast<unsigned long>(hz / 1000000u));
   const bool ok = edgeport_check_outputs(interpreter, output_matches);
-  print(ok ? "PASS\n" : "FAIL: output differs from the host reference\n");
-  platform_exit(ok ? 0 : 1);
+  if (!ok) fail("FAIL: output differs from the host reference\n", 1);
+  print("PASS\n");
+
+  // The kernels may reuse the input's arena bytes for later tensors: the input is set again before
+  // each inference, outside the timed window.
+  printf_line("edgeport bench: warmup=%u runs=%u clock_hz=%lu source=%s\n", EDGEPORT_BENCH_WARMUP,
+              EDGEPORT_BENCH_RUNS, static_cast<unsigned long>(hz), platform_cycles_source());
+  for (unsigned i = 0; i < EDGEPORT_BENCH_WARMUP; ++i) {
+    edgeport_set_inputs(interpreter);
+    if (interpreter.Invoke() != kTfLiteOk) fail("FAIL: Invoke\n", 6);
+  }
+  for (unsigned i = 0; i < EDGEPORT_BENCH_RUNS; ++i) {
+    edgeport_set_inputs(interpreter);
+    const uint32_t begin = platform_cycles_read();
+    const TfLiteStatus run_status = interpreter.Invoke();
+    const uint32_t run_cycles = platform_cycles_read() - begin;
+    if (run_status != kTfLiteOk) fail("FAIL: Invoke\n", 6);
+    printf_line("inference %u: %lu cycles\n", i, static_cast<unsigned long>(run_cycles));
+  }
+  const uint32_t stack = platform_stack_used();
+  if (stack) printf_line("stack: %lu bytes used\n", static_cast<unsigned long>(stack));
+  print("edgeport bench: done\n");
+  platform_exit(0);
   return 0;
 }

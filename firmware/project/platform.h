@@ -17,6 +17,8 @@ void platform_cycles_start(void);
 uint32_t platform_cycles_read(void);
 const char* platform_cycles_source(void);
 uint32_t platform_clock_hz(void);
+// Stack high-water mark in bytes (the startup code paints the stack), 0 when it is not measured.
+uint32_t platform_stack_used(void);
 // Ends the program: exits QEMU with `code` through semihosting, or parks a real board.
 void platform_exit(int code);
 

@@ -4,12 +4,14 @@ test_firmware_build.py (EDGEPORT_TFLM_ROOT: its Makefile needs its third-party d
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
 import pytest
 
 from edgeport.runtimes import qemu as qemu_runtime
+from edgeport.targets.cortex_m.fit import DEFAULT_STACK
 from edgeport.targets.cortex_m.flash import qemu_icount_shift
 from tests.conftest import shared_path
 
@@ -17,6 +19,11 @@ HELLO = r"""
 #include <stdio.h>
 #include "platform.h"
 volatile float g_value = 1.5f;
+__attribute__((noinline)) int use_stack(int n) {
+  volatile char buffer[3000];
+  for (int i = 0; i < 3000; ++i) buffer[i] = (char)(i + n);
+  return buffer[n];
+}
 int main(void) {
   static char line[80];
   platform_init();
@@ -25,6 +32,11 @@ int main(void) {
   for (volatile int i = 0; i < 20000; ++i) g_value = g_value * 1.0001f;
   uint32_t cycles = platform_cycles_read() - start;
   snprintf(line, sizeof line, "bsp ok: %lu cycles (%s)\n", (unsigned long)cycles, platform_cycles_source());
+  platform_write(line);
+  const uint32_t before = platform_stack_used();
+  use_stack(7);
+  snprintf(line, sizeof line, "stack: %lu then %lu bytes\n", (unsigned long)before,
+           (unsigned long)platform_stack_used());
   platform_write(line);
   platform_exit(cycles > 0 ? 42 : 1);
   return 0;
@@ -86,3 +98,6 @@ def test_board_support_boots_prints_and_exits_in_qemu(board, tmp_path):
     )
     assert not run.timed_out and "bsp ok:" in run.stdout, run.stdout + run.stderr
     assert run.exit_status == 42  # the semihosting exit code, after a non-zero cycle count
+    # The startup code painted the stack: the 3000-byte buffer shows in the high-water mark.
+    before, after = map(int, re.search(r"stack: (\d+) then (\d+) bytes", run.stdout).groups())
+    assert 0 < before < 3000 < after < DEFAULT_STACK, run.stdout
