@@ -11,10 +11,20 @@ extern void platform_stack_paint(void);
 void Reset_Handler(void);
 void Default_Handler(void);
 
-// Faults and interrupts all stop here; the debugger shows which one via the IPSR register.
+extern void platform_write(const char* text);
+extern void platform_exit(int code);
+
+// Faults and unexpected interrupts all end here: say which exception (IPSR) and exit with status 7, so
+// a crash under QEMU ends the run at once instead of at its time limit (a real board parks).
 void Default_Handler(void) {
-  for (;;) {
-  }
+  uint32_t ipsr;
+  __asm volatile("mrs %0, ipsr" : "=r"(ipsr));
+  char text[] = "FAIL: fault, exception 000\n";
+  text[23] = (char)('0' + ipsr / 100 % 10);
+  text[24] = (char)('0' + ipsr / 10 % 10);
+  text[25] = (char)('0' + ipsr % 10);
+  platform_write(text);
+  platform_exit(7);
 }
 
 void NMI_Handler(void) __attribute__((weak, alias("Default_Handler")));

@@ -7,7 +7,8 @@ After its self-test the firmware runs `warmup` untimed and `runs` timed inferenc
     stack: <bytes> bytes used               (when the firmware can measure its stack)
     edgeport bench: done
 
-and, before them, `arena: <used> of <size> bytes used`. Other lines (the self-test, TFLite Micro's
+and, before them, `arena: <used> of <size> bytes used` and the self-test's first inference,
+`latency: <cycles> cycles (<source>), ...`. Other lines (the self-test, TFLite Micro's
 messages) pass through. The QEMU and serial runners both read the stream with `BenchLineParser`; a
 header seen again starts over (a board that reset while the port was open).
 """
@@ -26,8 +27,9 @@ _DONE = "edgeport bench: done"
 _INFERENCE = re.compile(r"inference (\d+): (\d+) cycles")
 _STACK = re.compile(r"stack: (\d+) bytes used")
 _ARENA = re.compile(r"arena: (\d+) of (\d+) bytes used")
+_FIRST = re.compile(r"latency: (\d+) cycles\b.*")  # the self-test's inference, before the warmup
 # Lines that must match one of the patterns above once they start like this.
-_OURS = (HEADER_PREFIX, "inference ", "stack:", "arena:")
+_OURS = (HEADER_PREFIX, "inference ", "stack:", "arena:", "latency:")
 
 _GARBLED = (
     "the output was cut or mixed with other output (on a serial port: check its speed and that nothing else "
@@ -53,6 +55,7 @@ class BenchLines:
     arena_used: int | None
     arena_size: int | None
     done: bool
+    first_cycles: int | None = None  # the self-test's inference: the first after boot
 
     def milliseconds(self) -> list[float]:
         """Each inference's counts on the board's clock, in ms."""
@@ -67,6 +70,7 @@ class BenchLineParser:
         self._cycles: list[int] = []
         self._stack: int | None = None
         self._arena: tuple[int, int] | None = None
+        self._first: int | None = None
         self.done = False
 
     def feed(self, line: str) -> None:
@@ -88,6 +92,8 @@ class BenchLineParser:
             self._stack = int(match.group(1))
         elif match := _ARENA.fullmatch(text):
             self._arena = (int(match.group(1)), int(match.group(2)))
+        elif match := _FIRST.fullmatch(text):
+            self._first = int(match.group(1))
         elif not text.startswith("inference ") or self._header is not None:
             raise BenchLinesError(f"garbled firmware timing line {text[:80]!r}", _GARBLED)
         # An inference line before any header: joined a serial stream mid-run; wait for the next header.
@@ -144,6 +150,7 @@ class BenchLineParser:
             arena_used=arena_used,
             arena_size=arena_size,
             done=True,
+            first_cycles=self._first,
         )
 
 

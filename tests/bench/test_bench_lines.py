@@ -28,14 +28,16 @@ def test_parses_every_field_of_a_complete_run():
     assert (lines.warmup, lines.runs, lines.clock_hz, lines.source) == (2, 3, 25_000_000, "SysTick")
     assert lines.cycles == (5010, 5011, 5009)
     assert (lines.stack_bytes, lines.arena_used, lines.arena_size, lines.done) == (1304, 1436, 2048, True)
+    assert lines.first_cycles == 5012
     assert lines.milliseconds() == pytest.approx([5010 / 25e3, 5011 / 25e3, 5009 / 25e3])
     assert parse_bench_lines(OUTPUT.splitlines()) == lines  # a list of lines parses the same
 
 
 def test_stack_and_arena_lines_are_optional():
-    text = "\n".join(line for line in OUTPUT.splitlines() if not line.startswith(("stack", "arena")))
+    text = "\n".join(line for line in OUTPUT.splitlines() if not line.startswith(("stack", "arena", "lat")))
     lines = parse_bench_lines(text)
     assert lines.stack_bytes is None and lines.arena_used is None and lines.arena_size is None
+    assert lines.first_cycles is None
 
 
 @pytest.mark.parametrize(
@@ -63,6 +65,7 @@ def test_a_truncated_stream_is_an_error_saying_how_far_it_got(cut_after, message
         ("clock_hz=25000000", "clock_hz=", "garbled firmware timing line"),
         ("clock_hz=25000000", "clock_hz=0", "clock_hz=0"),
         ("stack: 1304 bytes used", "stack: lots", "garbled"),
+        ("latency: 5012 cycles", "latency: 50 12 cycles", "garbled"),
         ("edgeport bench: warmup=2 runs=3 clock_hz=25000000 source=SysTick\n", "", "without its header"),
     ],
 )

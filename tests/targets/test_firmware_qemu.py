@@ -15,6 +15,7 @@ from edgeport.targets.cortex_m.fit import DEFAULT_STACK
 from edgeport.targets.cortex_m.flash import qemu_icount_shift
 from tests.conftest import shared_path
 
+BOARDS = ["mps2-an386", "mps2-an500", "corstone-300"]
 HELLO = r"""
 #include <stdio.h>
 #include "platform.h"
@@ -38,6 +39,9 @@ int main(void) {
   snprintf(line, sizeof line, "stack: %lu then %lu bytes\n", (unsigned long)before,
            (unsigned long)platform_stack_used());
   platform_write(line);
+#if defined(CRASH)
+  __asm volatile("udf #0");  // an undefined instruction: UsageFault, escalated to HardFault
+#endif
   platform_exit(cycles > 0 ? 42 : 1);
   return 0;
 }
@@ -53,8 +57,8 @@ def _board_mk(path) -> dict[str, str]:
     return values
 
 
-@pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500", "corstone-300"])
-def test_board_support_boots_prints_and_exits_in_qemu(board, tmp_path):
+def _run_hello(board: str, tmp_path, *defines: str) -> qemu_runtime.QemuRun:
+    """HELLO built with the generated board support for `board` and run in QEMU."""
     gcc, qemu = shutil.which("arm-none-eabi-gcc"), shutil.which("qemu-system-arm")
     if gcc is None or qemu is None:
         pytest.skip(
@@ -73,6 +77,7 @@ def test_board_support_boots_prints_and_exits_in_qemu(board, tmp_path):
             gcc,
             *mk["CPU_FLAGS"].split(),
             *mk["BOARD_DEFINES"].split(),
+            *[f"-D{define}" for define in defines],
             f"-DEDGEPORT_CLOCK_HZ={mk['CLOCK_HZ']}u",
             "-O2",
             "-Wall",
@@ -93,11 +98,23 @@ def test_board_support_boots_prints_and_exits_in_qemu(board, tmp_path):
         capture_output=True,
         text=True,
     )
-    run = qemu_runtime.run_firmware(
+    return qemu_runtime.run_firmware(
         elf, result.board.qemu_machine, qemu_icount_shift(result.board), timeout=60
     )
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_board_support_boots_prints_and_exits_in_qemu(board, tmp_path):
+    run = _run_hello(board, tmp_path)
     assert not run.timed_out and "bsp ok:" in run.stdout, run.stdout + run.stderr
     assert run.exit_status == 42  # the semihosting exit code, after a non-zero cycle count
     # The startup code painted the stack: the 3000-byte buffer shows in the high-water mark.
     before, after = map(int, re.search(r"stack: (\d+) then (\d+) bytes", run.stdout).groups())
     assert 0 < before < 3000 < after < DEFAULT_STACK, run.stdout
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_a_fault_prints_and_exits_at_once_instead_of_hanging(board, tmp_path):
+    run = _run_hello(board, tmp_path, "CRASH")
+    assert not run.timed_out and "bsp ok:" in run.stdout, run.stdout + run.stderr
+    assert "FAIL: fault, exception 003" in run.stdout and run.exit_status == 7, run.stdout  # HardFault
