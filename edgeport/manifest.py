@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from edgeport import __version__
+from edgeport.errors import EdgeportError
 
 MANIFEST_NAME = "edgeport.json"
 
@@ -149,6 +150,58 @@ class Manifest(BaseModel):
     @classmethod
     def read(cls, outdir: Path) -> Manifest:
         return cls.model_validate_json((Path(outdir) / MANIFEST_NAME).read_text())
+
+
+class Record(BaseModel):
+    """Part of a typed manifest section. Fields named in OPTIONAL are left out of the JSON when None:
+    a part a run did not have (int4 weights in an int8 run) writes no key, and reads back as None."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return self.arranged({k: v for k, v in data.items() if not (k in self.OPTIONAL and v is None)})
+
+    def arranged(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The serialized fields as written (a subclass may inline or reorder)."""
+        return data
+
+
+S = TypeVar("S", bound="Section")
+
+
+class Section(Record):
+    """A typed section of edgeport.json (manifest.sections[NAME]): a stage writes it with `record`,
+    readers get it back with `find` / `of` as fields instead of dictionary keys."""
+
+    NAME: ClassVar[str]
+    WRITTEN_BY: ClassVar[str]  # the command that writes it, for the error when it is missing
+
+    def record(self, manifest: Manifest) -> None:
+        manifest.sections[self.NAME] = self.model_dump(mode="json")
+
+    @classmethod
+    def find(cls: type[S], manifest: Manifest) -> S | None:
+        """The section, None when the manifest has none; one this edgeport cannot read is an error."""
+        data = manifest.sections.get(cls.NAME)
+        if not data:
+            return None
+        try:
+            return cls.model_validate(data)
+        except Exception as exc:  # noqa: BLE001 - any mismatch means the same: an unknown layout
+            raise EdgeportError(
+                f"the {cls.NAME} section of edgeport.json is not one this edgeport reads",
+                f"re-run `{cls.WRITTEN_BY}`",
+            ) from exc
+
+    @classmethod
+    def of(cls: type[S], manifest: Manifest, where: str) -> S:
+        """The section of the manifest in `where`; a missing one is a one-line error."""
+        found = cls.find(manifest)
+        if found is None:
+            raise EdgeportError(f"{where} has no {cls.NAME} section", f"run `{cls.WRITTEN_BY}` into it")
+        return found
 
 
 def _without_run_keys(value: Any, where: str, run: dict[str, dict[str, Any]]) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -37,6 +37,7 @@ from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import keras_to_quantized, probe_quantizer
 from edgeport.quant.mixed import fit_flash_budget, parse_size
 from edgeport.quant.ranges import RANGE_METHODS
+from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
@@ -234,23 +235,7 @@ class QuantResult:
     path: Path
     precision: str
     tensor_names: dict[str, str]  # source name -> tensor name in the .tflite
-    section: dict[str, Any] = field(default_factory=dict)
-
-
-def describe_section(section: dict[str, Any]) -> str:
-    """One summary-line fragment: mode, calibration method, worst output SQNR, fallback notes."""
-    fid = section.get("fidelity") or {}
-    sqnr = [o["sqnr_db"] for o in fid.get("outputs", []) if o["sqnr_db"] is not None]
-    cal = section.get("calibration") or {}
-    parts = [f"calibration {cal['method']}"] if cal.get("method") else []
-    if parts and str(cal.get("via", "")).startswith("ONNX"):
-        parts[0] += " on the ONNX graph"
-    if sqnr:
-        parts.append(f"SQNR vs float {min(sqnr):.1f} dB")
-    text = f"{section['mode']}" + (f" ({', '.join(parts)})" if parts else "")
-    for note in cal.get("notes", []):
-        text += f"; note: {note}"
-    return text
+    section: QuantSection  # the manifest's `quantization` section
 
 
 def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
@@ -389,17 +374,19 @@ def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> Quant
     model.step("measuring fidelity")
     held_out = gaussian_samples(in_specs, HELD_OUT_SAMPLES, CALIBRATION_SEED, stats)
     fidelity = fidelity_report(float_model, quantized, in_specs, out_specs, held_out)
-    section = {
-        "mode": opts.mode,
-        "io": "float",
-        **scheme,
-        "fidelity": {
-            "reference": "model_float32.tflite",
-            "inputs": "held-out Gaussian samples with the input statistics",
-            **fidelity,
-        },
-        "seconds": _since(started),
-    }
+    section = QuantSection.model_validate(
+        {
+            "mode": opts.mode,
+            "io": "float",
+            **scheme,
+            "fidelity": {
+                "reference": "model_float32.tflite",
+                "inputs": "held-out Gaussian samples with the input statistics",
+                **fidelity,
+            },
+            "seconds": _since(started),
+        }
+    )
     return QuantResult(path, opts.mode, _names(LiteRTRunner(quantized, in_specs, out_specs)), section)
 
 
@@ -475,33 +462,38 @@ def _integer_stage(
     step("measuring fidelity")
     fidelity = fidelity_report(float_model, model, in_specs, out_specs, cal.held_out)
     path.write_bytes(tflm_model)
-    section = {
-        "mode": opts.mode,
-        "io": opts.io,
-        **weights,
-        "activations": "int8 per-tensor (asymmetric)",
-        "activation_ranges": {"method": opts.ranges, **range_report},
-        "calibration": {
-            "method": cal.method,
-            "data_free": cal.method != "data",
-            "samples": len(cal.samples),
-            "input_stats": {name: st.to_dict() for name, st in stats.items()},
-            **cal.detail,
-            # What distillation was allowed to cost (quant/cost.py), when it ran or was skipped for it.
-            **({"cost": cost} if cal.method == "distill" or skipped else {}),
-            "notes": cal.notes,
-        },
-        "tensor_types": tensor_types,
-        "kept_float": [k.to_dict() for k in plan.kept_float],
-        "tflm_vs_litert": {"kernels": "TFLite reference (BUILTIN_REF, TensorFlow 2.19)", **tflm.to_dict()},
-        "litert_optimized_vs_tflm": optimized.to_dict(),
-        "fidelity": {
-            "reference": "model_float32.tflite",
-            "inputs": f"held-out {cal.method} samples",
-            **fidelity,
-        },
-        "seconds": _since(started),
-    }
+    section = QuantSection.model_validate(
+        {
+            "mode": opts.mode,
+            "io": opts.io,
+            **weights,
+            "activations": "int8 per-tensor (asymmetric)",
+            "activation_ranges": {"method": opts.ranges, **range_report},
+            "calibration": {
+                "method": cal.method,
+                "data_free": cal.method != "data",
+                "samples": len(cal.samples),
+                "input_stats": {name: st.to_dict() for name, st in stats.items()},
+                **cal.detail,
+                # What distillation was allowed to cost (quant/cost.py), when it ran or was skipped for it.
+                **({"cost": cost} if cal.method == "distill" or skipped else {}),
+                "notes": cal.notes,
+            },
+            "tensor_types": tensor_types,
+            "kept_float": [k.to_dict() for k in plan.kept_float],
+            "tflm_vs_litert": {
+                "kernels": "TFLite reference (BUILTIN_REF, TensorFlow 2.19)",
+                **tflm.to_dict(),
+            },
+            "litert_optimized_vs_tflm": optimized.to_dict(),
+            "fidelity": {
+                "reference": "model_float32.tflite",
+                "inputs": f"held-out {cal.method} samples",
+                **fidelity,
+            },
+            "seconds": _since(started),
+        }
+    )
     return QuantResult(path, opts.mode, _names(LiteRTRunner(model, in_specs, out_specs)), section)
 
 

@@ -23,7 +23,7 @@ from edgeport.pipeline.passes import Pass, PassReport, check_names
 from edgeport.pipeline.stages import FLOAT32_TOLERANCE, STAGES, Stage
 from edgeport.pipeline.state import ConvertOptions, ConvertState, StageObserver
 from edgeport.pipeline.torch_passes import TORCH_PASSES
-from edgeport.quant.modes import describe_section
+from edgeport.quant.section import QuantSection
 
 __all__ = [
     "FLOAT32_TOLERANCE",
@@ -58,8 +58,8 @@ class ConvertResult:
             f"layout {self.manifest.layout}; "
             f"max rel. error vs {ver.reference if ver else '?'}: {checks}"
         )
-        quant = self.manifest.sections.get("quantization")
-        line = f"{line}; {describe_section(quant)}" if quant else line
+        quant = QuantSection.find(self.manifest)
+        line = f"{line}; {quant.describe()}" if quant else line
         line = f"{line}; {where_the_time_went(self.timings)}" if self.timings else line
         notes = [*self.warnings, *(w for r in self.pass_reports for w in r.warnings_())]
         return "\n".join([line] + [f"warning: {w}" for w in notes])

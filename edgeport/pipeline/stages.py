@@ -52,6 +52,7 @@ from edgeport.quant.input_stats import (
     verification_samples,
 )
 from edgeport.quant.modes import quantize_stage, resolve_input_stats
+from edgeport.quant.section import LayerSqnr
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.onnxrt import run_onnx
 from edgeport.tensors import TensorSpec, random_inputs
@@ -257,15 +258,16 @@ def quantize(state: ConvertState) -> None:
     assert state.options.quantize is not None
     result = quantize_stage(state.options.quantize, state, state.stage_dir)
     state.quantized = result
-    fidelity = result.section.get("fidelity")
-    if fidelity and state.keras_model is not None:
+    fidelity = result.section.fidelity
+    if state.keras_model is not None:
         # The user's layer names beside TensorFlow's (converters/layer_names.py).
         source = _source(state)
         modules = {name for name, _ in source.module.named_modules() if name} if source.is_torch else None
-        fidelity["worst_layers"] = name_layers(
-            fidelity["worst_layers"], state.keras_model, _model(state), modules
+        named = name_layers(
+            [layer.model_dump() for layer in fidelity.worst_layers], state.keras_model, _model(state), modules
         )
-    state.manifest.sections["quantization"] = result.section
+        fidelity.worst_layers = [LayerSqnr.model_validate(layer) for layer in named]
+    result.section.record(state.manifest)
     state.tflite_paths[result.precision] = result.path
     state.tflite_names[result.precision] = result.tensor_names
 

@@ -77,19 +77,3 @@ def test_option_combinations_that_make_no_sense_are_refused(tmp_path: Path, run_
     code, _, stderr = run_cli("convert", *tiny, "--quantize", "int8", "--weight-clusters", "16")
     assert code == 1 and "would not make model_int8.tflite smaller" in stderr and "w4a8" in stderr
     assert "Traceback" not in stderr and not out.exists()
-
-
-def test_summary_line_names_the_calibration_and_the_worst_output() -> None:
-    from edgeport.quant.modes import describe_section
-
-    section = {
-        "mode": "w4a8",
-        "calibration": {
-            "method": "distill",
-            "via": "ONNX graph via edgeport.quant.onnx_torch",
-            "notes": ["n"],
-        },
-        "fidelity": {"outputs": [{"sqnr_db": 25.04}, {"sqnr_db": 19.5}]},
-    }
-    text = describe_section(section)
-    assert text == "w4a8 (calibration distill on the ONNX graph, SQNR vs float 19.5 dB); note: n"
