@@ -7,6 +7,7 @@ A field may say, in `json_schema_extra`:
 - "text": True when the CLI passes it as text the model parses (`--input-range 0,255`);
 - "cli": False when it is API-only (no flag);
 - "show_default": False when the flag's absence means something else than the default;
+- "required": True when the CLI must be given the flag (a field may be required for one caller only);
 - "needs": the value of another option it only means something with (see `refuse_without`).
 """
 

@@ -120,3 +120,26 @@ def test_convert_help_lists_every_flag(run_cli) -> None:
     assert list(QUANT_FLAGS) == list(options_from_model(QuantOptions))
     for flag in [*CONVERT_FLAGS.values(), *QUANT_FLAGS.values()]:
         assert flag.opts[0] in out and (flag.help or "")[:20] in " ".join(out.split())
+
+
+def test_flash_flags_are_made_from_its_options_model(run_cli) -> None:
+    from edgeport.cli.flash import FLASH_FLAGS
+    from edgeport.targets.cortex_m.flash import PROBES
+
+    assert [f.opts[0] for f in FLASH_FLAGS.values()] == [
+        "--board",
+        "--probe",
+        "--port",
+        "--tflm-root",
+        "--dry-run",
+    ]
+    assert FLASH_FLAGS["board"].required and FLASH_FLAGS["dry_run"].is_flag
+    assert list(FLASH_FLAGS["probe"].type.choices) == list(PROBES)
+    code, _, err = run_cli("flash", "somewhere")
+    assert code == 1 and "Missing option '--board'" in err
+
+
+@pytest.mark.parametrize("command", ["convert", "package", "flash"])
+def test_help_shows_no_default_for_a_required_option(run_cli, command: str) -> None:
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0 and "Undefined" not in out

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from edgeport.cli.options import given_options, options_from_model, spell_flags
+from edgeport.options import validate_options
+from edgeport.targets.cortex_m import flash as flashing
 
 EXAMPLES = """\b
 Examples:
@@ -15,26 +20,16 @@ Examples:
 
 @click.command(epilog=EXAMPLES)
 @click.argument("outdir", type=click.Path(path_type=Path))
-@click.option("--board", required=True, help="The board OUTDIR was packaged for.")
-@click.option(
-    "--probe",
-    type=click.Choice(["pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu"]),
-    default=None,
-    help="Flashing tool [default: the board's usual one].",
-)
-@click.option("--port", default=None, help="Serial port, for arduino-cli.")
-@click.option(
-    "--tflm-root",
-    default=None,
-    help="TFLite Micro checkout to build against [default: $TFLM_ROOT; a dry run needs none].",
-)
-@click.option("--dry-run", is_flag=True, help="Print the exact commands instead of running them.")
-def flash(
-    outdir: Path, board: str, probe: str | None, port: str | None, tflm_root: str | None, dry_run: bool
-) -> None:
+@click.pass_context
+def flash(ctx: click.Context, outdir: Path, **flags: Any) -> None:
     """Build the firmware in OUTDIR (when a toolchain and TFLM are there) and flash it to BOARD."""
-    from edgeport.targets.cortex_m import flash as flashing
-
-    steps = flashing.flash(outdir, board, probe=probe, port=port, tflm_root=tflm_root, dry_run=dry_run)
+    options = validate_options(
+        flashing.FlashOptions, given_options(ctx, FLASH_FLAGS), spell_flags(FLASH_FLAGS)
+    )
+    steps = flashing.flash(outdir, **dict(options))
     for step in steps:
-        click.echo(step.shell() if dry_run else f"done: {step.what}")
+        click.echo(step.shell() if options.dry_run else f"done: {step.what}")
+
+
+FLASH_FLAGS = options_from_model(flashing.FlashOptions)
+flash.params.extend(FLASH_FLAGS.values())  # after OUTDIR

@@ -38,8 +38,8 @@ def _click_type(field: str, kind: Any) -> Any:
 def option_from_field(field: str, info: FieldInfo) -> click.Option:
     """The click flag of one options field: bool -> on/off flag (--no-X when the default is True),
     Literal -> choice, str/int/float/Path -> a value, list[...] -> a repeatable flag, a field marked
-    "text" -> the text the model parses (repeatable if marked "multiple"). Defaults stay pydantic's
-    (click's is None), so only flags actually given reach the model."""
+    "text" -> the text the model parses (repeatable if marked "multiple"); "required" makes click
+    require it. Defaults stay pydantic's (click's is None), so only flags actually given reach the model."""
     kind = _optional_inner(info.annotation)
     more = extra(info)
     help_text = info.description or ""
@@ -56,16 +56,18 @@ def option_from_field(field: str, info: FieldInfo) -> click.Option:
         click_type = _click_type(field, typing.get_args(kind)[0])
     else:
         click_type = _click_type(field, kind)
-    default = info.get_default(call_default_factory=True)
-    if default not in (None, []) and more.get("show_default", True):
+    default = None if info.is_required() else info.get_default(call_default_factory=True)
+    if default not in (None, [], {}) and more.get("show_default", True):
         help_text += f"  [default: {default}]"
+    # A required flag gets no default at all: click 8.3+ takes an explicit None as given.
+    required = {"required": True} if more.get("required") else {"default": None}
     return click.Option(
         [flag_name(field, info), field],
         type=click_type,
         multiple=multiple,
-        default=None,
         metavar=more.get("metavar"),
         help=help_text,
+        **required,
     )
 
 

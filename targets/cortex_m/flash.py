@@ -13,8 +13,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from edgeport.errors import EdgeportError
+from edgeport.options import Options, cli
 from edgeport.packaging import read_manifest
 from edgeport.runtimes import qemu
 from edgeport.runtimes.qemu import QemuRun
@@ -24,6 +28,22 @@ from edgeport.targets.cortex_m.section import CortexMSection
 PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
 TFLM_MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"  # what makes a directory a TFLite Micro tree
 TFLM_ROOT_PLACEHOLDER = "<TFLM_ROOT>"  # printed by a dry run given no tree, like <PORT>
+
+
+class FlashOptions(Options):
+    """What `edgeport flash` is asked to do: its CLI flags are made from these fields (cli/flash.py)."""
+
+    board: str = Field(description="The board OUTDIR was packaged for.", json_schema_extra=cli(required=True))
+    probe: Literal[PROBES] | None = Field(  # type: ignore[valid-type]
+        None, description="Flashing tool [default: the board's usual one]."
+    )
+    port: str | None = Field(None, description="Serial port, for arduino-cli.")
+    tflm_root: str | None = Field(
+        None,
+        description="TFLite Micro checkout to build against [default: $TFLM_ROOT; a dry run needs none].",
+    )
+    dry_run: bool = Field(False, description="Print the exact commands instead of running them.")
+
 
 # Where each tool comes from, for the one-line "missing tool" error.
 INSTALL_HINTS = {
