@@ -114,8 +114,9 @@ def keras_to_quantized(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     else:
         raise ValueError(f"unknown quantization mode {mode!r}")
-    if ranges == "minmax" and not keep_float:
+    if mode == "dynamic":
         return _converting(mode, converter.convert)
+    # In two halves even for plain min/max: quantize_calibrated bounds max-pool padding first.
     calibrated = _converting(mode, lambda: calibrate_only(converter))
     if ranges == "minmax":
         return _converting(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
@@ -168,8 +169,9 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
     settings and its debug options (empty unless IR dumps are asked for); `_optimize_tflite_model`
     deduplicates read-only buffers; `_convert_and_export_metrics` adds the conversion metadata.
     Given `calibrate_only`'s unedited output this returns the bytes `converter.convert()` would
-    have (tested). The private helpers are those of the pinned tensorflow version. `keep_float`:
-    output tensor names of ops the quantizer leaves float (its `denylisted_nodes`).
+    have (tested), except that max-pool padding is first bounded (`bound_max_pool_padding`). The
+    private helpers are those of the pinned tensorflow version. `keep_float`: output tensor names of
+    ops the quantizer leaves float (its `denylisted_nodes`).
     """
     import tensorflow as tf
     from tensorflow.lite.python import util
@@ -178,7 +180,7 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
 
     io_type = tf.int8 if io == "int8" else tf.float32
     model = mlir_quantize(
-        calibrated,
+        bound_max_pool_padding(calibrated),
         converter._experimental_disable_per_channel,
         input_data_type=io_type,
         output_data_type=io_type,
@@ -196,6 +198,70 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
     metadata.environment.modelHash = util.get_model_hash(model_object)
     model_object = util.populate_conversion_metadata(model_object, metadata)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+
+
+def bound_max_pool_padding(calibrated: bytes) -> bytes:
+    """Max-pool padding at the low end of its input's recorded range instead of the float lowest.
+
+    onnx2tf writes a MaxPool whose padding TensorFlow cannot express as PADV2 with the float32
+    lowest value (-3.4e38), then a VALID MAX_POOL_2D. The calibrator records that value in the
+    PADV2 output's range, the quantizer gives PADV2's input the same scale (a scale-keeping op), and
+    the layer before gets a step of ~1e36: LiteRT and TFLite Micro abort preparing the next conv
+    (its rescale factor overflows). Padded with min(input's recorded low, 0), the value the int8
+    model cannot go below, the max over each window is unchanged: every int8 value is >= it.
+    Only PADV2 ops whose every reader is a MAX_POOL_2D and whose pad value lies below the input's
+    range are changed; the returned model is `calibrated` when there is none.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    graph = model.subgraphs[0]
+
+    def opcode(op: Any) -> int:
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    def recorded(index: int) -> tuple[float, float] | None:
+        q = graph.tensors[index].quantization
+        if q is None or q.min is None or q.max is None or len(q.min) != 1:
+            return None
+        return float(q.min[0]), float(q.max[0])
+
+    readers: dict[int, list[int]] = {}
+    for op in graph.operators:
+        for index in op.inputs:
+            readers.setdefault(int(index), []).append(opcode(op))
+    changed = False
+    for op in graph.operators:
+        if opcode(op) != schema.BuiltinOperator.PADV2 or len(op.inputs) < 3:
+            continue
+        source, value_index, out = int(op.inputs[0]), int(op.inputs[2]), int(op.outputs[0])
+        value_tensor = graph.tensors[value_index]
+        data = model.buffers[value_tensor.buffer].data
+        in_range = recorded(source)
+        if (
+            in_range is None
+            or recorded(out) is None
+            or value_tensor.type != schema.TensorType.FLOAT32
+            or data is None
+            or len(data) != 4
+            or out in graph.outputs
+            or set(readers.get(out, [])) != {schema.BuiltinOperator.MAX_POOL_2D}
+        ):
+            continue
+        low = min(in_range[0], 0.0)
+        if float(np.frombuffer(bytes(data), np.float32)[0]) >= low:
+            continue
+        # A buffer of its own: the lowest float may be shared with another constant.
+        model.buffers.append(schema.BufferT())
+        model.buffers[-1].data = np.frombuffer(np.float32(low).tobytes(), np.uint8).copy()
+        value_tensor.buffer = len(model.buffers) - 1
+        q = graph.tensors[out].quantization
+        q.min = np.array([low], np.float32)
+        q.max = np.array([in_range[1]], np.float32)
+        changed = True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
 
 
 def recorded_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
