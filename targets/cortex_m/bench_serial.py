@@ -1,0 +1,208 @@
+"""`edgeport bench --on serial:PORT`: a real board running the packaged firmware, read over its serial port.
+
+The firmware (firmware/project/main.cc) runs its self-test and then its timed inferences once per boot,
+printing the lines targets/cortex_m/bench_lines.py parses. Opening the port pulses DTR, which restarts the
+boards that wire it to reset; on the others the user presses reset (or the run already in the port's
+buffer is read). Times are the board's own cycle counter (DWT, else SysTick) on its clock: a measurement,
+not an estimate. The firmware fixes its warm-up and run counts when it is built (BENCH_WARMUP,
+BENCH_RUNS), so --runs must not ask for more than it times.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
+from edgeport.bench.schema import BenchSettings, DeviceInfo, Memory, TimeKind
+from edgeport.errors import EdgeportError
+from edgeport.targets.cortex_m.bench_lines import BenchLineParser, BenchLines
+from edgeport.targets.cortex_m.model_data import crc32_of
+
+if TYPE_CHECKING:
+    import serial
+
+READ_TIMEOUT_S = 0.25  # one readline's wait: how often the overall deadline is checked
+RESET_PULSE_S = 0.1
+
+
+def _open_port(port: str, baud: int) -> serial.Serial:
+    try:
+        import serial
+    except ImportError as exc:  # a dependency, but a partial install can lack it
+        raise EdgeportError("pyserial is not installed", "install it: pip install pyserial") from exc
+    try:
+        return serial.Serial(port, baudrate=baud, timeout=READ_TIMEOUT_S)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise EdgeportError(
+            f"cannot open serial port {port}: {_reason(exc)}",
+            "check the port name (ls /dev/ttyACM* /dev/ttyUSB*) and that you may use it (group dialout)",
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
+
+
+def _pulse_reset(port: serial.Serial) -> None:
+    """DTR low then high: a reset on boards that wire DTR to it, nothing on the others."""
+    try:
+        port.dtr = False
+        time.sleep(RESET_PULSE_S)
+        port.dtr = True
+    except OSError:
+        pass  # a port without modem lines (a pseudo-terminal, some USB bridges)
+
+
+class FirmwareWatch:
+    """The lines besides the timing ones that decide a run: the self-test's model check and FAIL lines."""
+
+    def __init__(self, expected_crc: int | None) -> None:
+        self.expected_crc = expected_crc
+        self.bytes = 0
+
+    def feed(self, line: str, port: str) -> None:
+        text = line.strip()
+        if text.startswith("FAIL"):
+            raise EdgeportError(
+                f"the firmware on {port} failed its self-test: {text}",
+                "check the package with `edgeport flash --probe qemu`, then flash it again",
+            )
+        if text.startswith("model: ") and " crc32 0x" in text and self.expected_crc is not None:
+            printed = int(text.split(" crc32 0x", 1)[1].split()[0], 16)
+            if printed != self.expected_crc:
+                raise EdgeportError(
+                    f"the board on {port} runs another model ({text}), not this one "
+                    f"(crc32 0x{self.expected_crc:08x})",
+                    "flash this model's package first: edgeport flash PACKAGE_DIR",
+                )
+
+
+def read_run(
+    port: serial.Serial, name: str, baud: int, timeout_s: float, expected_crc: int | None
+) -> BenchLines:
+    """Read the port until the firmware's `edgeport bench: done`, or fail in one line at the deadline."""
+    parser = BenchLineParser()
+    watch = FirmwareWatch(expected_crc)
+    deadline = time.monotonic() + timeout_s
+    pending = b""
+    while not parser.done:
+        try:
+            chunk = port.readline()
+        except OSError as exc:  # serial.SerialException is one: the device went away
+            raise EdgeportError(
+                f"serial port {name} failed while reading: {_reason(exc)}", "reconnect the board"
+            ) from exc
+        if chunk:
+            watch.bytes += len(chunk)
+            pending += chunk
+            if pending.endswith(b"\n"):
+                line = pending.decode("utf-8", errors="replace")
+                pending = b""
+                watch.feed(line, name)
+                parser.feed(line)
+            continue
+        if time.monotonic() >= deadline:
+            raise timeout_error(parser, watch.bytes, name, baud, timeout_s)
+    return parser.result()
+
+
+def timeout_error(
+    parser: BenchLineParser, received: int, port: str, baud: int, timeout_s: float
+) -> EdgeportError:
+    """Why nothing usable came in time: silence, bytes that never formed our lines, or a run cut short."""
+    if parser.started:
+        return EdgeportError(
+            f"the firmware on {port} stopped printing after {parser.measured} timed inferences "
+            f"(nothing more in {timeout_s:g} s)",
+            "the board reset or hung: reset it and run again, or raise the time limit for a slow model",
+        )
+    if received:
+        return EdgeportError(
+            f"{port} sent {received} bytes but no 'edgeport bench:' timing line in {timeout_s:g} s",
+            f"check that --baud ({baud}) is the firmware's UART speed and that the flashed firmware is an "
+            "edgeport package built by this version (edgeport package, then edgeport flash)",
+        )
+    return EdgeportError(
+        f"no output from {port} in {timeout_s:g} s",
+        f"check the port (--on serial:PORT), that the packaged firmware is flashed (edgeport flash), the "
+        f"speed (--baud, now {baud}), then reset the board",
+    )
+
+
+class SerialSession:
+    """One boot of the board: the firmware's whole run, read when the session opens."""
+
+    def __init__(self, lines: BenchLines, port: str) -> None:
+        self.lines = lines
+        self.port = port
+        self.init_ms: float | None = None  # the model is in flash: nothing is loaded at run time
+        first = lines.first_cycles
+        # The self-test's inference: the first after boot, before the warm-up.
+        self.first_ms = first * 1000.0 / lines.clock_hz if first is not None else None
+        self.used = 0
+
+    def run(self, count: int) -> list[float]:
+        available = self.lines.runs - self.used
+        if count > available:
+            raise EdgeportError(
+                f"the firmware on {self.port} times {self.lines.runs} inferences a boot, {count} were asked",
+                f"pass --runs {self.lines.runs}, or rebuild the package's firmware with BENCH_RUNS={count} "
+                "(make -C PACKAGE_DIR/firmware BENCH_RUNS=N) and flash it",
+            )
+        times = self.lines.milliseconds()[self.used : self.used + count]
+        self.used += count
+        return times
+
+    def finish(self) -> SessionExtras:
+        lines = self.lines
+        notes = [
+            f"device-timer: the board's {lines.source} cycle counter at {lines.clock_hz / 1e6:g} MHz, "
+            f"{lines.warmup} warm-up and {lines.runs} timed inferences per boot (fixed when the firmware "
+            "was built); ticks are those cycle counts"
+        ]
+        if self.used < lines.runs:
+            notes.append(f"the first {self.used} of the {lines.runs} timed inferences are reported")
+        memory = Memory(arena_bytes=lines.arena_used, stack_bytes=lines.stack_bytes)
+        return SessionExtras(memory=memory, ticks=list(lines.cycles[: self.used]), notes=notes)
+
+    def close(self) -> None:
+        pass  # the port is closed once the run is read
+
+
+class SerialRunner:
+    time_kind: TimeKind = "device-timer"
+    interleaves = False  # one firmware run per boot, one model per firmware
+
+    def __init__(self, port: str, options: RunnerOptions) -> None:
+        self.port = port
+        self.baud = options.baud
+        self.name = f"serial:{port}"
+
+    def device(self) -> DeviceInfo:
+        return DeviceInfo(
+            kind="board", description=f"board on {self.port} ({self.baud} baud)", serial=self.port
+        )
+
+    def check(self, model: BenchModel) -> None:
+        if not model.tflite.is_file():
+            raise EdgeportError(f"{model.tflite} does not exist", "pass the package directory you flashed")
+
+    def open(self, model: BenchModel, settings: BenchSettings) -> SerialSession:
+        port = _open_port(self.port, self.baud)
+        try:
+            _pulse_reset(port)
+            lines = read_run(port, self.port, self.baud, settings.timeout_s, crc32_of(Path(model.tflite)))
+        finally:
+            port.close()
+        return SerialSession(lines, self.port)
+
+
+def make_runner(arg: str | None, options: RunnerOptions) -> SerialRunner:
+    if not arg:
+        raise EdgeportError(
+            "--on serial needs a PORT", "write --on serial:PORT, e.g. --on serial:/dev/ttyACM0"
+        )
+    return SerialRunner(arg, options)

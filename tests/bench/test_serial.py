@@ -1,0 +1,220 @@
+"""The serial runner over a pseudo-terminal pair: the test plays the board, which (re)starts and prints
+its firmware lines when the runner opens the port and pulses DTR. Lines are written before the runner
+reads them, or by a writer thread that is joined: nothing depends on scheduling."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgeport.bench.runner import BenchModel, RunnerOptions, get_runner
+from edgeport.bench.schema import BenchSettings, ModelInfo
+from edgeport.errors import EdgeportError
+from edgeport.targets.cortex_m import bench_serial
+from edgeport.targets.cortex_m.model_data import crc32_of
+
+pytest.importorskip("serial")
+
+CLOCK_HZ = 64_000_000
+
+
+@pytest.fixture
+def model(tmp_path) -> BenchModel:
+    path = tmp_path / "kws_int8.tflite"
+    data = bytes(random.Random(5).randrange(256) for _ in range(3000))
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return BenchModel(ModelInfo(name=path.name, path=str(path), sha256=digest, size_bytes=len(data)), path)
+
+
+@pytest.fixture
+def pty_board(monkeypatch):
+    """(write, port name): `write(data)` is what the board prints when the runner resets it."""
+    master, slave = os.openpty()
+    printed: list[bytes] = []
+    threads: list[threading.Thread] = []
+    original = bench_serial._pulse_reset
+
+    def reset_and_boot(port):
+        original(port)  # a pseudo-terminal has no DTR line: the pulse is skipped, as on such bridges
+        for data in printed:
+            if callable(data):
+                thread = threading.Thread(target=data, args=(master,))
+                thread.start()
+                threads.append(thread)
+            else:
+                os.write(master, data)
+
+    monkeypatch.setattr(bench_serial, "_pulse_reset", reset_and_boot)
+    yield printed, os.ttyname(slave)
+    for thread in threads:
+        thread.join()
+    os.close(master)
+    os.close(slave)
+
+
+def firmware_lines(
+    model: Path, cycles: list[int], warmup: int = 1, crc: int | None = None, eol="\n"
+) -> bytes:
+    crc = crc32_of(model) if crc is None else crc
+    size = model.stat().st_size
+    lines = [
+        "edgeport self-test",
+        f"model: {size} bytes, crc32 0x{crc:08x} ({'ok' if crc == crc32_of(model) else 'MISMATCH'})",
+        "arena: 5312 of 8192 bytes used",
+        f"latency: 912345 cycles (DWT), {912345 // 64} us at 64 MHz",
+        "PASS",
+        f"edgeport bench: warmup=1 runs={len(cycles)} clock_hz={CLOCK_HZ} source=DWT",
+        *(f"inference {i}: {c} cycles" for i, c in enumerate(cycles)),
+        "stack: 1820 bytes used",
+        "edgeport bench: done",
+    ]
+    return "".join(line + eol for line in lines).encode()
+
+
+def seeded_cycles(n: int, seed: int = 3) -> list[int]:
+    rng = random.Random(seed)
+    return [800_000 + rng.randrange(5_000) for _ in range(n)]
+
+
+def settings(**kw) -> BenchSettings:
+    return BenchSettings(runner="serial:X", **{"runs": 8, "warmup": 1, "timeout_s": 30, **kw})
+
+
+def test_reads_a_whole_run(pty_board, model):
+    printed, port = pty_board
+    cycles = seeded_cycles(8)
+    printed.append(firmware_lines(model.tflite, cycles, eol="\r\n"))
+    runner = get_runner(f"serial:{port}")
+    assert runner.time_kind == "device-timer" and not runner.interleaves
+    assert runner.device().serial == port
+    session = runner.open(model, settings())
+    samples = session.run(8)
+    extras = session.finish()
+    session.close()
+    assert samples == pytest.approx([c * 1000 / CLOCK_HZ for c in cycles])
+    assert session.first_ms == pytest.approx(912345 * 1000 / CLOCK_HZ) and session.init_ms is None
+    assert extras.ticks == cycles
+    assert (extras.memory.arena_bytes, extras.memory.stack_bytes) == (5312, 1820)
+    assert "DWT cycle counter at 64 MHz" in extras.notes[0]
+
+
+def test_the_board_printing_while_the_runner_reads(pty_board, model):
+    printed, port = pty_board
+    cycles = seeded_cycles(6, seed=8)
+    data = firmware_lines(model.tflite, cycles)
+
+    def board(master):
+        for line in data.splitlines(keepends=True):
+            os.write(master, line)
+
+    printed.append(board)
+    session = get_runner(f"serial:{port}").open(model, settings(runs=6))
+    assert session.run(6) == pytest.approx([c * 1000 / CLOCK_HZ for c in cycles])
+
+
+def test_a_reset_mid_run_starts_over(pty_board, model):
+    printed, port = pty_board
+    first, second = seeded_cycles(8, seed=1), seeded_cycles(8, seed=2)
+    cut = firmware_lines(model.tflite, first).split(b"inference 3:")[0]
+    printed += [cut, firmware_lines(model.tflite, second)]
+    session = get_runner(f"serial:{port}").open(model, settings())
+    assert session.run(8) == pytest.approx([c * 1000 / CLOCK_HZ for c in second])
+
+
+def test_fewer_runs_than_the_firmware_times(pty_board, model):
+    printed, port = pty_board
+    cycles = seeded_cycles(10)
+    printed.append(firmware_lines(model.tflite, cycles))
+    session = get_runner(f"serial:{port}").open(model, settings(runs=4))
+    assert session.run(4) == pytest.approx([c * 1000 / CLOCK_HZ for c in cycles[:4]])
+    extras = session.finish()
+    assert extras.ticks == cycles[:4] and "first 4 of the 10" in extras.notes[-1]
+
+
+# ---- bad input and broken streams: one line naming the problem and the fix
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def test_more_runs_than_the_firmware_times(pty_board, model):
+    printed, port = pty_board
+    printed.append(firmware_lines(model.tflite, seeded_cycles(10)))
+    session = get_runner(f"serial:{port}").open(model, settings(runs=50))
+    with pytest.raises(EdgeportError) as exc:
+        session.run(50)
+    assert "times 10 inferences a boot, 50 were asked" in one_line(exc) and "--runs 10" in one_line(exc)
+
+
+def test_truncated_stream(pty_board, model):
+    printed, port = pty_board
+    printed.append(firmware_lines(model.tflite, seeded_cycles(10)).split(b"inference 3:")[0])
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings(timeout_s=0.5))
+    assert "stopped printing after 3 timed inferences" in one_line(exc) and "reset it" in one_line(exc)
+
+
+def test_silent_port(pty_board, model):
+    _, port = pty_board
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}", RunnerOptions(baud=9600)).open(model, settings(timeout_s=0.5))
+    text = one_line(exc)
+    assert f"no output from {port} in 0.5 s" in text
+    assert "--on serial:PORT" in text and "edgeport flash" in text and "--baud, now 9600" in text
+
+
+def test_wrong_baud_garbage(pty_board, model):
+    printed, port = pty_board
+    rng = random.Random(17)
+    printed.append(bytes(rng.choice(b"\x80\x8f\xe0\xf8\xfe\x1c\x9a\r\n") for _ in range(300)))
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings(timeout_s=0.5))
+    assert "sent 300 bytes but no 'edgeport bench:' timing line" in one_line(exc)
+    assert "--baud (115200)" in one_line(exc)
+
+
+def test_another_model_is_flashed(pty_board, model):
+    printed, port = pty_board
+    printed.append(firmware_lines(model.tflite, seeded_cycles(8), crc=0x1234ABCD))
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings())
+    assert "runs another model" in one_line(exc) and "edgeport flash" in one_line(exc)
+
+
+def test_failed_self_test(pty_board, model):
+    printed, port = pty_board
+    good = firmware_lines(model.tflite, seeded_cycles(8)).decode()
+    printed.append(good.replace("PASS\n", "FAIL: output differs from the host reference\n").encode())
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings())
+    assert "failed its self-test: FAIL: output differs from the host reference" in one_line(exc)
+
+
+def test_a_line_lost_to_noise(pty_board, model):
+    printed, port = pty_board
+    good = firmware_lines(model.tflite, seeded_cycles(8)).decode()
+    printed.append(good.replace("inference 4:", "inferen\x93e 4:").encode())  # a corrupted byte
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings())
+    assert "printed inference 5 where inference 4 was due" in one_line(exc)
+    assert "check its speed" in one_line(exc)
+
+
+def test_port_that_does_not_exist(model, tmp_path):
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{tmp_path}/ttyACM9").open(model, settings())
+    assert "cannot open serial port" in one_line(exc) and "dialout" in one_line(exc)
+
+
+def test_serial_needs_a_port():
+    with pytest.raises(EdgeportError) as exc:
+        get_runner("serial")
+    assert "--on serial:PORT" in one_line(exc)
