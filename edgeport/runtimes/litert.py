@@ -265,3 +265,29 @@ def dequantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     shape = [1] * value.ndim
     shape[axis] = -1
     return (value.astype(np.float32) - zeros.reshape(shape)) * scales.reshape(shape)
+
+
+def delegated_nodes(ops: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(nodes a delegate took, nodes of the model) from an allocated interpreter's `_get_ops_details()`.
+
+    LiteRT keeps the model's own nodes and appends one DELEGATE node per partition it replaced, whose
+    inputs and outputs are the partition's boundary tensors; the partition's nodes are those found by
+    walking back from its outputs through producers until its inputs.
+    """
+    own = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op["index"] for op in own for t in op["outputs"]}
+    inputs_of = {op["index"]: [int(t) for t in op["inputs"]] for op in own}
+    taken: set[int] = set()
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            continue
+        boundary = {int(t) for t in op["inputs"]}
+        frontier = [int(t) for t in op["outputs"]]
+        while frontier:
+            tensor = frontier.pop()
+            node = producer.get(tensor)
+            if tensor in boundary or node is None or node in taken:
+                continue
+            taken.add(node)
+            frontier += inputs_of[node]
+    return len(taken), len(own)

@@ -1,0 +1,83 @@
+"""`edgeport bench` end to end on the host runner, the JSON it writes, --schema, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeport.bench.schema import BenchReport, json_schema
+from edgeport.cli.bench import write_atomically
+from tests.targets.synth import big_fc_model
+
+
+@pytest.fixture
+def two(tmp_path) -> tuple[Path, Path]:
+    a, b = tmp_path / "a.tflite", tmp_path / "b.tflite"
+    a.write_bytes(big_fc_model(16, 8))
+    b.write_bytes(big_fc_model(64, 32))
+    return a, b
+
+
+def test_two_models_on_the_host_print_ratios_and_write_valid_json(run_cli, two, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    out = tmp_path / "out.json"
+    code, stdout, stderr = run_cli(
+        "bench", *two, "--on", "host", "--runs", "5", "--warmup", "1", "--json", out
+    )
+    assert code == 0, stderr
+    assert "vs first" in stdout and "1.00x" in stdout and "a.tflite" in stdout and "b.tflite" in stdout
+    assert f"wrote {out}" in stdout
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, json.loads(json_schema()))
+    report = BenchReport.model_validate(data)
+    assert [r.model.name for r in report.results] == ["a.tflite", "b.tflite"]
+    assert all(len(r.samples_ms) == 5 for r in report.results)
+    assert (report.settings.runs, report.settings.warmup, report.settings.runner) == (5, 1, "host")
+    assert list(tmp_path.glob(".out.json.*")) == []  # no temporary left behind
+
+
+def test_schema_prints_the_json_schema(run_cli):
+    code, stdout, _ = run_cli("bench", "--schema")
+    assert code == 0 and json.loads(stdout)["title"] == "BenchReport"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--on", "nowhere"], "unknown runner 'nowhere'"),
+        (["--on", "qemu"], "--on qemu needs a BOARD"),
+        ([], "no runner given"),
+        (["--on", "host", "--runs", "0"], "--runs"),
+        (["--on", "host", "--json", "no/such/dir/out.json"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(run_cli, two, args, message):
+    code, stdout, stderr = run_cli("bench", two[0], *args)
+    assert code == 1 and message in stderr
+    assert len(stderr.strip().splitlines()) == 1 and stdout == ""
+
+
+def test_missing_model_writes_nothing(run_cli, tmp_path):
+    out = tmp_path / "out.json"
+    code, _, stderr = run_cli("bench", tmp_path / "missing.tflite", "--on", "host", "--json", out)
+    assert code == 1 and "missing.tflite does not exist" in stderr and not out.exists()
+
+
+def test_no_model_is_one_line(run_cli):
+    code, _, stderr = run_cli("bench", "--on", "host")
+    assert code == 1 and "no model given" in stderr
+
+
+def test_write_atomically_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    write_atomically(target, "old")
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
