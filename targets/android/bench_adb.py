@@ -272,6 +272,17 @@ class AdbRunner:
                 f"{self.abis()[0]}, or push one to {DEVICE_BINARY}",
             )
 
+    def tools(self) -> dict[str, str]:
+        """adb's version and which benchmark_model ran (it has no version flag: its path says which)."""
+        done = subprocess.run(
+            [self.adb.exe, "version"], capture_output=True, text=True, timeout=ADB_TIMEOUT_S
+        )
+        binary = self.options.benchmark_binary
+        return {
+            "adb": ", ".join(done.stdout.strip().splitlines()[:2]) or "?",
+            "benchmark_model": str(binary) if binary else f"{DEVICE_BINARY} (on the device)",
+        }
+
     def open(self, model: BenchModel, settings: BenchSettings) -> AdbSession:
         self.check(model)
         scratch = f"{SCRATCH_ROOT}/edgeport-bench-{os.getpid()}-{next(_scratch_ids)}"

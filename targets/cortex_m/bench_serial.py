@@ -27,11 +27,16 @@ READ_TIMEOUT_S = 0.25  # one readline's wait: how often the overall deadline is 
 RESET_PULSE_S = 0.1
 
 
-def _open_port(port: str, baud: int) -> serial.Serial:
+def _serial_module():
     try:
         import serial
     except ImportError as exc:  # a dependency, but a partial install can lack it
         raise EdgeportError("pyserial is not installed", "install it: pip install pyserial") from exc
+    return serial
+
+
+def _open_port(port: str, baud: int) -> serial.Serial:
+    serial = _serial_module()
     try:
         return serial.Serial(port, baudrate=baud, timeout=READ_TIMEOUT_S)
     except (serial.SerialException, OSError, ValueError) as exc:
@@ -189,6 +194,7 @@ class SerialRunner:
     def check(self, model: BenchModel) -> None:
         if not model.tflite.is_file():
             raise EdgeportError(f"{model.tflite} does not exist", "pass the package directory you flashed")
+        _serial_module()
 
     def open(self, model: BenchModel, settings: BenchSettings) -> SerialSession:
         port = _open_port(self.port, self.baud)

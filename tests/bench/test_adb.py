@@ -325,3 +325,13 @@ def test_delegation_from_each_wording():
     silent = parse_benchmark_output("")
     delegation, notes = delegation_of(silent, "gpu")
     assert delegation.delegated_ops is None and "no delegation line" in notes[-1]
+
+
+def test_tools_name_adb_and_the_binary(fake_adb, tmp_path):
+    tools = get_runner("adb").tools()
+    assert tools == {
+        "adb": "Android Debug Bridge version 1.0.41, Version 34.0.5-fake",
+        "benchmark_model": f"{DEVICE_BINARY} (on the device)",
+    }
+    binary = tmp_path / "benchmark_model"
+    assert get_runner("adb", RunnerOptions(benchmark_binary=binary)).tools()["benchmark_model"] == str(binary)

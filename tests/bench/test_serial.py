@@ -218,3 +218,11 @@ def test_serial_needs_a_port():
     with pytest.raises(EdgeportError) as exc:
         get_runner("serial")
     assert "--on serial:PORT" in one_line(exc)
+
+
+def test_missing_model_is_refused_before_the_port_is_opened(tmp_path):
+    missing = tmp_path / "gone.tflite"
+    info = ModelInfo(name=missing.name, path=str(missing), sha256="0" * 64, size_bytes=0)
+    with pytest.raises(EdgeportError) as exc:
+        get_runner("serial:/dev/ttyACM0").check(BenchModel(info, missing))
+    assert "does not exist" in one_line(exc)
