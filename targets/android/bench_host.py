@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import select
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from edgeport.bench.hostinfo import host_device
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
 from edgeport.errors import EdgeportError, exception_line
@@ -29,33 +29,6 @@ from edgeport.manifest import tool_versions
 INPUT_SEED = 0
 RSS_NOTE = "peak RSS is the whole measuring process: Python, LiteRT and the model"
 _CLOSE_WAIT_S = 10
-
-
-def cpu_model(cpuinfo: str) -> str:
-    """The processor's name in /proc/cpuinfo text ('' when it names none)."""
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("model name", "Hardware", "Model"):
-            return value.strip()
-    return ""
-
-
-def host_device() -> DeviceInfo:
-    """This machine: architecture, OS, cores, CPU model."""
-    try:
-        cpu = cpu_model(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        cpu = ""
-    cpu = cpu or platform.processor()
-    cores = os.cpu_count()
-    system = f"{platform.system()} {platform.release()}"
-    return DeviceInfo(
-        kind="host",
-        description=f"{platform.machine()} {platform.system()}, {cores} cores" + (f", {cpu}" if cpu else ""),
-        cpu=cpu,
-        cores=cores,
-        os=system,
-    )
 
 
 class HostRunner:

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from edgeport.bench.harness import bench
+from edgeport.bench.hostinfo import cpu_model, host_device
 from edgeport.bench.models import resolve_model
 from edgeport.bench.runner import RunnerOptions, get_runner
 from edgeport.bench.schema import BenchSettings
 from edgeport.errors import EdgeportError
 from edgeport.runtimes.litert import delegated_nodes
-from edgeport.targets.android.bench_host import cpu_model, host_device, input_values, peak_rss_bytes
+from edgeport.targets.android.bench_host import input_values, peak_rss_bytes
 from tests.conftest import shared_path
 from tests.targets.synth import Graph, T, big_fc_model, fully_connected
 
