@@ -33,6 +33,7 @@ from edgeport.converters.rewrites import (
     group_norm,
     grouped_conv,
     hard_sigmoid,
+    if_to_where,
     legacy_softmax,
     patch_tokens,
     pixel_shuffle,
@@ -42,11 +43,14 @@ from edgeport.converters.rewrites import (
     spatial_mean,
     stack_axis,
     strided_shortcut,
+    where_arithmetic,
 )
 
 Rewrite = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 REWRITES: list[tuple[str, Rewrite]] = [
+    (if_to_where.NAME, if_to_where.rewrite),
+    (where_arithmetic.NAME, where_arithmetic.rewrite),
     (legacy_softmax.NAME, legacy_softmax.rewrite),
     (strided_shortcut.NAME, strided_shortcut.rewrite),
     (channel_shuffle.NAME, channel_shuffle.rewrite),
