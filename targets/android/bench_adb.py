@@ -173,7 +173,7 @@ class Adb:
         except subprocess.TimeoutExpired as exc:
             raise EdgeportError(
                 f"`adb {' '.join(args[:2])}` on {self.serial} did not finish in {timeout:g} s",
-                "check the device (`adb devices`); for a slow model raise the time limit or lower --runs",
+                "check the device (`adb devices`); for a slow model raise --timeout-s",
             ) from exc
 
     def shell(self, command: str, timeout: float = ADB_TIMEOUT_S) -> str:
@@ -359,7 +359,8 @@ class AdbSession:
             "benchmark_model prints summaries, not per-run times: each sample is the one timed inference "
             f"of its own benchmark_model process after {self.settings.warmup} warm-up runs in that process "
             f"({self.processes} processes, the first one only for init and first-inference time)",
-            f"benchmark_model {self.binary} " + " ".join(benchmark_flags(self.settings, "MODEL", 0, 1)[1:]),
+            f"benchmark_model {self.binary} "
+            + " ".join(benchmark_flags(self.settings, "MODEL", self.settings.warmup, 1)[1:]),
         ]
         memory = Memory()
         if probe.footprint_wording is not None:
@@ -385,10 +386,12 @@ class AdbSession:
 
 def delegation_of(out: BenchmarkOutput, requested: str) -> tuple[Delegation, list[str]]:
     """How many nodes the requested delegate took, from the interpreter's `Replacing N out of M node(s)`
-    line, else from the tool's `Explicitly applied` summary; notes for every other delegate line."""
+    line, else from the tool's `Explicitly applied` summary; a note for each other delegate taking nodes."""
     notes = []
     mine = [r for r in out.replacements if delegate_kind(r.delegate) == requested]
     for rep in out.replacements:
+        if delegate_kind(rep.delegate) == requested:
+            continue  # reported as the delegation itself
         of = f" of {rep.total}" if rep.total is not None else ""
         notes.append(f"{rep.delegate} took {rep.replaced}{of} nodes")
     applied = [a for a in out.applied if delegate_kind(a.delegate) == requested]

@@ -122,7 +122,7 @@ def timeout_error(
         return EdgeportError(
             f"the firmware on {port} stopped printing after {parser.measured} timed inferences "
             f"(nothing more in {timeout_s:g} s)",
-            "the board reset or hung: reset it and run again, or raise the time limit for a slow model",
+            "the board reset or hung: reset it and run again, or raise --timeout-s for a slow model",
         )
     if received:
         return EdgeportError(

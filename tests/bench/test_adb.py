@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgeport.bench.runner import BenchModel, RunnerOptions, get_runner
-from edgeport.bench.schema import BenchSettings, ModelInfo
+from edgeport.bench.schema import BenchReport, BenchSettings, ModelInfo
 from edgeport.errors import EdgeportError
 from edgeport.targets.android.bench_adb import (
     DEVICE_BINARY,
@@ -26,6 +26,7 @@ from edgeport.targets.android.bench_adb import (
     select_device,
 )
 from edgeport.targets.android.benchmark_output import parse_benchmark_output
+from tests.targets.synth import big_fc_model
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OUTPUTS = FIXTURES / "benchmark_model"
@@ -316,8 +317,13 @@ def test_delegation_from_each_wording():
     assert (delegation.delegate, delegation.delegated_ops, delegation.total_ops) == ("gpu", 31, 31)
     old = parse_benchmark_output((OUTPUTS / "tf2_peak_footprint_xnnpack.txt").read_text())
     delegation, notes = delegation_of(old, "xnnpack")
-    assert (delegation.delegated_ops, delegation.total_ops) == (29, None)
-    assert "TfLiteXNNPackDelegate took 29 nodes" in notes
+    assert (delegation.delegated_ops, delegation.total_ops) == (29, None) and notes == []
+    delegation, notes = delegation_of(old, "gpu")  # GPU asked for, only XNNPACK took nodes
+    assert delegation.delegated_ops is None
+    assert notes == [
+        "TfLiteXNNPackDelegate took 29 nodes",
+        "benchmark_model printed no delegation line for gpu",
+    ]
     not_taken = parse_benchmark_output(
         "Though NNAPI delegate is explicitly applied, the model graph will not be executed by the delegate."
     )
@@ -335,3 +341,47 @@ def test_tools_name_adb_and_the_binary(fake_adb, tmp_path):
     }
     binary = tmp_path / "benchmark_model"
     assert get_runner("adb", RunnerOptions(benchmark_binary=binary)).tools()["benchmark_model"] == str(binary)
+
+
+# ---- through the command line
+
+
+def test_cli_bench_two_models_on_adb(fake_adb, run_cli, tmp_path):
+    a, b = tmp_path / "a.tflite", tmp_path / "b.tflite"
+    a.write_bytes(big_fc_model(16, 8))
+    b.write_bytes(big_fc_model(64, 32))
+    out = tmp_path / "adb.json"
+    code, stdout, stderr = run_cli(
+        "bench", a, b, "--on", "adb", "--runs", "3", "--warmup", "2", "--threads", "4", "--json", out
+    )
+    assert code == 0, stderr
+    assert "a.tflite" in stdout and "b.tflite" in stdout and f"wrote {out}" in stdout
+    report = BenchReport.model_validate_json(out.read_text())
+    assert report.device.description == "Pixel 7, arm64-v8a, Android 14"
+    assert report.device.cpu_governor == "schedutil"
+    assert report.tools["benchmark_model"] == f"{DEVICE_BINARY} (on the device)"
+    replayed = {40.210, 41.873, 43.952}  # the timed inference of each fixture
+    for result in report.results:
+        assert result.time_kind == "device-timer" and len(result.samples_ms) == 3
+        assert {round(x, 3) for x in result.samples_ms} <= replayed
+        assert (result.delegation.delegated_ops, result.delegation.total_ops) == (12, 14)
+        assert result.init_ms is not None and result.memory.footprint_overall_bytes is not None
+    runs = [c for c in fake_adb.shell_commands() if c.startswith(DEVICE_BINARY)]
+    assert len(runs) == 2 + 2 * 3 and all("--num_threads=4" in c for c in runs)
+    assert fake_adb.device_files() == [DEVICE_BINARY]
+
+
+@pytest.mark.parametrize(
+    ("spec", "devices", "message"),
+    [
+        ("adb", [], "no Android device is connected"),
+        ("adb:XYZ", [["A1", "device"]], "no Android device 'XYZ'"),
+    ],
+)
+def test_cli_bad_device_is_one_line_exit_1(fake_adb, run_cli, tmp_path, spec, devices, message):
+    fake_adb.configure(devices=devices)
+    model = tmp_path / "a.tflite"
+    model.write_bytes(big_fc_model(16, 8))
+    code, stdout, stderr = run_cli("bench", model, "--on", spec, "--json", tmp_path / "r.json")
+    assert code == 1 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert stdout == "" and not (tmp_path / "r.json").exists()
