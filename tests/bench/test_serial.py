@@ -226,3 +226,21 @@ def test_missing_model_is_refused_before_the_port_is_opened(tmp_path):
     with pytest.raises(EdgeportError) as exc:
         get_runner("serial:/dev/ttyACM0").check(BenchModel(info, missing))
     assert "does not exist" in one_line(exc)
+
+
+def test_cli_bench_on_serial(pty_board, run_cli, tmp_path):
+    from edgeport.bench.schema import BenchReport
+    from tests.targets.synth import big_fc_model
+
+    printed, port = pty_board
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(big_fc_model(16, 8))
+    cycles = seeded_cycles(8, seed=4)
+    printed.append(firmware_lines(model, cycles))
+    out = tmp_path / "serial.json"
+    code, stdout, stderr = run_cli("bench", model, "--on", f"serial:{port}", "--runs", "8", "--json", out)
+    assert code == 0, stderr
+    (result,) = BenchReport.model_validate_json(out.read_text()).results
+    assert result.time_kind == "device-timer" and result.ticks == cycles
+    assert result.samples_ms == pytest.approx([c * 1000 / CLOCK_HZ for c in cycles])
+    assert "fc.tflite" in stdout
