@@ -12,8 +12,8 @@ StatWithPercentiles classes of stats_calculator.h, the interpreter's delegate pa
 - the totals: `Inference timings in us: Init: I, First inference: F, Warmup (avg): W, Inference (avg): A`
   (TF after 2.0, LiteRT); before it `Average inference timings in us: Warmup: W, Init: I, no stats: A`
   (TF 1.x and 2.0 native binary) or `..., Inference: A` (the TF 1.x Android benchmark app).
-- memory: `Peak memory footprint (MB): init=X overall=Y` (TF 2.x until about 2.9),
-  `Memory footprint delta from the start of the tool (MB): init=X overall=Y` (later TF 2.x, LiteRT),
+- memory: `Peak memory footprint (MB): init=X overall=Y` (earlier TF 2.x), then
+  `Memory footprint delta from the start of the tool (MB): init=X overall=Y` (TF 2.13 prints it, LiteRT),
   and with --report_peak_memory_footprint `Overall peak memory footprint (MB) via periodic monitoring: P`.
 - delegation: `Replacing N node(s) with delegate (NAME) node, yielding P partitions.` (older),
   `Replacing N out of M node(s) with delegate (NAME) node, yielding P partitions for the whole graph.`
