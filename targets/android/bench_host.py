@@ -23,6 +23,7 @@ from typing import IO, Any
 from edgeport.bench.hostinfo import host_device
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
+from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import tool_versions
 
@@ -48,6 +49,7 @@ class HostRunner:
         verify_tflite(model.tflite.read_bytes(), model.tflite)
 
     def open(self, model: BenchModel, settings: BenchSettings) -> HostSession:
+        refuse_unused(settings, ("threads", "xnnpack"))
         return HostSession(model, settings)
 
 

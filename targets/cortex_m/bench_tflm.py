@@ -14,6 +14,7 @@ from __future__ import annotations
 from edgeport.bench.hostinfo import host_device
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
+from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError
 from edgeport.manifest import tool_versions
 from edgeport.tensors import TensorSpec, random_inputs
@@ -64,6 +65,7 @@ class TflmRunner:
             raise EdgeportError(err.problem, CANNOT_RUN_FIX) from err
 
     def open(self, model: BenchModel, settings: BenchSettings) -> TflmSession:
+        refuse_unused(settings, ())
         return TflmSession(model, settings)
 
 

@@ -81,3 +81,16 @@ def test_write_atomically_leaves_the_old_file_when_interrupted(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         write_atomically(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize(
+    "on, flags, refused",
+    [
+        ("host", ["--delegate", "gpu"], "--delegate"),
+        ("tflm", ["--threads", "2"], "--threads"),
+        ("tflm", ["--no-xnnpack"], "--no-xnnpack"),
+    ],
+)
+def test_a_setting_the_runner_does_not_use_is_refused(run_cli, two, on, flags, refused):
+    code, stdout, stderr = run_cli("bench", two[0], "--on", on, *flags)
+    assert code == 1 and f"{refused} does not apply to --on {on}" in stderr and stdout == ""

@@ -170,3 +170,10 @@ def test_the_python_api_is_edgeport_bench_bench():
     import edgeport.bench
 
     assert edgeport.bench.bench is bench
+
+
+def test_a_progress_bar_changes_nothing_measured(capsys):
+    runner = FakeRunner()
+    report = bench([model("a"), model("b")], runner, BenchSettings(runner="fake", runs=3), progress=True)
+    assert [r.stats.count for r in report.results] == [3, 3]
+    assert capsys.readouterr().out == ""  # the bar is drawn on stderr only
