@@ -157,7 +157,7 @@ def run_error(run: qemu.QemuRun, name: str, board: Board, timeout: float) -> Edg
         done = sum(1 for line in run.lines if line.startswith("inference "))
         return EdgeportError(
             f"{where}: the firmware did not finish within {timeout:g} s ({done} timed inferences printed)",
-            "raise --timeout or lower --runs; a firmware that prints nothing has hung",
+            "raise --timeout-s or lower --runs; a firmware that prints nothing has hung",
         )
     if run.exit_status != 0:
         fails = [line.strip() for line in run.lines if line.startswith("FAIL")]

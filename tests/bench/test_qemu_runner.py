@@ -22,6 +22,7 @@ from edgeport.targets.cortex_m.bench_qemu import (
 )
 from edgeport.targets.cortex_m.boards import get_board
 from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE, qemu_icount_shift
+from tests.conftest import shared_path
 
 # arm-none-eabi-size (Berkeley format) on a firmware ELF.
 SIZE_OUTPUT = """\
@@ -38,14 +39,14 @@ def test_flash_is_text_plus_the_load_image_of_data():
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500", "corstone-300"])
-def test_ticks_become_instructions_through_the_icount_shift(board):
+def test_ticks_become_instructions_through_the_icount_shift(board, tmp_path):
     the_board = get_board(board)
     shift = qemu_icount_shift(the_board)
     # n instructions take n * 2^shift ns of virtual time, in which SysTick counts the board clock.
     n = 1_000_000
     ticks = int(n * 2**shift * the_board.clock_hz / 1e9)
     assert abs(instructions(ticks, the_board.clock_hz, shift) - n) <= 2
-    runner = get_runner(f"qemu:{board}", RunnerOptions(tflm_root=Path("x")))
+    runner = get_runner(f"qemu:{board}", RunnerOptions(tflm_root=_fake_tree(tmp_path)))
     assert runner.milliseconds(ticks, the_board.clock_hz) == pytest.approx(
         n * 1000 / the_board.clock_hz, rel=1e-5
     )
@@ -58,24 +59,12 @@ def _fake_tree(parent: Path) -> Path:
     return tree
 
 
-@pytest.fixture(autouse=True)
-def _tree_checks_pass(monkeypatch, request):
-    """make_runner checks the tree; tests that are not about it get an empty stand-in."""
-    monkeypatch.delenv("TFLM_ROOT", raising=False)
-    if "tmp_path" in request.fixturenames:
-        return
-    import edgeport.targets.cortex_m.bench_qemu as bench_qemu
-
-    monkeypatch.setattr(bench_qemu, "check_tflm_tree", lambda root: Path(root or "."))
-
-
 def test_a_hang_a_crash_and_a_failed_self_test_are_one_line_each():
     board = get_board("mps2-an386")
     hung = QemuRun(("qemu",), None, ["edgeport self-test", "inference 0: 5 cycles"], "", True)
     error = run_error(hung, "kws.tflite", board, 30)
-    assert "did not finish within 30 s (1 timed inferences printed)" in str(error) and "--timeout" in str(
-        error
-    )
+    assert "did not finish within 30 s (1 timed inferences printed)" in str(error)
+    assert "--timeout-s" in str(error)
     crashed = QemuRun(("qemu",), 7, ["edgeport self-test", "FAIL: fault, exception 003"], "", False)
     assert "stopped with status 7: FAIL: fault, exception 003" in str(run_error(crashed, "m", board, 30))
     silent = QemuRun(("qemu",), 1, [], "qemu: could not load kernel", False)
@@ -91,15 +80,25 @@ def test_first_error_finds_the_compiler_error():
     assert first_error("just this\nand that\n") == "and that"
 
 
-def test_boards_without_a_qemu_machine_and_unknown_boards_list_the_qemu_ones():
+def test_the_command_refuses_a_board_without_qemu_and_a_missing_tree_in_one_line(run_cli, monkeypatch):
+    monkeypatch.delenv("TFLM_ROOT", raising=False)
+    model = shared_path("models", "tflite", "tflm_hello_world_int8.tflite")
+    code, _, err = run_cli("bench", model, "--on", "qemu:nano33ble")
+    assert code == 1 and "nano33ble has no QEMU machine" in err and "Traceback" not in err
+    code, _, err = run_cli("bench", model, "--on", "qemu:mps2-an386")
+    assert code == 1 and "--tflm-root" in err and len(err.strip().splitlines()) == 1
+
+
+def test_boards_without_a_qemu_machine_and_unknown_boards_list_the_qemu_ones(tmp_path):
     with pytest.raises(EdgeportError, match="nano33ble has no QEMU machine.*mps2-an386"):
         get_runner("qemu:nano33ble")
     with pytest.raises(EdgeportError, match="unknown board 'm4'.*corstone-300, mps2-an386, mps2-an500"):
         get_runner("qemu:m4")
-    assert get_runner("qemu:an386", RunnerOptions(tflm_root=Path("x"))).name == "qemu:mps2-an386"
+    assert get_runner("qemu:an386", RunnerOptions(tflm_root=_fake_tree(tmp_path))).name == "qemu:mps2-an386"
 
 
-def test_no_tflm_tree_is_one_line_naming_tflm_root(tmp_path):
+def test_no_tflm_tree_is_one_line_naming_tflm_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFLM_ROOT", raising=False)
     with pytest.raises(EdgeportError, match="--tflm-root"):
         get_runner("qemu:mps2-an386")
     with pytest.raises(EdgeportError, match="is not a TFLite Micro checkout.*--tflm-root"):
