@@ -35,6 +35,7 @@ from edgeport.targets.android.benchmark_output import (
 DEVICE_BINARY = "/data/local/tmp/benchmark_model"  # where LiteRT's instructions put it
 SCRATCH_ROOT = "/data/local/tmp"
 GOVERNOR = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+POSSIBLE_CPUS = "/sys/devices/system/cpu/possible"  # the kernel's CPU list, e.g. "0-7"
 ADB_TIMEOUT_S = 120.0  # one adb command other than a benchmark run (device listing, push, getprop)
 MB = 1024 * 1024  # benchmark_model's MB are KiB / 1024.0
 
@@ -98,6 +99,17 @@ def select_device(devices: list[tuple[str, str]], serial: str | None) -> str:
         fix = _STATE_FIXES.get(state, "check the device with `adb devices -l`")
         raise EdgeportError(f"Android device {serial} is {state}", fix)
     return serial
+
+
+def cpu_count(cpu_list: str) -> int | None:
+    """CPUs in a kernel CPU list ("0-3,4-7" -> 8); None if it is not one (unreadable)."""
+    total = 0
+    for part in cpu_list.strip().split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            return None
+        total += int(last or first) - int(first) + 1
+    return total
 
 
 def requested_delegate(settings: BenchSettings) -> str:
@@ -250,9 +262,13 @@ class AdbRunner:
         governor = _last_line(adb.shell(f"cat {GOVERNOR}"))
         if " " in governor:  # "cat: ...: Permission denied": not readable without root
             governor = ""
+        # ro.soc.model exists from Android 12; the board platform (e.g. "taro") names the SoC before it.
+        cpu = adb.getprop("ro.soc.model") or adb.getprop("ro.board.platform")
         return DeviceInfo(
             kind="android",
             description=f"{model or 'Android device'}, {abi}, Android {release}",
+            cpu=cpu,
+            cores=cpu_count(_last_line(adb.shell(f"cat {POSSIBLE_CPUS}"))),
             abi=abi,
             android_version=release,
             cpu_governor=governor,

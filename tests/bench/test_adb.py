@@ -20,6 +20,7 @@ from edgeport.targets.android.bench_adb import (
     DEVICE_BINARY,
     MB,
     benchmark_flags,
+    cpu_count,
     delegation_of,
     elf_abi,
     parse_devices,
@@ -79,8 +80,12 @@ def fake_adb(tmp_path, monkeypatch) -> FakeAdb:
             "ro.product.cpu.abi": "arm64-v8a",
             "ro.product.cpu.abilist": "arm64-v8a,armeabi-v7a,armeabi",
             "ro.build.version.release": "14",
+            "ro.soc.model": "Tensor G2",
         },
-        governor="schedutil",
+        sysfs={
+            "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor": "schedutil",
+            "/sys/devices/system/cpu/possible": "0-7",
+        },
         device_files=[DEVICE_BINARY],
         outputs=ONE_RUN,
     )
@@ -112,11 +117,20 @@ def test_device_description(fake_adb):
         "emulator-5554",
     )
     assert device.description == "Pixel 7, arm64-v8a, Android 14"
+    assert (device.cpu, device.cores) == ("Tensor G2", 8)
 
 
-def test_unreadable_governor_is_left_empty(fake_adb):
-    fake_adb.configure(governor=None)
-    assert get_runner("adb").device().cpu_governor == ""
+def test_unreadable_governor_and_cpus_are_left_empty(fake_adb):
+    fake_adb.configure(sysfs={})
+    device = get_runner("adb").device()
+    assert device.cpu_governor == "" and device.cores is None
+
+
+def test_cpu_count_from_the_kernel_cpu_list():
+    assert cpu_count("0-7") == 8
+    assert cpu_count("0-3,4-5,7") == 7
+    assert cpu_count("0") == 1
+    assert cpu_count("cat: /sys/devices/system/cpu/possible: Permission denied") is None
 
 
 def test_session_samples_flags_memory_delegation_and_cleanup(fake_adb, model):
