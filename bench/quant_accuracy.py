@@ -131,7 +131,6 @@ def build(
             method=method,
             calibration=cal_file if method == "data" else None,
             distill_steps=steps,
-            input_range=input_range,
             clip_sigmas=clip_sigmas,
             **options,
         )
@@ -141,6 +140,7 @@ def build(
             source=f"{Path(__file__).resolve()}:{name}",
             outdir=outdir,
             input_shapes=[[1, 3, 32, 32]],
+            input_range=input_range,
             force=True,
             quantize=quant,
         )

@@ -58,7 +58,7 @@ def verification_failure(
             + "".join(f" ({note})" for note in notes),
             "check the weights (a BatchNorm with running variance <= 0 makes NaN) and the model's operations "
             "on standard-normal inputs (log or sqrt of a negative value, division by zero); inputs stay in "
-            "their range when it is known (--input-range with --quantize, or a normalisation in the model)",
+            "their range when it is known (--input-range, --input-value, or a normalisation in the model)",
         )
     return EdgeportError(
         f"{error.problem}{where}",

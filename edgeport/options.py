@@ -42,10 +42,21 @@ def flag_name(field: str, info: FieldInfo | None = None) -> str:
     return str(flag) if flag else "--" + field.replace("_", "-")
 
 
+def _field_info(model: type[BaseModel], field: str) -> FieldInfo | None:
+    """`field` of `model`, else of an options model nested in it (ConvertOptions.quantize)."""
+    if field in model.model_fields:
+        return model.model_fields[field]
+    for info in model.model_fields.values():
+        for kind in (info.annotation, *typing.get_args(info.annotation)):
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and field in kind.model_fields:
+                return kind.model_fields[field]
+    return None
+
+
 def flag_spell(model: type[BaseModel]) -> Spell:
-    """Spell `model`'s fields as CLI flags: the wording for Python callers and the CLI alike."""
-    fields = model.model_fields
-    return lambda field: flag_name(field, fields.get(field))
+    """Spell `model`'s fields (and those of the options models nested in it) as CLI flags: the wording
+    for Python callers and the CLI alike."""
+    return lambda field: flag_name(field, _field_info(model, field))
 
 
 def spell_of(info: ValidationInfo, model: type[BaseModel]) -> Spell:

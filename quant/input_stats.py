@@ -3,6 +3,7 @@
 A model fed raw 0..255 pixels must not be calibrated with N(0, 1) inputs: every activation range
 would be ~100x too small and the int8 input scale would clip almost everything. In order of trust:
 
+0. the user fixed the value: `--input-value sr=16000` (a sample rate, a mode flag);
 1. the user said so: `--mean/--std` (the input's per-channel statistics) or `--input-range lo,hi`;
 2. the model normalises its input itself: a leading chain of Sub/Div/Mul/Add by constants maps the
    raw input to what the first layer was trained on; inverting that chain from N(0, 1) gives the
@@ -16,6 +17,7 @@ would be ~100x too small and the int8 input scale would clip almost everything. 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +26,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeport.errors import EdgeportError
+from edgeport.options import Spell
 from edgeport.tensors import Sample, TensorSpec, random_inputs
 
 _ELEMENTWISE = ("Sub", "Div", "Mul", "Add")
+FIXED = "fixed"  # InputStats.source of a value the user fixed (std 0: every draw is the value)
+EVERY_INPUT = "*"  # the key of a range given for every input (`--input-range lo,hi`)
 
 
 @dataclass
@@ -35,7 +41,7 @@ class InputStats:
 
     mean: np.ndarray
     std: np.ndarray
-    source: str  # how they were found: "user", "normalization", "batchnorm", "default"
+    source: str  # how they were found: "fixed", "user", "normalization", "batchnorm", "default"
     low: float | None = None  # hard range the values never leave (e.g. 0..255), when known
     high: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +67,11 @@ class InputStats:
         view = [1, -1] + [1] * (len(shape) - 2)
         return mean.reshape(view), std.reshape(view)
 
+    def fixed_value(self, spec: TensorSpec) -> np.ndarray:
+        """The value of a FIXED input, shaped and typed as `spec`."""
+        mean, _ = self.broadcast(list(spec.shape))
+        return np.broadcast_to(mean, spec.shape).astype(spec.dtype)
+
 
 def default_stats() -> InputStats:
     return InputStats(np.zeros(1), np.ones(1), "default")
@@ -79,6 +90,105 @@ def from_user(
         # The std of a uniform distribution over the range: every value in range is plausible.
         std = [(high - low) / np.sqrt(12.0)] if input_range else [1.0]
     return InputStats(np.asarray(mean, np.float64), np.asarray(std, np.float64), "user", low, high)
+
+
+def _channels(spec: TensorSpec) -> int:
+    return spec.shape[1] if len(spec.shape) >= 2 else 1
+
+
+def fixed_stats(spec: TensorSpec, values: Sequence[float], what: str) -> InputStats:
+    """`--input-value NAME=VALUE` for input `spec`: one number, or one per channel (axis 1)."""
+    given = f"{what} {spec.name}={','.join(f'{v:g}' for v in values)}"
+    channels = _channels(spec)
+    if len(values) not in (1, channels):
+        takes = "one number" + (f" or {channels} (one per channel)" if channels > 1 else "")
+        raise EdgeportError(
+            f"{given} has {len(values)} values, but input {spec.name!r} "
+            f"(shape {list(spec.shape)}) takes {takes}",
+            f"give {takes}",
+        )
+    if not _is_float(spec) and any(v != round(v) for v in values):
+        raise EdgeportError(f"{given}: input {spec.name!r} is {spec.dtype}", "give an integer value")
+    value = np.asarray(values, np.float64)
+    return InputStats(value, np.zeros_like(value), FIXED, float(value.min()), float(value.max()))
+
+
+def user_stats(
+    spec: TensorSpec,
+    mean: list[float] | None,
+    std: list[float] | None,
+    value_range: tuple[float, float] | None,
+    spell: Spell,
+) -> InputStats | None:
+    """The statistics the user gave for input `spec` (mean/std per channel of a float input; an integer
+    input takes a range only, which must hold an integer)."""
+    if not _is_float(spec):
+        if value_range is not None and math.ceil(value_range[0]) > math.floor(value_range[1]):
+            raise EdgeportError(
+                f"{spell('input_range')} {spec.name}={value_range[0]:g},{value_range[1]:g} holds no integer, "
+                f"and input {spec.name!r} is {spec.dtype}",
+                "give integer bounds, e.g. 0,999 for token ids",
+            )
+        return from_user(None, None, value_range)
+    channels = _channels(spec)
+    for values, option in ((mean, "mean"), (std, "std")):
+        if values is not None and len(values) not in (1, channels):
+            raise EdgeportError(
+                f"{spell(option)} has {len(values)} values, input {spec.name!r} has {channels} channels",
+                f"give one value or {channels}",
+            )
+    return from_user(mean, std, value_range)
+
+
+def resolve_input_stats(
+    specs: Sequence[TensorSpec],
+    inferred: Mapping[str, InputStats],
+    ranges: Mapping[str, tuple[float, float]],
+    mean: list[float] | None,
+    std: list[float] | None,
+    values: Mapping[str, Sequence[float]],
+    spell: Spell,
+) -> dict[str, InputStats]:
+    """Per input, what verification and calibration draw it from: a fixed value, else what the user
+    said (a range for that input, else the one for every input, with --mean/--std), else what the graph
+    showed. A range for every input applies to the float inputs, or to the integer ones (token ids)
+    when there is no float input; --mean/--std describe float inputs only."""
+    by_name = {s.name: s for s in specs}
+    for option, names in (("input_values", values), ("input_range", ranges)):
+        unknown = [n for n in names if n != EVERY_INPUT and n not in by_name]
+        if unknown:
+            raise EdgeportError(
+                f"{spell(option)} {unknown[0]}=... names no input of the model",
+                f"name one of its inputs: {', '.join(by_name)}",
+            )
+    floats = [s for s in specs if _is_float(s)]
+    described = next((o for o, v in (("mean", mean), ("std", std)) if v is not None), None)
+    if described and not floats:
+        raise EdgeportError(
+            f"{spell(described)} describes float inputs, and the model has none",
+            f"drop it; an integer input takes {spell('input_range')} NAME=lo,hi",
+        )
+    stats = dict(inferred)
+    every = ranges.get(EVERY_INPUT)
+    given = {s.name: every for s in floats or specs} if every is not None or described else {}
+    given.update((name, value_range) for name, value_range in ranges.items() if name != EVERY_INPUT)
+    for name, value_range in given.items():
+        found = user_stats(by_name[name], mean, std, value_range, spell)
+        if found is not None:
+            stats[name] = found
+    for name, value in values.items():
+        stats[name] = fixed_stats(by_name[name], value, spell("input_values"))
+    return stats
+
+
+def with_fixed_values(sample: Sample, specs: Sequence[TensorSpec], stats: Mapping[str, InputStats]) -> Sample:
+    """`sample` with every FIXED input set to its value."""
+    fixed = {
+        s.name: stats[s.name].fixed_value(s)
+        for s in specs
+        if s.name in stats and stats[s.name].source == FIXED
+    }
+    return {**sample, **fixed}
 
 
 def _const(model: onnx.ModelProto, name: str) -> np.ndarray | None:
@@ -200,24 +310,30 @@ def verification_samples(
     from those statistics and, with a hard range, `count` uniform over it.
 
     A rewrite that is exact only for N(0, 1)-sized inputs is then caught on the inputs the model will
-    really see. An input's values always stay inside its hard range, where the model is defined.
+    really see. An input's values always stay inside its hard range, where the model is defined; an
+    integer input with a range (token ids) is drawn uniformly over its integers; a fixed input has its
+    value in every sample.
     """
     stats = _known(specs, stats)
+    drawn = _drawn(stats)
     samples = random_inputs(specs, count, seed)
     rng = np.random.default_rng([seed, 1])
-    for kind in _kinds(stats):
+    for kind in _kinds(drawn):
         samples += [
             {
-                spec.name: _draw(rng, spec, kind if spec.name in stats else "normal", stats.get(spec.name))
+                spec.name: _draw(rng, spec, kind if spec.name in drawn else "normal", drawn.get(spec.name))
                 for spec in specs
             }
             for _ in range(count)
         ]
-    for sample in samples:
-        for name, st in stats.items():
+    by_name = {s.name: s for s in specs}
+    for index, sample in enumerate(samples):
+        for name, st in drawn.items():
             if st.low is not None:
+                low, high = _bounds(by_name[name], st)
                 # asarray: np.clip of a 0-d array (a scalar input) returns a numpy scalar, not an array.
-                sample[name] = np.asarray(np.clip(sample[name], st.low, st.high), sample[name].dtype)
+                sample[name] = np.asarray(np.clip(sample[name], low, high), sample[name].dtype)
+        samples[index] = with_fixed_values(sample, specs, stats)
     return samples
 
 
@@ -226,21 +342,47 @@ def verification_sample_kinds(
 ) -> list[str]:
     """What verification_samples draws, one line per group, for the manifest."""
     stats = _known(specs, stats)
+    drawn = _drawn(stats)
     lines = [f"{count} standard-normal"]
-    for kind in _kinds(stats):
+    for kind in _kinds(drawn):
         if kind == "stats":
-            found = ", ".join(f"{name}: {st.source}" for name, st in stats.items())
+            found = ", ".join(f"{name}: {st.source}" for name, st in drawn.items())
             lines.append(f"{count} normal with the inputs' statistics ({found})")
         else:
             ranges = ", ".join(
-                f"{n}: [{st.low:g}, {st.high:g}]" for n, st in stats.items() if st.low is not None
+                f"{n}: [{st.low:g}, {st.high:g}]" for n, st in drawn.items() if st.low is not None
             )
             lines.append(f"{count} uniform over the inputs' ranges ({ranges})")
+    fixed = [f"{name} = {_fixed_text(st)}" for name, st in stats.items() if st.source == FIXED]
+    if fixed:
+        lines.append(f"every sample with {', '.join(fixed)}")
     return lines
 
 
+def _fixed_text(st: InputStats) -> str:
+    return ",".join(f"{v:g}" for v in np.atleast_1d(st.mean))
+
+
 def _known(specs: Sequence[TensorSpec], stats: Mapping[str, InputStats] | None) -> dict[str, InputStats]:
-    return {s.name: stats[s.name] for s in specs if stats and s.name in stats and _is_float(s)}
+    """The statistics of the float inputs, and of the integer ones the user gave (a range, a value)."""
+    return {
+        s.name: stats[s.name]
+        for s in specs
+        if stats and s.name in stats and (_is_float(s) or stats[s.name].source in ("user", FIXED))
+    }
+
+
+def _drawn(stats: Mapping[str, InputStats]) -> dict[str, InputStats]:
+    """The inputs drawn from their statistics (a fixed one is not drawn)."""
+    return {name: st for name, st in stats.items() if st.source != FIXED}
+
+
+def _bounds(spec: TensorSpec, st: InputStats) -> tuple[float, float]:
+    """The input's hard range; an integer input's, rounded inward to integers."""
+    assert st.low is not None and st.high is not None
+    if _is_float(spec):
+        return st.low, st.high
+    return math.ceil(st.low), math.floor(st.high)
 
 
 def _kinds(stats: Mapping[str, InputStats]) -> list[str]:
@@ -254,8 +396,12 @@ def _is_float(spec: TensorSpec) -> bool:
 
 
 def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats | None) -> np.ndarray:
-    """One value of `spec`: N(0, 1), N(mean, std) per channel, or uniform over the input's range."""
+    """One value of `spec`: N(0, 1), N(mean, std) per channel, or uniform over the input's range (an
+    integer input with a range: uniform over its integers, whichever the kind)."""
     if not _is_float(spec):
+        if st is not None and st.low is not None and kind != "normal":
+            low, high = _bounds(spec, st)
+            return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
         return rng.integers(0, 8, size=spec.shape).astype(spec.dtype)  # as random_inputs: index inputs
     if st is None or kind == "normal":
         x = rng.standard_normal(spec.shape)

@@ -32,7 +32,7 @@ from edgeport.quant.calibration import (
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
 from edgeport.quant.cost import DISTILL_BUDGET, MIN_DISTILL_STEPS, step_work, steps_within
 from edgeport.quant.fidelity import fidelity_report
-from edgeport.quant.input_stats import InputStats, from_user
+from edgeport.quant.input_stats import InputStats
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import keras_to_quantized, probe_quantizer
 from edgeport.quant.mixed import fit_flash_budget, parse_size
@@ -128,21 +128,8 @@ class QuantOptions(Options):
         "distillation).",
         json_schema_extra=cli("--calibration-method", needs="int8"),
     )
-    input_range: tuple[float, float] | None = Field(
-        None,
-        description="Range of the raw input values, lo,hi (e.g. 0,255).",
-        json_schema_extra=cli(text=True, needs="int8"),
-    )
-    mean: list[float] | None = Field(
-        None,
-        description="Mean of the raw input, one value or one per channel.",
-        json_schema_extra=cli(text=True, needs="int8"),
-    )
-    std: list[float] | None = Field(
-        None,
-        description="Standard deviation of the raw input, one value or one per channel.",
-        json_schema_extra=cli(text=True, needs="int8"),
-    )
+    # What the input looks like (--input-range, --mean, --std, --input-value) is ConvertOptions': the
+    # float models are verified on it too; this stage reads it as FloatModel.input_stats.
     # API-only (Python callers and the bench).
     samples: int = Field(CALIBRATION_SAMPLES, json_schema_extra=cli(cli=False))
     distill_steps: int | None = Field(None, json_schema_extra=cli(cli=False))
@@ -157,14 +144,6 @@ class QuantOptions(Options):
             spell = spell_of(info, cls)
             raise EdgeportError(f"unknown {spell('mode')} mode {mode!r}", f"use one of {', '.join(MODES)}")
         return ALIASES.get(mode, mode)
-
-    @field_validator("input_range", "mean", "std", mode="before")
-    @classmethod
-    def _floats_from_text(cls, value: Any, info: ValidationInfo) -> Any:
-        if not isinstance(value, str):
-            return value
-        field = str(info.field_name)
-        return parse_floats(value, spell_of(info, cls)(field), 2 if field == "input_range" else None)
 
     @field_validator("flash_budget", mode="before")
     @classmethod
@@ -211,14 +190,6 @@ def check_combinations(opts: QuantOptions, spell: Spell) -> None:
             f"{spell('calibration')} data given with {spell('method')} {opts.method}",
             f"drop one of them: data calibration is used whenever {spell('calibration')} is given",
         )
-    if opts.input_range is not None and not opts.input_range[0] < opts.input_range[1]:
-        raise EdgeportError(
-            f"{spell('input_range')} {opts.input_range} is empty", "give it as lo,hi with lo < hi"
-        )
-    if opts.std is not None and any(s <= 0 for s in opts.std):
-        raise EdgeportError(
-            f"{spell('std')} must be positive", "give the input's standard deviation per channel"
-        )
 
 
 def quant_options(values: Mapping[str, Any], spell: Spell | None = None) -> QuantOptions | None:
@@ -236,37 +207,6 @@ class QuantResult:
     precision: str
     tensor_names: dict[str, str]  # source name -> tensor name in the .tflite
     section: QuantSection  # the manifest's `quantization` section
-
-
-def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        values = []
-    if not values or (count is not None and len(values) != count):
-        shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
-        raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
-    return values
-
-
-def resolve_input_stats(
-    opts: QuantOptions, inferred: dict[str, InputStats], specs: Sequence[TensorSpec]
-) -> dict[str, InputStats]:
-    """User statistics override what the graph showed; they apply to every float image input."""
-    user = from_user(opts.mean, opts.std, opts.input_range)
-    stats = dict(inferred)
-    if user is not None:
-        for spec in specs:
-            if np.dtype(spec.dtype).kind == "f":
-                channels = spec.shape[1] if len(spec.shape) >= 2 else 1
-                for values, flag in ((opts.mean, "--mean"), (opts.std, "--std")):
-                    if values is not None and len(values) not in (1, channels):
-                        raise EdgeportError(
-                            f"{flag} has {len(values)} values, input {spec.name!r} has {channels} channels",
-                            f"give one value or {channels}",
-                        )
-                stats[spec.name] = user
-    return stats
 
 
 def _tensor_types(model: bytes) -> dict[str, int]:

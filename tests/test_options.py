@@ -13,6 +13,7 @@ from pydantic.fields import FieldInfo
 from edgeport.cli.options import option_from_field, options_from_model, spell_flags
 from edgeport.errors import EdgeportError
 from edgeport.options import Options, refuse_without, validate_options
+from edgeport.pipeline import ConvertOptions
 from edgeport.quant.modes import QuantOptions, quant_options
 
 
@@ -50,7 +51,7 @@ def test_errors_name_the_option_as_the_caller_spelled_it() -> None:
     ):
         quant_options({"mode": "int8", "rounding": "nearest"}, key)
     with pytest.raises(EdgeportError, match=r"^\[quant\] mean 'a' is not valid"):
-        quant_options({"mode": "int8", "mean": "a"}, key)
+        validate_options(ConvertOptions, {"source": "m", "outdir": "o", "mean": "a"}, key)
     with pytest.raises(
         EdgeportError, match=r"^\[quant\] weight_clusters: Input should be a valid integer.*got 'x'"
     ):
@@ -63,11 +64,14 @@ def test_errors_name_the_option_as_the_caller_spelled_it() -> None:
 
 
 def test_text_values_are_parsed_by_the_model() -> None:
-    opts = quant_options({"mode": "w8a8", "input_range": "0,255", "mean": "1, 2,3", "flash_budget": None})
+    opts = quant_options({"mode": "w8a8", "flash_budget": None})
     assert opts is not None and opts.mode == "int8"
-    assert opts.input_range == (0.0, 255.0) and opts.mean == [1.0, 2.0, 3.0]
     assert quant_options({"mode": "w4a8", "flash_budget": "2KB"}).flash_budget == 2048  # type: ignore[union-attr]
-    assert quant_options({"mode": "int8", "input_range": [0, 1]}).input_range == (0.0, 1.0)  # type: ignore[union-attr]
+    given = {"source": "m", "outdir": "o", "input_range": "0,255", "mean": "1, 2,3"}
+    convert = validate_options(ConvertOptions, given)
+    assert convert.input_range == {"*": (0.0, 255.0)} and convert.mean == [1.0, 2.0, 3.0]
+    # A Python caller's (lo, hi) is the range of every input, as on the command line.
+    assert ConvertOptions(source="m", outdir="o", input_range=[0, 1]).input_range == {"*": (0.0, 1.0)}
 
 
 def test_companion_options_without_their_main_option_are_refused_unless_default() -> None:
@@ -84,7 +88,6 @@ def test_companion_options_without_their_main_option_are_refused_unless_default(
 
 def test_convert_options_parse_shapes_and_name_them_as_spelled(tmp_path: Path) -> None:
     from edgeport.cli.convert import CONVERT_FLAGS
-    from edgeport.pipeline import ConvertOptions
 
     shapes = CONVERT_FLAGS["input_shapes"]
     assert shapes.opts == ["--input-shape"] and shapes.multiple and shapes.type is click.STRING

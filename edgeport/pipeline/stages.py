@@ -39,6 +39,7 @@ from edgeport.converters.verify import (
 )
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import Manifest, StageError, Verification, tool_versions
+from edgeport.options import flag_spell
 from edgeport.pipeline import artifacts
 from edgeport.pipeline.onnx_passes import ONNX_PASSES, RewriteReport, manifest_entries
 from edgeport.pipeline.passes import run_passes
@@ -48,10 +49,12 @@ from edgeport.quant.calibration import check_calibration_inputs
 from edgeport.quant.input_stats import (
     InputStats,
     infer_input_stats,
+    resolve_input_stats,
     verification_sample_kinds,
     verification_samples,
+    with_fixed_values,
 )
-from edgeport.quant.modes import quantize_stage, resolve_input_stats
+from edgeport.quant.modes import quantize_stage
 from edgeport.quant.section import LayerSqnr
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.onnxrt import run_onnx
@@ -61,6 +64,8 @@ FLOAT32_TOLERANCE = 1e-4  # issue #2: float32 .tflite must match the reference t
 VERIFY_SAMPLES = 3
 VERIFY_SEED = 0
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnx2tf", "tensorflow", "ai-edge-litert", "numpy")
+# The input options' names in the errors raised once the model's inputs are known.
+_SPELL = flag_spell(ConvertOptions)
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,10 @@ def export(state: ConvertState) -> None:
         shapes = _reference_inputs(source, opts)
         names = _input_names(source, len(shapes), opts)
         check_calibration_inputs(_calibration(opts), dict(zip(names, shapes, strict=True)), opts.keep_nchw)
-        (sample,) = random_inputs(
-            [TensorSpec(n, sh) for n, sh in zip(names, shapes, strict=True)], 1, VERIFY_SEED
-        )
+        specs = [TensorSpec(n, sh) for n, sh in zip(names, shapes, strict=True)]
+        # Traced with the fixed values (--input-value): a branch on a sample rate follows the real one.
+        (sample,) = random_inputs(specs, 1, VERIFY_SEED)
+        sample = with_fixed_values(sample, specs, _user_input_stats(opts, specs, {}))
         # BNs stay nodes at export: fold_batch_norms is the one place they are folded (the
         # exporter would fuse only Conv+BN, and silently), so the manifest accounts for each.
         model = export_onnx(
@@ -129,6 +135,7 @@ def export(state: ConvertState) -> None:
                 model, dict(zip(current, _input_names(source, len(current), opts), strict=True))
             )
         check_calibration_inputs(_calibration(opts), onnx_prepare.input_shapes_of(model), opts.keep_nchw)
+        _user_input_stats(opts, _onnx_input_specs(model), {})  # refused here, before any slow stage
     state.exported = model
 
 
@@ -318,11 +325,17 @@ def _source(state: ConvertState) -> LoadedSource:
 
 
 def _input_stats(state: ConvertState, specs: list[TensorSpec]) -> dict[str, InputStats]:
-    """What the inputs' values look like (--input-range/--mean/--std, else the graph): verification
-    inputs then cover them, not only N(0, 1)."""
-    inferred = infer_input_stats(_exported(state))
-    quant = state.options.quantize
-    return resolve_input_stats(quant, inferred, specs) if quant is not None else inferred
+    """What the inputs' values look like (--input-value/--input-range/--mean/--std, else the graph):
+    verification inputs then cover them, not only N(0, 1), and calibration draws from them."""
+    return _user_input_stats(state.options, specs, infer_input_stats(_exported(state)))
+
+
+def _user_input_stats(
+    opts: ConvertOptions, specs: list[TensorSpec], inferred: dict[str, InputStats]
+) -> dict[str, InputStats]:
+    return resolve_input_stats(
+        specs, inferred, opts.input_range, opts.mean, opts.std, opts.input_values, _SPELL
+    )
 
 
 def _exported(state: ConvertState) -> onnx.ModelProto:

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import onnx
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeport.converters.onnx_to_tflite import KerasResult
 from edgeport.converters.sources import LoadedSource
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
-from edgeport.options import Options, cli, spell_of
+from edgeport.options import Options, Spell, cli, spell_of
 from edgeport.pipeline.passes import PassReport
+from edgeport.quant.input_stats import EVERY_INPUT
 from edgeport.quant.modes import QuantOptions, QuantResult
 from edgeport.tensors import Sample, TensorSpec
 
@@ -54,6 +55,58 @@ def parse_shape(text: str, what: str = "--input-shape") -> list[int]:
     return dims
 
 
+def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
+    """Comma-separated numbers (`count` of them when given), else one line naming `what`."""
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count):
+        shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
+        raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
+    return values
+
+
+def parse_named(text: str, what: str, required: bool) -> tuple[str, str]:
+    """`NAME=VALUE` -> (NAME, VALUE); without a name (when not `required`) -> (EVERY_INPUT, text)."""
+    name, sep, value = text.rpartition("=")
+    name = name.strip()
+    if sep and name:
+        return name, value
+    if required or sep:
+        raise EdgeportError(
+            f"{what} {text!r} names no input", f"write it as {what} NAME=VALUE, e.g. sr=16000"
+        )
+    return EVERY_INPUT, text
+
+
+def _named_texts(value: Any) -> list[str] | None:
+    """The flag's texts (one string, or several from a repeated flag), None when not text."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _by_name(texts: list[str], what: str, required: bool, count: int | None) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {}
+    for text in texts:
+        name, value = parse_named(text, what, required)
+        if name in found:
+            where = "every input" if name == EVERY_INPUT else f"input {name!r}"
+            raise EdgeportError(f"{what} is given twice for {where}", "give it once per input")
+        found[name] = parse_floats(value, what, count)
+    return found
+
+
+def check_input_ranges(ranges: dict[str, tuple[float, float]], what: str) -> None:
+    for name, (low, high) in ranges.items():
+        if not low < high:
+            where = "" if name == EVERY_INPUT else f"{name}="
+            raise EdgeportError(f"{what} {where}{low:g},{high:g} is empty", "give it as lo,hi with lo < hi")
+
+
 class ConvertOptions(Options):
     """What `convert` is asked to do; its CLI flags are made from these fields (edgeport/cli/convert.py)."""
 
@@ -84,6 +137,31 @@ class ConvertOptions(Options):
         description="Do not run this PyTorch or ONNX pass (repeatable; names from --list-passes).",
         json_schema_extra=cli("--skip-pass", metavar="NAME"),
     )
+    # What the inputs' values look like: verification draws its inputs from it, and int8 calibration
+    # (quant/input_stats.py). Keyed by input name; EVERY_INPUT for `--input-range lo,hi`.
+    input_range: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Range of the raw input values, lo,hi (e.g. 0,255): every float input (every "
+        "integer input, e.g. token ids, when there is no float one); NAME=lo,hi for one input. Verification "
+        "and int8 calibration draw inputs from it.",
+        json_schema_extra=cli(text=True, multiple=True, metavar="[NAME=]LO,HI"),
+    )
+    mean: list[float] | None = Field(
+        None,
+        description="Mean of the raw float inputs, one value or one per channel.",
+        json_schema_extra=cli(text=True),
+    )
+    std: list[float] | None = Field(
+        None,
+        description="Standard deviation of the raw float inputs, one value or one per channel.",
+        json_schema_extra=cli(text=True),
+    )
+    input_values: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Fixed value of one input, one number or one per channel (e.g. a sample rate: "
+        "sr=16000), used for the export, verification and calibration; repeatable.",
+        json_schema_extra=cli("--input-value", text=True, multiple=True, metavar="NAME=VALUE"),
+    )
     force: bool = Field(False, description="Replace a non-empty output directory.")
     debug: bool = Field(False, json_schema_extra=cli(cli=False))  # --debug, read by the CLI group
     # --quantize: also write model_<mode>.tflite (quant/modes.py)
@@ -95,8 +173,61 @@ class ConvertOptions(Options):
         what = spell_of(info, cls)("input_shapes")
         return [parse_shape(s, what) if isinstance(s, str) else s for s in shapes]
 
+    @field_validator("input_range", mode="before")
+    @classmethod
+    def _ranges_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        what = spell_of(info, cls)("input_range")
+        texts = _named_texts(value)
+        if texts is not None:
+            return _by_name(texts, what, required=False, count=2)
+        if value is None:
+            return {}
+        # A Python caller's (lo, hi): every input, as `--input-range lo,hi`.
+        return {EVERY_INPUT: value} if isinstance(value, list | tuple) else value
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _floats_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        return parse_floats(value, spell_of(info, cls)(str(info.field_name)))
+
+    @field_validator("input_values", mode="before")
+    @classmethod
+    def _values_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        texts = _named_texts(value)
+        if texts is None:
+            return value
+        return _by_name(texts, spell_of(info, cls)("input_values"), required=True, count=None)
+
+    @model_validator(mode="after")
+    def _combinations(self, info: ValidationInfo) -> ConvertOptions:
+        check_input_options(self, spell_of(info, type(self)))
+        return self
+
     def skipped(self) -> list[str]:
         return [*self.skip_passes, *([] if self.fold_bn else ["fold_batch_norms"])]
+
+
+def check_input_options(opts: ConvertOptions, spell: Spell) -> None:
+    """What the input options can be refused for without the model (quant/input_stats.py checks them
+    against its inputs)."""
+    check_input_ranges(opts.input_range, spell("input_range"))
+    if opts.std is not None and any(s <= 0 for s in opts.std):
+        raise EdgeportError(
+            f"{spell('std')} must be positive", "give the input's standard deviation per channel"
+        )
+    fixed = sorted(set(opts.input_values) & set(opts.input_range))
+    if fixed:
+        raise EdgeportError(
+            f"input {fixed[0]!r} has both {spell('input_values')} and {spell('input_range')}",
+            "a fixed value has no range: drop one of them",
+        )
+    if opts.input_values and opts.quantize is not None and opts.quantize.method == "gaussian":
+        raise EdgeportError(
+            f"{spell('method')} gaussian draws every input from N(0, 1), ignoring {spell('input_values')}",
+            f"use {spell('method')} auto, input-stats, distill or data",
+        )
 
 
 @dataclass

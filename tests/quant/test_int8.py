@@ -219,8 +219,6 @@ def test_real_calibration_data_is_used_and_recorded(trained: dict[str, Path], tm
 def test_bad_quantize_options_are_refused() -> None:
     with pytest.raises(EdgeportError, match="unknown --quantize mode"):
         QuantOptions(mode="int3")
-    with pytest.raises(EdgeportError, match="--input-range"):
-        QuantOptions(input_range=(5.0, 1.0))
     with pytest.raises(EdgeportError, match="Drop one of them"):
         QuantOptions(calibration=Path("x.npy"), method="distill")
 
