@@ -350,9 +350,12 @@ class AdbSession:
         out = parse_benchmark_output(text)
         if not out.complete or out.timed is None:
             reason = (out.error_lines or [_last_line(text) or "no output"])[0]
+            # The scratch copy is removed on close: the fix names the flags, not the scratch path.
+            flags = " ".join(benchmark_flags(self.settings, "MODEL", warmup, 1)[1:])
             raise EdgeportError(
                 f"benchmark_model failed on {self.adb.serial}: {reason}",
-                f"run it by hand to see the whole log: adb -s {self.adb.serial} shell {command}",
+                f"see its whole log: in `adb -s {self.adb.serial} shell` run "
+                f"benchmark_model --graph=MODEL {flags}",
             )
         if out.timed.count != 1:
             raise EdgeportError(

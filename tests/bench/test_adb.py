@@ -259,7 +259,7 @@ def test_failed_run_is_one_line_and_cleans_up(fake_adb, model):
     with pytest.raises(EdgeportError) as exc:
         get_runner("adb").open(model, settings())
     assert "benchmark_model failed on emulator-5554: ERROR: Failed to mmap model" in one_line(exc)
-    assert "adb -s emulator-5554 shell /data/local/tmp/benchmark_model --graph=" in one_line(exc)
+    assert "`adb -s emulator-5554 shell` run benchmark_model --graph=MODEL --num_threads=2" in one_line(exc)
     assert fake_adb.device_files() == [DEVICE_BINARY]
 
 
