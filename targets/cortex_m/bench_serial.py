@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 READ_TIMEOUT_S = 0.25  # one readline's wait: how often the overall deadline is checked
 RESET_PULSE_S = 0.1
+MAX_LINE = 1024  # bytes without a newline (noise at a wrong speed) are dropped as one line
 
 
 def _serial_module():
@@ -94,23 +95,22 @@ def read_run(
     deadline = time.monotonic() + timeout_s
     pending = b""
     while not parser.done:
+        # Checked on every line too: a port that never stops talking must not keep us forever.
+        if time.monotonic() >= deadline:
+            raise timeout_error(parser, watch.bytes, name, baud, timeout_s)
         try:
             chunk = port.readline()
         except OSError as exc:  # serial.SerialException is one: the device went away
             raise EdgeportError(
                 f"serial port {name} failed while reading: {_reason(exc)}", "reconnect the board"
             ) from exc
-        if chunk:
-            watch.bytes += len(chunk)
-            pending += chunk
-            if pending.endswith(b"\n"):
-                line = pending.decode("utf-8", errors="replace")
-                pending = b""
-                watch.feed(line, name)
-                parser.feed(line)
-            continue
-        if time.monotonic() >= deadline:
-            raise timeout_error(parser, watch.bytes, name, baud, timeout_s)
+        watch.bytes += len(chunk)
+        pending += chunk
+        if pending.endswith(b"\n") or len(pending) > MAX_LINE:
+            line = pending.decode("utf-8", errors="replace")
+            pending = b""
+            watch.feed(line, name)
+            parser.feed(line)
     return parser.result()
 
 
@@ -120,9 +120,9 @@ def timeout_error(
     """Why nothing usable came in time: silence, bytes that never formed our lines, or a run cut short."""
     if parser.started:
         return EdgeportError(
-            f"the firmware on {port} stopped printing after {parser.measured} timed inferences "
-            f"(nothing more in {timeout_s:g} s)",
-            "the board reset or hung: reset it and run again, or raise --timeout-s for a slow model",
+            f"the firmware on {port} printed {parser.measured} timed inferences but no "
+            f"'edgeport bench: done' within {timeout_s:g} s",
+            "if the board reset or hung, reset it and run again; for a slow model raise --timeout-s",
         )
     if received:
         return EdgeportError(

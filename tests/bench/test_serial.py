@@ -159,7 +159,8 @@ def test_truncated_stream(pty_board, model):
     printed.append(firmware_lines(model.tflite, seeded_cycles(10)).split(b"inference 3:")[0])
     with pytest.raises(EdgeportError) as exc:
         get_runner(f"serial:{port}").open(model, settings(timeout_s=0.5))
-    assert "stopped printing after 3 timed inferences" in one_line(exc) and "reset it" in one_line(exc)
+    assert "printed 3 timed inferences but no 'edgeport bench: done' within 0.5 s" in one_line(exc)
+    assert "reset it" in one_line(exc)
 
 
 def test_silent_port(pty_board, model):
@@ -179,6 +180,28 @@ def test_wrong_baud_garbage(pty_board, model):
         get_runner(f"serial:{port}").open(model, settings(timeout_s=0.5))
     assert "sent 300 bytes but no 'edgeport bench:' timing line" in one_line(exc)
     assert "--baud (115200)" in one_line(exc)
+
+
+def test_a_port_that_never_stops_talking_still_times_out(pty_board, model):
+    printed, port = pty_board
+    stop = threading.Event()
+
+    def chatty(master):
+        os.set_blocking(master, False)  # a full buffer must not block the thread past the test
+        while not stop.is_set():
+            try:
+                os.write(master, b"[app] sensor 17 ok\n")
+            except BlockingIOError:
+                pass
+            stop.wait(0.005)  # a board's pace, not a busy loop
+
+    printed.append(chatty)
+    try:
+        with pytest.raises(EdgeportError) as exc:
+            get_runner(f"serial:{port}").open(model, settings(timeout_s=0.5))
+    finally:
+        stop.set()
+    assert "but no 'edgeport bench:' timing line in 0.5 s" in one_line(exc)
 
 
 def test_another_model_is_flashed(pty_board, model):
