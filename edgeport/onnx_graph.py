@@ -14,7 +14,7 @@ node being edited), so one pass cannot silently change an unrelated layer.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableSequence, Sequence
 
 import numpy as np
 import onnx
@@ -268,21 +268,15 @@ class OnnxGraph:
     def replace_uses(self, old: str, new: str) -> None:
         """Every node input reading `old` reads `new` instead (graph outputs untouched)."""
         for node in self.graph.node:
-            for i, name in enumerate(node.input):
-                if name == old:
-                    node.input[i] = new
+            _rename(node.input, old, new)
         self.changed += 1
         self.reindex()
 
     def rename_tensor(self, old: str, new: str) -> None:
         """Rename tensor `old` to `new` everywhere (producer output, readers, value_info)."""
         for node in self.graph.node:
-            for i, name in enumerate(node.output):
-                if name == old:
-                    node.output[i] = new
-            for i, name in enumerate(node.input):
-                if name == old:
-                    node.input[i] = new
+            _rename(node.output, old, new)
+            _rename(node.input, old, new)
         for vi in self.graph.value_info:
             if vi.name == old:
                 vi.name = new
@@ -409,3 +403,10 @@ def node_rewrite(
     # The rewrite belongs to the matcher's module: the pass list describes a pass by its module's docstring.
     rewrite.__module__ = match.__module__
     return rewrite
+
+
+def _rename(names: MutableSequence[str], old: str, new: str) -> None:
+    """Every `old` in a node's inputs or outputs becomes `new`."""
+    for i, name in enumerate(names):
+        if name == old:
+            names[i] = new
