@@ -140,9 +140,10 @@ def timeout_error(
 class SerialSession:
     """One boot of the board: the firmware's whole run, read when the session opens."""
 
-    def __init__(self, lines: BenchLines, port: str) -> None:
+    def __init__(self, lines: BenchLines, port: str, package_dir: Path | None = None) -> None:
         self.lines = lines
         self.port = port
+        self.package_dir = package_dir
         self.init_ms: float | None = None  # the model is in flash: nothing is loaded at run time
         first = lines.first_cycles
         # The self-test's inference: the first after boot, before the warm-up.
@@ -152,10 +153,11 @@ class SerialSession:
     def run(self, count: int) -> list[float]:
         available = self.lines.runs - self.used
         if count > available:
+            firmware = self.package_dir / "firmware" if self.package_dir else "PACKAGE_DIR/firmware"
             raise EdgeportError(
                 f"the firmware on {self.port} times {self.lines.runs} inferences a boot, {count} were asked",
-                f"pass --runs {self.lines.runs}, or rebuild the package's firmware with BENCH_RUNS={count} "
-                "(make -C PACKAGE_DIR/firmware BENCH_RUNS=N) and flash it",
+                f"pass --runs {self.lines.runs}, or rebuild it for {count} "
+                f"(make -C {firmware} TFLM_ROOT=... BENCH_RUNS={count}) and flash that",
             )
         times = self.lines.milliseconds()[self.used : self.used + count]
         self.used += count
@@ -203,7 +205,7 @@ class SerialRunner:
             lines = read_run(port, self.port, self.baud, settings.timeout_s, crc32_of(Path(model.tflite)))
         finally:
             port.close()
-        return SerialSession(lines, self.port)
+        return SerialSession(lines, self.port, model.package_dir)
 
 
 def make_runner(arg: str | None, options: RunnerOptions) -> SerialRunner:

@@ -152,6 +152,7 @@ def test_more_runs_than_the_firmware_times(pty_board, model):
     with pytest.raises(EdgeportError) as exc:
         session.run(50)
     assert "times 10 inferences a boot, 50 were asked" in one_line(exc) and "--runs 10" in one_line(exc)
+    assert "make -C PACKAGE_DIR/firmware TFLM_ROOT=... BENCH_RUNS=50" in one_line(exc)
 
 
 def test_truncated_stream(pty_board, model):
