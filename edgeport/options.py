@@ -13,6 +13,7 @@ A field may say, in `json_schema_extra`:
 
 from __future__ import annotations
 
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar
@@ -42,15 +43,27 @@ def flag_name(field: str, info: FieldInfo | None = None) -> str:
     return str(flag) if flag else "--" + field.replace("_", "-")
 
 
+def unoptional(annotation: Any) -> Any:
+    """`X | None` -> X; anything else unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def nested_model(info: FieldInfo) -> type[BaseModel] | None:
+    """The options model of a field that holds one (ConvertOptions.quantize: QuantOptions | None)."""
+    kind = unoptional(info.annotation)
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
 def _field_info(model: type[BaseModel], field: str) -> FieldInfo | None:
     """`field` of `model`, else of an options model nested in it (ConvertOptions.quantize)."""
     if field in model.model_fields:
         return model.model_fields[field]
-    for info in model.model_fields.values():
-        for kind in (info.annotation, *typing.get_args(info.annotation)):
-            if isinstance(kind, type) and issubclass(kind, BaseModel) and field in kind.model_fields:
-                return kind.model_fields[field]
-    return None
+    nested = (nested_model(info) for info in model.model_fields.values())
+    return next((m.model_fields[field] for m in nested if m is not None and field in m.model_fields), None)
 
 
 def flag_spell(model: type[BaseModel]) -> Spell:

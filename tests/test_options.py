@@ -146,3 +146,18 @@ def test_flash_flags_are_made_from_its_options_model(run_cli) -> None:
 def test_help_shows_no_default_for_a_required_option(run_cli, command: str) -> None:
     code, out, _ = run_cli(command, "--help")
     assert code == 0 and "Undefined" not in out
+
+
+def test_optional_annotations_and_nested_options_models_are_seen_through() -> None:
+    from edgeport.options import flag_spell, nested_model, unoptional
+
+    assert unoptional(int | None) is int and unoptional(list[int]) == list[int]
+    assert unoptional(int | str | None) == int | str | None  # not one type: left alone
+    assert nested_model(ConvertOptions.model_fields["quantize"]) is QuantOptions
+    assert nested_model(ConvertOptions.model_fields["opset"]) is None
+    spell = flag_spell(ConvertOptions)  # a nested model's field is spelled as its own flag
+    assert (spell("method"), spell("input_values"), spell("nothing")) == (
+        "--calibration-method",
+        "--input-value",
+        "--nothing",
+    )

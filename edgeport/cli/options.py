@@ -3,7 +3,6 @@ kind, its description the help. Both `convert` and `package` make their option f
 
 from __future__ import annotations
 
-import types
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,16 +12,7 @@ import click
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from edgeport.options import extra, flag_name
-
-
-def _optional_inner(annotation: Any) -> Any:
-    """`X | None` -> X; anything else unchanged."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
+from edgeport.options import extra, flag_name, unoptional
 
 
 def _click_type(field: str, kind: Any) -> Any:
@@ -40,7 +30,7 @@ def option_from_field(field: str, info: FieldInfo) -> click.Option:
     Literal -> choice, str/int/float/Path -> a value, list[...] -> a repeatable flag, a field marked
     "text" -> the text the model parses (repeatable if marked "multiple"); "required" makes click
     require it. Defaults stay pydantic's (click's is None), so only flags actually given reach the model."""
-    kind = _optional_inner(info.annotation)
+    kind = unoptional(info.annotation)
     more = extra(info)
     help_text = info.description or ""
     if kind is bool:
