@@ -61,6 +61,7 @@ class HostSession:
         self.timeout_s = settings.timeout_s
         self.xnnpack = settings.xnnpack
         self._log = tempfile.TemporaryFile(mode="w+")  # the child's stderr: LiteRT's own messages
+        self._busy = True  # a request (or start-up) is unanswered
         command = [
             sys.executable,
             "-m",
@@ -110,18 +111,21 @@ class HostSession:
 
     def close(self) -> None:
         proc = self._proc
+        if proc.poll() is None and self._busy:  # interrupted mid-request: its answer is of no use
+            proc.kill()
         if proc.poll() is None:
             try:
-                proc.stdin.close()  # the child ends when its stdin does
+                proc.stdin.close()  # an idle child ends when its stdin does
                 proc.wait(_CLOSE_WAIT_S)
             except (OSError, subprocess.TimeoutExpired):
                 proc.kill()
-                proc.wait()
+        proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
         self._log.close()
 
     def _send(self, line: str) -> None:
+        self._busy = True
         try:
             self._proc.stdin.write(line + "\n")
             self._proc.stdin.flush()
@@ -138,6 +142,7 @@ class HostSession:
         line = self._proc.stdout.readline()
         if not line:
             raise self._failure()
+        self._busy = False
         answer = json.loads(line)
         if "error" in answer:
             raise EdgeportError(f"{self.name}: LiteRT cannot run the model ({answer['error']})", _FIX)

@@ -109,3 +109,17 @@ def test_host_helpers():
     details = [{"name": "x", "shape": [1, 4], "dtype": np.int8}]
     first, again = input_values(details, 0), input_values(details, 0)
     assert first[0].dtype.name == "int8" and first[0].shape == (1, 4) and (first[0] == again[0]).all()
+
+
+def test_closing_a_session_mid_request_kills_its_child(tiny):
+    session = get_runner("host").open(resolve_model(str(tiny)), BenchSettings(runner="host", warmup=0))
+    session._send("run 100000000")  # minutes of work: the close below interrupts it
+    session.close()
+    assert session._proc.returncode == -9
+
+
+def test_closing_an_idle_session_lets_its_child_exit(tiny):
+    session = get_runner("host").open(resolve_model(str(tiny)), BenchSettings(runner="host", warmup=0))
+    assert len(session.run(2)) == 2
+    session.close()
+    assert session._proc.returncode == 0
