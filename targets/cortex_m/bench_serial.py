@@ -10,6 +10,7 @@ BENCH_RUNS), so --runs must not ask for more than it times.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 READ_TIMEOUT_S = 0.25  # one readline's wait: how often the overall deadline is checked
 RESET_PULSE_S = 0.1
 MAX_LINE = 1024  # bytes without a newline (noise at a wrong speed) are dropped as one line
+_CRC_LINE = re.compile(r"model: \d+ bytes, crc32 0x([0-9a-fA-F]{1,8})\b")  # the self-test's model check
 
 
 def _serial_module():
@@ -76,9 +78,9 @@ class FirmwareWatch:
                 f"the firmware on {port} failed its self-test: {text}",
                 "check the package with `edgeport flash --probe qemu`, then flash it again",
             )
-        if text.startswith("model: ") and " crc32 0x" in text and self.expected_crc is not None:
-            printed = int(text.split(" crc32 0x", 1)[1].split()[0], 16)
-            if printed != self.expected_crc:
+        crc = _CRC_LINE.match(text)
+        if crc and self.expected_crc is not None:
+            if int(crc.group(1), 16) != self.expected_crc:
                 raise EdgeportError(
                     f"the board on {port} runs another model ({text}), not this one "
                     f"(crc32 0x{self.expected_crc:08x})",
