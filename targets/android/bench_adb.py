@@ -281,7 +281,7 @@ class AdbRunner:
         binary = self.options.benchmark_binary
         if binary is not None:
             check_binary(binary, self.abis())
-        elif self.adb.shell(f"test -x {DEVICE_BINARY} && echo present").strip() != "present":
+        elif self.adb.shell(f"test -x {DEVICE_BINARY} && echo present || echo absent").strip() != "present":
             raise EdgeportError(
                 f"no benchmark_model on {self.adb.serial} (none at {DEVICE_BINARY}), no --benchmark-binary",
                 "pass --benchmark-binary PATH to LiteRT's benchmark_model built for "
