@@ -31,6 +31,11 @@ NO_KERNEL_FIX = (
     "replace that op in the model before conversion (TFLite Micro has no kernel for it, int8 or float); "
     "for Android (no TFLite Micro) use --quantize dynamic or float16"
 )
+# The op has a kernel, but it rejects this use of it (a rank, a type or an option, as its message says).
+KERNEL_LIMIT_FIX = (
+    "change that layer so TFLite Micro's kernel accepts it (its message says what it rejects, e.g. at most "
+    "4 dimensions) and convert again; for Android (no TFLite Micro) use --quantize dynamic or float16"
+)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def plan_int8_for_tflm(
                     f"{name}: TFLite Micro cannot run op {op}{where} in int8 nor in float32"
                     + (f" ({detail})" if detail else "")
                     + "; found before calibration",
-                    NO_KERNEL_FIX,
+                    KERNEL_LIMIT_FIX,
                 ) from exc
             if len(plan.kept_float) >= MAX_KEPT_FLOAT:
                 raise EdgeportError(

@@ -102,9 +102,11 @@ def test_a_probe_failing_twice_on_the_same_op_is_refused(monkeypatch: pytest.Mon
     monkeypatch.setattr(tflm_ops, "run_tflm", failing_run)
     monkeypatch.setattr(tflm_ops, "_node_output", lambda model, index: "foo_out")
     monkeypatch.setattr(tflm_ops, "arena_for", lambda model: 1 << 20)
-    with pytest.raises(EdgeportError, match="op FOO .*nor in float32"):
+    with pytest.raises(EdgeportError, match="op FOO .*nor in float32") as err:
         tflm_ops.plan_int8_for_tflm(quantize, lambda model: [[np.zeros(1)]], "m")
     assert calls == [[], ["foo_out"]]
+    # The kernel exists (it failed, it was not missing): the fix is not "TFLite Micro has no kernel".
+    assert err.value.fix == tflm_ops.KERNEL_LIMIT_FIX
 
 
 def test_optimized_kernel_difference_is_a_note_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
