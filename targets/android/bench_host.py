@@ -44,9 +44,17 @@ class HostRunner:
         return tool_versions("ai-edge-litert")
 
     def check(self, model: BenchModel) -> None:
+        """The model verified and loaded in LiteRT (not allocated: that is the child's, where a native
+        crash cannot take this process down)."""
+        from edgeport.runtimes.litert import interpreter
         from edgeport.tflite_file import verify_tflite
 
-        verify_tflite(model.tflite.read_bytes(), model.tflite)
+        data = model.tflite.read_bytes()
+        verify_tflite(data, model.tflite)
+        try:
+            interpreter(data, threads=1)
+        except (ValueError, RuntimeError) as exc:  # e.g. TFLite Micro-only quantization parameters
+            raise EdgeportError(cannot_run(model.info.name, exception_line(exc)), _FIX) from exc
 
     def open(self, model: BenchModel, settings: BenchSettings) -> HostSession:
         refuse_unused(settings, ("threads", "xnnpack"))
@@ -145,7 +153,7 @@ class HostSession:
         self._busy = False
         answer = json.loads(line)
         if "error" in answer:
-            raise EdgeportError(f"{self.name}: LiteRT cannot run the model ({answer['error']})", _FIX)
+            raise EdgeportError(cannot_run(self.name, answer["error"]), _FIX)
         return answer
 
     def _failure(self) -> EdgeportError:
@@ -165,7 +173,14 @@ class HostSession:
         return EdgeportError(f"{self.name}: the LiteRT process ended (exit code {code}){last}", _FIX)
 
 
-_FIX = "check the model runs in LiteRT (edgeport convert verifies it); rerun with --debug and report it"
+_FIX = (
+    "a model made for TFLite Micro alone can be measured --on tflm or --on qemu:BOARD; otherwise check "
+    "that it runs in LiteRT (edgeport convert verifies it)"
+)
+
+
+def cannot_run(name: str, why: str) -> str:
+    return f"{name}: LiteRT cannot run the model ({why[:160]})"
 
 
 def make_runner(arg: str | None, options: RunnerOptions) -> HostRunner:

@@ -123,3 +123,10 @@ def test_closing_an_idle_session_lets_its_child_exit(tiny):
     assert len(session.run(2)) == 2
     session.close()
     assert session._proc.returncode == 0
+
+
+def test_a_model_only_tflite_micro_loads_is_refused_at_check(tiny):
+    person = shared_path("models", "tflite", "tflm_person_detect.tflite")  # per-channel axis LiteRT refuses
+    with pytest.raises(EdgeportError, match="tflm_person_detect.tflite: LiteRT cannot run the model") as err:
+        get_runner("host").check(resolve_model(str(person)))
+    assert "--on tflm" in str(err.value) and "\n" not in str(err.value)
