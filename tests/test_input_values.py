@@ -57,6 +57,11 @@ def test_input_values_and_named_ranges_are_parsed() -> None:
             r"^--input-value '16000' names no input\. Write it as --input-value NAME=",
         ),
         ({"input_values": ["sr=a"]}, r"^--input-value 'a' is not valid"),
+        ({"input_values": ["sr=nan"]}, r"^--input-value 'nan' is not valid"),
+        (
+            {"input_range": ["=0,1"]},
+            r"^--input-range '=0,1' names no input\. Write it as --input-range NAME=lo,hi",
+        ),
         ({"input_values": ["sr=1", "sr=2"]}, r"^--input-value is given twice for input 'sr'"),
         ({"input_range": ["ids=5,1"]}, r"^--input-range ids=5,1 is empty"),
         ({"input_range": ["0,1", "2,3"]}, r"^--input-range is given twice for every input"),

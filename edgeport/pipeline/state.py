@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,22 +62,20 @@ def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
         values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         values = []
-    if not values or (count is not None and len(values) != count):
+    if not values or (count is not None and len(values) != count) or not all(map(math.isfinite, values)):
         shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
         raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
     return values
 
 
-def parse_named(text: str, what: str, required: bool) -> tuple[str, str]:
+def parse_named(text: str, what: str, example: str, required: bool) -> tuple[str, str]:
     """`NAME=VALUE` -> (NAME, VALUE); without a name (when not `required`) -> (EVERY_INPUT, text)."""
     name, sep, value = text.rpartition("=")
     name = name.strip()
     if sep and name:
         return name, value
     if required or sep:
-        raise EdgeportError(
-            f"{what} {text!r} names no input", f"write it as {what} NAME=VALUE, e.g. sr=16000"
-        )
+        raise EdgeportError(f"{what} {text!r} names no input", f"write it as {what} {example}")
     return EVERY_INPUT, text
 
 
@@ -89,10 +88,12 @@ def _named_texts(value: Any) -> list[str] | None:
     return None
 
 
-def _by_name(texts: list[str], what: str, required: bool, count: int | None) -> dict[str, list[float]]:
+def _by_name(
+    texts: list[str], what: str, example: str, required: bool, count: int | None
+) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {}
     for text in texts:
-        name, value = parse_named(text, what, required)
+        name, value = parse_named(text, what, example, required)
         if name in found:
             where = "every input" if name == EVERY_INPUT else f"input {name!r}"
             raise EdgeportError(f"{what} is given twice for {where}", "give it once per input")
@@ -179,7 +180,7 @@ class ConvertOptions(Options):
         what = spell_of(info, cls)("input_range")
         texts = _named_texts(value)
         if texts is not None:
-            return _by_name(texts, what, required=False, count=2)
+            return _by_name(texts, what, "NAME=lo,hi, e.g. ids=0,999", required=False, count=2)
         if value is None:
             return {}
         # A Python caller's (lo, hi): every input, as `--input-range lo,hi`.
@@ -198,7 +199,8 @@ class ConvertOptions(Options):
         texts = _named_texts(value)
         if texts is None:
             return value
-        return _by_name(texts, spell_of(info, cls)("input_values"), required=True, count=None)
+        what = spell_of(info, cls)("input_values")
+        return _by_name(texts, what, "NAME=VALUE, e.g. sr=16000", required=True, count=None)
 
     @model_validator(mode="after")
     def _combinations(self, info: ValidationInfo) -> ConvertOptions:
