@@ -202,3 +202,37 @@ def test_a_model_that_needs_its_sample_rate_is_verified_with_it(tmp_path: Path, 
         "3 uniform over the inputs' ranges (x: [0, 1])",
         "every sample with sr = 16000",
     ]
+
+
+TAGGER_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Tagger(nn.Module):
+    """Token ids into a 1000-row embedding, and a float feature vector."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(1000, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids, bias):
+        return self.fc(self.emb(ids).mean(1) + bias)
+'''
+
+
+def test_token_ids_are_verified_over_their_whole_range(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "tagger.py").write_text(TAGGER_SOURCE)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert", f"{tmp_path / 'tagger.py'}:Tagger", "--input-shape", "1,5", "--input-shape", "1,8",
+        "-o", out, "--input-range", "ids=0,999", "--input-range", "-1,1",
+    )  # fmt: skip
+    assert code == 0, err
+    verification = json.loads((out / "edgeport.json").read_text())["verification"]
+    assert verification["passed"] and verification["inputs"][1:] == [
+        "3 normal with the inputs' statistics (ids: user, bias: user)",
+        "3 uniform over the inputs' ranges (ids: [0, 999], bias: [-1, 1])",
+    ]
