@@ -17,7 +17,7 @@ from edgeport.quiet import quiet_native_logs
 
 EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 2
-COMMANDS = ("convert", "package", "flash", "bench")
+COMMANDS = ("init", "run", "convert", "package", "flash", "bench")
 # Help is wrapped to the terminal, up to this width (click's default of 80 cuts summaries short).
 HELP_WIDTH = 110
 

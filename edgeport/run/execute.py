@@ -1,0 +1,388 @@
+"""`edgeport run`: every variant converted, packaged for every target, benched, summarized.
+
+Per variant (in parallel worker processes, `jobs`): convert (edgeport.pipeline.convert_model) into
+variants/NAME/model, then package for each target into variants/NAME/TARGET; each stage is looked up in the
+cache first (edgeport/run/cache.py). Then, in this process, the bench: one `edgeport.bench.bench` call per
+runner over every variant (interleaved, so the variants see the same machine load). Everything is written
+into a staging directory that replaces OUTDIR at the end (edgeport/outdir.py): a failed or interrupted run
+leaves the previous results as they were. The cache lives in OUTDIR/.cache (or `cache_dir`) and is kept
+across runs.
+
+OUTDIR:
+    run.json            every variant x target, where its artifacts are, what each stage did
+    report.md           the summary table
+    edgeport.toml       the config the run read
+    variants/NAME/model/        the convert output (edgeport.json, model_*.tflite, model.onnx)
+    variants/NAME/TARGET/       the target's package
+    bench/RUNNER.json   the bench report of each runner (edgeport.bench.schema.BenchReport)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from edgeport.errors import EdgeportError
+from edgeport.outdir import check_outdir, staged_outdir
+from edgeport.pipeline.state import ConvertOptions
+from edgeport.run.cache import StageCache, digest, file_digest, tools_digest
+from edgeport.run.config import PACKAGE_RUNNERS, RunConfig, TargetSpec, Variant, safe_name, source_file
+
+RUN_JSON = "run.json"
+REPORT_MD = "report.md"
+CACHE_DIR = ".cache"
+RUN_SCHEMA_VERSION = 1
+Say = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keys
+
+
+def _path_digest(value: Any) -> Any:
+    """A path option as what it holds: its file name and content hash (moving a project keeps the key)."""
+    if value is None:
+        return None
+    path = Path(value)
+    return {"name": path.name, "sha256": file_digest(path)} if path.exists() else {"name": path.name}
+
+
+def convert_key(options: ConvertOptions, tools: dict[str, str]) -> str:
+    """What a conversion's output depends on: the source's bytes, the options, the tools, edgeport's code.
+    A file.py source is hashed alone: an edited module it imports is not seen (pass --no-cache)."""
+    data = options.model_dump(mode="json", exclude={"outdir", "force", "debug"})
+    path = source_file(options.source)
+    data["source"] = {**_path_digest(path), "entry": options.source[len(path) :]}
+    data["weights"] = _path_digest(options.weights)
+    if options.quantize is not None and options.quantize.calibration is not None:
+        data["quantize"]["calibration"] = _path_digest(options.quantize.calibration)
+    return digest({"stage": "convert", "options": data, "tools": tools})
+
+
+def package_key(convert: str, target: TargetSpec) -> str:
+    options = target.options.model_dump(mode="json")
+    return digest({"stage": "package", "convert": convert, "target": target.target, "options": options})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One variant (runs in a worker process)
+
+
+@dataclass
+class StageRun:
+    """What one stage of one variant did."""
+
+    stage: str  # "convert", or "package:TARGET"
+    key: str
+    cached: bool
+    seconds: float
+    path: str  # its output, relative to OUTDIR
+
+    def line(self, variant: str) -> str:
+        what = self.stage.replace(":", " ")
+        how = f"cached (key {self.key[:12]}), not rerun" if self.cached else f"ran in {self.seconds:.1f}s"
+        return f"{variant}: {what} {how}"
+
+
+@dataclass
+class VariantJob:
+    variant: Variant
+    targets: list[TargetSpec]
+    root: Path  # the staging directory (OUTDIR to be)
+    cache: StageCache
+    tools: dict[str, str]  # tool versions and edgeport's code digest, taken once for the whole run
+    quiet: bool = False
+    debug: bool = False
+
+
+@dataclass
+class VariantDone:
+    variant: str
+    stages: list[StageRun] = field(default_factory=list)
+    error: str | None = None  # the one-line EdgeportError that stopped it
+
+
+def variant_dir(name: str) -> str:
+    return f"variants/{name}"
+
+
+def run_variant(job: VariantJob) -> VariantDone:
+    """Convert one variant and package it for every target, each stage from the cache when it can be."""
+    from edgeport.quiet import silenced
+
+    done = VariantDone(job.variant.name)
+    with silenced(not job.debug) as stderr:
+
+        def say(text: str) -> None:
+            if not job.quiet:
+                print(text, file=stderr, flush=True)
+
+        try:
+            _variant_stages(job, done, say)
+        except EdgeportError as err:
+            done.error = err.one_line()
+    return done
+
+
+def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
+    from edgeport.pipeline import convert_model
+    from edgeport.targets import get_target
+
+    name = job.variant.name
+    base = inside(job.root, variant_dir(name))
+    model_dir = base / "model"
+    options = job.variant.options
+    key = convert_key(options, job.tools)
+    started = time.perf_counter()
+    cached = job.cache.fetch("convert", key, model_dir)
+    if not cached:
+        say(f"{name}: converting")
+        convert_model(options.model_copy(update={"outdir": model_dir, "force": False}))
+        job.cache.store("convert", key, model_dir)
+    done.stages.append(
+        StageRun(
+            "convert", key, cached, time.perf_counter() - started, model_dir.relative_to(job.root).as_posix()
+        )
+    )
+    say(done.stages[-1].line(name))
+    for target in job.targets:
+        out = inside(base, target.name)
+        pkey = package_key(key, target)
+        started = time.perf_counter()
+        cached = job.cache.fetch("package", pkey, out)
+        if not cached:
+            rel = out.relative_to(job.root).as_posix()
+            get_target(target.target).package(
+                model_dir,
+                out,
+                target.options,
+                force=False,
+                command=package_command(model_dir, target, rel, job),
+            )
+            job.cache.store("package", pkey, out)
+        done.stages.append(
+            StageRun(
+                f"package:{target.name}",
+                pkey,
+                cached,
+                time.perf_counter() - started,
+                out.relative_to(job.root).as_posix(),
+            )
+        )
+        say(done.stages[-1].line(name))
+
+
+def package_command(model_dir: Path, target: TargetSpec, outdir: str, job: VariantJob) -> str:
+    """The `edgeport package` command this stage is equivalent to, paths relative to OUTDIR."""
+    from edgeport.targets import get_target
+
+    fields = get_target(target.target).options.model_fields
+    words = ["edgeport", "package", model_dir.relative_to(job.root).as_posix(), "--target", target.target]
+    for fname, value in target.options.model_dump().items():
+        info = fields[fname]
+        if value == info.get_default(call_default_factory=True):
+            continue
+        flag = "--" + fname.replace("_", "-")
+        words += (
+            [flag]
+            if value is True
+            else ([f"--no-{fname.replace('_', '-')}"] if value is False else [flag, str(value)])
+        )
+    return " ".join([*words, "-o", outdir])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The whole run
+
+
+@dataclass
+class RunResult:
+    outdir: Path
+    variants: list[VariantDone]
+    bench: dict[str, str]  # runner -> its report, relative to OUTDIR
+    seconds: float
+
+    def summary(self) -> str:
+        stages = [s for v in self.variants for s in v.stages]
+        cached = sum(s.cached for s in stages)
+        return (
+            f"ran {len(self.variants)} variant{'s' * (len(self.variants) != 1)} -> {self.outdir} in "
+            f"{self.seconds:.1f}s: {len(stages)} stages, {cached} from the cache; "
+            f"see {self.outdir / REPORT_MD}"
+        )
+
+
+def default_jobs(variants: int) -> int:
+    return max(1, min(variants, os.cpu_count() or 1))
+
+
+def _check_outdir(outdir: Path, force: bool) -> None:
+    """Refuse a non-empty OUTDIR without --force; its cache alone does not count."""
+    only_cache = outdir.is_dir() and all(p.name == CACHE_DIR for p in outdir.iterdir())
+    check_outdir(outdir, force or only_cache)
+
+
+def run(
+    config: RunConfig,
+    outdir: Path,
+    *,
+    force: bool = False,
+    jobs: int | None = None,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    quiet: bool = False,
+    debug: bool = False,
+    say: Say | None = None,
+) -> RunResult:
+    """Run `config` into `outdir` (see the module docstring). Raises EdgeportError, OUTDIR untouched, when
+    a variant fails."""
+    started = time.perf_counter()
+    outdir = Path(outdir)
+    say = say or (lambda text: None if quiet else print(text, file=sys.stderr, flush=True))
+    _check_outdir(outdir, force)
+    in_outdir = cache_dir is None
+    cache_root = (outdir / CACHE_DIR) if in_outdir else Path(cache_dir)
+    cache = StageCache(cache_root, read=use_cache)
+    jobs = jobs or default_jobs(len(config.variants))
+    # Checked above; the staging directory replaces OUTDIR as a whole, the cache is carried over.
+    with staged_outdir(outdir, force=True) as stage:
+        tools = tools_digest()
+        jobs_list = [
+            VariantJob(v, config.targets, stage, cache, tools, quiet, debug) for v in config.variants
+        ]
+        results = _run_jobs(jobs_list, jobs)
+        failed = [r for r in results if r.error]
+        if failed:
+            raise EdgeportError(
+                f"variant {failed[0].variant} failed: {failed[0].error}"
+                + (f" ({len(failed) - 1} more failed)" if len(failed) > 1 else ""),
+                "nothing was written to OUTDIR; the stages that passed are cached for the next run",
+            )
+        bench = _bench(config, stage, say)
+        (stage / "edgeport.toml").write_text(config.text)
+        document = run_document(config, results, bench)
+        (stage / RUN_JSON).write_text(json.dumps(document, indent=2) + "\n")
+        from edgeport.run.report import render_markdown
+
+        (stage / REPORT_MD).write_text(render_markdown(stage, document))
+        if in_outdir and cache_root.is_dir():
+            cache_root.rename(stage / CACHE_DIR)
+    return RunResult(outdir, results, bench, time.perf_counter() - started)
+
+
+def _run_jobs(jobs_list: list[VariantJob], jobs: int) -> list[VariantDone]:
+    if jobs <= 1 or len(jobs_list) <= 1:
+        return [run_variant(job) for job in jobs_list]
+    # spawn, not fork: the parent may hold TensorFlow/torch threads that a forked child would deadlock on.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(run_variant, jobs_list))
+
+
+def _bench(config: RunConfig, root: Path, say: Say) -> dict[str, str]:
+    """One bench per runner over every variant (package runners: over every variant's package)."""
+    if config.bench is None:
+        return {}
+    from edgeport.bench.harness import bench
+    from edgeport.bench.models import resolve_model
+    from edgeport.bench.runner import parse_spec
+    from edgeport.bench.schema import BenchSettings
+
+    written = {}
+    (root / "bench").mkdir()
+    for spec in config.bench.runners:
+        name, _ = parse_spec(spec)
+        needs = PACKAGE_RUNNERS.get(name)
+        dirs = [
+            (
+                v.name,
+                root
+                / variant_dir(v.name)
+                / (next(t.name for t in config.targets if t.target == needs) if needs else "model"),
+            )
+            for v in config.variants
+        ]
+        models = [
+            dataclasses.replace(
+                m, info=m.info.model_copy(update={"name": label, "path": d.relative_to(root).as_posix()})
+            )
+            for label, d in dirs
+            for m in [resolve_model(str(d))]
+        ]
+        say(f"bench: {len(models)} variant{'s' * (len(models) != 1)} on {spec}")
+        settings = BenchSettings(runner=spec, **config.bench.settings)
+        report = bench(models, spec, settings, config.bench.runner_options, progress=False)
+        path = f"bench/{safe_name(spec)}.json"
+        (root / path).write_text(report.to_json())
+        written[spec] = path
+    return written
+
+
+def inside(root: Path, relative: str) -> Path:
+    """`root / relative`, refused if it would end outside `root` (a config cannot write elsewhere)."""
+    path = (root / relative).resolve()
+    if path != root.resolve() and root.resolve() not in path.parents:
+        raise EdgeportError(
+            f"output path {relative!r} leaves the output directory", "use a relative path inside it"
+        )
+    return root / relative
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run.json
+
+
+def _options_json(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+def run_document(config: RunConfig, results: list[VariantDone], bench: dict[str, str]) -> dict[str, Any]:
+    """run.json: what was asked and where everything is; the same for the same config and inputs, apart
+    from the `run` block (seconds, what came from the cache) and the bench reports (measurements)."""
+    from edgeport.manifest import tool_versions
+    from edgeport.run.cache import TOOLS
+
+    by_name = {r.variant: r for r in results}
+    variants = []
+    for variant in config.variants:
+        done = by_name[variant.name]
+        variants.append(
+            {
+                "name": variant.name,
+                "values": variant.values,
+                "model": variant_dir(variant.name) + "/model",
+                "convert_key": done.stages[0].key,
+                "targets": {
+                    t.name: {
+                        "target": t.target,
+                        "options": _options_json(t.options),
+                        "package": f"{variant_dir(variant.name)}/{t.name}",
+                    }
+                    for t in config.targets
+                },
+            }
+        )
+    return {
+        "schema_version": RUN_SCHEMA_VERSION,
+        "config": "edgeport.toml",
+        "variants": variants,
+        "bench": bench,
+        "tools": tool_versions(*TOOLS),
+        "run": {
+            "stages": {
+                f"{r.variant}/{s.stage}": {"cached": s.cached, "seconds": round(s.seconds, 3)}
+                for r in results
+                for s in r.stages
+            },
+        },
+    }

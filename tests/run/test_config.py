@@ -1,0 +1,198 @@
+"""The `edgeport run` config: keys from the options models, variants, and every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeport.errors import EdgeportError
+from edgeport.run.config import ConfigError, axes, convert_keys, expand, load_config, safe_name, token
+from edgeport.run.execute import inside
+from edgeport.run.init import example_names, write_example
+
+MODEL = "import torch\n\ndef build():\n    return torch.nn.Linear(4, 2)\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "net.py").write_text(MODEL)
+    path = tmp_path / "edgeport.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+[model]
+source = "net.py:build"
+input-shape = "1,4"
+[recipe]
+quantize = ["none", "int8"]
+calibration-method = "input-stats"
+[targets.cortex-m]
+board = "nucleo-h743zi2"
+"""
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_keys_are_the_flags_without_dashes():
+    keys = convert_keys()
+    # QuantOptions.mode is --quantize, ranges --activation-ranges; ConvertOptions' own fields alike.
+    assert keys["quantize"].field == "mode" and keys["quantize"].main
+    assert keys["activation-ranges"].field == "ranges" and not keys["activation-ranges"].main
+    assert keys["input-shape"].field == "input_shapes" and keys["input-shape"].many
+    assert keys["fold-bn"].field == "fold_bn"
+    assert not {"outdir", "force", "debug"} & {k.field for k in keys.values()}
+
+
+def test_a_good_config_gives_its_variants_and_targets(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert [v.name for v in config.variants] == ["float", "int8"]
+    float_, int8 = config.variants
+    assert float_.options.quantize is None
+    # The calibration method applies to the int8 variant only; the float one goes without it.
+    assert int8.options.quantize.mode == "int8" and int8.options.quantize.method == "input-stats"
+    assert int8.options.input_shapes == [[1, 4]]
+    assert Path(int8.options.source.rpartition(":")[0]) == tmp_path / "net.py"
+    assert [(t.name, t.options.board) for t in config.targets] == [("cortex-m", "nucleo-h743zi2")]
+
+
+def test_every_kind_of_problem_is_reported_at_once(tmp_path):
+    path = write(
+        tmp_path,
+        """
+outptu = "x"
+[model]
+source = "missing.py:build"
+input-shape = "1,a"
+[recipe]
+quantise = "int8"
+fold-bn = "yes"
+weight-clusters = 16
+[targets.cortex-n]
+board = "x"
+[targets.cortex-m]
+bord = "nucleo-h743zi2"
+""",
+    )
+    found = problems(path)
+    expected = [
+        "unknown key 'outptu'; did you mean 'output'?",
+        "[recipe] unknown key 'quantise'; did you mean 'quantize'?",
+        "[recipe] fold-bn: Input should be a valid boolean",
+        "[model] source: missing.py does not exist",
+        "[model] input-shape '1,a' is not a shape",
+        "[recipe] weight-clusters was given without quantize",
+        "[targets] unknown target 'cortex-n'; did you mean 'cortex-m'?",
+        "[targets.cortex-m] unknown key 'bord'; did you mean 'board'?",
+    ]
+    for line in expected:
+        assert sum(p.startswith(line) for p in found) == 1, (line, found)
+    assert len(found) == len(expected), found
+    message = ConfigError(path, found).one_line()
+    assert message.startswith(f"{path} has {len(expected)} problems:\n") and message.count("\n") == len(
+        expected
+    )
+
+
+def test_a_key_in_the_wrong_section_is_named_with_its_section(tmp_path):
+    text = GOOD.replace(
+        'input-shape = "1,4"', 'input-shape = "1,4"\nopset = 17\ncalibration-method = "gaussian"'
+    )
+    text = text.replace('calibration-method = "input-stats"\n', "opset2 = 1\n")
+    found = problems(write(tmp_path, text))
+    assert "[model] unknown key 'calibration-method'; 'calibration-method' belongs in [recipe]" in found
+    assert any(
+        p.startswith("[recipe] unknown key 'opset2'; did you mean 'opset' (in [model])?") for p in found
+    ), found
+
+
+def test_an_option_that_applies_to_no_variant_is_refused(tmp_path):
+    # weight-clusters is an int8 option: with w4a8 only it applies nowhere.
+    text = GOOD.replace('quantize = ["none", "int8"]', 'quantize = "w4a8"\nweight-clusters = 16')
+    (line,) = problems(write(tmp_path, text))
+    assert line.startswith("[recipe] weight-clusters applies to int8 weights, but quantize is w4a8")
+    assert "in every variant" in line
+
+
+def test_a_companion_applies_to_the_variants_it_means_something_for(tmp_path):
+    text = GOOD.replace('quantize = ["none", "int8"]', 'quantize = ["int8", "w4a8"]\nweight-clusters = 16')
+    config = load_config(write(tmp_path, text))
+    int8, w4a8 = config.variants
+    assert int8.options.quantize.weight_clusters == 16 and w4a8.options.quantize.weight_clusters is None
+
+
+def test_a_bad_value_in_a_variant_list_is_one_line(tmp_path):
+    (line,) = problems(write(tmp_path, GOOD.replace('"none", "int8"', '"none", "int9"')))
+    assert line.startswith("[recipe] unknown quantize mode 'int9'")
+
+
+def test_no_target_and_a_bad_bench_are_problems(tmp_path):
+    text = GOOD.replace('[targets.cortex-m]\nboard = "nucleo-h743zi2"\n', "")
+    text += '[bench]\non = ["hots", "qemu:mps2-an386"]\nruns = 0\n'
+    found = problems(write(tmp_path, text))
+    assert any(p.startswith("[bench] unknown runner 'hots'") for p in found), found
+    assert any("qemu:mps2-an386 measures a cortex-m package" in p for p in found), found
+    assert any(p.startswith("[bench] runs:") for p in found), found
+
+
+def test_toml_syntax_error_is_one_line(tmp_path):
+    with pytest.raises(EdgeportError, match="is not valid TOML"):
+        load_config(write(tmp_path, "[model\n"))
+
+
+def test_variants_are_the_cartesian_product_in_the_order_given():
+    keys = convert_keys()
+    given = {"source": "m.py:build", "quantize": ["none", "int8"], "opset": [13, 17], "input-shape": ["1,4"]}
+    varied = axes(given, keys)
+    # input-shape takes a list of its own: not a variant axis.
+    assert [name for name, _ in varied] == ["quantize", "opset"]
+    points = expand(given, varied)
+    assert [(p["quantize"], p["opset"]) for p in points] == [
+        ("none", 13),
+        ("none", 17),
+        ("int8", 13),
+        ("int8", 17),
+    ]
+    assert all(p["input-shape"] == ["1,4"] for p in points)
+
+
+def test_variant_names_are_path_components():
+    keys = convert_keys()
+    assert token("quantize", "none", keys["quantize"]) == "float"
+    assert token("quantize", "w4a8", keys["quantize"]) == "w4a8"
+    assert token("opset", 13, keys["opset"]) == "opset13"
+    assert safe_name("../../etc") == "etc" and "/" not in safe_name("a/b")
+
+
+def test_output_paths_cannot_leave_the_output_directory(tmp_path):
+    assert inside(tmp_path, "variants/int8") == tmp_path / "variants/int8"
+    with pytest.raises(EdgeportError, match="leaves the output directory"):
+        inside(tmp_path, "../elsewhere")
+
+
+def test_init_writes_a_config_that_validates(tmp_path, run_cli):
+    assert "kws_dscnn" in example_names()
+    code, out, _ = run_cli("init", "-o", tmp_path / "edgeport.toml")
+    assert code == 0 and (tmp_path / "kws_dscnn.py").is_file()
+    config = load_config(tmp_path / "edgeport.toml")
+    assert [v.name for v in config.variants] == ["float", "int8"] and config.targets
+    assert config.output == tmp_path / "out" / "kws"
+    code, out, _ = run_cli("run", tmp_path / "edgeport.toml", "--check")
+    assert code == 0 and "variants: float, int8" in out
+    # Nothing is overwritten without --force.
+    code, _, err = run_cli("init", "-o", tmp_path / "edgeport.toml")
+    assert code == 1 and "already exist" in err
+    assert write_example("kws_dscnn", tmp_path / "edgeport.toml", force=True)
+
+
+def test_run_reports_every_problem_through_the_cli(tmp_path, run_cli):
+    path = write(tmp_path, GOOD.replace("[recipe]", "[recipe]\nquantise = 1\nfold-bn = 2"))
+    code, out, err = run_cli("run", path, "-o", tmp_path / "out")
+    assert code == 1 and not (tmp_path / "out").exists()
+    assert err.startswith(f"edgeport: error: {path} has 2 problems:\n")
+    assert "Traceback" not in err
