@@ -1,0 +1,132 @@
+"""How many channels each group loses: chosen globally, so sensitive groups keep more.
+
+Each group's sensitivity is measured without data: its channels are removed in its criterion's order
+(simulated exactly by zeroing their consumers' input columns, RED merges compensated) at a few
+widths, and the relative output error on synthetic inputs recorded. Assuming the errors of different
+groups add, the allocation is greedy: starting from the full model, the step (one `round` of
+channels off one group) with the least added error per MAC (or parameter) saved is taken, until the
+model is RATIO smaller. The cost of a width assignment is exact for Conv/Linear (a module's MACs
+scale with its kept output and input fractions; a depthwise convolution's with one of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class CostTerm:
+    """One module's share: `base` at full width, scaled by the kept fraction of its output group
+    and (unless `depthwise`) of its input group."""
+
+    base: int
+    out_group: int | None
+    in_group: int | None
+    depthwise: bool = False
+
+
+@dataclass
+class CostModel:
+    terms: list[CostTerm]
+    fixed: int = 0  # what no group changes
+
+    def total(self, kept: Sequence[float]) -> float:
+        """Cost with each group keeping the fraction `kept[g]` of its channels."""
+        total = float(self.fixed)
+        for t in self.terms:
+            f = kept[t.out_group] if t.out_group is not None else 1.0
+            if not t.depthwise and t.in_group is not None:
+                f *= kept[t.in_group]
+            total += t.base * f
+        return total
+
+
+def kept_widths(width: int, round_to: int, min_width: int) -> list[int]:
+    """The widths a group may keep, widest first: its own, then multiples of `round_to`, none below
+    `min_width` (nor zero)."""
+    floor = max(min_width, 1)
+    options = [width]
+    step = max(1, round_to)
+    w = ((width - 1) // step) * step
+    while w >= floor and w > 0:
+        options.append(w)
+        w -= step
+    return options
+
+
+@dataclass
+class Sensitivity:
+    """A group's relative output error at some numbers of removed channels (0 -> 0)."""
+
+    removed: list[int]
+    error: list[float]
+
+    def at(self, removed: int) -> float:
+        return float(np.interp(removed, self.removed, self.error))
+
+
+@dataclass
+class Allocation:
+    kept: list[int]  # per group
+    cost_before: float
+    cost_after: float
+    predicted_error: float
+    steps: list[tuple[int, int]] = field(default_factory=list)  # (group, kept width) in order taken
+
+
+def reachable_fraction(model: CostModel, widths: Sequence[int], options: Sequence[Sequence[int]]) -> float:
+    """The largest fraction of the cost pruning can remove (every group at its narrowest)."""
+    full = model.total([1.0] * len(widths))
+    narrow = model.total([opts[-1] / w for opts, w in zip(options, widths, strict=True)])
+    return 1.0 - narrow / full if full else 0.0
+
+
+def allocate(
+    model: CostModel,
+    widths: Sequence[int],
+    options: Sequence[Sequence[int]],
+    sensitivity: Sequence[Sensitivity],
+    ratio: float,
+) -> Allocation:
+    """Greedy: cheapest error per unit of cost saved first, until cost <= (1 - ratio) * full cost.
+    The caller checks `reachable_fraction` first."""
+    level = [0] * len(widths)
+    kept = [1.0] * len(widths)
+    full = model.total(kept)
+    goal = (1.0 - ratio) * full
+    current, error = full, 0.0
+    steps: list[tuple[int, int]] = []
+    while current > goal + 1e-9:
+        best: tuple[float, int, float, float] | None = None
+        for g, opts in enumerate(options):
+            if level[g] + 1 >= len(opts):
+                continue
+            trial = list(kept)
+            trial[g] = opts[level[g] + 1] / widths[g]
+            cost = model.total(trial)
+            saved = current - cost
+            if saved <= 0:
+                continue
+            added = sensitivity[g].at(widths[g] - opts[level[g] + 1]) - sensitivity[g].at(
+                widths[g] - opts[level[g]]
+            )
+            score = max(added, 0.0) / saved
+            if best is None or score < best[0]:
+                best = (score, g, cost, added)
+        if best is None:
+            break
+        _, g, cost, added = best
+        level[g] += 1
+        kept[g] = options[g][level[g]] / widths[g]
+        current, error = cost, error + added
+        steps.append((g, options[g][level[g]]))
+    return Allocation(
+        kept=[opts[lv] for opts, lv in zip(options, level, strict=True)],
+        cost_before=full,
+        cost_after=current,
+        predicted_error=error,
+        steps=steps,
+    )

@@ -1,0 +1,108 @@
+"""Which channels of a group go first: each criterion returns a removal plan, the group's positions
+in the order they are removed, each either cut or merged into a kept channel (RED).
+
+* `l1`, `l2`: the magnitude of everything the channel touches in the group (its producers' rows,
+  BatchNorm, its consumers' columns), torch-pruning's group magnitude, averaged over the group's layers.
+* `bn-scale`: the BatchNorm scale |gamma| (network slimming); a group without BatchNorm ranks by l2.
+* `red`: RED / RED++'s idea. Channels whose producing parameters are (near-)duplicates carry the
+  same values, so one of them is merged into the other: its outgoing weights are added to the kept
+  twin's, exact when the parameters are identical. Each step takes the cheapest of merging a channel
+  into its nearest twin (distance of the parameters) and cutting it (its own size), both weighed by
+  its outgoing weights, so dead channels are cut and duplicated ones merged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edgeport.quant.prune.channels import consumer_columns, signature
+from edgeport.quant.prune.graph import ChannelGroup, Graph
+
+CRITERIA = ("l1", "l2", "bn-scale", "red")
+
+
+@dataclass(frozen=True)
+class Removal:
+    position: int  # within one repeat of the group (grouped convolutions repeat it)
+    into: int | None = None  # the kept position it is merged into (RED), None: cut
+
+
+def _by_importance(scores: torch.Tensor, group: ChannelGroup) -> list[Removal]:
+    per_position = scores.reshape(group.repeats, group.width).mean(0)
+    order = torch.argsort(per_position, stable=True)
+    return [Removal(int(p)) for p in order]
+
+
+def _magnitude(graph: Graph, group: ChannelGroup, p: int) -> torch.Tensor:
+    import torch_pruning as tp
+
+    full = graph.group_of(group, list(range(group.channels)))
+    return tp.importance.GroupMagnitudeImportance(p=p, group_reduction="mean", normalizer=None)(full)
+
+
+def _bn_scale(graph: Graph, group: ChannelGroup) -> torch.Tensor | None:
+    import torch_pruning as tp
+
+    full = graph.group_of(group, list(range(group.channels)))
+    scores = tp.importance.BNScaleImportance(normalizer=None)(full)
+    return scores if isinstance(scores, torch.Tensor) and scores.numel() == group.channels else None
+
+
+def removal_plan(graph: Graph, group: ChannelGroup, criterion: str) -> list[Removal]:
+    """Every position of `group` in removal order under `criterion`."""
+    if criterion == "l1":
+        return _by_importance(_magnitude(graph, group, 1), group)
+    if criterion == "bn-scale":
+        scores = _bn_scale(graph, group)
+        return _by_importance(scores if scores is not None else _magnitude(graph, group, 2), group)
+    if criterion == "red" and group.repeats == 1:
+        return red_plan(graph, group)
+    return _by_importance(_magnitude(graph, group, 2), group)
+
+
+def standardized_signatures(graph: Graph, group: ChannelGroup) -> torch.Tensor:
+    """[channels, features]: every parameter block scaled by its RMS over the group's channels, so a
+    BatchNorm's running variance does not outweigh a convolution's rows (duplicates stay duplicates)."""
+    per_channel = [signature(graph, group, c) for c in range(group.channels)]
+    blocks = []
+    for b in range(len(per_channel[0])):
+        block = torch.stack([parts[b] for parts in per_channel])
+        blocks.append(block / block.pow(2).mean().sqrt().clamp_min(1e-12))
+    return torch.cat(blocks, dim=1) if blocks else torch.zeros(group.channels, 1)
+
+
+def red_plan(graph: Graph, group: ChannelGroup) -> list[Removal]:
+    sig = standardized_signatures(graph, group)
+    outgoing = torch.stack(
+        [
+            torch.cat([c.weight.detach()[c.rows][:, c.cols].reshape(-1) for c in cols]).norm()
+            if cols
+            else torch.tensor(1.0)
+            for cols in (consumer_columns(graph, group, [ch]) for ch in range(group.channels))
+        ]
+    )
+    n = group.channels
+    distance = torch.cdist(sig, sig)
+    distance.fill_diagonal_(float("inf"))
+    size = sig.norm(dim=1)
+    alive = list(range(n))
+    plan: list[Removal] = []
+    # Outgoing weights grow as twins merge into a channel; recomputed exactly, the plan would cost a
+    # graph walk per step, so each channel's own outgoing norm is used.
+    while len(alive) > 1:
+        idx = torch.tensor(alive)
+        sub = distance[idx][:, idx]
+        nearest, where = sub.min(dim=1)
+        merge_cost = nearest * outgoing[idx]
+        cut_cost = size[idx] * outgoing[idx]
+        best = int(torch.argmin(torch.minimum(merge_cost, cut_cost)))
+        j = alive[best]
+        if merge_cost[best] <= cut_cost[best]:
+            plan.append(Removal(j, alive[int(where[best])]))
+        else:
+            plan.append(Removal(j))
+        alive.remove(j)
+    plan.append(Removal(alive[0]))
+    return plan

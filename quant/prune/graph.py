@@ -1,0 +1,204 @@
+"""Coupled channel groups of a PyTorch module, from torch-pruning's dependency graph.
+
+A group is the set of channels that must go together: a convolution's output channels with its
+BatchNorm, every consumer's input channels (through residual adds, concat, split/chunk, flatten into
+the first Linear, depthwise convolutions), each as torch-pruning maps the indices. What this module
+adds to torch-pruning: groups that would change a model output are never offered, groups that touch
+an excluded module or a module torch-pruning cannot prune consistently (attention, recurrent layers)
+are kept whole, and a failure is named by module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from edgeport.errors import EdgeportError, exception_line
+
+# Modules whose channels torch-pruning can cut only with head bookkeeping this package does not do yet:
+# a group touching one is kept whole (the rest of the model still prunes).
+KEPT_WHOLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.MultiheadAttention,
+    nn.LSTM,
+    nn.GRU,
+    nn.RNN,
+    nn.LSTMCell,
+    nn.GRUCell,
+    nn.RNNCell,
+)
+ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass
+class ChannelGroup:
+    """One prunable group: `channels` root output channels in `units` steps of `unit` channels each
+    (a grouped convolution removes the same positions in every one of its `repeats` channel groups)."""
+
+    name: str  # the root module's name
+    root: nn.Module
+    channels: int
+    repeats: int  # channel groups of a grouped convolution, or channels a split couples (1 otherwise)
+    expands: bool = False  # torch-pruning adds the coupled repeats itself (split/chunk + add)
+    out_modules: list[str] = field(default_factory=list)  # modules whose output channels shrink
+    in_modules: list[str] = field(default_factory=list)  # modules whose input channels shrink
+
+    @property
+    def width(self) -> int:
+        """Channels per repeat: what importance ranks and what rounding applies to."""
+        return self.channels // self.repeats
+
+    def channel_indices(self, positions: Sequence[int]) -> list[int]:
+        """Root channel indices of `positions` (within one repeat) in every repeat."""
+        if self.expands:
+            return list(positions)
+        return [r * self.width + p for r in range(self.repeats) for p in positions]
+
+
+def _flat_outputs(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, list | tuple):
+        return [t for o in out for t in _flat_outputs(o)]
+    return []
+
+
+def module_names(module: nn.Module) -> dict[nn.Module, str]:
+    return {m: name for name, m in module.named_modules() if name}
+
+
+def resolve_excluded(
+    module: nn.Module, names: Sequence[str], flag: str = "--prune-exclude"
+) -> list[nn.Module]:
+    """The modules (with their submodules) named by `names`; an unknown name lists close ones."""
+    by_name = dict(module.named_modules())
+    found: list[nn.Module] = []
+    for name in names:
+        if name not in by_name or not name:
+            close = difflib.get_close_matches(name, [n for n in by_name if n], n=4, cutoff=0.5)
+            hint = f"close names: {', '.join(close)}" if close else "names are as in model.named_modules()"
+            raise EdgeportError(f"{flag} {name!r} names no module of the model", hint)
+        found.extend(by_name[name].modules())
+    return found
+
+
+class Graph:
+    """torch-pruning's DependencyGraph over `module`, traced on `example_inputs`."""
+
+    def __init__(self, module: nn.Module, example_inputs: Sequence[torch.Tensor]) -> None:
+        import torch_pruning as tp
+
+        self.module = module
+        self.names = module_names(module)
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(True)  # torch-pruning follows grad_fn: a frozen parameter leaves no trace
+        try:
+            with torch.no_grad():
+                outputs = module(*example_inputs)
+            self.dg = tp.DependencyGraph().build_dependency(module, example_inputs=list(example_inputs))
+        except Exception as exc:  # noqa: BLE001 - torch-pruning's own failure, named for the user
+            raise EdgeportError(
+                f"the pruning dependency analysis cannot trace this model ({exception_line(exc)})",
+                "rerun with --debug for the traceback and report the model; convert without --prune",
+            ) from exc
+        self.output_grad_fns = {t.grad_fn for t in _flat_outputs(outputs) if t.grad_fn is not None}
+
+    def is_out(self, handler: Callable[..., Any]) -> bool:
+        return bool(self.dg.is_out_channel_pruning_fn(handler))
+
+    def group_of(self, group: ChannelGroup, channel_indices: Sequence[int]) -> Any:
+        """torch-pruning's group for these root channels (its items map them onto every module)."""
+        pruner = self.dg.get_pruner_of_module(group.root)
+        return self.dg.get_pruning_group(group.root, pruner.prune_out_channels, list(channel_indices))
+
+    def _touches_output(self, tp_group: Any) -> bool:
+        for dep, _ in tp_group:
+            if self.is_out(dep.handler):
+                node = dep.target
+                if not node.outputs or node.grad_fn in self.output_grad_fns:
+                    return True
+        return False
+
+    def groups(self, excluded: Sequence[nn.Module] = ()) -> tuple[list[ChannelGroup], list[str]]:
+        """The prunable groups, and why others are kept whole (one note per reason and module)."""
+        excluded_set = set(excluded)
+        found: list[ChannelGroup] = []
+        notes: list[str] = []
+        seen: set[nn.Module] = set()
+        for tp_group in self.dg.get_all_groups(root_module_types=ROOT_TYPES):
+            root = tp_group[0].dep.target.module
+            if root in seen:
+                continue
+            modules = [dep.target.module for dep, _ in tp_group if isinstance(dep.target.module, nn.Module)]
+            seen.update(m for dep, _ in tp_group if self.is_out(dep.handler) for m in [dep.target.module])
+            name = self.names.get(root, "?")
+            if self._touches_output(tp_group):
+                continue  # a model output's channels are the model's interface
+            if any(m in excluded_set for m in modules):
+                continue
+            whole = next((m for m in modules if isinstance(m, KEPT_WHOLE_TYPES)), None)
+            if whole is not None:
+                notes.append(
+                    f"{name}: kept whole, its channels reach {self.names.get(whole, '?')} "
+                    f"({type(whole).__name__}), which is not pruned yet"
+                )
+                continue
+            pruner = self.dg.get_pruner_of_module(root)
+            channels = int(pruner.get_out_channels(root))
+            repeats = max(
+                [1]
+                + [
+                    int(g)
+                    for m in modules
+                    if isinstance(m, nn.modules.conv._ConvNd)
+                    for g in [m.groups]
+                    if 1 < g < m.out_channels or (1 < g and m.in_channels != m.out_channels)
+                ]
+            )
+            # A split whose parts meet again (chunk + add) couples channel i with i + channels / k:
+            # torch-pruning removes the partners itself.
+            coupled = sorted(mapped(self.dg.get_pruning_group(root, pruner.prune_out_channels, [0])[0].idxs))
+            expands = len(coupled) > 1
+            if expands:
+                step = channels // len(coupled)
+                if repeats > 1 or coupled != [k * step for k in range(len(coupled))]:
+                    notes.append(f"{name}: kept whole, its channels are coupled in a pattern not handled yet")
+                    continue
+                repeats = len(coupled)
+            if channels % repeats:
+                notes.append(f"{name}: kept whole, {channels} channels in {repeats} groups do not divide")
+                continue
+            found.append(
+                ChannelGroup(
+                    name=name,
+                    root=root,
+                    channels=channels,
+                    repeats=repeats,
+                    expands=expands,
+                    out_modules=_names(self.names, tp_group, self, out=True),
+                    in_modules=_names(self.names, tp_group, self, out=False),
+                )
+            )
+        return found, notes
+
+
+def _names(names: dict[nn.Module, str], tp_group: Any, graph: Graph, out: bool) -> list[str]:
+    result: list[str] = []
+    for dep, _ in tp_group:
+        module = dep.target.module
+        if isinstance(module, nn.Module) and module in names and graph.is_out(dep.handler) == out:
+            if names[module] not in result:
+                result.append(names[module])
+    return result
+
+
+def mapped(idxs: Sequence[Any]) -> list[int]:
+    """torch-pruning's indices as plain ints (some versions wrap them with their root index)."""
+    return [int(getattr(i, "idx", i)) for i in idxs]

@@ -1,0 +1,108 @@
+"""What `--prune RATIO` and its companion options ask for; convert's flags are made from these fields."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from edgeport.errors import EdgeportError
+from edgeport.options import Options, Spell, cli, refuse_without, spell_of, validate_options
+from edgeport.quant.prune.criteria import CRITERIA
+
+TARGETS = ("flops", "params")
+RECOVERIES = ("distill", "none")
+# Channel counts are kept at multiples of 8: CMSIS-NN's int8 convolutions (arm_convolve_s8 and its
+# DSP/MVE paths) work on 4 output channels at a time and read input channels 4 bytes per SIMD load,
+# and XNNPACK's int8 GEMM packs output channels in tiles of 8 (x86 and Arm NEON "c8"/"x8" kernels) or
+# 16 (Arm dot-product): a width between two multiples runs the tail in scalar code or pads the tile,
+# so it costs nearly the time of the next multiple. 8 serves both; 16 suits big Arm64 cores best.
+DEFAULT_ROUND = 8
+# Recovery budget, seconds, turned into a step count before any step runs (quant/prune/recover.py).
+DEFAULT_BUDGET = 600.0
+
+
+class PruneOptions(Options):
+    """What `--prune` asks for. API-only fields have no flag."""
+
+    ratio: float = Field(
+        description="Structured pruning: remove this fraction of the model's FLOPs (or parameters, "
+        "--prune-target), 0 < RATIO < 1, without data (edgeport.quant.prune).",
+        json_schema_extra=cli("--prune", metavar="RATIO"),
+    )
+    target: Literal[TARGETS] = Field(  # type: ignore[valid-type]
+        "flops",
+        description="What RATIO removes: flops (Conv/Linear multiply-accumulates) or params.",
+        json_schema_extra=cli("--prune-target", needs="RATIO"),
+    )
+    criterion: Literal[CRITERIA] = Field(  # type: ignore[valid-type]
+        "l2",
+        description="Which channels go first: l1/l2 magnitude, bn-scale (BatchNorm scale), red (merge "
+        "near-duplicate channels, compensating the next layer).",
+        json_schema_extra=cli("--prune-criterion", needs="RATIO"),
+    )
+    exclude: list[str] = Field(
+        default_factory=list,
+        description="Module names kept whole, NAME[,NAME] (names as in model.named_modules()).",
+        json_schema_extra=cli(
+            "--prune-exclude", text=True, multiple=True, metavar="NAME[,NAME]", needs="RATIO"
+        ),
+    )
+    round_to: int = Field(
+        DEFAULT_ROUND,
+        ge=1,
+        description="Keep channel counts at multiples of this (8: CMSIS-NN and XNNPACK int8 kernels).",
+        json_schema_extra=cli("--prune-round", needs="RATIO"),
+    )
+    min_width: int = Field(
+        8,
+        ge=1,
+        description="Fewest channels any layer keeps.",
+        json_schema_extra=cli("--prune-min-width", needs="RATIO"),
+    )
+    recovery: Literal[RECOVERIES] = Field(  # type: ignore[valid-type]
+        "distill",
+        description="distill: recover accuracy by distilling from the unpruned model on synthetic inputs "
+        "made from its BatchNorm statistics (no data); none: prune only.",
+        json_schema_extra=cli("--prune-recovery", needs="RATIO"),
+    )
+    budget: float = Field(
+        DEFAULT_BUDGET,
+        gt=0,
+        description="Recovery time budget in seconds on a 2-core machine, turned into a fixed step count "
+        "from the model's size (the same steps on every machine).",
+        json_schema_extra=cli("--prune-budget", needs="RATIO"),
+    )
+    # API-only.
+    seed: int = Field(0, json_schema_extra=cli(cli=False))
+    samples: int = Field(128, ge=8, json_schema_extra=cli(cli=False))  # synthetic inputs for recovery
+    held_out: int = Field(32, ge=4, json_schema_extra=cli(cli=False))  # fidelity inputs, never trained on
+    max_steps: int | None = Field(None, json_schema_extra=cli(cli=False))  # caps the budget's steps
+
+    @field_validator("ratio")
+    @classmethod
+    def _open_interval(cls, value: float, info: ValidationInfo) -> float:
+        if not 0.0 < value < 1.0:
+            flag = spell_of(info, cls)("ratio")
+            raise EdgeportError(
+                f"{flag} {value:g} is outside (0, 1)", f"give the fraction to remove, e.g. {flag} 0.3"
+            )
+        return value
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _names_from_text(cls, value: Any) -> Any:
+        texts = [value] if isinstance(value, str) else value
+        if isinstance(texts, list | tuple):
+            return [n.strip() for t in texts for n in str(t).split(",") if n.strip()]
+        return value
+
+
+def prune_options(values: Mapping[str, Any], spell: Spell | None = None) -> PruneOptions | None:
+    """PruneOptions from what the user gave, None without a ratio; a companion option given without
+    --prune is refused rather than ignored."""
+    if values.get("ratio") is None:
+        refuse_without(PruneOptions, "ratio", values, spell)
+        return None
+    return validate_options(PruneOptions, values, spell)

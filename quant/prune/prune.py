@@ -1,0 +1,317 @@
+"""Prune a PyTorch module without data: groups (graph.py), a removal order per group (criteria.py),
+widths chosen globally (allocate.py), the cut made by torch-pruning, checked by running the model,
+then data-free recovery (recover.py) and fidelity against the unpruned model."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from edgeport.errors import EdgeportError, exception_line
+from edgeport.options import flag_spell
+from edgeport.quant.calibration import CLIP_SIGMAS, make_calibration
+from edgeport.quant.input_stats import InputStats
+from edgeport.quant.prune import allocate as alloc
+from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
+from edgeport.quant.prune.count import count_params, module_macs
+from edgeport.quant.prune.criteria import Removal, removal_plan
+from edgeport.quant.prune.graph import ChannelGroup, Graph, resolve_excluded
+from edgeport.quant.prune.options import PruneOptions
+from edgeport.quant.prune.recover import distill, distillation_loss, fidelity, steps_for_budget
+from edgeport.quant.prune.section import Counts, GroupWidth, PruneFidelity, PruningSection, Recovery
+from edgeport.tensors import Sample, TensorSpec
+
+SENSITIVITY_BATCH = 16
+SENSITIVITY_POINTS = 4  # widths measured per group (errors between them interpolated)
+ALLOCATION = (
+    "greedy over groups: each step removes one --prune-round of channels from the group whose measured "
+    "output error (channels removed in criterion order on synthetic inputs) grows least per MAC saved"
+)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class PruneResult:
+    module: nn.Module
+    section: PruningSection
+    notes: list[str] = field(default_factory=list)
+
+
+def _stack(samples: Sequence[Sample], specs: Sequence[TensorSpec]) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
+
+
+def synthetic_inputs(
+    module: nn.Module,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    count: int,
+    held: int,
+    seed: int,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]]:
+    """quant/calibration.py's data-free inputs (BatchNorm-statistics distillation when the model has
+    BatchNorms, else the input statistics): (pool, held-out, how made, notes)."""
+    cal = make_calibration(
+        "auto", specs, stats, module=module, count=count, held_out=held, seed=seed, clip_sigmas=CLIP_SIGMAS
+    )
+    how = {
+        "distill": "BatchNorm-statistics distillation",
+        "input-stats": "input statistics",
+        "gaussian": "N(0, 1) noise",
+    }.get(cal.method, cal.method)
+    return _stack(cal.samples, specs), _stack(cal.held_out, specs), how, list(cal.notes)
+
+
+def cost_model(
+    module: nn.Module, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor], target: str
+) -> alloc.CostModel:
+    """MACs (or parameters) of `module` as a function of the groups' kept fractions."""
+    out_of = {n: i for i, g in enumerate(groups) for n in g.out_modules}
+    in_of = {n: i for i, g in enumerate(groups) for n in g.in_modules}
+    modules = dict(module.named_modules())
+    terms: list[alloc.CostTerm] = []
+    if target == "flops":
+        for name, macs in module_macs(module, inputs).items():
+            m = modules[name]
+            dw = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
+            terms.append(alloc.CostTerm(macs, out_of.get(name), in_of.get(name), dw))
+        return alloc.CostModel(terms)
+    counted = 0
+    for name, m in modules.items():
+        own = list(m.parameters(recurse=False))
+        if not name or not own:
+            continue
+        weight = getattr(m, "weight", None)
+        for p in own:
+            counted += p.numel()
+            both = p is weight and isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+            dw = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
+            terms.append(alloc.CostTerm(p.numel(), out_of.get(name), in_of.get(name) if both else None, dw))
+    return alloc.CostModel(terms, fixed=count_params(module) - counted)
+
+
+def _apply(graph: Graph, group: ChannelGroup, plan: Sequence[Removal], count: int) -> None:
+    """Merge then zero the first `count` removals of `plan` (weights only: shapes unchanged)."""
+    for r in plan[:count]:
+        if r.into is not None:
+            merge_into(graph, group, r.position, r.into)
+    gone = group.channel_indices([r.position for r in plan[:count]])
+    zero_inputs(consumer_columns(graph, group, gone))
+
+
+def _error(outputs: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> float:
+    return float(
+        sum(
+            ((o - r) ** 2).sum() / (r**2).sum().clamp_min(1e-12)
+            for o, r in zip(outputs, reference, strict=True)
+        )
+    )
+
+
+def _run(module: nn.Module, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    from edgeport.quant.prune.recover import _outputs
+
+    with torch.no_grad():
+        return _outputs(module(*inputs))
+
+
+def sensitivities(
+    graph: Graph,
+    groups: Sequence[ChannelGroup],
+    plans: Sequence[Sequence[Removal]],
+    options: Sequence[Sequence[int]],
+    inputs: Sequence[torch.Tensor],
+) -> list[alloc.Sensitivity]:
+    module = graph.module
+    reference = _run(module, inputs)
+    found = []
+    for group, plan, opts in zip(groups, plans, options, strict=True):
+        removed = sorted({group.width - w for w in opts})
+        if len(removed) > SENSITIVITY_POINTS + 1:
+            pick = np.linspace(1, len(removed) - 1, SENSITIVITY_POINTS).round().astype(int)
+            removed = [0] + sorted({removed[i] for i in pick})
+        errors = [0.0]
+        weights = {
+            n: m.weight for n, m in module.named_modules() if n in group.in_modules and hasattr(m, "weight")
+        }
+        saved = {n: w.detach().clone() for n, w in weights.items()}
+        for k in removed[1:]:
+            _apply(graph, group, plan, k)
+            errors.append(_error(_run(module, inputs), reference))
+            with torch.no_grad():
+                for n, w in weights.items():
+                    w.copy_(saved[n])
+        found.append(alloc.Sensitivity(removed, errors))
+    return found
+
+
+def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
+    """None when `module` runs, else one line naming the module that failed and why."""
+    names = {m: n for n, m in module.named_modules() if n}
+    running: list[nn.Module] = []
+
+    def enter(m: nn.Module, _args: tuple) -> None:
+        running.append(m)
+
+    def leave(_m: nn.Module, _args: tuple, _out: object) -> None:
+        running.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in names]
+    handles += [m.register_forward_hook(leave) for m in names]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+        return None
+    except Exception as exc:  # noqa: BLE001 - the failure is the answer
+        where = running[-1] if running else None
+        named = f"{names[where]} ({type(where).__name__})" if where is not None else "the model's forward()"
+        return f"{named}: {exception_line(exc)}"
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def prune_module(
+    reference: nn.Module,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    options: PruneOptions,
+    say: Say | None = None,
+    spell: Callable[[str], str] | None = None,
+) -> PruneResult:
+    """A pruned copy of `reference` (left unchanged) and its manifest section; EdgeportError when the
+    target cannot be reached or the pruned model does not run."""
+    started = time.perf_counter()
+    say = say or (lambda _text: None)
+    flag = spell or flag_spell(PruneOptions)
+    module = copy.deepcopy(reference).eval()
+    excluded = resolve_excluded(module, options.exclude, flag("exclude"))
+    say("synthetic inputs")
+    pool, held, how, notes = synthetic_inputs(
+        reference, specs, stats, options.samples, options.held_out, options.seed
+    )
+    example = [x[:1] for x in pool]
+    graph = Graph(module, example)
+    groups, kept_whole = graph.groups(excluded)
+    widths = [g.width for g in groups]
+    options_per_group = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
+    model = cost_model(module, groups, example, options.target)
+    reachable = alloc.reachable_fraction(model, widths, options_per_group) if groups else 0.0
+    if reachable + 1e-9 < options.ratio:
+        raise EdgeportError(
+            f"{flag('ratio')} {options.ratio:g} of the {options.target} cannot be reached: at most "
+            f"{reachable:.2f} with {flag('round_to')} {options.round_to} and "
+            f"{flag('min_width')} {options.min_width}"
+            + (f" ({len(kept_whole)} groups kept whole)" if kept_whole else ""),
+            f"use {flag('ratio')} {max(reachable - 0.005, 0):.2f} or less, or lower {flag('min_width')} / "
+            f"{flag('round_to')}" + (f" or drop {flag('exclude')} names" if options.exclude else ""),
+        )
+    say(f"ranking channels ({options.criterion})")
+    plans = [removal_plan(graph, g, options.criterion) for g in groups]
+    say(f"measuring the sensitivity of {len(groups)} channel groups")
+    sens = sensitivities(graph, groups, plans, options_per_group, [x[:SENSITIVITY_BATCH] for x in pool])
+    allocation = alloc.allocate(model, widths, options_per_group, sens, options.ratio)
+    macs_before, params_before = sum(module_macs(reference, example).values()), count_params(reference)
+    rows = []
+    for group, plan, kept in zip(groups, plans, allocation.kept, strict=True):
+        count = group.width - kept
+        merged = sum(1 for r in plan[:count] if r.into is not None)
+        rows.append(
+            GroupWidth(
+                module=group.name,
+                modules=sorted(set(group.out_modules) | set(group.in_modules)),
+                channels_before=group.channels,
+                channels_after=kept * group.repeats,
+                merged=merged,
+            )
+        )
+        if not count:
+            continue
+        for r in plan[:count]:
+            if r.into is not None:
+                merge_into(graph, group, r.position, r.into)
+        graph.group_of(group, group.channel_indices([r.position for r in plan[:count]])).prune()
+    problem = _culprit(module, example)
+    if problem is None:
+        shapes = [tuple(o.shape) for o in _run(module, example)]
+        expected = [tuple(o.shape) for o in _run(reference, example)]
+        if shapes != expected:
+            problem = f"the outputs became {shapes}, not {expected}"
+    if problem is not None:
+        raise EdgeportError(
+            f"the pruned model does not run: {problem}",
+            f"keep that module whole with {flag('exclude')} NAME, and report the model",
+        )
+    before_sqnr, before_agree = fidelity(module, reference, held)
+    log = None
+    steps = 0
+    if options.recovery == "distill":
+        macs_now = sum(module_macs(module, example).values())
+        steps = steps_for_budget(module, example, macs_now, options.budget)
+        if options.max_steps is not None:
+            steps = min(steps, options.max_steps)
+        eta = _Eta(say)
+        log = distill(module, reference, pool, steps, options.seed, eta)
+        module.eval()
+    sqnr, agree = fidelity(module, reference, held)
+    section = PruningSection(
+        ratio=options.ratio,
+        target=options.target,
+        criterion=options.criterion,
+        allocation=ALLOCATION,
+        round_to=options.round_to,
+        min_width=options.min_width,
+        excluded=list(options.exclude),
+        before=Counts(macs=macs_before, params=params_before),
+        after=Counts(macs=sum(module_macs(module, example).values()), params=count_params(module)),
+        groups=rows,
+        kept_whole=kept_whole,
+        recovery=Recovery(
+            method=options.recovery,
+            data_free=True,
+            inputs=f"{how} from the unpruned model, seed {options.seed}" if log else None,
+            steps=steps,
+            budget_seconds=options.budget if log else 0.0,
+            seconds=round(log.seconds, 2) if log else 0.0,
+            loss_start=_round(log.loss_start) if log else None,
+            loss_end=_round(log.loss_end) if log else None,
+        ),
+        fidelity=PruneFidelity(
+            samples=int(held[0].shape[0]),
+            sqnr_db=_round(sqnr),
+            sqnr_db_before_recovery=_round(before_sqnr),
+            top1_agreement=agree,
+            top1_agreement_before_recovery=before_agree,
+        ),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return PruneResult(module, section, notes)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.4g}")
+
+
+class _Eta:
+    """Progress for the stage display: step, loss and the time left, about once a second."""
+
+    def __init__(self, say: Say) -> None:
+        self.say, self.started, self.shown = say, time.perf_counter(), 0.0
+
+    def __call__(self, step: int, steps: int, loss: float) -> None:
+        now = time.perf_counter()
+        if now - self.shown < 1.0 and step < steps:
+            return
+        self.shown = now
+        left = (now - self.started) / step * (steps - step)
+        self.say(f"recovering {step}/{steps}, loss {loss:.4f}, {left:.0f}s left")
+
+
+__all__ = ["PruneResult", "distillation_loss", "prune_module"]

@@ -1,0 +1,252 @@
+"""Data-free recovery: the pruned model learns the unpruned one's outputs and intermediate features on
+synthetic inputs (made by quant/calibration.py from the model's BatchNorm statistics), seeded, for a
+step count fixed from the budget before the first step.
+
+Loss: mean squared error of each output and of each intermediate feature both models still share in
+shape (up to MAX_FEATURES of them, spread over the depth), each divided by the unpruned model's mean
+square of that tensor so every term weighs alike. Logit matching by MSE rather than KL: it needs no
+temperature and applies to regression outputs unchanged. Batches are half synthetic inputs, half
+mixtures of two of them (the teacher labels any input, so mixtures add variety at no cost). BatchNorm
+statistics stay frozen: synthetic batches are not real ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
+
+BATCH = 32
+LR = 1e-3
+MAX_FEATURES = 8
+# Work (MAC units, quant/cost.py) per second on 2 shared cores: quant/cost.py's distillation budget
+# is what 12 s bought there. A training step does about twice that work per sample (the teacher's
+# forward and the weight gradients on top of the forward and backward).
+WORK_PER_SECOND = DISTILL_BUDGET / 12
+TRAIN_FACTOR = 2
+MAX_STEPS = 4000  # a small model stops here, far inside its budget
+
+Progress = Callable[[int, int, float], None]  # (step done, steps, loss)
+
+
+@dataclass
+class RecoveryLog:
+    steps: int
+    seconds: float
+    loss_start: float
+    loss_end: float
+
+
+def _leaf_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[int, int]:
+    """(activation elements per sample, leaf module calls) of one forward."""
+    elements, calls = [0], [0]
+    batch = max(1, int(inputs[0].shape[0]))
+
+    def hook(_m: nn.Module, _a: tuple, out: object) -> None:
+        calls[0] += 1
+        if isinstance(out, torch.Tensor):
+            elements[0] += out.numel() // batch
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return elements[0], calls[0]
+
+
+def steps_for_budget(
+    module: nn.Module, inputs: Sequence[torch.Tensor], macs: int, seconds: float, batch: int = BATCH
+) -> int:
+    """Steps whose estimated work fits `seconds` on 2 cores (at most MAX_STEPS)."""
+    elements, ops = _leaf_outputs(module, inputs)
+    per_step = TRAIN_FACTOR * (batch * (macs + ELEMENT_WEIGHT * elements) + OP_WORK * ops)
+    return int(min(MAX_STEPS, seconds * WORK_PER_SECOND // max(1, per_step)))
+
+
+def _outputs(out: object) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, list | tuple):
+        return [t for o in out for t in _outputs(o)]
+    return []
+
+
+def shared_features(student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor]) -> list[str]:
+    """Modules (by name) whose output has the same shape in both models, spread over the depth."""
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {"s": {}, "t": {}}
+    order: list[str] = []
+
+    def record(which: str, name: str):  # noqa: ANN202 - a forward hook
+        def hook(_m: nn.Module, _a: tuple, out: object) -> None:
+            if isinstance(out, torch.Tensor) and name not in shapes[which]:
+                shapes[which][name] = tuple(out.shape)
+                if which == "t":
+                    order.append(name)
+
+        return hook
+
+    handles = []
+    for which, model in (("s", student), ("t", teacher)):
+        handles += [m.register_forward_hook(record(which, n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            student(*inputs)
+            teacher(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    same = [n for n in order if shapes["s"].get(n) == shapes["t"][n]]
+    if len(same) <= MAX_FEATURES:
+        return same
+    pick = [same[round(i * (len(same) - 1) / (MAX_FEATURES - 1))] for i in range(MAX_FEATURES)]
+    return list(dict.fromkeys(pick))
+
+
+class _Capture:
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+        modules = dict(model.named_modules())
+        self.handles = [modules[n].register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name: str):  # noqa: ANN202 - a forward hook
+        def hook(_m: nn.Module, _a: tuple, out: torch.Tensor) -> None:
+            self.values[name] = out
+
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _loss(
+    student_out: list[torch.Tensor],
+    teacher_out: list[torch.Tensor],
+    s_feat: dict[str, torch.Tensor],
+    t_feat: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    terms = [
+        ((s - t) ** 2).mean() / (t**2).mean().clamp_min(1e-12)
+        for s, t in zip(student_out, teacher_out, strict=True)
+    ]
+    features = [
+        ((s_feat[n] - t_feat[n]) ** 2).mean() / (t_feat[n] ** 2).mean().clamp_min(1e-12) for n in t_feat
+    ]
+    total = torch.stack(terms).mean()
+    return total + torch.stack(features).mean() if features else total
+
+
+def _batch(pool: Sequence[torch.Tensor], gen: torch.Generator, size: int) -> list[torch.Tensor]:
+    n = int(pool[0].shape[0])
+    first = torch.randint(n, (size,), generator=gen)
+    second = torch.randint(n, (size,), generator=gen)
+    lam = torch.rand(size, generator=gen)
+    lam[: size // 2] = 1.0  # half the batch as synthesized, half mixtures of two
+    out = []
+    for x in pool:
+        shape = [size] + [1] * (x.dim() - 1)
+        w = lam.reshape(shape)
+        out.append(w * x[first] + (1 - w) * x[second] if x.is_floating_point() else x[first])
+    return out
+
+
+def distillation_loss(
+    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], features: Sequence[str] = ()
+) -> float:
+    """The recovery loss on fixed inputs (no gradient)."""
+    s_cap, t_cap = _Capture(student, features), _Capture(teacher, features)
+    try:
+        with torch.no_grad():
+            s_out, t_out = _outputs(student(*inputs)), _outputs(teacher(*inputs))
+            return float(_loss(s_out, t_out, s_cap.values, t_cap.values))
+    finally:
+        s_cap.close()
+        t_cap.close()
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    pool: Sequence[torch.Tensor],
+    steps: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+    batch: int = BATCH,
+    lr: float = LR,
+) -> RecoveryLog:
+    """Train `student` in place towards `teacher` on `pool` (one tensor per input, samples on dim 0)."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    size = min(batch, int(pool[0].shape[0]))
+    probe = [x[:2] for x in pool]
+    features = shared_features(student, teacher, probe)
+    teacher.eval()
+    student.eval()  # BatchNorm statistics frozen; dropout off
+    was = {p: p.requires_grad for m in (student, teacher) for p in m.parameters()}
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps)))
+    )
+    s_cap, t_cap = _Capture(student, features), _Capture(teacher, features)
+    first = last = math.nan
+    try:
+        for step in range(steps):
+            inputs = _batch(pool, gen, size)
+            with torch.no_grad():
+                t_out = _outputs(teacher(*inputs))
+                t_feat = {n: v.detach() for n, v in t_cap.values.items()}
+            with torch.enable_grad():
+                loss = _loss(_outputs(student(*inputs)), t_out, s_cap.values, t_feat)
+                optimizer.zero_grad()
+                loss.backward()
+            optimizer.step()
+            schedule.step()
+            last = float(loss.detach())
+            first = last if step == 0 else first
+            if progress is not None:
+                progress(step + 1, steps, last)
+    finally:
+        s_cap.close()
+        t_cap.close()
+        for p, flag in was.items():
+            p.requires_grad_(flag)
+    return RecoveryLog(steps=steps, seconds=time.perf_counter() - started, loss_start=first, loss_end=last)
+
+
+def sqnr_db(reference: torch.Tensor, other: torch.Tensor) -> float | None:
+    noise = float(((reference - other) ** 2).sum())
+    if noise == 0.0:
+        return None
+    return 10 * math.log10(max(float((reference**2).sum()), 1e-30) / noise)
+
+
+def fidelity(
+    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor]
+) -> tuple[float | None, float | None]:
+    """(worst output SQNR in dB (None: identical), top-1 agreement for a [batch, classes] output)."""
+    with torch.no_grad():
+        s_out, t_out = _outputs(student(*inputs)), _outputs(teacher(*inputs))
+    values = [v for v in (sqnr_db(t, s) for s, t in zip(s_out, t_out, strict=True)) if v is not None]
+    worst = min(values) if values else None
+    first = t_out[0]
+    agree = None
+    if first.dim() == 2 and first.shape[1] > 1:
+        agree = float((s_out[0].argmax(1) == first.argmax(1)).float().mean())
+    return worst, agree

@@ -1,0 +1,50 @@
+"""Small seeded models with the couplings pruning must keep consistent: a residual add, a concat, a
+depthwise separable block, a flatten into a Linear, a channel split."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from tests.quant.models import _randomize_bns
+
+
+class Coupled(nn.Module):
+    """stem -> residual block (add) -> concat with a depthwise-separable branch -> split -> flatten -> fc."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Conv2d(3, w, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(w)
+        self.conv1 = nn.Conv2d(w, w, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.conv2 = nn.Conv2d(w, w, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(w)
+        self.dw = nn.Conv2d(w, w, 3, padding=1, groups=w, bias=False)
+        self.bn_dw = nn.BatchNorm2d(w)
+        self.pw = nn.Conv2d(w, w, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(w)
+        self.mix = nn.Conv2d(2 * w, 2 * w, 1)
+        self.bn_mix = nn.BatchNorm2d(2 * w)
+        self.tail = nn.Conv2d(w, w, 3, stride=2, padding=1)
+        self.fc = nn.Linear(w * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn0(self.stem(x)))
+        b = torch.relu(self.bn1(self.conv1(a)))
+        a = torch.relu(self.bn2(self.conv2(b)) + a)
+        c = torch.relu(self.bn_dw(self.dw(a)))
+        c = torch.relu(self.bn_pw(self.pw(c)))
+        m = torch.relu(self.bn_mix(self.mix(torch.cat([a, c], 1))))
+        left, right = torch.chunk(m, 2, dim=1)
+        t = torch.relu(self.tail(left + right))
+        return self.fc(torch.flatten(t, 1))
+
+
+def coupled(width: int = 16) -> nn.Module:
+    torch.manual_seed(0)
+    return _randomize_bns(Coupled(width))
+
+
+INPUT_SHAPE = [1, 3, 8, 8]

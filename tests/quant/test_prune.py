@@ -1,0 +1,214 @@
+"""quant/prune: coupled groups stay consistent, RED merging is exact, recovery lowers the loss,
+the global allocation, and the one-line refusals."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from edgeport.errors import EdgeportError
+from edgeport.quant.prune import PruneOptions, prune_module, prune_options
+from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths
+from edgeport.quant.prune.criteria import removal_plan
+from edgeport.quant.prune.graph import Graph
+from edgeport.quant.prune.recover import distill, distillation_loss
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import INPUT_SHAPE, coupled
+
+SPECS = [TensorSpec("x", INPUT_SHAPE)]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two OpenMP threads on a shared 2-core machine spin against each other (10x slower measured).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
+
+
+def _fast(**over: object) -> PruneOptions:
+    values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
+    return PruneOptions.model_validate({**values, **over})
+
+
+def test_every_coupled_group_prunes_to_a_running_model() -> None:
+    """Residual add, concat, depthwise, chunk + add, flatten into the Linear: cutting two channels of
+    any group leaves a model that runs with the same output shape."""
+    model = coupled()
+    names = {g.name for g in Graph(model, [_inputs(1)]).groups()[0]}
+    assert {"conv1", "dw", "pw", "mix", "tail"} <= names  # dw's group spans stem, conv2 (residual)
+    expected = model(_inputs()).shape
+    for name in sorted(names):
+        pruned = copy.deepcopy(model)
+        graph = Graph(pruned, [_inputs(1)])
+        group = next(g for g in graph.groups()[0] if g.name == name)
+        plan = removal_plan(graph, group, "l2")
+        graph.group_of(group, group.channel_indices([r.position for r in plan[:2]])).prune()
+        assert pruned(_inputs()).shape == expected, name
+        assert dict(pruned.named_modules())[name].out_channels == group.channels - 2 * group.repeats
+
+
+def test_model_outputs_are_never_pruned() -> None:
+    graph = Graph(coupled(), [_inputs(1)])
+    assert "fc" not in {g.name for g in graph.groups()[0]}
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "red"])
+def test_prune_reaches_the_target_and_runs(criterion: str) -> None:
+    model = coupled()
+    result = prune_module(model, SPECS, {}, _fast(criterion=criterion))
+    section = result.section
+    assert section.removed() >= 0.3
+    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert section.after.params < section.before.params
+    assert any(g.channels_after < g.channels_before for g in section.groups)
+    assert all(g.channels_after % 2 == 0 and g.channels_after >= 2 for g in section.groups)
+    # The reference is untouched.
+    assert all(m.out_channels == 16 for m in (model.conv1, model.stem))
+
+
+def test_prune_round_and_min_width_hold() -> None:
+    result = prune_module(coupled(32), SPECS, {}, _fast(ratio=0.4, round_to=8, min_width=8))
+    for group in result.section.groups:
+        assert group.channels_after == group.channels_before or group.channels_after % 8 == 0
+        assert group.channels_after >= 8
+
+
+def _with_twins(model: nn.Module) -> nn.Module:
+    """conv1's channel 5 a copy of channel 3 (weights and BatchNorm): identical values."""
+    with torch.no_grad():
+        model.conv1.weight[5] = model.conv1.weight[3]
+        for t in (model.bn1.weight, model.bn1.bias, model.bn1.running_mean, model.bn1.running_var):
+            t[5] = t[3]
+    return model
+
+
+def test_red_merges_identical_channels_exactly() -> None:
+    model = _with_twins(coupled())
+    pruned = copy.deepcopy(model)
+    graph = Graph(pruned, [_inputs(1)])
+    group = next(g for g in graph.groups()[0] if g.name == "conv1")
+    first = removal_plan(graph, group, "red")[0]
+    assert {first.position, first.into} == {3, 5}
+    from edgeport.quant.prune.channels import merge_into
+
+    merge_into(graph, group, first.position, first.into)
+    graph.group_of(group, [first.position]).prune()
+    assert pruned.conv1.out_channels == 15
+    x = _inputs(8)
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-5, atol=1e-5)
+    # Cut instead of merged, the same channel changes the outputs: the merge is what makes it exact.
+    cut = copy.deepcopy(model)
+    graph = Graph(cut, [_inputs(1)])
+    group = next(g for g in graph.groups()[0] if g.name == "conv1")
+    graph.group_of(group, [first.position]).prune()
+    assert (cut(x) - model(x)).abs().max() > 1e-3
+
+
+def test_recovery_lowers_the_distillation_loss() -> None:
+    model = coupled()
+    result = prune_module(model, SPECS, {}, _fast(ratio=0.5))
+    student = result.module
+    pool, held = _inputs(32, seed=2), _inputs(16, seed=3)
+    before = distillation_loss(student, model, [held])
+    log = distill(student, model, [pool], steps=60, seed=0)
+    after = distillation_loss(student, model, [held])
+    assert log.steps == 60
+    assert after < 0.7 * before
+
+
+def test_recovery_through_the_options_is_recorded() -> None:
+    result = prune_module(coupled(), SPECS, {}, _fast(ratio=0.4, recovery="distill", max_steps=15))
+    rec = result.section.recovery
+    assert rec.method == "distill" and rec.data_free and rec.steps == 15
+    assert rec.loss_start is not None and rec.loss_end is not None
+    assert "BatchNorm" in (rec.inputs or "")
+    fid = result.section.fidelity
+    assert fid.samples == 8 and fid.top1_agreement is not None
+
+
+def test_allocation_spares_the_sensitive_group() -> None:
+    # Two groups that cost the same; group 1's error grows 100x faster: group 0 goes first.
+    model = CostModel([CostTerm(100, 0, None), CostTerm(100, 1, None)])
+    options = [kept_widths(8, 2, 2), kept_widths(8, 2, 2)]
+    sens = [Sensitivity([0, 6], [0.0, 0.06]), Sensitivity([0, 6], [0.0, 6.0])]
+    result = allocate(model, [8, 8], options, sens, 0.3)
+    assert result.kept == [2, 8]  # 150 of 200 at width 4 is not yet 30 % off
+    assert result.cost_after <= 0.7 * result.cost_before
+
+
+def test_kept_widths() -> None:
+    assert kept_widths(20, 8, 8) == [20, 16, 8]
+    assert kept_widths(16, 8, 8) == [16, 8]
+    assert kept_widths(6, 8, 8) == [6]
+    assert kept_widths(5, 1, 3) == [5, 4, 3]
+
+
+def test_cost_model_depthwise_scales_once() -> None:
+    model = CostModel([CostTerm(10, 0, 0, depthwise=True), CostTerm(10, 0, 0)])
+    assert model.total([0.5]) == pytest.approx(5 + 2.5)
+
+
+# ---- bad input: one line ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
+def test_ratio_outside_the_open_interval(ratio: float) -> None:
+    with pytest.raises(EdgeportError, match=r"--prune .* is outside \(0, 1\)"):
+        prune_options({"ratio": ratio})
+
+
+def test_companion_without_ratio_is_refused() -> None:
+    with pytest.raises(EdgeportError, match="--prune-criterion was given without --prune"):
+        prune_options({"criterion": "red"})
+
+
+def test_unknown_exclude_lists_close_names() -> None:
+    with pytest.raises(EdgeportError, match="(?i)'conv_1' names no module.*close names: conv1") as err:
+        prune_module(coupled(), SPECS, {}, _fast(exclude=["conv_1"]))
+    assert "\n" not in str(err.value)
+
+
+def test_excluded_module_is_kept_whole() -> None:
+    result = prune_module(coupled(), SPECS, {}, _fast(ratio=0.2, exclude=["conv1"]))
+    row = next(g for g in result.section.groups if g.module == "mix")
+    assert row is not None
+    assert all(g.module != "conv1" for g in result.section.groups)
+
+
+def test_unreachable_target_names_the_reachable_one() -> None:
+    with pytest.raises(
+        EdgeportError, match=r"(?i)cannot be reached: at most 0\.\d\d.*use --prune 0\.\d\d or less"
+    ):
+        prune_module(coupled(), SPECS, {}, _fast(ratio=0.95, round_to=8, min_width=8))
+
+
+class _FixedWidth(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], 16, 64).mean(-1)  # assumes 16 channels of 8x8
+
+
+class _Brittle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.head = _FixedWidth()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head(torch.relu(self.conv(x))))
+
+
+def test_a_model_the_analysis_cannot_follow_names_the_module() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(EdgeportError, match=r"the pruned model does not run: head \(_FixedWidth\)") as err:
+        prune_module(_Brittle().eval(), SPECS, {}, _fast(ratio=0.2))
+    assert "--prune-exclude" in str(err.value)
