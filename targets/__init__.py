@@ -19,6 +19,7 @@ from edgeport.targets.base import Target
 # --target name -> the module that defines its TARGET.
 TARGETS: dict[str, str] = {
     "cortex-m": "edgeport.targets.cortex_m.target",
+    "android": "edgeport.targets.android.target",
 }
 
 

@@ -91,13 +91,16 @@ def package(
     if outdir is None:
         raise EdgeportError("no output directory given", "pass -o OUTDIR")
     options = parse_options(chosen, given_options(ctx, list(target_flags)), spell=_spell)
-    result = chosen.package(
-        model,
-        outdir,
-        options,
-        force=force,
-        command="edgeport " + shlex.join(sys.argv[1:]) if sys.argv else "edgeport package",
-    )
+    from edgeport.quiet import silenced  # native converter/runtime logs, as convert hides them
+
+    with silenced(not (ctx.obj and ctx.obj.get("debug"))):
+        result = chosen.package(
+            model,
+            outdir,
+            options,
+            force=force,
+            command="edgeport " + shlex.join(sys.argv[1:]) if sys.argv else "edgeport package",
+        )
     click.echo(result.summary())
 
 

@@ -89,7 +89,10 @@ class TensorMetadata(_Strict):
     dimension_names: list[str] = Field(default_factory=list)  # the layout: ["batch", "height", ...]
     image: ImageProperties | None = None  # None: a feature tensor
     normalization: Normalization | None = None
-    value_range: tuple[float, float] | None = None  # the Stats table's min and max
+    # The Stats table: the tensor's value range as the model sees it (after normalisation), one value or
+    # one per channel.
+    value_min: list[float] = Field(default_factory=list)
+    value_max: list[float] = Field(default_factory=list)
     associated_files: list[AssociatedFile] = Field(default_factory=list)
 
 
@@ -178,9 +181,9 @@ def _tensor(b: flatbuffers.Builder, tensor: TensorMetadata) -> int:
         options = _object(b, 2, refs={0: mean, 1: std})
         units = _offsets(b, [_object(b, 2, refs={1: options}, bytes_={0: NORMALIZATION_OPTIONS})])
     stats = None
-    if tensor.value_range is not None:
-        low, high = tensor.value_range
-        stats = _object(b, 2, refs={0: _floats(b, [high]), 1: _floats(b, [low])})  # Stats: max, min
+    if tensor.value_min or tensor.value_max:
+        high, low = _floats(b, tensor.value_max), _floats(b, tensor.value_min)
+        stats = _object(b, 2, refs={0: high, 1: low})  # Stats: max, min
     files = None
     if tensor.associated_files:
         files = _offsets(b, [_associated_file(b, f) for f in tensor.associated_files])
@@ -320,9 +323,6 @@ def _read_tensor(r: _Reader) -> TensorMetadata:
             if options is not None:
                 normalization = Normalization(mean=options.floats(0), std=options.floats(1))
     stats = r.table(5)
-    value_range = None
-    if stats is not None and stats.floats(0) and stats.floats(1):
-        value_range = (stats.floats(1)[0], stats.floats(0)[0])
     files = [
         AssociatedFile(
             name=f.string(0),
@@ -337,7 +337,8 @@ def _read_tensor(r: _Reader) -> TensorMetadata:
         dimension_names=r.strings(2),
         image=image,
         normalization=normalization,
-        value_range=value_range,
+        value_min=stats.floats(1) if stats else [],
+        value_max=stats.floats(0) if stats else [],
         associated_files=files,
     )
 

@@ -34,7 +34,8 @@ def _meta(**changes) -> md.ModelMetadata:
                 dimension_names=["batch", "height", "width", "channels"],
                 image=md.ImageProperties(color_space="RGB", width=32, height=24),
                 normalization=md.Normalization(mean=[123.5, 116.25, 103.5], std=[58.5, 57.0, 57.5]),
-                value_range=(0.0, 255.0),
+                value_min=[-2.25, -2.0, -1.75],
+                value_max=[2.25, 2.5, 2.75],
             )
         ],
         outputs=[
@@ -142,7 +143,7 @@ def test_independent_reader_sees_the_same_content(model):
     assert unit["options_type"] == "NormalizationOptions"
     assert unit["options"]["mean"] == [123.5, 116.25, 103.5]
     assert unit["options"]["std"] == [58.5, 57.0, 57.5]
-    assert tensor["stats"] == {"max": [255.0], "min": [0.0]}
+    assert tensor["stats"] == {"max": [2.25, 2.5, 2.75], "min": [-2.25, -2.0, -1.75]}
     (out,) = doc["subgraph_metadata"][0]["output_tensor_metadata"]
     assert out["associated_files"] == [
         {"name": "labels.txt", "description": "class names", "type": "TENSOR_AXIS_LABELS"}

@@ -1,0 +1,201 @@
+"""`edgeport package --target android` as a Python API.
+
+Order matters: the options are checked against the model (labels count, mean/std channels) before any
+variant is made, every variant is made and verified before the first file is written, and the files
+are written into a staging directory that replaces OUTDIR only at the end (edgeport/packaging.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeport.errors import EdgeportError
+from edgeport.manifest import Manifest
+from edgeport.options import flag_name
+from edgeport.outdir import check_outdir
+from edgeport.packaging import artifact, write_package
+from edgeport.quant.input_stats import from_user
+from edgeport.runtimes.litert import interpreter, match_signature
+from edgeport.targets.android import describe, metadata, readme
+from edgeport.targets.android.section import AndroidSection, Signature, SkippedVariant, VariantEntry
+from edgeport.targets.android.signature import SIGNATURE_KEY
+from edgeport.targets.android.target import VARIANT_NAMES, AndroidOptions
+from edgeport.targets.android.variants import PURPOSE, FloatSource, MadeVariant, load_source, make_variants
+from edgeport.tflite_file import parse_tflite
+
+METADATA_FILE = "metadata.json"
+# What the package writes at the top of OUTDIR; anything else there is kept when updating in place.
+GENERATED = (
+    *(f"model_{name}.tflite" for name in VARIANT_NAMES),
+    describe.LABELS_FILE,
+    METADATA_FILE,
+    "README.md",
+)
+
+
+@dataclass
+class AndroidPackage:
+    outdir: Path
+    model: Path
+    variants: list[VariantEntry]
+    skipped: list[SkippedVariant]
+    manifest: Manifest
+
+    def summary(self) -> str:
+        made = ", ".join(f"{v.name} {v.size_bytes / 1024:.0f} KB" for v in self.variants)
+        line = f"packaged {self.model.name} for Android -> {self.outdir}: {made}"
+        if self.skipped:
+            line += "; skipped " + ", ".join(f"{s.name} ({s.reason})" for s in self.skipped)
+        return line
+
+
+def _signature(model: bytes) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(input keys, output keys) of the serving_default signature, then the same keys in the subgraph's
+    input/output order (what the metadata's tensor lists follow)."""
+    interp = interpreter(model)
+    signatures = interp.get_signature_list()
+    if SIGNATURE_KEY not in signatures:
+        raise EdgeportError(
+            f"the model has no {SIGNATURE_KEY} signature (it has {sorted(signatures) or 'none'})",
+            "convert it with `edgeport convert`, which writes one named after the source's tensors",
+        )
+    runner = interp.get_signature_runner(SIGNATURE_KEY)
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    by_index_in = {d["index"]: k for k, d in ins.items()}
+    by_index_out = {d["index"]: k for k, d in outs.items()}
+    order_in = [by_index_in[d["index"]] for d in interp.get_input_details()]
+    order_out = [by_index_out[d["index"]] for d in interp.get_output_details()]
+    return list(ins), list(outs), order_in, order_out
+
+
+def meta_input(
+    meta: metadata.ModelMetadata, keys: dict[str, str], source: FloatSource
+) -> metadata.TensorMetadata:
+    """The metadata of the source's first input (the one --mean/--std/--input-range describe)."""
+    key = keys[source.in_specs[0].name]
+    return next(t for t in meta.inputs if t.name == key)
+
+
+def _spell() -> dict[str, str]:
+    return {name: flag_name(name, info) for name, info in AndroidOptions.model_fields.items()}
+
+
+def _default_name(source: FloatSource) -> str:
+    if source.manifest is not None:
+        return str(
+            source.manifest.source.get("callable") or Path(source.manifest.source.get("file", "model")).stem
+        )
+    return source.path.stem
+
+
+def package(
+    model: Path | str, outdir: Path | str, options: AndroidOptions, force: bool = False, command: str = ""
+) -> AndroidPackage:
+    """Package a convert output directory (or a float .tflite) as Android model variants with metadata."""
+    outdir, model = Path(outdir), Path(model)
+    spell = _spell()
+    check_outdir(outdir, force)
+    if options.calibration is not None and not options.calibration.exists():
+        raise EdgeportError(f"{spell['calibration']} {options.calibration} does not exist", "check the path")
+    labels = describe.read_labels(options.labels, spell["labels"]) if options.labels is not None else None
+    source = load_source(model)
+    keys_in, keys_out, _, _ = _signature(source.float32)
+    keys = {**match_signature(source.in_specs, keys_in), **match_signature(source.out_specs, keys_out)}
+    meta = describe.build_metadata(
+        options,
+        source.in_specs,
+        source.out_specs,
+        keys,
+        _default_name(source),
+        source.keep_nchw,
+        labels,
+        spell,
+    )
+    first = meta_input(meta, keys, source)
+    if first.value_min:
+        # The stated range is what the first input takes: calibrate and verify on it.
+        source.stats[source.in_specs[0].name] = from_user(
+            None, None, (min(first.value_min), max(first.value_max))
+        )
+    made, missing, notes = make_variants(source, options.variants, options.calibration)
+    if missing and not options.skip_unavailable:
+        name, why = next(iter(missing.items()))
+        raise EdgeportError(
+            f"variant {name} cannot be made: {why}",
+            f"pass {spell['skip_unavailable']} to package the others, or leave it out of {spell['variants']}",
+        )
+    if not made:
+        raise EdgeportError("no variant could be made", f"see the reasons above; check {spell['variants']}")
+    files = {describe.LABELS_FILE: "\n".join(labels).encode() + b"\n"} if labels is not None else {}
+    with write_package(
+        outdir,
+        force=force,
+        owned=GENERATED,
+        model_path=model,
+        source=source.manifest,
+        command=command,
+        tools=("tensorflow", "ai-edge-litert", "flatbuffers", "numpy"),
+    ) as staging:
+        stage, manifest = staging.root, staging.manifest
+        entries = [_write_variant(v, meta, files, stage, manifest) for v in made]
+        (stage / METADATA_FILE).write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n")
+        manifest.artifacts.append(artifact(stage / METADATA_FILE, stage, "other"))
+        if labels is not None:
+            (stage / describe.LABELS_FILE).write_bytes(files[describe.LABELS_FILE])
+            manifest.artifacts.append(artifact(stage / describe.LABELS_FILE, stage, "other"))
+        skipped = [SkippedVariant(name=n, reason=r) for n, r in missing.items()]
+        section = AndroidSection(
+            model=model.name,
+            source_kind="convert output" if source.from_convert else "tflite",
+            variants=entries,
+            skipped=skipped,
+            signature=Signature(key=SIGNATURE_KEY, inputs=keys_in, outputs=keys_out),
+            metadata=meta,
+            metadata_file=METADATA_FILE,
+            labels_file=describe.LABELS_FILE if labels is not None else None,
+            notes=notes,
+        )
+        (stage / "README.md").write_text(readme.render(section))
+        manifest.artifacts.append(artifact(stage / "README.md", stage, "other"))
+        section.record(manifest)
+    return AndroidPackage(outdir, model, entries, skipped, manifest)
+
+
+def _write_variant(
+    variant: MadeVariant,
+    meta: metadata.ModelMetadata,
+    files: dict[str, bytes],
+    stage: Path,
+    manifest: Manifest,
+) -> VariantEntry:
+    """The variant with its metadata (tensors in its own order) and files, written and listed."""
+    keys_in, keys_out, order_in, order_out = _signature(variant.data)
+    if sorted(keys_in) != sorted(t.name for t in meta.inputs) or sorted(keys_out) != sorted(
+        t.name for t in meta.outputs
+    ):
+        raise EdgeportError(
+            f"variant {variant.name} has signature {keys_in} -> {keys_out}, not float32's",
+            "report this model: every variant should keep the float model's signature",
+        )
+    data = metadata.embed(variant.data, describe.for_model(meta, order_in, order_out), files)
+    path = stage / f"model_{variant.name}.tflite"
+    path.write_bytes(data)
+    parsed = parse_tflite(data, path)
+    art = artifact(path, stage, "tflite", parsed)
+    art.precision = variant.name
+    manifest.artifacts.append(art)
+    assert variant.check is not None
+    return VariantEntry(
+        name=variant.name,
+        file=path.name,
+        purpose=PURPOSE[variant.name],
+        made_by=variant.how,
+        size_bytes=len(data),
+        ops=len(parsed.ops),
+        op_counts=parsed.op_counts,
+        input_types=[t.dtype for t in parsed.inputs],
+        output_types=[t.dtype for t in parsed.outputs],
+        check=variant.check,
+    )

@@ -1,0 +1,76 @@
+"""The pure parts of the Android package: option parsing, tensor layout, metadata checks, signature keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeport.errors import EdgeportError
+from edgeport.targets.android import describe
+from edgeport.targets.android.signature import _key, _unique
+from edgeport.targets.android.target import AndroidOptions, parse_numbers
+from edgeport.tensors import TensorSpec
+
+IMAGE = TensorSpec("image", [1, 3, 16, 20], channels_last=True)
+FEATURES = TensorSpec("meta", [1, 6])
+
+
+def test_model_shape_and_layout():
+    assert describe.model_shape(IMAGE) == [1, 16, 20, 3]
+    assert describe.dimension_names(IMAGE, keep_nchw=False) == ["batch", "height", "width", "channels"]
+    kept = TensorSpec("image", [1, 3, 16, 20])
+    assert describe.dimension_names(kept, keep_nchw=True) == ["batch", "channels", "height", "width"]
+    assert describe.channel_axis(kept, keep_nchw=True) == 1
+    assert describe.is_image(IMAGE, False) and describe.is_image(kept, True)
+    assert not describe.is_image(FEATURES, False) and describe.dimension_names(FEATURES, False) == []
+    assert not describe.is_image(TensorSpec("x", [1, 8, 4, 4], channels_last=True), False)  # 8 channels
+
+
+def test_model_range_normalises_per_channel():
+    assert describe.model_range(None, [1.0], [2.0]) is None
+    assert describe.model_range((0.0, 255.0), None, None) == ([0.0], [255.0])
+    low, high = describe.model_range((0.0, 255.0), [127.5], [127.5, 63.75, -127.5])
+    assert low == [-1.0, -2.0, -1.0] and high == [1.0, 2.0, 1.0]
+
+
+def test_normalisation_must_fit_the_channels():
+    assert describe.check_normalization([1.0], IMAGE, False, "--mean") == [1.0]
+    assert describe.check_normalization([1.0, 2.0, 3.0], IMAGE, False, "--mean") == [1.0, 2.0, 3.0]
+    with pytest.raises(EdgeportError, match="--mean has 2 values but input 'image' has 3 channels"):
+        describe.check_normalization([1.0, 2.0], IMAGE, False, "--mean")
+    with pytest.raises(EdgeportError, match="--std has a zero"):
+        describe.check_normalization([1.0, 0.0, 1.0], IMAGE, False, "--std")
+
+
+def test_labels_name_the_classifier_output(tmp_path):
+    feature_map = TensorSpec("seg", [1, 3, 8, 8], channels_last=True)
+    scores = TensorSpec("scores", [1, 5])
+    assert describe.labelled_output([feature_map, scores]) is scores
+    assert describe.check_labels(list("abcde"), [feature_map, scores], "--labels") is scores
+    with pytest.raises(EdgeportError, match="has 4 labels but output 'scores' has 5 classes"):
+        describe.check_labels(list("abcd"), [feature_map, scores], "--labels")
+    path = tmp_path / "labels.txt"
+    path.write_text("a\n b \n\n")
+    assert describe.read_labels(path, "--labels") == ["a", "b"]
+    path.write_text("\n\n")
+    with pytest.raises(EdgeportError, match="has no labels"):
+        describe.read_labels(path, "--labels")
+
+
+def test_options_parse_text_and_refuse_nonsense():
+    options = AndroidOptions.model_validate(
+        {"mean": "127.5, 127.5,127.5", "std": "58", "input_range": "0,255", "variants": "int8,float16"}
+    )
+    assert options.mean == [127.5] * 3 and options.std == [58.0] and options.input_range == (0.0, 255.0)
+    assert options.variants == ["int8", "float16"]
+    assert parse_numbers("1,2", "--x", 2) == [1.0, 2.0]
+    with pytest.raises(EdgeportError, match="Write it as lo,hi"):
+        parse_numbers("1", "--input-range", 2)
+    with pytest.raises(EdgeportError, match="names no known variant"):
+        AndroidOptions.model_validate({"variants": ""})
+
+
+def test_signature_keys_from_tensor_names():
+    assert _key(b"serving_default_image:0") == "image"
+    assert _key("PartitionedCall:1") == "PartitionedCall"
+    assert _key("input.1") == "input_1"
+    assert _unique(["a", "a", "b", "a"]) == ["a", "a_1", "b", "a_2"]
