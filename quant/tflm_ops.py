@@ -31,6 +31,19 @@ NO_KERNEL_FIX = (
     "replace that op in the model before conversion (TFLite Micro has no kernel for it, int8 or float); "
     "for Android (no TFLite Micro) use --quantize dynamic or float16"
 )
+# What to write instead of an op TFLite Micro has no kernel for, where its replacement's ops are known
+# to run there (each checked in TFLite Micro, int8).
+OP_WORKAROUNDS = {
+    "GELU": "write the GELU as nn.GELU(approximate='tanh'), which becomes TANH, MUL and ADD (TFLite Micro "
+    "runs them; a close approximation of the erf GELU, so check the accuracy)",
+}
+
+
+def no_kernel_fix(op: str) -> str:
+    """The fix for an op TFLite Micro has no kernel for: its known replacement first, if any."""
+    return f"{OP_WORKAROUNDS[op]}; or {NO_KERNEL_FIX}" if op in OP_WORKAROUNDS else NO_KERNEL_FIX
+
+
 # The op has a kernel, but it rejects this use of it (a rank, a type or an option, as its message says).
 KERNEL_LIMIT_FIX = (
     "change that layer so TFLite Micro's kernel accepts it (its message says what it rejects, e.g. at most "
@@ -124,7 +137,7 @@ def plan_int8_for_tflm(
             if index is None:
                 raise EdgeportError(
                     f"{name}: TFLite Micro has no kernel for op {op}{where}; found before calibration",
-                    NO_KERNEL_FIX,
+                    no_kernel_fix(op),
                 ) from exc
             if node in plan.denylist or op in ("QUANTIZE", "DEQUANTIZE"):
                 raise EdgeportError(
