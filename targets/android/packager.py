@@ -19,6 +19,7 @@ from edgeport.packaging import artifact, write_package
 from edgeport.quant.input_stats import from_user
 from edgeport.runtimes.litert import interpreter, match_signature
 from edgeport.targets.android import describe, metadata, readme
+from edgeport.targets.android.delegates import GPU_NOTE, delegate_report
 from edgeport.targets.android.section import AndroidSection, Signature, SkippedVariant, VariantEntry
 from edgeport.targets.android.signature import SIGNATURE_KEY
 from edgeport.targets.android.target import VARIANT_NAMES, AndroidOptions
@@ -155,7 +156,7 @@ def package(
             metadata=meta,
             metadata_file=METADATA_FILE,
             labels_file=describe.LABELS_FILE if labels is not None else None,
-            notes=notes,
+            notes=[*notes, GPU_NOTE],
         )
         (stage / "README.md").write_text(readme.render(section))
         manifest.artifacts.append(artifact(stage / "README.md", stage, "other"))
@@ -198,4 +199,5 @@ def _write_variant(
         input_types=[t.dtype for t in parsed.inputs],
         output_types=[t.dtype for t in parsed.outputs],
         check=variant.check,
+        delegates=delegate_report(data),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgeport import __version__
+from edgeport.targets.android.delegates import DelegateReport
 from edgeport.targets.android.section import AndroidSection
 
 
@@ -11,6 +12,28 @@ def _worst(values: list[float | None], low: bool) -> str:
     if not known:
         return "exact" if values else ""
     return f"{(min(known) if low else max(known)):.3g}"
+
+
+def _xnnpack(report: DelegateReport) -> str:
+    if report.xnnpack_nodes is None:
+        return f"not measured ({report.xnnpack_problem})"
+    return f"{report.xnnpack_nodes} of {report.nodes}"
+
+
+def _advice(names: set[str]) -> list[str]:
+    """One piece of advice per delegate, naming only variants this package has."""
+    advice = []
+    gpu = "float16" if "float16" in names else "float32" if "float32" in names else None
+    if gpu:
+        advice.append(f"the GPU delegate: `model_{gpu}.tflite`")
+    cpu = next((n for n in ("int8_float_io", "dynamic", "float32") if n in names), None)
+    if cpu:
+        advice.append(f"the CPU (XNNPACK): `model_{cpu}.tflite`")
+    if "int8" in names:
+        advice.append("NPUs and DSPs behind NNAPI: `model_int8.tflite` (integer-only, int8 I/O)")
+    if "w4a8" in names:
+        advice.append("the smallest download: `model_w4a8.tflite` (check its accuracy above)")
+    return advice
 
 
 def render(section: AndroidSection) -> str:
@@ -25,8 +48,8 @@ def render(section: AndroidSection) -> str:
         f"outputs {', '.join(section.signature.outputs)}.",
         "",
         "| file | ship it for | size | ops | I/O | max rel. error vs float32 | min SQNR dB "
-        "| top-1 agreement |",
-        "|---|---|---|---|---|---|---|---|",
+        "| top-1 agreement | XNNPACK nodes | integer-only |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in section.variants:
         outs = v.check.outputs
@@ -36,21 +59,20 @@ def render(section: AndroidSection) -> str:
             f"{'/'.join(sorted(set(v.input_types)))} -> {'/'.join(sorted(set(v.output_types)))} | "
             f"{_worst([o.max_rel_error for o in outs], low=False)} | "
             f"{_worst([o.sqnr_db for o in outs], low=True)} | "
-            f"{f'{min(top1):.1%}' if top1 else ''} |"
+            f"{f'{min(top1):.1%}' if top1 else ''} | {_xnnpack(v.delegates)} | "
+            f"{'yes' if v.delegates.integer_only else 'no'} |"
         )
     check = section.variants[0].check
-    lines += ["", f"Checked in LiteRT (CPU kernels) on {check.samples} {check.inputs}."]
+    lines += [
+        "",
+        f"Checked in LiteRT (CPU kernels, no delegate) on {check.samples} {check.inputs}. XNNPACK nodes: "
+        "how many of the model's nodes LiteRT's default CPU delegate takes (the rest run on LiteRT's own "
+        "kernels); integer-only: no float tensor inside the graph, what NPUs and DSPs behind NNAPI need.",
+    ]
     if section.skipped:
         lines += ["", "Not built:", ""]
         lines += [f"- {s.name}: {s.reason}" for s in section.skipped]
     if section.notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in section.notes]
-    lines += [
-        "",
-        "Which to ship: the GPU delegate wants `model_float16.tflite` (or float32); the CPU (XNNPACK) runs "
-        "`model_int8_float_io.tflite` fastest with float pre/post-processing unchanged, or "
-        "`model_dynamic.tflite` when int8 activations cost too much accuracy; NPUs and DSPs behind NNAPI "
-        "want the full-integer `model_int8.tflite`; `model_w4a8.tflite` is the smallest download.",
-        "",
-    ]
+    lines += ["", "Which to ship: " + "; ".join(_advice({v.name for v in section.variants})) + ".", ""]
     return "\n".join(lines)

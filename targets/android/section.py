@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from edgeport.manifest import Record, Section
+from edgeport.targets.android.delegates import DelegateReport
 from edgeport.targets.android.metadata import ModelMetadata
 from edgeport.targets.android.variants import VariantCheck
 
@@ -23,6 +24,7 @@ class VariantEntry(Record):
     input_types: list[str]
     output_types: list[str]
     check: VariantCheck  # against float32 on the same inputs
+    delegates: DelegateReport  # what XNNPACK takes, whether it is integer-only (NPU-ready)
 
 
 class SkippedVariant(Record):

@@ -74,3 +74,20 @@ def test_signature_keys_from_tensor_names():
     assert _key("PartitionedCall:1") == "PartitionedCall"
     assert _key("input.1") == "input_1"
     assert _unique(["a", "a", "b", "a"]) == ["a", "a_1", "b", "a_2"]
+
+
+def test_integer_only_counts_float_tensors_inside_the_graph():
+    from edgeport.targets.android.delegates import float_tensors_inside
+    from tests.targets.synth import mobilenet_stem_model
+
+    assert float_tensors_inside(mobilenet_stem_model()) == 0  # an int8 model
+
+
+def test_readme_advice_names_only_built_variants():
+    from edgeport.targets.android.readme import _advice
+
+    assert _advice({"float32", "int8"}) == [
+        "the GPU delegate: `model_float32.tflite`",
+        "the CPU (XNNPACK): `model_float32.tflite`",
+        "NPUs and DSPs behind NNAPI: `model_int8.tflite` (integer-only, int8 I/O)",
+    ]

@@ -160,6 +160,14 @@ def test_kws_every_variant_runs_and_matches_float(kws_package):
         path = kws_package / variant["file"]
         assert variant["size_bytes"] == path.stat().st_size
         assert sum(variant["op_counts"].values()) == variant["ops"] > 0
+    # What the accelerators take, measured: XNNPACK takes every float32 node of this CNN; full int8 is
+    # integer-only (NPU-ready), float is not.
+    assert by_name["float32"]["delegates"]["xnnpack_nodes"] == by_name["float32"]["delegates"]["nodes"]
+    for variant in section["variants"]:
+        report = variant["delegates"]
+        assert 0 <= report["xnnpack_nodes"] <= report["nodes"] == variant["ops"]
+        assert report["integer_only"] == (variant["name"] in ("int8", "int8_float_io", "w4a8"))
+    assert any("GPU delegate compatibility is not reported" in n for n in section["notes"])
     # Smaller files for fewer weight bits.
     assert by_name["w4a8"]["size_bytes"] < by_name["int8"]["size_bytes"] < by_name["float32"]["size_bytes"]
 
