@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -250,6 +251,7 @@ class Variant:
     name: str
     values: dict[str, Any]  # the varied keys and the value each takes here
     options: ConvertOptions  # outdir is a placeholder: the run sets it
+    command: list[str] = field(default_factory=list)  # the `edgeport convert` it is equivalent to, sans -o
 
 
 @dataclass(frozen=True)
@@ -671,7 +673,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
     problems += bench_problems
     variants: list[Variant] = []
     if "source" in model:
-        variants, variant_problems = check_variants(model, recipe, keys, spell)
+        variants, variant_problems = check_variants(model, recipe, keys, spell, base)
         problems += variant_problems
     if problems:
         raise ConfigError(path, problems)
@@ -693,7 +695,11 @@ def _table(data: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def check_variants(
-    model: dict[str, Any], recipe: dict[str, Any], keys: Mapping[str, Key], spell: Callable[[str], str]
+    model: dict[str, Any],
+    recipe: dict[str, Any],
+    keys: Mapping[str, Key],
+    spell: Callable[[str], str],
+    base: Path = Path("."),
 ) -> tuple[list[Variant], list[str]]:
     given = {k: v for k, v in {**model, **recipe}.items() if v is not None}
     source = given.get("source")
@@ -717,8 +723,46 @@ def check_variants(
                     f"two variants are both called {name!r}; give each varied key distinct values"
                 )
             seen.add(name)
-            variants.append(Variant(name, {n: point.get(n) for n, _ in varied}, options))
+            command = convert_command(point, keys, base)
+            variants.append(Variant(name, {n: point.get(n) for n, _ in varied}, options, command))
     return variants, problems
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def convert_command(point: Mapping[str, Any], keys: Mapping[str, Key], base: Path) -> list[str]:
+    """The `edgeport convert` words one variant is equivalent to (paths relative to the config's folder):
+    each key is its flag, so the command is the config read back."""
+
+    def shown(key: Key, value: Any) -> str:
+        if key.field == "source" or _is_path(key):
+            text = source_file(str(value)) if key.field == "source" else str(value)
+            rest = str(value)[len(text) :] if key.field == "source" else ""
+            return os.path.relpath(text, base) + rest
+        return _flag_text(value)
+
+    words = ["edgeport", "convert", shown(keys["source"], point["source"])]
+    for name, value in point.items():
+        key = keys[name]
+        if name == "source" or value is None or (key.main and is_off(key, value)):
+            continue
+        if isinstance(value, bool):
+            if value != key.info.default:
+                words.append(f"--{name}" if value else f"--no-{name}")
+            continue
+        value = _as_list(key, value)
+        repeated = (
+            key.many
+            and isinstance(value, list)
+            and (extra(key.info).get("multiple") or not extra(key.info).get("text"))
+        )
+        for one in value if repeated else [value]:
+            words += [f"--{name}", shown(key, one)]
+    return words
 
 
 def _named(line: str, keys: Mapping[str, Key]) -> str | None:

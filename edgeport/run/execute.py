@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from edgeport.errors import EdgeportError
+from edgeport.manifest import Manifest
 from edgeport.outdir import check_outdir, staged_outdir
 from edgeport.pipeline.state import ConvertOptions
 from edgeport.run.cache import StageCache, digest, file_digest, tools_digest
@@ -271,7 +273,7 @@ def run(
             )
         bench = _bench(config, stage, say)
         (stage / "edgeport.toml").write_text(config.text)
-        document = run_document(config, results, bench)
+        document = run_document(config, stage, results, bench)
         (stage / RUN_JSON).write_text(json.dumps(document, indent=2) + "\n")
         from edgeport.run.report import render_markdown
 
@@ -285,8 +287,19 @@ def _run_jobs(jobs_list: list[VariantJob], jobs: int) -> list[VariantDone]:
     if jobs <= 1 or len(jobs_list) <= 1:
         return [run_variant(job) for job in jobs_list]
     # spawn, not fork: the parent may hold TensorFlow/torch threads that a forked child would deadlock on.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    try:
         return list(pool.map(run_variant, jobs_list))
+    except BaseException:
+        # Ctrl-C reaches the workers too, SIGTERM only this process: stop them either way rather than
+        # wait for their conversions to finish (their output goes with the staging directory).
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _bench(config: RunConfig, root: Path, say: Say) -> dict[str, str]:
@@ -346,7 +359,9 @@ def _options_json(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-def run_document(config: RunConfig, results: list[VariantDone], bench: dict[str, str]) -> dict[str, Any]:
+def run_document(
+    config: RunConfig, root: Path, results: list[VariantDone], bench: dict[str, str]
+) -> dict[str, Any]:
     """run.json: what was asked and where everything is; the same for the same config and inputs, apart
     from the `run` block (seconds, what came from the cache) and the bench reports (measurements)."""
     from edgeport.manifest import tool_versions
@@ -361,12 +376,14 @@ def run_document(config: RunConfig, results: list[VariantDone], bench: dict[str,
                 "name": variant.name,
                 "values": variant.values,
                 "model": variant_dir(variant.name) + "/model",
+                "command": shlex.join([*variant.command, "-o", variant_dir(variant.name) + "/model"]),
                 "convert_key": done.stages[0].key,
                 "targets": {
                     t.name: {
                         "target": t.target,
                         "options": _options_json(t.options),
                         "package": f"{variant_dir(variant.name)}/{t.name}",
+                        "command": Manifest.read(root / variant_dir(variant.name) / t.name).run.command,
                     }
                     for t in config.targets
                 },

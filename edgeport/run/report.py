@@ -140,8 +140,9 @@ def render_markdown(root: Path, document: dict[str, Any]) -> str:
     for variant in document["variants"]:
         values = ", ".join(f"{k} = {v!r}" for k, v in variant["values"].items())
         parts.append(f"- **{variant['name']}**{f' ({values})' if values else ''}: model `{variant['model']}`")
+        parts.append(f"  - the same as `{variant['command']}`")
         for target, entry in variant["targets"].items():
-            parts.append(f"  - {target}: `{entry['package']}`")
+            parts.append(f"  - {target}: `{entry['package']}`, the same as `{entry['command']}`")
     for runner, path in document.get("bench", {}).items():
         parts.append(f"- bench on {runner}: `{path}`")
     return "\n".join(parts) + "\n"

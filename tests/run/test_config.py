@@ -196,3 +196,28 @@ def test_run_reports_every_problem_through_the_cli(tmp_path, run_cli):
     assert code == 1 and not (tmp_path / "out").exists()
     assert err.startswith(f"edgeport: error: {path} has 2 problems:\n")
     assert "Traceback" not in err
+
+
+def test_each_variant_is_the_convert_command_it_names(tmp_path, run_cli, monkeypatch):
+    """The keys are the flags: `edgeport convert` given a variant's command builds the same options."""
+    import edgeport.pipeline
+
+    text = GOOD.replace("[recipe]", '[recipe]\nfold-bn = false\nactivation-ranges = "percentile"')
+    config = load_config(write(tmp_path, text))
+    seen = []
+
+    def capture(options, observer=None):
+        seen.append(options)
+        raise EdgeportError("captured")
+
+    monkeypatch.setattr(edgeport.pipeline, "convert_model", capture)
+    monkeypatch.chdir(tmp_path)
+    for variant in config.variants:
+        code, _, err = run_cli(*variant.command[1:], "-o", "out")
+        assert code == 1 and "captured" in err, err
+        expected = variant.options.model_dump(exclude={"source", "outdir"})
+        assert seen[-1].model_dump(exclude={"source", "outdir", "debug"}) == {
+            k: v for k, v in expected.items() if k != "debug"
+        }
+    assert "--no-fold-bn" in config.variants[0].command
+    assert "--activation-ranges" not in config.variants[0].command  # the float variant goes without it

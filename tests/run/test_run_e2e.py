@@ -1,0 +1,139 @@
+"""`edgeport run` end to end on the bundled KWS example: float + int8 x cortex-m, benched on the host.
+
+One run's output (module fixture) serves every test; the reruns take their stages from its cache, and one
+uncached run of the int8 variant checks that the same config gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeport.manifest import MANIFEST_NAME, Manifest
+from edgeport.run import load_config, run
+from edgeport.run.init import write_example
+
+# The stages' keys include edgeport's own code digest; other work in a shared checkout must not turn the
+# reruns below into misses, so the run's tool digest is fixed here (cache keys are tested in test_cache.py).
+TOOLS = {"edgeport-code": "fixed for this test", "onnx2tf": "test"}
+
+
+def _config(folder: Path, board: str = "nucleo-h743zi2", quantize: str = '["none", "int8"]') -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "edgeport.toml"
+    write_example("kws_dscnn", config, force=True)
+    text = config.read_text()
+    assert 'quantize = ["none", "int8"]' in text and 'board = "nucleo-h743zi2"' in text
+    text = text.replace('quantize = ["none", "int8"]', f"quantize = {quantize}")
+    text = text.replace('board = "nucleo-h743zi2"', f'board = "{board}"')
+    config.write_text(text.replace("runs = 20", "runs = 5").replace("warmup = 2", "warmup = 1"))
+    return config
+
+
+@pytest.fixture(scope="module")
+def fixed_tools():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edgeport.run.execute.tools_digest", lambda: TOOLS)
+        yield
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, fixed_tools):
+    root = tmp_path_factory.mktemp("run")
+    config = _config(root / "project")
+    result = run(load_config(config), root / "out", jobs=2, quiet=True)
+    return config, root / "out", result
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_every_variant_is_converted_and_packaged(first):
+    _, out, result = first
+    document = json.loads((out / "run.json").read_text())
+    assert [v["name"] for v in document["variants"]] == ["float", "int8"]
+    for variant, model in zip(
+        document["variants"], ("model_float32.tflite", "model_int8.tflite"), strict=True
+    ):
+        assert (out / variant["model"] / model).is_file()
+        package = out / variant["targets"]["cortex-m"]["package"]
+        section = Manifest.read(package).sections["cortex_m"]
+        assert section["model"] == model and section["board"] == "nucleo-h743zi2"
+        assert (package / "model_data.cc").is_file() and (package / "firmware").is_dir()
+    assert not any(s.cached for v in result.variants for s in v.stages)
+    assert (out / "edgeport.toml").read_text() == first[0].read_text()
+
+
+def test_report_has_a_row_per_variant_and_target(first):
+    _, out, _ = first
+    report = (out / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| float") or line.startswith("| int8")]
+    assert len(rows) == 2
+    float_row, int8_row = ([cell.strip() for cell in r.strip().strip("|").split("|")] for r in rows)
+    assert "model_int8.tflite" in int8_row and "fits" in int8_row and "fits" in float_row
+    # SQNR vs float: the int8 variant's measured value, nothing for the float one.
+    assert int8_row[8].endswith(" dB") and float_row[8] == "-"
+    bench = json.loads((out / "bench" / "host.json").read_text())
+    assert [r["model"]["name"] for r in bench["results"]] == ["float", "int8"]
+    assert all(r["stats"]["count"] == 5 for r in bench["results"])
+    assert int8_row[9].endswith(" ms") and float_row[9].endswith(" ms")
+    assert (
+        "the same as `edgeport convert kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8" in report
+    )
+
+
+def test_an_existing_outdir_is_not_replaced_without_force(first, run_cli):
+    config, out, _ = first
+    before = (out / "run.json").read_bytes()
+    code, _, err = run_cli("run", config, "-o", out)
+    assert code == 1 and "exists and is not empty" in err and "--force" in err
+    assert (out / "run.json").read_bytes() == before
+
+
+def test_a_rerun_takes_every_stage_from_the_cache_and_says_so(first, tmp_path, capfd, fixed_tools):
+    from edgeport.cli import main
+
+    config, out, _ = first
+    target = tmp_path / "again"
+    (target / "old").mkdir(parents=True)
+    assert main(["run", str(config), "-o", str(target), "--cache-dir", str(out / ".cache"), "-j", "1"]) == 1
+    code = main(
+        ["run", str(config), "-o", str(target), "--cache-dir", str(out / ".cache"), "--force", "-j", "1"]
+    )
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert "converting" not in err
+    for line in ("float: convert cached", "int8: convert cached", "int8: package cortex-m cached"):
+        assert line in err
+    assert not (target / "old").exists()  # --force replaced it
+    assert json.loads((target / "run.json").read_text())["run"]["stages"]["int8/convert"]["cached"]
+
+
+def test_editing_only_the_target_repackages_without_converting(first, tmp_path, fixed_tools):
+    _, out, _ = first
+    config = _config(tmp_path / "project", board="stm32f746g-disco")
+    result = run(load_config(config), tmp_path / "out", jobs=1, cache_dir=out / ".cache", quiet=True)
+    stages = {f"{v.variant}/{s.stage}": s for v in result.variants for s in v.stages}
+    assert stages["float/convert"].cached and stages["int8/convert"].cached
+    assert not stages["int8/package:cortex-m"].cached
+    assert "ran in" in stages["int8/package:cortex-m"].line("int8")
+    assert Manifest.read(tmp_path / "out" / "variants/int8/cortex-m").sections["cortex_m"]["board"] == (
+        "stm32f746g-disco"
+    )
+
+
+def test_the_same_config_gives_the_same_bytes(first, tmp_path, fixed_tools):
+    """The int8 variant converted again without the cache, in this process (the first run used workers)."""
+    _, out, _ = first
+    config = _config(tmp_path / "project", quantize='"int8"')
+    run(load_config(config), tmp_path / "out", jobs=1, use_cache=False, quiet=True)
+    old, new = _files(out / "variants" / "int8"), _files(tmp_path / "out" / "variants" / "int8")
+    assert list(old) == list(new)
+    for name, path in old.items():
+        if Path(name).name == MANIFEST_NAME:  # identical apart from its `run` block (seconds, paths)
+            assert Manifest.read(path.parent).reproducible() == Manifest.read(new[name].parent).reproducible()
+        else:
+            assert path.read_bytes() == new[name].read_bytes(), name
