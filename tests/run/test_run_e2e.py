@@ -137,3 +137,36 @@ def test_the_same_config_gives_the_same_bytes(first, tmp_path, fixed_tools):
             assert Manifest.read(path.parent).reproducible() == Manifest.read(new[name].parent).reproducible()
         else:
             assert path.read_bytes() == new[name].read_bytes(), name
+
+
+def test_an_interrupted_run_leaves_the_previous_results_intact(first, tmp_path):
+    """SIGTERM while a variant converts (cache off): OUTDIR as it was, no staging folder left behind."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    config, out, _ = first
+    previous = tmp_path / "out"
+    shutil.copytree(out, previous, ignore=shutil.ignore_patterns(".cache"))
+    before = {name: path.read_bytes() for name, path in _files(previous).items()}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "edgeport", "run", str(config), "-o", str(previous), "--force"]
+    child = subprocess.Popen(
+        [*command, "--no-cache", "-j", "1"], stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    )
+    try:
+        seen = []
+        for line in child.stderr:
+            seen.append(line)
+            if "converting" in line:
+                break
+        assert any("converting" in line for line in seen), seen
+        child.send_signal(signal.SIGTERM)
+        rest = child.communicate(timeout=120)[1]
+    finally:
+        child.kill()
+    assert child.returncode == 1 and "interrupted" in rest, rest
+    assert {name: path.read_bytes() for name, path in _files(previous).items()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
