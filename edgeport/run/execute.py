@@ -314,17 +314,9 @@ def _bench(config: RunConfig, root: Path, say: Say) -> dict[str, str]:
     written = {}
     (root / "bench").mkdir()
     for spec in config.bench.runners:
-        name, _ = parse_spec(spec)
-        needs = PACKAGE_RUNNERS.get(name)
-        dirs = [
-            (
-                v.name,
-                root
-                / variant_dir(v.name)
-                / (next(t.name for t in config.targets if t.target == needs) if needs else "model"),
-            )
-            for v in config.variants
-        ]
+        name, arg = parse_spec(spec)
+        measured = package_for(config.targets, PACKAGE_RUNNERS.get(name), arg)
+        dirs = [(v.name, root / variant_dir(v.name) / measured) for v in config.variants]
         models = [
             dataclasses.replace(
                 m, info=m.info.model_copy(update={"name": label, "path": d.relative_to(root).as_posix()})
@@ -339,6 +331,16 @@ def _bench(config: RunConfig, root: Path, say: Say) -> dict[str, str]:
         (root / path).write_text(report.to_json())
         written[spec] = path
     return written
+
+
+def package_for(targets: list[TargetSpec], target: str | None, board: str | None) -> str:
+    """What a runner measures in each variant's folder: the convert output ("model"), or for a runner that
+    runs a package, that target's package, the one built for the runner's board when there is one."""
+    if target is None:
+        return "model"
+    mine = [t for t in targets if t.target == target]
+    same_board = [t for t in mine if getattr(t.options, "board", None) == board]
+    return (same_board or mine)[0].name
 
 
 def inside(root: Path, relative: str) -> Path:

@@ -221,3 +221,14 @@ def test_each_variant_is_the_convert_command_it_names(tmp_path, run_cli, monkeyp
         }
     assert "--no-fold-bn" in config.variants[0].command
     assert "--activation-ranges" not in config.variants[0].command  # the float variant goes without it
+
+
+def test_a_package_runner_measures_the_package_for_its_board(tmp_path):
+    from edgeport.run.execute import package_for
+
+    text = GOOD.replace('board = "nucleo-h743zi2"', 'board = ["nucleo-h743zi2", "mps2-an386"]')
+    targets = load_config(write(tmp_path, text)).targets
+    assert [t.name for t in targets] == ["cortex-m-nucleo-h743zi2", "cortex-m-mps2-an386"]
+    assert package_for(targets, "cortex-m", "mps2-an386") == "cortex-m-mps2-an386"
+    assert package_for(targets, "cortex-m", "corstone-300") == "cortex-m-nucleo-h743zi2"
+    assert package_for(targets, None, None) == "model"
