@@ -13,6 +13,7 @@ A field may say, in `json_schema_extra`:
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -133,3 +134,16 @@ def refuse_without(
             raise EdgeportError(
                 f"{spell(field)} was given without {spell(main)}", f"add {spell(main)} {needs}"
             )
+
+
+def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
+    """Comma-separated finite numbers (`count` of them when given) from an option's text
+    (`--mean 0.5,0.4,0.4`, `--input-range 0,255`), else one line naming the option as `what`."""
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        values = []
+    if not values or (count is not None and len(values) != count) or not all(map(math.isfinite, values)):
+        shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
+        raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
+    return values

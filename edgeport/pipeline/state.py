@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from edgeport.converters.onnx_to_tflite import KerasResult
 from edgeport.converters.sources import LoadedSource
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
-from edgeport.options import Options, Spell, cli, spell_of
+from edgeport.options import Options, Spell, cli, parse_floats, spell_of
 from edgeport.pipeline.passes import PassReport
 from edgeport.quant.input_stats import EVERY_INPUT
 from edgeport.quant.modes import QuantOptions, QuantResult
@@ -54,18 +53,6 @@ def parse_shape(text: str, what: str = "--input-shape") -> list[int]:
             f"{what} {text!r} is not a shape", "write it as comma-separated sizes, e.g. 1,3,224,224"
         )
     return dims
-
-
-def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
-    """Comma-separated numbers (`count` of them when given), else one line naming `what`."""
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        values = []
-    if not values or (count is not None and len(values) != count) or not all(map(math.isfinite, values)):
-        shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
-        raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
-    return values
 
 
 def parse_named(text: str, what: str, example: str, required: bool) -> tuple[str, str]:
