@@ -22,6 +22,7 @@ Examples:
   edgeport package out/kws --target cortex-m --board nucleo-h743zi2 -o out/kws_fw
   edgeport package model.tflite --board mps2-an386 -o out/fw --force   # a QEMU board
   edgeport package --target cortex-m --list-boards
+  edgeport package out/kws --target android --labels labels.txt -o out/kws_android
 """
 
 
@@ -77,6 +78,7 @@ def package(
 
     For cortex-m: model_data.h/.cc, model_ops.h, model_settings.h (kTensorArenaSize measured in the
     TFLite Micro interpreter), a self-test firmware project, README.md and edgeport.json in OUTDIR.
+    For android: the model variants with TFLite metadata, metadata.json, README.md and edgeport.json.
     """
     chosen = get_target(target)
     if list_boards:

@@ -16,6 +16,7 @@ from edgeport.manifest import Manifest
 from edgeport.options import flag_name
 from edgeport.outdir import check_outdir
 from edgeport.packaging import artifact, write_package
+from edgeport.quant.calibration import check_calibration
 from edgeport.quant.input_stats import from_user
 from edgeport.runtimes.litert import interpreter, match_signature
 from edgeport.targets.android import describe, metadata, readme
@@ -98,10 +99,10 @@ def package(
     outdir, model = Path(outdir), Path(model)
     spell = _spell()
     check_outdir(outdir, force)
-    if options.calibration is not None and not options.calibration.exists():
-        raise EdgeportError(f"{spell['calibration']} {options.calibration} does not exist", "check the path")
     labels = describe.read_labels(options.labels, spell["labels"]) if options.labels is not None else None
     source = load_source(model)
+    if options.calibration is not None:
+        check_calibration(options.calibration, source.in_specs)
     keys_in, keys_out, _, _ = _signature(source.float32)
     keys = {**match_signature(source.in_specs, keys_in), **match_signature(source.out_specs, keys_out)}
     meta = describe.build_metadata(

@@ -62,10 +62,16 @@ class AndroidOptions(BaseModel):
     model_name: str | None = Field(
         None, description="Model name in the metadata (default: the source's name)."
     )
-    description: str = Field("", description="Model description in the metadata.")
-    model_version: str = Field("", description="Model version in the metadata.")
-    author: str = Field("", description="Author in the metadata.")
-    license: str = Field("", description="License in the metadata.")
+    description: str = Field(
+        "", description="Model description in the metadata.", json_schema_extra=cli(show_default=False)
+    )
+    model_version: str = Field(
+        "", description="Model version in the metadata.", json_schema_extra=cli(show_default=False)
+    )
+    author: str = Field("", description="Author in the metadata.", json_schema_extra=cli(show_default=False))
+    license: str = Field(
+        "", description="License in the metadata.", json_schema_extra=cli(show_default=False)
+    )
     variants: list[str] = Field(
         list(VARIANT_NAMES),
         description="Variants to build, comma-separated: " + ", ".join(VARIANT_NAMES) + ".",

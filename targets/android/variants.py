@@ -335,7 +335,8 @@ def make_variants(
             return made[name]
         if name == "float32":
             return MadeVariant(name, source.float32, "the float model as converted and verified")
-        if name in source.existing and (name != "int8" or calibration is None):
+        # Calibration data given: the conversion's calibrated models are made again from it.
+        if name in source.existing and (name in ("float16", "dynamic") or calibration is None):
             return MadeVariant(name, source.existing[name], "written by `edgeport convert`")
         if name == "float16":
             raise Unavailable(
@@ -374,7 +375,10 @@ def make_variants(
             missing[name] = str(why)
             continue
         made[name] = variant
-    notes = [f"int8 calibration ({int8.method}): {n}" for n in int8.notes] if int8.method else []
+    notes = []
+    if int8.method:
+        how = f"the int8 variants made here were calibrated by {int8.method!r} (quant/calibration.py)"
+        notes = [how, *(f"int8 calibration: {n}" for n in int8.notes)]
     return [made[n] for n in VARIANTS if n in made], missing, notes
 
 

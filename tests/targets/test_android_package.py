@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeport.errors import EdgeportError
 from edgeport.targets.android import metadata as md
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
@@ -331,3 +332,20 @@ def test_directory_from_another_tool_or_damaged_manifest(tmp_path, run_cli, kws_
     code, _, err = run_cli("package", damaged, "--target", "android", "-o", tmp_path / "out")
     assert code == 1 and "lists no float32 .tflite and ONNX model that exist" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_calibration_data_is_used_for_the_int8_variants(kws_convert, tmp_path):
+    from edgeport.targets.android.packager import package
+    from edgeport.targets.android.target import AndroidOptions
+
+    data = tmp_path / "cal.npy"
+    np.save(data, np.random.default_rng(3).standard_normal((12, 1, 49, 10)).astype(np.float32))
+    package(kws_convert, tmp_path / "a", AndroidOptions(variants=["float32", "int8"], calibration=data))
+    section = _section(tmp_path / "a")
+    assert any("calibrated by 'data'" in note for note in section["notes"])
+    _check_variants(tmp_path / "a", {"float32", "int8"})
+    # Data that does not fit the input is refused before any variant is made.
+    np.save(data, np.zeros((4, 3, 49, 10), np.float32))
+    with pytest.raises(EdgeportError, match="has shape"):
+        package(kws_convert, tmp_path / "b", AndroidOptions(variants=["int8"], calibration=data))
+    assert not (tmp_path / "b").exists()
