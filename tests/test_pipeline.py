@@ -18,6 +18,7 @@ from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model, onnx_passes, stages, where_the_time_went
 from edgeport.pipeline.passes import ChangedReport, Pass, run_passes
 from edgeport.pipeline.state import ConvertState
+from edgeport.pipeline.torch_passes import TorchModel
 
 
 def chain_model(path: Path) -> Path:
@@ -69,7 +70,7 @@ def test_list_passes_shows_every_registered_pass_in_order(run_cli) -> None:
     assert names[:2] == ["fold_batch_norms", "onnxsim"] and names[2:] == [name for name, _ in REWRITES]
     positions = [out.index(f"  {name} ") for name in names]
     assert positions == sorted(positions)
-    assert "PyTorch passes" in out and "(none)" in out
+    assert "PyTorch passes" in out and out.index("  prune ") < out.index("ONNX passes")
 
 
 def test_unknown_skip_pass_is_one_line_naming_the_known_ones(run_cli, tmp_path: Path) -> None:
@@ -110,16 +111,16 @@ def test_onnx_pass_stage_turns_a_raising_rewrite_into_an_error(tmp_path: Path, m
 
 
 def test_pytorch_passes_work_on_a_copy(tmp_path: Path, monkeypatch) -> None:
-    def zero(module: torch.nn.Module) -> tuple:
+    def zero(model: TorchModel) -> tuple:
         with torch.no_grad():
-            module.weight.zero_()
-        return module, ChangedReport(name="zero", applied=True)
+            model.module.weight.zero_()
+        return model, ChangedReport(name="zero", applied=True)
 
     monkeypatch.setattr(stages, "TORCH_PASSES", [Pass("zero", "zero the weights in place", zero)])
     torch.manual_seed(0)
     reference = torch.nn.Linear(4, 2)
     original = reference.weight.detach().clone()
-    state = ConvertState(options=ConvertOptions(source="m.py:build", outdir=tmp_path))
+    state = ConvertState(options=ConvertOptions(source="m.py:build", outdir=tmp_path, input_shapes=[[1, 4]]))
     state.source = LoadedSource(kind="python", path=tmp_path / "m.py", module=reference)
     state.reference = state.module = reference
     assert stages._torch_passes_to_run(state)

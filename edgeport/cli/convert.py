@@ -11,6 +11,7 @@ from edgeport.cli.options import given_options, options_from_model, spell_flags
 from edgeport.options import validate_options
 from edgeport.pipeline.state import ConvertOptions, parse_shape
 from edgeport.quant.modes import QuantOptions, quant_options
+from edgeport.quant.prune.options import PruneOptions, prune_options
 
 __all__ = ["convert", "parse_shape"]
 
@@ -76,7 +77,7 @@ def convert(
     from edgeport.pipeline import convert_model
     from edgeport.quiet import silenced
 
-    spell = spell_flags({**CONVERT_FLAGS, **QUANT_FLAGS})
+    spell = spell_flags({**CONVERT_FLAGS, **QUANT_FLAGS, **PRUNE_FLAGS})
     options = validate_options(
         ConvertOptions,
         {
@@ -85,6 +86,7 @@ def convert(
             "outdir": outdir,
             "debug": bool(ctx.obj and ctx.obj.get("debug")),
             "quantize": quant_options(given_options(ctx, QUANT_FLAGS), spell),
+            "prune": prune_options(given_options(ctx, PRUNE_FLAGS), spell),
         },
         spell,
     )
@@ -98,8 +100,11 @@ def convert(
     click.echo(result.summary())
 
 
-# The flags are the options models' fields: ConvertOptions' after -o, QuantOptions' (quant/modes.py) last.
+# The flags are the options models' fields: ConvertOptions' after -o, QuantOptions' (quant/modes.py) and
+# PruneOptions' (quant/prune/options.py) last.
 CONVERT_FLAGS = options_from_model(ConvertOptions)
 QUANT_FLAGS = options_from_model(QuantOptions)
+PRUNE_FLAGS = options_from_model(PruneOptions)
 convert.params[2:2] = CONVERT_FLAGS.values()
 convert.params.extend(QUANT_FLAGS.values())
+convert.params.extend(PRUNE_FLAGS.values())

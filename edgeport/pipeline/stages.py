@@ -44,7 +44,7 @@ from edgeport.pipeline import artifacts
 from edgeport.pipeline.onnx_passes import ONNX_PASSES, RewriteReport, manifest_entries
 from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
-from edgeport.pipeline.torch_passes import TORCH_PASSES
+from edgeport.pipeline.torch_passes import TORCH_PASSES, TorchModel, asked_torch_passes
 from edgeport.quant.calibration import check_calibration_inputs
 from edgeport.quant.input_stats import (
     InputStats,
@@ -93,12 +93,20 @@ def load(state: ConvertState) -> None:
 # 2. PyTorch passes
 def _torch_passes_to_run(state: ConvertState) -> bool:
     skip = state.options.skipped()
-    return bool(state.source and state.source.is_torch and any(p.name not in skip for p in TORCH_PASSES))
+    asked = asked_torch_passes(state.options, _source(state), TORCH_PASSES)  # refuses --prune on ONNX
+    return any(p.name not in skip for p in asked)
 
 
 def torch_passes(state: ConvertState) -> None:
+    source, opts = _source(state), state.options
+    shapes = _reference_inputs(source, opts)
+    specs = [TensorSpec(n, sh) for n, sh in zip(_input_names(source, len(shapes), opts), shapes, strict=True)]
     module = copy.deepcopy(state.reference)  # the reference must not see what the passes change
-    state.module, reports, skipped = run_passes(TORCH_PASSES, module, state.options.skipped(), "PyTorch")
+    model = TorchModel(module, state, specs, _user_input_stats(opts, specs, {}))
+    passes = asked_torch_passes(opts, source, TORCH_PASSES)
+    model, reports, skipped = run_passes(passes, model, opts.skipped(), "PyTorch")
+    state.module = model.module
+    state.reference = model.reference if model.reference is not None else state.reference
     state.pass_reports += reports
     state.skipped_passes += [p.name for p in skipped]
 

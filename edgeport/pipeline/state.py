@@ -18,6 +18,7 @@ from edgeport.options import Options, Spell, cli, parse_floats, spell_of
 from edgeport.pipeline.passes import PassReport
 from edgeport.quant.input_stats import EVERY_INPUT
 from edgeport.quant.modes import QuantOptions, QuantResult
+from edgeport.quant.prune.options import PruneOptions
 from edgeport.tensors import Sample, TensorSpec
 
 
@@ -154,6 +155,8 @@ class ConvertOptions(Options):
     debug: bool = Field(False, json_schema_extra=cli(cli=False))  # --debug, read by the CLI group
     # --quantize: also write model_<mode>.tflite (quant/modes.py)
     quantize: QuantOptions | None = Field(None, json_schema_extra=cli(cli=False))
+    # --prune: structured pruning before the export (quant/prune/)
+    prune: PruneOptions | None = Field(None, json_schema_extra=cli(cli=False))
 
     @field_validator("input_shapes", mode="before")
     @classmethod
@@ -229,7 +232,8 @@ class ConvertState:
     # load
     source: LoadedSource | None = None
     # The model as loaded (a torch module, or the ONNX source): the verification reference and the
-    # distillation input. The PyTorch passes work on a copy, so nothing changes it.
+    # distillation input. The PyTorch passes work on a copy, so nothing changes it (pruning, which
+    # changes the function on purpose, replaces it with the pruned module: pipeline/torch_passes.py).
     reference: Any = None
     module: Any = None  # the torch module the ONNX export reads (the passes' copy, else the reference)
     # export

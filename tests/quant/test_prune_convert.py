@@ -1,0 +1,95 @@
+"""`edgeport convert --prune`: zoo models prune at 30 % and still convert within the float tolerance,
+the manifest's `pruning` section, the summary line, and the refusals (one line, exit 1, nothing
+written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeport.cli import main
+from edgeport.errors import EdgeportError
+from edgeport.manifest import Manifest
+from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.quant.prune import PruneOptions, PruningSection
+from tests.zoo import by_name
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
+# Zoo models with the couplings that matter: residual blocks with 1x1 projections, and inverted
+# residuals with depthwise convolutions.
+PRUNED_ZOO = ("resnet_basic", "mobilenet_v2")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _prune(**over: object) -> PruneOptions:
+    values = {"ratio": 0.3, "round_to": 4, "min_width": 4, "recovery": "none", "samples": 16, "held_out": 8}
+    return PruneOptions.model_validate({**values, **over})
+
+
+@pytest.mark.parametrize("name", PRUNED_ZOO)
+def test_zoo_model_prunes_and_converts_within_tolerance(name: str, tmp_path: Path) -> None:
+    model = by_name(name)
+    outdir = tmp_path / name
+    result = convert_model(
+        ConvertOptions(source=f"{ZOO}:{name}", outdir=outdir, input_shapes=model.input_shapes, prune=_prune())
+    )
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert section.removed() >= 0.3
+    assert section.after.params < section.before.params
+    assert section.fidelity.sqnr_db is not None
+    assert "pruned 3" in result.summary().splitlines()[0]
+
+
+def test_recovery_in_convert(tmp_path: Path) -> None:
+    model = by_name("resnet_basic")
+    options = _prune(ratio=0.3, recovery="distill", max_steps=10)
+    convert_model(
+        ConvertOptions(
+            source=f"{ZOO}:resnet_basic",
+            outdir=tmp_path / "o",
+            input_shapes=model.input_shapes,
+            prune=options,
+        )
+    )
+    section = PruningSection.of(Manifest.read(tmp_path / "o"), "o")
+    assert section.recovery.steps == 10 and section.recovery.loss_end is not None
+
+
+def test_onnx_source_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 8, 3).eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=False)
+    outdir = tmp_path / "out"
+    with pytest.raises(EdgeportError, match="--prune works on a PyTorch model; m.onnx is ONNX"):
+        convert_model(ConvertOptions(source=str(path), outdir=outdir, prune=_prune()))
+    assert not outdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--prune", "1.5"], "--prune 1.5 is outside (0, 1)"),
+        (["--prune-criterion", "red"], "--prune-criterion was given without --prune"),
+        (["--prune", "0.3", "--prune-exclude", "stem.9"], "'stem.9' names no module"),
+        (["--prune", "0.97"], "cannot be reached"),
+    ],
+)
+def test_cli_refusals_are_one_line(flags: list[str], message: str, tmp_path: Path, capsys) -> None:
+    outdir = tmp_path / "out"
+    args = ["convert", f"{ZOO}:resnet_basic", "--input-shape", "1,3,32,32", "-o", str(outdir), "-q"]
+    assert main([*args, *flags]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert not captured.out and not outdir.exists()
