@@ -1,0 +1,163 @@
+"""Latency and memory of every shared .tflite model on the runners of `edgeport bench` that work on this
+machine: LiteRT on the host (XNNPACK on and off), the TFLite Micro Python runtime (host time), and the
+packaged firmware in QEMU on Cortex-M4 (mps2-an386), Cortex-M7 (mps2-an500) and Cortex-M55 (corstone-300).
+
+    python bench/latency.py [--runners host,qemu:mps2-an386] [--models kws]
+
+Every number comes from `edgeport.bench.harness.bench`, one model at a time (a model a runner refuses is
+a row with its one-line reason). The TFLite Micro tree is EDGEPORT_TFLM_ROOT or TFLM_ROOT, else the
+offline bundle in ../shared/tflm extracted once (its library is built on first use per core: minutes).
+Results go to bench/results/latency.{json,md}; rows of runners not measured in this run are kept, so
+the runners can be measured one at a time. Run by hand (tens of minutes), never in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEPORT_SHARED", ROOT.parent / "shared"))
+RESULTS = ROOT / "bench" / "results"
+# label -> (--on spec, settings): QEMU runs are deterministic (instruction counts), so few runs suffice.
+RUNNERS = {
+    "host": ("host", {"runs": 50, "warmup": 5}),
+    "host (no XNNPACK)": ("host", {"runs": 50, "warmup": 5, "xnnpack": False}),
+    "tflm (host)": ("tflm", {"runs": 10, "warmup": 1}),
+    "qemu:mps2-an386": ("qemu:mps2-an386", {"runs": 5, "warmup": 1, "timeout_s": 1800}),
+    "qemu:mps2-an500": ("qemu:mps2-an500", {"runs": 5, "warmup": 1, "timeout_s": 1800}),
+    "qemu:corstone-300": ("qemu:corstone-300", {"runs": 5, "warmup": 1, "timeout_s": 1800}),
+}
+
+
+def tflm_root() -> Path | None:
+    root = os.environ.get("EDGEPORT_TFLM_ROOT") or os.environ.get("TFLM_ROOT")
+    if root:
+        return Path(root)
+    bundles = sorted((SHARED / "tflm").glob("*.tar.xz"))
+    if not bundles:
+        return None
+    from edgeport.targets.cortex_m.bench_qemu import tree_from_archive
+
+    return tree_from_archive(bundles[-1])
+
+
+def measure(model: Path, label: str, tree: Path | None) -> dict:
+    """One model on one runner: the row of the table, or the one-line reason it has no numbers."""
+    from edgeport.bench.harness import bench
+    from edgeport.bench.runner import RunnerOptions
+    from edgeport.bench.schema import BenchSettings
+    from edgeport.errors import EdgeportError
+
+    spec, fields = RUNNERS[label]
+    row: dict = {"model": model.stem, "runner": label}
+    try:
+        report = bench(
+            [model], spec, BenchSettings(runner=spec, **fields), RunnerOptions(tflm_root=tree), progress=False
+        )
+    except EdgeportError as exc:
+        return {**row, "error": str(exc)}
+    except ImportError as exc:  # a runner not on this checkout
+        return {**row, "error": f"runner unavailable: {exc}"}
+    (result,) = report.results
+    ticks = sorted(result.ticks) if result.ticks else None
+    return {
+        **row,
+        "time_kind": result.time_kind,
+        "runs": result.stats.count,
+        "median_ms": result.stats.median,
+        "p99_ms": result.stats.p99,
+        "ticks_median": ticks[len(ticks) // 2] if ticks else None,
+        "arena_bytes": result.memory.arena_bytes,
+        "flash_bytes": result.memory.flash_bytes,
+        "ram_bytes": result.memory.ram_bytes,
+        "stack_bytes": result.memory.stack_bytes,
+        "peak_rss_bytes": result.memory.peak_rss_bytes,
+        "device": report.device.description,
+        "tools": report.tools,
+    }
+
+
+def _kb(value: int | None) -> str:
+    return f"{value / 1024:.1f}" if value else ""
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "# Latency and memory of the shared models on every `edgeport bench` runner",
+        "",
+        "Produced by `python bench/latency.py` (`edgeport.bench.harness.bench`, one model at a time) on "
+        f"{platform.machine()} Linux, {os.cpu_count()} cores shared with other jobs. Host times are wall",
+        "clock on this machine (noisy: compare within a row's runner, not across machines); `tflm (host)`",
+        "is TFLite Micro's Python runtime timed on the host, not a microcontroller.",
+        "",
+        "**qemu rows are estimates, not measurements.** Under `qemu-system-arm -icount` every instruction",
+        "advances virtual time by 2^shift ns and the firmware reads SysTick in that virtual time, so each",
+        "timed inference yields its instruction count (`ticks`). The time shown is that count at one",
+        "instruction per cycle of the board's clock (25 MHz for the MPS2 machines, 32 MHz for Corstone-300).",
+        "A real core takes more cycles than instructions: multi-cycle multiplies and loads, branch",
+        "penalties, flash wait states (a 25 MHz MPS2 FPGA has none, an STM32 at 216 MHz has several),",
+        "cache misses and bus contention; the Cortex-M7 can also dual-issue, taking fewer. Closer numbers",
+        "come from the board itself (`--on serial:PORT` reads its DWT cycle counter), from a",
+        "cycle-approximate model (Arm's Corstone-300 FVP), or from scaling by a cycles-per-instruction",
+        "measured on the core and memory system in question. The instruction counts themselves are exact",
+        "and repeatable, so ratios between models or variants on one core are meaningful.",
+        "",
+        "Flash = text (code, constants, the model) + the load image of .data, from the firmware ELF; RAM =",
+        ".data + .bss (the tensor arena inside it) + the stack high-water mark the firmware measures.",
+        "",
+        "| model | runner | median ms | p99 ms | ticks (instructions) | arena KB | flash KB | RAM KB "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['runner']} | {r['error']} | | | | | | |")
+            continue
+        ticks = f"{r['ticks_median']:,}" if r.get("ticks_median") else ""
+        rss = f"{r['peak_rss_bytes'] / 2**20:.0f}" if r.get("peak_rss_bytes") else ""
+        lines.append(
+            f"| {r['model']} | {r['runner']} | {r['median_ms']:.4g} | {r['p99_ms']:.4g} | {ticks} | "
+            f"{_kb(r['arena_bytes'])} | {_kb(r['flash_bytes'])} | {_kb(r['ram_bytes'])} | {rss} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated labels of RUNNERS")
+    parser.add_argument("--models", default="", help="only models whose file name contains this")
+    args = parser.parse_args(argv)
+    labels = [label for label in args.runners.split(",") if label]
+    unknown = [label for label in labels if label not in RUNNERS]
+    if unknown:
+        print(f"unknown runner {unknown[0]!r}: one of {', '.join(RUNNERS)}", file=sys.stderr)
+        return 2
+    models = sorted(p for p in (SHARED / "models" / "tflite").glob("*.tflite") if args.models in p.name)
+    if not models:
+        print(f"no models in {SHARED / 'models' / 'tflite'}", file=sys.stderr)
+        return 2
+    tree = tflm_root() if any(label.startswith("qemu:") for label in labels) else None
+    path = RESULTS / "latency.json"
+    measured = {(m.stem, label) for m in models for label in labels}
+    previous = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in previous if (r["model"], r["runner"]) not in measured]
+    order = list(RUNNERS)
+    for model in models:
+        for label in labels:
+            row = measure(model, label, tree)
+            print(json.dumps({k: v for k, v in row.items() if k != "tools"}), flush=True)
+            rows.append(row)
+            # Written after every row: a run stopped part-way keeps what it measured.
+            rows.sort(key=lambda r: (r["model"], order.index(r["runner"]) if r["runner"] in order else 99))
+            path.write_text(json.dumps(rows, indent=2) + "\n")
+            (RESULTS / "latency.md").write_text(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
