@@ -29,7 +29,7 @@ GPU_NOTE = (
     "(it prints 'compatible' for every model; tensorflow/tensorflow#77042); try the float16 variant "
     "with the GPU delegate on the device"
 )
-INTEGER_TYPES = ("int8", "int4", "int16", "int32", "bool")
+INTEGER_TYPES = ("int8", "uint8", "int4", "int16", "int32", "int64", "bool")
 CHILD_TIMEOUT_S = 300
 
 # Allocates the model (argv[1]) with LiteRT's default delegate and prints the delegated node count.

@@ -40,7 +40,7 @@ from edgeport.quant.section import QuantSection
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates, interpreter, match_signature
 from edgeport.targets.android.signature import with_signature
 from edgeport.targets.android.target import VARIANT_NAMES
-from edgeport.tensors import Sample, TensorSpec, to_channels_last
+from edgeport.tensors import Sample, TensorSpec, random_inputs, to_channels_last
 from edgeport.tflite_file import verify_tflite
 
 VARIANTS = VARIANT_NAMES
@@ -222,16 +222,28 @@ def _signature_specs(model: bytes) -> tuple[list[TensorSpec], list[TensorSpec]]:
 # --- making the variants ---------------------------------------------------------------------------
 
 
+def with_index_inputs(samples: list[Sample], specs: Sequence[TensorSpec], seed: int) -> list[Sample]:
+    """`samples` with every integer input (token ids, indices) drawn as small non-negative integers,
+    as `random_inputs` draws them: Gaussian noise cast to int would index with negative numbers."""
+    indices = [s for s in specs if np.dtype(s.dtype).kind in "iu"]
+    if not indices:
+        return samples
+    drawn = random_inputs(indices, len(samples), seed)
+    return [{**sample, **ints} for sample, ints in zip(samples, drawn, strict=True)]
+
+
 def verification_samples(source: FloatSource) -> list[Sample]:
-    """The inputs every variant and float32 are compared on (the input statistics when known)."""
-    return gaussian_samples(source.in_specs, VERIFY_SAMPLES, VERIFY_SEED, source.stats or None, CLIP_SIGMAS)
+    """The inputs every variant and float32 are compared on: Gaussian with the input statistics when
+    known (clipped to mean +- 3 std and to a stated range), else N(0, 1)."""
+    drawn = gaussian_samples(source.in_specs, VERIFY_SAMPLES, VERIFY_SEED, source.stats or None, CLIP_SIGMAS)
+    return with_index_inputs(drawn, source.in_specs, VERIFY_SEED)
 
 
 def _feed(sample: Sample, specs: Sequence[TensorSpec], keys: dict[str, str]) -> dict[str, np.ndarray]:
     """One sample by signature input name, in the .tflite's layout."""
     feed = {}
     for spec in specs:
-        value = np.asarray(sample[spec.name], np.float32)
+        value = np.asarray(sample[spec.name], spec.dtype)
         feed[keys[spec.name]] = np.ascontiguousarray(to_channels_last(value) if spec.channels_last else value)
     return feed
 
@@ -264,7 +276,7 @@ class _Int8Maker:
             keys = match_signature(src.in_specs, list(_signature_inputs(src.float32)))
 
             def representative() -> Iterator[dict[str, np.ndarray]]:
-                for sample in cal.samples:
+                for sample in with_index_inputs(cal.samples, src.in_specs, CALIBRATION_SEED):
                     yield _feed(sample, src.in_specs, keys)
 
             try:

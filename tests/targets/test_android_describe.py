@@ -91,3 +91,16 @@ def test_readme_advice_names_only_built_variants():
         "the CPU (XNNPACK): `model_float32.tflite`",
         "NPUs and DSPs behind NNAPI: `model_int8.tflite` (integer-only, int8 I/O)",
     ]
+
+
+def test_index_inputs_are_small_non_negative_integers():
+    import numpy as np
+
+    from edgeport.targets.android.variants import with_index_inputs
+
+    specs = [TensorSpec("ids", [1, 5], "int64"), TensorSpec("x", [1, 3])]
+    samples = [{"ids": np.full((1, 5), -1.7), "x": np.ones((1, 3), np.float32)} for _ in range(4)]
+    out = with_index_inputs(samples, specs, 0)
+    assert all(s["ids"].dtype == np.int64 and s["ids"].min() >= 0 for s in out)
+    assert all((s["x"] == 1).all() for s in out)
+    assert with_index_inputs(samples, [specs[1]], 0) is samples
