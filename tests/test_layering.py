@@ -4,7 +4,8 @@
   ONNX helpers... imports none of converters, quant, targets, pipeline, cli;
 - converters and quant do not import each other (quant works on any .tflite / ONNX graph, whoever made it);
 - targets may import the spine and quant (a target packages a quantized model), not converters;
-- edgeport/pipeline/ and edgeport/cli/ put it all together and may import everything.
+- edgeport/pipeline/, edgeport/run/ (`edgeport run`) and edgeport/cli/ put it all together and may import
+  everything.
 
 A known violation in a file whose owner has not moved it yet is listed in ALLOWED with the reason, so
 this test still fails on any new one; an entry that is no longer needed fails too, so the list shrinks.
@@ -42,7 +43,7 @@ def layer_of_module(module: str) -> str | None:
         return "spine"
     if parts[1] in ("converters", "quant", "targets"):
         return parts[1]
-    if parts[1] in ("pipeline", "cli", "__main__"):
+    if parts[1] in ("pipeline", "run", "cli", "__main__"):
         return "app"
     return "spine"
 
