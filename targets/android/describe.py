@@ -182,7 +182,7 @@ def build_metadata(
 def for_model(meta: ModelMetadata, input_keys: Sequence[str], output_keys: Sequence[str]) -> ModelMetadata:
     """`meta` with its tensors in a model's subgraph order (given as signature keys): the schema's
     tensor metadata match SubGraph.inputs / outputs position by position."""
-    by_name = {t.name: t for t in meta.inputs + meta.outputs}
+    inputs, outputs = {t.name: t for t in meta.inputs}, {t.name: t for t in meta.outputs}
     return meta.model_copy(
-        update={"inputs": [by_name[k] for k in input_keys], "outputs": [by_name[k] for k in output_keys]}
+        update={"inputs": [inputs[k] for k in input_keys], "outputs": [outputs[k] for k in output_keys]}
     )
