@@ -30,6 +30,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
+from edgeport.quant.tflm_ops import KeptFloat
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
 
@@ -262,6 +263,40 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
         q.max = np.array([in_range[1]], np.float32)
         changed = True
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
+
+
+def quantizer_kept_float(model: bytes) -> list[KeptFloat]:
+    """The ops the TFLite quantizer itself left float32, each between DEQUANTIZE and QUANTIZE.
+
+    Even with int8-only builtins it leaves an op float when it has no int8 form of it (ELU in
+    tensorflow 2.19, though LiteRT has an int8 ELU kernel). TFLite Micro runs such an op in float32
+    like those quant/tflm_ops.py keeps float, so it is reported the same way, not refused.
+    """
+    from edgeport.tflite_file import op_name, parse_tflite
+
+    graph = parse_tflite(model).raw
+    codes = [op_name(code) for code in graph.operatorCodes]
+    sub = graph.subgraphs[0]
+    producer = {int(out): codes[op.opcodeIndex] for op in sub.operators for out in op.outputs}
+    readers: dict[int, list[str]] = {}
+    for op in sub.operators:
+        for index in op.inputs:
+            readers.setdefault(int(index), []).append(codes[op.opcodeIndex])
+    kept = []
+    for op in sub.operators:
+        code = codes[op.opcodeIndex]
+        activations = [int(i) for i in op.inputs if int(i) in producer]
+        if (
+            code not in ("QUANTIZE", "DEQUANTIZE")
+            and activations
+            and all(producer[i] == "DEQUANTIZE" for i in activations)
+            and all(readers.get(int(o)) and set(readers[int(o)]) == {"QUANTIZE"} for o in op.outputs)
+        ):
+            raw = sub.tensors[op.outputs[0]].name
+            node = raw.decode() if isinstance(raw, bytes) else str(raw)
+            why = "the TFLite quantizer has no int8 form of it"
+            kept.append(KeptFloat(code, node, "left float by the TFLite quantizer", why))
+    return kept
 
 
 def recorded_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:

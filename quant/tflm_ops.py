@@ -56,15 +56,13 @@ class KeptFloat:
     op: str
     node: str  # output tensor name: what the quantizer's denylist matches
     reason: str
+    why: str = "TFLite Micro has no int8 kernel for it"  # who decided, for the note
 
     def to_dict(self) -> dict[str, str]:
         return {"op": self.op, "node": self.node, "reason": self.reason}
 
     def note(self) -> str:
-        return (
-            f"{self.op} at {self.node!r} kept float32 between DEQUANTIZE and QUANTIZE: TFLite Micro has no "
-            "int8 kernel for it"
-        )
+        return f"{self.op} at {self.node!r} kept float32 between DEQUANTIZE and QUANTIZE: {self.why}"
 
 
 @dataclass
