@@ -98,6 +98,12 @@ def package(
     """Package a convert output directory (or a float .tflite) as Android model variants with metadata."""
     outdir, model = Path(outdir), Path(model)
     spell = _spell()
+    if model.resolve() == outdir.resolve() or outdir.resolve() in model.resolve().parents:
+        # The variants are named like a conversion's files (model_float32.tflite, ...): packaging in
+        # place would replace the very files the variants are made from.
+        raise EdgeportError(
+            f"{outdir} holds the model being packaged ({model})", "package into another directory with -o"
+        )
     check_outdir(outdir, force)
     labels = describe.read_labels(options.labels, spell["labels"]) if options.labels is not None else None
     source = load_source(model)

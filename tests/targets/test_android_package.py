@@ -334,6 +334,14 @@ def test_directory_from_another_tool_or_damaged_manifest(tmp_path, run_cli, kws_
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_packaging_into_the_model_directory_is_refused(kws_convert, run_cli):
+    before = sorted(p.name for p in kws_convert.iterdir())
+    for model in (kws_convert, kws_convert / "model_float32.tflite"):
+        code, _, err = run_cli("package", model, "--target", "android", "-o", kws_convert, "--force")
+        assert code == 1 and "holds the model being packaged" in err
+    assert sorted(p.name for p in kws_convert.iterdir()) == before
+
+
 def test_calibration_data_is_used_for_the_int8_variants(kws_convert, tmp_path):
     from edgeport.targets.android.packager import package
     from edgeport.targets.android.target import AndroidOptions
