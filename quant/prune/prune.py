@@ -29,6 +29,8 @@ from edgeport.tensors import Sample, TensorSpec
 
 SENSITIVITY_BATCH = 16
 SENSITIVITY_POINTS = 4  # widths measured per group (errors between them interpolated)
+# A cut that torch-pruning maps right gives the zeroed model's outputs up to float summation order.
+CUT_TOLERANCE = 1e-4
 ALLOCATION = (
     "greedy over groups: each step removes one --prune-round of channels from the group whose measured "
     "output error (channels removed in criterion order on synthetic inputs) grows least per MAC saved"
@@ -152,6 +154,61 @@ def sensitivities(
     return found
 
 
+def _simulated(
+    graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The outputs with each group's first channel zeroed out of its consumers (weights restored)."""
+    saved = {k: v.clone() for k, v in graph.module.state_dict().items()}
+    try:
+        for group in groups:
+            zero_inputs(consumer_columns(graph, group, group.channel_indices([0])))
+        return _run(graph.module, inputs)
+    finally:
+        graph.module.load_state_dict(saved)
+
+
+def _cut_problem(graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor]) -> str | None:
+    """None when cutting each group's first channel (on a copy) gives what zeroing it gives: the
+    dependency analysis then follows every coupling of these groups; else what went wrong."""
+    expected = _simulated(graph, groups, inputs)
+    copy_ = copy.deepcopy(graph.module)
+    other = Graph(copy_, [x[:1] for x in inputs])
+    by_name = {g.name: g for g in other.groups()[0]}
+    for group in groups:
+        twin = by_name.get(group.name)
+        if twin is None:
+            return f"{group.name}: not a group in a copy of the model"
+        other.group_of(twin, twin.channel_indices([0])).prune()
+    problem = _culprit(copy_, inputs)
+    if problem is not None:
+        return problem
+    got = _run(copy_, inputs)
+    for g, e in zip(got, expected, strict=True):
+        if g.shape != e.shape:
+            return f"an output became {tuple(g.shape)}, not {tuple(e.shape)}"
+        error = float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
+        if error > CUT_TOLERANCE:
+            return f"cutting changes more than the cut channels (max rel. error {error:.1e})"
+    return None
+
+
+def checked_groups(
+    graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor]
+) -> tuple[list[ChannelGroup], list[str]]:
+    """The groups torch-pruning cuts exactly as removing their channels would (all at once first; one by
+    one when that fails), and a note for each one kept whole (its module and what failed)."""
+    if _cut_problem(graph, groups, inputs) is None:
+        return list(groups), []
+    good, notes = [], []
+    for group in groups:
+        problem = _cut_problem(graph, [group], inputs)
+        if problem is None:
+            good.append(group)
+        else:
+            notes.append(f"{group.name}: kept whole, the dependency analysis does not follow it ({problem})")
+    return good, notes
+
+
 def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
     """None when `module` runs, else one line naming the module that failed and why."""
     names = {m: n for n, m in module.named_modules() if n}
@@ -200,6 +257,9 @@ def prune_module(
     example = [x[:1] for x in pool]
     graph = Graph(module, example)
     groups, kept_whole = graph.groups(excluded)
+    say(f"checking {len(groups)} channel groups")
+    groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
+    kept_whole += unfollowed
     widths = [g.width for g in groups]
     options_per_group = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
     model = cost_model(module, groups, example, options.target)

@@ -48,3 +48,28 @@ def coupled(width: int = 16) -> nn.Module:
 
 
 INPUT_SHAPE = [1, 3, 8, 8]
+
+
+class PadShortcut(nn.Module):
+    """ResNet 'option A': the shortcut pads zero channels, a coupling torch-pruning does not follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn_a = nn.BatchNorm2d(8)
+        self.conv_b = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+        self.bn_b = nn.BatchNorm2d(16)
+        self.conv_c = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.bn_c = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.bn_a(self.conv_a(x)))
+        b = torch.relu(self.bn_b(self.conv_b(a)) + torch.nn.functional.pad(a, (0, 0, 0, 0, 4, 4)))
+        c = torch.relu(self.bn_c(self.conv_c(b)))
+        return self.fc(c.mean((2, 3)))
+
+
+def pad_shortcut() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomize_bns(PadShortcut())

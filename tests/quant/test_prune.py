@@ -16,7 +16,7 @@ from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
 from edgeport.quant.prune.recover import distill, distillation_loss
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import INPUT_SHAPE, coupled
+from tests.quant.prune_models import INPUT_SHAPE, coupled, pad_shortcut
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
 
@@ -212,3 +212,13 @@ def test_a_model_the_analysis_cannot_follow_names_the_module() -> None:
     with pytest.raises(EdgeportError, match=r"the pruned model does not run: head \(_FixedWidth\)") as err:
         prune_module(_Brittle().eval(), SPECS, {}, _fast(ratio=0.2))
     assert "--prune-exclude" in str(err.value)
+
+
+def test_a_coupling_torch_pruning_misses_is_kept_whole() -> None:
+    """The zero-padded shortcut couples conv_a's channels to conv_b's: torch-pruning does not see it,
+    the check (cut on a copy == zeroed) does, and that group stays whole while the rest prunes."""
+    model = pad_shortcut()
+    result = prune_module(model, SPECS, {}, _fast(ratio=0.2))
+    assert any("does not follow" in note for note in result.section.kept_whole), result.section.kept_whole
+    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert result.section.removed() >= 0.2
