@@ -203,6 +203,14 @@ def test_kws_metadata_labels_and_signature(kws_package, labels_file):
         signatures = Interpreter(model_path=str(kws_package / variant["file"])).get_signature_list()
         assert signatures == {"serving_default": {"inputs": ["x"], "outputs": ["output"]}}
     assert section["signature"] == {"key": "serving_default", "inputs": ["x"], "outputs": ["output"]}
+    # The typed section reads back as written.
+    from edgeport.manifest import Manifest
+    from edgeport.targets.android.section import AndroidSection
+
+    typed = AndroidSection.of(Manifest.read(kws_package), str(kws_package))
+    assert typed.metadata == sidecar and typed.labels_file == "labels.txt"
+    assert [v.name for v in typed.variants] == [v["name"] for v in section["variants"]]
+    assert typed.model_dump(mode="json") == section
 
 
 def test_independent_reader_on_a_packaged_variant(kws_package, labels_file):
