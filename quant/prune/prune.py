@@ -265,14 +265,7 @@ def prune_module(
     model = cost_model(module, groups, example, options.target)
     reachable = alloc.reachable_fraction(model, widths, options_per_group) if groups else 0.0
     if reachable + 1e-9 < options.ratio:
-        raise EdgeportError(
-            f"{flag('ratio')} {options.ratio:g} of the {options.target} cannot be reached: at most "
-            f"{reachable:.2f} with {flag('round_to')} {options.round_to} and "
-            f"{flag('min_width')} {options.min_width}"
-            + (f" ({len(kept_whole)} groups kept whole)" if kept_whole else ""),
-            f"use {flag('ratio')} {max(reachable - 0.005, 0):.2f} or less, or lower {flag('min_width')} / "
-            f"{flag('round_to')}" + (f" or drop {flag('exclude')} names" if options.exclude else ""),
-        )
+        raise _unreachable(options, reachable, unfollowed, len(kept_whole), flag)
     say(f"ranking channels ({options.criterion})")
     plans = [removal_plan(graph, g, options.criterion) for g in groups]
     say(f"measuring the sensitivity of {len(groups)} channel groups")
@@ -353,6 +346,30 @@ def prune_module(
         seconds=round(time.perf_counter() - started, 2),
     )
     return PruneResult(module, section, notes)
+
+
+def _unreachable(
+    options: PruneOptions, reachable: float, unfollowed: Sequence[str], whole: int, flag: Callable[[str], str]
+) -> EdgeportError:
+    """The target is out of reach: the smallest reachable one, or, when the dependency analysis left
+    nothing to prune, the module it could not follow."""
+    ratio = flag("ratio")
+    if reachable < 0.01 and unfollowed:
+        return EdgeportError(
+            f"the pruning dependency analysis cannot follow this model: {unfollowed[0]}",
+            f"keep that module whole with {flag('exclude')} NAME, or convert without {ratio}",
+        )
+    problem = (
+        f"{ratio} {options.ratio:g} of the {options.target} cannot be reached: at most {reachable:.2f} "
+        f"with {flag('round_to')} {options.round_to} and {flag('min_width')} {options.min_width}"
+        + (f" ({whole} groups kept whole)" if whole else "")
+    )
+    lower = f"lower {flag('min_width')} / {flag('round_to')}" + (
+        f" or drop {flag('exclude')} names" if options.exclude else ""
+    )
+    if reachable < 0.01:
+        return EdgeportError(problem, lower)
+    return EdgeportError(problem, f"use {ratio} {reachable - 0.005:.2f} or less, or {lower}")
 
 
 def _round(value: float | None) -> float | None:
