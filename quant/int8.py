@@ -265,8 +265,9 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
 
 
-def quantizer_kept_float(model: bytes) -> list[KeptFloat]:
-    """The ops the TFLite quantizer itself left float32, each between DEQUANTIZE and QUANTIZE.
+def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list[KeptFloat]:
+    """The ops the TFLite quantizer itself left float32, each between DEQUANTIZE and QUANTIZE (not
+    counting those `denylisted`, by output tensor name: the ones edgeport asked it to leave float).
 
     Even with int8-only builtins it leaves an op float when it has no int8 form of it (ELU in
     tensorflow 2.19, though LiteRT has an int8 ELU kernel). TFLite Micro runs such an op in float32
@@ -294,6 +295,8 @@ def quantizer_kept_float(model: bytes) -> list[KeptFloat]:
         ):
             raw = sub.tensors[op.outputs[0]].name
             node = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if node in denylisted:
+                continue
             why = "the TFLite quantizer has no int8 form of it"
             kept.append(KeptFloat(code, node, "left float by the TFLite quantizer", why))
     return kept

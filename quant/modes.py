@@ -374,7 +374,7 @@ def _integer_stage(
         keep_float=plan.denylist,
     )
     # Checked before the int4 rewrite, which only turns int8 filters into int4 ones.
-    left_float = quantizer_kept_float(model)
+    left_float = quantizer_kept_float(model, plan.denylist)
     _check_full_integer(model, opts.io, [*plan.denylist, *(k.node for k in left_float)])
     if skipped:
         cal.notes.append(skipped)

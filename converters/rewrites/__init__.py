@@ -38,6 +38,7 @@ from edgeport.converters.rewrites import (
     legacy_softmax,
     patch_tokens,
     pixel_shuffle,
+    pow_exponent,
     rnn_unroll,
     scalar_operands,
     slices_to_split,
@@ -76,6 +77,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (slices_to_split.NAME, slices_to_split.rewrite),
     (equal_split.NAME, equal_split.rewrite),
     (hard_sigmoid.NAME, hard_sigmoid.rewrite),
+    (pow_exponent.NAME, pow_exponent.rewrite),
     (gather_int32.NAME, gather_int32.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
     # above would see unknown shapes downstream of it.
