@@ -74,5 +74,13 @@ def render(section: AndroidSection) -> str:
         lines += [f"- {s.name}: {s.reason}" for s in section.skipped]
     if section.notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in section.notes]
-    lines += ["", "Which to ship: " + "; ".join(_advice({v.name for v in section.variants})) + ".", ""]
+    lines += ["", "Which to ship: " + "; ".join(_advice({v.name for v in section.variants})) + "."]
+    # Latency is measured, not packaged: timings differ between runs and the manifest does not.
+    specs = " ".join(f"OUTDIR:{v.name}" for v in section.variants)
+    lines += [
+        "",
+        "Latency: `edgeport bench " + specs + " --on host` times every variant in LiteRT on this "
+        "machine (the CPU kernels an Android CPU runs), `--on adb` on a connected phone.",
+        "",
+    ]
     return "\n".join(lines)

@@ -169,6 +169,11 @@ def test_kws_every_variant_runs_and_matches_float(kws_package):
         assert 0 <= report["xnnpack_nodes"] <= report["nodes"] == variant["ops"]
         assert report["integer_only"] == (variant["name"] in ("int8", "int8_float_io", "w4a8"))
     assert any("GPU delegate compatibility is not reported" in n for n in section["notes"])
+    # `edgeport bench OUTDIR:VARIANT` (the README's latency command) finds each variant.
+    from edgeport.bench.models import resolve_model
+
+    for name in by_name:
+        assert resolve_model(f"{kws_package}:{name}").tflite == kws_package / f"model_{name}.tflite"
     # Smaller files for fewer weight bits.
     assert by_name["w4a8"]["size_bytes"] < by_name["int8"]["size_bytes"] < by_name["float32"]["size_bytes"]
 
