@@ -93,3 +93,29 @@ def test_cli_refusals_are_one_line(flags: list[str], message: str, tmp_path: Pat
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], captured.err
     assert not captured.out and not outdir.exists()
+
+
+def test_pruned_int8_model_needs_a_smaller_tflm_arena(tmp_path: Path) -> None:
+    """Pruned + --quantize int8, then the arena `package --target cortex-m` measures (TFLite Micro's
+    allocator, one run): smaller than the unpruned int8 model's, and the file too."""
+    from edgeport.quant.modes import QuantOptions
+    from edgeport.targets.cortex_m.arena import measure
+    from edgeport.tflite_file import read_tflite
+
+    model = by_name("resnet_basic")
+    sizes = {}
+    for label, prune in (("full", None), ("pruned", _prune(ratio=0.4))):
+        outdir = tmp_path / label
+        convert_model(
+            ConvertOptions(
+                source=f"{ZOO}:resnet_basic",
+                outdir=outdir,
+                input_shapes=model.input_shapes,
+                quantize=QuantOptions(mode="int8", samples=8, distill_steps=5),
+                prune=prune,
+            )
+        )
+        path = outdir / "model_int8.tflite"
+        sizes[label] = (measure(path, read_tflite(path)).measured_bytes, path.stat().st_size)
+    assert sizes["pruned"][0] < sizes["full"][0], sizes
+    assert sizes["pruned"][1] < sizes["full"][1], sizes
