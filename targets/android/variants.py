@@ -72,7 +72,7 @@ class FloatSource:
 
     path: Path  # the convert output directory or the .tflite
     float32: bytes
-    in_specs: list[TensorSpec]  # source names and layout (a bare .tflite: its signature names)
+    in_specs: list[TensorSpec]  # source names, layout and order (a bare .tflite: its signature's)
     out_specs: list[TensorSpec]
     stats: dict[str, InputStats]  # what the inputs look like, for calibration and verification
     manifest: Manifest | None = None  # the convert output's
@@ -177,7 +177,11 @@ def load_source(model: Path) -> FloatSource:
         specs = [
             _spec(info, sources.get(info.source_name or info.name)) for info in tflite.inputs + tflite.outputs
         ]
-        in_specs, out_specs = specs[: len(tflite.inputs)], specs[len(tflite.inputs) :]
+        # In the source's order (forward()'s arguments, the ONNX outputs): "the first input" of the
+        # options is the source's first, whatever order the .tflite lists them in.
+        order = {t.name: i for i, t in enumerate(onnx_art.inputs + onnx_art.outputs)}
+        in_specs = sorted(specs[: len(tflite.inputs)], key=lambda s: order.get(s.name, len(order)))
+        out_specs = sorted(specs[len(tflite.inputs) :], key=lambda s: order.get(s.name, len(order)))
         onnx_path = model / onnx_art.path
         return FloatSource(
             path=model,

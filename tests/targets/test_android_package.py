@@ -5,7 +5,7 @@ variants; bad input is one line, exit 1, nothing written.
 
 Tolerances, measured here independently of the packager's own check (LiteRT, 8 seeded N(0, 1) samples):
 float16 max relative error 1e-2 (issue 13); int8 with float or int8 I/O and dynamic-range SQNR >= 20 dB,
-w4a8 >= 15 dB (measured 25-60 dB on these models; 20 dB is a tenth of a step of noise vs signal amplitude).
+w4a8 >= 15 dB (measured 25-60 dB on these models; at 20 dB the error's amplitude is a tenth of the signal's).
 """
 
 from __future__ import annotations
@@ -237,7 +237,9 @@ def test_multi_input_model_variants_and_metadata_order(mio_convert, tmp_path):
     out = tmp_path / "android"
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\nd\ne\n")
-    package(mio_convert, out, AndroidOptions(variants=NO_DYNAMIC.split(","), labels=labels))
+    # --mean/--std describe the source's first input (image), though the .tflite lists meta first.
+    options = AndroidOptions(variants=NO_DYNAMIC.split(","), labels=labels, mean=[1.0, 2.0, 3.0], std=[4.0])
+    package(mio_convert, out, options)
     _check_variants(out, set(NO_DYNAMIC.split(",")))
     for name in NO_DYNAMIC.split(","):
         path = out / f"model_{name}.tflite"
@@ -250,6 +252,8 @@ def test_multi_input_model_variants_and_metadata_order(mio_convert, tmp_path):
         by_name = {t.name: t for t in meta.inputs + meta.outputs}
         assert by_name["image"].image == md.ImageProperties(color_space="RGB", width=16, height=16)
         assert by_name["meta"].image is None and by_name["meta"].dimension_names == []
+        assert by_name["image"].normalization == md.Normalization(mean=[1.0, 2.0, 3.0], std=[4.0])
+        assert by_name["meta"].normalization is None
         # The labels name the [batch, classes] output, not the feature map.
         assert [f.name for f in by_name["output_0"].associated_files] == ["labels.txt"]
         assert by_name["output_1"].associated_files == []
