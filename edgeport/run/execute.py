@@ -11,6 +11,7 @@ across runs.
 OUTDIR:
     run.json            every variant x target, where its artifacts are, what each stage did
     report.md           the summary table
+    report.html         the table, plots and provenance in one self-contained page
     edgeport.toml       the config the run read
     variants/NAME/model/        the convert output (edgeport.json, model_*.tflite, model.onnx)
     variants/NAME/TARGET/       the target's package
@@ -43,6 +44,7 @@ from edgeport.run.config import PACKAGE_RUNNERS, RunConfig, TargetSpec, Variant,
 
 RUN_JSON = "run.json"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 CACHE_DIR = ".cache"
 RUN_SCHEMA_VERSION = 1
 Say = Callable[[str], None]
@@ -275,9 +277,11 @@ def run(
         (stage / "edgeport.toml").write_text(config.text)
         document = run_document(config, stage, results, bench)
         (stage / RUN_JSON).write_text(json.dumps(document, indent=2) + "\n")
+        from edgeport.run.html import render_html
         from edgeport.run.report import render_markdown
 
         (stage / REPORT_MD).write_text(render_markdown(stage, document))
+        (stage / REPORT_HTML).write_text(render_html(stage, document))
         if in_outdir and cache_root.is_dir():
             cache_root.rename(stage / CACHE_DIR)
     return RunResult(outdir, results, bench, time.perf_counter() - started)

@@ -1,5 +1,5 @@
-"""report.md: one row per variant x target, read back from what the run wrote (the manifests and the bench
-reports), so the table says what the files say.
+"""The run's report, read back from what the run wrote (the manifests and the bench reports), so that it
+says what the files say: report.md here, report.html (with plots) in html.py, from the same rows.
 
 Columns: the .tflite packaged and its size, the tensor arena (kTensorArenaSize), RAM and flash needed
 against the board's, the fit verdict, the worst output SQNR of a quantized variant against its float
@@ -9,45 +9,58 @@ model, and per runner the median and p99 latency. What a target or run does not 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeport.manifest import Manifest
 
 NONE = "-"
+HEAD = ["variant", "target", "model", "size", "arena", "RAM needed", "flash needed", "fit", "SQNR vs float"]
 
 
 @dataclass
 class Row:
+    """One variant x target, as numbers (None: not measured / not applicable)."""
+
     variant: str
     target: str
     model: str = NONE
-    size: str = NONE
-    arena: str = NONE
-    ram: str = NONE
-    flash: str = NONE
-    fit: str = NONE
-    sqnr: str = NONE
-    latency: dict[str, str] | None = None
+    size_bytes: int | None = None
+    arena_bytes: int | None = None
+    ram: tuple[int, int] | None = None  # needed, available
+    flash: tuple[int, int] | None = None
+    fits: bool | None = None
+    sqnr_db: float | None = None
+    exact: bool = False  # quantized and no error at all (no finite SQNR)
+    latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # runner -> (median, p99)
+
+    def cells(self, runners: list[str]) -> list[str]:
+        def of(pair: tuple[int, int] | None) -> str:
+            return f"{kib(pair[0])} of {kib(pair[1])}" if pair else NONE
+
+        sqnr = "exact" if self.exact else (f"{self.sqnr_db:.1f} dB" if self.sqnr_db is not None else NONE)
+        fit = NONE if self.fits is None else ("fits" if self.fits else "DOES NOT FIT")
+        cells = [self.variant, self.target, self.model, kib(self.size_bytes), kib(self.arena_bytes)]
+        cells += [of(self.ram), of(self.flash), fit, sqnr]
+        for runner in runners:
+            median_p99 = self.latency_ms.get(runner)
+            cells.append(f"{median_p99[0]:.3g} / {median_p99[1]:.3g} ms" if median_p99 else NONE)
+        return cells
 
 
-def kib(n: int) -> str:
-    return f"{n / 1024:.1f} KiB"
+def kib(n: int | None) -> str:
+    return NONE if n is None else f"{n / 1024:.1f} KiB"
 
 
-def sqnr_of(model_dir: Path) -> str:
-    """The worst output SQNR of the variant's quantized model against its float one (dB), else '-'."""
+def quant_section(model_dir: Path) -> Any:
+    """The variant's quantization section (quant/section.py), None for a float variant."""
     from edgeport.quant.section import QuantSection
 
-    section = QuantSection.find(Manifest.read(model_dir))
-    worst = section.fidelity.worst_output_db() if section is not None else None
-    if section is None:
-        return NONE
-    return "exact" if worst is None else f"{worst:.1f} dB"
+    return QuantSection.find(Manifest.read(model_dir))
 
 
-def package_cells(package_dir: Path) -> dict[str, str]:
+def package_facts(package_dir: Path) -> dict[str, Any]:
     """Model, size, arena, RAM, flash and fit of a package, from its manifest's target section."""
     manifest = Manifest.read(package_dir)
     cortex = manifest.sections.get("cortex_m")
@@ -55,26 +68,25 @@ def package_cells(package_dir: Path) -> dict[str, str]:
         fit = cortex["fit"]
         return {
             "model": cortex["model"],
-            "size": kib(cortex["model_bytes"]),
-            "arena": kib(cortex["arena"]["kTensorArenaSize"]),
-            "ram": f"{kib(fit['ram_needed'])} of {kib(fit['largest_ram_bytes'])}",
-            "flash": f"{kib(fit['flash_needed'])} of {kib(fit['flash_available'])}",
-            "fit": "fits" if fit["fits_flash"] and fit["fits_ram"] else "DOES NOT FIT",
+            "size_bytes": cortex["model_bytes"],
+            "arena_bytes": cortex["arena"]["kTensorArenaSize"],
+            "ram": (fit["ram_needed"], fit["largest_ram_bytes"]),
+            "flash": (fit["flash_needed"], fit["flash_available"]),
+            "fits": fit["fits_flash"] and fit["fits_ram"],
         }
     tflites = [a for a in manifest.artifacts if a.kind == "tflite"]
     if tflites:  # a target without a cortex_m-like section: the model it carries
-        return {"model": Path(tflites[0].path).name, "size": kib(tflites[0].size_bytes)}
+        return {"model": Path(tflites[0].path).name, "size_bytes": tflites[0].size_bytes}
     return {}
 
 
-def latencies(root: Path, bench: dict[str, str]) -> dict[str, dict[str, str]]:
-    """runner -> variant name -> `median / p99 ms`."""
-    found: dict[str, dict[str, str]] = {}
+def latencies(root: Path, bench: dict[str, str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """runner -> variant name -> (median, p99) ms."""
+    found: dict[str, dict[str, tuple[float, float]]] = {}
     for runner, path in bench.items():
         report = json.loads((root / path).read_text())
         found[runner] = {
-            r["model"]["name"]: f"{r['stats']['median']:.3g} / {r['stats']['p99']:.3g} ms"
-            for r in report["results"]
+            r["model"]["name"]: (r["stats"]["median"], r["stats"]["p99"]) for r in report["results"]
         }
     return found
 
@@ -83,43 +95,32 @@ def rows(root: Path, document: dict[str, Any]) -> list[Row]:
     timing = latencies(root, document.get("bench", {}))
     out = []
     for variant in document["variants"]:
-        sqnr = sqnr_of(root / variant["model"])
+        section = quant_section(root / variant["model"])
+        worst = section.fidelity.worst_output_db() if section is not None else None
         for target, entry in variant["targets"].items():
-            row = Row(variant["name"], target, sqnr=sqnr, **package_cells(root / entry["package"]))
-            row.latency = {runner: per.get(variant["name"], NONE) for runner, per in timing.items()}
+            row = Row(variant["name"], target, **package_facts(root / entry["package"]))
+            row.sqnr_db, row.exact = worst, section is not None and worst is None
+            row.latency_ms = {r: per[variant["name"]] for r, per in timing.items() if variant["name"] in per}
             out.append(row)
     return out
 
 
+def header(runners: list[str]) -> list[str]:
+    return HEAD + [f"{r} median / p99" for r in runners]
+
+
 def table(found: list[Row], runners: list[str]) -> str:
-    head = [
-        "variant",
-        "target",
-        "model",
-        "size",
-        "arena",
-        "RAM needed",
-        "flash needed",
-        "fit",
-        "SQNR vs float",
-    ]
-    head += [f"{r} median / p99" for r in runners]
+    head = header(runners)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in found:
-        cells = [
-            row.variant,
-            row.target,
-            row.model,
-            row.size,
-            row.arena,
-            row.ram,
-            row.flash,
-            row.fit,
-            row.sqnr,
-        ]
-        cells += [(row.latency or {}).get(r, NONE) for r in runners]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(row.cells(runners)) + " |" for row in found]
     return "\n".join(lines)
+
+
+ABOUT = (
+    "One row per variant and target; every path is relative to this folder. Sizes are the packaged "
+    ".tflite; arena is kTensorArenaSize as measured in TFLite Micro; RAM and flash needed include "
+    "edgeport's estimates of the runtime's own (each package's README.md)."
+)
 
 
 def render_markdown(root: Path, document: dict[str, Any]) -> str:
@@ -128,9 +129,7 @@ def render_markdown(root: Path, document: dict[str, Any]) -> str:
     parts = [
         "# edgeport run report",
         "",
-        f"Config: `{document['config']}`. One row per variant and target; every path is relative to this "
-        "folder. Sizes are the packaged .tflite; arena is kTensorArenaSize as measured in TFLite Micro; "
-        "RAM and flash needed include edgeport's estimates of the runtime's own (each package's README.md).",
+        f"Config: `{document['config']}`. {ABOUT}",
         "",
         table(rows(root, document), runners),
         "",

@@ -170,3 +170,22 @@ def test_an_interrupted_run_leaves_the_previous_results_intact(first, tmp_path):
     assert child.returncode == 1 and "interrupted" in rest, rest
     assert {name: path.read_bytes() for name, path in _files(previous).items()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_html_report_is_self_contained(first):
+    import re
+
+    _, out, _ = first
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<tr>") == 3  # header + float + int8
+    # Size/SQNR, latency, and the int8 variant's worst layers.
+    assert page.count("<svg") == 3
+    assert "Pareto front" in page and "int8: worst layers" in page
+    # Nothing to fetch: no scripts, stylesheets, images or fonts (url(#id) is a clip path in the same page);
+    # the only addresses are XML namespaces.
+    assert not re.search(r"<script|<link|<img|src=|url\((?!#)|@import", page)
+    assert set(re.findall(r"https?://[^\"' <)]*", page)) <= {
+        "http://www.w3.org/2000/svg",
+        "http://www.w3.org/1999/xlink",
+    }
+    assert "the same as <code>edgeport package variants/int8/model --target cortex-m" in page

@@ -1,0 +1,25 @@
+"""report.html's pure parts: the Pareto front and deterministic, self-contained plots."""
+
+from __future__ import annotations
+
+from edgeport.run.html import _figure, _svg, pareto
+
+
+def test_pareto_keeps_the_points_nothing_beats():
+    # (size, SQNR): b is beaten by a (smaller and better); c is bigger but better; d ties c and is bigger.
+    points = [(10.0, 30.0), (12.0, 25.0), (20.0, 40.0), (25.0, 40.0)]
+    assert pareto(points) == [0, 2]
+    assert pareto([(1.0, 1.0)]) == [0]
+    assert pareto([(1.0, 1.0), (1.0, 1.0)]) == [0, 1]  # equal points do not beat each other
+
+
+def test_plots_are_inline_svg_with_the_same_bytes_every_time():
+    def draw() -> str:
+        figure, axes = _figure()
+        axes.plot([1, 2, 3], [3, 1, 2], label="x")
+        axes.legend()
+        return _svg(figure)
+
+    first = draw()
+    assert first.startswith("<svg") and first == draw()
+    assert "<?xml" not in first and "<dc:date>" not in first
