@@ -72,7 +72,7 @@ def _signature(model: bytes) -> tuple[list[str], list[str], list[str], list[str]
     return list(ins), list(outs), order_in, order_out
 
 
-def meta_input(
+def _first_input(
     meta: metadata.ModelMetadata, keys: dict[str, str], source: FloatSource
 ) -> metadata.TensorMetadata:
     """The metadata of the source's first input (the one --mean/--std/--input-range describe)."""
@@ -121,12 +121,10 @@ def package(
         labels,
         spell,
     )
-    first = meta_input(meta, keys, source)
-    if first.value_min:
-        # The stated range is what the first input takes: calibrate and verify on it.
-        source.stats[source.in_specs[0].name] = from_user(
-            None, None, (min(first.value_min), max(first.value_max))
-        )
+    first = _first_input(meta, keys, source)
+    stated = from_user(None, None, (min(first.value_min), max(first.value_max))) if first.value_min else None
+    if stated is not None:  # the range the first input takes: calibrate and verify on it
+        source.stats[source.in_specs[0].name] = stated
     made, missing, notes = make_variants(source, options.variants, options.calibration)
     if missing and not options.skip_unavailable:
         name, why = next(iter(missing.items()))
@@ -135,7 +133,8 @@ def package(
             f"pass {spell['skip_unavailable']} to package the others, or leave it out of {spell['variants']}",
         )
     if not made:
-        raise EdgeportError("no variant could be made", f"see the reasons above; check {spell['variants']}")
+        name, why = next(iter(missing.items()))
+        raise EdgeportError(f"no variant could be made ({name}: {why})", f"check {spell['variants']}")
     files = {describe.LABELS_FILE: "\n".join(labels).encode() + b"\n"} if labels is not None else {}
     with write_package(
         outdir,
