@@ -376,23 +376,27 @@ def variant_name(
     point: Mapping[str, Any], varied: list[tuple[str, list[Any]]], keys: Mapping[str, Key]
 ) -> str:
     if not varied:
-        main = next((k for k in keys.values() if k.main and k.group == "quantize"), None)
+        main = main_key(keys, "quantize")
         return token(main.name, point.get(main.name), main) if main else "model"
     return "_".join(token(name, point[name], keys.get(name)) for name, _ in varied)
 
 
+def main_key(keys: Mapping[str, Key], group: str) -> Key | None:
+    """The main option of a nested group (quantize for QuantOptions, prune for PruneOptions)."""
+    return next((k for k in keys.values() if k.group == group and k.main), None)
+
+
 def applies(
-    key: Key, value: Any, main_value: Any, model: type[BaseModel], spell: Callable[[str], str]
+    key: Key, value: Any, main: Key, main_value: Any, model: type[BaseModel], spell: Callable[[str], str]
 ) -> str:
-    """'' when the companion option `key` = `value` means something with the group's main option set to
-    `main_value`, else why not (the group's own refusal)."""
-    main = next(f for f, i in model.model_fields.items() if _has_flag(i) and "needs" not in extra(i))
+    """'' when the companion option `key` = `value` means something with the group's main option `main`
+    set to `main_value`, else why not (the group's own refusal)."""
     try:
-        validate_options(model, {main: main_value}, spell)
+        validate_options(model, {main.field: main_value}, spell)
     except EdgeportError:
         return ""  # a bad main value is reported as such, not as every companion not applying
     try:
-        validate_options(model, {main: main_value, key.field: value}, spell)
+        validate_options(model, {main.field: main_value, key.field: value}, spell)
     except EdgeportError as err:
         return err.one_line()
     return ""
@@ -416,7 +420,7 @@ def build_options(
             by_group.setdefault(key.group, {})[key.field] = _as_list(key, value)
     for group, model in groups().items():
         values = by_group.get(group, {})
-        main = next((k for k in keys.values() if k.group == group and k.main), None)
+        main = main_key(keys, group)
         if main is None:
             continue
         if main.field not in values or is_off(main, values[main.field]):
@@ -457,14 +461,9 @@ def drop_inapplicable(
     problems: list[str] = []
     models = groups()
     kept = [dict(p) for p in points]
-    names = sorted(
-        {n for p in points for n in p}, key=lambda n: list(points[0]).index(n) if n in points[0] else 0
-    )
-    for name in names:
+    for name in list(points[0]) if points else []:  # every point has the same keys (expand)
         key = keys[name]
-        if key.group is None or key.main:
-            continue
-        main = next((k for k in keys.values() if k.group == key.group and k.main), None)
+        main = main_key(keys, key.group) if key.group is not None and not key.main else None
         if main is None:
             continue
         why = []
@@ -474,7 +473,7 @@ def drop_inapplicable(
                 why.append(f"{name} was given without {main.name}")
                 point.pop(name, None)
                 continue
-            reason = applies(key, _as_list(key, point[name]), main_value, models[key.group], spell)
+            reason = applies(key, _as_list(key, point[name]), main, main_value, models[key.group], spell)
             if reason:
                 why.append(reason)
                 point.pop(name, None)

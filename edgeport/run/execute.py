@@ -255,8 +255,13 @@ def run(
     outdir = Path(outdir)
     say = say or (lambda text: None if quiet else print(text, file=sys.stderr, flush=True))
     _check_outdir(outdir, force)
-    in_outdir = cache_dir is None
-    cache_root = (outdir / CACHE_DIR) if in_outdir else Path(cache_dir)
+    cache_root = Path(cache_dir) if cache_dir is not None else outdir / CACHE_DIR
+    in_outdir = cache_root.absolute() == (outdir / CACHE_DIR).absolute()
+    if not in_outdir and outdir.absolute() in cache_root.absolute().parents:
+        raise EdgeportError(
+            f"--cache-dir {cache_dir} is inside the output directory, which the run replaces",
+            f"leave --cache-dir out (the cache goes to {outdir / CACHE_DIR}) or put it elsewhere",
+        )
     cache = StageCache(cache_root, read=use_cache)
     jobs = jobs or default_jobs(len(config.variants))
     # Checked above; the staging directory replaces OUTDIR as a whole, the cache is carried over.

@@ -232,3 +232,16 @@ def test_a_package_runner_measures_the_package_for_its_board(tmp_path):
     assert package_for(targets, "cortex-m", "mps2-an386") == "cortex-m-mps2-an386"
     assert package_for(targets, "cortex-m", "corstone-300") == "cortex-m-nucleo-h743zi2"
     assert package_for(targets, None, None) == "model"
+
+
+def test_outdir_rules_are_checked_before_any_work(tmp_path):
+    from edgeport.run import run
+
+    config = load_config(write(tmp_path, GOOD))
+    out = tmp_path / "out"
+    with pytest.raises(EdgeportError, match="--cache-dir .* is inside the output directory"):
+        run(config, out, cache_dir=out / "cache")
+    (out / "results").mkdir(parents=True)
+    with pytest.raises(EdgeportError, match="exists and is not empty"):
+        run(config, out)
+    assert sorted(p.name for p in out.iterdir()) == ["results"]
