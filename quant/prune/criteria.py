@@ -9,18 +9,24 @@ in the order they are removed, each either cut or merged into a kept channel (RE
   twin's, exact when the parameters are identical. Each step takes the cheapest of merging a channel
   into its nearest twin (distance of the parameters) and cutting it (its own size), both weighed by
   its outgoing weights, so dead channels are cut and duplicated ones merged.
+* `ig`: SInGE's idea (integrated gradients of the pruning path, on synthetic inputs, no data): every
+  channel of the group is faded out together (its consumers' input columns scaled by alpha, 1 -> 0),
+  and each channel's share of the output error the fading causes is integrated along the path; the
+  channels whose fading costs least go first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from edgeport.quant.prune.channels import consumer_columns, signature
-from edgeport.quant.prune.graph import ChannelGroup, Graph
+from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs
 
-CRITERIA = ("l1", "l2", "bn-scale", "red")
+CRITERIA = ("l1", "l2", "bn-scale", "red", "ig")
+IG_STEPS = 8  # points on the fading path (midpoint rule)
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,12 @@ def _bn_scale(graph: Graph, group: ChannelGroup) -> torch.Tensor | None:
     return scores if isinstance(scores, torch.Tensor) and scores.numel() == group.channels else None
 
 
-def removal_plan(graph: Graph, group: ChannelGroup, criterion: str) -> list[Removal]:
-    """Every position of `group` in removal order under `criterion`."""
+def removal_plan(
+    graph: Graph, group: ChannelGroup, criterion: str, inputs: Sequence[torch.Tensor] = ()
+) -> list[Removal]:
+    """Every position of `group` in removal order under `criterion` (`ig` reads synthetic `inputs`)."""
+    if criterion == "ig" and inputs:
+        return _by_importance(integrated_gradients(graph, group, inputs).repeat(group.repeats), group)
     if criterion == "l1":
         return _by_importance(_magnitude(graph, group, 1), group)
     if criterion == "bn-scale":
@@ -106,3 +116,40 @@ def red_plan(graph: Graph, group: ChannelGroup) -> list[Removal]:
         alive.remove(j)
     plan.append(Removal(alive[0]))
     return plan
+
+
+def integrated_gradients(graph: Graph, group: ChannelGroup, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per position: the output error (relative squared error vs the unpruned outputs) its fading
+    accounts for, integrated from all channels present to all faded out."""
+    module = graph.module
+    names = {id(p): n for n, p in module.named_parameters()}
+    # For each consumer weight: which input columns belong to which position.
+    columns: dict[str, tuple[torch.Tensor, list[int], list[int]]] = {}
+    for position in range(group.width):
+        for c in consumer_columns(graph, group, group.channel_indices([position])):
+            if not isinstance(c.rows, slice):
+                continue  # a grouped convolution's columns: left unscaled (the others carry the signal)
+            name = names[id(c.weight)]
+            weight, cols, owner = columns.setdefault(name, (c.weight, [], []))
+            cols.extend(c.cols)
+            owner.extend([position] * len(c.cols))
+    with torch.no_grad():
+        reference = flat_outputs(module(*inputs))
+    total = torch.zeros(group.width)
+    for step in range(IG_STEPS):
+        alpha = torch.full((group.width,), 1.0 - (step + 0.5) / IG_STEPS, requires_grad=True)
+        replaced = {}
+        for name, (weight, cols, owner) in columns.items():
+            scale = torch.ones_like(weight)
+            shape = [1, len(cols)] + [1] * (weight.dim() - 2)
+            scale[:, cols] = alpha[owner].reshape(shape).expand_as(scale[:, cols])
+            replaced[name] = weight.detach() * scale
+        with torch.enable_grad():
+            out = flat_outputs(torch.func.functional_call(module, replaced, tuple(inputs)))
+            loss = sum(
+                ((o - r) ** 2).sum() / (r**2).sum().clamp_min(1e-12)
+                for o, r in zip(out, reference, strict=True)
+            )
+            (grad,) = torch.autograd.grad(loss, alpha)
+        total += -grad / IG_STEPS  # d(error)/d(alpha) < 0: fading raises the error
+    return total

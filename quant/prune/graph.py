@@ -59,13 +59,14 @@ class ChannelGroup:
         return [r * self.width + p for r in range(self.repeats) for p in positions]
 
 
-def _flat_outputs(out: Any) -> list[torch.Tensor]:
+def flat_outputs(out: Any) -> list[torch.Tensor]:
+    """A model's output tensors, in order, from a tensor, tuple, list or dict of them."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, list | tuple):
-        return [t for o in out for t in _flat_outputs(o)]
+        return [t for o in out for t in flat_outputs(o)]
     return []
 
 
@@ -108,7 +109,7 @@ class Graph:
                 f"the pruning dependency analysis cannot trace this model ({exception_line(exc)})",
                 "rerun with --debug for the traceback and report the model; convert without --prune",
             ) from exc
-        self.output_grad_fns = {t.grad_fn for t in _flat_outputs(outputs) if t.grad_fn is not None}
+        self.output_grad_fns = {t.grad_fn for t in flat_outputs(outputs) if t.grad_fn is not None}
 
     def is_out(self, handler: Callable[..., Any]) -> bool:
         return bool(self.dg.is_out_channel_pruning_fn(handler))

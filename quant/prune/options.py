@@ -39,7 +39,8 @@ class PruneOptions(Options):
     criterion: Literal[CRITERIA] = Field(  # type: ignore[valid-type]
         "l2",
         description="Which channels go first: l1/l2 magnitude, bn-scale (BatchNorm scale), red (merge "
-        "near-duplicate channels, compensating the next layer).",
+        "near-duplicate channels, compensating the next layer), ig (integrated gradients on synthetic "
+        "inputs).",
         json_schema_extra=cli("--prune-criterion", needs="RATIO"),
     )
     exclude: list[str] = Field(

@@ -21,7 +21,7 @@ from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, module_macs
 from edgeport.quant.prune.criteria import Removal, removal_plan
-from edgeport.quant.prune.graph import ChannelGroup, Graph, resolve_excluded
+from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
 from edgeport.quant.prune.options import PruneOptions
 from edgeport.quant.prune.recover import distill, distillation_loss, fidelity, steps_for_budget
 from edgeport.quant.prune.section import Counts, GroupWidth, PruneFidelity, PruningSection, Recovery
@@ -118,10 +118,8 @@ def _error(outputs: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -
 
 
 def _run(module: nn.Module, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    from edgeport.quant.prune.recover import _outputs
-
     with torch.no_grad():
-        return _outputs(module(*inputs))
+        return flat_outputs(module(*inputs))
 
 
 def sensitivities(
@@ -267,7 +265,7 @@ def prune_module(
     if reachable + 1e-9 < options.ratio:
         raise _unreachable(options, reachable, unfollowed, len(kept_whole), flag)
     say(f"ranking channels ({options.criterion})")
-    plans = [removal_plan(graph, g, options.criterion) for g in groups]
+    plans = [removal_plan(graph, g, options.criterion, [x[:SENSITIVITY_BATCH] for x in pool]) for g in groups]
     say(f"measuring the sensitivity of {len(groups)} channel groups")
     sens = sensitivities(graph, groups, plans, options_per_group, [x[:SENSITIVITY_BATCH] for x in pool])
     allocation = alloc.allocate(model, widths, options_per_group, sens, options.ratio)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
+from edgeport.quant.prune.graph import flat_outputs
 
 BATCH = 32
 LR = 1e-3
@@ -43,7 +44,7 @@ class RecoveryLog:
     loss_end: float
 
 
-def _leaf_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[int, int]:
+def _leafflat_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[int, int]:
     """(activation elements per sample, leaf module calls) of one forward."""
     elements, calls = [0], [0]
     batch = max(1, int(inputs[0].shape[0]))
@@ -67,19 +68,9 @@ def steps_for_budget(
     module: nn.Module, inputs: Sequence[torch.Tensor], macs: int, seconds: float, batch: int = BATCH
 ) -> int:
     """Steps whose estimated work fits `seconds` on 2 cores (at most MAX_STEPS)."""
-    elements, ops = _leaf_outputs(module, inputs)
+    elements, ops = _leafflat_outputs(module, inputs)
     per_step = TRAIN_FACTOR * (batch * (macs + ELEMENT_WEIGHT * elements) + OP_WORK * ops)
     return int(min(MAX_STEPS, seconds * WORK_PER_SECOND // max(1, per_step)))
-
-
-def _outputs(out: object) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, list | tuple):
-        return [t for o in out for t in _outputs(o)]
-    return []
 
 
 def shared_features(student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor]) -> list[str]:
@@ -168,7 +159,7 @@ def distillation_loss(
     s_cap, t_cap = _Capture(student, features), _Capture(teacher, features)
     try:
         with torch.no_grad():
-            s_out, t_out = _outputs(student(*inputs)), _outputs(teacher(*inputs))
+            s_out, t_out = flat_outputs(student(*inputs)), flat_outputs(teacher(*inputs))
             return float(_loss(s_out, t_out, s_cap.values, t_cap.values))
     finally:
         s_cap.close()
@@ -210,10 +201,10 @@ def distill(
         for step in range(steps):
             inputs = _batch(pool, gen, size)
             with torch.no_grad():
-                t_out = _outputs(teacher(*inputs))
+                t_out = flat_outputs(teacher(*inputs))
                 t_feat = {n: v.detach() for n, v in t_cap.values.items()}
             with torch.enable_grad():
-                loss = _loss(_outputs(student(*inputs)), t_out, s_cap.values, t_feat)
+                loss = _loss(flat_outputs(student(*inputs)), t_out, s_cap.values, t_feat)
                 optimizer.zero_grad()
                 loss.backward()
             optimizer.step()
@@ -242,7 +233,7 @@ def fidelity(
 ) -> tuple[float | None, float | None]:
     """(worst output SQNR in dB (None: identical), top-1 agreement for a [batch, classes] output)."""
     with torch.no_grad():
-        s_out, t_out = _outputs(student(*inputs)), _outputs(teacher(*inputs))
+        s_out, t_out = flat_outputs(student(*inputs)), flat_outputs(teacher(*inputs))
     values = [v for v in (sqnr_db(t, s) for s, t in zip(s_out, t_out, strict=True)) if v is not None]
     worst = min(values) if values else None
     first = t_out[0]

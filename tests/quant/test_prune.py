@@ -61,7 +61,7 @@ def test_model_outputs_are_never_pruned() -> None:
     assert "fc" not in {g.name for g in graph.groups()[0]}
 
 
-@pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "red"])
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "red", "ig"])
 def test_prune_reaches_the_target_and_runs(criterion: str) -> None:
     model = coupled()
     result = prune_module(model, SPECS, {}, _fast(criterion=criterion))
@@ -222,3 +222,26 @@ def test_a_coupling_torch_pruning_misses_is_kept_whole() -> None:
     assert any("does not follow" in note for note in result.section.kept_whole), result.section.kept_whole
     assert result.module(_inputs()).shape == model(_inputs()).shape
     assert result.section.removed() >= 0.2
+
+
+def test_integrated_gradients_give_a_silent_channel_nothing_and_add_up() -> None:
+    """A channel whose consumers ignore it costs nothing to fade: exactly zero. The attributions
+    add up to the error of fading the whole group (integrated gradients' completeness), to the
+    midpoint rule's accuracy."""
+    from edgeport.quant.prune.channels import consumer_columns, zero_inputs
+    from edgeport.quant.prune.criteria import integrated_gradients
+
+    model = coupled()
+    with torch.no_grad():
+        model.conv2.weight[:, 6] = 0.0  # conv1's channel 6 reaches nothing
+    graph = Graph(model, [_inputs(1)])
+    group = next(g for g in graph.groups()[0] if g.name == "conv1")
+    x = _inputs(8)
+    scores = integrated_gradients(graph, group, [x])
+    assert float(scores[6]) == 0.0 and float(scores.abs().max()) > 1e-3
+    reference = model(x)
+    undo = zero_inputs(consumer_columns(graph, group, list(range(group.channels))))
+    faded = model(x)
+    undo()
+    whole = float(((faded - reference) ** 2).sum() / (reference**2).sum())
+    assert float(scores.sum()) == pytest.approx(whole, rel=0.1)
