@@ -80,6 +80,36 @@ def _first_input(
     return next(t for t in meta.inputs if t.name == key)
 
 
+def _normalisation_from_model(
+    options: AndroidOptions, source: FloatSource
+) -> tuple[AndroidOptions, list[str]]:
+    """Without --mean/--std, a model that normalises its first input itself ((x - mean) / std found in
+    its graph by quant/input_stats.py) gets mean 0, std 1 in its metadata: feed it raw values."""
+    first = source.in_specs[0]
+    inferred = source.stats.get(first.name)
+    if options.mean is not None or options.std is not None or inferred is None:
+        return options, []
+    if inferred.source != "normalization":
+        return options, []
+    note = (
+        f"input {first.name} is normalised inside the model ({' -> '.join(inferred.detail.get('ops', []))} "
+        "found in its graph): its metadata normalisation is mean 0, std 1, i.e. feed raw values"
+    )
+    return options.model_copy(update={"mean": [0.0], "std": [1.0]}), [note]
+
+
+def _missing_normalisation(meta: metadata.ModelMetadata) -> list[str]:
+    """A note for image inputs (float, describe.is_image) without normalisation: the TFLite Task
+    Library's image APIs refuse a float model whose image input has none."""
+    return [
+        f"image input {t.name} has no normalisation in its metadata (TFLite Task Library image APIs need "
+        "one for a float model): pass --mean/--std, e.g. 127.5/127.5 for inputs in [-1, 1] from 0..255 "
+        "pixels"
+        for t in meta.inputs
+        if t.image is not None and t.normalization is None
+    ]
+
+
 def _spell() -> dict[str, str]:
     return {name: flag_name(name, info) for name, info in AndroidOptions.model_fields.items()}
 
@@ -109,6 +139,7 @@ def package(
     source = load_source(model)
     if options.calibration is not None:
         check_calibration(options.calibration, source.in_specs)
+    options, found = _normalisation_from_model(options, source)
     keys_in, keys_out, _, _ = _signature(source.float32)
     keys = {**match_signature(source.in_specs, keys_in), **match_signature(source.out_specs, keys_out)}
     meta = describe.build_metadata(
@@ -162,7 +193,7 @@ def package(
             metadata=meta,
             metadata_file=METADATA_FILE,
             labels_file=describe.LABELS_FILE if labels is not None else None,
-            notes=[*notes, GPU_NOTE],
+            notes=[*found, *_missing_normalisation(meta), *notes, GPU_NOTE],
         )
         (stage / "README.md").write_text(readme.render(section))
         manifest.artifacts.append(artifact(stage / "README.md", stage, "other"))

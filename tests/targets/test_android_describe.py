@@ -104,3 +104,29 @@ def test_index_inputs_are_small_non_negative_integers():
     assert all(s["ids"].dtype == np.int64 and s["ids"].min() >= 0 for s in out)
     assert all((s["x"] == 1).all() for s in out)
     assert with_index_inputs(samples, [specs[1]], 0) is samples
+
+
+def test_normalisation_found_in_the_model_means_raw_values():
+    from pathlib import Path
+
+    import numpy as np
+
+    from edgeport.quant.input_stats import InputStats
+    from edgeport.targets.android.packager import _missing_normalisation, _normalisation_from_model, _spell
+    from edgeport.targets.android.variants import FloatSource
+
+    def source(kind: str) -> FloatSource:
+        stats = InputStats(np.array([123.7]), np.array([58.4]), kind, detail={"ops": ["Sub", "Div"]})
+        return FloatSource(Path("m"), b"", [IMAGE], [], {"image": stats})
+
+    options, notes = _normalisation_from_model(AndroidOptions(), source("normalization"))
+    assert (options.mean, options.std) == ([0.0], [1.0]) and "Sub -> Div" in notes[0]
+    # Given by the user, or statistics of another kind (a BatchNorm's): left alone.
+    given = AndroidOptions(mean=[127.5], std=[127.5])
+    assert _normalisation_from_model(given, source("normalization")) == (given, [])
+    assert _normalisation_from_model(AndroidOptions(), source("batchnorm")) == (AndroidOptions(), [])
+
+    keys = {"image": "image", "meta": "m"}
+    meta = describe.build_metadata(AndroidOptions(), [IMAGE], [FEATURES], keys, "n", False, None, _spell())
+    (note,) = _missing_normalisation(meta)
+    assert "image input image has no normalisation" in note
