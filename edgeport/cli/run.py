@@ -49,7 +49,7 @@ def run(
     quiet: bool,
 ) -> None:
     """Run CONFIG (an edgeport.toml): convert each variant of its recipe, package it for each target,
-    bench it on each runner, and write run.json and report.md to OUTDIR.
+    bench it on each runner, and write run.json, report.md and report.html to OUTDIR.
 
     The config is checked as a whole first: every problem is listed, one line each, before any work.
     Stages are cached by content in OUTDIR/.cache: a rerun after editing only a target re-packages

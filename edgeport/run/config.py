@@ -562,8 +562,9 @@ def check_targets(given: Mapping[str, dict[str, Any]]) -> tuple[list[TargetSpec]
 
 
 def check_bench(
-    given: Mapping[str, Any] | None, targets: list[TargetSpec]
+    given: Mapping[str, Any] | None, targets: list[TargetSpec], base: Path = Path(".")
 ) -> tuple[BenchSpec | None, list[str]]:
+    """[bench]: its runners (`on`), BenchSettings and RunnerOptions (paths relative to the config)."""
     if not given:
         return None, []
     models = bench_models()
@@ -595,7 +596,10 @@ def check_bench(
         by_key = {key_name(f, i): f for f, i in model.model_fields.items() if f != "runner"}
         for key in list(values):
             if key in by_key:
-                split[part][by_key[key]] = values.pop(key)
+                value = values.pop(key)
+                if _unoptional(model.model_fields[by_key[key]].annotation) is Path and isinstance(value, str):
+                    value = base / Path(value).expanduser()  # an absolute path stays as it is
+                split[part][by_key[key]] = value
     spell_all = {**{f: key_name(f, i) for m in models for f, i in m.model_fields.items()}}
     spell = lambda f: spell_all.get(f, f)  # noqa: E731
     runner_options = None
@@ -667,7 +671,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
             '[targets] no target given; add e.g. [targets.cortex-m] with board = "nucleo-h743zi2"'
         )
     bench_spec, bench_problems = check_bench(
-        data.get("bench") if isinstance(data.get("bench"), dict) else None, targets
+        data.get("bench") if isinstance(data.get("bench"), dict) else None, targets, base
     )
     problems += bench_problems
     variants: list[Variant] = []

@@ -139,6 +139,20 @@ def run_variant(job: VariantJob) -> VariantDone:
     return done
 
 
+class StageLines:
+    """A convert StageObserver for a variant in a worker: one line per finished stage, named by variant
+    (a live display per process would fight over the terminal)."""
+
+    def __init__(self, variant: str, say: Say) -> None:
+        self.variant, self.say = variant, say
+
+    def started(self, stage: str) -> None:
+        pass
+
+    def finished(self, stage: str, seconds: float) -> None:
+        self.say(f"{self.variant}: convert: {stage} {seconds:.1f}s")
+
+
 def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
     from edgeport.pipeline import convert_model
     from edgeport.targets import get_target
@@ -152,7 +166,7 @@ def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
     cached = job.cache.fetch("convert", key, model_dir)
     if not cached:
         say(f"{name}: converting")
-        convert_model(options.model_copy(update={"outdir": model_dir, "force": False}))
+        convert_model(options.model_copy(update={"outdir": model_dir, "force": False}), StageLines(name, say))
         job.cache.store("convert", key, model_dir)
     done.stages.append(
         StageRun(

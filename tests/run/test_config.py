@@ -245,3 +245,10 @@ def test_outdir_rules_are_checked_before_any_work(tmp_path):
     with pytest.raises(EdgeportError, match="exists and is not empty"):
         run(config, out)
     assert sorted(p.name for p in out.iterdir()) == ["results"]
+
+
+def test_bench_paths_are_relative_to_the_config(tmp_path):
+    text = GOOD + '[bench]\non = ["host"]\nruns = 3\ntflm-root = "tflm"\n'
+    bench = load_config(write(tmp_path, text)).bench
+    assert bench.runners == ["host"] and bench.settings == {"runs": 3}
+    assert bench.runner_options.tflm_root == tmp_path / "tflm"
