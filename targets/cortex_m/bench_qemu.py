@@ -7,6 +7,10 @@ instruction count in disguise; `ticks` holds the instructions per inference reco
 times are those instructions at one per cycle on the board's clock: an estimate. QEMU models no
 pipeline, cache, flash wait states or memory latency, so a real core needs more cycles than this
 (or fewer where it dual-issues, as the Cortex-M7 can).
+
+Every model is packaged afresh for the board (an `edgeport package` directory's firmware may be for
+another board); `timeout_s` limits each QEMU run, not the build (TFLite Micro's library, built once
+per tree and core, takes many minutes).
 """
 
 from __future__ import annotations
@@ -180,6 +184,7 @@ class QemuSession:
         self.first_ms: float | None = None
         self.lines: list[BenchLines] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="edgeport-bench-qemu-"))
+        self.firmware: Path | None = None
         self.elf: Path | None = None
         self.built_runs = -1
 
@@ -192,6 +197,7 @@ class QemuSession:
         self._build(self.settings.runs)
 
     def _build(self, runs: int) -> None:
+        assert self.firmware is not None
         self.elf = build_firmware(self.firmware, self.runner.tree, self.settings.warmup, runs)
         self.built_runs = runs
 
