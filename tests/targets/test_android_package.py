@@ -374,3 +374,19 @@ def test_calibration_data_is_used_for_the_int8_variants(kws_convert, tmp_path):
     with pytest.raises(EdgeportError, match="has shape"):
         package(kws_convert, tmp_path / "b", AndroidOptions(variants=["int8"], calibration=data))
     assert not (tmp_path / "b").exists()
+
+
+def test_same_input_same_package(kws_convert, tmp_path):
+    """The manifest is reproducible apart from its run block, and so is every file."""
+    from edgeport.manifest import Manifest
+    from edgeport.targets.android.packager import package
+    from edgeport.targets.android.target import AndroidOptions
+
+    for out in ("a", "b"):
+        package(
+            kws_convert / "model_float32.tflite", tmp_path / out, AndroidOptions(variants=["float32", "int8"])
+        )
+    first, second = Manifest.read(tmp_path / "a"), Manifest.read(tmp_path / "b")
+    assert first.reproducible() == second.reproducible()
+    for name in ("model_float32.tflite", "model_int8.tflite", "metadata.json", "README.md"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
