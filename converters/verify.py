@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from edgeport.agreement import REFERENCE_NOT_FINITE, compare
 from edgeport.errors import EdgeportError
 from edgeport.manifest import StageError
-from edgeport.tensors import Sample
+from edgeport.tensors import Sample, TensorSpec
 
 
 def run_torch(
@@ -29,6 +29,13 @@ def run_torch(
         outs = run_module(module, [torch.from_numpy(sample[n]) for n in input_names])
         results.append({n: o.detach().numpy() for n, o in zip(output_names, outs, strict=True)})
     return results
+
+
+def model_inputs(samples: Sequence[Sample], specs: Sequence[TensorSpec]) -> list[Sample]:
+    """Each sample with only the inputs `specs` names: an input the ONNX passes folded into a constant
+    (fold_fixed_inputs) is fed to the reference, not to the converted models."""
+    names = {s.name for s in specs}
+    return [{k: v for k, v in sample.items() if k in names} for sample in samples]
 
 
 def check_reference(outputs: Sequence[Sample], reference: str, notes: Sequence[str] = ()) -> None:

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 
 from edgeport.converters import onnx_prepare
 from edgeport.converters.rewrites import REWRITES, Rewrite, apply_rewrite
+from edgeport.pipeline import fold_fixed_inputs as fixed
 from edgeport.pipeline.passes import ChangedReport, Pass, PassReport, about_module
 from edgeport.quant.bn_fold import fold_batch_norms
 
@@ -82,6 +83,7 @@ def _rewrite_pass(name: str, rewrite: Rewrite) -> OnnxPass:
 _NO_ONNX2TF_ONNXSIM = {"not_use_onnxsim": True}
 
 ONNX_PASSES: list[OnnxPass] = [
+    Pass(fixed.NAME, fixed.ABOUT, fixed.fold_fixed_inputs),
     Pass(
         "fold_batch_norms",
         "fold each BatchNormalization into a neighbouring Conv/Gemm/MatMul (quant/bn_fold.py)",

@@ -34,6 +34,7 @@ from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.converters.verify import (
     check_reference,
     check_weights,
+    model_inputs,
     run_torch,
     verification_failure,
 )
@@ -41,6 +42,7 @@ from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import Manifest, StageError, Verification, tool_versions
 from edgeport.options import flag_spell
 from edgeport.pipeline import artifacts
+from edgeport.pipeline import fold_fixed_inputs as fixed
 from edgeport.pipeline.onnx_passes import ONNX_PASSES, RewriteReport, manifest_entries
 from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
@@ -157,6 +159,11 @@ def onnx_passes(state: ConvertState) -> None:
     check_weights(_exported(state))  # NaN weights give NaN outputs everywhere, which nothing can verify
     model = onnx.ModelProto()
     model.CopyFrom(_exported(state))  # later stages read the graph as exported (unfolded BNs)
+    if fixed.NAME not in state.options.skipped():  # --input-value inputs get the default it folds
+        specs = _onnx_input_specs(model)
+        model = fixed.with_defaults(
+            model, with_fixed_values({}, specs, _user_input_stats(state.options, specs, {}))
+        )
     model, reports, skipped = run_passes(ONNX_PASSES, model, state.options.skipped(), "ONNX")
     options = onnx2tf_options_for(model)
     for entry in skipped:
@@ -242,7 +249,9 @@ def _locate_crash(state: ConvertState) -> str:
 def verify(state: ConvertState) -> None:
     model = _model(state)
     state.manifest.verification, state.tflite_names = _verify(state)
-    kinds = verification_sample_kinds(state.in_specs, VERIFY_SAMPLES, state.input_stats)
+    # The reference's inputs: a fixed input folded into the model is still named (sr = 16000).
+    specs = _onnx_input_specs(_exported(state))
+    kinds = verification_sample_kinds(specs, VERIFY_SAMPLES, state.input_stats)
     state.manifest.verification.inputs = kinds
     failed = [e for e in state.manifest.verification.errors if _diverges(e)]
     if failed:
@@ -252,7 +261,7 @@ def verify(state: ConvertState) -> None:
             try:
                 node = first_diverging_node(
                     model,
-                    state.samples,
+                    model_inputs(state.samples, state.in_specs),
                     state.in_specs,
                     state.image_inputs,
                     state.onnx2tf_options,
@@ -421,7 +430,8 @@ def _io_specs(
 
 def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]]]:
     """Every stage against the reference on the same samples; also each .tflite's tensor names."""
-    samples, in_specs, out_specs = state.samples, state.in_specs, state.out_specs
+    in_specs, out_specs = state.in_specs, state.out_specs
+    samples = model_inputs(state.samples, in_specs)  # the reference's inputs may include folded ones
     # The reference is the source as loaded (the ONNX source too, not model.onnx), so the ONNX passes
     # are verified as well.
     reference, ref_name = state.reference_outputs, state.reference_name
