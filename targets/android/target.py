@@ -13,23 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from edgeport.errors import EdgeportError
-from edgeport.options import cli, spell_of
+from edgeport.options import cli, parse_floats, spell_of
 from edgeport.targets.base import Packaged, TargetBoard
 
 # The variants, in the order they are made and listed (targets/android/variants.py makes them).
 VARIANT_NAMES = ("float32", "float16", "dynamic", "int8_float_io", "int8", "w4a8")
-
-
-def parse_numbers(text: str, what: str, count: int | None = None) -> list[float]:
-    """Comma-separated numbers (`count` of them when given), else one line naming `what`."""
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        values = []
-    if not values or (count is not None and len(values) != count):
-        shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
-        raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
-    return values
 
 
 class AndroidOptions(BaseModel):
@@ -90,14 +78,14 @@ class AndroidOptions(BaseModel):
     @classmethod
     def _numbers(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
-            return parse_numbers(value, spell_of(info, cls)(str(info.field_name)))
+            return parse_floats(value, spell_of(info, cls)(str(info.field_name)))
         return value
 
     @field_validator("input_range", mode="before")
     @classmethod
     def _range(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
-            low, high = parse_numbers(value, spell_of(info, cls)("input_range"), 2)
+            low, high = parse_floats(value, spell_of(info, cls)("input_range"), 2)
             if not low < high:
                 raise EdgeportError(
                     f"{spell_of(info, cls)('input_range')} {value!r} is empty",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from edgeport.errors import EdgeportError
+from edgeport.options import parse_floats
 from edgeport.targets.android import describe
 from edgeport.targets.android.signature import _key, _unique
-from edgeport.targets.android.target import AndroidOptions, parse_numbers
+from edgeport.targets.android.target import AndroidOptions
 from edgeport.tensors import TensorSpec
 
 IMAGE = TensorSpec("image", [1, 3, 16, 20], channels_last=True)
@@ -62,9 +63,9 @@ def test_options_parse_text_and_refuse_nonsense():
     )
     assert options.mean == [127.5] * 3 and options.std == [58.0] and options.input_range == (0.0, 255.0)
     assert options.variants == ["int8", "float16"]
-    assert parse_numbers("1,2", "--x", 2) == [1.0, 2.0]
+    assert parse_floats("1,2", "--x", 2) == [1.0, 2.0]
     with pytest.raises(EdgeportError, match="Write it as lo,hi"):
-        parse_numbers("1", "--input-range", 2)
+        parse_floats("1", "--input-range", 2)
     with pytest.raises(EdgeportError, match="names no known variant"):
         AndroidOptions.model_validate({"variants": ""})
 
