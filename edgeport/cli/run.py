@@ -79,3 +79,8 @@ def run(
         debug=bool(ctx.obj and ctx.obj.get("debug")),
     )
     click.echo(result.summary())
+    if result.failed:
+        raise EdgeportError(
+            f"{len(result.failed)} stage{'s' * (len(result.failed) > 1)} failed: " + "; ".join(result.failed),
+            f"the others are in {outdir}; the report marks what failed",
+        )

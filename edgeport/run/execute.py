@@ -92,9 +92,12 @@ class StageRun:
     cached: bool
     seconds: float
     path: str  # its output, relative to OUTDIR
+    error: str | None = None  # the one-line EdgeportError it failed with (no output then)
 
     def line(self, variant: str) -> str:
         what = self.stage.replace(":", " ")
+        if self.error:
+            return f"{variant}: {what} failed: {self.error}"
         how = f"cached (key {self.key[:12]}), not rerun" if self.cached else f"ran in {self.seconds:.1f}s"
         return f"{variant}: {what} {how}"
 
@@ -114,7 +117,13 @@ class VariantJob:
 class VariantDone:
     variant: str
     stages: list[StageRun] = field(default_factory=list)
-    error: str | None = None  # the one-line EdgeportError that stopped it
+
+    def stage(self, name: str) -> StageRun | None:
+        return next((s for s in self.stages if s.stage == name), None)
+
+    def ok(self, name: str) -> bool:
+        found = self.stage(name)
+        return found is not None and found.error is None
 
 
 def variant_dir(name: str) -> str:
@@ -132,10 +141,7 @@ def run_variant(job: VariantJob) -> VariantDone:
             if not job.quiet:
                 print(text, file=stderr, flush=True)
 
-        try:
-            _variant_stages(job, done, say)
-        except EdgeportError as err:
-            done.error = err.one_line()
+        _variant_stages(job, done, say)
     return done
 
 
@@ -162,43 +168,45 @@ def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
     model_dir = base / "model"
     options = job.variant.options
     key = convert_key(options, job.tools)
-    started = time.perf_counter()
-    cached = job.cache.fetch("convert", key, model_dir)
-    if not cached:
+
+    def convert() -> None:
         say(f"{name}: converting")
         convert_model(options.model_copy(update={"outdir": model_dir, "force": False}), StageLines(name, say))
-        job.cache.store("convert", key, model_dir)
-    done.stages.append(
-        StageRun(
-            "convert", key, cached, time.perf_counter() - started, model_dir.relative_to(job.root).as_posix()
-        )
-    )
-    say(done.stages[-1].line(name))
+
+    if not _stage(job, done, say, "convert", key, model_dir, convert):
+        return  # nothing to package
     for target in job.targets:
         out = inside(base, target.name)
-        pkey = package_key(key, target)
-        started = time.perf_counter()
-        cached = job.cache.fetch("package", pkey, out)
-        if not cached:
-            rel = out.relative_to(job.root).as_posix()
-            get_target(target.target).package(
-                model_dir,
-                out,
-                target.options,
-                force=False,
-                command=package_command(model_dir, target, rel, job),
-            )
-            job.cache.store("package", pkey, out)
-        done.stages.append(
-            StageRun(
-                f"package:{target.name}",
-                pkey,
-                cached,
-                time.perf_counter() - started,
-                out.relative_to(job.root).as_posix(),
-            )
-        )
-        say(done.stages[-1].line(name))
+        command = package_command(model_dir, target, out.relative_to(job.root).as_posix(), job)
+
+        def package(target: TargetSpec = target, out: Path = out, command: str = command) -> None:
+            get_target(target.target).package(model_dir, out, target.options, force=False, command=command)
+
+        _stage(job, done, say, f"package:{target.name}", package_key(key, target), out, package)
+
+
+def _stage(
+    job: VariantJob, done: VariantDone, say: Say, stage: str, key: str, out: Path, make: Callable[[], None]
+) -> bool:
+    """One stage of a variant into `out`: copied from the cache, else made and cached. A stage that fails
+    with a user-facing error is recorded (its output absent) and the other variants and targets go on."""
+    started = time.perf_counter()
+    kind = stage.partition(":")[0]
+    error = None
+    cached = job.cache.fetch(kind, key, out)
+    if not cached:
+        try:
+            make()
+        except EdgeportError as err:
+            error = err.one_line()
+        else:
+            job.cache.store(kind, key, out)
+    ran = StageRun(
+        stage, key, cached, time.perf_counter() - started, out.relative_to(job.root).as_posix(), error
+    )
+    done.stages.append(ran)
+    say(ran.line(done.variant))
+    return error is None
 
 
 def package_command(model_dir: Path, target: TargetSpec, outdir: str, job: VariantJob) -> str:
@@ -230,6 +238,11 @@ class RunResult:
     variants: list[VariantDone]
     bench: dict[str, str]  # runner -> its report, relative to OUTDIR
     seconds: float
+
+    @property
+    def failed(self) -> list[str]:
+        """`variant: stage failed: why` for every stage that failed (the rest of the run was written)."""
+        return [s.line(v.variant) for v in self.variants for s in v.stages if s.error]
 
     def summary(self) -> str:
         stages = [s for v in self.variants for s in v.stages]
@@ -285,14 +298,13 @@ def run(
             VariantJob(v, config.targets, stage, cache, tools, quiet, debug) for v in config.variants
         ]
         results = _run_jobs(jobs_list, jobs)
-        failed = [r for r in results if r.error]
-        if failed:
+        if not any(r.ok("convert") for r in results):
+            first = results[0].stages[0]
             raise EdgeportError(
-                f"variant {failed[0].variant} failed: {failed[0].error}"
-                + (f" ({len(failed) - 1} more failed)" if len(failed) > 1 else ""),
-                "nothing was written to OUTDIR; the stages that passed are cached for the next run",
+                f"no variant converted; {results[0].variant}: {first.error}",
+                "nothing was written to OUTDIR",
             )
-        bench = _bench(config, stage, say)
+        bench = _bench(config, stage, results, say)
         (stage / "edgeport.toml").write_text(config.text)
         document = run_document(config, stage, results, bench)
         (stage / RUN_JSON).write_text(json.dumps(document, indent=2) + "\n")
@@ -325,8 +337,9 @@ def _run_jobs(jobs_list: list[VariantJob], jobs: int) -> list[VariantDone]:
         pool.shutdown(wait=True)
 
 
-def _bench(config: RunConfig, root: Path, say: Say) -> dict[str, str]:
-    """One bench per runner over every variant (package runners: over every variant's package)."""
+def _bench(config: RunConfig, root: Path, results: list[VariantDone], say: Say) -> dict[str, str]:
+    """One bench per runner over every variant that has what it measures (its model, or for a package
+    runner its package)."""
     if config.bench is None:
         return {}
     from edgeport.bench.harness import bench
@@ -339,7 +352,11 @@ def _bench(config: RunConfig, root: Path, say: Say) -> dict[str, str]:
     for spec in config.bench.runners:
         name, arg = parse_spec(spec)
         measured = package_for(config.targets, PACKAGE_RUNNERS.get(name), arg)
-        dirs = [(v.name, root / variant_dir(v.name) / measured) for v in config.variants]
+        stage = "convert" if measured == "model" else f"package:{measured}"
+        dirs = [(r.variant, root / variant_dir(r.variant) / measured) for r in results if r.ok(stage)]
+        if not dirs:
+            say(f"bench: nothing to measure on {spec} (every {stage} failed)")
+            continue
         models = [
             dataclasses.replace(
                 m, info=m.info.model_copy(update={"name": label, "path": d.relative_to(root).as_posix()})
@@ -396,24 +413,31 @@ def run_document(
     variants = []
     for variant in config.variants:
         done = by_name[variant.name]
-        variants.append(
-            {
-                "name": variant.name,
-                "values": variant.values,
-                "model": variant_dir(variant.name) + "/model",
-                "command": shlex.join([*variant.command, "-o", variant_dir(variant.name) + "/model"]),
-                "convert_key": done.stages[0].key,
-                "targets": {
-                    t.name: {
-                        "target": t.target,
-                        "options": _options_json(t.options),
-                        "package": f"{variant_dir(variant.name)}/{t.name}",
-                        "command": Manifest.read(root / variant_dir(variant.name) / t.name).run.command,
-                    }
-                    for t in config.targets
-                },
+        convert = done.stage("convert")
+        assert convert is not None
+        entry: dict[str, Any] = {
+            "name": variant.name,
+            "values": variant.values,
+            "model": variant_dir(variant.name) + "/model",
+            "command": shlex.join([*variant.command, "-o", variant_dir(variant.name) + "/model"]),
+            "convert_key": convert.key,
+            **({"error": convert.error} if convert.error else {}),
+            "targets": {},
+        }
+        for target in config.targets:
+            package = done.stage(f"package:{target.name}")
+            where = f"{variant_dir(variant.name)}/{target.name}"
+            entry["targets"][target.name] = {
+                "target": target.target,
+                "options": _options_json(target.options),
+                "package": where,
+                **(
+                    {"command": Manifest.read(root / where).run.command}
+                    if package is not None and package.error is None
+                    else {"error": package.error if package else "not packaged: the conversion failed"}
+                ),
             }
-        )
+        variants.append(entry)
     return {
         "schema_version": RUN_SCHEMA_VERSION,
         "config": "edgeport.toml",

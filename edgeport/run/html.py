@@ -22,7 +22,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th { background: #f2f2f2; }
 td:nth-child(-n+3) { text-align: left; }
-td.bad { color: #b00; font-weight: bold; }
+td.bad, li.bad { color: #b00; font-weight: bold; }
 code { background: #f5f5f5; padding: 0 0.2em; }
 figure { display: inline-block; margin: 0.5em 1em 0.5em 0; vertical-align: top; }
 .warn { color: #8a5a00; }
@@ -169,7 +169,7 @@ def render_html(root: Path, document: dict[str, Any]) -> str:
     found = rows(root, document)
     figures = [size_plot(found), latency_plot(found, runners)]
     for variant in document["variants"]:
-        section = quant_section(root / variant["model"])
+        section = quant_section(root / variant["model"]) if "error" not in variant else None
         figures.append(layer_plot(variant["name"], section) if section is not None else None)
     plots = "".join(f"<figure>{svg}</figure>" for svg in figures if svg)
     provenance = []
@@ -179,13 +179,21 @@ def render_html(root: Path, document: dict[str, Any]) -> str:
             f"<li>model: <a href='{html.escape(model)}/edgeport.json'>{html.escape(model)}</a>, the same as "
             f"<code>{html.escape(variant['command'])}</code></li>"
         ]
-        for target, entry in variant["targets"].items():
-            package, command = html.escape(entry["package"]), html.escape(entry["command"])
+        if "error" in variant:
+            items.append(f"<li class=bad>FAILED: {html.escape(variant['error'])}</li>")
+        for target, entry in variant["targets"].items() if "error" not in variant else []:
+            package = html.escape(entry["package"])
+            if "error" in entry:
+                items.append(
+                    f"<li class=bad>{html.escape(target)}: FAILED: {html.escape(entry['error'])}</li>"
+                )
+                continue
             items.append(
                 f"<li>{html.escape(target)}: <a href='{package}/edgeport.json'>{package}</a>, "
-                f"the same as <code>{command}</code></li>"
+                f"the same as <code>{html.escape(entry['command'])}</code></li>"
             )
-        items += [f"<li class=warn>warning: {html.escape(w)}</li>" for w in warnings_of(root, variant)]
+        if "error" not in variant:
+            items += [f"<li class=warn>warning: {html.escape(w)}</li>" for w in warnings_of(root, variant)]
         provenance.append(f"<h3>{html.escape(variant['name'])}</h3><ul>{''.join(items)}</ul>")
     bench = "".join(
         f"<li>{html.escape(r)}: <a href='{html.escape(p)}'>{html.escape(p)}</a></li>"

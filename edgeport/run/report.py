@@ -34,8 +34,12 @@ class Row:
     sqnr_db: float | None = None
     exact: bool = False  # quantized and no error at all (no finite SQNR)
     latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # runner -> (median, p99)
+    error: str | None = None  # the stage that made this cell failed: its one-line error
 
     def cells(self, runners: list[str]) -> list[str]:
+        if self.error:
+            return [self.variant, self.target, "FAILED"] + [NONE] * (len(HEAD) - 3 + len(runners))
+
         def of(pair: tuple[int, int] | None) -> str:
             return f"{kib(pair[0])} of {kib(pair[1])}" if pair else NONE
 
@@ -95,9 +99,15 @@ def rows(root: Path, document: dict[str, Any]) -> list[Row]:
     timing = latencies(root, document.get("bench", {}))
     out = []
     for variant in document["variants"]:
+        if "error" in variant:
+            out += [Row(variant["name"], target, error=variant["error"]) for target in variant["targets"]]
+            continue
         section = quant_section(root / variant["model"])
         worst = section.fidelity.worst_output_db() if section is not None else None
         for target, entry in variant["targets"].items():
+            if "error" in entry:
+                out.append(Row(variant["name"], target, error=entry["error"]))
+                continue
             row = Row(variant["name"], target, **package_facts(root / entry["package"]))
             row.sqnr_db, row.exact = worst, section is not None and worst is None
             row.latency_ms = {r: per[variant["name"]] for r, per in timing.items() if variant["name"] in per}
@@ -140,8 +150,12 @@ def render_markdown(root: Path, document: dict[str, Any]) -> str:
         values = ", ".join(f"{k} = {v!r}" for k, v in variant["values"].items())
         parts.append(f"- **{variant['name']}**{f' ({values})' if values else ''}: model `{variant['model']}`")
         parts.append(f"  - the same as `{variant['command']}`")
+        if "error" in variant:
+            parts.append(f"  - FAILED: {variant['error']}")
+            continue
         for target, entry in variant["targets"].items():
-            parts.append(f"  - {target}: `{entry['package']}`, the same as `{entry['command']}`")
+            done = f"FAILED: {entry['error']}" if "error" in entry else f"the same as `{entry['command']}`"
+            parts.append(f"  - {target}: `{entry['package']}`, {done}")
     for runner, path in document.get("bench", {}).items():
         parts.append(f"- bench on {runner}: `{path}`")
     return "\n".join(parts) + "\n"
