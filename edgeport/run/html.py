@@ -3,7 +3,8 @@ inline SVG, nothing loaded from the network), the same rows as report.md (report
 
 Plots (matplotlib, drawn without pyplot's global state, SVG written without a date and with a fixed hash
 salt so the same run writes the same bytes): SQNR against size with the Pareto front marked, latency per
-variant and runner (median, whisker to p99), and the worst layers of each quantized variant.
+variant and runner (median, whisker to p99), the worst layers of each quantized variant, and the channels
+per group of each pruned variant before and after.
 """
 
 from __future__ import annotations
@@ -139,6 +140,31 @@ def layer_plot(variant: str, section: Any) -> str | None:
     return _svg(figure)
 
 
+def channels_plot(variant: str, section: Any) -> str | None:
+    """Channels per pruned group before and after, for a variant pruned with --prune (quant/prune)."""
+    groups = list(section.groups)
+    if not groups:
+        return None
+    figure, axes = _figure(5.0, 0.6 + 0.35 * len(groups))
+    ys = range(len(groups))
+    axes.barh([y - 0.2 for y in ys], [g.channels_before for g in groups], 0.4, label="before", color="#bbb")
+    axes.barh([y + 0.2 for y in ys], [g.channels_after for g in groups], 0.4, label="after", color="#9467bd")
+    axes.set_yticks(list(ys), [g.module for g in groups], fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlabel("channels")
+    axes.set_title(f"{variant}: channels per pruned group")
+    axes.legend(fontsize=8)
+    return _svg(figure)
+
+
+def pruning_section(model_dir: Path) -> Any:
+    """The variant's pruning section (quant/prune/section.py), None when it was not pruned."""
+    from edgeport.manifest import Manifest
+    from edgeport.quant.prune.section import PruningSection
+
+    return PruningSection.find(Manifest.read(model_dir))
+
+
 def _table(found: list[Row], runners: list[str]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header(runners))
     body = []
@@ -169,8 +195,12 @@ def render_html(root: Path, document: dict[str, Any]) -> str:
     found = rows(root, document)
     figures = [size_plot(found), latency_plot(found, runners)]
     for variant in document["variants"]:
-        section = quant_section(root / variant["model"]) if "error" not in variant else None
+        if "error" in variant:
+            continue
+        section = quant_section(root / variant["model"])
         figures.append(layer_plot(variant["name"], section) if section is not None else None)
+        pruned = pruning_section(root / variant["model"])
+        figures.append(channels_plot(variant["name"], pruned) if pruned is not None else None)
     plots = "".join(f"<figure>{svg}</figure>" for svg in figures if svg)
     provenance = []
     for variant in document["variants"]:

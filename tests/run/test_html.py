@@ -23,3 +23,14 @@ def test_plots_are_inline_svg_with_the_same_bytes_every_time():
     first = draw()
     assert first.startswith("<svg") and first == draw()
     assert "<?xml" not in first and "<dc:date>" not in first
+
+
+def test_a_pruned_variant_gets_its_channels_plot():
+    from types import SimpleNamespace
+
+    from edgeport.run.html import channels_plot
+
+    group = SimpleNamespace(module="features.0", channels_before=64, channels_after=40)
+    svg = channels_plot("int8_prune0.3", SimpleNamespace(groups=[group]))
+    assert svg.startswith("<svg") and "features.0" in svg and "channels per pruned group" in svg
+    assert channels_plot("x", SimpleNamespace(groups=[])) is None
