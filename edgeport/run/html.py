@@ -20,7 +20,7 @@ from edgeport.run.report import ABOUT, Row, header, quant_section, rows
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
 th { background: #f2f2f2; }
 td:nth-child(-n+3) { text-align: left; }
 td.bad, li.bad { color: #b00; font-weight: bold; }

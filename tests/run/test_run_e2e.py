@@ -7,6 +7,8 @@ uncached run of the int8 variant checks that the same config gives the same byte
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -142,9 +144,7 @@ def test_the_same_config_gives_the_same_bytes(first, tmp_path, fixed_tools):
 def test_an_interrupted_run_leaves_the_previous_results_intact(first, tmp_path):
     """SIGTERM while a variant converts (cache off): OUTDIR as it was, no staging folder left behind."""
     import os
-    import shutil
     import signal
-    import subprocess
     import sys
 
     config, out, _ = first
@@ -189,3 +189,61 @@ def test_the_html_report_is_self_contained(first):
         "http://www.w3.org/1999/xlink",
     }
     assert "the same as <code>edgeport package variants/int8/model --target cortex-m" in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+QUIET_BROWSER = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _page_requests(page: Path, folder: Path) -> tuple[set[str], str]:
+    """The addresses `page` itself asked for (the browser's own service traffic is keyed to its own sites,
+    a page's to file://), read from Chromium's network log; and the DOM after rendering."""
+    netlog = folder / f"{page.stem}.netlog.json"
+    url = page.resolve().as_uri()
+    subprocess.run(
+        [CHROMIUM, *QUIET_BROWSER, f"--log-net-log={netlog}", "--window-size=1280,2000",
+         f"--screenshot={folder / (page.stem + '.png')}", url],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    dom = subprocess.run(
+        [CHROMIUM, *QUIET_BROWSER, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    events = json.loads(netlog.read_text())["events"]
+    asked = {
+        e["params"]["url"]
+        for e in events
+        if str(e.get("params", {}).get("network_isolation_key", "")).startswith("file://")
+        and "url" in e["params"]
+    }
+    return {u for u in asked if not u.startswith("file:")}, dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian package `chromium`) is not installed")
+def test_the_html_report_renders_offline_in_a_browser(first, tmp_path):
+    import numpy as np
+    from matplotlib.image import imread
+
+    _, out, _ = first
+    requests, dom = _page_requests(out / "report.html", tmp_path)
+    assert requests == set()
+    assert dom.count("<svg") == 3 and dom.count("<tr>") == 3 and "Pareto front" in dom
+    shot = imread(tmp_path / "report.png")
+    assert shot.shape[:2] == (2000, 1280)
+    # Not a blank page: the table, text and plots put dark pixels in many rows of the screenshot.
+    dark_rows = (shot[..., :3].mean(axis=2) < 0.5).any(axis=1)
+    assert np.count_nonzero(dark_rows) > 300
+    # The check sees a page that fetches something (a local address: nothing leaves the machine).
+    leaky = tmp_path / "leaky.html"
+    leaky.write_text(
+        (out / "report.html").read_text().replace("</body>", '<img src="http://127.0.0.1:9/x.png"></body>')
+    )
+    assert _page_requests(leaky, tmp_path)[0] == {"http://127.0.0.1:9/x.png"}
