@@ -210,22 +210,25 @@ def _stage(
 
 
 def package_command(model_dir: Path, target: TargetSpec, outdir: str, job: VariantJob) -> str:
-    """The `edgeport package` command this stage is equivalent to, paths relative to OUTDIR."""
+    """The `edgeport package` command this stage is equivalent to, paths relative to OUTDIR: each option
+    that is not its default as the flag the package CLI makes from it (edgeport/cli/options.py)."""
+    from edgeport.options import extra, flag_name
     from edgeport.targets import get_target
 
     fields = get_target(target.target).options.model_fields
     words = ["edgeport", "package", model_dir.relative_to(job.root).as_posix(), "--target", target.target]
-    for fname, value in target.options.model_dump().items():
+    for fname, value in target.options.model_dump(mode="json").items():
         info = fields[fname]
         if value == info.get_default(call_default_factory=True):
             continue
-        flag = "--" + fname.replace("_", "-")
-        words += (
-            [flag]
-            if value is True
-            else ([f"--no-{fname.replace('_', '-')}"] if value is False else [flag, str(value)])
-        )
-    return " ".join([*words, "-o", outdir])
+        if isinstance(value, bool):  # a True default is turned off with --no-FIELD
+            words.append(flag_name(fname, info) if value else f"--no-{fname.replace('_', '-')}")
+        elif isinstance(value, list) and extra(info).get("text"):
+            words += [flag_name(fname, info), ",".join(str(v) for v in value)]
+        else:
+            for one in value if isinstance(value, list) else [value]:
+                words += [flag_name(fname, info), str(one)]
+    return shlex.join([*words, "-o", outdir])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,8 +279,9 @@ def run(
     debug: bool = False,
     say: Say | None = None,
 ) -> RunResult:
-    """Run `config` into `outdir` (see the module docstring). Raises EdgeportError, OUTDIR untouched, when
-    a variant fails."""
+    """Run `config` into `outdir` (see the module docstring). A stage that fails is recorded in the result
+    (`failed`), run.json and the report, and the rest is written; when no variant converts, EdgeportError
+    is raised and OUTDIR is left as it was."""
     started = time.perf_counter()
     outdir = Path(outdir)
     say = say or (lambda text: None if quiet else print(text, file=sys.stderr, flush=True))

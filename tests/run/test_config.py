@@ -252,3 +252,16 @@ def test_bench_paths_are_relative_to_the_config(tmp_path):
     bench = load_config(write(tmp_path, text)).bench
     assert bench.runners == ["host"] and bench.settings == {"runs": 3}
     assert bench.runner_options.tflm_root == tmp_path / "tflm"
+
+
+def test_the_package_command_names_the_options_as_flags(tmp_path):
+    from edgeport.run.execute import VariantJob, package_command
+
+    text = GOOD.replace('board = "nucleo-h743zi2"', 'board = "mps2-an386"\nfit-check = false\nname = "kws"')
+    config = load_config(write(tmp_path, text))
+    job = VariantJob(config.variants[0], config.targets, tmp_path, None, {})  # type: ignore[arg-type]
+    command = package_command(tmp_path / "variants/float/model", config.targets[0], "variants/float/cm", job)
+    assert command == (
+        "edgeport package variants/float/model --target cortex-m --board mps2-an386 --name kws "
+        "--no-fit-check -o variants/float/cm"
+    )
