@@ -15,6 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.pipeline.fold_fixed_inputs import (
+    FIXED_KEY,
     NAME,
     FoldFixedReport,
     count_ifs,
@@ -108,6 +109,7 @@ def test_the_fixed_input_is_folded_and_the_ifs_inlined_with_the_same_outputs(sr:
     assert [i.name for i in folded.graph.input] == ["x"]
     assert "If" not in ops(folded) and report.ifs_removed == count_ifs(model.graph) == 3
     assert report.fixed == {"sr": str(sr)} and report.ifs_left == []
+    assert FIXED_KEY not in {p.key for p in folded.metadata_props}
     assert report.headline() == f"input sr fixed to {sr} and folded, 3 constant If folded"
     # The branches differ (a MatMul on one side only), so equal outputs mean the right one was taken.
     expected = run(model, {"x": X, "sr": np.array(sr, np.int64)})
@@ -132,6 +134,14 @@ def test_without_a_fixed_value_the_input_stays_and_only_constant_ifs_go() -> Non
     assert [i.name for i in folded.graph.input] == ["x", "sr"] and report.fixed == {}
     assert report.ifs_removed == 0 and report.headline() == ""
     assert {e["why"] for e in report.ifs_left} == {"its condition depends on the values of input 'sr'"}
+
+
+def test_weights_listed_as_inputs_are_not_fixed_inputs() -> None:
+    """An old export lists its weights as inputs with initializers: only the marked input is folded."""
+    model = rate_model()
+    model.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 8]))
+    folded, report = _fold(model, 16000)
+    assert [i.name for i in folded.graph.input] == ["x", "w"] and report.fixed == {"sr": "16000"}
 
 
 def test_the_pass_is_registered_first_and_values_read_as_the_user_wrote_them() -> None:

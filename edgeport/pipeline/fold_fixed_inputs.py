@@ -3,14 +3,18 @@
 A model that takes its sample rate as an input (silero-vad) branches on it with If nodes, and onnx2tf
 cannot convert If with an LSTM inside a branch. Once the value is fixed, the condition is known before
 conversion: the taken branch replaces the If and the input leaves the graph, so the .tflite has only the
-inputs that vary. The convert stage marks a fixed input by giving it an initializer of its own name (ONNX's
-"input with a default value"); this pass folds every such input. `--skip-pass fold_fixed_inputs` keeps
-it a model input (the stage then adds no default). A condition that depends on an input's values, not
-only on static shapes and constants, leaves its If alone, and the report says why.
+inputs that vary. The convert stage marks a fixed input with an initializer of its own name (ONNX's
+"input with a default value") and names it in the model's metadata (FIXED_KEY: an old export's weights
+are inputs with initializers too, and are not this pass's business); this pass folds the inputs named.
+`--skip-pass fold_fixed_inputs` keeps them model inputs (the stage then marks nothing). A condition
+that depends on an input's values, not only on static shapes and constants, leaves its If alone, and
+the report says why. When a condition reads a shape known only after constant folding, this pass runs
+onnxsim itself (`--skip-pass onnxsim` skips the onnxsim pass, not this one's use of it).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -23,6 +27,7 @@ from edgeport.pipeline.passes import PassReport
 
 NAME = "fold_fixed_inputs"
 SHAPE_UNKNOWN = "which is not static"
+FIXED_KEY = "edgeport.fixed_inputs"  # metadata: the names with_defaults marked, a JSON list
 ABOUT = "inputs fixed with --input-value become constants; If nodes with a constant condition are inlined"
 
 
@@ -45,11 +50,17 @@ def with_defaults(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> o
     """`model` with an initializer of each fixed input's name and value (the mark this pass folds)."""
     model_copy = onnx.ModelProto()
     model_copy.CopyFrom(model)
-    inputs = {i.name for i in model_copy.graph.input}
-    for name, value in values.items():
-        if name in inputs:
-            model_copy.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    inputs = {i.name for i in model_copy.graph.input} - {t.name for t in model_copy.graph.initializer}
+    marked = [name for name in values if name in inputs]
+    for name in marked:
+        model_copy.graph.initializer.append(numpy_helper.from_array(np.asarray(values[name]), name))
+    if marked:
+        helper.set_model_props(model_copy, {**_props(model_copy), FIXED_KEY: json.dumps(marked)})
     return model_copy
+
+
+def _props(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
 
 
 def value_text(value: np.ndarray) -> str:
@@ -65,14 +76,20 @@ def value_text(value: np.ndarray) -> str:
 def fold_fixed_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldFixedReport]:
     view = OnnxGraph(model)
     graph = view.graph
+    props = _props(view.model)
+    marked = set(json.loads(props.pop(FIXED_KEY, "[]")))
     initializers = {t.name: t for t in graph.initializer}
     fixed = {
         i.name: value_text(numpy_helper.to_array(initializers[i.name]))
         for i in graph.input
-        if i.name in initializers
+        if i.name in initializers and i.name in marked
     }
+    if marked:
+        del view.model.metadata_props[:]
+        helper.set_model_props(view.model, props)
+        view.changed += 1
     if fixed:
-        kept = [i for i in graph.input if i.name not in initializers]
+        kept = [i for i in graph.input if i.name not in fixed]
         del graph.input[:]
         graph.input.extend(kept)
         view.changed += 1
