@@ -93,7 +93,7 @@ def test_legacy_compression_metadata_is_refused_with_the_reason(tmp_path) -> Non
 
 
 def test_compressed_firmware_passes_in_qemu(packages, tflm_root: str) -> None:
-    """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): TFLM's DECODE kernel on Cortex-M4."""
+    """Against the tflm_root tree (conftest.py): TFLM's DECODE kernel on Cortex-M4."""
     result = packages["compressed"]
     run = build_and_run_qemu(result.outdir / "firmware", result.board, tflm_root)
     assert "PASS" in run.stdout and run.exit_status == 0, run.stdout + run.stderr

@@ -1,5 +1,5 @@
 """A w4a8 model (packed INT4 filters) packaged for Cortex-M: the arena includes the kernels' int4
-unpack buffers, and, opt-in, CMSIS-NN's int4 kernels on the target reproduce the host's TFLite Micro
+unpack buffers, and CMSIS-NN's int4 kernels on the target reproduce the host's TFLite Micro
 outputs (the firmware self-test's PASS)."""
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def test_w4a8_package_measures_the_int4_unpack_buffers(w4a8_model: Path, tmp_pat
 
 @pytest.mark.parametrize("board", ["mps2-an386", "corstone-300"])
 def test_w4a8_firmware_passes_in_qemu(w4a8_model: Path, tmp_path: Path, board: str, tflm_root: str) -> None:
-    """Opt-in (EDGEPORT_TFLM_ROOT, as in test_firmware_build.py): CMSIS-NN's int4 conv and dense
-    kernels on Cortex-M4 (DSP) and Cortex-M55 (Helium)."""
+    """Against the tflm_root tree (conftest.py): CMSIS-NN's int4 conv and dense kernels on Cortex-M4
+    (DSP) and Cortex-M55 (Helium)."""
     from edgeport.targets.cortex_m import package
 
     result = package(w4a8_model, tmp_path / "pkg", board=board)

@@ -3,8 +3,8 @@
 Checked without TFLM sources: the Makefile and CMake project hand TFLM our compiler (else its Makefile
 downloads a GCC) and compile our sources with -DCMSIS_NN like the library (else the kernel headers do not
 declare the int8-only registrations), model_ops.h includes the headers that declare them, and QEMU's
-virtual clock makes the printed cycle count about an instruction count. With EDGEPORT_TFLM_ROOT set to a
-tflite-micro tree whose tools/make/downloads/ is populated, the whole project is built and run in QEMU.
+virtual clock makes the printed cycle count about an instruction count. Against the `tflm_root` tree (the
+offline bundle in ../shared/tflm, or EDGEPORT_TFLM_ROOT) the whole project is built and run in QEMU.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def test_board_mk_runs_qemu_like_edgeport_flash(hello_package):
     ],
 )
 def test_firmware_builds_against_tflm_and_passes_in_qemu(model_name, board, tmp_path, tflm_root):
-    """Opt-in (TFLM's library takes minutes to build): EDGEPORT_TFLM_ROOT=/path/to/tflite-micro."""
+    """TFLM's library takes minutes to build the first time per core; the tflm_root tree keeps it."""
     from edgeport.targets.cortex_m import package
 
     result = package(shared_path("models", "tflite", model_name), tmp_path / "pkg", board=board)

@@ -1,6 +1,5 @@
 """The generated board support (startup, linker script, UART, cycle counter, semihosting exit) boots
-and prints on the QEMU machines. TFLite Micro itself is built only by the opt-in test in
-test_firmware_build.py (EDGEPORT_TFLM_ROOT: its Makefile needs its third-party downloads)."""
+and prints on the QEMU machines, without TFLite Micro (test_firmware_build.py builds the whole firmware)."""
 
 from __future__ import annotations
 
