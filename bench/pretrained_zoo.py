@@ -74,6 +74,7 @@ class Input:
     high: float = 1.0
     dtype: str = "float32"
     value: float | None = None  # a fixed value (a sample rate), not drawn
+    name: str = ""  # the input's name, for --input-value NAME=VALUE (edgeport folds it into the model)
 
     def cli(self) -> str:
         return "scalar" if self.shape is None else ",".join(map(str, self.shape))
@@ -111,7 +112,7 @@ ZOO: list[Entry] = [
         "silero-vad==6.2.3",
         "silero_vad/data/silero_vad_16k_op15.onnx",
         "onnx",
-        (AUDIO, Input((2, 1, 128), -0.5, 0.5), Input(None, dtype="int64", value=16000)),
+        (AUDIO, Input((2, 1, 128), -0.5, 0.5), Input(None, dtype="int64", value=16000, name="sr")),
         "voice-activity detector, state in/out, sample-rate scalar, If (PyTorch export)",
         "MIT",
     ),
@@ -129,7 +130,8 @@ ZOO: list[Entry] = [
         "silero-vad==6.2.3",
         "silero_vad/data/silero_vad.jit",
         "torchscript",
-        (AUDIO, Input(None, dtype="int64", value=16000)),
+        # A TorchScript file names no forward() arguments: edgeport calls them input_0, input_1.
+        (AUDIO, Input(None, dtype="int64", value=16000, name="input_1")),
         "voice-activity detector as TorchScript (internal state, sample-rate argument)",
         "MIT",
     ),
@@ -441,6 +443,8 @@ def edgeport_cli(entry: Entry, model_path: Path, outdir: Path, quantize: bool) -
         args += ["--weights", str(model_path)]
     for spec in entry.inputs:
         args += ["--input-shape", spec.cli()]
+        if spec.value is not None and spec.name:
+            args += ["--input-value", f"{spec.name}={spec.value:g}"]
     if quantize:
         args += ["--quantize", "int8"]
     command = [sys.executable, "-m", "edgeport", "convert", str(source), "-o", str(outdir), "-q", *args]
@@ -485,7 +489,12 @@ def edgeport_float(entry: Entry, model_path: Path, inputs, refs, workdir: Path) 
 
     try:
         runner = LiteRTRunner((outdir / art.path).read_bytes(), specs(art.inputs), specs(art.outputs))
-        got = runner.run({i.name: x for i, x in zip(onnx_art.inputs, inputs, strict=True)})
+        # An input fixed with --input-value is folded into the model: it has only the others.
+        folded = {
+            name for p in manifest.passes if p.get("name") == "fold_fixed_inputs" for name in p["fixed"]
+        }
+        kept = [x for spec, x in zip(entry.inputs, inputs, strict=True) if spec.name not in folded]
+        got = runner.run({i.name: x for i, x in zip(onnx_art.inputs, kept, strict=True)})
         errors = [
             rel_error(got[i.name], ref.reshape(got[i.name].shape) if ref.size == got[i.name].size else ref)
             for i, ref in zip(onnx_art.outputs, refs, strict=True)
