@@ -237,6 +237,10 @@ def config_model() -> type[BaseModel]:
         ),
         targets=(dict[str, dict[str, Any]], Field(default_factory=dict)),
         bench=(bench_section | None, None),
+        validation=(
+            dict[str, Any] | None,
+            Field(None, description="Validation set (edgeport/run/evaluate.py)."),
+        ),
     )
 
 
@@ -279,6 +283,7 @@ class RunConfig:
     targets: list[TargetSpec]
     bench: BenchSpec | None
     files: dict[str, Path] = field(default_factory=dict)  # key -> input file the run reads (hashed)
+    validation: Any = None  # evaluate.ValidationOptions: the validation set, None without one
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -617,6 +622,29 @@ def check_bench(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def check_validation(given: dict[str, Any], base: Path) -> tuple[Any, list[str]]:
+    """[validation]: the data file (relative to the config) and the metric."""
+    from edgeport.run.evaluate import ValidationOptions
+
+    if not given:
+        return None, []
+    fields = ValidationOptions.model_fields
+    problems = [f"[validation] unknown key {k!r}{closest(k, fields)}" for k in given if k not in fields]
+    if problems:
+        return None, problems
+    if isinstance(given.get("data"), str):
+        given = {**given, "data": base / Path(given["data"]).expanduser()}
+    try:
+        options = validate_options(ValidationOptions, given, lambda f: f)
+    except EdgeportError as err:
+        return None, [f"[validation] {err.one_line()}"]
+    if not options.data.is_file():
+        return None, [
+            f"[validation] data: {options.data} does not exist (paths are relative to the config's folder)"
+        ]
+    return options, []
+
+
 def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
     if not path.is_file():
         raise EdgeportError(
@@ -641,7 +669,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
     spell = spell_keys(keys.values())
     problems: list[str] = []
     section_keys = {
-        "": ["output", "model", "recipe", "targets", "bench"],
+        "": ["output", "model", "recipe", "targets", "bench", "validation"],
         "model": [k.name for k in keys.values() if section_of(k) == "model"],
         "recipe": [k.name for k in keys.values() if section_of(k) == "recipe"],
     }
@@ -674,6 +702,8 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
         data.get("bench") if isinstance(data.get("bench"), dict) else None, targets, base
     )
     problems += bench_problems
+    validation, validation_problems = check_validation(_table(data, "validation"), base)
+    problems += validation_problems
     variants: list[Variant] = []
     if "source" in model:
         variants, variant_problems = check_variants(model, recipe, keys, spell, base)
@@ -689,6 +719,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
         targets=targets,
         bench=bench_spec,
         files=files,
+        validation=validation,
     )
 
 

@@ -46,6 +46,7 @@ RUN_JSON = "run.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 CACHE_DIR = ".cache"
+EVALUATION_DIR = "evaluation"  # in each variant's folder: evaluation.json
 RUN_SCHEMA_VERSION = 1
 Say = Callable[[str], None]
 
@@ -109,6 +110,7 @@ class VariantJob:
     root: Path  # the staging directory (OUTDIR to be)
     cache: StageCache
     tools: dict[str, str]  # tool versions and edgeport's code digest, taken once for the whole run
+    validation: Any = None  # evaluate.ValidationOptions
     quiet: bool = False
     debug: bool = False
 
@@ -175,6 +177,25 @@ def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
 
     if not _stage(job, done, say, "convert", key, model_dir, convert):
         return  # nothing to package
+    if job.validation is not None:
+        from edgeport.run.evaluate import write_evaluation
+
+        validation = job.validation
+        data = {
+            "convert": key,
+            "data": file_digest(validation.data),
+            **validation.model_dump(exclude={"data"}),
+        }
+        out = base / EVALUATION_DIR
+        _stage(
+            job,
+            done,
+            say,
+            "evaluate",
+            digest(data),
+            out,
+            lambda: write_evaluation(model_dir, validation, out),
+        )
     for target in job.targets:
         out = inside(base, target.name)
         command = package_command(model_dir, target, out.relative_to(job.root).as_posix(), job)
@@ -299,7 +320,8 @@ def run(
     with staged_outdir(outdir, force=True) as stage:
         tools = tools_digest()
         jobs_list = [
-            VariantJob(v, config.targets, stage, cache, tools, quiet, debug) for v in config.variants
+            VariantJob(v, config.targets, stage, cache, tools, config.validation, quiet, debug)
+            for v in config.variants
         ]
         results = _run_jobs(jobs_list, jobs)
         if not any(r.ok("convert") for r in results):
@@ -428,6 +450,10 @@ def run_document(
             **({"error": convert.error} if convert.error else {}),
             "targets": {},
         }
+        evaluation = done.stage("evaluate")
+        if evaluation is not None:
+            where = f"{variant_dir(variant.name)}/{EVALUATION_DIR}/evaluation.json"
+            entry["evaluation"] = {"error": evaluation.error} if evaluation.error else where
         for target in config.targets:
             package = done.stage(f"package:{target.name}")
             where = f"{variant_dir(variant.name)}/{target.name}"

@@ -65,36 +65,39 @@ def _figure(width: float = 5.0, height: float = 3.4) -> tuple[Any, Any]:
 
 
 def size_plot(found: list[Row]) -> str | None:
-    """SQNR vs float against model size, one point per variant; float variants as dotted lines."""
+    """Accuracy on the validation set (when there is one; every variant) or else SQNR vs float (the
+    quantized variants; float ones as dotted lines) against model size, the Pareto front marked."""
     by_variant: dict[str, Row] = {}
     for row in found:
         by_variant.setdefault(row.variant, row)
-    quantized = [r for r in by_variant.values() if r.sqnr_db is not None and r.size_bytes is not None]
-    floats = [
-        r for r in by_variant.values() if r.sqnr_db is None and not r.exact and r.size_bytes is not None
-    ]
-    if not quantized:
+    sized = [r for r in by_variant.values() if r.size_bytes is not None]
+    accuracy = [r for r in sized if r.accuracy is not None]
+    if accuracy:
+        shown, floats = accuracy, []
+        values = [100 * r.accuracy[1] for r in accuracy]  # type: ignore[index]
+        ylabel, title = f"{accuracy[0].accuracy[0]} on the validation set (%)", "Accuracy against size"  # type: ignore[index]
+    else:
+        shown = [r for r in sized if r.sqnr_db is not None]
+        floats = [r for r in sized if r.sqnr_db is None and not r.exact]
+        values = [r.sqnr_db for r in shown]  # type: ignore[misc]
+        ylabel, title = "worst output SQNR vs float (dB)", "Fidelity against size"
+    if not shown:
         return None
     figure, axes = _figure()
-    points = [(r.size_bytes / 1024, r.sqnr_db) for r in quantized]
+    points = [(r.size_bytes / 1024, v) for r, v in zip(shown, values, strict=True)]  # type: ignore[operator]
     axes.scatter([p[0] for p in points], [p[1] for p in points], color="#1f77b4", zorder=3)
-    for row, (x, y) in zip(quantized, points, strict=True):
+    for row, (x, y) in zip(shown, points, strict=True):
         axes.annotate(row.variant, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     front = [points[i] for i in pareto(points)]
     axes.plot(
-        [p[0] for p in front],
-        [p[1] for p in front],
-        "o--",
-        color="#d62728",
-        fillstyle="none",
-        ms=11,
+        [p[0] for p in front], [p[1] for p in front], "o--", color="#d62728", fillstyle="none", ms=11,
         label="Pareto front",
-    )
+    )  # fmt: skip
     for row in floats:
-        axes.axvline(row.size_bytes / 1024, color="#888", linestyle=":", label=f"{row.variant} (reference)")
+        axes.axvline(row.size_bytes / 1024, color="#888", linestyle=":", label=f"{row.variant} (reference)")  # type: ignore[operator]
     axes.set_xlabel("model size (KiB)")
-    axes.set_ylabel("worst output SQNR vs float (dB)")
-    axes.set_title("Fidelity against size")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     return _svg(figure)

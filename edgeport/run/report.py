@@ -16,7 +16,18 @@ from typing import Any
 from edgeport.manifest import Manifest
 
 NONE = "-"
-HEAD = ["variant", "target", "model", "size", "arena", "RAM needed", "flash needed", "fit", "SQNR vs float"]
+HEAD = [
+    "variant",
+    "target",
+    "model",
+    "size",
+    "arena",
+    "RAM needed",
+    "flash needed",
+    "fit",
+    "SQNR vs float",
+    "accuracy",
+]
 
 
 @dataclass
@@ -35,6 +46,7 @@ class Row:
     exact: bool = False  # quantized and no error at all (no finite SQNR)
     latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # runner -> (median, p99)
     error: str | None = None  # the stage that made this cell failed: its one-line error
+    accuracy: tuple[str, float] | None = None  # (metric, fraction) on the validation set
 
     def cells(self, runners: list[str]) -> list[str]:
         if self.error:
@@ -46,7 +58,8 @@ class Row:
         sqnr = "exact" if self.exact else (f"{self.sqnr_db:.1f} dB" if self.sqnr_db is not None else NONE)
         fit = NONE if self.fits is None else ("fits" if self.fits else "DOES NOT FIT")
         cells = [self.variant, self.target, self.model, kib(self.size_bytes), kib(self.arena_bytes)]
-        cells += [of(self.ram), of(self.flash), fit, sqnr]
+        accuracy = f"{100 * self.accuracy[1]:.1f}% {self.accuracy[0]}" if self.accuracy else NONE
+        cells += [of(self.ram), of(self.flash), fit, sqnr, accuracy]
         for runner in runners:
             median_p99 = self.latency_ms.get(runner)
             cells.append(f"{median_p99[0]:.3g} / {median_p99[1]:.3g} ms" if median_p99 else NONE)
@@ -104,12 +117,16 @@ def rows(root: Path, document: dict[str, Any]) -> list[Row]:
             continue
         section = quant_section(root / variant["model"])
         worst = section.fidelity.worst_output_db() if section is not None else None
+        accuracy = None
+        if isinstance(variant.get("evaluation"), str):
+            measured = json.loads((root / variant["evaluation"]).read_text())
+            accuracy = (measured["metric"], measured["value"])
         for target, entry in variant["targets"].items():
             if "error" in entry:
                 out.append(Row(variant["name"], target, error=entry["error"]))
                 continue
             row = Row(variant["name"], target, **package_facts(root / entry["package"]))
-            row.sqnr_db, row.exact = worst, section is not None and worst is None
+            row.sqnr_db, row.exact, row.accuracy = worst, section is not None and worst is None, accuracy
             row.latency_ms = {r: per[variant["name"]] for r, per in timing.items() if variant["name"] in per}
             out.append(row)
     return out
@@ -153,6 +170,10 @@ def render_markdown(root: Path, document: dict[str, Any]) -> str:
         if "error" in variant:
             parts.append(f"  - FAILED: {variant['error']}")
             continue
+        evaluation = variant.get("evaluation")
+        if evaluation is not None:
+            done = f"`{evaluation}`" if isinstance(evaluation, str) else f"FAILED: {evaluation['error']}"
+            parts.append(f"  - evaluation: {done}")
         for target, entry in variant["targets"].items():
             done = f"FAILED: {entry['error']}" if "error" in entry else f"the same as `{entry['command']}`"
             parts.append(f"  - {target}: `{entry['package']}`, {done}")

@@ -265,3 +265,14 @@ def test_the_package_command_names_the_options_as_flags(tmp_path):
         "edgeport package variants/float/model --target cortex-m --board mps2-an386 --name kws "
         "--no-fit-check -o variants/float/cm"
     )
+
+
+def test_validation_problems_are_reported_with_the_rest(tmp_path):
+    text = GOOD + '[validation]\ndata = "val.npz"\nmetrik = "top-1"\n'
+    assert problems(write(tmp_path, text)) == ["[validation] unknown key 'metrik'; did you mean 'metric'?"]
+    (line,) = problems(write(tmp_path, GOOD + '[validation]\ndata = "val.npz"\n'))
+    assert line.startswith("[validation] data:") and "does not exist" in line
+    (tmp_path / "val.npz").write_bytes(b"")
+    assert load_config(write(tmp_path, GOOD + '[validation]\ndata = "val.npz"\n')).validation.data == (
+        tmp_path / "val.npz"
+    )

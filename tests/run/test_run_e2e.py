@@ -81,7 +81,8 @@ def test_report_has_a_row_per_variant_and_target(first):
     bench = json.loads((out / "bench" / "host.json").read_text())
     assert [r["model"]["name"] for r in bench["results"]] == ["float", "int8"]
     assert all(r["stats"]["count"] == 5 for r in bench["results"])
-    assert int8_row[9].endswith(" ms") and float_row[9].endswith(" ms")
+    assert int8_row[9] == float_row[9] == "-"  # no validation set: no accuracy
+    assert int8_row[10].endswith(" ms") and float_row[10].endswith(" ms")
     assert (
         "the same as `edgeport convert kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8" in report
     )
@@ -247,3 +248,37 @@ def test_the_html_report_renders_offline_in_a_browser(first, tmp_path):
         (out / "report.html").read_text().replace("</body>", '<img src="http://127.0.0.1:9/x.png"></body>')
     )
     assert _page_requests(leaky, tmp_path)[0] == {"http://127.0.0.1:9/x.png"}
+
+
+def test_a_validation_set_gives_each_variant_its_accuracy(first, tmp_path, fixed_tools):
+    """Labels made by the float32 model itself: the float variant scores exactly 100 %, the int8 one what
+    its own predictions on the same samples give; conversions come from the first run's cache."""
+    import numpy as np
+
+    from edgeport.run.evaluate import top1
+
+    _, out, _ = first
+    rng = np.random.default_rng(0)
+    mfcc = rng.normal(0, 1, (24, 1, 49, 10)).astype(np.float32)
+    samples = [{"mfcc": mfcc[i : i + 1]} for i in range(len(mfcc))]
+    labels = top1(out / "variants/float/model", "float32", samples)
+    int8 = top1(out / "variants/int8/model", "int8", samples)
+    config = _config(tmp_path / "project")
+    np.savez(tmp_path / "project" / "val.npz", mfcc=mfcc, labels=labels)
+    config.write_text(config.read_text() + '\n[validation]\ndata = "val.npz"\n')
+    result = run(load_config(config), tmp_path / "out", jobs=1, cache_dir=out / ".cache", quiet=True)
+    stages = {f"{v.variant}/{s.stage}": s for v in result.variants for s in v.stages}
+    assert stages["int8/convert"].cached and not stages["int8/evaluate"].cached
+    measured = {
+        name: json.loads((tmp_path / "out" / f"variants/{name}/evaluation/evaluation.json").read_text())
+        for name in ("float", "int8")
+    }
+    assert measured["float"] == {
+        "metric": "top-1",
+        "value": 1.0,
+        "samples": 24,
+        "model": "model_float32.tflite",
+    }
+    assert measured["int8"]["value"] == float(np.mean(int8 == labels))
+    assert "| 100.0% top-1 |" in (tmp_path / "out" / "report.md").read_text()
+    assert "Accuracy against size" in (tmp_path / "out" / "report.html").read_text()
