@@ -36,6 +36,9 @@ Example:
 )
 @click.option("--check", is_flag=True, help="Only check the config (every problem at once) and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the stages as they finish (stderr).")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Structured logs: one JSON object per stage event on stderr."
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -47,6 +50,7 @@ def run(
     cache_dir: Path | None,
     check: bool,
     quiet: bool,
+    verbose: bool,
 ) -> None:
     """Run CONFIG (an edgeport.toml): convert each variant of its recipe, package it for each target,
     bench it on each runner, and write run.json, report.md and report.html to OUTDIR.
@@ -76,6 +80,7 @@ def run(
         use_cache=not no_cache,
         cache_dir=cache_dir,
         quiet=quiet,
+        json_log=verbose,
         debug=bool(ctx.obj and ctx.obj.get("debug")),
     )
     click.echo(result.summary())

@@ -48,7 +48,7 @@ REPORT_HTML = "report.html"
 CACHE_DIR = ".cache"
 EVALUATION_DIR = "evaluation"  # in each variant's folder: evaluation.json
 RUN_SCHEMA_VERSION = 1
-Say = Callable[[str], None]
+Say = Callable[..., None]  # say(text, **fields): a line, or with -v a JSON object of the fields
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -113,6 +113,7 @@ class VariantJob:
     validation: Any = None  # evaluate.ValidationOptions
     quiet: bool = False
     debug: bool = False
+    json_log: bool = False  # -v: one JSON object per event instead of a line
 
 
 @dataclass
@@ -128,6 +129,16 @@ class VariantDone:
         return found is not None and found.error is None
 
 
+def sayer(stream: Any, quiet: bool, json_log: bool) -> Say:
+    """How a run reports progress on `stream`: a line per event, a JSON object per event (-v), or nothing."""
+
+    def say(text: str, **fields: Any) -> None:
+        if not quiet:
+            print(json.dumps({"message": text, **fields}) if json_log else text, file=stream, flush=True)
+
+    return say
+
+
 def variant_dir(name: str) -> str:
     return f"variants/{name}"
 
@@ -138,10 +149,7 @@ def run_variant(job: VariantJob) -> VariantDone:
 
     done = VariantDone(job.variant.name)
     with silenced(not job.debug) as stderr:
-
-        def say(text: str) -> None:
-            if not job.quiet:
-                print(text, file=stderr, flush=True)
+        say = sayer(stderr, job.quiet, job.json_log)
 
         _variant_stages(job, done, say)
     return done
@@ -158,7 +166,8 @@ class StageLines:
         pass
 
     def finished(self, stage: str, seconds: float) -> None:
-        self.say(f"{self.variant}: convert: {stage} {seconds:.1f}s")
+        text = f"{self.variant}: convert: {stage} {seconds:.1f}s"
+        self.say(text, variant=self.variant, stage=f"convert:{stage}", seconds=round(seconds, 3))
 
 
 def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
@@ -172,7 +181,7 @@ def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
     key = convert_key(options, job.tools)
 
     def convert() -> None:
-        say(f"{name}: converting")
+        say(f"{name}: converting", variant=name, stage="convert", started=True)
         convert_model(options.model_copy(update={"outdir": model_dir, "force": False}), StageLines(name, say))
 
     if not _stage(job, done, say, "convert", key, model_dir, convert):
@@ -226,7 +235,7 @@ def _stage(
         stage, key, cached, time.perf_counter() - started, out.relative_to(job.root).as_posix(), error
     )
     done.stages.append(ran)
-    say(ran.line(done.variant))
+    say(ran.line(done.variant), variant=done.variant, **dataclasses.asdict(ran))
     return error is None
 
 
@@ -298,6 +307,7 @@ def run(
     cache_dir: Path | None = None,
     quiet: bool = False,
     debug: bool = False,
+    json_log: bool = False,
     say: Say | None = None,
 ) -> RunResult:
     """Run `config` into `outdir` (see the module docstring). A stage that fails is recorded in the result
@@ -305,7 +315,7 @@ def run(
     is raised and OUTDIR is left as it was."""
     started = time.perf_counter()
     outdir = Path(outdir)
-    say = say or (lambda text: None if quiet else print(text, file=sys.stderr, flush=True))
+    say = say or sayer(sys.stderr, quiet, json_log)
     _check_outdir(outdir, force)
     cache_root = Path(cache_dir) if cache_dir is not None else outdir / CACHE_DIR
     in_outdir = cache_root.absolute() == (outdir / CACHE_DIR).absolute()
@@ -320,7 +330,7 @@ def run(
     with staged_outdir(outdir, force=True) as stage:
         tools = tools_digest()
         jobs_list = [
-            VariantJob(v, config.targets, stage, cache, tools, config.validation, quiet, debug)
+            VariantJob(v, config.targets, stage, cache, tools, config.validation, quiet, debug, json_log)
             for v in config.variants
         ]
         results = _run_jobs(jobs_list, jobs)
@@ -381,7 +391,7 @@ def _bench(config: RunConfig, root: Path, results: list[VariantDone], say: Say) 
         stage = "convert" if measured == "model" else f"package:{measured}"
         dirs = [(r.variant, root / variant_dir(r.variant) / measured) for r in results if r.ok(stage)]
         if not dirs:
-            say(f"bench: nothing to measure on {spec} (every {stage} failed)")
+            say(f"bench: nothing to measure on {spec} (every {stage} failed)", runner=spec)
             continue
         models = [
             dataclasses.replace(
@@ -390,7 +400,7 @@ def _bench(config: RunConfig, root: Path, results: list[VariantDone], say: Say) 
             for label, d in dirs
             for m in [resolve_model(str(d))]
         ]
-        say(f"bench: {len(models)} variant{'s' * (len(models) != 1)} on {spec}")
+        say(f"bench: {len(models)} variant{'s' * (len(models) != 1)} on {spec}", runner=spec, stage="bench")
         settings = BenchSettings(runner=spec, **config.bench.settings)
         report = bench(models, spec, settings, config.bench.runner_options, progress=False)
         path = f"bench/{safe_name(spec)}.json"

@@ -69,3 +69,16 @@ def test_nothing_is_written_when_no_variant_converts(tmp_path, stubbed):
     with pytest.raises(EdgeportError, match="no variant converted; int8: int8 calibration failed"):
         run(config, tmp_path / "out", jobs=1, quiet=True)
     assert not (tmp_path / "out").exists() or [p.name for p in (tmp_path / "out").iterdir()] == [".cache"]
+
+
+def test_verbose_logs_one_json_object_per_stage_event(tmp_path, stubbed, capfd):
+    from edgeport.cli import main
+
+    text = GOOD.replace('quantize = ["none", "int8"]\ncalibration-method = "input-stats"\n', "")
+    config = write(tmp_path, text)
+    assert main(["run", str(config), "-o", str(tmp_path / "out"), "-j", "1", "-v"]) == 0
+    events = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    package = next(e for e in events if e.get("stage") == "package:cortex-m")
+    assert package["variant"] == "float" and package["cached"] is False and package["error"] is None
+    assert package["path"] == "variants/float/cortex-m" and package["message"].startswith("float: package")
+    assert any(e.get("stage") == "convert" and e.get("started") for e in events)
