@@ -194,3 +194,42 @@ def test_cli_skip_pass_keeps_the_sample_rate_an_input(run_cli, rate_onnx: Path, 
     assert {"name": NAME, "skipped": True} in manifest["passes"]
     assert manifest["verification"]["passed"]
     assert _tflite_inputs(out) == ["sr", "x"]
+
+
+RATE_HEAD_SOURCE = '''
+import torch
+from torch import nn
+
+
+@torch.jit.script
+def _frame_gain(h: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
+    if bool(sr == 16000):
+        return torch.relu(h) * 2.0
+    return torch.tanh(h) - 1.0
+
+
+class RateHead(nn.Module):
+    """A scripted branch on the sample rate: the export keeps it as an If on the input `sr`."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x, sr):
+        return _frame_gain(self.fc(x), sr)
+'''
+
+
+def test_cli_folds_a_pytorch_models_branch_on_its_sample_rate(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "rate.py").write_text(RATE_HEAD_SOURCE)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        "convert", f"{tmp_path / 'rate.py'}:RateHead", "-o", out, "--input-shape", "1,16",
+        "--input-shape", "scalar", "--input-value", "sr=16000",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "input sr fixed to 16000 and folded, 1 constant If folded" in stdout + err
+    manifest = json.loads((out / "edgeport.json").read_text())
+    assert manifest["verification"]["passed"] and manifest["verification"]["reference"] == "pytorch"
+    assert _tflite_inputs(out) == ["x"]
