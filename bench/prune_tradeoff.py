@@ -16,6 +16,7 @@ the recovery budget buys the same steps but the run takes much longer.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.quant_accuracy import DATA, EVAL, model_input, paired, resnet20, resnet56  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
+from edgeport.quant.prune.prune import synthetic_inputs  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -47,58 +49,69 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--models", default="resnet20")
     parser.add_argument("--ratios", default="0.2,0.4")
     parser.add_argument("--criteria", default="l1,l2,red")
+    parser.add_argument("--allocation", default="sensitivity,uniform")
     parser.add_argument("--recovery", default="none,distill")
     parser.add_argument("--budget", type=float, default=600.0)
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = np.load(DATA)
     images, labels = data["images"][EVAL][: args.images], data["labels"][EVAL][: args.images]
+    specs = [TensorSpec("x", [1, 3, 32, 32])]
+    defaults = PruneOptions(ratio=0.5)
     rows = []
     for name in args.models.split(","):
         reference = BUILDERS[name]()
         x = model_input(name, images)
         ref_pred = predict(reference, x)
         float_top1 = 100.0 * float(np.mean(ref_pred == labels))
-        print(f"{name} float: {float_top1:.2f}%", flush=True)
-        for ratio in (float(r) for r in args.ratios.split(",")):
-            for criterion in args.criteria.split(","):
-                for recovery in args.recovery.split(","):
-                    options = PruneOptions(
-                        ratio=ratio, criterion=criterion, recovery=recovery, budget=args.budget
-                    )
-                    started = time.perf_counter()
-                    result = prune_module(reference, [TensorSpec("x", [1, 3, 32, 32])], {}, options)
-                    pred = predict(result.module, x)
-                    section = result.section
-                    row = {
-                        "model": name,
-                        "ratio": ratio,
-                        "criterion": criterion,
-                        "recovery": recovery,
-                        "top1": round(100.0 * float(np.mean(pred == labels)), 2),
-                        "float_top1": round(float_top1, 2),
-                        **paired(pred, ref_pred, labels),
-                        "macs": section.after.macs,
-                        "macs_before": section.before.macs,
-                        "params": section.after.params,
-                        "params_before": section.before.params,
-                        "recovery_steps": section.recovery.steps,
-                        "seconds": round(time.perf_counter() - started, 1),
-                        "widths": {g.module: g.channels_after for g in section.groups},
-                        "kept_whole": section.kept_whole,
-                    }
-                    rows.append(row)
-                    print(
-                        json.dumps({k: v for k, v in row.items() if k not in ("widths", "kept_whole")}),
-                        flush=True,
-                    )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "prune_tradeoff.json").write_text(
-        json.dumps({"images": "CIFAR-10 test 500-9999", "rows": rows}, indent=1)
-    )
-    (RESULTS / "prune_tradeoff.md").write_text(markdown(rows, len(images)))
+        started = time.perf_counter()
+        # Made once per model: every row prunes from the same synthetic inputs.
+        synthetic = synthetic_inputs(reference, specs, {}, defaults.samples, defaults.held_out, defaults.seed)
+        print(
+            f"{name} float: {float_top1:.2f}%, synthetic inputs {time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
+        variants = itertools.product(
+            [float(r) for r in args.ratios.split(",")],
+            args.criteria.split(","),
+            args.allocation.split(","),
+            args.recovery.split(","),
+        )
+        for ratio, criterion, allocation, recovery in variants:
+            options = PruneOptions(
+                ratio=ratio, criterion=criterion, recovery=recovery, budget=args.budget, allocation=allocation
+            )
+            started = time.perf_counter()
+            result = prune_module(reference, specs, {}, options, synthetic=synthetic)
+            pred = predict(result.module, x)
+            section = result.section
+            row = {
+                "model": name,
+                "ratio": ratio,
+                "criterion": criterion,
+                "allocation": allocation,
+                "recovery": recovery,
+                "top1": round(100.0 * float(np.mean(pred == labels)), 2),
+                "float_top1": round(float_top1, 2),
+                **paired(pred, ref_pred, labels),
+                "macs": section.after.macs,
+                "macs_before": section.before.macs,
+                "params": section.after.params,
+                "params_before": section.before.params,
+                "recovery_steps": section.recovery.steps,
+                "seconds": round(time.perf_counter() - started, 1),
+                "widths": {g.module: g.channels_after for g in section.groups},
+                "kept_whole": section.kept_whole,
+            }
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("kept_whole",)}), flush=True)
+    args.out.mkdir(exist_ok=True, parents=True)
+    images_text = f"CIFAR-10 test {EVAL.start}-{EVAL.start + len(images) - 1}"
+    (args.out / "prune_tradeoff.json").write_text(json.dumps({"images": images_text, "rows": rows}, indent=1))
+    (args.out / "prune_tradeoff.md").write_text(markdown(rows, len(images)))
     return 0
 
 
@@ -106,15 +119,16 @@ def markdown(rows: list[dict], images: int) -> str:
     lines = [
         f"# Data-free pruning on CIFAR-10 (test images 500-{500 + images - 1}, PyTorch float)",
         "",
-        "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | steps "
-        "| s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | FLOPs cut | criterion | allocation | recovery | top-1 % | vs float (±2SE) | MACs | params "
+        "| steps | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         delta = r["top1"] - r["float_top1"]
         cut = 100 * (1 - r["macs"] / r["macs_before"])
         lines.append(
             f"| {r['model']} | {cut:.0f}% (asked {100 * r['ratio']:.0f}%) | {r['criterion']} | "
+            f"{r['allocation']} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
             f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | {r['recovery_steps']} | "
             f"{r['seconds']:.0f} |"

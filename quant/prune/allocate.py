@@ -130,3 +130,22 @@ def allocate(
         predicted_error=error,
         steps=steps,
     )
+
+
+def allocate_uniform(
+    model: CostModel, widths: Sequence[int], options: Sequence[Sequence[int]], ratio: float
+) -> Allocation:
+    """The baseline: every group keeps the same fraction (its nearest allowed width at or above it),
+    the largest fraction that reaches the target."""
+    full = model.total([1.0] * len(widths))
+    goal = (1.0 - ratio) * full
+    kept = list(widths)
+    for percent in range(100, -1, -1):
+        kept = [
+            min((w for w in opts if w >= percent / 100 * width), default=opts[-1])
+            for opts, width in zip(options, widths, strict=True)
+        ]
+        if model.total([k / w for k, w in zip(kept, widths, strict=True)]) <= goal + 1e-9:
+            break
+    cost = model.total([k / w for k, w in zip(kept, widths, strict=True)])
+    return Allocation(kept=kept, cost_before=full, cost_after=cost, predicted_error=float("nan"))

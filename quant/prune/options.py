@@ -76,6 +76,9 @@ class PruneOptions(Options):
         json_schema_extra=cli("--prune-budget", needs="RATIO"),
     )
     # API-only.
+    # How per-group widths are chosen: measured sensitivity (quant/prune/allocate.py), or the same
+    # fraction everywhere (the baseline the benchmark compares with).
+    allocation: Literal["sensitivity", "uniform"] = Field("sensitivity", json_schema_extra=cli(cli=False))
     seed: int = Field(0, json_schema_extra=cli(cli=False))
     samples: int = Field(128, ge=8, json_schema_extra=cli(cli=False))  # synthetic inputs for recovery
     held_out: int = Field(32, ge=4, json_schema_extra=cli(cli=False))  # fidelity inputs, never trained on

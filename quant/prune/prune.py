@@ -36,6 +36,8 @@ ALLOCATION = (
     "output error (channels removed in criterion order on synthetic inputs) grows least per MAC saved"
 )
 
+UNIFORM = "uniform: every group keeps the same fraction of its channels (rounded up to an allowed width)"
+
 Say = Callable[[str], None]
 
 
@@ -240,6 +242,7 @@ def prune_module(
     options: PruneOptions,
     say: Say | None = None,
     spell: Callable[[str], str] | None = None,
+    synthetic: tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]] | None = None,
 ) -> PruneResult:
     """A pruned copy of `reference` (left unchanged) and its manifest section; EdgeportError when the
     target cannot be reached or the pruned model does not run."""
@@ -249,7 +252,8 @@ def prune_module(
     module = copy.deepcopy(reference).eval()
     excluded = resolve_excluded(module, options.exclude, flag("exclude"))
     say("synthetic inputs")
-    pool, held, how, notes = synthetic_inputs(
+    # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
+    pool, held, how, notes = synthetic or synthetic_inputs(
         reference, specs, stats, options.samples, options.held_out, options.seed
     )
     example = [x[:1] for x in pool]
@@ -266,9 +270,12 @@ def prune_module(
         raise _unreachable(options, reachable, unfollowed, len(kept_whole), flag)
     say(f"ranking channels ({options.criterion})")
     plans = [removal_plan(graph, g, options.criterion, [x[:SENSITIVITY_BATCH] for x in pool]) for g in groups]
-    say(f"measuring the sensitivity of {len(groups)} channel groups")
-    sens = sensitivities(graph, groups, plans, options_per_group, [x[:SENSITIVITY_BATCH] for x in pool])
-    allocation = alloc.allocate(model, widths, options_per_group, sens, options.ratio)
+    if options.allocation == "uniform":
+        allocation = alloc.allocate_uniform(model, widths, options_per_group, options.ratio)
+    else:
+        say(f"measuring the sensitivity of {len(groups)} channel groups")
+        sens = sensitivities(graph, groups, plans, options_per_group, [x[:SENSITIVITY_BATCH] for x in pool])
+        allocation = alloc.allocate(model, widths, options_per_group, sens, options.ratio)
     macs_before, params_before = sum(module_macs(reference, example).values()), count_params(reference)
     rows = []
     for group, plan, kept in zip(groups, plans, allocation.kept, strict=True):
@@ -316,7 +323,7 @@ def prune_module(
         ratio=options.ratio,
         target=options.target,
         criterion=options.criterion,
-        allocation=ALLOCATION,
+        allocation=ALLOCATION if options.allocation == "sensitivity" else UNIFORM,
         round_to=options.round_to,
         min_width=options.min_width,
         excluded=list(options.exclude),

@@ -245,3 +245,12 @@ def test_integrated_gradients_give_a_silent_channel_nothing_and_add_up() -> None
     undo()
     whole = float(((faded - reference) ** 2).sum() / (reference**2).sum())
     assert float(scores.sum()) == pytest.approx(whole, rel=0.1)
+
+
+def test_uniform_allocation_keeps_one_fraction_everywhere() -> None:
+    from edgeport.quant.prune.allocate import allocate_uniform
+
+    model = CostModel([CostTerm(100, 0, None), CostTerm(300, 1, None)])
+    result = allocate_uniform(model, [8, 16], [kept_widths(8, 2, 2), kept_widths(16, 2, 2)], 0.3)
+    assert result.kept == [6, 10]  # 62.5 % kept everywhere: 0.75 * 100 + 0.625 * 300 <= 280
+    assert result.cost_after <= 0.7 * result.cost_before
