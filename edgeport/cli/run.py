@@ -34,6 +34,18 @@ Example:
     type=click.Path(path_type=Path),
     help="Where stage results are cached  [default: OUTDIR/.cache]",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "ray"]),
+    default="process",
+    show_default=True,
+    help="Run the variants in worker processes, or as Ray tasks (pip install 'edgeport[ray]').",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="Ray cluster to run on (its nodes must share OUTDIR's file system); default: a local Ray instance.",
+)
 @click.option("--check", is_flag=True, help="Only check the config (every problem at once) and exit.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the stages as they finish (stderr).")
 @click.option(
@@ -48,6 +60,8 @@ def run(
     jobs: int | None,
     no_cache: bool,
     cache_dir: Path | None,
+    executor: str,
+    ray_address: str | None,
     check: bool,
     quiet: bool,
     verbose: bool,
@@ -81,6 +95,8 @@ def run(
         cache_dir=cache_dir,
         quiet=quiet,
         json_log=verbose,
+        executor=executor,
+        ray_address=ray_address,
         debug=bool(ctx.obj and ctx.obj.get("debug")),
     )
     click.echo(result.summary())

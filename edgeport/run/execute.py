@@ -308,6 +308,8 @@ def run(
     quiet: bool = False,
     debug: bool = False,
     json_log: bool = False,
+    executor: str = "process",
+    ray_address: str | None = None,
     say: Say | None = None,
 ) -> RunResult:
     """Run `config` into `outdir` (see the module docstring). A stage that fails is recorded in the result
@@ -333,7 +335,7 @@ def run(
             VariantJob(v, config.targets, stage, cache, tools, config.validation, quiet, debug, json_log)
             for v in config.variants
         ]
-        results = _run_jobs(jobs_list, jobs)
+        results = _run_ray(jobs_list, jobs, ray_address) if executor == "ray" else _run_jobs(jobs_list, jobs)
         if not any(r.ok("convert") for r in results):
             first = results[0].stages[0]
             raise EdgeportError(
@@ -371,6 +373,28 @@ def _run_jobs(jobs_list: list[VariantJob], jobs: int) -> list[VariantDone]:
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def _run_ray(jobs_list: list[VariantJob], jobs: int, address: str | None) -> list[VariantDone]:
+    """The same variant jobs as Ray tasks (`--executor ray`): on a local Ray instance of `jobs` CPUs, or on
+    the cluster at `address`, whose nodes must see OUTDIR's parent and the cache at the same paths (a
+    shared file system): each task writes its variant's folder there, as a worker process does."""
+    try:
+        import ray
+    except ImportError:
+        raise EdgeportError(
+            "--executor ray needs Ray, which is not installed", "pip install 'edgeport[ray]'"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        local = {"num_cpus": jobs} if address is None else {}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
+    try:
+        task = ray.remote(num_cpus=1)(run_variant)
+        return list(ray.get([task.remote(job) for job in jobs_list]))
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _bench(config: RunConfig, root: Path, results: list[VariantDone], say: Say) -> dict[str, str]:

@@ -6,6 +6,7 @@ uncached run of the int8 variant checks that the same config gives the same byte
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -128,18 +129,32 @@ def test_editing_only_the_target_repackages_without_converting(first, tmp_path, 
     )
 
 
+def _same_artifacts(old_dir: Path, new_dir: Path) -> None:
+    """The same files with the same bytes; manifests alike apart from their `run` block (seconds, paths)."""
+    old, new = _files(old_dir), _files(new_dir)
+    assert list(old) == list(new)
+    for name, path in old.items():
+        if Path(name).name == MANIFEST_NAME:
+            assert Manifest.read(path.parent).reproducible() == Manifest.read(new[name].parent).reproducible()
+        else:
+            assert path.read_bytes() == new[name].read_bytes(), name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (edgeport[ray])")
+def test_a_ray_sweep_gives_the_bytes_of_the_process_pool(first, tmp_path, fixed_tools):
+    """Both variants as tasks on a local Ray instance, cache off: the artifacts of the worker processes."""
+    config, out, _ = first
+    result = run(load_config(config), tmp_path / "out", jobs=2, use_cache=False, executor="ray", quiet=True)
+    assert not result.failed and not any(s.cached for v in result.variants for s in v.stages)
+    _same_artifacts(out / "variants", tmp_path / "out" / "variants")
+
+
 def test_the_same_config_gives_the_same_bytes(first, tmp_path, fixed_tools):
     """The int8 variant converted again without the cache, in this process (the first run used workers)."""
     _, out, _ = first
     config = _config(tmp_path / "project", quantize='"int8"')
     run(load_config(config), tmp_path / "out", jobs=1, use_cache=False, quiet=True)
-    old, new = _files(out / "variants" / "int8"), _files(tmp_path / "out" / "variants" / "int8")
-    assert list(old) == list(new)
-    for name, path in old.items():
-        if Path(name).name == MANIFEST_NAME:  # identical apart from its `run` block (seconds, paths)
-            assert Manifest.read(path.parent).reproducible() == Manifest.read(new[name].parent).reproducible()
-        else:
-            assert path.read_bytes() == new[name].read_bytes(), name
+    _same_artifacts(out / "variants" / "int8", tmp_path / "out" / "variants" / "int8")
 
 
 def test_an_interrupted_run_leaves_the_previous_results_intact(first, tmp_path):
