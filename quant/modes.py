@@ -40,6 +40,7 @@ from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm
+from edgeport.quant.tflm_saturation import saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
@@ -517,6 +518,9 @@ def _tflm_agreement(
     """TFLite Micro running `tflm_model` vs TFLite's reference kernels (must be bit-exact; None when
     they lack an op of the model) and vs LiteRT's optimized kernels (measured only) running `model`,
     on the same raw inputs."""
+    saturated = saturation_problem(tflm_model, name)  # a disagreement no sample may show: by the scales
+    if saturated is not None:
+        raise EdgeportError(*saturated)
     check_allocates(model, name)
     runner = LiteRTRunner(model, in_specs, out_specs)
     try:
