@@ -70,7 +70,16 @@ def synthetic_inputs(
         "input-stats": "input statistics",
         "gaussian": "N(0, 1) noise",
     }.get(cal.method, cal.method)
-    return _stack(cal.samples, specs), _stack(cal.held_out, specs), how, list(cal.notes)
+    # calibration's notes speak of calibration; pruning says what it measured on in its own words.
+    notes = (
+        []
+        if cal.method == "distill"
+        else [
+            f"no BatchNorm to make synthetic inputs from: pruning measured and recovered on {how} "
+            "(--input-range or --mean/--std describe the real inputs)"
+        ]
+    )
+    return _stack(cal.samples, specs), _stack(cal.held_out, specs), how, notes
 
 
 def cost_model(

@@ -254,3 +254,19 @@ def test_uniform_allocation_keeps_one_fraction_everywhere() -> None:
     result = allocate_uniform(model, [8, 16], [kept_widths(8, 2, 2), kept_widths(16, 2, 2)], 0.3)
     assert result.kept == [6, 10]  # 62.5 % kept everywhere: 0.75 * 100 + 0.625 * 300 <= 280
     assert result.cost_after <= 0.7 * result.cost_before
+
+
+def test_a_model_without_batchnorm_prunes_on_input_statistics_and_says_so() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    ).eval()
+    result = prune_module(model, SPECS, {}, _fast(ratio=0.2))
+    assert result.section.removed() >= 0.2
+    assert len(result.notes) == 1 and "no BatchNorm" in result.notes[0] and "calibrat" not in result.notes[0]
