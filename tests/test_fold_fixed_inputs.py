@@ -128,6 +128,17 @@ def test_an_if_on_the_data_is_left_alone_and_the_report_says_why() -> None:
             np.testing.assert_array_equal(got, want)
 
 
+def test_an_if_whose_condition_cannot_be_evaluated_is_left_alone() -> None:
+    """A condition computed by an op onnx's evaluator lacks (a custom domain) is not a constant."""
+    model = rate_model()
+    equal = model.graph.node[0]
+    equal.op_type, equal.domain = "RateEqual", "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    folded, report = _fold(model, 16000)
+    assert ops(folded)["If"] == 2 and report.fixed == {"sr": "16000"}
+    assert all(e["why"].startswith("its condition could not be evaluated") for e in report.ifs_left)
+
+
 def test_without_a_fixed_value_the_input_stays_and_only_constant_ifs_go() -> None:
     model = rate_model()
     folded, report = fold_fixed_inputs(model)

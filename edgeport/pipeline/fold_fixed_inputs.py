@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeport.converters import onnx_prepare
+from edgeport.errors import exception_line
 from edgeport.onnx_graph import OnnxGraph, attr
 from edgeport.pipeline.passes import PassReport
 
@@ -176,7 +177,10 @@ def constant_value(view: OnnxGraph, name: str) -> tuple[np.ndarray | None, str]:
         pending.extend(node.input)
     if name in known:
         return known[name], ""
-    return _evaluate(view.model, cone, known, name), ""
+    try:
+        return _evaluate(view.model, cone, known, name), ""
+    except Exception as exc:  # noqa: BLE001 - an op the evaluator lacks leaves the If as it is
+        return None, f"its condition could not be evaluated ({exception_line(exc)})"
 
 
 def _shape_value(node: onnx.NodeProto, shape: list[int]) -> np.ndarray:
