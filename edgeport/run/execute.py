@@ -171,9 +171,6 @@ class StageLines:
 
 
 def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
-    from edgeport.pipeline import convert_model
-    from edgeport.targets import get_target
-
     name = job.variant.name
     base = inside(job.root, variant_dir(name))
     model_dir = base / "model"
@@ -181,6 +178,8 @@ def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
     key = convert_key(options, job.tools)
 
     def convert() -> None:
+        from edgeport.pipeline import convert_model  # TensorFlow and torch load only when a stage runs
+
         say(f"{name}: converting", variant=name, stage="convert", started=True)
         convert_model(options.model_copy(update={"outdir": model_dir, "force": False}), StageLines(name, say))
 
@@ -210,6 +209,8 @@ def _variant_stages(job: VariantJob, done: VariantDone, say: Say) -> None:
         command = package_command(model_dir, target, out.relative_to(job.root).as_posix(), job)
 
         def package(target: TargetSpec = target, out: Path = out, command: str = command) -> None:
+            from edgeport.targets import get_target
+
             get_target(target.target).package(model_dir, out, target.options, force=False, command=command)
 
         _stage(job, done, say, f"package:{target.name}", package_key(key, target), out, package)
