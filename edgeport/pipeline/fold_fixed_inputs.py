@@ -96,8 +96,10 @@ def fold_fixed_inputs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FoldFixe
         view.changed += 1
         view.reindex()
     before = count_ifs(model.graph)
-    model, left = inline_constant_ifs(view.finish())
-    return model, FoldFixedReport(fixed=fixed, ifs_removed=before - count_ifs(model.graph), ifs_left=left)
+    folded, left = inline_constant_ifs(view.finish())
+    report = FoldFixedReport(fixed=fixed, ifs_removed=before - count_ifs(folded.graph), ifs_left=left)
+    # Nothing folded: the model goes on as it came (not as the onnxsim run tried here left it).
+    return (folded if fixed or marked or report.ifs_removed else model), report
 
 
 def count_ifs(graph: onnx.GraphProto) -> int:
