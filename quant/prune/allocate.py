@@ -20,11 +20,12 @@ import numpy as np
 @dataclass
 class CostTerm:
     """One module's share: `base` at full width, scaled by the kept fraction of its output group
-    and (unless `depthwise`) of its input group."""
+    and (unless `depthwise`) of its input channels, which may come from several groups (a concat):
+    `in_groups` holds (group, the share of the module's input channels it feeds)."""
 
     base: int
     out_group: int | None
-    in_group: int | None
+    in_groups: list[tuple[int, float]] = field(default_factory=list)
     depthwise: bool = False
 
 
@@ -38,8 +39,8 @@ class CostModel:
         total = float(self.fixed)
         for t in self.terms:
             f = kept[t.out_group] if t.out_group is not None else 1.0
-            if not t.depthwise and t.in_group is not None:
-                f *= kept[t.in_group]
+            if not t.depthwise:
+                f *= 1.0 - sum(share * (1.0 - kept[g]) for g, share in t.in_groups)
             total += t.base * f
         return total
 

@@ -19,9 +19,10 @@ class Columns:
     """Input columns of one consumer fed by a set of channels: weight[rows, cols] (rows: the output
     rows of the consumer's convolution group for a grouped convolution, else all)."""
 
-    weight: torch.Tensor
+    weight: torch.Tensor  # [out, in, ...]: a transposed convolution's parameter seen through a transpose
     rows: slice | list[int]
     cols: list[int]
+    param: nn.Parameter | None = None  # the parameter itself
 
 
 def _is_depthwise(module: nn.Module) -> bool:
@@ -42,14 +43,20 @@ def consumer_columns(graph: Graph, group: ChannelGroup, channels: Sequence[int])
         if _is_depthwise(module):
             continue  # its output channels are in the group too: their consumers are listed
         cols = mapped(idxs)
+        if isinstance(module, nn.modules.conv._ConvNd) and module.transposed:
+            # [in, out / groups, ...]: the input channels are the first axis.
+            if module.groups == 1:
+                found.append(Columns(module.weight.transpose(0, 1), slice(None), cols, module.weight))
+            continue  # a grouped transposed convolution: not simulated (the check then keeps it whole)
         if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
             per = module.in_channels // module.groups
             outs = module.out_channels // module.groups
             for col in cols:
                 g = col // per
-                found.append(Columns(module.weight, list(range(g * outs, (g + 1) * outs)), [col % per]))
+                rows = list(range(g * outs, (g + 1) * outs))
+                found.append(Columns(module.weight, rows, [col % per], module.weight))
         else:
-            found.append(Columns(module.weight, slice(None), cols))
+            found.append(Columns(module.weight, slice(None), cols, module.weight))
     return found
 
 

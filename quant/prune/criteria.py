@@ -127,8 +127,8 @@ def integrated_gradients(graph: Graph, group: ChannelGroup, inputs: Sequence[tor
     columns: dict[str, tuple[torch.Tensor, list[int], list[int]]] = {}
     for position in range(group.width):
         for c in consumer_columns(graph, group, group.channel_indices([position])):
-            if not isinstance(c.rows, slice):
-                continue  # a grouped convolution's columns: left unscaled (the others carry the signal)
+            if not isinstance(c.rows, slice) or c.param is not c.weight:
+                continue  # grouped or transposed convolutions: left unscaled (the others carry the signal)
             name = names[id(c.weight)]
             weight, cols, owner = columns.setdefault(name, (c.weight, [], []))
             cols.extend(c.cols)

@@ -46,6 +46,7 @@ class ChannelGroup:
     expands: bool = False  # torch-pruning adds the coupled repeats itself (split/chunk + add)
     out_modules: list[str] = field(default_factory=list)  # modules whose output channels shrink
     in_modules: list[str] = field(default_factory=list)  # modules whose input channels shrink
+    in_counts: dict[str, int] = field(default_factory=dict)  # module -> its input columns fed by the group
 
     @property
     def width(self) -> int:
@@ -127,6 +128,24 @@ class Graph:
                     return True
         return False
 
+    def _in_counts(self, tp_group: Any) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for dep, idxs in tp_group:
+            module = dep.target.module
+            if not self.is_out(dep.handler) and module in self.names:
+                counts[self.names[module]] = counts.get(self.names[module], 0) + len(set(mapped(idxs)))
+        return counts
+
+    def _channel_groups(self, module: nn.Module) -> int:
+        """How many equal channel groups `module` needs kept equal (a grouped convolution's groups, a
+        GroupNorm's), 1 for a depthwise convolution (each channel its own group) and the rest."""
+        if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
+            return 1
+        pruner = self.dg.get_pruner_of_module(module)
+        if pruner is None:
+            return 1
+        return max(1, int(pruner.get_out_channel_groups(module)))
+
     def groups(self, excluded: Sequence[nn.Module] = ()) -> tuple[list[ChannelGroup], list[str]]:
         """The prunable groups, and why others are kept whole (one note per reason and module)."""
         excluded_set = set(excluded)
@@ -153,16 +172,7 @@ class Graph:
                 continue
             pruner = self.dg.get_pruner_of_module(root)
             channels = int(pruner.get_out_channels(root))
-            repeats = max(
-                [1]
-                + [
-                    int(g)
-                    for m in modules
-                    if isinstance(m, nn.modules.conv._ConvNd)
-                    for g in [m.groups]
-                    if 1 < g < m.out_channels or (1 < g and m.in_channels != m.out_channels)
-                ]
-            )
+            repeats = max([1] + [self._channel_groups(m) for m in modules])
             # A split whose parts meet again (chunk + add) couples channel i with i + channels / k:
             # torch-pruning removes the partners itself.
             coupled = sorted(mapped(self.dg.get_pruning_group(root, pruner.prune_out_channels, [0])[0].idxs))
@@ -185,6 +195,7 @@ class Graph:
                     expands=expands,
                     out_modules=_names(self.names, tp_group, self, out=True),
                     in_modules=_names(self.names, tp_group, self, out=False),
+                    in_counts=self._in_counts(tp_group),
                 )
             )
         return found, notes

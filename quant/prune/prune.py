@@ -82,19 +82,32 @@ def synthetic_inputs(
     return _stack(cal.samples, specs), _stack(cal.held_out, specs), how, notes
 
 
+def _in_width(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels
+    return 0
+
+
 def cost_model(
     module: nn.Module, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor], target: str
 ) -> alloc.CostModel:
     """MACs (or parameters) of `module` as a function of the groups' kept fractions."""
     out_of = {n: i for i, g in enumerate(groups) for n in g.out_modules}
-    in_of = {n: i for i, g in enumerate(groups) for n in g.in_modules}
     modules = dict(module.named_modules())
+
+    def in_groups(name: str) -> list[tuple[int, float]]:
+        width = _in_width(modules[name])
+        return [(i, g.in_counts[name] / width) for i, g in enumerate(groups) if width and name in g.in_counts]
+
+    def depthwise(m: nn.Module) -> bool:
+        return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
+
     terms: list[alloc.CostTerm] = []
     if target == "flops":
         for name, macs in module_macs(module, inputs).items():
-            m = modules[name]
-            dw = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
-            terms.append(alloc.CostTerm(macs, out_of.get(name), in_of.get(name), dw))
+            terms.append(alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(modules[name])))
         return alloc.CostModel(terms)
     counted = 0
     for name, m in modules.items():
@@ -105,8 +118,9 @@ def cost_model(
         for p in own:
             counted += p.numel()
             both = p is weight and isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
-            dw = isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels
-            terms.append(alloc.CostTerm(p.numel(), out_of.get(name), in_of.get(name) if both else None, dw))
+            terms.append(
+                alloc.CostTerm(p.numel(), out_of.get(name), in_groups(name) if both else [], depthwise(m))
+            )
     return alloc.CostModel(terms, fixed=count_params(module) - counted)
 
 

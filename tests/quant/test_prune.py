@@ -137,7 +137,7 @@ def test_recovery_through_the_options_is_recorded() -> None:
 
 def test_allocation_spares_the_sensitive_group() -> None:
     # Two groups that cost the same; group 1's error grows 100x faster: group 0 goes first.
-    model = CostModel([CostTerm(100, 0, None), CostTerm(100, 1, None)])
+    model = CostModel([CostTerm(100, 0), CostTerm(100, 1)])
     options = [kept_widths(8, 2, 2), kept_widths(8, 2, 2)]
     sens = [Sensitivity([0, 6], [0.0, 0.06]), Sensitivity([0, 6], [0.0, 6.0])]
     result = allocate(model, [8, 8], options, sens, 0.3)
@@ -153,7 +153,7 @@ def test_kept_widths() -> None:
 
 
 def test_cost_model_depthwise_scales_once() -> None:
-    model = CostModel([CostTerm(10, 0, 0, depthwise=True), CostTerm(10, 0, 0)])
+    model = CostModel([CostTerm(10, 0, [(0, 1.0)], depthwise=True), CostTerm(10, 0, [(0, 1.0)])])
     assert model.total([0.5]) == pytest.approx(5 + 2.5)
 
 
@@ -250,7 +250,7 @@ def test_integrated_gradients_give_a_silent_channel_nothing_and_add_up() -> None
 def test_uniform_allocation_keeps_one_fraction_everywhere() -> None:
     from edgeport.quant.prune.allocate import allocate_uniform
 
-    model = CostModel([CostTerm(100, 0, None), CostTerm(300, 1, None)])
+    model = CostModel([CostTerm(100, 0), CostTerm(300, 1)])
     result = allocate_uniform(model, [8, 16], [kept_widths(8, 2, 2), kept_widths(16, 2, 2)], 0.3)
     assert result.kept == [6, 10]  # 62.5 % kept everywhere: 0.75 * 100 + 0.625 * 300 <= 280
     assert result.cost_after <= 0.7 * result.cost_before
@@ -270,3 +270,22 @@ def test_a_model_without_batchnorm_prunes_on_input_statistics_and_says_so() -> N
     result = prune_module(model, SPECS, {}, _fast(ratio=0.2))
     assert result.section.removed() >= 0.2
     assert len(result.notes) == 1 and "no BatchNorm" in result.notes[0] and "calibrat" not in result.notes[0]
+
+
+def test_cost_model_counts_a_concat_consumer_by_share() -> None:
+    # A consumer whose input is a concat: a quarter of its channels from group 0, the rest unpruned.
+    model = CostModel([CostTerm(100, None, [(0, 0.25)])])
+    assert model.total([0.5]) == pytest.approx(100 * (1 - 0.25 * 0.5))
+
+
+def test_unet_prunes_through_concat_skips_and_a_transposed_convolution() -> None:
+    """U-Net: encoder channels reach the decoder through a concat (the consumer's cost counts only
+    their share) and a ConvTranspose2d consumes the bottleneck (its input channels are its weight's
+    first axis): every group is followed, and the target is met as measured."""
+    from tests.zoo import by_name
+
+    zoo = by_name("unet")
+    specs = [TensorSpec("x", zoo.input_shapes[0])]
+    result = prune_module(zoo.build(), specs, {}, _fast(ratio=0.3, round_to=4, min_width=4))
+    assert result.section.kept_whole == []
+    assert result.section.removed() >= 0.3
