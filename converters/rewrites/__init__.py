@@ -46,6 +46,7 @@ from edgeport.converters.rewrites import (
     spatial_mean,
     stack_axis,
     strided_shortcut,
+    unit_clip,
     where_arithmetic,
 )
 
@@ -80,6 +81,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (equal_split.NAME, equal_split.rewrite),
     (hard_sigmoid.NAME, hard_sigmoid.rewrite),
     (pow_exponent.NAME, pow_exponent.rewrite),
+    (unit_clip.NAME, unit_clip.rewrite),
     (gather_int32.NAME, gather_int32.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
     # above would see unknown shapes downstream of it.
