@@ -437,6 +437,9 @@ def fmt_int8_row(r: dict) -> str:
 
 def write_int8(results: dict, stamp: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # Zoo order, whatever order the rows were run in (--resume reruns append).
+    order = {entry.id: i for i, entry in enumerate(zoo_entries())}
+    results = dict(sorted(results.items(), key=lambda item: order.get(item[0], len(order))))
     counts = dict(Counter(r["int8"]["status"] for r in results.values()))
     before = sum(1 for r in results.values() if r["int8"].get("before_calibration"))
     saved = {"run": stamp, "summary": {"models": len(results), **counts}, "models": results}
