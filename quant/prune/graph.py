@@ -10,8 +10,11 @@ are kept whole, and a failure is named by module.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,33 @@ KEPT_WHOLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.RNNCell,
 )
 ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+# torch-pruning can follow a coupling without end (a circular padding's concat of slices along time):
+# one group's analysis gets this long (a ResNet-56 group takes well under a second).
+GROUP_SECONDS = 30
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int, name: str, module: nn.Module) -> Iterator[None]:
+    """Stop torch-pruning's analysis of one group after `seconds` with a one-line error naming the
+    module (SIGALRM: only in the main thread of a Unix process; elsewhere no limit)."""
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise EdgeportError(
+            f"the pruning dependency analysis does not finish for the channels of {name} "
+            f"({type(module).__name__}) within {seconds} s (torch-pruning follows a coupling without end)",
+            "keep it whole with --prune-exclude NAME, or convert without --prune, and report the model",
+        )
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -152,10 +182,16 @@ class Graph:
         found: list[ChannelGroup] = []
         notes: list[str] = []
         seen: set[nn.Module] = set()
-        for tp_group in self.dg.get_all_groups(root_module_types=ROOT_TYPES):
-            root = tp_group[0].dep.target.module
-            if root in seen:
+        for root in list(self.dg.module2node):
+            if not isinstance(root, ROOT_TYPES) or root in seen or root in excluded_set:
                 continue
+            pruner = self.dg.get_pruner_of_module(root)
+            if pruner is None or pruner.get_out_channels(root) is None:
+                continue
+            with _time_limit(GROUP_SECONDS, self.names.get(root, "?"), root):
+                tp_group = self.dg.get_pruning_group(
+                    root, pruner.prune_out_channels, list(range(pruner.get_out_channels(root)))
+                )
             modules = [dep.target.module for dep, _ in tp_group if isinstance(dep.target.module, nn.Module)]
             seen.update(m for dep, _ in tp_group if self.is_out(dep.handler) for m in [dep.target.module])
             name = self.names.get(root, "?")
@@ -170,7 +206,6 @@ class Graph:
                     f"({type(whole).__name__}), which is not pruned yet"
                 )
                 continue
-            pruner = self.dg.get_pruner_of_module(root)
             channels = int(pruner.get_out_channels(root))
             repeats = max([1] + [self._channel_groups(m) for m in modules])
             # A split whose parts meet again (chunk + add) couples channel i with i + channels / k:

@@ -290,7 +290,7 @@ def prune_module(
     model = cost_model(module, groups, example, options.target)
     reachable = alloc.reachable_fraction(model, widths, options_per_group) if groups else 0.0
     if reachable + 1e-9 < options.ratio:
-        raise _unreachable(options, reachable, unfollowed, len(kept_whole), flag)
+        raise _unreachable(options, reachable, unfollowed, kept_whole, len(groups), flag)
     say(f"ranking channels ({options.criterion})")
     plans = [removal_plan(graph, g, options.criterion, [x[:SENSITIVITY_BATCH] for x in pool]) for g in groups]
     if options.allocation == "uniform":
@@ -377,20 +377,30 @@ def prune_module(
 
 
 def _unreachable(
-    options: PruneOptions, reachable: float, unfollowed: Sequence[str], whole: int, flag: Callable[[str], str]
+    options: PruneOptions,
+    reachable: float,
+    unfollowed: Sequence[str],
+    kept_whole: Sequence[str],
+    groups: int,
+    flag: Callable[[str], str],
 ) -> EdgeportError:
-    """The target is out of reach: the smallest reachable one, or, when the dependency analysis left
-    nothing to prune, the module it could not follow."""
+    """The target is out of reach: the smallest reachable one, or, when nothing can be pruned, why."""
     ratio = flag("ratio")
     if reachable < 0.01 and unfollowed:
         return EdgeportError(
             f"the pruning dependency analysis cannot follow this model: {unfollowed[0]}",
             f"keep that module whole with {flag('exclude')} NAME, or convert without {ratio}",
         )
+    if not groups:
+        why = kept_whole[0] if kept_whole else "no Conv/Linear whose channels stay inside the model"
+        return EdgeportError(
+            f"nothing in this model can be pruned ({why}; recurrent and attention layers are not pruned yet)",
+            f"convert without {ratio}",
+        )
     problem = (
         f"{ratio} {options.ratio:g} of the {options.target} cannot be reached: at most {reachable:.2f} "
         f"with {flag('round_to')} {options.round_to} and {flag('min_width')} {options.min_width}"
-        + (f" ({whole} groups kept whole)" if whole else "")
+        + (f" ({len(kept_whole)} groups kept whole)" if kept_whole else "")
     )
     lower = f"lower {flag('min_width')} / {flag('round_to')}" + (
         f" or drop {flag('exclude')} names" if options.exclude else ""
