@@ -266,39 +266,63 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
 
 
 def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list[KeptFloat]:
-    """The ops the TFLite quantizer itself left float32, each between DEQUANTIZE and QUANTIZE (not
-    counting those `denylisted`, by output tensor name: the ones edgeport asked it to leave float).
+    """The ops the TFLite quantizer itself left float32, in regions between DEQUANTIZE and QUANTIZE
+    (not counting those `denylisted`, by output tensor name: the ones edgeport asked it to leave float).
 
     Even with int8-only builtins it leaves an op float when it has no int8 form of it (ELU in
-    tensorflow 2.19, though LiteRT has an int8 ELU kernel). TFLite Micro runs such an op in float32
-    like those quant/tflm_ops.py keeps float, so it is reported the same way, not refused.
+    tensorflow 2.19, though LiteRT has an int8 ELU kernel), sometimes a few ops in a row. TFLite Micro
+    runs such ops in float32 like those quant/tflm_ops.py keeps float, so they are reported the same
+    way, not refused. A region counts only when closed: every float input is a constant, a
+    DEQUANTIZE's output or another region op's, and every output is read only by QUANTIZE or region
+    ops (never a model output); anything else stays for the full-integer check to refuse.
     """
     from edgeport.tflite_file import op_name, parse_tflite
 
     graph = parse_tflite(model).raw
     codes = [op_name(code) for code in graph.operatorCodes]
     sub = graph.subgraphs[0]
-    producer = {int(out): codes[op.opcodeIndex] for op in sub.operators for out in op.outputs}
-    readers: dict[int, list[str]] = {}
-    for op in sub.operators:
+    ops = sub.operators
+    producer = {int(out): i for i, op in enumerate(ops) for out in op.outputs}
+    readers: dict[int, list[int]] = {}
+    for i, op in enumerate(ops):
         for index in op.inputs:
-            readers.setdefault(int(index), []).append(codes[op.opcodeIndex])
+            readers.setdefault(int(index), []).append(i)
+    boundary = {int(t) for t in (*sub.inputs, *sub.outputs)}
+
+    def is_float(index: int) -> bool:
+        return index >= 0 and sub.tensors[index].type == 0  # FLOAT32
+
+    def code(i: int) -> str:
+        return codes[ops[i].opcodeIndex]
+
+    region = {
+        i
+        for i, op in enumerate(ops)
+        if code(i) not in ("QUANTIZE", "DEQUANTIZE")
+        and any(is_float(int(t)) for t in (*op.inputs, *op.outputs))
+    }
+
+    def closed(i: int) -> bool:
+        for t in map(int, ops[i].inputs):
+            if is_float(t) and (
+                t in boundary
+                or (t in producer and code(producer[t]) != "DEQUANTIZE" and producer[t] not in region)
+            ):
+                return False
+        return all(
+            t not in boundary and all(r in region or code(r) == "QUANTIZE" for r in readers.get(t, []))
+            for t in map(int, ops[i].outputs)
+        )
+
+    while open_ops := {i for i in region if not closed(i)}:
+        region -= open_ops
     kept = []
-    for op in sub.operators:
-        code = codes[op.opcodeIndex]
-        activations = [int(i) for i in op.inputs if int(i) in producer]
-        if (
-            code not in ("QUANTIZE", "DEQUANTIZE")
-            and activations
-            and all(producer[i] == "DEQUANTIZE" for i in activations)
-            and all(readers.get(int(o)) and set(readers[int(o)]) == {"QUANTIZE"} for o in op.outputs)
-        ):
-            raw = sub.tensors[op.outputs[0]].name
-            node = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if node in denylisted:
-                continue
+    for i in sorted(region):
+        raw = sub.tensors[ops[i].outputs[0]].name
+        node = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if node not in denylisted:
             why = "the TFLite quantizer has no int8 form of it"
-            kept.append(KeptFloat(code, node, "left float by the TFLite quantizer", why))
+            kept.append(KeptFloat(code(i), node, "left float by the TFLite quantizer", why))
     return kept
 
 

@@ -53,3 +53,22 @@ def test_zoo_activations_quantize_with_elu_kept_float(tmp_path: Path) -> None:
     # the manifest says so instead of claiming a bit-exact check.
     assert "not checked bit for bit" in text and '"tflm_vs_litert"' not in text
     assert result.manifest is not None
+
+
+def test_a_region_of_float_ops_is_kept_float_as_a_whole(tmp_path: Path) -> None:
+    """The quantizer leaves this model's output RESHAPE + ADD float together (each reads the other):
+    refused as 'not full-integer: tensor ...transpose... is float32' before regions were counted."""
+    out = tmp_path / "out"
+    zoo = Path(__file__).resolve().parents[1] / "zoo" / "tensorops.py"
+    convert_model(
+        ConvertOptions(
+            source=f"{zoo}:three_in_three_out",
+            outdir=out,
+            input_shapes=[[1, 3, 12, 12], [1, 4, 9], [1, 5]],
+            quantize=QuantOptions(mode="int8"),
+        )
+    )
+    model = (out / "model_int8.tflite").read_bytes()
+    kept = Q.quantizer_kept_float(model)
+    assert len(kept) >= 2  # a region, not a single op
+    _check_full_integer(model, "int8", [k.node for k in kept])
