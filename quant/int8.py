@@ -143,6 +143,8 @@ def _converting(mode: str, convert: Callable[[], T]) -> T:
     """Run a converter step; its failure becomes one EdgeportError line (the CLI hides its logs)."""
     try:
         return convert()
+    except EdgeportError:
+        raise
     except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise EdgeportError(
@@ -198,7 +200,39 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
     metadata.options.modelOptimizationModes.extend(util.get_sparsity_modes(model_object))
     metadata.environment.modelHash = util.get_model_hash(model_object)
     model_object = util.populate_conversion_metadata(model_object, metadata)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+    quantized = bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+    refuse_overflowing_steps(quantized)
+    return quantized
+
+
+# No activation a model computes has an int8 step this large; one comes from an infinite or float32-max
+# constant (an additive attention mask of -inf) reaching a calibrated range.
+MAX_STEP = 1e20
+
+
+def refuse_overflowing_steps(model: bytes) -> None:
+    """Raise a one-line EdgeportError if an int8 activation got a step over MAX_STEP.
+
+    LiteRT and TFLite Micro abort preparing such a model (a rescale factor overflows): a masked
+    attention's `scores + mask` with a -inf causal mask is quantized with a step of ~1e36. Checked on
+    every quantized model, so the TFLite Micro probe refuses it before calibration.
+    """
+    from edgeport.tflite_file import parse_tflite
+
+    graph = parse_tflite(model).raw.subgraphs[0]
+    for tensor in graph.tensors:
+        q = tensor.quantization
+        if tensor.type != 9 or q is None or q.scale is None or len(q.scale) != 1:  # 9: INT8
+            continue
+        if float(q.scale[0]) > MAX_STEP:
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+            raise EdgeportError(
+                f"int8 tensor {name!r} gets a quantization step of {float(q.scale[0]):.1e}: an infinite or "
+                "float32-max constant reaches it (an additive attention mask of -inf, for one), and no "
+                "runtime can run that int8 model",
+                "for TFLite Micro keep the model float32 (no --quantize); for Android use --quantize "
+                "dynamic or float16",
+            )
 
 
 def bound_max_pool_padding(calibrated: bytes) -> bytes:

@@ -99,3 +99,16 @@ def test_padding_within_the_range_and_models_without_padv2_are_left_alone() -> N
     value = np.frombuffer(bytes(obj.buffers[graph.tensors[op.inputs[2]].buffer].data), np.float32)[0]
     assert value == np.float32(low)
     assert Q.recorded_ranges(bounded)[op.outputs[0]] == (low, high)
+
+
+def test_an_overflowing_step_is_refused_with_its_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unbounded, the padding's -3.4e38 gives the stem a step of ~1e36; any such tensor (a -inf
+    attention mask added to scores, zoo sdpa_causal) is one line naming it, not a native abort."""
+    from edgeport.errors import EdgeportError
+
+    monkeypatch.setattr(Q, "bound_max_pool_padding", lambda calibrated: calibrated)
+    with pytest.raises(
+        EdgeportError, match=r"quantization step of 1\.\de\+3\d: an infinite or float32-max"
+    ) as err:
+        Q.keras_to_quantized(padded_pool("relu"), "int8", [IMAGE], samples(16, 0), io="float")
+    assert "--quantize dynamic" in err.value.fix
