@@ -118,7 +118,10 @@ def plan_int8_for_tflm(
     """
     plan = TflmPlan()
     while True:
-        model = quantize(plan.denylist)
+        try:
+            model = quantize(plan.denylist)
+        except EdgeportError as exc:  # a model no int8 runtime can run shows already in the probe
+            raise EdgeportError(f"{exc.problem}; found before calibration", exc.fix) from exc
         plan.probes += 1
         try:
             run_tflm(model, raw_inputs(model), name, arena_size=arena_for(model))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -128,6 +129,9 @@ def test_optimized_kernel_difference_is_a_note_not_an_error(monkeypatch: pytest.
     monkeypatch.setattr(modes, "LiteRTRunner", Runner)
     monkeypatch.setattr(modes, "run_tflm", lambda *a, **k: Result())
     monkeypatch.setattr(modes, "arena_for", lambda model: 1 << 20)
+    # No op whose reference kernel is unreliable (UNRELIABLE_REFERENCE_OPS): the reference is held.
+    monkeypatch.setattr(modes, "parse_tflite", lambda model: SimpleNamespace(ops=["CONV_2D"]))
+    monkeypatch.setattr(modes, "saturation_problem", lambda model, name: None)  # no scales to read
     tflm, optimized = modes._tflm_agreement(b"", b"", [], [], [{}], "model_int8.tflite")
     assert tflm.max_diff_steps == 0 and optimized.max_diff_steps == 32
     note = modes.optimized_kernels_note(optimized)
@@ -228,3 +232,14 @@ def test_probe_inputs_follow_the_files_inputs_without_a_litert_interpreter() -> 
     assert [(x.shape, str(x.dtype)) for x in sample] == expected
     assert all(str(x.dtype) == "int8" for x in sample)
     np.testing.assert_array_equal(modes.probe_inputs(model)[0][0], sample[0])  # seeded
+
+
+def test_a_probe_the_quantizer_refuses_is_refused_before_calibration() -> None:
+    """An int8 model no runtime can run (quant/int8.py: refuse_overflowing_steps) shows in the probe."""
+
+    def quantize(denylist: list[str]) -> bytes:
+        raise EdgeportError("int8 tensor 'mask' gets a quantization step of 1.3e+36", "keep it float")
+
+    with pytest.raises(EdgeportError, match=r"1\.3e\+36; found before calibration") as err:
+        tflm_ops.plan_int8_for_tflm(quantize, lambda model: [[np.zeros(1)]], "m")
+    assert err.value.fix == "keep it float"
