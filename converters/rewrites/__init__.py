@@ -41,6 +41,7 @@ from edgeport.converters.rewrites import (
     pow_exponent,
     rnn_unroll,
     scalar_operands,
+    selu,
     slice_axes,
     slices_to_split,
     spatial_mean,
@@ -82,6 +83,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (hard_sigmoid.NAME, hard_sigmoid.rewrite),
     (pow_exponent.NAME, pow_exponent.rewrite),
     (unit_clip.NAME, unit_clip.rewrite),
+    (selu.NAME, selu.rewrite),
     (gather_int32.NAME, gather_int32.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
     # above would see unknown shapes downstream of it.
