@@ -77,8 +77,11 @@ def quant_section(model_dir: Path) -> Any:
     return QuantSection.find(Manifest.read(model_dir))
 
 
-def package_facts(package_dir: Path) -> dict[str, Any]:
-    """Model, size, arena, RAM, flash and fit of a package, from its manifest's target section."""
+def package_facts(package_dir: Path, precision: str = "float32") -> dict[str, Any]:
+    """Model, size, arena, RAM, flash and fit of a package, from its manifest's target section.
+
+    A package that carries several models (Android: one per variant) is described by the one of the
+    variant's `precision`, else its first."""
     manifest = Manifest.read(package_dir)
     cortex = manifest.sections.get("cortex_m")
     if cortex:
@@ -92,6 +95,7 @@ def package_facts(package_dir: Path) -> dict[str, Any]:
             "fits": fit["fits_flash"] and fit["fits_ram"],
         }
     tflites = [a for a in manifest.artifacts if a.kind == "tflite"]
+    tflites = [a for a in tflites if a.precision == precision] or tflites
     if tflites:  # a target without a cortex_m-like section: the model it carries
         return {"model": Path(tflites[0].path).name, "size_bytes": tflites[0].size_bytes}
     return {}
@@ -125,7 +129,8 @@ def rows(root: Path, document: dict[str, Any]) -> list[Row]:
             if "error" in entry:
                 out.append(Row(variant["name"], target, error=entry["error"]))
                 continue
-            row = Row(variant["name"], target, **package_facts(root / entry["package"]))
+            precision = section.mode if section is not None else "float32"
+            row = Row(variant["name"], target, **package_facts(root / entry["package"], precision))
             row.sqnr_db, row.exact, row.accuracy = worst, section is not None and worst is None, accuracy
             row.latency_ms = {r: per[variant["name"]] for r, per in timing.items() if variant["name"] in per}
             out.append(row)
