@@ -73,9 +73,17 @@ def test_every_variant_is_converted_and_packaged(first):
 def test_report_has_a_row_per_variant_and_target(first):
     _, out, _ = first
     report = (out / "report.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| float") or line.startswith("| int8")]
-    assert len(rows) == 2
-    float_row, int8_row = ([cell.strip() for cell in r.strip().strip("|").split("|")] for r in rows)
+    lines = [line for line in report.splitlines() if line.startswith("| float") or line.startswith("| int8")]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    # The example packages every variant for both targets.
+    assert [(row[0], row[1]) for row in cells] == [
+        ("float", "cortex-m"),
+        ("float", "android"),
+        ("int8", "cortex-m"),
+        ("int8", "android"),
+    ]
+    assert cells[1][2] == "model_float32.tflite" and cells[3][2] == "model_int8.tflite"
+    float_row, int8_row = cells[0], cells[2]
     assert "model_int8.tflite" in int8_row and "fits" in int8_row and "fits" in float_row
     # SQNR vs float: the int8 variant's measured value, nothing for the float one.
     assert int8_row[8].endswith(" dB") and float_row[8] == "-"
@@ -193,7 +201,7 @@ def test_the_html_report_is_self_contained(first):
 
     _, out, _ = first
     page = (out / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.count("<tr>") == 3  # header + float + int8
+    assert page.startswith("<!DOCTYPE html>") and page.count("<tr>") == 5  # header + 2 variants x 2 targets
     # Size/SQNR, latency, and the int8 variant's worst layers.
     assert page.count("<svg") == 3
     assert "Pareto front" in page and "int8: worst layers" in page
@@ -251,7 +259,7 @@ def test_the_html_report_renders_offline_in_a_browser(first, tmp_path):
     _, out, _ = first
     requests, dom = _page_requests(out / "report.html", tmp_path)
     assert requests == set()
-    assert dom.count("<svg") == 3 and dom.count("<tr>") == 3 and "Pareto front" in dom
+    assert dom.count("<svg") == 3 and dom.count("<tr>") == 5 and "Pareto front" in dom
     shot = imread(tmp_path / "report.png")
     assert shot.shape[:2] == (2000, 1280)
     # Not a blank page: the table, text and plots put dark pixels in many rows of the screenshot.
