@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import os
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from edgeport.errors import EdgeportError
-from edgeport.options import extra, flag_name, refuse_without, validate_options
+from edgeport.options import extra, flag_name, nested_model, refuse_without, unoptional, validate_options
 from edgeport.pipeline.state import ConvertOptions
 
 CONFIG_NAME = "edgeport.toml"
@@ -86,20 +85,6 @@ def key_name(field_name: str, info: FieldInfo | None = None) -> str:
     return flag_name(field_name, info).lstrip("-")
 
 
-def _unoptional(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def _group_model(info: FieldInfo) -> type[BaseModel] | None:
-    """The options model of a nested group field (ConvertOptions.quantize: QuantOptions | None)."""
-    kind = _unoptional(info.annotation)
-    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
-
-
 def _has_flag(info: FieldInfo) -> bool:
     return bool(extra(info).get("cli", True))
 
@@ -117,7 +102,7 @@ class Key:
     @property
     def many(self) -> bool:
         """True when the option itself takes several values (a list is its value, not variants)."""
-        kind = _unoptional(self.info.annotation)
+        kind = unoptional(self.info.annotation)
         return typing.get_origin(kind) in (list, dict) or bool(extra(self.info).get("multiple"))
 
 
@@ -127,7 +112,7 @@ def convert_keys() -> dict[str, Key]:
     for name, info in ConvertOptions.model_fields.items():
         if name in RUN_FIELDS:
             continue
-        group = _group_model(info)
+        group = nested_model(info)
         if group is not None:
             for sub, sub_info in group.model_fields.items():
                 if _has_flag(sub_info):
@@ -142,7 +127,7 @@ def groups() -> dict[str, type[BaseModel]]:
     """ConvertOptions' nested options groups: field -> model (quantize -> QuantOptions)."""
     found = {}
     for name, info in ConvertOptions.model_fields.items():
-        model = _group_model(info)
+        model = nested_model(info)
         if model is not None and name not in RUN_FIELDS:
             found[name] = model
     return found
@@ -186,7 +171,7 @@ def _section_model(name: str, keys: Iterable[Key]) -> type[BaseModel]:
 
 
 def _is_path(key: Key) -> bool:
-    return _unoptional(key.info.annotation) is Path
+    return unoptional(key.info.annotation) is Path
 
 
 def _options_model(name: str, models: Iterable[type[BaseModel]], skip: Iterable[str] = ()) -> type[BaseModel]:
@@ -325,12 +310,12 @@ def _as_list(key: Key, value: Any) -> Any:
     a flat list of sizes one shape."""
     if not key.many:
         return value
-    kind = _unoptional(key.info.annotation)
+    kind = unoptional(key.info.annotation)
     text = extra(key.info).get("text")
     if isinstance(value, str) and (extra(key.info).get("multiple") or not text):
         return [value]
     inner = typing.get_args(kind)[0] if typing.get_origin(kind) is list and typing.get_args(kind) else None
-    nested = typing.get_origin(_unoptional(inner)) is list if inner is not None else False
+    nested = typing.get_origin(unoptional(inner)) is list if inner is not None else False
     if nested and isinstance(value, list) and value and not any(isinstance(v, list | str) for v in value):
         return [value]
     return value
@@ -506,7 +491,7 @@ def resolve_files(
         key = keys.get(name)
         if key is None:
             continue
-        is_path = key.field == "source" or _unoptional(key.info.annotation) is Path
+        is_path = key.field == "source" or unoptional(key.info.annotation) is Path
         if not is_path or value is None:
             continue
         values = value if isinstance(value, list) else [value]
@@ -602,7 +587,7 @@ def check_bench(
         for key in list(values):
             if key in by_key:
                 value = values.pop(key)
-                if _unoptional(model.model_fields[by_key[key]].annotation) is Path and isinstance(value, str):
+                if unoptional(model.model_fields[by_key[key]].annotation) is Path and isinstance(value, str):
                     value = base / Path(value).expanduser()  # an absolute path stays as it is
                 split[part][by_key[key]] = value
     spell_all = {**{f: key_name(f, i) for m in models for f, i in m.model_fields.items()}}
