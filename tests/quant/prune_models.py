@@ -3,10 +3,21 @@ depthwise separable block, a flatten into a Linear, a channel split."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn as nn
 
 from tests.quant.models import _randomize_bns
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Pruning tests run PyTorch on one thread: two OpenMP threads on a shared 2-core machine spin against
+    each other (10x slower measured). Autouse in every module that imports it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Coupled(nn.Module):

@@ -16,18 +16,14 @@ from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
 from edgeport.quant.prune.recover import distill, distillation_loss
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import INPUT_SHAPE, coupled, pad_shortcut
+from tests.quant.prune_models import (
+    INPUT_SHAPE,
+    coupled,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    pad_shortcut,
+)
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against each other (10x slower measured).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _inputs(n: int = 4, seed: int = 1) -> torch.Tensor:

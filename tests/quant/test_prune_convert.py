@@ -14,20 +14,13 @@ from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.quant.prune import PruneOptions, PruningSection
+from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import by_name
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
 # Zoo models with the couplings that matter: residual blocks with 1x1 projections, and inverted
 # residuals with depthwise convolutions.
 PRUNED_ZOO = ("resnet_basic", "mobilenet_v2")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _prune(**over: object) -> PruneOptions:
