@@ -1,8 +1,10 @@
-"""Latency and memory of every shared .tflite model on the runners of `edgeport bench` that work on this
-machine: LiteRT on the host (XNNPACK on and off), the TFLite Micro Python runtime (host time), and the
-packaged firmware in QEMU on Cortex-M4 (mps2-an386), Cortex-M7 (mps2-an500) and Cortex-M55 (corstone-300).
+"""Latency and memory of every shared .tflite model, and of edgeport's own int8 models (the KWS example
+and the pretrained CIFAR ResNet-20, converted data-free into bench/.cache/latency when missing), on the
+runners of `edgeport bench` that work on this machine: LiteRT on the host (XNNPACK on and off), the
+TFLite Micro Python runtime (host time), and the packaged firmware in QEMU on Cortex-M4 (mps2-an386),
+Cortex-M7 (mps2-an500) and Cortex-M55 (corstone-300).
 
-    python bench/latency.py [--runners host,qemu:mps2-an386] [--models kws]
+    python bench/latency.py [--runners host,qemu:mps2-an386] [--models kws]   (--models edgeport: own ones)
 
 Every number comes from `edgeport.bench.harness.bench`, one model at a time (a model a runner refuses is
 a row with its one-line reason). The TFLite Micro tree is EDGEPORT_TFLM_ROOT or TFLM_ROOT, else the
@@ -23,6 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEPORT_SHARED", ROOT.parent / "shared"))
 RESULTS = ROOT / "bench" / "results"
+CACHE = ROOT / "bench" / ".cache" / "latency"
+# name -> (`edgeport convert` SOURCE, input shape): edgeport's own models, int8 with input-statistics
+# calibration (data-free; accuracy is bench/quant_accuracy.py's business, latency does not depend on it).
+OWN_MODELS = {
+    "edgeport_kws_dscnn_int8": (f"{ROOT / 'examples' / 'kws_dscnn.py'}:build", [1, 1, 49, 10]),
+    "edgeport_resnet20_int8": (f"{ROOT / 'bench' / 'quant_accuracy.py'}:resnet20", [1, 3, 32, 32]),
+}
 # label -> (--on spec, settings): QEMU runs are deterministic (instruction counts), so few runs suffice.
 RUNNERS = {
     "host": ("host", {"runs": 50, "warmup": 5}),
@@ -44,6 +53,33 @@ def tflm_root() -> Path | None:
     from edgeport.targets.cortex_m.bench_qemu import tree_from_archive
 
     return tree_from_archive(bundles[-1])
+
+
+def own_model(name: str, cache: Path = CACHE) -> Path:
+    """edgeport's own model `name` (OWN_MODELS) as an int8 .tflite in `cache`, converted when missing."""
+    target = cache / f"{name}.tflite"
+    if target.exists():
+        return target
+    from edgeport.pipeline import ConvertOptions, convert_model
+    from edgeport.quant.modes import QuantOptions
+
+    source, shape = OWN_MODELS[name]
+    converted = cache / name
+    convert_model(
+        ConvertOptions(
+            source=source,
+            outdir=converted,
+            input_shapes=[shape],
+            quantize=QuantOptions(mode="int8", method="input-stats"),
+            force=True,
+        )
+    )
+    # Copied under the model's name (the table's row name is the file stem); renamed into place so a
+    # stopped run never leaves a partial file that a later run would take for the model.
+    partial = target.with_suffix(".partial")
+    partial.write_bytes((converted / "model_int8.tflite").read_bytes())
+    partial.replace(target)
+    return target
 
 
 def measure(model: Path, label: str, tree: Path | None) -> dict:
@@ -88,7 +124,8 @@ def _kb(value: int | None) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "# Latency and memory of the shared models on every `edgeport bench` runner",
+        "# Latency and memory of the shared models and edgeport's own int8 models on every `edgeport bench`"
+        " runner",
         "",
         "Produced by `python bench/latency.py` (`edgeport.bench.harness.bench`, one model at a time) on "
         f"{platform.machine()} Linux, {os.cpu_count()} cores shared with other jobs. Host times are wall",
@@ -128,6 +165,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgeport.errors import EdgeportError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated labels of RUNNERS")
     parser.add_argument("--models", default="", help="only models whose file name contains this")
@@ -138,8 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown runner {unknown[0]!r}: one of {', '.join(RUNNERS)}", file=sys.stderr)
         return 2
     models = sorted(p for p in (SHARED / "models" / "tflite").glob("*.tflite") if args.models in p.name)
+    try:
+        models += [own_model(name) for name in OWN_MODELS if args.models in f"{name}.tflite"]
+    except EdgeportError as exc:
+        print(f"converting edgeport's own models: {exc}", file=sys.stderr)
+        return 1
     if not models:
-        print(f"no models in {SHARED / 'models' / 'tflite'}", file=sys.stderr)
+        print(
+            f"no models matching {args.models!r} in {SHARED / 'models' / 'tflite'} or OWN_MODELS",
+            file=sys.stderr,
+        )
         return 2
     tree = tflm_root() if any(label.startswith("qemu:") for label in labels) else None
     path = RESULTS / "latency.json"
