@@ -38,6 +38,25 @@ def model_inputs(samples: Sequence[Sample], specs: Sequence[TensorSpec]) -> list
     return [{k: v for k, v in sample.items() if k in names} for sample in samples]
 
 
+# Ops whose output is bounded by 1 in magnitude (a probability, or tanh): its natural scale.
+_UNIT_BOUNDED_OPS = ("Sigmoid", "HardSigmoid", "Softmax", "Tanh")
+# The least error scale of such an output, as a fraction of its bound: with the 1e-4 tolerance, absolute
+# differences up to 1e-6 (a few float32 steps of 1.0, what approximate logistic / exp kernels differ by
+# near 0) pass, while any error that changes a probability at all still fails.
+UNIT_BOUNDED_SCALE_FLOOR = 1e-2
+
+
+def scale_floors(model: onnx.ModelProto) -> dict[str, float]:
+    """The least error scale (edgeport.agreement.compare's `scale_floors`) of each output of `model`
+    that a Sigmoid, HardSigmoid, Softmax or Tanh produces directly."""
+    outputs = {o.name for o in model.graph.output}
+    return {
+        node.output[0]: UNIT_BOUNDED_SCALE_FLOOR
+        for node in model.graph.node
+        if node.op_type in _UNIT_BOUNDED_OPS and node.domain in ("", "ai.onnx") and node.output[0] in outputs
+    }
+
+
 def check_reference(outputs: Sequence[Sample], reference: str, notes: Sequence[str] = ()) -> None:
     """Refuse a reference (the source model) that gives NaN or inf on the verification inputs: nothing
     can be verified against it, so this runs before the slow conversion."""

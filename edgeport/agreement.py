@@ -3,11 +3,15 @@ all samples, or why the two cannot be compared at all (shapes differ, NaN or inf
 
 Relative error of an output is max|y - ref| / max|ref|: elementwise relative error explodes near
 zero, while this scale-aware form is what "agrees to 1e-4" means for a whole tensor.
+
+An output with a known natural scale (a probability from a Sigmoid or Softmax) may get a floor under
+max|ref|: where such a map is near 0 everywhere (a detector on an input with nothing to detect), max|ref|
+is tiny and kernels' absolute rounding (about 1e-7 near 0) would read as a large relative error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -15,8 +19,14 @@ from edgeport.manifest import StageError
 from edgeport.tensors import Sample
 
 
-def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]) -> list[StageError]:
-    """Worst absolute and relative error per output over all samples.
+def compare(
+    stage: str,
+    reference: Sequence[Sample],
+    candidate: Sequence[Sample],
+    scale_floors: Mapping[str, float] | None = None,
+) -> list[StageError]:
+    """Worst absolute and relative error per output over all samples; `scale_floors` (by output name)
+    is the least max|ref| an output's error is divided by.
 
     An output that cannot be measured (its shape differs, or NaN / inf on either side) gets NaN
     errors and `problem` saying why: NaN would otherwise vanish in max() and pass as agreement.
@@ -36,8 +46,19 @@ def compare(stage: str, reference: Sequence[Sample], candidate: Sequence[Sample]
             g = np.asarray(got[name], dtype=np.float64)
             worst_abs = max(worst_abs, float(np.max(np.abs(r - g))) if r.size else 0.0)
             scale = max(scale, float(np.max(np.abs(r))) if r.size else 0.0)
+        floor = (scale_floors or {}).get(name, 0.0)
+        floored = floor > scale
+        scale = max(scale, floor)
         rel = worst_abs / scale if scale > 0 else worst_abs
-        errors.append(StageError(stage=stage, output=name, max_abs_error=worst_abs, max_rel_error=rel))
+        errors.append(
+            StageError(
+                stage=stage,
+                output=name,
+                max_abs_error=worst_abs,
+                max_rel_error=rel,
+                scale_floor=floor if floored else None,
+            )
+        )
     return errors
 
 

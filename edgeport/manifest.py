@@ -55,7 +55,8 @@ class StageError(BaseModel):
     """Error of one output of one stage against the PyTorch (or ONNX, for ONNX sources) reference.
 
     `problem` says why the output could not be compared at all (shapes differ, NaN or inf on either
-    side); the errors are then NaN, and the stage has failed.
+    side); the errors are then NaN, and the stage has failed. `scale_floor`, when set, is what
+    max_rel_error is relative to instead of max|ref|, which was below it (edgeport/agreement.py).
     """
 
     stage: str
@@ -63,6 +64,7 @@ class StageError(BaseModel):
     max_abs_error: float
     max_rel_error: float
     problem: str | None = None
+    scale_floor: float | None = None
 
 
 class Verification(BaseModel):

@@ -36,6 +36,7 @@ from edgeport.converters.verify import (
     check_weights,
     model_inputs,
     run_torch,
+    scale_floors,
     verification_failure,
 )
 from edgeport.errors import EdgeportError, exception_line
@@ -435,7 +436,8 @@ def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]
     # The reference is the source as loaded (the ONNX source too, not model.onnx), so the ONNX passes
     # are verified as well.
     reference, ref_name = state.reference_outputs, state.reference_name
-    errors = compare("onnx", reference, run_onnx(state.onnx_path.read_bytes(), samples))
+    floors = scale_floors(state.model)  # a probability map near 0 is judged against its scale, 1
+    errors = compare("onnx", reference, run_onnx(state.onnx_path.read_bytes(), samples), floors)
     tflite_names: dict[str, dict[str, str]] = {}
     for precision, path in state.tflite_paths.items():
         try:
@@ -447,7 +449,7 @@ def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]
                 "rerun with --debug and report the model; --keep-nchw sometimes avoids a layout bug",
             ) from exc
         tflite_names[precision] = runner.tensor_names()
-        errors += compare(f"tflite_{precision}", reference, outputs)
+        errors += compare(f"tflite_{precision}", reference, outputs, floors)
     passed = not any(_diverges(e) for e in errors)
     verification = Verification(
         reference=ref_name,
