@@ -608,7 +608,8 @@ def check_bench(
 
 
 def check_validation(given: dict[str, Any], base: Path) -> tuple[Any, list[str]]:
-    """[validation]: the data file (relative to the config) and the metric."""
+    """[validation]: the data (an .npz or a folder of images with a labels file, relative to the config),
+    the metric, and for images their normalisation."""
     from edgeport.run.evaluate import ValidationOptions
 
     if not given:
@@ -623,11 +624,17 @@ def check_validation(given: dict[str, Any], base: Path) -> tuple[Any, list[str]]
         options = validate_options(ValidationOptions, given, lambda f: f)
     except EdgeportError as err:
         return None, [f"[validation] {err.one_line()}"]
-    if not options.data.is_file():
+    if not options.data.exists():
         return None, [
             f"[validation] data: {options.data} does not exist (paths are relative to the config's folder)"
         ]
-    return options, []
+    problems = [f"[validation] {p}" for p in options.image_problems()]
+    labels = options.data / options.labels_name
+    if options.data.is_dir() and not labels.is_file():
+        problems.append(
+            f"[validation] labels: {labels} does not exist; write one `FILENAME LABEL` line per image there"
+        )
+    return (None, problems) if problems else (options, [])
 
 
 def read_toml(path: Path) -> tuple[str, dict[str, Any]]:

@@ -2,7 +2,13 @@
 
 The data is an .npz: one array per model input (named as the model's inputs; a one-input model may use
 any name), each holding N samples of the input's shape without its batch axis of 1, and optionally
-`labels` (N class indices). The metric is top-1 accuracy against the labels, or without labels top-1
+`labels` (N class indices). Or it is a folder of images (PNG / JPEG) for a one-input image model, with a
+labels file in it (`labels`, default labels.txt): one `FILENAME LABEL` line per image (LABEL a class
+index; blank lines and lines starting with # are skipped). Each image is resized to the input's height and
+width, converted to its channels (1: grayscale, 3: RGB) and layout, and normalised as
+`(pixel * scale - mean) / std` (scale 1/255 by default, mean and std per channel or one for all).
+
+The metric is top-1 accuracy against the labels, or without labels top-1
 agreement with the variant's own float32 model. The variant's model (its quantized one when it has one)
 runs in LiteRT on the same float samples (quantized at the input as the model asks), source layout.
 """
@@ -11,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,12 +35,52 @@ class ValidationOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: Path = Field(description=".npz with one array per model input (N samples) and optionally labels.")
-    labels: str = Field("labels", description="Name of the labels array in the .npz (N class indices).")
+    data: Path = Field(
+        description=".npz with one array per model input (N samples) and optionally labels, or a folder of "
+        "images with a labels file."
+    )
+    labels: str | None = Field(
+        None,
+        description="The labels array in the .npz (default labels), or the labels file in the images folder "
+        "(default labels.txt): one `FILENAME LABEL` line per image.",
+    )
     metric: Literal["auto", "top-1", "agreement"] = Field(
         "auto",
         description="top-1 against the labels, agreement with the float32 model, auto: top-1 if labelled.",
     )
+    scale: float | None = Field(None, description="Images: pixel values (0..255) are multiplied by it first.")
+    mean: float | list[float] | None = Field(None, description="Images: subtracted after scale, per channel.")
+    std: float | list[float] | None = Field(None, description="Images: divided by last, per channel.")
+
+    def image_problems(self) -> list[str]:
+        """What is wrong with the image keys, one line each (empty when the data is a folder of images
+        and they are consistent, or when the data is an .npz and none is given)."""
+        given = [k for k in IMAGE_KEYS if getattr(self, k) is not None]
+        if not self.data.is_dir():
+            return [f"{k}: applies to a folder of images only (data is {self.data.name})" for k in given]
+        problems = []
+        std = _per_channel(self.std)
+        if std is not None and any(v == 0 for v in std):
+            problems.append(f"std: {self.std} has a zero; give the standard deviation per channel")
+        lengths = {len(v) for v in (_per_channel(self.mean), std) if v is not None and len(v) > 1}
+        if len(lengths) > 1:
+            problems.append("mean and std: give as many values each (one per channel), or one for all")
+        if self.scale is not None and self.scale <= 0:
+            problems.append(f"scale: {self.scale} must be positive (e.g. 0.00392156862745098 for 1/255)")
+        return problems
+
+    @property
+    def labels_name(self) -> str:
+        return self.labels or (DEFAULT_LABELS_FILE if self.data.is_dir() else "labels")
+
+
+IMAGE_KEYS = ("scale", "mean", "std")
+DEFAULT_LABELS_FILE = "labels.txt"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _per_channel(value: float | list[float] | None) -> list[float] | None:
+    return None if value is None else [float(v) for v in (value if isinstance(value, list) else [value])]
 
 
 def model_specs(manifest: Manifest, precision: str) -> tuple[str, list[TensorSpec], list[TensorSpec]]:
@@ -88,6 +134,114 @@ def load_data(path: Path, inputs: list[TensorSpec], labels: str) -> tuple[list[S
     return samples, found
 
 
+def read_labels_file(path: Path) -> list[tuple[str, int]]:
+    """The (filename, class index) pairs of a labels file: one `FILENAME LABEL` line per image."""
+    try:
+        text = path.read_text()
+    except OSError:
+        raise EdgeportError(
+            f"labels file {path} cannot be read", "write one `FILENAME LABEL` line per image there"
+        ) from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.strip().rsplit(maxsplit=1)
+        if not words or words[0].startswith("#"):
+            continue
+        if len(words) != 2 or not words[1].lstrip("-").isdigit():
+            raise EdgeportError(
+                f"labels file {path} line {number}: {line.strip()!r} is not `FILENAME LABEL`",
+                "write the image's file name, a space and its class index",
+            )
+        pairs.append((words[0], int(words[1])))
+    if not pairs:
+        raise EdgeportError(f"labels file {path} names no image", "write one `FILENAME LABEL` line per image")
+    return pairs
+
+
+def image_layout(spec: TensorSpec) -> str:
+    """NCHW or NHWC: where a one-image input keeps its channels (1 or 3) in the source layout."""
+    shape = spec.shape
+    if len(shape) == 4 and (spec.channels_last or (shape[1] in (1, 3) and shape[3] not in (1, 3))):
+        return "NCHW"
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return "NHWC"
+    raise EdgeportError(
+        f"validation images: input {spec.name!r} has shape {shape}, not one image of 1 or 3 channels",
+        "give the validation set as an .npz of input arrays",
+    )
+
+
+def image_tensor(image: Any, spec: TensorSpec, options: ValidationOptions) -> np.ndarray:
+    """A PIL image as the model's input: resized, its channels, normalised, the model's layout, batch 1."""
+    from PIL import Image
+
+    layout = image_layout(spec)
+    channels, height, width = spec.shape[1:] if layout == "NCHW" else [spec.shape[3], *spec.shape[1:3]]
+    image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32).reshape(height, width, channels)
+    scale = options.scale if options.scale is not None else 1 / 255
+    mean = np.asarray(_per_channel(options.mean) or [0.0], dtype=np.float32)
+    std = np.asarray(_per_channel(options.std) or [1.0], dtype=np.float32)
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise EdgeportError(
+                f"validation {name} has {len(values)} values, the model's images have {channels} channels",
+                f"give {channels} values or one",
+            )
+    x = (pixels * np.float32(scale) - mean) / std
+    x = x.transpose(2, 0, 1) if layout == "NCHW" else x
+    return x[None].astype(spec.dtype if spec.dtype.startswith("float") else np.float32)
+
+
+def load_images(
+    folder: Path, inputs: list[TensorSpec], options: ValidationOptions
+) -> tuple[list[Sample], np.ndarray]:
+    """The images a labels file names in `folder`, as samples of the model's one input, and their labels."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(inputs) != 1:
+        raise EdgeportError(
+            f"validation images: the model has {len(inputs)} inputs, a folder of images feeds one",
+            "give the validation set as an .npz with one array per input",
+        )
+    pairs = read_labels_file(folder / options.labels_name)
+    listed = {name for name, _ in pairs}
+    unlisted = sorted(
+        p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed
+    )
+    if unlisted:
+        raise EdgeportError(
+            f"validation images: {len(unlisted)} image(s) in {folder} have no label (first: {unlisted[0]})",
+            f"add a line for each to {options.labels_name}, or move them out",
+        )
+    samples = []
+    for name, _ in pairs:
+        path = folder / name
+        if not path.is_file():
+            raise EdgeportError(
+                f"validation images: {options.labels_name} names {name}, which is not in {folder}",
+                "fix the file name or add the image",
+            )
+        try:
+            with Image.open(path) as image:
+                image.load()
+                samples.append({inputs[0].name: image_tensor(image, inputs[0], options)})
+        except (UnidentifiedImageError, OSError):
+            raise EdgeportError(
+                f"validation images: {path} is not a readable PNG or JPEG image", "replace or remove it"
+            ) from None
+    return samples, np.array([label for _, label in pairs])
+
+
+def load_validation(
+    options: ValidationOptions, inputs: list[TensorSpec]
+) -> tuple[list[Sample], np.ndarray | None]:
+    """The validation samples and labels, from an .npz or a folder of images."""
+    if options.data.is_dir():
+        return load_images(options.data, inputs, options)
+    return load_data(options.data, inputs, options.labels_name)
+
+
 def top1(model_dir: Path, precision: str, samples: list[Sample]) -> np.ndarray:
     """The class index the model's first output ranks first, per sample."""
     from edgeport.runtimes.litert import LiteRTRunner
@@ -105,11 +259,11 @@ def evaluate(model_dir: Path, options: ValidationOptions) -> dict[str, object]:
     manifest = Manifest.read(model_dir)
     precision = default_variant([a.precision for a in manifest.artifacts if a.kind == "tflite"]) or "float32"
     path, inputs, _ = model_specs(manifest, precision)
-    samples, labels = load_data(options.data, inputs, options.labels)
+    samples, labels = load_validation(options, inputs)
     metric = options.metric if options.metric != "auto" else ("top-1" if labels is not None else "agreement")
     if metric == "top-1" and labels is None:
         raise EdgeportError(
-            f"validation data {options.data} has no {options.labels!r} array", "add the labels"
+            f"validation data {options.data} has no {options.labels_name!r} array", "add the labels"
         )
     predicted = top1(model_dir, precision, samples)
     truth = labels if metric == "top-1" else top1(model_dir, "float32", samples)
