@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -47,7 +48,12 @@ Example:
     help="Ray cluster to run on (its nodes must share OUTDIR's file system); default: a local Ray instance.",
 )
 @click.option("--check", is_flag=True, help="Only check the config (every problem at once) and exit.")
-@click.option("-q", "--quiet", is_flag=True, help="Do not show the stages as they finish (stderr).")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Do not show the stages (on a terminal a live table, else a line each as they finish; stderr).",
+)
 @click.option(
     "-v", "--verbose", is_flag=True, help="Structured logs: one JSON object per stage event on stderr."
 )
@@ -76,6 +82,7 @@ def run(
     from edgeport.errors import EdgeportError
     from edgeport.run import load_config
     from edgeport.run import run as run_config
+    from edgeport.run.progress import wants_live
 
     loaded = load_config(config)
     if check:
@@ -97,6 +104,7 @@ def run(
         json_log=verbose,
         executor=executor,
         ray_address=ray_address,
+        live=wants_live(sys.stderr, quiet, verbose),
         debug=bool(ctx.obj and ctx.obj.get("debug")),
     )
     click.echo(result.summary())

@@ -41,6 +41,7 @@ from edgeport.outdir import check_outdir, staged_outdir
 from edgeport.pipeline.state import ConvertOptions
 from edgeport.run.cache import StageCache, digest, file_digest, tools_digest
 from edgeport.run.config import PACKAGE_RUNNERS, RunConfig, TargetSpec, Variant, safe_name, source_file
+from edgeport.run.progress import live_status
 
 RUN_JSON = "run.json"
 REPORT_MD = "report.md"
@@ -114,6 +115,7 @@ class VariantJob:
     quiet: bool = False
     debug: bool = False
     json_log: bool = False  # -v: one JSON object per event instead of a line
+    events: Any = None  # the queue of the live status (progress.py) the events go to instead of stderr
 
 
 @dataclass
@@ -139,6 +141,11 @@ def sayer(stream: Any, quiet: bool, json_log: bool) -> Say:
     return say
 
 
+def queue_sayer(events: Any) -> Say:
+    """A Say that hands each event's fields to the live status (progress.LiveStatus) in the parent."""
+    return lambda text, **fields: events.put(fields)
+
+
 def variant_dir(name: str) -> str:
     return f"variants/{name}"
 
@@ -149,7 +156,7 @@ def run_variant(job: VariantJob) -> VariantDone:
 
     done = VariantDone(job.variant.name)
     with silenced(not job.debug) as stderr:
-        say = sayer(stderr, job.quiet, job.json_log)
+        say = sayer(stderr, job.quiet, job.json_log) if job.events is None else queue_sayer(job.events)
 
         _variant_stages(job, done, say)
     return done
@@ -312,6 +319,7 @@ def run(
     executor: str = "process",
     ray_address: str | None = None,
     say: Say | None = None,
+    live: bool = False,
 ) -> RunResult:
     """Run `config` into `outdir` (see the module docstring). A stage that fails is recorded in the result
     (`failed`), run.json and the report, and the rest is written; when no variant converts, EdgeportError
@@ -332,11 +340,19 @@ def run(
     # Checked above; the staging directory replaces OUTDIR as a whole, the cache is carried over.
     with staged_outdir(outdir, force=True) as stage:
         tools = tools_digest()
-        jobs_list = [
-            VariantJob(v, config.targets, stage, cache, tools, config.validation, quiet, debug, json_log)
-            for v in config.variants
-        ]
-        results = _run_ray(jobs_list, jobs, ray_address) if executor == "ray" else _run_jobs(jobs_list, jobs)
+        # The live status (a terminal, neither -q nor -v: the CLI decides) follows the process pool's workers.
+        names = [v.name for v in config.variants]
+        with live_status(live and executor == "process", names, sys.stderr) as status:
+            events = status.queue if status else None
+            jobs_list = [
+                VariantJob(
+                    v, config.targets, stage, cache, tools, config.validation, quiet, debug, json_log, events
+                )
+                for v in config.variants
+            ]
+            results = (
+                _run_ray(jobs_list, jobs, ray_address) if executor == "ray" else _run_jobs(jobs_list, jobs)
+            )
         if not any(r.ok("convert") for r in results):
             first = results[0].stages[0]
             raise EdgeportError(
