@@ -84,8 +84,9 @@ def reference(model) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [x.numpy() for x in inputs], [y.numpy() for y in out]
 
 
-def rel_error(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+def rel_error(got: np.ndarray, ref: np.ndarray, floor: float = 0.0) -> float:
+    """max|got - ref| / max|ref|; `floor`: the least scale (edgeport.converters.verify.scale_floors)."""
+    return float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), floor, 1e-12))
 
 
 def op_summary(op_counts: dict[str, int]) -> dict:
