@@ -305,3 +305,32 @@ def test_a_validation_set_gives_each_variant_its_accuracy(first, tmp_path, fixed
     assert measured["int8"]["value"] == float(np.mean(int8 == labels))
     assert "| 100.0% top-1 |" in (tmp_path / "out" / "report.md").read_text()
     assert "Accuracy against size" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_folder_of_images_is_a_validation_set(first, tmp_path):
+    """The KWS input (1 x 49 x 10) read as a gray image: labels from the float32 model's own predictions on
+    the images as the folder reader makes them, so the float variant scores exactly 100 %."""
+    import numpy as np
+    from PIL import Image
+
+    from edgeport.run.evaluate import ValidationOptions, evaluate, load_validation, model_specs, top1
+
+    _, out, _ = first
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (49, 10), dtype=np.uint8)).save(tmp_path / f"s{i}.png")
+    (tmp_path / "labels.txt").write_text("".join(f"s{i}.png 0\n" for i in range(6)))
+    options = ValidationOptions(data=tmp_path, mean=0.5, std=0.25)
+    model_dir = out / "variants/float/model"
+    _, inputs, _ = model_specs(Manifest.read(model_dir), "float32")
+    samples, _ = load_validation(options, inputs)
+    labels = top1(model_dir, "float32", samples)
+    (tmp_path / "labels.txt").write_text("".join(f"s{i}.png {label}\n" for i, label in enumerate(labels)))
+    assert evaluate(model_dir, options) == {
+        "metric": "top-1",
+        "value": 1.0,
+        "samples": 6,
+        "model": "model_float32.tflite",
+    }
+    int8 = evaluate(out / "variants/int8/model", options)
+    assert int8["samples"] == 6 and int8["model"] == "model_int8.tflite"
