@@ -111,6 +111,7 @@ def latency_plot(found: list[Row], runners: list[str]) -> str | None:
         return None
     figure, axes = _figure(max(4.0, 1.2 * len(variants) * len(runners)), 3.4)
     width = 0.8 / len(runners)
+    shown = [m for r in found for m, _ in r.latency_ms.values() if m > 0]
     for k, runner in enumerate(runners):
         xs, medians, whiskers = [], [], []
         for i, variant in enumerate(variants):
@@ -121,7 +122,12 @@ def latency_plot(found: list[Row], runners: list[str]) -> str | None:
                 whiskers.append(max(0.0, p99 - median))
         axes.bar(xs, medians, width, yerr=[[0] * len(xs), whiskers], capsize=3, label=runner)
     axes.set_xticks(range(len(variants)), variants)
-    axes.set_ylabel("latency (ms): median, whisker to p99")
+    # Runners differ by orders of magnitude (host LiteRT in microseconds, a Cortex-M estimate in
+    # milliseconds): on a linear axis the fast ones would be invisible bars.
+    log_scale = bool(shown) and max(shown) / min(shown) > 20
+    if log_scale:
+        axes.set_yscale("log")
+    axes.set_ylabel("latency (ms" + (", log scale" if log_scale else "") + "): median, whisker to p99")
     axes.set_title("Latency per variant and runner")
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)

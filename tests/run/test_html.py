@@ -34,3 +34,19 @@ def test_a_pruned_variant_gets_its_channels_plot():
     svg = channels_plot("int8_prune0.3", SimpleNamespace(groups=[group]))
     assert svg.startswith("<svg") and "features.0" in svg and "channels per pruned group" in svg
     assert channels_plot("x", SimpleNamespace(groups=[])) is None
+
+
+def test_the_latency_plot_goes_logarithmic_only_when_runners_differ_by_orders_of_magnitude():
+    from edgeport.run.html import latency_plot
+    from edgeport.run.report import Row
+
+    apart = [
+        Row("float", "cortex-m", latency_ms={"host": (0.05, 0.08), "tflm": (2.6, 3.0)}),
+        Row("int8", "cortex-m", latency_ms={"host": (0.04, 0.07), "tflm": (3.6, 3.7)}),
+    ]
+    close = [
+        Row("float", "cortex-m", latency_ms={"host": (0.05, 0.08)}),
+        Row("int8", "cortex-m", latency_ms={"host": (0.04, 0.07)}),
+    ]
+    assert "log scale" in latency_plot(apart, ["host", "tflm"])
+    assert "log scale" not in latency_plot(close, ["host"])
