@@ -21,6 +21,7 @@ HEAD = [
     "target",
     "model",
     "size",
+    "MACs",
     "arena",
     "RAM needed",
     "flash needed",
@@ -45,6 +46,7 @@ class Row:
     sqnr_db: float | None = None
     exact: bool = False  # quantized and no error at all (no finite SQNR)
     latency_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # runner -> (median, p99)
+    macs: int | None = None  # one inference of the variant's float model (quant/cost.py tflite_macs)
     error: str | None = None  # the stage that made this cell failed: its one-line error
     accuracy: tuple[str, float] | None = None  # (metric, fraction) on the validation set
 
@@ -57,7 +59,8 @@ class Row:
 
         sqnr = "exact" if self.exact else (f"{self.sqnr_db:.1f} dB" if self.sqnr_db is not None else NONE)
         fit = NONE if self.fits is None else ("fits" if self.fits else "DOES NOT FIT")
-        cells = [self.variant, self.target, self.model, kib(self.size_bytes), kib(self.arena_bytes)]
+        cells = [self.variant, self.target, self.model, kib(self.size_bytes), mega(self.macs)]
+        cells.append(kib(self.arena_bytes))
         accuracy = f"{100 * self.accuracy[1]:.1f}% {self.accuracy[0]}" if self.accuracy else NONE
         cells += [of(self.ram), of(self.flash), fit, sqnr, accuracy]
         for runner in runners:
@@ -68,6 +71,19 @@ class Row:
 
 def kib(n: int | None) -> str:
     return NONE if n is None else f"{n / 1024:.1f} KiB"
+
+
+def mega(n: int | None) -> str:
+    return NONE if n is None else f"{n / 1e6:.2f} M"
+
+
+def variant_macs(model_dir: Path) -> int | None:
+    """MACs of one inference of the variant's float model: a pruned variant has fewer, precision does not
+    change them (conv / dense / matmul MACs; any other op counts one per output element)."""
+    from edgeport.quant.cost import tflite_macs
+
+    model = model_dir / "model_float32.tflite"
+    return tflite_macs(model.read_bytes()) if model.is_file() else None
 
 
 def quant_section(model_dir: Path) -> Any:
@@ -120,6 +136,7 @@ def rows(root: Path, document: dict[str, Any]) -> list[Row]:
             out += [Row(variant["name"], target, error=variant["error"]) for target in variant["targets"]]
             continue
         section = quant_section(root / variant["model"])
+        macs = variant_macs(root / variant["model"])
         worst = section.fidelity.worst_output_db() if section is not None else None
         accuracy = None
         if isinstance(variant.get("evaluation"), str):
@@ -132,6 +149,7 @@ def rows(root: Path, document: dict[str, Any]) -> list[Row]:
             precision = section.mode if section is not None else "float32"
             row = Row(variant["name"], target, **package_facts(root / entry["package"], precision))
             row.sqnr_db, row.exact, row.accuracy = worst, section is not None and worst is None, accuracy
+            row.macs = macs
             row.latency_ms = {r: per[variant["name"]] for r, per in timing.items() if variant["name"] in per}
             out.append(row)
     return out
@@ -150,7 +168,8 @@ def table(found: list[Row], runners: list[str]) -> str:
 
 ABOUT = (
     "One row per variant and target; every path is relative to this folder. Sizes are the packaged "
-    ".tflite; arena is kTensorArenaSize as measured in TFLite Micro; RAM and flash needed include "
+    ".tflite; MACs are one inference of the variant's float model (other ops count one per output "
+    "element); arena is kTensorArenaSize as measured in TFLite Micro; RAM and flash needed include "
     "edgeport's estimates of the runtime's own (each package's README.md)."
 )
 

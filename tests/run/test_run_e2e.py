@@ -86,12 +86,14 @@ def test_report_has_a_row_per_variant_and_target(first):
     float_row, int8_row = cells[0], cells[2]
     assert "model_int8.tflite" in int8_row and "fits" in int8_row and "fits" in float_row
     # SQNR vs float: the int8 variant's measured value, nothing for the float one.
-    assert int8_row[8].endswith(" dB") and float_row[8] == "-"
+    assert int8_row[9].endswith(" dB") and float_row[9] == "-"
+    # MACs: the same float model under both variants (precision does not change them).
+    assert int8_row[4] == float_row[4] and float_row[4].endswith(" M") and float(float_row[4][:-2]) > 0
     bench = json.loads((out / "bench" / "host.json").read_text())
     assert [r["model"]["name"] for r in bench["results"]] == ["float", "int8"]
     assert all(r["stats"]["count"] == 5 for r in bench["results"])
-    assert int8_row[9] == float_row[9] == "-"  # no validation set: no accuracy
-    assert int8_row[10].endswith(" ms") and float_row[10].endswith(" ms")
+    assert int8_row[10] == float_row[10] == "-"  # no validation set: no accuracy
+    assert int8_row[11].endswith(" ms") and float_row[11].endswith(" ms")
     assert (
         "the same as `edgeport convert kws_dscnn.py:build --input-shape 1,1,49,10 --quantize int8" in report
     )
