@@ -8,7 +8,7 @@ Linear output elements x input features, for the batch of the inputs given divid
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -29,18 +29,26 @@ def module_macs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, 
 
         return count
 
-    handles = [
-        m.register_forward_hook(hook(name))
+    watched = (
+        (m, hook(name))
         for name, m in module.named_modules()
         if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
-    ]
+    )
+    forward_with_hooks(module, inputs, watched)
+    return macs
+
+
+def forward_with_hooks(
+    module: nn.Module, inputs: Sequence[torch.Tensor], hooks: Iterable[tuple[nn.Module, Callable]]
+) -> None:
+    """One no-grad forward of `module` with each (submodule, forward hook) attached, removed on every path."""
+    handles = [m.register_forward_hook(h) for m, h in hooks]
     try:
         with torch.no_grad():
             module(*inputs)
     finally:
-        for h in handles:
-            h.remove()
-    return macs
+        for handle in handles:
+            handle.remove()
 
 
 def count_params(module: nn.Module) -> int:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
+from edgeport.quant.prune.count import forward_with_hooks
 from edgeport.quant.prune.graph import flat_outputs
 
 BATCH = 32
@@ -54,13 +55,7 @@ def _leafflat_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tupl
         if isinstance(out, torch.Tensor):
             elements[0] += out.numel() // batch
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            module(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(module, inputs, ((m, hook) for m in module.modules() if not list(m.children())))
     return elements[0], calls[0]
 
 
