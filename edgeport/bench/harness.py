@@ -75,18 +75,41 @@ def bench(
                 for i, (m, s) in enumerate(zip(resolved, sessions, strict=True))
             ]
         else:
-            for index, count in schedule(len(resolved), settings.runs, False):
+            counts = []
+            for index, asked in schedule(len(resolved), settings.runs, False):
                 with ExitStack() as one:
                     session = _open(one, runner, resolved[index], settings)
+                    count = runs_of(session, settings)
                     samples[index] += _run(session, resolved[index], count)
-                    advance(count)
+                    advance(count, count - asked)
+                    counts.append((getattr(session, "fixed_warmup", None), count))
                     results.append(_result(resolved[index], session, samples[index], runner, settings))
+            settings = settings_as_run(settings, counts)
     return BenchReport(
         settings=settings,
         device=device,
         results=results,
         tools={"edgeport": __version__, **_tools(runner)},
     )
+
+
+def runs_of(session: Session, settings: BenchSettings) -> int:
+    """How many runs to time on `session`: --runs when given, else the count a session fixes itself
+    (`fixed_runs`: a board's firmware times the runs it was built for), else the default."""
+    fixed = getattr(session, "fixed_runs", None)
+    return settings.runs if fixed is None or "runs" in settings.model_fields_set else fixed
+
+
+def settings_as_run(settings: BenchSettings, counts: Sequence[tuple[int | None, int]]) -> BenchSettings:
+    """The settings the report states: the warmup a session fixed and the runs timed, when every model
+    had the same (a firmware's counts replace the defaults it did not use)."""
+    update: dict[str, int] = {}
+    warmups = {warmup for warmup, _ in counts}
+    if len(warmups) == 1 and None not in warmups:
+        update["warmup"] = warmups.pop()  # type: ignore[assignment]
+    if len({runs for _, runs in counts}) == 1:
+        update["runs"] = counts[0][1]
+    return settings.model_copy(update=update) if update else settings
 
 
 def _open(stack: ExitStack, runner: Runner, model: BenchModel, settings: BenchSettings) -> Session:
@@ -134,7 +157,7 @@ def _tools(runner: Runner) -> dict[str, str]:
 def _progress(show: bool, total: int) -> Iterator:
     """A transient rich progress bar on stderr, advanced by the number of runs done; a no-op when hidden."""
     if not show:
-        yield lambda count: None
+        yield lambda count, more=0: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -150,4 +173,11 @@ def _progress(show: bool, total: int) -> Iterator:
         redirect_stderr=False,
     ) as bar:
         task = bar.add_task("bench", total=total)
-        yield lambda count: bar.advance(task, count)
+
+        def advance(count: int, more: int = 0) -> None:
+            """`count` runs done; `more` runs than planned (a session that fixes its own count)."""
+            if more:
+                bar.update(task, total=(bar.tasks[0].total or 0) + more)
+            bar.advance(task, count)
+
+        yield advance

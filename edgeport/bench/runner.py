@@ -68,7 +68,12 @@ class SessionExtras:
 
 
 class Session(Protocol):
-    """One model loaded on a runner, warmed up, ready to time."""
+    """One model loaded on a runner, warmed up, ready to time.
+
+    A session whose device fixed its counts before it was opened (a board's firmware, built for N timed
+    runs after W warm-ups) may also have `fixed_runs` and `fixed_warmup`: the harness then times
+    `fixed_runs` when --runs was not given, and reports that warmup.
+    """
 
     init_ms: float | None
     first_ms: float | None

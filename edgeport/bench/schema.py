@@ -82,7 +82,9 @@ class BenchSettings(_Strict):
     runner: (
         str  # the --on value as given: "host", "tflm", "qemu:mps2-an386", "adb:SERIAL", "serial:/dev/ttyACM0"
     )
-    runs: int = Field(50, ge=1, description="Measured inferences per model.")
+    runs: int = Field(
+        50, ge=1, description="Measured inferences per model (serial: as many as the firmware times)."
+    )
     warmup: int = Field(5, ge=0, description="Inferences run and discarded before measuring.")
     threads: int = Field(1, ge=1, description="CPU threads (host, adb).")
     xnnpack: bool = Field(

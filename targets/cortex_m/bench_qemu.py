@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import tarfile
@@ -32,9 +31,15 @@ from edgeport.manifest import sha256_of
 from edgeport.runtimes import qemu
 from edgeport.targets.cortex_m.bench_lines import BenchLines, parse_bench_lines
 from edgeport.targets.cortex_m.boards import BOARDS, Board, get_board
-from edgeport.targets.cortex_m.flash import INSTALL_HINTS, TFLM_MAKEFILE, check_tflm_tree, qemu_icount_shift
+from edgeport.targets.cortex_m.flash import (
+    INSTALL_HINTS,
+    KERNELS,
+    TFLM_MAKEFILE,
+    build_firmware,
+    check_tflm_tree,
+    qemu_icount_shift,
+)
 
-KERNELS = "cmsis_nn"  # the firmware Makefile's default: what a deployed model runs
 TOOLS = ("make", "arm-none-eabi-gcc", "qemu-system-arm")
 
 
@@ -122,36 +127,6 @@ def parse_size(output: str) -> ElfSizes:
 def elf_sizes(elf: Path) -> ElfSizes:
     done = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True)
     return parse_size(done.stdout)
-
-
-def first_error(output: str) -> str:
-    """The first compiler/make error line of a build's output (else its last line)."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in lines:
-        if re.search(r"\berror\b|\*\*\*", line, re.I):
-            return line[:200]
-    return lines[-1][:200] if lines else "no output"
-
-
-def build_firmware(firmware: Path, tree: Path, warmup: int, runs: int, kernels: str = KERNELS) -> Path:
-    """`make` the packaged firmware project (TFLite Micro's library first, once per tree) -> the ELF."""
-    argv = [
-        "make",
-        f"-j{os.cpu_count() or 1}",
-        "-C",
-        str(firmware),
-        f"TFLM_ROOT={tree}",
-        f"KERNELS={kernels}",
-        f"BENCH_WARMUP={warmup}",
-        f"BENCH_RUNS={runs}",
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise EdgeportError(
-            f"the firmware did not build: {first_error(done.stdout + done.stderr)}",
-            f"run `make -C {firmware} TFLM_ROOT={tree}` to see the whole build",
-        )
-    return firmware / "build" / "firmware.elf"
 
 
 def run_error(run: qemu.QemuRun, name: str, board: Board, timeout: float) -> EdgeportError | None:

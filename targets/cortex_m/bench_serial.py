@@ -4,12 +4,14 @@ The firmware (firmware/project/main.cc) runs its self-test and then its timed in
 printing the lines targets/cortex_m/bench_lines.py parses. Opening the port pulses DTR, which restarts the
 boards that wire it to reset; on the others the user presses reset (or the run already in the port's
 buffer is read). Times are the board's own cycle counter (DWT, else SysTick) on its clock: a measurement,
-not an estimate. The firmware fixes its warm-up and run counts when it is built (BENCH_WARMUP,
-BENCH_RUNS), so --runs must not ask for more than it times.
+not an estimate. The firmware fixes its warm-up and run counts when it is built (`edgeport flash
+--bench-warmup W --bench-runs N`) and prints them: without --runs the bench times every run the firmware
+printed, --runs may ask for fewer but not more, and a --warmup other than the firmware's is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
 from edgeport.bench.schema import BenchSettings, DeviceInfo, Memory, TimeKind
 from edgeport.errors import EdgeportError
 from edgeport.targets.cortex_m.bench_lines import BenchLineParser, BenchLines
+from edgeport.targets.cortex_m.flash import packaged_board
 from edgeport.targets.cortex_m.model_data import crc32_of
 
 if TYPE_CHECKING:
@@ -139,6 +142,26 @@ def timeout_error(
     )
 
 
+def reflash(package_dir: Path | None, flags: str) -> str:
+    """The command that rebuilds and flashes the package with other bench counts."""
+    board = "BOARD"
+    if package_dir is not None:
+        with contextlib.suppress(EdgeportError):
+            board = packaged_board(package_dir)
+    return f"edgeport flash {package_dir or 'PACKAGE_DIR'} --board {board} {flags}"
+
+
+def check_warmup(lines: BenchLines, settings: BenchSettings, port: str, package_dir: Path | None) -> None:
+    """A --warmup the firmware was not built with cannot be honoured: refused rather than ignored."""
+    if "warmup" in settings.model_fields_set and settings.warmup != lines.warmup:
+        raise EdgeportError(
+            f"--warmup {settings.warmup}: the firmware on {port} warms up with {lines.warmup} "
+            "inferences (fixed when it was built)",
+            f"leave out --warmup, or rebuild and flash it: "
+            f"{reflash(package_dir, f'--bench-warmup {settings.warmup}')}",
+        )
+
+
 class SerialSession:
     """One boot of the board: the firmware's whole run, read when the session opens."""
 
@@ -146,6 +169,9 @@ class SerialSession:
         self.lines = lines
         self.port = port
         self.package_dir = package_dir
+        # The harness times these when --runs is not given, and reports this warmup.
+        self.fixed_runs = lines.runs
+        self.fixed_warmup = lines.warmup
         self.init_ms: float | None = None  # the model is in flash: nothing is loaded at run time
         first = lines.first_cycles
         # The self-test's inference: the first after boot, before the warm-up.
@@ -155,11 +181,10 @@ class SerialSession:
     def run(self, count: int) -> list[float]:
         available = self.lines.runs - self.used
         if count > available:
-            firmware = self.package_dir / "firmware" if self.package_dir else "PACKAGE_DIR/firmware"
             raise EdgeportError(
                 f"the firmware on {self.port} times {self.lines.runs} inferences a boot, {count} were asked",
-                f"pass --runs {self.lines.runs}, or rebuild it for {count} "
-                f"(make -C {firmware} TFLM_ROOT=... BENCH_RUNS={count}) and flash that",
+                f"leave out --runs (or pass --runs {self.lines.runs}), or rebuild and flash it for {count}: "
+                f"{reflash(self.package_dir, f'--bench-runs {count}')}",
             )
         times = self.lines.milliseconds()[self.used : self.used + count]
         self.used += count
@@ -207,6 +232,7 @@ class SerialRunner:
             lines = read_run(port, self.port, self.baud, settings.timeout_s, crc32_of(Path(model.tflite)))
         finally:
             port.close()
+        check_warmup(lines, settings, self.port, model.package_dir)
         return SerialSession(lines, self.port, model.package_dir)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from edgeport.targets.cortex_m.section import CortexMSection
 PROBES = ("pyocd", "openocd", "probe-rs", "arduino-cli", "uf2", "qemu")
 TFLM_MAKEFILE = "tensorflow/lite/micro/tools/make/Makefile"  # what makes a directory a TFLite Micro tree
 TFLM_ROOT_PLACEHOLDER = "<TFLM_ROOT>"  # printed by a dry run given no tree, like <PORT>
+KERNELS = "cmsis_nn"  # the firmware Makefile's default: what a deployed model runs
 
 
 class FlashOptions(Options):
@@ -43,6 +45,18 @@ class FlashOptions(Options):
         description="TFLite Micro checkout to build against [default: $TFLM_ROOT; a dry run needs none].",
     )
     dry_run: bool = Field(False, description="Print the exact commands instead of running them.")
+    bench_warmup: int | None = Field(
+        None,
+        ge=0,
+        description="Untimed inferences the firmware runs after its self-test "
+        "[default: the firmware Makefile's BENCH_WARMUP].",
+    )
+    bench_runs: int | None = Field(
+        None,
+        ge=1,
+        description="Timed inferences the firmware prints after the warmup, read by `edgeport bench --on "
+        "serial` [default: the firmware Makefile's BENCH_RUNS].",
+    )
 
 
 # Where each tool comes from, for the one-line "missing tool" error.
@@ -82,15 +96,61 @@ def qemu_command(board: Board) -> tuple[str, ...]:
     return qemu.command(board.qemu_machine, qemu_icount_shift(board))
 
 
+def build_command(
+    firmware: Path,
+    tflm_root: str | Path,
+    warmup: int | None = None,
+    runs: int | None = None,
+    kernels: str | None = None,
+    jobs: int | None = None,
+) -> tuple[str, ...]:
+    """`make` of a packaged firmware project: what `edgeport flash` prints and runs and what the QEMU
+    bench builds with. A count or kernel set left None is the firmware Makefile's default."""
+    settings = {"KERNELS": kernels, "BENCH_WARMUP": warmup, "BENCH_RUNS": runs}
+    return (
+        "make",
+        *([f"-j{jobs}"] if jobs else []),
+        "-C",
+        str(firmware),
+        f"TFLM_ROOT={tflm_root}",
+        *(f"{name}={value}" for name, value in settings.items() if value is not None),
+    )
+
+
+def first_error(output: str) -> str:
+    """The first compiler/make error line of a build's output (else its last line)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"\berror\b|\*\*\*", line, re.I):
+            return line[:200]
+    return lines[-1][:200] if lines else "no output"
+
+
+def build_firmware(
+    firmware: Path,
+    tree: str | Path,
+    warmup: int | None = None,
+    runs: int | None = None,
+    kernels: str | None = KERNELS,
+) -> Path:
+    """`make` the packaged firmware project quietly (TFLite Micro's library first, once per tree and core)
+    -> the ELF; a failed build is one line with its first error."""
+    argv = build_command(firmware, tree, warmup, runs, kernels, jobs=os.cpu_count() or 1)
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise EdgeportError(
+            f"the firmware did not build: {first_error(done.stdout + done.stderr)}",
+            f"run `make -C {firmware} TFLM_ROOT={tree}` to see the whole build",
+        )
+    return firmware / "build" / "firmware.elf"
+
+
 def build_and_run_qemu(firmware: Path, board: Board, tflm_root: str | Path, timeout: float = 600) -> QemuRun:
-    """Build a packaged firmware project against a TFLite Micro tree and run it in QEMU (at most
-    `timeout` seconds): the opt-in tests and the Cortex-M benchmark read the self-test's lines from it."""
-    subprocess.run(
-        ["make", "-j2", "-C", str(firmware), f"TFLM_ROOT={tflm_root}"], check=True, capture_output=True
-    )
-    return qemu.run_firmware(
-        firmware / "build" / "firmware.elf", board.qemu_machine, qemu_icount_shift(board), timeout
-    )
+    """Build a packaged firmware project against a TFLite Micro tree (the firmware's own bench counts) and
+    run it in QEMU (at most `timeout` seconds): the firmware tests and the Cortex-M benchmark read the
+    self-test's lines from it."""
+    elf = build_firmware(firmware, tflm_root)
+    return qemu.run_firmware(elf, board.qemu_machine, qemu_icount_shift(board), timeout)
 
 
 def packaged_board(outdir: Path) -> str:
@@ -125,10 +185,18 @@ def check_tflm_tree(root: str | None) -> Path:
 
 
 def plan(
-    outdir: Path, board: Board, probe: str | None, port: str | None, tflm_root: str | None, build: bool = True
+    outdir: Path,
+    board: Board,
+    probe: str | None,
+    port: str | None,
+    tflm_root: str | None,
+    build: bool = True,
+    bench_warmup: int | None = None,
+    bench_runs: int | None = None,
 ) -> list[Step]:
     """The build and flash commands for OUTDIR on `board` with `probe` (default: the board's first); without
-    a TFLite Micro tree the build command names it with a placeholder (a dry run needs none)."""
+    a TFLite Micro tree the build command names it with a placeholder (a dry run needs none). The bench
+    counts, when given, are built into the firmware."""
     probe = probe or board.probes[0]
     if probe not in board.probes:
         raise EdgeportError(
@@ -140,7 +208,7 @@ def plan(
     steps = []
     if build:
         root = tflm_root or os.environ.get("TFLM_ROOT") or TFLM_ROOT_PLACEHOLDER
-        steps.append(Step("build", ("make", "-C", str(firmware), f"TFLM_ROOT={root}")))
+        steps.append(Step("build", build_command(firmware, root, bench_warmup, bench_runs)))
     if probe == "pyocd":
         steps.append(Step("flash", ("pyocd", "flash", "--target", board.pyocd_target, str(elf))))
     elif probe == "openocd":
@@ -175,10 +243,6 @@ def plan(
     return steps
 
 
-def _tool_of(step: Step) -> str:
-    return "arm-none-eabi-gcc" if step.what == "build" and step.argv[0] == "make" else step.argv[0]
-
-
 def check_tools(steps: list[Step]) -> None:
     needed = []
     for step in steps:
@@ -198,8 +262,11 @@ def flash(
     tflm_root: str | None = None,
     dry_run: bool = False,
     build: bool = True,
+    bench_warmup: int | None = None,
+    bench_runs: int | None = None,
 ) -> list[Step]:
-    """Build and flash (or, with dry_run, only plan) the firmware in OUTDIR for `board`."""
+    """Build and flash (or, with dry_run, only plan) the firmware in OUTDIR for `board`; `bench_warmup` /
+    `bench_runs` set the inferences it times after its self-test (None: the firmware's defaults)."""
     outdir = Path(outdir)
     the_board = get_board(board)
     packaged = packaged_board(outdir)
@@ -209,13 +276,14 @@ def flash(
             f"re-run `edgeport package ... --board {the_board.name}`",
         )
     root = tflm_root or os.environ.get("TFLM_ROOT")
-    if build and not dry_run and not root:  # without sources, flash an ELF built earlier
+    counts = bench_warmup is not None or bench_runs is not None
+    if build and not dry_run and not root and not counts:  # without sources, flash an ELF built earlier
         build = not (outdir / "firmware" / "build" / "firmware.elf").is_file()
     if probe == "arduino-cli" and not port and not dry_run:
         raise EdgeportError("arduino-cli needs the board's serial port", "pass --port, e.g. /dev/ttyACM0")
     if build and not dry_run:
-        check_tflm_tree(root)
-    steps = plan(outdir, the_board, probe, port, root, build=build)
+        check_tflm_tree(root)  # --bench-runs / --bench-warmup always rebuild: an earlier ELF has other counts
+    steps = plan(outdir, the_board, probe, port, root, build, bench_warmup, bench_runs)
     if dry_run:
         return steps
     check_tools(steps)

@@ -14,14 +14,13 @@ from edgeport.errors import EdgeportError
 from edgeport.runtimes.qemu import QemuRun
 from edgeport.targets.cortex_m.bench_qemu import (
     ElfSizes,
-    first_error,
     instructions,
     parse_size,
     run_error,
     tree_from_archive,
 )
 from edgeport.targets.cortex_m.boards import get_board
-from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE, qemu_icount_shift
+from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE, first_error, qemu_icount_shift
 from tests.conftest import shared_path
 
 # arm-none-eabi-size (Berkeley format) on a firmware ELF.

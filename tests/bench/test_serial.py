@@ -152,7 +152,7 @@ def test_more_runs_than_the_firmware_times(pty_board, model):
     with pytest.raises(EdgeportError) as exc:
         session.run(50)
     assert "times 10 inferences a boot, 50 were asked" in one_line(exc) and "--runs 10" in one_line(exc)
-    assert "make -C PACKAGE_DIR/firmware TFLM_ROOT=... BENCH_RUNS=50" in one_line(exc)
+    assert "edgeport flash PACKAGE_DIR --board BOARD --bench-runs 50" in one_line(exc)
 
 
 def test_truncated_stream(pty_board, model):
@@ -268,3 +268,45 @@ def test_cli_bench_on_serial(pty_board, run_cli, tmp_path):
     assert result.time_kind == "device-timer" and result.ticks == cycles
     assert result.samples_ms == pytest.approx([c * 1000 / CLOCK_HZ for c in cycles])
     assert "fc.tflite" in stdout
+
+
+def test_cli_without_runs_times_what_the_firmware_printed(pty_board, run_cli, tmp_path):
+    """The firmware fixes its counts when it is built: without --runs, its runs and warmup are the run's."""
+    from edgeport.bench.schema import BenchReport
+    from tests.targets.synth import big_fc_model
+
+    printed, port = pty_board
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(big_fc_model(16, 8))
+    cycles = seeded_cycles(12, seed=6)
+    printed.append(firmware_lines(model, cycles))
+    out = tmp_path / "serial.json"
+    code, _, stderr = run_cli("bench", model, "--on", f"serial:{port}", "--json", out)
+    assert code == 0, stderr
+    report = BenchReport.model_validate_json(out.read_text())
+    assert (report.settings.runs, report.settings.warmup) == (12, 1)
+    assert report.results[0].ticks == cycles and report.results[0].stats.count == 12
+
+
+def test_a_warmup_the_firmware_was_not_built_with_is_refused(pty_board, model):
+    printed, port = pty_board
+    printed.append(firmware_lines(model.tflite, seeded_cycles(10)))
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings(warmup=3))
+    assert "--warmup 3" in one_line(exc) and "warms up with 1" in one_line(exc)
+    assert "--bench-warmup 3" in one_line(exc)
+
+
+def test_runs_of_prefers_the_users_runs_then_the_sessions():
+    from types import SimpleNamespace
+
+    from edgeport.bench.harness import runs_of, settings_as_run
+
+    fixed = SimpleNamespace(fixed_runs=12)
+    assert runs_of(fixed, BenchSettings(runner="serial:X")) == 12
+    assert runs_of(fixed, BenchSettings(runner="serial:X", runs=4)) == 4
+    assert runs_of(SimpleNamespace(), BenchSettings(runner="host")) == 50
+    both = settings_as_run(BenchSettings(runner="serial:X"), [(1, 12)])
+    assert (both.runs, both.warmup) == (12, 1)
+    differ = settings_as_run(BenchSettings(runner="qemu:x"), [(None, 50), (None, 50)])
+    assert (differ.runs, differ.warmup) == (50, 5)

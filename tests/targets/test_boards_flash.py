@@ -167,3 +167,52 @@ def test_flash_refuses_a_directory_that_is_not_a_package(run_cli, tmp_path):
     (out / "edgeport.json").write_text("{damaged")
     code, _, err = run_cli("flash", out, "--board", "mps2-an386", "--dry-run")
     assert code == 1 and "not a valid edgeport manifest" in err and err.strip().count("\n") == 0
+
+
+def test_build_command_passes_only_the_settings_given():
+    from pathlib import Path
+
+    from edgeport.targets.cortex_m.flash import build_command
+
+    fw = Path("pkg/firmware")
+    assert build_command(fw, "/t") == ("make", "-C", "pkg/firmware", "TFLM_ROOT=/t")
+    assert build_command(fw, "/t", warmup=0, runs=30, kernels="cmsis_nn", jobs=2) == (
+        "make",
+        "-j2",
+        "-C",
+        "pkg/firmware",
+        "TFLM_ROOT=/t",
+        "KERNELS=cmsis_nn",
+        "BENCH_WARMUP=0",
+        "BENCH_RUNS=30",
+    )
+
+
+def test_flash_bench_counts_go_into_the_build(run_cli, packaged_an386):
+    code, out, err = run_cli(
+        "flash", packaged_an386, "--board", "mps2-an386", "--dry-run", "--tflm-root", "/opt/tflm",
+        "--bench-runs", "30", "--bench-warmup", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    fw = packaged_an386 / "firmware"
+    assert out.splitlines()[0] == f"make -C {fw} TFLM_ROOT=/opt/tflm BENCH_WARMUP=2 BENCH_RUNS=30"
+    code, out, err = run_cli(
+        "flash", packaged_an386, "--board", "mps2-an386", "--dry-run", "--bench-runs", "0"
+    )
+    assert code == 1 and out == "" and err.strip().count("\n") == 0 and "--bench-runs" in err
+
+
+def test_flash_bench_counts_refuse_to_reuse_an_earlier_elf(run_cli, packaged_an386, monkeypatch, tmp_path):
+    """Without sources, flash takes an ELF built earlier; with --bench-runs that ELF has other counts."""
+    ran = tmp_path / "ran.txt"
+    _stub_tools(tmp_path / "bin", ran)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("TFLM_ROOT", raising=False)
+    elf = packaged_an386 / "firmware" / "build" / "firmware.elf"
+    elf.parent.mkdir()
+    elf.write_bytes(b"\x7fELF")
+    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--bench-runs", "30")
+    assert code == 1 and "TFLite Micro sources are needed" in err and not ran.exists()
+    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386")
+    assert code == 0, err
+    assert ran.read_text().split() == ["qemu-system-arm"]  # the earlier ELF, run as it is
