@@ -6,6 +6,7 @@ Pickled whole-model files are refused by default: unpickling runs arbitrary code
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import inspect
 import json
@@ -419,7 +420,7 @@ def _load_torch_file(path: Path, trust_pickle: bool) -> LoadedSource:
                 f"{path} looks like TorchScript but does not load ({type(exc).__name__})",
                 "re-save it with torch.jit.save",
             ) from exc
-        return LoadedSource(kind="torchscript", path=path, module=net.eval())
+        return _torchscript_source(path, net.eval())
     if not names and path.stat().st_size == 0:
         raise EdgeportError(f"{path} is empty", "give a saved model file")
     _refuse_weights_only(path)
@@ -447,6 +448,59 @@ def _load_torch_file(path: Path, trust_pickle: bool) -> LoadedSource:
             "for a state_dict, give the model code as file.py:callable with --weights",
         )
     return LoadedSource(kind="pickle", path=path, module=obj.eval(), forward_arg_names=_forward_args(obj))
+
+
+def _torchscript_source(path: Path, net: Any) -> LoadedSource:
+    """A TorchScript module; one whose forward() sets its own attributes is called fresh each time."""
+    attributes = attributes_set(net)
+    if not attributes:
+        return LoadedSource(kind="torchscript", path=path, module=net)
+    warning = (
+        f"{path.name}: forward() updates the module's own {_first(attributes, 4)}, so it keeps state "
+        "between calls; the converted model computes every call from the state as loaded (the first "
+        "call's result), not a stream of calls. To carry the state across calls, convert a model that "
+        "takes the state as an input and returns the new state"
+    )
+    return LoadedSource(
+        kind="torchscript", path=path, module=FreshStateModule(net, attributes), warnings=[warning]
+    )
+
+
+def _nodes(block: Any) -> Any:
+    for node in block.nodes():
+        yield node
+        for inner in node.blocks():
+            yield from _nodes(inner)
+
+
+def attributes_set(net: Any) -> list[str]:
+    """The attributes a ScriptModule's forward() assigns (prim::SetAttr, in called methods and
+    submodules too), sorted; [] for a module that is not TorchScript."""
+    try:
+        graph = net.inlined_graph
+    except (AttributeError, RuntimeError):
+        return []
+    return sorted({node.s("name") for node in _nodes(graph) if node.kind() == "prim::SetAttr"})
+
+
+class FreshStateModule(torch.nn.Module):
+    """A module that keeps state between calls, run as a fresh copy of the module as loaded each time.
+
+    The ONNX export freezes the state the module holds when it is exported; called fresh, the
+    reference computes the same thing on every verification input instead of a stream of calls.
+    """
+
+    def __init__(self, module: Any, attributes: list[str]) -> None:
+        super().__init__()
+        self.module = module
+        self.attributes = list(attributes)
+
+    def fresh(self) -> Any:
+        """A copy of the module in its loaded state: what the exporter is given."""
+        return copy.deepcopy(self.module)
+
+    def forward(self, *args: Any) -> Any:
+        return self.fresh()(*args)
 
 
 def _refuse_weights_only(path: Path) -> None:

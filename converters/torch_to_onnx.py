@@ -6,10 +6,11 @@ The module is first run once on the example inputs: a shape mistake then surface
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,75 @@ def check_opset(opset: int) -> None:
         )
 
 
+# ONNX Cast's `to` for BOOL; the torch dtype of each TorchScript integer scalar type.
+_ONNX_BOOL = 9
+_INTEGER_DTYPES = {
+    "Char": "int8", "Short": "int16", "Int": "int32", "Long": "int64",
+    "Byte": "uint8", "UInt16": "uint16", "UInt32": "uint32", "UInt64": "uint64",
+}  # fmt: skip
+
+
+def _scalar_type(value: Any) -> str | None:
+    """The TorchScript scalar type of an exporter value ('Long', 'Bool', ...), None when unknown."""
+    try:
+        return value.type().scalarType()
+    except RuntimeError:  # not a tensor type
+        return None
+
+
+def _not_symbolic(g: Any, value: Any) -> Any:
+    """aten::__not__ (Python's `not`): on a bool the ONNX Not; on anything else `not bool(v)`.
+
+    TorchScript's `not` takes a bool, so a non-bool operand is a bool() whose cast the exporter dropped
+    (`if not len(x):` scripts to aten::Bool on an int, exported as the int itself)."""
+    if _scalar_type(value) != "Bool":
+        value = g.op("Cast", value, to_i=_ONNX_BOOL)
+    return g.op("Not", value)
+
+
+def _bitwise_not_symbolic(g: Any, value: Any) -> Any:
+    """aten::bitwise_not (`~x`): Not on bools; two's complement arithmetic on integers, which every
+    converter can run (~x == -x - 1 signed, MAX - x unsigned)."""
+    import torch
+
+    kind = _scalar_type(value)
+    if kind == "Bool":
+        return g.op("Not", value)
+    if kind not in _INTEGER_DTYPES:
+        raise EdgeportError(
+            f"the model applies ~ (bitwise_not) to a tensor of type {kind or 'unknown'}",
+            "apply ~ to a bool or integer tensor (e.g. ~mask.bool())",
+        )
+    dtype = getattr(torch, _INTEGER_DTYPES[kind])
+    if not dtype.is_signed:
+        top = g.op("Constant", value_t=torch.tensor(torch.iinfo(dtype).max, dtype=dtype))
+        return g.op("Sub", top, value)
+    one = g.op("Constant", value_t=torch.tensor(1, dtype=dtype))
+    return g.op("Sub", g.op("Neg", value), one)
+
+
+# What the TorchScript-based exporter refuses that ONNX can express: name -> symbolic. Registered at
+# opset 9, the exporter's base, they serve every opset it writes.
+EXTRA_SYMBOLICS: dict[str, Callable[..., Any]] = {
+    "aten::__not_": _not_symbolic,  # the exporter looks aten::__not__ up without its trailing '_'
+    "aten::bitwise_not": _bitwise_not_symbolic,
+}
+
+
+@contextlib.contextmanager
+def extra_symbolics() -> Iterator[None]:
+    """EXTRA_SYMBOLICS registered for the duration of one export (the registry is process-global)."""
+    import torch
+
+    for name, fn in EXTRA_SYMBOLICS.items():
+        torch.onnx.register_custom_op_symbolic(name, fn, 9)
+    try:
+        yield
+    finally:
+        for name in EXTRA_SYMBOLICS:
+            torch.onnx.unregister_custom_op_symbolic(name, 9)
+
+
 def export_onnx(
     module: Any,
     example_inputs: Sequence[Any],
@@ -93,7 +163,11 @@ def export_onnx(
     """
     import torch
 
+    from edgeport.converters.sources import FreshStateModule
+
     check_opset(opset)
+    # Exported before anything runs it: a module that keeps state is exported in its loaded state.
+    exported = module.fresh() if isinstance(module, FreshStateModule) else module
     shapes = [list(t.shape) for t in example_inputs]
     try:
         outputs = run_module(module, example_inputs)
@@ -117,10 +191,10 @@ def export_onnx(
     output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), extra_symbolics():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module,
+                exported,
                 tuple(example_inputs),
                 buffer,
                 dynamo=False,
@@ -129,12 +203,33 @@ def export_onnx(
                 output_names=output_names,
                 do_constant_folding=fold_constants,
             )
+    except EdgeportError:
+        raise
     except Exception as exc:
         raise EdgeportError(
             f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
             "the model uses something the ONNX exporter cannot express; try another --opset or "
             "export ONNX yourself and pass the .onnx file",
         ) from exc
-    model = check_translatable(onnx.load_from_string(buffer.getvalue()))
+    model = with_output_shapes(onnx.load_from_string(buffer.getvalue()), [list(o.shape) for o in outputs])
+    model = check_translatable(model)
     onnx.save(model, str(path))
+    return model
+
+
+def with_output_shapes(model: onnx.ModelProto, shapes: Sequence[Sequence[int]]) -> onnx.ModelProto:
+    """The graph outputs without a shape given the shapes PyTorch produced on the example inputs.
+
+    A scripted module (TorchScript) exports its outputs with no shape at all, not even a rank, which
+    the ONNX checker and so onnxsim refuse: constant folding would then never run on it. The export is
+    for fixed input shapes, so the shapes seen are the outputs' shapes."""
+    missing = [
+        (out, shape)
+        for out, shape in zip(model.graph.output, shapes, strict=False)
+        if out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape")
+    ]
+    for out, shape in missing:
+        out.type.tensor_type.shape.SetInParent()
+        for size in shape:
+            out.type.tensor_type.shape.dim.add().dim_value = size
     return model
