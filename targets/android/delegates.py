@@ -1,4 +1,4 @@
-"""What the accelerators take of each variant, measured on this host.
+"""What the accelerators take of each variant: XNNPACK measured on this host, the GPU by its rules.
 
 XNNPACK (LiteRT's default CPU delegate on Android): the model is allocated in LiteRT with its default
 delegate in a child process (XNNPACK's weight cache has refused a second model in one process, and a
@@ -8,10 +8,11 @@ native abort must not end the package) and the nodes the delegate replaced are c
 Integer-only: every tensor inside the graph int8/int32 (float only at the model's inputs and outputs),
 which NPUs and DSPs behind NNAPI need to take the whole graph.
 
-The GPU delegate is not reported: TensorFlow's model analyzer (`tf.lite.experimental.Analyzer`,
-`gpu_compatibility=True`) lost its GPU checks in TensorFlow 2.19 and prints "compatible" for any model
-(GATHER_ND, TOPK_V2 and 5-D tensors included, checked here; tensorflow/tensorflow#77042), and no other
-installed tool checks it.
+GPU: what TFLite's GPU delegate would take, from TensorFlow's own rules for it, ported in
+gpu_compat.py. TensorFlow's model analyzer (`tf.lite.experimental.Analyzer`, `gpu_compatibility=True`)
+lost its GPU checks in TensorFlow 2.19 and prints "compatible" for any model (GATHER_ND, TOPK_V2 and 5-D
+tensors included, checked here; tensorflow/tensorflow#77042), and no installed tool runs the GPU
+delegate on this host, so the rules are checked statically: no phone GPU runs here.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import sys
 import tempfile
 
 from edgeport.manifest import Record
+from edgeport.targets.android import gpu_compat
 from edgeport.tflite_file import parse_tflite, type_name
 
 GPU_NOTE = (
-    "GPU delegate compatibility is not reported: TensorFlow 2.19's model analyzer no longer checks it "
-    "(it prints 'compatible' for every model; tensorflow/tensorflow#77042); try the float16 variant "
-    "with the GPU delegate on the device"
+    "GPU delegate: checked against TensorFlow's own static rules for it (TF 2.19-era gpu_compatibility.cc "
+    "and the delegate's model builder, ported by edgeport; TF's analyzer no longer checks them), not run "
+    "on a phone GPU, where a driver or memory limit can still refuse a node; "
+    "`edgeport bench OUTDIR:float16 --on adb --delegate gpu` measures it on a device"
 )
 INTEGER_TYPES = ("int8", "uint8", "int4", "int16", "int32", "int64", "bool")
 CHILD_TIMEOUT_S = 300
@@ -43,6 +46,19 @@ _XNNPACK = (
 )
 
 
+class GpuFallback(Record):
+    node: int  # index in the main subgraph's execution order
+    op: str
+    rule: str  # the GPU delegate's rule this node fails
+
+
+class GpuReport(Record):
+    supported_nodes: int  # nodes that pass every rule
+    partitions: int  # GPU partitions the delegate's greedy partitioner cuts the graph into
+    taken_nodes: int  # what it takes with its default options: one partition, the largest
+    fallbacks: list[GpuFallback]  # the nodes left to the CPU by a rule
+
+
 class DelegateReport(Record):
     OPTIONAL = ("xnnpack_problem",)
 
@@ -51,6 +67,7 @@ class DelegateReport(Record):
     xnnpack_problem: str | None = None
     float_tensors_inside: int  # float tensors that are neither a model input nor output
     integer_only: bool  # NPU-ready: no float tensor inside the graph
+    gpu: GpuReport
 
 
 def xnnpack_nodes(model: bytes) -> tuple[int | None, str | None]:
@@ -87,6 +104,16 @@ def float_tensors_inside(model: bytes) -> int:
     )
 
 
+def gpu_report(model: bytes) -> GpuReport:
+    found = gpu_compat.analyse(parse_tflite(model).raw)
+    return GpuReport(
+        supported_nodes=len(found.supported),
+        partitions=len(found.partitions),
+        taken_nodes=len(found.taken),
+        fallbacks=[GpuFallback(node=f.node, op=f.op, rule=f.rule) for f in found.fallbacks],
+    )
+
+
 def delegate_report(model: bytes) -> DelegateReport:
     taken, problem = xnnpack_nodes(model)
     inside = float_tensors_inside(model)
@@ -96,4 +123,5 @@ def delegate_report(model: bytes) -> DelegateReport:
         xnnpack_problem=problem,
         float_tensors_inside=inside,
         integer_only=inside == 0,
+        gpu=gpu_report(model),
     )

@@ -20,6 +20,40 @@ def _xnnpack(report: DelegateReport) -> str:
     return f"{report.xnnpack_nodes} of {report.nodes}"
 
 
+def _gpu(report: DelegateReport) -> str:
+    gpu = report.gpu
+    if not gpu.fallbacks:
+        return f"all {report.nodes}"
+    return f"{gpu.taken_nodes} of {report.nodes} ({gpu.partitions} partitions)"
+
+
+GPU_LISTED = 8  # fallbacks listed per variant; the manifest has them all
+
+
+def _gpu_lines(section: AndroidSection) -> list[str]:
+    """What the GPU column means and, per variant, the nodes left to the CPU with the rule each fails."""
+    lines = [
+        "",
+        "GPU delegate: the nodes TFLite's GPU delegate takes with its default options, by TensorFlow's own "
+        "rules for it (see the GPU note below). Where nodes fail a rule, the graph is cut into partitions "
+        "and the delegate takes only the largest by default (`max_delegated_partitions` = 1); the rest "
+        "runs on the CPU.",
+    ]
+    for v in section.variants:
+        fallbacks = v.delegates.gpu.fallbacks
+        if not fallbacks:
+            continue
+        if len(lines) == 2:
+            lines.append("")
+        listed = "; ".join(f"node {f.node} {f.op}: {f.rule}" for f in fallbacks[:GPU_LISTED])
+        more = f"; and {len(fallbacks) - GPU_LISTED} more" if len(fallbacks) > GPU_LISTED else ""
+        lines.append(
+            f"- `{v.file}`: {len(fallbacks)} node(s) fall back to the CPU, "
+            f"{v.delegates.gpu.partitions} GPU partition(s): {listed}{more}"
+        )
+    return lines
+
+
 def _advice(names: set[str]) -> list[str]:
     """One piece of advice per delegate, naming only variants this package has."""
     advice = []
@@ -48,8 +82,8 @@ def render(section: AndroidSection) -> str:
         f"outputs {', '.join(section.signature.outputs)}.",
         "",
         "| file | ship it for | size | ops | I/O | max rel. error vs float32 | min SQNR dB "
-        "| top-1 agreement | XNNPACK nodes | integer-only |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| top-1 agreement | XNNPACK nodes | GPU delegate | integer-only |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in section.variants:
         outs = v.check.outputs
@@ -59,7 +93,7 @@ def render(section: AndroidSection) -> str:
             f"{'/'.join(sorted(set(v.input_types)))} -> {'/'.join(sorted(set(v.output_types)))} | "
             f"{_worst([o.max_rel_error for o in outs], low=False)} | "
             f"{_worst([o.sqnr_db for o in outs], low=True)} | "
-            f"{f'{min(top1):.1%}' if top1 else ''} | {_xnnpack(v.delegates)} | "
+            f"{f'{min(top1):.1%}' if top1 else ''} | {_xnnpack(v.delegates)} | {_gpu(v.delegates)} | "
             f"{'yes' if v.delegates.integer_only else 'no'} |"
         )
     check = section.variants[0].check
@@ -69,6 +103,7 @@ def render(section: AndroidSection) -> str:
         "how many of the model's nodes LiteRT's default CPU delegate takes (the rest run on LiteRT's own "
         "kernels); integer-only: no float tensor inside the graph, what NPUs and DSPs behind NNAPI need.",
     ]
+    lines += _gpu_lines(section)
     if section.skipped:
         lines += ["", "Not built:", ""]
         lines += [f"- {s.name}: {s.reason}" for s in section.skipped]

@@ -24,7 +24,7 @@ class VariantEntry(Record):
     input_types: list[str]
     output_types: list[str]
     check: VariantCheck  # against float32 on the same inputs
-    delegates: DelegateReport  # what XNNPACK takes, whether it is integer-only (NPU-ready)
+    delegates: DelegateReport  # what XNNPACK and the GPU delegate take, whether integer-only (NPU-ready)
 
 
 class SkippedVariant(Record):

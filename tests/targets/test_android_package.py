@@ -18,6 +18,7 @@ import pytest
 
 from edgeport.errors import EdgeportError
 from edgeport.targets.android import metadata as md
+from edgeport.targets.android.delegates import GPU_NOTE
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
 KWS_CLASSES = 12
@@ -168,7 +169,11 @@ def test_kws_every_variant_runs_and_matches_float(kws_package):
         report = variant["delegates"]
         assert 0 <= report["xnnpack_nodes"] <= report["nodes"] == variant["ops"]
         assert report["integer_only"] == (variant["name"] in ("int8", "int8_float_io", "w4a8"))
-    assert any("GPU delegate compatibility is not reported" in n for n in section["notes"])
+    # The GPU delegate by TensorFlow's static rules (test_android_gpu_*.py): float variants taken whole.
+    for name in ("float32", "float16"):
+        gpu = by_name[name]["delegates"]["gpu"]
+        assert (gpu["fallbacks"], gpu["partitions"], gpu["taken_nodes"]) == ([], 1, by_name[name]["ops"])
+    assert GPU_NOTE in section["notes"] and "GPU delegate" in (kws_package / "README.md").read_text()
     # `edgeport bench OUTDIR:VARIANT` (the README's latency command) finds each variant.
     from edgeport.bench.models import resolve_model
 
