@@ -15,7 +15,7 @@ import difflib
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -82,6 +82,10 @@ class ChannelGroup:
     def width(self) -> int:
         """Channels per repeat: what importance ranks and what rounding applies to."""
         return self.channels // self.repeats
+
+    def on(self, module: nn.Module) -> ChannelGroup:
+        """This group in a deep copy of the model it was found in (the same names)."""
+        return replace(self, root=dict(module.named_modules())[self.name])
 
     def channel_indices(self, positions: Sequence[int]) -> list[int]:
         """Root channel indices of `positions` (within one repeat) in every repeat."""

@@ -11,7 +11,7 @@ from edgeport.errors import EdgeportError
 from edgeport.options import Options, Spell, cli, refuse_without, spell_of, validate_options
 from edgeport.quant.prune.criteria import CRITERIA
 
-TARGETS = ("flops", "params")
+TARGETS = ("flops", "params", "latency")
 RECOVERIES = ("distill", "none")
 # Channel counts are kept at multiples of 8: CMSIS-NN's int8 convolutions (arm_convolve_s8 and its
 # DSP/MVE paths) work on 4 output channels at a time and read input channels 4 bytes per SIMD load,
@@ -27,13 +27,15 @@ class PruneOptions(Options):
     """What `--prune` asks for. API-only fields have no flag."""
 
     ratio: float = Field(
-        description="Structured pruning: remove this fraction of the model's FLOPs (or parameters, "
-        "--prune-target), 0 < RATIO < 1, without data (edgeport.quant.prune).",
+        description="Structured pruning: remove this fraction of the model's FLOPs (or parameters, or "
+        "measured latency: --prune-target), 0 < RATIO < 1, without data (edgeport.quant.prune).",
         json_schema_extra=cli("--prune", metavar="RATIO"),
     )
     target: Literal[TARGETS] = Field(  # type: ignore[valid-type]
         "flops",
-        description="What RATIO removes: flops (Conv/Linear multiply-accumulates) or params.",
+        description="What RATIO removes: flops (Conv/Linear/attention multiply-accumulates), params, or "
+        "latency (the float model's LiteRT latency on this host, one thread: the FLOPs ratio is searched "
+        "with a few real conversions and measurements).",
         json_schema_extra=cli("--prune-target", needs="RATIO"),
     )
     criterion: Literal[CRITERIA] = Field(  # type: ignore[valid-type]

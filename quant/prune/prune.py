@@ -1,6 +1,10 @@
 """Prune a PyTorch module without data: groups (graph.py), a removal order per group (criteria.py),
 widths chosen globally (allocate.py), the cut made by torch-pruning, checked by running the model,
-then data-free recovery (recover.py) and fidelity against the unpruned model."""
+then data-free recovery (recover.py) and fidelity against the unpruned model.
+
+The analysis (groups, their check, removal orders, sensitivities) is made once; an allocation and
+its cut, on a copy, can then be repeated at several ratios (the latency target searches the FLOPs
+ratio with real measurements: latency.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +22,22 @@ from edgeport.options import flag_spell
 from edgeport.quant.calibration import CLIP_SIGMAS, make_calibration
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
+from edgeport.quant.prune import latency as lat
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
-from edgeport.quant.prune.count import count_params, module_macs
+from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
 from edgeport.quant.prune.options import PruneOptions
 from edgeport.quant.prune.recover import distill, distillation_loss, fidelity, steps_for_budget
-from edgeport.quant.prune.section import Counts, GroupWidth, PruneFidelity, PruningSection, Recovery
+from edgeport.quant.prune.section import (
+    Counts,
+    GroupWidth,
+    LatencySearch,
+    LatencyTrial,
+    PruneFidelity,
+    PruningSection,
+    Recovery,
+)
 from edgeport.tensors import Sample, TensorSpec
 
 SENSITIVITY_BATCH = 16
@@ -196,11 +209,8 @@ def _cut_problem(graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[
     expected = _simulated(graph, groups, inputs)
     copy_ = copy.deepcopy(graph.module)
     other = Graph(copy_, [x[:1] for x in inputs])
-    by_name = {g.name: g for g in other.groups()[0]}
     for group in groups:
-        twin = by_name.get(group.name)
-        if twin is None:
-            return f"{group.name}: not a group in a copy of the model"
+        twin = group.on(copy_)
         other.group_of(twin, twin.channel_indices([0])).prune()
     problem = _culprit(copy_, inputs)
     if problem is not None:
@@ -258,6 +268,125 @@ def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
             h.remove()
 
 
+@dataclass
+class Analysis:
+    """What pruning learns about a model once, whatever the ratio: its checked groups (on `module`,
+    an unpruned copy), their removal orders and allowed widths, their sensitivities, and the
+    synthetic inputs."""
+
+    reference: nn.Module
+    module: nn.Module
+    graph: Graph
+    groups: list[ChannelGroup]
+    kept_whole: list[str]
+    unfollowed: list[str]
+    plans: list[list[Removal]]
+    widths_allowed: list[list[int]]
+    sensitivity: list[alloc.Sensitivity] | None
+    pool: list[torch.Tensor]
+    held: list[torch.Tensor]
+    how: str
+    notes: list[str]
+
+    @property
+    def example(self) -> list[torch.Tensor]:
+        return [x[:1] for x in self.pool]
+
+    @property
+    def widths(self) -> list[int]:
+        return [g.width for g in self.groups]
+
+    def cost(self, target: str) -> alloc.CostModel:
+        """The cost the allocation counts: MACs for a flops or latency target, else parameters."""
+        return cost_model(self.module, self.groups, self.example, "params" if target == "params" else "flops")
+
+    def reachable(self, target: str) -> float:
+        if not self.groups:
+            return 0.0
+        return alloc.reachable_fraction(self.cost(target), self.widths, self.widths_allowed)
+
+
+def analyze(
+    reference: nn.Module,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    options: PruneOptions,
+    say: Say,
+    flag: Callable[[str], str],
+    synthetic: tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]] | None = None,
+) -> Analysis:
+    module = copy.deepcopy(reference).eval()
+    excluded = resolve_excluded(module, options.exclude, flag("exclude"))
+    say("synthetic inputs")
+    # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
+    pool, held, how, notes = synthetic or synthetic_inputs(
+        reference, specs, stats, options.samples, options.held_out, options.seed
+    )
+    graph = Graph(module, [x[:1] for x in pool])
+    groups, kept_whole = graph.groups(excluded)
+    say(f"checking {len(groups)} channel groups")
+    groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
+    kept_whole += unfollowed
+    allowed = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
+    say(f"ranking channels ({options.criterion})")
+    batch = [x[:SENSITIVITY_BATCH] for x in pool]
+    plans = [removal_plan(graph, g, options.criterion, batch) for g in groups]
+    sens = None
+    if options.allocation == "sensitivity" and groups:
+        say(f"measuring the sensitivity of {len(groups)} channel groups")
+        sens = sensitivities(graph, groups, plans, allowed, batch)
+    return Analysis(
+        reference, module, graph, groups, kept_whole, unfollowed, plans, allowed, sens, pool, held, how, notes
+    )
+
+
+def allocation_at(analysis: Analysis, target: str, ratio: float) -> alloc.Allocation:
+    model = analysis.cost(target)
+    if analysis.sensitivity is None:
+        return alloc.allocate_uniform(model, analysis.widths, analysis.widths_allowed, ratio)
+    return alloc.allocate(model, analysis.widths, analysis.widths_allowed, analysis.sensitivity, ratio)
+
+
+def cut(
+    analysis: Analysis, allocation: alloc.Allocation, flag: Callable[[str], str]
+) -> tuple[nn.Module, list[GroupWidth]]:
+    """A copy of the analysed model with each group cut to its allocated width (RED merges first),
+    run once to prove its shapes line up; the rows the section lists."""
+    module = copy.deepcopy(analysis.module)
+    graph = Graph(module, analysis.example)
+    rows = []
+    for group, plan, kept in zip(analysis.groups, analysis.plans, allocation.kept, strict=True):
+        count = group.width - kept
+        rows.append(
+            GroupWidth(
+                module=group.name,
+                modules=sorted(set(group.out_modules) | set(group.in_modules)),
+                channels_before=group.channels,
+                channels_after=kept * group.repeats,
+                merged=sum(1 for r in plan[:count] if r.into is not None),
+            )
+        )
+        if not count:
+            continue
+        twin = group.on(module)
+        for r in plan[:count]:
+            if r.into is not None:
+                merge_into(graph, twin, r.position, r.into)
+        graph.group_of(twin, twin.channel_indices([r.position for r in plan[:count]])).prune()
+    problem = _culprit(module, analysis.example)
+    if problem is None:
+        shapes = [tuple(o.shape) for o in _run(module, analysis.example)]
+        expected = [tuple(o.shape) for o in _run(analysis.reference, analysis.example)]
+        if shapes != expected:
+            problem = f"the outputs became {shapes}, not {expected}"
+    if problem is not None:
+        raise EdgeportError(
+            f"the pruned model does not run: {problem}",
+            f"keep that module whole with {flag('exclude')} NAME, and report the model",
+        )
+    return module.eval(), rows
+
+
 def prune_module(
     reference: nn.Module,
     specs: Sequence[TensorSpec],
@@ -266,70 +395,27 @@ def prune_module(
     say: Say | None = None,
     spell: Callable[[str], str] | None = None,
     synthetic: tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]] | None = None,
+    measure: Callable[[nn.Module], tuple[float, float]] | None = None,
 ) -> PruneResult:
     """A pruned copy of `reference` (left unchanged) and its manifest section; EdgeportError when the
-    target cannot be reached or the pruned model does not run."""
+    target cannot be reached or the pruned model does not run.
+
+    `measure(module) -> (unpruned ms, pruned ms)` times a pruned module beside the unpruned one for
+    a latency target (default: float .tflite conversions timed on this host's LiteRT, latency.py)."""
     started = time.perf_counter()
     say = say or (lambda _text: None)
     flag = spell or flag_spell(PruneOptions)
-    module = copy.deepcopy(reference).eval()
-    excluded = resolve_excluded(module, options.exclude, flag("exclude"))
-    say("synthetic inputs")
-    # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
-    pool, held, how, notes = synthetic or synthetic_inputs(
-        reference, specs, stats, options.samples, options.held_out, options.seed
-    )
-    example = [x[:1] for x in pool]
-    graph = Graph(module, example)
-    groups, kept_whole = graph.groups(excluded)
-    say(f"checking {len(groups)} channel groups")
-    groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
-    kept_whole += unfollowed
-    widths = [g.width for g in groups]
-    options_per_group = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
-    model = cost_model(module, groups, example, options.target)
-    reachable = alloc.reachable_fraction(model, widths, options_per_group) if groups else 0.0
-    if reachable + 1e-9 < options.ratio:
-        raise _unreachable(options, reachable, unfollowed, kept_whole, len(groups), flag)
-    say(f"ranking channels ({options.criterion})")
-    plans = [removal_plan(graph, g, options.criterion, [x[:SENSITIVITY_BATCH] for x in pool]) for g in groups]
-    if options.allocation == "uniform":
-        allocation = alloc.allocate_uniform(model, widths, options_per_group, options.ratio)
+    analysis = analyze(reference, specs, stats, options, say, flag, synthetic)
+    names = [s.name for s in specs]
+    search = None
+    if options.target == "latency":
+        module, rows, search = _latency_target(analysis, options, names, say, flag, measure)
     else:
-        say(f"measuring the sensitivity of {len(groups)} channel groups")
-        sens = sensitivities(graph, groups, plans, options_per_group, [x[:SENSITIVITY_BATCH] for x in pool])
-        allocation = alloc.allocate(model, widths, options_per_group, sens, options.ratio)
-    macs_before, params_before = sum(module_macs(reference, example).values()), count_params(reference)
-    rows = []
-    for group, plan, kept in zip(groups, plans, allocation.kept, strict=True):
-        count = group.width - kept
-        merged = sum(1 for r in plan[:count] if r.into is not None)
-        rows.append(
-            GroupWidth(
-                module=group.name,
-                modules=sorted(set(group.out_modules) | set(group.in_modules)),
-                channels_before=group.channels,
-                channels_after=kept * group.repeats,
-                merged=merged,
-            )
-        )
-        if not count:
-            continue
-        for r in plan[:count]:
-            if r.into is not None:
-                merge_into(graph, group, r.position, r.into)
-        graph.group_of(group, group.channel_indices([r.position for r in plan[:count]])).prune()
-    problem = _culprit(module, example)
-    if problem is None:
-        shapes = [tuple(o.shape) for o in _run(module, example)]
-        expected = [tuple(o.shape) for o in _run(reference, example)]
-        if shapes != expected:
-            problem = f"the outputs became {shapes}, not {expected}"
-    if problem is not None:
-        raise EdgeportError(
-            f"the pruned model does not run: {problem}",
-            f"keep that module whole with {flag('exclude')} NAME, and report the model",
-        )
+        reachable = analysis.reachable(options.target)
+        if reachable + 1e-9 < options.ratio:
+            raise _unreachable(options, reachable, analysis, flag)
+        module, rows = cut(analysis, allocation_at(analysis, options.target, options.ratio), flag)
+    example, held = analysis.example, analysis.held
     before_sqnr, before_agree = fidelity(module, reference, held)
     log = None
     steps = 0
@@ -339,9 +425,10 @@ def prune_module(
         if options.max_steps is not None:
             steps = min(steps, options.max_steps)
         eta = _Eta(say)
-        log = distill(module, reference, pool, steps, options.seed, eta)
+        log = distill(module, reference, analysis.pool, steps, options.seed, eta)
         module.eval()
     sqnr, agree = fidelity(module, reference, held)
+    say("counting the exported graphs")
     section = PruningSection(
         ratio=options.ratio,
         target=options.target,
@@ -350,14 +437,15 @@ def prune_module(
         round_to=options.round_to,
         min_width=options.min_width,
         excluded=list(options.exclude),
-        before=Counts(macs=macs_before, params=params_before),
-        after=Counts(macs=sum(module_macs(module, example).values()), params=count_params(module)),
+        before=_counts(reference, example, names),
+        after=_counts(module, example, names),
         groups=rows,
-        kept_whole=kept_whole,
+        kept_whole=analysis.kept_whole,
+        latency=search,
         recovery=Recovery(
             method=options.recovery,
             data_free=True,
-            inputs=f"{how} from the unpruned model, seed {options.seed}" if log else None,
+            inputs=f"{analysis.how} from the unpruned model, seed {options.seed}" if log else None,
             steps=steps,
             budget_seconds=options.budget if log else 0.0,
             seconds=round(log.seconds, 2) if log else 0.0,
@@ -373,32 +461,108 @@ def prune_module(
         ),
         seconds=round(time.perf_counter() - started, 2),
     )
-    return PruneResult(module, section, notes)
+    return PruneResult(module, section, analysis.notes)
+
+
+def _counts(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str]) -> Counts:
+    """The module's MACs and parameters, and the same counted on its export (None if it does not
+    export: the export stage then says why)."""
+    from edgeport.quant.prune.export import exported_graph
+
+    macs, params = sum(module_macs(module, example).values()), count_params(module)
+    try:
+        onnx_macs, onnx_params = onnx_counts(exported_graph(module, example, names))
+    except EdgeportError:
+        return Counts(macs=macs, params=params)
+    return Counts(macs=macs, params=params, onnx_macs=onnx_macs, onnx_params=onnx_params)
+
+
+def _latency_target(
+    analysis: Analysis,
+    options: PruneOptions,
+    names: Sequence[str],
+    say: Say,
+    flag: Callable[[str], str],
+    measure: Callable[[nn.Module], tuple[float, float]] | None,
+) -> tuple[nn.Module, list[GroupWidth], LatencySearch]:
+    """Search the FLOPs ratio that removes options.ratio of the measured latency (latency.py)."""
+    from edgeport.quant.prune.export import exported_graph
+
+    reachable = analysis.reachable("flops")
+    if reachable < 0.01:
+        raise _unreachable(options, reachable, analysis, flag)
+    host = None
+    if measure is None:
+        say("converting the unpruned model to time it")
+        host = lat.HostLatency(exported_graph(analysis.reference, analysis.example, names))
+
+        def measure(module: nn.Module) -> tuple[float, float]:
+            return host.measure(exported_graph(module, analysis.example, names))
+
+    cuts: dict[float, tuple[nn.Module, list[GroupWidth]]] = {}
+
+    def trial(ratio: float) -> lat.Trial:
+        say(f"latency trial {len(cuts) + 1}: pruning {100 * ratio:.0f}% of the MACs, converting, timing")
+        cuts[ratio] = cut(analysis, allocation_at(analysis, "flops", ratio), flag)
+        before, after = measure(cuts[ratio][0])
+        return lat.Trial(ratio, 1.0 - after / before if before > 0 else 0.0, before, after)
+
+    try:
+        found = lat.search(options.ratio, trial, reachable)
+    finally:
+        if host is not None:
+            host.close()
+    best = found.best()
+    if best is None:
+        most = max(found.trials, key=lambda t: t.removed)
+        raise EdgeportError(
+            f"{flag('ratio')} {options.ratio:g} of the latency cannot be reached: at most {most.removed:.2f} "
+            f"measured ({100 * most.flops_ratio:.0f}% of the MACs removed, the most of "
+            f"{len(found.trials)} trials)",
+            f"use {flag('ratio')} {max(most.removed - 0.005, 0.01):.2f} or less, or lower "
+            f"{flag('min_width')} / {flag('round_to')}",
+        )
+    module, rows = cuts[best.flops_ratio]
+    search = LatencySearch(
+        runner=lat.RUNNER,
+        asked=options.ratio,
+        removed=round(best.removed, 4),
+        before_ms=round(best.before_ms, 4),
+        after_ms=round(best.after_ms, 4),
+        flops_ratio=best.flops_ratio,
+        trials=[
+            LatencyTrial(
+                flops_ratio=t.flops_ratio,
+                removed=round(t.removed, 4),
+                before_ms=round(t.before_ms, 4),
+                after_ms=round(t.after_ms, 4),
+            )
+            for t in found.trials
+        ],
+    )
+    return module, rows, search
 
 
 def _unreachable(
-    options: PruneOptions,
-    reachable: float,
-    unfollowed: Sequence[str],
-    kept_whole: Sequence[str],
-    groups: int,
-    flag: Callable[[str], str],
+    options: PruneOptions, reachable: float, analysis: Analysis, flag: Callable[[str], str]
 ) -> EdgeportError:
     """The target is out of reach: the smallest reachable one, or, when nothing can be pruned, why."""
     ratio = flag("ratio")
+    unfollowed, kept_whole = analysis.unfollowed, analysis.kept_whole
     if reachable < 0.01 and unfollowed:
         return EdgeportError(
             f"the pruning dependency analysis cannot follow this model: {unfollowed[0]}",
             f"keep that module whole with {flag('exclude')} NAME, or convert without {ratio}",
         )
-    if not groups:
+    if not analysis.groups:
         why = kept_whole[0] if kept_whole else "no Conv/Linear whose channels stay inside the model"
         return EdgeportError(
-            f"nothing in this model can be pruned ({why}; recurrent and attention layers are not pruned yet)",
+            f"nothing in this model can be pruned ({why}; recurrent layers and attention are kept whole)",
             f"convert without {ratio}",
         )
+    what = "MACs" if options.target == "latency" else options.target
     problem = (
-        f"{ratio} {options.ratio:g} of the {options.target} cannot be reached: at most {reachable:.2f} "
+        f"{ratio} {options.ratio:g} of the {what} cannot be reached: at most {reachable:.2f} "
         f"with {flag('round_to')} {options.round_to} and {flag('min_width')} {options.min_width}"
         + (f" ({len(kept_whole)} groups kept whole)" if kept_whole else "")
     )

@@ -19,8 +19,34 @@ class GroupWidth(Record):
 
 
 class Counts(Record):
-    macs: int  # Conv/Linear multiply-accumulates of one inference (quant/prune/count.py)
+    """Counted on the PyTorch module and on the exported ONNX graph, by the same rules
+    (quant/prune/count.py); the graph also holds products made without a module (q @ k)."""
+
+    OPTIONAL = ("onnx_macs", "onnx_params")
+
+    macs: int  # Conv/Linear/attention multiply-accumulates of one inference, on the module
     params: int
+    onnx_macs: int | None = None  # the same, on the exported graph (None: it did not export)
+    onnx_params: int | None = None
+
+
+class LatencyTrial(Record):
+    flops_ratio: float  # the fraction of MACs the allocation was asked to remove
+    removed: float  # the fraction of the unpruned model's latency removed, measured
+    before_ms: float
+    after_ms: float
+
+
+class LatencySearch(Record):
+    """--prune-target latency: the FLOPs ratio searched with real conversions and measurements."""
+
+    runner: str  # what measured, how
+    asked: float  # the fraction of latency to remove
+    removed: float  # achieved, as measured in the chosen trial
+    before_ms: float
+    after_ms: float
+    flops_ratio: float  # the chosen trial's
+    trials: list[LatencyTrial]
 
 
 class Recovery(Record):
@@ -49,6 +75,7 @@ class PruneFidelity(Record):
 
 
 class PruningSection(Section):
+    OPTIONAL = ("latency",)
     NAME = "pruning"
     WRITTEN_BY = "edgeport convert --prune RATIO"
 
@@ -63,27 +90,42 @@ class PruningSection(Section):
     after: Counts
     groups: list[GroupWidth]
     kept_whole: list[str] = Field(default_factory=list)  # groups that could not be pruned, and why
+    latency: LatencySearch | None = None  # --prune-target latency only
     recovery: Recovery
     fidelity: PruneFidelity
     seconds: float | None = None
 
     def removed(self, target: str | None = None) -> float:
-        """The fraction of MACs (or params) removed."""
+        """The fraction of MACs (or params, or measured latency) removed."""
         what = target or self.target
+        if what == "latency":
+            return self.latency.removed if self.latency is not None else 0.0
         if what == "params":
             return 1.0 - self.after.params / max(1, self.before.params)
         return 1.0 - self.after.macs / max(1, self.before.macs)
 
     def describe(self) -> str:
-        """`pruned 31% of MACs (41.0M -> 28.3M), params -29%, l2, recovered 400 steps, SQNR 24.1 dB`."""
+        """`pruned 31% of MACs (41.0M -> 28.3M), params -29%, l2, recovered 400 steps, SQNR 24.1 dB`
+        (`..., host LiteRT latency 4.10 -> 2.87 ms (-30%, asked -30%), ...` for a latency target)."""
         text = (
             f"pruned {100 * self.removed('flops'):.0f}% of MACs ({self.before.macs / 1e6:.1f}M -> "
             f"{self.after.macs / 1e6:.1f}M), params -{100 * self.removed('params'):.0f}%, {self.criterion}"
         )
+        if self.latency is not None:
+            lat = self.latency
+            text += (
+                f", host LiteRT latency {lat.before_ms:.2f} -> {lat.after_ms:.2f} ms "
+                f"(-{100 * lat.removed:.0f}%, asked -{100 * lat.asked:.0f}%)"
+            )
         if self.recovery.method != "none":
             text += f", distilled {self.recovery.steps} steps"
         if self.fidelity.sqnr_db is not None:
             text += f", SQNR vs unpruned {self.fidelity.sqnr_db:.1f} dB"
         if self.fidelity.top1_agreement is not None:
             text += f", top-1 agreement {100 * self.fidelity.top1_agreement:.0f}%"
+        attention = [k.split(":")[0] for k in self.kept_whole if "attention" in k.lower()]
+        if attention:
+            text += (
+                f", attention kept whole ({', '.join(attention[:3])}{', ...' if len(attention) > 3 else ''})"
+            )
         return text
