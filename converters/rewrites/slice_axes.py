@@ -4,8 +4,10 @@ onnxsim fuses consecutive Slices into one over every axis, with 0..INT64_MAX on 
 whole. onnx2tf maps such a Slice wrongly onto a tensor it holds channels-last: silero-vad's STFT
 halves (a Conv1d output cut at channel 129) came out 258 and 0 channels wide, and the model then
 failed far downstream. Sliced along the one axis that is cut, onnx2tf gets it right, and sibling
-halves become one Split (chunk_slices_to_split runs after this). Slices whose bounds are not
-constants, whose input shape is not static, or that cut nothing are left alone.
+halves become one Split (chunk_slices_to_split runs after this). A Slice that cuts nothing at all
+becomes an Identity: onnx2tf cut magika's (a JAX export: a Conv output of width 1, sliced 0:1 on that
+axis and 0..INT_MAX on the others) to one channel. Slices whose bounds are not constants, whose input
+shape is not static, or that step other than 1 are left alone.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ def _clamp(value: int, dim: int) -> int:
 def cut_axes(
     shape: list[int], starts: list[int], ends: list[int], axes: list[int], steps: list[int]
 ) -> list[tuple[int, int, int, int]] | None:
-    """(axis, start, end, step) of each axis the Slice really cuts, bounds clamped (steps of 1 only);
-    None when it does not simplify (a negative or non-unit step, or nothing to drop or clamp)."""
+    """(axis, start, end, step) of each axis the Slice really cuts, bounds clamped (steps of 1 only):
+    [] when it cuts nothing (an identity); None when it does not simplify (a negative or non-unit
+    step, or nothing to drop or clamp)."""
     if any(step != 1 for step in steps) or len({a % len(shape) for a in axes}) != len(axes):
         return None
     cut, simpler = [], False
@@ -39,7 +42,7 @@ def cut_axes(
             continue
         simpler = simpler or (lo, hi) != (start, end)
         cut.append((axis, lo, hi, 1))
-    return cut if cut and simpler else None
+    return cut if simpler else None
 
 
 def _ints(view: OnnxGraph, node: onnx.NodeProto, index: int) -> list[int] | None:
@@ -62,6 +65,10 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if cut is None:
         return False
     hint = node.name or "slice"
+    if not cut:
+        name = node.name or view.fresh(hint)  # the node it replaces keeps its name: errors name it
+        view.replace([node], [helper.make_node("Identity", [node.input[0]], list(node.output), name=name)])
+        return True
     bounds = [
         view.add_initializer(np.array([c[i] for c in cut], dtype=np.int64), f"{hint}_{what}")
         for i, what in ((1, "starts"), (2, "ends"), (0, "axes"), (3, "steps"))
