@@ -53,10 +53,13 @@ class GpuFallback(Record):
 
 
 class GpuReport(Record):
+    OPTIONAL = ("build_problem",)
+
     supported_nodes: int  # nodes that pass every rule
     partitions: int  # GPU partitions the delegate's greedy partitioner cuts the graph into
     taken_nodes: int  # what it takes with its default options: one partition, the largest
     fallbacks: list[GpuFallback]  # the nodes left to the CPU by a rule
+    build_problem: str | None = None  # why the delegate would fail to build its graph (taken_nodes 0)
 
 
 class DelegateReport(Record):
@@ -111,6 +114,7 @@ def gpu_report(model: bytes) -> GpuReport:
         partitions=len(found.partitions),
         taken_nodes=len(found.taken),
         fallbacks=[GpuFallback(node=f.node, op=f.op, rule=f.rule) for f in found.fallbacks],
+        build_problem=found.build_problem,
     )
 
 

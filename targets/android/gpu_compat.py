@@ -23,13 +23,15 @@ are TensorFlow's tensorflow/lite/..., mirrored there, and did not change again u
   cut into GPU and CPU partitions. The delegate's default `max_delegated_partitions` is 1: it takes the
   largest GPU partition and leaves the others on the CPU.
 
-Left out: the contents of custom ops' options (MediaPipe's Convolution2DTransposeBias, MaxPoolingWithArgmax2D
-and MaxUnpooling2D keep strides and kernel sizes in an opaque struct; only their tensor counts are
-checked); ops the parsers reject only while building the GPU graph (`Parse`, e.g. a PReLU alpha whose
-shape does not match the input), which the delegate reports as a failure to build, not as a CPU
-fallback; data-dependent output shapes (dynamic tensors), which make the delegate refuse the whole model
-at run time; and gpu_compatibility.cc's rules for ops no GPU parser takes (EMBEDDING_LOOKUP,
-DYNAMIC_UPDATE_SLICE, STABLEHLO_*, ...), which are unsupported here as they are on the device.
+One failure of the build step (`Parse`) is checked, as edgeport's own w4a8 variant has it: constant
+int4 weights, which the delegate cannot read (model_builder_helper.cc `CreateVectorCopyData` takes
+float32/float16/int8/uint8/int32); building the GPU graph then fails and nothing runs on the GPU
+(`build_problem`). Left out: the other `Parse` failures (e.g. a PReLU alpha whose shape does not match
+the input); the contents of custom ops' options (MediaPipe's Convolution2DTransposeBias,
+MaxPoolingWithArgmax2D and MaxUnpooling2D keep strides and kernel sizes in an opaque struct; only their
+tensor counts are checked); data-dependent output shapes (dynamic tensors), which make the delegate
+refuse the whole model at run time; and gpu_compatibility.cc's rules for ops no GPU parser takes
+(EMBEDDING_LOOKUP, DYNAMIC_UPDATE_SLICE, STABLEHLO_*, ...), which are unsupported here as on the device.
 This is the static rule set, not a run on a phone's GPU: a driver or GPU-memory limit can still fail.
 """
 
@@ -595,6 +597,7 @@ class GpuAnalysis:
     partitions: tuple[tuple[int, ...], ...]  # GPU partitions of a greedy partitioner, in order
     taken: tuple[int, ...]  # what the delegate takes with its default options
     fallbacks: tuple[Fallback, ...]  # every node left to the CPU by a rule, with that rule
+    build_problem: str | None = None  # why building the GPU graph would fail (then `taken` is empty)
 
 
 def _is_const(model: schema.ModelT, tensor: schema.TensorT) -> bool:
@@ -757,4 +760,19 @@ def analyse(model: schema.ModelT) -> GpuAnalysis:
         for i in fp16_weights:
             reasons[i] = "float16 weights DEQUANTIZE: stays on the CPU when the graph is split"
     fallbacks = tuple(Fallback(i, plain[i].op, reasons[i]) for i in sorted(reasons))
-    return GpuAnalysis(len(ops), tuple(sorted(supported)), partitions, taken, fallbacks)
+    problem = build_problem([(i, signatures[i]) for i in taken])
+    return GpuAnalysis(
+        len(ops), tuple(sorted(supported)), partitions, () if problem else taken, fallbacks, problem
+    )
+
+
+def build_problem(nodes: Sequence[tuple[int, OpSignature]]) -> str | None:
+    """Why the delegate would fail to build its GPU graph from these nodes: constant int4 weights."""
+    for index, sig in nodes:
+        for k, spec in enumerate(sig.inputs):
+            if spec.is_const and spec.type == "int4":
+                return (
+                    f"node {index} {sig.op} has constant int4 input {k}, which the GPU delegate cannot read "
+                    "(CreateVectorCopyData): building the GPU graph fails and nothing runs on the GPU"
+                )
+    return None

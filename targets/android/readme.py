@@ -22,6 +22,8 @@ def _xnnpack(report: DelegateReport) -> str:
 
 def _gpu(report: DelegateReport) -> str:
     gpu = report.gpu
+    if gpu.build_problem:
+        return "none (see below)"
     if not gpu.fallbacks:
         return f"all {report.nodes}"
     return f"{gpu.taken_nodes} of {report.nodes} ({gpu.partitions} partitions)"
@@ -41,10 +43,13 @@ def _gpu_lines(section: AndroidSection) -> list[str]:
     ]
     for v in section.variants:
         fallbacks = v.delegates.gpu.fallbacks
-        if not fallbacks:
+        if not fallbacks and not v.delegates.gpu.build_problem:
             continue
         if len(lines) == 2:
             lines.append("")
+        if v.delegates.gpu.build_problem:
+            lines.append(f"- `{v.file}`: {v.delegates.gpu.build_problem}")
+            continue
         listed = "; ".join(f"node {f.node} {f.op}: {f.rule}" for f in fallbacks[:GPU_LISTED])
         more = f"; and {len(fallbacks) - GPU_LISTED} more" if len(fallbacks) > GPU_LISTED else ""
         lines.append(

@@ -56,6 +56,9 @@ def tf_models() -> dict[str, bytes]:
     def classify(x):
         return tf.math.argmax(plain(x), axis=1)
 
+    def small(x):
+        return tf.nn.softmax(tf.reduce_mean(stem(x), [1, 2]))
+
     def convert(fn, mode: str = "float32") -> bytes:
         spec = [tf.TensorSpec(IMAGE, tf.float32)]
         concrete = tf.function(fn, input_signature=spec).get_concrete_function()
@@ -82,6 +85,8 @@ def tf_models() -> dict[str, bytes]:
         "plain_float16": convert(plain, "float16"),
         "classify_int8": convert(classify, "int8"),
         "plain_int16x8": convert(plain, "int16x8"),
+        "small_float32": convert(small),
+        "small_int8": convert(small, "int8"),
     }
 
 
@@ -141,6 +146,21 @@ def test_integer_models(tf_models):
     assert [f.node for f in found.fallbacks] == list(range(len(ops)))
     assert found.partitions == () and found.taken == ()
     assert all("int16" in f.rule for f in found.fallbacks)
+
+
+def test_int4_weights_fail_the_gpu_build(tf_models):
+    from edgeport.quant.int4 import to_w4a8
+
+    w4a8, layers = to_w4a8(tf_models["small_int8"], tf_models["small_float32"])
+    assert [layer.op for layer in layers] == ["CONV_2D"]
+    ops, found = _found(w4a8)
+    # Every node passes the rules, but the delegate cannot read the int4 filter: nothing on the GPU.
+    assert found.fallbacks == () and len(found.supported) == len(ops)
+    assert (
+        found.taken == () and f"node {ops.index('CONV_2D')} CONV_2D has constant int4" in found.build_problem
+    )
+    assert gpu_report(w4a8).taken_nodes == 0
+    assert _found(tf_models["small_int8"])[1].build_problem is None
 
 
 def test_float16_weights(tf_models):

@@ -13,6 +13,7 @@ from edgeport.targets.android.gpu_compat import (
     TensorSpec,
     analyse,
     bool_cast_rule,
+    build_problem,
     logical_rule,
     op_rule,
     partition,
@@ -154,6 +155,17 @@ def test_comparisons_and_bool_casts_depend_on_their_neighbours():
     assert bool_cast_rule(1, 1, 1) is None
     assert "right after" in bool_cast_rule(0, 1, 1)
     assert "model output" in bool_cast_rule(1, 1, 0)
+
+
+def test_int4_constants_fail_the_build():
+    int4 = sig(
+        "CONV_2D", [x(1, 8, 8, 3, type="int8"), c(4, 3, 3, 3, type="int4"), c(4, type="int32")], [x(1)]
+    )
+    int8 = sig(
+        "CONV_2D", [x(1, 8, 8, 3, type="int8"), c(4, 3, 3, 3, type="int8"), c(4, type="int32")], [x(1)]
+    )
+    assert build_problem([(0, int8), (3, int4)]).startswith("node 3 CONV_2D has constant int4 input 1")
+    assert build_problem([(0, int8)]) is None and build_problem([]) is None
 
 
 def test_greedy_partitioning():
