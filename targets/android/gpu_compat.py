@@ -541,7 +541,13 @@ def parser_rule(sig: OpSignature) -> str | None:
 
 def op_rule(sig: OpSignature) -> str | None:
     """Why the GPU delegate's parser for this node refuses it (None: it takes it), graph aside."""
-    return parser_rule(sig) or PARSERS[sig.op].check(sig)
+    problem = parser_rule(sig)
+    if problem:
+        return problem
+    try:
+        return PARSERS[sig.op].check(sig)
+    except IndexError:  # a node without a tensor its rule reads: refused, not a crash of the report
+        return f"{sig.op} lacks an input or output the GPU rules read"
 
 
 def tensor_rule(sig: OpSignature) -> str | None:
@@ -552,10 +558,11 @@ def tensor_rule(sig: OpSignature) -> str | None:
         for index, spec in enumerate(specs):
             if spec.type == "none":
                 continue
+            tensor = f"{side} {index}" + (f" ({spec.name})" if spec.name else "")
             if len(spec.dims) > MAX_RANK:
-                return f"{side} {index} has rank {len(spec.dims)}; the GPU delegate takes rank <= {MAX_RANK}"
+                return f"{tensor} has rank {len(spec.dims)}; the GPU delegate takes rank <= {MAX_RANK}"
             if not spec.is_const and spec.type not in allowed:
-                return f"{side} {index} is {spec.type}; the GPU delegate takes {'/'.join(allowed)} here"
+                return f"{tensor} is {spec.type}; the GPU delegate takes {'/'.join(allowed)} here"
     return None
 
 
@@ -733,7 +740,13 @@ def analyse(model: schema.ModelT) -> GpuAnalysis:
                 (plain[c].op, plain[c].outputs[0].type) for c in consumers.get(out, []) if plain[c].outputs
             ]
             return parser_rule(sig) or logical_rule(after, count(producers, out))
-        if sig.op == "CAST" and sig.inputs and sig.inputs[0].type == "bool" and sig.outputs[0].type in FLOAT:
+        if (
+            sig.op == "CAST"
+            and sig.inputs
+            and sig.outputs
+            and sig.inputs[0].type == "bool"
+            and sig.outputs[0].type in FLOAT
+        ):
             src, dst = node_in[i][0], node_out[i][0]
             problem = bool_cast_rule(count(producers, src), count(consumers, src), count(consumers, dst))
             if problem:

@@ -60,6 +60,11 @@ def test_op_versions_above_the_parsers_limit_fall_back():
     assert "takes up to version 9" in op_rule(sig("FULLY_CONNECTED", fc, [x(1, 8)], version=10))
     assert op_rule(sig("RESHAPE", [x(1, 4), c(2, type="int32")], [x(4)], version=2)) is not None
     assert op_rule(sig("MEAN", [x(1, 4, 4, 8), c(2, type="int32")], [x(1, 8)], version=7)) is None  # no limit
+    # A node missing a tensor its rule reads is refused with a reason, not a crash of the report.
+    assert (
+        op_rule(sig("FULLY_CONNECTED", [], [x(1, 8)]))
+        == "FULLY_CONNECTED lacks an input or output the GPU rules read"
+    )
 
 
 def test_convolution_options_and_fused_activations():
