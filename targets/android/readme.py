@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeport import __version__
-from edgeport.targets.android.delegates import DelegateReport
+from edgeport.targets.android.delegates import DelegateReport, GpuFallback
 from edgeport.targets.android.section import AndroidSection
 
 
@@ -29,7 +29,19 @@ def _gpu(report: DelegateReport) -> str:
     return f"{gpu.taken_nodes} of {report.nodes} ({gpu.partitions} partitions)"
 
 
-GPU_LISTED = 8  # fallbacks listed per variant; the manifest has them all
+GPU_LISTED = 8  # rules listed per variant, and nodes per rule; the manifest has every fallback
+
+
+def _fallback_groups(fallbacks: list[GpuFallback]) -> list[str]:
+    """One entry per (op, rule), in node order: 'OP (nodes 0, 1, ...): rule'."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for f in fallbacks:
+        groups.setdefault((f.op, f.rule), []).append(f.node)
+    entries = []
+    for (op, rule), nodes in groups.items():
+        shown = ", ".join(str(n) for n in nodes[:GPU_LISTED]) + (", ..." if len(nodes) > GPU_LISTED else "")
+        entries.append(f"{op} (node{'s' if len(nodes) > 1 else ''} {shown}): {rule}")
+    return entries
 
 
 def _gpu_lines(section: AndroidSection) -> list[str]:
@@ -50,8 +62,9 @@ def _gpu_lines(section: AndroidSection) -> list[str]:
         if v.delegates.gpu.build_problem:
             lines.append(f"- `{v.file}`: {v.delegates.gpu.build_problem}")
             continue
-        listed = "; ".join(f"node {f.node} {f.op}: {f.rule}" for f in fallbacks[:GPU_LISTED])
-        more = f"; and {len(fallbacks) - GPU_LISTED} more" if len(fallbacks) > GPU_LISTED else ""
+        groups = _fallback_groups(fallbacks)
+        listed = "; ".join(groups[:GPU_LISTED])
+        more = f"; and {len(groups) - GPU_LISTED} more rules" if len(groups) > GPU_LISTED else ""
         lines.append(
             f"- `{v.file}`: {len(fallbacks)} node(s) fall back to the CPU, "
             f"{v.delegates.gpu.partitions} GPU partition(s): {listed}{more}"

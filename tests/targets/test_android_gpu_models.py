@@ -198,3 +198,14 @@ def test_zoo_cnn_is_taken_whole(zoo_cnn, precision):
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD"} <= set(ops)
     assert found.fallbacks == ()
     assert found.taken == tuple(range(len(ops))) and found.partitions == (found.taken,)
+
+
+def test_readme_lists_each_rule_once(tf_models):
+    from edgeport.targets.android.readme import _fallback_groups
+
+    ops = parse_tflite(tf_models["gather_nd_float16"]).ops
+    dequantize = [i for i, op in enumerate(ops) if op == "DEQUANTIZE"]
+    groups = _fallback_groups(gpu_report(tf_models["gather_nd_float16"]).fallbacks)
+    assert len(groups) == 2 and len(dequantize) >= 2
+    assert groups[0].startswith(f"DEQUANTIZE (nodes {', '.join(map(str, dequantize))}): float16 weights")
+    assert groups[1] == f"GATHER_ND (node {ops.index('GATHER_ND')}): no GPU kernel for op GATHER_ND"
