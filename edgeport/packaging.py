@@ -84,7 +84,8 @@ def merge_manifest(
     if not manifest.source:  # a bare .tflite: recorded by name and hash, its path goes to `run`
         manifest.set_source(model_path, "tflite", str(model_path))
     owned = set(owned)
-    manifest.artifacts = [a for a in manifest.artifacts if a.path not in owned]
+    # An owned folder owns every file listed under it.
+    manifest.artifacts = [a for a in manifest.artifacts if a.path.split("/")[0] not in owned]
     return manifest
 
 

@@ -7,7 +7,8 @@ signature runner uses) and listed in the model's own input/output order (`for_mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +73,63 @@ def read_labels(path: Path, flag: str) -> list[str]:
 
 
 def labelled_output(outputs: Sequence[TensorSpec]) -> TensorSpec:
-    """The output the labels name: the first [batch, classes] output, else the first output."""
+    """The output a plain `--labels FILE` names: the first [batch, classes] output, else the first output."""
     return next((s for s in outputs if len(s.shape) == 2), outputs[0])
 
 
-def check_labels(labels: Sequence[str], outputs: Sequence[TensorSpec], flag: str) -> TensorSpec:
-    out = labelled_output(outputs)
+def check_labels(labels: Sequence[str], out: TensorSpec, key: str, what: str) -> None:
+    """One label per element of the output's last axis (its classes)."""
     size = model_shape(out)[-1] if out.shape else 1
     if len(labels) != size:
         raise EdgeportError(
-            f"{flag} has {len(labels)} labels but output {out.name!r} has {size} classes (shape {out.shape})",
+            f"{what} has {len(labels)} labels but output {key!r} has {size} classes (shape {out.shape})",
             f"give one label per line, {size} lines",
         )
-    return out
+
+
+def parse_labels(
+    values: Sequence[str], outputs: Sequence[TensorSpec], keys: Mapping[str, str], flag: str
+) -> dict[str, list[str]]:
+    """The labels of each labelled output, by source name, from `--labels` values: FILE for the output
+    `labelled_output` picks, OUTPUT=FILE for a named output (its signature key or source name). Each is
+    checked against its output's size; an output labelled twice or an unknown OUTPUT is an error."""
+    by_name = {**{keys[s.name]: s for s in outputs}, **{s.name: s for s in outputs}}
+    found: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, file = value.partition("=")
+        if sep and name in by_name:
+            out, path = by_name[name], Path(file)
+        elif sep and not Path(value).is_file():
+            raise EdgeportError(
+                f"{flag} {value!r} names output {name!r}, which the model does not have "
+                f"(outputs: {', '.join(keys[s.name] for s in outputs)})",
+                f"write {flag} OUTPUT=FILE with one of those, or {flag} FILE for the classifier output",
+            )
+        else:
+            out, path = labelled_output(outputs), Path(value)
+        if out.name in found:
+            raise EdgeportError(
+                f"{flag} gives output {keys[out.name]!r} two labels files", "give each output one"
+            )
+        labels = read_labels(path, flag)
+        check_labels(labels, out, keys[out.name], f"{flag} {path.name}")
+        found[out.name] = labels
+    return found
+
+
+def label_files(keys: Sequence[str]) -> dict[str, str]:
+    """The labels file of each labelled output (by signature key), inside every variant and in OUTDIR:
+    labels.txt when one output has labels, labels_<output>.txt each when several have."""
+    if len(keys) == 1:
+        return {keys[0]: LABELS_FILE}
+    names: dict[str, str] = {}
+    for key in keys:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("._") or "output"
+        name, n = f"labels_{stem}.txt", 2
+        while name in names.values():
+            name, n = f"labels_{stem}_{n}.txt", n + 1
+        names[key] = name
+    return names
 
 
 def check_normalization(
@@ -129,18 +174,18 @@ def build_metadata(
     keys: dict[str, str],
     default_name: str,
     keep_nchw: bool,
-    labels: Sequence[str] | None,
+    labels: Mapping[str, str],
     spell: dict[str, str],
 ) -> ModelMetadata:
     """The metadata of every variant (inputs and outputs in the source's order, named by `keys`:
-    source name -> signature key). `spell` maps option fields to the flags as written (errors)."""
+    source name -> signature key; `labels`: output source name -> its labels file, checked by
+    `parse_labels`). `spell` maps option fields to the flags as written (errors)."""
     first = inputs[0]
     mean = check_normalization(options.mean, first, keep_nchw, spell["mean"])
     std = check_normalization(options.std, first, keep_nchw, spell["std"])
     if (mean is None) != (std is None):
         given, missing = ("mean", "std") if std is None else ("std", "mean")
         raise EdgeportError(f"{spell[given]} given without {spell[missing]}", "give both, or neither")
-    labelled = check_labels(labels, outputs, spell["labels"]) if labels is not None else None
     value_range = model_range(options.input_range, mean, std)
 
     def tensor(spec: TensorSpec, is_input: bool) -> TensorMetadata:
@@ -153,8 +198,9 @@ def build_metadata(
         described = spec is first and mean is not None and std is not None
         low, high = value_range if value_range is not None and spec is first else ([], [])
         files = []
-        if spec is labelled:
-            files = [AssociatedFile(name=LABELS_FILE, description="Labels for the classes of this output.")]
+        if not is_input and spec.name in labels:
+            described = "Labels for the classes of this output."
+            files = [AssociatedFile(name=labels[spec.name], description=described)]
         kind = "image" if image else "tensor"
         return TensorMetadata(
             name=keys[spec.name],

@@ -19,7 +19,7 @@ from edgeport.packaging import artifact, write_package
 from edgeport.quant.calibration import check_calibration
 from edgeport.quant.input_stats import from_user
 from edgeport.runtimes.litert import interpreter, match_signature
-from edgeport.targets.android import describe, metadata, readme
+from edgeport.targets.android import bundle, describe, metadata, readme
 from edgeport.targets.android.delegates import GPU_NOTE, delegate_report
 from edgeport.targets.android.section import AndroidSection, Signature, SkippedVariant, VariantEntry
 from edgeport.targets.android.signature import SIGNATURE_KEY
@@ -28,12 +28,14 @@ from edgeport.targets.android.variants import PURPOSE, FloatSource, MadeVariant,
 from edgeport.tflite_file import parse_tflite
 
 METADATA_FILE = "metadata.json"
-# What the package writes at the top of OUTDIR; anything else there is kept when updating in place.
+# What the package writes at the top of OUTDIR (and the labels files of the outputs given some); anything
+# else there is kept when updating in place.
 GENERATED = (
     *(f"model_{name}.tflite" for name in VARIANT_NAMES),
     describe.LABELS_FILE,
     METADATA_FILE,
     "README.md",
+    bundle.BUNDLE_DIR,
 )
 
 
@@ -135,13 +137,15 @@ def package(
             f"{outdir} holds the model being packaged ({model})", "package into another directory with -o"
         )
     check_outdir(outdir, force)
-    labels = describe.read_labels(options.labels, spell["labels"]) if options.labels is not None else None
     source = load_source(model)
     if options.calibration is not None:
         check_calibration(options.calibration, source.in_specs)
     options, found = _normalisation_from_model(options, source)
     keys_in, keys_out, _, _ = _signature(source.float32)
     keys = {**match_signature(source.in_specs, keys_in), **match_signature(source.out_specs, keys_out)}
+    labels = describe.parse_labels(options.labels, source.out_specs, keys, spell["labels"])
+    # output signature key -> its labels file
+    label_files = describe.label_files([keys[s.name] for s in source.out_specs if s.name in labels])
     meta = describe.build_metadata(
         options,
         source.in_specs,
@@ -149,9 +153,15 @@ def package(
         keys,
         _default_name(source),
         source.keep_nchw,
-        labels,
+        {name: label_files[keys[name]] for name in labels},
         spell,
     )
+    wrapped = None
+    if options.bundle:  # a tensor the Kotlin wrapper cannot pass fails here, before any variant is made
+        wrapped = (
+            bundle.wrapper_tensors(source.in_specs, keys, meta.inputs, source.keep_nchw),
+            bundle.wrapper_tensors(source.out_specs, keys, meta.outputs, source.keep_nchw),
+        )
     first = _first_input(meta, keys, source)
     stated = from_user(None, None, (min(first.value_min), max(first.value_max))) if first.value_min else None
     if stated is not None:  # the range the first input takes: calibrate and verify on it
@@ -166,11 +176,11 @@ def package(
     if not made:
         name, why = next(iter(missing.items()))
         raise EdgeportError(f"no variant could be made ({name}: {why})", f"check {spell['variants']}")
-    files = {describe.LABELS_FILE: "\n".join(labels).encode() + b"\n"} if labels is not None else {}
+    files = {label_files[keys[name]]: "\n".join(lines).encode() + b"\n" for name, lines in labels.items()}
     with write_package(
         outdir,
         force=force,
-        owned=GENERATED,
+        owned=(*GENERATED, *files),
         model_path=model,
         source=source.manifest,
         command=command,
@@ -180,9 +190,9 @@ def package(
         entries = [_write_variant(v, meta, files, stage, manifest) for v in made]
         (stage / METADATA_FILE).write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n")
         manifest.artifacts.append(artifact(stage / METADATA_FILE, stage, "other"))
-        if labels is not None:
-            (stage / describe.LABELS_FILE).write_bytes(files[describe.LABELS_FILE])
-            manifest.artifacts.append(artifact(stage / describe.LABELS_FILE, stage, "other"))
+        for name, content in sorted(files.items()):
+            (stage / name).write_bytes(content)
+            manifest.artifacts.append(artifact(stage / name, stage, "other"))
         skipped = [SkippedVariant(name=n, reason=r) for n, r in missing.items()]
         section = AndroidSection(
             model=model.name,
@@ -192,11 +202,16 @@ def package(
             signature=Signature(key=SIGNATURE_KEY, inputs=keys_in, outputs=keys_out),
             metadata=meta,
             metadata_file=METADATA_FILE,
-            labels_file=describe.LABELS_FILE if labels is not None else None,
+            labels_files=label_files,
+            bundle=bundle.BUNDLE_DIR if wrapped is not None else None,
             notes=[*found, *_missing_normalisation(meta), *notes, GPU_NOTE],
         )
         (stage / "README.md").write_text(readme.render(section))
         manifest.artifacts.append(artifact(stage / "README.md", stage, "other"))
+        if wrapped is not None:
+            spec = bundle.wrapper_spec(section, *wrapped)
+            for path in bundle.write_bundle(stage / bundle.BUNDLE_DIR, stage, section, spec):
+                manifest.artifacts.append(artifact(path, stage, "other"))
         section.record(manifest)
     return AndroidPackage(outdir, model, entries, skipped, manifest)
 

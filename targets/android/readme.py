@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgeport import __version__
+from edgeport.targets.android.bundle import ship_for
 from edgeport.targets.android.delegates import DelegateReport, GpuFallback
 from edgeport.targets.android.section import AndroidSection
 
@@ -72,20 +73,34 @@ def _gpu_lines(section: AndroidSection) -> list[str]:
     return lines
 
 
-def _advice(names: set[str]) -> list[str]:
-    """One piece of advice per delegate, naming only variants this package has."""
-    advice = []
-    gpu = "float16" if "float16" in names else "float32" if "float32" in names else None
-    if gpu:
-        advice.append(f"the GPU delegate: `model_{gpu}.tflite`")
-    cpu = next((n for n in ("int8_float_io", "dynamic", "float32") if n in names), None)
-    if cpu:
-        advice.append(f"the CPU (XNNPACK): `model_{cpu}.tflite`")
-    if "int8" in names:
-        advice.append("NPUs and DSPs behind NNAPI: `model_int8.tflite` (integer-only, int8 I/O)")
-    if "w4a8" in names:
+ACCELERATOR_NAMES = {
+    "CPU": "the CPU (XNNPACK)",
+    "GPU": "the GPU delegate",
+    "NNAPI": "NPUs and DSPs behind NNAPI",
+}
+
+
+def _advice(section: AndroidSection) -> list[str]:
+    """The variant for each accelerator, as measured (bundle.ship_for, also the Android module's
+    defaults), and the smallest download when there is one."""
+    advice = [
+        f"{ACCELERATOR_NAMES[accelerator]}: `{entry.file}` ({why})"
+        for accelerator, (entry, why) in ship_for(section.variants).items()
+    ]
+    if "w4a8" in {v.name for v in section.variants}:
         advice.append("the smallest download: `model_w4a8.tflite` (check its accuracy above)")
     return advice
+
+
+def _bundle_lines(section: AndroidSection) -> list[str]:
+    if section.bundle is None:
+        return []
+    return [
+        "",
+        f"`{section.bundle}/` is an Android library module with these variants and labels as assets and a "
+        "Kotlin wrapper class that loads one, applies the normalisation and runs it on the CPU, the GPU or "
+        f"NNAPI: see `{section.bundle}/README.md`.",
+    ]
 
 
 def render(section: AndroidSection) -> str:
@@ -127,7 +142,8 @@ def render(section: AndroidSection) -> str:
         lines += [f"- {s.name}: {s.reason}" for s in section.skipped]
     if section.notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in section.notes]
-    lines += ["", "Which to ship: " + "; ".join(_advice({v.name for v in section.variants})) + "."]
+    lines += ["", "Which to ship: " + "; ".join(_advice(section)) + "."]
+    lines += _bundle_lines(section)
     # Latency is measured, not packaged: timings differ between runs and the manifest does not.
     specs = " ".join(f"OUTDIR:{v.name}" for v in section.variants)
     lines += [

@@ -49,5 +49,6 @@ class AndroidSection(Section):
     signature: Signature
     metadata: ModelMetadata  # embedded in every variant (TFLITE_METADATA) and in metadata.json
     metadata_file: str
-    labels_file: str | None = None
+    labels_files: dict[str, str] = Field(default_factory=dict)  # output (signature key) -> its labels file
+    bundle: str | None = None  # the Android module's directory (targets/android/bundle.py), None: --no-bundle
     notes: list[str] = Field(default_factory=list)

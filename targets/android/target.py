@@ -25,10 +25,12 @@ class AndroidOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    labels: Path | None = Field(
-        None,
-        description="Labels file, one label per line, for the classifier output (the first [batch, classes] "
-        "output): attached to every variant as TFLite metadata (TENSOR_AXIS_LABELS).",
+    labels: list[str] = Field(
+        default_factory=list,
+        description="Labels file, one label per line, attached to every variant as TFLite metadata "
+        "(TENSOR_AXIS_LABELS): FILE for the classifier output (the first [batch, classes] output), "
+        "OUTPUT=FILE for a named output; repeat it for several outputs.",
+        json_schema_extra=cli(text=True, multiple=True, metavar="[OUTPUT=]FILE"),
     )
     mean: list[float] | None = Field(
         None,
@@ -73,6 +75,19 @@ class AndroidOptions(BaseModel):
     calibration: Path | None = Field(
         None, description="Real calibration samples (.npy, .npz or a dir) for the int8 variants."
     )
+    bundle: bool = Field(
+        True,
+        description="Write android/, a Gradle module with the variants and labels as assets and a Kotlin "
+        "wrapper class (--no-bundle: the model files only).",
+    )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_files(cls, value: Any) -> Any:
+        """One file (a str or Path, as Python callers pass it) or several."""
+        if isinstance(value, (str, Path)):
+            return [str(value)]
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
 
     @field_validator("mean", "std", mode="before")
     @classmethod

@@ -46,9 +46,9 @@ def test_labels_name_the_classifier_output(tmp_path):
     feature_map = TensorSpec("seg", [1, 3, 8, 8], channels_last=True)
     scores = TensorSpec("scores", [1, 5])
     assert describe.labelled_output([feature_map, scores]) is scores
-    assert describe.check_labels(list("abcde"), [feature_map, scores], "--labels") is scores
+    describe.check_labels(list("abcde"), scores, "scores", "--labels")
     with pytest.raises(EdgeportError, match="has 4 labels but output 'scores' has 5 classes"):
-        describe.check_labels(list("abcd"), [feature_map, scores], "--labels")
+        describe.check_labels(list("abcd"), scores, "scores", "--labels")
     path = tmp_path / "labels.txt"
     path.write_text("a\n b \n\n")
     assert describe.read_labels(path, "--labels") == ["a", "b"]
@@ -85,13 +85,21 @@ def test_integer_only_counts_float_tensors_inside_the_graph():
 
 
 def test_readme_advice_names_only_built_variants():
+    from types import SimpleNamespace
+
     from edgeport.targets.android.readme import _advice
 
-    assert _advice({"float32", "int8"}) == [
-        "the GPU delegate: `model_float32.tflite`",
-        "the CPU (XNNPACK): `model_float32.tflite`",
-        "NPUs and DSPs behind NNAPI: `model_int8.tflite` (integer-only, int8 I/O)",
-    ]
+    def entry(name: str, integer_only: bool) -> SimpleNamespace:
+        delegates = SimpleNamespace(
+            nodes=4, xnnpack_nodes=4, gpu=SimpleNamespace(taken_nodes=4), integer_only=integer_only
+        )
+        return SimpleNamespace(name=name, file=f"model_{name}.tflite", delegates=delegates)
+
+    advice = _advice(SimpleNamespace(variants=[entry("float32", False), entry("int8", True)]))
+    assert len(advice) == 3
+    assert advice[0].startswith("the CPU (XNNPACK): `model_float32.tflite` (")
+    assert advice[1].startswith("the GPU delegate: `model_float32.tflite` (")
+    assert advice[2].startswith("NPUs and DSPs behind NNAPI: `model_int8.tflite` (integer-only")
 
 
 def test_index_inputs_are_small_non_negative_integers():
@@ -128,6 +136,6 @@ def test_normalisation_found_in_the_model_means_raw_values():
     assert _normalisation_from_model(AndroidOptions(), source("batchnorm")) == (AndroidOptions(), [])
 
     keys = {"image": "image", "meta": "m"}
-    meta = describe.build_metadata(AndroidOptions(), [IMAGE], [FEATURES], keys, "n", False, None, _spell())
+    meta = describe.build_metadata(AndroidOptions(), [IMAGE], [FEATURES], keys, "n", False, {}, _spell())
     (note,) = _missing_normalisation(meta)
     assert "image input image has no normalisation" in note

@@ -218,7 +218,7 @@ def test_kws_metadata_labels_and_signature(kws_package, labels_file):
     from edgeport.targets.android.section import AndroidSection
 
     typed = AndroidSection.of(Manifest.read(kws_package), str(kws_package))
-    assert typed.metadata == sidecar and typed.labels_file == "labels.txt"
+    assert typed.metadata == sidecar and typed.labels_files == {"output": "labels.txt"}
     assert [v.name for v in typed.variants] == [v["name"] for v in section["variants"]]
     assert typed.model_dump(mode="json") == section
 
