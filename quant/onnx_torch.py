@@ -648,7 +648,7 @@ class Evaluator(nn.Module):
             while args and args[-1] is None:
                 args.pop()
             try:
-                out = _OPS[node.op_type](self, attrs, *args)
+                out = self.run_node(node, attrs, args)
             except UnsupportedOnnxGraph:
                 raise
             except Exception as exc:
@@ -662,6 +662,10 @@ class Evaluator(nn.Module):
                     env[name] = value
         results = tuple(env[name] for name in self.output_names)
         return results[0] if len(results) == 1 else results
+
+    def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
+        """One node's outputs (a subclass may run some nodes through modules: quant/prune/onnx_source.py)."""
+        return _OPS[node.op_type](self, attrs, *args)
 
 
 def batchnorm_count(model: onnx.ModelProto) -> int:

@@ -104,6 +104,8 @@ def torch_passes(state: ConvertState) -> None:
     source, opts = _source(state), state.options
     shapes = _reference_inputs(source, opts)
     specs = [TensorSpec(n, sh) for n, sh in zip(_input_names(source, len(shapes), opts), shapes, strict=True)]
+    if not source.is_torch:  # pruning an ONNX source: the graph's own inputs
+        specs = _onnx_input_specs(onnx_prepare.fix_input_shapes(source.onnx_model, opts.input_shapes))
     module = copy.deepcopy(state.reference)  # the reference must not see what the passes change
     model = TorchModel(module, state, specs, _user_input_stats(opts, specs, {}))
     passes = asked_torch_passes(opts, source, TORCH_PASSES)
@@ -138,8 +140,8 @@ def export(state: ConvertState) -> None:
             fold_constants=False,
         )
         model = onnx_prepare.fix_input_shapes(model, shapes)
-    else:
-        model = onnx_prepare.fix_input_shapes(source.onnx_model, opts.input_shapes)
+    else:  # the source, or what the PyTorch passes made of it (pruned)
+        model = onnx_prepare.fix_input_shapes(state.reference, opts.input_shapes)
         if opts.input_names:
             current = list(onnx_prepare.input_shapes_of(model))
             model = onnx_prepare.rename_io(

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgeport.errors import EdgeportError
 from edgeport.options import flag_spell
 from edgeport.pipeline.passes import Pass, PassReport
 from edgeport.tensors import TensorSpec
@@ -49,16 +48,33 @@ class PruneReport(PassReport):
 
 
 def _prune(model: TorchModel) -> tuple[TorchModel, PassReport]:
+    import onnx
+
     from edgeport.quant.prune import PruneOptions, prune_module
 
     options = model.state.options.prune
     assert options is not None, "asked only with --prune"
+    # An ONNX source is pruned as a module (quant/prune/onnx_source.py) and handed on re-exported.
+    graph = model.module if isinstance(model.module, onnx.ModelProto) else None
+    module = _onnx_module(graph, model) if graph is not None else model.module
     result = prune_module(
-        model.module, model.specs, model.input_stats, options, model.state.step, flag_spell(PruneOptions)
+        module, model.specs, model.input_stats, options, model.state.step, flag_spell(PruneOptions)
     )
     result.section.record(model.state.manifest)
-    model.module = model.reference = result.module
+    pruned = result.module
+    if graph is not None:
+        from edgeport.quant.prune.onnx_source import reexported
+
+        pruned = reexported(result.module, model.specs, model.state.options.opset)
+    model.module = model.reference = pruned
     return model, PruneReport(summary=result.section.describe(), notes=result.notes)
+
+
+def _onnx_module(graph: Any, model: TorchModel) -> Any:
+    from edgeport.converters.onnx_prepare import fix_input_shapes
+    from edgeport.quant.prune.onnx_source import prunable_module
+
+    return prunable_module(fix_input_shapes(graph, [s.shape for s in model.specs]))
 
 
 TORCH_PASSES: list[Pass[TorchModel]] = [
@@ -72,15 +88,15 @@ TORCH_PASSES: list[Pass[TorchModel]] = [
 ASKED: dict[str, Callable[[ConvertOptions], bool]] = {"prune": lambda options: options.prune is not None}
 
 
+# Passes that also take an ONNX source (through quant/onnx_torch.py's evaluator).
+ONNX_SOURCE: set[str] = {"prune"}
+
+
 def asked_torch_passes(
     options: ConvertOptions, source: LoadedSource, registry: list[Pass[TorchModel]] = TORCH_PASSES
 ) -> list[Pass[TorchModel]]:
     """The passes of `registry` this conversion runs (skipped ones included: the stage reports them)."""
-    if options.prune is not None and not source.is_torch:
-        raise EdgeportError(
-            f"--prune works on a PyTorch model; {source.path.name} is ONNX",
-            "convert the PyTorch model it was exported from (file.py:callable, TorchScript or .pt2)",
-        )
+    asked = [p for p in registry if ASKED.get(p.name, lambda _o: True)(options)]
     if not source.is_torch:
-        return []
-    return [p for p in registry if ASKED.get(p.name, lambda _o: True)(options)]
+        return [p for p in asked if p.name in ONNX_SOURCE and p.name in ASKED]
+    return asked

@@ -7,10 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from edgeport.cli import main
-from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.quant.prune import PruneOptions, PruningSection
@@ -58,15 +56,6 @@ def test_recovery_in_convert(tmp_path: Path) -> None:
     )
     section = PruningSection.of(Manifest.read(tmp_path / "o"), "o")
     assert section.recovery.steps == 10 and section.recovery.loss_end is not None
-
-
-def test_onnx_source_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "m.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 8, 3).eval(), (torch.randn(1, 3, 8, 8),), str(path), dynamo=False)
-    outdir = tmp_path / "out"
-    with pytest.raises(EdgeportError, match="--prune works on a PyTorch model; m.onnx is ONNX"):
-        convert_model(ConvertOptions(source=str(path), outdir=outdir, prune=_prune()))
-    assert not outdir.exists()
 
 
 @pytest.mark.parametrize(

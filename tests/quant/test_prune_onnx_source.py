@@ -1,0 +1,84 @@
+"""--prune on an ONNX source: pruned through quant/onnx_torch.py's evaluator (Conv/Gemm as modules),
+re-exported under the source's names, converted and verified; refused in one line when the evaluator
+cannot run the graph or nothing in it can be pruned (exit 1, nothing written)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeport.cli import main
+from edgeport.manifest import Manifest
+from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.quant.prune import PruneOptions, PruningSection
+from edgeport.quant.prune.export import exported_graph
+from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.zoo import by_name
+
+PRUNE = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+
+
+def _zoo_onnx(name: str, path: Path) -> Path:
+    zoo = by_name(name)
+    onnx.save(exported_graph(zoo.build(), zoo.example_inputs(), ["image"]), str(path))
+    return path
+
+
+def test_onnx_source_prunes_converts_and_keeps_its_names(tmp_path: Path) -> None:
+    source = _zoo_onnx("ds_cnn_kws", tmp_path / "kws.onnx")
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE))
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert section.removed() >= 0.3 and section.kept_whole == []
+    assert section.after.onnx_macs == section.after.macs < section.before.macs
+    converted = onnx.load(str(outdir / "model.onnx"))
+    assert [i.name for i in converted.graph.input] == ["image"]
+    assert [o.name for o in converted.graph.output] == ["output"]
+    assert "pruned 3" in result.summary().splitlines()[0]
+
+
+def _conv_then(op: str, path: Path, **attrs: object) -> Path:
+    """x -> Conv(8) -> `op` -> y: a graph with one op the evaluator may lack."""
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32), "w"
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node(op, ["c"], ["y"], **attrs),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("op", "attrs", "message"),
+    [
+        ("Hardmax", {"axis": 1}, "ONNX-to-PyTorch evaluator, which cannot run this graph: op Hardmax"),
+        ("Relu", {}, "nothing in this model can be pruned"),
+    ],
+)
+def test_onnx_source_refusals_are_one_line(
+    op: str, attrs: dict, message: str, tmp_path: Path, capsys
+) -> None:
+    source = _conv_then(op, tmp_path / "m.onnx", **attrs)
+    outdir = tmp_path / "out"
+    assert main(["convert", str(source), "--prune", "0.3", "-o", str(outdir), "-q"]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert not outdir.exists()
