@@ -78,7 +78,8 @@ def package(
 
     For cortex-m: model_data.h/.cc, model_ops.h, model_settings.h (kTensorArenaSize measured in the
     TFLite Micro interpreter), a self-test firmware project, README.md and edgeport.json in OUTDIR.
-    For android: the model variants with TFLite metadata, metadata.json, README.md and edgeport.json.
+    For android: the model variants with TFLite metadata, metadata.json, README.md, edgeport.json and
+    android/, a Gradle module with the variants as assets and a Kotlin wrapper class (--no-bundle: without).
     """
     chosen = get_target(target)
     if list_boards:

@@ -190,8 +190,8 @@ def render_readme(section: AndroidSection, spec: WrapperSpec) -> str:
         f"Copy this folder into the app's project (say as `{module}/`), add "
         f'`include(":{package.split(".")[-1]}")` to `settings.gradle.kts` and '
         f'`implementation(project(":{package.split(".")[-1]}"))` to the app\'s dependencies; the root '
-        "build declares the `com.android.library` and `org.jetbrains.kotlin.android` plugins. Ship fewer "
-        "files by leaving unused variants out of the copy and out of `Variant`.",
+        "build declares the `com.android.library` and `org.jetbrains.kotlin.android` plugins. To ship "
+        "fewer files, package again with `--variants` naming only those.",
         "",
         "```kotlin",
         bundle_kotlin.usage(spec),

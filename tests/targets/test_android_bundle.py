@@ -13,9 +13,11 @@ import json
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from edgeport.errors import EdgeportError
@@ -261,18 +263,19 @@ def test_a_tensor_the_wrapper_cannot_pass_is_refused():
         bundle_kotlin.kotlin_array(WrapperTensor("mask", (1, 4), "bool"))
 
 
-# --- compiled with kotlinc ---------------------------------------------------------------------------
+# --- compiled with kotlinc, and run against the stand-ins -----------------------------------------------
 
 
-def _kotlinc() -> str:
-    found = shutil.which("kotlinc")
-    if found is None:
+def _tools() -> dict[str, str]:
+    """kotlinc, javac and java; without them the test skips (fails under CI=true, which installs them)."""
+    found = {t: shutil.which(t) for t in ("kotlinc", "javac", "java")}
+    missing = [t for t, path in found.items() if path is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (apt-get install kotlin default-jdk-headless)"
         if os.environ.get("CI") == "true":
-            pytest.fail(
-                "kotlinc is not installed (apt-get install kotlin default-jdk-headless): CI must compile"
-            )
-        pytest.skip("kotlinc is not installed (apt-get install kotlin default-jdk-headless)")
-    return found
+            pytest.fail(f"{why}: CI must compile the generated Kotlin")
+        pytest.skip(why)
+    return {t: str(path) for t, path in found.items()}
 
 
 def _specs() -> list[WrapperSpec]:
@@ -305,25 +308,87 @@ def _specs() -> list[WrapperSpec]:
     ]
 
 
-def test_generated_kotlin_compiles_against_litert(kws_bundle, tmp_path):
-    kotlinc = _kotlinc()
+# Run by test_the_wrapper_runs: a float32 and an int8 variant of a model with an NCHW image normalised per
+# channel, an int32 input, a labelled classifier output and an int32 output.
+CHECKED = WrapperSpec(
+    "runtime check",
+    "check/",
+    ("float32", "int8"),
+    {"CPU": "float32", "GPU": "float32", "NNAPI": "int8"},
+    (
+        WrapperTensor("pixels", (1, 3, 2, 2), "float32", (1.0, 2.0, 3.0), (4.0, 0.5, 2.0), stride=4),
+        WrapperTensor("ids", (1, 2), "int32"),
+    ),
+    (
+        WrapperTensor("logits", (1, 5), "float32", labels="labels_logits.txt", label_count=5),
+        WrapperTensor("count", (1,), "int32"),
+    ),
+)
+CHECK_MAIN = """\
+package edgeport.check
+
+import android.content.Context
+import android.content.res.AssetManager
+import android.content.res.FakeAssets
+import edgeport.runtime_check.RuntimeCheckModel
+import java.io.File
+import org.tensorflow.lite.FakeRuntime
+
+// args: the assets directory, then per run an accelerator and the stand-in's tensors (FakeRuntime.load).
+fun main(args: Array<String>) {
+    val assets = FakeAssets.of(File(args[0]))
+    val context = object : Context() {
+        override fun getAssets(): AssetManager = assets
+    }
+    val pixels = FloatArray(12) { it * 7.5f - 20f }
+    for (i in 1 until args.size step 2) {
+        FakeRuntime.load(File(args[i + 1]))
+        val model = RuntimeCheckModel(context, RuntimeCheckModel.Accelerator.valueOf(args[i]))
+        val out = model.run(pixels, intArrayOf(7, -9))
+        val loaded = String(FakeRuntime.model)
+        println("run ${model.variant.asset} $loaded ${FakeRuntime.delegates} ${FakeRuntime.signatureKey}")
+        for ((name, bytes) in FakeRuntime.FED) println("fed $name ${bytes.joinToString(",")}")
+        println("logits ${out.logits.joinToString(",")}")
+        println("top ${out.logitsTop(2).joinToString(",")}")
+        println("count ${out.count.joinToString(",")}")
+        model.close()
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kotlin_build(kws_bundle, tmp_path_factory) -> dict[str, Path]:
+    """Every wrapper (the packaged KWS model's, _specs()', CHECKED's) and CHECK_MAIN compiled by one kotlinc
+    run against the stand-ins, which javac compiles first: {"jar": ..., "stubs": ..., "sources": ...}."""
+    tools = _tools()
+    work = tmp_path_factory.mktemp("kotlin")
+    stubs = work / "stubs"
+    java = sorted(str(p) for p in STUBS.rglob("*.java"))
+    done = subprocess.run(
+        [tools["javac"], "-d", str(stubs), *java], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
     sources = [next((kws_bundle / "android").rglob("*.kt"))]
-    for spec in _specs():
-        path = tmp_path / "src" / bundle_kotlin.wrapper_path(spec)
+    for spec in [*_specs(), CHECKED]:
+        path = work / "src" / bundle_kotlin.wrapper_path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(bundle_kotlin.render_wrapper(spec))
         sources.append(path)
-    stubs = sorted(str(p) for p in STUBS.rglob("*.java"))
-    out = tmp_path / "classes"
+    (work / "Main.kt").write_text(CHECK_MAIN)
+    jar = work / "app.jar"
+    command = [tools["kotlinc"], "-Werror", "-cp", str(stubs), *map(str, sources), str(work / "Main.kt")]
     done = subprocess.run(
-        [kotlinc, "-Werror", *map(str, sources), *stubs, "-d", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [*command, "-include-runtime", "-d", str(jar)], capture_output=True, text=True, timeout=900
     )
     errors = [line for line in done.stderr.splitlines() if "Xverify" not in line]
     assert done.returncode == 0, "\n".join(errors)
-    classes = {p.relative_to(out).as_posix() for p in out.rglob("*.class")}
+    return {"jar": jar, "stubs": stubs, "java": Path(tools["java"]), "multi": sources[3]}
+
+
+def test_generated_kotlin_compiles_against_litert(kotlin_build):
+    with zipfile.ZipFile(kotlin_build["jar"]) as jar:
+        classes = set(jar.namelist())
     for cls in (
         "ds_cnn_kws/DsCnnKwsModel",
         "float_only/FloatOnlyModel",
@@ -331,6 +396,86 @@ def test_generated_kotlin_compiles_against_litert(kws_bundle, tmp_path):
         "multi/MultiModel",
     ):
         assert f"edgeport/{cls}.class" in classes and f"edgeport/{cls}$Outputs.class" in classes
-    multi = sources[-1].read_text()
+    multi = kotlin_build["multi"].read_text()
     assert "fun run(pixels: FloatArray, inTensor: FloatArray, ids: IntArray, positions: LongArray)" in multi
     assert "val whenTensor: LongArray" in multi and "Normalization(floatArrayOf(1.0f, 2.0f, 3.0f)" in multi
+
+
+def _script(path: Path, int8: bool, logits: np.ndarray) -> Path:
+    """The stand-in's tensors for one run (FakeRuntime.load): int8 I/O with its scale and zero point."""
+    pixels = "INT8 1,3,2,2 0.05 -3" if int8 else "FLOAT32 1,3,2,2 0 0"
+    scores = "INT8 1,5 0.1 2" if int8 else "FLOAT32 1,5 0 0"
+    path.write_text(
+        f"input pixels {pixels}\n"
+        "input ids INT32 1,2 0 0\n"
+        f"output logits {scores} {logits.tobytes().hex()}\n"
+        f"output count INT32 1 0 0 {np.array([42], '<i4').tobytes().hex()}\n"
+    )
+    return path
+
+
+def test_the_wrapper_runs(kotlin_build, tmp_path):
+    """The generated wrapper on the JVM, LiteRT replaced by the stand-ins: it loads its accelerator's
+    variant from assets, adds that accelerator's delegate, feeds the normalised (and for int8, quantized)
+    values and the integers as given, and returns the outputs dequantized, with labels and top-k."""
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "model_float32.tflite").write_bytes(b"FLOAT32-MODEL")
+    (assets / "model_int8.tflite").write_bytes(b"INT8-MODEL")
+    labels = ["cat", "dog", "bird", "fish", "frog"]
+    (assets / "labels_logits.txt").write_text("\n".join(labels) + "\n")
+    float_logits = np.array([0.1, 2.5, -1.0, 2.25, 0.0], "<f4")
+    int8_logits = np.array([-128, 30, 2, 127, 5], np.int8)
+    runs = [
+        ("CPU", _script(tmp_path / "cpu.txt", False, float_logits)),
+        ("GPU", _script(tmp_path / "gpu.txt", False, float_logits)),
+        ("NNAPI", _script(tmp_path / "nnapi.txt", True, int8_logits)),
+    ]
+    classpath = f"{kotlin_build['jar']}{os.pathsep}{kotlin_build['stubs']}"
+    args = [str(a) for run in runs for a in run]
+    done = subprocess.run(
+        [str(kotlin_build["java"]), "-cp", classpath, "edgeport.check.MainKt", str(assets), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    blocks = done.stdout.split("run ")[1:]
+    assert len(blocks) == 3
+    # What the wrapper should feed: (x - mean[c]) / std[c] in float32, channel c of NCHW element i = i // 4.
+    pixels = np.arange(12, dtype=np.float32) * np.float32(7.5) - np.float32(20)
+    channel = np.arange(12) // 4
+    mean, std = np.array([1, 2, 3], np.float32)[channel], np.array([4, 0.5, 2], np.float32)[channel]
+    normalised = (pixels - mean) / std
+    # Java's Math.round: floor(x + 0.5), then the zero point, clamped to int8.
+    quantized = np.clip(np.floor((normalised / np.float32(0.05)).astype(np.float64) + 0.5) - 3, -128, 127)
+    dequantized = (int8_logits.astype(np.int32) - 2).astype(np.float32) * np.float32(0.1)
+    for (accelerator, _), block in zip(runs, blocks, strict=True):
+        head, *lines = block.strip().splitlines()
+        fed, got = {}, {}
+        for line in lines:
+            word, rest = line.split(" ", 1)
+            if word == "fed":
+                name, values = rest.split(" ", 1)
+                fed[name] = np.array([int(b) for b in values.split(",")], np.int8)
+            else:
+                got[word] = rest
+        int8 = accelerator == "NNAPI"
+        asset, model, delegates, key = head.split(" ", 3)
+        assert asset == ("model_int8.tflite" if int8 else "model_float32.tflite")
+        assert model == ("INT8-MODEL" if int8 else "FLOAT32-MODEL") and key == "serving_default"
+        assert delegates == {"CPU": "[]", "GPU": "[GpuDelegate]", "NNAPI": "[NnApiDelegate]"}[accelerator]
+        if int8:
+            assert fed["pixels"].tolist() == quantized.astype(int).tolist()
+        else:
+            assert fed["pixels"].tobytes() == normalised.astype("<f4").tobytes()
+        assert np.frombuffer(fed["ids"].tobytes(), "<i4").tolist() == [7, -9]
+        logits = np.array([np.float32(v) for v in got["logits"].split(",")], np.float32)
+        expected = dequantized if int8 else float_logits
+        assert np.array_equal(logits, expected)
+        top = [entry.split(": ") for entry in got["top"].split(",")]
+        order = np.argsort(-expected, kind="stable")[:2]
+        assert [(label, np.float32(score)) for label, score in top] == [
+            (labels[i], expected[i]) for i in order
+        ]
+        assert got["count"] == "42"
