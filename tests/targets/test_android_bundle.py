@@ -1,10 +1,12 @@
 """OUTDIR/android/, the Android library module of `edgeport package --target android`: its tree and
 manifest entries, the variant picked for each accelerator from the package's measurements, per-output
-labels, --no-bundle, and the generated Kotlin compiled by kotlinc against stand-ins of the LiteRT and
-Android classes it calls (tests/fixtures/android_stubs, LiteRT 1.4.0's signatures).
+labels, --no-bundle, and the generated Kotlin: compiled by kotlinc against stand-ins of the LiteRT and
+Android classes it calls (tests/fixtures/android_stubs, LiteRT 1.4.0's signatures), and run on the JVM
+against them to check what it feeds and returns.
 
-kotlinc (Debian's `kotlin` package, a JVM) takes 10-30 s to start and compile, so every wrapper is
-compiled in one invocation. Without kotlinc the compile test skips, except under CI=true, where it fails.
+kotlinc (Debian's `kotlin` package, a JVM) takes 10-30 s to start and compile, so every wrapper and the
+test program are compiled in one invocation. Without kotlinc, javac or java those tests skip, except under
+CI=true, where they fail.
 """
 
 from __future__ import annotations
