@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -76,6 +77,12 @@ class PruneOptions(Options):
         description="Recovery time budget in seconds on a 2-core machine, turned into a fixed step count "
         "from the model's size (the same steps on every machine).",
         json_schema_extra=cli("--prune-budget", needs="RATIO"),
+    )
+    finetune_data: Path | None = Field(
+        None,
+        description="Data-aware recovery: distill on these real inputs (no labels; .npy, .npz or a dir, "
+        "as --calibration) instead of synthetic ones.",
+        json_schema_extra=cli("--finetune-data", needs="RATIO"),
     )
     # API-only.
     # How per-group widths are chosen: measured sensitivity (quant/prune/allocate.py), or the same

@@ -28,7 +28,15 @@ from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
 from edgeport.quant.prune.options import PruneOptions
-from edgeport.quant.prune.recover import distill, distillation_loss, fidelity, steps_for_budget
+from edgeport.quant.prune.recover import (
+    check_finetune_data,
+    distill,
+    distillation_loss,
+    fidelity,
+    finetune_inputs,
+    recovery_inputs,
+    steps_for_budget,
+)
 from edgeport.quant.prune.section import (
     Counts,
     GroupWidth,
@@ -405,6 +413,10 @@ def prune_module(
     started = time.perf_counter()
     say = say or (lambda _text: None)
     flag = spell or flag_spell(PruneOptions)
+    if options.finetune_data is not None:  # refused before any work
+        check_finetune_data(
+            options.finetune_data, specs, flag("finetune_data"), options.recovery, flag("recovery")
+        )
     analysis = analyze(reference, specs, stats, options, say, flag, synthetic)
     names = [s.name for s in specs]
     search = None
@@ -425,7 +437,8 @@ def prune_module(
         if options.max_steps is not None:
             steps = min(steps, options.max_steps)
         eta = _Eta(say)
-        log = distill(module, reference, analysis.pool, steps, options.seed, eta)
+        pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
+        log = distill(module, reference, pool, steps, options.seed, eta)
         module.eval()
     sqnr, agree = fidelity(module, reference, held)
     say("counting the exported graphs")
@@ -444,8 +457,8 @@ def prune_module(
         latency=search,
         recovery=Recovery(
             method=options.recovery,
-            data_free=True,
-            inputs=f"{analysis.how} from the unpruned model, seed {options.seed}" if log else None,
+            data_free=options.finetune_data is None,
+            inputs=recovery_inputs(analysis.how, options.finetune_data, options.seed) if log else None,
             steps=steps,
             budget_seconds=options.budget if log else 0.0,
             seconds=round(log.seconds, 2) if log else 0.0,

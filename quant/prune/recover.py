@@ -16,13 +16,18 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
+from edgeport.errors import EdgeportError
+from edgeport.quant.calibration import CALIBRATION_FIX, calibration_problems, load_calibration
 from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
 from edgeport.quant.prune.count import forward_with_hooks
 from edgeport.quant.prune.graph import flat_outputs
+from edgeport.tensors import TensorSpec
 
 BATCH = 32
 LR = 1e-3
@@ -33,6 +38,7 @@ MAX_FEATURES = 8
 WORK_PER_SECOND = DISTILL_BUDGET / 12
 TRAIN_FACTOR = 2
 MAX_STEPS = 4000  # a small model stops here, far inside its budget
+MIN_AUGMENT_SIZE = 8  # images smaller than this (H or W) are not shifted or mirrored
 
 Progress = Callable[[int, int, float], None]  # (step done, steps, loss)
 
@@ -133,7 +139,28 @@ def _loss(
     return total + torch.stack(features).mean() if features else total
 
 
-def _batch(pool: Sequence[torch.Tensor], gen: torch.Generator, size: int) -> list[torch.Tensor]:
+def _shift_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Each image of an NCHW batch mirrored left-right with probability 1/2 and shifted by up to 1/8
+    of its size, zero-filled."""
+    size, _, height, width = x.shape
+    flip = torch.rand(size, generator=gen) < 0.5
+    x = torch.where(flip.reshape(-1, 1, 1, 1), x.flip(3), x)
+    ph, pw = max(1, height // 8), max(1, width // 8)
+    padded = torch.nn.functional.pad(x, (pw, pw, ph, ph))
+    dy = torch.randint(2 * ph + 1, (size,), generator=gen).tolist()
+    dx = torch.randint(2 * pw + 1, (size,), generator=gen).tolist()
+    return torch.stack(
+        [padded[i, :, y : y + height, z : z + width] for i, (y, z) in enumerate(zip(dy, dx, strict=True))]
+    )
+
+
+def _is_image(x: torch.Tensor) -> bool:
+    return x.is_floating_point() and x.dim() == 4 and min(x.shape[2:]) >= MIN_AUGMENT_SIZE
+
+
+def _batch(
+    pool: Sequence[torch.Tensor], gen: torch.Generator, size: int, augment: bool = False
+) -> list[torch.Tensor]:
     n = int(pool[0].shape[0])
     first = torch.randint(n, (size,), generator=gen)
     second = torch.randint(n, (size,), generator=gen)
@@ -143,7 +170,8 @@ def _batch(pool: Sequence[torch.Tensor], gen: torch.Generator, size: int) -> lis
     for x in pool:
         shape = [size] + [1] * (x.dim() - 1)
         w = lam.reshape(shape)
-        out.append(w * x[first] + (1 - w) * x[second] if x.is_floating_point() else x[first])
+        mixed = w * x[first] + (1 - w) * x[second] if x.is_floating_point() else x[first]
+        out.append(_shift_flip(mixed, gen) if augment and _is_image(mixed) else mixed)
     return out
 
 
@@ -236,3 +264,51 @@ def fidelity(
     if first.dim() == 2 and first.shape[1] > 1:
         agree = float((s_out[0].argmax(1) == first.argmax(1)).float().mean())
     return worst, agree
+
+
+# ---- data-aware recovery: the same distillation on the user's own inputs ---------------------------
+
+FINETUNE_FLAG = "--finetune-data"
+FINETUNE_LIMIT = 50_000  # samples read; recovery draws its batches from all of them
+
+
+def _finetune_words(problem: str) -> str:
+    """calibration.py's problem lines speak of calibration data; the same file given to
+    --finetune-data is named by that flag."""
+    for word in ("data", "file", "directory"):
+        problem = problem.replace(f"calibration {word} ", f"{FINETUNE_FLAG} {word} ")
+    return problem.replace(f"{FINETUNE_FLAG} data ", f"{FINETUNE_FLAG} ")
+
+
+def check_finetune_data(
+    path: Path,
+    specs: Sequence[TensorSpec],
+    flag: str = FINETUNE_FLAG,
+    recovery: str = "distill",
+    recovery_flag: str = "--prune-recovery",
+) -> None:
+    """Refuse unusable --finetune-data before any work, in one line (the first problem, and how many
+    more there are): the checks and formats of --calibration (quant/calibration.py)."""
+    if recovery == "none":
+        raise EdgeportError(
+            f"{flag} is data for recovery, but {recovery_flag} none turns recovery off",
+            f"drop {flag}, or recover with {recovery_flag} distill",
+        )
+    problems = [_finetune_words(p).replace(FINETUNE_FLAG, flag) for p in calibration_problems(path, specs)]
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise EdgeportError(problems[0] + more, CALIBRATION_FIX)
+
+
+def finetune_inputs(path: Path, specs: Sequence[TensorSpec], flag: str = FINETUNE_FLAG) -> list[torch.Tensor]:
+    """The user's real inputs, one tensor per input (samples on dim 0), loaded as --calibration is."""
+    check_finetune_data(path, specs, flag)
+    samples = load_calibration(path, specs, FINETUNE_LIMIT)
+    return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
+
+
+def recovery_inputs(how: str, finetune_data: Path | None, seed: int) -> str:
+    """What recovery trained on, as the manifest and the summary say it."""
+    if finetune_data is not None:
+        return f"data-aware: the user's inputs from {Path(finetune_data).name} ({FINETUNE_FLAG})"
+    return f"{how} from the unpruned model, seed {seed}"

@@ -1,0 +1,125 @@
+"""quant/prune/recover.py: recovery is deterministic with a seed, the batches it trains on, and
+data-aware recovery (--finetune-data): labelled as such everywhere, bad data refused before any work."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeport.errors import EdgeportError
+from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune import prune as prune_mod
+from edgeport.quant.prune.recover import _batch, _shift_flip, distill, distillation_loss
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import (
+    INPUT_SHAPE,
+    coupled,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
+
+SPECS = [TensorSpec("x", INPUT_SHAPE)]
+
+
+def _inputs(n: int, seed: int) -> torch.Tensor:
+    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
+
+
+def _options(**over: object) -> PruneOptions:
+    values = {"ratio": 0.4, "round_to": 2, "min_width": 2, "samples": 16, "held_out": 8, "max_steps": 12}
+    return PruneOptions.model_validate({**values, **over})
+
+
+def _pruned() -> tuple[torch.nn.Module, torch.nn.Module]:
+    model = coupled()
+    return model, prune_module(model, SPECS, {}, _options(recovery="none")).module
+
+
+def test_recovery_is_deterministic_with_a_seed() -> None:
+    model, student = _pruned()
+    pool = _inputs(32, seed=2)
+    a, b, c = copy.deepcopy(student), copy.deepcopy(student), copy.deepcopy(student)
+    log_a = distill(a, model, [pool], steps=20, seed=5)
+    log_b = distill(b, model, [pool], steps=20, seed=5)
+    distill(c, model, [pool], steps=20, seed=6)
+    assert log_a.loss_end == log_b.loss_end
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))
+
+
+def test_recovery_lowers_the_loss_on_held_out_inputs() -> None:
+    model, student = _pruned()
+    held = _inputs(16, seed=3)
+    before = distillation_loss(student, model, [held])
+    distill(student, model, [_inputs(32, seed=2)], steps=60, seed=0)
+    assert distillation_loss(student, model, [held]) < 0.7 * before
+
+
+def test_shift_flip_keeps_shape_and_content_and_moves_pixels() -> None:
+    x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).reshape(2, 3, 16, 16) + 1
+    gen = torch.Generator().manual_seed(0)
+    moved = torch.cat([_shift_flip(x, gen) for _ in range(8)])
+    assert moved.shape == (16, 3, 16, 16)
+    assert not torch.equal(moved[:2], x) or not torch.equal(moved[2:4], x)
+    # Every value is one of the image's own or the zero fill.
+    assert set(moved.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+
+
+def test_batches_leave_non_image_inputs_unshifted() -> None:
+    vectors = torch.randn(8, 6, generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(8)
+    out_v, out_i = _batch([vectors, ids], torch.Generator().manual_seed(1), 16, augment=True)
+    assert out_v.shape == (16, 6) and out_i.shape == (16,)
+    assert set(out_i.tolist()) <= set(ids.tolist())
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    np.savez(path, x=array)
+    return path
+
+
+def test_finetune_data_is_labelled_data_aware(tmp_path: Path) -> None:
+    data = _save(tmp_path / "inputs.npz", _inputs(24, seed=7).numpy())
+    result = prune_module(coupled(), SPECS, {}, _options(finetune_data=data))
+    rec = result.section.recovery
+    assert rec.method == "distill" and not rec.data_free and rec.steps == 12
+    assert "data-aware" in (rec.inputs or "") and "inputs.npz" in (rec.inputs or "")
+    assert "(data-aware)" in result.section.describe()
+    free = prune_module(coupled(), SPECS, {}, _options()).section
+    assert free.recovery.data_free and "data-aware" not in free.describe()
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing", "does not exist"),
+        ("shape", "has shape (4, 3, 9, 9)"),
+        ("nan", "NaN"),
+        ("no_recovery", "--prune-recovery none"),
+    ],
+)
+def test_bad_finetune_data_is_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, expected: str
+) -> None:
+    good = _inputs(8, seed=1).numpy()
+    path = {
+        "missing": tmp_path / "absent.npz",
+        "shape": _save(tmp_path / "shape.npz", np.zeros((4, 3, 9, 9), np.float32)),
+        "nan": _save(tmp_path / "nan.npz", np.where(good > 1, np.nan, good).astype(np.float32)),
+        "no_recovery": _save(tmp_path / "good.npz", good),
+    }[case]
+
+    def no_work(*_args: object, **_kw: object) -> None:
+        raise AssertionError("pruning started before the data was checked")
+
+    monkeypatch.setattr(prune_mod, "analyze", no_work)
+    over = {"recovery": "none"} if case == "no_recovery" else {}
+    with pytest.raises(EdgeportError) as info:
+        prune_module(coupled(), SPECS, {}, _options(finetune_data=path, **over))
+    text = str(info.value)
+    assert expected in text and "--finetune-data" in text
+    assert "\n" not in info.value.problem
