@@ -35,7 +35,8 @@ android {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
     }
-    // The wrapper memory-maps each model with AssetManager.openFd, which needs it stored uncompressed.
+    // The wrapper memory-maps each model with AssetManager.openFd, which needs it stored uncompressed in
+    // the APK (the plugin's default for .tflite since 4.1; an app that sets its own list keeps tflite in it).
     androidResources {
         noCompress += "tflite"
     }
