@@ -23,8 +23,8 @@ import torch.nn as nn
 
 from edgeport.errors import EdgeportError, exception_line
 
-# Modules whose channels torch-pruning can cut only with head bookkeeping this package does not do yet:
-# a group touching one is kept whole (the rest of the model still prunes).
+# Modules whose channels are kept whole (the rest of the model still prunes): attention (ATTENTION_WHY
+# below) and recurrent layers (their hidden channels feed back into every gate: not pruned).
 KEPT_WHOLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.MultiheadAttention,
     nn.LSTM,
@@ -205,10 +205,7 @@ class Graph:
                 continue
             whole = next((m for m in modules if isinstance(m, KEPT_WHOLE_TYPES)), None)
             if whole is not None:
-                notes.append(
-                    f"{name}: kept whole, its channels reach {self.names.get(whole, '?')} "
-                    f"({type(whole).__name__}), which is not pruned yet"
-                )
+                notes.append(_kept_whole_note(name, self.names.get(whole, "?"), whole))
                 continue
             channels = int(pruner.get_out_channels(root))
             repeats = max([1] + [self._channel_groups(m) for m in modules])
@@ -238,6 +235,24 @@ class Graph:
                 )
             )
         return found, notes
+
+
+# Why attention is kept whole. nn.MultiheadAttention's heads are as wide as its input and output
+# together (embed_dim = heads x head_dim is all three): a head cannot go without narrowing the stream
+# it reads and writes, which a transformer normalizes with LayerNorm over every channel, so removing
+# channels there changes the ones kept (no removal the cut-vs-zero check could accept); narrowing
+# every head instead changes the 1/sqrt(head_dim) scale of its scores. torch-pruning's head pruning
+# (prune_num_heads / prune_head_dims) cuts the shapes consistently but not the function.
+ATTENTION_WHY = (
+    "its heads are as wide as its input and output, so a head cannot go without narrowing the "
+    "LayerNorm-ed stream it reads and writes"
+)
+
+
+def _kept_whole_note(group: str, name: str, module: nn.Module) -> str:
+    if isinstance(module, nn.MultiheadAttention):
+        return f"{name}: attention kept whole ({ATTENTION_WHY}); the channels of {group} reach it"
+    return f"{group}: kept whole, its channels reach {name} ({type(module).__name__}), a recurrent layer"
 
 
 def _names(names: dict[nn.Module, str], tp_group: Any, graph: Graph, out: bool) -> list[str]:

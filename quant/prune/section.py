@@ -124,7 +124,9 @@ class PruningSection(Section):
             text += f", SQNR vs unpruned {self.fidelity.sqnr_db:.1f} dB"
         if self.fidelity.top1_agreement is not None:
             text += f", top-1 agreement {100 * self.fidelity.top1_agreement:.0f}%"
-        attention = [k.split(":")[0] for k in self.kept_whole if "attention" in k.lower()]
+        attention = list(
+            dict.fromkeys(k.split(":")[0] for k in self.kept_whole if ": attention kept whole" in k)
+        )
         if attention:
             text += (
                 f", attention kept whole ({', '.join(attention[:3])}{', ...' if len(attention) > 3 else ''})"
