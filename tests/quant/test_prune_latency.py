@@ -140,8 +140,10 @@ def test_real_latency_target_end_to_end(tmp_path: Path) -> None:
 
     zoo = by_name("resnet_basic")
     outdir = tmp_path / "o"
+    # 15 % of the latency: far inside what cutting up to ~80 % of the MACs gives, whatever the load, so
+    # the run cannot end unreachable on a busy machine (the search itself is tested above).
     prune = PruneOptions(
-        ratio=0.3, target="latency", round_to=4, min_width=4, recovery="none", samples=16, held_out=8
+        ratio=0.15, target="latency", round_to=4, min_width=4, recovery="none", samples=16, held_out=8
     )
     result = convert_model(
         ConvertOptions(
