@@ -9,9 +9,14 @@ boundary that onnx2tf has no switch for, and the quantization stage needs the Ke
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
-from collections.abc import Iterator, Sequence
+import shutil
+import tempfile
+import types
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,11 +198,92 @@ def wrap_keep_nchw(result: KerasResult) -> Any:
     return tf_keras.Model(inputs=model.inputs, outputs=new_outs)
 
 
+# Keras model -> the SavedModel the TFLite converter exported it to (None: the export failed), kept
+# while the model lives. Weak keys: a model is dropped with its export.
+_SAVED_MODELS: weakref.WeakKeyDictionary[Any, Path | None] = weakref.WeakKeyDictionary()
+
+
+def keras_converter(keras_model: Any) -> Any:
+    """`tf.lite.TFLiteConverter.from_keras_model(keras_model)`, exporting the model to a SavedModel once.
+
+    Every conversion of a Keras model starts by saving it as a SavedModel, most of the conversion's
+    time on an onnx2tf model. One `edgeport convert` writes float32, float16, the TFLite Micro probe
+    and the int8 model from the same Keras model: the export is written the first time (without
+    tf_keras's metadata, `_without_keras_metadata`) and copied into each later converter's directory,
+    so every converter runs as it would have, on the same graph, and writes the same bytes (tested).
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    export = getattr(converter, "_convert_keras_to_saved_model", None)
+    if export is not None:  # a stand-in converter (tests) has no SavedModel step
+        converter._convert_keras_to_saved_model = functools.partial(_export_once, keras_model, export)
+    return converter
+
+
+def _export_once(keras_model: Any, export: Callable[[str], Any], output_dir: str) -> Any:
+    """The converter's own `_convert_keras_to_saved_model(output_dir)`, its save replaced by a copy of
+    the model's first export (tensorflow 2.19's lite.py saves with `_save.save`, save_debug_info on)."""
+    from tensorflow.lite.python import lite
+
+    if keras_model not in _SAVED_MODELS:
+        _SAVED_MODELS[keras_model] = _save_model(lite, keras_model)
+    saved = _SAVED_MODELS[keras_model]
+    if saved is None:  # the converter's own attempt fails the same way and takes its fallback
+        return export(output_dir)
+    real = lite._save
+
+    def copy_saved(_obj: Any, export_dir: str, *_args: Any, **_kwargs: Any) -> None:
+        shutil.copytree(saved, export_dir, dirs_exist_ok=True)
+
+    lite._save = types.SimpleNamespace(save=copy_saved)
+    try:
+        return export(output_dir)
+    finally:
+        lite._save = real
+
+
+def _save_model(lite: Any, keras_model: Any) -> Path | None:
+    """The SavedModel of `keras_model` as lite.py writes it, in a directory removed with the model."""
+    directory = Path(tempfile.mkdtemp(prefix="edgeport-savedmodel-"))
+    try:
+        with _without_keras_metadata():
+            lite._save.save(
+                keras_model, str(directory), options=lite._save_options.SaveOptions(save_debug_info=True)
+            )
+    except Exception:  # noqa: BLE001 - lite.py catches it too and converts without a SavedModel
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    weakref.finalize(keras_model, shutil.rmtree, str(directory), True)
+    return directory
+
+
+@contextlib.contextmanager
+def _without_keras_metadata() -> Iterator[None]:
+    """tf_keras layers save no revival metadata for the duration, as any other trackable object.
+
+    The metadata (each layer's JSON config, with onnx2tf's constants spelled out as nested lists, and
+    the whole model's config deep-copied twice) is what tf_keras reads to rebuild Keras objects from a
+    SavedModel, and building it (deep copies and JSON of every config) takes most of the export's time;
+    the TFLite converter loads the graph and its signatures only, so the .tflite is the same bytes
+    without it (tested).
+    """
+    from tf_keras.src.engine import base_layer
+
+    layer = base_layer.Layer
+    saved = layer.__dict__["_tracking_metadata"]
+    layer._tracking_metadata = property(lambda _self: "")
+    try:
+        yield
+    finally:
+        layer._tracking_metadata = saved
+
+
 def keras_to_tflite(keras_model: Any, precision: str = "float32") -> bytes:
     """Convert with TFLite builtin ops only; an op that needs Flex fails with its name."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter = keras_converter(keras_model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

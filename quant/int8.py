@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from edgeport.converters.onnx_to_tflite import keras_converter
 from edgeport.errors import EdgeportError
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat
@@ -67,7 +68,7 @@ def int8_converter(
         for sample in samples:
             yield named_feed(keras_model, sample, in_specs)
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter = keras_converter(keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -110,7 +111,7 @@ def keras_to_quantized(
     elif mode == "dynamic":
         if ranges != "minmax":
             raise ValueError("activation ranges apply to --quantize int8 only (dynamic has no calibration)")
-        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        converter = keras_converter(keras_model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     else:
