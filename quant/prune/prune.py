@@ -295,6 +295,7 @@ class Analysis:
     held: list[torch.Tensor]
     how: str
     notes: list[str]
+    before: Counts  # the unpruned model's MACs and parameters, on the module and on its export
 
     @property
     def example(self) -> list[torch.Tensor]:
@@ -305,8 +306,14 @@ class Analysis:
         return [g.width for g in self.groups]
 
     def cost(self, target: str) -> alloc.CostModel:
-        """The cost the allocation counts: MACs for a flops or latency target, else parameters."""
-        return cost_model(self.module, self.groups, self.example, "params" if target == "params" else "flops")
+        """The cost the allocation counts: MACs for a flops or latency target, else parameters. The
+        exported graph's products no module makes (q @ k) count as fixed, so RATIO is of the MACs
+        that convert (a product whose operands narrow only makes the cut larger than asked)."""
+        if target == "params":
+            return cost_model(self.module, self.groups, self.example, "params")
+        model = cost_model(self.module, self.groups, self.example, "flops")
+        model.fixed += max(0, (self.before.onnx_macs or 0) - self.before.macs)
+        return model
 
     def reachable(self, target: str) -> float:
         if not self.groups:
@@ -343,8 +350,22 @@ def analyze(
     if options.allocation == "sensitivity" and groups:
         say(f"measuring the sensitivity of {len(groups)} channel groups")
         sens = sensitivities(graph, groups, plans, allowed, batch)
+    before = _counts(reference, [x[:1] for x in pool], [s.name for s in specs])
     return Analysis(
-        reference, module, graph, groups, kept_whole, unfollowed, plans, allowed, sens, pool, held, how, notes
+        reference,
+        module,
+        graph,
+        groups,
+        kept_whole,
+        unfollowed,
+        plans,
+        allowed,
+        sens,
+        pool,
+        held,
+        how,
+        notes,
+        before,
     )
 
 
@@ -450,7 +471,7 @@ def prune_module(
         round_to=options.round_to,
         min_width=options.min_width,
         excluded=list(options.exclude),
-        before=_counts(reference, example, names),
+        before=analysis.before,
         after=_counts(module, example, names),
         groups=rows,
         kept_whole=analysis.kept_whole,

@@ -102,14 +102,21 @@ class PruningSection(Section):
             return self.latency.removed if self.latency is not None else 0.0
         if what == "params":
             return 1.0 - self.after.params / max(1, self.before.params)
-        return 1.0 - self.after.macs / max(1, self.before.macs)
+        before, after = self.macs()
+        return 1.0 - after / max(1, before)
+
+    def macs(self) -> tuple[int, int]:
+        """MACs before and after: on the exported graphs when both were counted, else on the modules."""
+        if self.before.onnx_macs is not None and self.after.onnx_macs is not None:
+            return self.before.onnx_macs, self.after.onnx_macs
+        return self.before.macs, self.after.macs
 
     def describe(self) -> str:
         """`pruned 31% of MACs (41.0M -> 28.3M), params -29%, l2, recovered 400 steps, SQNR 24.1 dB`
         (`..., host LiteRT latency 4.10 -> 2.87 ms (-30%, asked -30%), ...` for a latency target)."""
         text = (
-            f"pruned {100 * self.removed('flops'):.0f}% of MACs ({self.before.macs / 1e6:.1f}M -> "
-            f"{self.after.macs / 1e6:.1f}M), params -{100 * self.removed('params'):.0f}%, {self.criterion}"
+            f"pruned {100 * self.removed('flops'):.0f}% of MACs ({self.macs()[0] / 1e6:.1f}M -> "
+            f"{self.macs()[1] / 1e6:.1f}M), params -{100 * self.removed('params'):.0f}%, {self.criterion}"
         )
         if self.latency is not None:
             lat = self.latency

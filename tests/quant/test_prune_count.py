@@ -58,3 +58,33 @@ def test_transposed_convolution_counts_each_input_element_once_per_kernel_tap() 
     model = nn.ConvTranspose2d(4, 6, 3, stride=2).eval()
     macs = module_macs(model, [torch.zeros(1, 4, 5, 5)])
     assert sum(macs.values()) == 4 * 5 * 5 * 6 * 9
+
+
+class _Gram(nn.Module):
+    """Two 1x1 convolutions beside a Gram matrix of the input's 16 channels (a product no module
+    makes, more than half of the model's MACs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(16, 8, 1)
+        self.conv2 = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 + 16 * 16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3))
+        pixels = x.flatten(2)
+        gram = (pixels @ pixels.transpose(1, 2)).flatten(1)
+        return self.fc(torch.cat([f, gram], 1))
+
+
+def test_ratio_is_of_the_exported_macs_when_a_product_has_no_module() -> None:
+    from edgeport.quant.prune import PruneOptions, prune_module
+    from edgeport.tensors import TensorSpec
+
+    torch.manual_seed(0)
+    options = PruneOptions(ratio=0.3, round_to=2, min_width=2, recovery="none", samples=16, held_out=8)
+    section = prune_module(_Gram().eval(), [TensorSpec("x", [1, 16, 8, 8])], {}, options).section
+    assert section.before.onnx_macs - section.before.macs == 16 * 16 * 64  # the Gram product
+    # conv1 at 4 of 8 channels would remove 46 % of the module MACs but 21 % of the exported ones.
+    assert section.removed() >= 0.3
+    assert section.removed() == pytest.approx(1 - section.after.onnx_macs / section.before.onnx_macs)
