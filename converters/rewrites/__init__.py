@@ -44,6 +44,7 @@ from edgeport.converters.rewrites import (
     selu,
     slice_axes,
     slices_to_split,
+    softmax_mask,
     spatial_mean,
     stack_axis,
     strided_shortcut,
@@ -85,6 +86,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (unit_clip.NAME, unit_clip.rewrite),
     (selu.NAME, selu.rewrite),
     (gather_int32.NAME, gather_int32.rewrite),
+    (softmax_mask.NAME, softmax_mask.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers
     # above would see unknown shapes downstream of it.
     (gelu.NAME, gelu.rewrite),
