@@ -8,8 +8,9 @@ image and transposes it. Written out here instead:
   biases that are plain sums folded into it), then one Split into steps; the MatMul reads X in the
   layout it arrives in (time-major, or batch-first through the exporter's Transpose), and the states
   are kept in that same layout, so no step needs a transpose;
-* per step only the state projection `h @ R^T`, one equal-parts Split into gates and the gate
-  arithmetic (GRU and LSTM 12 ops, RNN 3).
+* per step only the state projection `h @ R^T` (a Squeeze of the state to [batch, hidden] and a
+  Gemm, which onnx2tf converts in time linear in the steps, see _times_recurrence), one equal-parts
+  Split into gates and the gate arithmetic (LSTM 13 ops, RNN 4).
 
 The node's outputs are never built as the tensors ONNX defines (Y is 4-D: [steps, directions, batch,
 hidden]). Each output is kept as a grid of per-step, per-direction states (`Grid`), and the
@@ -160,6 +161,34 @@ class _Cell:
     recurrence: list[str]  # R^T (GRU with linear_before_reset=0: R_zr^T and R_h^T)
     state_bias: str | None  # GRU with linear_before_reset=1: the bias inside r * (h @ R_h^T + Rb_h)
     peepholes: list[str] | None  # LSTM: P_i, P_o, P_f
+    flat: _Flat | None = None  # how a state is made 2-D for its product with R^T
+
+
+@dataclass
+class _Flat:
+    """A step's state [1, batch, hidden] or [batch, 1, hidden] made [batch, hidden] for a Gemm."""
+
+    axis: int  # the state's time axis, of size 1
+    axes: str | None  # that axis as a Squeeze / Unsqueeze input (opset 13+); None: an attribute
+    back: bool  # the product needs the axis again to broadcast onto the gates ([batch, 1, n], batch > 1)
+
+    def op(self, b: Builder, op_type: str, x: str, hint: str) -> str:
+        if self.axes is None:
+            return b.op(op_type, [x], hint, axes=[self.axis])
+        return b.op(op_type, [x, self.axes], hint)
+
+
+def _times_recurrence(b: Builder, cell: _Cell, h: str, which: int, hint: str) -> str:
+    """h @ R^T (R_h^T for which=1) as a Gemm on the state squeezed to [batch, hidden]. onnx2tf checks
+    each MatMul (and each Reshape of a 3-D tensor) it converts against onnxruntime by building a Keras
+    model of the whole graph up to that node, which made a long unrolled sequence take time quadratic
+    in its steps (resemblyzer's three LSTM layers over 160 steps: no result in 13 minutes); it converts
+    Squeeze and Gemm as they come, the Gemm to the same FULLY_CONNECTED."""
+    flat = cell.flat
+    if flat is None:
+        return b.op("MatMul", [h, cell.recurrence[which]], hint)
+    product = b.op("Gemm", [flat.op(b, "Squeeze", h, f"{hint}_in"), cell.recurrence[which]], hint)
+    return flat.op(b, "Unsqueeze", product, f"{hint}_out") if flat.back else product
 
 
 def _activate(b: Builder, cell: _Cell, which: int, x: str, hint: str, clip: bool = True) -> str:
@@ -172,24 +201,22 @@ def _activate(b: Builder, cell: _Cell, which: int, x: str, hint: str, clip: bool
 
 
 def _rnn_step(b: Builder, cell: _Cell, x: list[str], h: str) -> str:
-    return _activate(
-        b, cell, 0, b.op("Add", [x[0], b.op("MatMul", [h, cell.recurrence[0]], "hr")], "pre"), "h"
-    )
+    return _activate(b, cell, 0, b.op("Add", [x[0], _times_recurrence(b, cell, h, 0, "hr")], "pre"), "h")
 
 
 def _gru_step(b: Builder, cell: _Cell, x: list[str], h: str) -> str:
     x_z, x_r, x_n = x
     if cell.state_bias is not None:  # linear_before_reset=1 (PyTorch's): r gates h @ R_h^T + Rb_h
-        hr = b.op("Add", [b.op("MatMul", [h, cell.recurrence[0]], "hr"), cell.state_bias], "hrb")
+        hr = b.op("Add", [_times_recurrence(b, cell, h, 0, "hr"), cell.state_bias], "hrb")
         h_z, h_r, h_n = b.split(hr, 3, -1, "h_gate")
     else:
-        h_z, h_r = b.split(b.op("MatMul", [h, cell.recurrence[0]], "hr"), 2, -1, "h_gate")
+        h_z, h_r = b.split(_times_recurrence(b, cell, h, 0, "hr"), 2, -1, "h_gate")
     z = _activate(b, cell, 0, b.op("Add", [x_z, h_z], "z_in"), "z")
     r = _activate(b, cell, 0, b.op("Add", [x_r, h_r], "r_in"), "r")
     if cell.state_bias is not None:
         rh = b.op("Mul", [r, h_n], "rh")
     else:  # linear_before_reset=0: r gates h before the product
-        rh = b.op("MatMul", [b.op("Mul", [r, h], "rh_in"), cell.recurrence[1]], "rh")
+        rh = _times_recurrence(b, cell, b.op("Mul", [r, h], "rh_in"), 1, "rh")
     n = _activate(b, cell, 1, b.op("Add", [x_n, rh], "n_in"), "n")
     # h' = (1 - z) * n + z * h == n + z * (h - n)
     return b.op("Add", [n, b.op("Mul", [z, b.op("Sub", [h, n], "h_n")], "zh")], "h")
@@ -197,7 +224,7 @@ def _gru_step(b: Builder, cell: _Cell, x: list[str], h: str) -> str:
 
 def _lstm_step(b: Builder, cell: _Cell, x: list[str], h: str, c: str) -> tuple[str, str]:
     g_i, g_o, g_f, g_c = b.split(
-        b.op("Add", [x[0], b.op("MatMul", [h, cell.recurrence[0]], "hr")], "g"), 4, -1, "gate"
+        b.op("Add", [x[0], _times_recurrence(b, cell, h, 0, "hr")], "g"), 4, -1, "gate"
     )
     if cell.peepholes is not None:
         p_i, p_o, p_f = cell.peepholes
@@ -235,6 +262,7 @@ def _cell(
     k: int,
     acts: list[Activation],
     state_bias: np.ndarray | None,
+    flat: _Flat | None,
 ) -> _Cell:
     kind, hidden = node.op_type, int(attr(node, "hidden_size"))
     r = view.const(node.input[2])[k].astype(np.float32)
@@ -255,6 +283,7 @@ def _cell(
         recurrence,
         b.const(state_bias.astype(np.float32), "hb") if state_bias is not None else None,
         peepholes,
+        flat,
     )
 
 
@@ -304,6 +333,12 @@ def _unroll(view: OnnxGraph, b: Builder, node: onnx.NodeProto, env: dict[str, Gr
     # The states take X's layout, so no step needs a transpose.
     time_axis = 1 if batch_first else 0
     state_shape = (batch, 1, hidden) if batch_first else (1, batch, hidden)
+    flat = _Flat(
+        time_axis,
+        b.const(np.array([time_axis], np.int64), "time_axis") if _opset(view) >= 13 else None,
+        # [batch, hidden] broadcasts onto [1, batch, hidden], and onto [batch, 1, hidden] for batch 1.
+        back=batch_first and batch > 1,
+    )
     h_init = _initial_states(view, b, node, 5, env, state_shape)
     c_init = _initial_states(view, b, node, 6, env, state_shape) if kind == "LSTM" else [None] * len(dirs)
     weights = view.const(node.input[1])
@@ -315,7 +350,7 @@ def _unroll(view: OnnxGraph, b: Builder, node: onnx.NodeProto, env: dict[str, Gr
     finals: list[tuple[str, str | None]] = []
     for k, (direction, acts) in enumerate(zip(dirs, _activations(node, len(dirs)), strict=True)):
         x_bias, state_bias = _projection_biases(node, biases[k], hidden)
-        cell = _cell(b, view, node, k, acts, state_bias)
+        cell = _cell(b, view, node, k, acts, state_bias, flat)
         xw = b.op("MatMul", [x_name, b.const(weights[k].T.astype(np.float32), "W")], "xw")
         xw = b.op("Add", [xw, b.const(x_bias.astype(np.float32), "xb")], "xwb")
         # Per step, the input part of each gate the step adds separately (GRU: z, r, h; else all).
@@ -365,6 +400,10 @@ def _output_grids(
             value = grid({(d,): finals[d][which] for d in range(dirs)}, (dirs, batch, hidden), (0,))
             outputs[name] = transpose(value, (1, 0, 2)) if attr(node, "layout", 0) else value
     return outputs
+
+
+def _opset(view: OnnxGraph) -> int:
+    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _input(node: onnx.NodeProto, i: int) -> str:

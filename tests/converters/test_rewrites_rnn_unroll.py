@@ -56,12 +56,12 @@ class Recurrent(nn.Module):
         return (y, *final)
 
 
-def exported(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> onnx.ModelProto:
+def exported(module: nn.Module, inputs: tuple[torch.Tensor, ...], opset: int = 17) -> onnx.ModelProto:
     torch.manual_seed(0)
     for p in module.parameters():  # PyTorch's init is small; make every gate matter
         nn.init.normal_(p, std=0.5)
     buf = io.BytesIO()
-    torch.onnx.export(module.eval(), inputs, buf, dynamo=False, opset_version=17)
+    torch.onnx.export(module.eval(), inputs, buf, dynamo=False, opset_version=opset)
     model, ok = onnxsim.simplify(onnx.load_from_string(buf.getvalue()))
     assert ok
     return model
@@ -77,6 +77,7 @@ def recurrent_model(
     steps: int = 5,
     hidden: int = 8,
     state_in: bool = False,
+    opset: int = 17,
 ) -> onnx.ModelProto:
     torch.manual_seed(0)
     module = Recurrent(kind, output, layers, bidirectional, batch_first, hidden)
@@ -85,7 +86,7 @@ def recurrent_model(
     if state_in:
         shape = (layers * (2 if bidirectional else 1), batch, hidden)
         states = (torch.randn(shape),) * (2 if kind == "lstm" else 1)
-    return exported(module, (x, *states))
+    return exported(module, (x, *states), opset)
 
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
@@ -152,10 +153,29 @@ def test_exported_recurrent_layers_are_unrolled_exactly(case: tuple) -> None:
     unrolled(before)
 
 
+def products(model: onnx.ModelProto) -> int:
+    """Matrix products: the input projections (MatMul) and the per-step state projections."""
+    counts = ops(model)
+    return counts.get("MatMul", 0) + counts.get("Gemm", 0)
+
+
+@pytest.mark.parametrize(("batch_first", "batch", "opset"), [(True, 1, 17), (False, 2, 17), (True, 2, 11)])
+def test_state_projections_are_gemms_on_squeezed_states(batch_first: bool, batch: int, opset: int) -> None:
+    """onnx2tf converts each MatMul and each Reshape of a 3-D tensor after building a Keras model of
+    the graph up to it (quadratic in the steps); a Squeeze and a Gemm it converts as they come.
+    Batch-first states [batch, 1, hidden] need the product unsqueezed back when batch > 1."""
+    # Below opset 13 Squeeze / Unsqueeze take their axes as an attribute.
+    before = recurrent_model("lstm", "sequence", batch_first=batch_first, batch=batch, steps=4, opset=opset)
+    counts = ops(unrolled(before))
+    assert counts["Gemm"] == counts["Squeeze"] == 4 and counts["MatMul"] == 1
+    assert counts.get("Unsqueeze", 0) == (4 if batch_first and batch > 1 else 0)
+    assert "Reshape" not in counts
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm", "rnn_tanh"])
 def test_one_input_projection_and_one_state_projection_per_step(kind: str) -> None:
     after = unrolled(recurrent_model(kind, "sequence", steps=5))
-    assert ops(after)["MatMul"] == 1 + 5
+    assert products(after) == 1 + 5
 
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
@@ -163,7 +183,7 @@ def test_last_step_reads_the_last_states_only(kind: str) -> None:
     after = unrolled(recurrent_model(kind, "last", bidirectional=True, steps=5))
     counts = ops(after)
     # y[:, -1] needs the whole forward pass but only the backward pass's first step.
-    assert counts["MatMul"] == (1 + 5) + (1 + 1)
+    assert products(after) == (1 + 5) + (1 + 1)
     # No step's output is gathered: only the two directions' last states are joined.
     assert counts.get("Concat", 0) == 1 and "Gather" not in counts
 
@@ -171,8 +191,8 @@ def test_last_step_reads_the_last_states_only(kind: str) -> None:
 def test_stacked_layers_hand_the_sequence_on_without_reshapes() -> None:
     after = unrolled(recurrent_model("lstm", "last", layers=3, steps=5))
     counts = ops(after)
-    assert counts["MatMul"] == 3 * (1 + 5)
-    assert "Unsqueeze" not in counts and "Squeeze" not in counts
+    assert products(after) == 3 * (1 + 5)
+    assert "Unsqueeze" not in counts and counts["Squeeze"] == counts["Gemm"]  # the per-step ones only
 
 
 def test_state_outputs_are_exact_for_a_stateful_model() -> None:
