@@ -1,25 +1,39 @@
-"""Data-free pruning trade-off on the pretrained CIFAR ResNets (hand-run, never in CI).
+"""Pruning trade-off on the pretrained CIFAR ResNets and tests/zoo's MobileNetV2 (hand-run, never in CI).
 
-For each model, FLOPs cut and criterion, with and without data-free recovery: top-1 on CIFAR-10 test
-images 500-9999 in PyTorch (float), the paired difference to the unpruned model (two standard
-errors, bench/quant_accuracy.py's `paired`), MACs and parameters, and how long pruning and recovery
-took. No row sees a CIFAR image before it is scored: synthetic inputs come from the BatchNorm
-statistics (quant/calibration.py).
+For each model, FLOPs cut and criterion, without recovery, with data-free recovery and (one row per
+model and cut) with data-aware recovery: top-1 on CIFAR-10 test images 500-9999 in PyTorch (float)
+with the paired difference to the unpruned model (two standard errors, bench/quant_accuracy.py's
+`paired`), MACs and parameters; for each pruned architecture, through the one code path users take
+(`edgeport convert --quantize int8` of the pruned model saved as TorchScript, `edgeport package
+--target cortex-m`, `edgeport bench --on host --threads 1` in a fresh process), the float LiteRT
+latency beside the unpruned model's in the same interleaved run, the int8 file size and the TFLite
+Micro arena. MobileNetV2 (random weights, no data to score on) reports fidelity only: SQNR and
+top-1 agreement with the unpruned model on held-out synthetic inputs.
 
-    python bench/prune_tradeoff.py [--models resnet20] [--ratios 0.2,0.4] [--criteria l1,l2,red]
-        [--budget 600] [--images 9500]
+Data-free rows never see a CIFAR image before scoring. The data-aware rows recover on images 0-499
+(--finetune-data), which are not scored.
 
-Writes bench/results/prune_tradeoff.json and .md. Check `uptime` first: on a saturated machine
-the recovery budget buys the same steps but the run takes much longer.
+    python bench/prune_tradeoff.py [--models resnet20,resnet56] [--ratios 0.4,0.2,0.6]
+        [--criteria l1,l2,bn-scale,red,ig] [--recover red,l2,l1] [--budget SECONDS] [--images 9500]
+
+Rows run in order of priority (the 40 % cut of every model first, recovered rows before the rest)
+and the results are rewritten after every row, so a run cut short leaves an honest partial table:
+bench/results/prune_tradeoff.{json,md,png}. Check `uptime` first: the recovery budget buys the same
+steps on any machine, but a saturated one takes longer to run them.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import datetime as dt
+import hashlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +41,50 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.quant_accuracy import DATA, EVAL, model_input, paired, resnet20, resnet56  # noqa: E402
+from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20, resnet56  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
+from edgeport.quant.prune.options import DEFAULT_BUDGET  # noqa: E402
 from edgeport.quant.prune.prune import synthetic_inputs  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+CACHE = ROOT / "bench" / ".cache" / "prune_tradeoff"
 BUILDERS = {"resnet20": resnet20, "resnet56": resnet56}
+SHAPE = [1, 3, 32, 32]
+GOAL_RATIO = 0.4
+LATENCY_RUNS = 200
+BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena is read
+TOOL_TIMEOUT = 3600
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    ratio: float
+    criterion: str
+    recovery: str  # none | distill | data-aware
+
+    @property
+    def label(self) -> str:
+        return {"none": "none", "distill": "data-free distill", "data-aware": "data-aware distill"}[
+            self.recovery
+        ]
+
+
+def plan(models: list[str], ratios: list[float], criteria: list[str], recover: list[str]) -> list[Job]:
+    """Every row, most wanted first: the 40 % cut before the others; at each cut the best criterion
+    recovered, then l1 recovered (the baseline), no recovery, the data-aware row, the rest."""
+    jobs = []
+    for ratio in sorted(ratios, key=lambda r: (r != GOAL_RATIO, r)):
+        for model in models:
+            best, rest = recover[0], recover[1:]
+            jobs.append(Job(model, ratio, best, "distill"))
+            jobs += [Job(model, ratio, c, "distill") for c in rest if c == "l1"]
+        for model in models:
+            jobs += [Job(model, ratio, c, "none") for c in criteria]
+            jobs.append(Job(model, ratio, recover[0], "data-aware"))
+            jobs += [Job(model, ratio, c, "distill") for c in recover[1:] if c != "l1"]
+    return list(dict.fromkeys(jobs))
 
 
 def predict(module: torch.nn.Module, x: np.ndarray, batch: int = 250) -> np.ndarray:
@@ -44,96 +95,392 @@ def predict(module: torch.nn.Module, x: np.ndarray, batch: int = 250) -> np.ndar
     return np.concatenate(out)
 
 
+def _tool(args: list[str], log: Path) -> None:
+    """One edgeport command in a fresh process; its output kept beside the results."""
+    with log.open("a") as out:
+        out.write(f"$ edgeport {' '.join(args)}\n")
+        out.flush()
+        subprocess.run(
+            [sys.executable, "-m", "edgeport", *args],
+            check=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=TOOL_TIMEOUT,
+            cwd=ROOT,
+        )
+
+
+def deploy(module: torch.nn.Module, key: str, baseline: Path | None) -> dict:
+    """Convert (float + int8), package for Cortex-M and time the float model beside `baseline`'s float
+    model (None: this is the baseline). Cached by `key` (the architecture)."""
+    where = CACHE / key
+    done = where / "deploy.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    where.mkdir(parents=True, exist_ok=True)
+    log = where / "tools.log"
+    source = where / "model.pt"
+    torch.jit.trace(module.eval(), torch.zeros(SHAPE)).save(str(source))
+    converted, package, timing = where / "convert", where / "package", where / "latency.json"
+    for path in (converted, package):
+        if path.exists():
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+    shape = ",".join(map(str, SHAPE))
+    _tool(["convert", str(source), "--input-shape", shape, "--quantize", "int8", "-o", str(converted)], log)
+    _tool(
+        [
+            "package",
+            str(converted),
+            "--target",
+            "cortex-m",
+            "--board",
+            BOARD,
+            "--no-fit-check",
+            "-o",
+            str(package),
+        ],
+        log,
+    )
+    models = [f"{baseline}:float32"] if baseline is not None else []
+    models.append(f"{converted}:float32")
+    _tool(
+        [
+            "bench",
+            *models,
+            "--on",
+            "host",
+            "--threads",
+            "1",
+            "--runs",
+            str(LATENCY_RUNS),
+            "--json",
+            str(timing),
+        ],
+        log,
+    )
+    report = json.loads(timing.read_text())
+    medians = [r["stats"]["median"] for r in report["results"]]
+    manifest = json.loads((package / "edgeport.json").read_text())
+    result = {
+        "float_ms": medians[-1],
+        "unpruned_float_ms": medians[0] if baseline is not None else medians[-1],
+        "int8_bytes": (converted / "model_int8.tflite").stat().st_size,
+        "arena_bytes": _arena(manifest),
+        "convert_dir": str(converted),
+    }
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _arena(manifest: dict) -> int:
+    """The TFLite Micro arena `edgeport package` measured (smallest that allocates and invokes)."""
+    return int(manifest["sections"]["cortex_m"]["arena"]["measured_bytes"])
+
+
+def architecture(model: str, module: torch.nn.Module) -> str:
+    shapes = ",".join(f"{n}:{tuple(p.shape)}" for n, p in module.state_dict().items())
+    return f"{model}-{hashlib.sha256(shapes.encode()).hexdigest()[:12]}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="resnet20")
-    parser.add_argument("--ratios", default="0.2,0.4")
-    parser.add_argument("--criteria", default="l1,l2,red")
-    parser.add_argument("--allocation", default="sensitivity,uniform")
-    parser.add_argument("--recovery", default="none,distill")
-    parser.add_argument("--budget", type=float, default=600.0)
+    parser.add_argument("--models", default="resnet20,resnet56")
+    parser.add_argument("--ratios", default="0.4,0.2,0.6")
+    parser.add_argument("--criteria", default="l1,l2,bn-scale,red,ig", help="rows without recovery")
+    parser.add_argument("--recover", default="red,l2,l1", help="recovered rows (first: the data-aware row)")
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-deploy", action="store_true", help="accuracy only: no convert/package/bench")
+    parser.add_argument("--no-zoo", action="store_true", help="skip tests/zoo's MobileNetV2")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--part",
+        default="",
+        help="run as one part of several processes (e.g. one per model): the rows go to "
+        "prune_tradeoff.PART.json and the table and plot merge every part",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = np.load(DATA)
     images, labels = data["images"][EVAL][: args.images], data["labels"][EVAL][: args.images]
-    specs = [TensorSpec("x", [1, 3, 32, 32])]
-    defaults = PruneOptions(ratio=0.5)
-    rows = []
-    for name in args.models.split(","):
-        reference = BUILDERS[name]()
-        x = model_input(name, images)
-        ref_pred = predict(reference, x)
-        float_top1 = 100.0 * float(np.mean(ref_pred == labels))
-        started = time.perf_counter()
-        # Made once per model: every row prunes from the same synthetic inputs.
-        synthetic = synthetic_inputs(reference, specs, {}, defaults.samples, defaults.held_out, defaults.seed)
-        print(
-            f"{name} float: {float_top1:.2f}%, synthetic inputs {time.perf_counter() - started:.0f}s",
-            flush=True,
-        )
-        variants = itertools.product(
-            [float(r) for r in args.ratios.split(",")],
-            args.criteria.split(","),
-            args.allocation.split(","),
-            args.recovery.split(","),
-        )
-        for ratio, criterion, allocation, recovery in variants:
-            options = PruneOptions(
-                ratio=ratio, criterion=criterion, recovery=recovery, budget=args.budget, allocation=allocation
-            )
-            started = time.perf_counter()
-            result = prune_module(reference, specs, {}, options, synthetic=synthetic)
-            pred = predict(result.module, x)
-            section = result.section
-            row = {
-                "model": name,
-                "ratio": ratio,
-                "criterion": criterion,
-                "allocation": allocation,
-                "recovery": recovery,
-                "top1": round(100.0 * float(np.mean(pred == labels)), 2),
-                "float_top1": round(float_top1, 2),
-                **paired(pred, ref_pred, labels),
-                "macs": section.after.macs,
-                "macs_before": section.before.macs,
-                "params": section.after.params,
-                "params_before": section.before.params,
-                "recovery_steps": section.recovery.steps,
-                "seconds": round(time.perf_counter() - started, 1),
-                "widths": {g.module: g.channels_after for g in section.groups},
-                "kept_whole": section.kept_whole,
-            }
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("kept_whole",)}), flush=True)
+    specs = [TensorSpec("x", SHAPE)]
+    jobs = plan(
+        args.models.split(","),
+        [float(r) for r in args.ratios.split(",")],
+        args.criteria.split(","),
+        args.recover.split(","),
+    )
+    state = {
+        "images": f"CIFAR-10 test {EVAL.start}-{EVAL.start + len(images) - 1}",
+        "budget_seconds": args.budget,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "planned": len(jobs),
+        "floats": {},
+        "rows": [],
+        "zoo": [],
+    }
     args.out.mkdir(exist_ok=True, parents=True)
-    images_text = f"CIFAR-10 test {EVAL.start}-{EVAL.start + len(images) - 1}"
-    (args.out / "prune_tradeoff.json").write_text(json.dumps({"images": images_text, "rows": rows}, indent=1))
-    (args.out / "prune_tradeoff.md").write_text(markdown(rows, len(images)))
+    run_started = time.perf_counter()
+    finetune = _finetune_file(data)
+    refs: dict[str, dict] = {}
+    for job in jobs:
+        if job.model not in refs:
+            refs[job.model] = _reference(job.model, images, labels, specs, args, state)
+            write(args.out, state, run_started, args.part)
+        ref = refs[job.model]
+        options = PruneOptions(
+            ratio=job.ratio,
+            criterion=job.criterion,
+            recovery="none" if job.recovery == "none" else "distill",
+            budget=args.budget,
+            finetune_data=finetune if job.recovery == "data-aware" else None,
+        )
+        started = time.perf_counter()
+        result = prune_module(ref["module"], specs, {}, options, synthetic=ref["synthetic"])
+        seconds = time.perf_counter() - started
+        pred = predict(result.module, ref["x"])
+        section = result.section
+        row = {
+            "model": job.model,
+            "ratio": job.ratio,
+            "criterion": job.criterion,
+            "recovery": job.label,
+            "top1": round(100.0 * float(np.mean(pred == labels)), 2),
+            "float_top1": ref["top1"],
+            **paired(pred, ref["pred"], labels),
+            "macs": section.after.macs,
+            "macs_before": section.before.macs,
+            "params": section.after.params,
+            "params_before": section.before.params,
+            "recovery_steps": section.recovery.steps,
+            "recovery_seconds": section.recovery.seconds,
+            "seconds": round(seconds, 1),
+            "architecture": architecture(job.model, result.module),
+            "widths": {g.module: g.channels_after for g in section.groups},
+        }
+        if not args.no_deploy:
+            row["deploy"] = _deploy_logged(result.module, row["architecture"], ref.get("deploy"))
+        state["rows"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "widths"}), flush=True)
+        write(args.out, state, run_started, args.part)
+    if not args.no_zoo:
+        state["zoo"] = zoo_rows(
+            args.recover.split(","), [float(r) for r in args.ratios.split(",")], args.budget
+        )
+        write(args.out, state, run_started, args.part)
     return 0
 
 
-def markdown(rows: list[dict], images: int) -> str:
+def _deploy_logged(module: torch.nn.Module, key: str, baseline: dict | None) -> dict:
+    try:
+        return deploy(module, key, Path(baseline["convert_dir"]) if baseline else None)
+    except (subprocess.SubprocessError, OSError, KeyError, ValueError) as exc:
+        return {"error": f"{type(exc).__name__}: {str(exc)[:200]} (see {CACHE / key / 'tools.log'})"}
+
+
+def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, args, state: dict) -> dict:
+    module = BUILDERS[name]()
+    x = model_input(name, images)
+    pred = predict(module, x)
+    top1 = round(100.0 * float(np.mean(pred == labels)), 2)
+    started = time.perf_counter()
+    defaults = PruneOptions(ratio=0.5)
+    # Made once per model: every row prunes from the same synthetic inputs.
+    synthetic = synthetic_inputs(module, specs, {}, defaults.samples, defaults.held_out, defaults.seed)
+    made = time.perf_counter() - started
+    ref = {"module": module, "x": x, "pred": pred, "top1": top1, "synthetic": synthetic}
+    info = {
+        "top1": top1,
+        "synthetic_seconds": round(made, 1),
+        "synthetic_samples": int(synthetic[0][0].shape[0] + synthetic[1][0].shape[0]),
+    }
+    if not args.no_deploy:
+        ref["deploy"] = _deploy_logged(module, f"{name}-unpruned", None)
+        info["deploy"] = ref["deploy"]
+        if "error" in ref["deploy"]:
+            ref["deploy"] = None
+    state["floats"][name] = info
+    print(f"{name} float: {top1:.2f}%, synthetic inputs {made:.0f}s", flush=True)
+    return ref
+
+
+def _finetune_file(data: np.lib.npyio.NpzFile) -> Path:
+    """Images 0-499 as the data-aware rows' --finetune-data (normalised like the models' input)."""
+    path = Path(tempfile.gettempdir()) / "edgeport_prune_finetune_0_499.npz"
+    np.savez(path, x=model_input("resnet20", data["images"][CAL]))
+    return path
+
+
+def zoo_rows(recover: list[str], ratios: list[float], budget: float) -> list[dict]:
+    """tests/zoo's MobileNetV2: fidelity to the unpruned model only (random weights, nothing to score)."""
+    from tests.zoo.models import by_name
+
+    zoo = by_name("mobilenet_v2")
+    module = zoo.build().eval()
+    specs = [TensorSpec("x", list(zoo.input_shapes[0]))]
+    rows = []
+    for ratio in ratios:
+        for criterion in dict.fromkeys([recover[0], "l1"]):
+            options = PruneOptions(ratio=ratio, criterion=criterion, recovery="distill", budget=budget)
+            try:
+                section = prune_module(module, specs, {}, options).section
+            except Exception as exc:  # noqa: BLE001 - a row that fails says why
+                rows.append({"ratio": ratio, "criterion": criterion, "error": str(exc)[:200]})
+                continue
+            fid = section.fidelity
+            rows.append(
+                {
+                    "ratio": ratio,
+                    "criterion": criterion,
+                    "macs": section.after.macs,
+                    "macs_before": section.before.macs,
+                    "sqnr_db_none": fid.sqnr_db_before_recovery,
+                    "sqnr_db": fid.sqnr_db,
+                    "agree_none": fid.top1_agreement_before_recovery,
+                    "agree": fid.top1_agreement,
+                    "steps": section.recovery.steps,
+                    "seconds": section.recovery.seconds,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def write(out: Path, state: dict, started: float, part: str = "") -> None:
+    state["wall_seconds"] = round(time.perf_counter() - started)
+    state["load_average"] = os.getloadavg()
+    name = f"prune_tradeoff.{part}.json" if part else "prune_tradeoff.json"
+    (out / name).write_text(json.dumps(state, indent=1))
+    merged = merge([json.loads(p.read_text()) for p in sorted(out.glob("prune_tradeoff*.json"))])
+    (out / "prune_tradeoff.md").write_text(markdown(merged))
+    plot(merged, out / "prune_tradeoff.png")
+
+
+def merge(states: list[dict]) -> dict:
+    """One table from the parts (processes) of a run."""
+    first = states[0]
+    return {
+        **first,
+        "started": min(s["started"] for s in states),
+        "wall_seconds": max(s["wall_seconds"] for s in states),
+        "load_average": max(s["load_average"] for s in states),
+        "planned": sum(s["planned"] for s in states),
+        "floats": {k: v for s in states for k, v in s["floats"].items()},
+        "rows": [r for s in states for r in s["rows"]],
+        "zoo": [z for s in states for z in s.get("zoo", [])],
+        "finished": all(s.get("finished") for s in states),
+    }
+
+
+def _ms(d: dict | None, key: str) -> str:
+    return f"{d[key]:.3f}" if d and key in d and d[key] is not None else "-"
+
+
+def markdown(state: dict) -> str:
+    rows = state["rows"]
+    partial = len(rows) < state["planned"] or not state.get("finished")
     lines = [
-        f"# Data-free pruning on CIFAR-10 (test images 500-{500 + images - 1}, PyTorch float)",
+        f"# Structured pruning ({state['images']}, PyTorch float top-1)",
         "",
-        "| model | FLOPs cut | criterion | allocation | recovery | top-1 % | vs float (±2SE) | MACs | params "
-        "| steps | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Run started {state['started']}, {state['wall_seconds'] / 60:.0f} min so far, recovery budget "
+        f"{state['budget_seconds']:.0f} s (turned into steps by the work model: the same on every machine), "
+        f"load average at the last write {state['load_average'][0]:.1f} on 2 cores."
+        + (f" PARTIAL: {len(rows)} of {state['planned']} planned rows." if partial else ""),
+        "",
+        *[
+            f"{name}: {f['synthetic_samples']} synthetic inputs (recovery pool + held out), made once in "
+            f"{f['synthetic_seconds']:.0f} s and shared by its rows."
+            for name, f in state["floats"].items()
+        ],
+        "",
+        "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | steps | "
+        "recovery s | float ms (unpruned) | speed-up | int8 KiB | arena KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    for name, f in state["floats"].items():
+        d = f.get("deploy") or {}
+        lines.append(
+            f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | "
+            f"{_ms(d, 'float_ms')} | 1.00x | {_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} |"
+        )
     for r in rows:
         delta = r["top1"] - r["float_top1"]
         cut = 100 * (1 - r["macs"] / r["macs_before"])
+        d = r.get("deploy") or {}
+        speed = (
+            f"{d['unpruned_float_ms'] / d['float_ms']:.2f}x"
+            if d.get("float_ms") and d.get("unpruned_float_ms")
+            else "-"
+        )
         lines.append(
             f"| {r['model']} | {cut:.0f}% (asked {100 * r['ratio']:.0f}%) | {r['criterion']} | "
-            f"{r['allocation']} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
             f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | {r['recovery_steps']} | "
-            f"{r['seconds']:.0f} |"
+            f"{r['recovery_seconds']:.0f} | "
+            f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {_kib(d.get('int8_bytes'))} | "
+            f"{_kib(d.get('arena_bytes'))} |"
         )
+    if state.get("zoo"):
+        lines += [
+            "",
+            "## tests/zoo MobileNetV2 (random weights: fidelity to the unpruned model on held-out "
+            "synthetic inputs)",
+            "",
+            "| FLOPs cut | criterion | SQNR dB none -> distill | top-1 agreement none -> distill | steps |",
+            "|---|---|---|---|---|",
+        ]
+        for z in state["zoo"]:
+            if "error" in z:
+                lines.append(f"| {100 * z['ratio']:.0f}% | {z['criterion']} | {z['error']} | | |")
+                continue
+            cut = 100 * (1 - z["macs"] / z["macs_before"])
+            lines.append(
+                f"| {cut:.0f}% (asked {100 * z['ratio']:.0f}%) | {z['criterion']} | {z['sqnr_db_none']} -> "
+                f"{z['sqnr_db']} | {_pct(z['agree_none'])} -> {_pct(z['agree'])} | {z['steps']} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _kib(value: int | None) -> str:
+    return f"{value / 1024:.0f}" if value else "-"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def plot(state: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(state["floats"])
+    if not models:
+        return
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], models, strict=True):
+        rows = [r for r in state["rows"] if r["model"] == name]
+        series: dict[str, list[dict]] = {}
+        for r in rows:
+            series.setdefault(f"{r['criterion']}, {r['recovery']}", []).append(r)
+        for label, rs in sorted(series.items()):
+            rs = sorted(rs, key=lambda r: r["macs"])
+            style = "-o" if "distill" in label else ":x"
+            ax.plot([r["macs"] / 1e6 for r in rs], [r["top1"] for r in rs], style, label=label)
+        if rows:
+            ax.plot(
+                [rows[0]["macs_before"] / 1e6], [state["floats"][name]["top1"]], "k*", ms=12, label="unpruned"
+            )
+        ax.set_title(f"{name}: top-1 vs MACs ({state['images']})")
+        ax.set_xlabel("MACs (millions)")
+        ax.set_ylabel("top-1 %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class PruneOptions(Options):
     # fraction everywhere (the baseline the benchmark compares with).
     allocation: Literal["sensitivity", "uniform"] = Field("sensitivity", json_schema_extra=cli(cli=False))
     seed: int = Field(0, json_schema_extra=cli(cli=False))
-    samples: int = Field(128, ge=8, json_schema_extra=cli(cli=False))  # synthetic inputs for recovery
+    samples: int = Field(256, ge=8, json_schema_extra=cli(cli=False))  # synthetic inputs for recovery
     held_out: int = Field(32, ge=4, json_schema_extra=cli(cli=False))  # fidelity inputs, never trained on
     max_steps: int | None = Field(None, json_schema_extra=cli(cli=False))  # caps the budget's steps
 

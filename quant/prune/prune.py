@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.options import flag_spell
-from edgeport.quant.calibration import CLIP_SIGMAS, make_calibration
+from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, make_calibration
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
@@ -49,6 +49,7 @@ from edgeport.quant.prune.section import (
 from edgeport.tensors import Sample, TensorSpec
 
 SENSITIVITY_BATCH = 16
+SYNTHETIC_CHUNK = 128  # synthetic inputs optimised together
 SENSITIVITY_POINTS = 4  # widths measured per group (errors between them interpolated)
 # A cut that torch-pruning maps right gives the zeroed model's outputs up to float summation order.
 CUT_TOLERANCE = 1e-4
@@ -83,9 +84,24 @@ def synthetic_inputs(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]]:
     """quant/calibration.py's data-free inputs (BatchNorm-statistics distillation when the model has
     BatchNorms, else the input statistics): (pool, held-out, how made, notes)."""
-    cal = make_calibration(
-        "auto", specs, stats, module=module, count=count, held_out=held, seed=seed, clip_sigmas=CLIP_SIGMAS
-    )
+
+    def made(n: int, held_out: int, chunk_seed: int) -> CalibrationSet:
+        return make_calibration(
+            "auto",
+            specs,
+            stats,
+            module=module,
+            count=n,
+            held_out=held_out,
+            seed=chunk_seed,
+            clip_sigmas=CLIP_SIGMAS,
+        )
+
+    cal = made(min(count, SYNTHETIC_CHUNK), held, seed)
+    # Made a chunk at a time (seeded apart): one optimisation over the whole pool would hold every
+    # sample's activations at once.
+    for i, start in enumerate(range(SYNTHETIC_CHUNK, count, SYNTHETIC_CHUNK)):
+        cal.samples += made(min(SYNTHETIC_CHUNK, count - start), 0, seed + 1 + i).samples
     how = {
         "distill": "BatchNorm-statistics distillation",
         "input-stats": "input statistics",

@@ -1,13 +1,20 @@
-"""Data-free recovery: the pruned model learns the unpruned one's outputs and intermediate features on
-synthetic inputs (made by quant/calibration.py from the model's BatchNorm statistics), seeded, for a
-step count fixed from the budget before the first step.
+"""Recovery: the pruned model learns the unpruned one's outputs and intermediate features, seeded, for a
+step count fixed from the budget before the first step. Data-free, on synthetic inputs (made by
+quant/calibration.py from the model's BatchNorm statistics); data-aware with --finetune-data, on the
+user's own inputs (no labels: the unpruned model is the teacher).
 
 Loss: mean squared error of each output and of each intermediate feature both models still share in
 shape (up to MAX_FEATURES of them, spread over the depth), each divided by the unpruned model's mean
 square of that tensor so every term weighs alike. Logit matching by MSE rather than KL: it needs no
-temperature and applies to regression outputs unchanged. Batches are half synthetic inputs, half
-mixtures of two of them (the teacher labels any input, so mixtures add variety at no cost). BatchNorm
-statistics stay frozen: synthetic batches are not real ones.
+temperature, applies to regression outputs unchanged, and KL at T=4 recovered less (ResNet-20 below).
+Batches are half inputs as made, half mixtures of two (the teacher labels any input, so mixtures add
+variety at no cost), and image inputs are shifted by up to 1/8 of their size and mirrored: a pool of
+a few hundred synthetic images is otherwise learnt by heart. BatchNorm statistics stay frozen:
+synthetic batches are not real ones.
+
+Measured on ResNet-20 pruned by 40 % of its FLOPs (red), 600 steps, CIFAR-10 test images 500-1499
+(float 77.1 %): 128 synthetic inputs 72.8 %, shifted/mirrored 73.9 %; 1024 inputs 73.7 %,
+shifted/mirrored 75.7 %, the same with KL at T=4 instead of MSE 73.1 %.
 """
 
 from __future__ import annotations
@@ -198,8 +205,10 @@ def distill(
     progress: Progress | None = None,
     batch: int = BATCH,
     lr: float = LR,
+    augment: bool = True,
 ) -> RecoveryLog:
-    """Train `student` in place towards `teacher` on `pool` (one tensor per input, samples on dim 0)."""
+    """Train `student` in place towards `teacher` on `pool` (one tensor per input, samples on dim 0);
+    `augment`: image inputs also shifted and mirrored."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -222,7 +231,7 @@ def distill(
     first = last = math.nan
     try:
         for step in range(steps):
-            inputs = _batch(pool, gen, size)
+            inputs = _batch(pool, gen, size, augment)
             with torch.no_grad():
                 t_out = flat_outputs(teacher(*inputs))
                 t_feat = {n: v.detach() for n, v in t_cap.values.items()}

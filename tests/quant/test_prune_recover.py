@@ -123,3 +123,16 @@ def test_bad_finetune_data_is_one_line_before_any_work(
     text = str(info.value)
     assert expected in text and "--finetune-data" in text
     assert "\n" not in info.value.problem
+
+
+def test_a_pool_larger_than_one_chunk_is_made_in_seeded_chunks() -> None:
+    from edgeport.quant.prune.prune import SYNTHETIC_CHUNK, synthetic_inputs
+
+    model = coupled()
+    count = SYNTHETIC_CHUNK + 3
+    pool, held, how, _notes = synthetic_inputs(model, SPECS, {}, count, 4, seed=0)
+    again, _, _, _ = synthetic_inputs(model, SPECS, {}, count, 4, seed=0)
+    assert pool[0].shape[0] == count and held[0].shape[0] == 4 and "BatchNorm" in how
+    assert torch.equal(pool[0], again[0])
+    # The second chunk is not a copy of the first.
+    assert not torch.allclose(pool[0][SYNTHETIC_CHUNK:], pool[0][:3])
