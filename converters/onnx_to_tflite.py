@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -201,6 +202,9 @@ def wrap_keep_nchw(result: KerasResult) -> Any:
 # Keras model -> the SavedModel the TFLite converter exported it to (None: the export failed), kept
 # while the model lives. Weak keys: a model is dropped with its export.
 _SAVED_MODELS: weakref.WeakKeyDictionary[Any, Path | None] = weakref.WeakKeyDictionary()
+# The export patches module and class attributes of tensorflow and tf_keras for its duration: one at a
+# time, should conversions ever run in threads.
+_EXPORT_LOCK = threading.RLock()
 
 
 def keras_converter(keras_model: Any) -> Any:
@@ -211,6 +215,7 @@ def keras_converter(keras_model: Any) -> Any:
     and the int8 model from the same Keras model: the export is written the first time (without
     tf_keras's metadata, `_without_keras_metadata`) and copied into each later converter's directory,
     so every converter runs as it would have, on the same graph, and writes the same bytes (tested).
+    The model must not change after its first conversion (nothing in edgeport changes a Keras model).
     """
     import tensorflow as tf
 
@@ -226,21 +231,22 @@ def _export_once(keras_model: Any, export: Callable[[str], Any], output_dir: str
     the model's first export (tensorflow 2.19's lite.py saves with `_save.save`, save_debug_info on)."""
     from tensorflow.lite.python import lite
 
-    if keras_model not in _SAVED_MODELS:
-        _SAVED_MODELS[keras_model] = _save_model(lite, keras_model)
-    saved = _SAVED_MODELS[keras_model]
-    if saved is None:  # the converter's own attempt fails the same way and takes its fallback
-        return export(output_dir)
-    real = lite._save
+    with _EXPORT_LOCK:
+        if keras_model not in _SAVED_MODELS:
+            _SAVED_MODELS[keras_model] = _save_model(lite, keras_model)
+        saved = _SAVED_MODELS[keras_model]
+        if saved is None:  # the converter's own attempt fails the same way and takes its fallback
+            return export(output_dir)
+        real = lite._save
 
-    def copy_saved(_obj: Any, export_dir: str, *_args: Any, **_kwargs: Any) -> None:
-        shutil.copytree(saved, export_dir, dirs_exist_ok=True)
+        def copy_saved(_obj: Any, export_dir: str, *_args: Any, **_kwargs: Any) -> None:
+            shutil.copytree(saved, export_dir, dirs_exist_ok=True)
 
-    lite._save = types.SimpleNamespace(save=copy_saved)
-    try:
-        return export(output_dir)
-    finally:
-        lite._save = real
+        lite._save = types.SimpleNamespace(save=copy_saved)
+        try:
+            return export(output_dir)
+        finally:
+            lite._save = real
 
 
 def _save_model(lite: Any, keras_model: Any) -> Path | None:
