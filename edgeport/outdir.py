@@ -57,23 +57,60 @@ def check_outdir(outdir: Path, force: bool) -> None:
             f"output directory {outdir} exists and is not empty",
             "choose another -o directory or pass --force to replace it",
         )
+    if not outdir.exists():
+        _check_creatable(outdir)
 
 
-def _unwritable(outdir: Path, exc: OSError) -> EdgeportError:
-    """The user-facing reason an output directory cannot be created at `outdir`."""
+def _check_creatable(outdir: Path) -> None:
+    """Refuse now, not after minutes of work, an OUTDIR that cannot be created: under a file, or where its
+    nearest existing folder takes no new entry (a read-only or pseudo file system such as /proc)."""
+    nearest = next(a for a in outdir.absolute().parents if a.exists())
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{outdir.name}.{_STAGING_TAG}-{os.getpid()}-", dir=nearest))
+    except OSError as exc:
+        raise _unwritable(outdir, exc) from exc
+
+
+def _unwritable(
+    outdir: Path, exc: OSError, what: str = "output directory", flag: str = "-o"
+) -> EdgeportError:
+    """The user-facing reason an output directory (or file) cannot be created at `outdir`."""
     for ancestor in outdir.absolute().parents:
         if ancestor.exists():
             if not ancestor.is_dir():
                 return EdgeportError(
-                    f"cannot create output directory {outdir}: {ancestor} is a file",
-                    "give -o a path whose parent folders are directories",
+                    f"cannot create {what} {outdir}: {ancestor} is a file",
+                    f"give {flag} a path whose parent folders are directories",
                 )
             break
     reason = exc.strerror or type(exc).__name__
+    place = "a directory" if what == "output directory" else "a path"
     return EdgeportError(
-        f"cannot create output directory {outdir} ({reason})",
-        "give -o a directory on a writable file system",
+        f"cannot create {what} {outdir} ({reason})",
+        f"give {flag} {place} on a writable file system",
     )
+
+
+def write_files(files: dict[Path, bytes | str], flag: str = "-o", make_parents: bool = False) -> None:
+    """Write every file whole, or none: each goes to a temporary file beside it, and only when all are
+    written are they renamed into place. A path that cannot be written is one line naming `flag`."""
+    temporaries: dict[Path, Path] = {}
+    path = next(iter(files), Path("."))
+    try:
+        for path, data in files.items():
+            if make_parents:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temporaries[path] = Path(temporary)
+            with os.fdopen(handle, "wb") as out:
+                out.write(data.encode() if isinstance(data, str) else data)
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
+    except OSError as exc:
+        raise _unwritable(path, exc, "file", flag) from exc
+    finally:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
 
 
 def staging_owner(path: Path, outdir: Path) -> int | None:

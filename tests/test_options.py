@@ -135,6 +135,8 @@ def test_flash_flags_are_made_from_its_options_model(run_cli) -> None:
         "--port",
         "--tflm-root",
         "--dry-run",
+        "--bench-warmup",
+        "--bench-runs",
     ]
     assert FLASH_FLAGS["board"].required and FLASH_FLAGS["dry_run"].is_flag
     assert list(FLASH_FLAGS["probe"].type.choices) == list(PROBES)

@@ -95,7 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"edgeport: {'interrupted; nothing was written' if interrupted else 'aborted'}.", err=True)
         return EXIT_USER_ERROR
     except click.ClickException as bad_usage:  # unknown option, missing argument, ...
-        bad_usage.show()
+        ctx = getattr(bad_usage, "ctx", None)
+        where = ctx.command_path if ctx is not None else "edgeport"
+        message = bad_usage.format_message().replace("\n", " ").rstrip(".")
+        end = "" if message.endswith("?") else "."
+        click.echo(f"edgeport: error: {message}{end} See `{where} --help`.", err=True)
         return EXIT_USER_ERROR
     except EdgeportError as err:
         if debug:

@@ -3,7 +3,6 @@ them side by side with ratios to the first. The flags are made from BenchSetting
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +18,7 @@ from edgeport.bench.table import bench_table, notes
 from edgeport.cli.options import given_options, options_from_model, spell_flags
 from edgeport.errors import EdgeportError
 from edgeport.options import validate_options
-from edgeport.outdir import terminate_as_interrupt
+from edgeport.outdir import terminate_as_interrupt, write_files
 
 EXAMPLES = """\b
 Examples:
@@ -36,24 +35,23 @@ RUNNER_FLAGS = options_from_model(RunnerOptions)
 _spell = spell_flags({**SETTINGS_FLAGS, **RUNNER_FLAGS, "runner": click.Option(["--on"])})
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """`text` into `path` whole or not at all: a temporary file beside it, renamed over it."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def check_json_path(path: Path) -> None:
     """Refuse a --json FILE that cannot be written before anything is measured."""
     if path.is_dir():
         raise EdgeportError(f"--json {path} is a directory", "give a file name, e.g. --json bench.json")
+    for folder in path.absolute().parents:
+        if folder.exists() and not folder.is_dir():
+            raise EdgeportError(f"--json {path}: {folder} is a file", "give a path in a folder")
     if not path.parent.is_dir():
         raise EdgeportError(f"--json {path}: folder {path.parent} does not exist", "create it first")
+    try:  # a read-only or pseudo file system (/proc) refuses a new file: found now, not after measuring
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", dir=path.parent):
+            pass
+    except OSError as exc:
+        raise EdgeportError(
+            f"--json {path}: cannot write in {path.parent} ({exc.strerror or type(exc).__name__})",
+            "give --json a path on a writable file system",
+        ) from None
 
 
 @click.command(epilog=EXAMPLES)
@@ -104,7 +102,7 @@ def bench(
     for line in notes(report):
         console.print(f"note: {line}")
     if json_path is not None:
-        write_atomically(json_path, report.to_json())
+        write_files({json_path: report.to_json()}, flag="--json")
         click.echo(f"wrote {json_path}")
 
 

@@ -55,6 +55,11 @@ MODEL_FIELDS = (
 RUN_FIELDS = ("outdir", "force", "debug")
 # The value that turns a nested options group (quantize, prune) off for a variant.
 OFF = "none"
+# What to write where a required table or key is missing.
+MISSING_FIX = {
+    "model": '; add a [model] table with source = "model.py:build" (or a .pt, .pt2, .onnx file)',
+    "source": '; add source = "model.py:build" (or a .pt, .pt2, .onnx file) to [model]',
+}
 # Runners that measure a firmware package rather than a .tflite, and the target whose package they build.
 PACKAGE_RUNNERS = {"qemu": "cortex-m", "serial": "cortex-m"}
 
@@ -296,7 +301,7 @@ def _pydantic_problems(
                 hint = f"; {loc[-1]!r} belongs in [{other[0]}]" if other[0] else "; it is a top-level key"
             problems.append(f"{where}unknown key {loc[-1]!r}{hint}")
         elif item["type"] == "missing":
-            problems.append(f"{where}{key!r} is missing" if key else f"[{loc[0]}] section is missing")
+            problems.append(f"{where}{key!r} is missing{MISSING_FIX.get(key, '')}")
         else:
             # A union's branches report one error each; one line per key is enough.
             line = f"{where}{loc[1] if len(loc) > 1 else key}: {item['msg']} (got {item['input']!r})"
@@ -610,7 +615,7 @@ def check_bench(
 def check_validation(given: dict[str, Any], base: Path) -> tuple[Any, list[str]]:
     """[validation]: the data (an .npz or a folder of images with a labels file, relative to the config),
     the metric, and for images their normalisation."""
-    from edgeport.run.evaluate import ValidationOptions
+    from edgeport.run.evaluate import ValidationOptions, data_problems
 
     if not given:
         return None, []
@@ -634,15 +639,29 @@ def check_validation(given: dict[str, Any], base: Path) -> tuple[Any, list[str]]
         problems.append(
             f"[validation] labels: {labels} does not exist; write one `FILENAME LABEL` line per image there"
         )
+    else:
+        problems += [f"[validation] {p}" for p in data_problems(options)]
     return (None, problems) if problems else (options, [])
 
 
 def read_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    if path.is_dir():
+        inside = path / CONFIG_NAME
+        raise EdgeportError(
+            f"config {path} is a directory",
+            f"give {inside}" if inside.is_file() else "give the path of an edgeport.toml file in it",
+        )
     if not path.is_file():
         raise EdgeportError(
             f"config {path} does not exist", "give the path of an edgeport.toml (`edgeport init` writes one)"
         )
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise EdgeportError(
+            f"config {path} cannot be read as text ({type(err).__name__})",
+            "give an edgeport.toml (UTF-8 TOML)",
+        ) from None
     try:
         return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -700,6 +719,8 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
     if "source" in model:
         variants, variant_problems = check_variants(model, recipe, keys, spell, base)
         problems += variant_problems
+    elif isinstance(data.get("model"), dict) and "source" not in bad:
+        problems.append(f"[model] 'source' is missing{MISSING_FIX['source']}")
     if problems:
         raise ConfigError(path, problems)
     output = data.get("output")

@@ -96,14 +96,23 @@ def model_specs(manifest: Manifest, precision: str) -> tuple[str, list[TensorSpe
     return tflite.path, specs(onnx.inputs), specs(onnx.outputs)
 
 
-def load_data(path: Path, inputs: list[TensorSpec], labels: str) -> tuple[list[Sample], np.ndarray | None]:
-    """The samples (batch of 1 each) and the labels, checked against the model's inputs."""
+def read_npz(path: Path, names_only: bool = False) -> dict[str, Any]:
+    """The arrays of a validation .npz (with `names_only`, its array names mapped to None: a cheap check
+    that it is one); an unreadable file is one line."""
     try:
-        arrays = dict(np.load(path, allow_pickle=False))
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("a single array, not an .npz")
+            return dict.fromkeys(data.files) if names_only else dict(data)
     except Exception as exc:  # noqa: BLE001 - any unreadable file means the same to the user
         raise EdgeportError(
             f"validation data {path} is not a readable .npz", "save it with numpy.savez"
         ) from exc
+
+
+def load_data(path: Path, inputs: list[TensorSpec], labels: str) -> tuple[list[Sample], np.ndarray | None]:
+    """The samples (batch of 1 each) and the labels, checked against the model's inputs."""
+    arrays = read_npz(path)
     found = arrays.pop(labels, None)
     if len(inputs) == 1 and len(arrays) == 1 and inputs[0].name not in arrays:
         arrays = {inputs[0].name: next(iter(arrays.values()))}
@@ -193,6 +202,43 @@ def image_tensor(image: Any, spec: TensorSpec, options: ValidationOptions) -> np
     return x[None].astype(spec.dtype if spec.dtype.startswith("float") else np.float32)
 
 
+def labelled_images(folder: Path, labels_name: str) -> list[tuple[str, int]]:
+    """The (image file, class index) pairs of a folder's labels file, each image there and each image
+    there labelled; needs no model, so the config check runs it before any work."""
+    pairs = read_labels_file(folder / labels_name)
+    listed = {name for name, _ in pairs}
+    unlisted = sorted(
+        p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed
+    )
+    if unlisted:
+        raise EdgeportError(
+            f"validation images: {len(unlisted)} image(s) in {folder} have no label (first: {unlisted[0]})",
+            f"add a line for each to {labels_name}, or move them out",
+        )
+    for name, _ in pairs:
+        if not (folder / name).is_file():
+            raise EdgeportError(
+                f"validation images: {labels_name} names {name}, which is not in {folder}",
+                "fix the file name or add the image",
+            )
+    return pairs
+
+
+def data_problems(options: ValidationOptions) -> list[str]:
+    """What is wrong with the validation data that needs no model to see, one line each: a labels file
+    that does not label the folder's images, an .npz that is not one or lacks the labels top-1 needs."""
+    try:
+        if options.data.is_dir():
+            labelled_images(options.data, options.labels_name)
+            return []
+        names = read_npz(options.data, names_only=True)
+    except EdgeportError as err:
+        return [err.one_line()]
+    if options.metric == "top-1" and options.labels_name not in names:
+        return [f"metric top-1: {options.data} has no {options.labels_name!r} array; add the labels"]
+    return []
+
+
 def load_images(
     folder: Path, inputs: list[TensorSpec], options: ValidationOptions
 ) -> tuple[list[Sample], np.ndarray]:
@@ -204,24 +250,10 @@ def load_images(
             f"validation images: the model has {len(inputs)} inputs, a folder of images feeds one",
             "give the validation set as an .npz with one array per input",
         )
-    pairs = read_labels_file(folder / options.labels_name)
-    listed = {name for name, _ in pairs}
-    unlisted = sorted(
-        p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed
-    )
-    if unlisted:
-        raise EdgeportError(
-            f"validation images: {len(unlisted)} image(s) in {folder} have no label (first: {unlisted[0]})",
-            f"add a line for each to {options.labels_name}, or move them out",
-        )
+    pairs = labelled_images(folder, options.labels_name)
     samples = []
     for name, _ in pairs:
         path = folder / name
-        if not path.is_file():
-            raise EdgeportError(
-                f"validation images: {options.labels_name} names {name}, which is not in {folder}",
-                "fix the file name or add the image",
-            )
         try:
             with Image.open(path) as image:
                 image.load()

@@ -3,13 +3,12 @@ user wants them, so that the config runs as it is."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import edgeport
 from edgeport.errors import EdgeportError
-from edgeport.run.config import read_toml, source_file
+from edgeport.outdir import write_files
+from edgeport.run.config import CONFIG_NAME, read_toml, source_file
 
 # A source checkout (and an editable install) keeps the examples beside the package.
 EXAMPLES = Path(edgeport.__file__).resolve().parent.parent / "examples"
@@ -29,26 +28,21 @@ def example_files(name: str) -> tuple[Path, Path]:
     return config, config.parent / source_file(str(data["model"]["source"]))
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write `path` whole or not at all."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(temp, path)
-
-
 def write_example(name: str, config: Path, force: bool = False) -> list[Path]:
     """Copy example `name` to `config` and its model file beside it; existing files need `force`."""
     example, model = example_files(name)
     config = Path(config)
     targets = [(config, example), (config.parent / model.name, model)]
+    folders = [str(path) for path, _ in targets if path.is_dir()]
+    if folders:
+        raise EdgeportError(
+            f"{folders[0]} is a directory", f"give -o a file path, e.g. -o {Path(folders[0]) / CONFIG_NAME}"
+        )
     existing = [str(path) for path, _ in targets if path.exists()]
     if existing and not force:
         raise EdgeportError(
             f"{' and '.join(existing)} already exist{'s' * (len(existing) == 1)}",
             "pass --force to overwrite, or -o another file",
         )
-    config.parent.mkdir(parents=True, exist_ok=True)
-    for path, source in targets:
-        _write(path, source.read_bytes())
+    write_files({path: source.read_bytes() for path, source in targets}, make_parents=True)
     return [path for path, _ in targets]

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeport.targets.base import Packaged
-from edgeport.targets.cortex_m.boards import BOARDS, Board
+from edgeport.targets.cortex_m.boards import BOARDS, Board, get_board
 
 DEFAULT_NAME = "g_model"
 
@@ -28,6 +28,12 @@ class CortexMOptions(BaseModel):
     fit_check: bool = Field(
         True, description="Check that the model fits the board (--no-fit-check: write the package anyway)."
     )
+
+    @field_validator("board")
+    @classmethod
+    def _known_board(cls, board: str) -> str:
+        get_board(board)  # an unknown board is refused with the close names before any work (run's check)
+        return board
 
 
 class CortexMTarget:

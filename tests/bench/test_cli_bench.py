@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeport.bench.schema import BenchReport, json_schema
-from edgeport.cli.bench import write_atomically
+from edgeport.outdir import write_files
 from tests.targets.synth import big_fc_model
 
 
@@ -70,16 +70,16 @@ def test_no_model_is_one_line(run_cli):
     assert code == 1 and "no model given" in stderr
 
 
-def test_write_atomically_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
+def test_write_files_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
     target = tmp_path / "r.json"
-    write_atomically(target, "old")
+    write_files({target: "old"})
 
     def interrupted(*_args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("os.replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_atomically(target, "new")
+        write_files({target: "new"})
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeport.errors import EdgeportError
@@ -272,7 +273,10 @@ def test_validation_problems_are_reported_with_the_rest(tmp_path):
     assert problems(write(tmp_path, text)) == ["[validation] unknown key 'metrik'; did you mean 'metric'?"]
     (line,) = problems(write(tmp_path, GOOD + '[validation]\ndata = "val.npz"\n'))
     assert line.startswith("[validation] data:") and "does not exist" in line
-    (tmp_path / "val.npz").write_bytes(b"")
+    (tmp_path / "val.npz").write_bytes(b"")  # a file, but not an .npz: refused before any work
+    (line,) = problems(write(tmp_path, GOOD + '[validation]\ndata = "val.npz"\n'))
+    assert line.startswith("[validation] validation data") and "is not a readable .npz" in line
+    np.savez(tmp_path / "val.npz", x=np.zeros((2, 4), np.float32))
     assert load_config(write(tmp_path, GOOD + '[validation]\ndata = "val.npz"\n')).validation.data == (
         tmp_path / "val.npz"
     )
