@@ -89,6 +89,10 @@ class RunInfo(BaseModel):
     seconds: dict[str, float] = Field(default_factory=dict)
     paths: dict[str, str] = Field(default_factory=dict)
     command: str = ""  # the command line as typed (its paths are this machine's)
+    # Measurements that differ between runs by nature, by the section that took them (android: host LiteRT
+    # latency per variant), with the sha256 of the files that show them (listed in `artifacts` with
+    # no sha256 and size 0).
+    measured: dict[str, Any] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from edgeport import __version__
-from edgeport.targets.android import bundle_kotlin, describe
+from edgeport.targets.android import bundle_kotlin, describe, latency
 from edgeport.targets.android.bundle_kotlin import ACCELERATORS, WrapperSpec, WrapperTensor
 from edgeport.targets.android.bundle_templates import ANDROID_MANIFEST, LITERT_VERSION
 from edgeport.targets.android.metadata import TensorMetadata
@@ -59,6 +59,8 @@ def ship_for(variants: Sequence[VariantEntry]) -> dict[str, tuple[VariantEntry, 
     whole, else the first made. GPU: float16 (the delegate computes in fp16 anyway), then float32, the
     first the GPU delegate takes whole by its rules (delegates.py), else the first made. NNAPI: an
     integer-only variant (NPUs and DSPs take nothing else), else float32."""
+    # Not by host latency: the pick sets the wrapper's defaults, which must not change between two packages
+    # of the same model, and an x86 host's timings do not rank variants as a phone's CPU does.
     made = {v.name: v for v in variants}
     cpu, whole = _pick(made, _CPU_ORDER, lambda v: v.delegates.xnnpack_nodes == v.delegates.nodes)
     cpu_why = _why(cpu, whole, cpu.delegates.xnnpack_nodes, "XNNPACK")
@@ -146,6 +148,7 @@ def render_readme(section: AndroidSection, spec: WrapperSpec) -> str:
     cls, package = bundle_kotlin.class_name(spec.name), bundle_kotlin.package_name(spec.name)
     picks = ship_for(section.variants)
     check = section.variants[0].check
+    timed = any(v.latency is not None for v in section.variants)
     lines = [
         f"# {section.metadata.name}: Android library module",
         "",
@@ -163,8 +166,8 @@ def render_readme(section: AndroidSection, spec: WrapperSpec) -> str:
         "`variant =` for another.",
         "",
         "| accelerator | ship | size | vs float32 | XNNPACK nodes | GPU delegate nodes | integer-only "
-        "| why |",
-        "|---|---|---|---|---|---|---|---|",
+        "| why |" + (f" {latency.COLUMN} (not the phone) |" if timed else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if timed else ""),
     ]
     for accelerator in ACCELERATORS:
         entry, why = picks[accelerator]
@@ -174,6 +177,7 @@ def render_readme(section: AndroidSection, spec: WrapperSpec) -> str:
             f"| `Accelerator.{accelerator}` | `{entry.file}` | {entry.size_bytes / 1024:.1f} KB | "
             f"{fidelity(entry)} | {xnnpack} | {d.gpu.taken_nodes} of {d.nodes} | "
             f"{'yes' if d.integer_only else 'no'} | {why} |"
+            + (f" {latency.cell(entry.latency)} |" if timed else "")
         )
     shipped = {entry.name for entry, _ in picks.values()}
     others = [v for v in section.variants if v.name not in shipped]

@@ -19,7 +19,7 @@ from edgeport.packaging import artifact, write_package
 from edgeport.quant.calibration import check_calibration
 from edgeport.quant.input_stats import from_user
 from edgeport.runtimes.litert import interpreter, match_signature
-from edgeport.targets.android import bundle, describe, metadata, readme
+from edgeport.targets.android import bundle, describe, latency, metadata, readme
 from edgeport.targets.android.delegates import GPU_NOTE, delegate_report
 from edgeport.targets.android.section import AndroidSection, Signature, SkippedVariant, VariantEntry
 from edgeport.targets.android.signature import SIGNATURE_KEY
@@ -188,6 +188,9 @@ def package(
     ) as staging:
         stage, manifest = staging.root, staging.manifest
         entries = [_write_variant(v, meta, files, stage, manifest) for v in made]
+        timings = latency.measure({e.name: stage / e.file for e in entries}) if options.latency else None
+        for entry in entries:
+            entry.latency = timings.variants[entry.name] if timings else None
         (stage / METADATA_FILE).write_text(json.dumps(meta.model_dump(mode="json"), indent=2) + "\n")
         manifest.artifacts.append(artifact(stage / METADATA_FILE, stage, "other"))
         for name, content in sorted(files.items()):
@@ -206,13 +209,15 @@ def package(
             bundle=bundle.BUNDLE_DIR if wrapped is not None else None,
             notes=[*found, *_missing_normalisation(meta), *notes, GPU_NOTE],
         )
-        (stage / "README.md").write_text(readme.render(section))
+        (stage / "README.md").write_text(readme.render(section, timings))
         manifest.artifacts.append(artifact(stage / "README.md", stage, "other"))
         if wrapped is not None:
             spec = bundle.wrapper_spec(section, *wrapped)
             for path in bundle.write_bundle(stage / bundle.BUNDLE_DIR, stage, section, spec):
                 manifest.artifacts.append(artifact(path, stage, "other"))
         section.record(manifest)
+        shown = ["README.md", f"{bundle.BUNDLE_DIR}/README.md"]
+        latency.record(manifest, AndroidSection.NAME, timings, shown)
     return AndroidPackage(outdir, model, entries, skipped, manifest)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgeport import __version__
+from edgeport.targets.android import latency
 from edgeport.targets.android.bundle import ship_for
 from edgeport.targets.android.delegates import DelegateReport, GpuFallback
 from edgeport.targets.android.section import AndroidSection
@@ -103,7 +104,9 @@ def _bundle_lines(section: AndroidSection) -> list[str]:
     ]
 
 
-def render(section: AndroidSection) -> str:
+def render(section: AndroidSection, timings: latency.PackageLatency | None = None) -> str:
+    """The README; `timings` (measured by latency.py, None: --no-latency) adds the host latency column."""
+    timed = timings is not None
     lines = [
         f"# {section.metadata.name}: Android model variants",
         "",
@@ -115,8 +118,9 @@ def render(section: AndroidSection) -> str:
         f"outputs {', '.join(section.signature.outputs)}.",
         "",
         "| file | ship it for | size | ops | I/O | max rel. error vs float32 | min SQNR dB "
-        "| top-1 agreement | XNNPACK nodes | GPU delegate | integer-only |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| top-1 agreement | XNNPACK nodes | GPU delegate | integer-only |"
+        + (f" {latency.COLUMN} |" if timed else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if timed else ""),
     ]
     for v in section.variants:
         outs = v.check.outputs
@@ -128,6 +132,7 @@ def render(section: AndroidSection) -> str:
             f"{_worst([o.sqnr_db for o in outs], low=True)} | "
             f"{f'{min(top1):.1%}' if top1 else ''} | {_xnnpack(v.delegates)} | {_gpu(v.delegates)} | "
             f"{'yes' if v.delegates.integer_only else 'no'} |"
+            + (f" {latency.cell(v.latency)} |" if timed else "")
         )
     check = section.variants[0].check
     lines += [
@@ -136,6 +141,8 @@ def render(section: AndroidSection) -> str:
         "how many of the model's nodes LiteRT's default CPU delegate takes (the rest run on LiteRT's own "
         "kernels); integer-only: no float tensor inside the graph, what NPUs and DSPs behind NNAPI need.",
     ]
+    if timings is not None:
+        lines += ["", latency.describe(timings)]
     lines += _gpu_lines(section)
     if section.skipped:
         lines += ["", "Not built:", ""]
@@ -144,7 +151,6 @@ def render(section: AndroidSection) -> str:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in section.notes]
     lines += ["", "Which to ship: " + "; ".join(_advice(section)) + "."]
     lines += _bundle_lines(section)
-    # Latency is measured, not packaged: timings differ between runs and the manifest does not.
     specs = " ".join(f"OUTDIR:{v.name}" for v in section.variants)
     lines += [
         "",

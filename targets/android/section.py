@@ -9,6 +9,7 @@ from pydantic import Field
 
 from edgeport.manifest import Record, Section
 from edgeport.targets.android.delegates import DelegateReport
+from edgeport.targets.android.latency import VariantLatency
 from edgeport.targets.android.metadata import ModelMetadata
 from edgeport.targets.android.variants import VariantCheck
 
@@ -25,6 +26,9 @@ class VariantEntry(Record):
     output_types: list[str]
     check: VariantCheck  # against float32 on the same inputs
     delegates: DelegateReport  # what XNNPACK and the GPU delegate take, whether integer-only (NPU-ready)
+    # Host LiteRT timing for the READMEs, never written into the section: it differs between runs and goes
+    # to the manifest's run block (latency.py). None: not measured (--no-latency).
+    latency: VariantLatency | None = Field(None, exclude=True)
 
 
 class SkippedVariant(Record):

@@ -80,6 +80,12 @@ class AndroidOptions(BaseModel):
         description="Write android/, a Gradle module with the variants and labels as assets and a Kotlin "
         "wrapper class (--no-bundle: the model files only).",
     )
+    latency: bool = Field(
+        True,
+        description="Time every variant once in LiteRT on this machine (one thread, XNNPACK, interleaved "
+        "runs) for the READMEs and edgeport.json's run block (--no-latency: skip it, e.g. in CI or when "
+        "this machine is not the one whose timings matter).",
+    )
 
     @field_validator("labels", mode="before")
     @classmethod
