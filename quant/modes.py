@@ -40,6 +40,7 @@ from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm
+from edgeport.quant.tflm_pad_value import pad_value_problem
 from edgeport.quant.tflm_saturation import saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
 from edgeport.runtimes.tflm import run_tflm
@@ -540,6 +541,8 @@ def _tflm_agreement(
         return None, optimized
     tflm = compare_raw([reference.run_raw(r) for r in raw_inputs], tflm_out)
     if tflm.max_diff_steps is not None and tflm.max_diff_steps > TFLM_EXACT_STEPS:
+        if (known := pad_value_problem(tflm_model, name, tflm.max_diff_steps)) is not None:
+            raise EdgeportError(*known)
         raise EdgeportError(
             f"{name}: TFLite Micro and TFLite's reference kernels differ by {tflm.max_diff_steps} "
             "quantization steps (they must agree bit for bit)",

@@ -90,6 +90,12 @@ def test_gated_block_runs_bit_exactly_in_tflite_micro(tmp_path: Path):
 
 
 def test_without_the_rewrite_tflite_micro_pads_with_the_wrong_value(tmp_path: Path):
-    """The reason for the rewrite: the shared SPACE_TO_BATCH_ND stays, and TFLite Micro disagrees."""
-    with pytest.raises(EdgeportError, match="TFLite Micro and TFLite's reference kernels differ"):
+    """The reason for the rewrite: the shared SPACE_TO_BATCH_ND stays, TFLite Micro disagrees, and the
+    refusal names that op and its zero point instead of asking for a report."""
+    with pytest.raises(EdgeportError) as refused:
         _convert(tmp_path, 0, skip=(dilated_siblings.NAME,))
+    assert (
+        "SPACE_TO_BATCH_ND" in refused.value.problem
+        and "instead of its zero point -128" in refused.value.problem
+    )
+    assert "report" not in refused.value.fix
