@@ -65,16 +65,15 @@ def attention_macs(
     m: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 ) -> int:
     """nn.MultiheadAttention's MACs (its out_proj is applied functionally: no Linear hook sees it):
-    the query, key, value and output projections, scores (query x key) and their product with values."""
-    e = m.embed_dim
+    the query, key, value and output projections, scores (query x key) and their product with values,
+    at its inner width (heads x head_dim: the embedding, unless heads were pruned)."""
+    e, inner = m.embed_dim, m.num_heads * m.head_dim
     queries, keys = query.numel() // e, key.numel() // m.kdim  # positions x batch
     batched = query.dim() == 3
     n = (query.shape[0] if m.batch_first else query.shape[1]) if batched else 1
     length = keys // n
-    projections = (
-        queries * e * e + keys * m.kdim * e + (value.numel() // m.vdim) * m.vdim * e + queries * e * e
-    )
-    return projections + 2 * queries * length * e
+    projections = (queries * e + keys * m.kdim + (value.numel() // m.vdim) * m.vdim + queries * e) * inner
+    return projections + 2 * queries * length * inner
 
 
 def forward_with_hooks(

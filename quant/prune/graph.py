@@ -23,8 +23,9 @@ import torch.nn as nn
 
 from edgeport.errors import EdgeportError, exception_line
 
-# Modules whose channels are kept whole (the rest of the model still prunes): attention (ATTENTION_WHY
-# below) and recurrent layers (their hidden channels feed back into every gate: not pruned).
+# Modules whose input and output channels are kept whole (the rest of the model still prunes):
+# attention (ATTENTION_WHY below; its heads prune) and recurrent layers (their hidden channels feed
+# back into every gate: not pruned).
 KEPT_WHOLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.MultiheadAttention,
     nn.LSTM,
@@ -237,21 +238,20 @@ class Graph:
         return found, notes
 
 
-# Why attention is kept whole. nn.MultiheadAttention's heads are as wide as its input and output
-# together (embed_dim = heads x head_dim is all three): a head cannot go without narrowing the stream
-# it reads and writes, which a transformer normalizes with LayerNorm over every channel, so removing
-# channels there changes the ones kept (no removal the cut-vs-zero check could accept); narrowing
-# every head instead changes the 1/sqrt(head_dim) scale of its scores. torch-pruning's head pruning
-# (prune_num_heads / prune_head_dims) cuts the shapes consistently but not the function.
+# Why the channels an attention reads and writes are kept whole. nn.MultiheadAttention's embedding
+# is both its input and output width and, in a transformer, the residual stream LayerNorm normalizes
+# over every channel: removing channels there changes the ones kept (no removal the cut-vs-zero check
+# could accept), and torch-pruning's head pruning (prune_num_heads / prune_head_dims) narrows exactly
+# that stream. Whole heads are pruned inside the attention instead (heads.py).
 ATTENTION_WHY = (
-    "its heads are as wide as its input and output, so a head cannot go without narrowing the "
-    "LayerNorm-ed stream it reads and writes"
+    "the embedding it reads and writes is the LayerNorm-ed stream, where removing channels changes the "
+    "ones kept; its heads are pruned inside it instead"
 )
 
 
 def _kept_whole_note(group: str, name: str, module: nn.Module) -> str:
     if isinstance(module, nn.MultiheadAttention):
-        return f"{name}: attention kept whole ({ATTENTION_WHY}); the channels of {group} reach it"
+        return f"{group}: kept whole, its channels are the embedding of {name} (attention): {ATTENTION_WHY}"
     return f"{group}: kept whole, its channels reach {name} ({type(module).__name__}), a recurrent layer"
 
 

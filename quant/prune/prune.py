@@ -27,6 +27,7 @@ from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inp
 from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
+from edgeport.quant.prune.heads import HeadGroup, cut_heads, head_groups, head_plan, zero_heads
 from edgeport.quant.prune.options import PruneOptions
 from edgeport.quant.prune.recover import (
     check_finetune_data,
@@ -161,8 +162,11 @@ def cost_model(
     return alloc.CostModel(terms, fixed=count_params(module) - counted)
 
 
-def _apply(graph: Graph, group: ChannelGroup, plan: Sequence[Removal], count: int) -> None:
+def _apply(graph: Graph, group: ChannelGroup | HeadGroup, plan: Sequence[Removal], count: int) -> None:
     """Merge then zero the first `count` removals of `plan` (weights only: shapes unchanged)."""
+    if isinstance(group, HeadGroup):
+        zero_heads(graph.module, group, [r.position for r in plan[:count]])
+        return
     for r in plan[:count]:
         if r.into is not None:
             merge_into(graph, group, r.position, r.into)
@@ -266,6 +270,29 @@ def checked_groups(
     return good, notes
 
 
+def checked_heads(
+    module: nn.Module, groups: Sequence[HeadGroup], inputs: Sequence[torch.Tensor]
+) -> tuple[list[HeadGroup], list[str]]:
+    """The head groups whose first head, cut on a copy, gives what zeroing it gives (not so when the
+    attention's weights are a model output: they average over the heads kept, or list them)."""
+    good, notes = [], []
+    for group in groups:
+        zeroed, cut_ = copy.deepcopy(module), copy.deepcopy(module)
+        zero_heads(zeroed, group, [0])
+        cut_heads(cut_, group, [0])
+        expected, got = _run(zeroed, inputs), _run(cut_, inputs)
+        same = all(
+            g.shape == e.shape
+            and float((g - e).abs().max() / e.abs().max().clamp_min(1e-12)) <= CUT_TOLERANCE
+            for g, e in zip(got, expected, strict=True)
+        )
+        if same:
+            good.append(group)
+        else:
+            notes.append(f"{group.name}: heads kept whole, its attention weights are a model output")
+    return good, notes
+
+
 def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
     """None when `module` runs, else one line naming the module that failed and why."""
     names = {m: n for n, m in module.named_modules() if n}
@@ -358,10 +385,18 @@ def analyze(
     say(f"checking {len(groups)} channel groups")
     groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
     kept_whole += unfollowed
+    # Attention heads (heads.py): whole heads, at least one kept, rounding does not apply.
+    heads, head_notes = checked_heads(module, head_groups(module, excluded), [x[:2] for x in pool])
+    kept_whole += head_notes
     allowed = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
+    allowed += [list(range(h.heads, 0, -1)) for h in heads]
+    groups = [*groups, *heads]
     say(f"ranking channels ({options.criterion})")
     batch = [x[:SENSITIVITY_BATCH] for x in pool]
-    plans = [removal_plan(graph, g, options.criterion, batch) for g in groups]
+    plans = [
+        head_plan(module, g) if isinstance(g, HeadGroup) else removal_plan(graph, g, options.criterion, batch)
+        for g in groups
+    ]
     sens = None
     if options.allocation == "sensitivity" and groups:
         say(f"measuring the sensitivity of {len(groups)} channel groups")
@@ -402,6 +437,19 @@ def cut(
     rows = []
     for group, plan, kept in zip(analysis.groups, analysis.plans, allocation.kept, strict=True):
         count = group.width - kept
+        if isinstance(group, HeadGroup):
+            rows.append(
+                GroupWidth(
+                    module=group.name,
+                    modules=[group.name],
+                    channels_before=group.heads * group.head_dim,
+                    channels_after=kept * group.head_dim,
+                    heads_before=group.heads,
+                    heads_after=kept,
+                )
+            )
+            cut_heads(module, group, [r.position for r in plan[:count]])
+            continue
         rows.append(
             GroupWidth(
                 module=group.name,
@@ -607,7 +655,8 @@ def _unreachable(
     if not analysis.groups:
         why = kept_whole[0] if kept_whole else "no Conv/Linear whose channels stay inside the model"
         return EdgeportError(
-            f"nothing in this model can be pruned ({why}; recurrent layers and attention are kept whole)",
+            f"nothing in this model can be pruned ({why}; recurrent layers and attention embeddings are kept "
+            "whole)",
             f"convert without {ratio}",
         )
     what = "MACs" if options.target == "latency" else options.target

@@ -9,13 +9,18 @@ from edgeport.manifest import Record, Section
 
 
 class GroupWidth(Record):
-    """One group of coupled channels: its root module, the modules it spans, channels kept."""
+    """One group of coupled channels: its root module, the modules it spans, channels kept; or the
+    heads of one attention module (channels: its inner width, heads x head_dim)."""
+
+    OPTIONAL = ("heads_before", "heads_after")
 
     module: str
     modules: list[str]
     channels_before: int
     channels_after: int
     merged: int = 0  # channels merged into a twin (red) rather than cut
+    heads_before: int | None = None  # attention heads (quant/prune/heads.py)
+    heads_after: int | None = None
 
 
 class Counts(Record):
@@ -131,11 +136,9 @@ class PruningSection(Section):
             text += f", SQNR vs unpruned {self.fidelity.sqnr_db:.1f} dB"
         if self.fidelity.top1_agreement is not None:
             text += f", top-1 agreement {100 * self.fidelity.top1_agreement:.0f}%"
-        attention = list(
-            dict.fromkeys(k.split(":")[0] for k in self.kept_whole if ": attention kept whole" in k)
-        )
-        if attention:
-            text += (
-                f", attention kept whole ({', '.join(attention[:3])}{', ...' if len(attention) > 3 else ''})"
-            )
+        heads = [g for g in self.groups if g.heads_before is not None]
+        if heads:
+            before = sum(g.heads_before or 0 for g in heads)
+            after = sum(g.heads_after or 0 for g in heads)
+            text += f", attention heads {before} -> {after}"
         return text
