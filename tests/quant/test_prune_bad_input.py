@@ -1,0 +1,77 @@
+"""Bad --prune input the other prune tests do not cover: one line, exit 1, nothing written. A
+parameter target out of reach names the most reachable; RATIO outside (0, 1) with a latency target is
+refused before anything runs; an unknown --prune-exclude on an ONNX source lists the evaluator's
+module names that are close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeport.cli import main
+from edgeport.errors import EdgeportError
+from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import (
+    INPUT_SHAPE,
+    coupled,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
+
+
+def _one_line(argv: list[str], outdir: Path, capsys) -> str:
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert not captured.out and not outdir.exists()
+    return lines[0]
+
+
+def test_unreachable_params_target_names_the_most_reachable() -> None:
+    options = PruneOptions(ratio=0.97, target="params", round_to=8, min_width=8, recovery="none", samples=16)
+    with pytest.raises(
+        EdgeportError, match=r"--prune 0\.97 of the params cannot be reached: at most 0\.\d\d"
+    ) as err:
+        prune_module(coupled(), [TensorSpec("x", INPUT_SHAPE)], {}, options)
+    assert "\n" not in str(err.value) and "Use --prune 0." in str(err.value)
+
+
+def test_latency_ratio_outside_the_interval_is_refused_before_anything_runs(tmp_path: Path, capsys) -> None:
+    outdir = tmp_path / "out"
+    zoo = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
+    argv = ["convert", f"{zoo}:resnet_basic", "--input-shape", "1,3,32,32", "-o", str(outdir), "-q"]
+    line = _one_line([*argv, "--prune", "1", "--prune-target", "latency"], outdir, capsys)
+    assert "--prune 1 is outside (0, 1)" in line
+
+
+def _two_convs(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w1, w2],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_unknown_exclude_on_an_onnx_source_lists_close_names(tmp_path: Path, capsys) -> None:
+    source = _two_convs(tmp_path / "m.onnx")
+    outdir = tmp_path / "out"
+    argv = ["convert", str(source), "--prune", "0.3", "--prune-exclude", "layers.w3", "-o", str(outdir), "-q"]
+    line = _one_line(argv, outdir, capsys)
+    assert "'layers.w3' names no module" in line and "layers.w1" in line
