@@ -149,6 +149,27 @@ def extra_symbolics() -> Iterator[None]:
             torch.onnx.unregister_custom_op_symbolic(name, 9)
 
 
+def check_repeatable(module: Any, inputs: Sequence[Any], outputs: Sequence[Any]) -> None:
+    """Refuse a model whose second call on the same inputs gives other outputs than its first: the
+    export freezes one call, so nothing verifies it (forward() updates a buffer or attribute, or draws
+    random numbers). A TorchScript file that keeps state is called fresh each time (FreshStateModule)."""
+    import torch
+
+    again = run_module(module, inputs)
+    if len(again) == len(outputs) and all(
+        a.shape == b.shape and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+        for a, b in zip(outputs, again, strict=True)
+    ):
+        return
+    raise EdgeportError(
+        "the model gives other outputs on a second call with the same inputs: forward() keeps state "
+        "between calls (it updates a buffer or attribute) or draws random numbers, and an exported "
+        "model computes one fixed function",
+        "convert a version whose forward() takes the state as an input and returns the new state, "
+        "with no random ops in eval mode",
+    )
+
+
 def export_onnx(
     module: Any,
     example_inputs: Sequence[Any],
@@ -188,6 +209,7 @@ def export_onnx(
         raise EdgeportError(
             "the model returns something other than tensors", "return a tensor or a tuple of them"
         )
+    check_repeatable(module, example_inputs, outputs)
     output_names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     buffer = io.BytesIO()
     try:

@@ -128,3 +128,40 @@ def test_stateful_torchscript_converts_with_the_sample_rate_fixed(tmp_path: Path
     )  # fmt: skip
     assert code == 0, err
     assert "input input_1 fixed to 16000" in out and "keeps state between calls" in out
+
+
+class _Counter(nn.Module):
+    """A Python module that counts its calls in a buffer and adds the count to its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(x) + self.calls
+
+
+class _Cache(nn.Module):
+    """State that does not change the outputs (a cache filled on the first call) is not refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.cached: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cached is None:
+            self.cached = torch.ones(2)
+        return self.fc(x) * self.cached
+
+
+def test_a_python_module_whose_outputs_drift_between_calls_is_refused(tmp_path: Path) -> None:
+    from edgeport.errors import EdgeportError
+
+    torch.manual_seed(0)
+    with pytest.raises(EdgeportError, match="other outputs on a second call with the same inputs"):
+        export_onnx(_Counter().eval(), [torch.ones(1, 4)], tmp_path / "m.onnx", ["x"])
+    torch.manual_seed(0)
+    export_onnx(_Cache().eval(), [torch.ones(1, 4)], tmp_path / "c.onnx", ["x"])
