@@ -244,7 +244,7 @@ def edgeport_convert(entry, workdir: Path) -> dict:
         y = interpreter.get_tensor(index[info.name])
         got[info.source_name] = np.moveaxis(y, -1, 1) if info.layout in channels_last else y
     err = max(rel_error(got[info.name], ref) for info, ref in zip(onnx_art.outputs, refs, strict=True))
-    rewrites = next((p for p in manifest.passes if p["name"] == "onnx2tf_rewrites"), {})
+    rewrites = next((p.report() for p in manifest.passes if p.name == "onnx2tf_rewrites"), {})
     notes = [
         *rewrites.get("applied", []),
         *(f"{k}={v}" for k, v in rewrites.get("onnx2tf_options", {}).items()),

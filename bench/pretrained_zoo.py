@@ -521,7 +521,7 @@ def edgeport_float(entry: Entry, model_path: Path, inputs, refs, workdir: Path) 
         runner = LiteRTRunner((outdir / art.path).read_bytes(), specs(art.inputs), specs(art.outputs))
         # An input fixed with --input-value is folded into the model: it has only the others.
         folded = {
-            name for p in manifest.passes if p.get("name") == "fold_fixed_inputs" for name in p["fixed"]
+            name for p in manifest.passes if p.name == "fold_fixed_inputs" for name in p.report()["fixed"]
         }
         kept = [x for spec, x in zip(entry.inputs, inputs, strict=True) if spec.name not in folded]
         got = runner.run({i.name: x for i, x in zip(onnx_art.inputs, kept, strict=True)})

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from edgeport import __version__
 from edgeport.errors import EdgeportError
@@ -95,14 +95,60 @@ class RunInfo(BaseModel):
     measured: dict[str, Any] = Field(default_factory=dict)
 
 
+class Record(BaseModel):
+    """Part of a typed manifest section. Fields named in OPTIONAL are left out of the JSON when None:
+    a part a run did not have (int4 weights in an int8 run) writes no key, and reads back as None."""
+
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return self.arranged({k: v for k, v in data.items() if not (k in self.OPTIONAL and v is None)})
+
+    def arranged(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The serialized fields as written (a subclass may inline or reorder)."""
+        return data
+
+
+class SourceInfo(Record):
+    """What was converted, by file name and content hash (where it lives on this machine goes to `run`)."""
+
+    OPTIONAL = ("file", "kind", "sha256", "callable", "warnings")
+
+    file: str | None = None
+    kind: str | None = None  # converters/sources.py's kind: "python", "onnx", "tflite", ...
+    sha256: str | None = None  # when the source is one file
+    callable: str | None = None  # the entry point of a `file.py:callable` source
+    warnings: list[str] | None = None  # what loading it warned about (checkpoint keys ignored)
+
+    def is_empty(self) -> bool:
+        return not self.model_dump()
+
+
+class PassEntry(Record):
+    """One entry of `passes`: the pass's `name`, `skipped` when it was, and otherwise the pass's own report
+    (the fields of its PassReport, edgeport/pipeline/passes.py), kept as written."""
+
+    model_config = ConfigDict(extra="allow")
+    OPTIONAL = ("skipped",)
+
+    name: str
+    skipped: bool | None = None
+
+    def report(self) -> dict[str, Any]:
+        """The pass's own keys (what it found and did), as written."""
+        return dict(self.model_extra or {})
+
+
 class Manifest(BaseModel):
     edgeport_version: str = __version__
     command: str = ""
-    source: dict[str, Any] = Field(default_factory=dict)
+    source: SourceInfo = Field(default_factory=SourceInfo)
     layout: Layout = "other"
     artifacts: list[Artifact] = Field(default_factory=list)
     verification: Verification | None = None
-    passes: list[dict[str, Any]] = Field(default_factory=list)
+    passes: list[PassEntry] = Field(default_factory=list)
     sections: dict[str, Any] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict)
     run: RunInfo = Field(default_factory=RunInfo)
@@ -110,12 +156,13 @@ class Manifest(BaseModel):
     def set_source(self, path: Path, kind: str, spec: str) -> None:
         """Record the source by file name and content hash; where it lives on this machine goes to `run`."""
         path = Path(path)
-        self.source = {"file": path.name, "kind": kind}
-        if path.is_file():
-            self.source["sha256"] = sha256_of(path)
         _, sep, entry = spec.rpartition(":") if ".py:" in spec else ("", "", "")
-        if sep:
-            self.source["callable"] = entry
+        self.source = SourceInfo(
+            file=path.name,
+            kind=kind,
+            sha256=sha256_of(path) if path.is_file() else None,
+            callable=entry if sep else None,
+        )
         self.run.paths["source"] = str(path.resolve())
         self.run.paths["source_spec"] = spec
 
@@ -156,22 +203,6 @@ class Manifest(BaseModel):
     @classmethod
     def read(cls, outdir: Path) -> Manifest:
         return cls.model_validate_json((Path(outdir) / MANIFEST_NAME).read_text())
-
-
-class Record(BaseModel):
-    """Part of a typed manifest section. Fields named in OPTIONAL are left out of the JSON when None:
-    a part a run did not have (int4 weights in an int8 run) writes no key, and reads back as None."""
-
-    OPTIONAL: ClassVar[tuple[str, ...]] = ()
-
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        return self.arranged({k: v for k, v in data.items() if not (k in self.OPTIONAL and v is None)})
-
-    def arranged(self, data: dict[str, Any]) -> dict[str, Any]:
-        """The serialized fields as written (a subclass may inline or reorder)."""
-        return data
 
 
 S = TypeVar("S", bound="Section")

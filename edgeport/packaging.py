@@ -81,7 +81,7 @@ def merge_manifest(
         manifest.verification, manifest.passes = source.verification, source.passes
     if command:
         manifest.set_command(command)
-    if not manifest.source:  # a bare .tflite: recorded by name and hash, its path goes to `run`
+    if manifest.source.is_empty():  # a bare .tflite: recorded by name and hash, its path goes to `run`
         manifest.set_source(model_path, "tflite", str(model_path))
     owned = set(owned)
     # An owned folder owns every file listed under it.

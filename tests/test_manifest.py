@@ -46,10 +46,10 @@ def test_source_is_recorded_by_name_and_hash_not_by_where_it_lives(tmp_path: Pat
         manifest.sections["quantization"] = {"seconds": float(len(documents))}
         documents.append(manifest)
     first, second = documents
-    assert first.source == {
+    assert first.source.model_dump() == {
         "file": "net.py",
         "kind": "python",
-        "sha256": first.source["sha256"],
+        "sha256": first.source.sha256,
         "callable": "build",
     }
     assert first.reproducible() == second.reproducible()
@@ -114,3 +114,27 @@ def test_two_conversions_in_one_process_write_the_same_files(tmp_path: Path) -> 
         manifests.append(convert_model(options).manifest)
     assert [a.sha256 for a in manifests[0].artifacts] == [a.sha256 for a in manifests[1].artifacts]
     assert manifests[0].reproducible() == manifests[1].reproducible()
+
+
+def test_source_and_passes_are_typed_and_written_as_before(tmp_path: Path) -> None:
+    """The typed `source` and `passes` entries write the keys in the order they had as dicts, and a pass's
+    own report keys pass through as written."""
+    from edgeport.manifest import PassEntry, SourceInfo
+
+    entries = [
+        {"name": "fold_batch_norms", "pass": "bn", "found": 2, "folded": 2, "left": 0, "warnings": ["w"]},
+        {"name": "onnxsim", "skipped": True},
+        {"name": "onnx2tf_rewrites", "applied": ["a"], "onnx2tf_options": {"x": 1}},
+    ]
+    source = {"file": "net.py", "kind": "python", "sha256": "ab", "callable": "build", "warnings": ["k"]}
+    manifest = Manifest(source=source, passes=entries)
+    assert isinstance(manifest.source, SourceInfo) and manifest.source.callable == "build"
+    assert all(isinstance(p, PassEntry) for p in manifest.passes)
+    assert manifest.passes[0].report()["warnings"] == ["w"] and manifest.passes[1].skipped
+    data = json.loads(manifest.reproducible())
+    assert list(data["source"].items()) == list(source.items())
+    assert [list(p.items()) for p in data["passes"]] == [list(e.items()) for e in entries]
+    manifest.write(tmp_path)
+    again = Manifest.read(tmp_path)
+    assert again.reproducible() == manifest.reproducible()
+    assert Manifest().source.is_empty() and json.loads(Manifest().reproducible())["source"] == {}

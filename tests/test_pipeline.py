@@ -94,7 +94,7 @@ def test_onnx_pass_stage_skips_and_reports(tmp_path: Path) -> None:
     stages.onnx_passes(state)
     assert state.exported.SerializeToString() == before, "the unfolded export stays as it was"
     assert state.skipped_passes == ["fold_batch_norms", "onnxsim"]
-    entries = {p["name"]: p for p in state.manifest.passes}
+    entries = {p.name: p.model_dump() for p in state.manifest.passes}
     assert entries["fold_batch_norms"] == {"name": "fold_batch_norms", "skipped": True}
     assert entries["onnxsim"] == {"name": "onnxsim", "skipped": True}
     # Both skipped passes would be redone by onnx2tf's own onnxsim run: it is turned off.

@@ -161,7 +161,7 @@ def test_the_warning_reaches_the_manifest_and_the_summary(tmp_path: Path) -> Non
         options=ConvertOptions(source=SOURCE, outdir=tmp_path / "out", weights=tmp_path / "w.pt")
     )
     stages.load(state)
-    (warning,) = state.manifest.source["warnings"]
+    (warning,) = state.manifest.source.warnings
     assert "similarity_bias, similarity_weight" in warning and str(tmp_path) not in warning
     manifest = Manifest(
         artifacts=[Artifact(path="model_float32.tflite", kind="tflite", sha256="0", size_bytes=1)]

@@ -40,7 +40,7 @@ from edgeport.converters.verify import (
     verification_failure,
 )
 from edgeport.errors import EdgeportError, exception_line
-from edgeport.manifest import Manifest, StageError, Verification, tool_versions
+from edgeport.manifest import Manifest, PassEntry, StageError, Verification, tool_versions
 from edgeport.options import flag_spell
 from edgeport.pipeline import artifacts
 from edgeport.pipeline import fold_fixed_inputs as fixed
@@ -90,7 +90,7 @@ def load(state: ConvertState) -> None:
     state.manifest = Manifest(command="convert", tools=tool_versions(*TOOLS))
     state.manifest.set_source(source.path, source.kind, opts.source)
     if source.warnings:
-        state.manifest.source["warnings"] = list(source.warnings)
+        state.manifest.source.warnings = list(source.warnings)
 
 
 # 2. PyTorch passes
@@ -175,7 +175,7 @@ def onnx_passes(state: ConvertState) -> None:
     state.pass_reports += reports
     state.skipped_passes += [p.name for p in skipped]
     entries = manifest_entries(reports, state.skipped_passes, options)
-    state.manifest.passes = [e.entry() for e in entries]
+    state.manifest.passes = [PassEntry.model_validate(e.entry()) for e in entries]
     onnx.save(model, str(state.onnx_path))
 
 

@@ -191,7 +191,7 @@ def warnings_of(root: Path, variant: dict[str, Any]) -> list[str]:
     from edgeport.manifest import Manifest
 
     manifest = Manifest.read(root / variant["model"])
-    found = [str(w) for p in manifest.passes for w in p.get("warnings") or []]
+    found = [str(w) for p in manifest.passes for w in p.report().get("warnings") or []]
     section = quant_section(root / variant["model"])
     if section is not None and section.calibration is not None:
         found += list(section.calibration.notes)

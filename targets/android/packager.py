@@ -118,9 +118,7 @@ def _spell() -> dict[str, str]:
 
 def _default_name(source: FloatSource) -> str:
     if source.manifest is not None:
-        return str(
-            source.manifest.source.get("callable") or Path(source.manifest.source.get("file", "model")).stem
-        )
+        return str(source.manifest.source.callable or Path(source.manifest.source.file or "model").stem)
     return source.path.stem
 
 

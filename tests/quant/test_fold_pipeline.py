@@ -29,7 +29,7 @@ def test_bn_everywhere_keeps_only_the_residual_add_and_the_input_bn(converted: d
     assert ops["ADD"] == 1, ops  # the residual add
     assert ops["DEPTHWISE_CONV_2D"] == 1, ops  # the input BN, one op: its conv zero-pads
     assert manifest.verification.passed
-    (report,) = [p for p in manifest.passes if p["name"] == "fold_batch_norms"]
+    (report,) = [p.report() for p in manifest.passes if p.name == "fold_batch_norms"]
     assert report["found"] == report["folded"] + report["left"] and report["left"] == 1
     assert "zero-pads" in report["left_detail"][0]["reason"]
 

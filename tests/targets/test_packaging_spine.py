@@ -31,7 +31,7 @@ def _convert_output(root: Path, precisions: list[str], listed_only: tuple[str, .
 def test_resolve_model_takes_the_first_preferred_precision_present(tmp_path):
     out = _convert_output(tmp_path / "c", ["float32", "int8", "w4a8"], listed_only=("w4a8",))
     path, manifest = resolve_model(out, PREFERENCE)
-    assert path == out / "model_int8.tflite" and manifest is not None and manifest.source == {"kind": "test"}
+    assert path == out / "model_int8.tflite" and manifest is not None and manifest.source.kind == "test"
     path, _ = resolve_model(out, ("float32",))
     assert path.name == "model_float32.tflite"
     single = out / "model_float32.tflite"
@@ -68,7 +68,7 @@ def _owned_files(staging) -> None:
 
 
 def test_write_package_writes_files_and_the_merged_manifest(tmp_path):
-    source = Manifest(source={"path": "m.py"}, layout="NHWC", passes=[{"name": "p"}])
+    source = Manifest(source={"file": "m.py"}, layout="NHWC", passes=[{"name": "p"}])
     source.verification = Verification(reference="r", num_samples=1, seed=0, tolerance_rel=0.1, passed=True)
     out = tmp_path / "out"
     with write_package(
@@ -84,7 +84,7 @@ def test_write_package_writes_files_and_the_merged_manifest(tmp_path):
         assert not out.exists()  # nothing visible until the end
     written = json.loads((out / "edgeport.json").read_text())
     assert written["command"] == "package" and written["run"]["command"] == "edgeport package x"
-    assert written["source"] == {"path": "m.py"}
+    assert written["source"] == {"file": "m.py"}
     assert written["layout"] == "NHWC" and written["passes"] == [{"name": "p"}]
     assert written["verification"]["passed"] is True
     assert [a["path"] for a in written["artifacts"]] == ["a.h"] and written["sections"] == {"t": {"k": 1}}
@@ -123,7 +123,7 @@ def test_write_package_over_an_edgeport_directory_keeps_the_rest(tmp_path):
     written = Manifest.read(out)
     assert [a.path for a in written.artifacts] == ["model_int8.tflite", "a.h"]
     assert written.artifact("a.h").sha256 == "s"  # the stale entry was replaced, not duplicated
-    assert written.source == {"kind": "test"}
+    assert written.source.model_dump() == {"kind": "test"}
 
 
 def test_merge_manifest_keeps_a_previous_manifest_over_the_source(tmp_path):
@@ -131,11 +131,11 @@ def test_merge_manifest_keeps_a_previous_manifest_over_the_source(tmp_path):
     previous.artifacts.append(Artifact(path="mine.h", kind="c_header", sha256="x", size_bytes=1))
     previous.artifacts.append(Artifact(path="theirs.onnx", kind="onnx", sha256="y", size_bytes=1))
     merged = merge_manifest(previous, Manifest(source={"kind": "convert"}), "", Path("m.tflite"), ["mine.h"])
-    assert merged.source == {"kind": "earlier"} and merged.command == "old"
+    assert merged.source.model_dump() == {"kind": "earlier"} and merged.command == "old"
     assert [a.path for a in merged.artifacts] == ["theirs.onnx"]
     model = tmp_path / "m.tflite"
     model.write_bytes(b"tfl3")
     fresh = merge_manifest(None, None, "edgeport package m", model, [])
-    assert fresh.source == {"file": "m.tflite", "kind": "tflite", "sha256": sha256_of(model)}
+    assert fresh.source.model_dump() == {"file": "m.tflite", "kind": "tflite", "sha256": sha256_of(model)}
     assert fresh.run.paths["source"] == str(model) and fresh.command == "package"
     assert fresh.run.command == "edgeport package m"  # paths as typed stay out of the reproducible part
