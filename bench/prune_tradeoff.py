@@ -208,7 +208,7 @@ def main(argv: list[str]) -> int:
     jobs = plan(
         args.models.split(","),
         [float(r) for r in args.ratios.split(",")],
-        args.criteria.split(","),
+        [c for c in args.criteria.split(",") if c],
         args.recover.split(","),
     )
     state = {
@@ -367,10 +367,19 @@ def merge(states: list[dict]) -> dict:
         "load_average": max(s["load_average"] for s in states),
         "planned": sum(s["planned"] for s in states),
         "floats": {k: v for s in states for k, v in s["floats"].items()},
-        "rows": [r for s in states for r in s["rows"]],
+        "rows": _unique_rows(states),
         "zoo": [z for s in states for z in s.get("zoo", [])],
         "finished": all(s.get("finished") for s in states),
     }
+
+
+def _unique_rows(states: list[dict]) -> list[dict]:
+    """Every part's rows; a row two parts both ran (one started to get it sooner) once."""
+    rows: dict[tuple, dict] = {}
+    for state in states:
+        for r in state["rows"]:
+            rows.setdefault((r["model"], r["ratio"], r["criterion"], r["recovery"]), r)
+    return list(rows.values())
 
 
 def _ms(d: dict | None, key: str) -> str:
