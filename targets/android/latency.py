@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import Field
 
 from edgeport.bench.runner import BenchModel, Runner
-from edgeport.bench.schema import BenchReport, BenchSettings
+from edgeport.bench.schema import BenchReport, BenchResult, BenchSettings
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest, Record
 
@@ -96,28 +96,27 @@ def measure(files: Mapping[str, Path], runner: Runner | None = None) -> PackageL
         if isinstance(report, EdgeportError):
             problems.update({n: reason(report, models[n]) for n in timed})
             timed, report = [], None
-    device = report.device.description if report else runner.device().description
-    variants = {}
-    for name in names:
-        if name in problems:
-            variants[name] = _untimed(problems[name], runner)
-    if report is not None:
-        for name, result in zip(timed, report.results, strict=True):
-            variants[name] = VariantLatency(
-                median_ms=result.stats.median,
-                p90_ms=result.stats.p90,
-                runs=result.stats.count,
-                threads=report.settings.threads,
-                delegate=result.delegation.delegate,
-                time_kind=result.time_kind,
-            )
+    results = dict(zip(timed, report.results, strict=True)) if report else {}
     return PackageLatency(
         runner=SETTINGS.runner,
-        device=device,
+        device=report.device.description if report else runner.device().description,
         warmup=SETTINGS.warmup,
         interleaved=runner.interleaves and len(timed) > 1,
         tools={k: v for k, v in (report.tools if report else {}).items() if k != "edgeport"},
-        variants={n: variants[n] for n in names},
+        variants={
+            n: _timed(results[n], SETTINGS) if n in results else _untimed(problems[n], runner) for n in names
+        },
+    )
+
+
+def _timed(result: BenchResult, settings: BenchSettings) -> VariantLatency:
+    return VariantLatency(
+        median_ms=result.stats.median,
+        p90_ms=result.stats.p90,
+        runs=result.stats.count,
+        threads=settings.threads,
+        delegate=result.delegation.delegate,
+        time_kind=result.time_kind,
     )
 
 
