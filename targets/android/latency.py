@@ -157,6 +157,13 @@ def cell(latency: VariantLatency | None) -> str:
     return f"{latency.median_ms:.3g}"
 
 
+def summary(latency: VariantLatency | None) -> str:
+    """The variant's part of the package's summary line: ' 0.0219 ms', ' not timed', or nothing."""
+    if latency is None:
+        return ""
+    return " not timed" if latency.median_ms is None else f" {latency.median_ms:.3g} ms"
+
+
 def describe(latency: PackageLatency) -> str:
     """What the latency column is, for the README under the table."""
     litert = f"LiteRT {latency.tools['ai-edge-litert']}" if "ai-edge-litert" in latency.tools else "LiteRT"

@@ -48,8 +48,12 @@ class AndroidPackage:
     manifest: Manifest
 
     def summary(self) -> str:
-        made = ", ".join(f"{v.name} {v.size_bytes / 1024:.0f} KB" for v in self.variants)
+        made = ", ".join(
+            f"{v.name} {v.size_bytes / 1024:.0f} KB{latency.summary(v.latency)}" for v in self.variants
+        )
         line = f"packaged {self.model.name} for Android -> {self.outdir}: {made}"
+        if any(v.latency is not None for v in self.variants):
+            line += " (ms: host LiteRT median, this machine)"
         if self.skipped:
             line += "; skipped " + ", ".join(f"{s.name} ({s.reason})" for s in self.skipped)
         return line

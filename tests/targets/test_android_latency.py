@@ -73,6 +73,14 @@ def test_every_variant_is_timed_into_the_run_block(timed):
     assert "median_ms" not in json.dumps(section)
 
 
+def test_the_summary_line_gives_the_medians():
+    entry = latency.VariantLatency(median_ms=0.021948, runs=20, threads=1, delegate="xnnpack",
+                                   time_kind="host-wall-clock")  # fmt: skip
+    assert latency.summary(entry) == " 0.0219 ms"
+    assert latency.summary(entry.model_copy(update={"median_ms": None, "problem": "x"})) == " not timed"
+    assert latency.summary(None) == ""
+
+
 def test_readmes_show_it_and_their_hashes_are_in_the_run_block(timed):
     out = timed[0]
     found = _measured(out)
@@ -104,11 +112,12 @@ def test_two_identical_packages_differ_only_in_the_run_block(timed):
 def test_no_latency_and_force_over_a_timed_package(timed, kws_convert, tmp_path, run_cli):
     out = tmp_path / "pkg"
     shutil.copytree(timed[0], out)
-    code, _, err = run_cli(
+    code, out_text, err = run_cli(
         "package", kws_convert, "--target", "android", "-o", out, "--force", "--no-latency",
         "--variants", ",".join(VARIANTS),
     )  # fmt: skip
     assert code == 0, err
+    assert "KB, " in out_text and " ms" not in out_text
     assert _measured(out) is None
     readme = (out / "README.md").read_text()
     assert latency.COLUMN not in readme and latency.COLUMN not in (out / "android" / "README.md").read_text()
@@ -187,7 +196,8 @@ def test_every_variant_failing_still_packages(kws_convert, tmp_path, monkeypatch
     from edgeport.targets.android.packager import package
     from edgeport.targets.android.target import AndroidOptions
 
-    package(kws_convert, out, AndroidOptions(variants=["float32", "int8"]))
+    result = package(kws_convert, out, AndroidOptions(variants=["float32", "int8"]))
+    assert "float32" in result.summary() and result.summary().count(" not timed") == 2
     found = _measured(out)
     assert {n: v["problem"] for n, v in found["variants"].items()} == {
         "float32": "LiteRT crashed (signal 11) running the model",
