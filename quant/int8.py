@@ -30,6 +30,7 @@ import numpy as np
 
 from edgeport.converters.onnx_to_tflite import keras_converter
 from edgeport.errors import EdgeportError
+from edgeport.quant.bounded_outputs import widen_bounded_outputs
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat
 from edgeport.runtimes import litert
@@ -173,7 +174,8 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
     settings and its debug options (empty unless IR dumps are asked for); `_optimize_tflite_model`
     deduplicates read-only buffers; `_convert_and_export_metrics` adds the conversion metadata.
     Given `calibrate_only`'s unedited output this returns the bytes `converter.convert()` would
-    have (tested), except that max-pool padding is first bounded (`bound_max_pool_padding`). The
+    have (tested), except that max-pool padding is first bounded (`bound_max_pool_padding`) and a
+    Sigmoid / Tanh model output's input range reaches its output range (quant/bounded_outputs.py). The
     private helpers are those of the pinned tensorflow version. `keep_float`: output tensor names of
     ops the quantizer leaves float (its `denylisted_nodes`).
     """
@@ -184,7 +186,7 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
 
     io_type = tf.int8 if io == "int8" else tf.float32
     model = mlir_quantize(
-        bound_max_pool_padding(calibrated),
+        widen_bounded_outputs(bound_max_pool_padding(calibrated)),
         converter._experimental_disable_per_channel,
         input_data_type=io_type,
         output_data_type=io_type,
