@@ -7,7 +7,7 @@ probability map is about 1e-6 everywhere on noise), that input range can stop sh
 real inputs give, and every output beyond it saturates: PP-OCRv4 detection's map came out capped at
 exactly sigmoid(0) = 0.5. For an output that is the model's answer the whole output range is by
 definition reachable, so the input range of such an activation is widened to include the logits
-of the lowest and highest output steps (+-ln(511) for LOGISTIC, +-atanh(1 - 1/128) for TANH);
+of the lowest and highest output steps (+-ln(511) for LOGISTIC, +-atanh(1 - 1/256) for TANH);
 ranges that already include them are left as calibrated.
 """
 
