@@ -206,7 +206,7 @@ def main(argv: list[str]) -> int:
     images, labels = data["images"][EVAL][: args.images], data["labels"][EVAL][: args.images]
     specs = [TensorSpec("x", SHAPE)]
     jobs = plan(
-        args.models.split(","),
+        [m for m in args.models.split(",") if m],
         [float(r) for r in args.ratios.split(",")],
         [c for c in args.criteria.split(",") if c],
         args.recover.split(","),
