@@ -202,6 +202,8 @@ def wrap_keep_nchw(result: KerasResult) -> Any:
 # Keras model -> the SavedModel the TFLite converter exported it to (None: the export failed), kept
 # while the model lives. Weak keys: a model is dropped with its export.
 _SAVED_MODELS: weakref.WeakKeyDictionary[Any, Path | None] = weakref.WeakKeyDictionary()
+# Keras model -> that SavedModel as the converter loads it back (it reads the graph's debug info from it).
+_LOADED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 # The export patches module and class attributes of tensorflow and tf_keras for its duration: one at a
 # time, should conversions ever run in threads.
 _EXPORT_LOCK = threading.RLock()
@@ -214,7 +216,8 @@ def keras_converter(keras_model: Any) -> Any:
     time on an onnx2tf model. One `edgeport convert` writes float32, float16, the TFLite Micro probe
     and the int8 model from the same Keras model: the export is written the first time (without
     tf_keras's metadata, `_without_keras_metadata`) and copied into each later converter's directory,
-    so every converter runs as it would have, on the same graph, and writes the same bytes (tested).
+    and the object the converter loads back from it (for the graph's debug info) is loaded once too;
+    every converter runs as it would have, on the same graph, and writes the same bytes (tested).
     The model must not change after its first conversion (nothing in edgeport changes a Keras model).
     """
     import tensorflow as tf
@@ -237,16 +240,21 @@ def _export_once(keras_model: Any, export: Callable[[str], Any], output_dir: str
         saved = _SAVED_MODELS[keras_model]
         if saved is None:  # the converter's own attempt fails the same way and takes its fallback
             return export(output_dir)
-        real = lite._save
+        real_save, real_load = lite._save, lite._load
 
         def copy_saved(_obj: Any, export_dir: str, *_args: Any, **_kwargs: Any) -> None:
             shutil.copytree(saved, export_dir, dirs_exist_ok=True)
 
-        lite._save = types.SimpleNamespace(save=copy_saved)
+        def load_once(export_dir: str, *args: Any, **kwargs: Any) -> Any:
+            if keras_model not in _LOADED:
+                _LOADED[keras_model] = real_load(export_dir, *args, **kwargs)
+            return _LOADED[keras_model]
+
+        lite._save, lite._load = types.SimpleNamespace(save=copy_saved), load_once
         try:
             return export(output_dir)
         finally:
-            lite._save = real
+            lite._save, lite._load = real_save, real_load
 
 
 def _save_model(lite: Any, keras_model: Any) -> Path | None:

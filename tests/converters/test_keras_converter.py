@@ -66,13 +66,21 @@ def saves(monkeypatch) -> list[str]:
     return written
 
 
-def test_conversions_of_one_model_export_it_once_and_write_the_same_bytes(saves: list[str]) -> None:
+def test_conversions_of_one_model_export_it_once_and_write_the_same_bytes(
+    saves: list[str], monkeypatch
+) -> None:
+    from tensorflow.lite.python import lite
+
+    loads: list[str] = []
+    real_load = lite._load
+    monkeypatch.setattr(lite, "_load", lambda path, *args: loads.append(path) or real_load(path, *args))
     model = _model()
     samples = _samples(4)
     float32 = keras_to_tflite(model, "float32")
     float16 = keras_to_tflite(model, "float16")
     int8 = keras_to_quantized(model, "int8", [SPEC], samples)
     assert len(saves) == 1
+    assert len(loads) == 1
     assert float32 == _unshared(model, "float32")
     assert float16 == _unshared(model, "float16")
     assert int8 == _unshared(model, "int8", samples)
