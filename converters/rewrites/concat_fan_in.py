@@ -12,7 +12,9 @@ became one CONCATENATION of 12). So the inputs are counted as the converter will
 nested Concats along the same axis, and each group's result is reshaped to [P, n] (P the product of
 the dimensions before the axis; concatenating along the axis is concatenating these rows), the groups
 are concatenated along the last axis, one rank higher at each further level, and a last Reshape gives
-the Concat's shape.
+the Concat's shape. Where shapes are static, a regrouping that only drops or adds axes of size 1 is a
+Squeeze / Unsqueeze: onnx2tf checks each Reshape of a 3-D tensor by running the whole graph up to it
+(_axes.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgeport.converters.rewrites._axes import reshape_node
 from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
 
 NAME = "concat_fan_in"
@@ -71,22 +74,44 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         new.append(helper.make_node(op, inputs, [name], name=view.fresh(f"{node.name}_{hint}"), **kw))
         return name
 
+    # Static shapes where known: a regrouping that only drops or adds axes of size 1 is then a
+    # Squeeze / Unsqueeze (_axes.reshape_node). Every group keeps a node after its Concat.
+    shapes: dict[str, list[int] | None] = {leaf: view.static_shape(leaf) for leaf in leaves}
+
+    def joined_shape(group: list[str], along: int) -> list[int] | None:
+        known = [shapes[g] for g in group]
+        if not all(known):
+            return None
+        joined = list(known[0] or [])
+        joined[along] = sum((k or [])[along] for k in known)
+        return joined
+
+    def regroup(x: str, shape: list[int] | None, target: list[int], hint: str, out: str | None = None) -> str:
+        name = out or view.fresh(f"{node.output[0]}_{hint}")
+        node_name = view.fresh(f"{node.name}_{hint}")
+        if shape is None:
+            const = view.add_initializer(np.array(target, np.int64), f"{node.output[0]}_{hint}")
+            new.append(helper.make_node("Reshape", [x, const], [name], name=node_name))
+        else:
+            new.append(reshape_node(view, x, shape, target, name, node_name))
+        shapes[name] = None if -1 in target else list(target)
+        return name
+
     pieces, level = leaves, 0
     while len(pieces) > MAX_INPUTS:
-        shape = view.add_initializer(np.array([rows, *[1] * level, -1], np.int64), f"{node.output[0]}_rows")
         groups = [pieces[i : i + MAX_INPUTS] for i in range(0, len(pieces), MAX_INPUTS)]
-        joined = [
-            add("Concat", g, "part", axis=axis if level == 0 else -1) if len(g) > 1 else g[0] for g in groups
-        ]
-        pieces = [add("Reshape", [j, shape], "rows") for j in joined]
+        along = axis if level == 0 else -1
+        next_pieces = []
+        for g in groups:
+            joined = add("Concat", g, "part", axis=along) if len(g) > 1 else g[0]
+            shape = joined_shape(g, along)
+            shapes[joined] = shape
+            size = math.prod(shape) // rows if shape is not None else -1
+            next_pieces.append(regroup(joined, shape, [rows, *[1] * level, size], "rows"))
+        pieces = next_pieces
         level += 1
     last = add("Concat", pieces, "joined", axis=-1)
-    add(
-        "Reshape",
-        [last, view.add_initializer(np.array(out_shape, np.int64), f"{node.output[0]}_shape")],
-        "shape",
-        out=node.output[0],
-    )
+    regroup(last, joined_shape(pieces, -1), list(out_shape), "shape", out=node.output[0])
     view.replace([*nest, node], new)
     return True
 

@@ -41,6 +41,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from edgeport.converters.rewrites._axes import default_opset
 from edgeport.converters.rewrites._grids import (
     STRUCTURAL,
     Block,
@@ -335,7 +336,7 @@ def _unroll(view: OnnxGraph, b: Builder, node: onnx.NodeProto, env: dict[str, Gr
     state_shape = (batch, 1, hidden) if batch_first else (1, batch, hidden)
     flat = _Flat(
         time_axis,
-        b.const(np.array([time_axis], np.int64), "time_axis") if _opset(view) >= 13 else None,
+        b.const(np.array([time_axis], np.int64), "time_axis") if default_opset(view.model) >= 13 else None,
         # [batch, hidden] broadcasts onto [1, batch, hidden], and onto [batch, 1, hidden] for batch 1.
         back=batch_first and batch > 1,
     )
@@ -400,10 +401,6 @@ def _output_grids(
             value = grid({(d,): finals[d][which] for d in range(dirs)}, (dirs, batch, hidden), (0,))
             outputs[name] = transpose(value, (1, 0, 2)) if attr(node, "layout", 0) else value
     return outputs
-
-
-def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _input(node: onnx.NodeProto, i: int) -> str:
