@@ -1,9 +1,10 @@
-"""An additive -inf (or float32-max) attention mask before a Softmax -> a Where with a finite fill.
+"""A -inf (or float32-max) attention mask before a Softmax, added or selected -> a Where with a finite fill.
 
 `scores + mask` with a constant mask of 0 / -inf (a causal attn_mask, a key_padding_mask, SDPA's
 is_causal) cannot be quantized: the int8 step of a tensor holding -inf or -3.4e38 is itself infinite
 or 1e36, so the quantizer refuses the model. The masked scores are replaced, not added to:
-Where(keep, scores + finite part of the mask, min(row) - MARGIN), the row being the Softmax's axis.
+Where(keep, scores + finite part of the mask, min(row) - MARGIN), the row being the Softmax's axis;
+a Where(mask, -inf, scores) (masked_fill) gets the same fill in place of its constant.
 A masked score is then at least MARGIN below every kept one of its row, so its probability is at
 most exp(-MARGIN) (1.3e-14) instead of 0, and the kept probabilities are the same bit for bit: the
 Softmax's sum starts at exp(0) = 1 for the row's largest score, and the masked terms together stay
@@ -15,6 +16,8 @@ underflowing to 0) a range widened by 104 instead of 32.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -98,8 +101,46 @@ def _gemm_scores(
     return keep, scores, [gemm]
 
 
+def _where_scores(
+    view: OnnxGraph, node: onnx.NodeProto, hint: str
+) -> tuple[str, str, list[onnx.NodeProto], int] | None:
+    """Where(cond, masked, scores) or Where(cond, scores, masked) with `masked` a constant of masked
+    values only (masked_fill(mask, -inf)): (cond, scores, no nodes, the operand the fill replaces)."""
+    for side in (1, 2):
+        value = view.input_const(node, side)
+        if value is None or not (np.asarray(value, np.float32) <= MASKED_BELOW).all():
+            continue
+        scores = node.input[3 - side]
+        if view.input_const(node, 3 - side) is not None or not view.is_float32(scores):
+            return None
+        if view.static_shape(scores) != view.static_shape(node.output[0]):
+            return None
+        return node.input[0], scores, [], side
+    return None
+
+
+def _keep_form(
+    finder: Callable[[OnnxGraph, onnx.NodeProto, str], tuple[np.ndarray, str, list[onnx.NodeProto]] | None],
+) -> Callable[[OnnxGraph, onnx.NodeProto, str], tuple[str, str, list[onnx.NodeProto], int] | None]:
+    """An additive-mask finder as a Where: its keep array becomes the condition, the fill the else."""
+
+    def find(
+        view: OnnxGraph, node: onnx.NodeProto, hint: str
+    ) -> tuple[str, str, list[onnx.NodeProto], int] | None:
+        found = finder(view, node, hint)
+        if found is None or np.ndim(found[0]) > len(view.static_shape(node.output[0]) or []):
+            return None
+        keep, scores, nodes = found
+        return view.add_initializer(keep, f"{hint}_keep"), scores, nodes, 2
+
+    return find
+
+
+_FINDERS = {"Add": _keep_form(_add_scores), "Gemm": _keep_form(_gemm_scores), "Where": _where_scores}
+
+
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
-    if node.op_type not in ("Add", "Gemm") or not view.is_float32(node.output[0]):
+    if node.op_type not in _FINDERS or not view.is_float32(node.output[0]):
         return False
     softmax = view.only_consumer(node.output[0], "Softmax")
     shape = view.static_shape(node.output[0])
@@ -107,10 +148,10 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if axis is None:
         return False
     hint = node.name or "mask"
-    found = (_add_scores if node.op_type == "Add" else _gemm_scores)(view, node, hint)
-    if found is None or np.ndim(found[0]) > len(shape):
+    found = _FINDERS[node.op_type](view, node, hint)
+    if found is None:
         return False
-    keep, scores, nodes = found
+    cond, scores, nodes, fill_side = found
     low, fill = view.fresh(f"{hint}_row_min"), view.fresh(f"{hint}_fill")
     if _opset(view) >= 18:
         axes = view.add_initializer(np.array([axis], np.int64), f"{hint}_axis")
@@ -120,14 +161,10 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
             helper.make_node("ReduceMin", [scores], [low], name=view.fresh(hint), axes=[axis], keepdims=1)
         )
     margin = view.add_initializer(np.array(MARGIN, np.float32), f"{hint}_margin")
+    operands = [cond, fill, scores] if fill_side == 1 else [cond, scores, fill]
     nodes += [
         helper.make_node("Sub", [low, margin], [fill], name=view.fresh(f"{hint}_fill_sub")),
-        helper.make_node(
-            "Where",
-            [view.add_initializer(keep, f"{hint}_keep"), scores, fill],
-            [node.output[0]],
-            name=view.fresh(f"{hint}_where"),
-        ),
+        helper.make_node("Where", operands, [node.output[0]], name=view.fresh(f"{hint}_where")),
     ]
     view.replace([node], nodes)
     return True

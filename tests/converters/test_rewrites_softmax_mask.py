@@ -100,6 +100,33 @@ def test_a_mask_fused_into_gemm_is_split_out(bias: bool):
     assert_same_probabilities(before, after, feeds)
 
 
+@pytest.mark.parametrize("masked_first", [True, False])
+@pytest.mark.parametrize("constant_condition", [True, False])
+def test_a_selected_mask_gets_the_finite_fill(masked_first: bool, constant_condition: bool):
+    """masked_fill(mask, -inf): Where(mask, -inf, scores), or with the operands the other way round."""
+    mask = np.triu(np.ones((L, L), bool), 1)
+    cond = mask if masked_first else ~mask
+    operands = ["c", "minus_inf", "s"] if masked_first else ["c", "s", "minus_inf"]
+    nodes = [
+        helper.make_node("Where", operands, ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["p"], axis=-1),
+    ]
+    consts = {"minus_inf": np.float32(-np.inf)}
+    inputs = {"s": [2, L, L]}
+    if constant_condition:
+        consts["c"] = cond
+    else:  # a condition computed in the graph
+        nodes.insert(0, helper.make_node("Greater", ["m", "zero"], ["c"]))
+        consts["zero"] = np.float32(0.0)
+        inputs["m"] = [L, L]
+    before = make_model(nodes, inputs, ["p"], consts)
+    after = softmax_mask.rewrite(before)
+    assert ops(after)["Where"] == 1 and "ReduceMin" in ops(after)
+    assert all(np.isfinite(onnx.numpy_helper.to_array(t)).all() for t in after.graph.initializer)
+    feeds = _scores(8, 5.0) | ({} if constant_condition else {"m": cond.astype(np.float32)})
+    assert_same_probabilities(before, after, feeds)
+
+
 def test_softmax_over_another_axis_fills_along_that_axis():
     before = scores_model(_causal().T[None].copy(), axis=1)  # each column keeps its diagonal
     after = softmax_mask.rewrite(before)
