@@ -163,6 +163,16 @@ def test_an_unknown_board_is_a_config_problem(run_cli, tmp_path):
     assert "[targets.cortex-m] unknown board 'nucleo-h7'" in line and "nucleo-h743zi2" in line
 
 
+def test_a_bench_runner_that_cannot_be_made_is_a_config_problem(run_cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("TFLM_ROOT", raising=False)
+    path = config(tmp_path, extra='[bench]\non = ["qemu:nosuch"]\n')
+    line = one_error_line(*run_cli("run", path, "--check"))
+    assert "[bench] unknown board 'nosuch'" in line and "on = qemu:BOARD" in line
+    path = config(tmp_path, extra='[bench]\non = ["qemu:mps2-an386"]\n')
+    line = one_error_line(*run_cli("run", path, "--check"))
+    assert "TFLite Micro sources are needed" in line and 'tflm-root = "DIR"' in line
+
+
 def test_an_unknown_board_is_refused_by_the_options(tmp_path):
     from edgeport.targets import get_target, parse_options
 

@@ -606,7 +606,26 @@ def check_bench(
         runner_options = validate_options(runner_model, split["runner"], spell)
     except EdgeportError as err:
         problems.append(f"[bench] {err.one_line()}")
+    if runner_options is not None:
+        problems += runner_problems(runners, runner_options)
     return BenchSpec(list(runners), split["settings"], runner_options), problems
+
+
+def runner_problems(runners: Iterable[str], options: Any) -> list[str]:
+    """Each runner made as the bench will make it, so what it checks up front (a QEMU board, the TFLite
+    Micro tree it builds against) is a config problem, not a failure after the conversions."""
+    from edgeport.bench.runner import get_runner
+
+    problems = []
+    for spec in runners:
+        try:
+            get_runner(spec, options)
+        except EdgeportError as err:
+            said = err.one_line().replace("--on ", "on = ").replace("--tflm-root DIR", 'tflm-root = "DIR"')
+            line = f"[bench] {said}"
+            if line not in problems and not line.startswith("[bench] unknown runner"):  # reported above
+                problems.append(line)
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------------------
