@@ -201,6 +201,23 @@ def test_a_labels_file_that_does_not_fit_the_images_is_a_config_problem(run_cli,
     assert "[validation]" in line and said in line
 
 
+def test_validation_data_that_does_not_fit_the_input_shape_is_a_config_problem(run_cli, tmp_path):
+    np.savez(tmp_path / "val.npz", x=np.zeros((3, 5), np.float32))  # the model takes [1, 4]
+    line = one_error_line(
+        *run_cli("run", config(tmp_path, extra='[validation]\ndata = "val.npz"\n'), "--check")
+    )
+    assert "array 'x' holds samples of [5], the model takes [4]" in line
+    from PIL import Image
+
+    (tmp_path / "val").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "val" / "0.png")
+    (tmp_path / "val" / "labels.txt").write_text("0.png 0\n")
+    text = CONFIG.replace('"1,4"', '"1,1,4,4"')  # one gray image
+    path = config(tmp_path, text, '[validation]\ndata = "val"\nmean = [0.5, 0.5, 0.5]\n')
+    line = one_error_line(*run_cli("run", path, "--check"))
+    assert "mean: 3 values, the model's images have 1 channel(s); give one value or 1" in line
+
+
 def test_a_validation_npz_that_is_not_one_is_a_config_problem(run_cli, tmp_path):
     (tmp_path / "val.npz").write_bytes(b"PK\x03\x04 not a zip")
     line = one_error_line(

@@ -740,6 +740,11 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
         problems += variant_problems
     elif isinstance(data.get("model"), dict) and "source" not in bad:
         problems.append(f"[model] 'source' is missing{MISSING_FIX['source']}")
+    shapes = variants[0].options.input_shapes if variants else None
+    if validation is not None and shapes and len(shapes) == 1:
+        from edgeport.run.evaluate import input_problems
+
+        problems += [f"[validation] {p}" for p in input_problems(validation, shapes[0])]
     if problems:
         raise ConfigError(path, problems)
     output = data.get("output")

@@ -239,6 +239,36 @@ def data_problems(options: ValidationOptions) -> list[str]:
     return []
 
 
+def input_problems(options: ValidationOptions, shape: list[int]) -> list[str]:
+    """What does not fit a one-input model whose input shape the config gives (source layout): the images'
+    mean / std per channel, the .npz samples' shape. Checked before any conversion; everything else about
+    the model's inputs is checked when the validation set is loaded."""
+    spec = TensorSpec("input", list(shape))
+    try:
+        if options.data.is_dir():
+            layout = image_layout(spec)
+            channels = shape[1] if layout == "NCHW" else shape[3]
+            for name in ("mean", "std"):
+                values = _per_channel(getattr(options, name))
+                if values is not None and len(values) not in (1, channels):
+                    return [
+                        f"{name}: {len(values)} values, the model's images have {channels} channel(s); "
+                        f"give one value or {channels}"
+                    ]
+            return []
+        arrays = {k: v for k, v in read_npz(options.data).items() if k != options.labels_name}
+    except EdgeportError as err:
+        return [err.one_line()]
+    if len(arrays) == 1:
+        ((name, array),) = arrays.items()
+        if list(array.shape[1:]) != list(shape[1:]):
+            return [
+                f"{options.data}: array {name!r} holds samples of {list(array.shape[1:])}, the model takes "
+                f"{list(shape[1:])} (input-shape); store N samples of that shape"
+            ]
+    return []
+
+
 def load_images(
     folder: Path, inputs: list[TensorSpec], options: ValidationOptions
 ) -> tuple[list[Sample], np.ndarray]:
