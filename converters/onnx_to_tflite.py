@@ -13,7 +13,6 @@ import functools
 import os
 import re
 import shutil
-import tempfile
 import threading
 import types
 import weakref
@@ -27,6 +26,7 @@ import onnx
 
 from edgeport.converters.onnx_prepare import rename_io, tf_safe_names
 from edgeport.errors import EdgeportError, exception_line
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 from edgeport.tensors import signature_name  # the runtimes match signature keys with it too
 
 # Shapes of the sample batch onnx2tf would otherwise download for its own checks.
@@ -259,16 +259,16 @@ def _export_once(keras_model: Any, export: Callable[[str], Any], output_dir: str
 
 def _save_model(lite: Any, keras_model: Any) -> Path | None:
     """The SavedModel of `keras_model` as lite.py writes it, in a directory removed with the model."""
-    directory = Path(tempfile.mkdtemp(prefix="edgeport-savedmodel-"))
+    directory = make_tempdir("savedmodel")
     try:
         with _without_keras_metadata():
             lite._save.save(
                 keras_model, str(directory), options=lite._save_options.SaveOptions(save_debug_info=True)
             )
     except Exception:  # noqa: BLE001 - lite.py catches it too and converts without a SavedModel
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_tempdir(directory)
         return None
-    weakref.finalize(keras_model, shutil.rmtree, str(directory), True)
+    weakref.finalize(keras_model, remove_tempdir, directory)
     return directory
 
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
+from edgeport.tempdirs import sweep_once
 
 # Staging folders are named .OUTDIR.edgeport-staging-<pid>-<random>: recognisably ours, with the
 # process that owns them, so that a later run can tell a dead run's leftovers from a live run's work.
@@ -238,6 +239,7 @@ def staged_outdir(outdir: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `outdir`, on failure it is deleted."""
     outdir = Path(outdir)
     sweep_stale_staging(outdir)
+    sweep_once()  # and the temp dirs of killed runs (edgeport/tempdirs.py)
     check_outdir(outdir, force)
     staging = _make_staging(outdir)
     try:
