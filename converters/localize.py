@@ -8,10 +8,7 @@ a binary search over the topologically ordered nodes needs only log2(N) conversi
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -22,6 +19,7 @@ from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
 from edgeport.errors import EdgeportError
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.runtimes.onnxrt import run_onnx
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 from edgeport.tensors import Sample, TensorSpec
 
 MAX_PROBES = 12
@@ -69,7 +67,7 @@ def prefix_diverges(
     """Convert the graph cut at `tensor`; True when its TFLite output disagrees with onnxruntime.
 
     Raises NotLocalized when onnxruntime cannot run the cut graph (no reference to compare with)."""
-    workdir = Path(tempfile.mkdtemp(prefix="edgeport-localize-"))
+    workdir = make_tempdir("localize")
     try:
         path = workdir / "prefix.onnx"
         inputs = [s.name for s in in_specs]
@@ -100,7 +98,7 @@ def prefix_diverges(
         (error,) = compare("prefix", reference, outputs)
         return not error.max_rel_error < tolerance
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tempdir(workdir)
 
 
 def first_diverging_node(

@@ -37,7 +37,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.cluster import tensor_name, weight_tables
+from edgeport.tempdirs import tempdir
 from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
 
 DECODE_OP = "TFLM_DECODE"
@@ -147,7 +147,7 @@ def _aligned(data: bytes) -> bytes:
     in the tflite-micro package does not (the compressor uses the same one)."""
     from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper
 
-    with tempfile.TemporaryDirectory(prefix="edgeport-lut-") as tmp:
+    with tempdir("lut") as tmp:
         src, dst = Path(tmp) / "in.tflite", Path(tmp) / "out.tflite"
         src.write_bytes(data)
         tflite_flatbuffer_align_wrapper.align_tflite_model(os.fspath(src), os.fspath(dst))

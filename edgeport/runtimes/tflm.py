@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.runtimes.result import ArenaUsage, RunResult
+from edgeport.tempdirs import tempdir
 from edgeport.tflite_file import parse_tflite
 
 TIMEOUT_S = 600
@@ -116,7 +116,7 @@ def run_tflm(
     """
     n_outputs = len(parse_tflite(model).outputs)
     arena = arena_size if arena_size is not None else max(MIN_ARENA, ARENA_FACTOR * len(model))
-    with tempfile.TemporaryDirectory(prefix="edgeport-tflm-") as tmp:
+    with tempdir("tflm") as tmp:
         model_path, in_path, out_path = Path(tmp) / "m.tflite", Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         model_path.write_bytes(model)
         np.savez(
