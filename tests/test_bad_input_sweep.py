@@ -253,3 +253,13 @@ def test_package_to_an_unwritable_place_does_no_work_first(run_cli, tflite, tmp_
     )
     line = one_error_line(*run_cli("package", tflite, "--target", "android", "-o", tmp_path / "out"))
     assert "cannot create output directory" in line and "writable" in line
+
+
+def test_android_labels_given_a_directory(tmp_path):
+    from edgeport.targets.android.describe import read_labels
+
+    with pytest.raises(EdgeportError) as caught:
+        read_labels(tmp_path, "--labels")
+    assert str(caught.value) == (
+        f"--labels {tmp_path} is a directory. Give the labels file in it, one label per line."
+    )

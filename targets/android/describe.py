@@ -59,6 +59,8 @@ def dimension_names(spec: TensorSpec, keep_nchw: bool) -> list[str]:
 
 def read_labels(path: Path, flag: str) -> list[str]:
     """The labels, one per non-empty line; a missing or empty file is a one-line error."""
+    if path.is_dir():
+        raise EdgeportError(f"{flag} {path} is a directory", "give the labels file in it, one label per line")
     if not path.is_file():
         raise EdgeportError(f"{flag} file {path} does not exist", "check the path")
     try:
