@@ -15,7 +15,7 @@ EXAMPLES = """\b
 Examples:
   edgeport flash out/kws_fw --board nucleo-h743zi2 --dry-run     # print the build and flash commands
   edgeport flash out/fw --board mps2-an386 --tflm-root ~/tflite-micro   # build, then run in QEMU
-  edgeport flash out/kws_fw --board nucleo-h743zi2 --bench-runs 50   # then: edgeport bench out/kws_fw --on serial:PORT
+  edgeport flash out/kws_fw --board nucleo-h743zi2 --bench-runs 50   # times 50 for bench --on serial:PORT
 """
 
 
