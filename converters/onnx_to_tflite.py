@@ -12,7 +12,6 @@ import contextlib
 import functools
 import os
 import re
-import shutil
 import threading
 import types
 import weakref
@@ -243,7 +242,10 @@ def _export_once(keras_model: Any, export: Callable[[str], Any], output_dir: str
         real_save, real_load = lite._save, lite._load
 
         def copy_saved(_obj: Any, export_dir: str, *_args: Any, **_kwargs: Any) -> None:
-            shutil.copytree(saved, export_dir, dirs_exist_ok=True)
+            # Links, not a copy of the weights: lite.py's export_dir is its own mkdtemp, which a killed
+            # run leaves behind under a name nobody can tell is ours (the export's dir is swept).
+            for entry in saved.iterdir():
+                os.symlink(entry, os.path.join(export_dir, entry.name))
 
         def load_once(export_dir: str, *args: Any, **kwargs: Any) -> Any:
             if keras_model not in _LOADED:

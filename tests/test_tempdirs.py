@@ -144,3 +144,29 @@ def test_sigterm_during_a_conversion_removes_the_savedmodel_dir(tmp_path: Path) 
     _, err = proc.communicate(timeout=120)
     assert "Terminated: SIGTERM" in err, err[-800:]
     assert not path.exists()
+
+
+def test_the_converters_own_export_dir_holds_links_not_weights(monkeypatch) -> None:
+    # lite.py exports into its own mkdtemp, which a killed run leaves as an anonymous tmpXXXX: it gets
+    # links to the shared export (a tempdirs dir), so no copy of the weights can be left there.
+    import shutil
+
+    import tf_keras
+    from tensorflow.lite.python import lite
+
+    from edgeport.converters.onnx_to_tflite import keras_to_tflite
+
+    seen: list[list[bool]] = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).is_dir() and tempdir_owner(Path(path)) is None:
+            seen.append([entry.is_symlink() for entry in os.scandir(path)])
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(lite.shutil, "rmtree", rmtree)
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.layers.Dense(3, input_shape=(4,))])
+    first = keras_to_tflite(model)
+    assert keras_to_tflite(model) == first  # the second conversion reads the same export
+    assert len(seen) == 2 and all(seen) and all(all(links) for links in seen)
