@@ -486,7 +486,8 @@ def plot(state: dict, path: Path) -> None:
         ax.set_xlabel("MACs (millions)")
         ax.set_ylabel("top-1 %")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if rows:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
