@@ -170,3 +170,15 @@ def test_the_converters_own_export_dir_holds_links_not_weights(monkeypatch) -> N
     first = keras_to_tflite(model)
     assert keras_to_tflite(model) == first  # the second conversion reads the same export
     assert len(seen) == 2 and all(seen) and all(all(links) for links in seen)
+
+
+def test_bench_working_dirs_are_swept_tempdirs() -> None:
+    from edgeport.bench.models import _keep
+    from edgeport.targets.cortex_m.bench_qemu import QemuSession
+
+    kept = _keep(b"model", "m.tflite")  # lives until exit (atexit)
+    assert kept.read_bytes() == b"model" and tempdir_owner(kept.parent.parent) == os.getpid()
+    session = QemuSession(None, None, None)  # type: ignore[arg-type] - only its working dir is used
+    assert tempdir_owner(session.workdir) == os.getpid()
+    session.close()
+    assert not session.workdir.exists()

@@ -16,7 +16,6 @@ import atexit
 import dataclasses
 import hashlib
 import re
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from edgeport.bench.runner import BenchModel
 from edgeport.bench.schema import ModelInfo
 from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME, Manifest, sha256_of
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 from edgeport.tflite_file import parse_tflite
 
 FLOAT_PRECISIONS = ("float32", "float16")
@@ -155,8 +155,8 @@ def _keep(data: bytes, name: str) -> Path:
     """`data` in a file that lives until this process exits (a model read out of a package's C array)."""
     global _extracted_dir
     if _extracted_dir is None:
-        _extracted_dir = Path(tempfile.mkdtemp(prefix="edgeport-bench-"))
-        atexit.register(shutil.rmtree, _extracted_dir, True)
+        _extracted_dir = make_tempdir("bench")
+        atexit.register(remove_tempdir, _extracted_dir)
     target = Path(tempfile.mkdtemp(dir=_extracted_dir)) / Path(name).name
     target.write_bytes(data)
     return target

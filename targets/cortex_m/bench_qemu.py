@@ -39,6 +39,7 @@ from edgeport.targets.cortex_m.flash import (
     check_tflm_tree,
     qemu_icount_shift,
 )
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 
 TOOLS = ("make", "arm-none-eabi-gcc", "qemu-system-arm")
 
@@ -158,7 +159,7 @@ class QemuSession:
         self.init_ms: float | None = None  # the firmware loads nothing at run time: no init to time
         self.first_ms: float | None = None
         self.lines: list[BenchLines] = []
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgeport-bench-qemu-"))
+        self.workdir = make_tempdir("bench-qemu")
         self.firmware: Path | None = None
         self.elf: Path | None = None
         self.built_runs = -1
@@ -217,7 +218,7 @@ class QemuSession:
         )
 
     def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        remove_tempdir(self.workdir)
 
 
 class QemuRunner:
