@@ -48,16 +48,16 @@ def check_allocates(model: bytes, name: str, timeout_s: float = 300) -> None:
     """
     import subprocess
     import sys
-    import tempfile
 
     from edgeport.errors import EdgeportError
+    from edgeport.tempdirs import tempdir
 
-    with tempfile.NamedTemporaryFile(suffix=".tflite") as file:
-        file.write(model)
-        file.flush()
+    with tempdir("litert") as work:
+        path = work / "model.tflite"
+        path.write_bytes(model)
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _ALLOCATE, file.name], capture_output=True, timeout=timeout_s
+                [sys.executable, "-c", _ALLOCATE, str(path)], capture_output=True, timeout=timeout_s
             )
         except subprocess.TimeoutExpired as exc:
             raise EdgeportError(
