@@ -263,3 +263,23 @@ def test_android_labels_given_a_directory(tmp_path):
     assert str(caught.value) == (
         f"--labels {tmp_path} is a directory. Give the labels file in it, one label per line."
     )
+
+
+def test_target_files_are_relative_to_the_config_and_checked(run_cli, tmp_path, monkeypatch):
+    """[targets.android] labels: checked before any work, and read from the config's folder, not the cwd."""
+    from edgeport.run.config import load_config
+
+    text = CONFIG.replace(
+        '[targets.cortex-m]\nboard = "mps2-an386"\n', '[targets.android]\nlabels = "l.txt"\n'
+    )
+    path = config(tmp_path, text)
+    line = one_error_line(*run_cli("run", path, "--check"))
+    assert (
+        "[targets.android] labels: l.txt does not exist (paths are relative to the config's folder)" in line
+    )
+    (tmp_path / "l.txt").write_text("a\nb\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (target,) = load_config(path).targets
+    assert target.options.labels == [str(tmp_path / "l.txt")]

@@ -515,7 +515,39 @@ def resolve_files(
     return files, problems
 
 
-def check_targets(given: Mapping[str, dict[str, Any]]) -> tuple[list[TargetSpec], list[str]]:
+def target_files(
+    values: dict[str, Any], fields: Mapping[str, FieldInfo], where: str, base: Path
+) -> list[str]:
+    """A target's file options (a Path, or text whose metavar says FILE: android's `[OUTPUT=]FILE` labels)
+    made relative to the config's folder in `values`, and checked to exist, like [model]'s files."""
+    problems = []
+    for name, value in values.items():
+        info = fields[name]
+        as_text = "FILE" in str(extra(info).get("metavar") or "")
+        if value is None or not (as_text or unoptional(info.annotation) is Path):
+            continue
+        items = value if isinstance(value, list) else [value]
+        resolved = []
+        for item in items:
+            if not isinstance(item, str):
+                resolved.append(item)
+                continue
+            prefix, sep, text = item.rpartition("=") if as_text else ("", "", item)
+            path = Path(text).expanduser()
+            path = path if path.is_absolute() else base / path
+            if not path.exists():
+                problems.append(
+                    f"[targets.{where}] {key_name(name, info)}: {text} does not exist "
+                    "(paths are relative to the config's folder)"
+                )
+            resolved.append(f"{prefix}{sep}{path}")
+        values[name] = resolved if isinstance(value, list) else resolved[0]
+    return problems
+
+
+def check_targets(
+    given: Mapping[str, dict[str, Any]], base: Path = Path(".")
+) -> tuple[list[TargetSpec], list[str]]:
     """Each [targets.NAME] checked against the registered target's options; lists make several."""
     from edgeport.targets import get_target, parse_options, target_names
 
@@ -538,6 +570,10 @@ def check_targets(given: Mapping[str, dict[str, Any]]) -> tuple[list[TargetSpec]
         if bad:
             continue
         options = {by_key[k]: v for k, v in values.items()}
+        missing = target_files(options, fields, name, base)
+        if missing:
+            problems += missing
+            continue
         varied = [
             (k, v)
             for k, v in options.items()
@@ -722,7 +758,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
     problems += [f"[model] {p}" for p in missing] + [f"[recipe] {p}" for p in recipe_missing]
     files.update(recipe_files)
     targets_given = data.get("targets") or {}
-    targets, target_problems = check_targets(targets_given if isinstance(targets_given, dict) else {})
+    targets, target_problems = check_targets(targets_given if isinstance(targets_given, dict) else {}, base)
     problems += target_problems
     if not targets_given and not problems:
         problems.append(
