@@ -200,7 +200,13 @@ def main(argv: list[str]) -> int:
         help="run as one part of several processes (e.g. one per model): the rows go to "
         "prune_tradeoff.PART.json and the table and plot merge every part",
     )
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite the table and plot from the parts"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        render(args.out)
+        return 0
     torch.set_num_threads(args.threads)
     data = np.load(DATA)
     images, labels = data["images"][EVAL][: args.images], data["labels"][EVAL][: args.images]
@@ -352,6 +358,10 @@ def write(out: Path, state: dict, started: float, part: str = "") -> None:
     state["load_average"] = os.getloadavg()
     name = f"prune_tradeoff.{part}.json" if part else "prune_tradeoff.json"
     (out / name).write_text(json.dumps(state, indent=1))
+    render(out)
+
+
+def render(out: Path) -> None:
     merged = merge([json.loads(p.read_text()) for p in sorted(out.glob("prune_tradeoff*.json"))])
     (out / "prune_tradeoff.md").write_text(markdown(merged))
     plot(merged, out / "prune_tradeoff.png")
@@ -393,7 +403,9 @@ def markdown(state: dict) -> str:
         f"# Structured pruning ({state['images']}, PyTorch float top-1)",
         "",
         f"Run started {state['started']}, {state['wall_seconds'] / 60:.0f} min so far, recovery budget "
-        f"{state['budget_seconds']:.0f} s (turned into steps by the work model: the same on every machine), "
+        f"{state['budget_seconds']:.0f} s"
+        + ("" if state["budget_seconds"] == DEFAULT_BUDGET else f" (the default is {DEFAULT_BUDGET:.0f} s)")
+        + " (turned into steps by the work model: the same on every machine), "
         f"load average at the last write {state['load_average'][0]:.1f} on 2 cores."
         + (f" PARTIAL: {len(rows)} of {state['planned']} planned rows." if partial else ""),
         "",
