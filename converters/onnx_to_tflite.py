@@ -262,6 +262,8 @@ def _export_once(keras_model: Any, export: Callable[[str], Any], output_dir: str
 def _save_model(lite: Any, keras_model: Any) -> Path | None:
     """The SavedModel of `keras_model` as lite.py writes it, in a directory removed with the model."""
     directory = make_tempdir("savedmodel")
+    # Before the save, so that a save interrupted by Ctrl-C or SIGTERM is removed too (at exit).
+    weakref.finalize(keras_model, remove_tempdir, directory)
     try:
         with _without_keras_metadata():
             lite._save.save(
@@ -270,7 +272,6 @@ def _save_model(lite: Any, keras_model: Any) -> Path | None:
     except Exception:  # noqa: BLE001 - lite.py catches it too and converts without a SavedModel
         remove_tempdir(directory)
         return None
-    weakref.finalize(keras_model, remove_tempdir, directory)
     return directory
 
 

@@ -182,3 +182,30 @@ def test_bench_working_dirs_are_swept_tempdirs() -> None:
     assert tempdir_owner(session.workdir) == os.getpid()
     session.close()
     assert not session.workdir.exists()
+
+
+def test_sigterm_during_edgeport_convert_leaves_no_temp_dir(tmp_path: Path) -> None:
+    # The whole command: SIGTERM once the conversion has made its SavedModel export. A tiny model may
+    # finish before the signal lands; either way no edgeport temp dir may be left.
+    from tests.test_bad_input import SEQUENCE
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeport", "convert", *SEQUENCE, "-o", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
+    deadline = time.monotonic() + 300
+    while not any(tempdir_owner(p) == proc.pid for p in temp.iterdir()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"convert never exported a SavedModel: {proc.communicate()[1][-800:]}")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 1), err[-800:]
+    assert [p.name for p in temp.iterdir() if tempdir_owner(p) is not None] == []
