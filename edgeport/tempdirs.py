@@ -27,7 +27,8 @@ from pathlib import Path
 
 _NAME = re.compile(r"edgeport-([a-z][a-z0-9-]*)-pid(\d+)-([a-z0-9_]+)")
 # Until its lock is taken a directory carries this suffix, which the sweep ignores: a sweep between
-# mkdtemp and flock would otherwise see a new, unlocked directory and remove it.
+# mkdtemp and flock would otherwise see a new, unlocked directory and remove it (the price: a run killed
+# in that instant leaves an empty *.new directory).
 _UNLOCKED = ".new"
 _HELD: dict[str, int] = {}  # directory -> descriptor holding its lock
 _LOCK = threading.Lock()
