@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edgeport.converters.onnx_to_tflite import keras_converter
 from edgeport.errors import EdgeportError
+from edgeport.keras_export import keras_converter
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat

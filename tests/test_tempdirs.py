@@ -128,7 +128,7 @@ def test_sigterm_during_a_conversion_removes_the_savedmodel_dir(tmp_path: Path) 
         from pathlib import Path
         import tf_keras
         from tensorflow.lite.python import lite
-        from edgeport.converters.onnx_to_tflite import _save_model
+        from edgeport.keras_export import _save_model
         from edgeport.outdir import terminate_as_interrupt
         tf_keras.utils.set_random_seed(0)
         model = tf_keras.Sequential([tf_keras.layers.Dense(3, input_shape=(4,))])

@@ -4,29 +4,27 @@ ONNX passes and onnx2tf as convert does (without its verification or float16 mod
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import onnx
 import torch
 import torch.nn as nn
 
 from edgeport.converters.torch_to_onnx import DEFAULT_OPSET, export_onnx
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 
 
 def exported_graph(
     module: nn.Module, inputs: Sequence[torch.Tensor], names: Sequence[str], opset: int = DEFAULT_OPSET
 ) -> onnx.ModelProto:
     """`module` exported for the shapes of `inputs` (one sample each), as the export stage exports."""
-    workdir = Path(tempfile.mkdtemp(prefix="edgeport-prune-"))
+    workdir = make_tempdir("prune")
     try:
         return export_onnx(
             module, [x[:1] for x in inputs], workdir / "m.onnx", list(names), opset, fold_constants=False
         )
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tempdir(workdir)
 
 
 def float_tflite(model: onnx.ModelProto) -> bytes:
@@ -39,7 +37,7 @@ def float_tflite(model: onnx.ModelProto) -> bytes:
     from edgeport.pipeline.passes import run_passes
 
     passed, _, _ = run_passes(ONNX_PASSES, model, (), "ONNX")
-    workdir = Path(tempfile.mkdtemp(prefix="edgeport-prune-"))
+    workdir = make_tempdir("prune")
     try:
         path = workdir / "model.onnx"
         onnx.save(passed, str(path))
@@ -48,4 +46,4 @@ def float_tflite(model: onnx.ModelProto) -> bytes:
         )
         return keras_to_tflite(keras.model, "float32")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tempdir(workdir)

@@ -20,13 +20,12 @@ conversion (about 10-15 s on 2 busy cores) and a second of timing: two to four t
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnx
+
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 
 MAX_TRIALS = 4
 # Absolute tolerance on the fraction of latency removed: the interleaved medians of two models on a
@@ -107,7 +106,7 @@ class HostLatency:
     def __init__(self, reference: onnx.ModelProto) -> None:
         from edgeport.quant.prune.export import float_tflite
 
-        self.workdir = Path(tempfile.mkdtemp(prefix="edgeport-prune-latency-"))
+        self.workdir = make_tempdir("prune-latency")
         self.reference = self.workdir / "unpruned.tflite"
         self.reference.write_bytes(float_tflite(reference))
         self.count = 0
@@ -127,7 +126,7 @@ class HostLatency:
         return before, after
 
     def close(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        remove_tempdir(self.workdir)
 
 
 RUNNER = (

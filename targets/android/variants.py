@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from edgeport.quant.section import QuantSection
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates, interpreter, match_signature
 from edgeport.targets.android.signature import with_signature
 from edgeport.targets.android.target import VARIANT_NAMES
+from edgeport.tempdirs import tempdir
 from edgeport.tensors import Sample, TensorSpec, random_inputs, to_channels_last
 from edgeport.tflite_file import verify_tflite
 
@@ -325,7 +325,7 @@ def _converted_child(source: FloatSource, mode: str) -> bytes:
             f"{mode} needs the TFLite converter on the float model, and {source.path} is a .tflite "
             f"(package the `edgeport convert` output directory, or convert with --quantize {mode})"
         )
-    with tempfile.TemporaryDirectory(prefix="edgeport-android-") as work:
+    with tempdir("android") as work:
         out = Path(work) / "convert"
         command = [sys.executable, "-m", "edgeport", "convert", str(source.onnx), "-o", str(out)]
         command += ["--quantize", mode, "-q"] + (["--keep-nchw"] if source.keep_nchw else [])

@@ -1,4 +1,4 @@
-"""converters/onnx_to_tflite.keras_converter: one SavedModel export per Keras model, same bytes as the
+"""edgeport/keras_export.keras_converter: one SavedModel export per Keras model, same bytes as the
 TFLite converter writes on its own (float32, float16, int8), and the export removed with the model."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeport.converters import onnx_to_tflite
-from edgeport.converters.onnx_to_tflite import keras_converter, keras_to_tflite
+from edgeport import keras_export
+from edgeport.converters.onnx_to_tflite import keras_to_tflite
+from edgeport.keras_export import keras_converter
 from edgeport.quant.int8 import keras_to_quantized
 from edgeport.tensors import TensorSpec
 
@@ -116,7 +117,7 @@ def test_a_failed_export_is_left_to_the_converter_fallback(monkeypatch) -> None:
     monkeypatch.setattr(lite._save, "save", fail)
     converted = keras_to_tflite(model)  # lite.py's freeze path
     assert converted[4:8] == b"TFL3"
-    assert onnx_to_tflite._SAVED_MODELS[model] is None
+    assert keras_export._SAVED_MODELS[model] is None
 
 
 def test_a_stand_in_converter_is_returned_untouched(monkeypatch) -> None:
