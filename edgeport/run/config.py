@@ -486,6 +486,24 @@ def source_file(spec: str) -> str:
     return head if sep and head.endswith(".py") else spec
 
 
+def file_option(info: FieldInfo) -> str | None:
+    """How an option names files: "path" (typed Path or list[Path]), "text" (text whose metavar says FILE,
+    as android's `[OUTPUT=]FILE` labels: the file after the last '='), None when it names none. The one
+    definition the config's path resolution and the stage cache keys (execute.py) share."""
+    kind = unoptional(info.annotation)
+    if kind is Path or (typing.get_origin(kind) is list and typing.get_args(kind) == (Path,)):
+        return "path"
+    return "text" if "FILE" in str(extra(info).get("metavar") or "") else None
+
+
+def split_file(item: str, kind: str) -> tuple[str, str]:
+    """One value of a file option as (prefix, file): `OUTPUT=labels.txt` -> ("OUTPUT=", "labels.txt")."""
+    if kind != "text":
+        return "", item
+    prefix, sep, text = item.rpartition("=")
+    return prefix + sep, text
+
+
 def resolve_files(
     section: dict[str, Any], keys: Mapping[str, Key], base: Path
 ) -> tuple[dict[str, Path], list[str]]:
@@ -496,7 +514,7 @@ def resolve_files(
         key = keys.get(name)
         if key is None:
             continue
-        is_path = key.field == "source" or unoptional(key.info.annotation) is Path
+        is_path = key.field == "source" or file_option(key.info) == "path"
         if not is_path or value is None:
             continue
         values = value if isinstance(value, list) else [value]
@@ -523,8 +541,8 @@ def target_files(
     problems = []
     for name, value in values.items():
         info = fields[name]
-        as_text = "FILE" in str(extra(info).get("metavar") or "")
-        if value is None or not (as_text or unoptional(info.annotation) is Path):
+        kind = file_option(info)
+        if value is None or kind is None:
             continue
         items = value if isinstance(value, list) else [value]
         resolved = []
@@ -532,7 +550,7 @@ def target_files(
             if not isinstance(item, str):
                 resolved.append(item)
                 continue
-            prefix, sep, text = item.rpartition("=") if as_text else ("", "", item)
+            prefix, text = split_file(item, kind)
             path = Path(text).expanduser()
             path = path if path.is_absolute() else base / path
             if not path.exists():
@@ -540,9 +558,16 @@ def target_files(
                     f"[targets.{where}] {key_name(name, info)}: {text} does not exist "
                     "(paths are relative to the config's folder)"
                 )
-            resolved.append(f"{prefix}{sep}{path}")
+            resolved.append(f"{prefix}{path}")
         values[name] = resolved if isinstance(value, list) else resolved[0]
     return problems
+
+
+# Target options whose default differs inside a run. android's `latency` times every variant on this
+# machine for its READMEs: in a run the [bench] runners do the timing, and the package's own timings would
+# make the same config give different bytes (the run promises the same artifacts). `latency = true` in the
+# config still asks for them.
+RUN_TARGET_DEFAULTS: dict[str, dict[str, Any]] = {"android": {"latency": False}}
 
 
 def check_targets(
@@ -569,7 +594,7 @@ def check_targets(
             problems.append(f"[targets.{name}] unknown key {key!r}{closest(key, by_key)}")
         if bad:
             continue
-        options = {by_key[k]: v for k, v in values.items()}
+        options = {**RUN_TARGET_DEFAULTS.get(name, {}), **{by_key[k]: v for k, v in values.items()}}
         missing = target_files(options, fields, name, base)
         if missing:
             problems += missing

@@ -40,7 +40,16 @@ from edgeport.manifest import Manifest
 from edgeport.outdir import check_outdir, staged_outdir
 from edgeport.pipeline.state import ConvertOptions
 from edgeport.run.cache import StageCache, digest, file_digest, tools_digest
-from edgeport.run.config import PACKAGE_RUNNERS, RunConfig, TargetSpec, Variant, safe_name, source_file
+from edgeport.run.config import (
+    PACKAGE_RUNNERS,
+    RunConfig,
+    TargetSpec,
+    Variant,
+    file_option,
+    safe_name,
+    source_file,
+    split_file,
+)
 from edgeport.run.progress import live_status
 
 RUN_JSON = "run.json"
@@ -64,20 +73,39 @@ def _path_digest(value: Any) -> Any:
     return {"name": path.name, "sha256": file_digest(path)} if path.exists() else {"name": path.name}
 
 
+def hashed_options(options: BaseModel, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`options` as JSON with every file option (config.file_option; in nested options models too) as
+    what its files hold, so editing a file under the same name misses the cache of the stage reading it."""
+    data = options.model_dump(mode="json", exclude=set(exclude))
+    for name, info in type(options).model_fields.items():
+        value = getattr(options, name)
+        if name in exclude or value is None:
+            continue
+        if isinstance(value, BaseModel):
+            data[name] = hashed_options(value)
+            continue
+        kind = file_option(info)
+        if kind is None:
+            continue
+        items = [split_file(str(item), kind) for item in (value if isinstance(value, list) else [value])]
+        hashed = [{"prefix": prefix, **_path_digest(text)} for prefix, text in items]
+        data[name] = hashed if isinstance(value, list) else hashed[0]
+    return data
+
+
 def convert_key(options: ConvertOptions, tools: dict[str, str]) -> str:
-    """What a conversion's output depends on: the source's bytes, the options, the tools, edgeport's code.
-    A file.py source is hashed alone: an edited module it imports is not seen (pass --no-cache)."""
-    data = options.model_dump(mode="json", exclude={"outdir", "force", "debug"})
+    """What a conversion's output depends on: the source's bytes, the options (their files' bytes), the
+    tools, edgeport's code. A file.py source is hashed alone: an edited module it imports is not seen
+    (pass --no-cache)."""
+    data = hashed_options(options, frozenset({"outdir", "force", "debug"}))
     path = source_file(options.source)
     data["source"] = {**_path_digest(path), "entry": options.source[len(path) :]}
-    data["weights"] = _path_digest(options.weights)
-    if options.quantize is not None and options.quantize.calibration is not None:
-        data["quantize"]["calibration"] = _path_digest(options.quantize.calibration)
     return digest({"stage": "convert", "options": data, "tools": tools})
 
 
 def package_key(convert: str, target: TargetSpec) -> str:
-    options = target.options.model_dump(mode="json")
+    """A package stage's key: its conversion's key and the target's options (their files' bytes)."""
+    options = hashed_options(target.options)
     return digest({"stage": "package", "convert": convert, "target": target.target, "options": options})
 
 
