@@ -15,6 +15,10 @@ import numpy as np
 
 Sample = dict[str, np.ndarray]
 
+# The values an integer (index) input is drawn from when its range is not given (--input-range):
+# small non-negative integers, valid indices for any table of 8 rows or more.
+DEFAULT_INDEX_RANGE = (0, 7)
+
 
 @dataclass
 class TensorSpec:
@@ -40,7 +44,8 @@ def random_inputs(specs: Sequence[TensorSpec], num_samples: int, seed: int) -> l
         sample = {}
         for spec in specs:
             if np.dtype(spec.dtype).kind in "iu":
-                sample[spec.name] = rng.integers(0, 8, size=spec.shape).astype(spec.dtype)
+                low, high = DEFAULT_INDEX_RANGE
+                sample[spec.name] = rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
             else:
                 sample[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
         samples.append(sample)

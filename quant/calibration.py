@@ -16,6 +16,7 @@ Methods (all selectable, `--calibration-method`):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import onnx
 from edgeport.errors import EdgeportError
 from edgeport.manifest import sha256_of
 from edgeport.quant.input_stats import InputStats, default_stats
-from edgeport.tensors import Sample, TensorSpec
+from edgeport.tensors import DEFAULT_INDEX_RANGE, Sample, TensorSpec
 
 METHODS = ("auto", "distill", "input-stats", "gaussian", "data")
 # 50 Adam steps on one batch of 80 (64 calibration + 16 held-out inputs). Measured on ResNet-20 (2
@@ -84,6 +85,36 @@ def _clip(x: np.ndarray, st: InputStats, clip_sigmas: float | None = None) -> np
     return np.clip(x, low, high)
 
 
+def is_integer(spec: TensorSpec) -> bool:
+    return np.dtype(spec.dtype).kind in "iu"
+
+
+def integer_range(spec: TensorSpec, st: InputStats) -> tuple[int, int]:
+    """The integers an integer input (token ids) is drawn from: its known range (--input-range,
+    --input-value) rounded inward, else DEFAULT_INDEX_RANGE (as verification draws it)."""
+    if st.low is None or st.high is None:
+        return DEFAULT_INDEX_RANGE
+    return math.ceil(st.low), math.floor(st.high)
+
+
+def integer_samples(rng: np.random.Generator, spec: TensorSpec, st: InputStats) -> np.ndarray:
+    """One value of an integer input, uniform over its integers: noise cast to integers would be
+    0 and +-1 only (and a negative index), no use for an embedding."""
+    low, high = integer_range(spec, st)
+    return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
+
+
+def _assumed_ranges(specs: Sequence[TensorSpec], stats: dict[str, InputStats]) -> list[str]:
+    """A note per integer input whose range nobody gave: calibration assumed the default."""
+    low, high = DEFAULT_INDEX_RANGE
+    return [
+        f"integer input {s.name!r} has no stated range: calibrated on integers drawn uniformly from "
+        f"{low}..{high} (assumed); pass --input-range {s.name}=lo,hi (e.g. 0,vocabulary size - 1)"
+        for s in specs
+        if is_integer(s) and _stats_for(s, stats).low is None
+    ]
+
+
 def gaussian_samples(
     specs: Sequence[TensorSpec],
     count: int,
@@ -97,6 +128,9 @@ def gaussian_samples(
     for _ in range(count):
         sample = {}
         for spec in specs:
+            if is_integer(spec):
+                sample[spec.name] = integer_samples(rng, spec, _stats_for(spec, stats or {}))
+                continue
             z = rng.standard_normal(spec.shape)
             if stats is not None:
                 st = _stats_for(spec, stats)
@@ -464,8 +498,11 @@ def make_calibration(
     via: dict[str, Any] = {}
     onnx_why: str | None = None
     no_distill = "no BatchNorm in a PyTorch model to distill calibration inputs from"
+    integers = [s.name for s in specs if is_integer(s)]
+    if integers:  # distillation optimises float inputs
+        no_distill = f"input {integers[0]!r} is an integer input, which distillation cannot optimise"
     if isinstance(module, onnx.ModelProto):
-        if method == "distill" or (method == "auto" and data is None):
+        if method == "distill" or (method == "auto" and data is None and not integers):
             module, via, onnx_why = _onnx_module(module, specs, stats, seed)
             no_distill = onnx_why or no_distill
         else:
@@ -475,7 +512,7 @@ def make_calibration(
     if method == "auto":
         if data is not None:
             method = "data"
-        elif has_batchnorm(module):
+        elif has_batchnorm(module) and not integers:
             method = "distill"
         elif stats:
             method = "input-stats"
@@ -491,10 +528,11 @@ def make_calibration(
                 if onnx_why
                 else "no BatchNorm and no calibration data"
             )
-            notes.append(
-                f"{why}: calibrated on N(0, 1) noise; pass --calibration samples.npy, or --mean/--std "
-                "or --input-range if the input is not normalised"
-            )
+            if len(integers) < len(specs):  # a float input was drawn from N(0, 1)
+                notes.append(
+                    f"{why}: calibrated on N(0, 1) noise; pass --calibration samples.npy, or --mean/--std "
+                    "or --input-range if the input is not normalised"
+                )
     if method == "data":
         if data is None:
             raise EdgeportError("--calibration-method data needs --calibration PATH", "give the samples")
@@ -508,8 +546,10 @@ def make_calibration(
         if Path(data).is_file():  # what the int8 model was calibrated on, wherever it lives
             detail["sha256"] = sha256_of(Path(data))
         return CalibrationSet("data", cal, rest, notes, detail)
+    if method != "data":
+        notes.extend(_assumed_ranges(specs, stats))
     if method == "distill":
-        if not has_batchnorm(module):
+        if not has_batchnorm(module) or integers:
             raise EdgeportError(
                 f"--calibration-method distill needs a model with BatchNorm layers ({no_distill})",
                 "use --calibration-method input-stats (or give --calibration data)",
@@ -526,6 +566,8 @@ def make_calibration(
         )
     # Naive: N(0, 1) for calibration. The fidelity inputs still follow the inferred statistics:
     # measuring on the same wrong distribution would hide exactly the failure this method has.
-    samples = gaussian_samples(specs, count, seed)
+    # An integer input's stated range still applies (stats of integer inputs only: floats stay N(0, 1)).
+    ranges = {s.name: stats[s.name] for s in specs if is_integer(s) and s.name in stats}
+    samples = gaussian_samples(specs, count, seed, ranges)
     held = gaussian_samples(specs, held_out, seed + 1, stats)
     return CalibrationSet("gaussian", samples, held, notes, {})

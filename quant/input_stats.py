@@ -28,7 +28,7 @@ from onnx import numpy_helper
 
 from edgeport.errors import EdgeportError
 from edgeport.options import Spell
-from edgeport.tensors import Sample, TensorSpec, random_inputs
+from edgeport.tensors import DEFAULT_INDEX_RANGE, Sample, TensorSpec, random_inputs
 
 _ELEMENTWISE = ("Sub", "Div", "Mul", "Add")
 FIXED = "fixed"  # InputStats.source of a value the user fixed (std 0: every draw is the value)
@@ -402,7 +402,8 @@ def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats 
         if st is not None and st.low is not None and kind != "normal":
             low, high = _bounds(spec, st)
             return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
-        return rng.integers(0, 8, size=spec.shape).astype(spec.dtype)  # as random_inputs: index inputs
+        low, high = DEFAULT_INDEX_RANGE  # as random_inputs: index inputs
+        return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
     if st is None or kind == "normal":
         x = rng.standard_normal(spec.shape)
     elif kind == "uniform" and st.low is not None:

@@ -39,21 +39,37 @@ from edgeport.tensors import Sample, TensorSpec, to_channels_last
 T = TypeVar("T")
 
 
-def _keras_feed(sample: Sample, specs: Sequence[TensorSpec]) -> list[np.ndarray]:
-    """One representative sample in the Keras model's input order and layout."""
+def _keras_feed(
+    sample: Sample, specs: Sequence[TensorSpec], dtypes: Sequence[Any] | None = None
+) -> list[np.ndarray]:
+    """One representative sample in the Keras model's input order, layout and dtypes (`dtypes`, one per
+    spec; default: float32 for a float input, its own dtype for an integer one such as token ids,
+    which the converter refuses as float)."""
     feed = []
-    for spec in specs:
-        value = np.asarray(sample[spec.name], dtype=np.float32)
+    for i, spec in enumerate(specs):
+        own = np.dtype(spec.dtype)
+        dtype = np.dtype(dtypes[i] if dtypes is not None else own if own.kind in "iub" else np.float32)
+        value = np.asarray(sample[spec.name])
+        if dtype.kind in "iu" and value.dtype.kind == "f":
+            value = np.rint(value)  # integer data read as floats (calibration files): exact, not truncated
+        value = value.astype(dtype)
         feed.append(np.ascontiguousarray(to_channels_last(value) if spec.channels_last else value))
     return feed
 
 
+def _numpy_dtype(tensor: Any) -> np.dtype:
+    """A Keras input's dtype as numpy's (tf_keras gives a tf.DType, Keras 3 a string)."""
+    dtype = tensor.dtype
+    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+
+
 def named_feed(keras_model: Any, sample: Sample, in_specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """One sample by signature input name (a Keras input's name without ':0'). By name, not position:
-    a list is fed in the order of the converted graph's input tensors, which need not be the Keras
-    input order (a two-input model got its image and vector swapped)."""
+    """One sample by signature input name (a Keras input's name without ':0'), in that input's dtype.
+    By name, not position: a list is fed in the order of the converted graph's input tensors, which
+    need not be the Keras input order (a two-input model got its image and vector swapped)."""
     names = [str(t.name).split(":")[0] for t in keras_model.inputs]
-    return dict(zip(names, _keras_feed(sample, in_specs), strict=True))
+    dtypes = [_numpy_dtype(t) for t in keras_model.inputs]
+    return dict(zip(names, _keras_feed(sample, in_specs, dtypes), strict=True))
 
 
 def int8_converter(
@@ -416,7 +432,7 @@ def observe_activations(
 
     def run(feed: Mapping[str, np.ndarray]) -> None:
         for name, value in feed.items():
-            interp.set_tensor(inputs[name], np.ascontiguousarray(value, np.float32))
+            interp.set_tensor(inputs[name], np.ascontiguousarray(value))  # named_feed's dtypes
         interp.invoke()
 
     lows = dict.fromkeys(tensors, np.inf)

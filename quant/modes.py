@@ -44,7 +44,7 @@ from edgeport.quant.tflm_pad_value import pad_value_problem
 from edgeport.quant.tflm_saturation import saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
 from edgeport.runtimes.tflm import run_tflm
-from edgeport.tensors import TensorSpec
+from edgeport.tensors import DEFAULT_INDEX_RANGE, TensorSpec
 from edgeport.tflite_file import parse_tflite, type_name
 
 MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
@@ -502,7 +502,9 @@ def probe_inputs(model: bytes) -> list[list[np.ndarray]]:
     sample = []
     for info in parse_tflite(model).inputs:
         dtype = np.dtype(info.dtype)
-        if dtype.kind in "iu":
+        if dtype.kind in "iu" and dtype.itemsize > 1:  # an index input (token ids): valid indices
+            value = rng.integers(DEFAULT_INDEX_RANGE[0], DEFAULT_INDEX_RANGE[1] + 1, size=info.shape)
+        elif dtype.kind in "iu":
             limits = np.iinfo(dtype)
             value = rng.integers(max(limits.min, -128), min(limits.max, 127) + 1, size=info.shape)
         else:
