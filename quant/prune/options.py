@@ -75,7 +75,9 @@ class PruneOptions(Options):
         DEFAULT_BUDGET,
         gt=0,
         description="Recovery time budget in seconds on a 2-core machine, turned into a fixed step count "
-        "from the model's size (the same steps on every machine).",
+        "from the model's size (the same steps on every machine). Covers the distillation steps only: the "
+        "analysis before them (synthetic inputs, group checks, sensitivities) is a fixed amount of work "
+        "per model, shown phase by phase.",
         json_schema_extra=cli("--prune-budget", needs="RATIO"),
     )
     finetune_data: Path | None = Field(

@@ -82,9 +82,13 @@ def synthetic_inputs(
     count: int,
     held: int,
     seed: int,
+    say: Say | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]]:
     """quant/calibration.py's data-free inputs (BatchNorm-statistics distillation when the model has
-    BatchNorms, else the input statistics): (pool, held-out, how made, notes)."""
+    BatchNorms, else the input statistics): (pool, held-out, how made, notes). `say` hears each chunk
+    start (the distillation is most of the analysis' time)."""
+    say = say or (lambda _text: None)
+    chunks = len(range(0, count, SYNTHETIC_CHUNK))
 
     def made(n: int, held_out: int, chunk_seed: int) -> CalibrationSet:
         return make_calibration(
@@ -98,10 +102,12 @@ def synthetic_inputs(
             clip_sigmas=CLIP_SIGMAS,
         )
 
+    say(synthetic_step(1, chunks, count))
     cal = made(min(count, SYNTHETIC_CHUNK), held, seed)
     # Made a chunk at a time (seeded apart): one optimisation over the whole pool would hold every
     # sample's activations at once.
     for i, start in enumerate(range(SYNTHETIC_CHUNK, count, SYNTHETIC_CHUNK)):
+        say(synthetic_step(i + 2, chunks, count))
         cal.samples += made(min(SYNTHETIC_CHUNK, count - start), 0, seed + 1 + i).samples
     how = {
         "distill": "BatchNorm-statistics distillation",
@@ -118,6 +124,11 @@ def synthetic_inputs(
         ]
     )
     return _stack(cal.samples, specs), _stack(cal.held_out, specs), how, notes
+
+
+def synthetic_step(chunk: int, chunks: int, count: int) -> str:
+    chunked = f"{chunks} chunks" if chunks > 1 else "one chunk"
+    return f"analysis: synthetic inputs, {count} in {chunked} ({chunk}/{chunks})"
 
 
 def _in_width(module: nn.Module) -> int:
@@ -194,15 +205,21 @@ def sensitivities(
     plans: Sequence[Sequence[Removal]],
     options: Sequence[Sequence[int]],
     inputs: Sequence[torch.Tensor],
+    say: Say | None = None,
 ) -> list[alloc.Sensitivity]:
+    say = say or (lambda _text: None)
     module = graph.module
     reference = _run(module, inputs)
     found = []
-    for group, plan, opts in zip(groups, plans, options, strict=True):
-        removed = sorted({group.width - w for w in opts})
-        if len(removed) > SENSITIVITY_POINTS + 1:
-            pick = np.linspace(1, len(removed) - 1, SENSITIVITY_POINTS).round().astype(int)
-            removed = [0] + sorted({removed[i] for i in pick})
+    measures = [measured_removals(g.width, opts) for g, opts in zip(groups, options, strict=True)]
+    total = sum(len(r) - 1 for r in measures)
+    done = 0
+    for i, (group, plan, removed) in enumerate(zip(groups, plans, measures, strict=True)):
+        say(
+            f"analysis: sensitivities, group {i + 1}/{len(groups)} ({done}/{total} widths measured on "
+            f"{int(inputs[0].shape[0])} synthetic inputs)"
+        )
+        done += len(removed) - 1
         errors = [0.0]
         weights = {
             n: m.weight for n, m in module.named_modules() if n in group.in_modules and hasattr(m, "weight")
@@ -216,6 +233,16 @@ def sensitivities(
                     w.copy_(saved[n])
         found.append(alloc.Sensitivity(removed, errors))
     return found
+
+
+def measured_removals(width: int, allowed: Sequence[int]) -> list[int]:
+    """The channel counts a group's error is measured at: 0, then at most SENSITIVITY_POINTS of the
+    allowed removals spread from the smallest to the largest (the allocation interpolates between)."""
+    removed = sorted({width - w for w in allowed})
+    if len(removed) > SENSITIVITY_POINTS + 1:
+        pick = np.linspace(1, len(removed) - 1, SENSITIVITY_POINTS).round().astype(int)
+        removed = [0] + sorted({removed[i] for i in pick})
+    return removed
 
 
 def _simulated(
@@ -240,10 +267,9 @@ def _cut_problem(graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[
     for group in groups:
         twin = group.on(copy_)
         other.group_of(twin, twin.channel_indices([0])).prune()
-    problem = _culprit(copy_, inputs)
+    problem, got = _culprit(copy_, inputs)
     if problem is not None:
         return problem
-    got = _run(copy_, inputs)
     for g, e in zip(got, expected, strict=True):
         if g.shape != e.shape:
             return f"an output became {tuple(g.shape)}, not {tuple(e.shape)}"
@@ -293,8 +319,8 @@ def checked_heads(
     return good, notes
 
 
-def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
-    """None when `module` runs, else one line naming the module that failed and why."""
+def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[str | None, list[torch.Tensor]]:
+    """(None, the outputs) when `module` runs, else (one line naming the module that failed and why, [])."""
     names = {m: n for n, m in module.named_modules() if n}
     running: list[nn.Module] = []
 
@@ -308,12 +334,11 @@ def _culprit(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
     handles += [m.register_forward_hook(leave) for m in names]
     try:
         with torch.no_grad():
-            module(*inputs)
-        return None
+            return None, flat_outputs(module(*inputs))
     except Exception as exc:  # noqa: BLE001 - the failure is the answer
         where = running[-1] if running else None
         named = f"{names[where]} ({type(where).__name__})" if where is not None else "the model's forward()"
-        return f"{named}: {exception_line(exc)}"
+        return f"{named}: {exception_line(exc)}", []
     finally:
         for h in handles:
             h.remove()
@@ -364,6 +389,14 @@ class Analysis:
         return alloc.reachable_fraction(self.cost(target), self.widths, self.widths_allowed)
 
 
+def synthetic_count(options: PruneOptions) -> int:
+    """How many synthetic inputs to make: the whole pool only when recovery distills on it; else one
+    chunk, the same first chunk (same seed) the analysis would read out of the whole pool."""
+    if options.recovery == "distill" and options.finetune_data is None:
+        return options.samples
+    return min(options.samples, max(SYNTHETIC_CHUNK, SENSITIVITY_BATCH))
+
+
 def analyze(
     reference: nn.Module,
     specs: Sequence[TensorSpec],
@@ -375,15 +408,16 @@ def analyze(
 ) -> Analysis:
     module = copy.deepcopy(reference).eval()
     excluded = resolve_excluded(module, options.exclude, flag("exclude"))
-    say("synthetic inputs")
     # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
     pool, held, how, notes = synthetic or synthetic_inputs(
-        reference, specs, stats, options.samples, options.held_out, options.seed
+        reference, specs, stats, synthetic_count(options), options.held_out, options.seed, say
     )
+    say("analysis: finding the coupled channel groups")
     graph = Graph(module, [x[:1] for x in pool])
     groups, kept_whole = graph.groups(excluded)
-    say(f"checking {len(groups)} channel groups")
+    say(f"analysis: verifying {len(groups)} channel groups by cutting them on a copy")
     groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
+    say(f"analysis: {len(groups)} channel groups verified, {len(unfollowed)} kept whole")
     kept_whole += unfollowed
     # Attention heads (heads.py): whole heads, at least one kept, rounding does not apply.
     heads, head_notes = checked_heads(module, head_groups(module, excluded), [x[:2] for x in pool])
@@ -391,7 +425,7 @@ def analyze(
     allowed = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
     allowed += [list(range(h.heads, 0, -1)) for h in heads]
     groups = [*groups, *heads]
-    say(f"ranking channels ({options.criterion})")
+    say(f"analysis: ranking the channels of {len(groups)} groups ({options.criterion})")
     batch = [x[:SENSITIVITY_BATCH] for x in pool]
     plans = [
         head_plan(module, g) if isinstance(g, HeadGroup) else removal_plan(graph, g, options.criterion, batch)
@@ -399,8 +433,8 @@ def analyze(
     ]
     sens = None
     if options.allocation == "sensitivity" and groups:
-        say(f"measuring the sensitivity of {len(groups)} channel groups")
-        sens = sensitivities(graph, groups, plans, allowed, batch)
+        sens = sensitivities(graph, groups, plans, allowed, batch, say)
+    say("analysis: counting the unpruned model's MACs and parameters")
     before = _counts(reference, [x[:1] for x in pool], [s.name for s in specs])
     return Analysis(
         reference,
@@ -466,9 +500,9 @@ def cut(
             if r.into is not None:
                 merge_into(graph, twin, r.position, r.into)
         graph.group_of(twin, twin.channel_indices([r.position for r in plan[:count]])).prune()
-    problem = _culprit(module, analysis.example)
+    problem, outputs = _culprit(module, analysis.example)
     if problem is None:
-        shapes = [tuple(o.shape) for o in _run(module, analysis.example)]
+        shapes = [tuple(o.shape) for o in outputs]
         expected = [tuple(o.shape) for o in _run(analysis.reference, analysis.example)]
         if shapes != expected:
             problem = f"the outputs became {shapes}, not {expected}"
@@ -521,6 +555,7 @@ def prune_module(
         steps = steps_for_budget(module, example, macs_now, options.budget)
         if options.max_steps is not None:
             steps = min(steps, options.max_steps)
+        say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g})")
         eta = _Eta(say)
         pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
         log = distill(module, reference, pool, steps, options.seed, eta)
@@ -689,7 +724,7 @@ class _Eta:
             return
         self.shown = now
         left = (now - self.started) / step * (steps - step)
-        self.say(f"recovering {step}/{steps}, loss {loss:.4f}, {left:.0f}s left")
+        self.say(f"recovery: step {step}/{steps}, loss {loss:.4f}, {left:.0f}s left")
 
 
 __all__ = ["PruneResult", "distillation_loss", "prune_module"]

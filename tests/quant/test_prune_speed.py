@@ -1,0 +1,89 @@
+"""Pruning's analysis does less work without changing its result: without distillation only the first
+chunk of synthetic inputs is made (the only one the analysis reads), and the pruned weights stay
+bit-identical to pruning on the whole pool; every phase is named in the progress, with counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune import prune as prune_mod
+from edgeport.quant.prune.prune import (
+    SENSITIVITY_POINTS,
+    SYNTHETIC_CHUNK,
+    measured_removals,
+    synthetic_count,
+    synthetic_inputs,
+)
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import coupled, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.zoo import ENTRIES
+
+ZOO = {e.id: e for e in ENTRIES}
+CHUNK = 16  # a small distillation chunk keeps the test fast; three chunks make the whole pool
+OPTIONS = PruneOptions(
+    ratio=0.3, round_to=4, min_width=4, recovery="none", samples=3 * CHUNK, held_out=8, seed=3
+)
+
+
+def _specs(entry_id: str) -> list[TensorSpec]:
+    return [TensorSpec(f"input_{i}", s) for i, s in enumerate(ZOO[entry_id].model.input_shapes)]
+
+
+@pytest.mark.parametrize("entry_id", ["core/resnet_basic", "core/mobilenet_v2"])
+def test_pruned_weights_are_bit_identical_to_pruning_on_the_whole_pool(entry_id: str, monkeypatch) -> None:
+    monkeypatch.setattr(prune_mod, "SYNTHETIC_CHUNK", CHUNK)
+    specs = _specs(entry_id)
+    reference = ZOO[entry_id].model.build().eval()
+    # What pruning made before: the whole pool (every chunk), whatever the recovery.
+    whole = synthetic_inputs(reference, specs, {}, OPTIONS.samples, OPTIONS.held_out, OPTIONS.seed)
+    assert whole[0][0].shape[0] == 3 * CHUNK
+    before = prune_module(reference, specs, {}, OPTIONS, synthetic=whole)
+    made: list[str] = []
+    after = prune_module(reference, specs, {}, OPTIONS, say=made.append)
+    assert [m for m in made if m.startswith("analysis: synthetic inputs")] == [
+        "analysis: synthetic inputs, 16 in one chunk (1/1)"
+    ]
+    a, b = before.module.state_dict(), after.module.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert before.section.groups == after.section.groups
+    assert before.section.fidelity == after.section.fidelity
+
+
+def test_the_phases_are_named_with_counts() -> None:
+    specs = [TensorSpec("x", (1, 3, 8, 8))]
+    options = PruneOptions(
+        ratio=0.3, round_to=4, min_width=4, samples=16, held_out=4, max_steps=2, budget=600, seed=0
+    )
+    said: list[str] = []
+    prune_module(coupled(), specs, {}, options, say=said.append)
+    text = "\n".join(said)
+    assert "analysis: synthetic inputs, 16 in one chunk (1/1)" in said
+    assert "analysis: verifying " in text
+    verified = [s for s in said if s.endswith("kept whole") and "channel groups verified" in s]
+    assert len(verified) == 1
+    groups = int(verified[0].split()[1])
+    assert groups > 0
+    assert f"analysis: sensitivities, group 1/{groups} (0/" in text
+    assert f"analysis: sensitivities, group {groups}/{groups} (" in text
+    assert "recovery: 2 distillation steps (--prune-budget 600)" in said
+    assert any(s.startswith("recovery: step 2/2, loss ") for s in said)
+    # In order: analysis, then recovery.
+    first_recovery = next(i for i, s in enumerate(said) if s.startswith("recovery:"))
+    assert all(not s.startswith("recovery:") for s in said[:first_recovery])
+    assert all(not s.startswith("analysis:") for s in said[first_recovery:])
+
+
+def test_synthetic_count_makes_the_whole_pool_only_for_distillation() -> None:
+    assert synthetic_count(PruneOptions(ratio=0.3, samples=256)) == 256
+    assert synthetic_count(PruneOptions(ratio=0.3, samples=256, recovery="none")) == SYNTHETIC_CHUNK
+    assert synthetic_count(PruneOptions(ratio=0.3, samples=40, recovery="none")) == 40
+
+
+def test_measured_removals_spread_at_most_the_sensitivity_points() -> None:
+    assert measured_removals(8, [8, 4]) == [0, 4]
+    many = measured_removals(64, list(range(64, 0, -8)))
+    assert many[0] == 0 and len(many) == SENSITIVITY_POINTS + 1
+    assert many[1] == 8 and many[-1] == 56
