@@ -32,10 +32,15 @@ def run_torch(
 
 
 def model_inputs(samples: Sequence[Sample], specs: Sequence[TensorSpec]) -> list[Sample]:
-    """Each sample with only the inputs `specs` names: an input the ONNX passes folded into a constant
-    (fold_fixed_inputs) is fed to the reference, not to the converted models."""
-    names = {s.name for s in specs}
-    return [{k: v for k, v in sample.items() if k in names} for sample in samples]
+    """Each sample with only the inputs `specs` names, integers in the spec's type: an input the ONNX
+    passes folded into a constant (fold_fixed_inputs) is fed to the reference, not to the converted
+    models, and int64 ids the reference takes are int32 in them (index_inputs_int32)."""
+    dtypes = {s.name: np.dtype(s.dtype) for s in specs}
+    return [{k: _as_spec(v, dtypes[k]) for k, v in sample.items() if k in dtypes} for sample in samples]
+
+
+def _as_spec(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return value.astype(dtype) if value.dtype.kind in "iu" and dtype.kind in "iu" else value
 
 
 # Ops whose output is bounded by 1 in magnitude (a probability, or tanh): its natural scale.

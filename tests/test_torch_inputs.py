@@ -61,7 +61,8 @@ def test_embedding_model_converts_with_int64_ids(tmp_path: Path, run_cli) -> Non
     manifest = json.loads((tmp_path / "out" / "edgeport.json").read_text())
     assert manifest["verification"]["passed"]
     tflite = next(a for a in manifest["artifacts"] if a["path"] == "model_float32.tflite")
-    assert {i["source_name"]: i["dtype"] for i in tflite["inputs"]} == {"ids": "int64", "bias": "float32"}
+    # int32: the ids are read only as Gather indices (pass index_inputs_int32)
+    assert {i["source_name"]: i["dtype"] for i in tflite["inputs"]} == {"ids": "int32", "bias": "float32"}
 
 
 def test_float64_model_is_told_to_use_float32(tmp_path: Path, run_cli) -> None:

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field
 from edgeport.converters import onnx_prepare
 from edgeport.converters.rewrites import REWRITES, Rewrite, apply_rewrite
 from edgeport.pipeline import fold_fixed_inputs as fixed
+from edgeport.pipeline import index_inputs_int32 as index_inputs
 from edgeport.pipeline.passes import ChangedReport, Pass, PassReport, about_module
 from edgeport.quant.bn_fold import fold_batch_norms
 
@@ -91,6 +92,7 @@ ONNX_PASSES: list[OnnxPass] = [
         _NO_ONNX2TF_ONNXSIM,
     ),
     Pass("onnxsim", "onnxsim: constant folding and graph simplification", _simplify, _NO_ONNX2TF_ONNXSIM),
+    Pass(index_inputs.NAME, index_inputs.ABOUT, index_inputs.convert_index_inputs),
     *(_rewrite_pass(name, rewrite) for name, rewrite in REWRITES),
 ]
 
