@@ -516,10 +516,12 @@ def make_calibration(
             method = "distill"
         elif stats:
             method = "input-stats"
-            notes.append(
-                f"{no_distill}: calibrated on Gaussian noise with the input statistics inferred from "
-                "the model"
-            )
+            # Integer inputs are drawn uniformly from their range (integer_samples); the Gaussian
+            # note is about float inputs only.
+            what = "integers drawn uniformly from each integer input's range"
+            if len(integers) < len(specs):
+                what = "Gaussian noise with the input statistics inferred from the model (" + what + ")"
+            notes.append(f"{no_distill}: calibrated on {what}")
         else:
             method = "gaussian"
             # An ONNX source says why it gave nothing to distill from; otherwise the plain note.
