@@ -18,7 +18,7 @@ from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
 from edgeport.quant.prune.heads import PrunedAttention, cut_heads, head_groups, zero_heads
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.zoo import ZOO
+from tests.zoo import zoo_model
 
 ATTENTION = Path(__file__).resolve().parents[1] / "zoo" / "attention.py"
 # nn.MultiheadAttention batch-first and sequence-first, a batch of 2, no bias, a causal and a padding
@@ -36,17 +36,13 @@ MODES = (
 )
 
 
-def _zoo(name: str):  # noqa: ANN202 - a ZooModel
-    return next(m for m in ZOO if m.name == name)
-
-
 def _first(out: object) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out  # type: ignore[index,return-value]
 
 
 @pytest.mark.parametrize("name", MODES)
 def test_pruned_attention_is_the_attention_with_those_heads_zeroed(name: str) -> None:
-    zoo = _zoo(name)
+    zoo = zoo_model(name)
     model, x = zoo.build(), zoo.example_inputs()
     groups = head_groups(model)
     assert groups
@@ -69,7 +65,7 @@ def test_pruned_attention_is_the_attention_with_those_heads_zeroed(name: str) ->
 
 
 def test_heads_whose_weights_are_an_output_are_kept_whole() -> None:
-    zoo = _zoo("mha_weights_per_head")
+    zoo = zoo_model("mha_weights_per_head")
     specs = [TensorSpec("x", zoo.input_shapes[0])]
     options = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
     with pytest.raises(
@@ -79,7 +75,7 @@ def test_heads_whose_weights_are_an_output_are_kept_whole() -> None:
 
 
 def test_tiny_vit_prunes_heads_and_mlps_and_converts(tmp_path: Path) -> None:
-    zoo = _zoo("vit_tiny")
+    zoo = zoo_model("vit_tiny")
     outdir = tmp_path / "vit"
     prune = PruneOptions(ratio=0.3, round_to=8, min_width=8, recovery="none", samples=16, held_out=8)
     result = convert_model(

@@ -11,7 +11,7 @@ import torch.nn as nn
 from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.export import exported_graph
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.zoo import ZOO
+from tests.zoo import zoo_model
 
 # Residual + 1x1 projections, depthwise, ConvTranspose + concat, channel shuffle (a Reshape whose
 # shape is computed), a resize between convolutions (shapes only onnxruntime finds), a 1-D causal pad,
@@ -28,10 +28,6 @@ AGREE = (
 )
 
 
-def _zoo(name: str):  # noqa: ANN202 - a ZooModel
-    return next(m for m in ZOO if m.name == name)
-
-
 def _counts(model: nn.Module, inputs: tuple) -> tuple[tuple[int, int], tuple[int, int]]:
     torch_counts = (sum(module_macs(model, inputs).values()), count_params(model))
     graph = exported_graph(model, inputs, [f"input_{i}" for i in range(len(inputs))])
@@ -40,14 +36,14 @@ def _counts(model: nn.Module, inputs: tuple) -> tuple[tuple[int, int], tuple[int
 
 @pytest.mark.parametrize("name", AGREE)
 def test_module_and_exported_graph_counts_agree(name: str) -> None:
-    zoo = _zoo(name)
+    zoo = zoo_model(name)
     torch_counts, graph_counts = _counts(zoo.build(), zoo.example_inputs())
     assert torch_counts[0] > 0
     assert torch_counts == graph_counts
 
 
 def test_functional_attention_is_counted_on_the_exported_graph_only() -> None:
-    zoo = _zoo("sdpa")
+    zoo = zoo_model("sdpa")
     (torch_macs, torch_params), (graph_macs, graph_params) = _counts(zoo.build(), zoo.example_inputs())
     # [1, 13, 24], 4 heads: q.kT and attention.v, 13 x 13 x 24 each.
     assert graph_macs - torch_macs == 2 * 13 * 13 * 24

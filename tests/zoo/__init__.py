@@ -60,4 +60,10 @@ def gather(folder: Path = ZOO_DIR) -> list[ZooEntry]:
 ENTRIES: list[ZooEntry] = gather()
 ZOO: list[ZooModel] = [e.model for e in ENTRIES]
 
-__all__ = ["ENTRIES", "ZOO", "ZooEntry", "ZooModel", "by_name", "gather", "resnet20_shared"]
+
+def zoo_model(name: str) -> ZooModel:
+    """The zoo model of that name, from any family (models.by_name looks in the core family only)."""
+    return next(m for m in ZOO if m.name == name)
+
+
+__all__ = ["ENTRIES", "ZOO", "ZooEntry", "ZooModel", "by_name", "gather", "resnet20_shared", "zoo_model"]
