@@ -16,7 +16,6 @@ Methods (all selectable, `--calibration-method`):
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import onnx
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import sha256_of
-from edgeport.quant.input_stats import InputStats, default_stats
+from edgeport.quant.input_stats import InputStats, default_stats, integer_samples
 from edgeport.tensors import DEFAULT_INDEX_RANGE, Sample, TensorSpec
 
 METHODS = ("auto", "distill", "input-stats", "gaussian", "data")
@@ -87,21 +86,6 @@ def _clip(x: np.ndarray, st: InputStats, clip_sigmas: float | None = None) -> np
 
 def is_integer(spec: TensorSpec) -> bool:
     return np.dtype(spec.dtype).kind in "iu"
-
-
-def integer_range(spec: TensorSpec, st: InputStats) -> tuple[int, int]:
-    """The integers an integer input (token ids) is drawn from: its known range (--input-range,
-    --input-value) rounded inward, else DEFAULT_INDEX_RANGE (as verification draws it)."""
-    if st.low is None or st.high is None:
-        return DEFAULT_INDEX_RANGE
-    return math.ceil(st.low), math.floor(st.high)
-
-
-def integer_samples(rng: np.random.Generator, spec: TensorSpec, st: InputStats) -> np.ndarray:
-    """One value of an integer input, uniform over its integers: noise cast to integers would be
-    0 and +-1 only (and a negative index), no use for an embedding."""
-    low, high = integer_range(spec, st)
-    return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
 
 
 def _assumed_ranges(specs: Sequence[TensorSpec], stats: dict[str, InputStats]) -> list[str]:

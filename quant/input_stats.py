@@ -385,6 +385,15 @@ def _bounds(spec: TensorSpec, st: InputStats) -> tuple[float, float]:
     return math.ceil(st.low), math.floor(st.high)
 
 
+def integer_samples(rng: np.random.Generator, spec: TensorSpec, st: InputStats | None) -> np.ndarray:
+    """One value of an integer input (token ids), uniform over its integers: its known range
+    (--input-range, --input-value) rounded inward, else DEFAULT_INDEX_RANGE (as random_inputs). Noise
+    cast to integers would be 0 and +-1 only (and a negative index), no use for an embedding."""
+    known = st is not None and st.low is not None and st.high is not None
+    low, high = _bounds(spec, st) if known else DEFAULT_INDEX_RANGE
+    return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
+
+
 def _kinds(stats: Mapping[str, InputStats]) -> list[str]:
     """The sample groups drawn besides the standard-normal one."""
     has_range = any(st.low is not None for st in stats.values())
@@ -399,11 +408,7 @@ def _draw(rng: np.random.Generator, spec: TensorSpec, kind: str, st: InputStats 
     """One value of `spec`: N(0, 1), N(mean, std) per channel, or uniform over the input's range (an
     integer input with a range: uniform over its integers, whichever the kind)."""
     if not _is_float(spec):
-        if st is not None and st.low is not None and kind != "normal":
-            low, high = _bounds(spec, st)
-            return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
-        low, high = DEFAULT_INDEX_RANGE  # as random_inputs: index inputs
-        return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
+        return integer_samples(rng, spec, None if kind == "normal" else st)
     if st is None or kind == "normal":
         x = rng.standard_normal(spec.shape)
     elif kind == "uniform" and st.low is not None:
