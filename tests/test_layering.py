@@ -31,23 +31,7 @@ MAY_IMPORT = {
 }
 
 # (importing file, imported module): why it is still there. Each names the module actually imported.
-_PRUNE_EXPORT = (
-    "pruning counts MACs on the exported graph and times converted trials for --prune-target la"
-    "tency, so it exports and converts; to move: an exporter handed in by pipeline/torch_passes.py"
-)
-_PRUNE_ONNX_SOURCE = (
-    "an ONNX source is pruned as a module and re-exported under its names (onnx_prepare's shape"
-    " and rename helpers); to move: those helpers into the spine's onnx_graph.py"
-)
-ALLOWED: dict[tuple[str, str], str] = {
-    ("quant/prune/export.py", "edgeport.converters.onnx_prepare"): _PRUNE_EXPORT,
-    ("quant/prune/export.py", "edgeport.converters.onnx_to_tflite"): _PRUNE_EXPORT,
-    ("quant/prune/export.py", "edgeport.converters.rewrites"): _PRUNE_EXPORT,
-    ("quant/prune/export.py", "edgeport.converters.torch_to_onnx"): _PRUNE_EXPORT,
-    ("quant/prune/export.py", "edgeport.pipeline.onnx_passes"): _PRUNE_EXPORT,
-    ("quant/prune/export.py", "edgeport.pipeline.passes"): _PRUNE_EXPORT,
-    ("quant/prune/onnx_source.py", "edgeport.converters.onnx_prepare"): _PRUNE_ONNX_SOURCE,
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def layer_of_module(module: str) -> str | None:

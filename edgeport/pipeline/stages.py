@@ -102,9 +102,12 @@ def _torch_passes_to_run(state: ConvertState) -> bool:
 
 def torch_passes(state: ConvertState) -> None:
     source, opts = _source(state), state.options
-    shapes = _reference_inputs(source, opts)
-    specs = [TensorSpec(n, sh) for n, sh in zip(_input_names(source, len(shapes), opts), shapes, strict=True)]
-    if not source.is_torch:  # pruning an ONNX source: the graph's own inputs
+    if source.is_torch:
+        shapes = _reference_inputs(source, opts)
+        specs = [
+            TensorSpec(n, sh) for n, sh in zip(_input_names(source, len(shapes), opts), shapes, strict=True)
+        ]
+    else:  # pruning an ONNX source: the graph's own inputs (--input-name renames them at export)
         specs = _onnx_input_specs(onnx_prepare.fix_input_shapes(source.onnx_model, opts.input_shapes))
     module = copy.deepcopy(state.reference)  # the reference must not see what the passes change
     model = TorchModel(module, state, specs, _user_input_stats(opts, specs, {}))

@@ -10,12 +10,13 @@ conversion is then verified against the model it converts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeport.options import flag_spell
 from edgeport.pipeline.passes import Pass, PassReport
+from edgeport.tempdirs import make_tempdir, remove_tempdir
 from edgeport.tensors import TensorSpec
 
 if TYPE_CHECKING:
@@ -52,29 +53,120 @@ def _prune(model: TorchModel) -> tuple[TorchModel, PassReport]:
 
     from edgeport.quant.prune import PruneOptions, prune_module
 
-    options = model.state.options.prune
+    state = model.state
+    options = state.options.prune
     assert options is not None, "asked only with --prune"
+    check_later_files(model)
+    exporter = prune_exporter(state.options.opset)
     # An ONNX source is pruned as a module (quant/prune/onnx_source.py) and handed on re-exported.
     graph = model.module if isinstance(model.module, onnx.ModelProto) else None
     module = _onnx_module(graph, model) if graph is not None else model.module
     result = prune_module(
-        module, model.specs, model.input_stats, options, model.state.step, flag_spell(PruneOptions)
+        module,
+        model.specs,
+        model.input_stats,
+        options,
+        state.step,
+        flag_spell(PruneOptions),
+        exporter=exporter,
     )
-    result.section.record(model.state.manifest)
+    result.section.record(state.manifest)
     pruned = result.module
     if graph is not None:
-        from edgeport.quant.prune.onnx_source import reexported
-
-        pruned = reexported(result.module, model.specs, model.state.options.opset)
+        pruned = reexported(result.module, model.specs, exporter)
     model.module = model.reference = pruned
     return model, PruneReport(summary=result.section.describe(), notes=result.notes)
+
+
+def check_later_files(model: TorchModel) -> None:
+    """Refuse the files the stages after the PyTorch passes read (--calibration: the quantize stage)
+    before a pass that takes minutes (pruning); the export stage checks them again for a conversion
+    without passes. Checked on the names the export gives the inputs (--input-name renames an ONNX
+    source's)."""
+    from edgeport.quant.calibration import check_calibration_inputs
+
+    opts = model.state.options
+    calibration = opts.quantize.calibration if opts.quantize is not None else None
+    names = opts.input_names if len(opts.input_names) == len(model.specs) else [s.name for s in model.specs]
+    shapes = {name: s.shape for name, s in zip(names, model.specs, strict=True)}
+    check_calibration_inputs(calibration, shapes, opts.keep_nchw)
+
+
+@dataclass(frozen=True)
+class PruneExporter:
+    """quant/prune/export.py's Exporter: the module exported as the export stage exports it, and a
+    float32 .tflite made of it through the ONNX passes and onnx2tf as convert makes it (without its
+    verification or float16 model)."""
+
+    opset: int
+
+    def graph(self, module: Any, inputs: Sequence[Any], names: Sequence[str]) -> Any:
+        from edgeport.converters.torch_to_onnx import export_onnx
+
+        workdir = make_tempdir("prune")
+        try:
+            return export_onnx(
+                module,
+                [x[:1] for x in inputs],
+                workdir / "m.onnx",
+                list(names),
+                self.opset,
+                fold_constants=False,
+            )
+        finally:
+            remove_tempdir(workdir)
+
+    def float_tflite(self, graph: Any) -> bytes:
+        import onnx
+
+        from edgeport.converters import onnx_prepare
+        from edgeport.converters.onnx_to_tflite import keras_to_tflite, onnx_to_keras
+        from edgeport.converters.rewrites import onnx2tf_options_for
+        from edgeport.pipeline.onnx_passes import ONNX_PASSES
+        from edgeport.pipeline.passes import run_passes
+
+        passed, _, _ = run_passes(ONNX_PASSES, graph, (), "ONNX")
+        workdir = make_tempdir("prune")
+        try:
+            path = workdir / "model.onnx"
+            onnx.save(passed, str(path))
+            keras = onnx_to_keras(
+                path, workdir, onnx_prepare.channels_first_inputs(passed), False, onnx2tf_options_for(passed)
+            )
+            return keras_to_tflite(keras.model, "float32")
+        finally:
+            remove_tempdir(workdir)
+
+
+def prune_exporter(opset: int | None = None) -> PruneExporter:
+    """The exporter pruning is handed (edgeport.quant.prune.prune_module(..., exporter=)): the one
+    an API caller passes to count MACs on the exported graph or to prune for a latency target."""
+    from edgeport.converters.torch_to_onnx import DEFAULT_OPSET
+
+    return PruneExporter(DEFAULT_OPSET if opset is None else opset)
+
+
+def reexported(module: Any, specs: Sequence[TensorSpec], exporter: PruneExporter) -> Any:
+    """A pruned ONNX source (quant/prune/onnx_source.py's module) exported to ONNX under the source's
+    input and output names (BatchNorms kept as nodes, as the export stage leaves them for the ONNX
+    passes to fold)."""
+    import torch
+
+    from edgeport.converters.onnx_prepare import rename_io
+    from edgeport.tensors import random_inputs
+
+    (sample,) = random_inputs(specs, 1, 0)
+    inputs = [torch.from_numpy(sample[s.name]) for s in specs]
+    graph = exporter.graph(module, inputs, [s.name for s in specs])
+    outputs = [o.name for o in graph.graph.output]
+    return rename_io(graph, dict(zip(outputs, module.output_names, strict=True)))
 
 
 def _onnx_module(graph: Any, model: TorchModel) -> Any:
     from edgeport.converters.onnx_prepare import fix_input_shapes
     from edgeport.quant.prune.onnx_source import prunable_module
 
-    return prunable_module(fix_input_shapes(graph, [s.shape for s in model.specs]))
+    return prunable_module(fix_input_shapes(graph, [s.shape for s in model.specs]), model.specs)
 
 
 TORCH_PASSES: list[Pass[TorchModel]] = [

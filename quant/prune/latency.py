@@ -103,23 +103,21 @@ class HostLatency:
     """Float .tflite conversions of modules measured beside the unpruned model on this host's LiteRT
     (one thread), through edgeport.bench's host runner."""
 
-    def __init__(self, reference: onnx.ModelProto) -> None:
-        from edgeport.quant.prune.export import float_tflite
-
+    def __init__(self, reference: onnx.ModelProto, to_tflite: Callable[[onnx.ModelProto], bytes]) -> None:
+        self.to_tflite = to_tflite  # an Exporter's float_tflite (export.py)
         self.workdir = make_tempdir("prune-latency")
         self.reference = self.workdir / "unpruned.tflite"
-        self.reference.write_bytes(float_tflite(reference))
+        self.reference.write_bytes(to_tflite(reference))
         self.count = 0
 
     def measure(self, graph: onnx.ModelProto) -> tuple[float, float]:
         """(unpruned ms, pruned ms): medians of one interleaved run of both."""
         from edgeport.bench import bench
         from edgeport.bench.schema import BenchSettings
-        from edgeport.quant.prune.export import float_tflite
 
         self.count += 1
         path = self.workdir / f"trial{self.count}.tflite"
-        path.write_bytes(float_tflite(graph))
+        path.write_bytes(self.to_tflite(graph))
         settings = BenchSettings(runner="host", runs=RUNS, warmup=WARMUP, threads=1)
         report = bench([self.reference, path], "host", settings, progress=False)
         before, after = (r.stats.median for r in report.results)

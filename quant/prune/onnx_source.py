@@ -1,7 +1,7 @@
 """Pruning an ONNX source: the graph as a PyTorch module (quant/onnx_torch.py's evaluator) whose
 convolutions and fully-connected layers are real nn.Conv / nn.Linear modules, so torch-pruning's
-dependency graph sees and cuts them, then exported back to ONNX with the source's input and output
-names.
+dependency graph sees and cuts them; the pipeline (edgeport/pipeline/torch_passes.py) exports it back
+to ONNX with the source's input and output names.
 
 Which nodes become modules: Conv with constant weights and explicit symmetric pads (or none), and
 Gemm with a constant 2-D weight (alpha = beta = 1, no transposed input); BatchNormalization already
@@ -21,8 +21,13 @@ import torch
 import torch.nn as nn
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.onnx_torch import Evaluator, UnsupportedOnnxGraph
-from edgeport.tensors import TensorSpec
+from edgeport.quant.onnx_torch import (
+    CHECK_TOLERANCE,
+    Evaluator,
+    UnsupportedOnnxGraph,
+    check_against_onnxruntime,
+)
+from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
 
@@ -101,8 +106,9 @@ class PrunableGraph(Evaluator):
         return self.layers[key](args[0])
 
 
-def prunable_module(model: onnx.ModelProto) -> PrunableGraph:
-    """The ONNX graph as a prunable module; one line naming what the evaluator cannot run, else."""
+def prunable_module(model: onnx.ModelProto, specs: Sequence[TensorSpec]) -> PrunableGraph:
+    """The ONNX graph (static input shapes `specs`) as a prunable module; one line naming what the
+    evaluator cannot run, else."""
     try:
         module = PrunableGraph(model).eval()
     except UnsupportedOnnxGraph as exc:
@@ -112,10 +118,7 @@ def prunable_module(model: onnx.ModelProto) -> PrunableGraph:
             "convert the PyTorch model it was exported from (file.py:callable, TorchScript or .pt2), or "
             "convert without --prune",
         ) from exc
-    from edgeport.quant.onnx_torch import CHECK_TOLERANCE, check_against_onnxruntime
-    from edgeport.tensors import random_inputs
-
-    error = check_against_onnxruntime(module, model, random_inputs(input_specs(model), 2, 0))
+    error = check_against_onnxruntime(module, model, random_inputs(specs, 2, 0))
     if not error < CHECK_TOLERANCE:
         raise EdgeportError(
             f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which computes "
@@ -128,28 +131,3 @@ def prunable_module(model: onnx.ModelProto) -> PrunableGraph:
             "convert without --prune, or give the PyTorch model it was exported from",
         )
     return module
-
-
-def input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    """The graph's inputs (static shapes), in order."""
-    from edgeport.converters import onnx_prepare
-
-    types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
-    return [
-        TensorSpec(name, [int(d) for d in dims], str(onnx.helper.tensor_dtype_to_np_dtype(types[name])))
-        for name, dims in onnx_prepare.input_shapes_of(model).items()
-    ]
-
-
-def reexported(module: PrunableGraph, specs: Sequence[TensorSpec], opset: int) -> onnx.ModelProto:
-    """The pruned module exported to ONNX under the source's input and output names (BatchNorms kept
-    as nodes, as the export stage leaves them for the ONNX passes to fold)."""
-    from edgeport.converters.onnx_prepare import rename_io
-    from edgeport.quant.prune.export import exported_graph
-    from edgeport.tensors import random_inputs
-
-    (sample,) = random_inputs(specs, 1, 0)
-    inputs = [torch.from_numpy(sample[s.name]) for s in specs]
-    graph = exported_graph(module, inputs, [s.name for s in specs], opset)
-    outputs = [o.name for o in graph.graph.output]
-    return rename_io(graph, dict(zip(outputs, module.output_names, strict=True)))

@@ -26,6 +26,7 @@ from edgeport.quant.prune import latency as lat
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
+from edgeport.quant.prune.export import Exporter
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
 from edgeport.quant.prune.heads import HeadGroup, cut_heads, head_groups, head_plan, zero_heads
 from edgeport.quant.prune.options import PruneOptions
@@ -405,6 +406,7 @@ def analyze(
     say: Say,
     flag: Callable[[str], str],
     synthetic: tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]] | None = None,
+    exporter: Exporter | None = None,
 ) -> Analysis:
     module = copy.deepcopy(reference).eval()
     excluded = resolve_excluded(module, options.exclude, flag("exclude"))
@@ -435,7 +437,7 @@ def analyze(
     if options.allocation == "sensitivity" and groups:
         sens = sensitivities(graph, groups, plans, allowed, batch, say)
     say("analysis: counting the unpruned model's MACs and parameters")
-    before = _counts(reference, [x[:1] for x in pool], [s.name for s in specs])
+    before = _counts(reference, [x[:1] for x in pool], [s.name for s in specs], exporter)
     return Analysis(
         reference,
         module,
@@ -523,12 +525,15 @@ def prune_module(
     spell: Callable[[str], str] | None = None,
     synthetic: tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]] | None = None,
     measure: Callable[[nn.Module], tuple[float, float]] | None = None,
+    exporter: Exporter | None = None,
 ) -> PruneResult:
     """A pruned copy of `reference` (left unchanged) and its manifest section; EdgeportError when the
     target cannot be reached or the pruned model does not run.
 
-    `measure(module) -> (unpruned ms, pruned ms)` times a pruned module beside the unpruned one for
-    a latency target (default: float .tflite conversions timed on this host's LiteRT, latency.py)."""
+    `exporter` (export.py; the pipeline's prune_exporter) counts MACs on the exported graph too and
+    converts latency trials; without it MACs are the module's. `measure(module) -> (unpruned ms,
+    pruned ms)` times a pruned module beside the unpruned one for a latency target (default: the
+    exporter's float .tflite conversions timed on this host's LiteRT, latency.py)."""
     started = time.perf_counter()
     say = say or (lambda _text: None)
     flag = spell or flag_spell(PruneOptions)
@@ -536,11 +541,11 @@ def prune_module(
         check_finetune_data(
             options.finetune_data, specs, flag("finetune_data"), options.recovery, flag("recovery")
         )
-    analysis = analyze(reference, specs, stats, options, say, flag, synthetic)
+    analysis = analyze(reference, specs, stats, options, say, flag, synthetic, exporter)
     names = [s.name for s in specs]
     search = None
     if options.target == "latency":
-        module, rows, search = _latency_target(analysis, options, names, say, flag, measure)
+        module, rows, search = _latency_target(analysis, options, names, say, flag, measure, exporter)
     else:
         reachable = analysis.reachable(options.target)
         if reachable + 1e-9 < options.ratio:
@@ -571,7 +576,7 @@ def prune_module(
         min_width=options.min_width,
         excluded=list(options.exclude),
         before=analysis.before,
-        after=_counts(module, example, names),
+        after=_counts(module, example, names, exporter),
         groups=rows,
         kept_whole=analysis.kept_whole,
         latency=search,
@@ -597,14 +602,16 @@ def prune_module(
     return PruneResult(module, section, analysis.notes)
 
 
-def _counts(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str]) -> Counts:
-    """The module's MACs and parameters, and the same counted on its export (None if it does not
-    export: the export stage then says why)."""
-    from edgeport.quant.prune.export import exported_graph
-
+def _counts(
+    module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str], exporter: Exporter | None
+) -> Counts:
+    """The module's MACs and parameters, and the same counted on its export (None without an
+    exporter, or if it does not export: the export stage then says why)."""
     macs, params = sum(module_macs(module, example).values()), count_params(module)
+    if exporter is None:
+        return Counts(macs=macs, params=params)
     try:
-        onnx_macs, onnx_params = onnx_counts(exported_graph(module, example, names))
+        onnx_macs, onnx_params = onnx_counts(exporter.graph(module, example, names))
     except EdgeportError:
         return Counts(macs=macs, params=params)
     return Counts(macs=macs, params=params, onnx_macs=onnx_macs, onnx_params=onnx_params)
@@ -617,20 +624,27 @@ def _latency_target(
     say: Say,
     flag: Callable[[str], str],
     measure: Callable[[nn.Module], tuple[float, float]] | None,
+    exporter: Exporter | None,
 ) -> tuple[nn.Module, list[GroupWidth], LatencySearch]:
     """Search the FLOPs ratio that removes options.ratio of the measured latency (latency.py)."""
-    from edgeport.quant.prune.export import exported_graph
-
     reachable = analysis.reachable("flops")
     if reachable < 0.01:
         raise _unreachable(options, reachable, analysis, flag)
     host = None
     if measure is None:
+        if exporter is None:
+            raise EdgeportError(
+                f"{flag('target')} latency converts and times trials, but prune_module was given no exporter",
+                "pass exporter=edgeport.pipeline.torch_passes.prune_exporter() (or a measure function)",
+            )
         say("converting the unpruned model to time it")
-        host = lat.HostLatency(exported_graph(analysis.reference, analysis.example, names))
+        host = lat.HostLatency(
+            exporter.graph(analysis.reference, analysis.example, names), exporter.float_tflite
+        )
+        to_graph = exporter.graph
 
         def measure(module: nn.Module) -> tuple[float, float]:
-            return host.measure(exported_graph(module, analysis.example, names))
+            return host.measure(to_graph(module, analysis.example, names))
 
     cuts: dict[float, tuple[nn.Module, list[GroupWidth]]] = {}
 

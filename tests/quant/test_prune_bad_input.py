@@ -75,3 +75,28 @@ def test_unknown_exclude_on_an_onnx_source_lists_close_names(tmp_path: Path, cap
     argv = ["convert", str(source), "--prune", "0.3", "--prune-exclude", "layers.w3", "-o", str(outdir), "-q"]
     line = _one_line(argv, outdir, capsys)
     assert "'layers.w3' names no module" in line and "layers.w1" in line
+
+
+@pytest.mark.parametrize("source", ["torch", "onnx"])
+def test_bad_calibration_is_refused_before_the_prune_starts(
+    source: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import edgeport.quant.prune as prune
+
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the prune started before --calibration was checked")
+
+    monkeypatch.setattr(prune, "prune_module", never)
+    np.save(tmp_path / "cal.npy", np.zeros((4, 3, 9, 9), np.float32))
+    outdir = tmp_path / "out"
+    if source == "torch":
+        zoo = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
+        argv = ["convert", f"{zoo}:resnet_basic", "--input-shape", "1,3,32,32"]
+        takes = "input 'x' takes (N, 3, 32, 32)"
+    else:
+        # --input-name renames the ONNX source's input: the data is checked under the new name.
+        argv = ["convert", str(_two_convs(tmp_path / "m.onnx")), "--input-name", "image"]
+        takes = "input 'image' takes (N, 3, 8, 8)"
+    argv += ["--quantize", "int8", "--calibration", str(tmp_path / "cal.npy"), "--prune", "0.3"]
+    line = _one_line([*argv, "-o", str(outdir), "-q"], outdir, capsys)
+    assert f"calibration data cal.npy has shape (4, 3, 9, 9) but {takes}" in line

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
-from edgeport.quant.prune.export import exported_graph
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import zoo_model
 
@@ -30,7 +30,7 @@ AGREE = (
 
 def _counts(model: nn.Module, inputs: tuple) -> tuple[tuple[int, int], tuple[int, int]]:
     torch_counts = (sum(module_macs(model, inputs).values()), count_params(model))
-    graph = exported_graph(model, inputs, [f"input_{i}" for i in range(len(inputs))])
+    graph = prune_exporter().graph(model, inputs, [f"input_{i}" for i in range(len(inputs))])
     return torch_counts, onnx_counts(graph)
 
 
@@ -79,7 +79,8 @@ def test_ratio_is_of_the_exported_macs_when_a_product_has_no_module() -> None:
 
     torch.manual_seed(0)
     options = PruneOptions(ratio=0.3, round_to=2, min_width=2, recovery="none", samples=16, held_out=8)
-    section = prune_module(_Gram().eval(), [TensorSpec("x", [1, 16, 8, 8])], {}, options).section
+    specs = [TensorSpec("x", [1, 16, 8, 8])]
+    section = prune_module(_Gram().eval(), specs, {}, options, exporter=prune_exporter()).section
     assert section.before.onnx_macs - section.before.macs == 16 * 16 * 64  # the Gram product
     # conv1 at 4 of 8 channels would remove 46 % of the module MACs but 21 % of the exported ones.
     assert section.removed() >= 0.3

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeport.cli import main
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune import PruneOptions, PruningSection
-from edgeport.quant.prune.export import exported_graph
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import by_name
 
@@ -24,7 +24,7 @@ PRUNE = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", sample
 
 def _zoo_onnx(name: str, path: Path) -> Path:
     zoo = by_name(name)
-    onnx.save(exported_graph(zoo.build(), zoo.example_inputs(), ["image"]), str(path))
+    onnx.save(prune_exporter().graph(zoo.build(), zoo.example_inputs(), ["image"]), str(path))
     return path
 
 
