@@ -154,8 +154,12 @@ class OnnxGraph:
         return None if shape is None else len(shape)
 
     def is_float32(self, name: str) -> bool:
+        return self.elem_type(name) == TensorProto.FLOAT
+
+    def elem_type(self, name: str) -> int | None:
+        """The TensorProto element type of a tensor, from shape inference (None when unknown)."""
         self._shape_table()  # fills the type table
-        return self._types.get(name) == TensorProto.FLOAT
+        return self._types.get(name)
 
     def _shape_table(self) -> dict[str, list[int | None]]:
         if self._shapes is None:

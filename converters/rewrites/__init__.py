@@ -37,6 +37,7 @@ from edgeport.converters.rewrites import (
     head_unpack,
     if_to_where,
     legacy_softmax,
+    one_hot,
     patch_tokens,
     pixel_shuffle,
     pow_exponent,
@@ -87,6 +88,7 @@ REWRITES: list[tuple[str, Rewrite]] = [
     (pow_exponent.NAME, pow_exponent.rewrite),
     (unit_clip.NAME, unit_clip.rewrite),
     (selu.NAME, selu.rewrite),
+    (one_hot.NAME, one_hot.rewrite),
     (gather_int32.NAME, gather_int32.rewrite),
     (softmax_mask.NAME, softmax_mask.rewrite),
     # Last: its com.microsoft node has no ONNX shape-inference schema, so the shape-driven matchers

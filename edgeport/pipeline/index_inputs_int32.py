@@ -44,7 +44,8 @@ def _why_not(view: OnnxGraph, name: str) -> str:
         positions = [i for i, read in enumerate(node.input) if read == name]
         if node.op_type == "Shape":  # reads the shape alone, and gives int64 whatever the input type
             continue
-        if node.op_type != "Gather" or positions != [1]:
+        # OneHot's indices become a Gather's (converters/rewrites/one_hot.py)
+        if (node.op_type, positions) not in (("Gather", [1]), ("OneHot", [0])):
             return f"node {node.name or node.op_type} ({node.op_type}) uses it as other than Gather indices"
     return ""
 
