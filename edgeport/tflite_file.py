@@ -6,7 +6,10 @@ I/O tensors for the manifest, the op set for the Cortex-M resolver.
 
 from __future__ import annotations
 
-from collections import Counter
+import dataclasses
+import hashlib
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +42,7 @@ class TfliteModel:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     subgraphs: int
-    raw: schema.ModelT = field(repr=False)
+    raw: schema.ModelT = field(repr=False)  # shared between parses of the same bytes: read only
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -95,7 +98,49 @@ def read_tflite(path: Path | str) -> TfliteModel:
     return parse_tflite(data, path)
 
 
+# One int8 conversion asks about the same few models (float32, the probe, int8) about twenty times, from
+# stages that share nothing but the bytes: parses are kept per content, the newest few, within a size.
+_CACHE_ENTRIES = 8
+_CACHE_BYTES = 256 << 20
+_cache: OrderedDict[bytes, TfliteModel] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def parse_tflite(data: bytes, path: Path | str = "<bytes>") -> TfliteModel:
+    """Parse .tflite bytes for reading. The `raw` tree is shared by every caller that parses the same
+    bytes, so it must not be changed: edit_tflite gives a tree to change."""
+    data = data if isinstance(data, bytes) else bytes(data)  # the tree's arrays are views of these bytes
+    key = hashlib.blake2b(data, digest_size=16).digest()
+    with _cache_lock:
+        found = _cache.get(key)
+        if found is not None:
+            _cache.move_to_end(key)
+    if found is None:
+        found = _parse(data, path)
+        with _cache_lock:
+            _cache[key] = found
+            while len(_cache) > 1 and (
+                len(_cache) > _CACHE_ENTRIES or sum(m.size_bytes for m in _cache.values()) > _CACHE_BYTES
+            ):
+                _cache.popitem(last=False)
+    # Its own copy of everything but the tree: the lists are small, and a manifest may keep and edit them.
+    return dataclasses.replace(
+        found,
+        path=Path(path),
+        ops=list(found.ops),
+        op_versions=dict(found.op_versions),
+        custom_ops=list(found.custom_ops),
+        inputs=[info.model_copy(deep=True) for info in found.inputs],
+        outputs=[info.model_copy(deep=True) for info in found.outputs],
+    )
+
+
+def edit_tflite(data: bytes, path: Path | str = "<bytes>") -> schema.ModelT:
+    """A flatbuffer object tree of its own, for a caller that changes it (then serialize_tflite)."""
+    return _parse(bytes(data), path).raw
+
+
+def _parse(data: bytes, path: Path | str) -> TfliteModel:
     path = Path(path)
     if len(data) == 0:
         raise EdgeportError(f"{path} is empty (0 bytes)", "give a .tflite model file")

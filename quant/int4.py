@@ -25,7 +25,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite
 
 INT4_MAX = 7  # symmetric [-7, 7], like int8's [-127, 127]: the -8 code is never used
 ROUNDINGS = ("squant", "nearest")
@@ -245,7 +245,7 @@ def to_w4a8(
     The float filters come from `float_model`; each layer's int32 bias is requantized to the new
     weight scale (bias scale = input scale x weight scale), so the bias itself is unchanged.
     """
-    model = parse_tflite(int8_model).raw
+    model = edit_tflite(int8_model)
     layers = weight_layers(model)
     floats = _float_filters(parse_tflite(float_model).raw, layers)
     wanted = None if four_bit is None else set(four_bit)

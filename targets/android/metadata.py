@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, parse_tflite, serialize_tflite
 
 METADATA_NAME = "TFLITE_METADATA"  # the entry in the model's metadata list that tflite-support reads
 FILE_IDENTIFIER = b"M001"
@@ -216,7 +216,7 @@ def embed(model: bytes, meta: ModelMetadata, files: Mapping[str, bytes] = {}) ->
     The names in `files` must be exactly the associated files `meta` lists."""
     if sorted(files) != sorted(meta.file_names()):
         raise ValueError(f"files {sorted(files)} differ from the metadata's {sorted(meta.file_names())}")
-    raw = parse_tflite(model).raw  # the flatbuffer only: an earlier zip is dropped
+    raw = edit_tflite(model)  # the flatbuffer only: an earlier zip is dropped
     buffer = schema.BufferT()
     buffer.data = list(encode(meta))
     entries = [m for m in raw.metadata or [] if _text(m.name) != METADATA_NAME]

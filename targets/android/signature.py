@@ -12,7 +12,7 @@ from __future__ import annotations
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.tensors import signature_name
-from edgeport.tflite_file import parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, serialize_tflite
 
 SIGNATURE_KEY = "serving_default"
 
@@ -35,7 +35,7 @@ def _unique(keys: list[str]) -> list[str]:
 def with_signature(model: bytes) -> bytes:
     """`model` unchanged when it has a signature, else with a serving_default one over subgraph 0's
     inputs and outputs, keyed by their tensor names."""
-    raw = parse_tflite(model).raw
+    raw = edit_tflite(model)
     if raw.signatureDefs:
         return model
     graph = raw.subgraphs[0]

@@ -107,9 +107,9 @@ def test_model_without_metadata_reads_none(model):
 def test_unreadable_metadata_is_one_line(model):
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-    from edgeport.tflite_file import serialize_tflite
+    from edgeport.tflite_file import edit_tflite, serialize_tflite
 
-    raw = parse_tflite(model).raw
+    raw = edit_tflite(model)
     buffer = schema.BufferT()
     buffer.data = list(b"\x00" * 12)
     raw.buffers.append(buffer)

@@ -303,9 +303,9 @@ def test_tflite_without_signature_gets_one(kws_convert, tmp_path):
 
     from edgeport.targets.android.packager import package
     from edgeport.targets.android.target import AndroidOptions
-    from edgeport.tflite_file import parse_tflite, serialize_tflite
+    from edgeport.tflite_file import edit_tflite, serialize_tflite
 
-    raw = parse_tflite((kws_convert / "model_float32.tflite").read_bytes()).raw
+    raw = edit_tflite((kws_convert / "model_float32.tflite").read_bytes())
     raw.signatureDefs = []
     model = tmp_path / "bare.tflite"
     model.write_bytes(serialize_tflite(raw))
