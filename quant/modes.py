@@ -32,7 +32,7 @@ from edgeport.quant.calibration import (
 from edgeport.quant.cluster import MAX_CLUSTERS, MIN_CLUSTERS, cluster_weights
 from edgeport.quant.cost import DISTILL_BUDGET, MIN_DISTILL_STEPS, step_work, steps_within
 from edgeport.quant.fidelity import fidelity_report
-from edgeport.quant.input_stats import InputStats
+from edgeport.quant.input_stats import InputStats, integer_samples
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import keras_to_quantized, probe_quantizer, quantizer_kept_float
 from edgeport.quant.mixed import fit_flash_budget, parse_size
@@ -44,7 +44,7 @@ from edgeport.quant.tflm_pad_value import pad_value_problem
 from edgeport.quant.tflm_saturation import saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
 from edgeport.runtimes.tflm import run_tflm
-from edgeport.tensors import DEFAULT_INDEX_RANGE, TensorSpec
+from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import parse_tflite, type_name
 
 MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
@@ -502,9 +502,9 @@ def probe_inputs(model: bytes) -> list[list[np.ndarray]]:
     sample = []
     for info in parse_tflite(model).inputs:
         dtype = np.dtype(info.dtype)
-        if dtype.kind in "iu" and dtype.itemsize > 1:  # an index input (token ids): valid indices
-            value = rng.integers(DEFAULT_INDEX_RANGE[0], DEFAULT_INDEX_RANGE[1] + 1, size=info.shape)
-        elif dtype.kind in "iu":
+        if dtype.kind in "iu" and info.quantization is None:  # an index input (token ids): valid indices
+            value = integer_samples(rng, TensorSpec(info.name, info.shape, info.dtype), None)
+        elif dtype.kind in "iu":  # a quantized input (integer I/O): any of its values
             limits = np.iinfo(dtype)
             value = rng.integers(max(limits.min, -128), min(limits.max, 127) + 1, size=info.shape)
         else:
