@@ -2,7 +2,9 @@
 
 A failure anywhere leaves OUTDIR as it was (absent, or untouched), never half-written. SIGTERM and
 SIGHUP are handled like Ctrl-C (the staging folder is removed); a run killed outright (SIGKILL, power
-loss) leaves its staging folder behind, and the next run into the same OUTDIR removes it.
+loss) leaves its staging folder behind, and the next run into the same OUTDIR removes it. A staging
+folder holds its run's lock as edgeport's temp dirs do (edgeport/tempdirs.py), and is removed when
+nobody holds it.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgeport.errors import EdgeportError
-from edgeport.tempdirs import sweep_once
+from edgeport.tempdirs import make_locked_dir, release_dir, remove_if_abandoned, remove_tempdir, sweep_once
 
-# Staging folders are named .OUTDIR.edgeport-staging-<pid>-<random>: recognisably ours, with the
-# process that owns them, so that a later run can tell a dead run's leftovers from a live run's work.
+# Staging folders are named .OUTDIR.edgeport-staging-<pid>-<random>: recognisably ours, naming the
+# process that made them; whether it still runs is told by the folder's lock.
 _STAGING_TAG = "edgeport-staging"
 _TERMINATING = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 # Errors writing the output that are the machine's state, not a bug: reported as user errors.
@@ -67,7 +69,8 @@ def _check_creatable(outdir: Path) -> None:
     nearest existing folder takes no new entry (a read-only or pseudo file system such as /proc)."""
     nearest = next(a for a in outdir.absolute().parents if a.exists())
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=f".{outdir.name}.{_STAGING_TAG}-{os.getpid()}-", dir=nearest))
+        # Not named like a staging folder: unlocked, another run's sweep would take it.
+        os.rmdir(tempfile.mkdtemp(prefix=f".{outdir.name}.edgeport-probe-", dir=nearest))
     except OSError as exc:
         raise _unwritable(outdir, exc) from exc
 
@@ -121,26 +124,6 @@ def staging_owner(path: Path, outdir: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _owner_gone(pid: int, folder: Path) -> bool:
-    """True if process `pid` cannot be the one that made `folder` (dead, or a later process reusing it)."""
-    import psutil
-
-    if pid == os.getpid():
-        return False
-    try:
-        started = psutil.Process(pid).create_time()
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:  # exists but not ours to inspect: leave its folder alone
-        return False
-    try:
-        made = folder.lstat().st_mtime
-    except OSError:
-        return False
-    # A process that started after the folder was last written did not make it (its PID was reused).
-    return started > made + 1.0
-
-
 def sweep_stale_staging(outdir: Path) -> list[Path]:
     """Remove staging folders left beside `outdir` by killed runs; says so on stderr."""
     outdir = Path(outdir)
@@ -154,10 +137,7 @@ def sweep_stale_staging(outdir: Path) -> list[Path]:
     removed = []
     for path in sorted(siblings):
         pid = staging_owner(path, outdir)
-        if pid is None or not path.is_dir() or path.is_symlink() or not _owner_gone(pid, path):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
+        if pid is not None and remove_if_abandoned(path):
             removed.append(path)
             print(
                 f"edgeport: removed {path}, left by an earlier run into {outdir} that was killed "
@@ -195,11 +175,11 @@ def _make_staging(outdir: Path) -> Path:
     prefix = f".{outdir.name}.{_STAGING_TAG}-{os.getpid()}-"
     try:
         outdir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=outdir.parent))
+        return make_locked_dir(prefix, outdir.parent)
     except OSError as exc:
         if outdir.is_dir():
             try:
-                return Path(tempfile.mkdtemp(prefix=prefix, dir=outdir))
+                return make_locked_dir(prefix, outdir)
             except OSError:
                 pass
         raise _unwritable(outdir, exc) from exc
@@ -246,7 +226,7 @@ def staged_outdir(outdir: Path, force: bool) -> Iterator[Path]:
         with terminate_as_interrupt():
             yield staging
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tempdir(staging)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise EdgeportError(
                 f"writing the output beside {outdir} failed ({exc.strerror})",
@@ -256,8 +236,9 @@ def staged_outdir(outdir: Path, force: bool) -> Iterator[Path]:
     try:
         _move_into_place(staging, outdir)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tempdir(staging)
         raise EdgeportError(
             f"moving the finished output into {outdir} failed ({exc.strerror or type(exc).__name__})",
             "give -o a directory on a writable file system",
         ) from exc
+    release_dir(staging)  # the folder is OUTDIR now, or gone

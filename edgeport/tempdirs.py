@@ -6,10 +6,11 @@ a SavedModel export holds a copy of the model's weights. So every such directory
 edgeport-<tag>-pid<pid>-<random> and holds an flock for as long as its owner lives, and the first
 directory a process makes sweeps away those whose lock nobody holds.
 
-Why a lock and not "the pid is dead, or was started after the folder" (the rule for OUTDIR's staging
-folders): the kernel drops the lock when the owner dies however it dies, pid reuse and clock steps
-cannot fool it, and it holds across pid namespaces (containers sharing one TMPDIR), where another
-container's live pid looks dead to us.
+The same lock marks OUTDIR's staging folders (edgeport/outdir.py): make_locked_dir and
+remove_if_abandoned are the one rule for "the owner of a leftover directory is gone". Why a lock and
+not "the pid is dead, or was started after the folder": the kernel drops the lock when the owner dies
+however it dies, pid reuse and clock steps cannot fool it, and it holds across pid namespaces
+(containers sharing one TMPDIR), where another container's live pid looks dead to us.
 """
 
 from __future__ import annotations
@@ -47,8 +48,14 @@ def make_tempdir(tag: str, parent: Path | None = None) -> Path:
     if not re.fullmatch(r"[a-z][a-z0-9-]*", tag):
         raise ValueError(f"temp dir tag {tag!r}: lowercase letters, digits and '-' only")
     sweep_once(parent)
+    return make_locked_dir(f"edgeport-{tag}-pid{os.getpid()}-", parent)
+
+
+def make_locked_dir(prefix: str, parent: Path | None = None) -> Path:
+    """A new directory <prefix><random> under `parent` (default: the temp dir) whose flock this process
+    holds until release_dir or remove_tempdir, or its end however it ends."""
     while True:
-        fresh = tempfile.mkdtemp(prefix=f"edgeport-{tag}-pid{os.getpid()}-", suffix=_UNLOCKED, dir=parent)
+        fresh = tempfile.mkdtemp(prefix=prefix, suffix=_UNLOCKED, dir=parent)
         fd = os.open(fresh, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         final = fresh[: -len(_UNLOCKED)]
@@ -72,8 +79,15 @@ def sweep_once(parent: Path | None = None) -> None:
 
 
 def remove_tempdir(path: Path | str) -> None:
-    """Delete a directory from make_tempdir and release its lock; a second call does nothing."""
+    """Delete a directory from make_tempdir or make_locked_dir and release its lock; a second call does
+    nothing."""
     shutil.rmtree(path, ignore_errors=True)
+    release_dir(path)
+
+
+def release_dir(path: Path | str) -> None:
+    """Give up the lock on a directory from make_locked_dir, keeping the directory (wherever it has
+    been renamed to: the lock is on the directory, `path` only names it)."""
     with _LOCK:
         fd = _HELD.pop(os.fspath(path), None)
     if fd is not None:
@@ -101,22 +115,26 @@ def sweep_stale_tempdirs(parent: Path | None = None) -> list[Path]:
     removed = []
     for path in entries:
         pid = tempdir_owner(path)
-        if pid is None:
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError:  # gone, a symlink, a file, or not ours to open
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held: its owner is alive
-            os.close(fd)
-            continue
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
-        if not path.exists():
+        if pid is not None and remove_if_abandoned(path):
             removed.append(path)
             print(f"edgeport: removed {path}, left by a killed run (process {pid}).", file=sys.stderr)
     return removed
+
+
+def remove_if_abandoned(path: Path) -> bool:
+    """Remove the directory `path` if no process holds its lock (its owner is gone, however it died);
+    True if it was removed. A live owner's directory, a symlink or a file stays."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # gone, a symlink, a file, or not ours to open
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: its owner is alive
+        os.close(fd)
+        return False
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return not os.path.lexists(path)

@@ -111,17 +111,14 @@ def test_sigkill_leftovers_are_swept_by_the_next_run(tmp_path: Path, capsys) -> 
 
 def test_sweep_keeps_live_and_foreign_folders(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
-    live = tmp_path / f".out.edgeport-staging-{os.getppid()}-abc123"  # pytest's parent: alive
     dead = tmp_path / ".out.edgeport-staging-4194999-def456"
-    reused = tmp_path / f".out.edgeport-staging-{os.getppid()}-old999"
+    reused = tmp_path / f".out.edgeport-staging-{os.getppid()}-old999"  # a live pid, but nobody's lock
     foreign = [tmp_path / ".out.tmp1234", tmp_path / ".other.edgeport-staging-4194999-x"]
-    for folder in [live, dead, reused, *foreign]:
-        folder.mkdir()
-    # A folder last written long before its PID's process started was made by an earlier process.
-    os.utime(reused, (1.0, 1.0))
-    os.utime(dead, (1.0, 1.0))
-    assert sorted(sweep_stale_staging(out)) == sorted([dead, reused])
-    assert live.exists() and all(f.exists() for f in foreign)
+    with staged_outdir(out, force=False) as live:  # this run's own, locked
+        for folder in [dead, reused, *foreign]:
+            folder.mkdir()
+        assert sorted(sweep_stale_staging(out)) == sorted([dead, reused])
+        assert live.exists() and all(f.exists() for f in foreign)
     assert capsys.readouterr().err.count("edgeport: removed") == 2
 
 

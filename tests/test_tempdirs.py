@@ -209,3 +209,42 @@ def test_sigterm_during_edgeport_convert_leaves_no_temp_dir(tmp_path: Path) -> N
     _, err = proc.communicate(timeout=300)
     assert proc.returncode in (0, 1), err[-800:]
     assert [p.name for p in temp.iterdir() if tempdir_owner(p) is not None] == []
+
+
+def test_outdir_staging_uses_the_same_lock(tmp_path: Path, capsys) -> None:
+    # A run writing into OUTDIR is alive as long as its staging folder's lock is held, whatever its pid.
+    from edgeport.outdir import staged_outdir, staging_owner, sweep_stale_staging
+
+    marker, out = tmp_path / "ready", tmp_path / "out"
+    code = f"""
+        import time
+        from pathlib import Path
+        from edgeport.outdir import staged_outdir
+        with staged_outdir(Path({str(out)!r}), force=False) as stage:
+            (stage / "model.tflite").write_bytes(b"0" * 4096)
+            Path({str(marker)!r}).write_text(str(stage) + "\\n")
+            time.sleep(600)
+    """
+    proc, staging = _child(code, marker)
+    assert staging.parent == tmp_path and staging_owner(staging, out) == proc.pid
+    assert sweep_stale_staging(out) == []  # alive: kept
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert staging.is_dir()  # SIGKILL: nothing could clean up
+    with staged_outdir(out, force=False) as stage:  # the next run into OUTDIR sweeps it
+        (stage / "model.tflite").write_bytes(b"1")
+    assert f"removed {staging}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ready"]
+    assert (out / "model.tflite").read_bytes() == b"1"
+
+
+def test_a_finished_staging_folder_releases_its_lock(tmp_path: Path) -> None:
+    from edgeport.outdir import staged_outdir
+    from edgeport.tempdirs import remove_if_abandoned
+
+    with staged_outdir(tmp_path / "out", force=False) as stage:
+        assert not remove_if_abandoned(stage)  # held, by this process too
+    assert remove_if_abandoned(tmp_path / "out")  # the moved folder's lock was given up
+    with pytest.raises(RuntimeError), staged_outdir(tmp_path / "other", force=False) as stage:
+        raise RuntimeError("a failed run")
+    assert not stage.exists() and list(tmp_path.iterdir()) == []
