@@ -33,6 +33,7 @@ from edgeport.keras_export import keras_converter
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat
+from edgeport.quant.tflm_saturation import bound_activation_inputs
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
 
@@ -136,7 +137,7 @@ def keras_to_quantized(
     if mode == "dynamic":
         return _converting(mode, converter.convert)
     # In two halves even for plain min/max: quantize_calibrated bounds max-pool padding first.
-    calibrated = _converting(mode, lambda: calibrate_only(converter))
+    calibrated = _converting(mode, lambda: bound_activation_inputs(calibrate_only(converter)))
     if ranges == "minmax":
         return _converting(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
     feeds = [named_feed(keras_model, sample, in_specs) for sample in samples]
@@ -151,7 +152,7 @@ def probe_quantizer(
     """`quantize(keep_float)`: int8 models from one calibration on `samples`, with the named ops left
     float; the converter's slow half (calibration) runs once, each call only re-runs the quantizer."""
     converter = int8_converter(keras_model, in_specs, samples, io)
-    calibrated = _converting("int8", lambda: calibrate_only(converter))
+    calibrated = _converting("int8", lambda: bound_activation_inputs(calibrate_only(converter)))
     return lambda keep_float: _converting(
         "int8", lambda: quantize_calibrated(converter, calibrated, io, keep_float)
     )
@@ -511,6 +512,11 @@ def probe_range_use(converter: Any, calibrated: bytes, io: str, keep_float: Sequ
     return RangeUse(used, at_io)
 
 
+def _within(chosen: tuple[float, float], recorded: tuple[float, float]) -> tuple[float, float]:
+    low, high = recorded
+    return min(max(chosen[0], low), high), min(max(chosen[1], low), high)
+
+
 def quantize_with_ranges(
     converter: Any,
     calibrated: bytes,
@@ -533,7 +539,8 @@ def quantize_with_ranges(
     use = probe_range_use(converter, calibrated, io, keep_float)
     chosen = sorted(use.used - use.at_io)
     hists = observe_activations(calibrated, feeds, chosen)
-    ranges = {index: range_of(hists[index]) for index in chosen}
+    # Never wider than recorded: bound_activation_inputs may have narrowed a recorded range.
+    ranges = {index: _within(range_of(hists[index]), recorded[index]) for index in chosen}
     edited = set_ranges(calibrated, ranges)
     model = _converting("int8", lambda: quantize_calibrated(converter, edited, io, keep_float))
     if report is not None:

@@ -488,8 +488,21 @@ def _tflm_plan(
     """quant/tflm_ops.py's probe on a model quantized from TFLM_PROBE_SAMPLES synthetic samples."""
     samples = gaussian_samples(in_specs, TFLM_PROBE_SAMPLES, CALIBRATION_SEED, stats, opts.clip_sigmas)
     quantize = probe_quantizer(keras_model, keras_specs, samples, opts.io)
+    probed: list[bytes] = []
 
-    return plan_int8_for_tflm(quantize, probe_inputs, name)
+    def quantize_kept(keep_float: Sequence[str]) -> bytes:
+        probed.append(quantize(keep_float))
+        return probed[-1]
+
+    plan = plan_int8_for_tflm(quantize_kept, probe_inputs, name)
+    # Calibration on the input statistics draws these same samples first and min/max ranges only widen
+    # with more, so a LOGISTIC / TANH the probe saturates is saturated after calibration too (after
+    # distillation, which starts from them, most likely). Real data decides for itself, after.
+    if opts.calibration is None and opts.ranges == "minmax":
+        where = f"range on {TFLM_PROBE_SAMPLES} synthetic samples (found before calibration)"
+        if (saturated := saturation_problem(probed[-1], name, where)) is not None:
+            raise EdgeportError(*saturated)
+    return plan
 
 
 def probe_inputs(model: bytes) -> list[list[np.ndarray]]:
