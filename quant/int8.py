@@ -32,7 +32,7 @@ from edgeport.errors import EdgeportError
 from edgeport.keras_export import keras_converter
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
-from edgeport.quant.tflm_ops import KeptFloat
+from edgeport.quant.tflm_ops import KeptFloat, replace_for_tflm
 from edgeport.quant.tflm_saturation import bound_activation_inputs
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
@@ -174,14 +174,15 @@ def _converting(mode: str, convert: Callable[[], T]) -> T:
 
 
 def calibrate_only(converter: Any) -> bytes:
-    """The converter's first half: the float model with each activation's min/max recorded.
+    """The converter's first half: the float model with each activation's min/max recorded, and the
+    ops TFLite Micro has no kernel for written out in ops it has (quant/tflm_ops.py's OP_REPLACEMENTS).
 
     Conversion metadata is left out here and added by `quantize_calibrated`, after quantizing,
     as the converter itself does (its hash is of the final model).
     """
     converter._experimental_calibrate_only = True
     converter.exclude_conversion_metadata = True
-    return bytes(converter.convert())
+    return replace_for_tflm(bytes(converter.convert()))
 
 
 def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: Sequence[str] = ()) -> bytes:

@@ -39,7 +39,7 @@ from edgeport.quant.mixed import fit_flash_budget, parse_size
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
-from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm
+from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm, replacement_notes
 from edgeport.quant.tflm_pad_value import pad_value_problem
 from edgeport.quant.tflm_saturation import saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
@@ -384,6 +384,7 @@ def _integer_stage(
     if skipped:
         cal.notes.append(skipped)
     cal.notes.extend(k.note() for k in [*plan.kept_float, *left_float])
+    cal.notes.extend(replacement_notes(model))  # e.g. GELU's tanh form for TFLite Micro
     if plan.inconclusive:
         cal.notes.append(
             "the TFLite Micro probe before calibration was inconclusive "

@@ -6,7 +6,9 @@ samples (seconds), runs once in the TFLite Micro runtime itself (edgeport.runtim
 fails there with a type error but has a float kernel is kept float32 between DEQUANTIZE and QUANTIZE
 (the TFLite quantizer's denylist; TFLite Micro runs both), and the probe runs again; an op TFLite
 Micro has no kernel for at all, or one that still fails as float, refuses the model with its name,
-node and tensor, before the minutes of calibration rather than after them.
+node and tensor, before the minutes of calibration rather than after them. Ops with a known replacement
+in ops TFLite Micro runs (OP_REPLACEMENTS: GELU) are written out in the calibrate-only model before the
+quantizer reads it, for the probe and the final model alike, and never reach the refusal.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeport.errors import EdgeportError
+from edgeport.quant import tflm_gelu
 from edgeport.runtimes.tflm import ARENA_FACTOR, MIN_ARENA, run_tflm
 from edgeport.tflite_file import parse_tflite
 
@@ -32,11 +35,53 @@ NO_KERNEL_FIX = (
     "for Android (no TFLite Micro) use --quantize dynamic or float16"
 )
 # What to write instead of an op TFLite Micro has no kernel for, where its replacement's ops are known
-# to run there (each checked in TFLite Micro, int8).
+# to run there (each checked in TFLite Micro, int8). GELU reaches this only where OP_REPLACEMENTS could
+# not replace it (outside the main subgraph, or with no recorded input range).
 OP_WORKAROUNDS = {
     "GELU": "write the GELU as nn.GELU(approximate='tanh'), which becomes TANH, MUL and ADD (TFLite Micro "
     "runs them; a close approximation of the erf GELU, so check the accuracy)",
 }
+
+
+@dataclass(frozen=True)
+class OpReplacement:
+    """An op TFLite Micro has no kernel for, which the integer modes write out in ops it has: `replace`
+    runs on the calibrate-only model (quant/int8.py's calibrate_only), `replaced` finds the written-out
+    ones in the finished model, `note` says what the int8 model computes instead."""
+
+    op: str
+    name: str
+    replace: Callable[[bytes], bytes]
+    replaced: Callable[[bytes], list[str]]
+    note: str
+
+    def notes(self, model: bytes) -> list[str]:
+        return [f"{self.op} at {node!r}: {self.note}" for node in self.replaced(model)]
+
+
+# A new replacement is one module plus one line here.
+OP_REPLACEMENTS = [
+    OpReplacement(
+        "GELU",
+        tflm_gelu.NAME,
+        tflm_gelu.replace_gelu,
+        tflm_gelu.approximated_gelus,
+        "the tanh approximation of GELU in ABS, MUL, ADD, LOGISTIC, RELU and SUB (TFLite Micro has no GELU "
+        f"kernel; within {tflm_gelu.FLOAT_ERROR:.1e} of the erf GELU the float model computes)",
+    ),
+]
+
+
+def replace_for_tflm(calibrated: bytes) -> bytes:
+    """The calibrate-only model with every op of OP_REPLACEMENTS written out (same bytes if none)."""
+    for replacement in OP_REPLACEMENTS:
+        calibrated = replacement.replace(calibrated)
+    return calibrated
+
+
+def replacement_notes(model: bytes) -> list[str]:
+    """One note per op of the finished integer model that OP_REPLACEMENTS wrote out."""
+    return [note for replacement in OP_REPLACEMENTS for note in replacement.notes(model)]
 
 
 def no_kernel_fix(op: str) -> str:

@@ -1,0 +1,203 @@
+"""GELU in an int8 model for TFLite Micro: the tanh form, in ops TFLite Micro has int8 kernels for.
+
+TFLite Micro has no GELU kernel (int8 or float), so an int8 model with GELU could not run on a
+microcontroller. The float model keeps the exact (erf) GELU (converters/rewrites/gelu.py); the int8
+model gets GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), whose largest
+difference from the erf GELU is `FLOAT_ERROR` (a small fraction of an int8 step on any range an
+activation has), written as
+
+    GELU(x) ~= relu(x) - |x| * sigmoid(-|x| (K1 + K2 x^2))      (K1 = 2 sqrt(2/pi), K2 = 0.044715 K1)
+
+i.e. ABS, MUL, MUL, ADD, MUL, LOGISTIC, MUL, RELU, SUB. That spelling, rather than x * sigmoid(...),
+keeps int8 rounding small: the subtracted term lies in [0, 0.17], so its int8 step is ~1000 times finer
+than the output's, and LOGISTIC's fixed output step (1/256) multiplies |x| only where sigmoid(-|u|) is
+not already 0. It is applied to the calibrate-only model (each tensor's min/max recorded), before the
+quantizer reads it: the new tensors get ranges derived from the GELU input's recorded range (interval
+arithmetic, the sigmoid input bounded where its int8 output stops changing), not from samples. Each new
+tensor's name carries MARKER, so the finished int8 model says which GELUs it approximates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite
+
+NAME = "gelu_tanh_for_tflm"
+MARKER = "/tflm_gelu/"
+K1 = 2.0 * math.sqrt(2.0 / math.pi)
+K2 = 0.044715 * K1
+# Below this the int8 LOGISTIC output is its lowest step already: sigmoid(-8) = 3.4e-4 < 1/512 (the
+# bound tflm_saturation uses for the same reason).
+SIGMOID_INPUT_BOUND = 8.0
+
+
+def exact_gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    x = np.asarray(x, np.float64)
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def tanh_gelu(x: np.ndarray) -> np.ndarray:
+    """The approximation as written into the model (relu(x) - |x| sigmoid(-|x| (K1 + K2 x^2)))."""
+    x = np.asarray(x, np.float64)
+    a = np.abs(x)
+    return np.maximum(x, 0.0) - a / (1.0 + np.exp(a * (K1 + K2 * a * a)))
+
+
+def _grid(low: float, high: float) -> np.ndarray:
+    return np.linspace(low, high, 20001)
+
+
+# The largest |tanh_gelu - exact_gelu| over all reals (it vanishes beyond |x| = 10).
+FLOAT_ERROR = float(np.abs(tanh_gelu(_grid(-10, 10)) - exact_gelu(_grid(-10, 10))).max())
+
+
+def stage_ranges(low: float, high: float) -> dict[str, tuple[float, float]]:
+    """The range of each intermediate tensor for a GELU input in [low, high] (interval arithmetic;
+    the sigmoid input bounded at -SIGMOID_INPUT_BOUND)."""
+    big = max(abs(low), abs(high))
+    small = 0.0 if low <= 0.0 <= high else min(abs(low), abs(high))
+    a = np.linspace(small, big, 4001)
+    term = a / (1.0 + np.exp(a * (K1 + K2 * a * a)))
+    u_low = -(K1 * big + K2 * big**3)
+    return {
+        "abs": (small, big),
+        "square": (small * small, big * big),
+        "scaled": (-K2 * big * big, -K2 * small * small),
+        "rate": (-K1 - K2 * big * big, -K1 - K2 * small * small),
+        "logit": (max(u_low, -SIGMOID_INPUT_BOUND), -(K1 * small + K2 * small**3)),
+        "sigmoid": (0.0, 0.5),
+        "term": (float(term.min()), float(term.max())),
+        "relu": (max(low, 0.0), max(high, 0.0)),
+    }
+
+
+def _recorded(tensor: Any) -> tuple[float, float] | None:
+    q = tensor.quantization
+    if q is None or q.min is None or q.max is None or len(q.min) != 1 or len(q.max) != 1:
+        return None
+    return float(q.min[0]), float(q.max[0])
+
+
+def replace_gelu(calibrated: bytes) -> bytes:
+    """`calibrated` with every GELU of its main subgraph whose input has a recorded range written as
+    the ops above (the same bytes when there is none)."""
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    if "GELU" not in parse_tflite(calibrated).ops:
+        return calibrated
+    model = edit_tflite(calibrated)
+    graph = model.subgraphs[0]
+    codes: dict[int, int] = {}
+
+    def opcode(builtin: int) -> int:
+        if builtin not in codes:
+            found = [
+                i
+                for i, c in enumerate(model.operatorCodes)
+                if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin
+            ]
+            if found:
+                codes[builtin] = found[0]
+            else:
+                code = schema.OperatorCodeT()
+                code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, builtin, 1
+                model.operatorCodes.append(code)
+                codes[builtin] = len(model.operatorCodes) - 1
+        return codes[builtin]
+
+    def buffer(data: bytes = b"") -> int:
+        entry = schema.BufferT()
+        if data:
+            entry.data = np.frombuffer(data, np.uint8).copy()
+        model.buffers.append(entry)
+        return len(model.buffers) - 1
+
+    def tensor(
+        name: str, like: Any, value_range: tuple[float, float] | None, data: float | None = None
+    ) -> int:
+        t = schema.TensorT()
+        t.name, t.type = name.encode(), schema.TensorType.FLOAT32
+        if data is None:
+            t.shape = np.array(like.shape, np.int32)
+            if like.shapeSignature is not None:
+                t.shapeSignature = np.array(like.shapeSignature, np.int32)
+            t.buffer = buffer()
+        else:
+            t.shape = np.array([], np.int32)
+            t.buffer = buffer(np.float32(data).tobytes())
+        if value_range is not None:
+            t.quantization = schema.QuantizationParametersT()
+            t.quantization.min = np.array([value_range[0]], np.float32)
+            t.quantization.max = np.array([value_range[1]], np.float32)
+        graph.tensors.append(t)
+        return len(graph.tensors) - 1
+
+    def operator(builtin: int, inputs: Sequence[int], output: int, options: tuple[int, Any] | None) -> Any:
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = (
+            opcode(builtin),
+            np.array(inputs, np.int32),
+            np.array([output], np.int32),
+        )
+        if options is not None:
+            op.builtinOptionsType, op.builtinOptions = options
+        return op
+
+    ops = schema.BuiltinOperator
+    operators = []
+    for op in graph.operators:
+        source = int(op.inputs[0]) if len(op.inputs) else -1
+        code = model.operatorCodes[op.opcodeIndex]
+        recorded = _recorded(graph.tensors[source]) if source >= 0 else None
+        if op_name(code) != "GELU" or recorded is None:
+            operators.append(op)
+            continue
+        x, y = source, int(op.outputs[0])
+        raw = graph.tensors[y].name
+        base = (raw.decode() if isinstance(raw, bytes) else str(raw)) + MARKER
+        like, ranges = graph.tensors[x], stage_ranges(*recorded)
+        t = {what: tensor(base + what, like, value_range) for what, value_range in ranges.items()}
+        minus_k2 = tensor(base + "k2", like, (-K2, -K2), -K2)
+        minus_k1 = tensor(base + "k1", like, (-K1, -K1), -K1)
+
+        def mul() -> tuple[int, Any]:
+            return schema.BuiltinOptions.MulOptions, schema.MulOptionsT()
+
+        operators += [
+            operator(ops.ABS, [x], t["abs"], (schema.BuiltinOptions.AbsOptions, schema.AbsOptionsT())),
+            operator(ops.MUL, [t["abs"], t["abs"]], t["square"], mul()),
+            operator(ops.MUL, [t["square"], minus_k2], t["scaled"], mul()),
+            operator(
+                ops.ADD,
+                [t["scaled"], minus_k1],
+                t["rate"],
+                (schema.BuiltinOptions.AddOptions, schema.AddOptionsT()),
+            ),
+            operator(ops.MUL, [t["abs"], t["rate"]], t["logit"], mul()),
+            operator(ops.LOGISTIC, [t["logit"]], t["sigmoid"], None),
+            operator(ops.MUL, [t["abs"], t["sigmoid"]], t["term"], mul()),
+            operator(ops.RELU, [x], t["relu"], None),
+            operator(
+                ops.SUB, [t["relu"], t["term"]], y, (schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
+            ),
+        ]
+    graph.operators = operators
+    return serialize_tflite(model)
+
+
+def approximated_gelus(model: bytes) -> list[str]:
+    """The output tensors of the GELUs `replace_gelu` wrote out in `model`, in graph order."""
+    found: list[str] = []
+    for tensor in parse_tflite(model).raw.subgraphs[0].tensors:
+        raw = tensor.name
+        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if MARKER in name and (gelu := name.split(MARKER)[0]) not in found:
+            found.append(gelu)
+    return found
