@@ -503,6 +503,12 @@ def _tflm_plan(
         where = f"range on {TFLM_PROBE_SAMPLES} synthetic samples (found before calibration)"
         if (saturated := saturation_problem(probed[-1], name, where)) is not None:
             raise EdgeportError(*saturated)
+    # Which tensors the quantizer leaves float does not depend on the ranges: the probe shows it already.
+    left_float = quantizer_kept_float(probed[-1], plan.denylist)
+    try:
+        _check_full_integer(probed[-1], opts.io, [*plan.denylist, *(k.node for k in left_float)])
+    except EdgeportError as exc:
+        raise EdgeportError(f"{exc.problem}; found before calibration", exc.fix) from exc
     return plan
 
 

@@ -1,0 +1,48 @@
+"""int8 checks that do not need the calibrated ranges refuse a model before calibration runs (issue 10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeport.errors import EdgeportError
+from edgeport.quant import modes
+
+SOURCE = """
+import torch
+from torch import nn
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+"""
+
+
+def test_a_model_the_quantizer_leaves_partly_float_is_refused_before_calibration(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = []
+
+    def not_full_integer(model: bytes, io: str, keep_float=(), *args) -> None:
+        checked.append(len(model))
+        raise EdgeportError("the int8 model is not full-integer: tensor 't' is float32", "report this model")
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibration ran")
+
+    monkeypatch.setattr(modes, "_check_full_integer", not_full_integer)
+    monkeypatch.setattr(modes, "make_calibration", no_calibration)
+    (tmp_path / "small.py").write_text(SOURCE)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert", f"{tmp_path / 'small.py'}:Small", "-o", out, "--input-shape", "1,8", "--quantize", "int8"
+    )  # fmt: skip
+    assert code == 1 and not out.exists() and checked
+    assert "not full-integer" in err and "found before calibration" in err
