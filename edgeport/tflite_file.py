@@ -7,7 +7,6 @@ I/O tensors for the manifest, the op set for the Cortex-M resolver.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -100,6 +99,8 @@ def read_tflite(path: Path | str) -> TfliteModel:
 
 # One int8 conversion asks about the same few models (float32, the probe, int8) about twenty times, from
 # stages that share nothing but the bytes: parses are kept per content, the newest few, within a size.
+# Keyed by the bytes themselves: Python keeps a bytes object's hash, so asking again with the same object
+# costs nothing, and another object with the same content costs one hash and one comparison.
 _CACHE_ENTRIES = 8
 _CACHE_BYTES = 256 << 20
 _cache: OrderedDict[bytes, TfliteModel] = OrderedDict()
@@ -110,15 +111,14 @@ def parse_tflite(data: bytes, path: Path | str = "<bytes>") -> TfliteModel:
     """Parse .tflite bytes for reading. The `raw` tree is shared by every caller that parses the same
     bytes, so it must not be changed: edit_tflite gives a tree to change."""
     data = data if isinstance(data, bytes) else bytes(data)  # the tree's arrays are views of these bytes
-    key = hashlib.blake2b(data, digest_size=16).digest()
     with _cache_lock:
-        found = _cache.get(key)
+        found = _cache.get(data)
         if found is not None:
-            _cache.move_to_end(key)
+            _cache.move_to_end(data)
     if found is None:
         found = _parse(data, path)
         with _cache_lock:
-            _cache[key] = found
+            _cache[data] = found
             while len(_cache) > 1 and (
                 len(_cache) > _CACHE_ENTRIES or sum(m.size_bytes for m in _cache.values()) > _CACHE_BYTES
             ):
