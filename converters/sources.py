@@ -21,6 +21,7 @@ import torch
 
 from edgeport.converters.onnx_prepare import check_translatable, unique_node_names
 from edgeport.errors import EdgeportError
+from edgeport.options import split_weights
 
 
 @dataclass
@@ -191,10 +192,14 @@ def _load_python(path: Path, attr: str, weights: Path | None, trust_pickle: bool
     )
 
 
-def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> list[str]:
-    """Load `weights` into `net`; returns the warnings (checkpoint keys the model has no use for)."""
+def _load_weights(net: Any, spec: Path, trust_pickle: bool) -> list[str]:
+    """Load `spec` (--weights FILE[:KEY]) into `net`; returns the warnings (checkpoint keys the model has
+    no use for)."""
+    text, key = split_weights(str(spec))
+    weights = Path(text)
     if not weights.is_file():
-        raise EdgeportError(f"weights file {weights} does not exist", "check the --weights path")
+        read_as = f" (--weights {spec} read as FILE:KEY)" if key is not None else ""
+        raise EdgeportError(f"weights file {weights} does not exist{read_as}", "check the --weights path")
     checkpoint = read_safetensors(weights)
     try:
         if checkpoint is None:
@@ -205,8 +210,12 @@ def _load_weights(net: Any, weights: Path, trust_pickle: bool) -> list[str]:
             "save it with torch.save(model.state_dict(), path), or pass --trust-pickle if you trust the file",
         ) from exc
     expected = net.state_dict()
+    root = tuple(key.split("/")) if key is not None else ()
     found, ignored = find_state_dict(
-        checkpoint, {k: tuple(v.shape) for k, v in expected.items()}, str(weights)
+        select_key(checkpoint, root, str(weights)),
+        {k: tuple(v.shape) for k, v in expected.items()},
+        str(weights),
+        root,
     )
     # Checkpoints from before BatchNorm counted batches lack num_batches_tracked: the model's own stays.
     try:
@@ -270,11 +279,20 @@ def read_safetensors(path: Path) -> dict[str, Any] | None:
     return tensors
 
 
+def _where(keys: tuple[Any, ...]) -> str:
+    """How a place in a checkpoint is written in messages: checkpoint['model_state']['net']."""
+    return "checkpoint" + "".join(f"[{k!r}]" for k in keys)
+
+
 @dataclass
 class _Candidate:
-    where: str  # e.g. "checkpoint['model_state']"
+    keys: tuple[Any, ...]  # the keys leading to it from the top of the checkpoint, e.g. ("model_state",)
     prefix: str  # key prefix removed, e.g. "module." (DataParallel)
     tensors: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return _where(self.keys)
 
     def describe(self) -> str:
         removed = f" with the prefix {self.prefix!r} removed" if self.prefix else ""
@@ -282,20 +300,49 @@ class _Candidate:
 
 
 _MAX_NESTING = 3
+_LISTED_KEYS = 10
 
 
-def _tensor_dicts(obj: Any, where: str = "checkpoint", depth: int = 0) -> list[tuple[str, dict[str, Any]]]:
-    """Every mapping in a checkpoint holding tensors under string keys, with where it is."""
+def _tensor_dicts(
+    obj: Any, keys: tuple[Any, ...] = (), depth: int = 0
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every mapping in `obj` (what a checkpoint holds under `keys`) holding tensors under string keys,
+    up to _MAX_NESTING levels down, with the keys leading to it."""
     if not isinstance(obj, dict):
         return []
     found = []
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if tensors:
-        found.append((where, tensors))
+        found.append((keys, tensors))
     if depth < _MAX_NESTING:
         for key, value in obj.items():
-            found += _tensor_dicts(value, f"{where}[{key!r}]", depth + 1)
+            found += _tensor_dicts(value, (*keys, key), depth + 1)
     return found
+
+
+def select_key(checkpoint: Any, keys: tuple[str, ...], label: str) -> Any:
+    """What `checkpoint` holds under `keys` (--weights FILE:a/b: checkpoint['a']['b']; a key matches by
+    its text, so 0 is written 0); a key that is not there is one line listing the keys that are."""
+    obj = checkpoint
+    for depth, key in enumerate(keys):
+        where = _where(tuple(keys[:depth]))
+        if not isinstance(obj, dict):
+            raise EdgeportError(
+                f"{label}: {where} is of type {type(obj).__name__}, not a dict with a key {key!r}",
+                f"give --weights {label}:KEY with KEY one of the checkpoint's keys",
+            )
+        found = next((k for k in obj if str(k) == key), None)
+        if found is None:
+            names = [str(k) for k in obj]
+            more = f", ... ({len(names)} in all)" if len(names) > _LISTED_KEYS else ""
+            prefix = "/".join(keys[:depth] + ("",))
+            listed = ", ".join(names[:_LISTED_KEYS]) or "(none)"
+            raise EdgeportError(
+                f"{label}: {where} has no key {key!r}; its keys: {listed}{more}",
+                f"give --weights {label}:{prefix}KEY with one of them",
+            )
+        obj = obj[found]
+    return obj
 
 
 def _prefixes(keys: list[str], expected: dict[str, tuple[int, ...]]) -> list[str]:
@@ -320,13 +367,15 @@ def _covers(tensors: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bo
     return _required(expected) <= tensors.keys()
 
 
-def _candidates(checkpoint: Any, expected: dict[str, tuple[int, ...]]) -> list[_Candidate]:
+def _candidates(
+    checkpoint: Any, expected: dict[str, tuple[int, ...]], root: tuple[str, ...]
+) -> list[_Candidate]:
     result = []
-    for where, tensors in _tensor_dicts(checkpoint):
+    for keys, tensors in _tensor_dicts(checkpoint, root):
         for prefix in _prefixes(list(tensors), expected):
             stripped = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
             if len(stripped) == len(tensors):
-                result.append(_Candidate(where, prefix, stripped))
+                result.append(_Candidate(keys, prefix, stripped))
     return result
 
 
@@ -337,7 +386,7 @@ def _first(keys: Any, count: int = 3) -> str:
 
 
 def find_state_dict(
-    checkpoint: Any, expected: dict[str, tuple[int, ...]], label: str
+    checkpoint: Any, expected: dict[str, tuple[int, ...]], label: str, root: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], list[str]]:
     """The model's weights in `checkpoint`: a state_dict, or one nested under a key ("model_state",
     "state_dict", "net", ...), possibly with a "module." (DataParallel) or other common prefix; and the
@@ -346,21 +395,24 @@ def find_state_dict(
     `expected` maps the model's state_dict keys to their shapes. Exactly one candidate must fit, or,
     when none does, hold every tensor of the model plus keys the model does not have (left out, as
     torch's load_state_dict(strict=False) would); otherwise the error names the missing / unexpected /
-    mis-shaped keys and where they were looked for.
+    mis-shaped keys and where they were looked for. `checkpoint` is what the file holds under the keys
+    `root` (--weights FILE:KEY), which messages name.
     """
-    candidates = _candidates(checkpoint, expected)
+    candidates = _candidates(checkpoint, expected, root)
     if not candidates:
         raise EdgeportError(
-            f"{label} holds no tensors under string keys (it is a {type(checkpoint).__name__})",
+            f"{label} holds no tensors under string keys{f' in {_where(root)}' if root else ''} "
+            f"(it is a {type(checkpoint).__name__})",
             "save the weights with torch.save(model.state_dict(), path)",
         )
     fitting = [c for c in candidates if _fits(c.tensors, expected)]
     fitting = fitting or [c for c in candidates if _covers(c.tensors, expected)]
-    if len({c.where for c in fitting}) > 1:
+    if len({c.keys for c in fitting}) > 1:
+        choices = sorted({"/".join(map(str, c.keys)) for c in fitting})
         raise EdgeportError(
             f"{label} holds several state dicts that fit the model: "
             f"{', '.join(c.describe() for c in fitting[:4])}",
-            "save the one you want on its own, e.g. torch.save(checkpoint['ema'], path)",
+            f"choose one with --weights {label}:KEY, KEY one of {', '.join(choices[:4])}",
         )
     if fitting:
         chosen = fitting[0]

@@ -17,6 +17,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError, ValidationInfo, ValidatorFunctionWrapHandler, model_validator
@@ -147,3 +148,14 @@ def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
         shape = "lo,hi" if count == 2 else "one number, or one per channel separated by commas"
         raise EdgeportError(f"{what} {text!r} is not valid", f"write it as {shape}")
     return values
+
+
+def split_weights(spec: str, base: Path = Path(".")) -> tuple[str, str | None]:
+    """`--weights FILE[:KEY]` as (FILE, KEY or None): KEY is the text after the last ':', unless the
+    whole names an existing file (a file name with a colon). Relative paths are looked up under `base`
+    (a config's folder)."""
+    head, sep, key = spec.rpartition(":")
+    whole = Path(spec).expanduser()
+    if not sep or not head or not key or (whole if whole.is_absolute() else base / whole).exists():
+        return spec, None
+    return head, key

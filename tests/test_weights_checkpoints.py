@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -170,3 +171,81 @@ def test_the_warning_reaches_the_manifest_and_the_summary(tmp_path: Path) -> Non
         outdir=tmp_path / "out", manifest=manifest, seconds=1.0, warnings=[warning]
     ).summary()
     assert summary.splitlines()[1] == f"warning: {warning}"
+
+
+# --- --weights FILE:KEY ---------------------------------------------------------------------------
+
+
+def _two_fitting(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A checkpoint with the model's weights twice (a training run's and its EMA), the EMA's distinct."""
+    trained = _trained()
+    ema = {k: v + 1.0 for k, v in trained.items()}
+    torch.save({"model": trained, "ema": ema, "epoch": 12}, tmp_path / "ckpt.pt")
+    return tmp_path / "ckpt.pt", ema
+
+
+def test_weights_key_picks_one_of_several_fitting_state_dicts(tmp_path: Path, run_cli) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    ckpt, ema = _two_fitting(tmp_path)
+    code, _, err = run_cli(
+        "convert", SOURCE, "--weights", ckpt, "--input-shape", "1,4,16", "-o", tmp_path / "a"
+    )
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "several state dicts" in err and f"--weights {ckpt}:KEY, KEY one of ema, model" in err
+    code, _, err = run_cli(
+        "convert", SOURCE, "--weights", f"{ckpt}:ema", "--input-shape", "1,4,16", "-o", tmp_path / "b"
+    )
+    assert code == 0, err
+    stored = [numpy_helper.to_array(t) for t in onnx.load(tmp_path / "b" / "model.onnx").graph.initializer]
+    assert any(np.array_equal(a, ema["fc.bias"].numpy()) for a in stored)
+
+
+def test_unknown_weights_key_lists_the_keys_there_are(tmp_path: Path, run_cli) -> None:
+    ckpt, _ = _two_fitting(tmp_path)
+    for key, listed in [
+        ("emma", "checkpoint has no key 'emma'; its keys: model, ema, epoch"),
+        ("ema/net", "checkpoint['ema'] has no key 'net'; its keys: fc.weight, fc.bias"),
+        ("epoch/x", "checkpoint['epoch'] is of type int, not a dict with a key 'x'"),
+    ]:
+        out = tmp_path / key.replace("/", "_")
+        code, _, err = run_cli(
+            "convert", SOURCE, "--weights", f"{ckpt}:{key}", "--input-shape", "1,4,16", "-o", out
+        )
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert listed in err and "internal" not in err and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_weights_key_reaches_deeper_than_the_search(tmp_path: Path) -> None:
+    trained = _trained()
+    deep = {"run": {"stages": {"last": {"weights": {"student": trained}}}}}  # below the 3 levels searched
+    with pytest.raises(EdgeportError, match="holds no tensors"):
+        _load(tmp_path, deep)
+    for key in ("run/stages/last/weights/student", "run/stages/last"):
+        loaded = load_source(SOURCE, Path(f"{tmp_path / 'w.pt'}:{key}")).module.state_dict()
+        assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_weights_key_of_a_missing_file_and_a_file_named_with_a_colon(tmp_path: Path) -> None:
+    with pytest.raises(
+        EdgeportError, match=r"weights file \S+absent\.pt does not exist \(--weights .*:ema read"
+    ):
+        load_source(SOURCE, tmp_path / "absent.pt:ema")
+    trained = _trained()
+    torch.save(trained, tmp_path / "run:3.pt")  # the whole name is a file: no key
+    loaded = load_source(SOURCE, tmp_path / "run:3.pt").module.state_dict()
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+
+
+def test_split_weights(tmp_path: Path) -> None:
+    from edgeport.options import split_weights
+
+    (tmp_path / "a:b.pt").write_bytes(b"")
+    assert split_weights("w.pt") == ("w.pt", None)
+    assert split_weights("w.pt:ema") == ("w.pt", "ema")
+    assert split_weights("dir/w.pt:train/ema") == ("dir/w.pt", "train/ema")
+    assert split_weights("a:b.pt", tmp_path) == ("a:b.pt", None)  # an existing file (under `base`)
+    assert split_weights("a:b.pt") == ("a", "b.pt")
+    assert split_weights(":ema") == (":ema", None) and split_weights("w.pt:") == ("w.pt:", None)

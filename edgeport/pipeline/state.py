@@ -112,7 +112,12 @@ class ConvertOptions(Options):
         description="Name of one model input (same order).",
         json_schema_extra=cli("--input-name"),
     )
-    weights: Path | None = Field(None, description="state_dict file for a file.py:callable SOURCE.")
+    weights: Path | None = Field(
+        None,
+        description="state_dict file for a file.py:callable SOURCE; FILE:KEY takes the state dict under "
+        "KEY (a/b when nested) of a checkpoint holding several.",
+        json_schema_extra=cli(metavar="FILE[:KEY]"),
+    )
     opset: int = Field(17, description="ONNX opset for the PyTorch export.")
     keep_nchw: bool = Field(False, description="Keep PyTorch's channels-first layout instead of NHWC.")
     trust_pickle: bool = Field(

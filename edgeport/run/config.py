@@ -32,7 +32,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from edgeport.errors import EdgeportError
-from edgeport.options import extra, flag_name, nested_model, refuse_without, unoptional, validate_options
+from edgeport.options import (
+    extra,
+    flag_name,
+    nested_model,
+    refuse_without,
+    split_weights,
+    unoptional,
+    validate_options,
+)
 from edgeport.pipeline.state import ConvertOptions
 
 CONFIG_NAME = "edgeport.toml"
@@ -522,13 +530,14 @@ def resolve_files(
         for one in values:
             if not isinstance(one, str):
                 continue
-            text = source_file(one) if key.field == "source" else one
+            # The file of `model.py:build` and of `weights = "ckpt.pt:ema"`: the rest follows it unchanged.
+            text = {"source": source_file(one), "weights": split_weights(one, base)[0]}.get(key.field, one)
             path = Path(text).expanduser()
             path = path if path.is_absolute() else base / path
             if not path.exists():
                 problems.append(f"{name}: {text} does not exist (paths are relative to the config's folder)")
             files[name if len(values) == 1 else f"{name}[{len(resolved)}]"] = path
-            resolved.append(str(path) + one[len(text) :] if key.field == "source" else str(path))
+            resolved.append(str(path) + one[len(text) :])
         section[name] = resolved if isinstance(value, list) else (resolved[0] if resolved else value)
     return files, problems
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from edgeport.errors import EdgeportError
 from edgeport.manifest import Manifest
+from edgeport.options import split_weights
 from edgeport.outdir import check_outdir, staged_outdir
 from edgeport.pipeline.state import ConvertOptions
 from edgeport.run.cache import StageCache, digest, file_digest, tools_digest
@@ -66,11 +67,13 @@ Say = Callable[..., None]  # say(text, **fields): a line, or with -v a JSON obje
 
 
 def _path_digest(value: Any) -> Any:
-    """A path option as what it holds: its file name and content hash (moving a project keeps the key)."""
+    """A path option as what it holds: its file name and content hash (moving a project keeps the key).
+    Of `weights = "ckpt.pt:ema"` the file is hashed; the name keeps the key."""
     if value is None:
         return None
-    path = Path(value)
-    return {"name": path.name, "sha256": file_digest(path)} if path.exists() else {"name": path.name}
+    text, _ = split_weights(str(value))
+    path, name = Path(text), Path(text).name + str(value)[len(text) :]
+    return {"name": name, "sha256": file_digest(path)} if path.exists() else {"name": name}
 
 
 def hashed_options(options: BaseModel, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
