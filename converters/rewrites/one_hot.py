@@ -10,6 +10,7 @@ Both become `Gather(table, Clip(x, low, high) + offset)` (a Transpose after it w
 is not the last): the table holds the rows the op produces for every index it can see, including an
 all-`off` row for the indices outside the encoding (OneHot counts negative indices from the back,
 Equal never matches them), so the result equals the op's for every integer input, out of range too.
+A MatMul by constant weights reading the encoding alone is folded into the table (an embedding lookup).
 The Clip and Add run on int32 (TFLite Micro has MAXIMUM, MINIMUM, ADD and GATHER for it); int64
 indices are cast to int32 first. A node whose preconditions do not hold is left as it is and the log
 says why.
@@ -106,6 +107,9 @@ def _emit(
     hint = old[0].name or "one_hot"
     low, high, offset = bounds
     nodes = list(nodes)
+    if axis == rank and (weights := _folded_matmul(view, out, table)) is not None:
+        matmul, table = weights
+        old, out = [*old, matmul], matmul.output[0]
     if view.elem_type(indices) != TensorProto.INT32:
         as_int32 = view.fresh(f"{hint}_int32")
         nodes.append(helper.make_node("Cast", [indices], [as_int32], name=view.fresh(f"{hint}_cast"), to=6))
@@ -131,6 +135,26 @@ def _emit(
             helper.make_node("Transpose", [lookup], [out], name=view.fresh(f"{hint}_axis"), perm=perm)
         )
     view.replace(old, nodes)
+
+
+def _folded_matmul(view: OnnxGraph, out: str, table: np.ndarray) -> tuple[onnx.NodeProto, np.ndarray] | None:
+    """(the MatMul, table @ its weights) when `out` is read only by a MatMul with constant 2-D float
+    weights: a one-hot times a matrix is a row lookup (an embedding), and looking the row up in the
+    product drops the matmul (magika: 2048 x 257 x 64 multiply-adds) and the 0/1 table. With off = 0 and
+    on = 1 each row of the product is a row of the weights, bit for bit."""
+    matmul = view.only_consumer(out, "MatMul")
+    if matmul is None or matmul.input[0] != out or table.dtype.kind != "f":
+        return None
+    weights = view.const(matmul.input[1])
+    if (
+        weights is None
+        or weights.ndim != 2
+        or weights.shape[0] != table.shape[1]
+        or weights.dtype.kind != "f"
+    ):
+        return None
+    product = table.astype(np.float64) @ weights.astype(np.float64)
+    return matmul, product.astype(np.result_type(table.dtype, weights.dtype))
 
 
 def _skip(node: onnx.NodeProto, why: str) -> bool:

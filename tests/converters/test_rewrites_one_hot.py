@@ -228,6 +228,40 @@ def test_one_hot_model_quantizes_to_int8_that_tflite_micro_runs(tmp_path: Path, 
     for name in ("model_float32.tflite", "model_int8.tflite"):
         found = read_tflite(out / name).ops
         assert "ONE_HOT" not in found and "GATHER" in found
+        assert found.count("FULLY_CONNECTED") == 1  # the dense layer after the one-hot is the table
     assert [np.dtype(i.dtype) for i in parse_tflite((out / "model_int8.tflite").read_bytes()).inputs] == [
         np.int32
     ]
+
+
+@pytest.mark.parametrize("values", [np.array([0.0, 1.0], np.float32), np.array([-0.5, 2.0], np.float32)])
+def test_a_matmul_by_constant_weights_folds_into_the_table(values: np.ndarray):
+    weights = np.random.default_rng(0).standard_normal((DEPTH, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("OneHot", ["x", "depth", "values"], ["h"]),
+        helper.make_node("MatMul", ["h", "w"], ["y"]),
+    ]
+    consts = {"depth": np.array(DEPTH, np.int64), "values": values, "w": weights}
+    before = graph(nodes, [2, 3, 4], TensorProto.INT64, consts)
+    after = one_hot.rewrite(before)
+    assert "MatMul" not in ops(after)
+    x = every_index(np.int64)
+    want, got = run(before, {"x": x})[0], run(after, {"x": x})[0]
+    if values[0] == 0.0:  # each row of the product is a row of the weights
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_matmul_by_a_computed_matrix_is_kept():
+    nodes = [
+        helper.make_node("OneHot", ["x", "depth", "values"], ["h"]),
+        helper.make_node("Relu", ["w"], ["r"]),
+        helper.make_node("MatMul", ["h", "r"], ["y"]),
+    ]
+    consts = {
+        "depth": np.array(DEPTH, np.int64),
+        "values": np.array([0.0, 1.0], np.float32),
+        "w": np.ones((DEPTH, 3), np.float32),
+    }
+    after = one_hot.rewrite(graph(nodes, [2, 3, 4], TensorProto.INT64, consts))
+    assert "MatMul" in ops(after) and "OneHot" not in ops(after)
