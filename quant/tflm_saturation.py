@@ -35,6 +35,10 @@ _INT8 = 9  # TensorType.INT8
 # Beyond +-8 the int8 LOGISTIC and TANH outputs are their end steps (from 6.24 and 3.2, above), with a
 # margin for the bound's own rounding (its int8 end values are 8 +- one step of 16/255).
 ACTIVATION_BOUND = 8.0
+# Ops whose int8 output range is their own recorded one (quant/int8.py's module docstring names ADD,
+# CONV_2D, FULLY_CONNECTED; the others requantize the same way). A tensor made by any other op is not
+# clamped: a CONCATENATION's or MAXIMUM's output range is imposed on its inputs, which others may read.
+_OWN_RANGE = {"ADD", "SUB", "MUL", "FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"}
 # Ops whose int8 output takes the scale of their (data) input (quant/int8.py's module docstring), by
 # the index of that input: a clamp on their input reaches their outputs.
 _SCALE_KEEPING = {
@@ -96,8 +100,10 @@ def bound_activation_inputs(calibrated: bytes, bound: float = ACTIVATION_BOUND) 
     for i, op in enumerate(ops):
         for t in op.inputs:
             readers.setdefault(int(t), []).append(i)
+    producer = {int(t): i for i, op in enumerate(ops) for t in op.outputs}
     boundary = {int(t) for t in (*graph.inputs, *graph.outputs)}
     recorded = {i: r for i, t in enumerate(graph.tensors) if (r := _recorded(t.quantization)) is not None}
+    clampable = {t for t, i in producer.items() if kinds[i] in _OWN_RANGE or kinds[i] in _SCALE_KEEPING}
     memo: dict[int, Range | None] = {}
 
     def need_of(reader: int, t: int) -> Range | None:
@@ -125,7 +131,8 @@ def bound_activation_inputs(calibrated: bytes, bound: float = ACTIVATION_BOUND) 
         """The range `t` may be clamped to without changing an int8 result; None: no clamp."""
         if t not in memo:
             memo[t] = None  # a cycle (none in a TFLite graph) clamps nothing
-            hull: Range | None = None if t in boundary or t not in recorded else _NOTHING
+            allowed = t in recorded and t in clampable and t not in boundary
+            hull: Range | None = _NOTHING if allowed else None
             for reader in readers.get(t, []) if hull is not None else []:
                 need = need_of(reader, t)
                 hull = None if need is None else _hull(hull, need)  # type: ignore[arg-type]
@@ -134,6 +141,10 @@ def bound_activation_inputs(calibrated: bytes, bound: float = ACTIVATION_BOUND) 
             memo[t] = hull
         return memo[t]
 
+    # Readers before the tensors they read (operators are stored in execution order): each tolerance
+    # then finds its readers' outputs known, and the recursion stays one level deep on any graph.
+    for t in sorted(recorded, key=lambda t: producer.get(t, -1), reverse=True):
+        tolerance(t)
     changed = False
     for t in sorted(recorded):
         clamp = tolerance(t)

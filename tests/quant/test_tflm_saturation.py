@@ -202,10 +202,18 @@ def test_an_addend_is_narrowed_by_the_other_addends_range() -> None:
     assert high == pytest.approx(min(before[loud][1], ACTIVATION_BOUND - quiet[0]))
 
 
-def test_a_gate_input_another_op_reads_keeps_its_range() -> None:
-    def build(K, x):
-        h = _loud(K, "loud")(x)
-        return K.layers.Multiply(name="silu")([h, K.activations.sigmoid(h)])
+def _silu(K, x):
+    h = _loud(K, "loud")(x)
+    return K.layers.Multiply(name="silu")([h, K.activations.sigmoid(h)])
 
-    calibrated, _ = _calibrated(build)
+
+def _concatenated(K, x):
+    # The quantizer imposes a concatenation's output range on its inputs, here x (a model input).
+    return K.activations.sigmoid(K.layers.Concatenate(name="joined")([_loud(K, "loud")(x), x]))
+
+
+@pytest.mark.parametrize("build", [_silu, _concatenated], ids=["another reader", "concatenation"])
+def test_a_gate_input_that_cannot_be_clamped_alone_keeps_its_range(build) -> None:
+    calibrated, before = _calibrated(build)
+    assert max(hi - lo for lo, hi in before.values()) > 100  # the loud values are there
     assert bound_activation_inputs(calibrated) == calibrated
