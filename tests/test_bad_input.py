@@ -26,7 +26,8 @@ SEQUENCE = [f"{TINY}:SequenceHead", "--input-shape", "1,4,16"]
 
 
 def _staging(parent: Path) -> list[Path]:
-    return [p for p in parent.iterdir() if ".edgeport-staging-" in p.name]
+    # Not the *.new name a staging folder has until its lock is taken (edgeport/tempdirs.py).
+    return [p for p in parent.iterdir() if ".edgeport-staging-" in p.name and p.suffix != ".new"]
 
 
 # --- output directory ---------------------------------------------------------------------------
@@ -261,10 +262,10 @@ def test_read_only_parent_stages_inside_an_existing_outdir(tmp_path: Path, monke
     out.mkdir()
     real_mkdtemp = tempfile.mkdtemp
 
-    def mkdtemp(prefix: str, dir: Path) -> str:  # noqa: A002 - tempfile's own keyword
+    def mkdtemp(prefix: str, dir: Path, suffix: str = "") -> str:  # noqa: A002 - tempfile's own keyword
         if Path(dir) == out.parent:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real_mkdtemp(prefix=prefix, dir=dir)
+        return real_mkdtemp(prefix=prefix, suffix=suffix, dir=dir)
 
     monkeypatch.setattr("edgeport.outdir.tempfile.mkdtemp", mkdtemp)
     with staged_outdir(out, force=False) as stage:
