@@ -14,7 +14,9 @@ than the output's, and LOGISTIC's fixed output step (1/256) multiplies |x| only 
 not already 0. It is applied to the calibrate-only model (each tensor's min/max recorded), before the
 quantizer reads it: the new tensors get ranges derived from the GELU input's recorded range (interval
 arithmetic, the sigmoid input bounded where its int8 output stops changing), not from samples. Each new
-tensor's name carries MARKER, so the finished int8 model says which GELUs it approximates.
+tensor's name carries MARKER, so the finished int8 model says which GELUs it approximates; a GELU that
+was the tanh form already (GELU's `approximate` option) is written out the same way under TANH_MARKER,
+and is no approximation.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_t
 
 NAME = "gelu_tanh_for_tflm"
 MARKER = "/tflm_gelu/"
+TANH_MARKER = "/tflm_tanh_gelu/"
 K1 = 2.0 * math.sqrt(2.0 / math.pi)
 K2 = 0.044715 * K1
 # Below this the int8 LOGISTIC output is its lowest step already: sigmoid(-8) = 3.4e-4 < 1/512 (the
@@ -161,7 +164,8 @@ def replace_gelu(calibrated: bytes) -> bytes:
             continue
         x, y = source, int(op.outputs[0])
         raw = graph.tensors[y].name
-        base = (raw.decode() if isinstance(raw, bytes) else str(raw)) + MARKER
+        was_tanh = op.builtinOptions is not None and bool(getattr(op.builtinOptions, "approximate", False))
+        base = (raw.decode() if isinstance(raw, bytes) else str(raw)) + (TANH_MARKER if was_tanh else MARKER)
         like, ranges = graph.tensors[x], stage_ranges(*recorded)
         t = {what: tensor(base + what, like, value_range) for what, value_range in ranges.items()}
         minus_k2 = tensor(base + "k2", like, (-K2, -K2), -K2)
@@ -193,7 +197,8 @@ def replace_gelu(calibrated: bytes) -> bytes:
 
 
 def approximated_gelus(model: bytes) -> list[str]:
-    """The output tensors of the GELUs `replace_gelu` wrote out in `model`, in graph order."""
+    """The output tensors of the erf GELUs `replace_gelu` wrote out in `model` (the approximated ones),
+    in graph order."""
     found: list[str] = []
     for tensor in parse_tflite(model).raw.subgraphs[0].tensors:
         raw = tensor.name

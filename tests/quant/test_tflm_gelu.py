@@ -110,6 +110,18 @@ def test_int8_gelu_written_out_stays_within_a_step_of_the_int8_gelu(low: float, 
     np.testing.assert_array_equal(tflm, got)
 
 
+def test_a_tanh_gelu_is_written_out_without_a_note():
+    spec = TensorSpec(name="x", shape=[1, 256], dtype="float32")
+    samples = [{"x": np.linspace(-4, 4, 256, dtype=np.float32)[None]}]
+    converter = q8.int8_converter(gelu_keras(approximate=True), [spec], samples, "int8")
+    calibrated = q8.calibrate_only(converter)
+    assert "GELU" not in parse_tflite(calibrated).ops
+    written = quantized(calibrated, converter)
+    assert tflm_gelu.approximated_gelus(written) == [] and tflm_ops.replacement_notes(written) == []
+    names = [t.name.decode() for t in parse_tflite(written).raw.subgraphs[0].tensors]
+    assert any(tflm_gelu.TANH_MARKER in name for name in names)
+
+
 def test_no_gelu_leaves_the_bytes():
     spec = TensorSpec(name="x", shape=[1, 256], dtype="float32")
     import tf_keras as keras
