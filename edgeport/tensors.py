@@ -36,6 +36,16 @@ def to_channels_first(x: np.ndarray) -> np.ndarray:
     return np.moveaxis(x, -1, 1) if x.ndim >= 3 else x
 
 
+def index_values(
+    rng: np.random.Generator, spec: TensorSpec, low: int | None = None, high: int | None = None
+) -> np.ndarray:
+    """One value of an integer (index) input, uniform over low..high inclusive, DEFAULT_INDEX_RANGE when
+    not given: the one integer draw of verification, calibration and random inputs."""
+    if low is None or high is None:
+        low, high = DEFAULT_INDEX_RANGE
+    return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
+
+
 def random_inputs(specs: Sequence[TensorSpec], num_samples: int, seed: int) -> list[Sample]:
     """Standard-normal floats (small non-negative integers for index inputs), reproducible by seed."""
     rng = np.random.default_rng(seed)
@@ -44,8 +54,7 @@ def random_inputs(specs: Sequence[TensorSpec], num_samples: int, seed: int) -> l
         sample = {}
         for spec in specs:
             if np.dtype(spec.dtype).kind in "iu":
-                low, high = DEFAULT_INDEX_RANGE
-                sample[spec.name] = rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
+                sample[spec.name] = index_values(rng, spec)
             else:
                 sample[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
         samples.append(sample)

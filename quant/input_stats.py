@@ -28,7 +28,7 @@ from onnx import numpy_helper
 
 from edgeport.errors import EdgeportError
 from edgeport.options import Spell
-from edgeport.tensors import DEFAULT_INDEX_RANGE, Sample, TensorSpec, random_inputs
+from edgeport.tensors import Sample, TensorSpec, index_values, random_inputs
 
 _ELEMENTWISE = ("Sub", "Div", "Mul", "Add")
 FIXED = "fixed"  # InputStats.source of a value the user fixed (std 0: every draw is the value)
@@ -390,8 +390,7 @@ def integer_samples(rng: np.random.Generator, spec: TensorSpec, st: InputStats |
     (--input-range, --input-value) rounded inward, else DEFAULT_INDEX_RANGE (as random_inputs). Noise
     cast to integers would be 0 and +-1 only (and a negative index), no use for an embedding."""
     known = st is not None and st.low is not None and st.high is not None
-    low, high = _bounds(spec, st) if known else DEFAULT_INDEX_RANGE
-    return rng.integers(low, high + 1, size=spec.shape).astype(spec.dtype)
+    return index_values(rng, spec, *_bounds(spec, st)) if known else index_values(rng, spec)
 
 
 def _kinds(stats: Mapping[str, InputStats]) -> list[str]:

@@ -236,3 +236,13 @@ def test_token_ids_are_verified_over_their_whole_range(tmp_path: Path, run_cli) 
         "3 normal with the inputs' statistics (ids: user, bias: user)",
         "3 uniform over the inputs' ranges (ids: [0, 999], bias: [-1, 1])",
     ]
+
+
+def test_index_values_cover_the_inclusive_range_and_default_to_the_index_range() -> None:
+    from edgeport.tensors import DEFAULT_INDEX_RANGE, TensorSpec, index_values
+
+    spec = TensorSpec("ids", [4000], "int64")
+    drawn = index_values(np.random.default_rng(0), spec, 3, 5)
+    assert drawn.dtype == np.int64 and set(drawn.tolist()) == {3, 4, 5}
+    default = index_values(np.random.default_rng(0), spec)
+    assert set(default.tolist()) == set(range(DEFAULT_INDEX_RANGE[0], DEFAULT_INDEX_RANGE[1] + 1))
