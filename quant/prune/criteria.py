@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from edgeport.quant.prune.channels import consumer_columns, signature
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs
@@ -73,14 +74,17 @@ def removal_plan(
 
 
 def standardized_signatures(graph: Graph, group: ChannelGroup) -> torch.Tensor:
-    """[channels, features]: every parameter block scaled by its RMS over the group's channels, so a
-    BatchNorm's running variance does not outweigh a convolution's rows (duplicates stay duplicates)."""
+    """[channels, features]: the channels' parameter blocks, standardized."""
     per_channel = [signature(graph, group, c) for c in range(group.channels)]
-    blocks = []
-    for b in range(len(per_channel[0])):
-        block = torch.stack([parts[b] for parts in per_channel])
-        blocks.append(block / block.pow(2).mean().sqrt().clamp_min(1e-12))
-    return torch.cat(blocks, dim=1) if blocks else torch.zeros(group.channels, 1)
+    blocks = [torch.stack([parts[b] for parts in per_channel]) for b in range(len(per_channel[0]))]
+    return standardized(blocks) if blocks else torch.zeros(group.channels, 1)
+
+
+def standardized(blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[units, features]: every parameter block [units, ...] scaled by its RMS over the units, so a
+    BatchNorm's running variance does not outweigh a convolution's rows (duplicates stay duplicates)."""
+    scaled = [b.reshape(b.shape[0], -1) / b.pow(2).mean().sqrt().clamp_min(1e-12) for b in blocks]
+    return torch.cat(scaled, dim=1)
 
 
 def red_plan(graph: Graph, group: ChannelGroup) -> list[Removal]:
@@ -93,7 +97,14 @@ def red_plan(graph: Graph, group: ChannelGroup) -> list[Removal]:
             for cols in (consumer_columns(graph, group, [ch]) for ch in range(group.channels))
         ]
     )
-    n = group.channels
+    return red_order(sig, outgoing)
+
+
+def red_order(sig: torch.Tensor, outgoing: torch.Tensor) -> list[Removal]:
+    """RED's removal order over units (channels, heads) with parameter signatures `sig` [units,
+    features] and outgoing weight norms `outgoing` [units]: each step merges a unit into its nearest
+    twin or cuts it, whichever costs less."""
+    n = sig.shape[0]
     distance = torch.cdist(sig, sig)
     distance.fill_diagonal_(float("inf"))
     size = sig.norm(dim=1)
@@ -133,11 +144,23 @@ def integrated_gradients(graph: Graph, group: ChannelGroup, inputs: Sequence[tor
             weight, cols, owner = columns.setdefault(name, (c.weight, [], []))
             cols.extend(c.cols)
             owner.extend([position] * len(c.cols))
+    return fading_scores(module, columns, group.width, inputs)
+
+
+def fading_scores(
+    module: nn.Module,
+    columns: dict[str, tuple[torch.Tensor, list[int], list[int]]],
+    units: int,
+    inputs: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """Per unit (a channel, a head): the output error its fading accounts for, integrated from all
+    units present to all faded out. `columns`: parameter name -> (weight, input columns, the unit
+    each column belongs to); the columns are scaled by their unit's alpha, 1 -> 0."""
     with torch.no_grad():
         reference = flat_outputs(module(*inputs))
-    total = torch.zeros(group.width)
+    total = torch.zeros(units)
     for step in range(IG_STEPS):
-        alpha = torch.full((group.width,), 1.0 - (step + 0.5) / IG_STEPS, requires_grad=True)
+        alpha = torch.full((units,), 1.0 - (step + 0.5) / IG_STEPS, requires_grad=True)
         replaced = {}
         for name, (weight, cols, owner) in columns.items():
             scale = torch.ones_like(weight)

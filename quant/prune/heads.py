@@ -1,4 +1,5 @@
-"""Whole attention heads of nn.MultiheadAttention as prunable groups.
+"""Whole attention heads as prunable groups: nn.MultiheadAttention's (here), and those of attention
+written by hand or with F.scaled_dot_product_attention (found on a trace: traced_heads.py).
 
 nn.MultiheadAttention ties its heads' total width to its input and output width (embed_dim), so a
 head cannot go from the module itself; the heads are not in torch-pruning's channel groups either
@@ -10,29 +11,42 @@ call signature and outputs. Removing a head is exactly zeroing its output-projec
 values then reach nothing), which is how sensitivities are measured and how the cut is checked.
 The attention weights a caller may ask for are averaged over the heads kept.
 
-Heads are ranked by l2 magnitude (their q/k/v rows and output columns) whatever the criterion: the
-BatchNorm, redundancy and integrated-gradient criteria are about channels.
+Which heads go first (head_plan), by --prune-criterion:
+* `l1`, `l2`: the magnitude of the head's query/key/value rows (and biases) and its output columns.
+* `red`: heads whose query/key/value rows are (near-)duplicates compute the same output, so one is
+  merged into its twin (its output columns added to the twin's), exact when identical; else cut, by
+  the same cost as channels (criteria.red_order).
+* `ig`: each head's output columns faded out together (criteria.fading_scores), its share of the
+  output error integrated along the path, on synthetic inputs.
+* `bn-scale` has no meaning for a head (no BatchNorm inside attention): it ranks heads by l2, as it
+  ranks a channel group without a BatchNorm.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeport.quant.prune.criteria import Removal
+from edgeport.quant.prune.criteria import Removal, fading_scores, red_order, standardized
 
 
 @dataclass
 class HeadGroup:
     """The heads of one attention module (positions are head indices)."""
 
-    name: str
+    name: str  # the attention module ("" when it is the model itself)
     heads: int
     head_dim: int
+    # Linear name -> blocks of heads x head_dim rows it produces (3: packed q/k/v); {} for
+    # nn.MultiheadAttention (its projections are its own in_proj_weight).
+    producers: dict[str, int] = field(default_factory=dict)
+    consumer: str = ""  # the Linear reading the heads' outputs (nn.MultiheadAttention: its out_proj)
+    trace: Any = None  # traced_heads.Traced for a hand-written attention, None for nn.MultiheadAttention
     repeats: int = 1
     expands: bool = False
     out_modules: list[str] = field(default_factory=list)
@@ -47,14 +61,24 @@ class HeadGroup:
     def channels(self) -> int:
         return self.heads
 
+    @property
+    def modules(self) -> list[str]:
+        """What the section lists: the attention, or a traced one's Linears."""
+        return [self.name] if self.trace is None else sorted([*self.producers, self.consumer])
+
     def on(self, module: nn.Module) -> HeadGroup:
         return self
 
     def channel_indices(self, positions: Sequence[int]) -> list[int]:
         return list(positions)
 
-    def attention(self, module: nn.Module) -> nn.MultiheadAttention:
-        return dict(module.named_modules())[self.name]  # type: ignore[return-value]
+    def attention(self, module: nn.Module) -> nn.Module:
+        return dict(module.named_modules())[self.name]
+
+    def columns(self, heads: Sequence[int]) -> list[int]:
+        """The consumer's input columns (and each producer block's rows) of `heads`."""
+        d = self.head_dim
+        return [h * d + i for h in heads for i in range(d)]
 
 
 def prunable(m: nn.Module) -> bool:
@@ -69,13 +93,18 @@ def prunable(m: nn.Module) -> bool:
     )
 
 
-def head_groups(module: nn.Module, excluded: Sequence[nn.Module] = ()) -> list[HeadGroup]:
+def head_groups(
+    module: nn.Module, excluded: Sequence[nn.Module] = (), inputs: Sequence[torch.Tensor] | None = None
+) -> tuple[list[HeadGroup], list[str]]:
+    """nn.MultiheadAttention's heads, and with `inputs` (one sample) those of hand-written or SDPA
+    attention (traced_heads.py); notes for attention found but not prunable."""
     skip = set(excluded)
-    return [
+    groups = [
         HeadGroup(
             name,
             m.num_heads,
             m.head_dim,
+            consumer=f"{name}.out_proj",
             out_modules=[name],  # its packed q/k/v projections narrow with the heads
             in_modules=[f"{name}.out_proj"],  # and every input column of its output projection
             in_counts={f"{name}.out_proj": m.out_proj.in_features},
@@ -83,45 +112,125 @@ def head_groups(module: nn.Module, excluded: Sequence[nn.Module] = ()) -> list[H
         for name, m in module.named_modules()
         if name and prunable(m) and m not in skip
     ]
+    if inputs is None:
+        return groups, []
+    from edgeport.quant.prune.traced_heads import traced_head_groups
+
+    traced, notes = traced_head_groups(module, inputs, skip)
+    return groups + traced, notes
 
 
-def _inner(m: nn.MultiheadAttention) -> int:
-    return m.num_heads * m.head_dim
+def _blocks(module: nn.Module, group: HeadGroup) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(incoming, outgoing): per head [heads, ...] its query/key/value rows and biases, and its
+    output columns [heads, out, head_dim]."""
+    modules = dict(module.named_modules())
+    h, d = group.heads, group.head_dim
+    incoming: list[torch.Tensor] = []
+    if group.trace is None:
+        m = group.attention(module)
+        sources = [(m.in_proj_weight, m.in_proj_bias, 3)]
+    else:
+        sources = [(modules[n].weight, modules[n].bias, parts) for n, parts in group.producers.items()]
+    for weight, bias, parts in sources:
+        incoming.append(weight.detach().reshape(parts, h, d, -1).transpose(0, 1).reshape(h, -1))
+        if bias is not None:
+            incoming.append(bias.detach().reshape(parts, h, d).transpose(0, 1).reshape(h, -1))
+    out = modules[group.consumer].weight.detach()
+    return incoming, out.reshape(out.shape[0], h, d).transpose(0, 1)
 
 
-def _columns(group: HeadGroup, heads: Sequence[int]) -> list[int]:
-    d = group.head_dim
-    return [h * d + i for h in heads for i in range(d)]
+def head_plan(
+    module: nn.Module, group: HeadGroup, criterion: str = "l2", inputs: Sequence[torch.Tensor] = ()
+) -> list[Removal]:
+    """Heads in removal order under `criterion` (see the module docstring)."""
+    incoming, outgoing = _blocks(module, group)
+    if criterion == "ig" and inputs:
+        name = f"{group.consumer}.weight"
+        weight = dict(module.named_parameters())[name]
+        columns = {
+            name: (
+                weight,
+                group.columns(range(group.heads)),
+                [h for h in range(group.heads) for _ in range(group.head_dim)],
+            )
+        }
+        return _ascending(fading_scores(module, columns, group.heads, inputs))
+    if criterion == "red":
+        signatures = standardized([*incoming])
+        return red_order(signatures, outgoing.reshape(group.heads, -1).norm(dim=1))
+    p = 1 if criterion == "l1" else 2
+    per_head = sum(b.abs().pow(p).sum(1) for b in incoming) + outgoing.abs().pow(p).sum((1, 2))
+    return _ascending(per_head)
 
 
-def head_plan(module: nn.Module, group: HeadGroup) -> list[Removal]:
-    """Heads in removal order: smallest l2 magnitude (q/k/v rows and output columns) first."""
-    m = group.attention(module)
-    inner = _inner(m)
-    with torch.no_grad():
-        rows = m.in_proj_weight.reshape(3, group.heads, group.head_dim, -1)
-        cols = m.out_proj.weight.reshape(-1, group.heads, group.head_dim)
-        norms = rows.pow(2).sum((0, 2, 3)) + cols.pow(2).sum((0, 2))
-        if m.in_proj_bias is not None:
-            norms += m.in_proj_bias.reshape(3, group.heads, group.head_dim).pow(2).sum((0, 2))
-    assert rows.shape[-1] == m.embed_dim and inner == group.heads * group.head_dim
-    return [Removal(int(h)) for h in torch.argsort(norms.sqrt(), stable=True)]
+def _ascending(scores: torch.Tensor) -> list[Removal]:
+    return [Removal(int(h)) for h in torch.argsort(scores, stable=True)]
+
+
+def _consumer_weight(module: nn.Module, group: HeadGroup) -> torch.Tensor:
+    return dict(module.named_modules())[group.consumer].weight
 
 
 def zero_heads(module: nn.Module, group: HeadGroup, heads: Sequence[int]) -> None:
     """Simulate removing `heads`: their output-projection columns zeroed (weights only)."""
     with torch.no_grad():
-        group.attention(module).out_proj.weight[:, _columns(group, heads)] = 0.0
+        _consumer_weight(module, group)[:, group.columns(heads)] = 0.0
 
 
-def cut_heads(module: nn.Module, group: HeadGroup, heads: Sequence[int]) -> None:
-    """Replace the attention in `module` with a PrunedAttention without `heads`."""
+def merge_heads(module: nn.Module, group: HeadGroup, head: int, into: int) -> None:
+    """RED: `head`'s output columns added to its twin `into`'s (exact when their q/k/v rows are the
+    same: both then compute the same values)."""
+    with torch.no_grad():
+        weight = _consumer_weight(module, group)
+        weight[:, group.columns([into])] += weight[:, group.columns([head])]
+
+
+def zero_plan(module: nn.Module, group: HeadGroup, plan: Sequence[Removal], count: int) -> None:
+    """The first `count` removals of `plan` simulated: merges (RED) made, heads zeroed."""
+    for r in plan[:count]:
+        if r.into is not None:
+            merge_heads(module, group, r.position, r.into)
+    zero_heads(module, group, [r.position for r in plan[:count]])
+
+
+def cut_plan(module: nn.Module, group: HeadGroup, plan: Sequence[Removal], count: int) -> nn.Module:
+    """`module` with the first `count` removals of `plan` made: merges (RED), then the cut."""
+    for r in plan[:count]:
+        if r.into is not None:
+            merge_heads(module, group, r.position, r.into)
+    return cut_heads(module, group, [r.position for r in plan[:count]])
+
+
+def outside_heads(groups: Sequence[Any], heads: Sequence[HeadGroup]) -> tuple[list[Any], list[str]]:
+    """The channel groups whose channels are not a traced attention's heads (a q/k/v Linear's
+    outputs go as whole heads), and a note for each one left out."""
+    producers = {n: h.name or "the model" for h in heads for n in h.producers}
+    kept, notes = [], []
+    for g in groups:
+        owner = next((producers[n] for n in g.out_modules if n in producers), None)
+        if owner is None:
+            kept.append(g)
+        else:
+            notes.append(
+                f"{g.name}: kept whole, its channels are the heads of {owner} (pruned as whole heads)"
+            )
+    return kept, notes
+
+
+def cut_heads(module: nn.Module, group: HeadGroup, heads: Sequence[int]) -> nn.Module:
+    """`module` with the attention's `heads` removed (in place; a new module when the attention is
+    the model itself and was traced)."""
     if not heads:
-        return
+        return module
     kept = [h for h in range(group.heads) if h not in set(heads)]
+    if group.trace is not None:
+        from edgeport.quant.prune.traced_heads import cut_traced
+
+        return cut_traced(module, group, kept)
     parent_name, _, attr = group.name.rpartition(".")
     parent = dict(module.named_modules())[parent_name] if parent_name else module
-    setattr(parent, attr, PrunedAttention(group.attention(module), kept))
+    setattr(parent, attr, PrunedAttention(group.attention(module), kept))  # type: ignore[arg-type]
+    return module
 
 
 class PrunedAttention(nn.MultiheadAttention):

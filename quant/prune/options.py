@@ -43,7 +43,8 @@ class PruneOptions(Options):
         "l2",
         description="Which channels go first: l1/l2 magnitude, bn-scale (BatchNorm scale), red (merge "
         "near-duplicate channels, compensating the next layer), ig (integrated gradients on synthetic "
-        "inputs).",
+        "inputs). Attention heads are ranked by the same criterion (bn-scale: by l2, a head has no "
+        "BatchNorm).",
         json_schema_extra=cli("--prune-criterion", needs="RATIO"),
     )
     exclude: list[str] = Field(

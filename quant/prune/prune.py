@@ -28,7 +28,16 @@ from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
 from edgeport.quant.prune.export import Exporter
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
-from edgeport.quant.prune.heads import HeadGroup, cut_heads, head_groups, head_plan, zero_heads
+from edgeport.quant.prune.heads import (
+    HeadGroup,
+    cut_heads,
+    cut_plan,
+    head_groups,
+    head_plan,
+    outside_heads,
+    zero_heads,
+    zero_plan,
+)
 from edgeport.quant.prune.options import PruneOptions
 from edgeport.quant.prune.recover import (
     check_finetune_data,
@@ -177,7 +186,7 @@ def cost_model(
 def _apply(graph: Graph, group: ChannelGroup | HeadGroup, plan: Sequence[Removal], count: int) -> None:
     """Merge then zero the first `count` removals of `plan` (weights only: shapes unchanged)."""
     if isinstance(group, HeadGroup):
-        zero_heads(graph.module, group, [r.position for r in plan[:count]])
+        zero_plan(graph.module, group, plan, count)
         return
     for r in plan[:count]:
         if r.into is not None:
@@ -301,13 +310,19 @@ def checked_heads(
     module: nn.Module, groups: Sequence[HeadGroup], inputs: Sequence[torch.Tensor]
 ) -> tuple[list[HeadGroup], list[str]]:
     """The head groups whose first head, cut on a copy, gives what zeroing it gives (not so when the
-    attention's weights are a model output: they average over the heads kept, or list them)."""
+    attention's weights are a model output: they average over the heads kept, or list them; nor when
+    an op of a hand-written attention mixes its heads)."""
     good, notes = [], []
     for group in groups:
         zeroed, cut_ = copy.deepcopy(module), copy.deepcopy(module)
         zero_heads(zeroed, group, [0])
-        cut_heads(cut_, group, [0])
-        expected, got = _run(zeroed, inputs), _run(cut_, inputs)
+        expected = _run(zeroed, inputs)
+        problem, got = _culprit(cut_heads(cut_, group, [0]), inputs)
+        if problem is not None:
+            notes.append(
+                f"{group.name or 'the model'}: heads kept whole, it does not run without one ({problem})"
+            )
+            continue
         same = all(
             g.shape == e.shape
             and float((g - e).abs().max() / e.abs().max().clamp_min(1e-12)) <= CUT_TOLERANCE
@@ -316,7 +331,10 @@ def checked_heads(
         if same:
             good.append(group)
         else:
-            notes.append(f"{group.name}: heads kept whole, its attention weights are a model output")
+            why = (
+                "its attention weights are a model output" if group.trace is None else "an op mixes its heads"
+            )
+            notes.append(f"{group.name or 'the model'}: heads kept whole, {why}")
     return good, notes
 
 
@@ -417,12 +435,16 @@ def analyze(
     say("analysis: finding the coupled channel groups")
     graph = Graph(module, [x[:1] for x in pool])
     groups, kept_whole = graph.groups(excluded)
+    # Attention heads (heads.py): whole heads, at least one kept, rounding does not apply; a traced
+    # attention's q/k/v channels go only as its heads.
+    heads, head_notes = head_groups(module, excluded, [x[:1] for x in pool])
+    groups, head_channels = outside_heads(groups, heads)
+    kept_whole += head_notes + head_channels
     say(f"analysis: verifying {len(groups)} channel groups by cutting them on a copy")
     groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
     say(f"analysis: {len(groups)} channel groups verified, {len(unfollowed)} kept whole")
     kept_whole += unfollowed
-    # Attention heads (heads.py): whole heads, at least one kept, rounding does not apply.
-    heads, head_notes = checked_heads(module, head_groups(module, excluded), [x[:2] for x in pool])
+    heads, head_notes = checked_heads(module, heads, [x[:2] for x in pool])
     kept_whole += head_notes
     allowed = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
     allowed += [list(range(h.heads, 0, -1)) for h in heads]
@@ -430,7 +452,9 @@ def analyze(
     say(f"analysis: ranking the channels of {len(groups)} groups ({options.criterion})")
     batch = [x[:SENSITIVITY_BATCH] for x in pool]
     plans = [
-        head_plan(module, g) if isinstance(g, HeadGroup) else removal_plan(graph, g, options.criterion, batch)
+        head_plan(module, g, options.criterion, batch)
+        if isinstance(g, HeadGroup)
+        else removal_plan(graph, g, options.criterion, batch)
         for g in groups
     ]
     sens = None
@@ -477,14 +501,15 @@ def cut(
             rows.append(
                 GroupWidth(
                     module=group.name,
-                    modules=[group.name],
+                    modules=group.modules,
                     channels_before=group.heads * group.head_dim,
                     channels_after=kept * group.head_dim,
                     heads_before=group.heads,
                     heads_after=kept,
+                    merged=sum(1 for r in plan[:count] if r.into is not None),
                 )
             )
-            cut_heads(module, group, [r.position for r in plan[:count]])
+            module = cut_plan(module, group, plan, count)
             continue
         rows.append(
             GroupWidth(

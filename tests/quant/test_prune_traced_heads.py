@@ -1,0 +1,256 @@
+"""Whole heads of hand-written and F.scaled_dot_product_attention attention (quant/prune/traced_heads.py):
+found from the reshapes that split and merge the heads, a cut head computes exactly what zeroing its
+output columns computes, the shapes line up, heads are ranked by the chosen criterion (RED merges
+duplicated heads exactly), a transformer of such blocks prunes 30 % and converts within the float
+tolerance, and an attention whose heads are mixed keeps them whole with a note naming the module."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgeport.manifest import Manifest
+from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
+from edgeport.quant.prune.heads import HeadGroup, cut_plan, head_groups, head_plan, zero_plan
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.zoo import zoo_model
+
+
+class Packed(nn.Module):
+    """q, k, v in one Linear, heads with reshape + permute, SDPA, heads merged with -1."""
+
+    def __init__(self, dim: int = 24, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, e = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(o.transpose(1, 2).reshape(b, n, -1))
+
+
+class Separate(nn.Module):
+    """q, k, v Linears, heads with view(b, n, heads, -1), q·kᵀ scaled, a causal mask, softmax, ·v."""
+
+    def __init__(self, dim: int = 24, heads: int = 3, mix: str = "") -> None:
+        super().__init__()
+        self.heads, self.d, self.mix = heads, dim // heads, mix
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.per_head = nn.Parameter(torch.linspace(0.5, 1.5, heads).reshape(heads, 1, 1))
+        # A constant of the sequence's length, as deployed (fx cannot trace a mask made from x.shape).
+        self.register_buffer("causal", torch.ones(16, 16, dtype=torch.bool).triu(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)
+        k = self.k(x).view(b, n, self.heads, -1).transpose(1, 2)
+        v = self.v(x).view(b, n, self.heads, -1).transpose(1, 2)
+        scores = (q @ k.transpose(-2, -1)) / self.d**0.5
+        if self.mix == "per_head_scale":  # a parameter per head: cutting a head breaks its shape
+            scores = scores * self.per_head
+        o = scores.masked_fill(self.causal, float("-inf")).softmax(-1) @ v
+        if self.mix == "mean_over_heads":  # every head reads the others
+            o = o + o.mean(1, keepdim=True)
+        return self.o(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
+
+
+class Block(nn.Module):
+    def __init__(self, attention: nn.Module, dim: int = 24) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), attention
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(nn.Module):
+    """Patch embedding, one block of each attention, a class head."""
+
+    def __init__(self, dim: int = 24, mix: str = "") -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.Sequential(Block(Packed(dim)), Block(Separate(dim, mix=mix)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.patch(x).flatten(2).transpose(1, 2))
+        return self.head(self.norm(x).mean(1))
+
+
+def transformer(mix: str = "") -> nn.Module:
+    torch.manual_seed(0)
+    return Transformer(mix=mix).eval()
+
+
+SHAPE = [1, 3, 16, 16]
+SPECS = [TensorSpec("x", SHAPE)]
+
+
+def _inputs(n: int = 2) -> torch.Tensor:
+    return torch.randn(n, *SHAPE[1:], generator=torch.Generator().manual_seed(1))
+
+
+def _models() -> list[tuple[str, nn.Module, list[torch.Tensor]]]:
+    found = [("transformer", transformer(), [_inputs()])]
+    for name in ("hand_attention", "sdpa", "sdpa_causal"):
+        zoo = zoo_model(name)
+        found.append((name, zoo.build().eval(), list(zoo.example_inputs())))
+    return found
+
+
+def _fast(**over: object) -> PruneOptions:
+    values = {"ratio": 0.3, "round_to": 4, "min_width": 4, "recovery": "none", "samples": 16, "held_out": 8}
+    return PruneOptions.model_validate({**values, **over})
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "inputs"), _models(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_cut_heads_compute_what_zeroed_heads_compute(name: str, model: nn.Module, inputs: list) -> None:
+    groups, _ = head_groups(model, (), [x[:1] for x in inputs])
+    traced = [g for g in groups if g.trace is not None]
+    assert traced, name
+    for group in traced:
+        gone = [0, group.heads - 1]
+        plan = head_plan(model, group, "l2")
+        plan = [r for r in plan if r.position in gone] + [r for r in plan if r.position not in gone]
+        zeroed, cut = copy.deepcopy(model), copy.deepcopy(model)
+        zero_plan(zeroed, group, plan, 2)
+        cut = cut_plan(cut, group, plan, 2)
+        with torch.no_grad():
+            got, want = cut(*inputs), zeroed(*inputs)
+        assert got.shape == want.shape == model(*inputs).shape
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        producers = {n: m for n, m in cut.named_modules() if n in group.producers}
+        parts = sum(group.producers.values())
+        kept = (group.heads - 2) * group.head_dim
+        assert sum(m.out_features for m in producers.values()) == parts * kept
+        assert dict(cut.named_modules())[group.consumer].in_features == kept
+
+
+def test_heads_are_found_from_the_reshapes() -> None:
+    groups, _ = head_groups(transformer(), (), [_inputs(1)])
+    found = {(g.name, g.heads, g.head_dim, tuple(sorted(g.producers.items())), g.consumer) for g in groups}
+    assert found == {
+        ("blocks.0.attn", 4, 6, (("blocks.0.attn.qkv", 3),), "blocks.0.attn.proj"),
+        (
+            "blocks.1.attn",
+            3,
+            8,
+            (("blocks.1.attn.k", 1), ("blocks.1.attn.q", 1), ("blocks.1.attn.v", 1)),
+            "blocks.1.attn.o",
+        ),
+    }
+
+
+def _group(model: nn.Module, name: str) -> HeadGroup:
+    groups, _ = head_groups(model, (), [_inputs(1)])
+    return next(g for g in groups if g.name == name)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "red", "ig"])
+def test_every_criterion_ranks_heads(criterion: str) -> None:
+    model = transformer()
+    group = _group(model, "blocks.0.attn")
+    plan = head_plan(model, group, criterion, [_inputs(4)])
+    assert sorted(r.position for r in plan) == list(range(group.heads))
+
+
+def test_magnitude_criteria_rank_the_smallest_head_first() -> None:
+    model = transformer()
+    group = _group(model, "blocks.1.attn")
+    with torch.no_grad():
+        for name in ("q", "k", "v"):
+            getattr(model.blocks[1].attn, name).weight[8:16] *= 0.01  # head 1's rows
+        model.blocks[1].attn.o.weight[:, 8:16] *= 0.01
+    for criterion in ("l1", "l2", "bn-scale", "ig"):
+        assert head_plan(model, group, criterion, [_inputs(4)])[0].position == 1, criterion
+
+
+def test_red_merges_a_duplicated_head_exactly() -> None:
+    model = transformer()
+    attention = model.blocks[1].attn
+    with torch.no_grad():  # head 2 is head 0 again: the same q/k/v rows (and biases)
+        for linear in (attention.q, attention.k, attention.v):
+            linear.weight[16:24] = linear.weight[0:8]
+            if linear.bias is not None:
+                linear.bias[16:24] = linear.bias[0:8]
+    group = _group(model, "blocks.1.attn")
+    plan = head_plan(model, group, "red")
+    assert {plan[0].position, plan[0].into} == {0, 2}
+    cut = cut_plan(copy.deepcopy(model), group, plan, 1)
+    assert cut.blocks[1].attn.o.in_features == 16
+    with torch.no_grad():
+        torch.testing.assert_close(cut(_inputs()), model(_inputs()), rtol=1e-5, atol=1e-5)
+
+
+def test_red_merges_a_duplicated_head_of_multihead_attention_exactly() -> None:
+    zoo = zoo_model("mha_batch_first")
+    model, x = zoo.build().eval(), zoo.example_inputs()
+    attention = model.attn
+    d = attention.head_dim
+    with torch.no_grad():
+        for part in range(3):  # head 1 is head 0 again in q, k and v
+            rows = slice(part * 24 + d, part * 24 + 2 * d)
+            attention.in_proj_weight[rows] = attention.in_proj_weight[part * 24 : part * 24 + d]
+            attention.in_proj_bias[rows] = attention.in_proj_bias[part * 24 : part * 24 + d]
+    (group,), _ = head_groups(model)
+    plan = head_plan(model, group, "red")
+    assert {plan[0].position, plan[0].into} == {0, 1}
+    cut = cut_plan(copy.deepcopy(model), group, plan, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(cut(*x), model(*x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("mix", "why"),
+    [("per_head_scale", "it does not run without one"), ("mean_over_heads", "an op mixes its heads")],
+)
+def test_mixed_heads_are_kept_whole_with_a_note(mix: str, why: str) -> None:
+    result = prune_module(transformer(mix), SPECS, {}, _fast(ratio=0.2))
+    assert any(k.startswith(f"blocks.1.attn: heads kept whole, {why}") for k in result.section.kept_whole)
+    heads = {g.module for g in result.section.groups if g.heads_before is not None}
+    assert heads == {"blocks.0.attn"}
+
+
+def test_transformer_of_traced_attention_prunes_and_converts(tmp_path: Path) -> None:
+    source = tmp_path / "model.py"
+    source.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from tests.quant.test_prune_traced_heads import transformer\n"
+    )
+    outdir = tmp_path / "out"
+    result = convert_model(
+        ConvertOptions(source=f"{source}:transformer", outdir=outdir, input_shapes=[SHAPE], prune=_fast())
+    )
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert section.removed() >= 0.3
+    heads = {g.module: g for g in section.groups if g.heads_before is not None}
+    assert set(heads) == {"blocks.0.attn", "blocks.1.attn"}
+    assert heads["blocks.1.attn"].modules == [
+        "blocks.1.attn.k",
+        "blocks.1.attn.o",
+        "blocks.1.attn.q",
+        "blocks.1.attn.v",
+    ]
+    assert sum(g.heads_after for g in heads.values()) < 7
+    assert any("heads of blocks.0.attn" in k for k in section.kept_whole)
