@@ -242,7 +242,7 @@ def _spatial_pads(
     return list(a.get("pads", [0] * (2 * nd)))
 
 
-def _torch_pad(pads: Sequence[int]) -> list[int]:
+def torch_pad(pads: Sequence[int]) -> list[int]:
     """ONNX [x1_begin, x2_begin, ..., x1_end, x2_end, ...] -> F.pad's (last_begin, last_end, ...)."""
     nd = len(pads) // 2
     out = []
@@ -264,7 +264,7 @@ def _conv(
     if pads[:nd] == pads[nd:]:
         padding = pads[:nd]
     else:  # asymmetric: pad explicitly (zeros, as the conv's own padding would)
-        x, padding = F.pad(x, _torch_pad(pads)), [0] * nd
+        x, padding = F.pad(x, torch_pad(pads)), [0] * nd
     conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
     return conv(x, w, b, strides, padding, dilations, a.get("group", 1))
 
@@ -322,7 +322,7 @@ def _pool(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     if ev.node.op_type == "MaxPool":
         native = pads[:nd] == pads[nd:] and all(2 * p <= k for p, k in zip(pads[:nd], kernel, strict=True))
         if not native:  # padding never wins a max: pad with -inf and pool without padding
-            x, pads = F.pad(x, _torch_pad(pads), value=float("-inf")), [0] * (2 * nd)
+            x, pads = F.pad(x, torch_pad(pads), value=float("-inf")), [0] * (2 * nd)
         pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1]
         return pool(x, kernel, strides, pads[:nd], dilations, ceil)
     if any(d != 1 for d in dilations):
@@ -330,12 +330,12 @@ def _pool(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
     if not any(pads):
         return pool(x, kernel, strides, 0, ceil)
-    padded = F.pad(x, _torch_pad(pads))
+    padded = F.pad(x, torch_pad(pads))
     if a.get("count_include_pad", 0):
         return pool(padded, kernel, strides, 0, ceil)
     # Padding excluded from the count: the ratio of the window sums of x and of a mask of real
     # elements, exact for any (also asymmetric) padding.
-    mask = F.pad(torch.ones_like(x[:1, :1]), _torch_pad(pads))
+    mask = F.pad(torch.ones_like(x[:1, :1]), torch_pad(pads))
     return pool(padded, kernel, strides, 0, ceil) / pool(mask, kernel, strides, 0, ceil)
 
 
@@ -485,13 +485,13 @@ def _pad(
     if torch_mode is None:
         raise UnsupportedOnnxGraph(f"Pad mode {mode!r} is not supported", "Pad")
     if torch_mode == "constant":
-        return F.pad(x, _torch_pad(amounts), value=fill)
+        return F.pad(x, torch_pad(amounts), value=fill)
     # reflect/replicate pad only trailing spatial dims in torch; ONNX exports pad those too.
     nd = x.dim()
     lead = [i for i in range(nd) if amounts[i] or amounts[i + nd]]
     if lead and min(lead) < 2:
         raise UnsupportedOnnxGraph(f"Pad mode {mode!r} on the batch or channel axis is not supported", "Pad")
-    return F.pad(x, _torch_pad(amounts[2:nd] + amounts[nd + 2 :]), mode=torch_mode)
+    return F.pad(x, torch_pad(amounts[2:nd] + amounts[nd + 2 :]), mode=torch_mode)
 
 
 @_op("Shape")

@@ -3,9 +3,11 @@ convolutions and fully-connected layers are real nn.Conv / nn.Linear modules, so
 dependency graph sees and cuts them; the pipeline (edgeport/pipeline/torch_passes.py) exports it back
 to ONNX with the source's input and output names.
 
-Which nodes become modules: Conv with constant weights and explicit symmetric pads (or none), and
-Gemm with a constant 2-D weight (alpha = beta = 1, no transposed input); BatchNormalization already
-is one in the evaluator. Other nodes stay functional on their constant weights: a channel feeding one
+Which nodes become modules: Conv with constant weights and explicit pads (or none; asymmetric ones
+as a zero pad before it), Gemm with a constant 2-D weight (alpha = beta = 1, no transposed input),
+and MatMul with a constant 2-D weight (a Linear, taking the constant bias of the Add that is its only
+reader: how exporters write a Linear on a 3-D input); BatchNormalization already is one in the
+evaluator. Other nodes stay functional on their constant weights: a channel feeding one
 cannot change width, which the removal check (cut on a copy == zeroed) sees, so its group is kept
 whole. A graph the evaluator cannot run is refused in one line naming the op.
 """
@@ -13,6 +15,7 @@ whole. A graph the evaluator cannot run is refused in one line naming the op.
 from __future__ import annotations
 
 import re
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,29 +29,28 @@ from edgeport.quant.onnx_torch import (
     Evaluator,
     UnsupportedOnnxGraph,
     check_against_onnxruntime,
+    torch_pad,
 )
 from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
+_PADS = {3: nn.ConstantPad1d, 4: nn.ConstantPad2d, 5: nn.ConstantPad3d}
 
 
 def _conv(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
     rank = weight.dim()
     nd = rank - 2
     pads = list(attrs.get("pads", [0] * (2 * nd)))
-    if (
-        rank not in _CONVS
-        or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
-        or pads[:nd] != pads[nd:]
-    ):
+    if rank not in _CONVS or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return None
+    symmetric = pads[:nd] == pads[nd:]
     groups = int(attrs.get("group", 1))
     conv = _CONVS[rank](
         weight.shape[1] * groups,
         weight.shape[0],
         tuple(weight.shape[2:]),
         stride=tuple(attrs.get("strides", [1] * nd)),
-        padding=tuple(pads[:nd]),
+        padding=tuple(pads[:nd]) if symmetric else 0,
         dilation=tuple(attrs.get("dilations", [1] * nd)),
         groups=groups,
         bias=bias is not None,
@@ -57,7 +59,10 @@ def _conv(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Mo
         conv.weight.copy_(weight)
         if bias is not None:
             conv.bias.copy_(bias)
-    return conv
+    if symmetric:
+        return conv
+    # Asymmetric pads: zeros first, as the evaluator runs it (the conv inside is what prunes).
+    return nn.Sequential(OrderedDict(pad=_PADS[rank](tuple(torch_pad(pads)), 0.0), conv=conv))
 
 
 def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
@@ -75,24 +80,53 @@ def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.
     return linear
 
 
+def _matmul_bias(
+    model: onnx.ModelProto, node: onnx.NodeProto, readers: Counter, constants: dict[str, torch.Tensor]
+) -> tuple[onnx.NodeProto, torch.Tensor] | None:
+    """The Add that is a MatMul's only reader and adds a constant bias over its last axis, and the
+    bias; None when there is none."""
+    out = node.output[0]
+    if readers[out] != 1 or out in {o.name for o in model.graph.output}:
+        return None
+    add = next((n for n in model.graph.node if out in n.input), None)
+    if add is None or add.op_type != "Add" or len(add.input) != 2:
+        return None
+    bias = constants.get(add.input[1] if add.input[0] == out else add.input[0])
+    if bias is None or bias.dim() != 1:
+        return None
+    return add, bias
+
+
 class PrunableGraph(Evaluator):
-    """The evaluator with Conv and Gemm nodes run through modules (`layers`, keyed by weight name)."""
+    """The evaluator with Conv, Gemm and MatMul nodes run through modules (`layers`, keyed by weight
+    name)."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__(model)
         self.layers = nn.ModuleDict()
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
+        self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
+        readers = Counter(name for n in self._nodes for name in n.input)
         for index, (node, attrs) in enumerate(zip(self._nodes, self._attrs, strict=True)):
-            if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+            if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+                continue
+            if node.input[0] in self._constants:
                 continue
             weight = self._constants.get(node.input[1])
             bias = self._constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             if weight is None or (len(node.input) > 2 and node.input[2] and bias is None):
                 continue
+            add = None
+            if node.op_type == "MatMul":
+                folded = _matmul_bias(model, node, readers, self._constants)
+                add, bias = folded if folded is not None else (None, None)
+                attrs = {}  # MatMul: x @ W, W is [in, out] as Gemm's untransposed B
             make = _conv if node.op_type == "Conv" else _linear
             layer = make(attrs, weight.float(), None if bias is None else bias.float())
             if layer is None:
                 continue
+            if add is not None:
+                self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
             key = re.sub(r"\W", "_", re.sub(r"\.weight$", "", node.input[1])) or f"node{index}"
             while key in self.layers:
                 key += "_"
@@ -100,6 +134,8 @@ class PrunableGraph(Evaluator):
             self._layer_keys[node.output[0]] = key
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
+        if node.output[0] in self._bias_adds:  # its bias is in the MatMul's Linear
+            return args[self._bias_adds[node.output[0]]]
         key = self._layer_keys.get(node.output[0])
         if key is None:
             return super().run_node(node, attrs, args)
@@ -127,7 +163,8 @@ def prunable_module(model: onnx.ModelProto, specs: Sequence[TensorSpec]) -> Prun
         )
     if not module.layers:
         raise EdgeportError(
-            "--prune found no Conv or Gemm with constant weights in this ONNX model (nothing to prune)",
+            "--prune found no Conv, Gemm or MatMul with constant weights in this ONNX model (nothing to "
+            "prune)",
             "convert without --prune, or give the PyTorch model it was exported from",
         )
     return module

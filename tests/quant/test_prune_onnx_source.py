@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
+import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.cli import main
@@ -16,6 +18,8 @@ from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune import PruneOptions, PruningSection
+from edgeport.quant.prune.onnx_source import prunable_module
+from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import by_name
 
@@ -82,3 +86,67 @@ def test_onnx_source_refusals_are_one_line(
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], captured.err
     assert not outdir.exists()
+
+
+class _TokenMlp(nn.Module):
+    """Linears on a 3-D input: the exporter writes each as MatMul + Add, not Gemm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(12, 32), nn.Linear(32, 12)
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.down(torch.relu(self.up(x)))))
+
+
+def test_matmul_add_linears_prune_and_convert(tmp_path: Path) -> None:
+    from edgeport.converters.torch_to_onnx import export_onnx
+
+    torch.manual_seed(0)
+    # As an ONNX file comes: constants folded (the weights' transposes are initializers).
+    graph = export_onnx(_TokenMlp().eval(), [torch.zeros(1, 7, 12)], tmp_path / "mlp.onnx", ["tokens"])
+    assert {n.op_type for n in graph.graph.node} >= {"MatMul", "Add"} and "Gemm" not in {
+        n.op_type for n in graph.graph.node
+    }
+    module = prunable_module(graph, [TensorSpec("tokens", [1, 7, 12])])
+    assert sorted(type(m).__name__ for m in module.layers.values()) == ["Linear"] * 3
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(tmp_path / "mlp.onnx"), outdir=outdir, prune=PRUNE))
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert section.removed() >= 0.3 and section.kept_whole == []
+    (up,) = [g for g in section.groups if g.channels_before == 32]
+    assert up.channels_after < 32
+
+
+def test_asymmetric_pad_conv_is_a_prunable_module(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 2, 2)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[0, 0, 1, 1]),  # "same" for an even kernel
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    module = prunable_module(model, [TensorSpec("x", [1, 3, 8, 8])])
+    assert isinstance(module.layers["w1"], nn.Sequential)
+    onnx.save(model, str(tmp_path / "pad.onnx"))
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(tmp_path / "pad.onnx"), outdir=outdir, prune=PRUNE))
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert [(g.module, g.channels_before, g.channels_after) for g in section.groups] == [
+        ("layers.w1.conv", 8, 4)
+    ]
