@@ -12,9 +12,11 @@ attention whose head h is rows h*D..h*D+D-1 of each split Linear's P blocks and 
 columns of the merging Linear. What happens between (transposes, q·kᵀ, scale, mask, softmax, ·v,
 SDPA) is not matched op by op: the cut is proven equal to zeroing the head's columns in the merging
 Linear on a copy before any head is offered (prune.py's checked_heads), so an op that mixes heads (a
-per-head bias, a mean over heads) keeps them whole with a note naming the module. Shapes given as a
-tensor (x.view(y.shape)) or through other ops (unflatten, einops) are not read: the attention's
-Linears are then left to the channel analysis, which refuses them naming the module, as before.
+per-head bias, a mean over heads) keeps them whole with a note naming the module, as does a split
+without its merge (a shape given as one tensor, x.view(y.shape), has no entry per dimension to
+rewrite; unflatten or einops are not read). A module fx cannot trace (control flow on tensor values, a
+mask made from x.shape) is not looked into: its Linears are left to the channel analysis, which
+refuses them naming the module, as before.
 
 The cut slices the Linears in place and replaces the module with its trace, the reshapes' head
 counts and sizes written as constants (the kept heads, D, P and kept x D).
@@ -126,9 +128,12 @@ def _linear_of(gm: torch.fx.GraphModule, node: Any) -> str | None:
     return None
 
 
-def _heads_in(gm: torch.fx.GraphModule) -> tuple[int, int, dict[str, int], str, list[Reshape]] | None:
+Found = tuple[int, int, dict[str, int], str, list[Reshape]]
+
+
+def _heads_in(gm: torch.fx.GraphModule) -> Found | str | None:
     """(heads, head size, split Linear -> parts, merging Linear, reshapes) of the one attention in the
-    trace, None when there is none or the reshapes do not agree on one."""
+    trace; None when nothing splits heads; why not, when something does but the rest does not agree."""
     splits: list[tuple[str, int, int, int, str]] = []
     merges: list[tuple[str, int, int, str]] = []
     calls: dict[str, int] = {}
@@ -151,14 +156,19 @@ def _heads_in(gm: torch.fx.GraphModule) -> tuple[int, int, dict[str, int], str, 
         reader = _linear_of(gm, users[0]) if len(users) == 1 else None
         if reader and len(given) >= 2 and out == given[:-2] + [given[-2] * given[-1]]:
             merges.append((reader, given[-2], given[-1], node.name))
-    if len(merges) != 1 or not splits:
+    if not splits:
         return None
+    if len(merges) != 1:
+        return (
+            "its heads are split by a view/reshape but not merged back by one view/reshape into one Linear"
+            f" ({len(merges)} found)"
+        )
     consumer, heads, size, merge = merges[0]
     producers = {s[0]: s[1] for s in splits}
-    agree = all((s[2], s[3]) == (heads, size) for s in splits) and len(producers) == len(splits)
-    used_once = all(calls[n] == 1 for n in [*producers, consumer])
-    if not agree or not used_once or consumer in producers:
-        return None
+    if not all((s[2], s[3]) == (heads, size) for s in splits) or len(producers) != len(splits):
+        return "its reshapes do not agree on one head count and size"
+    if not all(calls[n] == 1 for n in [*producers, consumer]) or consumer in producers:
+        return "a Linear of its heads is called more than once"
     reshapes = [Reshape(s[4], True, s[1]) for s in splits] + [Reshape(merge, False)]
     return heads, size, producers, consumer, reshapes
 
@@ -176,6 +186,7 @@ def traced_head_groups(
     ]
     calls = _calls(model, inputs, candidates)
     groups: list[HeadGroup] = []
+    notes: list[str] = []
     taken: set[nn.Module] = set()
     # Innermost first: an attention is found in its own module, not again in the block around it.
     for m in sorted(candidates, key=lambda m: -len(names[m].split(".")) if names[m] else 1):
@@ -184,6 +195,10 @@ def traced_head_groups(
         traced = _traced_with_shapes(m, *calls[m])
         found = _heads_in(traced[0]) if traced is not None else None
         if traced is None or found is None:
+            continue
+        if isinstance(found, str):
+            taken.update(m.modules())
+            notes.append(f"{names[m] or 'the model'}: heads kept whole, {found}")
             continue
         heads, size, producers, consumer, reshapes = found
         prefix = f"{names[m]}." if names[m] else ""
@@ -204,7 +219,7 @@ def traced_head_groups(
                 in_counts={prefix + consumer: heads * size},
             )
         )
-    return groups, []
+    return groups, notes
 
 
 def _slice_linear(linear: nn.Linear, rows: list[int] | None, cols: list[int] | None) -> None:

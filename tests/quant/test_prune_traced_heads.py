@@ -62,6 +62,8 @@ class Separate(nn.Module):
         o = scores.masked_fill(self.causal, float("-inf")).softmax(-1) @ v
         if self.mix == "mean_over_heads":  # every head reads the others
             o = o + o.mean(1, keepdim=True)
+        if self.mix == "merged_to_input_shape":  # the merge's shape is one tensor's .shape
+            return self.o(o.transpose(1, 2).reshape(x.shape))
         return self.o(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
 
 
@@ -219,7 +221,11 @@ def test_red_merges_a_duplicated_head_of_multihead_attention_exactly() -> None:
 
 @pytest.mark.parametrize(
     ("mix", "why"),
-    [("per_head_scale", "it does not run without one"), ("mean_over_heads", "an op mixes its heads")],
+    [
+        ("per_head_scale", "it does not run without one"),
+        ("mean_over_heads", "an op mixes its heads"),
+        ("merged_to_input_shape", "its heads are split by a view/reshape but not merged back"),
+    ],
 )
 def test_mixed_heads_are_kept_whole_with_a_note(mix: str, why: str) -> None:
     result = prune_module(transformer(mix), SPECS, {}, _fast(ratio=0.2))
