@@ -198,9 +198,7 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
     ops the quantizer leaves float (its `denylisted_nodes`).
     """
     import tensorflow as tf
-    from tensorflow.lite.python import util
-    from tensorflow.lite.python.convert import deduplicate_readonly_buffers, mlir_quantize
-    from tensorflow.lite.tools import flatbuffer_utils
+    from tensorflow.lite.python.convert import mlir_quantize
 
     io_type = tf.int8 if io == "int8" else tf.float32
     model = mlir_quantize(
@@ -214,6 +212,19 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
         ),
         denylisted_nodes=list(keep_float) or None,
     )
+    quantized = finish_quantized(converter, model)
+    refuse_overflowing_steps(quantized)
+    return quantized
+
+
+def finish_quantized(converter: Any, model: bytes) -> bytes:
+    """What tensorflow 2.19's converter does to a model after its quantizer: read-only buffers
+    deduplicated (`_optimize_tflite_model`), then the conversion metadata added
+    (`_convert_and_export_metrics`; its hash is of the final model)."""
+    from tensorflow.lite.python import util
+    from tensorflow.lite.python.convert import deduplicate_readonly_buffers
+    from tensorflow.lite.tools import flatbuffer_utils
+
     model = deduplicate_readonly_buffers(model)
     model_object = flatbuffer_utils.convert_bytearray_to_object(model)
     # A copy: the probe and the final model are both quantized from one converter's metadata.
@@ -221,9 +232,7 @@ def quantize_calibrated(converter: Any, calibrated: bytes, io: str, keep_float: 
     metadata.options.modelOptimizationModes.extend(util.get_sparsity_modes(model_object))
     metadata.environment.modelHash = util.get_model_hash(model_object)
     model_object = util.populate_conversion_metadata(model_object, metadata)
-    quantized = bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
-    refuse_overflowing_steps(quantized)
-    return quantized
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
 
 
 # No activation a model computes has an int8 step this large; one comes from an infinite or float32-max

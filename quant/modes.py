@@ -21,6 +21,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeport.errors import EdgeportError
 from edgeport.options import Options, Spell, cli, refuse_without, spell_of, validate_options
+from edgeport.quant.a16w8 import ACTIVATIONS as A16W8_ACTIVATIONS
+from edgeport.quant.a16w8 import TENSOR_TYPES as A16W8_TENSOR_TYPES
+from edgeport.quant.a16w8 import WEIGHTS as A16W8_WEIGHTS
+from edgeport.quant.a16w8 import io_type, keras_to_a16w8, plan_a16w8_for_tflm
 from edgeport.quant.calibration import (
     CLIP_SIGMAS,
     DISTILL_STEPS,
@@ -47,17 +51,20 @@ from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
 from edgeport.tflite_file import parse_tflite, type_name
 
-MODES = ("int8", "w8a8", "w4a8", "dynamic", "float16")
+MODES = ("int8", "w8a8", "w4a8", "a16w8", "dynamic", "float16")
 ALIASES = {"w8a8": "int8"}
 # Mode -> the file it writes. float16 writes nothing new: model_float16.tflite is always written
 # (and verified) by the converter; the mode adds its fidelity report to the manifest.
 MODE_FILES = {
     "int8": "model_int8.tflite",
     "w4a8": "model_w4a8.tflite",
+    "a16w8": "model_a16w8.tflite",
     "dynamic": "model_dynamic.tflite",
     "float16": "model_float16.tflite",
 }
 IO_TYPES = ("int8", "float")
+# Tensor types of a full-integer int8 model; bool: what a comparison (GREATER_EQUAL, ...) returns.
+INT8_TENSOR_TYPES = ("int8", "int32", "bool")
 CALIBRATION_SAMPLES = 64
 HELD_OUT_SAMPLES = 16
 TFLM_SAMPLES = 4
@@ -89,8 +96,9 @@ class QuantOptions(Options):
     mode: Literal[MODES] = Field(  # type: ignore[valid-type]
         "int8",
         description="Also write a quantized model: int8/w8a8 (full-integer, TFLite Micro), w4a8 (packed "
-        "4-bit weights, int8 activations), dynamic (int8 weights, Android CPU) or float16 (report only: "
-        "model_float16.tflite is always written).",
+        "4-bit weights, int8 activations), a16w8 (int16 activations, int8 weights: TFLite Micro's int16 "
+        "kernels, where int8 activations lose too much), dynamic (int8 weights, Android CPU) or float16 "
+        "(report only: model_float16.tflite is always written).",
         json_schema_extra=cli("--quantize", show_default=False),
     )
     # w4a8: the .tflite size the mixed 4/8-bit model must fit in, bytes (quant/mixed.py); None stores
@@ -120,7 +128,9 @@ class QuantOptions(Options):
         json_schema_extra=cli("--weight-rounding", needs="w4a8"),
     )
     io: Literal[IO_TYPES] = Field(  # type: ignore[valid-type]
-        "int8", description="int8 model input/output type.", json_schema_extra=cli(needs="int8")
+        "int8",
+        description="int8 model input/output type (int8: integer I/O, which is int16 with a16w8).",
+        json_schema_extra=cli(needs="int8"),
     )
     calibration: Path | None = Field(
         None,
@@ -223,8 +233,10 @@ def _tensor_types(model: bytes) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _check_full_integer(model: bytes, io: str, keep_float: Sequence[str] = ()) -> None:
-    """Every tensor int8/int32 (float only at the I/O boundary with --io float, and around the ops
+def _check_full_integer(
+    model: bytes, io: str, keep_float: Sequence[str] = (), types: Sequence[str] = INT8_TENSOR_TYPES
+) -> None:
+    """Every tensor of one of `types` (float only at the I/O boundary with --io float, and around the ops
     named in `keep_float` by output tensor name)."""
     graph = parse_tflite(model).raw.subgraphs[0]
     boundary = set(graph.inputs) | set(graph.outputs)
@@ -236,14 +248,13 @@ def _check_full_integer(model: bytes, io: str, keep_float: Sequence[str] = ()) -
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
         name = type_name(tensor.type)
-        # bool: what a comparison (GREATER_EQUAL, ...) returns, integer models included.
-        if name in ("int8", "int32", "bool"):
+        if name in types:
             continue
         if name == "float32" and (index in kept or (io == "float" and index in boundary)):
             continue
         tname = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
         raise EdgeportError(
-            f"the int8 model is not full-integer: tensor {tname!r} is {name}",
+            f"the quantized model is not full-integer: tensor {tname!r} is {name}",
             "report this model; edgeport expected the converter to quantize every layer",
         )
 
@@ -368,19 +379,24 @@ def _integer_stage(
     )
     range_report: dict[str, Any] = {}
     step("quantizing")
-    model = keras_to_quantized(
-        keras_model,
-        "int8",
-        keras_specs,
-        cal.samples,
-        opts.io,
-        ranges=opts.ranges,
-        report=range_report,
-        keep_float=plan.denylist,
-    )
+    a16 = opts.mode == "a16w8"
+    if a16:
+        model = keras_to_a16w8(keras_model, keras_specs, cal.samples, opts.io, report=range_report)
+    else:
+        model = keras_to_quantized(
+            keras_model,
+            "int8",
+            keras_specs,
+            cal.samples,
+            opts.io,
+            ranges=opts.ranges,
+            report=range_report,
+            keep_float=plan.denylist,
+        )
     # Checked before the int4 rewrite, which only turns int8 filters into int4 ones.
     left_float = quantizer_kept_float(model, plan.denylist)
-    _check_full_integer(model, opts.io, [*plan.denylist, *(k.node for k in left_float)])
+    types = A16W8_TENSOR_TYPES if a16 else INT8_TENSOR_TYPES
+    _check_full_integer(model, opts.io, [*plan.denylist, *(k.node for k in left_float)], types)
     if skipped:
         cal.notes.append(skipped)
     cal.notes.extend(k.note() for k in [*plan.kept_float, *left_float])
@@ -390,7 +406,7 @@ def _integer_stage(
             "the TFLite Micro probe before calibration was inconclusive "
             f"({plan.inconclusive.rstrip('.')}); TFLite Micro was checked on the calibrated model"
         )
-    weights: dict[str, Any] = {"weights": "int8 per-channel (symmetric)"}
+    weights: dict[str, Any] = {"weights": A16W8_WEIGHTS if a16 else "int8 per-channel (symmetric)"}
     if opts.mode == "w4a8":
         step("4-bit weights")
         model, weights = _four_bit_weights(model, float_model, opts, in_specs, out_specs, cal.held_out)
@@ -412,9 +428,9 @@ def _integer_stage(
     section = QuantSection.model_validate(
         {
             "mode": opts.mode,
-            "io": opts.io,
+            "io": io_type(opts.io) if a16 else opts.io,
             **weights,
-            "activations": "int8 per-tensor (asymmetric)",
+            "activations": A16W8_ACTIVATIONS if a16 else "int8 per-tensor (asymmetric)",
             "activation_ranges": {"method": opts.ranges, **range_report},
             "calibration": {
                 "method": cal.method,
@@ -488,6 +504,8 @@ def _tflm_plan(
 ) -> TflmPlan:
     """quant/tflm_ops.py's probe on a model quantized from TFLM_PROBE_SAMPLES synthetic samples."""
     samples = gaussian_samples(in_specs, TFLM_PROBE_SAMPLES, CALIBRATION_SEED, stats, opts.clip_sigmas)
+    if opts.mode == "a16w8":
+        return plan_a16w8_for_tflm(keras_model, keras_specs, samples, opts.io, probe_inputs, name)
     quantize = probe_quantizer(keras_model, keras_specs, samples, opts.io)
     probed: list[bytes] = []
 

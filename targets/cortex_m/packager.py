@@ -36,7 +36,7 @@ GENERATED = (
 )
 # From a convert output directory: its integer model if present (at most one, one --quantize per
 # convert), else float32.
-PRECISIONS = ("w4a8", "int8", "float32")
+PRECISIONS = ("w4a8", "a16w8", "int8", "float32")
 MAX_MODEL_BYTES = 2**31 - 1  # flatbuffers' 2 GB limit; an MCU model is far below
 
 

@@ -1,0 +1,444 @@
+"""`--quantize a16w8`: 16-bit activations, 8-bit weights (TFLite's int16x8 post-training quantization).
+
+Per-tensor int8 activations give every value of a tensor the same step, set by its widest channel:
+after a residual sum whose range a few large channels set, the small channels keep a handful of steps
+(PP-OCRv4 detection). int16 activations have 256 times finer steps over the same range; weights stay
+int8 per-channel (the flash cost of int8), biases become int64, activations symmetric (zero point 0)
+as TFLite's int16x8 spec and TFLite Micro's int16 kernels require.
+
+TensorFlow 2.19 quantizes int16x8 with its older quantizer (tflite::optimize::QuantizeModel, reached
+through the calibration wrapper), not the MLIR one int8 uses: the MLIR quantizer's int16 path writes
+int32 biases and non-zero zero points that TFLite Micro refuses. The calibration half is int8's
+(quant/int8.py's `calibrate_only`, with max-pool padding bounded and a model output's sigmoid input
+widened the same way); `quantize_a16w8` is the second half as `converter.convert()` runs it, byte for
+byte on an unedited calibration (tested), except for int16 MUL output scales nudged so the runtimes
+agree (`agree_mul_multipliers`).
+
+TFLite's int16 MUL kernels (reference and optimized) compute their output multiplier as
+input1_scale * input2_scale / output_scale in float32 arithmetic, TFLite Micro's in double: the two
+31-bit multipliers differ in their low bits and the outputs by one int16 step now and then (measured
+on a hard-swish's x * gate: the reference matches the float32 multiplier, TFLite Micro the double one).
+`agree_mul_multipliers` changes scales until both give the same multiplier, so TFLite Micro and
+TFLite's kernels agree bit for bit again: first the MUL's output scale by the fewest float32 ulps
+(at most MAX_NUDGE_ULPS, a relative change below 1e-3; enough for most MULs), else an input's scale
+rounded up to a power of two (the float32 product is then exact) and the output's to that of the other
+input times a power of two (the multiplier is then a power of two): at most one bit of the 16 lost on
+each. A scale is always changed on every int16 tensor that has that exact scale (scale-keeping ops
+such as pooling, reshape or concatenation give their tensors one scale).
+
+Two things in a calibrated model the int16x8 quantizer cannot take are rewritten first
+(`int16_ready`), each exactly or to float rounding: HARD_SWISH, which TFLite's converter fuses from
+x * relu6(x + 3) / 6 and which has no int16 form in the quantizer nor an int16 kernel in TFLite Micro,
+goes back to ADD (fused RELU6), MUL, MUL, with power-of-two scales on the two new tensors and the
+input's range on the output so that both MULs' multipliers are exact; a constant bias of rank other
+than 1 (onnx2tf writes a TRANSPOSE_CONV bias as [1, 1, 1, C] or a scalar for one channel) gets shape
+[C] (the quantizer refuses it: "Expected bias tensor to be a vector").
+
+TFLite Micro has int16 kernels for most layers (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
+TRANSPOSE_CONV, ADD, SUB, MUL, pooling, LOGISTIC, TANH, SOFTMAX, CONCATENATION, PAD, TRANSPOSE,
+STRIDED_SLICE, RESIZE_NEAREST_NEIGHBOR, ...) but not all (HARD_SWISH, RESIZE_BILINEAR, DEPTH_TO_SPACE,
+SPACE_TO_BATCH_ND, GATHER, DIV, ELU: int8 or float only). As for int8, which ops run is not typed out
+here: a probe model quantized from a few synthetic samples runs in TFLite Micro before calibration,
+and an op that fails there is named with the fix. The TFLite quantizer takes no denylist on this path,
+so such an op cannot be kept float the way int8 keeps one: the fix is int8 or a rewrite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from edgeport.errors import EdgeportError
+from edgeport.quant.bounded_outputs import widen_bounded_outputs
+from edgeport.quant.int8 import bound_max_pool_padding, calibrate_only, finish_quantized, int8_converter
+from edgeport.quant.tflm_ops import TflmPlan, arena_for, failing_op, no_kernel_fix
+from edgeport.runtimes.tflm import run_tflm
+from edgeport.tensors import Sample, TensorSpec
+from edgeport.tflite_file import parse_tflite
+
+T = TypeVar("T")
+_INT16 = 7  # TensorType.INT16
+MAX_NUDGE_ULPS = 1 << 12
+MAX_ROUNDS = 4  # passes over the MULs: a change to a shared scale can undo an earlier MUL's agreement
+# Tensor types a full-integer a16w8 model holds: int16 activations, int8 weights, int64 biases, int32
+# shapes and indices, bool from comparisons.
+TENSOR_TYPES = ("int16", "int8", "int64", "int32", "bool")
+ACTIVATIONS = "int16 per-tensor (symmetric, zero point 0)"
+WEIGHTS = "int8 per-channel (symmetric); biases int64"
+
+
+def io_type(io: str) -> str:
+    """The model's input/output type for --io: integer I/O is int16 in a16w8."""
+    return "float" if io == "float" else "int16"
+
+
+def a16w8_converter(keras_model: Any, in_specs: Sequence[TensorSpec], samples: Sequence[Sample]) -> Any:
+    """int8's converter (same representative dataset) with the int16x8 op set. Float I/O: the I/O type
+    is applied when quantizing (a calibrate-only conversion with int16 I/O fails in the converter's
+    I/O rewrite, which expects a quantized model)."""
+    import tensorflow as tf
+
+    converter = int8_converter(keras_model, in_specs, samples, "float")
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
+    return converter
+
+
+def quantize_a16w8(converter: Any, calibrated: bytes, io: str, report: dict[str, Any] | None = None) -> bytes:
+    """The converter's second half for int16x8, as tensorflow 2.19's lite.py runs it: the old
+    quantizer on the recorded min/max (nothing is fed again), int16 or float I/O, integer-only
+    (allow_float False, as with TFLITE_BUILTINS_INT8), then the I/O types, `agree_mul_multipliers`
+    (what it changed goes into `report`) and `finish_quantized`."""
+    import tensorflow as tf
+    from tensorflow.lite.python import util
+    from tensorflow.lite.python.optimize import calibrator
+
+    io_dtype = tf.int16 if io_type(io) == "int16" else tf.float32
+    io_num = np.dtype(io_dtype.as_numpy_dtype).num
+    prepared = int16_ready(widen_bounded_outputs(bound_max_pool_padding(calibrated)))
+    wrapper = calibrator.Calibrator(prepared)._calibrator
+    model = wrapper.QuantizeModel(
+        io_num,
+        io_num,
+        False,
+        np.dtype(np.int16).num,
+        np.dtype(np.int64).num,
+        converter._experimental_disable_per_channel,
+        converter._experimental_disable_per_channel_quantization_for_dense_layers,
+    )
+    model = util.modify_model_io_type(bytes(model), io_dtype, io_dtype)
+    model, changes = agree_mul_multipliers(bytes(model))
+    if report is not None:
+        report.update(changes)
+    return finish_quantized(converter, model)
+
+
+# Bias input position by op, for `int16_ready`'s bias shapes.
+_BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
+# hard_swish(x) = x * relu6(x + 3) / 6. Recorded ranges whose symmetric int16 scales (max / 32767) are
+# 2^-12 for relu6(x + 3) (up to 7.9998) and 2^-15 for the gate relu6(x + 3) / 6 (up to 0.99997: a gate of
+# 1 saturates one step short): with these the MULs' multipliers are exact in float32 and double alike.
+_RELU6_RANGE, _GATE_RANGE = (0.0, 32767 * 2.0**-12), (0.0, 32767 * 2.0**-15)
+
+
+def int16_ready(calibrated: bytes) -> bytes:
+    """`calibrated` (float, recorded min/max) with HARD_SWISH decomposed and biases made vectors (see
+    the module docstring); the same bytes when there is nothing to change."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgeport.tflite_file import op_name
+
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    graph = model.subgraphs[0]
+    changed = False
+    operators = []
+    for op in graph.operators:
+        kind = op_name(model.operatorCodes[op.opcodeIndex])
+        if kind in _BIAS_INPUT:
+            changed |= _bias_as_vector(model, graph, op, _BIAS_INPUT[kind])
+        if kind != "HARD_SWISH":
+            operators.append(op)
+            continue
+        changed = True
+        x, out = int(op.inputs[0]), int(op.outputs[0])
+        three = _constant(model, graph, 3.0, f"{_name(graph, out)}/three")
+        sixth = _constant(model, graph, 1.0 / 6.0, f"{_name(graph, out)}/sixth")
+        relu6 = _activation(graph, x, f"{_name(graph, out)}/relu6", _RELU6_RANGE)
+        gate = _activation(graph, x, f"{_name(graph, out)}/gate", _GATE_RANGE)
+        _copy_range(graph, x, out)  # |hard_swish(x)| <= |x|: x's scale, and x * gate's multiplier is 2^-15
+        relu6_add = schema.AddOptionsT()
+        relu6_add.fusedActivationFunction = schema.ActivationFunctionType.RELU6
+        # The general int16 ADD, as the quantizer writes its own (the schema's default, power-of-two
+        # scales only, rounds differently in TFLite's kernels and is not what TFLite Micro runs).
+        relu6_add.potScaleInt16 = False
+        add = (schema.BuiltinOptions.AddOptions, relu6_add)
+        mul = (schema.BuiltinOptions.MulOptions, schema.MulOptionsT())
+        operators += [
+            _op(model, schema.BuiltinOperator.ADD, [x, three], relu6, add),
+            _op(model, schema.BuiltinOperator.MUL, [relu6, sixth], gate, mul),
+            _op(model, schema.BuiltinOperator.MUL, [x, gate], out, mul),
+        ]
+    if not changed:
+        return calibrated
+    graph.operators = operators
+    _drop_unused_codes(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _drop_unused_codes(model: Any) -> None:
+    """Remove operator codes no operator uses (the calibration wrapper's resolver refuses a
+    HARD_SWISH code even when no op reads it), renumbering the operators' indices."""
+    used = sorted({int(op.opcodeIndex) for graph in model.subgraphs for op in graph.operators})
+    renumber = {old: new for new, old in enumerate(used)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used]
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op.opcodeIndex = renumber[int(op.opcodeIndex)]
+
+
+def _name(graph: Any, index: int) -> str:
+    name = graph.tensors[index].name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _bias_as_vector(model: Any, graph: Any, op: Any, position: int) -> bool:
+    """Give a constant bias of rank != 1 the shape [C] (C = the output's channels, its element count)."""
+    if len(op.inputs) <= position or int(op.inputs[position]) < 0:
+        return False
+    bias = graph.tensors[int(op.inputs[position])]
+    data = model.buffers[bias.buffer].data if bias.buffer else None
+    shape = [int(d) for d in bias.shape] if bias.shape is not None else []
+    channels = int(graph.tensors[int(op.outputs[0])].shape[-1])
+    if data is None or len(shape) == 1 or int(np.prod(shape)) != channels:
+        return False
+    bias.shape = np.array([channels], np.int32)
+    bias.shapeSignature = None
+    return True
+
+
+def _copy_range(graph: Any, source: int, target: int) -> None:
+    q, into = graph.tensors[source].quantization, graph.tensors[target].quantization
+    if q is not None and q.min is not None and q.max is not None and into is not None:
+        into.min, into.max = np.array(q.min, np.float32), np.array(q.max, np.float32)
+
+
+def _constant(model: Any, graph: Any, value: float, name: str) -> int:
+    """A new float32 scalar constant tensor (shape [1]); its index."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.float32(value).tobytes(), np.uint8).copy()
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.shape = np.array([1], np.int32)
+    tensor.type = schema.TensorType.FLOAT32
+    tensor.buffer = len(model.buffers) - 1
+    tensor.name = name.encode()
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
+
+
+def _activation(graph: Any, like: int, name: str, recorded: tuple[float, float]) -> int:
+    """A new float32 activation of `like`'s shape with the recorded (min, max) the quantizer reads."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    source = graph.tensors[like]
+    tensor = schema.TensorT()
+    tensor.shape = np.array(source.shape, np.int32)
+    if source.shapeSignature is not None:
+        tensor.shapeSignature = np.array(source.shapeSignature, np.int32)
+    tensor.type = schema.TensorType.FLOAT32
+    tensor.buffer = 0  # the empty buffer: an activation
+    tensor.name = name.encode()
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.min = np.array([recorded[0]], np.float32)
+    tensor.quantization.max = np.array([recorded[1]], np.float32)
+    graph.tensors.append(tensor)
+    return len(graph.tensors) - 1
+
+
+def _op(model: Any, builtin: int, inputs: list[int], output: int, options: tuple[int, Any]) -> Any:
+    """A new operator (its operator code added when the model has none), `options` = (type, object)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    index = next(
+        (
+            i
+            for i, code in enumerate(model.operatorCodes)
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin
+        ),
+        None,
+    )
+    if index is None:
+        code = schema.OperatorCodeT()
+        code.builtinCode = builtin
+        code.deprecatedBuiltinCode = min(builtin, 127)
+        code.version = 1
+        model.operatorCodes.append(code)
+        index = len(model.operatorCodes) - 1
+    op = schema.OperatorT()
+    op.opcodeIndex = index
+    op.inputs = np.array(inputs, np.int32)
+    op.outputs = np.array([output], np.int32)
+    op.builtinOptionsType, op.builtinOptions = options
+    return op
+
+
+def _quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: a 31-bit fixed-point mantissa (rounded half away from zero), a shift."""
+    mantissa, shift = math.frexp(real)
+    fixed = math.floor(mantissa * (1 << 31) + 0.5)
+    if fixed == 1 << 31:
+        fixed, shift = fixed // 2, shift + 1
+    return fixed, shift
+
+
+def multipliers_agree(scale1: float, scale2: float, out_scale: float) -> bool:
+    """Whether TFLite's float32 and TFLite Micro's double MUL multiplier are the same."""
+    f32 = np.float32
+    single = float(f32(f32(scale1) * f32(scale2)) / f32(out_scale))
+    double = float(f32(scale1)) * float(f32(scale2)) / float(f32(out_scale))
+    return _quantize_multiplier(single) == _quantize_multiplier(double)
+
+
+def _agreeing_scale(scale1: float, scale2: float, out_scale: float) -> float | None:
+    """The float32 output scale nearest `out_scale` (in ulps) whose multipliers agree; None past
+    MAX_NUDGE_ULPS."""
+    below = above = np.float32(out_scale)
+    for _ in range(MAX_NUDGE_ULPS):
+        above = np.nextafter(above, np.float32(np.inf))
+        if multipliers_agree(scale1, scale2, float(above)):
+            return float(above)
+        below = np.nextafter(below, np.float32(0))
+        if multipliers_agree(scale1, scale2, float(below)):
+            return float(below)
+    return None
+
+
+def _power_of_two_above(scale: float) -> float:
+    return float(2.0 ** math.ceil(math.log2(scale)))
+
+
+def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The quantized a16w8 model with scales changed until every int16 MUL's multiplier is the same in
+    TFLite and TFLite Micro (see the module docstring), and what changed. A MUL left disagreeing (a
+    scale group the changes keep undoing) is left for the TFLite Micro check to report."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgeport.tflite_file import op_name
+
+    obj = flatbuffer_utils.convert_bytearray_to_object(model)
+    graph = obj.subgraphs[0]
+
+    def scale(index: int) -> float | None:
+        tensor = graph.tensors[index]
+        q = tensor.quantization
+        if tensor.type != _INT16 or q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        return float(q.scale[0])
+
+    def rescale(index: int, new: float) -> float:
+        """Every int16 tensor with the scale of `index` gets `new`; the relative change."""
+        old = np.float32(scale(index))
+        for i in range(len(graph.tensors)):
+            if scale(i) is not None and np.float32(scale(i)) == old:
+                graph.tensors[i].quantization.scale = np.array([new], np.float32)
+        return abs(new / float(old) - 1.0)
+
+    muls = [
+        op
+        for op in graph.operators
+        if op_name(obj.operatorCodes[op.opcodeIndex]) == "MUL"
+        and len(op.inputs) == 2
+        and None not in (scale(int(op.inputs[0])), scale(int(op.inputs[1])), scale(int(op.outputs[0])))
+    ]
+    nudged, rounded, worst = 0, 0, 0.0
+    for _ in range(MAX_ROUNDS):
+        changed = False
+        for op in muls:
+            a, b, out = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
+            if multipliers_agree(scale(a), scale(b), scale(out)):  # type: ignore[arg-type]
+                continue
+            changed = True
+            new = _agreeing_scale(scale(a), scale(b), scale(out))  # type: ignore[arg-type]
+            if new is not None:
+                worst = max(worst, rescale(out, new))
+                nudged += 1
+                continue
+            worst = max(worst, rescale(b, _power_of_two_above(scale(b))))  # type: ignore[arg-type]
+            ratio = _power_of_two_above(scale(out) / scale(a))  # type: ignore[operator]
+            worst = max(worst, rescale(out, float(np.float32(scale(a) * ratio))))  # type: ignore[operator]
+            rounded += 1
+        if not changed:
+            break
+    if not nudged and not rounded:
+        return model, {}
+    report = {
+        "mul_output_scales_nudged": nudged,
+        "mul_scales_rounded_to_powers_of_two": rounded,
+        "max_relative_scale_change": float(f"{worst:.2g}"),
+    }
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj)), report
+
+
+def keras_to_a16w8(
+    keras_model: Any,
+    in_specs: Sequence[TensorSpec],
+    samples: Sequence[Sample],
+    io: str,
+    report: dict[str, Any] | None = None,
+) -> bytes:
+    """The a16w8 model calibrated on `samples` (`in_specs` in the Keras model's input order); `report`,
+    if given, receives what `agree_mul_multipliers` changed."""
+    if not samples:
+        raise ValueError("a16w8 quantization needs representative samples")
+    converter = a16w8_converter(keras_model, in_specs, samples)
+    calibrated = _quantizing(lambda: calibrate_only(converter))
+    return _quantizing(lambda: quantize_a16w8(converter, calibrated, io, report))
+
+
+def _quantizing(step: Callable[[], T]) -> T:
+    """A converter step; its failure becomes one EdgeportError line (the quantizer's own reason)."""
+    try:
+        return step()
+    except EdgeportError:
+        raise
+    except Exception as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise EdgeportError(
+            f"the TFLite converter could not quantize the model to a16w8 ({first[:200]})",
+            "a layer has no 16-bit-activation form in TFLite: use --quantize int8, or rewrite that layer",
+        ) from exc
+
+
+def no_int16_kernel_fix(op: str) -> str:
+    return (
+        f"use --quantize int8 (TFLite Micro's {op} runs in int8), or replace that op in the model before "
+        "conversion; for Android (no TFLite Micro) use --quantize dynamic or float16"
+    )
+
+
+def plan_a16w8_for_tflm(
+    keras_model: Any,
+    keras_specs: Sequence[TensorSpec],
+    samples: Sequence[Sample],
+    io: str,
+    raw_inputs: Callable[[bytes], list[list[np.ndarray]]],
+    name: str,
+) -> TflmPlan:
+    """Before calibration: an a16w8 model quantized from `samples` (a few synthetic ones) runs once in
+    TFLite Micro; an op TFLite Micro cannot run in int16 raises EdgeportError naming op, node and fix.
+    Nothing is kept float (see the module docstring); an inconclusive probe is recorded as for int8."""
+    try:
+        model = keras_to_a16w8(keras_model, keras_specs, samples, io)
+    except EdgeportError as exc:
+        raise EdgeportError(f"{exc.problem}; found before calibration", exc.fix) from exc
+    try:
+        run_tflm(model, raw_inputs(model), name, arena_size=arena_for(model))
+    except EdgeportError as exc:
+        op, index, detail = failing_op(exc.problem)
+        if not op:
+            return TflmPlan(probes=1, inconclusive=exc.problem)
+        if index is None:  # no kernel at all, in any type: int8 would not help
+            raise EdgeportError(
+                f"{name}: TFLite Micro has no kernel for op {op}; found before calibration", no_kernel_fix(op)
+            ) from exc
+        where = f" (node {index}, tensor {_output_name(model, index)!r})"
+        raise EdgeportError(
+            f"{name}: TFLite Micro cannot run op {op}{where} with 16-bit activations"
+            + (f" ({detail})" if detail else "")
+            + "; found before calibration",
+            no_int16_kernel_fix(op),
+        ) from exc
+    return TflmPlan(probes=1)
+
+
+def _output_name(model: bytes, index: int) -> str:
+    graph = parse_tflite(model).raw.subgraphs[0]
+    name = graph.tensors[graph.operators[index].outputs[0]].name
+    return name.decode() if isinstance(name, bytes) else str(name)
