@@ -39,7 +39,7 @@ from edgeport.quant.fidelity import fidelity_report
 from edgeport.quant.input_stats import InputStats, integer_samples
 from edgeport.quant.int4 import ROUNDINGS, to_w4a8
 from edgeport.quant.int8 import keras_to_quantized, probe_quantizer, quantizer_kept_float
-from edgeport.quant.mixed import fit_flash_budget, parse_size
+from edgeport.quant.mixed import budget_problem, fit_flash_budget, parse_size
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
@@ -88,6 +88,9 @@ TFLM_NOTE_STEPS = 1
 # from the exactly rounded sum, where TFLite Micro's and LiteRT's optimized SUM are exact (measured).
 UNRELIABLE_REFERENCE_OPS = {"SUM"}
 CALIBRATION_SEED = 0
+# Bytes by which the probe's int8 file may differ from the calibrated one's (alignment, a padding
+# constant): a flash budget is refused before calibration only when missed by more.
+FLASH_SLACK = 1024
 
 
 class QuantOptions(Options):
@@ -175,6 +178,12 @@ def check_combinations(opts: QuantOptions, spell: Spell) -> None:
     """Options that contradict each other or the mode, refused with the option names as given."""
     mode = opts.mode
     quantize = spell("mode")
+    if opts.ranges != "minmax" and mode == "a16w8":
+        raise EdgeportError(
+            f"{spell('ranges')} {opts.ranges} sets int8 activation ranges; a16w8's int16 ranges are the "
+            "calibration min/max",
+            f"drop {spell('ranges')} (int16 steps are 256 times finer), or use {quantize} int8",
+        )
     if opts.ranges != "minmax" and mode not in ("int8", "w4a8"):
         raise EdgeportError(
             f"{spell('ranges')} {opts.ranges} needs calibrated activations, but {quantize} is {mode}",
@@ -527,6 +536,12 @@ def _tflm_plan(
         _check_full_integer(probed[-1], opts.io, [*plan.denylist, *(k.node for k in left_float)])
     except EdgeportError as exc:
         raise EdgeportError(f"{exc.problem}; found before calibration", exc.fix) from exc
+    # Nor do the weights' sizes: a flash budget that even all-4-bit weights exceed. The calibrated
+    # file can differ from the probe's by a few bytes, so only beyond FLASH_SLACK (the exact check
+    # follows calibration).
+    if opts.mode == "w4a8" and opts.flash_budget is not None:
+        if (problem := budget_problem(probed[-1], opts.flash_budget, FLASH_SLACK)) is not None:
+            raise EdgeportError(f"{problem.problem}; found before calibration", problem.fix)
     return plan
 
 

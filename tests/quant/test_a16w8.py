@@ -115,6 +115,24 @@ def test_a_detector_head_converts_with_its_hard_swish_decomposed(tmp_path: Path)
     assert output_sqnr(section) > 40.0
 
 
+def test_float_io(tmp_path: Path) -> None:
+    """--io float: QUANTIZE / DEQUANTIZE at the boundary, int16 inside, TFLite Micro still bit-exact."""
+    convert_model(
+        ConvertOptions(
+            source=f"{MODELS}:WideResidual",
+            outdir=tmp_path / "out",
+            input_shapes=[[1, *M.SHAPE]],
+            quantize=QuantOptions(mode="a16w8", io="float"),
+        )
+    )
+    section = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["sections"]["quantization"]
+    model = read_tflite(tmp_path / "out" / "model_a16w8.tflite")
+    assert section["io"] == "float" and {t.dtype for t in [*model.inputs, *model.outputs]} == {"float32"}
+    assert model.ops[0] == "QUANTIZE" and model.ops[-1] == "DEQUANTIZE"
+    assert section["tflm_vs_litert"]["max_diff_steps"] is None  # float outputs: compared in their units
+    assert section["tflm_vs_litert"]["exact_fraction"] == 1.0
+
+
 def test_an_op_tflite_micro_lacks_in_int16_is_named_before_calibration(tmp_path: Path, monkeypatch) -> None:
     def no_calibration(*args: object, **kwargs: object) -> None:
         raise AssertionError("calibration started")
@@ -130,7 +148,7 @@ def test_an_op_tflite_micro_lacks_in_int16_is_named_before_calibration(tmp_path:
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
-        ({"ranges": "percentile"}, "needs calibrated activations"),
+        ({"ranges": "percentile"}, "sets int8 activation ranges"),
         ({"weight_clusters": 16}, "applies to int8 weights"),
         ({"rounding": "nearest"}, "applies to 4-bit weights"),
     ],
