@@ -223,7 +223,7 @@ def _softmax(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
 # -- layers
 
 
-def _spatial_pads(
+def spatial_pads(
     a: dict, size: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
 ) -> list[int]:
     """ONNX pads [begin..., end...] for a conv/pool, resolving auto_pad."""
@@ -260,7 +260,7 @@ def _conv(
         raise UnsupportedOnnxGraph(f"Conv on rank {x.dim()} is not supported", "Conv")
     strides = a.get("strides", [1] * nd)
     dilations = a.get("dilations", [1] * nd)
-    pads = _spatial_pads(a, x.shape[2:], w.shape[2:], strides, dilations)
+    pads = spatial_pads(a, x.shape[2:], w.shape[2:], strides, dilations)
     if pads[:nd] == pads[nd:]:
         padding = pads[:nd]
     else:  # asymmetric: pad explicitly (zeros, as the conv's own padding would)
@@ -317,7 +317,7 @@ def _pool(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     kernel = a["kernel_shape"]
     strides = a.get("strides", [1] * nd)
     dilations = a.get("dilations", [1] * nd)
-    pads = _spatial_pads(a, x.shape[2:], kernel, strides, dilations)
+    pads = spatial_pads(a, x.shape[2:], kernel, strides, dilations)
     ceil = bool(a.get("ceil_mode", 0))
     if ev.node.op_type == "MaxPool":
         native = pads[:nd] == pads[nd:] and all(2 * p <= k for p, k in zip(pads[:nd], kernel, strict=True))

@@ -3,13 +3,14 @@ convolutions and fully-connected layers are real nn.Conv / nn.Linear modules, so
 dependency graph sees and cuts them; the pipeline (edgeport/pipeline/torch_passes.py) exports it back
 to ONNX with the source's input and output names.
 
-Which nodes become modules: Conv with constant weights and explicit pads (or none; asymmetric ones
-as a zero pad before it), Gemm with a constant 2-D weight (alpha = beta = 1, no transposed input),
-and MatMul with a constant 2-D weight (a Linear, taking the constant bias of the Add that is its only
-reader: how exporters write a Linear on a 3-D input); BatchNormalization already is one in the
-evaluator. Other nodes stay functional on their constant weights: a channel feeding one
-cannot change width, which the removal check (cut on a copy == zeroed) sees, so its group is kept
-whole. A graph the evaluator cannot run is refused in one line naming the op.
+Which nodes become modules: Conv with constant weights and explicit pads, none, or auto_pad
+(resolved for the fixed input shapes; asymmetric pads as a zero pad before it), Gemm with a constant
+2-D weight (alpha = beta = 1, no transposed input), and MatMul with a constant 2-D weight (a Linear,
+taking the constant bias of the Add that is its only reader: how exporters write a Linear on a 3-D
+input); BatchNormalization already is one in the evaluator. Other nodes stay functional on their
+constant weights: a channel feeding one cannot change width, which the removal check (cut on a copy
+== zeroed) sees, so its group is kept whole. A graph the evaluator cannot run is refused in one line
+naming the op.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from edgeport.quant.onnx_torch import (
     Evaluator,
     UnsupportedOnnxGraph,
     check_against_onnxruntime,
+    spatial_pads,
     torch_pad,
 )
 from edgeport.tensors import TensorSpec, random_inputs
@@ -63,6 +65,31 @@ def _conv(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Mo
         return conv
     # Asymmetric pads: zeros first, as the evaluator runs it (the conv inside is what prunes).
     return nn.Sequential(OrderedDict(pad=_PADS[rank](tuple(torch_pad(pads)), 0.0), conv=conv))
+
+
+def _same_pads(attrs: dict, weight: torch.Tensor, size: Sequence[int] | None) -> dict | None:
+    """A Conv's attributes with auto_pad SAME_UPPER/SAME_LOWER resolved into pads for its input's
+    spatial `size` (fixed: the inputs' shapes are); None when the size is not known."""
+    if attrs.get("auto_pad", "NOTSET") not in ("SAME_UPPER", "SAME_LOWER"):
+        return attrs
+    nd = weight.dim() - 2
+    if size is None or len(size) != nd:
+        return None
+    strides, dilations = attrs.get("strides", [1] * nd), attrs.get("dilations", [1] * nd)
+    pads = spatial_pads(attrs, size, list(weight.shape[2:]), strides, dilations)
+    return {**attrs, "auto_pad": "NOTSET", "pads": pads}
+
+
+def _spatial_sizes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Every tensor's spatial sizes (dims after the first two) where shape inference knows them all."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.input, *inferred.graph.value_info]
+    sizes = {}
+    for v in values:
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) > 2 and all(d.HasField("dim_value") for d in dims):
+            sizes[v.name] = [d.dim_value for d in dims[2:]]
+    return sizes
 
 
 def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
@@ -107,6 +134,9 @@ class PrunableGraph(Evaluator):
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
         readers = Counter(name for n in self._nodes for name in n.input)
+        sizes = (
+            _spatial_sizes(model) if any(a.get("auto_pad", "NOTSET") != "NOTSET" for a in self._attrs) else {}
+        )
         for index, (node, attrs) in enumerate(zip(self._nodes, self._attrs, strict=True)):
             if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
                 continue
@@ -117,6 +147,10 @@ class PrunableGraph(Evaluator):
             if weight is None or (len(node.input) > 2 and node.input[2] and bias is None):
                 continue
             add = None
+            if node.op_type == "Conv":
+                attrs = _same_pads(attrs, weight, sizes.get(node.input[0]))
+                if attrs is None:
+                    continue
             if node.op_type == "MatMul":
                 folded = _matmul_bias(model, node, readers, self._constants)
                 add, bias = folded if folded is not None else (None, None)

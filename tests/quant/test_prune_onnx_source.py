@@ -122,12 +122,17 @@ def test_matmul_add_linears_prune_and_convert(tmp_path: Path) -> None:
     assert up.channels_after < 32
 
 
-def test_asymmetric_pad_conv_is_a_prunable_module(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "pads",
+    [{"pads": [0, 0, 1, 1]}, {"auto_pad": "SAME_UPPER"}, {"auto_pad": "SAME_LOWER"}],
+    ids=["explicit", "same_upper", "same_lower"],
+)
+def test_asymmetric_pad_conv_is_a_prunable_module(pads: dict, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 2, 2)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2")
     nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[0, 0, 1, 1]),  # "same" for an even kernel
+        helper.make_node("Conv", ["x", "w1"], ["a"], **pads),  # "same" for an even kernel: asymmetric
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
     ]
