@@ -83,6 +83,24 @@ def choose_four_bit(costs: Sequence[LayerCost], int8_size: int, budget: int) -> 
     return chosen
 
 
+def smallest_size(int8_model: bytes) -> int:
+    """The size of `int8_model` with every weight layer in 4 bits (before flatbuffer alignment)."""
+    layers = weight_layers(parse_tflite(int8_model).raw)
+    return len(int8_model) - sum(layer.int8_bytes - layer.int4_bytes for layer in layers)
+
+
+def budget_problem(int8_model: bytes, budget: int, slack: int = 0) -> EdgeportError | None:
+    """The error when even every weight layer in 4 bits exceeds `budget` (by more than `slack` bytes)."""
+    smallest = smallest_size(int8_model)
+    if smallest <= budget + slack:
+        return None
+    return EdgeportError(
+        f"the model needs {_kb(smallest)} of flash with every weight layer in 4 bits "
+        f"(int8: {_kb(len(int8_model))}); the flash budget is {_kb(budget)}",
+        "raise --flash-budget, or make the model smaller (fewer channels or layers)",
+    )
+
+
 def fit_flash_budget(
     int8_model: bytes,
     float_model: bytes,
@@ -94,13 +112,8 @@ def fit_flash_budget(
 ) -> tuple[bytes, dict]:
     """The mixed model that fits `budget` bytes with the least measured noise, and what was chosen."""
     costs = layer_costs(int8_model, float_model, in_specs, out_specs, samples, rounding)
-    smallest = len(int8_model) - sum(c.bytes_saved for c in costs)
-    if smallest > budget:
-        raise EdgeportError(
-            f"the model needs {_kb(smallest)} of flash with every weight layer in 4 bits "
-            f"(int8: {_kb(len(int8_model))}); the flash budget is {_kb(budget)}",
-            "raise --flash-budget, or make the model smaller (fewer channels or layers)",
-        )
+    if (problem := budget_problem(int8_model, budget)) is not None:
+        raise problem
     ordered = sorted(costs, key=lambda c: (c.noise / max(c.bytes_saved, 1), c.name))
     # The byte count saved per layer is exact for the weights; flatbuffer alignment can add a few
     # bytes, so the model is rebuilt with one more layer until the written file really fits.

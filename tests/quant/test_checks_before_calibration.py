@@ -46,3 +46,38 @@ def test_a_model_the_quantizer_leaves_partly_float_is_refused_before_calibration
     )  # fmt: skip
     assert code == 1 and not out.exists() and checked
     assert "not full-integer" in err and "found before calibration" in err
+
+
+def test_a_flash_budget_no_4_bit_model_meets_is_refused_before_calibration(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibration ran")
+
+    monkeypatch.setattr(modes, "make_calibration", no_calibration)
+    (tmp_path / "small.py").write_text(SOURCE)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert", f"{tmp_path / 'small.py'}:Small", "-o", out, "--input-shape", "1,8",
+        "--quantize", "w4a8", "--flash-budget", "100",
+    )  # fmt: skip
+    assert code == 1 and not out.exists()
+    assert "with every weight layer in 4 bits" in err and "found before calibration" in err
+
+
+def test_the_budget_check_refuses_beyond_the_slack_only(run_cli, tmp_path: Path) -> None:
+    from edgeport.quant.mixed import budget_problem, smallest_size
+
+    (tmp_path / "small.py").write_text(SOURCE)
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        "convert", f"{tmp_path / 'small.py'}:Small", "-o", out, "--input-shape", "1,8", "--quantize", "int8"
+    )  # fmt: skip
+    assert code == 0, err
+    int8 = (out / "model_int8.tflite").read_bytes()
+    smallest = smallest_size(int8)
+    assert 0 < smallest < len(int8)
+    assert budget_problem(int8, smallest) is None
+    assert budget_problem(int8, smallest - 1) is not None
+    assert budget_problem(int8, smallest - modes.FLASH_SLACK, modes.FLASH_SLACK) is None
+    assert budget_problem(int8, smallest - modes.FLASH_SLACK - 1, modes.FLASH_SLACK) is not None
