@@ -33,7 +33,7 @@ from edgeport.keras_export import keras_converter
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat, replace_for_tflm
-from edgeport.quant.tflm_saturation import bound_activation_inputs
+from edgeport.quant.tflm_saturation import ACTIVATION_BOUND, bound_activation_inputs
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
 
@@ -137,7 +137,12 @@ def keras_to_quantized(
     if mode == "dynamic":
         return _converting(mode, converter.convert)
     # In two halves even for plain min/max: quantize_calibrated bounds max-pool padding first.
-    calibrated = _converting(mode, lambda: bound_activation_inputs(calibrate_only(converter)))
+    clamped: list[str] = []
+    calibrated = _converting(
+        mode, lambda: bound_activation_inputs(calibrate_only(converter), clamped=clamped)
+    )
+    if report is not None and clamped:
+        report["clamped_for_logistic_tanh"] = {"bound": ACTIVATION_BOUND, "tensors": clamped}
     if ranges == "minmax":
         return _converting(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
     feeds = [named_feed(keras_model, sample, in_specs) for sample in samples]

@@ -45,7 +45,7 @@ from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm, replacement_notes
 from edgeport.quant.tflm_pad_value import pad_value_problem
-from edgeport.quant.tflm_saturation import saturation_problem
+from edgeport.quant.tflm_saturation import clamp_note, saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
@@ -410,6 +410,8 @@ def _integer_stage(
         cal.notes.append(skipped)
     cal.notes.extend(k.note() for k in [*plan.kept_float, *left_float])
     cal.notes.extend(replacement_notes(model))  # e.g. GELU's tanh form for TFLite Micro
+    if clamped := range_report.get("clamped_for_logistic_tanh"):
+        cal.notes.append(clamp_note(clamped["tensors"], clamped["bound"]))
     if plan.inconclusive:
         cal.notes.append(
             "the TFLite Micro probe before calibration was inconclusive "

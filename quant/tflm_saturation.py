@@ -75,10 +75,12 @@ def _hull(x: Range, y: Range) -> Range:
     return min(x[0], y[0]), max(x[1], y[1])
 
 
-def bound_activation_inputs(calibrated: bytes, bound: float = ACTIVATION_BOUND) -> bytes:
+def bound_activation_inputs(
+    calibrated: bytes, bound: float = ACTIVATION_BOUND, clamped: list[str] | None = None
+) -> bytes:
     """`calibrated` (a calibrate-only model with recorded min/max) with recorded ranges narrowed where
     the values beyond them only ever reach a LOGISTIC / TANH input beyond +-`bound`; the same bytes when
-    nothing changes.
+    nothing changes. The names of the tensors narrowed are appended to `clamped`, if given.
 
     What a tensor may be clamped to without changing any int8 result is the hull of what each of its
     readers needs: a LOGISTIC / TANH input, [-bound, bound]; a scale-keeping op (an LSTM's gates split
@@ -148,8 +150,11 @@ def bound_activation_inputs(calibrated: bytes, bound: float = ACTIVATION_BOUND) 
     changed = False
     for t in sorted(recorded):
         clamp = tolerance(t)
-        if clamp is not None and clamp != _NOTHING:
-            changed |= _clamp(graph.tensors[t].quantization, *clamp)
+        if clamp is not None and clamp != _NOTHING and _clamp(graph.tensors[t].quantization, *clamp):
+            changed = True
+            if clamped is not None:
+                raw = graph.tensors[t].name
+                clamped.append(raw.decode() if isinstance(raw, bytes) else str(raw))
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
 
 
@@ -162,6 +167,16 @@ def _clamp(q: Any, low_end: float, high_end: float) -> bool:
     q.min = np.array([min(max(low, low_end), 0.0)], np.float32)
     q.max = np.array([max(min(high, high_end), 0.0)], np.float32)
     return True
+
+
+def clamp_note(clamped: list[str], bound: float = ACTIVATION_BOUND) -> str:
+    """The calibration note for the tensors `bound_activation_inputs` narrowed."""
+    more = f" and {len(clamped) - 1} more" if len(clamped) > 1 else ""
+    return (
+        f"{clamped[0]!r}{more}, read only by LOGISTIC / TANH (directly or through an ADD), quantized over "
+        f"at most +-{bound:g}, beyond which those activations' int8 outputs are their end steps anyway: "
+        "finer int8 steps, the same saturation; their per-layer SQNR vs float counts the clamp"
+    )
 
 
 def saturating_activations(model: bytes) -> list[tuple[str, str, float]]:
