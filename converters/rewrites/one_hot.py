@@ -107,9 +107,9 @@ def _emit(
     hint = old[0].name or "one_hot"
     low, high, offset = bounds
     nodes = list(nodes)
-    if axis == rank and (weights := _folded_matmul(view, out, table)) is not None:
-        matmul, table = weights
-        old, out = [*old, matmul], matmul.output[0]
+    if axis == rank and (folded := _folded_matmul(view, out, table, rank + 1)) is not None:
+        dense, table = folded
+        old, out = [*old, *dense], dense[-1].output[0]
     if view.elem_type(indices) != TensorProto.INT32:
         as_int32 = view.fresh(f"{hint}_int32")
         nodes.append(helper.make_node("Cast", [indices], [as_int32], name=view.fresh(f"{hint}_cast"), to=6))
@@ -137,11 +137,15 @@ def _emit(
     view.replace(old, nodes)
 
 
-def _folded_matmul(view: OnnxGraph, out: str, table: np.ndarray) -> tuple[onnx.NodeProto, np.ndarray] | None:
-    """(the MatMul, table @ its weights) when `out` is read only by a MatMul with constant 2-D float
-    weights: a one-hot times a matrix is a row lookup (an embedding), and looking the row up in the
-    product drops the matmul (magika: 2048 x 257 x 64 multiply-adds) and the 0/1 table. With off = 0 and
-    on = 1 each row of the product is a row of the weights, bit for bit."""
+def _folded_matmul(
+    view: OnnxGraph, out: str, table: np.ndarray, out_rank: int
+) -> tuple[list[onnx.NodeProto], np.ndarray] | None:
+    """([the MatMul, its bias Add if any], table @ weights + bias) when `out` is read only by a MatMul
+    with constant 2-D float weights: a one-hot times a matrix is a row lookup (an embedding), and
+    looking the row up in the product drops the matmul (magika: 2048 x 257 x 64 multiply-adds) and the
+    0/1 table. A constant bias over the last axis, added to the product alone, goes into the table too
+    (in int8 the sum is then rounded once, as the dense layer's was). With off = 0 and on = 1 each row
+    is the weights row plus the bias, computed as the graph computes it, bit for bit."""
     matmul = view.only_consumer(out, "MatMul")
     if matmul is None or matmul.input[0] != out or table.dtype.kind != "f":
         return None
@@ -153,8 +157,21 @@ def _folded_matmul(view: OnnxGraph, out: str, table: np.ndarray) -> tuple[onnx.N
         or weights.dtype.kind != "f"
     ):
         return None
-    product = table.astype(np.float64) @ weights.astype(np.float64)
-    return matmul, product.astype(np.result_type(table.dtype, weights.dtype))
+    dtype = np.result_type(table.dtype, weights.dtype)
+    product = (table.astype(np.float64) @ weights.astype(np.float64)).astype(dtype)
+    add = view.only_consumer(matmul.output[0], "Add")
+    if add is None or add.input[0] == add.input[1]:
+        return [matmul], product
+    bias = view.const(add.input[1] if add.input[0] == matmul.output[0] else add.input[0])
+    if (
+        bias is None
+        or bias.dtype != dtype
+        or bias.ndim > out_rank
+        or bias.shape[-1:] != (weights.shape[1],)
+        or any(size != 1 for size in bias.shape[:-1])
+    ):
+        return [matmul], product
+    return [matmul, add], (product + bias.reshape(-1)).astype(dtype)
 
 
 def _skip(node: onnx.NodeProto, why: str) -> bool:

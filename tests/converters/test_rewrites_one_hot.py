@@ -265,3 +265,27 @@ def test_a_matmul_by_a_computed_matrix_is_kept():
     }
     after = one_hot.rewrite(graph(nodes, [2, 3, 4], TensorProto.INT64, consts))
     assert "MatMul" in ops(after) and "OneHot" not in ops(after)
+
+
+@pytest.mark.parametrize(
+    ("bias", "folded"),
+    [
+        (np.linspace(-1, 1, 3, dtype=np.float32), True),
+        (np.linspace(-1, 1, 3, dtype=np.float32).reshape(1, 1, 1, 3), True),
+        (np.ones((1, 1, 1, 1, 3), np.float32), False),  # it would add an axis
+        (np.ones((4, 1), np.float32) * 0.5, False),  # not over the last axis
+    ],
+)
+def test_the_dense_layers_bias_folds_into_the_table(bias: np.ndarray, folded: bool):
+    weights = np.random.default_rng(1).standard_normal((DEPTH, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("OneHot", ["x", "depth", "values"], ["h"]),
+        helper.make_node("MatMul", ["h", "w"], ["m"]),
+        helper.make_node("Add", ["b", "m"], ["y"]),
+    ]
+    consts = {"depth": np.array(DEPTH, np.int64), "values": np.array([0.0, 1.0], np.float32), "w": weights}
+    before = graph(nodes, [2, 3, 4], TensorProto.INT64, {**consts, "b": bias})
+    after = one_hot.rewrite(before)
+    assert "MatMul" not in ops(after)
+    assert ops(after)["Add"] == (1 if folded else 2)  # the index offset's Add, then the bias's
+    assert_same(before, after, every_index(np.int64))
