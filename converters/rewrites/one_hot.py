@@ -179,25 +179,33 @@ def _skip(node: onnx.NodeProto, why: str) -> bool:
     return False
 
 
-def _one_hot(view: OnnxGraph, node: onnx.NodeProto) -> bool:
-    indices = node.input[0]
+def one_hot_problem(view: OnnxGraph, node: onnx.NodeProto) -> str:
+    """Why this OneHot node cannot become a Gather ("" when it can)."""
     if default_opset(view.model) < _MIN_OPSET:
-        return _skip(node, f"opset {default_opset(view.model)} has no integer Clip (needs {_MIN_OPSET})")
+        return f"opset {default_opset(view.model)} has no integer Clip (needs {_MIN_OPSET})"
     depth = _depth(view, node)
     if isinstance(depth, str):
-        return _skip(node, depth)
+        return depth
     values = view.input_const(node, 2)
     if values is None or values.size != 2:
-        return _skip(node, "its values are not a constant pair (off, on)")
-    if view.elem_type(indices) not in _INTEGER:
-        return _skip(node, "its indices are not integers")
-    rank = view.rank(indices)
-    if rank is None:
-        return _skip(node, "the rank of its indices is unknown")
+        return "its values are not a constant pair (off, on)"
+    if view.elem_type(node.input[0]) not in _INTEGER:
+        return "its indices are not integers"
+    if view.rank(node.input[0]) is None:
+        return "the rank of its indices is unknown"
+    if (2 * depth + 2) * depth > MAX_TABLE_ELEMENTS:
+        return f"depth {depth} needs a table over {MAX_TABLE_ELEMENTS} elements"
+    return ""
+
+
+def _one_hot(view: OnnxGraph, node: onnx.NodeProto) -> bool:
+    why = one_hot_problem(view, node)
+    if why:
+        return _skip(node, why)
+    indices, depth, values = node.input[0], int(_depth(view, node)), view.input_const(node, 2)
+    rank = int(view.rank(indices))
     axis = int(attr(node, "axis", -1))
     axis = axis + rank + 1 if axis < 0 else axis
-    if (2 * depth + 2) * depth > MAX_TABLE_ELEMENTS:
-        return _skip(node, f"depth {depth} needs a table over {MAX_TABLE_ELEMENTS} elements")
     old, out, dtype = [node], node.output[0], values.dtype
     cast = _absorbed_cast(view, out)
     if cast is not None:

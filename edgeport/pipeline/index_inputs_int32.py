@@ -14,6 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto
 
+from edgeport.converters.rewrites.one_hot import one_hot_problem
 from edgeport.onnx_graph import OnnxGraph
 from edgeport.pipeline.passes import PassReport
 
@@ -44,8 +45,9 @@ def _why_not(view: OnnxGraph, name: str) -> str:
         positions = [i for i, read in enumerate(node.input) if read == name]
         if node.op_type == "Shape":  # reads the shape alone, and gives int64 whatever the input type
             continue
-        # OneHot's indices become a Gather's (converters/rewrites/one_hot.py)
-        if (node.op_type, positions) not in (("Gather", [1]), ("OneHot", [0])):
+        # A OneHot's indices become a Gather's (converters/rewrites/one_hot.py), when it can rewrite it
+        one_hot_indices = node.op_type == "OneHot" and positions == [0] and not one_hot_problem(view, node)
+        if (node.op_type != "Gather" or positions != [1]) and not one_hot_indices:
             return f"node {node.name or node.op_type} ({node.op_type}) uses it as other than Gather indices"
     return ""
 

@@ -289,3 +289,20 @@ def test_the_dense_layers_bias_folds_into_the_table(bias: np.ndarray, folded: bo
     assert "MatMul" not in ops(after)
     assert ops(after)["Add"] == (1 if folded else 2)  # the index offset's Add, then the bias's
     assert_same(before, after, every_index(np.int64))
+
+
+def test_an_int64_input_becomes_int32_only_for_a_one_hot_that_is_rewritten():
+    from edgeport.pipeline.index_inputs_int32 import convert_index_inputs
+
+    model = one_hot_graph(-1, np.array([0.0, 1.0], np.float32))
+    converted, report = convert_index_inputs(model)
+    assert list(report.converted) == ["x"]
+    assert converted.graph.input[0].type.tensor_type.elem_type == TensorProto.INT32
+    x = every_index(np.int32)
+    want, got = run(model, {"x": x.astype(np.int64)})[0], run(one_hot.rewrite(converted), {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+    # Left as it is, a OneHot on int32 indices with an int64 depth has no onnxruntime kernel.
+    huge = one_hot_graph(-1, np.array([0.0, 1.0], np.float32))
+    huge.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array(4096, np.int64), "depth"))
+    kept, report = convert_index_inputs(huge)
+    assert kept == huge and "x" in report.left
