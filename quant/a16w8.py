@@ -14,6 +14,15 @@ widened the same way); `quantize_a16w8` is the second half as `converter.convert
 byte on an unedited calibration (tested), except for int16 MUL output scales nudged so the runtimes
 agree (`agree_mul_multipliers`).
 
+Every recorded range is widened HEADROOM times before quantizing (`with_headroom`). Data-free
+calibration samples are not the real inputs, and a range they stop short of clips every larger value;
+int8 cannot spare the bits to guard against that, int16 can: 4 times the range costs 2 of its 15 bits
+(about 78 dB of quantization SQNR per tensor is left, far above the int8 weights' ~45 dB per layer).
+Measured on PP-OCRv4 detection calibrated on noise, evaluated on 16 rendered text images (SQNR vs float):
+10.4 dB unwidened, 14.7 / 20.6 / 20.3 / 19.7 / 16.7 dB widened 2 / 4 / 8 / 16 / 64 times (its SE
+blocks' means on text are up to 1.6 times what noise gave). A power of two keeps the exact MUL
+multipliers below exact.
+
 TFLite's int16 MUL kernels (reference and optimized) compute their output multiplier as
 input1_scale * input2_scale / output_scale in float32 arithmetic, TFLite Micro's in double: the two
 31-bit multipliers differ in their low bits and the outputs by one int16 step now and then (measured
@@ -61,6 +70,7 @@ from edgeport.tflite_file import parse_tflite
 
 T = TypeVar("T")
 _INT16 = 7  # TensorType.INT16
+HEADROOM = 4.0  # times the calibrated range; a power of two (see the module docstring)
 MAX_NUDGE_ULPS = 1 << 12
 MAX_ROUNDS = 4  # passes over the MULs: a change to a shared scale can undo an earlier MUL's agreement
 # Tensor types a full-integer a16w8 model holds: int16 activations, int8 weights, int64 biases, int32
@@ -366,6 +376,20 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(obj)), report
 
 
+def with_headroom(calibrated: bytes, factor: float = HEADROOM) -> bytes:
+    """`calibrated` with every recorded (min, max) multiplied by `factor` (see the module docstring)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            q = tensor.quantization
+            if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
+                q.min = np.asarray(q.min, np.float32) * np.float32(factor)
+                q.max = np.asarray(q.max, np.float32) * np.float32(factor)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def keras_to_a16w8(
     keras_model: Any,
     in_specs: Sequence[TensorSpec],
@@ -378,7 +402,7 @@ def keras_to_a16w8(
     if not samples:
         raise ValueError("a16w8 quantization needs representative samples")
     converter = a16w8_converter(keras_model, in_specs, samples)
-    calibrated = _quantizing(lambda: calibrate_only(converter))
+    calibrated = with_headroom(_quantizing(lambda: calibrate_only(converter)))
     return _quantizing(lambda: quantize_a16w8(converter, calibrated, io, report))
 
 
