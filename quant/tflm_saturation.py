@@ -85,9 +85,10 @@ def bound_activation_inputs(
     What a tensor may be clamped to without changing any int8 result is the hull of what each of its
     readers needs: a LOGISTIC / TANH input, [-bound, bound]; a scale-keeping op (an LSTM's gates split
     four ways), the hull of what its outputs need; an ADD whose output needs [lo, hi], with the other
-    addend recorded in [b_lo, b_hi], [lo - b_hi, hi - b_lo] (in int8 the other addend never leaves its
-    range, so beyond that the sum saturates either way; with both addends' recorded ranges this holds
-    when both are clamped). A tensor with any other reader, or a model input or output, keeps its range.
+    addend's int8 range [b_lo, b_hi] (its own recorded one, or its source's through scale-keeping ops),
+    [lo - b_hi, hi - b_lo] (in int8 the other addend never leaves its range, so beyond that the sum
+    saturates either way; with both addends' unclamped ranges this holds when both are clamped). A
+    tensor with any other reader, or a model input or output, keeps its range.
     The ADD rule is what bounds an LSTM's input projection (+-6e4 in silero-vad) to the gate range plus
     the recurrent term, where the gate inputs alone would keep the projection's coarse step.
     """
@@ -108,6 +109,15 @@ def bound_activation_inputs(
     clampable = {t for t, i in producer.items() if kinds[i] in _OWN_RANGE or kinds[i] in _SCALE_KEEPING}
     memo: dict[int, Range | None] = {}
 
+    def int8_range(t: int) -> Range | None:
+        """The range `t` has in the int8 model: a scale-keeping op's output has its input's."""
+        while t in producer and kinds[producer[t]] in _SCALE_KEEPING:
+            op = ops[producer[t]]
+            t = int(op.inputs[_SCALE_KEEPING[kinds[producer[t]]]])
+        if t in producer and kinds[producer[t]] not in _OWN_RANGE:
+            return None
+        return recorded.get(t)
+
     def need_of(reader: int, t: int) -> Range | None:
         op, kind = ops[reader], kinds[reader]
         inputs = [int(i) for i in op.inputs]
@@ -123,7 +133,7 @@ def bound_activation_inputs(
             return hull
         fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
         if kind == "ADD" and fused == 0 and len(inputs) == 2 and inputs[0] != inputs[1]:
-            out, other = tolerance(int(op.outputs[0])), recorded.get(inputs[1 - inputs.index(t)])
+            out, other = tolerance(int(op.outputs[0])), int8_range(inputs[1 - inputs.index(t)])
             if out is None or other is None:
                 return None
             return (out[0] - other[1], out[1] - other[0]) if out != _NOTHING else _NOTHING
