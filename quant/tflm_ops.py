@@ -56,7 +56,12 @@ class OpReplacement:
     note: str
 
     def notes(self, model: bytes) -> list[str]:
-        return [f"{self.op} at {node!r}: {self.note}" for node in self.replaced(model)]
+        """One note for all the ops written out (a transformer has one GELU per block)."""
+        nodes = self.replaced(model)
+        if not nodes:
+            return []
+        count = f"{self.op}" if len(nodes) == 1 else f"{len(nodes)} {self.op}s"
+        return [f"{count} at {', '.join(repr(n) for n in nodes)}: {self.note}"]
 
 
 # A new replacement is one module plus one line here.
