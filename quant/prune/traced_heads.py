@@ -5,21 +5,25 @@ Found on a torch.fx trace of each module holding two or more Linears (innermost 
 already found is not looked for again in its parents), with tensor shapes from one run on the
 example inputs. The head structure is read off the reshapes, where the code states it:
 * a split: a view/reshape of a Linear's output [..., P*H*D] into [..., P, H, D] or [..., H, D]
-  (P = 3: q, k and v packed in one Linear), the Linear's only use;
+  (P = 3: q, k and v packed in one Linear), the only use of the Linear's values (reading its
+  .shape / .size() is not one);
 * a merge: a view/reshape of [..., H, D] into [..., H*D] whose only use is a Linear.
+However the shape is spelled (ints and -1, x.size()[:-1] + (H, D), another tensor's .shape), what
+is read is the shapes of one run.
 A module with splits of one (H, D), H > 1, and exactly one merge of the same (H, D) is taken as an
 attention whose head h is rows h*D..h*D+D-1 of each split Linear's P blocks and the same input
 columns of the merging Linear. What happens between (transposes, q·kᵀ, scale, mask, softmax, ·v,
 SDPA) is not matched op by op: the cut is proven equal to zeroing the head's columns in the merging
 Linear on a copy before any head is offered (prune.py's checked_heads), so an op that mixes heads (a
 per-head bias, a mean over heads) keeps them whole with a note naming the module, as does a split
-without its merge (a shape given as one tensor, x.view(y.shape), has no entry per dimension to
-rewrite; unflatten or einops are not read). A module fx cannot trace (control flow on tensor values, a
-mask made from x.shape) is not looked into: its Linears are left to the channel analysis, which
-refuses them naming the module, as before.
+without its one merge (merged heads read by two Linears; unflatten or einops are not read). A
+module fx cannot trace (control flow on tensor values, a mask made with torch.ones(n, n) from
+x.shape) is not looked into: its Linears are left to the channel analysis, which refuses them
+naming the module, as before.
 
-The cut slices the Linears in place and replaces the module with its trace, the reshapes' head
-counts and sizes written as constants (the kept heads, D, P and kept x D).
+The cut slices the Linears in place and replaces the module with its trace, each reshape's shape
+rewritten as its input's leading sizes (read at run time: the batch stays free) followed by
+constants (P, kept heads, D; or kept heads x D).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from edgeport.quant.prune.heads import HeadGroup
 @dataclass(frozen=True)
 class Reshape:
     node: str  # the fx node's name (the trace is deterministic: the same in a copy)
-    split: bool  # a split (head count and size at -2, -1, parts at -3) or a merge (kept x D at -1)
+    split: bool  # a split ([..., (P,) H, D]) or a merge ([..., H x D])
+    lead: int  # dimensions before the split or merged ones, kept as the input's sizes
     parts: int = 1
 
 
@@ -104,14 +109,11 @@ def _shape(node: Any) -> list[int] | None:
     return list(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
-def _target_shape(node: torch.fx.Node) -> list[Any] | None:
-    """The shape arguments of a view/reshape node (ints or nodes), None for any other node."""
+def _is_reshape(node: torch.fx.Node) -> bool:
+    """A view/reshape with its shape as arguments (method or torch.reshape, no keywords)."""
     method = node.op == "call_method" and node.target in ("view", "reshape")
     function = node.op == "call_function" and node.target is torch.reshape
-    if not (method or function) or node.kwargs:
-        return None
-    rest = list(node.args[1:])
-    return list(rest[0]) if len(rest) == 1 and isinstance(rest[0], tuple | list) else rest
+    return (method or function) and not node.kwargs
 
 
 def _set_shape(node: torch.fx.Node, shape: list[Any]) -> None:
@@ -119,6 +121,18 @@ def _set_shape(node: torch.fx.Node, shape: list[Any]) -> None:
         node.args = (node.args[0], *shape)
     else:
         node.args = (node.args[0], tuple(shape))
+
+
+def _value_users(node: torch.fx.Node) -> list[torch.fx.Node]:
+    """The nodes reading `node`'s values: its users but those reading only its shape (t.shape,
+    t.size(), t.dim()), which the check after the cut covers."""
+
+    def shape_only(user: torch.fx.Node) -> bool:
+        if user.op == "call_method" and user.target in ("size", "dim"):
+            return True
+        return user.op == "call_function" and user.target is getattr and user.args[1:] == ("shape",)
+
+    return [u for u in node.users if not shape_only(u)]
 
 
 def _linear_of(gm: torch.fx.GraphModule, node: Any) -> str | None:
@@ -134,28 +148,27 @@ Found = tuple[int, int, dict[str, int], str, list[Reshape]]
 def _heads_in(gm: torch.fx.GraphModule) -> Found | str | None:
     """(heads, head size, split Linear -> parts, merging Linear, reshapes) of the one attention in the
     trace; None when nothing splits heads; why not, when something does but the rest does not agree."""
-    splits: list[tuple[str, int, int, int, str]] = []
-    merges: list[tuple[str, int, int, str]] = []
+    splits: list[tuple[str, int, int, int, str, int]] = []
+    merges: list[tuple[str, int, int, str, int]] = []
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
         if _linear_of(gm, node):
             calls[str(node.target)] = calls.get(str(node.target), 0) + 1
-        target = _target_shape(node)
-        if target is None:
+        if not _is_reshape(node):
             continue
         source, out, given = node.args[0], _shape(node), _shape(node.args[0])
-        if out is None or given is None or len(target) != len(out):
-            continue  # a shape given as one tensor's .shape: no entry per dimension to rewrite
+        if out is None or given is None:
+            continue
         linear = _linear_of(gm, source)
-        if linear and len(source.users) == 1 and out[: len(given) - 1] == given[:-1]:
+        if linear and len(_value_users(source)) == 1 and out[: len(given) - 1] == given[:-1]:
             tail = out[len(given) - 1 :]
             if len(tail) in (2, 3) and tail[-2] > 1 and int(torch.tensor(tail).prod()) == given[-1]:
                 parts = tail[0] if len(tail) == 3 else 1
-                splits.append((linear, parts, tail[-2], tail[-1], node.name))
-        users = list(node.users)
+                splits.append((linear, parts, tail[-2], tail[-1], node.name, len(given) - 1))
+        users = _value_users(node)
         reader = _linear_of(gm, users[0]) if len(users) == 1 else None
         if reader and len(given) >= 2 and out == given[:-2] + [given[-2] * given[-1]]:
-            merges.append((reader, given[-2], given[-1], node.name))
+            merges.append((reader, given[-2], given[-1], node.name, len(given) - 2))
     if not splits:
         return None
     if len(merges) != 1:
@@ -163,13 +176,13 @@ def _heads_in(gm: torch.fx.GraphModule) -> Found | str | None:
             "its heads are split by a view/reshape but not merged back by one view/reshape into one Linear"
             f" ({len(merges)} found)"
         )
-    consumer, heads, size, merge = merges[0]
+    consumer, heads, size, merge, lead = merges[0]
     producers = {s[0]: s[1] for s in splits}
     if not all((s[2], s[3]) == (heads, size) for s in splits) or len(producers) != len(splits):
         return "its reshapes do not agree on one head count and size"
     if not all(calls[n] == 1 for n in [*producers, consumer]) or consumer in producers:
         return "a Linear of its heads is called more than once"
-    reshapes = [Reshape(s[4], True, s[1]) for s in splits] + [Reshape(merge, False)]
+    reshapes = [Reshape(s[4], True, s[5], s[1]) for s in splits] + [Reshape(merge, False, lead)]
     return heads, size, producers, consumer, reshapes
 
 
@@ -251,14 +264,14 @@ def cut_traced(model: nn.Module, group: HeadGroup, kept: Sequence[int]) -> nn.Mo
     nodes = {n.name: n for n in gm.graph.nodes}
     for r in spec.reshapes:
         node = nodes[r.node]
-        shape = _target_shape(node)
-        assert shape is not None, "found as a view/reshape on the same trace"
+        # The leading sizes read from the input whatever form the shape had (ints, x.shape, a tuple
+        # sum, -1): the batch stays free, the heads become constants.
+        with gm.graph.inserting_before(node):
+            shape: list[Any] = [gm.graph.call_method("size", (node.args[0], i)) for i in range(r.lead)]
         if r.split:
-            shape[-2:] = [len(kept), group.head_dim]
-            if r.parts > 1:
-                shape[-3] = r.parts
+            shape += ([r.parts] if r.parts > 1 else []) + [len(kept), group.head_dim]
         else:
-            shape[-1] = len(kept) * group.head_dim
+            shape += [len(kept) * group.head_dim]
         _set_shape(node, shape)
     gm.recompile()
     gm.train(attention.training)

@@ -40,30 +40,41 @@ class Packed(nn.Module):
 
 
 class Separate(nn.Module):
-    """q, k, v Linears, heads with view(b, n, heads, -1), q·kᵀ scaled, a causal mask, softmax, ·v."""
+    """q, k, v Linears, heads with view(b, n, heads, -1), q·kᵀ scaled, a causal mask, softmax, ·v;
+    `mix` spells the shapes otherwise, or mixes the heads."""
 
     def __init__(self, dim: int = 24, heads: int = 3, mix: str = "") -> None:
         super().__init__()
         self.heads, self.d, self.mix = heads, dim // heads, mix
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.o, self.o2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.per_head = nn.Parameter(torch.linspace(0.5, 1.5, heads).reshape(heads, 1, 1))
         # A constant of the sequence's length, as deployed (fx cannot trace a mask made from x.shape).
         self.register_buffer("causal", torch.ones(16, 16, dtype=torch.bool).triu(1))
 
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        if self.mix == "size_tuple":  # as Hugging Face's BERT writes it
+            return t.view(t.size()[:-1] + (self.heads, self.d)).permute(0, 2, 1, 3)
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, -1).transpose(1, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)
-        k = self.k(x).view(b, n, self.heads, -1).transpose(1, 2)
-        v = self.v(x).view(b, n, self.heads, -1).transpose(1, 2)
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
         scores = (q @ k.transpose(-2, -1)) / self.d**0.5
         if self.mix == "per_head_scale":  # a parameter per head: cutting a head breaks its shape
             scores = scores * self.per_head
         o = scores.masked_fill(self.causal, float("-inf")).softmax(-1) @ v
         if self.mix == "mean_over_heads":  # every head reads the others
             o = o + o.mean(1, keepdim=True)
-        if self.mix == "merged_to_input_shape":  # the merge's shape is one tensor's .shape
+        if self.mix == "size_tuple":
+            o = o.permute(0, 2, 1, 3).contiguous()
+            return self.o(o.view(o.size()[:-2] + (self.heads * self.d,)))
+        if self.mix == "merged_to_input_shape":
             return self.o(o.transpose(1, 2).reshape(x.shape))
+        if self.mix == "merge_read_twice":  # the merged heads reach two Linears
+            merged = o.transpose(1, 2).reshape(b, n, self.heads * self.d)
+            return self.o(merged) + self.o2(merged)
         return self.o(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
 
 
@@ -100,6 +111,8 @@ def transformer(mix: str = "") -> nn.Module:
 
 
 SHAPE = [1, 3, 16, 16]
+# Spellings of the head reshapes the cut rewrites: ints and -1, x.size() tuples, the input's .shape.
+SPELLINGS = ("", "size_tuple", "merged_to_input_shape")
 SPECS = [TensorSpec("x", SHAPE)]
 
 
@@ -108,7 +121,7 @@ def _inputs(n: int = 2) -> torch.Tensor:
 
 
 def _models() -> list[tuple[str, nn.Module, list[torch.Tensor]]]:
-    found = [("transformer", transformer(), [_inputs()])]
+    found = [(f"transformer{mix}", transformer(mix), [_inputs()]) for mix in SPELLINGS]
     for name in ("hand_attention", "sdpa", "sdpa_causal"):
         zoo = zoo_model(name)
         found.append((name, zoo.build().eval(), list(zoo.example_inputs())))
@@ -224,7 +237,7 @@ def test_red_merges_a_duplicated_head_of_multihead_attention_exactly() -> None:
     [
         ("per_head_scale", "it does not run without one"),
         ("mean_over_heads", "an op mixes its heads"),
-        ("merged_to_input_shape", "its heads are split by a view/reshape but not merged back"),
+        ("merge_read_twice", "its heads are split by a view/reshape but not merged back"),
     ],
 )
 def test_mixed_heads_are_kept_whole_with_a_note(mix: str, why: str) -> None:
