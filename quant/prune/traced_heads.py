@@ -93,12 +93,11 @@ def _traced_with_shapes(m: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.
     except TypeError:
         return None
     bound.apply_defaults()
-    tensors = [v for v in bound.arguments.values() if isinstance(v, torch.Tensor)]
     concrete = {k: v for k, v in bound.arguments.items() if not isinstance(v, torch.Tensor)}
     try:
         gm = trace(m, concrete)
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*tensors)
+        with torch.no_grad():  # every argument in order: the trace keeps a placeholder for each
+            ShapeProp(gm).propagate(*bound.arguments.values())
     except Exception:  # noqa: BLE001 - a module fx cannot trace has no heads found here
         return None
     return gm, concrete

@@ -273,3 +273,38 @@ def test_transformer_of_traced_attention_prunes_and_converts(tmp_path: Path) -> 
     ]
     assert sum(g.heads_after for g in heads.values()) < 7
     assert any("heads of blocks.0.attn" in k for k in section.kept_whole)
+
+
+class CrossScaled(Separate):
+    """Cross-attention called with a number before the memory tensor."""
+
+    def forward(
+        self, x: torch.Tensor, scale: float = 1.0, memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.split(self.q(x)), self.split(self.k(memory)), self.split(self.v(memory))
+        o = ((q @ k.transpose(-2, -1)) * scale).softmax(-1) @ v
+        return self.o(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
+
+
+class Cross(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = CrossScaled()
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, 0.5, memory)
+
+
+def test_cross_attention_called_with_a_number_before_a_tensor() -> None:
+    torch.manual_seed(0)
+    model = Cross().eval()
+    x, memory = torch.randn(2, 16, 24), torch.randn(2, 5, 24)  # 16 queries, 5 memory positions
+    (group,), _ = head_groups(model, (), [x[:1], memory[:1]])
+    assert (group.name, group.heads, group.head_dim) == ("attn", 3, 8)
+    plan = head_plan(model, group, "l2")
+    zeroed, cut = copy.deepcopy(model), copy.deepcopy(model)
+    zero_plan(zeroed, group, plan, 1)
+    cut = cut_plan(cut, group, plan, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(cut(x, memory), zeroed(x, memory), rtol=1e-5, atol=1e-5)
