@@ -14,7 +14,8 @@ Data-free rows never see a CIFAR image before scoring. The data-aware rows recov
 (--finetune-data), which are not scored.
 
     python bench/prune_tradeoff.py [--models resnet20,resnet56] [--ratios 0.4,0.2,0.6]
-        [--criteria l1,l2,bn-scale,red,ig] [--recover red,l2,l1] [--budget SECONDS] [--images 9500]
+        [--criteria l1,l2,bn-scale,red,ig] [--recover red,l2,l1] [--kinds distill,none,ls,data-aware]
+        [--budget SECONDS] [--images 9500]
 
 Rows run in order of priority (the 40 % cut of every model first, recovered rows before the rest)
 and the results are rewritten after every row, so a run cut short leaves an honest partial table:
@@ -55,6 +56,7 @@ GOAL_RATIO = 0.4
 LATENCY_RUNS = 200
 BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena is read
 TOOL_TIMEOUT = 3600
+KINDS = ("distill", "none", "ls", "data-aware")  # Job.recovery (ls: least squares, no distillation)
 
 
 @dataclass(frozen=True)
@@ -62,18 +64,22 @@ class Job:
     model: str
     ratio: float
     criterion: str
-    recovery: str  # none | distill | data-aware
+    recovery: str  # one of KINDS
 
     @property
     def label(self) -> str:
-        return {"none": "none", "distill": "data-free distill", "data-aware": "data-aware distill"}[
-            self.recovery
-        ]
+        return {
+            "none": "none",
+            "ls": "data-free LS only",
+            "distill": "data-free LS + distill",
+            "data-aware": "data-aware LS + distill",
+        }[self.recovery]
 
 
 def plan(models: list[str], ratios: list[float], criteria: list[str], recover: list[str]) -> list[Job]:
     """Every row, most wanted first: the 40 % cut before the others; at each cut the best criterion
-    recovered, then l1 recovered (the baseline), no recovery, the data-aware row, the rest."""
+    recovered, then l1 recovered (the baseline), no recovery, least squares only (best and l1), the
+    data-aware row, the rest."""
     jobs = []
     for ratio in sorted(ratios, key=lambda r: (r != GOAL_RATIO, r)):
         for model in models:
@@ -82,6 +88,7 @@ def plan(models: list[str], ratios: list[float], criteria: list[str], recover: l
             jobs += [Job(model, ratio, c, "distill") for c in rest if c == "l1"]
         for model in models:
             jobs += [Job(model, ratio, c, "none") for c in criteria]
+            jobs += [Job(model, ratio, c, "ls") for c in recover if c in (recover[0], "l1")]
             jobs.append(Job(model, ratio, recover[0], "data-aware"))
             jobs += [Job(model, ratio, c, "distill") for c in recover[1:] if c != "l1"]
     return list(dict.fromkeys(jobs))
@@ -188,6 +195,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ratios", default="0.4,0.2,0.6")
     parser.add_argument("--criteria", default="l1,l2,bn-scale,red,ig", help="rows without recovery")
     parser.add_argument("--recover", default="red,l2,l1", help="recovered rows (first: the data-aware row)")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help="row filter: which recovery rows to run (distill = data-free least squares + distillation, "
+        "none, ls = least squares only, data-aware)",
+    )
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
@@ -217,6 +230,7 @@ def main(argv: list[str]) -> int:
         [c for c in args.criteria.split(",") if c],
         args.recover.split(","),
     )
+    jobs = [j for j in jobs if j.recovery in args.kinds.split(",")]
     state = {
         "images": f"CIFAR-10 test {EVAL.start}-{EVAL.start + len(images) - 1}",
         "budget_seconds": args.budget,
@@ -241,6 +255,7 @@ def main(argv: list[str]) -> int:
             recovery="none" if job.recovery == "none" else "distill",
             budget=args.budget,
             finetune_data=finetune if job.recovery == "data-aware" else None,
+            max_steps=0 if job.recovery == "ls" else None,
         )
         started = time.perf_counter()
         result = prune_module(ref["module"], specs, {}, options, synthetic=ref["synthetic"])
@@ -259,6 +274,8 @@ def main(argv: list[str]) -> int:
             "macs_before": section.before.macs,
             "params": section.after.params,
             "params_before": section.before.params,
+            "reconstructed_layers": section.recovery.reconstructed_layers,
+            "budget_seconds": args.budget,
             "recovery_steps": section.recovery.steps,
             "recovery_seconds": section.recovery.seconds,
             "seconds": round(seconds, 1),
@@ -290,11 +307,7 @@ def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, a
     x = model_input(name, images)
     pred = predict(module, x)
     top1 = round(100.0 * float(np.mean(pred == labels)), 2)
-    started = time.perf_counter()
-    defaults = PruneOptions(ratio=0.5)
-    # Made once per model: every row prunes from the same synthetic inputs.
-    synthetic = synthetic_inputs(module, specs, {}, defaults.samples, defaults.held_out, defaults.seed)
-    made = time.perf_counter() - started
+    synthetic, made = cached_synthetic(name, module, specs)
     ref = {"module": module, "x": x, "pred": pred, "top1": top1, "synthetic": synthetic}
     info = {
         "top1": top1,
@@ -309,6 +322,27 @@ def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, a
     state["floats"][name] = info
     print(f"{name} float: {top1:.2f}%, synthetic inputs {made:.0f}s", flush=True)
     return ref
+
+
+def cached_synthetic(name: str, module: torch.nn.Module, specs: list) -> tuple[tuple, float]:
+    """The model's synthetic inputs (recovery pool, held out), made once per model and seed and kept in
+    CACHE (they take minutes under load and depend only on the weights and PruneOptions' defaults),
+    and the seconds making them took."""
+    defaults = PruneOptions(ratio=0.5)
+    weights = hashlib.sha256(
+        b"".join(v.detach().numpy().tobytes() for v in module.state_dict().values())
+    ).hexdigest()[:12]
+    path = CACHE / f"synthetic-{name}-{weights}-{defaults.samples}-{defaults.held_out}-{defaults.seed}.pt"
+    info = path.with_suffix(".json")
+    if path.exists() and info.exists():
+        return torch.load(path), json.loads(info.read_text())["seconds"]
+    started = time.perf_counter()
+    synthetic = synthetic_inputs(module, specs, {}, defaults.samples, defaults.held_out, defaults.seed)
+    made = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(synthetic, path)
+    info.write_text(json.dumps({"seconds": round(made, 1)}))
+    return synthetic, made
 
 
 def _finetune_file(data: np.lib.npyio.NpzFile) -> Path:
@@ -384,11 +418,13 @@ def merge(states: list[dict]) -> dict:
 
 
 def _unique_rows(states: list[dict]) -> list[dict]:
-    """Every part's rows; a row two parts both ran (one started to get it sooner) once."""
+    """Every part's rows, each with its run's budget; a row two parts both ran (one started to get it
+    sooner) once."""
     rows: dict[tuple, dict] = {}
     for state in states:
         for r in state["rows"]:
-            rows.setdefault((r["model"], r["ratio"], r["criterion"], r["recovery"]), r)
+            r = {"budget_seconds": state["budget_seconds"], **r}
+            rows.setdefault((r["model"], r["ratio"], r["criterion"], r["recovery"], r["budget_seconds"]), r)
     return list(rows.values())
 
 
@@ -402,12 +438,15 @@ def markdown(state: dict) -> str:
     lines = [
         f"# Structured pruning ({state['images']}, PyTorch float top-1)",
         "",
-        f"Run started {state['started']}, {state['wall_seconds'] / 60:.0f} min so far, recovery budget "
-        f"{state['budget_seconds']:.0f} s"
-        + ("" if state["budget_seconds"] == DEFAULT_BUDGET else f" (the default is {DEFAULT_BUDGET:.0f} s)")
-        + " (turned into steps by the work model: the same on every machine), "
+        f"First part started {state['started']}, the longest part ran {state['wall_seconds'] / 60:.0f} min; "
+        f"recovery budget per row in the budget column (the default is {DEFAULT_BUDGET:.0f} s; turned into "
+        "steps by the work model: the same on every machine), "
         f"load average at the last write {state['load_average'][0]:.1f} on 2 cores."
         + (f" PARTIAL: {len(rows)} of {state['planned']} planned rows." if partial else ""),
+        "",
+        "Recovery: `LS + distill` re-solves, by least squares on the synthetic inputs, each layer that reads "
+        "pruned channels (quant/prune/reconstruct.py; layers re-solved in the LS column), then distils; "
+        "`data-free distill` rows are the earlier method (distillation only, no least squares).",
         "",
         *[
             f"{name}: {f['synthetic_samples']} synthetic inputs (recovery pool + held out), made once in "
@@ -415,14 +454,14 @@ def markdown(state: dict) -> str:
             for name, f in state["floats"].items()
         ],
         "",
-        "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | steps | "
-        "recovery s | float ms (unpruned) | speed-up | int8 KiB | arena KiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | budget s | "
+        "LS | steps | recovery s | float ms (unpruned) | speed-up | int8 KiB | arena KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in state["floats"].items():
         d = f.get("deploy") or {}
         lines.append(
-            f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | "
+            f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | | | "
             f"{_ms(d, 'float_ms')} | 1.00x | {_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} |"
         )
     for r in rows:
@@ -437,7 +476,8 @@ def markdown(state: dict) -> str:
         lines.append(
             f"| {r['model']} | {cut:.0f}% (asked {100 * r['ratio']:.0f}%) | {r['criterion']} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
-            f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | {r['recovery_steps']} | "
+            f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | "
+            f"{r['budget_seconds']:.0f} | {r.get('reconstructed_layers', 0)} | {r['recovery_steps']} | "
             f"{r['recovery_seconds']:.0f} | "
             f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {_kib(d.get('int8_bytes'))} | "
             f"{_kib(d.get('arena_bytes'))} |"

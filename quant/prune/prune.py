@@ -39,6 +39,7 @@ from edgeport.quant.prune.heads import (
     zero_plan,
 )
 from edgeport.quant.prune.options import PruneOptions
+from edgeport.quant.prune.reconstruct import reconstruct
 from edgeport.quant.prune.recover import (
     check_finetune_data,
     distill,
@@ -578,7 +579,7 @@ def prune_module(
         module, rows = cut(analysis, allocation_at(analysis, options.target, options.ratio), flag)
     example, held = analysis.example, analysis.held
     before_sqnr, before_agree = fidelity(module, reference, held)
-    log = None
+    log = rebuilt = None
     steps = 0
     if options.recovery == "distill":
         macs_now = sum(module_macs(module, example).values())
@@ -588,6 +589,8 @@ def prune_module(
         say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g})")
         eta = _Eta(say)
         pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
+        say("recovery: least-squares reconstruction of the layers that read pruned channels")
+        rebuilt = reconstruct(module, reference, pool, options.seed)
         log = distill(module, reference, pool, steps, options.seed, eta)
         module.eval()
     sqnr, agree = fidelity(module, reference, held)
@@ -611,9 +614,10 @@ def prune_module(
             inputs=recovery_inputs(analysis.how, options.finetune_data, options.seed) if log else None,
             steps=steps,
             budget_seconds=options.budget if log else 0.0,
-            seconds=round(log.seconds, 2) if log else 0.0,
+            seconds=round(log.seconds + rebuilt.seconds, 2) if log and rebuilt else 0.0,
             loss_start=_round(log.loss_start) if log else None,
             loss_end=_round(log.loss_end) if log else None,
+            reconstructed_layers=len(rebuilt.layers) if rebuilt else 0,
         ),
         fidelity=PruneFidelity(
             samples=int(held[0].shape[0]),

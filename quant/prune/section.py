@@ -65,6 +65,7 @@ class Recovery(Record):
     seconds: float = 0.0
     loss_start: float | None = None
     loss_end: float | None = None
+    reconstructed_layers: int = 0  # layers re-solved by least squares before distilling (reconstruct.py)
 
 
 class PruneFidelity(Record):

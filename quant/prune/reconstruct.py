@@ -1,0 +1,323 @@
+"""Layer-wise least-squares reconstruction: after a cut, each layer that reads pruned channels gets new
+weights (and an intercept) that make its output on the pruned model's own inputs match the unpruned
+model's output at that layer (He et al. 2017's channel-pruning reconstruction, ThiNet's idea; RED's
+merge-and-compensate is its special case of exact duplicates). Closed form, data-free: it runs on the
+synthetic inputs recovery already distils on.
+
+Layers are solved one at a time in forward order, each on inputs that come through the layers already
+solved, so a later layer corrects what an earlier one could not. Every output channel is its own ridge
+regression on the same inputs (the normal equations are accumulated in float64 over a random subset of
+output positions, the same positions for both models). A removed channel that is a linear combination
+of kept ones is reconstructed exactly. The intercept goes into the layer's bias, or, for a layer
+without one that feeds a BatchNorm directly, into that BatchNorm's running mean.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+RIDGE = 1e-4  # times the mean diagonal of the normal matrix: a little shrinkage where inputs are collinear
+POSITIONS = 64  # output positions per sample that enter the regression (all when fewer)
+CHUNK = 64  # samples per forward
+ROWS_PER_COLUMN = 8  # a layer is solved only with at least this many regression rows per weight
+MAX_COLUMNS = 4608  # weights per output channel of the largest layer solved (its normal matrix in float64)
+MAX_SAMPLES = 256  # the first this many inputs enter the regressions (a layer has at most a few
+# hundred weights per output channel: 256 samples x POSITIONS rows determine them well)
+
+
+@dataclass
+class ReconstructionLog:
+    layers: list[str]
+    seconds: float
+    error_before: float  # mean over the layers of the relative output error before / after
+    error_after: float
+
+
+class _Stop(Exception):
+    """Ends a forward once the layer being solved has been reached."""
+
+
+def solvable(module: nn.Module) -> bool:
+    """A Linear, or a Conv1d/Conv2d whose input patches unfold into a matrix (one group, zero padding
+    given as numbers)."""
+    if isinstance(module, nn.Linear):
+        return True
+    if not isinstance(module, nn.Conv1d | nn.Conv2d) or module.groups != 1:
+        return False
+    return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+
+
+def _in_width(module: nn.Module) -> int:
+    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
+
+
+def _columns(module: nn.Module) -> int:
+    return module.weight[0].numel()
+
+
+def patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as [samples, positions, in * kernel] (a Linear's leading dims are positions),
+    in the column order of its weight reshaped to [out, in * kernel]."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(x.shape[0], -1, x.shape[-1])
+    conv1d = isinstance(module, nn.Conv1d)
+    pair = (lambda v: (1, v[0])) if conv1d else tuple
+    x4 = x.unsqueeze(2) if conv1d else x
+    cols = F.unfold(
+        x4,
+        pair(module.kernel_size),
+        dilation=pair(module.dilation),
+        padding=(0, module.padding[0]) if conv1d else module.padding,
+        stride=pair(module.stride),
+    )
+    return cols.transpose(1, 2)
+
+
+def outputs(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The layer's output as [samples, positions, out]."""
+    if isinstance(module, nn.Linear):
+        return y.reshape(y.shape[0], -1, y.shape[-1])
+    return y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2)
+
+
+def solve(gram: torch.Tensor, cross: torch.Tensor, ridge: float = RIDGE) -> torch.Tensor:
+    """argmin_W |X W - Y|^2 + lam |W|^2 from gram = X'X [k, k] and cross = X'Y [k, out], with lam =
+    `ridge` times the mean diagonal of X'X: W [k, out]."""
+    k = gram.shape[0]
+    lam = ridge * float(gram.diagonal().mean().clamp_min(1e-30))
+    return torch.linalg.solve(gram + lam * torch.eye(k, dtype=gram.dtype), cross)
+
+
+def _pick(rows: torch.Tensor, gen: torch.Generator, count: int) -> torch.Tensor:
+    """Indices [samples, count] of `count` random positions per sample (all when fewer)."""
+    samples, total = rows.shape[0], rows.shape[1]
+    if total <= count:
+        return torch.arange(total).expand(samples, total)
+    return torch.stack([torch.randperm(total, generator=gen)[:count] for _ in range(samples)])
+
+
+def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(rows, 1, index.unsqueeze(-1).expand(-1, -1, rows.shape[-1])).reshape(
+        -1, rows.shape[-1]
+    )
+
+
+def _capture(model: nn.Module, inputs: Sequence[torch.Tensor], module: nn.Module) -> torch.Tensor:
+    """The input of `module` in one forward of `model`, stopped there."""
+    got: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, args: tuple) -> None:
+        got.append(args[0])
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not got:
+        raise RuntimeError("the layer did not run")
+    return got[0]
+
+
+def _targets(
+    teacher: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    names: Sequence[str],
+    gens: Sequence[torch.Generator],
+    positions: int,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{layer: (positions picked [samples, count], the teacher's output there [samples * count, out])}."""
+    modules = dict(teacher.named_modules())
+    found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(name: str, gen: torch.Generator):  # noqa: ANN202 - a forward hook
+        def hook(m: nn.Module, _a: tuple, out: torch.Tensor) -> None:
+            if name not in found:
+                y = outputs(m, out)
+                index = _pick(y, gen, positions)
+                found[name] = (index, _gather(y, index).double())
+
+        return hook
+
+    handles = [modules[n].register_forward_hook(keep(n, g)) for n, g in zip(names, gens, strict=True)]
+    try:
+        with torch.no_grad():
+            teacher(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def _fed_batchnorms(model: nn.Module, inputs: Sequence[torch.Tensor], names: Sequence[str]) -> dict:
+    """{layer name: the BatchNorm that reads that layer's output tensor itself} (eval statistics)."""
+    modules = dict(model.named_modules())
+    made: dict[int, str] = {}
+    found: dict[str, nn.Module] = {}
+    handles = []
+
+    def out_hook(name: str):  # noqa: ANN202 - a forward hook
+        def hook(_m: nn.Module, _a: tuple, out: object) -> None:
+            made[id(out)] = name
+
+        return hook
+
+    def bn_hook(bn: nn.Module, args: tuple) -> None:
+        name = made.get(id(args[0])) if args else None
+        if name is not None and name not in found and bn.running_mean is not None:
+            found[name] = bn
+
+    handles += [modules[n].register_forward_hook(out_hook(n)) for n in names]
+    handles += [
+        m.register_forward_pre_hook(bn_hook)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        with torch.no_grad():
+            model(*[x[:1] for x in inputs])
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def layers_to_solve(
+    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], pruned_only: bool = True
+) -> list[str]:
+    """Names of the student's solvable layers, in the order they run, run once per forward, whose output
+    has the teacher's shape (the target), and (`pruned_only`) that read fewer channels than in the
+    teacher."""
+    theirs = dict(teacher.named_modules())
+    order: list[str] = []
+    shapes: dict[str, dict[str, tuple]] = {"s": {}, "t": {}}
+    calls: dict[str, dict[str, int]] = {"s": {}, "t": {}}
+    handles = []
+
+    def hook(which: str, name: str):  # noqa: ANN202 - a forward hook
+        def record(_m: nn.Module, _a: tuple, out: object) -> None:
+            calls[which][name] = calls[which].get(name, 0) + 1
+            if isinstance(out, torch.Tensor) and name not in shapes[which]:
+                shapes[which][name] = tuple(out.shape)
+                if which == "s":
+                    order.append(name)
+
+        return record
+
+    for name, m in student.named_modules():
+        if name and solvable(m) and name in theirs and type(theirs[name]) is type(m):
+            handles.append(m.register_forward_hook(hook("s", name)))
+            handles.append(theirs[name].register_forward_hook(hook("t", name)))
+    probe = [x[:1] for x in inputs]
+    try:
+        with torch.no_grad():
+            student(*probe)
+            teacher(*probe)
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(student.named_modules())
+    return [
+        n
+        for n in order
+        if shapes["s"][n] == shapes["t"].get(n)
+        and calls["s"][n] == calls["t"][n] == 1  # a layer run twice has no one input to fit
+        and _columns(modules[n]) <= MAX_COLUMNS
+        and (not pruned_only or _in_width(modules[n]) < _in_width(theirs[n]))
+    ]
+
+
+def reconstruct(
+    student: nn.Module,
+    teacher: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    seed: int = 0,
+    ridge: float = RIDGE,
+    positions: int = POSITIONS,
+    pruned_only: bool = True,
+) -> ReconstructionLog:
+    """Re-solve, in place, the weights of each layer of `student` that reads pruned channels so that its
+    output on the student's own inputs matches `teacher`'s output at that layer (both in eval mode,
+    names as in the unpruned model)."""
+    started = time.perf_counter()
+    student.eval()
+    teacher.eval()
+    inputs = [x[:MAX_SAMPLES] for x in inputs]
+    names = layers_to_solve(student, teacher, inputs, pruned_only)
+    mine = dict(student.named_modules())
+    bns = _fed_batchnorms(student, inputs, names)
+    total = int(inputs[0].shape[0])
+    chunks = [[x[i : i + CHUNK] for x in inputs] for i in range(0, total, CHUNK)]
+    gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(len(names))]
+    # The unpruned model's outputs at every layer, at the positions each layer's regression uses: one
+    # forward per chunk.
+    targets = [_targets(teacher, chunk, names, gens, positions) for chunk in chunks]
+    solved, before, after = [], [], []
+    for name in names:
+        layer = mine[name]
+        bias = layer.bias is not None or name in bns
+        rows = sum(found[name][1].shape[0] for found in targets)
+        if rows < ROWS_PER_COLUMN * (_columns(layer) + bias):
+            continue  # too few rows to determine the weights: a fit would learn these inputs by heart
+        gram = cross = None
+        target_sq = err_sq = 0.0
+        for chunk, found in zip(chunks, targets, strict=True):
+            index, y = found[name]
+            x = _gather(patches(layer, _capture(student, chunk, layer)), index).double()
+            with torch.no_grad():
+                now = x @ _weight(layer).double().T + _intercept(layer).double()
+            err_sq += float(((now - y) ** 2).sum())
+            target_sq += float((y**2).sum())
+            if bias:
+                x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+            g, c = x.T @ x, x.T @ y
+            gram, cross = (g, c) if gram is None else (gram + g, cross + c)
+        w = solve(gram, cross, ridge)
+        _write(layer, w, bns.get(name) if bias and layer.bias is None else None)
+        solved.append(name)
+        before.append(err_sq / max(target_sq, 1e-30))
+        after.append(_fit_error(gram, cross, w, target_sq))
+    mean = lambda v: float(sum(v) / len(v)) if v else 0.0  # noqa: E731
+    return ReconstructionLog(solved, time.perf_counter() - started, mean(before), mean(after))
+
+
+def _fit_error(gram: torch.Tensor, cross: torch.Tensor, w: torch.Tensor, target_sq: float) -> float:
+    """|XW - Y|^2 / |Y|^2 on the regression's rows, from the normal equations."""
+    sq = target_sq - 2 * float((w * cross).sum()) + float((w * (gram @ w)).sum())
+    return max(sq, 0.0) / max(target_sq, 1e-30)
+
+
+def _weight(layer: nn.Module) -> torch.Tensor:
+    return layer.weight.detach().reshape(layer.weight.shape[0], -1)
+
+
+def _intercept(layer: nn.Module) -> torch.Tensor:
+    """The layer's bias (a layer without one: zero; each layer is solved once, so no intercept has
+    been moved into its BatchNorm yet)."""
+    if layer.bias is not None:
+        return layer.bias.detach()
+    return torch.zeros(layer.weight.shape[0])
+
+
+def _write(layer: nn.Module, w: torch.Tensor, bn: nn.Module | None) -> None:
+    """Store the solution [k (+1), out]: weights, then the intercept in the bias or in `bn`'s mean."""
+    k = _weight(layer).shape[1]
+    with torch.no_grad():
+        layer.weight.copy_(w[:k].T.reshape(layer.weight.shape).to(layer.weight.dtype))
+        if w.shape[0] == k:
+            return
+        b = w[k].to(layer.weight.dtype)
+        if layer.bias is not None:
+            layer.bias.copy_(b)
+        elif bn is not None:
+            bn.running_mean.sub_(b)

@@ -1,0 +1,197 @@
+"""quant/prune/reconstruct.py: the least-squares reconstruction is exact when a removed channel is a
+linear combination of kept ones, lowers a layer's output error otherwise, is seeded, and its pieces
+(patch matrices, the ridge solve) agree with PyTorch's own layers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune.reconstruct import layers_to_solve, outputs, patches, reconstruct, solve
+from edgeport.quant.prune.recover import distill, distillation_loss, lr_factor
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import (
+    INPUT_SHAPE,
+    coupled,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
+
+
+class Block(nn.Module):
+    """conv1 -> bn1 -> relu -> conv2 -> bn2, the inner channels of a ResNet block."""
+
+    def __init__(self, mid: int = 8, bias: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, mid, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, 6, 3, padding=1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+
+def _randomize(block: Block, gen: torch.Generator) -> None:
+    with torch.no_grad():
+        for bn in (block.bn1, block.bn2):
+            n = bn.num_features
+            bn.running_mean.copy_(0.4 * torch.rand(n, generator=gen) - 0.2)
+            bn.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
+            bn.weight.copy_(0.5 + torch.rand(n, generator=gen))
+            bn.bias.copy_(0.6 * torch.rand(n, generator=gen) - 0.3)
+
+
+def _dependent_pair(bias: bool) -> tuple[Block, Block]:
+    """A block whose last inner channel is 3x its first after the ReLU (a positive multiple passes a ReLU
+    unchanged), and the block with that channel cut and nothing else changed."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    teacher = Block(8, bias).eval()
+    _randomize(teacher, gen)
+    bn = teacher.bn1
+    with torch.no_grad():
+        teacher.conv1.weight[7] = 2 * teacher.conv1.weight[0]
+        bn.running_mean[7], bn.running_var[7] = 2 * bn.running_mean[0], 4 * bn.running_var[0]
+        bn.weight[7], bn.bias[7] = 3 * bn.weight[0], 3 * bn.bias[0]
+    bn.eps = 0.0  # so that the variance scales exactly with the channel
+    student = Block(7, bias).eval()
+    student.bn1.eps = 0.0
+    with torch.no_grad():
+        student.conv1.weight.copy_(teacher.conv1.weight[:7])
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            getattr(student.bn1, key).copy_(getattr(teacher.bn1, key)[:7])
+        student.conv2.weight.copy_(teacher.conv2.weight[:, :7])
+        if bias:
+            student.conv2.bias.copy_(teacher.conv2.bias)
+        student.bn2.load_state_dict(teacher.bn2.state_dict())
+    return teacher, student
+
+
+def _x(n: int, seed: int, shape: tuple[int, ...] = (3, 10, 10)) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_removed_channel_that_is_a_combination_of_kept_ones_is_reconstructed_exactly(bias: bool) -> None:
+    teacher, student = _dependent_pair(bias)
+    held = _x(16, seed=9)
+    with torch.no_grad():
+        scale = float(teacher(held).abs().max())
+        assert float((student(held) - teacher(held)).abs().max()) > 0.05 * scale  # the cut matters
+    log = reconstruct(student, teacher, [_x(48, seed=1)], ridge=1e-10)
+    assert log.layers == ["conv2"]
+    with torch.no_grad():
+        assert float((student(held) - teacher(held)).abs().max()) < 1e-4 * scale
+
+
+def test_reconstruction_lowers_each_layers_error_on_held_out_inputs() -> None:
+    torch.manual_seed(0)
+    teacher = Block(8).eval()
+    _randomize(teacher, torch.Generator().manual_seed(3))
+    student = copy.deepcopy(teacher)
+    # A cut of three channels that are not combinations of the others.
+    with torch.no_grad():
+        student.conv2.weight[:, 5:] = 0.0
+    fit, held = _x(64, seed=1), _x(32, seed=2)
+
+    def error(model: nn.Module) -> float:
+        with torch.no_grad():
+            got, want = model.conv2(_inner(model, held)), teacher.conv2(_inner(teacher, held))
+        return float(((got - want) ** 2).sum() / (want**2).sum())
+
+    before = error(student)
+    log = reconstruct(student, teacher, [fit], pruned_only=False)
+    assert log.layers == ["conv1", "conv2"]
+    assert log.error_after < log.error_before
+    assert error(student) < 0.8 * before
+
+
+def _inner(block: Block, x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(block.bn1(block.conv1(x)))
+
+
+def test_reconstruction_after_a_real_cut_lowers_the_output_error_and_is_seeded() -> None:
+    teacher = coupled()
+    specs = [TensorSpec("x", INPUT_SHAPE)]
+    options = PruneOptions(
+        ratio=0.4, round_to=2, min_width=2, samples=16, held_out=8, recovery="none", criterion="l1"
+    )
+    pruned = prune_module(teacher, specs, {}, options).module
+    fit, held = _x(64, seed=4, shape=tuple(INPUT_SHAPE[1:])), _x(32, seed=5, shape=tuple(INPUT_SHAPE[1:]))
+
+    def error(model: nn.Module) -> float:
+        with torch.no_grad():
+            got, want = model(held), teacher(held)
+        return float(((got - want) ** 2).sum() / (want**2).sum())
+
+    a, b, c = copy.deepcopy(pruned), copy.deepcopy(pruned), copy.deepcopy(pruned)
+    log = reconstruct(a, teacher, [fit], seed=3, positions=32)
+    reconstruct(b, teacher, [fit], seed=3, positions=32)
+    reconstruct(c, teacher, [fit], seed=4, positions=32)
+    assert log.layers and set(log.layers) <= set(layers_to_solve(pruned, teacher, [fit], pruned_only=False))
+    assert error(a) < 0.7 * error(pruned)
+    same = [torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)]
+    other = [torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True)]
+    assert all(same) and not all(other)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (nn.Conv2d(4, 5, 3, stride=2, padding=1, dilation=1), (2, 4, 9, 7)),
+        (nn.Conv2d(4, 5, (3, 1), padding=(2, 0), dilation=(2, 1)), (2, 4, 9, 7)),
+        (nn.Conv1d(4, 5, 3, stride=2, padding=1), (2, 4, 11)),
+        (nn.Linear(4, 5), (2, 3, 4)),
+    ],
+)
+def test_patches_times_the_weight_is_the_layer(layer: nn.Module, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        want = outputs(layer, layer(x))
+        got = patches(layer, x) @ layer.weight.reshape(layer.weight.shape[0], -1).T + layer.bias
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_solve_is_the_ridge_regression() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=gen, dtype=torch.float64)
+    w = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    assert torch.allclose(solve(x.T @ x, x.T @ (x @ w), ridge=0.0), w, atol=1e-9)
+    shrunk = solve(x.T @ x, x.T @ (x @ w), ridge=0.5)
+    assert float(shrunk.norm()) < float(w.norm())
+
+
+def _fast(**over: object) -> PruneOptions:
+    values = {"ratio": 0.4, "round_to": 2, "min_width": 2, "samples": 32, "held_out": 8, "criterion": "l1"}
+    return PruneOptions.model_validate({**values, **over})
+
+
+def test_recovery_reconstructs_then_distillation_still_lowers_the_loss() -> None:
+    teacher = coupled()
+    specs = [TensorSpec("x", INPUT_SHAPE)]
+    shape = tuple(INPUT_SHAPE[1:])
+    held = [_x(16, seed=6, shape=shape)]
+    plain = prune_module(teacher, specs, {}, _fast(recovery="none")).module
+    result = prune_module(teacher, specs, {}, _fast(recovery="distill", max_steps=60))
+    assert result.section.recovery.reconstructed_layers > 0
+    assert distillation_loss(result.module, teacher, held) < 0.5 * distillation_loss(plain, teacher, held)
+    # Distillation still lowers the loss it trains on after the least squares.
+    rebuilt, pool = copy.deepcopy(plain), [_x(64, seed=2, shape=shape)]
+    reconstruct(rebuilt, teacher, pool)
+    before = distillation_loss(rebuilt, teacher, pool)
+    distill(rebuilt, teacher, pool, steps=200, seed=0)
+    assert distillation_loss(rebuilt, teacher, pool) < 0.8 * before
+
+
+def test_the_learning_rate_rises_over_the_warmup_then_decays_to_zero() -> None:
+    factors = [lr_factor(i, 100, warmup=0.1) for i in range(100)]
+    assert factors[0] < 0.2 and factors[:10] == sorted(factors[:10])
+    assert max(factors) == 1.0 and factors[10] == 1.0
+    assert factors[10:] == sorted(factors[10:], reverse=True) and factors[-1] < 0.01
+    assert lr_factor(0, 100) == 1.0  # no warmup: the cosine from the first step
