@@ -39,11 +39,12 @@ K2 = 0.044715 * K1
 SIGMOID_INPUT_BOUND = 8.0
 
 
-def exact_gelu(x: np.ndarray) -> np.ndarray:
-    from scipy.special import erf
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
 
+
+def exact_gelu(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+    return 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)))
 
 
 def tanh_gelu(x: np.ndarray) -> np.ndarray:
