@@ -61,7 +61,8 @@ class OpReplacement:
         if not nodes:
             return []
         count = f"{self.op}" if len(nodes) == 1 else f"{len(nodes)} {self.op}s"
-        return [f"{count} at {', '.join(repr(n) for n in nodes)}: {self.note}"]
+        # A fused TensorFlow name lists every op it came from ('a;b;c'): the first names it.
+        return [f"{count} at {', '.join(repr(n.split(';')[0]) for n in nodes)}: {self.note}"]
 
 
 # A new replacement is one module plus one line here.
