@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.quant.tflm_saturation import ACTIVATION_BOUND
 from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite
 
 NAME = "gelu_tanh_for_tflm"
@@ -34,9 +35,9 @@ MARKER = "/tflm_gelu/"
 TANH_MARKER = "/tflm_tanh_gelu/"
 K1 = 2.0 * math.sqrt(2.0 / math.pi)
 K2 = 0.044715 * K1
-# Below this the int8 LOGISTIC output is its lowest step already: sigmoid(-8) = 3.4e-4 < 1/512 (the
-# bound tflm_saturation uses for the same reason).
-SIGMOID_INPUT_BOUND = 8.0
+# Below -ACTIVATION_BOUND the int8 LOGISTIC output is its lowest step already: sigmoid(-8) = 3.4e-4 < 1/512
+# (tflm_saturation bounds gate inputs there for the same reason).
+SIGMOID_INPUT_BOUND = ACTIVATION_BOUND
 
 
 _ERF = np.vectorize(math.erf, otypes=[np.float64])

@@ -47,6 +47,9 @@ class HeadGroup:
     producers: dict[str, int] = field(default_factory=dict)
     consumer: str = ""  # the Linear reading the heads' outputs (nn.MultiheadAttention: its out_proj)
     trace: Any = None  # traced_heads.Traced for a hand-written attention, None for nn.MultiheadAttention
+    # A traced attention's q·kᵀ and ·v MACs per sample, all heads (they shrink with the heads; no
+    # module counts them). nn.MultiheadAttention's are in its module count.
+    products: int = 0
     repeats: int = 1
     expands: bool = False
     out_modules: list[str] = field(default_factory=list)

@@ -395,12 +395,18 @@ class Analysis:
 
     def cost(self, target: str) -> alloc.CostModel:
         """The cost the allocation counts: MACs for a flops or latency target, else parameters. The
-        exported graph's products no module makes (q @ k) count as fixed, so RATIO is of the MACs
-        that convert (a product whose operands narrow only makes the cut larger than asked)."""
+        exported graph's products no module makes (q @ k) count too, so RATIO is of the MACs that
+        convert: a traced attention's scale with its heads, the others are fixed (a product whose
+        operands narrow then only makes the cut larger than asked)."""
         if target == "params":
             return cost_model(self.module, self.groups, self.example, "params")
         model = cost_model(self.module, self.groups, self.example, "flops")
-        model.fixed += max(0, (self.before.onnx_macs or 0) - self.before.macs)
+        if self.before.onnx_macs is not None:
+            heads = [
+                (i, g.products) for i, g in enumerate(self.groups) if isinstance(g, HeadGroup) and g.products
+            ]
+            model.terms += [alloc.CostTerm(macs, i) for i, macs in heads]
+            model.fixed += max(0, self.before.onnx_macs - self.before.macs - sum(m for _, m in heads))
         return model
 
     def reachable(self, target: str) -> float:

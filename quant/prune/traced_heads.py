@@ -29,6 +29,8 @@ constants (P, kept heads, D; or kept heads x D).
 from __future__ import annotations
 
 import inspect
+import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +136,26 @@ def _value_users(node: torch.fx.Node) -> list[torch.fx.Node]:
     return [u for u in node.users if not shape_only(u)]
 
 
+_MATMULS = {operator.matmul, torch.matmul, torch.bmm}
+
+
+def products(gm: torch.fx.GraphModule) -> int:
+    """Multiply-accumulates of the products between activations in a shape-propagated trace (q·kᵀ
+    and ·v, by matmul or F.scaled_dot_product_attention), counted as count.py counts a MatMul."""
+    total = 0
+    for node in gm.graph.nodes:
+        shapes = [_shape(a) for a in node.args[:3]]
+        matmul = node.op == "call_function" and node.target in _MATMULS
+        matmul |= node.op == "call_method" and node.target in ("matmul", "bmm")
+        if matmul and shapes[0] and _shape(node):
+            total += math.prod(_shape(node) or []) * shapes[0][-1]
+        sdpa = node.op == "call_function" and node.target is torch.nn.functional.scaled_dot_product_attention
+        if sdpa and all(shapes):
+            q, k, v = shapes
+            total += math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])  # type: ignore[index]
+    return total
+
+
 def _linear_of(gm: torch.fx.GraphModule, node: Any) -> str | None:
     if isinstance(node, torch.fx.Node) and node.op == "call_module":
         if isinstance(gm.get_submodule(str(node.target)), nn.Linear):
@@ -213,6 +235,7 @@ def traced_head_groups(
             notes.append(f"{names[m] or 'the model'}: heads kept whole, {found}")
             continue
         heads, size, producers, consumer, reshapes = found
+        batch = int(inputs[0].shape[0]) if inputs and inputs[0].dim() else 1
         prefix = f"{names[m]}." if names[m] else ""
         full = {prefix + n: parts for n, parts in producers.items()}
         if any(dict(model.named_modules())[n] in skip for n in [*full, prefix + consumer]):
@@ -226,6 +249,7 @@ def traced_head_groups(
                 producers=full,
                 consumer=prefix + consumer,
                 trace=Traced(traced[1], reshapes),
+                products=products(traced[0]) // max(1, batch),
                 out_modules=list(full),  # the split Linears' rows narrow with the heads
                 in_modules=[prefix + consumer],  # and the merging Linear's input columns
                 in_counts={prefix + consumer: heads * size},

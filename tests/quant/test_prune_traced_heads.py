@@ -308,3 +308,20 @@ def test_cross_attention_called_with_a_number_before_a_tensor() -> None:
     cut = cut_plan(cut, group, plan, 1)
     with torch.no_grad():
         torch.testing.assert_close(cut(x, memory), zeroed(x, memory), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_products_are_counted_with_their_heads() -> None:
+    """The products no module makes (q·kᵀ, ·v) are the exported graph's MACs beyond the modules':
+    each traced attention's are its groups' products, which the allocation scales with its heads."""
+    from edgeport.pipeline.torch_passes import prune_exporter
+    from edgeport.quant.prune.count import module_macs, onnx_counts
+
+    model = transformer()
+    groups, _ = head_groups(model, (), [_inputs(1)])
+    graph_macs, _ = onnx_counts(prune_exporter().graph(model, [_inputs(1)], ["x"]))
+    # 16 tokens: SDPA over 4 heads of 6 (16 x 16 x (6 + 6) each), q·kᵀ and ·v over 3 heads of 8.
+    assert {g.name: g.products for g in groups} == {
+        "blocks.0.attn": 4 * 16 * 16 * 12,
+        "blocks.1.attn": 2 * 3 * 16 * 16 * 8,
+    }
+    assert graph_macs - sum(module_macs(model, [_inputs(1)]).values()) == sum(g.products for g in groups)
