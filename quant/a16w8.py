@@ -69,9 +69,10 @@ from edgeport.tensors import Sample, TensorSpec
 from edgeport.tflite_file import parse_tflite
 
 T = TypeVar("T")
-_INT16 = 7  # TensorType.INT16
+_INT16, _INT64 = 7, 4  # TensorType
 HEADROOM = 4.0  # times the calibrated range; a power of two (see the module docstring)
 MAX_NUDGE_ULPS = 1 << 12
+_FIXED_SCALE_OPS = ("LOGISTIC", "TANH", "SOFTMAX", "LOG_SOFTMAX")  # int16 outputs of a fixed scale
 MAX_ROUNDS = 4  # passes over the MULs: a change to a shared scale can undo an earlier MUL's agreement
 # Tensor types a full-integer a16w8 model holds: int16 activations, int8 weights, int64 biases, int32
 # shapes and indices, bool from comparisons.
@@ -316,14 +317,23 @@ def _power_of_two_above(scale: float) -> float:
 
 def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
     """The quantized a16w8 model with scales changed until every int16 MUL's multiplier is the same in
-    TFLite and TFLite Micro (see the module docstring), and what changed. A MUL left disagreeing (a
-    scale group the changes keep undoing) is left for the TFLite Micro check to report."""
+    TFLite and TFLite Micro (see the module docstring), and what changed. A scale changes on its whole
+    group (every int16 tensor with that exact scale), constants in it requantized to keep their values;
+    never on a group holding a fixed-scale output (LOGISTIC, TANH, SOFTMAX). A MUL left disagreeing is
+    left for the TFLite Micro check to report."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     from edgeport.tflite_file import op_name
 
     obj = flatbuffer_utils.convert_bytearray_to_object(model)
     graph = obj.subgraphs[0]
+    kinds = [op_name(obj.operatorCodes[op.opcodeIndex]) for op in graph.operators]
+    fixed = {
+        int(t)
+        for op, kind in zip(graph.operators, kinds, strict=True)
+        if kind in _FIXED_SCALE_OPS
+        for t in op.outputs
+    }
 
     def scale(index: int) -> float | None:
         tensor = graph.tensors[index]
@@ -332,18 +342,49 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
             return None
         return float(q.scale[0])
 
-    def rescale(index: int, new: float) -> float:
-        """Every int16 tensor with the scale of `index` gets `new`; the relative change."""
+    def group(index: int) -> list[int]:
         old = np.float32(scale(index))
-        for i in range(len(graph.tensors)):
-            if scale(i) is not None and np.float32(scale(i)) == old:
-                graph.tensors[i].quantization.scale = np.array([new], np.float32)
-        return abs(new / float(old) - 1.0)
+        return [i for i in range(len(graph.tensors)) if scale(i) is not None and np.float32(scale(i)) == old]
+
+    def movable(index: int) -> bool:
+        return not fixed & set(group(index))
+
+    def requantize(tensor: Any, factor: float, dtype: str) -> None:
+        """A constant's integers times `factor`, rounded and clipped: its real value kept."""
+        data = obj.buffers[tensor.buffer].data if tensor.buffer else None
+        if data is None or not len(data):
+            return
+        limits = np.iinfo(dtype)
+        values = np.round(np.frombuffer(bytes(data), dtype).astype(np.float64) * factor)
+        requantized = np.clip(values, limits.min, limits.max).astype(dtype)
+        obj.buffers[tensor.buffer].data = np.frombuffer(requantized.tobytes(), np.uint8).copy()
+
+    def rescale(index: int, new: float) -> float:
+        """`new` on the group of `index`: its constants requantized, and the biases of the layers it
+        feeds (their integers are in units of input scale x weight scale); the relative change."""
+        old = float(np.float32(scale(index)))
+        members = set(group(index))
+        for i in members:
+            requantize(graph.tensors[i], old / new, "<i2")
+            graph.tensors[i].quantization.scale = np.array([new], np.float32)
+        for op, kind in zip(graph.operators, kinds, strict=True):
+            data = 2 if kind == "TRANSPOSE_CONV" else 0
+            if kind not in _BIAS_INPUT or int(op.inputs[data]) not in members:
+                continue
+            if len(op.inputs) > _BIAS_INPUT[kind] and int(op.inputs[_BIAS_INPUT[kind]]) >= 0:
+                bias = graph.tensors[int(op.inputs[_BIAS_INPUT[kind]])]
+                requantize(bias, old / new, "<i8" if bias.type == _INT64 else "<i4")
+                bias_scales = np.asarray(bias.quantization.scale, np.float64) * new / old
+                bias.quantization.scale = bias_scales.astype(np.float32)
+        return abs(new / old - 1.0)
+
+    def power_of_two(value: float) -> bool:
+        return math.frexp(value)[0] == 0.5
 
     muls = [
         op
-        for op in graph.operators
-        if op_name(obj.operatorCodes[op.opcodeIndex]) == "MUL"
+        for op, kind in zip(graph.operators, kinds, strict=True)
+        if kind == "MUL"
         and len(op.inputs) == 2
         and None not in (scale(int(op.inputs[0])), scale(int(op.inputs[1])), scale(int(op.outputs[0])))
     ]
@@ -352,7 +393,7 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
         changed = False
         for op in muls:
             a, b, out = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
-            if multipliers_agree(scale(a), scale(b), scale(out)):  # type: ignore[arg-type]
+            if multipliers_agree(scale(a), scale(b), scale(out)) or not movable(out):  # type: ignore[arg-type]
                 continue
             changed = True
             new = _agreeing_scale(scale(a), scale(b), scale(out))  # type: ignore[arg-type]
@@ -360,10 +401,15 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
                 worst = max(worst, rescale(out, new))
                 nudged += 1
                 continue
-            worst = max(worst, rescale(b, _power_of_two_above(scale(b))))  # type: ignore[arg-type]
-            ratio = _power_of_two_above(scale(out) / scale(a))  # type: ignore[operator]
-            worst = max(worst, rescale(out, float(np.float32(scale(a) * ratio))))  # type: ignore[operator]
-            rounded += 1
+            # One input on a power of two, the output on the other input's scale times one.
+            for x, y in ((b, a), (a, b)):
+                if power_of_two(scale(x)) or movable(x):  # type: ignore[arg-type]
+                    if not power_of_two(scale(x)):  # type: ignore[arg-type]
+                        worst = max(worst, rescale(x, _power_of_two_above(scale(x))))  # type: ignore[arg-type]
+                    ratio = _power_of_two_above(scale(out) / scale(y))  # type: ignore[operator]
+                    worst = max(worst, rescale(out, float(np.float32(scale(y) * ratio))))  # type: ignore[operator]
+                    rounded += 1
+                    break
         if not changed:
             break
     if not nudged and not rounded:

@@ -19,10 +19,10 @@ from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant.modes import QuantOptions
-from edgeport.runtimes.litert import interpreter
+from edgeport.runtimes.litert import dequantize, interpreter, quantize
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import op_name, read_tflite
+from edgeport.tflite_file import op_name, parse_tflite, read_tflite
 from tests.quant import a16w8_models as M
 
 MODELS = Path(M.__file__)
@@ -201,7 +201,6 @@ def _hard_swish_model() -> Any:
 
 def test_int16_ready_decomposes_hard_swish_to_float_rounding() -> None:
     from edgeport.quant.a16w8 import int16_ready
-    from edgeport.tflite_file import parse_tflite
 
     model = _hard_swish_model()
     assert "HARD_SWISH" in parse_tflite(model).ops
@@ -265,3 +264,53 @@ def test_with_headroom_widens_every_recorded_range() -> None:
     widened = recorded_ranges(with_headroom(ranged))
     assert set(widened) == set(activations)
     assert widened == {i: (HEADROOM * lo, HEADROOM * hi) for i, (lo, hi) in recorded_ranges(ranged).items()}
+
+
+def test_power_of_two_fallback_keeps_constants_and_biases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every disagreeing MUL forced onto the power-of-two path (no ulp nudge): every MUL then agrees,
+    and the model computes what it did before, because the constants and the biases of the layers that
+    read a rescaled tensor are requantized with it (a per-channel multiplier constant rounded to a power
+    of two, and the depthwise conv after it, broke PP-OCRv4 detection before they were)."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    import edgeport.quant.a16w8 as a16w8
+    from edgeport.quant.int8 import calibrate_only
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 8, 3), name="x")
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    scaled = a * tf.constant(np.linspace(0.3, 3.7, 8, dtype=np.float32))
+    b = keras.layers.DepthwiseConv2D(3, padding="same")(scaled)
+    y = keras.layers.Conv2D(4, 1, bias_initializer="random_normal")(
+        b * keras.layers.Conv2D(8, 1, activation="tanh")(x) * 3.0
+    )
+    model = keras.Model(x, y)
+    specs = [TensorSpec("x", [1, 8, 8, 3])]
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.standard_normal((1, 8, 8, 3)).astype(np.float32)} for _ in range(8)]
+    converter = a16w8.a16w8_converter(model, specs, samples)
+    calibrated = a16w8.with_headroom(calibrate_only(converter))
+    agree = a16w8.agree_mul_multipliers
+    monkeypatch.setattr(a16w8, "agree_mul_multipliers", lambda m: (m, {}))
+    before = a16w8.quantize_a16w8(converter, calibrated, "int8")
+    monkeypatch.setattr(a16w8, "_agreeing_scale", lambda *scales: None)
+    after, report = agree(before)
+    assert report["mul_scales_rounded_to_powers_of_two"] >= 1
+
+    parsed = parse_tflite(after)
+    graph = parsed.raw.subgraphs[0]
+    for op, kind in zip(graph.operators, parsed.ops, strict=True):
+        if kind == "MUL":
+            scales = [float(graph.tensors[t].quantization.scale[0]) for t in [*op.inputs, *op.outputs]]
+            assert a16w8.multipliers_agree(*scales)
+    feed = rng.standard_normal((1, 8, 8, 3)).astype(np.float32)
+    outs = []
+    for data in (before, after):
+        interp = interpreter(data)
+        interp.allocate_tensors()
+        source, sink = interp.get_input_details()[0], interp.get_output_details()[0]
+        interp.set_tensor(source["index"], quantize(feed, source))
+        interp.invoke()
+        outs.append(dequantize(interp.get_tensor(sink["index"]), sink))
+    assert np.abs(outs[1] - outs[0]).max() <= 1e-3 * np.abs(outs[0]).max()
