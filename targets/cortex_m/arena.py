@@ -125,10 +125,17 @@ def cmsis_nn_scratch(model: TfliteModel, mve: bool = False) -> int:
         for op in graph.operators or []:
             name = op_name(model.raw.operatorCodes[op.opcodeIndex])
             ins = list(op.inputs if op.inputs is not None else [])
-            if not ins or tensors[ins[0]].type != schema.TensorType.INT8:
+            kind = tensors[ins[0]].type if ins else None
+            if kind not in (schema.TensorType.INT8, schema.TensorType.INT16):
                 continue
             need = 0
-            if name == "CONV_2D" and len(ins) > 1:
+            if name == "CONV_2D" and len(ins) > 1 and kind == schema.TensorType.INT16:
+                # arm_convolve_wrapper_s16: an int16 im2col for every convolution, 1x1 included. Its
+                # depthwise and average pooling ask for what the int8 kernels do (TFLM sizes the int16
+                # depthwise scratch with the s8 function, by filter type).
+                _, kh, kw, in_ch = (int(d) for d in (list(tensors[ins[1]].shape) + [1, 1, 1, 1])[:4])
+                need = 4 * ((kh * kw * in_ch + 7) // 8) * 8 * 2 if mve else 2 * kh * kw * in_ch * 2
+            elif name == "CONV_2D" and len(ins) > 1:
                 out_ch, kh, kw, in_ch = (int(d) for d in (list(tensors[ins[1]].shape) + [1, 1, 1, 1])[:4])
                 options = op.builtinOptions
                 pointwise = kh == 1 and kw == 1 and getattr(options, "strideW", 1) == 1
@@ -145,7 +152,7 @@ def cmsis_nn_scratch(model: TfliteModel, mve: bool = False) -> int:
                         need = 4 * _round16(kh * kw)
                 elif not (kh == 3 and kw == 3):
                     need = channels * kh * kw * 2
-            elif name == "FULLY_CONNECTED" and mve and len(ins) > 1:
+            elif name == "FULLY_CONNECTED" and mve and len(ins) > 1 and kind == schema.TensorType.INT8:
                 persistent += _round16(int(tensors[ins[1]].shape[0]) * 4)
             elif name == "AVERAGE_POOL_2D" and not mve:
                 need = int(tensors[ins[0]].shape[-1]) * 4

@@ -40,6 +40,9 @@ def test_a16w8_package_from_the_convert_output(a16w8_dir: Path, tmp_path: Path) 
     # Measured in TFLite Micro: at least the int16 input and output (2 bytes an element) fit in it.
     assert result.arena.measured_bytes > 0 and result.arena.arena_size >= result.arena.measured_bytes
     assert result.arena.arena_size >= 2 * (3 * 16 * 16 + 4 * 32 * 32)
+    # CMSIS-NN's int16 convolution asks for an int16 im2col of two kernel windows (arm_convolve_wrapper_s16,
+    # DSP cores): the 3x3 conv over 3 channels, 2 * 27 * 2 bytes, rounded up to 16.
+    assert result.arena.cmsis_nn_scratch == 112
     ops_h = (result.outdir / "model_ops.h").read_text()
     assert "AddConv2D()" in ops_h and "AddMul()" in ops_h and "AddTransposeConv()" in ops_h
     assert "_INT8" not in ops_h
