@@ -291,7 +291,8 @@ def main(argv: list[str]) -> int:
         state["zoo"] = zoo_rows(
             args.recover.split(","), [float(r) for r in args.ratios.split(",")], args.budget
         )
-        write(args.out, state, run_started, args.part)
+    state["finished"] = True
+    write(args.out, state, run_started, args.part)
     return 0
 
 

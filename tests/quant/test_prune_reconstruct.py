@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune.prune import synthetic_inputs
 from edgeport.quant.prune.reconstruct import layers_to_solve, outputs, patches, reconstruct, solve
 from edgeport.quant.prune.recover import distill, distillation_loss, lr_factor
 from edgeport.tensors import TensorSpec
@@ -19,6 +20,7 @@ from tests.quant.prune_models import (
     coupled,
     one_torch_thread,  # noqa: F401 (autouse fixture)
 )
+from tests.zoo import zoo_model
 
 
 class Block(nn.Module):
@@ -195,3 +197,25 @@ def test_the_learning_rate_rises_over_the_warmup_then_decays_to_zero() -> None:
     assert max(factors) == 1.0 and factors[10] == 1.0
     assert factors[10:] == sorted(factors[10:], reverse=True) and factors[-1] < 0.01
     assert lr_factor(0, 100) == 1.0  # no warmup: the cosine from the first step
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "unet"])
+def test_reconstruction_of_a_zoo_model_lowers_its_output_error(name: str) -> None:
+    """Depthwise / inverted-residual and concat couplings: the layers fed by pruned channels are found
+    and re-solved, and the pruned model moves towards the unpruned one on other inputs."""
+    zoo = zoo_model(name)
+    teacher = zoo.build().eval()
+    specs = [TensorSpec(f"input_{i}", shape) for i, shape in enumerate(zoo.input_shapes)]
+    options = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+    pruned = prune_module(teacher, specs, {}, options).module
+    pool, held, _how, _notes = synthetic_inputs(teacher, specs, {}, 32, 16, seed=1)
+
+    def error(model: nn.Module) -> float:
+        with torch.no_grad():
+            got, want = model(*held), teacher(*held)
+        return float(((got - want) ** 2).sum() / (want**2).sum())
+
+    rebuilt = copy.deepcopy(pruned)
+    log = reconstruct(rebuilt, teacher, pool)
+    assert log.layers
+    assert error(rebuilt) < 0.8 * error(pruned)
