@@ -431,8 +431,11 @@ def fixed_onnx(path: Path, entry: Entry, target: Path) -> Path:
 # -- converters -------------------------------------------------------------------------------------
 
 
-def edgeport_cli(entry: Entry, model_path: Path, outdir: Path, quantize: bool) -> dict:
-    """`edgeport convert` as a user types it; the status, exit code and last error line."""
+def edgeport_cli(
+    entry: Entry, model_path: Path, outdir: Path, quantize: bool | str, extra: tuple[str, ...] = ()
+) -> dict:
+    """`edgeport convert` as a user types it (`--quantize int8` when `quantize` is True, or that mode;
+    `extra` options after the rest); the status, exit code and last error line."""
     source = model_path
     args = []
     if entry.kind == "torchscript" and model_path.suffix != ".pt":
@@ -446,7 +449,8 @@ def edgeport_cli(entry: Entry, model_path: Path, outdir: Path, quantize: bool) -
         if spec.value is not None and spec.name:
             args += ["--input-value", f"{spec.name}={spec.value:g}"]
     if quantize:
-        args += ["--quantize", "int8"]
+        args += ["--quantize", quantize if isinstance(quantize, str) else "int8"]
+    args += extra
     command = [sys.executable, "-m", "edgeport", "convert", str(source), "-o", str(outdir), "-q", *args]
     started, cpu_before = time.perf_counter(), _children_cpu()
     try:
