@@ -138,9 +138,14 @@ def measure(name: str, workdir: Path, redo: bool) -> dict:
 
 
 def write(rows: list[dict]) -> None:
+    """The results files: these rows, and the saved rows of models not measured this time."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
-    (RESULTS / "pretrained_a16w8.json").write_text(json.dumps(rows, indent=1) + "\n")
+    saved = RESULTS / "pretrained_a16w8.json"
+    measured = {row["model"] for row in rows}
+    earlier = json.loads(saved.read_text()) if saved.exists() else []
+    rows = [row for row in earlier if row["model"] not in measured] + rows
+    saved.write_text(json.dumps(rows, indent=1) + "\n")
     lines = [
         "# 16-bit activations (a16w8) vs int8 on pretrained models int8 loses",
         "",
