@@ -5,15 +5,20 @@ merge-and-compensate is its special case of exact duplicates). Closed form, data
 synthetic inputs recovery already distils on.
 
 Layers are solved one at a time in forward order, each on inputs that come through the layers already
-solved, so a later layer corrects what an earlier one could not. Every output channel is its own ridge
-regression on the same inputs (the normal equations are accumulated in float64 over a random subset of
-output positions, the same positions for both models). A removed channel that is a linear combination
-of kept ones is reconstructed exactly. The intercept goes into the layer's bias, or, for a layer
-without one that feeds a BatchNorm directly, into that BatchNorm's running mean.
+solved, so a later layer corrects what an earlier one could not. Where a layer's output (or its
+BatchNorm's) is added to a residual shortcut, its target is what makes the sum match the unpruned
+model's sum: the error the shortcut carries from earlier blocks is corrected there too, not passed on
+(the additions are seen with a TorchFunctionMode, so a functional `a + b` in forward() counts).
+Every output channel is its own ridge regression on the same inputs (the normal equations are
+accumulated in float64 over a random subset of output positions, the same positions for both models).
+A removed channel that is a linear combination of kept ones is reconstructed exactly. The intercept
+goes into the layer's bias, or, for a layer without one that feeds a BatchNorm directly, into that
+BatchNorm's running mean.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 RIDGE = 1e-4  # times the mean diagonal of the normal matrix: a little shrinkage where inputs are collinear
 POSITIONS = 64  # output positions per sample that enter the regression (all when fewer)
@@ -108,25 +114,67 @@ def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _capture(model: nn.Module, inputs: Sequence[torch.Tensor], module: nn.Module) -> torch.Tensor:
-    """The input of `module` in one forward of `model`, stopped there."""
+def _capture(
+    model: nn.Module, inputs: Sequence[torch.Tensor], module: nn.Module, source: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The input of `module` in one forward of `model`, stopped there; with `source` (the module whose
+    output a residual addition takes: the layer or its BatchNorm), stopped at that addition instead, and
+    the other addend."""
     got: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, args: tuple) -> None:
         got.append(args[0])
-        raise _Stop
+        if source is None:
+            raise _Stop
 
-    handle = module.register_forward_pre_hook(hook)
+    handles = [module.register_forward_pre_hook(hook)]
+    watch = _Addends(stop=True)
+    if source is not None:
+        handles.append(source.register_forward_hook(watch.hook("addend")))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), watch:
             model(*inputs)
     except _Stop:
         pass
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     if not got:
         raise RuntimeError("the layer did not run")
-    return got[0]
+    return got[0], watch.found.get("addend")
+
+
+class _Addends(TorchFunctionMode):
+    """The other operand of the first addition that takes a watched tensor (a residual shortcut), per
+    name; `stop`: end the forward there."""
+
+    def __init__(self, stop: bool = False) -> None:
+        super().__init__()
+        self.stop = stop
+        self.watched: dict[int, tuple[str, torch.Tensor]] = {}  # the tensor itself keeps its id unique
+        self.found: dict[str, torch.Tensor] = {}
+
+    def hook(self, name: str):  # noqa: ANN201 - a forward hook
+        def watch(_m: nn.Module, _a: tuple, out: object) -> None:
+            if isinstance(out, torch.Tensor) and name not in self.found:
+                self.watched[id(out)] = (name, out)
+
+        return watch
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if getattr(func, "__name__", "") in _ADDS and len(args) >= 2:
+            for mine, other in ((args[0], args[1]), (args[1], args[0])):
+                name = self.watched.get(id(mine), (None,))[0]
+                if name is None or name in self.found or not isinstance(other, torch.Tensor):
+                    continue
+                if other.shape == mine.shape:
+                    self.found[name] = other.detach().clone()
+                    if self.stop:
+                        raise _Stop
+        return func(*args, **(kwargs or {}))
+
+
+_ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
 
 
 def _targets(
@@ -135,28 +183,46 @@ def _targets(
     names: Sequence[str],
     gens: Sequence[torch.Generator],
     positions: int,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{layer: (positions picked [samples, count], the teacher's output there [samples * count, out])}."""
+    sources: dict[str, str] | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """{layer: (positions picked [samples, count], the teacher's output there [samples * count, out],
+    the other addend of the residual addition that takes `sources[layer]`'s output there, or None)}."""
     modules = dict(teacher.named_modules())
-    found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    picked: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    watch = _Addends()
 
     def keep(name: str, gen: torch.Generator):  # noqa: ANN202 - a forward hook
         def hook(m: nn.Module, _a: tuple, out: torch.Tensor) -> None:
-            if name not in found:
+            if name not in picked:
                 y = outputs(m, out)
                 index = _pick(y, gen, positions)
-                found[name] = (index, _gather(y, index).double())
+                picked[name] = (index, _gather(y, index).double())
 
         return hook
 
     handles = [modules[n].register_forward_hook(keep(n, g)) for n, g in zip(names, gens, strict=True)]
+    handles += [modules[src].register_forward_hook(watch.hook(n)) for n, src in (sources or {}).items()]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), watch:
             teacher(*inputs)
     finally:
         for h in handles:
             h.remove()
+    found = {}
+    for name, (index, y) in picked.items():
+        other = watch.found.get(name)
+        layer = modules[name]
+        found[name] = (index, y, None if other is None else _gather(outputs(layer, other), index).double())
     return found
+
+
+def _scale(bn: nn.Module | None, width: int) -> torch.Tensor:
+    """What a BatchNorm (eval) multiplies each channel by; 1 without one. A near-zero scale gives an
+    infinite one: no correction goes through a channel the BatchNorm all but switches off."""
+    if bn is None:
+        return torch.ones(width, dtype=torch.float64)
+    a = (bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)).double()
+    return torch.where(a.abs() > 1e-3 * a.abs().max(), a, torch.full_like(a, math.inf))
 
 
 def _fed_batchnorms(model: nn.Module, inputs: Sequence[torch.Tensor], names: Sequence[str]) -> dict:
@@ -245,10 +311,16 @@ def reconstruct(
     ridge: float = RIDGE,
     positions: int = POSITIONS,
     pruned_only: bool = True,
+    residual: bool = True,
 ) -> ReconstructionLog:
     """Re-solve, in place, the weights of each layer of `student` that reads pruned channels so that its
     output on the student's own inputs matches `teacher`'s output at that layer (both in eval mode,
-    names as in the unpruned model)."""
+    names as in the unpruned model).
+
+    `residual`: where the layer's output (or its BatchNorm's) is added to another tensor (a residual
+    shortcut), the target also makes up for that tensor's difference from the teacher's (divided by the
+    BatchNorm's scale), so that the sum matches: the error the stream brings from earlier blocks is
+    corrected here rather than carried on."""
     started = time.perf_counter()
     student.eval()
     teacher.eval()
@@ -261,7 +333,9 @@ def reconstruct(
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(len(names))]
     # The unpruned model's outputs at every layer, at the positions each layer's regression uses: one
     # forward per chunk.
-    targets = [_targets(teacher, chunk, names, gens, positions) for chunk in chunks]
+    where = {m: n for n, m in student.named_modules()}
+    sources = {n: where[bns[n]] if n in bns else n for n in names} if residual else None
+    targets = [_targets(teacher, chunk, names, gens, positions, sources) for chunk in chunks]
     solved, before, after = [], [], []
     for name in names:
         layer = mine[name]
@@ -271,9 +345,15 @@ def reconstruct(
             continue  # too few rows to determine the weights: a fit would learn these inputs by heart
         gram = cross = None
         target_sq = err_sq = 0.0
+        source = mine[sources[name]] if sources else None
         for chunk, found in zip(chunks, targets, strict=True):
-            index, y = found[name]
-            x = _gather(patches(layer, _capture(student, chunk, layer)), index).double()
+            index, y, theirs = found[name]
+            x, ours = _capture(student, chunk, layer, source if theirs is not None else None)
+            x = _gather(patches(layer, x), index).double()
+            if theirs is not None and ours is not None:
+                y = y + (theirs - _gather(outputs(layer, ours), index).double()) / _scale(
+                    bns.get(name), y.shape[1]
+                )
             with torch.no_grad():
                 now = x @ _weight(layer).double().T + _intercept(layer).double()
             err_sq += float(((now - y) ** 2).sum())

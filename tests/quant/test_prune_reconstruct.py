@@ -219,3 +219,65 @@ def test_reconstruction_of_a_zoo_model_lowers_its_output_error(name: str) -> Non
     log = reconstruct(rebuilt, teacher, pool)
     assert log.layers
     assert error(rebuilt) < 0.8 * error(pruned)
+
+
+class Residual(nn.Module):
+    """stem -> block (conv1 -> bn1 -> relu -> conv2 -> bn2) + the stem's output, the sum spelt three ways."""
+
+    def __init__(self, mid: int = 8, spelling: str = "+") -> None:
+        super().__init__()
+        self.spelling = spelling
+        self.stem = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(6)
+        self.conv1 = nn.Conv2d(6, mid, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, 6, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.bn0(self.stem(x)))
+        b = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(s)))))
+        if self.spelling == "+":
+            return b + s
+        if self.spelling == "torch.add":
+            return torch.add(s, b)
+        b += s
+        return b
+
+
+def _residual_pair(spelling: str) -> tuple[Residual, Residual]:
+    """The unpruned model, and a copy with 3 of the block's 8 inner channels cut and the stem off by
+    noise (the error a residual stream brings from earlier blocks)."""
+    torch.manual_seed(0)
+    teacher = Residual(8, spelling).eval()
+    gen = torch.Generator().manual_seed(1)
+    for bn in (teacher.bn0, teacher.bn1, teacher.bn2):
+        with torch.no_grad():
+            bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
+            bn.weight.copy_(0.5 + torch.rand(bn.num_features, generator=gen))
+    student = Residual(5, spelling).eval()
+    state = {
+        k: v[:5] if k.startswith(("conv1", "bn1")) and v.dim() else v for k, v in teacher.state_dict().items()
+    }
+    state["conv2.weight"] = teacher.conv2.weight[:, :5]
+    student.load_state_dict(state)
+    with torch.no_grad():
+        student.stem.weight.add_(0.3 * torch.randn(student.stem.weight.shape, generator=gen))
+    return teacher, student
+
+
+@pytest.mark.parametrize("spelling", ["+", "torch.add", "+="])
+def test_residual_targets_make_up_for_the_shortcuts_error(spelling: str) -> None:
+    teacher, student = _residual_pair(spelling)
+    fit = [_x(32, seed=1, shape=(3, 8, 8))]
+
+    def error(model: nn.Module) -> float:
+        with torch.no_grad():
+            got, want = model(*fit), teacher(*fit)
+        return float(((got - want) ** 2).sum() / (want**2).sum())
+
+    plain, shortcut = copy.deepcopy(student), copy.deepcopy(student)
+    assert reconstruct(plain, teacher, fit, positions=64, ridge=1e-8, residual=False).layers == ["conv2"]
+    assert reconstruct(shortcut, teacher, fit, positions=64, ridge=1e-8).layers == ["conv2"]
+    # Every position is a regression row: the sum's error on these inputs can only fall.
+    assert error(shortcut) < 0.8 * error(plain)
