@@ -445,8 +445,9 @@ def markdown(state: dict) -> str:
         f"load average at the last write {state['load_average'][0]:.1f} on 2 cores."
         + (f" PARTIAL: {len(rows)} of {state['planned']} planned rows." if partial else ""),
         "",
-        "Recovery: `LS + distill` re-solves, by least squares on the synthetic inputs, each layer that reads "
-        "pruned channels (quant/prune/reconstruct.py; layers re-solved in the LS column), then distils; "
+        "Recovery: `LS + distill` re-solves, by least squares on the synthetic inputs, the layers that read "
+        "pruned channels and those after them, in forward order, with residual-aware targets "
+        "(quant/prune/reconstruct.py; layers re-solved in the LS column), then distils; "
         "`data-free distill` rows are the earlier method (distillation only, no least squares).",
         "",
         *[

@@ -595,7 +595,7 @@ def prune_module(
         say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g})")
         eta = _Eta(say)
         pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
-        say("recovery: least-squares reconstruction of the layers that read pruned channels")
+        say("recovery: least-squares reconstruction, layer by layer")
         rebuilt = reconstruct(module, reference, pool, options.seed)
         log = distill(module, reference, pool, steps, options.seed, eta)
         module.eval()

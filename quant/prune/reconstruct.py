@@ -1,6 +1,7 @@
-"""Layer-wise least-squares reconstruction: after a cut, each layer that reads pruned channels gets new
-weights (and an intercept) that make its output on the pruned model's own inputs match the unpruned
-model's output at that layer (He et al. 2017's channel-pruning reconstruction, ThiNet's idea; RED's
+"""Layer-wise least-squares reconstruction: after a cut, each layer whose output keeps the unpruned
+model's shape (those that read pruned channels, and the layers after them, which inherit their error)
+gets new weights (and an intercept) that make its output on the pruned model's own inputs match the
+unpruned model's output at that layer (He et al. 2017's channel-pruning reconstruction, ThiNet's idea; RED's
 merge-and-compensate is its special case of exact duplicates). Closed form, data-free: it runs on the
 synthetic inputs recovery already distils on.
 
@@ -31,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 RIDGE = 1e-4  # times the mean diagonal of the normal matrix: a little shrinkage where inputs are collinear
 POSITIONS = 64  # output positions per sample that enter the regression (all when fewer)
 CHUNK = 64  # samples per forward
+EXACT = 1e-10  # relative squared error below which a layer's output already matches
 ROWS_PER_COLUMN = 8  # a layer is solved only with at least this many regression rows per weight
 MAX_COLUMNS = 4608  # weights per output channel of the largest layer solved (its normal matrix in float64)
 MAX_SAMPLES = 256  # the first this many inputs enter the regressions (a layer has at most a few
@@ -259,7 +261,7 @@ def _fed_batchnorms(model: nn.Module, inputs: Sequence[torch.Tensor], names: Seq
 
 
 def layers_to_solve(
-    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], pruned_only: bool = True
+    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], pruned_only: bool = False
 ) -> list[str]:
     """Names of the student's solvable layers, in the order they run, run once per forward, whose output
     has the teacher's shape (the target), and (`pruned_only`) that read fewer channels than in the
@@ -310,12 +312,13 @@ def reconstruct(
     seed: int = 0,
     ridge: float = RIDGE,
     positions: int = POSITIONS,
-    pruned_only: bool = True,
+    pruned_only: bool = False,
     residual: bool = True,
 ) -> ReconstructionLog:
-    """Re-solve, in place, the weights of each layer of `student` that reads pruned channels so that its
-    output on the student's own inputs matches `teacher`'s output at that layer (both in eval mode,
-    names as in the unpruned model).
+    """Re-solve, in place, the weights of each layer of `student` whose output has the teacher's shape
+    (`pruned_only`: only those that read pruned channels) so that its output on the student's own inputs
+    matches `teacher`'s output at that layer (both in eval mode, names as in the unpruned model). A
+    layer whose output already matches (nothing before it changed) is left as it is.
 
     `residual`: where the layer's output (or its BatchNorm's) is added to another tensor (a residual
     shortcut), the target also makes up for that tensor's difference from the teacher's (divided by the
@@ -362,6 +365,8 @@ def reconstruct(
                 x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
             g, c = x.T @ x, x.T @ y
             gram, cross = (g, c) if gram is None else (gram + g, cross + c)
+        if err_sq <= EXACT * target_sq:
+            continue  # nothing to correct: the ridge would only shrink the weights
         w = solve(gram, cross, ridge)
         _write(layer, w, bns.get(name) if bias and layer.bias is None else None)
         solved.append(name)
