@@ -381,6 +381,7 @@ def zoo_rows(recover: list[str], ratios: list[float], budget: float) -> list[dic
                     "agree_none": fid.top1_agreement_before_recovery,
                     "agree": fid.top1_agreement,
                     "steps": section.recovery.steps,
+                    "reconstructed_layers": section.recovery.reconstructed_layers,
                     "seconds": section.recovery.seconds,
                 }
             )
@@ -425,7 +426,8 @@ def _unique_rows(states: list[dict]) -> list[dict]:
     for state in states:
         for r in state["rows"]:
             r = {"budget_seconds": state["budget_seconds"], **r}
-            rows.setdefault((r["model"], r["ratio"], r["criterion"], r["recovery"], r["budget_seconds"]), r)
+            budget = None if r["recovery"] == "none" else r["budget_seconds"]  # none: no budget spent
+            rows.setdefault((r["model"], r["ratio"], r["criterion"], r["recovery"], budget), r)
     return list(rows.values())
 
 
@@ -475,11 +477,13 @@ def markdown(state: dict) -> str:
             if d.get("float_ms") and d.get("unpruned_float_ms")
             else "-"
         )
+        budget = "-" if r["recovery"] == "none" else f"{r['budget_seconds']:.0f}"
         lines.append(
             f"| {r['model']} | {cut:.0f}% (asked {100 * r['ratio']:.0f}%) | {r['criterion']} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
             f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | "
-            f"{r['budget_seconds']:.0f} | {r.get('reconstructed_layers', 0)} | {r['recovery_steps']} | "
+            f"{budget} | "
+            f"{r.get('reconstructed_layers', 0)} | {r['recovery_steps']} | "
             f"{r['recovery_seconds']:.0f} | "
             f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {_kib(d.get('int8_bytes'))} | "
             f"{_kib(d.get('arena_bytes'))} |"
@@ -490,6 +494,11 @@ def markdown(state: dict) -> str:
             "## tests/zoo MobileNetV2 (random weights: fidelity to the unpruned model on held-out "
             "synthetic inputs)",
             "",
+            *(
+                ["Rows without an LS count are the earlier recovery (distillation only).", ""]
+                if any("reconstructed_layers" not in z for z in state["zoo"])
+                else []
+            ),
             "| FLOPs cut | criterion | SQNR dB none -> distill | top-1 agreement none -> distill | steps |",
             "|---|---|---|---|---|",
         ]
