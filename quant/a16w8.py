@@ -62,7 +62,13 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
-from edgeport.quant.int8 import bound_max_pool_padding, calibrate_only, finish_quantized, int8_converter
+from edgeport.quant.int8 import (
+    bound_max_pool_padding,
+    calibrate_only,
+    converter_step,
+    finish_quantized,
+    int8_converter,
+)
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, failing_op, no_kernel_fix
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import Sample, TensorSpec
@@ -453,17 +459,11 @@ def keras_to_a16w8(
 
 
 def _quantizing(step: Callable[[], T]) -> T:
-    """A converter step; its failure becomes one EdgeportError line (the quantizer's own reason)."""
-    try:
-        return step()
-    except EdgeportError:
-        raise
-    except Exception as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise EdgeportError(
-            f"the TFLite converter could not quantize the model to a16w8 ({first[:200]})",
-            "a layer has no 16-bit-activation form in TFLite: use --quantize int8, or rewrite that layer",
-        ) from exc
+    return converter_step(
+        "a16w8",
+        step,
+        "a layer has no 16-bit-activation form in TFLite: use --quantize int8, or rewrite that layer",
+    )
 
 
 def no_int16_kernel_fix(op: str) -> str:

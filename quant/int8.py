@@ -135,16 +135,16 @@ def keras_to_quantized(
     else:
         raise ValueError(f"unknown quantization mode {mode!r}")
     if mode == "dynamic":
-        return _converting(mode, converter.convert)
+        return converter_step(mode, converter.convert)
     # In two halves even for plain min/max: quantize_calibrated bounds max-pool padding first.
     clamped: list[str] = []
-    calibrated = _converting(
+    calibrated = converter_step(
         mode, lambda: bound_activation_inputs(calibrate_only(converter), clamped=clamped)
     )
     if report is not None and clamped:
         report["clamped_for_logistic_tanh"] = {"bound": ACTIVATION_BOUND, "tensors": clamped}
     if ranges == "minmax":
-        return _converting(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
+        return converter_step(mode, lambda: quantize_calibrated(converter, calibrated, io, keep_float))
     feeds = [named_feed(keras_model, sample, in_specs) for sample in samples]
     return quantize_with_ranges(
         converter, calibrated, feeds, io, RANGE_FUNCTIONS[ranges], report, keep_float=keep_float
@@ -157,24 +157,28 @@ def probe_quantizer(
     """`quantize(keep_float)`: int8 models from one calibration on `samples`, with the named ops left
     float; the converter's slow half (calibration) runs once, each call only re-runs the quantizer."""
     converter = int8_converter(keras_model, in_specs, samples, io)
-    calibrated = _converting("int8", lambda: bound_activation_inputs(calibrate_only(converter)))
-    return lambda keep_float: _converting(
+    calibrated = converter_step("int8", lambda: bound_activation_inputs(calibrate_only(converter)))
+    return lambda keep_float: converter_step(
         "int8", lambda: quantize_calibrated(converter, calibrated, io, keep_float)
     )
 
 
-def _converting(mode: str, convert: Callable[[], T]) -> T:
-    """Run a converter step; its failure becomes one EdgeportError line (the CLI hides its logs)."""
+INT8_CONVERTER_FIX = (
+    "a layer has no int8 builtin kernel: try --quantize dynamic or --quantize float16, or rewrite that layer"
+)
+
+
+def converter_step(mode: str, convert: Callable[[], T], fix: str = INT8_CONVERTER_FIX) -> T:
+    """Run a converter step; its failure becomes one EdgeportError line with the converter's own reason
+    (the CLI hides its logs)."""
     try:
         return convert()
     except EdgeportError:
         raise
     except Exception as exc:
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise EdgeportError(
-            f"the TFLite converter could not quantize the model to {mode} ({first[:200]})",
-            "a layer has no int8 builtin kernel: try --quantize dynamic or --quantize float16, "
-            "or rewrite that layer",
+            f"the TFLite converter could not quantize the model to {mode} ({first[:200]})", fix
         ) from exc
 
 
@@ -492,7 +496,7 @@ def probe_range_use(converter: Any, calibrated: bytes, io: str, keep_float: Sequ
 
     order = sorted(recorded_ranges(calibrated))
     probe = {index: (-PROBE_UNIT * (k + 1), PROBE_UNIT * (k + 1)) for k, index in enumerate(order)}
-    quantized = _converting(
+    quantized = converter_step(
         "int8", lambda: quantize_calibrated(converter, set_ranges(calibrated, probe), io, keep_float)
     )
     model = flatbuffer_utils.convert_bytearray_to_object(quantized)
@@ -557,7 +561,7 @@ def quantize_with_ranges(
     # Never wider than recorded: bound_activation_inputs may have narrowed a recorded range.
     ranges = {index: _within(range_of(hists[index]), recorded[index]) for index in chosen}
     edited = set_ranges(calibrated, ranges)
-    model = _converting("int8", lambda: quantize_calibrated(converter, edited, io, keep_float))
+    model = converter_step("int8", lambda: quantize_calibrated(converter, edited, io, keep_float))
     if report is not None:
         graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
 

@@ -314,3 +314,20 @@ def test_power_of_two_fallback_keeps_constants_and_biases(monkeypatch: pytest.Mo
         interp.invoke()
         outs.append(dequantize(interp.get_tensor(sink["index"]), sink))
     assert np.abs(outs[1] - outs[0]).max() <= 1e-3 * np.abs(outs[0]).max()
+
+
+def test_a_converter_failure_is_one_line_with_the_modes_fix() -> None:
+    from edgeport.errors import EdgeportError
+    from edgeport.quant.a16w8 import _quantizing
+    from edgeport.quant.int8 import INT8_CONVERTER_FIX, converter_step
+
+    def fails() -> None:
+        raise RuntimeError("\n  Quantization to 16x8-bit not yet supported for op: 'SQRT'.\nmore")
+
+    with pytest.raises(EdgeportError) as a16:
+        _quantizing(fails)
+    assert "a16w8 (Quantization to 16x8-bit not yet supported for op: 'SQRT'.)" in str(a16.value)
+    assert "--quantize int8" in a16.value.fix
+    with pytest.raises(EdgeportError) as int8:
+        converter_step("int8", fails)
+    assert int8.value.fix == INT8_CONVERTER_FIX
