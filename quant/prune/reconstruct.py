@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from edgeport.quant.prune.count import forward_with_hooks
+
 RIDGE = 1e-4  # times the mean diagonal of the normal matrix: a little shrinkage where inputs are collinear
 POSITIONS = 64  # output positions per sample that enter the regression (all when fewer)
 CHUNK = 64  # samples per forward
@@ -270,7 +272,6 @@ def layers_to_solve(
     order: list[str] = []
     shapes: dict[str, dict[str, tuple]] = {"s": {}, "t": {}}
     calls: dict[str, dict[str, int]] = {"s": {}, "t": {}}
-    handles = []
 
     def hook(which: str, name: str):  # noqa: ANN202 - a forward hook
         def record(_m: nn.Module, _a: tuple, out: object) -> None:
@@ -282,18 +283,14 @@ def layers_to_solve(
 
         return record
 
-    for name, m in student.named_modules():
-        if name and solvable(m) and name in theirs and type(theirs[name]) is type(m):
-            handles.append(m.register_forward_hook(hook("s", name)))
-            handles.append(theirs[name].register_forward_hook(hook("t", name)))
+    pairs = [
+        (name, m)
+        for name, m in student.named_modules()
+        if name and solvable(m) and name in theirs and type(theirs[name]) is type(m)
+    ]
     probe = [x[:1] for x in inputs]
-    try:
-        with torch.no_grad():
-            student(*probe)
-            teacher(*probe)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(student, probe, ((m, hook("s", name)) for name, m in pairs))
+    forward_with_hooks(teacher, probe, ((theirs[name], hook("t", name)) for name, _ in pairs))
     modules = dict(student.named_modules())
     return [
         n
