@@ -69,10 +69,9 @@ from edgeport.quant.int8 import (
     finish_quantized,
     int8_converter,
 )
-from edgeport.quant.tflm_ops import TflmPlan, arena_for, failing_op, no_kernel_fix
+from edgeport.quant.tflm_ops import TflmPlan, _node_output, arena_for, failing_op, no_kernel_fix
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import Sample, TensorSpec
-from edgeport.tflite_file import parse_tflite
 
 T = TypeVar("T")
 _INT16, _INT64 = 7, 4  # TensorType
@@ -498,7 +497,7 @@ def plan_a16w8_for_tflm(
             raise EdgeportError(
                 f"{name}: TFLite Micro has no kernel for op {op}; found before calibration", no_kernel_fix(op)
             ) from exc
-        where = f" (node {index}, tensor {_output_name(model, index)!r})"
+        where = f" (node {index}, tensor {_node_output(model, index)!r})"
         raise EdgeportError(
             f"{name}: TFLite Micro cannot run op {op}{where} with 16-bit activations"
             + (f" ({detail})" if detail else "")
@@ -506,9 +505,3 @@ def plan_a16w8_for_tflm(
             no_int16_kernel_fix(op),
         ) from exc
     return TflmPlan(probes=1)
-
-
-def _output_name(model: bytes, index: int) -> str:
-    graph = parse_tflite(model).raw.subgraphs[0]
-    name = graph.tensors[graph.operators[index].outputs[0]].name
-    return name.decode() if isinstance(name, bytes) else str(name)
