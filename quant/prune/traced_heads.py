@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from edgeport.quant.prune.count import forward_with_hooks
 from edgeport.quant.prune.heads import HeadGroup
 
 
@@ -65,16 +66,10 @@ def _calls(model: nn.Module, inputs: Sequence[torch.Tensor], candidates: list[nn
     """Each candidate's first call: (args, kwargs), from one run on `inputs`."""
     calls: dict[nn.Module, tuple[tuple, dict]] = {}
 
-    def hook(m: nn.Module, args: tuple, kwargs: dict) -> None:
+    def hook(m: nn.Module, args: tuple, kwargs: dict, _out: object) -> None:
         calls.setdefault(m, (args, kwargs))
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in candidates]
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, inputs, ((m, hook) for m in candidates), with_kwargs=True)
     return calls
 
 
