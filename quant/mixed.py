@@ -111,9 +111,9 @@ def fit_flash_budget(
     rounding: str = "squant",
 ) -> tuple[bytes, dict]:
     """The mixed model that fits `budget` bytes with the least measured noise, and what was chosen."""
-    costs = layer_costs(int8_model, float_model, in_specs, out_specs, samples, rounding)
-    if (problem := budget_problem(int8_model, budget)) is not None:
+    if (problem := budget_problem(int8_model, budget)) is not None:  # before measuring every layer
         raise problem
+    costs = layer_costs(int8_model, float_model, in_specs, out_specs, samples, rounding)
     ordered = sorted(costs, key=lambda c: (c.noise / max(c.bytes_saved, 1), c.name))
     # The byte count saved per layer is exact for the weights; flatbuffer alignment can add a few
     # bytes, so the model is rebuilt with one more layer until the written file really fits.
