@@ -8,9 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from edgeport.cli import main
 from edgeport.errors import EdgeportError
@@ -21,6 +19,7 @@ from tests.quant.prune_models import (
     coupled,
     one_torch_thread,  # noqa: F401 (autouse fixture)
 )
+from tests.quant.test_prune_onnx_source import two_convs
 
 
 def _one_line(argv: list[str], outdir: Path, capsys) -> str:
@@ -49,28 +48,8 @@ def test_latency_ratio_outside_the_interval_is_refused_before_anything_runs(tmp_
     assert "--prune 1 is outside (0, 1)" in line
 
 
-def _two_convs(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2")
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["a"], ["r"]),
-        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [w1, w2],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 def test_unknown_exclude_on_an_onnx_source_lists_close_names(tmp_path: Path, capsys) -> None:
-    source = _two_convs(tmp_path / "m.onnx")
+    source = two_convs(tmp_path / "m.onnx", pads=[1, 1, 1, 1])
     outdir = tmp_path / "out"
     argv = ["convert", str(source), "--prune", "0.3", "--prune-exclude", "layers.w3", "-o", str(outdir), "-q"]
     line = _one_line(argv, outdir, capsys)
@@ -95,7 +74,7 @@ def test_bad_calibration_is_refused_before_the_prune_starts(
         takes = "input 'x' takes (N, 3, 32, 32)"
     else:
         # --input-name renames the ONNX source's input: the data is checked under the new name.
-        argv = ["convert", str(_two_convs(tmp_path / "m.onnx")), "--input-name", "image"]
+        argv = ["convert", str(two_convs(tmp_path / "m.onnx", pads=[1, 1, 1, 1])), "--input-name", "image"]
         takes = "input 'image' takes (N, 3, 8, 8)"
     argv += ["--quantize", "int8", "--calibration", str(tmp_path / "cal.npy"), "--prune", "0.3"]
     line = _one_line([*argv, "-o", str(outdir), "-q"], outdir, capsys)

@@ -122,17 +122,14 @@ def test_matmul_add_linears_prune_and_convert(tmp_path: Path) -> None:
     assert up.channels_after < 32
 
 
-@pytest.mark.parametrize(
-    "pads",
-    [{"pads": [0, 0, 1, 1]}, {"auto_pad": "SAME_UPPER"}, {"auto_pad": "SAME_LOWER"}],
-    ids=["explicit", "same_upper", "same_lower"],
-)
-def test_asymmetric_pad_conv_is_a_prunable_module(pads: dict, tmp_path: Path) -> None:
+def two_convs(path: Path, kernel: int = 3, **first: object) -> Path:
+    """x -> Conv(8, `kernel` x `kernel`, attributes `first`) -> Relu -> Conv(4, 3x3, pads 1) -> y,
+    saved at `path`."""
     rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, 2, 2)).astype(np.float32), "w1")
+    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, kernel, kernel)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2")
     nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], **pads),  # "same" for an even kernel: asymmetric
+        helper.make_node("Conv", ["x", "w1"], ["a"], **first),
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
     ]
@@ -144,9 +141,20 @@ def test_asymmetric_pad_conv_is_a_prunable_module(pads: dict, tmp_path: Path) ->
         [w1, w2],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "pads",
+    [{"pads": [0, 0, 1, 1]}, {"auto_pad": "SAME_UPPER"}, {"auto_pad": "SAME_LOWER"}],
+    ids=["explicit", "same_upper", "same_lower"],
+)
+def test_asymmetric_pad_conv_is_a_prunable_module(pads: dict, tmp_path: Path) -> None:
+    # "same" for an even kernel: asymmetric
+    model = onnx.load(str(two_convs(tmp_path / "pad.onnx", kernel=2, **pads)))
     module = prunable_module(model, [TensorSpec("x", [1, 3, 8, 8])])
     assert isinstance(module.layers["w1"], nn.Sequential)
-    onnx.save(model, str(tmp_path / "pad.onnx"))
     outdir = tmp_path / "out"
     result = convert_model(ConvertOptions(source=str(tmp_path / "pad.onnx"), outdir=outdir, prune=PRUNE))
     ver = result.manifest.verification
