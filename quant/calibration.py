@@ -532,8 +532,7 @@ def make_calibration(
         if Path(data).is_file():  # what the int8 model was calibrated on, wherever it lives
             detail["sha256"] = sha256_of(Path(data))
         return CalibrationSet("data", cal, rest, notes, detail)
-    if method != "data":
-        notes.extend(_assumed_ranges(specs, stats))
+    notes.extend(_assumed_ranges(specs, stats))
     if method == "distill":
         if not has_batchnorm(module) or integers:
             raise EdgeportError(
