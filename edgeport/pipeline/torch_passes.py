@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeport.options import flag_spell
 from edgeport.pipeline.passes import Pass, PassReport
-from edgeport.tempdirs import make_tempdir, remove_tempdir
+from edgeport.tempdirs import tempdir
 from edgeport.tensors import TensorSpec
 
 if TYPE_CHECKING:
@@ -103,8 +103,7 @@ class PruneExporter:
     def graph(self, module: Any, inputs: Sequence[Any], names: Sequence[str]) -> Any:
         from edgeport.converters.torch_to_onnx import export_onnx
 
-        workdir = make_tempdir("prune")
-        try:
+        with tempdir("prune") as workdir:
             return export_onnx(
                 module,
                 [x[:1] for x in inputs],
@@ -113,8 +112,6 @@ class PruneExporter:
                 self.opset,
                 fold_constants=False,
             )
-        finally:
-            remove_tempdir(workdir)
 
     def float_tflite(self, graph: Any) -> bytes:
         import onnx
@@ -126,16 +123,13 @@ class PruneExporter:
         from edgeport.pipeline.passes import run_passes
 
         passed, _, _ = run_passes(ONNX_PASSES, graph, (), "ONNX")
-        workdir = make_tempdir("prune")
-        try:
+        with tempdir("prune") as workdir:
             path = workdir / "model.onnx"
             onnx.save(passed, str(path))
             keras = onnx_to_keras(
                 path, workdir, onnx_prepare.channels_first_inputs(passed), False, onnx2tf_options_for(passed)
             )
             return keras_to_tflite(keras.model, "float32")
-        finally:
-            remove_tempdir(workdir)
 
 
 def prune_exporter(opset: int | None = None) -> PruneExporter:
