@@ -30,7 +30,6 @@ import numpy as np
 from edgeport.quant.tflm_saturation import ACTIVATION_BOUND
 from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite
 
-NAME = "gelu_tanh_for_tflm"
 MARKER = "/tflm_gelu/"
 TANH_MARKER = "/tflm_tanh_gelu/"
 K1 = 2.0 * math.sqrt(2.0 / math.pi)

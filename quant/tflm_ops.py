@@ -50,7 +50,6 @@ class OpReplacement:
     ones in the finished model, `note` says what the int8 model computes instead."""
 
     op: str
-    name: str
     replace: Callable[[bytes], bytes]
     replaced: Callable[[bytes], list[str]]
     note: str
@@ -69,7 +68,6 @@ class OpReplacement:
 OP_REPLACEMENTS = [
     OpReplacement(
         "GELU",
-        tflm_gelu.NAME,
         tflm_gelu.replace_gelu,
         tflm_gelu.approximated_gelus,
         "the tanh approximation of GELU in ABS, MUL, ADD, LOGISTIC, RELU and SUB (TFLite Micro has no GELU "
