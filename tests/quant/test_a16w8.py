@@ -30,14 +30,14 @@ MIN_MARGIN_DB = 8.0
 INT8, INT16, INT64 = 9, 7, 4  # TensorType
 
 
-def convert(out: Path, cls: str, mode: str) -> dict:
-    """The manifest's quantization section of `cls` converted with --quantize `mode`."""
+def convert(out: Path, cls: str, mode: str, **options: Any) -> dict:
+    """The manifest's quantization section of `cls` converted with --quantize `mode` (and `options`)."""
     convert_model(
         ConvertOptions(
             source=f"{MODELS}:{cls}",
             outdir=out,
             input_shapes=[[1, *M.SHAPE]],
-            quantize=QuantOptions(mode=mode),
+            quantize=QuantOptions(mode=mode, **options),
         )
     )
     return json.loads((out / MANIFEST_NAME).read_text())["sections"]["quantization"]
@@ -117,15 +117,7 @@ def test_a_detector_head_converts_with_its_hard_swish_decomposed(tmp_path: Path)
 
 def test_float_io(tmp_path: Path) -> None:
     """--io float: QUANTIZE / DEQUANTIZE at the boundary, int16 inside, TFLite Micro still bit-exact."""
-    convert_model(
-        ConvertOptions(
-            source=f"{MODELS}:WideResidual",
-            outdir=tmp_path / "out",
-            input_shapes=[[1, *M.SHAPE]],
-            quantize=QuantOptions(mode="a16w8", io="float"),
-        )
-    )
-    section = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["sections"]["quantization"]
+    section = convert(tmp_path / "out", "WideResidual", "a16w8", io="float")
     model = read_tflite(tmp_path / "out" / "model_a16w8.tflite")
     assert section["io"] == "float" and {t.dtype for t in [*model.inputs, *model.outputs]} == {"float32"}
     assert model.ops[0] == "QUANTIZE" and model.ops[-1] == "DEQUANTIZE"
