@@ -69,7 +69,7 @@ from edgeport.quant.int8 import (
     finish_quantized,
     int8_converter,
 )
-from edgeport.quant.tflm_ops import TflmPlan, _node_output, arena_for, failing_op, no_kernel_fix
+from edgeport.quant.tflm_ops import TflmPlan, arena_for, failing_op, no_kernel_fix, node_output
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import Sample, TensorSpec
 
@@ -497,7 +497,7 @@ def plan_a16w8_for_tflm(
             raise EdgeportError(
                 f"{name}: TFLite Micro has no kernel for op {op}; found before calibration", no_kernel_fix(op)
             ) from exc
-        where = f" (node {index}, tensor {_node_output(model, index)!r})"
+        where = f" (node {index}, tensor {node_output(model, index)!r})"
         raise EdgeportError(
             f"{name}: TFLite Micro cannot run op {op}{where} with 16-bit activations"
             + (f" ({detail})" if detail else "")

@@ -138,7 +138,7 @@ def arena_for(model: bytes) -> int:
     return max(MIN_ARENA, ARENA_FACTOR * len(model)) + 4 * elements
 
 
-def _node_output(model: bytes, index: int) -> str:
+def node_output(model: bytes, index: int) -> str:
     graph = parse_tflite(model).raw.subgraphs[0]
     name = graph.tensors[graph.operators[index].outputs[0]].name
     return name.decode() if isinstance(name, bytes) else str(name)
@@ -182,7 +182,7 @@ def plan_int8_for_tflm(
                 # TFLite Micro (and LiteRT) natively where the calibrated model runs.
                 plan.inconclusive = exc.problem
                 return plan
-            node = _node_output(model, index) if index is not None else ""
+            node = node_output(model, index) if index is not None else ""
             where = f" (node {index}, tensor {node!r})" if index is not None else ""
             if index is None:
                 raise EdgeportError(

@@ -101,7 +101,7 @@ def test_a_probe_failing_twice_on_the_same_op_is_refused(monkeypatch: pytest.Mon
         raise EdgeportError("m: TFLite Micro cannot prepare op FOO at node 2 (type)", "fix")
 
     monkeypatch.setattr(tflm_ops, "run_tflm", failing_run)
-    monkeypatch.setattr(tflm_ops, "_node_output", lambda model, index: "foo_out")
+    monkeypatch.setattr(tflm_ops, "node_output", lambda model, index: "foo_out")
     monkeypatch.setattr(tflm_ops, "arena_for", lambda model: 1 << 20)
     with pytest.raises(EdgeportError, match="op FOO .*nor in float32") as err:
         tflm_ops.plan_int8_for_tflm(quantize, lambda model: [[np.zeros(1)]], "m")
