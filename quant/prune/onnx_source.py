@@ -5,12 +5,13 @@ to ONNX with the source's input and output names.
 
 Which nodes become modules: Conv with constant weights and explicit pads, none, or auto_pad
 (resolved for the fixed input shapes; asymmetric pads as a zero pad before it), Gemm with a constant
-2-D weight (alpha = beta = 1, no transposed input), and MatMul with a constant 2-D weight (a Linear,
-taking the constant bias of the Add that is its only reader: how exporters write a Linear on a 3-D
-input); BatchNormalization already is one in the evaluator. Other nodes stay functional on their
-constant weights: a channel feeding one cannot change width, which the removal check (cut on a copy
-== zeroed) sees, so its group is kept whole. A graph the evaluator cannot run is refused in one line
-naming the op.
+2-D weight (alpha = beta = 1, no transposed input), and MatMul with a constant 2-D weight, or with a
+constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
+do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
+exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator. Other
+nodes stay functional on their constant weights: a channel feeding one cannot change width, which
+the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph the evaluator
+cannot run is refused in one line naming the op.
 """
 
 from __future__ import annotations
@@ -124,6 +125,21 @@ def _matmul_bias(
     return add, bias
 
 
+def _transposed(
+    producers: dict[str, onnx.NodeProto],
+    attrs: dict[str, dict],
+    constants: dict[str, torch.Tensor],
+    name: str,
+) -> torch.Tensor | None:
+    """The constant 2-D W when `name` is Transpose(W) (perm [1, 0] or none), else None."""
+    node = producers.get(name)
+    if node is None or node.op_type != "Transpose":
+        return None
+    weight = constants.get(node.input[0])
+    perm = attrs[node.output[0]].get("perm", [1, 0])
+    return weight if weight is not None and weight.dim() == 2 and list(perm) == [1, 0] else None
+
+
 class PrunableGraph(Evaluator):
     """The evaluator with Conv, Gemm and MatMul nodes run through modules (`layers`, keyed by weight
     name)."""
@@ -133,7 +149,11 @@ class PrunableGraph(Evaluator):
         self.layers = nn.ModuleDict()
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
+        self._folded: set[str] = set()  # a Transpose's output only its MatMul's Linear read (not run)
         readers = Counter(name for n in self._nodes for name in n.input)
+        producers = {out: n for n in self._nodes for out in n.output}
+        outputs = set(self.output_names)
+        node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
         sizes = (
             _spatial_sizes(model) if any(a.get("auto_pad", "NOTSET") != "NOTSET" for a in self._attrs) else {}
         )
@@ -143,6 +163,10 @@ class PrunableGraph(Evaluator):
             if node.input[0] in self._constants:
                 continue
             weight = self._constants.get(node.input[1])
+            transposed = None
+            if weight is None and node.op_type == "MatMul":
+                transposed = _transposed(producers, node_attrs, self._constants, node.input[1])
+                weight = transposed
             bias = self._constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             if weight is None or (len(node.input) > 2 and node.input[2] and bias is None):
                 continue
@@ -154,20 +178,26 @@ class PrunableGraph(Evaluator):
             if node.op_type == "MatMul":
                 folded = _matmul_bias(model, node, readers, self._constants)
                 add, bias = folded if folded is not None else (None, None)
-                attrs = {}  # MatMul: x @ W, W is [in, out] as Gemm's untransposed B
+                # MatMul: x @ B, B is [in, out] as Gemm's untransposed B; Transpose(W): W is [out, in].
+                attrs = {"transB": 1} if transposed is not None else {}
             make = _conv if node.op_type == "Conv" else _linear
             layer = make(attrs, weight.float(), None if bias is None else bias.float())
             if layer is None:
                 continue
             if add is not None:
                 self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
-            key = re.sub(r"\W", "_", re.sub(r"\.weight$", "", node.input[1])) or f"node{index}"
+            if transposed is not None and readers[node.input[1]] == 1 and node.input[1] not in outputs:
+                self._folded.add(node.input[1])
+            named = producers[node.input[1]].input[0] if transposed is not None else node.input[1]
+            key = re.sub(r"\W", "_", re.sub(r"\.weight$", "", named)) or f"node{index}"
             while key in self.layers:
                 key += "_"
             self.layers[key] = layer
             self._layer_keys[node.output[0]] = key
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
+        if node.output[0] in self._folded:  # its transposed weight is in the MatMul's Linear
+            return None
         if node.output[0] in self._bias_adds:  # its bias is in the MatMul's Linear
             return args[self._bias_adds[node.output[0]]]
         key = self._layer_keys.get(node.output[0])

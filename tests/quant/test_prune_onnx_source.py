@@ -163,3 +163,50 @@ def test_asymmetric_pad_conv_is_a_prunable_module(pads: dict, tmp_path: Path) ->
     assert [(g.module, g.channels_before, g.channels_after) for g in section.groups] == [
         ("layers.w1.conv", 8, 4)
     ]
+
+
+def transposed_token_mlp(path: Path) -> Path:
+    """tokens [1, 7, 12] -> MatMul(Transpose(W1 [32, 12])) + b1 -> Relu -> MatMul(Transpose(W2 [5, 32]))
+    -> y: Linears as an exporter writes them without folding constants (W as the Linear holds it)."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "up.weight": rng.normal(size=(32, 12)),
+        "up.bias": rng.normal(size=32),
+        "head.weight": rng.normal(size=(5, 32)) / 4,
+    }
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
+    nodes = [
+        helper.make_node("Transpose", ["up.weight"], ["up_t"], perm=[1, 0]),
+        helper.make_node("MatMul", ["tokens", "up_t"], ["up_mm"]),
+        helper.make_node("Add", ["up_mm", "up.bias"], ["up_out"]),
+        helper.make_node("Relu", ["up_out"], ["r"]),
+        helper.make_node("Transpose", ["head.weight"], ["head_t"]),  # perm defaults to reversed
+        helper.make_node("MatMul", ["r", "head_t"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, 7, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 5])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def test_matmul_of_a_transposed_weight_is_a_linear_and_prunes(tmp_path: Path) -> None:
+    source = transposed_token_mlp(tmp_path / "mlp.onnx")
+    module = prunable_module(onnx.load(str(source)), [TensorSpec("tokens", [1, 7, 12])])
+    assert {k: (m.in_features, m.out_features, m.bias is not None) for k, m in module.layers.items()} == {
+        "up": (12, 32, True),
+        "head": (32, 5, False),
+    }
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE))
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert [(g.module, g.channels_before) for g in section.groups] == [("layers.up", 32)]
+    assert section.groups[0].channels_after < 32 and section.kept_whole == []
+    assert "Transpose" not in {n.op_type for n in onnx.load(str(outdir / "model.onnx")).graph.node}
