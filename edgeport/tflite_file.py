@@ -48,9 +48,14 @@ class TfliteModel:
         return dict(sorted(Counter(self.ops).items()))
 
 
-def op_name(op_code: schema.OperatorCodeT) -> str:
+def builtin_code(op_code: schema.OperatorCodeT) -> int:
+    """The operator code's BuiltinOperator value."""
     # TFLite's own rule: codes above 127 live only in builtin_code, older files only in the deprecated field.
-    code = max(op_code.builtinCode, op_code.deprecatedBuiltinCode)
+    return max(op_code.builtinCode, op_code.deprecatedBuiltinCode)
+
+
+def op_name(op_code: schema.OperatorCodeT) -> str:
+    code = builtin_code(op_code)
     name = _BUILTIN_NAMES.get(code, f"BUILTIN_{code}")
     if name == "CUSTOM":
         custom = op_code.customCode.decode() if isinstance(op_code.customCode, bytes) else op_code.customCode
@@ -58,8 +63,12 @@ def op_name(op_code: schema.OperatorCodeT) -> str:
     return name
 
 
+def tensor_name(tensor: schema.TensorT) -> str:
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+
+
 def _tensor_info(tensor: schema.TensorT) -> TensorInfo:
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    name = tensor_name(tensor)
     shape = [int(d) for d in (tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape)]
     quant = None
     q = tensor.quantization

@@ -62,6 +62,13 @@ import numpy as np
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
+from edgeport.quant.calibrated import (
+    add_activation,
+    add_scalar,
+    new_operator,
+    recorded_range,
+    set_recorded_range,
+)
 from edgeport.quant.int8 import (
     bound_max_pool_padding,
     calibrate_only,
@@ -72,6 +79,7 @@ from edgeport.quant.int8 import (
 from edgeport.quant.tflm_ops import TflmPlan, arena_for, failing_op, no_kernel_fix, node_output
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import Sample, TensorSpec
+from edgeport.tflite_file import edit_tflite, op_name, schema, serialize_tflite, tensor_name
 
 T = TypeVar("T")
 _INT16, _INT64 = 7, 4  # TensorType
@@ -144,12 +152,7 @@ _RELU6_RANGE, _GATE_RANGE = (0.0, 32767 * 2.0**-12), (0.0, 32767 * 2.0**-15)
 def int16_ready(calibrated: bytes) -> bytes:
     """`calibrated` (float, recorded min/max) with HARD_SWISH decomposed and biases made vectors (see
     the module docstring); the same bytes when there is nothing to change."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from edgeport.tflite_file import op_name
-
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = edit_tflite(calibrated)
     graph = model.subgraphs[0]
     changed = False
     operators = []
@@ -162,11 +165,14 @@ def int16_ready(calibrated: bytes) -> bytes:
             continue
         changed = True
         x, out = int(op.inputs[0]), int(op.outputs[0])
-        three = _constant(model, graph, 3.0, f"{_name(graph, out)}/three")
-        sixth = _constant(model, graph, 1.0 / 6.0, f"{_name(graph, out)}/sixth")
-        relu6 = _activation(graph, x, f"{_name(graph, out)}/relu6", _RELU6_RANGE)
-        gate = _activation(graph, x, f"{_name(graph, out)}/gate", _GATE_RANGE)
-        _copy_range(graph, x, out)  # |hard_swish(x)| <= |x|: x's scale, and x * gate's multiplier is 2^-15
+        name = tensor_name(graph.tensors[out])
+        three = add_scalar(model, graph, f"{name}/three", 3.0)
+        sixth = add_scalar(model, graph, f"{name}/sixth", 1.0 / 6.0)
+        relu6 = add_activation(model, graph, f"{name}/relu6", x, _RELU6_RANGE)
+        gate = add_activation(model, graph, f"{name}/gate", x, _GATE_RANGE)
+        # |hard_swish(x)| <= |x|: x's scale, and x * gate's multiplier is 2^-15
+        if (x_range := recorded_range(graph.tensors[x])) is not None and graph.tensors[out].quantization:
+            set_recorded_range(graph.tensors[out], x_range)
         relu6_add = schema.AddOptionsT()
         relu6_add.fusedActivationFunction = schema.ActivationFunctionType.RELU6
         # The general int16 ADD, as the quantizer writes its own (the schema's default, power-of-two
@@ -175,15 +181,15 @@ def int16_ready(calibrated: bytes) -> bytes:
         add = (schema.BuiltinOptions.AddOptions, relu6_add)
         mul = (schema.BuiltinOptions.MulOptions, schema.MulOptionsT())
         operators += [
-            _op(model, schema.BuiltinOperator.ADD, [x, three], relu6, add),
-            _op(model, schema.BuiltinOperator.MUL, [relu6, sixth], gate, mul),
-            _op(model, schema.BuiltinOperator.MUL, [x, gate], out, mul),
+            new_operator(model, schema.BuiltinOperator.ADD, [x, three], relu6, add),
+            new_operator(model, schema.BuiltinOperator.MUL, [relu6, sixth], gate, mul),
+            new_operator(model, schema.BuiltinOperator.MUL, [x, gate], out, mul),
         ]
     if not changed:
         return calibrated
     graph.operators = operators
     _drop_unused_codes(model)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return serialize_tflite(model)
 
 
 def _drop_unused_codes(model: Any) -> None:
@@ -195,11 +201,6 @@ def _drop_unused_codes(model: Any) -> None:
     for graph in model.subgraphs:
         for op in graph.operators:
             op.opcodeIndex = renumber[int(op.opcodeIndex)]
-
-
-def _name(graph: Any, index: int) -> str:
-    name = graph.tensors[index].name
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _bias_as_vector(model: Any, graph: Any, op: Any, position: int) -> bool:
@@ -215,74 +216,6 @@ def _bias_as_vector(model: Any, graph: Any, op: Any, position: int) -> bool:
     bias.shape = np.array([channels], np.int32)
     bias.shapeSignature = None
     return True
-
-
-def _copy_range(graph: Any, source: int, target: int) -> None:
-    q, into = graph.tensors[source].quantization, graph.tensors[target].quantization
-    if q is not None and q.min is not None and q.max is not None and into is not None:
-        into.min, into.max = np.array(q.min, np.float32), np.array(q.max, np.float32)
-
-
-def _constant(model: Any, graph: Any, value: float, name: str) -> int:
-    """A new float32 scalar constant tensor (shape [1]); its index."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.float32(value).tobytes(), np.uint8).copy()
-    model.buffers.append(buffer)
-    tensor = schema.TensorT()
-    tensor.shape = np.array([1], np.int32)
-    tensor.type = schema.TensorType.FLOAT32
-    tensor.buffer = len(model.buffers) - 1
-    tensor.name = name.encode()
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1
-
-
-def _activation(graph: Any, like: int, name: str, recorded: tuple[float, float]) -> int:
-    """A new float32 activation of `like`'s shape with the recorded (min, max) the quantizer reads."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    source = graph.tensors[like]
-    tensor = schema.TensorT()
-    tensor.shape = np.array(source.shape, np.int32)
-    if source.shapeSignature is not None:
-        tensor.shapeSignature = np.array(source.shapeSignature, np.int32)
-    tensor.type = schema.TensorType.FLOAT32
-    tensor.buffer = 0  # the empty buffer: an activation
-    tensor.name = name.encode()
-    tensor.quantization = schema.QuantizationParametersT()
-    tensor.quantization.min = np.array([recorded[0]], np.float32)
-    tensor.quantization.max = np.array([recorded[1]], np.float32)
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1
-
-
-def _op(model: Any, builtin: int, inputs: list[int], output: int, options: tuple[int, Any]) -> Any:
-    """A new operator (its operator code added when the model has none), `options` = (type, object)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    index = next(
-        (
-            i
-            for i, code in enumerate(model.operatorCodes)
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin
-        ),
-        None,
-    )
-    if index is None:
-        code = schema.OperatorCodeT()
-        code.builtinCode = builtin
-        code.deprecatedBuiltinCode = min(builtin, 127)
-        code.version = 1
-        model.operatorCodes.append(code)
-        index = len(model.operatorCodes) - 1
-    op = schema.OperatorT()
-    op.opcodeIndex = index
-    op.inputs = np.array(inputs, np.int32)
-    op.outputs = np.array([output], np.int32)
-    op.builtinOptionsType, op.builtinOptions = options
-    return op
 
 
 def _quantize_multiplier(real: float) -> tuple[int, int]:
@@ -327,8 +260,6 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
     never on a group holding a fixed-scale output (LOGISTIC, TANH, SOFTMAX). A MUL left disagreeing is
     left for the TFLite Micro check to report."""
     from tensorflow.lite.tools import flatbuffer_utils
-
-    from edgeport.tflite_file import op_name
 
     obj = flatbuffer_utils.convert_bytearray_to_object(model)
     graph = obj.subgraphs[0]

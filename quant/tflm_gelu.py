@@ -22,13 +22,12 @@ and is no approximation.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from edgeport.quant.calibrated import add_activation, add_scalar, new_operator, recorded_range
 from edgeport.quant.tflm_saturation import ACTIVATION_BOUND
-from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, schema, serialize_tflite, tensor_name
 
 MARKER = "/tflm_gelu/"
 TANH_MARKER = "/tflm_tanh_gelu/"
@@ -82,115 +81,44 @@ def stage_ranges(low: float, high: float) -> dict[str, tuple[float, float]]:
     }
 
 
-def _recorded(tensor: Any) -> tuple[float, float] | None:
-    q = tensor.quantization
-    if q is None or q.min is None or q.max is None or len(q.min) != 1 or len(q.max) != 1:
-        return None
-    return float(q.min[0]), float(q.max[0])
-
-
 def replace_gelu(calibrated: bytes) -> bytes:
     """`calibrated` with every GELU of its main subgraph whose input has a recorded range written as
     the ops above (the same bytes when there is none)."""
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
     if "GELU" not in parse_tflite(calibrated).ops:
         return calibrated
     model = edit_tflite(calibrated)
     graph = model.subgraphs[0]
-    codes: dict[int, int] = {}
-
-    def opcode(builtin: int) -> int:
-        if builtin not in codes:
-            found = [
-                i
-                for i, c in enumerate(model.operatorCodes)
-                if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin
-            ]
-            if found:
-                codes[builtin] = found[0]
-            else:
-                code = schema.OperatorCodeT()
-                code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, builtin, 1
-                model.operatorCodes.append(code)
-                codes[builtin] = len(model.operatorCodes) - 1
-        return codes[builtin]
-
-    def buffer(data: bytes = b"") -> int:
-        entry = schema.BufferT()
-        if data:
-            entry.data = np.frombuffer(data, np.uint8).copy()
-        model.buffers.append(entry)
-        return len(model.buffers) - 1
-
-    def tensor(
-        name: str, like: Any, value_range: tuple[float, float] | None, data: float | None = None
-    ) -> int:
-        t = schema.TensorT()
-        t.name, t.type = name.encode(), schema.TensorType.FLOAT32
-        if data is None:
-            t.shape = np.array(like.shape, np.int32)
-            if like.shapeSignature is not None:
-                t.shapeSignature = np.array(like.shapeSignature, np.int32)
-            t.buffer = buffer()
-        else:
-            t.shape = np.array([], np.int32)
-            t.buffer = buffer(np.float32(data).tobytes())
-        if value_range is not None:
-            t.quantization = schema.QuantizationParametersT()
-            t.quantization.min = np.array([value_range[0]], np.float32)
-            t.quantization.max = np.array([value_range[1]], np.float32)
-        graph.tensors.append(t)
-        return len(graph.tensors) - 1
-
-    def operator(builtin: int, inputs: Sequence[int], output: int, options: tuple[int, Any] | None) -> Any:
-        op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = (
-            opcode(builtin),
-            np.array(inputs, np.int32),
-            np.array([output], np.int32),
-        )
-        if options is not None:
-            op.builtinOptionsType, op.builtinOptions = options
-        return op
-
-    ops = schema.BuiltinOperator
+    ops, options = schema.BuiltinOperator, schema.BuiltinOptions
     operators = []
     for op in graph.operators:
         source = int(op.inputs[0]) if len(op.inputs) else -1
-        code = model.operatorCodes[op.opcodeIndex]
-        recorded = _recorded(graph.tensors[source]) if source >= 0 else None
-        if op_name(code) != "GELU" or recorded is None:
+        recorded = recorded_range(graph.tensors[source]) if source >= 0 else None
+        if op_name(model.operatorCodes[op.opcodeIndex]) != "GELU" or recorded is None:
             operators.append(op)
             continue
         x, y = source, int(op.outputs[0])
-        raw = graph.tensors[y].name
         was_tanh = op.builtinOptions is not None and bool(getattr(op.builtinOptions, "approximate", False))
-        base = (raw.decode() if isinstance(raw, bytes) else str(raw)) + (TANH_MARKER if was_tanh else MARKER)
-        like, ranges = graph.tensors[x], stage_ranges(*recorded)
-        t = {what: tensor(base + what, like, value_range) for what, value_range in ranges.items()}
-        minus_k2 = tensor(base + "k2", like, (-K2, -K2), -K2)
-        minus_k1 = tensor(base + "k1", like, (-K1, -K1), -K1)
-
-        def mul() -> tuple[int, Any]:
-            return schema.BuiltinOptions.MulOptions, schema.MulOptionsT()
-
+        base = tensor_name(graph.tensors[y]) + (TANH_MARKER if was_tanh else MARKER)
+        t = {
+            what: add_activation(model, graph, base + what, x, r)
+            for what, r in stage_ranges(*recorded).items()
+        }
+        minus_k2 = add_scalar(model, graph, base + "k2", -K2, (-K2, -K2))
+        minus_k1 = add_scalar(model, graph, base + "k1", -K1, (-K1, -K1))
+        mul = (options.MulOptions, schema.MulOptionsT())
         operators += [
-            operator(ops.ABS, [x], t["abs"], (schema.BuiltinOptions.AbsOptions, schema.AbsOptionsT())),
-            operator(ops.MUL, [t["abs"], t["abs"]], t["square"], mul()),
-            operator(ops.MUL, [t["square"], minus_k2], t["scaled"], mul()),
-            operator(
-                ops.ADD,
-                [t["scaled"], minus_k1],
-                t["rate"],
-                (schema.BuiltinOptions.AddOptions, schema.AddOptionsT()),
+            new_operator(model, ops.ABS, [x], t["abs"], (options.AbsOptions, schema.AbsOptionsT())),
+            new_operator(model, ops.MUL, [t["abs"], t["abs"]], t["square"], mul),
+            new_operator(model, ops.MUL, [t["square"], minus_k2], t["scaled"], mul),
+            new_operator(
+                model, ops.ADD, [t["scaled"], minus_k1], t["rate"], (options.AddOptions, schema.AddOptionsT())
             ),
-            operator(ops.MUL, [t["abs"], t["rate"]], t["logit"], mul()),
-            operator(ops.LOGISTIC, [t["logit"]], t["sigmoid"], None),
-            operator(ops.MUL, [t["abs"], t["sigmoid"]], t["term"], mul()),
-            operator(ops.RELU, [x], t["relu"], None),
-            operator(
-                ops.SUB, [t["relu"], t["term"]], y, (schema.BuiltinOptions.SubOptions, schema.SubOptionsT())
+            new_operator(model, ops.MUL, [t["abs"], t["rate"]], t["logit"], mul),
+            new_operator(model, ops.LOGISTIC, [t["logit"]], t["sigmoid"]),
+            new_operator(model, ops.MUL, [t["abs"], t["sigmoid"]], t["term"], mul),
+            new_operator(model, ops.RELU, [x], t["relu"]),
+            new_operator(
+                model, ops.SUB, [t["relu"], t["term"]], y, (options.SubOptions, schema.SubOptionsT())
             ),
         ]
     graph.operators = operators
@@ -202,8 +130,7 @@ def approximated_gelus(model: bytes) -> list[str]:
     in graph order."""
     found: list[str] = []
     for tensor in parse_tflite(model).raw.subgraphs[0].tensors:
-        raw = tensor.name
-        name = raw.decode() if isinstance(raw, bytes) else str(raw)
+        name = tensor_name(tensor)
         if MARKER in name and (gelu := name.split(MARKER)[0]) not in found:
             found.append(gelu)
     return found
