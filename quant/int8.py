@@ -31,6 +31,7 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.keras_export import keras_converter
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
+from edgeport.quant.calibrated import recorded_range, recorded_ranges
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat, replace_for_tflm
 from edgeport.quant.tflm_saturation import ACTIVATION_BOUND, bound_activation_inputs
@@ -297,10 +298,7 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
         return max(code.builtinCode, code.deprecatedBuiltinCode)
 
     def recorded(index: int) -> tuple[float, float] | None:
-        q = graph.tensors[index].quantization
-        if q is None or q.min is None or q.max is None or len(q.min) != 1:
-            return None
-        return float(q.min[0]), float(q.max[0])
+        return recorded_range(graph.tensors[index])
 
     readers: dict[int, list[int]] = {}
     for op in graph.operators:
@@ -397,19 +395,6 @@ def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list
             why = "the TFLite quantizer has no int8 form of it"
             kept.append(KeptFloat(code(i), node, "left float by the TFLite quantizer", why))
     return kept
-
-
-def recorded_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
-    """Tensor index -> (min, max) the calibrator recorded, main subgraph."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
-    out = {}
-    for index, tensor in enumerate(graph.tensors):
-        q = tensor.quantization
-        if q is not None and q.min is not None and len(q.min) == 1 and q.max is not None:
-            out[index] = (float(q.min[0]), float(q.max[0]))
-    return out
 
 
 def set_ranges(calibrated: bytes, ranges: Mapping[int, tuple[float, float]]) -> bytes:

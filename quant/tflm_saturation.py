@@ -25,8 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
+from edgeport.quant.calibrated import recorded_range, recorded_ranges, set_recorded_range
 from edgeport.tflite_file import op_name, parse_tflite
 
 INPUT_INTEGER_BITS = 4  # tensorflow/lite/micro/kernels/logistic_common.cc and tanh.cc
@@ -59,12 +58,6 @@ def input_radius(scale: float) -> int:
     _, shift = math.frexp(scale * (1 << (31 - INPUT_INTEGER_BITS)))
     rescaled = ((1 << INPUT_INTEGER_BITS) - 1) * (1 << (31 - INPUT_INTEGER_BITS)) / 2.0**shift
     return math.floor(rescaled)
-
-
-def _recorded(q: Any) -> tuple[float, float] | None:
-    if q is None or q.min is None or q.max is None or len(q.min) != 1:
-        return None
-    return float(q.min[0]), float(q.max[0])
 
 
 Range = tuple[float, float]
@@ -105,7 +98,7 @@ def bound_activation_inputs(
             readers.setdefault(int(t), []).append(i)
     producer = {int(t): i for i, op in enumerate(ops) for t in op.outputs}
     boundary = {int(t) for t in (*graph.inputs, *graph.outputs)}
-    recorded = {i: r for i, t in enumerate(graph.tensors) if (r := _recorded(t.quantization)) is not None}
+    recorded = recorded_ranges(calibrated)
     clampable = {t for t, i in producer.items() if kinds[i] in _OWN_RANGE or kinds[i] in _SCALE_KEEPING}
     memo: dict[int, Range | None] = {}
 
@@ -160,7 +153,7 @@ def bound_activation_inputs(
     changed = False
     for t in sorted(recorded):
         clamp = tolerance(t)
-        if clamp is not None and clamp != _NOTHING and _clamp(graph.tensors[t].quantization, *clamp):
+        if clamp is not None and clamp != _NOTHING and _clamp(graph.tensors[t], *clamp):
             changed = True
             if clamped is not None:
                 raw = graph.tensors[t].name
@@ -168,14 +161,13 @@ def bound_activation_inputs(
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
 
 
-def _clamp(q: Any, low_end: float, high_end: float) -> bool:
-    """Clamp a recorded range into [low_end, high_end], 0 kept inside (as the quantizer makes it);
-    whether it changed."""
-    low, high = _recorded(q)  # type: ignore[misc]
+def _clamp(tensor: Any, low_end: float, high_end: float) -> bool:
+    """Clamp a tensor's recorded range into [low_end, high_end], 0 kept inside (as the quantizer makes
+    it); whether it changed."""
+    low, high = recorded_range(tensor)  # type: ignore[misc]
     if low >= low_end and high <= high_end:
         return False
-    q.min = np.array([min(max(low, low_end), 0.0)], np.float32)
-    q.max = np.array([max(min(high, high_end), 0.0)], np.float32)
+    set_recorded_range(tensor, (min(max(low, low_end), 0.0), max(min(high, high_end), 0.0)))
     return True
 
 
