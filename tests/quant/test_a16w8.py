@@ -125,11 +125,9 @@ def test_float_io(tmp_path: Path) -> None:
     assert section["tflm_vs_litert"]["exact_fraction"] == 1.0
 
 
-def test_an_op_tflite_micro_lacks_in_int16_is_named_before_calibration(tmp_path: Path, monkeypatch) -> None:
-    def no_calibration(*args: object, **kwargs: object) -> None:
-        raise AssertionError("calibration started")
-
-    monkeypatch.setattr("edgeport.quant.modes.make_calibration", no_calibration)
+def test_an_op_tflite_micro_lacks_in_int16_is_named_before_calibration(
+    tmp_path: Path, no_calibration: None
+) -> None:
     out = tmp_path / "out"
     with pytest.raises(EdgeportError, match=r"RESIZE_BILINEAR .*16-bit.*before calibration") as err:
         convert(out, "Bilinear", "a16w8")

@@ -26,7 +26,7 @@ class Small(nn.Module):
 
 
 def test_a_model_the_quantizer_leaves_partly_float_is_refused_before_calibration(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_calibration: None
 ) -> None:
     checked = []
 
@@ -34,11 +34,7 @@ def test_a_model_the_quantizer_leaves_partly_float_is_refused_before_calibration
         checked.append(len(model))
         raise EdgeportError("the int8 model is not full-integer: tensor 't' is float32", "report this model")
 
-    def no_calibration(*args, **kwargs):
-        raise AssertionError("calibration ran")
-
     monkeypatch.setattr(modes, "_check_full_integer", not_full_integer)
-    monkeypatch.setattr(modes, "make_calibration", no_calibration)
     (tmp_path / "small.py").write_text(SOURCE)
     out = tmp_path / "out"
     code, _, err = run_cli(
@@ -49,12 +45,8 @@ def test_a_model_the_quantizer_leaves_partly_float_is_refused_before_calibration
 
 
 def test_a_flash_budget_no_4_bit_model_meets_is_refused_before_calibration(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli, tmp_path: Path, no_calibration: None
 ) -> None:
-    def no_calibration(*args, **kwargs):
-        raise AssertionError("calibration ran")
-
-    monkeypatch.setattr(modes, "make_calibration", no_calibration)
     (tmp_path / "small.py").write_text(SOURCE)
     out = tmp_path / "out"
     code, _, err = run_cli(

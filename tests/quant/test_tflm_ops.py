@@ -26,14 +26,6 @@ from tests.quant import no_kernel_models, tflm_op_models
 MIN_SQNR_DB = 20.0  # int8 with one float LOG inside: each int8 rounding is ~48 dB, a few in series
 
 
-@pytest.fixture
-def no_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
-    def reached(*args: object, **kwargs: object) -> None:
-        raise AssertionError("calibration started before the TFLite Micro check refused the model")
-
-    monkeypatch.setattr(modes, "make_calibration", reached)
-
-
 def test_op_without_tflm_kernel_is_refused_before_calibration(
     tmp_path: Path, run_cli, no_calibration
 ) -> None:

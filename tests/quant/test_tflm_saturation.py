@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeport.quant import int8, modes
+from edgeport.quant import int8
 from edgeport.quant.tflm_saturation import (
     ACTIVATION_BOUND,
     bound_activation_inputs,
@@ -105,12 +105,8 @@ def test_int8_of_an_unnormalized_gate_is_bounded_and_runs_the_same_on_tflite_mic
 
 
 def test_int8_of_an_unboundable_saturating_sigmoid_is_refused_before_calibration(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli, tmp_path: Path, no_calibration: None
 ) -> None:
-    def no_calibration(*args, **kwargs):
-        raise AssertionError("calibration ran")
-
-    monkeypatch.setattr(modes, "make_calibration", no_calibration)
     code, err, out = _convert(run_cli, tmp_path, "LoudSilu", "--input-shape", "1,8")
     assert code == 1 and "Traceback" not in err and not out.exists()
     assert "TFLite Micro's int8 LOGISTIC" in err and "saturates every input, 0 included" in err
@@ -127,13 +123,9 @@ def test_with_calibration_data_the_check_after_calibration_refuses_it(run_cli, t
 
 
 def test_without_the_bound_the_lstm_is_refused_before_calibration(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_calibration: None
 ) -> None:
-    def no_calibration(*args, **kwargs):
-        raise AssertionError("calibration ran")
-
     monkeypatch.setattr(int8, "bound_activation_inputs", lambda calibrated: calibrated)
-    monkeypatch.setattr(modes, "make_calibration", no_calibration)
     code, err, out = _convert(
         run_cli, tmp_path, "LoudLstm", "--input-shape", "1,6,8", "--input-range", "-3000,3000"
     )
