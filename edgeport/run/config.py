@@ -512,6 +512,16 @@ def split_file(item: str, kind: str) -> tuple[str, str]:
     return prefix + sep, text
 
 
+def config_path(text: str, base: Path, label: str, problems: list[str]) -> Path:
+    """The file `text` names, relative to the config's folder `base` (an absolute or ~ path as it is); when
+    it does not exist, a problem naming `label` (the key that gave it) is appended to `problems`."""
+    path = Path(text).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        problems.append(f"{label}: {text} does not exist (paths are relative to the config's folder)")
+    return path
+
+
 def resolve_files(
     section: dict[str, Any], keys: Mapping[str, Key], base: Path
 ) -> tuple[dict[str, Path], list[str]]:
@@ -532,10 +542,7 @@ def resolve_files(
                 continue
             # The file of `model.py:build` and of `weights = "ckpt.pt:ema"`: the rest follows it unchanged.
             text = {"source": source_file(one), "weights": split_weights(one, base)[0]}.get(key.field, one)
-            path = Path(text).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.exists():
-                problems.append(f"{name}: {text} does not exist (paths are relative to the config's folder)")
+            path = config_path(text, base, name, problems)
             files[name if len(values) == 1 else f"{name}[{len(resolved)}]"] = path
             resolved.append(str(path) + one[len(text) :])
         section[name] = resolved if isinstance(value, list) else (resolved[0] if resolved else value)
@@ -560,13 +567,7 @@ def target_files(
                 resolved.append(item)
                 continue
             prefix, text = split_file(item, kind)
-            path = Path(text).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.exists():
-                problems.append(
-                    f"[targets.{where}] {key_name(name, info)}: {text} does not exist "
-                    "(paths are relative to the config's folder)"
-                )
+            path = config_path(text, base, f"[targets.{where}] {key_name(name, info)}", problems)
             resolved.append(f"{prefix}{path}")
         values[name] = resolved if isinstance(value, list) else resolved[0]
     return problems

@@ -10,7 +10,7 @@ import pytest
 from edgeport.pipeline.state import ConvertOptions
 from edgeport.quant.modes import QuantOptions
 from edgeport.run import load_config, run
-from edgeport.run.config import TargetSpec, check_targets, file_option, split_file
+from edgeport.run.config import TargetSpec, check_targets, config_path, file_option, split_file
 from edgeport.run.execute import convert_key, package_key
 from edgeport.targets import get_target
 
@@ -31,6 +31,20 @@ def test_file_options_are_found_from_the_option_models():
     assert file_option(QuantOptions.model_fields["calibration"]) == "path"
     assert split_file("logits=a=b/labels.txt", "text") == ("logits=a=", "b/labels.txt")
     assert split_file("x=y.npz", "path") == ("", "x=y.npz")
+
+
+def test_a_config_path_is_relative_to_the_configs_folder_and_checked(tmp_path, monkeypatch):
+    (tmp_path / "here.txt").write_text("x")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    problems: list[str] = []
+    assert config_path("here.txt", tmp_path, "[model] a", problems) == tmp_path / "here.txt"
+    assert config_path("~/here.txt", Path("/elsewhere"), "[model] b", problems) == tmp_path / "here.txt"
+    assert config_path(str(tmp_path / "here.txt"), Path("/elsewhere"), "c", problems) == tmp_path / "here.txt"
+    assert not problems
+    assert config_path("gone.txt", tmp_path, "[targets.android] labels", problems) == tmp_path / "gone.txt"
+    assert problems == [
+        "[targets.android] labels: gone.txt does not exist (paths are relative to the config's folder)"
+    ]
 
 
 def test_a_package_key_follows_its_files_bytes_not_their_folder(tmp_path):
