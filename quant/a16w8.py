@@ -278,12 +278,17 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
             return None
         return float(q.scale[0])
 
-    def group(index: int) -> list[int]:
-        old = np.float32(scale(index))
-        return [i for i in range(len(graph.tensors)) if scale(i) is not None and np.float32(scale(i)) == old]
+    # The int16 tensors by their float32 scale, kept up to date by `rescale`: a group is one lookup.
+    groups: dict[np.float32, set[int]] = {}
+    for i in range(len(graph.tensors)):
+        if (s := scale(i)) is not None:
+            groups.setdefault(np.float32(s), set()).add(i)
+
+    def group(index: int) -> set[int]:
+        return groups[np.float32(scale(index))]
 
     def movable(index: int) -> bool:
-        return not fixed & set(group(index))
+        return not fixed & group(index)
 
     def requantize(tensor: Any, factor: float, dtype: str) -> None:
         """A constant's integers times `factor`, rounded and clipped: its real value kept."""
@@ -299,10 +304,11 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
         """`new` on the group of `index`: its constants requantized, and the biases of the layers it
         feeds (their integers are in units of input scale x weight scale); the relative change."""
         old = float(np.float32(scale(index)))
-        members = set(group(index))
+        members = groups.pop(np.float32(old))
         for i in members:
             requantize(graph.tensors[i], old / new, "<i2")
             graph.tensors[i].quantization.scale = np.array([new], np.float32)
+        groups.setdefault(np.float32(new), set()).update(members)
         for op, kind in zip(graph.operators, kinds, strict=True):
             data = 2 if kind == "TRANSPOSE_CONV" else 0
             if kind not in _BIAS_INPUT or int(op.inputs[data]) not in members:
