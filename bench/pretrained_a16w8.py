@@ -76,19 +76,16 @@ def text_images(shape: tuple[int, ...], count: int = TEXT_IMAGES, seed: int = TE
     return images
 
 
-def run_model(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """The model's first output (in float) for each NCHW input, fed channels-last as edgeport writes it."""
-    from edgeport.runtimes.litert import dequantize, interpreter, quantize
+def run_model(outdir: Path, precision: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The first output (in float, source layout) of the `precision` model of a convert output for each
+    input (source layout), run by edgeport's LiteRT runner as the manifest describes the model's I/O."""
+    from edgeport.manifest import Manifest
+    from edgeport.run.evaluate import model_specs
+    from edgeport.runtimes.litert import LiteRTRunner
 
-    interp = interpreter(path.read_bytes())
-    interp.allocate_tensors()
-    source, sink = interp.get_input_details()[0], interp.get_output_details()[0]
-    outputs = []
-    for x in inputs:
-        interp.set_tensor(source["index"], quantize(x.transpose(0, 2, 3, 1).copy(), source))
-        interp.invoke()
-        outputs.append(dequantize(interp.get_tensor(sink["index"]), sink))
-    return outputs
+    path, in_specs, out_specs = model_specs(Manifest.read(outdir), precision)
+    runner = LiteRTRunner((outdir / path).read_bytes(), in_specs, out_specs)
+    return [runner.run({in_specs[0].name: x})[out_specs[0].name] for x in inputs]
 
 
 def mask_iou(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
@@ -122,10 +119,10 @@ def measure(name: str, workdir: Path, redo: bool) -> dict:
             seconds = round(run["seconds"], 1)
         else:
             seconds = None
-        float_path, quant_path = outdir / "model_float32.tflite", outdir / f"model_{mode}.tflite"
+        quant_path = outdir / f"model_{mode}.tflite"
         result = {"status": "ok", "seconds": seconds, "bytes": quant_path.stat().st_size}
         for what, inputs in (("text", text), ("noise", noise)):
-            ref, got = run_model(float_path, inputs), run_model(quant_path, inputs)
+            ref, got = run_model(outdir, "float32", inputs), run_model(outdir, mode, inputs)
             result[f"sqnr_{what}_db"] = round(float(sqnr_db(ref, got)), 2)
             if what == "text":
                 result["mask_iou_text"] = mask_iou(ref, got)
