@@ -11,7 +11,7 @@ model (quant/fidelity.py). Everything it measured goes into the manifest's `quan
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -43,7 +43,13 @@ from edgeport.quant.mixed import budget_problem, fit_flash_budget, parse_size
 from edgeport.quant.ranges import RANGE_METHODS
 from edgeport.quant.section import QuantSection
 from edgeport.quant.tflm_check import TflmComparison, compare_raw
-from edgeport.quant.tflm_ops import TflmPlan, arena_for, plan_int8_for_tflm, replacement_notes
+from edgeport.quant.tflm_ops import (
+    TflmPlan,
+    arena_for,
+    plan_int8_for_tflm,
+    refuse_skipped_replacements,
+    replacement_notes,
+)
 from edgeport.quant.tflm_pad_value import pad_value_problem
 from edgeport.quant.tflm_saturation import clamp_note, saturation_problem
 from edgeport.runtimes.litert import LiteRTRunner, check_allocates
@@ -295,8 +301,11 @@ class FloatModel(Protocol):
     def step(self, text: str) -> None: ...  # what the stage does now, shown while it runs
 
 
-def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> QuantResult:
-    """Quantize, verify and write `model_<mode>.tflite` into `outdir`; returns the manifest section."""
+def quantize_stage(
+    opts: QuantOptions, model: FloatModel, outdir: Path, skipped: Collection[str] = ()
+) -> QuantResult:
+    """Quantize, verify and write `model_<mode>.tflite` into `outdir`; returns the manifest section.
+    `skipped`: the --skip-pass names (OP_REPLACEMENTS' among them apply to the integer modes)."""
     started = time.perf_counter()
     in_specs, out_specs, float_model = model.in_specs, model.out_specs, model.float_tflite
     keras_model = model.keras_model
@@ -323,6 +332,7 @@ def quantize_stage(opts: QuantOptions, model: FloatModel, outdir: Path) -> Quant
             "activations": "float32",
         }
     else:
+        refuse_skipped_replacements(skipped, float_model, path.name)
         return _integer_stage(
             opts,
             keras_model,

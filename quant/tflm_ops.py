@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,8 +47,11 @@ OP_WORKAROUNDS = {
 class OpReplacement:
     """An op TFLite Micro has no kernel for, which the integer modes write out in ops it has: `replace`
     runs on the calibrate-only model (quant/int8.py's calibrate_only), `replaced` finds the written-out
-    ones in the finished model, `note` says what the int8 model computes instead."""
+    ones in the finished model, `note` says what the int8 model computes instead. `name` is what
+    `edgeport convert --list-passes` lists (with `about`) and `--skip-pass` takes."""
 
+    name: str
+    about: str
     op: str
     replace: Callable[[bytes], bytes]
     replaced: Callable[[bytes], list[str]]
@@ -67,6 +70,9 @@ class OpReplacement:
 # A new replacement is one module plus one line here.
 OP_REPLACEMENTS = [
     OpReplacement(
+        "tflm_gelu",
+        "integer models: each GELU as its tanh form in ABS, MUL, ADD, LOGISTIC, RELU, SUB "
+        "(quant/tflm_gelu.py)",
         "GELU",
         tflm_gelu.replace_gelu,
         tflm_gelu.approximated_gelus,
@@ -86,6 +92,22 @@ def replace_for_tflm(calibrated: bytes) -> bytes:
 def replacement_notes(model: bytes) -> list[str]:
     """One note per op of the finished integer model that OP_REPLACEMENTS wrote out."""
     return [note for replacement in OP_REPLACEMENTS for note in replacement.notes(model)]
+
+
+def refuse_skipped_replacements(skipped: Collection[str], model: bytes, name: str) -> None:
+    """Refuse an integer model of `model` (the float .tflite) when --skip-pass names a replacement of
+    OP_REPLACEMENTS whose op it has: TFLite Micro, which every integer model is checked in, has no
+    kernel for that op, so the conversion would only be refused later, after the probe. Skipping one
+    whose op the model lacks changes nothing and is allowed."""
+    ops = set(parse_tflite(model).ops)
+    for replacement in OP_REPLACEMENTS:
+        if replacement.name in skipped and replacement.op in ops:
+            raise EdgeportError(
+                f"{name}: --skip-pass {replacement.name} keeps the model's {replacement.op} as it is, and "
+                f"TFLite Micro (every integer model is checked in it) has no {replacement.op} kernel",
+                f"drop --skip-pass {replacement.name}, which writes each {replacement.op} in ops TFLite "
+                f"Micro runs; or {no_kernel_fix(replacement.op)}",
+            )
 
 
 def no_kernel_fix(op: str) -> str:

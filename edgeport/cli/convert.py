@@ -20,15 +20,18 @@ def _list_passes(ctx: click.Context, _param: click.Parameter, value: bool) -> No
     if not value or ctx.resilient_parsing:
         return
     from edgeport.pipeline import all_passes
+    from edgeport.quant.tflm_ops import OP_REPLACEMENTS
 
-    passes = all_passes()
-    width = max(len(p.name) for _, p in passes)
+    passes = [(kind, p.name, p.about) for kind, p in all_passes()]
+    passes += [("tflm", r.name, r.about) for r in OP_REPLACEMENTS]
+    width = max(len(name) for _, name, _ in passes)
     for kind, title in (
         ("pytorch", "PyTorch passes (on a copy of the loaded module)"),
         ("onnx", "ONNX passes"),
+        ("tflm", "TFLite Micro op replacements (int8, w4a8, a16w8; a skip refuses a model with its op)"),
     ):
         click.echo(f"{title}, in the order they run:")
-        names = [f"  {p.name:<{width}}  {p.about}" for k, p in passes if k == kind]
+        names = [f"  {name:<{width}}  {about}" for k, name, about in passes if k == kind]
         click.echo("\n".join(names) if names else "  (none)")
     ctx.exit(0)
 

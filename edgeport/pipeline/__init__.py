@@ -24,6 +24,7 @@ from edgeport.pipeline.stages import FLOAT32_TOLERANCE, STAGES, Stage
 from edgeport.pipeline.state import ConvertOptions, ConvertState, StageObserver
 from edgeport.pipeline.torch_passes import TORCH_PASSES
 from edgeport.quant.section import QuantSection
+from edgeport.quant.tflm_ops import OP_REPLACEMENTS
 
 __all__ = [
     "FLOAT32_TOLERANCE",
@@ -79,7 +80,7 @@ def all_passes() -> list[tuple[str, Pass]]:
 def convert_model(opts: ConvertOptions, observer: StageObserver | None = None) -> ConvertResult:
     """Convert and verify; raises EdgeportError (nothing written) on any failure."""
     started = time.perf_counter()
-    check_names(opts.skip_passes, [p.name for _, p in all_passes()])
+    check_names(opts.skip_passes, [p.name for _, p in all_passes()] + [r.name for r in OP_REPLACEMENTS])
     state = ConvertState(options=opts)
     if observer is not None:
         state.observer = observer

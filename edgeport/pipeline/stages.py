@@ -286,7 +286,7 @@ def verify(state: ConvertState) -> None:
 # 8. quantize
 def quantize(state: ConvertState) -> None:
     assert state.options.quantize is not None
-    result = quantize_stage(state.options.quantize, state, state.stage_dir)
+    result = quantize_stage(state.options.quantize, state, state.stage_dir, state.options.skipped())
     state.quantized = result
     fidelity = result.section.fidelity
     if state.keras_model is not None:

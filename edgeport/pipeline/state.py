@@ -128,7 +128,7 @@ class ConvertOptions(Options):
     )
     skip_passes: list[str] = Field(  # edgeport/pipeline/*_passes.py
         default_factory=list,
-        description="Do not run this PyTorch or ONNX pass (repeatable; names from --list-passes).",
+        description="Do not run this pass (repeatable; names from --list-passes).",
         json_schema_extra=cli("--skip-pass", metavar="NAME"),
     )
     # What the inputs' values look like: verification draws its inputs from it, and int8 calibration

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edgeport.errors import EdgeportError
 from edgeport.manifest import MANIFEST_NAME
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant import int8 as q8
@@ -153,3 +154,52 @@ def test_gelu_cnn_converts_to_int8_that_tflite_micro_runs_and_says_so(tmp_path: 
     assert len(notes) == 1 and notes[0].startswith("2 GELUs at ") and "tanh approximation" in notes[0]
     assert section["tflm_vs_litert"]["max_diff_steps"] == 0
     assert "tanh approximation of GELU" in result.summary()
+
+
+def test_list_passes_lists_the_op_replacements(run_cli):
+    code, out, _ = run_cli("convert", "--list-passes")
+    assert code == 0
+    assert [r.name for r in tflm_ops.OP_REPLACEMENTS] == ["tflm_gelu"]
+    assert out.index("ONNX passes") < out.index("TFLite Micro op replacements") < out.index("  tflm_gelu ")
+
+
+def _float_gelu(with_gelu: bool) -> bytes:
+    """A float .tflite of x -> GELU(x) (or x + x), built with quant/calibrated.py's helpers."""
+    from edgeport.quant.calibrated import add_activation, new_operator
+    from edgeport.tflite_file import schema, serialize_tflite
+
+    model, graph = schema.ModelT(), schema.SubGraphT()
+    model.version, model.buffers, model.subgraphs, model.operatorCodes = 3, [schema.BufferT()], [graph], []
+    graph.tensors, graph.operators = [], []
+    t = schema.TensorT()
+    t.name, t.type, t.shape, t.buffer = b"x", schema.TensorType.FLOAT32, np.array([1, 4], np.int32), 0
+    graph.tensors.append(t)
+    y = add_activation(model, graph, "y", 0, None)
+    ops = schema.BuiltinOperator
+    op = new_operator(model, ops.GELU, [0], y) if with_gelu else new_operator(model, ops.ADD, [0, 0], y)
+    graph.operators.append(op)
+    graph.inputs, graph.outputs = np.array([0], np.int32), np.array([y], np.int32)
+    return serialize_tflite(model)
+
+
+def test_skipping_the_gelu_replacement_refuses_a_gelu_model_only():
+    """Without the replacement TFLite Micro, which every integer model is checked in, has no GELU kernel:
+    the skip is refused up front, naming the pass and the way out; on a model without GELU it is a no-op."""
+    with pytest.raises(EdgeportError, match=r"m.tflite: --skip-pass tflm_gelu keeps the model's GELU") as err:
+        tflm_ops.refuse_skipped_replacements(["tflm_gelu"], _float_gelu(True), "m.tflite")
+    assert "no GELU kernel" in err.value.problem
+    assert err.value.fix.startswith("drop --skip-pass tflm_gelu") and "approximate='tanh'" in err.value.fix
+    tflm_ops.refuse_skipped_replacements([], _float_gelu(True), "m.tflite")
+    tflm_ops.refuse_skipped_replacements(["tflm_gelu", "onnxsim"], _float_gelu(False), "m.tflite")
+
+
+def test_a_skipped_gelu_replacement_is_one_line_before_calibration(run_cli, tmp_path: Path, no_calibration):
+    out = tmp_path / "out"
+    source = f"{Path(__file__).with_name('int8_models.py')}:GeluCnn"
+    code, _, err = run_cli(
+        "convert", source, "-o", out, "--input-shape", f"1,{','.join(map(str, SHAPE))}",
+        "--quantize", "int8", "--skip-pass", "tflm_gelu", "-q",
+    )  # fmt: skip
+    assert code == 1 and "Traceback" not in err and not out.exists()
+    assert "--skip-pass tflm_gelu keeps the model's GELU" in err and "Drop --skip-pass tflm_gelu" in err
+    assert err.strip().count("\n") == 0
