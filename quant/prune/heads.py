@@ -188,20 +188,22 @@ def merge_heads(module: nn.Module, group: HeadGroup, head: int, into: int) -> No
         weight[:, group.columns([into])] += weight[:, group.columns([head])]
 
 
-def zero_plan(module: nn.Module, group: HeadGroup, plan: Sequence[Removal], count: int) -> None:
-    """The first `count` removals of `plan` simulated: merges (RED) made, heads zeroed."""
+def merged(module: nn.Module, group: HeadGroup, plan: Sequence[Removal], count: int) -> list[int]:
+    """The first `count` removals of `plan`: their merges (RED) made, the heads that go returned."""
     for r in plan[:count]:
         if r.into is not None:
             merge_heads(module, group, r.position, r.into)
-    zero_heads(module, group, [r.position for r in plan[:count]])
+    return [r.position for r in plan[:count]]
+
+
+def zero_plan(module: nn.Module, group: HeadGroup, plan: Sequence[Removal], count: int) -> None:
+    """The first `count` removals of `plan` simulated: merges (RED) made, heads zeroed."""
+    zero_heads(module, group, merged(module, group, plan, count))
 
 
 def cut_plan(module: nn.Module, group: HeadGroup, plan: Sequence[Removal], count: int) -> nn.Module:
     """`module` with the first `count` removals of `plan` made: merges (RED), then the cut."""
-    for r in plan[:count]:
-        if r.into is not None:
-            merge_heads(module, group, r.position, r.into)
-    return cut_heads(module, group, [r.position for r in plan[:count]])
+    return cut_heads(module, group, merged(module, group, plan, count))
 
 
 def outside_heads(groups: Sequence[Any], heads: Sequence[HeadGroup]) -> tuple[list[Any], list[str]]:
