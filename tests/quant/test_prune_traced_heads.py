@@ -19,6 +19,7 @@ from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
 from edgeport.quant.prune.heads import HeadGroup, cut_plan, head_groups, head_plan, zero_plan
 from edgeport.tensors import TensorSpec
+from tests.quant import prune_attention_models as spelled
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import zoo_model
 
@@ -120,11 +121,23 @@ def _inputs(n: int = 2) -> torch.Tensor:
     return torch.randn(n, *SHAPE[1:], generator=torch.Generator().manual_seed(1))
 
 
+# Attention fx's symbolic trace cannot follow (tests/quant/prune_attention_models.py), traced on the
+# example by traced_heads.ExampleTracer.
+EXAMPLE_TRACED = {
+    "nano_gpt": spelled.nano_gpt,
+    "vit_style": spelled.vit_style,
+    "mask_ones_from_shape": lambda: spelled.shape_masked("ones"),
+    "mask_arange_from_shape": lambda: spelled.shape_masked("arange"),
+}
+
+
 def _models() -> list[tuple[str, nn.Module, list[torch.Tensor]]]:
     found = [(f"transformer{mix}", transformer(mix), [_inputs()]) for mix in SPELLINGS]
     for name in ("hand_attention", "sdpa", "sdpa_causal"):
         zoo = zoo_model(name)
         found.append((name, zoo.build().eval(), list(zoo.example_inputs())))
+    # A batch of 2 while the trace saw 1: the cut frees the batch the example fixed.
+    found += [(name, build(), [spelled.tokens(2)]) for name, build in EXAMPLE_TRACED.items()]
     return found
 
 
@@ -325,3 +338,79 @@ def test_attention_products_are_counted_with_their_heads() -> None:
         "blocks.1.attn": 2 * 3 * 16 * 16 * 8,
     }
     assert graph_macs - sum(module_macs(model, [_inputs(1)]).values()) == sum(g.products for g in groups)
+
+
+@pytest.mark.parametrize("name", list(EXAMPLE_TRACED))
+def test_attention_fx_cannot_trace_is_traced_on_the_example(name: str) -> None:
+    model = EXAMPLE_TRACED[name]()
+    attentions = [b.attn for b in model.h]
+    for attention in attentions:
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whatever symbolic tracing raises
+            torch.fx.symbolic_trace(attention)
+    groups, notes = head_groups(model, (), [spelled.tokens(1)])
+    assert notes == [] and all(g.trace.example is not None for g in groups)
+    found = {(g.name, g.heads, g.head_dim, tuple(sorted(g.producers.items())), g.consumer) for g in groups}
+    expected = {
+        "nano_gpt": {
+            (f"h.{i}.attn", 4, 6, ((f"h.{i}.attn.c_attn", 3),), f"h.{i}.attn.c_proj") for i in (0, 1)
+        },
+        "vit_style": {
+            (f"h.{i}.attn", 3, 10, ((f"h.{i}.attn.to_qkv", 3),), f"h.{i}.attn.to_out.0") for i in (0, 1)
+        },
+    }.get(name, {("h.0.attn", 3, 8, tuple((f"h.0.attn.{x}", 1) for x in "kqv"), "h.0.attn.o")})
+    assert found == expected
+
+
+def test_nano_gpt_split_narrows_with_its_heads() -> None:
+    """c_attn(x).split(n_embd): each part is the kept heads' width after the cut."""
+    model = spelled.nano_gpt()
+    group = next(g for g in head_groups(model, (), [spelled.tokens(1)])[0] if g.name == "h.1.attn")
+    cut = cut_plan(copy.deepcopy(model), group, head_plan(model, group, "l2"), 3)
+    attention = cut.h[1].attn
+    assert isinstance(attention, torch.fx.GraphModule)
+    assert (attention.c_attn.out_features, attention.c_proj.in_features) == (18, 6)
+    (split,) = [n for n in attention.graph.nodes if n.target == "split"]
+    assert split.args[1] == 6
+    assert cut(spelled.tokens(3)).shape == (3, 16, 10)
+
+
+def test_a_trace_that_fixes_the_batch_keeps_its_heads_whole() -> None:
+    result = prune_module(spelled.fixed_batch(), [TensorSpec("x", spelled.SHAPE)], {}, _fast())
+    assert "h.0.attn: heads kept whole, its trace on the example fixes the batch size (RuntimeError)" in (
+        result.section.kept_whole
+    )
+    assert all(g.heads_before is None for g in result.section.groups)
+
+
+def test_control_flow_on_values_is_still_not_traced() -> None:
+    """No tracer follows `if out.sum() > 0`: the attention's Linears are left to the channel
+    analysis, which keeps them whole naming the module, as before."""
+    result = prune_module(spelled.value_steered(), [TensorSpec("x", spelled.SHAPE)], {}, _fast())
+    assert all(g.heads_before is None for g in result.section.groups)
+    assert any(
+        k.startswith("h.0.attn.v: kept whole") and "ValueSteered" in k for k in result.section.kept_whole
+    )
+
+
+def test_nano_gpt_prunes_heads_and_converts(tmp_path: Path) -> None:
+    source = tmp_path / "model.py"
+    source.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from tests.quant.prune_attention_models import nano_gpt\n"
+    )
+    outdir = tmp_path / "out"
+    # The MLPs excluded: the 30 % comes from the heads (and the input Linear).
+    prune = _fast(exclude=["h.0.mlp.0", "h.1.mlp.0"])
+    result = convert_model(
+        ConvertOptions(source=f"{source}:nano_gpt", outdir=outdir, input_shapes=[spelled.SHAPE], prune=prune)
+    )
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert section.removed() >= 0.3
+    heads = {g.module: g for g in section.groups if g.heads_before is not None}
+    assert set(heads) == {"h.0.attn", "h.1.attn"}
+    assert sum(g.heads_after for g in heads.values()) < 8
+    assert all(g.channels_after == 6 * g.heads_after for g in heads.values())
