@@ -52,10 +52,10 @@ from edgeport.quant.tflm_ops import (
 )
 from edgeport.quant.tflm_pad_value import pad_value_problem
 from edgeport.quant.tflm_saturation import clamp_note, saturation_problem
-from edgeport.runtimes.litert import LiteRTRunner, check_allocates
+from edgeport.runtimes.litert import LiteRTRunner, check_allocates, match_signature
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import parse_tflite, type_name
+from edgeport.tflite_file import parse_tflite, tensor_name, type_name
 
 MODES = ("int8", "w8a8", "w4a8", "a16w8", "dynamic", "float16")
 ALIASES = {"w8a8": "int8"}
@@ -525,8 +525,12 @@ def _tflm_plan(
 ) -> TflmPlan:
     """quant/tflm_ops.py's probe on a model quantized from TFLM_PROBE_SAMPLES synthetic samples."""
     samples = gaussian_samples(in_specs, TFLM_PROBE_SAMPLES, CALIBRATION_SEED, stats, opts.clip_sigmas)
+
+    def raw_inputs(model: bytes) -> list[list[np.ndarray]]:
+        return probe_inputs(model, in_specs, stats)
+
     if opts.mode == "a16w8":
-        return plan_a16w8_for_tflm(keras_model, keras_specs, samples, opts.io, probe_inputs, name)
+        return plan_a16w8_for_tflm(keras_model, keras_specs, samples, opts.io, raw_inputs, name)
     quantize = probe_quantizer(keras_model, keras_specs, samples, opts.io)
     probed: list[bytes] = []
 
@@ -534,7 +538,7 @@ def _tflm_plan(
         probed.append(quantize(keep_float))
         return probed[-1]
 
-    plan = plan_int8_for_tflm(quantize_kept, probe_inputs, name)
+    plan = plan_int8_for_tflm(quantize_kept, raw_inputs, name)
     # Calibration on the input statistics draws these same samples first and min/max ranges only widen
     # with more, so a LOGISTIC / TANH the probe saturates is saturated after calibration too (after
     # distillation, which starts from them, most likely). Real data decides for itself, after.
@@ -557,18 +561,27 @@ def _tflm_plan(
     return plan
 
 
-def probe_inputs(model: bytes) -> list[list[np.ndarray]]:
+def probe_inputs(
+    model: bytes, specs: Sequence[TensorSpec] = (), stats: Mapping[str, InputStats] | None = None
+) -> list[list[np.ndarray]]:
     """One seeded input per model input, in the file's own order, shape and type.
 
-    The probe only asks whether TFLite Micro runs the ops, so any values do; no LiteRT interpreter
-    is built on the probe model: on some models quantized from two samples LiteRT aborts the whole
-    process inside allocate_tensors (a native check, not an exception: resnet_basic in the zoo)."""
+    The probe only asks whether TFLite Micro runs the ops, so any values do, except for an index input
+    (token ids), whose values must be valid indices: calibration's integer draw over its stated range
+    (`stats`, by source name: --input-range, --input-value), the file's inputs matched to the source's
+    `specs` through its signature as LiteRTRunner matches them; DEFAULT_INDEX_RANGE when not stated. No
+    LiteRT interpreter is built on the probe model: on some models quantized from two samples LiteRT
+    aborts the whole process inside allocate_tensors (a native check, not an exception: resnet_basic in
+    the zoo)."""
     rng = np.random.default_rng(CALIBRATION_SEED)
+    parsed = parse_tflite(model)
+    source = _source_names(parsed.raw, specs)
     sample = []
-    for info in parse_tflite(model).inputs:
+    for index, info in zip(parsed.raw.subgraphs[0].inputs, parsed.inputs, strict=True):
         dtype = np.dtype(info.dtype)
         if dtype.kind in "iu" and info.quantization is None:  # an index input (token ids): valid indices
-            value = integer_samples(rng, TensorSpec(info.name, info.shape, info.dtype), None)
+            st = (stats or {}).get(source.get(int(index), ""))
+            value = integer_samples(rng, TensorSpec(info.name, info.shape, info.dtype), st)
         elif dtype.kind in "iu":  # a quantized input (integer I/O): any of its values
             limits = np.iinfo(dtype)
             value = rng.integers(max(limits.min, -128), min(limits.max, 127) + 1, size=info.shape)
@@ -576,6 +589,19 @@ def probe_inputs(model: bytes) -> list[list[np.ndarray]]:
             value = rng.standard_normal(info.shape)
         sample.append(value.astype(dtype))
     return [sample]
+
+
+def _source_names(raw: Any, specs: Sequence[TensorSpec]) -> dict[int, str]:
+    """Input tensor index -> the source input it holds, through the first signature ({} when the file
+    has none or it does not name every source input)."""
+    if not specs or not raw.signatureDefs:
+        return {}
+    keys = {tensor_name(m): int(m.tensorIndex) for m in raw.signatureDefs[0].inputs or []}
+    try:
+        matched = match_signature(specs, list(keys))
+    except RuntimeError:
+        return {}
+    return {keys[key]: name for name, key in matched.items()}
 
 
 def _tflm_agreement(
