@@ -1,11 +1,11 @@
 """The interface every bench runner implements, and the registry that finds one from `--on SPEC`.
 
 A runner lives in the target it belongs to (targets/<target>/bench_<name>.py) and exposes
-`make_runner(arg, options) -> Runner`; `arg` is what follows the colon in `--on NAME:ARG` (a board, an adb
-serial, a serial port), None when there is none. The harness (edgeport/bench/harness.py) opens one
-`Session` per model, runs them interleaved in rounds when the runner `interleaves` (a host process per
-model: a ratio measured in one run is the only honest comparison on a noisy machine), and builds the
-`BenchResult` from what each session measured.
+`make_runner(arg, options, spell) -> Runner`; `arg` is what follows the colon in `--on NAME:ARG` (a board, an
+adb serial, a serial port), None when there is none; `spell` names options in its errors (`cli_words` for
+the CLI). The harness (edgeport/bench/harness.py) opens one `Session` per model, runs them interleaved in
+rounds when the runner `interleaves` (a host process per model: a ratio measured in one run is the only
+honest comparison on a noisy machine), and builds the `BenchResult` from what each session measured.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, ModelInfo, TimeKind
 from edgeport.errors import EdgeportError
+from edgeport.options import Spell, flag_spell
 
 # --on NAME -> the module that makes it (imported when asked for, so listing runners costs nothing).
 RUNNERS: dict[str, str] = {
@@ -105,18 +106,26 @@ class Runner(Protocol):
     def open(self, model: BenchModel, settings: BenchSettings) -> Session: ...
 
 
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """`qemu:mps2-an386` -> ("qemu", "mps2-an386"); `host` -> ("host", None). Errors name the fix."""
+def cli_words(field: str) -> str:
+    """How `edgeport bench` names an option in a message: `--on` for the runner, else RunnerOptions' flag.
+    The runner functions take such a Spell; `edgeport run` passes its config's keys instead."""
+    return "--on" if field == "runner" else flag_spell(RunnerOptions)(field)
+
+
+def parse_spec(spec: str, spell: Spell = cli_words) -> tuple[str, str | None]:
+    """`qemu:mps2-an386` -> ("qemu", "mps2-an386"); `host` -> ("host", None). Errors name the fix, with the
+    runner option as `spell` writes it."""
+    on = spell("runner")
     name, sep, arg = spec.partition(":")
     if name not in RUNNERS:
-        raise EdgeportError(f"unknown runner {spec!r}", f"use --on one of: {', '.join(runner_specs())}")
+        raise EdgeportError(f"unknown runner {spec!r}", f"use {on} one of: {', '.join(runner_specs())}")
     if sep and not arg:
         raise EdgeportError(
-            f"--on {spec}: nothing after the colon", f"write --on {name}:{REQUIRED_ARG.get(name, 'ARG')}"
+            f"{on} {spec}: nothing after the colon", f"write {on} {name}:{REQUIRED_ARG.get(name, 'ARG')}"
         )
     if name in REQUIRED_ARG and not arg:
         raise EdgeportError(
-            f"--on {name} needs a {REQUIRED_ARG[name]}", f"write --on {name}:{REQUIRED_ARG[name]}"
+            f"{on} {name} needs a {REQUIRED_ARG[name]}", f"write {on} {name}:{REQUIRED_ARG[name]}"
         )
     return name, arg or None
 
@@ -134,8 +143,8 @@ def runner_specs() -> list[str]:
     return specs
 
 
-def get_runner(spec: str, options: RunnerOptions | None = None) -> Runner:
-    """The runner `--on SPEC` names, made with `options`."""
-    name, arg = parse_spec(spec)
+def get_runner(spec: str, options: RunnerOptions | None = None, spell: Spell = cli_words) -> Runner:
+    """The runner `--on SPEC` names, made with `options`; its errors name options as `spell` writes them."""
+    name, arg = parse_spec(spec, spell)
     module = importlib.import_module(RUNNERS[name])
-    return module.make_runner(arg, options or RunnerOptions())
+    return module.make_runner(arg, options or RunnerOptions(), spell)

@@ -33,6 +33,7 @@ from pydantic.fields import FieldInfo
 
 from edgeport.errors import EdgeportError
 from edgeport.options import (
+    Spell,
     extra,
     flag_name,
     nested_model,
@@ -646,12 +647,14 @@ def check_bench(
     runners = values.pop("on", None) or []
     if not runners:
         problems.append("[bench] 'on' names no runner; write e.g. on = [\"host\"]")
+    parsed = []  # the specs that name a runner: only these are made below
     for spec in runners:
         try:
-            name, _ = parse_spec(spec)
+            name, _ = parse_spec(spec, config_words)
         except EdgeportError as err:
-            problems.append(f"[bench] {err.one_line().replace('--on ', 'on = ')}")
+            problems.append(f"[bench] {err.one_line()}")
             continue
+        parsed.append(spec)
         needs = PACKAGE_RUNNERS.get(name)
         if needs and not any(t.target == needs for t in targets):
             problems.append(
@@ -678,23 +681,29 @@ def check_bench(
     except EdgeportError as err:
         problems.append(f"[bench] {err.one_line()}")
     if runner_options is not None:
-        problems += runner_problems(runners, runner_options)
+        problems += runner_problems(parsed, runner_options, config_words)
     return BenchSpec(list(runners), split["settings"], runner_options), problems
 
 
-def runner_problems(runners: Iterable[str], options: Any) -> list[str]:
+def config_words(field: str) -> str:
+    """How a config's [bench] names an option in the runners' messages: `on =` for the runner (`--on` on
+    the command line), else its key (`tflm-root =`)."""
+    return "on =" if field == "runner" else f"{key_name(field)} ="
+
+
+def runner_problems(runners: Iterable[str], options: Any, spell: Spell) -> list[str]:
     """Each runner made as the bench will make it, so what it checks up front (a QEMU board, the TFLite
-    Micro tree it builds against) is a config problem, not a failure after the conversions."""
+    Micro tree it builds against) is a config problem, not a failure after the conversions; its messages
+    name options as `spell` writes them (`config_words`)."""
     from edgeport.bench.runner import get_runner
 
     problems = []
     for spec in runners:
         try:
-            get_runner(spec, options)
+            get_runner(spec, options, spell)
         except EdgeportError as err:
-            said = err.one_line().replace("--on ", "on = ").replace("--tflm-root DIR", 'tflm-root = "DIR"')
-            line = f"[bench] {said}"
-            if line not in problems and not line.startswith("[bench] unknown runner"):  # reported above
+            line = f"[bench] {err.one_line()}"
+            if line not in problems:
                 problems.append(line)
     return problems
 

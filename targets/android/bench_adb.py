@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
-from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
+from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
 from edgeport.errors import EdgeportError
+from edgeport.options import Spell
 from edgeport.targets.android.benchmark_output import (
     BenchmarkOutput,
     delegate_kind,
@@ -440,5 +441,6 @@ def _bytes(mb: float | None) -> int | None:
     return None if value is None else round(value * MB)
 
 
-def make_runner(arg: str | None, options: RunnerOptions) -> AdbRunner:
+def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> AdbRunner:
+    # Nothing is checked here (the device is asked for when first used), so `spell` names nothing.
     return AdbRunner(arg, options)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeport.bench.hostinfo import host_device
-from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
+from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
 from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import tool_versions
+from edgeport.options import Spell
 
 INPUT_SEED = 0
 RSS_NOTE = "peak RSS is the whole measuring process: Python, LiteRT and the model"
@@ -183,9 +184,10 @@ def cannot_run(name: str, why: str) -> str:
     return f"{name}: LiteRT cannot run the model ({why[:160]})"
 
 
-def make_runner(arg: str | None, options: RunnerOptions) -> HostRunner:
+def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> HostRunner:
     if arg is not None:
-        raise EdgeportError(f"--on host takes no argument (got host:{arg})", "write --on host")
+        on = spell("runner")
+        raise EdgeportError(f"{on} host takes no argument (got host:{arg})", f"write {on} host")
     return HostRunner()
 
 

@@ -24,10 +24,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
+from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
 from edgeport.errors import EdgeportError
 from edgeport.manifest import sha256_of
+from edgeport.options import Spell
 from edgeport.runtimes import qemu
 from edgeport.targets.cortex_m.bench_lines import BenchLines, parse_bench_lines
 from edgeport.targets.cortex_m.boards import BOARDS, Board, get_board
@@ -48,17 +49,15 @@ def qemu_boards() -> list[Board]:
     return [board for board in BOARDS if board.qemu_machine]
 
 
-def qemu_board(name: str) -> Board:
+def qemu_board(name: str, spell: Spell = cli_words) -> Board:
     """The board `qemu:NAME` names; a board without a QEMU machine lists the ones that have one."""
+    fix = f"use {spell('runner')} qemu:BOARD with one of: " + _qemu_names()
     try:
         board = get_board(name)
     except EdgeportError as exc:
-        raise EdgeportError(exc.problem, "use --on qemu:BOARD with one of: " + _qemu_names()) from None
+        raise EdgeportError(exc.problem, fix) from None
     if not board.qemu_machine:
-        raise EdgeportError(
-            f"board {board.name} has no QEMU machine",
-            "use --on qemu:BOARD with one of: " + _qemu_names(),
-        )
+        raise EdgeportError(f"board {board.name} has no QEMU machine", fix)
     return board
 
 
@@ -66,9 +65,9 @@ def _qemu_names() -> str:
     return ", ".join(b.name for b in qemu_boards())
 
 
-def tflm_tree(root: Path | str | None) -> Path:
+def tflm_tree(root: Path | str | None, spell: Spell = cli_words) -> Path:
     """The TFLite Micro tree the firmware builds against (--tflm-root, else $TFLM_ROOT)."""
-    return check_tflm_tree(str(root) if root else os.environ.get("TFLM_ROOT"))
+    return check_tflm_tree(str(root) if root else os.environ.get("TFLM_ROOT"), spell)
 
 
 def tree_from_archive(archive: Path, cache: Path | None = None) -> Path:
@@ -273,8 +272,9 @@ class QemuRunner:
         return versions
 
 
-def make_runner(arg: str | None, options: RunnerOptions) -> QemuRunner:
+def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> QemuRunner:
     if not arg:
-        raise EdgeportError("--on qemu needs a BOARD", "write --on qemu:BOARD, e.g. --on qemu:mps2-an386")
-    board = qemu_board(arg)
-    return QemuRunner(board, tflm_tree(options.tflm_root))
+        on = spell("runner")
+        raise EdgeportError(f"{on} qemu needs a BOARD", f"write {on} qemu:BOARD, e.g. {on} qemu:mps2-an386")
+    board = qemu_board(arg, spell)
+    return QemuRunner(board, tflm_tree(options.tflm_root, spell))

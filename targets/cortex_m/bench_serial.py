@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
+from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, DeviceInfo, Memory, TimeKind
 from edgeport.errors import EdgeportError
+from edgeport.options import Spell
 from edgeport.targets.cortex_m.bench_lines import BenchLineParser, BenchLines
 from edgeport.targets.cortex_m.flash import packaged_board
 from edgeport.targets.cortex_m.model_data import crc32_of
@@ -236,9 +237,10 @@ class SerialRunner:
         return SerialSession(lines, self.port, model.package_dir)
 
 
-def make_runner(arg: str | None, options: RunnerOptions) -> SerialRunner:
+def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> SerialRunner:
     if not arg:
+        on = spell("runner")
         raise EdgeportError(
-            "--on serial needs a PORT", "write --on serial:PORT, e.g. --on serial:/dev/ttyACM0"
+            f"{on} serial needs a PORT", f"write {on} serial:PORT, e.g. {on} serial:/dev/ttyACM0"
         )
     return SerialRunner(arg, options)

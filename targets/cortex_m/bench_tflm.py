@@ -12,11 +12,12 @@ not interleave models: each model is measured whole, one after the other.
 from __future__ import annotations
 
 from edgeport.bench.hostinfo import host_device
-from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras
+from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
 from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError
 from edgeport.manifest import tool_versions
+from edgeport.options import Spell
 from edgeport.tensors import TensorSpec, random_inputs
 from edgeport.tflite_file import TfliteModel, verify_tflite
 
@@ -99,7 +100,8 @@ class TflmSession:
         """Nothing stays open: the child process ended with the run."""
 
 
-def make_runner(arg: str | None, options: RunnerOptions) -> TflmRunner:
+def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> TflmRunner:
     if arg is not None:
-        raise EdgeportError(f"--on tflm takes no argument (got tflm:{arg})", "write --on tflm")
+        on = spell("runner")
+        raise EdgeportError(f"{on} tflm takes no argument (got tflm:{arg})", f"write {on} tflm")
     return TflmRunner()

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from edgeport.errors import EdgeportError
-from edgeport.options import Options, cli
+from edgeport.options import Options, Spell, cli, flag_spell
 from edgeport.packaging import read_manifest
 from edgeport.runtimes import qemu
 from edgeport.runtimes.qemu import QemuRun
@@ -167,19 +167,21 @@ def packaged_board(outdir: Path) -> str:
     return section.board
 
 
-def check_tflm_tree(root: str | None) -> Path:
+def check_tflm_tree(root: str | None, spell: Spell | None = None) -> Path:
     """The TFLite Micro checkout a real build runs `make` in: refuse a missing one, or a directory that is
-    not one (an empty directory would otherwise fail deep inside the firmware's Makefile)."""
+    not one (an empty directory would otherwise fail deep inside the firmware's Makefile). `spell` names
+    the tflm_root option in the fix (the CLI flag by default)."""
+    option = (spell or flag_spell(FlashOptions))("tflm_root")
     if not root:
         raise EdgeportError(
             "TFLite Micro sources are needed to build the firmware",
-            "clone https://github.com/tensorflow/tflite-micro and pass --tflm-root DIR or set TFLM_ROOT",
+            f"clone https://github.com/tensorflow/tflite-micro and pass {option} DIR or set TFLM_ROOT",
         )
     tree = Path(root)
     if not (tree / TFLM_MAKEFILE).is_file():
         raise EdgeportError(
             f"{tree} is not a TFLite Micro checkout (no {TFLM_MAKEFILE})",
-            "pass --tflm-root (or TFLM_ROOT) the top of a https://github.com/tensorflow/tflite-micro clone",
+            f"pass {option} (or TFLM_ROOT) the top of a https://github.com/tensorflow/tflite-micro clone",
         )
     return tree
 

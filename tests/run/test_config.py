@@ -280,3 +280,26 @@ def test_validation_problems_are_reported_with_the_rest(tmp_path):
     assert load_config(write(tmp_path, GOOD + '[validation]\ndata = "val.npz"\n')).validation.data == (
         tmp_path / "val.npz"
     )
+
+
+def test_bench_runner_problems_name_the_options_as_the_config_writes_them(tmp_path, monkeypatch):
+    """The runners' own messages take the wording as a parameter: `on =` and `tflm-root =` in a config,
+    `--on` and `--tflm-root` on the command line, from the same raise sites."""
+    from edgeport.bench.runner import RunnerOptions, cli_words
+    from edgeport.run.config import config_words, runner_problems
+
+    monkeypatch.delenv("TFLM_ROOT", raising=False)
+    specs = ["host:x", "qemu:nosuch", "qemu:mps2-an386"]
+    in_config = runner_problems(specs, RunnerOptions(), config_words)
+    assert len(in_config) == 3
+    assert in_config[0] == "[bench] on = host takes no argument (got host:x). Write on = host."
+    assert "unknown board 'nosuch'" in in_config[1] and "Use on = qemu:BOARD with one of: " in in_config[1]
+    assert "pass tflm-root = DIR or set TFLM_ROOT" in in_config[2]
+    on_cli = runner_problems(specs, RunnerOptions(), cli_words)
+    assert on_cli[0] == "[bench] --on host takes no argument (got host:x). Write --on host."
+    assert "Use --on qemu:BOARD" in on_cli[1] and "pass --tflm-root DIR or set TFLM_ROOT" in on_cli[2]
+    # A spec that names no runner is one problem (check_bench's), not one more from making it.
+    found = problems(write(tmp_path, GOOD + '[bench]\non = ["qemu:", "hots"]\n'))
+    assert "[bench] on = qemu:: nothing after the colon. Write on = qemu:BOARD." in found
+    assert sum("nothing after the colon" in p for p in found) == 1
+    assert sum("unknown runner 'hots'" in p for p in found) == 1
