@@ -65,6 +65,7 @@ from edgeport.quant.bounded_outputs import widen_bounded_outputs
 from edgeport.quant.calibrated import (
     add_activation,
     add_scalar,
+    drop_unused_codes,
     new_operator,
     recorded_range,
     set_recorded_range,
@@ -188,19 +189,8 @@ def int16_ready(calibrated: bytes) -> bytes:
     if not changed:
         return calibrated
     graph.operators = operators
-    _drop_unused_codes(model)
+    drop_unused_codes(model)  # the calibration wrapper's resolver refuses a HARD_SWISH code nobody reads
     return serialize_tflite(model)
-
-
-def _drop_unused_codes(model: Any) -> None:
-    """Remove operator codes no operator uses (the calibration wrapper's resolver refuses a
-    HARD_SWISH code even when no op reads it), renumbering the operators' indices."""
-    used = sorted({int(op.opcodeIndex) for graph in model.subgraphs for op in graph.operators})
-    renumber = {old: new for new, old in enumerate(used)}
-    model.operatorCodes = [model.operatorCodes[i] for i in used]
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            op.opcodeIndex = renumber[int(op.opcodeIndex)]
 
 
 def _bias_as_vector(model: Any, graph: Any, op: Any, position: int) -> bool:

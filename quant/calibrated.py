@@ -111,3 +111,15 @@ def new_operator(
     if options is not None:
         op.builtinOptionsType, op.builtinOptions = options
     return op
+
+
+def drop_unused_codes(model: schema.ModelT) -> None:
+    """Remove the operator codes no operator uses, renumbering the operators' indices: a rewrite that
+    replaced every op of a kind leaves its code behind, and TensorFlow's calibration wrapper (a16w8's
+    quantizer) refuses a code its resolver lacks (HARD_SWISH, GELU) even when no op reads it."""
+    used = sorted({int(op.opcodeIndex) for graph in model.subgraphs for op in graph.operators})
+    renumber = {old: new for new, old in enumerate(used)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used]
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op.opcodeIndex = renumber[int(op.opcodeIndex)]

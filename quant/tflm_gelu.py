@@ -25,7 +25,13 @@ import math
 
 import numpy as np
 
-from edgeport.quant.calibrated import add_activation, add_scalar, new_operator, recorded_range
+from edgeport.quant.calibrated import (
+    add_activation,
+    add_scalar,
+    drop_unused_codes,
+    new_operator,
+    recorded_range,
+)
 from edgeport.quant.tflm_saturation import ACTIVATION_BOUND
 from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, schema, serialize_tflite, tensor_name
 
@@ -122,6 +128,7 @@ def replace_gelu(calibrated: bytes) -> bytes:
             ),
         ]
     graph.operators = operators
+    drop_unused_codes(model)  # GELU's, when every GELU was written out
     return serialize_tflite(model)
 
 

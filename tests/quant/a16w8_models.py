@@ -74,3 +74,19 @@ class Bilinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.interpolate(self.conv(x), scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class GeluBlock(nn.Module):
+    """Conv, erf GELU, conv, GELU again through a residual sum: TFLite Micro has no GELU kernel, so the
+    integer models write each GELU out (quant/tflm_gelu.py), here in int16 ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = nn.functional.gelu(self.stem(x))
+        return self.head(nn.functional.gelu(a + self.mid(a)))

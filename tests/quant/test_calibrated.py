@@ -9,6 +9,7 @@ from edgeport.quant.calibrated import (
     PLACEHOLDER_FOR_GREATER_OP_CODES,
     add_activation,
     add_scalar,
+    drop_unused_codes,
     new_operator,
     opcode_index,
     recorded_range,
@@ -88,3 +89,14 @@ def test_recorded_ranges_are_per_tensor_ranges_only() -> None:
     y = add_activation(model, graph, "y", 0, (-1.0, 0.5))
     graph.outputs = np.array([y], np.int32)
     assert recorded_ranges(serialize_tflite(model)) == {0: (-2.0, 3.0), y: (-1.0, 0.5)}
+
+
+def test_codes_no_operator_uses_are_dropped_and_the_rest_renumbered() -> None:
+    model, graph = _one_input()
+    y = add_activation(model, graph, "y", 0, None)
+    gelu = new_operator(model, schema.BuiltinOperator.GELU, [0], y)  # written out: its code stays behind
+    graph.operators.append(new_operator(model, schema.BuiltinOperator.ABS, [0], y))
+    assert [c.builtinCode for c in model.operatorCodes] == [150, schema.BuiltinOperator.ABS] and gelu
+    drop_unused_codes(model)
+    assert [c.builtinCode for c in model.operatorCodes] == [schema.BuiltinOperator.ABS]
+    assert parse_tflite(serialize_tflite(model)).ops == ["ABS"]
