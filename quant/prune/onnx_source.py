@@ -8,7 +8,8 @@ Which nodes become modules: Conv with constant weights and explicit pads, none, 
 2-D weight (alpha = beta = 1, no transposed input), and MatMul with a constant 2-D weight, or with a
 constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
 do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
-exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator. Other
+exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator.
+Constant weights are initializers or Constant nodes (as Paddle exports them). Other
 nodes stay functional on their constant weights: a channel feeding one cannot change width, which
 the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph the evaluator
 cannot run is refused in one line naming the op.
@@ -149,25 +150,32 @@ class PrunableGraph(Evaluator):
         self.layers = nn.ModuleDict()
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
-        self._folded: set[str] = set()  # a Transpose's output only its MatMul's Linear read (not run)
         readers = Counter(name for n in self._nodes for name in n.input)
         producers = {out: n for n in self._nodes for out in n.output}
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
+        # Weights in Constant nodes (Paddle's exports) are constants as initializers are.
+        constants = dict(self._constants)
+        constants.update(
+            (n.output[0], a["value"])
+            for n, a in zip(self._nodes, self._attrs, strict=True)
+            if n.op_type == "Constant" and isinstance(a.get("value"), torch.Tensor)
+        )
+        taken: Counter = Counter()  # how many times layers took each constant's value
         sizes = (
             _spatial_sizes(model) if any(a.get("auto_pad", "NOTSET") != "NOTSET" for a in self._attrs) else {}
         )
         for index, (node, attrs) in enumerate(zip(self._nodes, self._attrs, strict=True)):
             if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
                 continue
-            if node.input[0] in self._constants:
+            if node.input[0] in constants:
                 continue
-            weight = self._constants.get(node.input[1])
+            weight = constants.get(node.input[1])
             transposed = None
             if weight is None and node.op_type == "MatMul":
-                transposed = _transposed(producers, node_attrs, self._constants, node.input[1])
+                transposed = _transposed(producers, node_attrs, constants, node.input[1])
                 weight = transposed
-            bias = self._constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            bias = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             if weight is None or (len(node.input) > 2 and node.input[2] and bias is None):
                 continue
             add = None
@@ -176,7 +184,7 @@ class PrunableGraph(Evaluator):
                 if attrs is None:
                     continue
             if node.op_type == "MatMul":
-                folded = _matmul_bias(model, node, readers, self._constants)
+                folded = _matmul_bias(model, node, readers, constants)
                 add, bias = folded if folded is not None else (None, None)
                 # MatMul: x @ B, B is [in, out] as Gemm's untransposed B; Transpose(W): W is [out, in].
                 attrs = {"transB": 1} if transposed is not None else {}
@@ -184,19 +192,28 @@ class PrunableGraph(Evaluator):
             layer = make(attrs, weight.float(), None if bias is None else bias.float())
             if layer is None:
                 continue
+            taken.update(node.input[1:])
             if add is not None:
                 self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
-            if transposed is not None and readers[node.input[1]] == 1 and node.input[1] not in outputs:
-                self._folded.add(node.input[1])
+                taken.update(n for n in add.input if n != node.output[0])
             named = producers[node.input[1]].input[0] if transposed is not None else node.input[1]
             key = re.sub(r"\W", "_", re.sub(r"\.weight$", "", named)) or f"node{index}"
             while key in self.layers:
                 key += "_"
             self.layers[key] = layer
             self._layer_keys[node.output[0]] = key
+        # Constant / Transpose outputs only layers read (the layers hold their values): not run.
+        self._folded = {
+            name
+            for name, count in taken.items()
+            if name in producers
+            and producers[name].op_type in ("Constant", "Transpose")
+            and readers[name] == count
+            and name not in outputs
+        }
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
-        if node.output[0] in self._folded:  # its transposed weight is in the MatMul's Linear
+        if node.output[0] in self._folded:  # a weight (or bias) the layers hold
             return None
         if node.output[0] in self._bias_adds:  # its bias is in the MatMul's Linear
             return args[self._bias_adds[node.output[0]]]

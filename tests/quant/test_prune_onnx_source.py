@@ -210,3 +210,30 @@ def test_matmul_of_a_transposed_weight_is_a_linear_and_prunes(tmp_path: Path) ->
     assert [(g.module, g.channels_before) for g in section.groups] == [("layers.up", 32)]
     assert section.groups[0].channels_after < 32 and section.kept_whole == []
     assert "Transpose" not in {n.op_type for n in onnx.load(str(outdir / "model.onnx")).graph.node}
+
+
+def _initializers_as_constant_nodes(path: Path) -> Path:
+    """The graph at `path` with its initializers written as Constant nodes, as Paddle exports weights."""
+    model = onnx.load(str(path))
+    constants = [helper.make_node("Constant", [], [t.name], value=t) for t in model.graph.initializer]
+    nodes = [*constants, *model.graph.node]
+    del model.graph.initializer[:]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_weights_in_constant_nodes_prune(tmp_path: Path) -> None:
+    source = _initializers_as_constant_nodes(two_convs(tmp_path / "convs.onnx", pads=[1, 1, 1, 1]))
+    assert not onnx.load(str(source)).graph.initializer
+    module = prunable_module(onnx.load(str(source)), [TensorSpec("x", [1, 3, 8, 8])])
+    assert {k: type(m).__name__ for k, m in module.layers.items()} == {"w1": "Conv2d", "w2": "Conv2d"}
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE))
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    assert [(g.module, g.channels_before) for g in section.groups] == [("layers.w1", 8)]
+    assert section.groups[0].channels_after < 8
