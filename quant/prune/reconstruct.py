@@ -15,13 +15,17 @@ accumulated in float64 over a random subset of output positions, the same positi
 A removed channel that is a linear combination of kept ones is reconstructed exactly. The intercept
 goes into the layer's bias, or, for a layer without one that feeds a BatchNorm directly, into that
 BatchNorm's running mean.
+
+When the cut also narrows layers' outputs (a residual stream pruned with its shortcuts), `kept` maps each
+narrowed module to the unpruned model's indices of the channels it keeps: the teacher's tensor there,
+cut to those channels, is the target (and the student's BatchNorm scale the divisor).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +65,32 @@ def solvable(module: nn.Module) -> bool:
     if not isinstance(module, nn.Conv1d | nn.Conv2d) or module.groups != 1:
         return False
     return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+
+
+Kept = Mapping[str, Sequence[int]]  # {module: the unpruned model's indices of its output channels kept}
+
+
+def narrowed_axis(mine: Sequence[int], theirs: Sequence[int], keep: Sequence[int] | None) -> int | None:
+    """The one axis along which a teacher tensor of shape `theirs`, cut to the channels `keep`, has the
+    student's shape `mine`; None when there is none (equal shapes included)."""
+    if keep is None or len(mine) != len(theirs):
+        return None
+    differ = [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
+    if len(differ) != 1 or mine[differ[0]] != len(keep) or not keep or max(keep) >= theirs[differ[0]]:
+        return None
+    return differ[0]
+
+
+def corresponds(mine: Sequence[int], theirs: Sequence[int], keep: Sequence[int] | None) -> bool:
+    """Whether a student tensor of shape `mine` has a teacher counterpart of shape `theirs`: the same
+    shape, or narrowed to `keep`."""
+    return tuple(mine) == tuple(theirs) or narrowed_axis(mine, theirs, keep) is not None
+
+
+def to_student(theirs: torch.Tensor, mine: Sequence[int], keep: Sequence[int] | None) -> torch.Tensor:
+    """The teacher's tensor cut to the student's channels (`keep` along the narrowed axis), else as it is."""
+    axis = narrowed_axis(mine, tuple(theirs.shape), keep)
+    return theirs if axis is None else theirs.index_select(axis, torch.as_tensor(list(keep)))
 
 
 def _in_width(module: nn.Module) -> int:
@@ -188,9 +218,17 @@ def _targets(
     gens: Sequence[torch.Generator],
     positions: int,
     sources: dict[str, str] | None = None,
+    kept: Kept | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """{layer: (positions picked [samples, count], the teacher's output there [samples * count, out],
-    the other addend of the residual addition that takes `sources[layer]`'s output there, or None)}."""
+    the other addend of the residual addition that takes `sources[layer]`'s output there, or None),
+    each cut to the channels `kept[layer]` when the cut narrowed the layer}."""
+    kept = kept or {}
+
+    def channels(name: str, rows: torch.Tensor) -> torch.Tensor:
+        keep = kept.get(name)
+        return rows if keep is None else rows[..., list(keep)]
+
     modules = dict(teacher.named_modules())
     picked: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     watch = _Addends()
@@ -198,7 +236,7 @@ def _targets(
     def keep(name: str, gen: torch.Generator):  # noqa: ANN202 - a forward hook
         def hook(m: nn.Module, _a: tuple, out: torch.Tensor) -> None:
             if name not in picked:
-                y = outputs(m, out)
+                y = channels(name, outputs(m, out))
                 index = _pick(y, gen, positions)
                 picked[name] = (index, _gather(y, index).double())
 
@@ -216,7 +254,11 @@ def _targets(
     for name, (index, y) in picked.items():
         other = watch.found.get(name)
         layer = modules[name]
-        found[name] = (index, y, None if other is None else _gather(outputs(layer, other), index).double())
+        found[name] = (
+            index,
+            y,
+            None if other is None else _gather(channels(name, outputs(layer, other)), index).double(),
+        )
     return found
 
 
@@ -263,11 +305,16 @@ def _fed_batchnorms(model: nn.Module, inputs: Sequence[torch.Tensor], names: Seq
 
 
 def layers_to_solve(
-    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], pruned_only: bool = False
+    student: nn.Module,
+    teacher: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    pruned_only: bool = False,
+    kept: Kept | None = None,
 ) -> list[str]:
     """Names of the student's solvable layers, in the order they run, run once per forward, whose output
-    has the teacher's shape (the target), and (`pruned_only`) that read fewer channels than in the
-    teacher."""
+    has the teacher's shape (the target), or its shape cut to `kept[name]` along the layer's output
+    channels, and (`pruned_only`) that read fewer channels than in the teacher."""
+    kept = kept or {}
     theirs = dict(teacher.named_modules())
     order: list[str] = []
     shapes: dict[str, dict[str, tuple]] = {"s": {}, "t": {}}
@@ -295,11 +342,19 @@ def layers_to_solve(
     return [
         n
         for n in order
-        if shapes["s"][n] == shapes["t"].get(n)
+        if _matches(modules[n], shapes["s"][n], shapes["t"].get(n), kept.get(n))
         and calls["s"][n] == calls["t"][n] == 1  # a layer run twice has no one input to fit
         and _columns(modules[n]) <= MAX_COLUMNS
         and (not pruned_only or _in_width(modules[n]) < _in_width(theirs[n]))
     ]
+
+
+def _matches(layer: nn.Module, mine: tuple, theirs: tuple | None, keep: Sequence[int] | None) -> bool:
+    """The layer's output has the teacher's shape, or the teacher's cut to `keep` along its channels."""
+    if theirs is None or tuple(mine) == tuple(theirs):
+        return theirs is not None
+    axis = narrowed_axis(mine, theirs, keep)
+    return axis is not None and axis % len(mine) == (len(mine) - 1 if isinstance(layer, nn.Linear) else 1)
 
 
 def reconstruct(
@@ -311,6 +366,7 @@ def reconstruct(
     positions: int = POSITIONS,
     pruned_only: bool = False,
     residual: bool = True,
+    kept: Kept | None = None,
 ) -> ReconstructionLog:
     """Re-solve, in place, the weights of each layer of `student` whose output has the teacher's shape
     (`pruned_only`: only those that read pruned channels) so that its output on the student's own inputs
@@ -320,12 +376,15 @@ def reconstruct(
     `residual`: where the layer's output (or its BatchNorm's) is added to another tensor (a residual
     shortcut), the target also makes up for that tensor's difference from the teacher's (divided by the
     BatchNorm's scale), so that the sum matches: the error the stream brings from earlier blocks is
-    corrected here rather than carried on."""
+    corrected here rather than carried on.
+
+    `kept`: {module: the unpruned model's indices of the output channels the cut kept} for the modules
+    whose outputs the cut narrowed: their targets are the teacher's outputs at those channels."""
     started = time.perf_counter()
     student.eval()
     teacher.eval()
     inputs = [x[:MAX_SAMPLES] for x in inputs]
-    names = layers_to_solve(student, teacher, inputs, pruned_only)
+    names = layers_to_solve(student, teacher, inputs, pruned_only, kept)
     mine = dict(student.named_modules())
     bns = _fed_batchnorms(student, inputs, names)
     total = int(inputs[0].shape[0])
@@ -335,7 +394,7 @@ def reconstruct(
     # forward per chunk.
     where = {m: n for n, m in student.named_modules()}
     sources = {n: where[bns[n]] if n in bns else n for n in names} if residual else None
-    targets = [_targets(teacher, chunk, names, gens, positions, sources) for chunk in chunks]
+    targets = [_targets(teacher, chunk, names, gens, positions, sources, kept) for chunk in chunks]
     solved, before, after = [], [], []
     for name in names:
         layer = mine[name]

@@ -41,6 +41,7 @@ from edgeport.quant.calibration import CALIBRATION_FIX, calibration_problems, lo
 from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
 from edgeport.quant.prune.count import forward_with_hooks
 from edgeport.quant.prune.graph import flat_outputs
+from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
 from edgeport.tensors import TensorSpec
 
 BATCH = 32
@@ -91,8 +92,12 @@ def steps_for_budget(
     return int(min(MAX_STEPS, seconds * WORK_PER_SECOND // max(1, per_step)))
 
 
-def shared_features(student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor]) -> list[str]:
-    """Modules (by name) whose output has the same shape in both models, spread over the depth."""
+def shared_features(
+    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], kept: Kept | None = None
+) -> list[str]:
+    """Modules (by name) whose output has the same shape in both models (or the teacher's cut to
+    `kept[name]`, a narrowed module's channels), spread over the depth."""
+    kept = kept or {}
     shapes: dict[str, dict[str, tuple[int, ...]]] = {"s": {}, "t": {}}
     order: list[str] = []
 
@@ -115,7 +120,7 @@ def shared_features(student: nn.Module, teacher: nn.Module, inputs: Sequence[tor
     finally:
         for h in handles:
             h.remove()
-    same = [n for n in order if shapes["s"].get(n) == shapes["t"][n]]
+    same = [n for n in order if n in shapes["s"] and corresponds(shapes["s"][n], shapes["t"][n], kept.get(n))]
     if len(same) <= MAX_FEATURES:
         return same
     pick = [same[round(i * (len(same) - 1) / (MAX_FEATURES - 1))] for i in range(MAX_FEATURES)]
@@ -144,14 +149,15 @@ def _loss(
     teacher_out: list[torch.Tensor],
     s_feat: dict[str, torch.Tensor],
     t_feat: dict[str, torch.Tensor],
+    kept: Kept | None = None,
 ) -> torch.Tensor:
     terms = [
         ((s - t) ** 2).mean() / (t**2).mean().clamp_min(1e-12)
         for s, t in zip(student_out, teacher_out, strict=True)
     ]
-    features = [
-        ((s_feat[n] - t_feat[n]) ** 2).mean() / (t_feat[n] ** 2).mean().clamp_min(1e-12) for n in t_feat
-    ]
+    kept = kept or {}
+    theirs = {n: to_student(t, s_feat[n].shape, kept.get(n)) for n, t in t_feat.items()}
+    features = [((s_feat[n] - t) ** 2).mean() / (t**2).mean().clamp_min(1e-12) for n, t in theirs.items()]
     total = torch.stack(terms).mean()
     return total + torch.stack(features).mean() if features else total
 
@@ -193,14 +199,18 @@ def _batch(
 
 
 def distillation_loss(
-    student: nn.Module, teacher: nn.Module, inputs: Sequence[torch.Tensor], features: Sequence[str] = ()
+    student: nn.Module,
+    teacher: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    features: Sequence[str] = (),
+    kept: Kept | None = None,
 ) -> float:
     """The recovery loss on fixed inputs (no gradient)."""
     s_cap, t_cap = _Capture(student, features), _Capture(teacher, features)
     try:
         with torch.no_grad():
             s_out, t_out = flat_outputs(student(*inputs)), flat_outputs(teacher(*inputs))
-            return float(_loss(s_out, t_out, s_cap.values, t_cap.values))
+            return float(_loss(s_out, t_out, s_cap.values, t_cap.values, kept))
     finally:
         s_cap.close()
         t_cap.close()
@@ -226,16 +236,18 @@ def distill(
     lr: float = LR,
     augment: bool = True,
     warmup: float = WARMUP,
+    kept: Kept | None = None,
 ) -> RecoveryLog:
     """Train `student` in place towards `teacher` on `pool` (one tensor per input, samples on dim 0);
     `augment`: image inputs also shifted and mirrored; `warmup`: the fraction of the steps the learning
-    rate rises over (lr_factor)."""
+    rate rises over (lr_factor); `kept`: the channels the cut kept of each module it narrowed (their
+    features are matched at those channels)."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     size = min(batch, int(pool[0].shape[0]))
     probe = [x[:2] for x in pool]
-    features = shared_features(student, teacher, probe)
+    features = shared_features(student, teacher, probe, kept)
     teacher.eval()
     student.eval()  # BatchNorm statistics frozen; dropout off
     was = {p: p.requires_grad for m in (student, teacher) for p in m.parameters()}
@@ -255,7 +267,7 @@ def distill(
                 t_out = flat_outputs(teacher(*inputs))
                 t_feat = {n: v.detach() for n, v in t_cap.values.items()}
             with torch.enable_grad():
-                loss = _loss(flat_outputs(student(*inputs)), t_out, s_cap.values, t_feat)
+                loss = _loss(flat_outputs(student(*inputs)), t_out, s_cap.values, t_feat, kept)
                 optimizer.zero_grad()
                 loss.backward()
             optimizer.step()

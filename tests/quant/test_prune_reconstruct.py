@@ -12,8 +12,16 @@ import torch.nn as nn
 
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune.prune import synthetic_inputs
-from edgeport.quant.prune.reconstruct import layers_to_solve, outputs, patches, reconstruct, solve
-from edgeport.quant.prune.recover import distill, distillation_loss, lr_factor
+from edgeport.quant.prune.reconstruct import (
+    layers_to_solve,
+    narrowed_axis,
+    outputs,
+    patches,
+    reconstruct,
+    solve,
+    to_student,
+)
+from edgeport.quant.prune.recover import distill, distillation_loss, lr_factor, shared_features
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
     INPUT_SHAPE,
@@ -285,3 +293,70 @@ def test_residual_targets_make_up_for_the_shortcuts_error(spelling: str) -> None
     assert reconstruct(shortcut, teacher, fit, **kept).layers == ["conv2"]
     # Every position is a regression row: the sum's error on these inputs can only fall.
     assert error(shortcut) < 0.8 * error(plain)
+
+
+def test_narrowed_axis_is_the_one_axis_cut_to_the_kept_channels() -> None:
+    keep = [0, 2, 3, 5]
+    assert narrowed_axis((2, 4, 5, 5), (2, 6, 5, 5), keep) == 1
+    assert narrowed_axis((2, 7, 4), (2, 7, 6), keep) == 2
+    assert narrowed_axis((2, 6, 5, 5), (2, 6, 5, 5), keep) is None  # nothing narrowed
+    assert narrowed_axis((2, 4, 5, 5), (2, 6, 5, 5), None) is None  # no map for this module
+    assert narrowed_axis((2, 3, 5, 5), (2, 6, 5, 5), keep) is None  # not as many as kept
+    assert narrowed_axis((2, 4, 4, 5), (2, 6, 5, 5), keep) is None  # two axes differ
+    assert narrowed_axis((2, 4, 5, 5), (2, 5, 5, 5), keep) is None  # an index past the teacher's width
+    x = torch.arange(2 * 6 * 3, dtype=torch.float32).reshape(2, 6, 3)
+    assert torch.equal(to_student(x, (2, 4, 3), keep), x[:, keep])
+    assert to_student(x, (2, 6, 3), keep) is x
+
+
+class _Narrowed(nn.Module):
+    """A Block whose output channels are narrowed, then a 1x1 head back to 3 channels (the output)."""
+
+    def __init__(self, block: Block, out: int) -> None:
+        super().__init__()
+        self.block = block
+        self.head = nn.Conv2d(out, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.block(x)))
+
+
+def _narrowed_pair(keep: list[int]) -> tuple[nn.Module, nn.Module]:
+    """The dependent pair (a removed inner channel that is 3x a kept one) with the block's output
+    channels also cut to `keep`, as a pruned residual stream would be, and the head reading them."""
+    block_t, block_s = _dependent_pair(bias=False)
+    teacher = _Narrowed(block_t, 6).eval()
+    torch.manual_seed(1)
+    student = _Narrowed(block_s, 6).eval()
+    narrow_conv = nn.Conv2d(7, len(keep), 3, padding=1, bias=False)
+    narrow_bn = nn.BatchNorm2d(len(keep)).eval()
+    head = nn.Conv2d(len(keep), 3, 1)
+    with torch.no_grad():
+        narrow_conv.weight.copy_(block_t.conv2.weight[keep][:, :7])
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            getattr(narrow_bn, key).copy_(getattr(block_t.bn2, key)[keep])
+        head.weight.copy_(teacher.head.weight[:, keep])
+        head.bias.copy_(teacher.head.bias)
+    student.block.conv2, student.block.bn2, student.head = narrow_conv, narrow_bn, head
+    return teacher, student
+
+
+def test_a_narrowed_layer_is_solved_against_the_teachers_kept_channels() -> None:
+    keep = [0, 2, 3, 5]
+    teacher, student = _narrowed_pair(keep)
+    kept = {"block.conv2": keep, "block.bn2": keep}
+    pool, held = [_x(64, seed=2)], [_x(8, seed=3)]
+    assert "block.conv2" not in layers_to_solve(student, teacher, pool)
+    assert layers_to_solve(student, teacher, pool, kept=kept)[0] == "block.conv2"
+    features = shared_features(student, teacher, held, kept)
+    assert {"block.conv2", "block.bn2"} <= set(features)
+    assert not {"block.conv2", "block.bn2"} & set(shared_features(student, teacher, held))
+    before = distillation_loss(student, teacher, held, features, kept)
+    log = reconstruct(student, teacher, pool, ridge=1e-10, kept=kept)
+    assert log.layers[0] == "block.conv2"
+    with torch.no_grad():
+        got, want = student.block(held[0]), teacher.block(held[0])[:, keep]
+    # The removed channel is 3x a kept one: the kept outputs are rebuilt exactly.
+    assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
+    # The head cannot make up for the two channels cut from its input: lower, not zero.
+    assert distillation_loss(student, teacher, held, features, kept) < 0.2 * before
