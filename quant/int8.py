@@ -37,6 +37,7 @@ from edgeport.quant.tflm_ops import KeptFloat, replace_for_tflm
 from edgeport.quant.tflm_saturation import ACTIVATION_BOUND, bound_activation_inputs
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
+from edgeport.tflite_file import builtin_code, tensor_name
 
 T = TypeVar("T")
 
@@ -265,7 +266,7 @@ def refuse_overflowing_steps(model: bytes) -> None:
         if tensor.type != 9 or q is None or q.scale is None or len(q.scale) != 1:  # 9: INT8
             continue
         if float(q.scale[0]) > MAX_STEP:
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+            name = tensor_name(tensor)
             raise EdgeportError(
                 f"int8 tensor {name!r} gets a quantization step of {float(q.scale[0]):.1e}: an infinite or "
                 "float32-max constant reaches it (an additive attention mask of -inf, for one), and no "
@@ -294,8 +295,7 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
     graph = model.subgraphs[0]
 
     def opcode(op: Any) -> int:
-        code = model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
+        return builtin_code(model.operatorCodes[op.opcodeIndex])
 
     def recorded(index: int) -> tuple[float, float] | None:
         return recorded_range(graph.tensors[index])
@@ -389,8 +389,7 @@ def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list
         region -= open_ops
     kept = []
     for i in sorted(region):
-        raw = sub.tensors[ops[i].outputs[0]].name
-        node = raw.decode() if isinstance(raw, bytes) else str(raw)
+        node = tensor_name(sub.tensors[ops[i].outputs[0]])
         if node not in denylisted:
             why = "the TFLite quantizer has no int8 form of it"
             kept.append(KeptFloat(code(i), node, "left float by the TFLite quantizer", why))
@@ -499,8 +498,7 @@ def probe_range_use(converter: Any, calibrated: bytes, io: str, keep_float: Sequ
         return order[k]
 
     def opcode(op: Any) -> int:
-        code = model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
+        return builtin_code(model.operatorCodes[op.opcodeIndex])
 
     activations = {i for op in graph.operators for i in op.outputs} | set(graph.inputs)
     used = {s for s in map(source, activations) if s is not None}
@@ -551,8 +549,7 @@ def quantize_with_ranges(
         graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
 
         def name(index: int) -> str:
-            raw = graph.tensors[index].name
-            return raw.decode() if isinstance(raw, bytes) else str(raw)
+            return tensor_name(graph.tensors[index])
 
         fractions = [
             (hi - lo) / (hists[i].high - hists[i].low)

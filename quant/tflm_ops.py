@@ -23,7 +23,7 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.quant import tflm_gelu
 from edgeport.runtimes.tflm import ARENA_FACTOR, MIN_ARENA, run_tflm
-from edgeport.tflite_file import parse_tflite
+from edgeport.tflite_file import parse_tflite, tensor_name
 
 # A kept-float op adds DEQUANTIZE/QUANTIZE around itself; more rounds than this means the model is
 # mostly float, which is not what --quantize int8 promises.
@@ -162,8 +162,7 @@ def arena_for(model: bytes) -> int:
 
 def node_output(model: bytes, index: int) -> str:
     graph = parse_tflite(model).raw.subgraphs[0]
-    name = graph.tensors[graph.operators[index].outputs[0]].name
-    return name.decode() if isinstance(name, bytes) else str(name)
+    return tensor_name(graph.tensors[graph.operators[index].outputs[0]])
 
 
 def failing_op(problem: str) -> tuple[str, int | None, str]:

@@ -26,7 +26,7 @@ import math
 from typing import Any
 
 from edgeport.quant.calibrated import recorded_range, recorded_ranges, set_recorded_range
-from edgeport.tflite_file import op_name, parse_tflite
+from edgeport.tflite_file import op_name, parse_tflite, tensor_name
 
 INPUT_INTEGER_BITS = 4  # tensorflow/lite/micro/kernels/logistic_common.cc and tanh.cc
 _SATURATING_OPS = ("LOGISTIC", "TANH")
@@ -156,8 +156,7 @@ def bound_activation_inputs(
         if clamp is not None and clamp != _NOTHING and _clamp(graph.tensors[t], *clamp):
             changed = True
             if clamped is not None:
-                raw = graph.tensors[t].name
-                clamped.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+                clamped.append(tensor_name(graph.tensors[t]))
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
 
 
@@ -196,8 +195,7 @@ def saturating_activations(model: bytes) -> list[tuple[str, str, float]]:
                 continue
             scale = float(quant.scale[0])
             if input_radius(scale) == 0 and op.outputs is not None and len(op.outputs):
-                label = graph.tensors[op.outputs[0]].name
-                found.append((name, label.decode() if isinstance(label, bytes) else str(label), scale))
+                found.append((name, tensor_name(graph.tensors[op.outputs[0]]), scale))
     return found
 
 
