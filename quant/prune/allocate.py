@@ -11,6 +11,7 @@ scale with its kept output and input fractions; a depthwise convolution's with o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,22 +28,33 @@ class CostTerm:
     out_group: int | None
     in_groups: list[tuple[int, float]] = field(default_factory=list)
     depthwise: bool = False
+    out_width: int = 0  # the module's output channels (what `CostModel.tile` rounds; 0: not rounded)
 
 
 @dataclass
 class CostModel:
     terms: list[CostTerm]
     fixed: int = 0  # what no group changes
+    # Output channels are computed in tiles of this many (1: every channel counts): a kernel that
+    # computes 16 output channels at a time takes as long for 8 as for 16.
+    tile: int = 1
 
     def total(self, kept: Sequence[float]) -> float:
         """Cost with each group keeping the fraction `kept[g]` of its channels."""
         total = float(self.fixed)
         for t in self.terms:
             f = kept[t.out_group] if t.out_group is not None else 1.0
+            if self.tile > 1 and t.out_width:
+                f = tiled(f * t.out_width, self.tile) / t.out_width
             if not t.depthwise:
                 f *= 1.0 - sum(share * (1.0 - kept[g]) for g, share in t.in_groups)
             total += t.base * f
         return total
+
+
+def tiled(channels: float, tile: int) -> int:
+    """`channels` rounded up to whole tiles."""
+    return math.ceil(round(channels, 6) / tile) * tile
 
 
 def kept_widths(width: int, round_to: int, min_width: int) -> list[int]:
@@ -91,9 +103,13 @@ def allocate(
     options: Sequence[Sequence[int]],
     sensitivity: Sequence[Sensitivity],
     ratio: float,
+    score: CostModel | None = None,
 ) -> Allocation:
     """Greedy: cheapest error per unit of cost saved first, until cost <= (1 - ratio) * full cost.
-    The caller checks `reachable_fraction` first."""
+    `score` (default `model`) is what a step's saving is weighed in, e.g. the same MACs with output
+    channels in whole tiles: a step that saves none of it comes after every one that does. The
+    caller checks `reachable_fraction` first."""
+    score = score or model
     level = [0] * len(widths)
     kept = [1.0] * len(widths)
     full = model.total(kept)
@@ -101,7 +117,8 @@ def allocate(
     current, error = full, 0.0
     steps: list[tuple[int, int]] = []
     while current > goal + 1e-9:
-        best: tuple[float, int, float, float] | None = None
+        best: tuple[tuple[bool, float], int, float, float] | None = None
+        weighed = score.total(kept)
         for g, opts in enumerate(options):
             if level[g] + 1 >= len(opts):
                 continue
@@ -114,9 +131,10 @@ def allocate(
             added = sensitivity[g].at(widths[g] - opts[level[g] + 1]) - sensitivity[g].at(
                 widths[g] - opts[level[g]]
             )
-            score = max(added, 0.0) / saved
-            if best is None or score < best[0]:
-                best = (score, g, cost, added)
+            gain = weighed - score.total(trial) if score is not model else saved
+            rank = (gain <= 0, max(added, 0.0) / (gain if gain > 0 else saved))
+            if best is None or rank < best[0]:
+                best = (rank, g, cost, added)
         if best is None:
             break
         _, g, cost, added = best

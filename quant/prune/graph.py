@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.errors import EdgeportError, exception_line
+from edgeport.quant.prune.channel_pads import customized_pruners, is_selection
 
 # Modules whose input and output channels are kept whole (the rest of the model still prunes):
 # attention (ATTENTION_WHY below; its heads prune) and recurrent layers (their hidden channels feed
@@ -139,7 +140,9 @@ class Graph:
         try:
             with torch.no_grad():
                 outputs = module(*example_inputs)
-            self.dg = tp.DependencyGraph().build_dependency(module, example_inputs=list(example_inputs))
+            self.dg = tp.DependencyGraph().build_dependency(
+                module, example_inputs=list(example_inputs), customized_pruners=customized_pruners()
+            )
         except Exception as exc:  # noqa: BLE001 - torch-pruning's own failure, named for the user
             raise EdgeportError(
                 f"the pruning dependency analysis cannot trace this model ({exception_line(exc)})",
@@ -154,6 +157,17 @@ class Graph:
         """torch-pruning's group for these root channels (its items map them onto every module)."""
         pruner = self.dg.get_pruner_of_module(group.root)
         return self.dg.get_pruning_group(group.root, pruner.prune_out_channels, list(channel_indices))
+
+    def kept_outputs(self, group: ChannelGroup, channel_indices: Sequence[int]) -> dict[str, list[int]]:
+        """{module: its output channels (indices in this model) that cutting `channel_indices` of the
+        group keeps} for every named module whose output channels the cut narrows."""
+        kept: dict[str, list[int]] = {}
+        for dep, idxs in self.group_of(group, channel_indices):
+            module = dep.target.module
+            if self.is_out(dep.handler) and module in self.names and not is_selection(module):
+                gone, width = set(mapped(idxs)), self.dg.get_out_channels(module)
+                kept[self.names[module]] = [i for i in range(width) if i not in gone]
+        return kept
 
     def _touches_output(self, tp_group: Any) -> bool:
         for dep, _ in tp_group:
@@ -187,7 +201,10 @@ class Graph:
         found: list[ChannelGroup] = []
         notes: list[str] = []
         seen: set[nn.Module] = set()
-        for root in list(self.dg.module2node):
+        # A channel pad's selection (channel_pads.py) roots a group only when no layer of the model
+        # writes that stream (its channels are then the pad's copies and zeros alone).
+        roots = sorted(self.dg.module2node, key=is_selection)
+        for root in roots:
             if not isinstance(root, ROOT_TYPES) or root in seen or root in excluded_set:
                 continue
             pruner = self.dg.get_pruner_of_module(root)

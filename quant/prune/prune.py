@@ -23,6 +23,7 @@ from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, make_calibra
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
+from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
@@ -38,6 +39,7 @@ from edgeport.quant.prune.heads import (
     zero_heads,
     zero_plan,
 )
+from edgeport.quant.prune.kept import stream_maps
 from edgeport.quant.prune.options import PruneOptions
 from edgeport.quant.prune.reconstruct import reconstruct
 from edgeport.quant.prune.recover import (
@@ -80,6 +82,10 @@ class PruneResult:
     module: nn.Module
     section: PruningSection
     notes: list[str] = field(default_factory=list)
+    # {module: the unpruned model's indices of the output channels it keeps}, for each module the cut
+    # narrowed (Conv/Linear/BatchNorm) and each whose output is a narrowed tensor (a block's output);
+    # attention heads not included: what recovery maps targets by.
+    kept: dict[str, list[int]] = field(default_factory=dict)
 
 
 def _stack(samples: Sequence[Sample], specs: Sequence[TensorSpec]) -> list[torch.Tensor]:
@@ -150,6 +156,14 @@ def _in_width(module: nn.Module) -> int:
     return 0
 
 
+def _out_width(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    return 0
+
+
 def cost_model(
     module: nn.Module, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor], target: str
 ) -> alloc.CostModel:
@@ -167,12 +181,15 @@ def cost_model(
     terms: list[alloc.CostTerm] = []
     if target == "flops":
         for name, macs in module_macs(module, inputs).items():
-            terms.append(alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(modules[name])))
+            m = modules[name]
+            if is_selection(m):
+                continue  # a channel pad: a memory op once cut (no MACs before or after)
+            terms.append(alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(m), _out_width(m)))
         return alloc.CostModel(terms)
     counted = 0
     for name, m in modules.items():
         own = list(m.parameters(recurse=False))
-        if not name or not own:
+        if not name or not own or is_selection(m):
             continue
         weight = getattr(m, "weight", None)
         for p in own:
@@ -440,8 +457,11 @@ def analyze(
         reference, specs, stats, synthetic_count(options), options.held_out, options.seed, say
     )
     say("analysis: finding the coupled channel groups")
+    # Channel pads (option-A shortcuts) become selection layers, so each stage's stream is its own group.
+    module, _selections, kept_whole = pads_as_selections(module, [x[:1] for x in pool])
     graph = Graph(module, [x[:1] for x in pool])
-    groups, kept_whole = graph.groups(excluded)
+    groups, whole = graph.groups(excluded)
+    kept_whole += whole
     # Attention heads (heads.py): whole heads, at least one kept, rounding does not apply; a traced
     # attention's q/k/v channels go only as its heads.
     heads, head_notes = head_groups(module, excluded, [x[:1] for x in pool])
@@ -534,6 +554,7 @@ def cut(
             if r.into is not None:
                 merge_into(graph, twin, r.position, r.into)
         graph.group_of(twin, twin.channel_indices([r.position for r in plan[:count]])).prune()
+    selections_as_gathers(module)
     problem, outputs = _culprit(module, analysis.example)
     if problem is None:
         shapes = [tuple(o.shape) for o in outputs]
@@ -546,6 +567,20 @@ def cut(
             f"keep that module whole with {flag('exclude')} NAME, and report the model",
         )
     return module.eval(), rows
+
+
+def kept_channels(analysis: Analysis, allocation: alloc.Allocation) -> dict[str, list[int]]:
+    """{module: the unpruned model's indices of the output channels it keeps} for every module whose
+    output channels `allocation`'s cut removes (channel groups; heads are not listed)."""
+    kept: dict[str, list[int]] = {}
+    for group, plan, width in zip(analysis.groups, analysis.plans, allocation.kept, strict=True):
+        count = group.width - width
+        if isinstance(group, HeadGroup) or not count:
+            continue
+        kept.update(
+            analysis.graph.kept_outputs(group, group.channel_indices([r.position for r in plan[:count]]))
+        )
+    return kept
 
 
 def prune_module(
@@ -578,11 +613,15 @@ def prune_module(
     search = None
     if options.target == "latency":
         module, rows, search = _latency_target(analysis, options, names, say, flag, measure, exporter)
+        allocation = allocation_at(analysis, "flops", search.flops_ratio)
     else:
         reachable = analysis.reachable(options.target)
         if reachable + 1e-9 < options.ratio:
             raise _unreachable(options, reachable, analysis, flag)
-        module, rows = cut(analysis, allocation_at(analysis, options.target, options.ratio), flag)
+        allocation = allocation_at(analysis, options.target, options.ratio)
+        module, rows = cut(analysis, allocation, flag)
+    kept = kept_channels(analysis, allocation)
+    kept.update(stream_maps(module, analysis.example, kept))
     example, held = analysis.example, analysis.held
     before_sqnr, before_agree = fidelity(module, reference, held)
     log = rebuilt = None
@@ -596,8 +635,8 @@ def prune_module(
         eta = _Eta(say)
         pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
         say("recovery: least-squares reconstruction, layer by layer")
-        rebuilt = reconstruct(module, reference, pool, options.seed)
-        log = distill(module, reference, pool, steps, options.seed, eta)
+        rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
+        log = distill(module, reference, pool, steps, options.seed, eta, kept=kept)
         module.eval()
     sqnr, agree = fidelity(module, reference, held)
     say("counting the exported graphs")
@@ -634,7 +673,7 @@ def prune_module(
         ),
         seconds=round(time.perf_counter() - started, 2),
     )
-    return PruneResult(module, section, analysis.notes)
+    return PruneResult(module, section, analysis.notes, kept)
 
 
 def _counts(

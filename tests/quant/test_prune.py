@@ -11,16 +11,17 @@ import torch.nn as nn
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.prune import PruneOptions, prune_module, prune_options
-from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths
+from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths, tiled
 from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
 from edgeport.quant.prune.recover import distill, distillation_loss
 from edgeport.tensors import TensorSpec
+from tests.quant.models import _randomize_bns
 from tests.quant.prune_models import (
     INPUT_SHAPE,
+    PadShortcut,
     coupled,
     one_torch_thread,  # noqa: F401 (autouse fixture)
-    pad_shortcut,
 )
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
@@ -153,6 +154,30 @@ def test_cost_model_depthwise_scales_once() -> None:
     assert model.total([0.5]) == pytest.approx(5 + 2.5)
 
 
+def test_tiled_rounds_up_to_whole_tiles() -> None:
+    assert [tiled(c, 16) for c in (8, 16, 17, 40, 0.5 * 64)] == [16, 16, 32, 48, 32]
+
+
+def test_a_tiled_cost_counts_a_partial_tile_whole() -> None:
+    """Output channels in tiles of 16: 8 of 16 cost what 16 do; the input side still scales."""
+    term = CostTerm(100, 0, [], out_width=16)
+    assert CostModel([term]).total([0.5]) == pytest.approx(50)
+    assert CostModel([term], tile=16).total([0.5]) == pytest.approx(100)
+    reader = CostTerm(100, None, [(0, 1.0)], out_width=16)
+    assert CostModel([reader], tile=16).total([0.5]) == pytest.approx(50)
+
+
+def test_allocation_weighs_steps_in_the_score_cost() -> None:
+    """Group 0's step saves more MACs for the same error, but only in a partial tile; with the tiled
+    cost as the score, group 1 (whose step frees a whole tile) goes first."""
+    macs = CostModel([CostTerm(100, 0, [], out_width=16), CostTerm(60, 1, [], out_width=32)])
+    widths, options = [16, 32], [[16, 8], [32, 16]]
+    sens = [Sensitivity([0, 8], [0.0, 1.0]), Sensitivity([0, 16], [0.0, 1.0])]
+    assert allocate(macs, widths, options, sens, 0.2).steps[0] == (0, 8)
+    score = CostModel(macs.terms, tile=16)
+    assert allocate(macs, widths, options, sens, 0.2, score=score).steps[0] == (1, 16)
+
+
 # ---- bad input: one line ----------------------------------------------------------------------
 
 
@@ -210,10 +235,21 @@ def test_a_model_the_analysis_cannot_follow_names_the_module() -> None:
     assert "--prune-exclude" in str(err.value)
 
 
+class _UntraceablePadShortcut(PadShortcut):
+    """A branch torch.fx cannot trace (always taken when run) in the forward that pads."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:
+            return super().forward(x)
+        return x
+
+
 def test_a_coupling_torch_pruning_misses_is_kept_whole() -> None:
-    """The zero-padded shortcut couples conv_a's channels to conv_b's: torch-pruning does not see it,
-    the check (cut on a copy == zeroed) does, and that group stays whole while the rest prunes."""
-    model = pad_shortcut()
+    """The zero-padded shortcut couples conv_a's channels to conv_b's: torch-pruning does not see it
+    (and fx, which would make the pad a selection layer, cannot trace this model), the check (cut on a
+    copy == zeroed) does, and that group stays whole while the rest prunes."""
+    torch.manual_seed(0)
+    model = _randomize_bns(_UntraceablePadShortcut())
     result = prune_module(model, SPECS, {}, _fast(ratio=0.2))
     assert any("does not follow" in note for note in result.section.kept_whole), result.section.kept_whole
     assert result.module(_inputs()).shape == model(_inputs()).shape
