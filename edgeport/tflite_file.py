@@ -48,10 +48,21 @@ class TfliteModel:
         return dict(sorted(Counter(self.ops).items()))
 
 
+# deprecated_builtin_code is a byte: TFLite writes codes above it in builtin_code only, with this value
+# (PLACEHOLDER_FOR_GREATER_OP_CODES) in the old field; files from older converters fill the old field only.
+PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+
+
 def builtin_code(op_code: schema.OperatorCodeT) -> int:
-    """The operator code's BuiltinOperator value."""
-    # TFLite's own rule: codes above 127 live only in builtin_code, older files only in the deprecated field.
+    """The operator code's BuiltinOperator value, from whichever field holds it (TFLite's own rule)."""
     return max(op_code.builtinCode, op_code.deprecatedBuiltinCode)
+
+
+def set_builtin_code(op_code: schema.OperatorCodeT, builtin: int) -> None:
+    """Write `builtin` into the operator code as TFLite writes it: in both fields, the placeholder in the
+    old one above 127."""
+    op_code.builtinCode = builtin
+    op_code.deprecatedBuiltinCode = min(builtin, PLACEHOLDER_FOR_GREATER_OP_CODES)
 
 
 def op_name(op_code: schema.OperatorCodeT) -> str:

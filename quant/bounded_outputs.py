@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeport.tflite_file import builtin_code
+
 # Input values whose activations land half a step inside the ends of the fixed int8 output range.
 OUTPUT_LOGITS = {
     "LOGISTIC": math.log(511.0),  # sigmoid(x) = 1 - 1/512
@@ -38,8 +40,7 @@ def widen_bounded_outputs(calibrated: bytes) -> bytes:
     outputs = {int(i) for i in graph.outputs}
     changed = False
     for op in graph.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        kind = codes.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+        kind = codes.get(builtin_code(model.operatorCodes[op.opcodeIndex]))
         if kind is None or not len(op.outputs) or int(op.outputs[0]) not in outputs:
             continue
         changed |= _widen(graph.tensors[int(op.inputs[0])].quantization, OUTPUT_LOGITS[kind])

@@ -13,12 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeport.tflite_file import builtin_code, parse_tflite, schema
+from edgeport.tflite_file import builtin_code, parse_tflite, schema, set_builtin_code
 
 Range = tuple[float, float]
-# deprecated_builtin_code is a byte: TFLite writes builtin codes above it in builtin_code only, with
-# this value (PLACEHOLDER_FOR_GREATER_OP_CODES) in the old field.
-PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 
 
 def recorded_range(tensor: schema.TensorT) -> Range | None:
@@ -89,8 +86,7 @@ def opcode_index(model: schema.ModelT, builtin: int) -> int:
         if builtin_code(code) == builtin:
             return i
     code = schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, PLACEHOLDER_FOR_GREATER_OP_CODES)
+    set_builtin_code(code, builtin)
     code.version = 1
     model.operatorCodes.append(code)
     return len(model.operatorCodes) - 1

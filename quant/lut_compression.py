@@ -48,7 +48,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 from edgeport.errors import EdgeportError
 from edgeport.quant.cluster import tensor_name, weight_tables
 from edgeport.tempdirs import tempdir
-from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
+from edgeport.tflite_file import builtin_code, op_name, parse_tflite, serialize_tflite, set_builtin_code
 
 DECODE_OP = "TFLM_DECODE"
 MAX_INDEX_BITS = 7  # the header's 3-bit width field; tables of up to 128 entries
@@ -135,10 +135,9 @@ def _normalized_codes(data: bytes) -> bytes:
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     changed = False
     for code in model.operatorCodes or []:
-        op = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if (code.builtinCode, code.deprecatedBuiltinCode) != (op, min(op, 127)):
-            code.builtinCode, code.deprecatedBuiltinCode = op, min(op, 127)
-            changed = True
+        written = (code.builtinCode, code.deprecatedBuiltinCode)
+        set_builtin_code(code, builtin_code(code))
+        changed |= (code.builtinCode, code.deprecatedBuiltinCode) != written
     return serialize_tflite(model) if changed else data
 
 
@@ -158,8 +157,7 @@ def _tidy(data: bytes) -> bytes:
     """The second and third repairs of the module doc."""
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     for code in model.operatorCodes or []:
-        op = max(code.builtinCode, code.deprecatedBuiltinCode)
-        code.builtinCode, code.deprecatedBuiltinCode = op, min(op, 127)
+        set_builtin_code(code, builtin_code(code))
     for graph in model.subgraphs:
         for op in graph.operators or []:
             if op_name(model.operatorCodes[op.opcodeIndex]) == f"CUSTOM:{DECODE_OP}":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from edgeport.quant.calibrated import (
-    PLACEHOLDER_FOR_GREATER_OP_CODES,
     add_activation,
     add_scalar,
     drop_unused_codes,
@@ -16,7 +15,13 @@ from edgeport.quant.calibrated import (
     recorded_ranges,
     set_recorded_range,
 )
-from edgeport.tflite_file import edit_tflite, parse_tflite, schema, serialize_tflite
+from edgeport.tflite_file import (
+    PLACEHOLDER_FOR_GREATER_OP_CODES,
+    edit_tflite,
+    parse_tflite,
+    schema,
+    serialize_tflite,
+)
 
 
 def _one_input(

@@ -11,6 +11,7 @@ from edgeport.quant import int8 as Q
 from edgeport.quant.bounded_outputs import OUTPUT_LOGITS, widen_bounded_outputs
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import TensorSpec
+from edgeport.tflite_file import builtin_code
 
 X = TensorSpec("x", [1, 4])
 Y = TensorSpec("y", [1, 2])
@@ -59,7 +60,7 @@ def _logistic_input_range(calibrated: bytes, op: str) -> tuple[float, float]:
         from tensorflow.lite.python import schema_py_generated as schema
 
         wanted = {"sigmoid": schema.BuiltinOperator.LOGISTIC, "tanh": schema.BuiltinOperator.TANH}[op]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == wanted:
+        if builtin_code(code) == wanted:
             q = graph.tensors[int(o.inputs[0])].quantization
             return float(q.min[0]), float(q.max[0])
     raise AssertionError(f"no {op} in the model")

@@ -17,6 +17,7 @@ import pytest
 from edgeport.quant import int8 as Q
 from edgeport.runtimes import litert
 from edgeport.tensors import TensorSpec
+from edgeport.tflite_file import builtin_code
 
 IMAGE = TensorSpec("x", [1, 4, 9, 9], channels_last=True)
 
@@ -50,11 +51,7 @@ def padv2(model: bytes) -> tuple[Any, Any, Any]:
     (op,) = [
         op
         for op in graph.operators
-        if max(
-            obj.operatorCodes[op.opcodeIndex].builtinCode,
-            obj.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode,
-        )
-        == schema.BuiltinOperator.PADV2
+        if builtin_code(obj.operatorCodes[op.opcodeIndex]) == schema.BuiltinOperator.PADV2
     ]
     return obj, op, graph
 

@@ -28,6 +28,7 @@ from edgeport.quant.ranges import (
 )
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import TensorSpec
+from edgeport.tflite_file import op_name
 
 
 def actual_mse(x: np.ndarray, low: float, high: float) -> float:
@@ -129,17 +130,14 @@ def graph() -> dict[str, Any]:
 
 def tensors_by_op(model: bytes) -> dict[str, list[str]]:
     """Builtin op name -> names of the tensors its instances produce, in graph order."""
-    from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     obj = flatbuffer_utils.convert_bytearray_to_object(model)
     graph = obj.subgraphs[0]
     out: dict[str, list[str]] = {}
     for op in graph.operators:
-        code = obj.operatorCodes[op.opcodeIndex]
-        op_name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
-        out.setdefault(op_name, []).extend(graph.tensors[i].name.decode() for i in op.outputs)
+        name = op_name(obj.operatorCodes[op.opcodeIndex])
+        out.setdefault(name, []).extend(graph.tensors[i].name.decode() for i in op.outputs)
     return out
 
 

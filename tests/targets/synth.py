@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-from edgeport.tflite_file import serialize_tflite
+from edgeport.tflite_file import serialize_tflite, set_builtin_code
 
 T = schema.TensorType
 
@@ -50,8 +50,7 @@ class Graph:
         )
         if index is None:
             code = schema.OperatorCodeT()
-            code.builtinCode = builtin
-            code.deprecatedBuiltinCode = min(builtin, 127)
+            set_builtin_code(code, builtin)
             code.version = 1
             code.customCode = custom
             self.codes.append(code)
