@@ -261,3 +261,31 @@ def test_block_outputs_inherit_the_stream_s_map() -> None:
         assert kept[block] == kept["bn1"], block
     assert kept["layer2.0"] == kept["layer2.0.bn2"] == kept["layer2.1"] == kept["layer2"]
     assert "linear" not in kept  # the model's output keeps every channel
+
+
+def test_the_latency_target_weighs_steps_in_whole_float_tiles(monkeypatch) -> None:
+    """--prune-target latency allocates with the MACs counted in this host's float tiles as the score
+    (a step that saves only part of a tile saves no time); the flops target does not."""
+    from edgeport.quant.prune import allocate as alloc_mod
+    from edgeport.quant.prune import prune as prune_mod
+
+    tiles: list[int] = []
+    real = alloc_mod.allocate
+
+    def spy(*args: object, **kwargs: object) -> object:
+        score = args[5] if len(args) > 5 else kwargs.get("score")
+        tiles.append(score.tile if score is not None else 1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(alloc_mod, "allocate", spy)
+    monkeypatch.setattr(prune_mod, "float_tile", lambda: 4)
+    model = option_a_resnet()
+    prune_module(model, SPECS, {}, _options(ratio=0.3))
+    assert tiles == [1]
+
+    def clock(module: nn.Module) -> tuple[float, float]:  # latency falling with the MACs
+        count = sum(p.numel() for p in module.parameters())
+        return float(sum(p.numel() for p in model.parameters())), float(count)
+
+    prune_module(model, SPECS, {}, _options(ratio=0.3, target="latency"), measure=clock)
+    assert tiles[1:] and set(tiles[1:]) == {4}
