@@ -114,7 +114,8 @@ class ExampleTracer(torch.fx.Tracer):
 
     def __init__(self, example: Sequence[Any]) -> None:
         super().__init__()
-        self.example = list(example)  # placeholders take them in the signature's order
+        # Placeholders take them in the signature's order; copies, as an in-place op would change them.
+        self.example = [a.clone() if isinstance(a, torch.Tensor) else a for a in example]
         self.values: dict[torch.fx.Node, Any] = {}
         self.eager = False  # computing a value: modules and attributes are the real ones
 
@@ -432,7 +433,7 @@ def _other_batch(m: nn.Module, gm: torch.fx.GraphModule, call: tuple[tuple, dict
             return f"its trace on the example fixes the batch size ({type(exc).__name__})"
     pairs = list(zip(flat_outputs(got), flat_outputs(want), strict=False))
     if len(pairs) != len(flat_outputs(want)) or not all(
-        g.shape == w.shape and torch.allclose(g, w, rtol=1e-4, atol=1e-5) for g, w in pairs
+        g.shape == w.shape and torch.allclose(g.float(), w.float(), rtol=1e-4, atol=1e-5) for g, w in pairs
     ):
         return "its trace on the example fixes the batch size"
     return None

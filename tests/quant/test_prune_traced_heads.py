@@ -414,3 +414,17 @@ def test_nano_gpt_prunes_heads_and_converts(tmp_path: Path) -> None:
     assert set(heads) == {"h.0.attn", "h.1.attn"}
     assert sum(g.heads_after for g in heads.values()) < 8
     assert all(g.channels_after == 6 * g.heads_after for g in heads.values())
+
+
+def test_example_tracer_fixes_shapes_read_in_python_and_not_values() -> None:
+    from edgeport.quant.prune.traced_heads import trace
+
+    attention = spelled.shape_masked("ones").h[0].attn
+    x = spelled.tokens(1)
+    gm = trace(attention, {}, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), attention(x), rtol=0, atol=0)
+    # The mask is a constant of the example's 16 positions; nothing in the graph reads a shape.
+    assert not [n for n in gm.graph.nodes if n.target in ("size", "dim", getattr)]
+    with pytest.raises(torch.fx.proxy.TraceError):
+        trace(spelled.value_steered().h[0].attn, {}, (x,))
