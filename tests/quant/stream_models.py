@@ -46,6 +46,44 @@ class OptionA(nn.Module):
         return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class LambdaLayer(nn.Module):
+    """akamaster/pytorch_resnet_cifar10's shortcut module: a lambda holding the pad."""
+
+    def __init__(self, lambd: object) -> None:
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lambd(x)
+
+
+class LambdaBlock(nn.Module):
+    """akamaster's BasicBlock, option A: the shortcut is a LambdaLayer, mode and value positional."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Sequential()
+        if stride != 1 or cin != cout:
+            p = cout // 4
+            self.shortcut = LambdaLayer(lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p), "constant", 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class LambdaResNet(OptionA):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(LambdaBlock(8, 8, 1), LambdaBlock(8, 8, 1))
+        self.layer2 = nn.Sequential(LambdaBlock(8, 16, 2), LambdaBlock(16, 16, 1))
+
+
 class UntraceableBlock(Block):
     """A block whose forward has a branch torch.fx cannot trace (always taken when run)."""
 
@@ -100,6 +138,10 @@ def _seeded(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def option_a_resnet() -> nn.Module:
     return _seeded(OptionA())
+
+
+def lambda_resnet() -> nn.Module:
+    return _seeded(LambdaResNet())
 
 
 def untraceable_option_a() -> nn.Module:

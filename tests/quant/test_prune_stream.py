@@ -30,7 +30,13 @@ from edgeport.quant.prune.graph import Graph
 from edgeport.quant.prune.prune import checked_groups, cost_model, sensitivities
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.quant.stream_models import INPUT_SHAPE, option_a_resnet, spatial_pad, untraceable_option_a
+from tests.quant.stream_models import (
+    INPUT_SHAPE,
+    lambda_resnet,
+    option_a_resnet,
+    spatial_pad,
+    untraceable_option_a,
+)
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
 STEM = ["conv1", "bn1", "layer1.0.conv2", "layer1.0.bn2", "layer1.1.conv2", "layer1.1.bn2"]
@@ -194,6 +200,21 @@ def test_only_the_padding_block_is_traced() -> None:
     assert isinstance(module.get_submodule("layer2.0"), fx.GraphModule)
     assert is_selection(module.get_submodule(names[0]))
     assert torch.allclose(module(_inputs()), option_a_resnet()(_inputs()), atol=1e-6)
+
+
+def test_akamaster_s_lambda_layer_shortcut_prunes_its_stream() -> None:
+    """The pad inside a LambdaLayer's lambda (mode and value positional): that layer is traced."""
+    model = lambda_resnet()
+    module, names, notes = pads_as_selections(model, [_inputs(1)])
+    assert names == ["layer2.0.shortcut.channel_pad"] and notes == []
+    assert type(module.get_submodule("layer2.0")).__name__ == "LambdaBlock"
+    graph = Graph(module, [_inputs(1)])
+    groups = graph.groups()[0]
+    assert {"conv1", "layer2.0.conv2"} <= {g.name for g in groups}
+    assert checked_groups(graph, groups, [_inputs(2)]) == (groups, [])
+    result = prune_module(model, SPECS, {}, _options(ratio=0.4, allocation="uniform"))
+    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert result.module.get_submodule("conv1").out_channels < 8
 
 
 def test_a_pad_off_the_channel_axis_leaves_the_model_as_it_was() -> None:
