@@ -69,13 +69,18 @@ def op_name(op_code: schema.OperatorCodeT) -> str:
     code = builtin_code(op_code)
     name = _BUILTIN_NAMES.get(code, f"BUILTIN_{code}")
     if name == "CUSTOM":
-        custom = op_code.customCode.decode() if isinstance(op_code.customCode, bytes) else op_code.customCode
-        return f"CUSTOM:{custom}"
+        return f"CUSTOM:{flatbuffer_text(op_code.customCode)}"
     return name
 
 
+def flatbuffer_text(value: bytes | str | None) -> str:
+    """A string field of the object tree as text: the parser gives bytes, a tree built in Python may hold
+    str, and an absent field is None ("")."""
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
 def tensor_name(tensor: schema.TensorT) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+    return flatbuffer_text(tensor.name)
 
 
 def _tensor_info(tensor: schema.TensorT) -> TensorInfo:

@@ -39,7 +39,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import op_name, parse_tflite
+from edgeport.tflite_file import op_name, parse_tflite, tensor_name
 
 # Ops whose input 1 is a weight tensor clustered per output channel.
 CLUSTERED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -281,10 +281,6 @@ def weight_tables(data: bytes, model: schema.ModelT) -> list[WeightTables]:
             )
         )
     return found
-
-
-def tensor_name(tensor: schema.TensorT) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name or "")
 
 
 def _sqnr_db(original: np.ndarray, clustered: np.ndarray, scales: np.ndarray) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite, tensor_name
 
 INT4_MAX = 7  # symmetric [-7, 7], like int8's [-127, 127]: the -8 code is never used
 ROUNDINGS = ("squant", "nearest")
@@ -62,10 +62,6 @@ class WeightLayer:
         return (int(np.prod(self.shape)) + 1) // 2
 
 
-def _name(tensor: schema.TensorT) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-
-
 def _op_name(model: schema.ModelT, op: schema.OperatorT) -> str:
     return op_name(model.operatorCodes[op.opcodeIndex])
 
@@ -89,7 +85,7 @@ def weight_layers(model: schema.ModelT, dtype: int = schema.TensorType.INT8) -> 
             WeightLayer(
                 op_index=index,
                 op=kind,
-                name=_name(tensor),
+                name=tensor_name(tensor),
                 tensor=filter_index,
                 bias=bias,
                 input=int(op.inputs[0]),

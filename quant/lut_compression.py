@@ -46,9 +46,16 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.cluster import tensor_name, weight_tables
+from edgeport.quant.cluster import weight_tables
 from edgeport.tempdirs import tempdir
-from edgeport.tflite_file import builtin_code, op_name, parse_tflite, serialize_tflite, set_builtin_code
+from edgeport.tflite_file import (
+    builtin_code,
+    op_name,
+    parse_tflite,
+    serialize_tflite,
+    set_builtin_code,
+    tensor_name,
+)
 
 DECODE_OP = "TFLM_DECODE"
 MAX_INDEX_BITS = 7  # the header's 3-bit width field; tables of up to 128 entries

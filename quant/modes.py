@@ -257,8 +257,7 @@ def _check_full_integer(
     boundary = set(graph.inputs) | set(graph.outputs)
     names, kept = set(keep_float), set()
     for op in graph.operators:
-        out_name = graph.tensors[op.outputs[0]].name
-        if (out_name.decode() if isinstance(out_name, bytes) else out_name) in names:
+        if tensor_name(graph.tensors[op.outputs[0]]) in names:
             kept |= set(op.inputs) | set(op.outputs)
     # With float I/O the QUANTIZE/DEQUANTIZE at the boundary touch float tensors; nothing else may.
     for index, tensor in enumerate(graph.tensors):
@@ -267,9 +266,8 @@ def _check_full_integer(
             continue
         if name == "float32" and (index in kept or (io == "float" and index in boundary)):
             continue
-        tname = tensor.name.decode() if isinstance(tensor.name, bytes) else tensor.name
         raise EdgeportError(
-            f"the quantized model is not full-integer: tensor {tname!r} is {name}",
+            f"the quantized model is not full-integer: tensor {tensor_name(tensor)!r} is {name}",
             "report this model; edgeport expected the converter to quantize every layer",
         )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeport.tflite_file import op_name, parse_tflite
+from edgeport.tflite_file import op_name, parse_tflite, tensor_name
 
 _INT8 = 9  # TensorType.INT8
 
@@ -36,8 +36,7 @@ def padding_space_to_batch(model: bytes) -> list[tuple[str, int]]:
             data = raw.buffers[paddings.buffer].data if paddings.buffer else None
             if data is not None and len(data) and not np.frombuffer(bytes(data), np.int32).any():
                 continue  # constant zero paddings: nothing padded
-            label = graph.tensors[op.outputs[0]].name
-            found.append((label.decode() if isinstance(label, bytes) else str(label), int(zero[0])))
+            found.append((tensor_name(graph.tensors[op.outputs[0]]), int(zero[0])))
     return found
 
 

@@ -8,9 +8,13 @@ import pytest
 from edgeport.tflite_file import (
     PLACEHOLDER_FOR_GREATER_OP_CODES,
     builtin_code,
+    flatbuffer_text,
     op_name,
+    parse_tflite,
     schema,
+    serialize_tflite,
     set_builtin_code,
+    tensor_name,
 )
 
 GELU = schema.BuiltinOperator.GELU  # 150: above what the old byte-wide field holds
@@ -53,3 +57,35 @@ def test_rewriting_an_old_files_code_keeps_its_op() -> None:
     old = _code(0, MUL)
     set_builtin_code(old, builtin_code(old))
     assert (old.builtinCode, old.deprecatedBuiltinCode) == (MUL, MUL) and op_name(old) == "MUL"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(b"conv/y:0", "conv/y:0"), ("built in Python", "built in Python"), (None, "")]
+)
+def test_a_string_field_reads_as_text_whatever_holds_it(value: bytes | str | None, text: str) -> None:
+    tensor = schema.TensorT()
+    tensor.name = value
+    assert flatbuffer_text(value) == tensor_name(tensor) == text
+
+
+def test_names_read_back_from_a_written_file() -> None:
+    """The parser gives bytes; a tensor written without a name reads as "" (not "None"), and so does a
+    custom op's missing code."""
+    model, graph = schema.ModelT(), schema.SubGraphT()
+    named, nameless = schema.TensorT(), schema.TensorT()
+    named.name, named.shape, nameless.shape = b"x", [1], [1]
+    custom = schema.OperatorCodeT()
+    set_builtin_code(custom, schema.BuiltinOperator.CUSTOM)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+    graph.tensors, graph.operators, graph.inputs, graph.outputs = [named, nameless], [op], [0], [1]
+    model.version, model.operatorCodes, model.subgraphs, model.buffers = (
+        3,
+        [custom],
+        [graph],
+        [schema.BufferT()],
+    )
+    parsed = parse_tflite(serialize_tflite(model))
+    assert [tensor_name(t) for t in parsed.raw.subgraphs[0].tensors] == ["x", ""]
+    assert isinstance(parsed.raw.subgraphs[0].tensors[0].name, bytes)
+    assert parsed.ops == ["CUSTOM:"]

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
-from edgeport.tflite_file import op_name, type_name
+from edgeport.tflite_file import op_name, tensor_name, type_name
 
 FLOAT = ("float32", "float16")
 QUANT = ("int8", "uint8")  # allowed: the delegate's default options set ENABLE_QUANT
@@ -618,9 +618,8 @@ def _spec(model: schema.ModelT, graph: schema.SubGraphT, index: int) -> TensorSp
     if index < 0:
         return TensorSpec("none")
     tensor = graph.tensors[index]
-    name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name or "")
     dims = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else []))
-    return TensorSpec(type_name(tensor.type), dims, _is_const(model, tensor), name)
+    return TensorSpec(type_name(tensor.type), dims, _is_const(model, tensor), tensor_name(tensor))
 
 
 def op_signatures(model: schema.ModelT, remap: Mapping[int, int] | None = None) -> list[OpSignature]:

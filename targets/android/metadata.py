@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import edit_tflite, parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, flatbuffer_text, parse_tflite, serialize_tflite
 
 METADATA_NAME = "TFLITE_METADATA"  # the entry in the model's metadata list that tflite-support reads
 FILE_IDENTIFIER = b"M001"
@@ -219,9 +219,9 @@ def embed(model: bytes, meta: ModelMetadata, files: Mapping[str, bytes] = {}) ->
     raw = edit_tflite(model)  # the flatbuffer only: an earlier zip is dropped
     buffer = schema.BufferT()
     buffer.data = list(encode(meta))
-    entries = [m for m in raw.metadata or [] if _text(m.name) != METADATA_NAME]
+    entries = [m for m in raw.metadata or [] if flatbuffer_text(m.name) != METADATA_NAME]
     raw.buffers = raw.buffers or []
-    old = [m.buffer for m in raw.metadata or [] if _text(m.name) == METADATA_NAME]
+    old = [m.buffer for m in raw.metadata or [] if flatbuffer_text(m.name) == METADATA_NAME]
     if old:  # reuse the old metadata's buffer, so no buffer is left unreferenced
         raw.buffers[old[0]] = buffer
         index = old[0]
@@ -244,10 +244,6 @@ def embed(model: bytes, meta: ModelMetadata, files: Mapping[str, bytes] = {}) ->
 
 
 # --- reading -----------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 class _Reader:
@@ -367,7 +363,7 @@ def metadata_buffer(model: bytes) -> bytes | None:
     """The raw TFLITE_METADATA flatbuffer of a .tflite, None when it has none."""
     raw = parse_tflite(model).raw
     for entry in raw.metadata or []:
-        if _text(entry.name) == METADATA_NAME:
+        if flatbuffer_text(entry.name) == METADATA_NAME:
             data = raw.buffers[entry.buffer].data
             return bytes(bytearray(data)) if data is not None else None
     return None

@@ -12,15 +12,14 @@ from __future__ import annotations
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.tensors import signature_name
-from edgeport.tflite_file import edit_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, flatbuffer_text, serialize_tflite
 
 SIGNATURE_KEY = "serving_default"
 
 
 def _key(name: bytes | str | None) -> str:
     """A tensor's name as a signature key: the converter's `serving_default_` prefix and `:0` dropped."""
-    text = name.decode() if isinstance(name, bytes) else str(name or "")
-    return signature_name(text.removeprefix(f"{SIGNATURE_KEY}_").split(":")[0])
+    return signature_name(flatbuffer_text(name).removeprefix(f"{SIGNATURE_KEY}_").split(":")[0])
 
 
 def _unique(keys: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ from edgeport.quant.cluster import buffer_span, cluster_rows, cluster_weights, i
 from edgeport.quant.fidelity import sqnr_db
 from edgeport.quant.lut_compression import DECODE_OP, compress_lut, lut_plan, read_lut_weights
 from edgeport.runtimes.tflm import run_tflm
-from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite
+from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite, tensor_name
 from tests.quant import cluster_models
 from tests.targets import synth
 
@@ -71,7 +71,7 @@ def _weights(model: bytes) -> dict[str, np.ndarray]:
             data = np.asarray(raw.buffers[tensor.buffer].data, np.uint8).view(np.int8)
             q = tensor.quantization
             axis = int(q.quantizedDimension) if len(np.atleast_1d(q.scale)) > 1 else None
-            result[tensor.name.decode()] = (data.reshape(tensor.shape), axis)
+            result[tensor_name(tensor)] = (data.reshape(tensor.shape), axis)
     return result
 
 
@@ -238,7 +238,7 @@ def test_read_back_weights_equal_the_clustered_ones(synth_int8: bytes) -> None:
     weights = _weights(clustered)
     assert decoded
     for index, values in decoded.items():
-        name = tensors[index].name.decode().removesuffix("_decoded")
+        name = tensor_name(tensors[index]).removesuffix("_decoded")
         assert np.array_equal(values, weights[name][0])
 
 

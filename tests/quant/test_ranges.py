@@ -28,7 +28,7 @@ from edgeport.quant.ranges import (
 )
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import op_name
+from edgeport.tflite_file import op_name, tensor_name
 
 
 def actual_mse(x: np.ndarray, low: float, high: float) -> float:
@@ -137,7 +137,7 @@ def tensors_by_op(model: bytes) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for op in graph.operators:
         name = op_name(obj.operatorCodes[op.opcodeIndex])
-        out.setdefault(name, []).extend(graph.tensors[i].name.decode() for i in op.outputs)
+        out.setdefault(name, []).extend(tensor_name(graph.tensors[i]) for i in op.outputs)
     return out
 
 
@@ -149,7 +149,7 @@ def params(model: bytes) -> dict[str, tuple[float, int]]:
     for t in flatbuffer_utils.convert_bytearray_to_object(model).subgraphs[0].tensors:
         q = t.quantization
         if q is not None and q.scale is not None and len(q.scale) == 1:
-            out[t.name.decode()] = (float(q.scale[0]), int(q.zeroPoint[0]))
+            out[tensor_name(t)] = (float(q.scale[0]), int(q.zeroPoint[0]))
     return out
 
 
@@ -157,7 +157,7 @@ def index_of(model: bytes, name: str) -> int:
     from tensorflow.lite.tools import flatbuffer_utils
 
     tensors = flatbuffer_utils.convert_bytearray_to_object(model).subgraphs[0].tensors
-    return next(i for i, t in enumerate(tensors) if t.name.decode() == name)
+    return next(i for i, t in enumerate(tensors) if tensor_name(t) == name)
 
 
 @pytest.mark.parametrize("io", ["int8", "float"])

@@ -13,6 +13,7 @@ from edgeport.quant.tflm_saturation import (
     saturating_activations,
 )
 from edgeport.tensors import TensorSpec
+from edgeport.tflite_file import tensor_name
 
 # Scales measured on silero-vad's int8 model: its LSTM gates (+-6e4, every input saturated in TFLite
 # Micro) and the cell-state TANH that follows (an ordinary range).
@@ -154,7 +155,7 @@ def _ranges(calibrated: bytes) -> dict[str, tuple[float, float]]:
 
     graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
     return {
-        t.name.decode(): (float(t.quantization.min[0]), float(t.quantization.max[0]))
+        tensor_name(t): (float(t.quantization.min[0]), float(t.quantization.max[0]))
         for t in graph.tensors
         if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1
     }
