@@ -71,6 +71,10 @@ MISSING_FIX = {
 }
 # Runners that measure a firmware package rather than a .tflite, and the target whose package they build.
 PACKAGE_RUNNERS = {"qemu": "cortex-m", "serial": "cortex-m"}
+# [bench] paths that must name an existing file: the adb runner refuses a missing benchmark_model only
+# when it measures the first model, after every conversion. (tflm-root, a directory, is checked by the
+# qemu runner when the config is read, with its own message.)
+BENCH_FILES = ("benchmark_binary",)
 
 
 class ConfigError(EdgeportError):
@@ -513,11 +517,17 @@ def split_file(item: str, kind: str) -> tuple[str, str]:
     return prefix + sep, text
 
 
-def config_path(text: str, base: Path, label: str, problems: list[str]) -> Path:
-    """The file `text` names, relative to the config's folder `base` (an absolute or ~ path as it is); when
-    it does not exist, a problem naming `label` (the key that gave it) is appended to `problems`."""
+def config_relative(text: str, base: Path) -> Path:
+    """The path `text` names in a config: relative to the config's folder `base`, an absolute or ~ path as
+    it is."""
     path = Path(text).expanduser()
-    path = path if path.is_absolute() else base / path
+    return path if path.is_absolute() else base / path
+
+
+def config_path(text: str, base: Path, label: str, problems: list[str]) -> Path:
+    """The file `text` names (config_relative); when it does not exist, a problem naming `label` (the key
+    that gave it) is appended to `problems`."""
+    path = config_relative(text, base)
     if not path.exists():
         problems.append(f"{label}: {text} does not exist (paths are relative to the config's folder)")
     return path
@@ -667,7 +677,10 @@ def check_bench(
             if key in by_key:
                 value = values.pop(key)
                 if unoptional(model.model_fields[by_key[key]].annotation) is Path and isinstance(value, str):
-                    value = base / Path(value).expanduser()  # an absolute path stays as it is
+                    if by_key[key] in BENCH_FILES:
+                        value = config_path(value, base, f"[bench] {key}", problems)
+                    else:
+                        value = config_relative(value, base)
                 split[part][by_key[key]] = value
     spell_all = {**{f: key_name(f, i) for m in models for f, i in m.model_fields.items()}}
     spell = lambda f: spell_all.get(f, f)  # noqa: E731
@@ -723,7 +736,7 @@ def check_validation(given: dict[str, Any], base: Path) -> tuple[Any, list[str]]
     if problems:
         return None, problems
     if isinstance(given.get("data"), str):
-        given = {**given, "data": base / Path(given["data"]).expanduser()}
+        given = {**given, "data": config_relative(given["data"], base)}
     try:
         options = validate_options(ValidationOptions, given, lambda f: f)
     except EdgeportError as err:

@@ -255,6 +255,30 @@ def test_bench_paths_are_relative_to_the_config(tmp_path):
     assert bench.runner_options.tflm_root == tmp_path / "tflm"
 
 
+def test_a_config_path_is_relative_to_the_configs_folder_unless_absolute(tmp_path, monkeypatch):
+    from edgeport.run.config import config_relative
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    base = tmp_path / "project"
+    assert config_relative("data/val.npz", base) == base / "data/val.npz"
+    assert config_relative(str(tmp_path / "x.npz"), base) == tmp_path / "x.npz"
+    assert config_relative("~/x.npz", base) == tmp_path / "home/x.npz"
+
+
+def test_a_missing_benchmark_binary_is_a_config_problem(tmp_path):
+    """It must exist; without this the adb runner would refuse it only after every conversion."""
+    text = GOOD + '[bench]\non = ["host"]\nbenchmark-binary = "bin/benchmark_model"\n'
+    (line,) = problems(write(tmp_path, text))
+    assert line == (
+        "[bench] benchmark-binary: bin/benchmark_model does not exist "
+        "(paths are relative to the config's folder)"
+    )
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/benchmark_model").write_bytes(b"\x7fELF")
+    options = load_config(write(tmp_path, text)).bench.runner_options
+    assert options.benchmark_binary == tmp_path / "bin/benchmark_model"
+
+
 def test_the_package_command_names_the_options_as_flags(tmp_path):
     from edgeport.run.execute import VariantJob, package_command
 
