@@ -50,6 +50,7 @@ from edgeport.quant.cluster import weight_tables
 from edgeport.tempdirs import tempdir
 from edgeport.tflite_file import (
     builtin_code,
+    edit_tflite,
     op_name,
     parse_tflite,
     serialize_tflite,
@@ -139,7 +140,7 @@ def lut_plan(model: bytes, max_index_bits: int = MAX_INDEX_BITS, name: str = "mo
 
 def _normalized_codes(data: bytes) -> bytes:
     """The model with every operator code's op in both fields (see the module doc, first repair)."""
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    model = edit_tflite(data)
     changed = False
     for code in model.operatorCodes or []:
         written = (code.builtinCode, code.deprecatedBuiltinCode)
@@ -162,7 +163,7 @@ def _aligned(data: bytes) -> bytes:
 
 def _tidy(data: bytes) -> bytes:
     """The second and third repairs of the module doc."""
-    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    model = edit_tflite(data)
     for code in model.operatorCodes or []:
         set_builtin_code(code, builtin_code(code))
     for graph in model.subgraphs:

@@ -27,7 +27,7 @@ from edgeport.quant.cluster import buffer_span, cluster_rows, cluster_weights, i
 from edgeport.quant.fidelity import sqnr_db
 from edgeport.quant.lut_compression import DECODE_OP, compress_lut, lut_plan, read_lut_weights
 from edgeport.runtimes.tflm import run_tflm
-from edgeport.tflite_file import op_name, parse_tflite, serialize_tflite, tensor_name
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite, tensor_name
 from tests.quant import cluster_models
 from tests.targets import synth
 
@@ -256,7 +256,7 @@ def test_compressed_model_is_aligned_and_index_tensors_carry_no_quantization(syn
 
 def test_old_style_operator_codes_are_normalized(synth_int8: bytes) -> None:
     """Codes kept only in deprecated_builtin_code (older converters) must not all turn into ADD."""
-    model = schema.ModelT.InitFromPackedBuf(synth_int8, 0)
+    model = edit_tflite(synth_int8)
     for code in model.operatorCodes:
         code.builtinCode = 0
     old_style = serialize_tflite(model)

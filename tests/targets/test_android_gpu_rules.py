@@ -19,6 +19,7 @@ from edgeport.targets.android.gpu_compat import (
     partition,
     tensor_rule,
 )
+from edgeport.tflite_file import edit_tflite
 from tests.targets.synth import Graph, T
 
 F = "float32"
@@ -207,7 +208,7 @@ def _fp16_graph(unsupported: bool) -> schema.ModelT:
         out = g.tensor([1, 8, 8, 4], T.FLOAT32, scale=None)
         g.op(schema.BuiltinOperator.REVERSE_SEQUENCE, [y], [out])
     data = g.build([inp], [out])
-    return schema.ModelT.InitFromPackedBuf(data, 0)
+    return edit_tflite(data)
 
 
 def test_float16_weights_go_along_only_when_the_whole_graph_is_taken():

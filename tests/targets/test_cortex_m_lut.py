@@ -18,7 +18,7 @@ from edgeport.quant.cluster import cluster_weights
 from edgeport.quant.lut_compression import compress_lut, read_lut_weights
 from edgeport.targets.cortex_m.compressed import LEGACY_METADATA
 from edgeport.targets.cortex_m.flash import build_and_run_qemu
-from edgeport.tflite_file import serialize_tflite
+from edgeport.tflite_file import edit_tflite, serialize_tflite
 from tests.quant.cluster_models import synth_int8_cnn
 
 BOARD = "mps2-an386"
@@ -71,7 +71,7 @@ def test_arena_and_manifest_account_for_the_decoded_weights(packages, models) ->
 
 
 def _with_legacy_metadata(model: bytes) -> bytes:
-    raw = schema.ModelT.InitFromPackedBuf(model, 0)
+    raw = edit_tflite(model)
     buffer = schema.BufferT()
     buffer.data = [0] * 16
     raw.buffers.append(buffer)
