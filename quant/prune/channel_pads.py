@@ -83,7 +83,7 @@ def channel_pad(rank: int, pad: Sequence[Any], mode: str = "constant") -> tuple[
     constant pad that changes axis 1 and not axis 0; else None."""
     if mode != "constant" or rank < 2 or rank > 5 or len(pad) % 2:
         return None
-    if not all(isinstance(p, int) for p in pad) or len(pad) > 2 * (rank - 1):
+    if not all(isinstance(p, int) for p in pad) or len(pad) > 2 * rank or any(pad[2 * (rank - 1) :]):
         return None
     axis = rank - 2  # pairs run from the last axis backwards
     if len(pad) <= 2 * axis:

@@ -67,6 +67,7 @@ def _traced() -> tuple[nn.Module, Graph]:
         (4, (1, 1, 1, 1), "constant", None),  # spatial only
         (4, (0, 0, 0, 0, 4, 4), "reflect", None),
         (4, (0, 0, 0, 0, 0, 0, 1, 1), "constant", None),  # pads the batch axis too
+        (4, (0, 0, 0, 0, 2, 2, 0, 0), "constant", (2, 2)),  # a zero batch pair (an ONNX Pad's)
         (4, (0, 0, 0, 0, -2, 0), "constant", (-2, 0)),  # a crop is a selection too
     ],
 )
