@@ -43,9 +43,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20, resnet56  # noqa: E402
+from edgeport.quant.calibration import DISTILL_STEPS  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
 from edgeport.quant.prune.options import DEFAULT_BUDGET  # noqa: E402
 from edgeport.quant.prune.prune import synthetic_inputs  # noqa: E402
+from edgeport.quant.prune.recover import pool_size  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -233,6 +235,7 @@ def main(argv: list[str]) -> int:
     jobs = [j for j in jobs if j.recovery in args.kinds.split(",")]
     state = {
         "images": f"CIFAR-10 test {EVAL.start}-{EVAL.start + len(images) - 1}",
+        "commit": _commit(),
         "budget_seconds": args.budget,
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "planned": len(jobs),
@@ -275,6 +278,8 @@ def main(argv: list[str]) -> int:
             "params": section.after.params,
             "params_before": section.before.params,
             "reconstructed_layers": section.recovery.reconstructed_layers,
+            "pool": int(ref["synthetic"][0][0].shape[0]),
+            "commit": state["commit"],
             "budget_seconds": args.budget,
             "recovery_steps": section.recovery.steps,
             "recovery_seconds": section.recovery.seconds,
@@ -308,12 +313,13 @@ def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, a
     x = model_input(name, images)
     pred = predict(module, x)
     top1 = round(100.0 * float(np.mean(pred == labels)), 2)
-    synthetic, made = cached_synthetic(name, module, specs)
+    synthetic, made = cached_synthetic(name, module, specs, args.budget)
     ref = {"module": module, "x": x, "pred": pred, "top1": top1, "synthetic": synthetic}
     info = {
         "top1": top1,
         "synthetic_seconds": round(made, 1),
         "synthetic_samples": int(synthetic[0][0].shape[0] + synthetic[1][0].shape[0]),
+        "pool": int(synthetic[0][0].shape[0]),
     }
     if not args.no_deploy:
         ref["deploy"] = _deploy_logged(module, f"{name}-unpruned", None)
@@ -325,25 +331,38 @@ def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, a
     return ref
 
 
-def cached_synthetic(name: str, module: torch.nn.Module, specs: list) -> tuple[tuple, float]:
-    """The model's synthetic inputs (recovery pool, held out), made once per model and seed and kept in
-    CACHE (they take minutes under load and depend only on the weights and PruneOptions' defaults),
-    and the seconds making them took."""
+def cached_synthetic(name: str, module: torch.nn.Module, specs: list, budget: float) -> tuple[tuple, float]:
+    """The model's synthetic inputs (recovery pool, held out), made once per model and recipe and kept
+    in CACHE (they take minutes under load and depend only on the weights, the pool size the budget
+    buys, PruneOptions' defaults and the distillation steps that make them), and the seconds making
+    them took."""
     defaults = PruneOptions(ratio=0.5)
+    count = defaults.samples or pool_size(module, specs, budget)
     weights = hashlib.sha256(
         b"".join(v.detach().numpy().tobytes() for v in module.state_dict().values())
     ).hexdigest()[:12]
-    path = CACHE / f"synthetic-{name}-{weights}-{defaults.samples}-{defaults.held_out}-{defaults.seed}.pt"
+    recipe = f"{count}-{defaults.held_out}-{defaults.seed}-d{DISTILL_STEPS}"
+    path = CACHE / f"synthetic-{name}-{weights}-{recipe}.pt"
     info = path.with_suffix(".json")
     if path.exists() and info.exists():
         return torch.load(path), json.loads(info.read_text())["seconds"]
     started = time.perf_counter()
-    synthetic = synthetic_inputs(module, specs, {}, defaults.samples, defaults.held_out, defaults.seed)
+    synthetic = synthetic_inputs(module, specs, {}, count, defaults.held_out, defaults.seed)
     made = time.perf_counter() - started
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(synthetic, path)
     info.write_text(json.dumps({"seconds": round(made, 1)}))
     return synthetic, made
+
+
+def _commit() -> str:
+    """The commit the rows ran at, and whether the pruning code differed from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "quant/prune", "quant/calibration.py"], capture_output=True, text=True
+    ).stdout
+    return head.strip() + (" + uncommitted quant/prune changes" if dirty.strip() else "")
 
 
 def _finetune_file(data: np.lib.npyio.NpzFile) -> Path:
@@ -381,6 +400,8 @@ def zoo_rows(recover: list[str], ratios: list[float], budget: float) -> list[dic
                     "agree_none": fid.top1_agreement_before_recovery,
                     "agree": fid.top1_agreement,
                     "steps": section.recovery.steps,
+                    "budget": budget,
+                    "pool": pool_size(module, specs, budget),
                     "reconstructed_layers": section.recovery.reconstructed_layers,
                     "seconds": section.recovery.seconds,
                 }
@@ -413,21 +434,45 @@ def merge(states: list[dict]) -> dict:
         "load_average": max(s["load_average"] for s in states),
         "planned": sum(s["planned"] for s in states),
         "floats": {k: v for s in states for k, v in s["floats"].items()},
+        "synthetic": _synthetic_lines(states),
         "rows": _unique_rows(states),
-        "zoo": [z for s in states for z in s.get("zoo", [])],
+        "zoo": [{"budget": s["budget_seconds"], **z} for s in states for z in s.get("zoo", [])],
         "finished": all(s.get("finished") for s in states),
     }
 
 
+def _pool(state: dict, model: str) -> int:
+    """The recovery pool of a part's model (parts before the pool was recorded: all but the held-out)."""
+    info = state["floats"][model]
+    return info.get("pool", info["synthetic_samples"] - PruneOptions(ratio=0.5).held_out)
+
+
+def _synthetic_lines(states: list[dict]) -> list[str]:
+    """One line per model and pool: how many synthetic inputs, made in how long."""
+    lines: dict[tuple, str] = {}
+    for state in states:
+        for name, f in state["floats"].items():
+            pool = _pool(state, name)
+            lines[(name, pool)] = (
+                f"{name}: {f['synthetic_samples']} synthetic inputs ({pool} recovery pool + "
+                f"{f['synthetic_samples'] - pool} held out), made once in {f['synthetic_seconds']:.0f} s and "
+                f"shared by its rows with pool {pool}."
+            )
+    return list(lines.values())
+
+
 def _unique_rows(states: list[dict]) -> list[dict]:
-    """Every part's rows, each with its run's budget; a row two parts both ran (one started to get it
-    sooner) once."""
+    """Every part's rows, each with its run's budget, pool and commit; a row two parts both ran (one
+    started to get it sooner) once."""
     rows: dict[tuple, dict] = {}
     for state in states:
         for r in state["rows"]:
-            r = {"budget_seconds": state["budget_seconds"], **r}
+            r = {"budget_seconds": state["budget_seconds"], "pool": _pool(state, r["model"]), **r}
+            r.setdefault("commit", state.get("commit", "session 6 or before"))
             budget = None if r["recovery"] == "none" else r["budget_seconds"]  # none: no budget spent
-            rows.setdefault((r["model"], r["ratio"], r["criterion"], r["recovery"], budget), r)
+            pool = None if r["recovery"] == "none" else r["pool"]
+            key = (r["model"], r["ratio"], r["criterion"], r["recovery"], budget, pool, r["commit"])
+            rows.setdefault(key, r)
     return list(rows.values())
 
 
@@ -452,21 +497,17 @@ def markdown(state: dict) -> str:
         "(quant/prune/reconstruct.py; layers re-solved in the LS column), then distils; "
         "`data-free distill` rows are the earlier method (distillation only, no least squares).",
         "",
-        *[
-            f"{name}: {f['synthetic_samples']} synthetic inputs (recovery pool + held out), made once in "
-            f"{f['synthetic_seconds']:.0f} s and shared by its rows."
-            for name, f in state["floats"].items()
-        ],
+        *state["synthetic"],
         "",
         "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | budget s | "
-        "LS | steps | recovery s | float ms (unpruned) | speed-up | int8 KiB | arena KiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "pool | LS | steps | recovery s | float ms (unpruned) | speed-up | int8 KiB | arena KiB | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in state["floats"].items():
         d = f.get("deploy") or {}
         lines.append(
-            f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | | | "
-            f"{_ms(d, 'float_ms')} | 1.00x | {_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} |"
+            f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | | | | "
+            f"{_ms(d, 'float_ms')} | 1.00x | {_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} | |"
         )
     for r in rows:
         delta = r["top1"] - r["float_top1"]
@@ -478,15 +519,16 @@ def markdown(state: dict) -> str:
             else "-"
         )
         budget = "-" if r["recovery"] == "none" else f"{r['budget_seconds']:.0f}"
+        pool = "-" if r["recovery"] == "none" else str(r["pool"])
         lines.append(
             f"| {r['model']} | {cut:.0f}% (asked {100 * r['ratio']:.0f}%) | {r['criterion']} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
             f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | "
-            f"{budget} | "
+            f"{budget} | {pool} | "
             f"{r.get('reconstructed_layers', 0)} | {r['recovery_steps']} | "
             f"{r['recovery_seconds']:.0f} | "
             f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {_kib(d.get('int8_bytes'))} | "
-            f"{_kib(d.get('arena_bytes'))} |"
+            f"{_kib(d.get('arena_bytes'))} | {r['commit']} |"
         )
     if state.get("zoo"):
         lines += [
@@ -495,21 +537,24 @@ def markdown(state: dict) -> str:
             "synthetic inputs)",
             "",
             *(
-                ["Rows without an LS count are the earlier recovery (distillation only).", ""]
+                ["Rows without an LS count are the earlier recovery (distillation only, 150 s budget).", ""]
                 if any("reconstructed_layers" not in z for z in state["zoo"])
                 else []
             ),
-            "| FLOPs cut | criterion | SQNR dB none -> distill | top-1 agreement none -> distill | steps |",
-            "|---|---|---|---|---|",
+            "| FLOPs cut | criterion | SQNR dB none -> recovered | top-1 agreement none -> recovered | "
+            "budget s | pool | LS | steps | recovery s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for z in state["zoo"]:
             if "error" in z:
-                lines.append(f"| {100 * z['ratio']:.0f}% | {z['criterion']} | {z['error']} | | |")
+                lines.append(f"| {100 * z['ratio']:.0f}% | {z['criterion']} | {z['error']} | | | | | | |")
                 continue
             cut = 100 * (1 - z["macs"] / z["macs_before"])
             lines.append(
                 f"| {cut:.0f}% (asked {100 * z['ratio']:.0f}%) | {z['criterion']} | {z['sqnr_db_none']} -> "
-                f"{z['sqnr_db']} | {_pct(z['agree_none'])} -> {_pct(z['agree'])} | {z['steps']} |"
+                f"{z['sqnr_db']} | {_pct(z['agree_none'])} -> {_pct(z['agree'])} | {z.get('budget', '-')} | "
+                f"{z.get('pool', '-')} | {z.get('reconstructed_layers', '-')} | {z['steps']} | "
+                f"{z['seconds']:.0f} |"
             )
     return "\n".join(lines) + "\n"
 

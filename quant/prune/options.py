@@ -92,7 +92,8 @@ class PruneOptions(Options):
     # fraction everywhere (the baseline the benchmark compares with).
     allocation: Literal["sensitivity", "uniform"] = Field("sensitivity", json_schema_extra=cli(cli=False))
     seed: int = Field(0, json_schema_extra=cli(cli=False))
-    samples: int = Field(256, ge=8, json_schema_extra=cli(cli=False))  # synthetic inputs for recovery
+    # Synthetic inputs for recovery; None: as many as the budget buys for the model (recover.pool_size).
+    samples: int | None = Field(None, ge=8, json_schema_extra=cli(cli=False))
     held_out: int = Field(32, ge=4, json_schema_extra=cli(cli=False))  # fidelity inputs, never trained on
     max_steps: int | None = Field(None, json_schema_extra=cli(cli=False))  # caps the budget's steps
 

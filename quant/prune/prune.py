@@ -49,6 +49,7 @@ from edgeport.quant.prune.recover import (
     distillation_loss,
     fidelity,
     finetune_inputs,
+    pool_size,
     recovery_inputs,
     steps_for_budget,
 )
@@ -433,12 +434,16 @@ class Analysis:
         return alloc.reachable_fraction(self.cost(target), self.widths, self.widths_allowed)
 
 
-def synthetic_count(options: PruneOptions) -> int:
-    """How many synthetic inputs to make: the whole pool only when recovery distills on it; else one
-    chunk, the same first chunk (same seed) the analysis would read out of the whole pool."""
+def synthetic_count(
+    options: PruneOptions, reference: nn.Module | None = None, specs: Sequence[TensorSpec] = ()
+) -> int:
+    """How many synthetic inputs to make: the whole pool only when recovery distills on it (without
+    options.samples, as many as the budget buys for `reference`: recover.pool_size); else one chunk,
+    the same first chunk (same seed) the analysis would read out of the whole pool."""
+    first = max(SYNTHETIC_CHUNK, SENSITIVITY_BATCH)
     if options.recovery == "distill" and options.finetune_data is None:
-        return options.samples
-    return min(options.samples, max(SYNTHETIC_CHUNK, SENSITIVITY_BATCH))
+        return options.samples or pool_size(reference, specs, options.budget)
+    return min(options.samples or first, first)
 
 
 def analyze(
@@ -455,7 +460,13 @@ def analyze(
     excluded = resolve_excluded(module, options.exclude, flag("exclude"))
     # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
     pool, held, how, notes = synthetic or synthetic_inputs(
-        reference, specs, stats, synthetic_count(options), options.held_out, options.seed, say
+        reference,
+        specs,
+        stats,
+        synthetic_count(options, reference, specs),
+        options.held_out,
+        options.seed,
+        say,
     )
     say("analysis: finding the coupled channel groups")
     # Channel pads (option-A shortcuts) become selection layers, so each stage's stream is its own group.

@@ -17,11 +17,14 @@ scored lower: 66.1 against 68.6 % on ResNet-20's images 500-2499).
 Measured on ResNet-20 pruned by 40 % of its FLOPs (red), 600 steps, CIFAR-10 test images 500-1499
 (float 77.1 %; two standard errors of a difference about 2 points): 128 synthetic inputs 72.8 %,
 shifted/mirrored 73.9 %; shifted/mirrored with 256 inputs 73.9 %, 512 73.6 %, 1024 75.7 % (without
-shift/mirror 73.7 %; KL at T=4 instead of MSE 73.1 %). The pool is 256 (PruneOptions.samples): more
-than 128 as a hedge for the default budget's ~4x longer runs, where a small pool is learnt by heart
-sooner; 1024 costs 8x the synthesis time of 128. Images 500-1499 understate the gap: the same recipe
-(256 inputs, shifted/mirrored, 558 steps) scores 73.2 / 66.0 / 79.1 % on images 500-1499 / 1500-4999 /
-5000-9999 against the float model's 77.1 / 76.1 / 85.9 %.
+shift/mirror 73.7 %; KL at T=4 instead of MSE 73.1 %). Images 500-1499 understate the gap: the same
+recipe (256 inputs, shifted/mirrored, 558 steps) scores 73.2 / 66.0 / 79.1 % on images 500-1499 /
+1500-4999 / 5000-9999 against the float model's 77.1 / 76.1 / 85.9 %.
+
+The pool follows the model's cost (pool_size): making an input costs DISTILL_STEPS forward/backward
+passes of the unpruned model, so a pool of fixed size would cost ResNet-56 three times ResNet-20's
+time. At the default budget ResNet-20 gets 1024 inputs, ResNet-56 256. At the default budget (l2, 40 %,
+2248 steps, images 500-9999, float 81.38 %): 256 inputs 76.62 %, 1024 inputs 77.37 %.
 """
 
 from __future__ import annotations
@@ -37,9 +40,14 @@ import torch
 import torch.nn as nn
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.calibration import CALIBRATION_FIX, calibration_problems, load_calibration
+from edgeport.quant.calibration import (
+    CALIBRATION_FIX,
+    DISTILL_STEPS,
+    calibration_problems,
+    load_calibration,
+)
 from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
-from edgeport.quant.prune.count import forward_with_hooks
+from edgeport.quant.prune.count import forward_with_hooks, module_macs
 from edgeport.quant.prune.graph import flat_outputs
 from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
 from edgeport.tensors import TensorSpec
@@ -57,6 +65,13 @@ WORK_PER_SECOND = DISTILL_BUDGET / 12
 TRAIN_FACTOR = 2
 MAX_STEPS = 4000  # a small model stops here, far inside its budget
 MIN_AUGMENT_SIZE = 8  # images smaller than this (H or W) are not shifted or mirrored
+# The synthetic pool follows the model's cost: as many inputs as making them (DISTILL_STEPS of
+# BatchNorm-statistics distillation each, on the unpruned model) fits in POOL_SHARE of the recovery
+# budget, in whole POOL_ROUNDs, between MIN_POOL and MAX_POOL.
+POOL_SHARE = 0.15
+POOL_ROUND = 256
+MIN_POOL = 256
+MAX_POOL = 1024
 
 Progress = Callable[[int, int, float], None]  # (step done, steps, loss)
 
@@ -90,6 +105,16 @@ def steps_for_budget(
     elements, ops = _leafflat_outputs(module, inputs)
     per_step = TRAIN_FACTOR * (batch * (macs + ELEMENT_WEIGHT * elements) + OP_WORK * ops)
     return int(min(MAX_STEPS, seconds * WORK_PER_SECOND // max(1, per_step)))
+
+
+def pool_size(module: nn.Module, specs: Sequence[TensorSpec], seconds: float) -> int:
+    """How many synthetic inputs to make for recovering `module` (unpruned) within `seconds` (POOL_SHARE)."""
+    inputs = [torch.zeros([1, *s.shape[1:]], dtype=getattr(torch, s.dtype)) for s in specs]
+    macs = sum(module_macs(module, inputs).values())
+    elements, _ops = _leafflat_outputs(module, inputs)
+    per_sample = DISTILL_STEPS * (macs + ELEMENT_WEIGHT * elements)
+    fits = POOL_SHARE * seconds * WORK_PER_SECOND / max(1, per_sample)
+    return int(min(MAX_POOL, max(MIN_POOL, fits // POOL_ROUND * POOL_ROUND)))
 
 
 def shared_features(

@@ -13,7 +13,16 @@ import torch
 from edgeport.errors import EdgeportError
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune import prune as prune_mod
-from edgeport.quant.prune.recover import _batch, _shift_flip, distill, distillation_loss
+from edgeport.quant.prune.recover import (
+    MAX_POOL,
+    MIN_POOL,
+    POOL_ROUND,
+    _batch,
+    _shift_flip,
+    distill,
+    distillation_loss,
+    pool_size,
+)
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
     INPUT_SHAPE,
@@ -136,3 +145,14 @@ def test_a_pool_larger_than_one_chunk_is_made_in_seeded_chunks() -> None:
     assert torch.equal(pool[0], again[0])
     # The second chunk is not a copy of the first.
     assert not torch.allclose(pool[0][SYNTHETIC_CHUNK:], pool[0][:3])
+
+
+def test_the_pool_grows_with_the_budget_in_whole_rounds_within_its_bounds() -> None:
+    model = coupled()
+    sizes = [pool_size(model, SPECS, 1e-4 * 1.25**i) for i in range(60)]
+    assert sizes == sorted(sizes) and sizes[0] == MIN_POOL and sizes[-1] == MAX_POOL
+    assert set(sizes) == set(range(MIN_POOL, MAX_POOL + 1, POOL_ROUND))  # every size in between on the way
+    # A model four times wider costs more per synthetic input: no larger a pool for the same budget.
+    wide = coupled(width=64)
+    assert all(pool_size(wide, SPECS, 1e-4 * 1.25**i) <= n for i, n in enumerate(sizes))
+    assert any(pool_size(wide, SPECS, 1e-4 * 1.25**i) < n for i, n in enumerate(sizes))
