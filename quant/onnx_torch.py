@@ -379,8 +379,11 @@ def _reshape(ev: Evaluator, a: dict, x: torch.Tensor, shape: torch.Tensor) -> to
     if not a.get("allowzero", 0):
         target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
     # A constant shape that starts with the exported batch size (x.view(1, -1) exports as Reshape
-    # to [1, -1]) means "the batch" when the batch runs larger: keep the batch dimension.
-    if ev.batch_changed and target and x.dim() and target[0] == ev.exported_batch and x.shape[0] == ev.batch:
+    # to [1, -1]) means "the batch" when the batch runs larger: keep the batch dimension. Not when the
+    # shape already fits without -1 (a constant [C] to [1, C, 1, 1], C equal to the batch by chance).
+    fits = -1 not in target and math.prod(target) == x.numel()
+    leads = bool(target) and x.dim() > 0 and target[0] == ev.exported_batch and x.shape[0] == ev.batch
+    if ev.batch_changed and leads and not fits:
         target[0] = ev.batch
     return x.reshape(target)
 

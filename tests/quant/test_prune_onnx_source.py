@@ -237,3 +237,31 @@ def test_weights_in_constant_nodes_prune(tmp_path: Path) -> None:
     section = PruningSection.of(Manifest.read(outdir), str(outdir))
     assert [(g.module, g.channels_before) for g in section.groups] == [("layers.w1", 8)]
     assert section.groups[0].channels_after < 8
+
+
+def test_a_constant_reshaped_with_a_leading_one_is_not_taken_for_the_batch(tmp_path: Path) -> None:
+    """A per-channel constant [2] reshaped to [1, 2, 1, 1] (PP-OCR's squeeze-excite offsets): with 2
+    channels, as many as the check's batch, the leading 1 is not the batch."""
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w2")
+    offset = numpy_helper.from_array(np.array([0.5, -0.5], np.float32), "offset")
+    shape = numpy_helper.from_array(np.array([1, 2, 1, 1], np.int64), "shape")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["offset", "shape"], ["o"]),
+        helper.make_node("Add", ["a", "o"], ["b"]),
+        helper.make_node("Relu", ["b"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w1, w2, offset, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    module = prunable_module(model, [TensorSpec("x", [1, 3, 8, 8])])  # checked at batch 2 inside
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert module(x).shape == (2, 4, 8, 8)
