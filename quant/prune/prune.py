@@ -62,7 +62,7 @@ from edgeport.quant.prune.section import (
     PruningSection,
     Recovery,
 )
-from edgeport.tensors import Sample, TensorSpec
+from edgeport.tensors import Sample, TensorSpec, random_inputs
 
 SENSITIVITY_BATCH = 16
 SYNTHETIC_CHUNK = 128  # synthetic inputs optimised together
@@ -458,6 +458,16 @@ def analyze(
 ) -> Analysis:
     module = copy.deepcopy(reference).eval()
     excluded = resolve_excluded(module, options.exclude, flag("exclude"))
+    # Checks and rankings run the model on batches: a forward that runs only at batch 1 (a mask buffer
+    # made for one input) is refused here in one line, not from inside a check.
+    one, two = (_stack(random_inputs(specs, n, options.seed), specs) for n in (1, 2))
+    problem = _culprit(module, two)[0]
+    if problem is not None and _culprit(module, one)[0] is None:
+        raise EdgeportError(
+            f"pruning runs the model on batches (inputs stacked on axis 0), but at batch 2 {problem}",
+            "make its forward take any batch size (e.g. expand a batch-1 mask to the input's batch), "
+            "or convert without --prune",
+        )
     # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
     pool, held, how, notes = synthetic or synthetic_inputs(
         reference,
