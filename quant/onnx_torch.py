@@ -497,6 +497,72 @@ def _pad(
     return F.pad(x, torch_pad(amounts[2:nd] + amounts[nd + 2 :]), mode=torch_mode)
 
 
+# Resize's source coordinate of each output index along an axis (ONNX coordinate_transformation_mode):
+# i the output indices, scale the axis' scale (given, or output size / input size), n and m the input and
+# output sizes. float32, as onnxruntime computes them (a nearest index rounds the same way).
+_SOURCE: dict[str, Callable[[torch.Tensor, float, int, int], torch.Tensor]] = {
+    "half_pixel": lambda i, scale, n, m: (i + 0.5) / scale - 0.5,
+    "pytorch_half_pixel": lambda i, scale, n, m: (i + 0.5) / scale - 0.5 if m > 1 else i * 0 - 0.5,
+    "align_corners": lambda i, scale, n, m: i * ((n - 1) / (m - 1)) if m > 1 else i * 0,
+    "asymmetric": lambda i, scale, n, m: i / scale,
+    "half_pixel_symmetric": lambda i, scale, n, m: (n / 2) * (1 - m / (scale * n)) + (i + 0.5) / scale - 0.5,
+}
+_NEAREST: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "round_prefer_floor": lambda x: torch.where(x - x.floor() == 0.5, x.floor(), x.round()),
+    "round_prefer_ceil": lambda x: torch.where(x - x.floor() == 0.5, x.ceil(), x.round()),
+    "floor": torch.floor,
+    "ceil": torch.ceil,
+}
+
+
+@_op("Resize")
+def _resize(
+    ev: Evaluator,
+    a: dict,
+    x: torch.Tensor,
+    roi: torch.Tensor | None = None,
+    scales: torch.Tensor | None = None,
+    sizes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Resize's nearest and linear modes over the spatial axes (2 onwards), as ONNX defines them: each
+    output index maps to a source coordinate (_SOURCE), rounded (_NEAREST) or interpolated between its
+    two neighbours, indices clamped to the input. The batch and channel axes keep their sizes."""
+    mode = a.get("mode", "nearest")
+    transform = a.get("coordinate_transformation_mode", "half_pixel")
+    unsupported = (
+        (ev.opset < 11, "Resize before opset 11 (inputs X, scales)"),
+        (mode not in ("nearest", "linear"), f"Resize mode {mode!r}"),
+        (transform not in _SOURCE, f"Resize coordinate_transformation_mode {transform!r}"),
+        (bool(a.get("antialias", 0)), "Resize with antialias"),
+        ("axes" in a, "Resize with an axes attribute"),
+        (a.get("keep_aspect_ratio_policy", "stretch") != "stretch", "Resize keep_aspect_ratio_policy"),
+    )
+    for bad, what in unsupported:
+        if bad:
+            raise UnsupportedOnnxGraph(f"{what} has no PyTorch equivalent here", "Resize")
+    given = [float(v) for v in scales.reshape(-1).tolist()] if scales is not None and scales.numel() else None
+    if given is not None and any(v != 1.0 for v in given[:2]):
+        raise UnsupportedOnnxGraph(
+            "Resize of the batch or channel axis has no PyTorch equivalent here", "Resize"
+        )
+    out_sizes = _ints(sizes) if given is None else None
+    for axis in range(2, x.dim()):
+        n = x.shape[axis]
+        m = int(math.floor(n * given[axis])) if given is not None else out_sizes[axis]  # type: ignore[index]
+        scale = given[axis] if given is not None else m / n
+        source = _SOURCE[transform](torch.arange(m, dtype=torch.float32), scale, n, m)
+        if mode == "nearest":
+            index = _NEAREST[a.get("nearest_mode", "round_prefer_floor")](source).clamp(0, n - 1).long()
+            x = x.index_select(axis, index)
+            continue
+        low = source.floor()
+        weight = (source - low).to(x.dtype).reshape([m] + [1] * (x.dim() - axis - 1))
+        first = x.index_select(axis, low.clamp(0, n - 1).long())
+        second = x.index_select(axis, (low + 1).clamp(0, n - 1).long())
+        x = first + (second - first) * weight
+    return x
+
+
 @_op("Shape")
 def _shape(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     dims = list(x.shape)[a.get("start", 0) : a.get("end", None)]
