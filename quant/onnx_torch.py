@@ -24,7 +24,7 @@ computes, on a batch of two, before it is used.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -747,13 +747,17 @@ def onnx_to_torch(model: onnx.ModelProto) -> Evaluator:
 
 
 def check_against_onnxruntime(
-    module: Evaluator, model: onnx.ModelProto, samples: Sequence[dict[str, np.ndarray]]
+    module: Evaluator,
+    model: onnx.ModelProto,
+    samples: Sequence[dict[str, np.ndarray]],
+    scale_floors: Mapping[str, float] | None = None,
 ) -> float:
     """Worst relative output error of `module` on all `samples` as one batch vs onnxruntime per sample.
 
     One batch of several exported-batch samples exercises the batch handling distillation relies
     on. `samples` are keyed by position: their i-th entry feeds the graph's i-th input (names may
-    differ after --input-name).
+    differ after --input-name). `scale_floors`: compare's, by output name (a probability map near 0
+    is judged against its scale: converters/verify.scale_floors).
     """
     from edgeport.agreement import compare
     from edgeport.runtimes.onnxrt import run_onnx
@@ -773,5 +777,5 @@ def check_against_onnxruntime(
         }
         for i in range(len(feeds))
     ]
-    errors = compare("onnx_torch", reference, got)
+    errors = compare("onnx_torch", reference, got, scale_floors)
     return max((e.max_rel_error for e in errors), default=0.0)

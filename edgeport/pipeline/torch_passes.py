@@ -158,9 +158,11 @@ def reexported(module: Any, specs: Sequence[TensorSpec], exporter: PruneExporter
 
 def _onnx_module(graph: Any, model: TorchModel) -> Any:
     from edgeport.converters.onnx_prepare import fix_input_shapes
+    from edgeport.converters.verify import scale_floors
     from edgeport.quant.prune.onnx_source import prunable_module
 
-    return prunable_module(fix_input_shapes(graph, [s.shape for s in model.specs]), model.specs)
+    fixed = fix_input_shapes(graph, [s.shape for s in model.specs])
+    return prunable_module(fixed, model.specs, scale_floors(fixed))
 
 
 TORCH_PASSES: list[Pass[TorchModel]] = [

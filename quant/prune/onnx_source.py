@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import onnx
@@ -223,9 +223,11 @@ class PrunableGraph(Evaluator):
         return self.layers[key](args[0])
 
 
-def prunable_module(model: onnx.ModelProto, specs: Sequence[TensorSpec]) -> PrunableGraph:
+def prunable_module(
+    model: onnx.ModelProto, specs: Sequence[TensorSpec], scale_floors: Mapping[str, float] | None = None
+) -> PrunableGraph:
     """The ONNX graph (static input shapes `specs`) as a prunable module; one line naming what the
-    evaluator cannot run, else."""
+    evaluator cannot run, else (`scale_floors`: the onnxruntime check's, by output name)."""
     try:
         module = PrunableGraph(model).eval()
     except UnsupportedOnnxGraph as exc:
@@ -235,7 +237,7 @@ def prunable_module(model: onnx.ModelProto, specs: Sequence[TensorSpec]) -> Prun
             "convert the PyTorch model it was exported from (file.py:callable, TorchScript or .pt2), or "
             "convert without --prune",
         ) from exc
-    error = check_against_onnxruntime(module, model, random_inputs(specs, 2, 0))
+    error = check_against_onnxruntime(module, model, random_inputs(specs, 2, 0), scale_floors)
     if not error < CHECK_TOLERANCE:
         raise EdgeportError(
             f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which computes "
