@@ -58,6 +58,7 @@ GOAL_RATIO = 0.4
 LATENCY_RUNS = 200
 BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena is read
 TOOL_TIMEOUT = 3600
+OLD_ROWS = "session 6 or before"  # the commit column of rows run before commits were recorded
 KINDS = ("distill", "none", "ls", "data-aware")  # Job.recovery (ls: least squares, no distillation)
 
 
@@ -436,7 +437,11 @@ def merge(states: list[dict]) -> dict:
         "floats": {k: v for s in states for k, v in s["floats"].items()},
         "synthetic": _synthetic_lines(states),
         "rows": _unique_rows(states),
-        "zoo": [{"budget": s["budget_seconds"], **z} for s in states for z in s.get("zoo", [])],
+        "zoo": [
+            {"budget": s["budget_seconds"], "commit": s.get("commit", OLD_ROWS), **z}
+            for s in states
+            for z in s.get("zoo", [])
+        ],
         "finished": all(s.get("finished") for s in states),
     }
 
@@ -468,7 +473,7 @@ def _unique_rows(states: list[dict]) -> list[dict]:
     for state in states:
         for r in state["rows"]:
             r = {"budget_seconds": state["budget_seconds"], "pool": _pool(state, r["model"]), **r}
-            r.setdefault("commit", state.get("commit", "session 6 or before"))
+            r.setdefault("commit", state.get("commit", OLD_ROWS))
             budget = None if r["recovery"] == "none" else r["budget_seconds"]  # none: no budget spent
             pool = None if r["recovery"] == "none" else r["pool"]
             key = (r["model"], r["ratio"], r["criterion"], r["recovery"], budget, pool, r["commit"])
@@ -495,7 +500,12 @@ def markdown(state: dict) -> str:
         "Recovery: `LS + distill` re-solves, by least squares on the synthetic inputs, the layers that read "
         "pruned channels and those after them, in forward order, with residual-aware targets "
         "(quant/prune/reconstruct.py; layers re-solved in the LS column), then distils; "
-        "`data-free distill` rows are the earlier method (distillation only, no least squares).",
+        "`data-free distill` rows are the earlier method (distillation only, no least squares). "
+        "Pool: the synthetic inputs recovery trains on (since session 7 as many as the budget buys for the "
+        "model, quant/prune/recover.pool_size; 256 before). Rows at a session-7 commit also re-solve the "
+        "layers whose outputs the cut narrowed (inner convs, a pruned stream) against the teacher's kept "
+        "channels; at 2a8e4a7 distillation also matched those inner layers' own outputs, from 50b44c4 on "
+        "only what a block hands on.",
         "",
         *state["synthetic"],
         "",
@@ -542,19 +552,19 @@ def markdown(state: dict) -> str:
                 else []
             ),
             "| FLOPs cut | criterion | SQNR dB none -> recovered | top-1 agreement none -> recovered | "
-            "budget s | pool | LS | steps | recovery s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "budget s | pool | LS | steps | recovery s | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for z in state["zoo"]:
             if "error" in z:
-                lines.append(f"| {100 * z['ratio']:.0f}% | {z['criterion']} | {z['error']} | | | | | | |")
+                lines.append(f"| {100 * z['ratio']:.0f}% | {z['criterion']} | {z['error']} | | | | | | | |")
                 continue
             cut = 100 * (1 - z["macs"] / z["macs_before"])
             lines.append(
                 f"| {cut:.0f}% (asked {100 * z['ratio']:.0f}%) | {z['criterion']} | {z['sqnr_db_none']} -> "
-                f"{z['sqnr_db']} | {_pct(z['agree_none'])} -> {_pct(z['agree'])} | {z.get('budget', '-')} | "
+                f"{z['sqnr_db']} | {_pct(z['agree_none'])} -> {_pct(z['agree'])} | {z['budget']:.0f} | "
                 f"{z.get('pool', '-')} | {z.get('reconstructed_layers', '-')} | {z['steps']} | "
-                f"{z['seconds']:.0f} |"
+                f"{z['seconds']:.0f} | {z['commit']} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -581,7 +591,8 @@ def plot(state: dict, path: Path) -> None:
         rows = [r for r in state["rows"] if r["model"] == name]
         series: dict[str, list[dict]] = {}
         for r in rows:
-            series.setdefault(f"{r['criterion']}, {r['recovery']}", []).append(r)
+            when = "" if r["commit"] == OLD_ROWS else f", pool {r['pool']} at {r['commit'][:7]}"
+            series.setdefault(f"{r['criterion']}, {r['recovery']}{when}", []).append(r)
         for label, rs in sorted(series.items()):
             rs = sorted(rs, key=lambda r: r["macs"])
             style = "-o" if "distill" in label else ":x"
