@@ -93,6 +93,24 @@ def forward_with_hooks(
             handle.remove()
 
 
+def in_width(module: nn.Module) -> int:
+    """A Linear's or convolution's input channels (0 for any other module)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels
+    return 0
+
+
+def out_width(module: nn.Module) -> int:
+    """A Linear's or convolution's output channels (0 for any other module)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.out_channels
+    return 0
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

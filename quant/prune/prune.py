@@ -26,7 +26,7 @@ from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
 from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
-from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
+from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts, out_width
 from edgeport.quant.prune.criteria import Removal, removal_plan
 from edgeport.quant.prune.export import Exporter
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
@@ -150,22 +150,6 @@ def synthetic_step(chunk: int, chunks: int, count: int) -> str:
     return f"analysis: synthetic inputs, {count} in {chunked} ({chunk}/{chunks})"
 
 
-def _in_width(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.in_channels
-    return 0
-
-
-def _out_width(module: nn.Module) -> int:
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.out_channels
-    return 0
-
-
 def cost_model(
     module: nn.Module, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor], target: str
 ) -> alloc.CostModel:
@@ -174,7 +158,7 @@ def cost_model(
     modules = dict(module.named_modules())
 
     def in_groups(name: str) -> list[tuple[int, float]]:
-        width = _in_width(modules[name])
+        width = in_width(modules[name])
         return [(i, g.in_counts[name] / width) for i, g in enumerate(groups) if width and name in g.in_counts]
 
     def depthwise(m: nn.Module) -> bool:
@@ -186,7 +170,7 @@ def cost_model(
             m = modules[name]
             if is_selection(m):
                 continue  # a channel pad: a memory op once cut (no MACs before or after)
-            terms.append(alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(m), _out_width(m)))
+            terms.append(alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(m), out_width(m)))
         return alloc.CostModel(terms)
     counted = 0
     for name, m in modules.items():

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from edgeport.quant.prune.count import forward_with_hooks
+from edgeport.quant.prune.count import forward_with_hooks, in_width
 
 RIDGE = 1e-4  # times the mean diagonal of the normal matrix: a little shrinkage where inputs are collinear
 POSITIONS = 64  # output positions per sample that enter the regression (all when fewer)
@@ -91,10 +91,6 @@ def to_student(theirs: torch.Tensor, mine: Sequence[int], keep: Sequence[int] | 
     """The teacher's tensor cut to the student's channels (`keep` along the narrowed axis), else as it is."""
     axis = narrowed_axis(mine, tuple(theirs.shape), keep)
     return theirs if axis is None else theirs.index_select(axis, torch.as_tensor(list(keep)))
-
-
-def _in_width(module: nn.Module) -> int:
-    return module.in_features if isinstance(module, nn.Linear) else module.in_channels
 
 
 def _columns(module: nn.Module) -> int:
@@ -345,7 +341,7 @@ def layers_to_solve(
         if _matches(modules[n], shapes["s"][n], shapes["t"].get(n), kept.get(n))
         and calls["s"][n] == calls["t"][n] == 1  # a layer run twice has no one input to fit
         and _columns(modules[n]) <= MAX_COLUMNS
-        and (not pruned_only or _in_width(modules[n]) < _in_width(theirs[n]))
+        and (not pruned_only or in_width(modules[n]) < in_width(theirs[n]))
     ]
 
 
