@@ -148,18 +148,12 @@ class ExampleTracer(torch.fx.Tracer):
         if kind == "placeholder":
             return self.example.pop(0)
         if kind == "get_attr":
-            return _attribute(self.root, target)
+            return operator.attrgetter(target)(self.root)
         if kind == "call_module":
             return self.root.get_submodule(target)(*args, **kwargs)
         if kind == "call_method":
             return getattr(args[0], target)(*args[1:], **kwargs)
         return target(*args, **kwargs)
-
-
-def _attribute(root: nn.Module, path: str) -> Any:
-    for part in path.split("."):
-        root = getattr(root, part)
-    return root
 
 
 def trace(
