@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from edgeport.errors import exception_line
+from edgeport.quant.prune.count import in_width
 
 PAD_FUNCTIONS = (F.pad, torch.constant_pad_nd)
 
@@ -291,6 +292,5 @@ def selections_as_gathers(module: nn.Module) -> int:
     for name, layer in found:
         parent, _, leaf = name.rpartition(".")
         owner = module.get_submodule(parent) if parent else module
-        channels = layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels
-        setattr(owner, leaf, ChannelGather(gather_index(layer), layer.value, channels))
+        setattr(owner, leaf, ChannelGather(gather_index(layer), layer.value, in_width(layer)))
     return len(found)
