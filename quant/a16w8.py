@@ -356,16 +356,12 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
 
 def with_headroom(calibrated: bytes, factor: float = HEADROOM) -> bytes:
     """`calibrated` with every recorded (min, max) multiplied by `factor` (see the module docstring)."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = edit_tflite(calibrated)
     for graph in model.subgraphs:
         for tensor in graph.tensors:
-            q = tensor.quantization
-            if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
-                q.min = np.asarray(q.min, np.float32) * np.float32(factor)
-                q.max = np.asarray(q.max, np.float32) * np.float32(factor)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+            if (recorded := recorded_range(tensor)) is not None:
+                set_recorded_range(tensor, (recorded[0] * factor, recorded[1] * factor))
+    return serialize_tflite(model)
 
 
 def keras_to_a16w8(
