@@ -628,8 +628,9 @@ def prune_module(
     names = [s.name for s in specs]
     search = None
     if options.target == "latency":
-        module, rows, search = _latency_target(analysis, options, names, say, flag, measure, exporter)
-        allocation = allocation_at(analysis, "flops", search.flops_ratio, float_tile())
+        module, rows, allocation, search = _latency_target(
+            analysis, options, names, say, flag, measure, exporter
+        )
     else:
         reachable = analysis.reachable(options.target)
         if reachable + 1e-9 < options.ratio:
@@ -715,8 +716,9 @@ def _latency_target(
     flag: Callable[[str], str],
     measure: Callable[[nn.Module], tuple[float, float]] | None,
     exporter: Exporter | None,
-) -> tuple[nn.Module, list[GroupWidth], LatencySearch]:
-    """Search the FLOPs ratio that removes options.ratio of the measured latency (latency.py)."""
+) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation, LatencySearch]:
+    """Search the FLOPs ratio that removes options.ratio of the measured latency (latency.py); the
+    chosen trial's module, rows and allocation."""
     reachable = analysis.reachable("flops")
     if reachable < 0.01:
         raise _unreachable(options, reachable, analysis, flag)
@@ -736,11 +738,12 @@ def _latency_target(
         def measure(module: nn.Module) -> tuple[float, float]:
             return host.measure(to_graph(module, analysis.example, names))
 
-    cuts: dict[float, tuple[nn.Module, list[GroupWidth]]] = {}
+    cuts: dict[float, tuple[nn.Module, list[GroupWidth], alloc.Allocation]] = {}
 
     def trial(ratio: float) -> lat.Trial:
         say(f"latency trial {len(cuts) + 1}: pruning {100 * ratio:.0f}% of the MACs, converting, timing")
-        cuts[ratio] = cut(analysis, allocation_at(analysis, "flops", ratio, float_tile()), flag)
+        allocation = allocation_at(analysis, "flops", ratio, float_tile())
+        cuts[ratio] = (*cut(analysis, allocation, flag), allocation)
         before, after = measure(cuts[ratio][0])
         return lat.Trial(ratio, 1.0 - after / before if before > 0 else 0.0, before, after)
 
@@ -759,7 +762,7 @@ def _latency_target(
             f"use {flag('ratio')} {max(most.removed - 0.005, 0.01):.2f} or less, or lower "
             f"{flag('min_width')} / {flag('round_to')}",
         )
-    module, rows = cuts[best.flops_ratio]
+    module, rows, allocation = cuts[best.flops_ratio]
     search = LatencySearch(
         runner=lat.RUNNER,
         asked=options.ratio,
@@ -777,7 +780,7 @@ def _latency_target(
             for t in found.trials
         ],
     )
-    return module, rows, search
+    return module, rows, allocation, search
 
 
 def _unreachable(
