@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgeport.quant import int8
+from edgeport.quant.calibrated import recorded_range
 from edgeport.quant.tflm_saturation import (
     ACTIVATION_BOUND,
     bound_activation_inputs,
@@ -13,7 +14,7 @@ from edgeport.quant.tflm_saturation import (
     saturating_activations,
 )
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import tensor_name
+from edgeport.tflite_file import parse_tflite, tensor_name
 
 # Scales measured on silero-vad's int8 model: its LSTM gates (+-6e4, every input saturated in TFLite
 # Micro) and the cell-state TANH that follows (an ordinary range).
@@ -151,14 +152,8 @@ def _calibrated(build, low: float = -1.0, high: float = 1.0) -> tuple[bytes, dic
 
 
 def _ranges(calibrated: bytes) -> dict[str, tuple[float, float]]:
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
-    return {
-        tensor_name(t): (float(t.quantization.min[0]), float(t.quantization.max[0]))
-        for t in graph.tensors
-        if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1
-    }
+    graph = parse_tflite(calibrated).raw.subgraphs[0]
+    return {tensor_name(t): r for t in graph.tensors if (r := recorded_range(t)) is not None}
 
 
 def _loud(K, name: str):
