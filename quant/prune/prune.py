@@ -463,14 +463,15 @@ def analyze(
         say,
     )
     say("analysis: finding the coupled channel groups")
+    example = [x[:1] for x in pool]
     # Channel pads (option-A shortcuts) become selection layers, so each stage's stream is its own group.
-    module, _selections, kept_whole = pads_as_selections(module, [x[:1] for x in pool])
-    graph = Graph(module, [x[:1] for x in pool])
+    module, _selections, kept_whole = pads_as_selections(module, example)
+    graph = Graph(module, example)
     groups, whole = graph.groups(excluded)
     kept_whole += whole
     # Attention heads (heads.py): whole heads, at least one kept, rounding does not apply; a traced
     # attention's q/k/v channels go only as its heads.
-    heads, head_notes = head_groups(module, excluded, [x[:1] for x in pool])
+    heads, head_notes = head_groups(module, excluded, example)
     groups, head_channels = outside_heads(groups, heads)
     kept_whole += head_notes + head_channels
     say(f"analysis: verifying {len(groups)} channel groups by cutting them on a copy")
@@ -494,7 +495,7 @@ def analyze(
     if options.allocation == "sensitivity" and groups:
         sens = sensitivities(graph, groups, plans, allowed, batch, say)
     say("analysis: counting the unpruned model's MACs and parameters")
-    before = _counts(reference, [x[:1] for x in pool], [s.name for s in specs], exporter)
+    before = _counts(reference, example, [s.name for s in specs], exporter)
     return Analysis(
         reference,
         module,
