@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from edgeport.errors import exception_line
-from edgeport.quant.prune.count import in_width
+from edgeport.quant.prune.count import forward_with_hooks, in_width
 
 PAD_FUNCTIONS = (F.pad, torch.constant_pad_nd)
 
@@ -159,14 +159,13 @@ def pad_owners(module: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, t
     """{name: (module, the arguments of its first call)} of the modules whose own forward pads
     channels, in call order, from one forward of `module` on `inputs`."""
     probe = _PadProbe(module)
-    handles = [m.register_forward_pre_hook(probe.enter) for m in module.modules()]
-    handles += [m.register_forward_hook(probe.leave) for m in module.modules()]
-    try:
-        with torch.no_grad(), probe:
-            module(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(
+        module,
+        inputs,
+        ((m, probe.leave) for m in module.modules()),
+        pre_hooks=((m, probe.enter) for m in module.modules()),
+        mode=probe,
+    )
     return probe.owners
 
 

@@ -16,6 +16,7 @@ module, such as attention's query-key product), the same rules for both. quant/c
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 
@@ -81,12 +82,16 @@ def forward_with_hooks(
     inputs: Sequence[torch.Tensor],
     hooks: Iterable[tuple[nn.Module, Callable]],
     with_kwargs: bool = False,
+    pre_hooks: Iterable[tuple[nn.Module, Callable]] = (),
+    mode: contextlib.AbstractContextManager | None = None,
 ) -> None:
-    """One no-grad forward of `module` with each (submodule, forward hook) attached, removed on every
-    path (`with_kwargs`: hooks take (module, args, kwargs, output))."""
+    """One no-grad forward of `module` with each (submodule, forward hook) and (submodule, forward
+    pre-hook) attached, removed on every path, inside `mode` when given (a TorchFunctionMode that
+    watches functional calls); `with_kwargs`: hooks take (module, args, kwargs, output)."""
     handles = [m.register_forward_hook(h, with_kwargs=with_kwargs) for m, h in hooks]
+    handles += [m.register_forward_pre_hook(h) for m, h in pre_hooks]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), mode or contextlib.nullcontext():
             module(*inputs)
     finally:
         for handle in handles:

@@ -238,14 +238,9 @@ def _targets(
 
         return hook
 
-    handles = [modules[n].register_forward_hook(keep(n, g)) for n, g in zip(names, gens, strict=True)]
-    handles += [modules[src].register_forward_hook(watch.hook(n)) for n, src in (sources or {}).items()]
-    try:
-        with torch.no_grad(), watch:
-            teacher(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = [(modules[n], keep(n, g)) for n, g in zip(names, gens, strict=True)]
+    hooks += [(modules[src], watch.hook(n)) for n, src in (sources or {}).items()]
+    forward_with_hooks(teacher, inputs, hooks, mode=watch)
     found = {}
     for name, (index, y) in picked.items():
         other = watch.found.get(name)
