@@ -260,23 +260,33 @@ def test_mixed_heads_are_kept_whole_with_a_note(mix: str, why: str) -> None:
     assert heads == {"blocks.0.attn"}
 
 
-def test_transformer_of_traced_attention_prunes_and_converts(tmp_path: Path) -> None:
+def _converted_heads(
+    tmp_path: Path, module: str, builder: str, shape: list[int], prune: PruneOptions
+) -> tuple[PruningSection, dict]:
+    """Convert `module`'s `builder` with `prune` through the CLI's path; check the float model verifies
+    and 30 % was removed; the pruning section and its head groups by module."""
     source = tmp_path / "model.py"
     source.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
-        "from tests.quant.test_prune_traced_heads import transformer\n"
+        f"from {module} import {builder}\n"
     )
     outdir = tmp_path / "out"
     result = convert_model(
-        ConvertOptions(source=f"{source}:transformer", outdir=outdir, input_shapes=[SHAPE], prune=_fast())
+        ConvertOptions(source=f"{source}:{builder}", outdir=outdir, input_shapes=[shape], prune=prune)
     )
     ver = result.manifest.verification
     assert ver is not None and ver.passed
     assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
     section = PruningSection.of(Manifest.read(outdir), str(outdir))
     assert section.removed() >= 0.3
-    heads = {g.module: g for g in section.groups if g.heads_before is not None}
+    return section, {g.module: g for g in section.groups if g.heads_before is not None}
+
+
+def test_transformer_of_traced_attention_prunes_and_converts(tmp_path: Path) -> None:
+    section, heads = _converted_heads(
+        tmp_path, "tests.quant.test_prune_traced_heads", "transformer", SHAPE, _fast()
+    )
     assert set(heads) == {"blocks.0.attn", "blocks.1.attn"}
     assert heads["blocks.1.attn"].modules == [
         "blocks.1.attn.k",
@@ -393,24 +403,11 @@ def test_control_flow_on_values_is_still_not_traced() -> None:
 
 
 def test_nano_gpt_prunes_heads_and_converts(tmp_path: Path) -> None:
-    source = tmp_path / "model.py"
-    source.write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
-        "from tests.quant.prune_attention_models import nano_gpt\n"
-    )
-    outdir = tmp_path / "out"
     # The MLPs excluded: the 30 % comes from the heads (and the input Linear).
     prune = _fast(exclude=["h.0.mlp.0", "h.1.mlp.0"])
-    result = convert_model(
-        ConvertOptions(source=f"{source}:nano_gpt", outdir=outdir, input_shapes=[spelled.SHAPE], prune=prune)
+    _, heads = _converted_heads(
+        tmp_path, "tests.quant.prune_attention_models", "nano_gpt", spelled.SHAPE, prune
     )
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
-    assert section.removed() >= 0.3
-    heads = {g.module: g for g in section.groups if g.heads_before is not None}
     assert set(heads) == {"h.0.attn", "h.1.attn"}
     assert sum(g.heads_after for g in heads.values()) < 8
     assert all(g.channels_after == 6 * g.heads_after for g in heads.values())
