@@ -29,6 +29,17 @@ def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
     return default
 
 
+def as_text(value: object) -> str:
+    """An ONNX string attribute's value (bytes, as onnx returns it) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def text_attr(node: onnx.NodeProto, name: str, default: str = "") -> str:
+    """String attribute `name` of `node` as str, or `default`."""
+    value = attr(node, name)
+    return default if value is None else as_text(value)
+
+
 def set_attr(node: onnx.NodeProto, name: str, value: object) -> None:
     for i, a in enumerate(node.attribute):
         if a.name == name:

@@ -15,15 +15,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, text_attr
 
 NAME = "bicubic_resize_to_gathers"
 
 _MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def source_coordinates(in_size: int, out_size: int, scale: float, mode: str) -> np.ndarray:
@@ -56,9 +52,9 @@ def cubic_taps(
 
 def _resize_plan(view: OnnxGraph, node: onnx.NodeProto) -> list[tuple[int, int, int, float]] | None:
     """(axis, in size, out size, scale) for each axis the cubic Resize changes, or None if unsupported."""
-    if node.op_type != "Resize" or _text(attr(node, "mode", "nearest")) != "cubic":
+    if node.op_type != "Resize" or text_attr(node, "mode", "nearest") != "cubic":
         return None
-    if _text(attr(node, "coordinate_transformation_mode", "half_pixel")) not in _MODES:
+    if text_attr(node, "coordinate_transformation_mode", "half_pixel") not in _MODES:
         return None
     if attr(node, "exclude_outside", 0) or attr(node, "axes") is not None:
         return None
@@ -84,7 +80,7 @@ def _rewrite_one(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     plan = _resize_plan(view, node)
     if not plan:
         return False
-    mode = _text(attr(node, "coordinate_transformation_mode", "half_pixel"))
+    mode = text_attr(node, "coordinate_transformation_mode", "half_pixel")
     a = float(attr(node, "cubic_coeff_a", -0.75))
     rank = len(view.static_shape(node.input[0]))
     hint = node.name or "bicubic"

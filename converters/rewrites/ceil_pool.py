@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr, text_attr
 
 NAME = "ceil_pool_to_explicit_pads"
 
@@ -42,7 +42,7 @@ def _out_size(size: int, k: int, s: int, d: int, pb: int, pe: int) -> int:
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type not in ("MaxPool", "AveragePool") or not attr(node, "ceil_mode", 0):
         return False
-    if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(node.output) != 1:
+    if text_attr(node, "auto_pad", "NOTSET") != "NOTSET" or len(node.output) != 1:
         return False
     shape = view.static_shape(node.input[0])
     out_shape = view.static_shape(node.output[0])

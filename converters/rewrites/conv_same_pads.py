@@ -11,7 +11,7 @@ import math
 
 import onnx
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, set_attr, text_attr
 
 NAME = "conv_same_to_explicit_pads"
 
@@ -30,8 +30,7 @@ def same_pads(
 
 
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
-    mode = attr(node, "auto_pad", b"NOTSET")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = text_attr(node, "auto_pad", "NOTSET")
     if node.op_type != "Conv" or mode not in ("SAME_UPPER", "SAME_LOWER"):
         return False
     shape = view.static_shape(node.input[0])

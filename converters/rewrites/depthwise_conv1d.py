@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, text_attr
 
 NAME = "depthwise_conv1d_to_2d"
 
@@ -28,7 +28,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if shape is None or len(shape) != 3 or weight is None or opset < 13:
         return False
     groups = int(attr(node, "group"))
-    if groups != shape[1] or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if groups != shape[1] or text_attr(node, "auto_pad", "NOTSET") != "NOTSET":
         return False  # grouped (not depthwise) convs are grouped_conv's; SAME pads conv_same_pads'
     hint = node.name or "conv1d"
     axis = view.add_initializer(np.array([2], np.int64), f"{hint}_height_axis")

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeport.converters.rewrites._region_check import replacement_agrees
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, text_attr
 
 NAME = "depthwise_unequal_strides"
 
@@ -57,7 +57,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     opset = next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 10:  # Slice takes steps from opset 10 on
         return False
-    if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if text_attr(node, "auto_pad", "NOTSET") != "NOTSET":
         log.info("%s: %s left alone: auto_pad SAME pads depend on the stride", NAME, node.name)
         return False
     hint = node.name or "depthwise"

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, text_attr
 
 NAME = "pixel_shuffle_to_depth_to_space"
 
@@ -36,8 +36,7 @@ def _gather(view: OnnxGraph, source: str, indices: np.ndarray, out: str, hint: s
 
 
 def _depth_to_space(view: OnnxGraph, node: onnx.NodeProto) -> bool:
-    mode = attr(node, "mode", b"DCR")
-    if node.op_type != "DepthToSpace" or mode not in (b"CRD", "CRD"):
+    if node.op_type != "DepthToSpace" or text_attr(node, "mode", "DCR") != "CRD":
         return False
     shape = view.static_shape(node.input[0])
     if shape is None or len(shape) != 4:

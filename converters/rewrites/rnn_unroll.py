@@ -59,7 +59,7 @@ from edgeport.converters.rewrites._grids import (
     transpose,
 )
 from edgeport.converters.rewrites._region_check import replacement_agrees
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, as_text, attr, text_attr
 
 NAME = "rnn_unroll"
 
@@ -90,8 +90,8 @@ class _Unsupported(Exception):
 
 
 def _directions(node: onnx.NodeProto) -> list[str]:
-    value = attr(node, "direction", b"forward")
-    dirs = _DIRECTIONS.get(value.decode() if isinstance(value, bytes) else str(value))
+    value = text_attr(node, "direction", "forward")
+    dirs = _DIRECTIONS.get(value)
     if dirs is None:
         raise _Unsupported(f"direction {value!r}")
     return dirs
@@ -99,8 +99,7 @@ def _directions(node: onnx.NodeProto) -> list[str]:
 
 def _activations(node: onnx.NodeProto, directions: int) -> list[list[tuple[str, dict[str, float]]]]:
     """Per direction, the (op, attributes) of each activation (GRU f, g; LSTM f, g, h; RNN f)."""
-    raw = attr(node, "activations")
-    names = [a.decode() if isinstance(a, bytes) else a for a in raw] if raw else []
+    names = [as_text(a) for a in attr(node, "activations") or []]
     per_dir = len(_DEFAULT_ACTS[node.op_type])
     if not names:
         names = _DEFAULT_ACTS[node.op_type] * directions

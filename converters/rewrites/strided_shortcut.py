@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, node_rewrite, text_attr
 
 NAME = "strided_shortcut_to_conv"
 
@@ -46,7 +46,7 @@ def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> l
 
 
 def _channel_pads(view: OnnxGraph, node: onnx.NodeProto) -> tuple[int, int] | None:
-    if attr(node, "mode", b"constant") not in (b"constant", "constant"):
+    if text_attr(node, "mode", "constant") != "constant":
         return None
     pads = view.const(node.input[1]) if len(node.input) > 1 else None
     if pads is None or pads.size != 8:
