@@ -150,12 +150,18 @@ def parse_floats(text: str, what: str, count: int | None = None) -> list[float]:
     return values
 
 
+def config_relative(text: str, base: Path) -> Path:
+    """The path `text` names in a config: relative to the config's folder `base`, an absolute or ~ path as
+    it is."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
 def split_weights(spec: str, base: Path = Path(".")) -> tuple[str, str | None]:
     """`--weights FILE[:KEY]` as (FILE, KEY or None): KEY is the text after the last ':', unless the
     whole names an existing file (a file name with a colon). Relative paths are looked up under `base`
     (a config's folder)."""
     head, sep, key = spec.rpartition(":")
-    whole = Path(spec).expanduser()
-    if not sep or not head or not key or (whole if whole.is_absolute() else base / whole).exists():
+    if not sep or not head or not key or config_relative(spec, base).exists():
         return spec, None
     return head, key

@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 from edgeport.errors import EdgeportError
 from edgeport.options import (
     Spell,
+    config_relative,
     extra,
     flag_name,
     nested_model,
@@ -515,13 +516,6 @@ def split_file(item: str, kind: str) -> tuple[str, str]:
         return "", item
     prefix, sep, text = item.rpartition("=")
     return prefix + sep, text
-
-
-def config_relative(text: str, base: Path) -> Path:
-    """The path `text` names in a config: relative to the config's folder `base`, an absolute or ~ path as
-    it is."""
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else base / path
 
 
 def config_path(text: str, base: Path, label: str, problems: list[str]) -> Path:

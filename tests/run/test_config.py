@@ -256,7 +256,7 @@ def test_bench_paths_are_relative_to_the_config(tmp_path):
 
 
 def test_a_config_path_is_relative_to_the_configs_folder_unless_absolute(tmp_path, monkeypatch):
-    from edgeport.run.config import config_relative
+    from edgeport.options import config_relative
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     base = tmp_path / "project"
