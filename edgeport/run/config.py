@@ -838,7 +838,7 @@ def check_config(data: dict[str, Any], path: Path, text: str = "") -> RunConfig:
     return RunConfig(
         path=path,
         text=text,
-        output=(base / output) if isinstance(output, str) else None,
+        output=config_relative(output, base) if isinstance(output, str) else None,
         variants=variants,
         targets=targets,
         bench=bench_spec,

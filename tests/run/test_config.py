@@ -265,6 +265,12 @@ def test_a_config_path_is_relative_to_the_configs_folder_unless_absolute(tmp_pat
     assert config_relative("~/x.npz", base) == tmp_path / "home/x.npz"
 
 
+def test_output_is_relative_to_the_config_and_expands_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_config(write(tmp_path, 'output = "out"\n' + GOOD)).output == tmp_path / "out"
+    assert load_config(write(tmp_path, 'output = "~/runs/a"\n' + GOOD)).output == tmp_path / "home/runs/a"
+
+
 def test_a_missing_benchmark_binary_is_a_config_problem(tmp_path):
     """It must exist; without this the adb runner would refuse it only after every conversion."""
     text = GOOD + '[bench]\non = ["host"]\nbenchmark-binary = "bin/benchmark_model"\n'
