@@ -17,9 +17,10 @@ from pathlib import Path
 
 from edgeport import __version__
 from edgeport.bench.models import resolve_models
-from edgeport.bench.runner import BenchModel, Runner, RunnerOptions, Session, get_runner
+from edgeport.bench.runner import BenchModel, Runner, RunnerOptions, Session, cli_words, get_runner
 from edgeport.bench.schema import BenchReport, BenchResult, BenchSettings, summarize
 from edgeport.errors import EdgeportError
+from edgeport.options import Spell
 
 ROUNDS = 10
 
@@ -45,18 +46,20 @@ def bench(
     settings: BenchSettings | None = None,
     options: RunnerOptions | None = None,
     progress: bool | None = None,
+    spell: Spell = cli_words,
 ) -> BenchReport:
     """Measure `models` on the runner `on` ("host", "tflm", "qemu:mps2-an386", ... or a Runner).
 
     `settings` defaults to BenchSettings' defaults (its `runner` is set to `on`); `progress` shows a
     progress bar on stderr (None: when stderr is a terminal). Bad input raises EdgeportError before
-    anything runs; every session is closed on every path, Ctrl-C included.
+    anything runs; every session is closed on every path, Ctrl-C included. The runner made from `on`
+    names options in its errors as `spell` writes them (`edgeport run` passes its config's keys).
     """
     if not models:
         raise EdgeportError("no model given", "pass one or more .tflite files or edgeport output directories")
     spec = on if isinstance(on, str) else on.name
     settings = (settings or BenchSettings(runner=spec)).model_copy(update={"runner": spec})
-    runner = get_runner(on, options) if isinstance(on, str) else on
+    runner = get_runner(on, options, spell) if isinstance(on, str) else on
     resolved = resolve_models(models)
     for model in resolved:
         runner.check(model)

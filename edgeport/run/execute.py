@@ -46,6 +46,7 @@ from edgeport.run.config import (
     RunConfig,
     TargetSpec,
     Variant,
+    config_words,
     file_option,
     safe_name,
     source_file,
@@ -474,7 +475,9 @@ def _bench(config: RunConfig, root: Path, results: list[VariantDone], say: Say) 
         ]
         say(f"bench: {len(models)} variant{'s' * (len(models) != 1)} on {spec}", runner=spec, stage="bench")
         settings = BenchSettings(runner=spec, **config.bench.settings)
-        report = bench(models, spec, settings, config.bench.runner_options, progress=False)
+        report = bench(
+            models, spec, settings, config.bench.runner_options, progress=False, spell=config_words
+        )
         path = f"bench/{safe_name(spec)}.json"
         (root / path).write_text(report.to_json())
         written[spec] = path

@@ -74,8 +74,10 @@ def parse_devices(text: str) -> list[tuple[str, str]]:
     return devices
 
 
-def select_device(devices: list[tuple[str, str]], serial: str | None) -> str:
-    """The serial to use: the one asked for, or the only one connected; errors say how to pick."""
+def select_device(devices: list[tuple[str, str]], serial: str | None, spell: Spell = cli_words) -> str:
+    """The serial to use: the one asked for, or the only one connected; errors say how to pick, naming
+    the runner option as `spell` writes it."""
+    on = spell("runner")
     serials = [s for s, _ in devices]
     if serial is None:
         if not devices:
@@ -86,14 +88,14 @@ def select_device(devices: list[tuple[str, str]], serial: str | None) -> str:
         if len(devices) > 1:
             raise EdgeportError(
                 f"{len(devices)} Android devices are connected ({', '.join(serials)})",
-                f"pick one with --on adb:SERIAL, e.g. --on adb:{serials[0]}",
+                f"pick one with {on} adb:SERIAL, e.g. {on} adb:{serials[0]}",
             )
         serial = serials[0]
     elif serial not in serials:
         listed = ", ".join(serials) if serials else "none"
         raise EdgeportError(
             f"no Android device {serial!r} (`adb devices` lists: {listed})",
-            "use a serial that `adb devices` lists: --on adb:SERIAL",
+            f"use a serial that `adb devices` lists: {on} adb:SERIAL",
         )
     state = dict(devices)[serial]
     if state != "device":
@@ -152,31 +154,28 @@ def elf_abi(header: bytes) -> str | None:
     return _ELF_ABIS.get(machine, f"e_machine {machine}")
 
 
-def check_binary(path: Path, abis: list[str]) -> None:
-    """The --benchmark-binary exists, is an executable and runs on one of the device's ABIs."""
-    fix_abi = (
-        f"pass --benchmark-binary built for {abis[0] if abis else 'the device'} (LiteRT's benchmark_model)"
-    )
+def check_binary(path: Path, abis: list[str], spell: Spell = cli_words) -> None:
+    """The benchmark binary exists, is an executable and runs on one of the device's ABIs; errors name its
+    option as `spell` writes it."""
+    given = spell("benchmark_binary")
+    fix_abi = f"pass {given} built for {abis[0] if abis else 'the device'} (LiteRT's benchmark_model)"
     if not path.is_file():
-        raise EdgeportError(
-            f"--benchmark-binary {path} does not exist", "pass the path of a benchmark_model binary"
-        )
+        raise EdgeportError(f"{given} {path} does not exist", "pass the path of a benchmark_model binary")
     with path.open("rb") as f:
         abi = elf_abi(f.read(64))
     if abi is None:
-        raise EdgeportError(f"--benchmark-binary {path} is not an executable (no ELF header)", fix_abi)
+        raise EdgeportError(f"{given} {path} is not an executable (no ELF header)", fix_abi)
     if abis and abi not in abis:
-        raise EdgeportError(
-            f"--benchmark-binary {path} is built for {abi}, the device runs {', '.join(abis)}", fix_abi
-        )
+        raise EdgeportError(f"{given} {path} is built for {abi}, the device runs {', '.join(abis)}", fix_abi)
 
 
 @dataclass
 class Adb:
-    """adb with one device selected."""
+    """adb with one device selected; `spell` names options in its errors."""
 
     exe: str
     serial: str
+    spell: Spell = cli_words
 
     def run(self, args: list[str], timeout: float = ADB_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         try:
@@ -186,7 +185,7 @@ class Adb:
         except subprocess.TimeoutExpired as exc:
             raise EdgeportError(
                 f"`adb {' '.join(args[:2])}` on {self.serial} did not finish in {timeout:g} s",
-                "check the device (`adb devices`); for a slow model raise --timeout-s",
+                f"check the device (`adb devices`); for a slow model raise {self.spell('timeout_s')}",
             ) from exc
 
     def shell(self, command: str, timeout: float = ADB_TIMEOUT_S) -> str:
@@ -216,8 +215,9 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def connect(serial: str | None) -> Adb:
-    """adb and the device `serial` names (or the only one connected)."""
+def connect(serial: str | None, spell: Spell = cli_words) -> Adb:
+    """adb and the device `serial` names (or the only one connected); errors name options as `spell`
+    writes them."""
     exe = find_adb()
     try:
         listing = subprocess.run([exe, "devices"], capture_output=True, text=True, timeout=ADB_TIMEOUT_S)
@@ -229,7 +229,7 @@ def connect(serial: str | None) -> Adb:
         raise EdgeportError(
             f"`adb devices` failed: {_last_line(listing.stderr)}", "run `adb devices` to see why"
         )
-    return Adb(exe, select_device(parse_devices(listing.stdout), serial))
+    return Adb(exe, select_device(parse_devices(listing.stdout), serial, spell), spell)
 
 
 class AdbRunner:
@@ -237,16 +237,17 @@ class AdbRunner:
     time_kind: TimeKind = "device-timer"
     interleaves = True  # sessions are scratch dirs on the device: several models alternate freely
 
-    def __init__(self, serial: str | None, options: RunnerOptions) -> None:
+    def __init__(self, serial: str | None, options: RunnerOptions, spell: Spell = cli_words) -> None:
         self.serial = serial
         self.options = options
+        self.spell = spell
         self._adb: Adb | None = None
         self._abis: list[str] | None = None
 
     @property
     def adb(self) -> Adb:
         if self._adb is None:
-            self._adb = connect(self.serial)
+            self._adb = connect(self.serial, self.spell)
         return self._adb
 
     def abis(self) -> list[str]:
@@ -280,12 +281,13 @@ class AdbRunner:
         if not model.tflite.is_file():
             raise EdgeportError(f"{model.tflite} does not exist", "pass a .tflite file or a convert output")
         binary = self.options.benchmark_binary
+        given = self.spell("benchmark_binary")
         if binary is not None:
-            check_binary(binary, self.abis())
+            check_binary(binary, self.abis(), self.spell)
         elif self.adb.shell(f"test -x {DEVICE_BINARY} && echo present || echo absent").strip() != "present":
             raise EdgeportError(
-                f"no benchmark_model on {self.adb.serial} (none at {DEVICE_BINARY}), no --benchmark-binary",
-                "pass --benchmark-binary PATH to LiteRT's benchmark_model built for "
+                f"no benchmark_model on {self.adb.serial} (none at {DEVICE_BINARY}), no {given}",
+                f"pass {given} PATH to LiteRT's benchmark_model built for "
                 f"{self.abis()[0]}, or push one to {DEVICE_BINARY}",
             )
 
@@ -442,5 +444,5 @@ def _bytes(mb: float | None) -> int | None:
 
 
 def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> AdbRunner:
-    # Nothing is checked here (the device is asked for when first used), so `spell` names nothing.
-    return AdbRunner(arg, options)
+    # Nothing is checked here: the device is asked for when first used, and `spell` words those errors.
+    return AdbRunner(arg, options, spell)

@@ -93,9 +93,15 @@ class FirmwareWatch:
 
 
 def read_run(
-    port: serial.Serial, name: str, baud: int, timeout_s: float, expected_crc: int | None
+    port: serial.Serial,
+    name: str,
+    baud: int,
+    timeout_s: float,
+    expected_crc: int | None,
+    spell: Spell = cli_words,
 ) -> BenchLines:
-    """Read the port until the firmware's `edgeport bench: done`, or fail in one line at the deadline."""
+    """Read the port until the firmware's `edgeport bench: done`, or fail in one line at the deadline
+    (naming options as `spell` writes them)."""
     parser = BenchLineParser()
     watch = FirmwareWatch(expected_crc)
     deadline = time.monotonic() + timeout_s
@@ -103,7 +109,7 @@ def read_run(
     while not parser.done:
         # Checked on every line too: a port that never stops talking must not keep us forever.
         if time.monotonic() >= deadline:
-            raise timeout_error(parser, watch.bytes, name, baud, timeout_s)
+            raise timeout_error(parser, watch.bytes, name, baud, timeout_s, spell)
         try:
             chunk = port.readline()
         except OSError as exc:  # serial.SerialException is one: the device went away
@@ -121,25 +127,31 @@ def read_run(
 
 
 def timeout_error(
-    parser: BenchLineParser, received: int, port: str, baud: int, timeout_s: float
+    parser: BenchLineParser,
+    received: int,
+    port: str,
+    baud: int,
+    timeout_s: float,
+    spell: Spell = cli_words,
 ) -> EdgeportError:
     """Why nothing usable came in time: silence, bytes that never formed our lines, or a run cut short."""
     if parser.started:
         return EdgeportError(
             f"the firmware on {port} printed {parser.measured} timed inferences but no "
             f"'edgeport bench: done' within {timeout_s:g} s",
-            "if the board reset or hung, reset it and run again; for a slow model raise --timeout-s",
+            "if the board reset or hung, reset it and run again; for a slow model raise "
+            f"{spell('timeout_s')}",
         )
     if received:
         return EdgeportError(
             f"{port} sent {received} bytes but no 'edgeport bench:' timing line in {timeout_s:g} s",
-            f"check that --baud ({baud}) is the firmware's UART speed and that the flashed firmware is an "
-            "edgeport package built by this version (edgeport package, then edgeport flash)",
+            f"check that {spell('baud')} ({baud}) is the firmware's UART speed and that the flashed firmware "
+            "is an edgeport package built by this version (edgeport package, then edgeport flash)",
         )
     return EdgeportError(
         f"no output from {port} in {timeout_s:g} s",
-        f"check the port (--on serial:PORT), that the packaged firmware is flashed (edgeport flash), the "
-        f"speed (--baud, now {baud}), then reset the board",
+        f"check the port ({spell('runner')} serial:PORT), that the packaged firmware is flashed (edgeport "
+        f"flash), the speed ({spell('baud')}, now {baud}), then reset the board",
     )
 
 
@@ -152,13 +164,19 @@ def reflash(package_dir: Path | None, flags: str) -> str:
     return f"edgeport flash {package_dir or 'PACKAGE_DIR'} --board {board} {flags}"
 
 
-def check_warmup(lines: BenchLines, settings: BenchSettings, port: str, package_dir: Path | None) -> None:
-    """A --warmup the firmware was not built with cannot be honoured: refused rather than ignored."""
+def check_warmup(
+    lines: BenchLines,
+    settings: BenchSettings,
+    port: str,
+    package_dir: Path | None,
+    spell: Spell = cli_words,
+) -> None:
+    """A warmup the firmware was not built with cannot be honoured: refused rather than ignored."""
     if "warmup" in settings.model_fields_set and settings.warmup != lines.warmup:
         raise EdgeportError(
-            f"--warmup {settings.warmup}: the firmware on {port} warms up with {lines.warmup} "
+            f"{spell('warmup')} {settings.warmup}: the firmware on {port} warms up with {lines.warmup} "
             "inferences (fixed when it was built)",
-            f"leave out --warmup, or rebuild and flash it: "
+            f"leave out {spell('warmup')}, or rebuild and flash it: "
             f"{reflash(package_dir, f'--bench-warmup {settings.warmup}')}",
         )
 
@@ -166,10 +184,13 @@ def check_warmup(lines: BenchLines, settings: BenchSettings, port: str, package_
 class SerialSession:
     """One boot of the board: the firmware's whole run, read when the session opens."""
 
-    def __init__(self, lines: BenchLines, port: str, package_dir: Path | None = None) -> None:
+    def __init__(
+        self, lines: BenchLines, port: str, package_dir: Path | None = None, spell: Spell = cli_words
+    ) -> None:
         self.lines = lines
         self.port = port
         self.package_dir = package_dir
+        self.spell = spell
         # The harness times these when --runs is not given, and reports this warmup.
         self.fixed_runs = lines.runs
         self.fixed_warmup = lines.warmup
@@ -182,9 +203,10 @@ class SerialSession:
     def run(self, count: int) -> list[float]:
         available = self.lines.runs - self.used
         if count > available:
+            runs = self.spell("runs")
             raise EdgeportError(
                 f"the firmware on {self.port} times {self.lines.runs} inferences a boot, {count} were asked",
-                f"leave out --runs (or pass --runs {self.lines.runs}), or rebuild and flash it for {count}: "
+                f"leave out {runs} (or pass {runs} {self.lines.runs}), or rebuild and flash it for {count}: "
                 f"{reflash(self.package_dir, f'--bench-runs {count}')}",
             )
         times = self.lines.milliseconds()[self.used : self.used + count]
@@ -211,9 +233,10 @@ class SerialRunner:
     time_kind: TimeKind = "device-timer"
     interleaves = False  # one firmware run per boot, one model per firmware
 
-    def __init__(self, port: str, options: RunnerOptions) -> None:
+    def __init__(self, port: str, options: RunnerOptions, spell: Spell = cli_words) -> None:
         self.port = port
         self.baud = options.baud
+        self.spell = spell
         self.name = f"serial:{port}"
 
     def device(self) -> DeviceInfo:
@@ -230,11 +253,12 @@ class SerialRunner:
         port = _open_port(self.port, self.baud)
         try:
             _pulse_reset(port)
-            lines = read_run(port, self.port, self.baud, settings.timeout_s, crc32_of(Path(model.tflite)))
+            crc = crc32_of(Path(model.tflite))
+            lines = read_run(port, self.port, self.baud, settings.timeout_s, crc, self.spell)
         finally:
             port.close()
-        check_warmup(lines, settings, self.port, model.package_dir)
-        return SerialSession(lines, self.port, model.package_dir)
+        check_warmup(lines, settings, self.port, model.package_dir, self.spell)
+        return SerialSession(lines, self.port, model.package_dir, self.spell)
 
 
 def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> SerialRunner:
@@ -243,4 +267,4 @@ def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_word
         raise EdgeportError(
             f"{on} serial needs a PORT", f"write {on} serial:PORT, e.g. {on} serial:/dev/ttyACM0"
         )
-    return SerialRunner(arg, options)
+    return SerialRunner(arg, options, spell)

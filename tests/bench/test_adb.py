@@ -229,6 +229,33 @@ def test_device_selection_errors(fake_adb, model, devices, spec, problem, fix):
     assert problem in one_line(exc) and fix in one_line(exc)
 
 
+def test_under_edgeport_run_the_errors_name_the_config_keys(fake_adb, model, tmp_path):
+    """The harness makes the runner with the wording it is given (`edgeport run` passes its config's
+    keys): the same raise sites say `on =`, `benchmark-binary =` and `timeout-s =`, never a CLI flag."""
+    from edgeport.bench.harness import bench
+    from edgeport.run.config import config_words
+
+    def refusal(binary: Path | None = None, **over) -> str:
+        with pytest.raises(EdgeportError) as exc:
+            options = RunnerOptions(benchmark_binary=binary)
+            bench([model], "adb", settings(**over), options, spell=config_words)
+        return one_line(exc)
+
+    fake_adb.configure(device_files=[])  # before the first call: the fake's device keeps its files
+    text = refusal()
+    assert "no benchmark-binary =" in text and "benchmark-binary = PATH to" in text and "--" not in text
+    script = tmp_path / "script"
+    script.write_bytes(b"#!/bin/sh\n")
+    assert f"benchmark-binary = {script} is not an executable" in refusal(script)
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(elf_header(183))
+    fake_adb.configure(hang=True)
+    assert "for a slow model raise timeout-s =" in refusal(binary, timeout_s=1)
+    fake_adb.configure(devices=[["A1", "device"], ["B2", "device"]])
+    text = refusal()
+    assert "one with on = adb:SERIAL, e.g. on = adb:A1" in text and "--" not in text
+
+
 def test_no_benchmark_binary_anywhere(fake_adb, model):
     fake_adb.configure(device_files=[])
     with pytest.raises(EdgeportError) as exc:

@@ -297,6 +297,30 @@ def test_a_warmup_the_firmware_was_not_built_with_is_refused(pty_board, model):
     assert "--bench-warmup 3" in one_line(exc)
 
 
+def test_under_edgeport_run_the_errors_name_the_config_keys(pty_board, model):
+    """The harness makes the runner with the wording it is given (`edgeport run` passes its config's
+    keys): the same raise sites say `on =`, `baud =`, `warmup =` and `runs =`, never a CLI flag."""
+    from edgeport.bench.harness import bench
+    from edgeport.run.config import config_words
+
+    printed, port = pty_board
+
+    def refusal(**over) -> str:
+        with pytest.raises(EdgeportError) as exc:
+            bench([model], f"serial:{port}", settings(**over), RunnerOptions(baud=9600), spell=config_words)
+        return one_line(exc)
+
+    text = refusal(timeout_s=0.5)  # nothing printed
+    assert "the port (on = serial:PORT)" in text and "the speed (baud =, now 9600)" in text
+    assert "--" not in text
+    printed.append(firmware_lines(model.tflite, seeded_cycles(10)))
+    text = refusal(warmup=3)
+    assert "warmup = 3: the firmware" in text and "out warmup =, or rebuild" in text
+    assert "--bench-warmup 3" in text  # the command that rebuilds it is the CLI's
+    text = refusal(runs=11)
+    assert "out runs = (or pass runs = 10)" in text and "--bench-runs 11" in text
+
+
 def test_runs_of_prefers_the_users_runs_then_the_sessions():
     from types import SimpleNamespace
 
