@@ -3,10 +3,13 @@ depthwise separable block, a flatten into a Linear, a channel split."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 import torch.nn as nn
 
+from edgeport.quant.prune import PruneOptions
 from tests.quant.models import _randomize_bns
 
 
@@ -59,6 +62,18 @@ def coupled(width: int = 16) -> nn.Module:
 
 
 INPUT_SHAPE = [1, 3, 8, 8]
+
+
+def random_batch(n: int = 4, seed: int = 1, shape: Sequence[int] = INPUT_SHAPE) -> torch.Tensor:
+    """`n` seeded standard-normal samples of `shape` (its batch axis replaced by `n`)."""
+    return torch.randn(n, *shape[1:], generator=torch.Generator().manual_seed(seed))
+
+
+def fast_options(**over: object) -> PruneOptions:
+    """Options that prune these small models in about a second: 30 % of the FLOPs, widths in steps of 2,
+    no recovery, a small synthetic pool; `over` replaces any of them."""
+    values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
+    return PruneOptions.model_validate({**values, **over})
 
 
 class PadShortcut(nn.Module):

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.prune import PruneOptions, prune_module, prune_options
+from edgeport.quant.prune import prune_module, prune_options
 from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths, tiled
 from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
@@ -21,50 +21,43 @@ from tests.quant.prune_models import (
     INPUT_SHAPE,
     PadShortcut,
     coupled,
+    fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
+    random_batch,
 )
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
-
-
-def _inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
-
-
-def _fast(**over: object) -> PruneOptions:
-    values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
-    return PruneOptions.model_validate({**values, **over})
 
 
 def test_every_coupled_group_prunes_to_a_running_model() -> None:
     """Residual add, concat, depthwise, chunk + add, flatten into the Linear: cutting two channels of
     any group leaves a model that runs with the same output shape."""
     model = coupled()
-    names = {g.name for g in Graph(model, [_inputs(1)]).groups()[0]}
+    names = {g.name for g in Graph(model, [random_batch(1)]).groups()[0]}
     assert {"conv1", "dw", "pw", "mix", "tail"} <= names  # dw's group spans stem, conv2 (residual)
-    expected = model(_inputs()).shape
+    expected = model(random_batch()).shape
     for name in sorted(names):
         pruned = copy.deepcopy(model)
-        graph = Graph(pruned, [_inputs(1)])
+        graph = Graph(pruned, [random_batch(1)])
         group = next(g for g in graph.groups()[0] if g.name == name)
         plan = removal_plan(graph, group, "l2")
         graph.group_of(group, group.channel_indices([r.position for r in plan[:2]])).prune()
-        assert pruned(_inputs()).shape == expected, name
+        assert pruned(random_batch()).shape == expected, name
         assert dict(pruned.named_modules())[name].out_channels == group.channels - 2 * group.repeats
 
 
 def test_model_outputs_are_never_pruned() -> None:
-    graph = Graph(coupled(), [_inputs(1)])
+    graph = Graph(coupled(), [random_batch(1)])
     assert "fc" not in {g.name for g in graph.groups()[0]}
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l2", "bn-scale", "red", "ig"])
 def test_prune_reaches_the_target_and_runs(criterion: str) -> None:
     model = coupled()
-    result = prune_module(model, SPECS, {}, _fast(criterion=criterion))
+    result = prune_module(model, SPECS, {}, fast_options(criterion=criterion))
     section = result.section
     assert section.removed() >= 0.3
-    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert result.module(random_batch()).shape == model(random_batch()).shape
     assert section.after.params < section.before.params
     assert any(g.channels_after < g.channels_before for g in section.groups)
     assert all(g.channels_after % 2 == 0 and g.channels_after >= 2 for g in section.groups)
@@ -73,7 +66,7 @@ def test_prune_reaches_the_target_and_runs(criterion: str) -> None:
 
 
 def test_prune_round_and_min_width_hold() -> None:
-    result = prune_module(coupled(32), SPECS, {}, _fast(ratio=0.4, round_to=8, min_width=8))
+    result = prune_module(coupled(32), SPECS, {}, fast_options(ratio=0.4, round_to=8, min_width=8))
     for group in result.section.groups:
         assert group.channels_after == group.channels_before or group.channels_after % 8 == 0
         assert group.channels_after >= 8
@@ -91,7 +84,7 @@ def _with_twins(model: nn.Module) -> nn.Module:
 def test_red_merges_identical_channels_exactly() -> None:
     model = _with_twins(coupled())
     pruned = copy.deepcopy(model)
-    graph = Graph(pruned, [_inputs(1)])
+    graph = Graph(pruned, [random_batch(1)])
     group = next(g for g in graph.groups()[0] if g.name == "conv1")
     first = removal_plan(graph, group, "red")[0]
     assert {first.position, first.into} == {3, 5}
@@ -100,11 +93,11 @@ def test_red_merges_identical_channels_exactly() -> None:
     merge_into(graph, group, first.position, first.into)
     graph.group_of(group, [first.position]).prune()
     assert pruned.conv1.out_channels == 15
-    x = _inputs(8)
+    x = random_batch(8)
     torch.testing.assert_close(pruned(x), model(x), rtol=1e-5, atol=1e-5)
     # Cut instead of merged, the same channel changes the outputs: the merge is what makes it exact.
     cut = copy.deepcopy(model)
-    graph = Graph(cut, [_inputs(1)])
+    graph = Graph(cut, [random_batch(1)])
     group = next(g for g in graph.groups()[0] if g.name == "conv1")
     graph.group_of(group, [first.position]).prune()
     assert (cut(x) - model(x)).abs().max() > 1e-3
@@ -112,9 +105,9 @@ def test_red_merges_identical_channels_exactly() -> None:
 
 def test_recovery_lowers_the_distillation_loss() -> None:
     model = coupled()
-    result = prune_module(model, SPECS, {}, _fast(ratio=0.5))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.5))
     student = result.module
-    pool, held = _inputs(32, seed=2), _inputs(16, seed=3)
+    pool, held = random_batch(32, seed=2), random_batch(16, seed=3)
     before = distillation_loss(student, model, [held])
     log = distill(student, model, [pool], steps=60, seed=0)
     after = distillation_loss(student, model, [held])
@@ -123,7 +116,7 @@ def test_recovery_lowers_the_distillation_loss() -> None:
 
 
 def test_recovery_through_the_options_is_recorded() -> None:
-    result = prune_module(coupled(), SPECS, {}, _fast(ratio=0.4, recovery="distill", max_steps=15))
+    result = prune_module(coupled(), SPECS, {}, fast_options(ratio=0.4, recovery="distill", max_steps=15))
     rec = result.section.recovery
     assert rec.method == "distill" and rec.data_free and rec.steps == 15
     assert rec.loss_start is not None and rec.loss_end is not None
@@ -194,12 +187,12 @@ def test_companion_without_ratio_is_refused() -> None:
 
 def test_unknown_exclude_lists_close_names() -> None:
     with pytest.raises(EdgeportError, match="(?i)'conv_1' names no module.*close names: conv1") as err:
-        prune_module(coupled(), SPECS, {}, _fast(exclude=["conv_1"]))
+        prune_module(coupled(), SPECS, {}, fast_options(exclude=["conv_1"]))
     assert "\n" not in str(err.value)
 
 
 def test_excluded_module_is_kept_whole() -> None:
-    result = prune_module(coupled(), SPECS, {}, _fast(ratio=0.2, exclude=["conv1"]))
+    result = prune_module(coupled(), SPECS, {}, fast_options(ratio=0.2, exclude=["conv1"]))
     row = next(g for g in result.section.groups if g.module == "mix")
     assert row is not None
     assert all(g.module != "conv1" for g in result.section.groups)
@@ -209,7 +202,7 @@ def test_unreachable_target_names_the_reachable_one() -> None:
     with pytest.raises(
         EdgeportError, match=r"(?i)cannot be reached: at most 0\.\d\d.*use --prune 0\.\d\d or less"
     ):
-        prune_module(coupled(), SPECS, {}, _fast(ratio=0.95, round_to=8, min_width=8))
+        prune_module(coupled(), SPECS, {}, fast_options(ratio=0.95, round_to=8, min_width=8))
 
 
 class _FixedWidth(nn.Module):
@@ -231,7 +224,7 @@ class _Brittle(nn.Module):
 def test_a_model_the_analysis_cannot_follow_names_the_module() -> None:
     torch.manual_seed(0)
     with pytest.raises(EdgeportError, match=r"cannot follow this model: conv: .*head \(_FixedWidth\)") as err:
-        prune_module(_Brittle().eval(), SPECS, {}, _fast(ratio=0.2))
+        prune_module(_Brittle().eval(), SPECS, {}, fast_options(ratio=0.2))
     assert "--prune-exclude" in str(err.value)
 
 
@@ -250,9 +243,9 @@ def test_a_coupling_torch_pruning_misses_is_kept_whole() -> None:
     copy == zeroed) does, and that group stays whole while the rest prunes."""
     torch.manual_seed(0)
     model = _randomize_bns(_UntraceablePadShortcut())
-    result = prune_module(model, SPECS, {}, _fast(ratio=0.2))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.2))
     assert any("does not follow" in note for note in result.section.kept_whole), result.section.kept_whole
-    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert result.module(random_batch()).shape == model(random_batch()).shape
     assert result.section.removed() >= 0.2
 
 
@@ -266,9 +259,9 @@ def test_integrated_gradients_give_a_silent_channel_nothing_and_add_up() -> None
     model = coupled()
     with torch.no_grad():
         model.conv2.weight[:, 6] = 0.0  # conv1's channel 6 reaches nothing
-    graph = Graph(model, [_inputs(1)])
+    graph = Graph(model, [random_batch(1)])
     group = next(g for g in graph.groups()[0] if g.name == "conv1")
-    x = _inputs(8)
+    x = random_batch(8)
     scores = integrated_gradients(graph, group, [x])
     assert float(scores[6]) == 0.0 and float(scores.abs().max()) > 1e-3
     reference = model(x)
@@ -299,7 +292,7 @@ def test_a_model_without_batchnorm_prunes_on_input_statistics_and_says_so() -> N
         nn.Flatten(),
         nn.Linear(16, 4),
     ).eval()
-    result = prune_module(model, SPECS, {}, _fast(ratio=0.2))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.2))
     assert result.section.removed() >= 0.2
     assert len(result.notes) == 1 and "no BatchNorm" in result.notes[0] and "calibrat" not in result.notes[0]
 
@@ -318,6 +311,6 @@ def test_unet_prunes_through_concat_skips_and_a_transposed_convolution() -> None
 
     zoo = by_name("unet")
     specs = [TensorSpec("x", zoo.input_shapes[0])]
-    result = prune_module(zoo.build(), specs, {}, _fast(ratio=0.3, round_to=4, min_width=4))
+    result = prune_module(zoo.build(), specs, {}, fast_options(ratio=0.3, round_to=4, min_width=4))
     assert result.section.kept_whole == []
     assert result.section.removed() >= 0.3

@@ -12,7 +12,10 @@ from edgeport.cli import main
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.quant.prune import PruneOptions, PruningSection
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    fast_options,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
 from tests.zoo import by_name
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
@@ -22,8 +25,7 @@ PRUNED_ZOO = ("resnet_basic", "mobilenet_v2")
 
 
 def _prune(**over: object) -> PruneOptions:
-    values = {"ratio": 0.3, "round_to": 4, "min_width": 4, "recovery": "none", "samples": 16, "held_out": 8}
-    return PruneOptions.model_validate({**values, **over})
+    return fast_options(**{"round_to": 4, "min_width": 4, **over})
 
 
 @pytest.mark.parametrize("name", PRUNED_ZOO)

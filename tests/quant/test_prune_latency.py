@@ -16,7 +16,9 @@ from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
     INPUT_SHAPE,
     coupled,
+    fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
+    random_batch,
 )
 
 
@@ -86,8 +88,7 @@ SPECS = [TensorSpec("x", INPUT_SHAPE)]
 
 
 def _fast(**over: object) -> PruneOptions:
-    values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
-    return PruneOptions.model_validate({**values, "target": "latency", **over})
+    return fast_options(**{"target": "latency", **over})
 
 
 def _macs_clock(reference: nn.Module, slope: float):  # noqa: ANN202 - a fake measurer
@@ -112,13 +113,7 @@ def test_latency_target_prunes_to_the_measured_goal_and_records_the_search() -> 
     assert lat.after_ms == pytest.approx(10.0 * (1 - lat.removed), abs=1e-3)
     assert section.removed("flops") > 0.3  # latency falls slower than MACs here: more MACs go
     assert "latency 10.00 -> " in section.describe() and "asked -30%" in section.describe()
-    assert result.module(torch_inputs()).shape == model(torch_inputs()).shape
-
-
-def torch_inputs():  # noqa: ANN201
-    import torch
-
-    return torch.randn(2, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(0))
+    assert result.module(random_batch(2, seed=0)).shape == model(random_batch(2, seed=0)).shape
 
 
 def test_an_unreachable_latency_says_the_most_measured() -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune import prune_module
 from edgeport.quant.prune.allocate import allocate
 from edgeport.quant.prune.channel_pads import (
     ChannelGather,
@@ -29,7 +29,11 @@ from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
 from edgeport.quant.prune.prune import checked_groups, cost_model, sensitivities
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    fast_options,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    random_batch,
+)
 from tests.quant.stream_models import (
     INPUT_SHAPE,
     lambda_resnet,
@@ -43,12 +47,7 @@ STEM = ["conv1", "bn1", "layer1.0.conv2", "layer1.0.bn2", "layer1.1.conv2", "lay
 
 
 def _inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
-
-
-def _options(**over: object) -> PruneOptions:
-    values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
-    return PruneOptions.model_validate({**values, **over})
+    return random_batch(n, seed, INPUT_SHAPE)
 
 
 def _traced() -> tuple[nn.Module, Graph]:
@@ -155,7 +154,7 @@ def test_the_stream_prunes_end_to_end_and_the_macs_count_no_selection() -> None:
     """Uniform allocation cuts every group, the streams too: the pruned module runs, its pad is a
     memory op, and the selections never entered the MACs."""
     model = option_a_resnet()
-    result = prune_module(model, SPECS, {}, _options(ratio=0.4, allocation="uniform"))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.4, allocation="uniform"))
     rows = {g.module: g for g in result.section.groups}
     assert rows["conv1"].channels_after < rows["conv1"].channels_before
     assert rows["layer2.0.conv2"].channels_after < rows["layer2.0.conv2"].channels_before
@@ -213,7 +212,7 @@ def test_akamaster_s_lambda_layer_shortcut_prunes_its_stream() -> None:
     groups = graph.groups()[0]
     assert {"conv1", "layer2.0.conv2"} <= {g.name for g in groups}
     assert checked_groups(graph, groups, [_inputs(2)]) == (groups, [])
-    result = prune_module(model, SPECS, {}, _options(ratio=0.4, allocation="uniform"))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.4, allocation="uniform"))
     assert result.module(_inputs()).shape == model(_inputs()).shape
     assert result.module.get_submodule("conv1").out_channels < 8
 
@@ -222,13 +221,13 @@ def test_a_pad_off_the_channel_axis_leaves_the_model_as_it_was() -> None:
     model = spatial_pad()
     module, names, notes = pads_as_selections(model, [_inputs(1)])
     assert module is model and names == [] and notes == []
-    result = prune_module(model, SPECS, {}, _options())
+    result = prune_module(model, SPECS, {}, fast_options())
     assert not any(isinstance(m, fx.GraphModule) for m in result.module.modules())
 
 
 def test_a_model_fx_cannot_trace_keeps_its_stream_whole_and_says_why() -> None:
     model = untraceable_option_a()
-    result = prune_module(model, SPECS, {}, _options(ratio=0.2))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.2))
     notes = result.section.kept_whole
     assert any(n.startswith("layer2.0: its channel pad") and "torch.fx cannot trace it" in n for n in notes)
     assert any(n.startswith("conv1: kept whole, the dependency analysis does not follow it") for n in notes)
@@ -245,7 +244,7 @@ def test_a_stream_pruned_model_converts_within_the_float_tolerance(tmp_path: Pat
             source=f"{source}:option_a_resnet",
             outdir=tmp_path / "out",
             input_shapes=[INPUT_SHAPE],
-            prune=_options(ratio=0.4, allocation="uniform"),
+            prune=fast_options(ratio=0.4, allocation="uniform"),
         )
     )
     ver = result.manifest.verification
@@ -261,7 +260,7 @@ def test_kept_lists_each_narrowed_module_s_channels_in_the_unpruned_model() -> N
     """PruneResult.kept maps every narrowed module's outputs to the unpruned model's channels (what
     recovery reads the unpruned model's targets by): the cut's weights are those rows and columns."""
     model = option_a_resnet()
-    result = prune_module(model, SPECS, {}, _options(ratio=0.4, allocation="uniform"))
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.4, allocation="uniform"))
     kept, pruned = result.kept, result.module
     assert {"conv1", "bn1", "layer1.0.conv2", "layer2.0.conv2", "layer2.0.bn2"} <= kept.keys()
     assert not any("channel_pad" in name for name in kept)
@@ -277,7 +276,7 @@ def test_kept_lists_each_narrowed_module_s_channels_in_the_unpruned_model() -> N
 def test_block_outputs_inherit_the_stream_s_map() -> None:
     """A block's output (bn2 + shortcut, through a ReLU) and its stage's keep the channels its bn2
     keeps; the stem's ReLU output is the stem BatchNorm's."""
-    result = prune_module(option_a_resnet(), SPECS, {}, _options(ratio=0.4, allocation="uniform"))
+    result = prune_module(option_a_resnet(), SPECS, {}, fast_options(ratio=0.4, allocation="uniform"))
     kept = result.kept
     for block in ("layer1.0", "layer1.1", "layer1"):
         assert kept[block] == kept["bn1"], block
@@ -302,12 +301,12 @@ def test_the_latency_target_weighs_steps_in_whole_float_tiles(monkeypatch) -> No
     monkeypatch.setattr(alloc_mod, "allocate", spy)
     monkeypatch.setattr(prune_mod, "float_tile", lambda: 4)
     model = option_a_resnet()
-    prune_module(model, SPECS, {}, _options(ratio=0.3))
+    prune_module(model, SPECS, {}, fast_options(ratio=0.3))
     assert tiles == [1]
 
     def clock(module: nn.Module) -> tuple[float, float]:  # latency falling with the MACs
         count = sum(p.numel() for p in module.parameters())
         return float(sum(p.numel() for p in model.parameters())), float(count)
 
-    prune_module(model, SPECS, {}, _options(ratio=0.3, target="latency"), measure=clock)
+    prune_module(model, SPECS, {}, fast_options(ratio=0.3, target="latency"), measure=clock)
     assert tiles[1:] and set(tiles[1:]) == {4}

@@ -20,7 +20,11 @@ from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
 from edgeport.quant.prune.heads import HeadGroup, cut_plan, head_groups, head_plan, zero_plan
 from edgeport.tensors import TensorSpec
 from tests.quant import prune_attention_models as spelled
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    fast_options,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    random_batch,
+)
 from tests.zoo import zoo_model
 
 
@@ -118,7 +122,7 @@ SPECS = [TensorSpec("x", SHAPE)]
 
 
 def _inputs(n: int = 2) -> torch.Tensor:
-    return torch.randn(n, *SHAPE[1:], generator=torch.Generator().manual_seed(1))
+    return random_batch(n, 1, SHAPE)
 
 
 # Attention fx's symbolic trace cannot follow (tests/quant/prune_attention_models.py), traced on the
@@ -142,8 +146,7 @@ def _models() -> list[tuple[str, nn.Module, list[torch.Tensor]]]:
 
 
 def _fast(**over: object) -> PruneOptions:
-    values = {"ratio": 0.3, "round_to": 4, "min_width": 4, "recovery": "none", "samples": 16, "held_out": 8}
-    return PruneOptions.model_validate({**values, **over})
+    return fast_options(**{"round_to": 4, "min_width": 4, **over})
 
 
 @pytest.mark.parametrize(
