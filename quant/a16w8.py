@@ -249,9 +249,7 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
     group (every int16 tensor with that exact scale), constants in it requantized to keep their values;
     never on a group holding a fixed-scale output (LOGISTIC, TANH, SOFTMAX). A MUL left disagreeing is
     left for the TFLite Micro check to report."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    obj = flatbuffer_utils.convert_bytearray_to_object(model)
+    obj = edit_tflite(model)
     graph = obj.subgraphs[0]
     kinds = [op_name(obj.operatorCodes[op.opcodeIndex]) for op in graph.operators]
     fixed = {
@@ -351,7 +349,7 @@ def agree_mul_multipliers(model: bytes) -> tuple[bytes, dict[str, Any]]:
         "mul_scales_rounded_to_powers_of_two": rounded,
         "max_relative_scale_change": float(f"{worst:.2g}"),
     }
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj)), report
+    return serialize_tflite(obj), report
 
 
 def with_headroom(calibrated: bytes, factor: float = HEADROOM) -> bytes:

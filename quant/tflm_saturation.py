@@ -26,7 +26,7 @@ import math
 from typing import Any
 
 from edgeport.quant.calibrated import recorded_range, recorded_ranges, set_recorded_range
-from edgeport.tflite_file import op_name, parse_tflite, tensor_name
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite, tensor_name
 
 INPUT_INTEGER_BITS = 4  # tensorflow/lite/micro/kernels/logistic_common.cc and tanh.cc
 _SATURATING_OPS = ("LOGISTIC", "TANH")
@@ -85,9 +85,7 @@ def bound_activation_inputs(
     The ADD rule is what bounds an LSTM's input projection (+-6e4 in silero-vad) to the gate range plus
     the recurrent term, where the gate inputs alone would keep the projection's coarse step.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = edit_tflite(calibrated)
     graph = model.subgraphs[0]
     ops = graph.operators
     names = [op_name(code) for code in model.operatorCodes]
@@ -157,7 +155,7 @@ def bound_activation_inputs(
             changed = True
             if clamped is not None:
                 clamped.append(tensor_name(graph.tensors[t]))
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
+    return serialize_tflite(model) if changed else calibrated
 
 
 def _clamp(tensor: Any, low_end: float, high_end: float) -> bool:
