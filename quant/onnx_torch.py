@@ -23,8 +23,9 @@ computes, on a batch of two, before it is used.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,11 @@ from torch import nn
 # the same float32 ops as onnxruntime up to summation order (measured 3e-7 on ResNet-20), so a
 # larger difference is a wrong op, not rounding.
 CHECK_TOLERANCE = 1e-4
+
+
+# What an op's failure raises (torch's and Python's errors), named with its node. Anything else passes
+# through as raised: a caller's hook that ends a forward at a layer (quant/prune/reconstruct.py's _Stop).
+_OP_ERRORS = (ArithmeticError, AttributeError, LookupError, RuntimeError, TypeError, ValueError)
 
 
 class UnsupportedOnnxGraph(ValueError):
@@ -466,6 +472,26 @@ def _gather(ev: Evaluator, a: dict, x: torch.Tensor, indices: torch.Tensor) -> t
     return out.reshape((*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))
 
 
+def pad_amounts(
+    a: dict,
+    rank: int,
+    pads: torch.Tensor | None = None,
+    value: torch.Tensor | None = None,
+    axes: torch.Tensor | None = None,
+) -> tuple[list[int], float]:
+    """A Pad node's ONNX pads for every axis of a rank-`rank` input ([x1_begin, ..., x1_end, ...]) and
+    its fill value, from its inputs (opset 11+) or attributes."""
+    amounts = _ints(pads) if pads is not None else list(a["pads"])  # opset < 11: attribute
+    fill = float(value) if value is not None and value.numel() else float(a.get("value", 0.0))
+    if axes is not None:  # opset 18: pads only for `axes`; widen to every axis
+        dims = [d % rank for d in _ints(axes) or []]
+        full = [0] * (2 * rank)
+        for i, d in enumerate(dims):
+            full[d], full[d + rank] = amounts[i], amounts[i + len(dims)]
+        amounts = full
+    return amounts, fill
+
+
 @_op("Pad")
 def _pad(
     ev: Evaluator,
@@ -475,14 +501,7 @@ def _pad(
     value: torch.Tensor | None = None,
     axes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    amounts = _ints(pads) if pads is not None else list(a["pads"])  # opset < 11: attribute
-    fill = float(value) if value is not None and value.numel() else float(a.get("value", 0.0))
-    if axes is not None:  # opset 18: pads only for `axes`; widen to every axis
-        dims = [d % x.dim() for d in _ints(axes) or []]
-        full = [0] * (2 * x.dim())
-        for i, d in enumerate(dims):
-            full[d], full[d + x.dim()] = amounts[i], amounts[i + len(dims)]
-        amounts = full
+    amounts, fill = pad_amounts(a, x.dim(), pads, value, axes)
     mode = a.get("mode", "constant")
     torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(mode)
     if torch_mode is None:
@@ -657,6 +676,12 @@ class Evaluator(nn.Module):
                 kinds[0],
             )
         self._constants: dict[str, torch.Tensor] = {i.name: _tensor(i) for i in graph.initializer}
+        # Constant nodes' values (Paddle writes weights so; BatchNorm parameters may be), by output.
+        self.constant_nodes: dict[str, torch.Tensor] = {
+            n.output[0]: _constant(self, a)
+            for n, a in zip(self._nodes, self._attrs, strict=True)
+            if n.op_type == "Constant"
+        }
         self.input_names = [i.name for i in graph.input if i.name not in self._constants]
         self.output_names = [o.name for o in graph.output]
         by_name = {i.name: i for i in graph.input}
@@ -681,12 +706,7 @@ class Evaluator(nn.Module):
             )
         params = []
         for name in node.input[1:5]:
-            value = self._constants.get(name)
-            if value is None:
-                producer = next(
-                    (n for n in self._nodes if name in n.output and n.op_type == "Constant"), None
-                )
-                value = _constant(self, _attrs(producer)) if producer is not None else None
+            value = self._constants.get(name, self.constant_nodes.get(name))
             if value is None:
                 raise UnsupportedOnnxGraph(
                     f"BatchNormalization {node.name!r} has non-constant parameters", "BatchNormalization"
@@ -705,22 +725,45 @@ class Evaluator(nn.Module):
         self.bn_keys[node.output[0]] = key
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        env = self._values(inputs)
+        results = tuple(env[name] for name in self.output_names)
+        return results[0] if len(results) == 1 else results
+
+    def shapes(self, *inputs: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """Every tensor's shape, by name, in one forward on `inputs` (where ONNX shape inference stops
+        at a Pad whose amounts are computed: torch.onnx.export's channel pads)."""
+        with torch.no_grad():
+            env = self._values(inputs)
+        return {name: tuple(v.shape) for name, v in env.items() if isinstance(v, torch.Tensor)}
+
+    def _values(self, inputs: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """Every tensor of the graph, by name, computed on `inputs`."""
         if len(inputs) != len(self.input_names):
             raise ValueError(f"the graph takes {len(self.input_names)} inputs, got {len(inputs)}")
         self.batch = int(inputs[0].shape[0]) if inputs and inputs[0].dim() else None
         self.batch_changed = self.exported_batch is not None and self.batch != self.exported_batch
         env: dict[str, Any] = dict(self._constants)
         env.update(zip(self.input_names, inputs, strict=True))
-        for node, attrs in zip(self._nodes, self._attrs, strict=True):
+        self._run(zip(self._nodes, self._attrs, strict=True), env, self.run_node)
+        return env
+
+    def _run(
+        self,
+        steps: Iterable[tuple[onnx.NodeProto, dict]],
+        env: dict[str, Any],
+        run: Callable[[onnx.NodeProto, dict, list[Any]], Any],
+    ) -> None:
+        """Run the (node, attributes) `steps` in order with `run`, reading and writing `env`."""
+        for node, attrs in steps:
             self.node = node
             args = [env[name] if name else None for name in node.input]
             while args and args[-1] is None:
                 args.pop()
             try:
-                out = self.run_node(node, attrs, args)
+                out = run(node, attrs, args)
             except UnsupportedOnnxGraph:
                 raise
-            except Exception as exc:
+            except _OP_ERRORS as exc:
                 raise RuntimeError(
                     f"node {node.name or node.output[0]!r} ({node.op_type}): {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0][:160] if str(exc) else ''}"
@@ -729,12 +772,33 @@ class Evaluator(nn.Module):
             for name, value in zip(node.output, outs, strict=False):
                 if name:
                     env[name] = value
-        results = tuple(env[name] for name in self.output_names)
-        return results[0] if len(results) == 1 else results
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         """One node's outputs (a subclass may run some nodes through modules: quant/prune/onnx_source.py)."""
         return _OPS[node.op_type](self, attrs, *args)
+
+    def constant(self, name: str) -> torch.Tensor | None:
+        """The value of tensor `name` when no graph input reaches it (an initializer, a Constant node,
+        or ops on those: torch.onnx.export writes a channel pad's amounts as ConstantOfShape, Concat,
+        Reshape, Slice, Transpose and Cast of Constants), computed with the evaluator's ops; else None."""
+        producer = {out: i for i, n in enumerate(self._nodes) for out in n.output}
+        needed: set[int] = set()
+        stack = [name]
+        while stack:
+            tensor = stack.pop()
+            if not tensor or tensor in self._constants:
+                continue
+            index = producer.get(tensor)
+            if index is None:
+                return None  # a graph input
+            if index not in needed:
+                needed.add(index)
+                stack.extend(self._nodes[index].input)
+        env: dict[str, Any] = dict(self._constants)
+        steps = ((self._nodes[i], self._attrs[i]) for i in sorted(needed))  # graph order is topological
+        # The base class's run_node: a subclass may run a node through a module, constants are ops'.
+        self._run(steps, env, functools.partial(Evaluator.run_node, self))
+        return env[name]
 
 
 def batchnorm_count(model: onnx.ModelProto) -> int:

@@ -13,13 +13,14 @@ A selection's input and output channels are independent, like any convolution's,
 stream is its own group (a customized pruner keeps torch-pruning's magnitude importance from
 counting its 0/1 weights). After the cut a selection is written back as the memory op it is (slice
 and pad, or a gather from its input and one pad channel): no MACs. A module fx cannot trace keeps
-its pad (and its stream whole).
+its pad (and its stream whole), unless it makes its selections itself (SelectsOwnPads: the ONNX
+evaluator of quant/prune/onnx_source.py, whose constant channel Pad nodes become selections).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -155,6 +156,17 @@ class _PadProbe(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+@runtime_checkable
+class SelectsOwnPads(Protocol):
+    """A module that makes its own channel pads selection layers, where fx cannot trace it
+    (quant/prune/onnx_source.py's ONNX evaluator runs a graph node by node)."""
+
+    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], list[str]]:
+        """Replace its channel pads by selection layers, in place (`inputs`: the arguments of its
+        first call): (their module names in it, notes (kept_pad_note) on the channel pads it keeps)."""
+        ...
+
+
 def pad_owners(module: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, tuple[nn.Module, tuple]]:
     """{name: (module, the arguments of its first call)} of the modules whose own forward pads
     channels, in call order, from one forward of `module` on `inputs`."""
@@ -175,13 +187,19 @@ def pads_as_selections(
     """(`module` with the channel pads as selection layers, the selections' names, notes). Only the
     modules whose own forward pads channels are traced with fx and replaced, in place (the rest of
     the model keeps its classes and calls; the model itself is returned traced when its own forward
-    pads). One that fx cannot trace, or whose trace computes something else, keeps its pad (its
-    stream then stays coupled, and the cut check keeps it whole) with a note."""
+    pads; one that is SelectsOwnPads makes its selections itself). One that fx cannot trace, or whose
+    trace computes something else, keeps its pad (its stream then stays coupled, and the cut check
+    keeps it whole) with a note."""
     names: list[str] = []
     notes: list[str] = []
     for owner_name, (owner, args) in pad_owners(module, inputs).items():
         where = owner_name or "the model"
-        why = f"{where}: its channel pad (an option-A shortcut) is kept, and the stream it joins whole"
+        if isinstance(owner, SelectsOwnPads):
+            made, kept = owner.channel_pads_as_selections(*args)
+            names += [f"{owner_name}.{n}" if owner_name else n for n in made]
+            notes += kept if made or kept else [kept_pad_note(where, "its amounts are not constants")]
+            continue
+        why = kept_pad_note(where)
         try:
             traced, made = _traced(owner, args)
         except Exception as exc:  # noqa: BLE001 - fx's failure, reported as the reason
@@ -199,6 +217,12 @@ def pads_as_selections(
             module = traced
         names += [f"{owner_name}.{n}" if owner_name else n for n in made]
     return module, names, notes
+
+
+def kept_pad_note(where: str, reason: str = "") -> str:
+    """The note for a channel pad of `where` left a pad (the stream it joins kept whole), and why."""
+    note = f"{where}: its channel pad (an option-A shortcut) is kept, and the stream it joins whole"
+    return f"{note}: {reason}" if reason else note
 
 
 def _same(a: Any, b: Any) -> bool:

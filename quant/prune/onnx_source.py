@@ -9,10 +9,13 @@ Which nodes become modules: Conv with constant weights and explicit pads, none, 
 constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
 do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
 exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator.
-Constant weights are initializers or Constant nodes (as Paddle exports them). Other
-nodes stay functional on their constant weights: a channel feeding one cannot change width, which
-the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph the evaluator
-cannot run is refused in one line naming the op.
+Constant weights are initializers or Constant nodes (as Paddle exports them). A Pad that pads only
+the channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops
+on Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, so each
+stage's residual stream is its own group as for a PyTorch source. Other nodes stay functional on
+their constant weights: a channel feeding one cannot change width, which the removal check (cut on
+a copy == zeroed) sees, so its group is kept whole. A graph the evaluator cannot run is refused in
+one line naming the op.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from edgeport.quant.onnx_torch import (
     Evaluator,
     UnsupportedOnnxGraph,
     check_against_onnxruntime,
+    pad_amounts,
     spatial_pads,
     torch_pad,
 )
+from edgeport.quant.prune.channel_pads import channel_pad, kept_pad_note, selection
 from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
@@ -94,6 +99,27 @@ def _spatial_sizes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return sizes
 
 
+def _channel_pad(
+    graph: Evaluator, node: onnx.NodeProto, attrs: dict, shape: Sequence[int]
+) -> tuple[int, int, float] | str | None:
+    """(before, after, value) of a Pad node that pads only the channel axis of its input (of `shape`)
+    with a constant; a reason when it pads the channels and other axes; None when it does not pad
+    channels, or its amounts are computed from the input."""
+    if attrs.get("mode", "constant") != "constant":
+        return None
+    given = [graph.constant(name) if name else None for name in node.input[1:4]]
+    if any(name and value is None for name, value in zip(node.input[1:4], given, strict=False)):
+        return None  # amounts computed from the input
+    amounts, fill = pad_amounts(attrs, len(shape), *given)
+    pad = torch_pad(amounts)
+    where = channel_pad(len(shape), pad)
+    if where is None:
+        return None
+    if any(pad[: 2 * (len(shape) - 2)]):
+        return "it pads other axes too"
+    return (*where, fill)
+
+
 def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
     plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
     if weight.dim() != 2 or not plain:
@@ -110,14 +136,18 @@ def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.
 
 
 def _matmul_bias(
-    model: onnx.ModelProto, node: onnx.NodeProto, readers: Counter, constants: dict[str, torch.Tensor]
+    node: onnx.NodeProto,
+    readers: Counter,
+    first_reader: Mapping[str, onnx.NodeProto],
+    outputs: set[str],
+    constants: dict[str, torch.Tensor],
 ) -> tuple[onnx.NodeProto, torch.Tensor] | None:
     """The Add that is a MatMul's only reader and adds a constant bias over its last axis, and the
     bias; None when there is none."""
     out = node.output[0]
-    if readers[out] != 1 or out in {o.name for o in model.graph.output}:
+    if readers[out] != 1 or out in outputs:
         return None
-    add = next((n for n in model.graph.node if out in n.input), None)
+    add = first_reader.get(out)
     if add is None or add.op_type != "Add" or len(add.input) != 2:
         return None
     bias = constants.get(add.input[1] if add.input[0] == out else add.input[0])
@@ -143,7 +173,8 @@ def _transposed(
 
 class PrunableGraph(Evaluator):
     """The evaluator with Conv, Gemm and MatMul nodes run through modules (`layers`, keyed by weight
-    name)."""
+    name); constant channel Pads become channel_pads' selection layers when pruning's analysis asks
+    (channel_pads_as_selections)."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__(model)
@@ -151,16 +182,15 @@ class PrunableGraph(Evaluator):
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
         readers = Counter(name for n in self._nodes for name in n.input)
+        first_reader: dict[str, onnx.NodeProto] = {}
+        for n in self._nodes:
+            for name in n.input:
+                first_reader.setdefault(name, n)
         producers = {out: n for n in self._nodes for out in n.output}
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
         # Weights in Constant nodes (Paddle's exports) are constants as initializers are.
-        constants = dict(self._constants)
-        constants.update(
-            (n.output[0], a["value"])
-            for n, a in zip(self._nodes, self._attrs, strict=True)
-            if n.op_type == "Constant" and isinstance(a.get("value"), torch.Tensor)
-        )
+        constants = {**self._constants, **self.constant_nodes}
         taken: Counter = Counter()  # how many times layers took each constant's value
         sizes = (
             _spatial_sizes(model) if any(a.get("auto_pad", "NOTSET") != "NOTSET" for a in self._attrs) else {}
@@ -184,7 +214,7 @@ class PrunableGraph(Evaluator):
                 if attrs is None:
                     continue
             if node.op_type == "MatMul":
-                folded = _matmul_bias(model, node, readers, constants)
+                folded = _matmul_bias(node, readers, first_reader, outputs, constants)
                 add, bias = folded if folded is not None else (None, None)
                 # MatMul: x @ B, B is [in, out] as Gemm's untransposed B; Transpose(W): W is [out, in].
                 attrs = {"transB": 1} if transposed is not None else {}
@@ -197,11 +227,7 @@ class PrunableGraph(Evaluator):
                 self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
                 taken.update(n for n in add.input if n != node.output[0])
             named = producers[node.input[1]].input[0] if transposed is not None else node.input[1]
-            key = re.sub(r"\W", "_", re.sub(r"\.weight$", "", named)) or f"node{index}"
-            while key in self.layers:
-                key += "_"
-            self.layers[key] = layer
-            self._layer_keys[node.output[0]] = key
+            self._add_layer(re.sub(r"\.weight$", "", named) or f"node{index}", layer, node.output[0])
         # Constant / Transpose outputs only layers read (the layers hold their values): not run.
         self._folded = {
             name
@@ -211,6 +237,37 @@ class PrunableGraph(Evaluator):
             and readers[name] == count
             and name not in outputs
         }
+
+    def _add_layer(self, name: str, layer: nn.Module, output: str) -> str:
+        """Put `layer` in `layers` under a key made of `name`, run for the node writing `output`; the key."""
+        key = re.sub(r"\W", "_", name)
+        while key in self.layers:
+            key += "_"
+        self.layers[key] = layer
+        self._layer_keys[output] = key
+        return key
+
+    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], list[str]]:
+        """Each Pad that pads only the channel axis with constants becomes channel_pads' selection
+        layer in `layers` (torch-pruning then cuts its input and output channels apart: each stage's
+        stream its own group); (their module names, why other channel pads are kept). Its input's
+        channels are read from a forward on `inputs`. Called by channel_pads.pads_as_selections on
+        pruning's copy of the model (fx cannot trace an evaluator): the unpruned model (its MACs,
+        export, latency, recovery's teacher) keeps its Pads."""
+        shapes = self.shapes(*inputs)
+        names, notes = [], []
+        for node, attrs in zip(self._nodes, self._attrs, strict=True):
+            if node.op_type != "Pad" or node.output[0] in self._layer_keys:
+                continue
+            found = _channel_pad(self, node, attrs, shapes[node.input[0]])
+            name = node.name or node.output[0]
+            if isinstance(found, str):
+                notes.append(kept_pad_note(f"node {name!r}", found))
+            elif found is not None:
+                shape = shapes[node.input[0]]
+                layer = selection(len(shape), shape[1], *found)
+                names.append(f"layers.{self._add_layer(name.strip('/') or 'pad', layer, node.output[0])}")
+        return names, notes
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         if node.output[0] in self._folded:  # a weight (or bias) the layers hold

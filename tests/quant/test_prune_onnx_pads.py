@@ -1,0 +1,225 @@
+"""Residual streams of ONNX sources across option-A shortcuts: a Pad node that pads only the channel axis
+with constants (torch.onnx.export writes `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))` as Slice and a
+Pad whose amounts a chain of Constant ops computes) becomes channel_pads' selection layer on pruning's
+copy of quant/onnx_torch.py's evaluator, so each stage's stream is its own group as for the PyTorch
+source; the unpruned model keeps its Pad; other Pads stay as they are."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeport.cli import main
+from edgeport.converters.torch_to_onnx import export_onnx
+from edgeport.manifest import Manifest
+from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.quant import onnx_torch
+from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
+from edgeport.quant.prune.channel_pads import ChannelGather, is_selection, kept_pad_note
+from edgeport.quant.prune.onnx_source import prunable_module
+from edgeport.tensors import TensorSpec
+from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.stream_models import INPUT_SHAPE, option_a_resnet, spatial_pad
+
+SPECS = [TensorSpec("x", INPUT_SHAPE)]
+# Every group cut by the same fraction: the stream groups too, whatever their measured sensitivity.
+UNIFORM = PruneOptions(
+    ratio=0.4, round_to=2, min_width=2, recovery="none", samples=16, held_out=8, allocation="uniform"
+)
+
+
+def _inputs(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
+
+
+def _exported(model: nn.Module, path: Path) -> onnx.ModelProto:
+    """`model` as torch.onnx.export writes it (constants folded: BatchNorms inside the Convs)."""
+    return export_onnx(model, [torch.zeros(*INPUT_SHAPE)], path, ["x"])
+
+
+def _selection_names(module: nn.Module) -> list[str]:
+    """The names the evaluator's channel pads take as selection layers (on a copy)."""
+    return copy.deepcopy(module).channel_pads_as_selections(_inputs(1))[0]
+
+
+def _conv_shapes(module: nn.Module) -> list[tuple[int, ...]]:
+    return [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def test_the_exporter_s_pad_amounts_are_folded_from_its_constant_chain(tmp_path: Path) -> None:
+    graph = _exported(option_a_resnet(), tmp_path / "oa.onnx")
+    (pad,) = [n for n in graph.graph.node if n.op_type == "Pad"]
+    assert pad.input[1] not in {i.name for i in graph.graph.initializer}  # computed, not a constant
+    module = prunable_module(graph, SPECS)
+    assert module.constant(pad.input[1]).tolist() == [0, 4, 0, 0, 0, 4, 0, 0]
+    assert module.constant(pad.input[0]) is None  # the input reaches it
+    assert module.shapes(_inputs(1))[pad.input[0]] == (1, 8, 4, 4)
+
+
+def test_an_onnx_option_a_resnet_prunes_each_stage_stream_as_its_pytorch_source(tmp_path: Path) -> None:
+    """One group per stage's stream (the stem's, stage 2's), each passing the cut == zeroed check, cut
+    to the widths, MACs and weight shapes pruning the PyTorch module gives; the unpruned module keeps
+    its Pad."""
+    module = prunable_module(_exported(option_a_resnet(), tmp_path / "oa.onnx"), SPECS)
+    ours = prune_module(module, SPECS, {}, UNIFORM)
+    theirs = prune_module(option_a_resnet(), SPECS, {}, UNIFORM)
+    assert ours.section.kept_whole == [] and theirs.section.kept_whole == []
+    (pad,) = _selection_names(module)
+    streams = [g for g in ours.section.groups if pad in g.modules]
+    assert sorted(g.channels_before for g in streams) == [8, 16]
+    assert all(g.channels_after < g.channels_before for g in streams)
+    widths = sorted((g.channels_before, g.channels_after) for g in ours.section.groups)
+    assert widths == sorted((g.channels_before, g.channels_after) for g in theirs.section.groups)
+    assert (ours.section.before.macs, ours.section.after.macs) == (
+        theirs.section.before.macs,
+        theirs.section.after.macs,
+    )
+    assert _conv_shapes(ours.module) == _conv_shapes(theirs.module)
+    assert [type(m) for m in ours.module.layers.values()].count(ChannelGather) == 1
+    assert not any(is_selection(m) for m in [*module.modules(), *ours.module.modules()])
+    with torch.no_grad():
+        assert ours.module(_inputs(3)).shape == (3, 4)
+
+
+def test_an_onnx_option_a_source_converts_with_its_streams_cut(tmp_path: Path) -> None:
+    source = tmp_path / "oa.onnx"
+    (pad,) = _selection_names(prunable_module(_exported(option_a_resnet(), source), SPECS))
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=UNIFORM))
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    streams = [g for g in section.groups if pad in g.modules]
+    assert len(streams) == 2 and all(g.channels_after < g.channels_before for g in streams)
+    assert section.after.onnx_macs == section.after.macs  # the cut pad is a memory op
+    assert [i.name for i in onnx.load(str(outdir / "model.onnx")).graph.input] == ["x"]
+
+
+def test_convert_of_an_onnx_option_a_source_with_prune_verifies(tmp_path: Path, capsys) -> None:
+    source = tmp_path / "oa.onnx"
+    _exported(option_a_resnet(), source)
+    outdir = tmp_path / "out"
+    args = ["convert", str(source), "--prune", "0.3", "--prune-recovery", "none", "-o", str(outdir), "-q"]
+    assert main(args) == 0, capsys.readouterr().err
+    manifest = Manifest.read(outdir)
+    assert manifest.verification is not None and manifest.verification.passed
+    section = PruningSection.of(manifest, str(outdir))
+    assert section.kept_whole == [] and section.removed() >= 0.3
+
+
+def test_least_squares_recovery_runs_on_an_onnx_source(tmp_path: Path) -> None:
+    """Least squares ends a forward at the layer it solves by raising from a hook: the evaluator passes
+    that through instead of calling it the node's failure."""
+    module = prunable_module(_exported(option_a_resnet(), tmp_path / "oa.onnx"), SPECS)
+    options = UNIFORM.model_copy(update={"recovery": "distill", "max_steps": 2})
+    result = prune_module(module, SPECS, {}, options)
+    assert result.section.recovery.reconstructed_layers > 0
+    assert result.section.recovery.steps == 2
+
+
+def test_a_spatial_pad_stays_a_pad(tmp_path: Path) -> None:
+    module = prunable_module(_exported(spatial_pad(), tmp_path / "sp.onnx"), SPECS)
+    assert module.channel_pads_as_selections(_inputs(1)) == ([], [])
+    result = prune_module(module, SPECS, {}, UNIFORM)
+    assert not any(isinstance(m, ChannelGather) or is_selection(m) for m in result.module.modules())
+    assert result.section.removed() >= 0.4
+
+
+def _pad_graph(
+    pads: list[int], opset: int = 17, value: float | None = None, axes: list[int] | None = None
+) -> onnx.ModelProto:
+    """x [1, 4, 6, 6] -> Relu -> Pad(`pads`; an attribute before opset 11) -> 1x1 Conv(3) -> y."""
+    rng = np.random.default_rng(0)
+    tensors = {"pads": np.array(pads, np.int64)}
+    if value is not None:
+        tensors["value"] = np.array(value, np.float32)
+    if axes is not None:
+        tensors["axes"] = np.array(axes, np.int64)
+    dims = [1, 4, 6, 6]
+    full = pads if axes is None else [0] * 8
+    for i, axis in enumerate(axes or []):
+        full[axis], full[axis + 4] = pads[i], pads[i + len(axes)]
+    padded = [d + full[i] + full[i + 4] for i, d in enumerate(dims)]
+    tensors["w"] = rng.normal(size=(3, padded[1], 1, 1)).astype(np.float32)
+    if opset < 11:
+        pad = helper.make_node("Pad", ["r"], ["p"], pads=pads, value=value or 0.0)
+        inits = [numpy_helper.from_array(tensors["w"], "w")]
+    else:
+        names = ["r", "pads", "value" if value is not None else "", "axes" if axes is not None else ""]
+        while not names[-1]:
+            names.pop()
+        pad = helper.make_node("Pad", names, ["p"], name="the_pad")
+        inits = [numpy_helper.from_array(a, n) for n, a in tensors.items()]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), pad, helper.make_node("Conv", ["p", "w"], ["y"])]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, *padded[2:]])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+@pytest.mark.parametrize(
+    ("graph", "selections", "note"),
+    [
+        (_pad_graph([0, 2, 0, 0, 0, 1, 0, 0]), 1, None),
+        (_pad_graph([0, 2, 0, 0, 0, 2, 0, 0], value=0.5), 1, None),
+        (_pad_graph([2, 1], opset=18, axes=[1]), 1, None),
+        (_pad_graph([0, 1, 0, 0, 0, 3, 0, 0], opset=10), 1, None),
+        (_pad_graph([0, 0, 1, 1, 0, 0, 1, 1]), 0, None),
+        (_pad_graph([0, 2, 1, 1, 0, 2, 1, 1]), 0, "it pads other axes too"),
+    ],
+    ids=["channels", "value", "opset18_axes", "opset10_attribute", "spatial", "channels_and_spatial"],
+)
+def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int, note: str | None) -> None:
+    module = prunable_module(graph, [TensorSpec("x", [1, 4, 6, 6])])
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = module(x)
+    names, notes = module.channel_pads_as_selections(x[:1])
+    assert len(names) == selections and all(is_selection(module.get_submodule(n)) for n in names)
+    assert notes == ([] if note is None else [kept_pad_note("node 'the_pad'", note)])
+    with torch.no_grad():
+        assert torch.allclose(module(x), want, rtol=0, atol=1e-6)
+
+
+def test_batchnorm_parameters_in_constant_nodes_of_any_form() -> None:
+    """BatchNormalization reads its parameters from Constant nodes as from initializers, a tensor
+    `value` or `value_floats`; the evaluator's result is onnxruntime's."""
+    rng = np.random.default_rng(0)
+    params = {
+        "scale": rng.uniform(0.5, 1.5, 4),
+        "bias": rng.normal(size=4),
+        "mean": rng.normal(size=4),
+        "var": rng.uniform(0.5, 1.5, 4),
+    }
+    constants = [
+        helper.make_node("Constant", [], ["scale"], value_floats=params["scale"].tolist()),
+        helper.make_node(
+            "Constant", [], ["bias"], value=numpy_helper.from_array(params["bias"].astype(np.float32))
+        ),
+    ]
+    inits = [numpy_helper.from_array(params[n].astype(np.float32), n) for n in ("mean", "var")]
+    bn = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"])
+    graph = helper.make_graph(
+        [*constants, bn],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    module = onnx_torch.onnx_to_torch(model)
+    assert len(module.batchnorms) == 1
+    samples = [{"x": rng.normal(size=(1, 4, 3, 3)).astype(np.float32)} for _ in range(2)]
+    assert onnx_torch.check_against_onnxruntime(module, model, samples) < onnx_torch.CHECK_TOLERANCE
