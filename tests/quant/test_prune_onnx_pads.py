@@ -21,22 +21,20 @@ from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.quant import onnx_torch
-from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
+from edgeport.quant.prune import PruningSection, prune_module
 from edgeport.quant.prune.channel_pads import ChannelGather, is_selection, kept_pad_note
 from edgeport.quant.prune.onnx_source import prunable_module
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    fast_options,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    random_batch,
+)
 from tests.quant.stream_models import INPUT_SHAPE, option_a_resnet, spatial_pad
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
 # Every group cut by the same fraction: the stream groups too, whatever their measured sensitivity.
-UNIFORM = PruneOptions(
-    ratio=0.4, round_to=2, min_width=2, recovery="none", samples=16, held_out=8, allocation="uniform"
-)
-
-
-def _inputs(n: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
+UNIFORM = fast_options(ratio=0.4, allocation="uniform")
 
 
 def _exported(model: nn.Module, path: Path) -> onnx.ModelProto:
@@ -46,7 +44,7 @@ def _exported(model: nn.Module, path: Path) -> onnx.ModelProto:
 
 def _selection_names(module: nn.Module) -> list[str]:
     """The names the evaluator's channel pads take as selection layers (on a copy)."""
-    return copy.deepcopy(module).channel_pads_as_selections(_inputs(1))[0]
+    return copy.deepcopy(module).channel_pads_as_selections(random_batch(1))[0]
 
 
 def _conv_shapes(module: nn.Module) -> list[tuple[int, ...]]:
@@ -60,7 +58,7 @@ def test_the_exporter_s_pad_amounts_are_folded_from_its_constant_chain(tmp_path:
     module = prunable_module(graph, SPECS)
     assert module.constant(pad.input[1]).tolist() == [0, 4, 0, 0, 0, 4, 0, 0]
     assert module.constant(pad.input[0]) is None  # the input reaches it
-    assert module.shapes(_inputs(1))[pad.input[0]] == (1, 8, 4, 4)
+    assert module.shapes(random_batch(1))[pad.input[0]] == (1, 8, 4, 4)
 
 
 def test_an_onnx_option_a_resnet_prunes_each_stage_stream_as_its_pytorch_source(tmp_path: Path) -> None:
@@ -85,7 +83,7 @@ def test_an_onnx_option_a_resnet_prunes_each_stage_stream_as_its_pytorch_source(
     assert [type(m) for m in ours.module.layers.values()].count(ChannelGather) == 1
     assert not any(is_selection(m) for m in [*module.modules(), *ours.module.modules()])
     with torch.no_grad():
-        assert ours.module(_inputs(3)).shape == (3, 4)
+        assert ours.module(random_batch(3)).shape == (3, 4)
 
 
 def test_an_onnx_option_a_source_converts_with_its_streams_cut(tmp_path: Path) -> None:
@@ -127,7 +125,7 @@ def test_least_squares_recovery_runs_on_an_onnx_source(tmp_path: Path) -> None:
 
 def test_a_spatial_pad_stays_a_pad(tmp_path: Path) -> None:
     module = prunable_module(_exported(spatial_pad(), tmp_path / "sp.onnx"), SPECS)
-    assert module.channel_pads_as_selections(_inputs(1)) == ([], [])
+    assert module.channel_pads_as_selections(random_batch(1)) == ([], [])
     result = prune_module(module, SPECS, {}, UNIFORM)
     assert not any(isinstance(m, ChannelGather) or is_selection(m) for m in result.module.modules())
     assert result.section.removed() >= 0.4

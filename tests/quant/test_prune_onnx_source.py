@@ -17,13 +17,16 @@ from edgeport.cli import main
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
-from edgeport.quant.prune import PruneOptions, PruningSection
+from edgeport.quant.prune import PruningSection
 from edgeport.quant.prune.onnx_source import prunable_module
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    fast_options,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+)
 from tests.zoo import by_name
 
-PRUNE = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+PRUNE = fast_options(round_to=4, min_width=4)
 
 
 def _zoo_onnx(name: str, path: Path) -> Path:
