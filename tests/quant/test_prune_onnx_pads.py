@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from edgeport.cli import main
 from edgeport.converters.torch_to_onnx import export_onnx
@@ -25,6 +25,7 @@ from edgeport.quant.prune import PruningSection, prune_module
 from edgeport.quant.prune.channel_pads import ChannelGather, is_selection, kept_pad_note
 from edgeport.quant.prune.onnx_source import prunable_module
 from edgeport.tensors import TensorSpec
+from tests.onnx_graphs import make_model
 from tests.quant.prune_models import (
     fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
@@ -135,36 +136,24 @@ def _pad_graph(
     pads: list[int], opset: int = 17, value: float | None = None, axes: list[int] | None = None
 ) -> onnx.ModelProto:
     """x [1, 4, 6, 6] -> Relu -> Pad(`pads`; an attribute before opset 11) -> 1x1 Conv(3) -> y."""
-    rng = np.random.default_rng(0)
-    tensors = {"pads": np.array(pads, np.int64)}
-    if value is not None:
-        tensors["value"] = np.array(value, np.float32)
-    if axes is not None:
-        tensors["axes"] = np.array(axes, np.int64)
-    dims = [1, 4, 6, 6]
     full = pads if axes is None else [0] * 8
     for i, axis in enumerate(axes or []):
         full[axis], full[axis + 4] = pads[i], pads[i + len(axes)]
-    padded = [d + full[i] + full[i + 4] for i, d in enumerate(dims)]
-    tensors["w"] = rng.normal(size=(3, padded[1], 1, 1)).astype(np.float32)
+    constants = {"w": np.random.default_rng(0).normal(size=(3, 4 + full[1] + full[5], 1, 1))}
     if opset < 11:
         pad = helper.make_node("Pad", ["r"], ["p"], pads=pads, value=value or 0.0)
-        inits = [numpy_helper.from_array(tensors["w"], "w")]
     else:
+        constants["pads"] = np.array(pads, np.int64)
+        if value is not None:
+            constants["value"] = np.array(value, np.float32)
+        if axes is not None:
+            constants["axes"] = np.array(axes, np.int64)
         names = ["r", "pads", "value" if value is not None else "", "axes" if axes is not None else ""]
         while not names[-1]:
             names.pop()
         pad = helper.make_node("Pad", names, ["p"], name="the_pad")
-        inits = [numpy_helper.from_array(a, n) for n, a in tensors.items()]
     nodes = [helper.make_node("Relu", ["x"], ["r"]), pad, helper.make_node("Conv", ["p", "w"], ["y"])]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, *padded[2:]])],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    return make_model(nodes, {"x": [1, 4, 6, 6]}, ["y"], constants, opset)
 
 
 @pytest.mark.parametrize(
@@ -207,16 +196,9 @@ def test_batchnorm_parameters_in_constant_nodes_of_any_form() -> None:
             "Constant", [], ["bias"], value=numpy_helper.from_array(params["bias"].astype(np.float32))
         ),
     ]
-    inits = [numpy_helper.from_array(params[n].astype(np.float32), n) for n in ("mean", "var")]
     bn = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"])
-    graph = helper.make_graph(
-        [*constants, bn],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    stats = {n: params[n] for n in ("mean", "var")}
+    model = make_model([*constants, bn], {"x": [1, 4, 3, 3]}, ["y"], stats)
     module = onnx_torch.onnx_to_torch(model)
     assert len(module.batchnorms) == 1
     samples = [{"x": rng.normal(size=(1, 4, 3, 3)).astype(np.float32)} for _ in range(2)]

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from edgeport.cli import main
 from edgeport.manifest import Manifest
@@ -20,6 +20,7 @@ from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune import PruningSection
 from edgeport.quant.prune.onnx_source import prunable_module
 from edgeport.tensors import TensorSpec
+from tests.onnx_graphs import make_model
 from tests.quant.prune_models import (
     fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
@@ -53,22 +54,12 @@ def test_onnx_source_prunes_converts_and_keeps_its_names(tmp_path: Path) -> None
 
 def _conv_then(op: str, path: Path, **attrs: object) -> Path:
     """x -> Conv(8) -> `op` -> y: a graph with one op the evaluator may lack."""
-    weight = numpy_helper.from_array(
-        np.random.default_rng(0).normal(size=(8, 3, 3, 3)).astype(np.float32), "w"
-    )
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node(op, ["c"], ["y"], **attrs),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
-        [weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(path))
+    weight = np.random.default_rng(0).normal(size=(8, 3, 3, 3))
+    onnx.save(make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], {"w": weight}), str(path))
     return path
 
 
@@ -129,22 +120,13 @@ def two_convs(path: Path, kernel: int = 3, **first: object) -> Path:
     """x -> Conv(8, `kernel` x `kernel`, attributes `first`) -> Relu -> Conv(4, 3x3, pads 1) -> y,
     saved at `path`."""
     rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.normal(size=(8, 3, kernel, kernel)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.normal(size=(4, 8, 3, 3)).astype(np.float32), "w2")
+    weights = {"w1": rng.normal(size=(8, 3, kernel, kernel)), "w2": rng.normal(size=(4, 8, 3, 3))}
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["a"], **first),
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [w1, w2],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    onnx.save(model, str(path))
+    onnx.save(make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], weights), str(path))
     return path
 
 
@@ -177,7 +159,6 @@ def transposed_token_mlp(path: Path) -> Path:
         "up.bias": rng.normal(size=32),
         "head.weight": rng.normal(size=(5, 32)) / 4,
     }
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()]
     nodes = [
         helper.make_node("Transpose", ["up.weight"], ["up_t"], perm=[1, 0]),
         helper.make_node("MatMul", ["tokens", "up_t"], ["up_mm"]),
@@ -186,14 +167,7 @@ def transposed_token_mlp(path: Path) -> Path:
         helper.make_node("Transpose", ["head.weight"], ["head_t"]),  # perm defaults to reversed
         helper.make_node("MatMul", ["r", "head_t"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, 7, 12])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 5])],
-        inits,
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    onnx.save(make_model(nodes, {"tokens": [1, 7, 12]}, ["y"], arrays), str(path))
     return path
 
 
@@ -246,10 +220,12 @@ def test_a_constant_reshaped_with_a_leading_one_is_not_taken_for_the_batch(tmp_p
     """A per-channel constant [2] reshaped to [1, 2, 1, 1] (PP-OCR's squeeze-excite offsets): with 2
     channels, as many as the check's batch, the leading 1 is not the batch."""
     rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.normal(size=(2, 3, 3, 3)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w2")
-    offset = numpy_helper.from_array(np.array([0.5, -0.5], np.float32), "offset")
-    shape = numpy_helper.from_array(np.array([1, 2, 1, 1], np.int64), "shape")
+    constants = {
+        "w1": rng.normal(size=(2, 3, 3, 3)),
+        "w2": rng.normal(size=(4, 2, 3, 3)),
+        "offset": np.array([0.5, -0.5]),
+        "shape": np.array([1, 2, 1, 1], np.int64),
+    }
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
         helper.make_node("Reshape", ["offset", "shape"], ["o"]),
@@ -257,14 +233,7 @@ def test_a_constant_reshaped_with_a_leading_one_is_not_taken_for_the_batch(tmp_p
         helper.make_node("Relu", ["b"], ["r"]),
         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
-        [w1, w2, offset, shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], constants)
     module = prunable_module(model, [TensorSpec("x", [1, 3, 8, 8])])  # checked at batch 2 inside
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert module(x).shape == (2, 4, 8, 8)
