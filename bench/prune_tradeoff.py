@@ -46,7 +46,7 @@ from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20,
 from edgeport.quant.calibration import DISTILL_STEPS  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
 from edgeport.quant.prune.options import DEFAULT_BUDGET  # noqa: E402
-from edgeport.quant.prune.prune import synthetic_inputs  # noqa: E402
+from edgeport.quant.prune.prune import IMAGE_PRIOR, synthetic_inputs  # noqa: E402
 from edgeport.quant.prune.recover import pool_size  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
 
@@ -335,14 +335,16 @@ def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, a
 def cached_synthetic(name: str, module: torch.nn.Module, specs: list, budget: float) -> tuple[tuple, float]:
     """The model's synthetic inputs (recovery pool, held out), made once per model and recipe and kept
     in CACHE (they take minutes under load and depend only on the weights, the pool size the budget
-    buys, PruneOptions' defaults and the distillation steps that make them), and the seconds making
-    them took."""
+    buys, PruneOptions' defaults, the distillation steps that make them and the image prior), and the
+    seconds making them took."""
     defaults = PruneOptions(ratio=0.5)
     count = defaults.samples or pool_size(module, specs, budget)
     weights = hashlib.sha256(
         b"".join(v.detach().numpy().tobytes() for v in module.state_dict().values())
     ).hexdigest()[:12]
     recipe = f"{count}-{defaults.held_out}-{defaults.seed}-d{DISTILL_STEPS}"
+    if IMAGE_PRIOR is not None:
+        recipe += f"-p{IMAGE_PRIOR.grid}x{IMAGE_PRIOR.tv_weight:g}"
     path = CACHE / f"synthetic-{name}-{weights}-{recipe}.pt"
     info = path.with_suffix(".json")
     if path.exists() and info.exists():

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,56 @@ def distill_batches(count: int, per_sample: int, budget: int = DISTILL_ACTIVATIO
     return [count // n + (1 if i < count % n else 0) for i in range(n)]
 
 
+@dataclass(frozen=True)
+class ImagePrior:
+    """What makes synthetic images look like images (DeepInversion's image prior, Yin et al. 2020):
+    the noise they start from is drawn on a `grid` x `grid` lattice and upsampled bilinearly,
+    `tv_weight` times their total variation (mean squared difference of neighbouring pixels, in units
+    of the input's spread) joins the loss, and each step sees them moved (`move`). BatchNorm matching
+    from per-pixel noise leaves the inputs about 3.5x as rough as real images (ResNet-20, mean absolute
+    neighbour difference 1.07 against CIFAR-10's 0.31; 0.42 with this prior): a student distilled on
+    them learns the teacher where real inputs never are."""
+
+    grid: int = 8
+    tv_weight: float = 10.0
+    # Each optimisation step sees the batch shifted (circularly, by up to this fraction of each side)
+    # and, half the time, mirrored left-right: an input that matches the statistics only at one exact
+    # placement of its pixels is not what a real image is (DeepInversion's jitter and flip).
+    jitter: float = 1 / 16
+    flip: bool = True
+
+    def move(self, x: Any, gen: Any) -> Any:
+        """`x` (NCHW) shifted and mirrored at random, drawn from `gen`."""
+        import torch
+
+        limits = [max(1, round(self.jitter * side)) if self.jitter else 0 for side in x.shape[2:]]
+        shifts = [int(torch.randint(-lim, lim + 1, (1,), generator=gen)) if lim else 0 for lim in limits]
+        x = torch.roll(x, shifts, (2, 3))
+        if self.flip and float(torch.rand(1, generator=gen)) < 0.5:
+            x = x.flip(3)
+        return x
+
+
+def is_image(spec: TensorSpec) -> bool:
+    """A float NCHW input with both spatial sides at least 8 (what an image prior applies to)."""
+    return not is_integer(spec) and len(spec.shape) == 4 and min(spec.shape[2:]) >= 8
+
+
+def smooth_noise(shape: Sequence[int], grid: int, gen: Any) -> Any:
+    """Unit-variance noise of `shape` (N, C, H, W) drawn on a grid x grid lattice (at most H x W) and
+    upsampled bilinearly."""
+    import torch
+
+    low = torch.randn([*shape[:2], min(grid, shape[2]), min(grid, shape[3])], generator=gen)
+    up = torch.nn.functional.interpolate(low, size=tuple(shape[2:]), mode="bilinear", align_corners=False)
+    return up / up.std().clamp_min(1e-12)
+
+
+def total_variation(z: Any) -> Any:
+    """Mean squared difference of vertically and horizontally neighbouring values of an NCHW tensor."""
+    return ((z[:, :, 1:] - z[:, :, :-1]) ** 2).mean() + ((z[..., 1:] - z[..., :-1]) ** 2).mean()
+
+
 def distill_samples(
     module: Any,
     specs: Sequence[TensorSpec],
@@ -195,6 +245,7 @@ def distill_samples(
     labels: bool = True,
     clip_sigmas: float | None = None,
     budget: int | None = None,
+    prior: ImagePrior | None = None,
 ) -> tuple[list[Sample], dict[str, Any]]:
     """ZeroQ-style BN-statistics matching on `count` synthetic inputs, optimised together in as few
     batches as keep their activations within `budget` bytes (DISTILL_ACTIVATIONS by default;
@@ -204,6 +255,9 @@ def distill_samples(
     evenly assigned target classes is added (DeepInversion, Yin et al. 2020): BN matching alone
     gives inputs the network is unsure about, whose logits span a smaller range than real inputs'
     and leave the output's int8 range too narrow (real logits would clip).
+
+    `prior` (image inputs only, is_image): start from smooth noise and penalise pixel-to-pixel
+    differences, so the inputs look like images rather than per-pixel noise (ImagePrior).
     """
     import torch
 
@@ -231,7 +285,9 @@ def distill_samples(
             st = _stats_for(spec, stats)
             shape = [size, *spec.shape[1:]]
             mean, std = st.broadcast(shape)
-            params.append(torch.randn(shape, generator=gen).requires_grad_(True))
+            smooth = prior is not None and is_image(spec)
+            z = smooth_noise(shape, prior.grid, gen) if smooth else torch.randn(shape, generator=gen)
+            params.append(z.requires_grad_(True))
             offsets.append(torch.as_tensor(mean, dtype=torch.float32))
             scales.append(torch.as_tensor(std, dtype=torch.float32))
             low, high = _bounds(st, shape, clip_sigmas)
@@ -248,9 +304,12 @@ def distill_samples(
                 out.append(torch.clamp(x, low, high) if low is not None else x)
             return out
 
-        def loss_of() -> Any:
+        def loss_of(moved: bool = False) -> Any:
             captured.clear()
-            out = module(*inputs())
+            xs = inputs()
+            if moved and prior is not None:
+                xs = [prior.move(x, gen) if is_image(spec) else x for x, spec in zip(xs, specs, strict=True)]
+            out = module(*xs)
             total = 0.0
             if use_labels[0] and isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > 1:
                 # Target classes continue across batches, so they stay evenly assigned over `count`.
@@ -258,6 +317,10 @@ def distill_samples(
                 total = torch.nn.functional.cross_entropy(out, targets)
             else:
                 use_labels[0] = False
+            if prior is not None and prior.tv_weight:
+                total = total + prior.tv_weight * sum(
+                    total_variation(z) for z, spec in zip(params, specs, strict=True) if is_image(spec)
+                )
             for bn, mean, var in captured:
                 # ZeroQ's loss: L2 distance of the batch mean and std to the running ones, summed over BNs.
                 total = total + torch.linalg.vector_norm(mean - bn.running_mean)
@@ -270,7 +333,7 @@ def distill_samples(
             first = float(loss_of().detach())
             for _ in range(steps):
                 optimizer.zero_grad()
-                loss = loss_of()
+                loss = loss_of(moved=True)
                 loss.backward()
                 optimizer.step()
             with torch.no_grad():
@@ -313,6 +376,7 @@ def distill_samples(
         "batch": max(sizes),
         "batches": len(sizes),
         "class_targets": use_labels[0],
+        **({"image_prior": asdict(prior)} if prior else {}),
         "loss_start": round(mean_loss(0), 4),
         "loss_end": round(mean_loss(1), 4),
         "seconds": round(time.perf_counter() - started, 2),
@@ -529,11 +593,13 @@ def make_calibration(
     seed: int = 0,
     distill_steps: int = DISTILL_STEPS,
     clip_sigmas: float | None = None,
+    prior: ImagePrior | None = None,
 ) -> CalibrationSet:
     """The calibration set for `method` ("auto" picks data > distill > input-stats > gaussian).
 
     `module` is what distillation reads BatchNorms from: a PyTorch module, or an ONNX ModelProto
-    with its BatchNormalization nodes (the source before BN folding), or None.
+    with its BatchNormalization nodes (the source before BN folding), or None. `prior`: distillation's
+    image prior (distill_samples).
     """
     notes: list[str] = []
     if method not in METHODS:
@@ -599,7 +665,7 @@ def make_calibration(
                 "use --calibration-method input-stats (or give --calibration data)",
             )
         samples, report = distill_samples(
-            module, specs, count + held_out, seed, stats, distill_steps, clip_sigmas=clip_sigmas
+            module, specs, count + held_out, seed, stats, distill_steps, clip_sigmas=clip_sigmas, prior=prior
         )
         report = {**via, **report, "clip_sigmas": clip_sigmas}
         return CalibrationSet("distill", samples[:count], samples[count:], notes, report)

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.options import flag_spell
-from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, make_calibration
+from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, ImagePrior, make_calibration
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
@@ -66,9 +66,16 @@ from edgeport.tensors import Sample, TensorSpec, random_inputs
 
 SENSITIVITY_BATCH = 16
 SYNTHETIC_CHUNK = 128  # synthetic inputs optimised together
+# Recovery learns the unpruned model on the synthetic inputs, so they should look like images (an
+# int8 calibration only needs their ranges and keeps calibration's default, no prior).
+IMAGE_PRIOR = ImagePrior()
 SENSITIVITY_POINTS = 4  # widths measured per group (errors between them interpolated)
 # A cut that torch-pruning maps right gives the zeroed model's outputs up to float summation order.
 CUT_TOLERANCE = 1e-4
+# Inputs the cut check runs on: a coupling the cut gets wrong shows only where the channels involved
+# are active (after a ReLU a channel can be zero on a few inputs; on 2 smooth synthetic images a
+# padded shortcut's miscut channel was).
+CHECK_SAMPLES = 8
 ALLOCATION = (
     "greedy over groups: each step removes one --prune-round of channels from the group whose measured "
     "output error (channels removed in criterion order on synthetic inputs) grows least per MAC saved"
@@ -119,6 +126,7 @@ def synthetic_inputs(
             held_out=held_out,
             seed=chunk_seed,
             clip_sigmas=CLIP_SIGMAS,
+            prior=IMAGE_PRIOR,
         )
 
     say(synthetic_step(1, chunks, count))
@@ -475,10 +483,11 @@ def analyze(
     groups, head_channels = outside_heads(groups, heads)
     kept_whole += head_notes + head_channels
     say(f"analysis: verifying {len(groups)} channel groups by cutting them on a copy")
-    groups, unfollowed = checked_groups(graph, groups, [x[:2] for x in pool])
+    probe = [x[:CHECK_SAMPLES] for x in pool]
+    groups, unfollowed = checked_groups(graph, groups, probe)
     say(f"analysis: {len(groups)} channel groups verified, {len(unfollowed)} kept whole")
     kept_whole += unfollowed
-    heads, head_notes = checked_heads(module, heads, [x[:2] for x in pool])
+    heads, head_notes = checked_heads(module, heads, probe)
     kept_whole += head_notes
     allowed = [alloc.kept_widths(g.width, options.round_to, options.min_width) for g in groups]
     allowed += [list(range(h.heads, 0, -1)) for h in heads]
