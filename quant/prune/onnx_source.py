@@ -21,7 +21,7 @@ one line naming the op.
 from __future__ import annotations
 
 import re
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -137,18 +137,17 @@ def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.
 
 def _matmul_bias(
     node: onnx.NodeProto,
-    readers: Counter,
-    first_reader: Mapping[str, onnx.NodeProto],
+    readers: defaultdict[str, list[onnx.NodeProto]],
     outputs: set[str],
     constants: dict[str, torch.Tensor],
 ) -> tuple[onnx.NodeProto, torch.Tensor] | None:
     """The Add that is a MatMul's only reader and adds a constant bias over its last axis, and the
     bias; None when there is none."""
     out = node.output[0]
-    if readers[out] != 1 or out in outputs:
+    if len(readers[out]) != 1 or out in outputs:
         return None
-    add = first_reader.get(out)
-    if add is None or add.op_type != "Add" or len(add.input) != 2:
+    (add,) = readers[out]
+    if add.op_type != "Add" or len(add.input) != 2:
         return None
     bias = constants.get(add.input[1] if add.input[0] == out else add.input[0])
     if bias is None or bias.dim() != 1:
@@ -181,11 +180,10 @@ class PrunableGraph(Evaluator):
         self.layers = nn.ModuleDict()
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
-        readers = Counter(name for n in self._nodes for name in n.input)
-        first_reader: dict[str, onnx.NodeProto] = {}
+        readers: defaultdict[str, list[onnx.NodeProto]] = defaultdict(list)  # tensor -> its readers
         for n in self._nodes:
             for name in n.input:
-                first_reader.setdefault(name, n)
+                readers[name].append(n)
         producers = {out: n for n in self._nodes for out in n.output}
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
@@ -214,7 +212,7 @@ class PrunableGraph(Evaluator):
                 if attrs is None:
                     continue
             if node.op_type == "MatMul":
-                folded = _matmul_bias(node, readers, first_reader, outputs, constants)
+                folded = _matmul_bias(node, readers, outputs, constants)
                 add, bias = folded if folded is not None else (None, None)
                 # MatMul: x @ B, B is [in, out] as Gemm's untransposed B; Transpose(W): W is [out, in].
                 attrs = {"transB": 1} if transposed is not None else {}
@@ -234,7 +232,7 @@ class PrunableGraph(Evaluator):
             for name, count in taken.items()
             if name in producers
             and producers[name].op_type in ("Constant", "Transpose")
-            and readers[name] == count
+            and len(readers[name]) == count
             and name not in outputs
         }
 
