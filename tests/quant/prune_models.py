@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgeport.quant.prune import PruneOptions
+from edgeport.manifest import Manifest
+from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertResult
+from edgeport.quant.prune import PruneOptions, PruningSection
 from tests.quant.models import _randomize_bns
 
 
@@ -74,6 +76,15 @@ def fast_options(**over: object) -> PruneOptions:
     no recovery, a small synthetic pool; `over` replaces any of them."""
     values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
     return PruneOptions.model_validate({**values, **over})
+
+
+def verified_section(result: ConvertResult) -> PruningSection:
+    """The pruning section a pruned convert wrote, once its verification passed with the float TFLite
+    model within FLOAT32_TOLERANCE."""
+    ver = result.manifest.verification
+    assert ver is not None and ver.passed
+    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
+    return PruningSection.of(Manifest.read(result.outdir), str(result.outdir))
 
 
 class PadShortcut(nn.Module):

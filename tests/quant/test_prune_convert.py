@@ -10,11 +10,12 @@ import pytest
 
 from edgeport.cli import main
 from edgeport.manifest import Manifest
-from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant.prune import PruneOptions, PruningSection
 from tests.quant.prune_models import (
     fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
+    verified_section,
 )
 from tests.zoo import by_name
 
@@ -35,10 +36,7 @@ def test_zoo_model_prunes_and_converts_within_tolerance(name: str, tmp_path: Pat
     result = convert_model(
         ConvertOptions(source=f"{ZOO}:{name}", outdir=outdir, input_shapes=model.input_shapes, prune=_prune())
     )
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     assert section.removed() >= 0.3
     assert section.after.params < section.before.params
     assert section.fidelity.sqnr_db is not None

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper
 from edgeport.cli import main
 from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.manifest import Manifest
-from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant import onnx_torch
 from edgeport.quant.prune import PruningSection, prune_module
 from edgeport.quant.prune.channel_pads import ChannelGather, is_selection, kept_pad_note
@@ -30,6 +30,7 @@ from tests.quant.prune_models import (
     fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
     random_batch,
+    verified_section,
 )
 from tests.quant.stream_models import INPUT_SHAPE, option_a_resnet, spatial_pad
 
@@ -92,10 +93,7 @@ def test_an_onnx_option_a_source_converts_with_its_streams_cut(tmp_path: Path) -
     (pad,) = _selection_names(prunable_module(_exported(option_a_resnet(), source), SPECS))
     outdir = tmp_path / "out"
     result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=UNIFORM))
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     streams = [g for g in section.groups if pad in g.modules]
     assert len(streams) == 2 and all(g.channels_after < g.channels_before for g in streams)
     assert section.after.onnx_macs == section.after.macs  # the cut pad is a memory op

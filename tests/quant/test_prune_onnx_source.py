@@ -15,7 +15,7 @@ from onnx import helper
 
 from edgeport.cli import main
 from edgeport.manifest import Manifest
-from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune import PruningSection
 from edgeport.quant.prune.onnx_source import prunable_module
@@ -24,6 +24,7 @@ from tests.onnx_graphs import make_model
 from tests.quant.prune_models import (
     fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
+    verified_section,
 )
 from tests.zoo import by_name
 
@@ -40,10 +41,7 @@ def test_onnx_source_prunes_converts_and_keeps_its_names(tmp_path: Path) -> None
     source = _zoo_onnx("ds_cnn_kws", tmp_path / "kws.onnx")
     outdir = tmp_path / "out"
     result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE))
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     assert section.removed() >= 0.3 and section.kept_whole == []
     assert section.after.onnx_macs == section.after.macs < section.before.macs
     converted = onnx.load(str(outdir / "model.onnx"))
@@ -107,10 +105,7 @@ def test_matmul_add_linears_prune_and_convert(tmp_path: Path) -> None:
     assert sorted(type(m).__name__ for m in module.layers.values()) == ["Linear"] * 3
     outdir = tmp_path / "out"
     result = convert_model(ConvertOptions(source=str(tmp_path / "mlp.onnx"), outdir=outdir, prune=PRUNE))
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     assert section.removed() >= 0.3 and section.kept_whole == []
     (up,) = [g for g in section.groups if g.channels_before == 32]
     assert up.channels_after < 32
@@ -180,10 +175,7 @@ def test_matmul_of_a_transposed_weight_is_a_linear_and_prunes(tmp_path: Path) ->
     }
     outdir = tmp_path / "out"
     result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE))
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     assert [(g.module, g.channels_before) for g in section.groups] == [("layers.up", 32)]
     assert section.groups[0].channels_after < 32 and section.kept_whole == []
     assert "Transpose" not in {n.op_type for n in onnx.load(str(outdir / "model.onnx")).graph.node}
@@ -208,10 +200,7 @@ def test_weights_in_constant_nodes_prune(tmp_path: Path) -> None:
     assert {k: type(m).__name__ for k, m in module.layers.items()} == {"w1": "Conv2d", "w2": "Conv2d"}
     outdir = tmp_path / "out"
     result = convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE))
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     assert [(g.module, g.channels_before) for g in section.groups] == [("layers.w1", 8)]
     assert section.groups[0].channels_after < 8
 

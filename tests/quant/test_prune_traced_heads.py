@@ -14,8 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeport.manifest import Manifest
-from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
+from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
 from edgeport.quant.prune.heads import HeadGroup, cut_plan, head_groups, head_plan, zero_plan
 from edgeport.tensors import TensorSpec
@@ -24,6 +23,7 @@ from tests.quant.prune_models import (
     fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
     random_batch,
+    verified_section,
 )
 from tests.zoo import zoo_model
 
@@ -278,10 +278,7 @@ def _converted_heads(
     result = convert_model(
         ConvertOptions(source=f"{source}:{builder}", outdir=outdir, input_shapes=[shape], prune=prune)
     )
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     assert section.removed() >= 0.3
     return section, {g.module: g for g in section.groups if g.heads_before is not None}
 
