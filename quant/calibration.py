@@ -184,6 +184,11 @@ def distill_batches(count: int, per_sample: int, budget: int = DISTILL_ACTIVATIO
     return [count // n + (1 if i < count % n else 0) for i in range(n)]
 
 
+# A 4-D float input smaller than this on a side is a feature map or a spectrogram patch rather than a
+# picture: no image prior, and recovery does not shift or mirror it.
+MIN_IMAGE_SIDE = 8
+
+
 @dataclass(frozen=True)
 class ImagePrior:
     """What makes synthetic images look like images (DeepInversion's image prior, Yin et al. 2020):
@@ -198,7 +203,9 @@ class ImagePrior:
     tv_weight: float = 10.0
     # Each optimisation step sees the batch shifted (circularly, by up to this fraction of each side)
     # and, half the time, mirrored left-right: an input that matches the statistics only at one exact
-    # placement of its pixels is not what a real image is (DeepInversion's jitter and flip).
+    # placement of its pixels is not what a real image is (DeepInversion's jitter and flip). Small and
+    # whole-batch on purpose: the inputs are being made; recovery's own augmentation of the made inputs
+    # (recover.py) moves each image further and on its own.
     jitter: float = 1 / 16
     flip: bool = True
 
@@ -215,8 +222,8 @@ class ImagePrior:
 
 
 def is_image(spec: TensorSpec) -> bool:
-    """A float NCHW input with both spatial sides at least 8 (what an image prior applies to)."""
-    return not is_integer(spec) and len(spec.shape) == 4 and min(spec.shape[2:]) >= 8
+    """A float NCHW input with both spatial sides at least MIN_IMAGE_SIDE (what an image prior applies to)."""
+    return not is_integer(spec) and len(spec.shape) == 4 and min(spec.shape[2:]) >= MIN_IMAGE_SIDE
 
 
 def smooth_noise(shape: Sequence[int], grid: int, gen: Any) -> Any:
@@ -257,9 +264,13 @@ def distill_samples(
     and leave the output's int8 range too narrow (real logits would clip).
 
     `prior` (image inputs only, is_image): start from smooth noise and penalise pixel-to-pixel
-    differences, so the inputs look like images rather than per-pixel noise (ImagePrior).
+    differences, so the inputs look like images rather than per-pixel noise (ImagePrior). A model
+    without an image input is distilled (and reported) without it.
     """
     import torch
+
+    imaged = [prior is not None and is_image(spec) for spec in specs]
+    prior = prior if any(imaged) else None
 
     bns = _bn_modules(module)
     if not bns:
@@ -281,12 +292,11 @@ def distill_samples(
         # x = mean + std * z with z optimised: the step size is then in units of the input's own
         # spread, so raw 0..255 inputs and normalised ones converge alike.
         params, offsets, scales, bounds = [], [], [], []
-        for spec in specs:
+        for spec, image in zip(specs, imaged, strict=True):
             st = _stats_for(spec, stats)
             shape = [size, *spec.shape[1:]]
             mean, std = st.broadcast(shape)
-            smooth = prior is not None and is_image(spec)
-            z = smooth_noise(shape, prior.grid, gen) if smooth else torch.randn(shape, generator=gen)
+            z = smooth_noise(shape, prior.grid, gen) if image else torch.randn(shape, generator=gen)
             params.append(z.requires_grad_(True))
             offsets.append(torch.as_tensor(mean, dtype=torch.float32))
             scales.append(torch.as_tensor(std, dtype=torch.float32))
@@ -308,7 +318,7 @@ def distill_samples(
             captured.clear()
             xs = inputs()
             if moved and prior is not None:
-                xs = [prior.move(x, gen) if is_image(spec) else x for x, spec in zip(xs, specs, strict=True)]
+                xs = [prior.move(x, gen) if image else x for x, image in zip(xs, imaged, strict=True)]
             out = module(*xs)
             total = 0.0
             if use_labels[0] and isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] > 1:
@@ -319,7 +329,7 @@ def distill_samples(
                 use_labels[0] = False
             if prior is not None and prior.tv_weight:
                 total = total + prior.tv_weight * sum(
-                    total_variation(z) for z, spec in zip(params, specs, strict=True) if is_image(spec)
+                    total_variation(z) for z, image in zip(params, imaged, strict=True) if image
                 )
             for bn, mean, var in captured:
                 # ZeroQ's loss: L2 distance of the batch mean and std to the running ones, summed over BNs.

@@ -44,6 +44,7 @@ from edgeport.errors import EdgeportError
 from edgeport.quant.calibration import (
     CALIBRATION_FIX,
     DISTILL_STEPS,
+    MIN_IMAGE_SIDE,
     calibration_problems,
     load_calibration,
 )
@@ -66,7 +67,6 @@ MAX_FEATURES = 8
 WORK_PER_SECOND = DISTILL_BUDGET / 12
 TRAIN_FACTOR = 1.1
 MAX_STEPS = 4000  # a small model stops here, far inside its budget
-MIN_AUGMENT_SIZE = 8  # images smaller than this (H or W) are not shifted or mirrored
 # The synthetic pool follows the model's cost: as many inputs as making them (DISTILL_STEPS of
 # BatchNorm-statistics distillation each, on the unpruned model) fits in POOL_SHARE of the recovery
 # budget, in whole POOL_ROUNDs, between MIN_POOL and MAX_POOL.
@@ -216,7 +216,7 @@ def _shift_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _is_image(x: torch.Tensor) -> bool:
-    return x.is_floating_point() and x.dim() == 4 and min(x.shape[2:]) >= MIN_AUGMENT_SIZE
+    return x.is_floating_point() and x.dim() == 4 and min(x.shape[2:]) >= MIN_IMAGE_SIDE
 
 
 def _batch(

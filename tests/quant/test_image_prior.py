@@ -73,3 +73,13 @@ def test_move_shifts_by_at_most_the_jitter_and_mirrors_about_half_the_time() -> 
     assert 60 < mirrored < 140
     still = ImagePrior(jitter=0, flip=False)
     assert torch.equal(still.move(x, gen), x)
+
+
+def test_a_model_without_an_image_input_is_distilled_and_reported_without_the_prior() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4)).eval()
+    spec = TensorSpec("x", [1, 16])
+    with_prior, report = distill_samples(net, [spec], 8, 0, {}, steps=5, prior=ImagePrior())
+    without, _ = distill_samples(net, [spec], 8, 0, {}, steps=5)
+    assert "image_prior" not in report
+    np.testing.assert_array_equal(with_prior[3]["x"], without[3]["x"])
