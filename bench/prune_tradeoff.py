@@ -43,6 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20, resnet56  # noqa: E402
+from edgeport.pipeline.torch_passes import prune_exporter  # noqa: E402
 from edgeport.quant.calibration import DISTILL_STEPS  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
 from edgeport.quant.prune.options import DEFAULT_BUDGET  # noqa: E402
@@ -205,6 +206,12 @@ def main(argv: list[str]) -> int:
         "none, ls = least squares only, data-aware)",
     )
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
+    parser.add_argument(
+        "--target",
+        default="flops",
+        choices=("flops", "latency"),
+        help="what RATIO removes (latency: --prune-target latency, searched with real conversions)",
+    )
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-deploy", action="store_true", help="accuracy only: no convert/package/bench")
@@ -260,15 +267,20 @@ def main(argv: list[str]) -> int:
             budget=args.budget,
             finetune_data=finetune if job.recovery == "data-aware" else None,
             max_steps=0 if job.recovery == "ls" else None,
+            target=args.target,
         )
         started = time.perf_counter()
-        result = prune_module(ref["module"], specs, {}, options, synthetic=ref["synthetic"])
+        exporter = prune_exporter() if args.target == "latency" else None
+        result = prune_module(
+            ref["module"], specs, {}, options, synthetic=ref["synthetic"], exporter=exporter
+        )
         seconds = time.perf_counter() - started
         pred = predict(result.module, ref["x"])
         section = result.section
         row = {
             "model": job.model,
             "ratio": job.ratio,
+            "target": args.target,
             "criterion": job.criterion,
             "recovery": job.label,
             "top1": round(100.0 * float(np.mean(pred == labels)), 2),
@@ -478,9 +490,16 @@ def _unique_rows(states: list[dict]) -> list[dict]:
             r.setdefault("commit", state.get("commit", OLD_ROWS))
             budget = None if r["recovery"] == "none" else r["budget_seconds"]  # none: no budget spent
             pool = None if r["recovery"] == "none" else r["pool"]
-            key = (r["model"], r["ratio"], r["criterion"], r["recovery"], budget, pool, r["commit"])
+            target = r.get("target", "flops")
+            key = (r["model"], r["ratio"], target, r["criterion"], r["recovery"], budget, pool, r["commit"])
             rows.setdefault(key, r)
     return list(rows.values())
+
+
+def _asked(row: dict) -> str:
+    """What the row asked for: RATIO of the FLOPs, or of the measured latency."""
+    target = row.get("target", "flops")
+    return f"{100 * row['ratio']:.0f}%" + (f" of {target}" if target != "flops" else "")
 
 
 def _ms(d: dict | None, key: str) -> str:
@@ -507,7 +526,9 @@ def markdown(state: dict) -> str:
         "model, quant/prune/recover.pool_size; 256 before). Rows at a session-7 commit also re-solve the "
         "layers whose outputs the cut narrowed (inner convs, a pruned stream) against the teacher's kept "
         "channels; at 2a8e4a7 distillation also matched those inner layers' own outputs, from 50b44c4 on "
-        "only what a block hands on.",
+        "only what a block hands on. From 04af5ef on the synthetic inputs are made with an image prior "
+        "(calibration.ImagePrior) and a budget buys about 1.8x the steps (recover.TRAIN_FACTOR 1.1). "
+        "`asked N% of latency`: --prune-target latency (the FLOPs ratio searched with real conversions).",
         "",
         *state["synthetic"],
         "",
@@ -533,7 +554,7 @@ def markdown(state: dict) -> str:
         budget = "-" if r["recovery"] == "none" else f"{r['budget_seconds']:.0f}"
         pool = "-" if r["recovery"] == "none" else str(r["pool"])
         lines.append(
-            f"| {r['model']} | {cut:.0f}% (asked {100 * r['ratio']:.0f}%) | {r['criterion']} | "
+            f"| {r['model']} | {cut:.0f}% (asked {_asked(r)}) | {r['criterion']} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
             f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | "
             f"{budget} | {pool} | "
