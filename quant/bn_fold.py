@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, set_attr, text_attr
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout")
@@ -161,8 +161,7 @@ def _as(value: np.ndarray, like: np.ndarray | None) -> np.ndarray:
 
 def has_padding(node: onnx.NodeProto) -> bool:
     """Whether a Conv / pool zero-pads its input (explicit pads or a SAME auto_pad)."""
-    auto_pad = attr(node, "auto_pad", b"NOTSET")
-    if auto_pad not in (b"NOTSET", b"VALID"):
+    if text_attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return True
     return any(p != 0 for p in attr(node, "pads", []) or [])
 

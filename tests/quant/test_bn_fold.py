@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from edgeport.quant.bn_fold import fold_batch_norms
+from edgeport.quant.bn_fold import fold_batch_norms, has_padding
 from tests.quant.helpers import bn_node, bn_params, make_model, max_rel_error, op_count
 
 n = helper.make_node
@@ -235,6 +235,22 @@ def test_bn_before_padded_conv_is_not_folded_forward() -> None:
     assert "zero-pads" in left["reason"] and left["now"] == "depthwise 1x1 Conv"
     assert [node.op_type for node in out.graph.node] == ["Conv", "Conv"]
     assert max_rel_error(model, out) < TOL
+
+
+@pytest.mark.parametrize(
+    ("kw", "padded"),
+    [
+        ({}, False),
+        ({"auto_pad": "NOTSET"}, False),
+        ({"auto_pad": "VALID"}, False),
+        ({"pads": [0, 0, 0, 0]}, False),
+        ({"auto_pad": "SAME_UPPER"}, True),
+        ({"auto_pad": "SAME_LOWER"}, True),
+        ({"pads": [0, 1, 0, 0]}, True),
+    ],
+)
+def test_has_padding_reads_auto_pad_and_pads(kw: dict, padded: bool) -> None:
+    assert has_padding(conv("c", "x", "y", "w", **kw)) is padded
 
 
 @pytest.mark.parametrize("pads", [[0, 0, 0, 0], None])
