@@ -129,14 +129,17 @@ def elf_sizes(elf: Path) -> ElfSizes:
     return parse_size(done.stdout)
 
 
-def run_error(run: qemu.QemuRun, name: str, board: Board, timeout: float) -> EdgeportError | None:
-    """Why a firmware run gave no timings (it hung, crashed or failed its self-test), or None."""
+def run_error(
+    run: qemu.QemuRun, name: str, board: Board, timeout: float, spell: Spell = cli_words
+) -> EdgeportError | None:
+    """Why a firmware run gave no timings (it hung, crashed or failed its self-test), or None; options
+    named as `spell` writes them."""
     where = f"{name} on qemu {board.qemu_machine}"
     if run.timed_out:
         done = sum(1 for line in run.lines if line.startswith("inference "))
         return EdgeportError(
             f"{where}: the firmware did not finish within {timeout:g} s ({done} timed inferences printed)",
-            "raise --timeout-s or lower --runs; a firmware that prints nothing has hung",
+            f"raise {spell('timeout_s')} or lower {spell('runs')}; a firmware that prints nothing has hung",
         )
     if run.exit_status != 0:
         fails = [line.strip() for line in run.lines if line.startswith("FAIL")]
@@ -183,7 +186,7 @@ class QemuSession:
         timeout = self.settings.timeout_s
         assert self.elf is not None
         done = qemu.run_firmware(self.elf, board.qemu_machine, shift, timeout=timeout)
-        error = run_error(done, self.model.info.name, board, timeout)
+        error = run_error(done, self.model.info.name, board, timeout, self.runner.spell)
         if error is not None:
             raise error
         lines = parse_bench_lines(done.lines)
@@ -224,9 +227,10 @@ class QemuRunner:
     time_kind: TimeKind = "instruction-estimate"
     interleaves = False  # one firmware run per model
 
-    def __init__(self, board: Board, tree: Path) -> None:
+    def __init__(self, board: Board, tree: Path, spell: Spell = cli_words) -> None:
         self.board = board
         self.tree = tree
+        self.spell = spell  # names options in the errors of its runs
         self.name = f"qemu:{board.name}"
         self.icount_shift = qemu_icount_shift(board)
 
@@ -277,4 +281,4 @@ def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_word
         on = spell("runner")
         raise EdgeportError(f"{on} qemu needs a BOARD", f"write {on} qemu:BOARD, e.g. {on} qemu:mps2-an386")
     board = qemu_board(arg, spell)
-    return QemuRunner(board, tflm_tree(options.tflm_root, spell))
+    return QemuRunner(board, tflm_tree(options.tflm_root, spell), spell)

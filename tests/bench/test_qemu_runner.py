@@ -73,6 +73,28 @@ def test_a_hang_a_crash_and_a_failed_self_test_are_one_line_each():
         assert "\n" not in str(error) and error.fix
 
 
+def test_a_hung_run_under_a_config_names_its_keys_not_flags(tmp_path, monkeypatch):
+    """`edgeport run` makes the runner with its config's wording; a run that hangs says so."""
+    from types import SimpleNamespace
+
+    from edgeport.bench.schema import BenchSettings
+    from edgeport.run.config import config_words
+    from edgeport.targets.cortex_m import bench_qemu
+
+    runner = get_runner("qemu:mps2-an386", RunnerOptions(tflm_root=_fake_tree(tmp_path)), config_words)
+    hung = QemuRun(("qemu",), None, ["edgeport self-test"], "", True)
+    monkeypatch.setattr(bench_qemu.qemu, "run_firmware", lambda *args, **kw: hung)
+    model = SimpleNamespace(info=SimpleNamespace(name="kws.tflite"))
+    session = bench_qemu.QemuSession(runner, model, BenchSettings(runner=runner.name, runs=3))
+    session.elf, session.built_runs = tmp_path / "firmware.elf", 3  # built: only the run is asked for
+    try:
+        with pytest.raises(EdgeportError) as exc:
+            session.run(3)
+    finally:
+        session.close()
+    assert exc.value.fix.startswith("raise timeout-s = or lower runs =;") and "--" not in str(exc.value)
+
+
 def test_first_error_finds_the_compiler_error():
     output = "make: Entering directory\nmain.cc:3:10: fatal error: x.h: No such file\nmake: *** [x] Error 1\n"
     assert first_error(output) == "main.cc:3:10: fatal error: x.h: No such file"
