@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, ModelInfo, TimeKind
 from edgeport.errors import EdgeportError
-from edgeport.options import Spell, flag_spell
+from edgeport.options import Spell, flag_name, flag_spell
 
 # --on NAME -> the module that makes it (imported when asked for, so listing runners costs nothing).
 RUNNERS: dict[str, str] = {
@@ -107,9 +107,15 @@ class Runner(Protocol):
 
 
 def cli_words(field: str) -> str:
-    """How `edgeport bench` names an option in a message: `--on` for the runner, else RunnerOptions' flag.
-    The runner functions take such a Spell; `edgeport run` passes its config's keys instead."""
-    return "--on" if field == "runner" else flag_spell(RunnerOptions)(field)
+    """How `edgeport bench` names an option in a message: `--on` for the runner, a setting by the flag that
+    moves it from its default (`--no-xnnpack`), else RunnerOptions' flag. The runner functions take such a
+    Spell; `edgeport run` passes its config's keys instead."""
+    if field == "runner":
+        return "--on"
+    setting = BenchSettings.model_fields.get(field)
+    if setting is not None:
+        return f"--no-{field.replace('_', '-')}" if setting.default is True else flag_name(field, setting)
+    return flag_spell(RunnerOptions)(field)
 
 
 def parse_spec(spec: str, spell: Spell = cli_words) -> tuple[str, str | None]:

@@ -4,26 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from edgeport.bench.runner import cli_words
 from edgeport.bench.schema import BenchSettings
 from edgeport.errors import EdgeportError
-from edgeport.options import flag_name
+from edgeport.options import Spell
 
 # Every runner uses these.
 COMMON = ("runner", "runs", "warmup", "timeout_s")
 
 
-def settings_flag(field: str) -> str:
-    """The flag that sets `field` away from its default (--no-xnnpack for xnnpack)."""
-    info = BenchSettings.model_fields[field]
-    return f"--no-{field.replace('_', '-')}" if info.default is True else flag_name(field, info)
-
-
-def refuse_unused(settings: BenchSettings, uses: Iterable[str]) -> None:
-    """An EdgeportError for the first setting given away from its default that the runner does not use."""
+def refuse_unused(settings: BenchSettings, uses: Iterable[str], spell: Spell = cli_words) -> None:
+    """An EdgeportError for the first setting given away from its default that the runner does not use,
+    naming it as `spell` writes it (`--no-xnnpack` on the command line, `xnnpack =` in a config)."""
     used = set(COMMON) | set(uses)
     for field, info in BenchSettings.model_fields.items():
         if field not in used and getattr(settings, field) != info.default:
             raise EdgeportError(
-                f"{settings_flag(field)} does not apply to --on {settings.runner}",
-                f"drop {settings_flag(field)}",
+                f"{spell(field)} does not apply to {spell('runner')} {settings.runner}",
+                f"drop {spell(field)}",
             )

@@ -38,6 +38,9 @@ class HostRunner:
     time_kind: TimeKind = "host-wall-clock"
     interleaves = True
 
+    def __init__(self, spell: Spell = cli_words) -> None:
+        self.spell = spell  # names options in its errors
+
     def device(self) -> DeviceInfo:
         return host_device()
 
@@ -58,7 +61,7 @@ class HostRunner:
             raise EdgeportError(cannot_run(model.info.name, exception_line(exc)), _FIX) from exc
 
     def open(self, model: BenchModel, settings: BenchSettings) -> HostSession:
-        refuse_unused(settings, ("threads", "xnnpack"))
+        refuse_unused(settings, ("threads", "xnnpack"), self.spell)
         return HostSession(model, settings)
 
 
@@ -188,7 +191,7 @@ def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_word
     if arg is not None:
         on = spell("runner")
         raise EdgeportError(f"{on} host takes no argument (got host:{arg})", f"write {on} host")
-    return HostRunner()
+    return HostRunner(spell)
 
 
 # --- the child process ------------------------------------------------------------------------------

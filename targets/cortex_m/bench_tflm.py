@@ -27,7 +27,10 @@ NOTE = (
     "time; arena: the smallest that allocates and invokes"
 )
 
-CANNOT_RUN_FIX = "measure it --on host (LiteRT), or replace that op for a microcontroller"
+
+def cannot_run_fix(spell: Spell = cli_words) -> str:
+    """The fix for a model TFLite Micro cannot run, naming the runner option as `spell` writes it."""
+    return f"measure it {spell('runner')} host (LiteRT), or replace that op for a microcontroller"
 
 
 def model_inputs(model: TfliteModel, seed: int = INPUT_SEED) -> list:
@@ -52,6 +55,9 @@ class TflmRunner:
     time_kind: TimeKind = "host-wall-clock"
     interleaves = False
 
+    def __init__(self, spell: Spell = cli_words) -> None:
+        self.spell = spell  # names options in its errors
+
     def device(self) -> DeviceInfo:
         return host_device("tflm-host", "TFLite Micro (reference kernels)")
 
@@ -63,10 +69,10 @@ class TflmRunner:
         try:
             _run(model, 1, BenchSettings(runner=self.name), measure_arena=False)
         except EdgeportError as err:
-            raise EdgeportError(err.problem, CANNOT_RUN_FIX) from err
+            raise EdgeportError(err.problem, cannot_run_fix(self.spell)) from err
 
     def open(self, model: BenchModel, settings: BenchSettings) -> TflmSession:
-        refuse_unused(settings, ())
+        refuse_unused(settings, (), self.spell)
         return TflmSession(model, settings)
 
 
@@ -104,4 +110,4 @@ def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_word
     if arg is not None:
         on = spell("runner")
         raise EdgeportError(f"{on} tflm takes no argument (got tflm:{arg})", f"write {on} tflm")
-    return TflmRunner()
+    return TflmRunner(spell)

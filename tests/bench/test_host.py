@@ -77,6 +77,15 @@ def test_a_child_that_dies_is_a_one_line_error_and_is_reaped(tiny):
     assert session._proc.returncode is not None
 
 
+def test_under_a_config_an_unused_setting_names_its_key(tiny):
+    from edgeport.run.config import config_words
+
+    with pytest.raises(EdgeportError) as err:
+        bench([tiny], "host", BenchSettings(runner="host", runs=2, delegate="gpu"), spell=config_words)
+    assert err.value.problem == "delegate = does not apply to on = host"
+    assert err.value.fix == "drop delegate ="
+
+
 def test_host_takes_no_argument():
     with pytest.raises(EdgeportError, match="--on host takes no argument"):
         get_runner("host:x", RunnerOptions())

@@ -46,6 +46,24 @@ def test_a_model_with_an_op_tflm_lacks_is_refused_before_anything_runs(tmp_path,
     assert "--on host" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_under_a_config_its_refusals_name_the_config_keys(tmp_path, tiny):
+    """`edgeport run` makes the runner with its config's wording: no CLI flag in these messages."""
+    from edgeport.run.config import config_words
+
+    def refusal(models: list[Path], **over) -> EdgeportError:
+        with pytest.raises(EdgeportError) as err:
+            bench(models, "tflm", BenchSettings(runner="tflm", runs=2, **over), spell=config_words)
+        assert "--" not in str(err.value)
+        return err.value
+
+    bad = tmp_path / "topk.tflite"
+    bad.write_bytes(unsupported_op_model())
+    assert refusal([tiny, bad]).fix.startswith("measure it on = host (LiteRT)")
+    threads = refusal([tiny], threads=2)
+    assert threads.problem == "threads = does not apply to on = tflm" and threads.fix == "drop threads ="
+    assert refusal([tiny], xnnpack=False).problem == "xnnpack = does not apply to on = tflm"
+
+
 def test_the_cli_reports_it_in_one_line(run_cli, tmp_path):
     bad = tmp_path / "topk.tflite"
     bad.write_bytes(unsupported_op_model())
