@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from edgeport.errors import EdgeportError
-from edgeport.manifest import Manifest
-from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertOptions, convert_model
-from edgeport.quant.prune import PruneOptions, PruningSection, prune_module
+from edgeport.pipeline import ConvertOptions, convert_model
+from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune.heads import PrunedAttention, cut_heads, head_groups, zero_heads
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    verified_section,
+)
 from tests.zoo import zoo_model
 
 ATTENTION = Path(__file__).resolve().parents[1] / "zoo" / "attention.py"
@@ -83,10 +85,7 @@ def test_tiny_vit_prunes_heads_and_mlps_and_converts(tmp_path: Path) -> None:
             source=f"{ATTENTION}:vit_tiny", outdir=outdir, input_shapes=zoo.input_shapes, prune=prune
         )
     )
-    ver = result.manifest.verification
-    assert ver is not None and ver.passed
-    assert all(e.max_rel_error < FLOAT32_TOLERANCE for e in ver.errors if e.stage == "tflite_float32")
-    section = PruningSection.of(Manifest.read(outdir), str(outdir))
+    section = verified_section(result)
     # The attention's MACs count (module and exported graph agree), so 30 % is of the whole model.
     assert section.removed() >= 0.3 and section.after.macs == section.after.onnx_macs
     heads = {g.module: g for g in section.groups if g.heads_before is not None}
