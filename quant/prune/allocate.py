@@ -110,7 +110,8 @@ def allocate(
     ratio: float,
     score: CostModel | None = None,
 ) -> Allocation:
-    """Greedy: cheapest error per unit of cost saved first, until cost <= (1 - ratio) * full cost.
+    """Greedy: cheapest error per unit of cost saved first, until cost <= (1 - ratio) * full cost; the
+    step that gets there is the finishing step that adds the least error.
     `score` (default `model`) is what a step's saving is weighed in, e.g. the same MACs with output
     channels in whole tiles: a step that saves none of it comes after every one that does. The
     caller checks `reachable_fraction` first."""
@@ -123,6 +124,7 @@ def allocate(
     steps: list[tuple[int, int]] = []
     while current > goal + 1e-9:
         best: tuple[tuple[bool, float], int, float, float] | None = None
+        finishing: tuple[float, int, float, float] | None = None  # (added, group, cost, added)
         weighed = score.total(kept)
         for g, opts in enumerate(options):
             if level[g] + 1 >= len(opts):
@@ -140,9 +142,13 @@ def allocate(
             rank = (gain <= 0, max(added, 0.0) / (gain if gain > 0 else saved))
             if best is None or rank < best[0]:
                 best = (rank, g, cost, added)
+            if cost <= goal + 1e-9 and (finishing is None or added < finishing[0]):
+                finishing = (added, g, cost, added)
         if best is None:
             break
-        _, g, cost, added = best
+        # The last step: when the best step per cost saved would finish, any step that finishes does, so
+        # take the one that adds the least error (a big step overshoots the ratio at a price).
+        _, g, cost, added = finishing if best[2] <= goal + 1e-9 and finishing is not None else best
         level[g] += 1
         kept[g] = options[g][level[g]] / widths[g]
         current, error = cost, error + added

@@ -135,6 +135,19 @@ def test_allocation_spares_the_sensitive_group() -> None:
     assert result.cost_after <= 0.7 * result.cost_before
 
 
+def test_the_last_step_is_the_finishing_step_with_the_least_error() -> None:
+    """Group 0 is cheapest per MAC saved, but its one step (16 -> 8) removes 42 % where 8 % is asked;
+    group 1's step reaches the goal too, with half the error: the allocation ends with it."""
+    model = CostModel([CostTerm(100, 0), CostTerm(20, 1)])
+    options = [[16, 8], [8, 4]]
+    sens = [Sensitivity([0, 8], [0.0, 1.0]), Sensitivity([0, 4], [0.0, 0.5])]
+    result = allocate(model, [16, 8], options, sens, 10 / 120)
+    assert result.kept == [16, 4]
+    assert result.cost_after == pytest.approx(110) and result.predicted_error == pytest.approx(0.5)
+    # Before the goal is in reach the order is by error per MAC: asked 50 %, group 0 goes first.
+    assert allocate(model, [16, 8], options, sens, 0.5).steps[0] == (0, 8)
+
+
 def test_kept_widths() -> None:
     assert kept_widths(20, 8, 8) == [20, 16, 8]
     assert kept_widths(16, 8, 8) == [16, 8]
