@@ -124,7 +124,7 @@ def allocate(
     steps: list[tuple[int, int]] = []
     while current > goal + 1e-9:
         best: tuple[tuple[bool, float], int, float, float] | None = None
-        finishing: tuple[float, int, float, float] | None = None  # (added, group, cost, added)
+        finishing: tuple[float, int, float] | None = None  # (added, group, cost): least error that ends it
         weighed = score.total(kept)
         for g, opts in enumerate(options):
             if level[g] + 1 >= len(opts):
@@ -143,12 +143,14 @@ def allocate(
             if best is None or rank < best[0]:
                 best = (rank, g, cost, added)
             if cost <= goal + 1e-9 and (finishing is None or added < finishing[0]):
-                finishing = (added, g, cost, added)
+                finishing = (added, g, cost)
         if best is None:
             break
-        # The last step: when the best step per cost saved would finish, any step that finishes does, so
-        # take the one that adds the least error (a big step overshoots the ratio at a price).
-        _, g, cost, added = finishing if best[2] <= goal + 1e-9 and finishing is not None else best
+        _, g, cost, added = best
+        if cost <= goal + 1e-9 and finishing is not None:
+            # The last step: any step that reaches the goal does, so take the one that adds the least
+            # error (a big step overshoots the ratio at a price).
+            added, g, cost = finishing
         level[g] += 1
         kept[g] = options[g][level[g]] / widths[g]
         current, error = cost, error + added
