@@ -58,18 +58,22 @@ class HostRunner:
         try:
             interpreter(data, threads=1)
         except (ValueError, RuntimeError) as exc:  # e.g. TFLite Micro-only quantization parameters
-            raise EdgeportError(cannot_run(model.info.name, exception_line(exc)), _FIX) from exc
+            raise EdgeportError(
+                cannot_run(model.info.name, exception_line(exc)), cannot_run_fix(self.spell)
+            ) from exc
 
     def open(self, model: BenchModel, settings: BenchSettings) -> HostSession:
         refuse_unused(settings, ("threads", "xnnpack"), self.spell)
-        return HostSession(model, settings)
+        return HostSession(model, settings, self.spell)
 
 
 class HostSession:
-    """One model in its own LiteRT child process, loaded, warmed up, waiting for "run K"."""
+    """One model in its own LiteRT child process, loaded, warmed up, waiting for "run K"; its errors name
+    options as `spell` writes them."""
 
-    def __init__(self, model: BenchModel, settings: BenchSettings) -> None:
+    def __init__(self, model: BenchModel, settings: BenchSettings, spell: Spell = cli_words) -> None:
         self.name = model.info.name
+        self.spell = spell
         self.timeout_s = settings.timeout_s
         self.xnnpack = settings.xnnpack
         self._log = tempfile.TemporaryFile(mode="w+")  # the child's stderr: LiteRT's own messages
@@ -149,7 +153,7 @@ class HostSession:
         if not ready:
             raise EdgeportError(
                 f"{self.name}: LiteRT did not answer within {self.timeout_s:g} s",
-                "raise --timeout-s, or lower --runs for a slow model",
+                f"raise {self.spell('timeout_s')}, or lower {self.spell('runs')} for a slow model",
             )
         line = self._proc.stdout.readline()
         if not line:
@@ -157,7 +161,7 @@ class HostSession:
         self._busy = False
         answer = json.loads(line)
         if "error" in answer:
-            raise EdgeportError(cannot_run(self.name, answer["error"]), _FIX)
+            raise EdgeportError(cannot_run(self.name, answer["error"]), cannot_run_fix(self.spell))
         return answer
 
     def _failure(self) -> EdgeportError:
@@ -170,17 +174,19 @@ class HostSession:
         self._log.seek(0)
         lines = [ln.strip() for ln in self._log.read().splitlines() if ln.strip()]
         last = f" ({lines[-1][:160]})" if lines else ""
+        fix = cannot_run_fix(self.spell)
         if code < 0:
-            return EdgeportError(
-                f"{self.name}: LiteRT crashed (signal {-code}) running the model{last}", _FIX
-            )
-        return EdgeportError(f"{self.name}: the LiteRT process ended (exit code {code}){last}", _FIX)
+            return EdgeportError(f"{self.name}: LiteRT crashed (signal {-code}) running the model{last}", fix)
+        return EdgeportError(f"{self.name}: the LiteRT process ended (exit code {code}){last}", fix)
 
 
-_FIX = (
-    "a model made for TFLite Micro alone can be measured --on tflm or --on qemu:BOARD; otherwise check "
-    "that it runs in LiteRT (edgeport convert verifies it)"
-)
+def cannot_run_fix(spell: Spell = cli_words) -> str:
+    """The fix for a model LiteRT cannot run, naming the runner option as `spell` writes it."""
+    on = spell("runner")
+    return (
+        f"a model made for TFLite Micro alone can be measured {on} tflm or {on} qemu:BOARD; otherwise check "
+        "that it runs in LiteRT (edgeport convert verifies it)"
+    )
 
 
 def cannot_run(name: str, why: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,34 @@ def test_a_child_that_dies_is_a_one_line_error_and_is_reaped(tiny):
     finally:
         session.close()
     assert session._proc.returncode is not None
+
+
+def test_cannot_run_fixes_name_the_runner_as_the_cli_or_the_config_writes_it(tmp_path, tiny):
+    """The check's refusal and a session's errors (a crash, no answer in time) alike: `--on tflm` and
+    `--timeout-s` from `edgeport bench`, `on = tflm` and `timeout-s =` under `edgeport run`."""
+    from edgeport.run.config import config_words
+
+    path = tmp_path / "custom.tflite"
+    path.write_bytes(custom_op_model())
+    for spell, on, timeout in ((None, "--on", "--timeout-s"), (config_words, "on =", "timeout-s =")):
+        words = {} if spell is None else {"spell": spell}
+        with pytest.raises(EdgeportError) as refused:
+            bench([path], "host", BenchSettings(runner="host", runs=2), **words)
+        assert refused.value.fix.startswith(f"a model made for TFLite Micro alone can be measured {on} tflm ")
+        runner = get_runner("host", **words)
+        for fault in (signal.SIGKILL, signal.SIGSTOP):  # a stopped child never answers
+            session = runner.open(resolve_model(str(tiny)), BenchSettings(runner="host", runs=2, warmup=0))
+            try:
+                os.kill(session._proc.pid, fault)
+                if fault == signal.SIGSTOP:
+                    session.timeout_s = 0.2  # a killed child's end is read at once, however long it takes
+                with pytest.raises(EdgeportError) as failed:
+                    session.run(2)
+            finally:
+                session.close()
+            wanted = f"{on} tflm or {on} qemu:BOARD" if fault == signal.SIGKILL else f"raise {timeout}, "
+            assert wanted in failed.value.fix
+            assert ("--" in failed.value.fix) == (spell is None)
 
 
 def test_under_a_config_an_unused_setting_names_its_key(tiny):
