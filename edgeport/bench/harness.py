@@ -19,6 +19,7 @@ from edgeport import __version__
 from edgeport.bench.models import resolve_models
 from edgeport.bench.runner import BenchModel, Runner, RunnerOptions, Session, cli_words, get_runner
 from edgeport.bench.schema import BenchReport, BenchResult, BenchSettings, summarize
+from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError
 from edgeport.options import Spell
 
@@ -60,6 +61,7 @@ def bench(
     spec = on if isinstance(on, str) else on.name
     settings = (settings or BenchSettings(runner=spec)).model_copy(update={"runner": spec})
     runner = get_runner(on, options, spell) if isinstance(on, str) else on
+    refuse_unused(settings, runner.uses, spell)
     resolved = resolve_models(models)
     for model in resolved:
         runner.check(model)

@@ -96,6 +96,7 @@ class Runner(Protocol):
     name: str
     time_kind: TimeKind
     interleaves: bool  # True: sessions of several models stay open and run in alternating rounds
+    uses: tuple[str, ...]  # BenchSettings it uses besides every runner's (unused.COMMON); others are refused
 
     def device(self) -> DeviceInfo: ...
 

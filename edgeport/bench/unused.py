@@ -1,4 +1,7 @@
-"""Settings a runner does not use are refused, not ignored (`--threads 4 --on tflm` would mean nothing)."""
+"""Settings a runner does not use are refused, not ignored (`--threads 4 --on tflm` would mean nothing).
+
+Each runner declares the settings it uses (`Runner.uses`); `bench()` refuses the others before it checks a
+model, and `edgeport run` when it reads its config, before anything is converted."""
 
 from __future__ import annotations
 

@@ -678,9 +678,9 @@ def check_bench(
                 split[part][by_key[key]] = value
     spell_all = {**{f: key_name(f, i) for m in models for f, i in m.model_fields.items()}}
     spell = lambda f: spell_all.get(f, f)  # noqa: E731
-    runner_options = None
+    runner_options = settings = None
     try:
-        validate_options(settings_model, {"runner": "host", **split["settings"]}, spell)
+        settings = validate_options(settings_model, {"runner": "host", **split["settings"]}, spell)
     except EdgeportError as err:
         problems.append(f"[bench] {err.one_line()}")
     try:
@@ -688,7 +688,7 @@ def check_bench(
     except EdgeportError as err:
         problems.append(f"[bench] {err.one_line()}")
     if runner_options is not None:
-        problems += runner_problems(parsed, runner_options, config_words)
+        problems += runner_problems(parsed, runner_options, config_words, settings)
     return BenchSpec(list(runners), split["settings"], runner_options), problems
 
 
@@ -698,16 +698,19 @@ def config_words(field: str) -> str:
     return "on =" if field == "runner" else f"{key_name(field)} ="
 
 
-def runner_problems(runners: Iterable[str], options: Any, spell: Spell) -> list[str]:
+def runner_problems(runners: Iterable[str], options: Any, spell: Spell, settings: Any = None) -> list[str]:
     """Each runner made as the bench will make it, so what it checks up front (a QEMU board, the TFLite
-    Micro tree it builds against) is a config problem, not a failure after the conversions; its messages
-    name options as `spell` writes them (`config_words`)."""
+    Micro tree it builds against, a setting it does not use among `settings`) is a config problem, not a
+    failure after the conversions; its messages name options as `spell` writes them (`config_words`)."""
     from edgeport.bench.runner import get_runner
+    from edgeport.bench.unused import refuse_unused
 
     problems = []
     for spec in runners:
         try:
-            get_runner(spec, options, spell)
+            runner = get_runner(spec, options, spell)
+            if settings is not None:
+                refuse_unused(settings.model_copy(update={"runner": spec}), runner.uses, spell)
         except EdgeportError as err:
             line = f"[bench] {err.one_line()}"
             if line not in problems:

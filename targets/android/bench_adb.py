@@ -236,6 +236,7 @@ class AdbRunner:
     name = "adb"
     time_kind: TimeKind = "device-timer"
     interleaves = True  # sessions are scratch dirs on the device: several models alternate freely
+    uses = ("threads", "xnnpack", "delegate")
 
     def __init__(self, serial: str | None, options: RunnerOptions, spell: Spell = cli_words) -> None:
         self.serial = serial

@@ -23,7 +23,6 @@ from typing import IO, Any
 from edgeport.bench.hostinfo import host_device
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
-from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.manifest import tool_versions
 from edgeport.options import Spell
@@ -37,6 +36,7 @@ class HostRunner:
     name = "host"
     time_kind: TimeKind = "host-wall-clock"
     interleaves = True
+    uses = ("threads", "xnnpack")
 
     def __init__(self, spell: Spell = cli_words) -> None:
         self.spell = spell  # names options in its errors
@@ -63,7 +63,6 @@ class HostRunner:
             ) from exc
 
     def open(self, model: BenchModel, settings: BenchSettings) -> HostSession:
-        refuse_unused(settings, ("threads", "xnnpack"), self.spell)
         return HostSession(model, settings, self.spell)
 
 

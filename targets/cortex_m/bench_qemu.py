@@ -226,6 +226,7 @@ class QemuSession:
 class QemuRunner:
     time_kind: TimeKind = "instruction-estimate"
     interleaves = False  # one firmware run per model
+    uses = ()  # threads, the XNNPACK switch and delegates are LiteRT's; the firmware has none of them
 
     def __init__(self, board: Board, tree: Path, spell: Spell = cli_words) -> None:
         self.board = board

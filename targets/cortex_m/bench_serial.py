@@ -232,6 +232,7 @@ class SerialSession:
 class SerialRunner:
     time_kind: TimeKind = "device-timer"
     interleaves = False  # one firmware run per boot, one model per firmware
+    uses = ()  # threads, the XNNPACK switch and delegates are LiteRT's; the firmware has none of them
 
     def __init__(self, port: str, options: RunnerOptions, spell: Spell = cli_words) -> None:
         self.port = port

@@ -14,7 +14,6 @@ from __future__ import annotations
 from edgeport.bench.hostinfo import host_device
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
-from edgeport.bench.unused import refuse_unused
 from edgeport.errors import EdgeportError
 from edgeport.manifest import tool_versions
 from edgeport.options import Spell
@@ -54,6 +53,7 @@ class TflmRunner:
     name = "tflm"
     time_kind: TimeKind = "host-wall-clock"
     interleaves = False
+    uses = ()
 
     def __init__(self, spell: Spell = cli_words) -> None:
         self.spell = spell  # names options in its errors
@@ -72,7 +72,6 @@ class TflmRunner:
             raise EdgeportError(err.problem, cannot_run_fix(self.spell)) from err
 
     def open(self, model: BenchModel, settings: BenchSettings) -> TflmSession:
-        refuse_unused(settings, (), self.spell)
         return TflmSession(model, settings)
 
 

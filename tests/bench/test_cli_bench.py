@@ -83,14 +83,58 @@ def test_write_files_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+@pytest.fixture
+def stand_in_tflm(tmp_path) -> Path:
+    """A directory the qemu runner takes for a TFLite Micro tree: making the runner needs one, and a
+    refused setting must stop the bench before anything is built against it."""
+    from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE
+
+    root = tmp_path / "tflite-micro"
+    (root / TFLM_MAKEFILE).parent.mkdir(parents=True)
+    (root / TFLM_MAKEFILE).write_text("# stand-in\n")
+    return root
+
+
+QEMU = "qemu:mps2-an386"
+NO_PORT = "serial:/dev/edgeport-no-such-port"  # opening it would fail: the refusal comes first
+
+
 @pytest.mark.parametrize(
     "on, flags, refused",
     [
         ("host", ["--delegate", "gpu"], "--delegate"),
         ("tflm", ["--threads", "2"], "--threads"),
         ("tflm", ["--no-xnnpack"], "--no-xnnpack"),
+        (QEMU, ["--threads", "2"], "--threads"),
+        (QEMU, ["--no-xnnpack"], "--no-xnnpack"),
+        (QEMU, ["--delegate", "none"], "--delegate"),
+        (NO_PORT, ["--threads", "4"], "--threads"),
+        (NO_PORT, ["--delegate", "gpu"], "--delegate"),
     ],
 )
-def test_a_setting_the_runner_does_not_use_is_refused(run_cli, two, on, flags, refused):
-    code, stdout, stderr = run_cli("bench", two[0], "--on", on, *flags)
-    assert code == 1 and f"{refused} does not apply to --on {on}" in stderr and stdout == ""
+def test_a_setting_the_runner_does_not_use_is_refused(run_cli, two, stand_in_tflm, on, flags, refused):
+    """Before any model is checked, built or run: the qemu runner would need its tools, the serial one
+    its port; one line, exit 1, no report written."""
+    out = two[0].parent / "r.json"
+    code, stdout, stderr = run_cli(
+        "bench", two[0], "--on", on, *flags, "--tflm-root", stand_in_tflm, "--json", out
+    )
+    assert code == 1 and stdout == "" and len(stderr.strip().splitlines()) == 1
+    assert f"{refused} does not apply to --on {on}. Drop {refused}." in stderr
+    assert not out.exists() and [p.name for p in stand_in_tflm.iterdir()] == ["tensorflow"]
+
+
+@pytest.mark.parametrize("on", [QEMU, NO_PORT])
+def test_under_edgeport_run_it_is_a_config_problem_before_any_work(run_cli, tmp_path, stand_in_tflm, on):
+    """The config names the keys (`threads =`, `on =`), and the run stops before converting anything."""
+    (tmp_path / "net.py").write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2)\n")
+    config = tmp_path / "edgeport.toml"
+    config.write_text(
+        '[model]\nsource = "net.py:build"\ninput-shape = "1,4"\n[targets.cortex-m]\nboard = "mps2-an386"\n'
+        f'[bench]\non = ["{on}"]\nthreads = 2\ntflm-root = "{stand_in_tflm}"\n'
+    )
+    before = sorted(tmp_path.rglob("*"))
+    code, stdout, stderr = run_cli("run", config, "-o", tmp_path / "out")
+    assert code == 1 and stdout == "" and len(stderr.strip().splitlines()) == 1
+    assert f"[bench] threads = does not apply to on = {on}. Drop threads =." in stderr
+    assert "--" not in stderr and sorted(tmp_path.rglob("*")) == before

@@ -43,6 +43,7 @@ class FakeSession:
 class FakeRunner:
     name = "fake"
     time_kind = "device-timer"
+    uses = ()
 
     def __init__(self, interleaves: bool = True) -> None:
         self.interleaves = interleaves

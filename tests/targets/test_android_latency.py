@@ -135,6 +135,7 @@ class _Refusing:
     def __init__(self, refuse: tuple[str, ...] = (), crash: tuple[str, ...] = ()) -> None:
         self.inner = HostRunner()
         self.name, self.time_kind, self.interleaves = self.inner.name, self.inner.time_kind, True
+        self.uses = self.inner.uses
         self.refuse, self.crash = refuse, crash
 
     def device(self):
