@@ -14,11 +14,9 @@ ranges that already include them are left as calibrated.
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import numpy as np
-
-from edgeport.tflite_file import builtin_code
+from edgeport.quant.calibrated import recorded_range, set_recorded_range
+from edgeport.tflite_file import builtin_code, edit_tflite, schema, serialize_tflite
 
 # Input values whose activations land half a step inside the ends of the fixed int8 output range.
 OUTPUT_LOGITS = {
@@ -31,10 +29,7 @@ def widen_bounded_outputs(calibrated: bytes) -> bytes:
     """`calibrated` (a calibrate-only model with recorded min/max) with the recorded input range of
     each LOGISTIC / TANH whose output is a model output widened to OUTPUT_LOGITS; the same bytes when
     nothing changes."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = edit_tflite(calibrated)
     graph = model.subgraphs[0]
     codes = {schema.BuiltinOperator.LOGISTIC: "LOGISTIC", schema.BuiltinOperator.TANH: "TANH"}
     outputs = {int(i) for i in graph.outputs}
@@ -43,17 +38,17 @@ def widen_bounded_outputs(calibrated: bytes) -> bytes:
         kind = codes.get(builtin_code(model.operatorCodes[op.opcodeIndex]))
         if kind is None or not len(op.outputs) or int(op.outputs[0]) not in outputs:
             continue
-        changed |= _widen(graph.tensors[int(op.inputs[0])].quantization, OUTPUT_LOGITS[kind])
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
+        changed |= _widen(graph.tensors[int(op.inputs[0])], OUTPUT_LOGITS[kind])
+    return serialize_tflite(model) if changed else calibrated
 
 
-def _widen(q: Any, logit: float) -> bool:
-    """Widen a recorded (min, max) to include [-logit, logit]; whether it changed."""
-    if q is None or q.min is None or q.max is None or len(q.min) != 1:
+def _widen(tensor: schema.TensorT, logit: float) -> bool:
+    """Widen the tensor's recorded (min, max) to include [-logit, logit]; whether it changed."""
+    recorded = recorded_range(tensor)
+    if recorded is None:
         return False
-    low, high = float(q.min[0]), float(q.max[0])
+    low, high = recorded
     if low <= -logit and high >= logit:
         return False
-    q.min = np.array([min(low, -logit)], np.float32)
-    q.max = np.array([max(high, logit)], np.float32)
+    set_recorded_range(tensor, (min(low, -logit), max(high, logit)))
     return True

@@ -31,13 +31,21 @@ import numpy as np
 from edgeport.errors import EdgeportError
 from edgeport.keras_export import keras_converter
 from edgeport.quant.bounded_outputs import widen_bounded_outputs
-from edgeport.quant.calibrated import recorded_range, recorded_ranges
+from edgeport.quant.calibrated import recorded_range, recorded_ranges, set_recorded_range
 from edgeport.quant.ranges import HISTOGRAM_BINS, RANGE_FUNCTIONS, RANGE_METHODS, Histogram
 from edgeport.quant.tflm_ops import KeptFloat, replace_for_tflm
 from edgeport.quant.tflm_saturation import ACTIVATION_BOUND, bound_activation_inputs
 from edgeport.runtimes import litert
 from edgeport.tensors import Sample, TensorSpec, to_channels_last
-from edgeport.tflite_file import builtin_code, tensor_name
+from edgeport.tflite_file import (
+    builtin_code,
+    edit_tflite,
+    op_name,
+    parse_tflite,
+    schema,
+    serialize_tflite,
+    tensor_name,
+)
 
 T = TypeVar("T")
 
@@ -234,16 +242,15 @@ def finish_quantized(converter: Any, model: bytes) -> bytes:
     (`_convert_and_export_metrics`; its hash is of the final model)."""
     from tensorflow.lite.python import util
     from tensorflow.lite.python.convert import deduplicate_readonly_buffers
-    from tensorflow.lite.tools import flatbuffer_utils
 
     model = deduplicate_readonly_buffers(model)
-    model_object = flatbuffer_utils.convert_bytearray_to_object(model)
+    # TensorFlow's helpers take any object tree of the TFLite schema: edgeport's packs to the same bytes.
+    model_object = edit_tflite(model)
     # A copy: the probe and the final model are both quantized from one converter's metadata.
     metadata = copy.deepcopy(converter._metadata)
     metadata.options.modelOptimizationModes.extend(util.get_sparsity_modes(model_object))
     metadata.environment.modelHash = util.get_model_hash(model_object)
-    model_object = util.populate_conversion_metadata(model_object, metadata)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model_object))
+    return serialize_tflite(util.populate_conversion_metadata(model_object, metadata))
 
 
 # No activation a model computes has an int8 step this large; one comes from an infinite or float32-max
@@ -258,8 +265,6 @@ def refuse_overflowing_steps(model: bytes) -> None:
     attention's `scores + mask` with a -inf causal mask is quantized with a step of ~1e36. Checked on
     every quantized model, so the TFLite Micro probe refuses it before calibration.
     """
-    from edgeport.tflite_file import parse_tflite
-
     graph = parse_tflite(model).raw.subgraphs[0]
     for tensor in graph.tensors:
         q = tensor.quantization
@@ -288,10 +293,7 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
     Only PADV2 ops whose every reader is a MAX_POOL_2D and whose pad value lies below the input's
     range are changed; the returned model is `calibrated` when there is none.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = edit_tflite(calibrated)
     graph = model.subgraphs[0]
 
     def opcode(op: Any) -> int:
@@ -329,11 +331,9 @@ def bound_max_pool_padding(calibrated: bytes) -> bytes:
         model.buffers.append(schema.BufferT())
         model.buffers[-1].data = np.frombuffer(np.float32(low).tobytes(), np.uint8).copy()
         value_tensor.buffer = len(model.buffers) - 1
-        q = graph.tensors[out].quantization
-        q.min = np.array([low], np.float32)
-        q.max = np.array([in_range[1]], np.float32)
+        set_recorded_range(graph.tensors[out], (low, in_range[1]))
         changed = True
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else calibrated
+    return serialize_tflite(model) if changed else calibrated
 
 
 def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list[KeptFloat]:
@@ -347,8 +347,6 @@ def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list
     DEQUANTIZE's output or another region op's, and every output is read only by QUANTIZE or region
     ops (never a model output); anything else stays for the full-integer check to refuse.
     """
-    from edgeport.tflite_file import op_name, parse_tflite
-
     graph = parse_tflite(model).raw
     codes = [op_name(code) for code in graph.operatorCodes]
     sub = graph.subgraphs[0]
@@ -398,17 +396,14 @@ def quantizer_kept_float(model: bytes, denylisted: Collection[str] = ()) -> list
 
 def set_ranges(calibrated: bytes, ranges: Mapping[int, tuple[float, float]]) -> bytes:
     """The calibrated model with the recorded min/max of the given tensors (main subgraph) replaced."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    model = edit_tflite(calibrated)
     tensors = model.subgraphs[0].tensors
     for index, (low, high) in ranges.items():
         q = tensors[index].quantization
         if q is None or q.min is None:
             raise ValueError(f"tensor {index} has no recorded range")
-        q.min = np.array([low], np.float32)
-        q.max = np.array([high], np.float32)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+        set_recorded_range(tensors[index], (low, high))
+    return serialize_tflite(model)
 
 
 def observe_activations(
@@ -475,15 +470,12 @@ def probe_range_use(converter: Any, calibrated: bytes, io: str, keep_float: Sequ
     The quantizer's propagation (see the module docstring) decides which recorded ranges count;
     probing it on the model at hand is exact for any op, where a list of op types would not be.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
     order = sorted(recorded_ranges(calibrated))
     probe = {index: (-PROBE_UNIT * (k + 1), PROBE_UNIT * (k + 1)) for k, index in enumerate(order)}
     quantized = converter_step(
         "int8", lambda: quantize_calibrated(converter, set_ranges(calibrated, probe), io, keep_float)
     )
-    model = flatbuffer_utils.convert_bytearray_to_object(quantized)
+    model = parse_tflite(quantized).raw
     graph = model.subgraphs[0]
 
     def source(tensor_index: int) -> int | None:
@@ -535,8 +527,6 @@ def quantize_with_ranges(
     bounds synthetic inputs by the known or mean +- 3 std range) and narrowing it would clip real
     inputs; clipping the output would saturate the largest logits together and make argmax ties.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
     recorded = recorded_ranges(calibrated)
     use = probe_range_use(converter, calibrated, io, keep_float)
     chosen = sorted(use.used - use.at_io)
@@ -546,7 +536,7 @@ def quantize_with_ranges(
     edited = set_ranges(calibrated, ranges)
     model = converter_step("int8", lambda: quantize_calibrated(converter, edited, io, keep_float))
     if report is not None:
-        graph = flatbuffer_utils.convert_bytearray_to_object(calibrated).subgraphs[0]
+        graph = parse_tflite(calibrated).raw.subgraphs[0]
 
         def name(index: int) -> str:
             return tensor_name(graph.tensors[index])
