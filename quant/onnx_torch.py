@@ -661,6 +661,8 @@ class Evaluator(nn.Module):
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         self._nodes = list(graph.node)
         self._attrs = [_attrs(n) for n in self._nodes]
+        # Tensor -> index of the node writing it.
+        self._producer = {out: i for i, n in enumerate(self._nodes) for out in n.output}
         unsupported = [n for n in self._nodes if n.op_type not in _OPS or n.domain not in ("", "ai.onnx")]
         if unsupported:
             first = unsupported[0]
@@ -781,14 +783,13 @@ class Evaluator(nn.Module):
         """The value of tensor `name` when no graph input reaches it (an initializer, a Constant node,
         or ops on those: torch.onnx.export writes a channel pad's amounts as ConstantOfShape, Concat,
         Reshape, Slice, Transpose and Cast of Constants), computed with the evaluator's ops; else None."""
-        producer = {out: i for i, n in enumerate(self._nodes) for out in n.output}
         needed: set[int] = set()
         stack = [name]
         while stack:
             tensor = stack.pop()
             if not tensor or tensor in self._constants:
                 continue
-            index = producer.get(tensor)
+            index = self._producer.get(tensor)
             if index is None:
                 return None  # a graph input
             if index not in needed:
