@@ -94,6 +94,20 @@ def channel_pad(rank: int, pad: Sequence[Any], mode: str = "constant") -> tuple[
     return None if before == after == 0 else (before, after)
 
 
+def split_channel_pad(
+    rank: int, pad: Sequence[Any], mode: str = "constant"
+) -> tuple[tuple[int, int], tuple[int, ...]] | None:
+    """A channel pad (`channel_pad`) as its (before, after) on axis 1, a selection layer's, and the
+    padding it adds to the axes after the channels (F.pad's order; () when none), a pad run before the
+    selection: the same values, as the selection copies each padded channel whole and fills the new ones
+    with the pad value. None where `channel_pad` is. Both the fx trace and the ONNX evaluator split so."""
+    where = channel_pad(rank, pad, mode)
+    if where is None:
+        return None
+    rest = tuple(int(p) for p in pad[: 2 * (rank - 2)])
+    return where, rest if any(rest) else ()
+
+
 def _pad_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[Any, Any, str, float]:
     """(input, pad, mode, value) of an F.pad / torch.constant_pad_nd call."""
     names = ("input", "pad", "mode", "value")
@@ -250,16 +264,16 @@ def _traced(module: nn.Module, args: Sequence[Any]) -> tuple[nn.Module, list[str
         if meta is None or not isinstance(pad, list | tuple) or not isinstance(value, int | float):
             continue
         rank = len(meta.shape)
-        where = channel_pad(rank, list(pad), mode)
-        if where is None:
+        split = split_channel_pad(rank, list(pad), mode)
+        if split is None:
             continue
+        where, rest = split
         name = _free_name(traced, "channel_pad")
         traced.add_submodule(name, selection(rank, int(meta.shape[1]), *where, float(value)))
-        rest = list(pad[: 2 * (rank - 2)])  # the axes after the channels keep their padding
         with traced.graph.inserting_before(node):
             source = x
-            if any(rest):
-                source = traced.graph.call_function(F.pad, (x, tuple(rest)), {"value": float(value)})
+            if rest:
+                source = traced.graph.call_function(F.pad, (x, rest), {"value": float(value)})
             replacement = traced.graph.call_module(name, (source,))
         node.replace_all_uses_with(replacement)
         traced.graph.erase_node(node)

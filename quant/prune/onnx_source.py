@@ -9,13 +9,13 @@ Which nodes become modules: Conv with constant weights and explicit pads, none, 
 constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
 do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
 exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator.
-Constant weights are initializers or Constant nodes (as Paddle exports them). A Pad that pads only
-the channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops
-on Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, so each
-stage's residual stream is its own group as for a PyTorch source. Other nodes stay functional on
-their constant weights: a channel feeding one cannot change width, which the removal check (cut on
-a copy == zeroed) sees, so its group is kept whole. A graph the evaluator cannot run is refused in
-one line naming the op.
+Constant weights are initializers or Constant nodes (as Paddle exports them). A Pad that pads the
+channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on
+Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, after a pad of the
+other axes when it pads those too (split as the fx path splits it), so each stage's residual stream is
+its own group as for a PyTorch source. Other nodes stay functional on their constant weights: a channel
+feeding one cannot change width, which the removal check (cut on a copy == zeroed) sees, so its group
+is kept whole. A graph the evaluator cannot run is refused in one line naming the op.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from edgeport.quant.onnx_torch import (
     spatial_pads,
     torch_pad,
 )
-from edgeport.quant.prune.channel_pads import channel_pad, kept_pad_note, selection
+from edgeport.quant.prune.channel_pads import selection, split_channel_pad
 from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
@@ -101,23 +101,18 @@ def _spatial_sizes(model: onnx.ModelProto) -> dict[str, list[int]]:
 
 def _channel_pad(
     graph: Evaluator, node: onnx.NodeProto, attrs: dict, shape: Sequence[int]
-) -> tuple[int, int, float] | str | None:
-    """(before, after, value) of a Pad node that pads only the channel axis of its input (of `shape`)
-    with a constant; a reason when it pads the channels and other axes; None when it does not pad
-    channels, or its amounts are computed from the input."""
+) -> tuple[tuple[int, int], tuple[int, ...], float] | None:
+    """((before, after) on the channel axis, the padding of the axes after it, value) of a Pad node
+    that pads the channel axis of its input (of `shape`) with a constant (channel_pads.split_channel_pad);
+    None when it does not pad channels, or its amounts are computed from the input."""
     if attrs.get("mode", "constant") != "constant":
         return None
     given = [graph.constant(name) if name else None for name in node.input[1:4]]
     if any(name and value is None for name, value in zip(node.input[1:4], given, strict=False)):
         return None  # amounts computed from the input
     amounts, fill = pad_amounts(attrs, len(shape), *given)
-    pad = torch_pad(amounts)
-    where = channel_pad(len(shape), pad)
-    if where is None:
-        return None
-    if any(pad[: 2 * (len(shape) - 2)]):
-        return "it pads other axes too"
-    return (*where, fill)
+    split = split_channel_pad(len(shape), torch_pad(amounts))
+    return None if split is None else (*split, fill)
 
 
 def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
@@ -246,26 +241,28 @@ class PrunableGraph(Evaluator):
         return key
 
     def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], list[str]]:
-        """Each Pad that pads only the channel axis with constants becomes channel_pads' selection
-        layer in `layers` (torch-pruning then cuts its input and output channels apart: each stage's
-        stream its own group); (their module names, why other channel pads are kept). Its input's
-        channels are read from a forward on `inputs`. Called by channel_pads.pads_as_selections on
-        pruning's copy of the model (fx cannot trace an evaluator): the unpruned model (its MACs,
-        export, latency, recovery's teacher) keeps its Pads."""
+        """Each Pad that pads the channel axis with constants becomes channel_pads' selection layer in
+        `layers`, after a pad of the other axes when it pads those too (torch-pruning then cuts its input
+        and output channels apart: each stage's stream its own group); (their module names, [], as no
+        constant channel pad is kept). Its input's channels are read from a forward on `inputs`. Called
+        by channel_pads.pads_as_selections on pruning's copy of the model (fx cannot trace an evaluator):
+        the unpruned model (its MACs, export, latency, recovery's teacher) keeps its Pads."""
         shapes = self.shapes(*inputs)
-        names, notes = [], []
+        names = []
         for node, attrs in zip(self._nodes, self._attrs, strict=True):
             if node.op_type != "Pad" or node.output[0] in self._layer_keys:
                 continue
             found = _channel_pad(self, node, attrs, shapes[node.input[0]])
-            name = node.name or node.output[0]
-            if isinstance(found, str):
-                notes.append(kept_pad_note(f"node {name!r}", found))
-            elif found is not None:
-                shape = shapes[node.input[0]]
-                layer = selection(len(shape), shape[1], *found)
-                names.append(f"layers.{self._add_layer(name.strip('/') or 'pad', layer, node.output[0])}")
-        return names, notes
+            if found is None:
+                continue
+            (before, after), rest, fill = found
+            shape = shapes[node.input[0]]
+            layer = selection(len(shape), shape[1], before, after, fill)
+            if rest:
+                layer = nn.Sequential(OrderedDict(pad=_PADS[len(shape)](rest, fill), select=layer))
+            key = self._add_layer((node.name or node.output[0]).strip("/") or "pad", layer, node.output[0])
+            names.append(f"layers.{key}" + (".select" if rest else ""))
+        return names, []
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         if node.output[0] in self._folded:  # a weight (or bias) the layers hold

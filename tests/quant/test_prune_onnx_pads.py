@@ -2,7 +2,8 @@
 with constants (torch.onnx.export writes `F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p))` as Slice and a
 Pad whose amounts a chain of Constant ops computes) becomes channel_pads' selection layer on pruning's
 copy of quant/onnx_torch.py's evaluator, so each stage's stream is its own group as for the PyTorch
-source; the unpruned model keeps its Pad; other Pads stay as they are."""
+source; one that pads spatial axes too becomes a pad of those and a selection, as the fx path splits it;
+the unpruned model keeps its Pad; other Pads stay as they are."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 from edgeport.cli import main
@@ -162,9 +164,18 @@ def _pad_graph(
         (_pad_graph([2, 1], opset=18, axes=[1]), 1, None),
         (_pad_graph([0, 1, 0, 0, 0, 3, 0, 0], opset=10), 1, None),
         (_pad_graph([0, 0, 1, 1, 0, 0, 1, 1]), 0, None),
-        (_pad_graph([0, 2, 1, 1, 0, 2, 1, 1]), 0, "it pads other axes too"),
+        (_pad_graph([0, 2, 1, 1, 0, 2, 1, 1]), 1, None),
+        (_pad_graph([0, 1, 0, 2, 0, 3, 1, 0], value=-0.5), 1, None),
     ],
-    ids=["channels", "value", "opset18_axes", "opset10_attribute", "spatial", "channels_and_spatial"],
+    ids=[
+        "channels",
+        "value",
+        "opset18_axes",
+        "opset10_attribute",
+        "spatial",
+        "channels_and_spatial",
+        "uneven_channels_and_spatial_value",
+    ],
 )
 def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int, note: str | None) -> None:
     module = prunable_module(graph, [TensorSpec("x", [1, 4, 6, 6])])
@@ -176,6 +187,62 @@ def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int, n
     assert notes == ([] if note is None else [kept_pad_note("node 'the_pad'", note)])
     with torch.no_grad():
         assert torch.allclose(module(x), want, rtol=0, atol=1e-6)
+
+
+class PaddedShortcut(nn.Module):
+    """A stem to 4 channels, then a block to 8 whose 3x3 convolution grows the map by two (padding 2) and
+    whose shortcut pads channels and spatial axes at once, `F.pad(x, (1, 1, 1, 1, 2, 2))`, then a block at
+    8 on that stream. Seeded; every convolution has its own bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=2)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.linear = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        y = F.relu(self.conv2(x) + F.pad(x, (1, 1, 1, 1, 2, 2)))
+        y = F.relu(self.conv3(y) + y)
+        return self.linear(y.mean((2, 3)))
+
+
+def test_a_pad_of_channels_and_spatial_axes_prunes_its_stream_as_the_fx_path_does(tmp_path: Path) -> None:
+    """Split into a spatial pad and a selection (the same split as the PyTorch source's fx trace): the
+    stem's and the stream's groups are cut, nothing is kept whole, the widths, MACs and weight shapes are
+    the PyTorch source's, and the cut model keeps the source's output shape."""
+    module = prunable_module(_exported(PaddedShortcut(), tmp_path / "ps.onnx"), SPECS)
+    names, notes = copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
+    assert notes == [] and len(names) == 1 and names[0].endswith(".select")
+    ours = prune_module(module, SPECS, {}, UNIFORM)
+    theirs = prune_module(PaddedShortcut(), SPECS, {}, UNIFORM)
+    assert ours.section.kept_whole == [] and theirs.section.kept_whole == []
+    streams = sorted(g.channels_before for g in ours.section.groups if names[0] in g.modules)
+    assert streams == [4, 8] and all(g.channels_after < g.channels_before for g in ours.section.groups)
+    widths = sorted((g.channels_before, g.channels_after) for g in ours.section.groups)
+    assert widths == sorted((g.channels_before, g.channels_after) for g in theirs.section.groups)
+    assert (ours.section.before.macs, ours.section.after.macs) == (
+        theirs.section.before.macs,
+        theirs.section.after.macs,
+    )
+    assert _conv_shapes(ours.module) == _conv_shapes(theirs.module)
+    gathers = [m for m in ours.module.modules() if isinstance(m, ChannelGather)]
+    assert len(gathers) == 1 and not any(is_selection(m) for m in ours.module.modules())
+    with torch.no_grad():
+        assert ours.module(random_batch(3)).shape == (3, 4)
+
+
+def test_an_onnx_source_with_that_pad_converts_with_its_stream_cut(tmp_path: Path) -> None:
+    source = tmp_path / "ps.onnx"
+    (pad,) = _selection_names(prunable_module(_exported(PaddedShortcut(), source), SPECS))
+    result = convert_model(ConvertOptions(source=str(source), outdir=tmp_path / "out", prune=UNIFORM))
+    section = verified_section(result)
+    assert section.kept_whole == []
+    streams = [g for g in section.groups if pad in g.modules]
+    assert len(streams) == 2 and all(g.channels_after < g.channels_before for g in streams)
+    assert section.after.onnx_macs == section.after.macs  # the pad and the cut selection are memory ops
 
 
 def test_batchnorm_parameters_in_constant_nodes_of_any_form() -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.nn.functional as F
 
 from edgeport.quant.prune import prune_module
 from edgeport.quant.prune.allocate import allocate
@@ -23,6 +24,7 @@ from edgeport.quant.prune.channel_pads import (
     pads_as_selections,
     selection,
     selections_as_gathers,
+    split_channel_pad,
 )
 from edgeport.quant.prune.channels import consumer_columns, zero_inputs
 from edgeport.quant.prune.criteria import removal_plan
@@ -72,6 +74,34 @@ def _traced() -> tuple[nn.Module, Graph]:
 )
 def test_channel_pad_reads_the_channel_axis_pair(rank: int, pad: tuple, mode: str, expected: object) -> None:
     assert channel_pad(rank, pad, mode) == expected
+
+
+@pytest.mark.parametrize(
+    ("rank", "pad", "expected"),
+    [
+        (4, (0, 0, 0, 0, 4, 4), ((4, 4), ())),
+        (4, (1, 1, 1, 1, 2, 2), ((2, 2), (1, 1, 1, 1))),
+        (4, (0, 2, 1, 0, 3, 1, 0, 0), ((3, 1), (0, 2, 1, 0))),  # an ONNX Pad's zero batch pair
+        (3, (1, 0, 3, 1), ((3, 1), (1, 0))),
+        (2, (2, 2), ((2, 2), ())),
+        (4, (1, 1, 1, 1), None),
+    ],
+)
+def test_split_channel_pad_runs_the_other_axes_first_to_the_same_values(
+    rank: int, pad: tuple, expected: object
+) -> None:
+    """The split: (before, after) for the selection, the other axes' padding for a pad before it; the
+    two in a row give what the pad gives, whatever the pad value."""
+    assert split_channel_pad(rank, pad) == expected
+    if expected is None:
+        return
+    (before, after), rest = expected
+    x = torch.randn(2, 3, *[5] * (rank - 2), generator=torch.Generator().manual_seed(0))
+    for value in (0.0, -1.5):
+        layer = selection(rank, 3, before, after, value)
+        with torch.no_grad():
+            got = layer(F.pad(x, rest, value=value) if rest else x)
+        assert torch.allclose(got, F.pad(x, pad, value=value), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("before", "after", "value"), [(4, 4, 0.0), (0, 3, 0.0), (2, 1, 1.5), (-1, 2, 0.0)])
