@@ -115,6 +115,19 @@ def _channel_pad(
     return None if split is None else (*split, fill)
 
 
+def constant_identities(nodes: Sequence[onnx.NodeProto], constants: Mapping[str, Any]) -> dict[str, Any]:
+    """The outputs of Identity nodes (and chains of them) on `constants`, with their values:
+    torch.onnx.export writes an initializer equal to an earlier one (two zero biases) as an Identity of
+    that one, and a layer's weight or bias read through it is as constant."""
+    found: dict[str, Any] = {}
+    for node in nodes:  # graph order: a chain's first link comes first
+        if node.op_type == "Identity" and node.input and node.output:
+            value = found.get(node.input[0], constants.get(node.input[0]))
+            if value is not None:
+                found[node.output[0]] = value
+    return found
+
+
 def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
     plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
     if weight.dim() != 2 or not plain:
@@ -182,8 +195,10 @@ class PrunableGraph(Evaluator):
         producers = {out: n for n in self._nodes for out in n.output}
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
-        # Weights in Constant nodes (Paddle's exports) are constants as initializers are.
+        # Weights in Constant nodes (Paddle's exports) are constants as initializers are, and so are
+        # Identities of them.
         constants = {**self._constants, **self.constant_nodes}
+        constants.update(constant_identities(self._nodes, constants))
         taken: Counter = Counter()  # how many times layers took each constant's value
         sizes = (
             _spatial_sizes(model) if any(a.get("auto_pad", "NOTSET") != "NOTSET" for a in self._attrs) else {}
@@ -221,12 +236,12 @@ class PrunableGraph(Evaluator):
                 taken.update(n for n in add.input if n != node.output[0])
             named = producers[node.input[1]].input[0] if transposed is not None else node.input[1]
             self._add_layer(re.sub(r"\.weight$", "", named) or f"node{index}", layer, node.output[0])
-        # Constant / Transpose outputs only layers read (the layers hold their values): not run.
+        # Constant / Identity / Transpose outputs only layers read (the layers hold their values): not run.
         self._folded = {
             name
             for name, count in taken.items()
             if name in producers
-            and producers[name].op_type in ("Constant", "Transpose")
+            and producers[name].op_type in ("Constant", "Identity", "Transpose")
             and len(readers[name]) == count
             and name not in outputs
         }

@@ -14,11 +14,12 @@ import torch.nn as nn
 from onnx import helper
 
 from edgeport.cli import main
+from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.manifest import Manifest
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune import PruningSection
-from edgeport.quant.prune.onnx_source import prunable_module
+from edgeport.quant.prune.onnx_source import constant_identities, prunable_module
 from edgeport.tensors import TensorSpec
 from tests.onnx_graphs import make_model
 from tests.quant.prune_models import (
@@ -226,3 +227,42 @@ def test_a_constant_reshaped_with_a_leading_one_is_not_taken_for_the_batch(tmp_p
     module = prunable_module(model, [TensorSpec("x", [1, 3, 8, 8])])  # checked at batch 2 inside
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert module(x).shape == (2, 4, 8, 8)
+
+
+def test_constant_identities_follow_chains_of_constants_only() -> None:
+    nodes = [
+        helper.make_node("Identity", ["b"], ["b1"]),
+        helper.make_node("Identity", ["b1"], ["b2"]),
+        helper.make_node("Identity", ["x"], ["x1"]),
+        helper.make_node("Relu", ["b"], ["r"]),
+    ]
+    assert constant_identities(nodes, {"b": 1.5}) == {"b1": 1.5, "b2": 1.5}
+
+
+class EqualBiases(nn.Module):
+    """Two convolutions with the same (zero) bias: torch.onnx.export writes the second as an Identity of
+    the first's initializer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        with torch.no_grad():
+            self.conv1.bias.zero_()
+            self.conv2.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+def test_a_bias_read_through_an_identity_is_a_layer_s_and_prunes(tmp_path: Path) -> None:
+    source = tmp_path / "equal.onnx"
+    graph = export_onnx(EqualBiases(), [torch.zeros(1, 3, 8, 8)], source, ["x"])
+    assert "Identity" in {n.op_type for n in graph.graph.node}
+    module = prunable_module(graph, [TensorSpec("x", [1, 3, 8, 8])])
+    assert sorted(type(m).__name__ for m in module.layers.values()) == ["Conv2d", "Conv2d"]
+    outdir = tmp_path / "out"
+    section = verified_section(convert_model(ConvertOptions(source=str(source), outdir=outdir, prune=PRUNE)))
+    assert [g.channels_before for g in section.groups] == [8] and section.groups[0].channels_after < 8
+    assert section.kept_whole == []
