@@ -13,6 +13,7 @@ from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertResult
 from edgeport.quant.prune import PruneOptions, PruningSection
 from tests.quant.models import _randomize_bns
+from tests.quant.stream_models import INPUT_SHAPE
 
 
 @pytest.fixture(autouse=True)
@@ -61,9 +62,6 @@ class Coupled(nn.Module):
 def coupled(width: int = 16) -> nn.Module:
     torch.manual_seed(0)
     return _randomize_bns(Coupled(width))
-
-
-INPUT_SHAPE = [1, 3, 8, 8]
 
 
 def random_batch(n: int = 4, seed: int = 1, shape: Sequence[int] = INPUT_SHAPE) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The input of these models and of prune_models' (defined here: a `convert` source imports no test helper).
 INPUT_SHAPE = [1, 3, 8, 8]
 
 

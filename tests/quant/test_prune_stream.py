@@ -48,14 +48,10 @@ SPECS = [TensorSpec("x", INPUT_SHAPE)]
 STEM = ["conv1", "bn1", "layer1.0.conv2", "layer1.0.bn2", "layer1.1.conv2", "layer1.1.bn2"]
 
 
-def _inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
-    return random_batch(n, seed, INPUT_SHAPE)
-
-
 def _traced() -> tuple[nn.Module, Graph]:
-    module, names, notes = pads_as_selections(option_a_resnet(), [_inputs(1)])
+    module, names, notes = pads_as_selections(option_a_resnet(), [random_batch(1)])
     assert names == ["layer2.0.channel_pad"] and notes == []
-    return module, Graph(module, [_inputs(1)])
+    return module, Graph(module, [random_batch(1)])
 
 
 @pytest.mark.parametrize(
@@ -106,7 +102,7 @@ def test_split_channel_pad_runs_the_other_axes_first_to_the_same_values(
 
 @pytest.mark.parametrize(("before", "after", "value"), [(4, 4, 0.0), (0, 3, 0.0), (2, 1, 1.5), (-1, 2, 0.0)])
 def test_a_selection_computes_the_pad(before: int, after: int, value: float) -> None:
-    x = _inputs(2)[:, :, :4, :4]
+    x = random_batch(2)[:, :, :4, :4]
     layer = selection(4, 3, before, after, value)
     assert is_selection(layer)
     want = torch.nn.functional.pad(x, (0, 0, 0, 0, before, after), value=value)
@@ -127,7 +123,7 @@ def test_a_selection_computes_the_pad(before: int, after: int, value: float) -> 
     ],
 )
 def test_a_gather_computes_its_index(index: list[int]) -> None:
-    x = _inputs(2)
+    x = random_batch(2)
     value = 0.25
     want = torch.stack([x[:, i] if i >= 0 else torch.full_like(x[:, 0], value) for i in index], 1)
     assert torch.equal(ChannelGather(index, value, 3)(x), want)
@@ -137,7 +133,7 @@ def test_each_stage_stream_is_its_own_group_and_every_group_cuts_exactly() -> No
     """Without the rewrite torch-pruning couples the stem with the next stage's conv2 through the pad;
     with it, the stem's group ends at the pad and stage 2's stream is another group, and cutting any
     group's channel on a copy equals zeroing it (the check keeps all)."""
-    whole = Graph(option_a_resnet(), [_inputs(1)]).groups()[0]
+    whole = Graph(option_a_resnet(), [random_batch(1)]).groups()[0]
     assert "layer2.0.conv2" in next(g for g in whole if g.name == "conv1").out_modules
     _module, graph = _traced()
     groups, notes = graph.groups()
@@ -147,7 +143,7 @@ def test_each_stage_stream_is_its_own_group_and_every_group_cuts_exactly() -> No
     assert "layer2.0.channel_pad" in by_name["conv1"].in_modules
     stage2 = by_name["layer2.0.conv2"]
     assert "layer2.0.channel_pad" in stage2.out_modules and stage2.channels == 16
-    good, kept_whole = checked_groups(graph, groups, [_inputs(2)])
+    good, kept_whole = checked_groups(graph, groups, [random_batch(2)])
     assert len(good) == len(groups) and kept_whole == []
 
 
@@ -156,9 +152,9 @@ def test_cutting_a_stream_equals_zeroing_it_and_the_gathers_keep_it(group_name: 
     module, graph = _traced()
     group = next(g for g in graph.groups()[0] if g.name == group_name)
     gone = [r.position for r in removal_plan(graph, group, "l2")[:3]]
-    x = _inputs(3)
+    x = random_batch(3)
     zeroed = copy.deepcopy(module)
-    twin_graph = Graph(zeroed, [_inputs(1)])
+    twin_graph = Graph(zeroed, [random_batch(1)])
     zero_inputs(consumer_columns(twin_graph, group.on(zeroed), gone))
     graph.group_of(group, gone).prune()
     assert dict(module.named_modules())[group_name].out_channels == group.channels - 3
@@ -191,7 +187,7 @@ def test_the_stream_prunes_end_to_end_and_the_macs_count_no_selection() -> None:
     pruned = result.module
     assert not any(is_selection(m) for m in pruned.modules())
     assert isinstance(pruned.get_submodule("layer2.0.channel_pad"), ChannelGather)
-    assert pruned(_inputs()).shape == model(_inputs()).shape
+    assert pruned(random_batch()).shape == model(random_batch()).shape
     assert pruned.get_submodule("conv1").out_channels == rows["conv1"].channels_after
     assert result.section.removed() >= 0.4
     assert result.section.kept_whole == []
@@ -207,15 +203,15 @@ def test_the_allocation_can_choose_a_stream_group() -> None:
             bn = model.get_submodule(name)
             bn.weight[:4] = 0.0
             bn.bias[:4] = 0.0
-    module, _names, _notes = pads_as_selections(model, [_inputs(1)])
-    graph = Graph(module, [_inputs(1)])
+    module, _names, _notes = pads_as_selections(model, [random_batch(1)])
+    graph = Graph(module, [random_batch(1)])
     groups = graph.groups()[0]
     plans = [removal_plan(graph, g, "l2") for g in groups]
     options = [[g.width, g.width - 4] for g in groups]
-    sens = sensitivities(graph, groups, plans, options, [_inputs(8)])
+    sens = sensitivities(graph, groups, plans, options, [random_batch(8)])
     stem = next(i for i, g in enumerate(groups) if g.name == "conv1")
     assert sens[stem].error[-1] < 1e-10
-    cost = cost_model(module, groups, [_inputs(1)], "flops")
+    cost = cost_model(module, groups, [random_batch(1)], "flops")
     picked = allocate(cost, [g.width for g in groups], options, sens, 0.05)
     assert picked.steps[0] == (stem, 4)
 
@@ -224,32 +220,32 @@ def test_only_the_padding_block_is_traced() -> None:
     """The model keeps its class and its blocks theirs (their outputs stay hookable by name for
     recovery); the block whose forward pads is replaced by its trace, its pad a selection."""
     model = option_a_resnet()
-    module, names, _notes = pads_as_selections(model, [_inputs(1)])
+    module, names, _notes = pads_as_selections(model, [random_batch(1)])
     assert module is model and type(module).__name__ == "OptionA"
     assert type(module.get_submodule("layer2.1")).__name__ == "Block"
     assert isinstance(module.get_submodule("layer2.0"), fx.GraphModule)
     assert is_selection(module.get_submodule(names[0]))
-    assert torch.allclose(module(_inputs()), option_a_resnet()(_inputs()), atol=1e-6)
+    assert torch.allclose(module(random_batch()), option_a_resnet()(random_batch()), atol=1e-6)
 
 
 def test_akamaster_s_lambda_layer_shortcut_prunes_its_stream() -> None:
     """The pad inside a LambdaLayer's lambda (mode and value positional): that layer is traced."""
     model = lambda_resnet()
-    module, names, notes = pads_as_selections(model, [_inputs(1)])
+    module, names, notes = pads_as_selections(model, [random_batch(1)])
     assert names == ["layer2.0.shortcut.channel_pad"] and notes == []
     assert type(module.get_submodule("layer2.0")).__name__ == "LambdaBlock"
-    graph = Graph(module, [_inputs(1)])
+    graph = Graph(module, [random_batch(1)])
     groups = graph.groups()[0]
     assert {"conv1", "layer2.0.conv2"} <= {g.name for g in groups}
-    assert checked_groups(graph, groups, [_inputs(2)]) == (groups, [])
+    assert checked_groups(graph, groups, [random_batch(2)]) == (groups, [])
     result = prune_module(model, SPECS, {}, fast_options(ratio=0.4, allocation="uniform"))
-    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert result.module(random_batch()).shape == model(random_batch()).shape
     assert result.module.get_submodule("conv1").out_channels < 8
 
 
 def test_a_pad_off_the_channel_axis_leaves_the_model_as_it_was() -> None:
     model = spatial_pad()
-    module, names, notes = pads_as_selections(model, [_inputs(1)])
+    module, names, notes = pads_as_selections(model, [random_batch(1)])
     assert module is model and names == [] and notes == []
     result = prune_module(model, SPECS, {}, fast_options())
     assert not any(isinstance(m, fx.GraphModule) for m in result.module.modules())
@@ -261,7 +257,7 @@ def test_a_model_fx_cannot_trace_keeps_its_stream_whole_and_says_why() -> None:
     notes = result.section.kept_whole
     assert any(n.startswith("layer2.0: its channel pad") and "torch.fx cannot trace it" in n for n in notes)
     assert any(n.startswith("conv1: kept whole, the dependency analysis does not follow it") for n in notes)
-    assert result.module(_inputs()).shape == model(_inputs()).shape
+    assert result.module(random_batch()).shape == model(random_batch()).shape
     assert result.section.removed() >= 0.2
 
 
