@@ -9,7 +9,8 @@ Which nodes become modules: Conv with constant weights and explicit pads, none, 
 constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
 do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
 exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator.
-Constant weights are initializers or Constant nodes (as Paddle exports them). A Pad that pads the
+Constant weights are initializers or Constant nodes (as Paddle exports them), or Identities of those
+(how torch.onnx.export writes an initializer equal to an earlier one). A Pad that pads the
 channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on
 Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, after a pad of the
 other axes when it pads those too (split as the fx path splits it), so each stage's residual stream is
