@@ -11,7 +11,7 @@ from edgeport.quant import int8 as Q
 from edgeport.quant.bounded_outputs import OUTPUT_LOGITS, widen_bounded_outputs
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import builtin_code
+from edgeport.tflite_file import builtin_code, parse_tflite, schema
 
 X = TensorSpec("x", [1, 4])
 Y = TensorSpec("y", [1, 2])
@@ -51,16 +51,11 @@ def _calibrated(model) -> bytes:
 
 
 def _logistic_input_range(calibrated: bytes, op: str) -> tuple[float, float]:
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    m = flatbuffer_utils.convert_bytearray_to_object(calibrated)
+    m = parse_tflite(calibrated).raw
     graph = m.subgraphs[0]
+    wanted = {"sigmoid": schema.BuiltinOperator.LOGISTIC, "tanh": schema.BuiltinOperator.TANH}[op]
     for o in graph.operators:
-        code = m.operatorCodes[o.opcodeIndex]
-        from tensorflow.lite.python import schema_py_generated as schema
-
-        wanted = {"sigmoid": schema.BuiltinOperator.LOGISTIC, "tanh": schema.BuiltinOperator.TANH}[op]
-        if builtin_code(code) == wanted:
+        if builtin_code(m.operatorCodes[o.opcodeIndex]) == wanted:
             q = graph.tensors[int(o.inputs[0])].quantization
             return float(q.min[0]), float(q.max[0])
     raise AssertionError(f"no {op} in the model")

@@ -17,7 +17,7 @@ import pytest
 from edgeport.quant import int8 as Q
 from edgeport.runtimes import litert
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import builtin_code
+from edgeport.tflite_file import builtin_code, parse_tflite, schema
 
 IMAGE = TensorSpec("x", [1, 4, 9, 9], channels_last=True)
 
@@ -43,10 +43,7 @@ def samples(count: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 def padv2(model: bytes) -> tuple[Any, Any, Any]:
     """(model object, PADV2 operator, subgraph) of the one PADV2 in `model`."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    obj = flatbuffer_utils.convert_bytearray_to_object(model)
+    obj = parse_tflite(model).raw
     graph = obj.subgraphs[0]
     (op,) = [
         op

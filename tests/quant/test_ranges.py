@@ -28,7 +28,7 @@ from edgeport.quant.ranges import (
 )
 from edgeport.runtimes.litert import LiteRTRunner
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import op_name, tensor_name
+from edgeport.tflite_file import op_name, parse_tflite, schema, tensor_name
 
 
 def actual_mse(x: np.ndarray, low: float, high: float) -> float:
@@ -130,9 +130,7 @@ def graph() -> dict[str, Any]:
 
 def tensors_by_op(model: bytes) -> dict[str, list[str]]:
     """Builtin op name -> names of the tensors its instances produce, in graph order."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    obj = flatbuffer_utils.convert_bytearray_to_object(model)
+    obj = parse_tflite(model).raw
     graph = obj.subgraphs[0]
     out: dict[str, list[str]] = {}
     for op in graph.operators:
@@ -143,10 +141,8 @@ def tensors_by_op(model: bytes) -> dict[str, list[str]]:
 
 def params(model: bytes) -> dict[str, tuple[float, int]]:
     """Tensor name -> (scale, zero point) of every per-tensor quantized tensor."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
     out = {}
-    for t in flatbuffer_utils.convert_bytearray_to_object(model).subgraphs[0].tensors:
+    for t in parse_tflite(model).raw.subgraphs[0].tensors:
         q = t.quantization
         if q is not None and q.scale is not None and len(q.scale) == 1:
             out[tensor_name(t)] = (float(q.scale[0]), int(q.zeroPoint[0]))
@@ -154,9 +150,7 @@ def params(model: bytes) -> dict[str, tuple[float, int]]:
 
 
 def index_of(model: bytes, name: str) -> int:
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    tensors = flatbuffer_utils.convert_bytearray_to_object(model).subgraphs[0].tensors
+    tensors = parse_tflite(model).raw.subgraphs[0].tensors
     return next(i for i, t in enumerate(tensors) if tensor_name(t) == name)
 
 
@@ -222,10 +216,7 @@ def test_probe_finds_the_ranges_the_quantizer_uses(graph: dict) -> None:
 
 @pytest.mark.parametrize("method", RANGE_METHODS)
 def test_each_method_gives_a_full_integer_model_that_runs(graph: dict, method: str) -> None:
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
     from edgeport.converters.onnx_to_tflite import keras_to_tflite
-    from edgeport.tflite_file import parse_tflite
 
     report: dict[str, Any] = {}
     model = Q.keras_to_quantized(graph["keras"], "int8", [IMAGE], graph["samples"], "int8", method, report)
