@@ -28,13 +28,10 @@ from tests.quant.prune_models import (
     INPUT_SHAPE,
     coupled,
     one_torch_thread,  # noqa: F401 (autouse fixture)
+    random_batch,
 )
 
 SPECS = [TensorSpec("x", INPUT_SHAPE)]
-
-
-def _inputs(n: int, seed: int) -> torch.Tensor:
-    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
 
 
 def _options(**over: object) -> PruneOptions:
@@ -49,7 +46,7 @@ def _pruned() -> tuple[torch.nn.Module, torch.nn.Module]:
 
 def test_recovery_is_deterministic_with_a_seed() -> None:
     model, student = _pruned()
-    pool = _inputs(32, seed=2)
+    pool = random_batch(32, seed=2)
     a, b, c = copy.deepcopy(student), copy.deepcopy(student), copy.deepcopy(student)
     log_a = distill(a, model, [pool], steps=20, seed=5)
     log_b = distill(b, model, [pool], steps=20, seed=5)
@@ -62,9 +59,9 @@ def test_recovery_is_deterministic_with_a_seed() -> None:
 
 def test_recovery_lowers_the_loss_on_held_out_inputs() -> None:
     model, student = _pruned()
-    held = _inputs(16, seed=3)
+    held = random_batch(16, seed=3)
     before = distillation_loss(student, model, [held])
-    distill(student, model, [_inputs(32, seed=2)], steps=60, seed=0)
+    distill(student, model, [random_batch(32, seed=2)], steps=60, seed=0)
     assert distillation_loss(student, model, [held]) < 0.7 * before
 
 
@@ -92,7 +89,7 @@ def _save(path: Path, array: np.ndarray) -> Path:
 
 
 def test_finetune_data_is_labelled_data_aware(tmp_path: Path) -> None:
-    data = _save(tmp_path / "inputs.npz", _inputs(24, seed=7).numpy())
+    data = _save(tmp_path / "inputs.npz", random_batch(24, seed=7).numpy())
     result = prune_module(coupled(), SPECS, {}, _options(finetune_data=data))
     rec = result.section.recovery
     assert rec.method == "distill" and not rec.data_free and rec.steps == 12
@@ -114,7 +111,7 @@ def test_finetune_data_is_labelled_data_aware(tmp_path: Path) -> None:
 def test_bad_finetune_data_is_one_line_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, expected: str
 ) -> None:
-    good = _inputs(8, seed=1).numpy()
+    good = random_batch(8, seed=1).numpy()
     path = {
         "missing": tmp_path / "absent.npz",
         "shape": _save(tmp_path / "shape.npz", np.zeros((4, 3, 9, 9), np.float32)),
