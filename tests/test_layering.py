@@ -14,7 +14,7 @@ this test still fails on any new one; an entry that is no longer needed fails to
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +116,17 @@ def violations() -> dict[tuple[str, str], str]:
     return found
 
 
+# .tflite files are read and edited with edgeport.tflite_file (parse_tflite, edit_tflite, serialize_tflite),
+# one reader with its own checks, not with TensorFlow's object-tree helpers.
+FLATBUFFER_UTILS = "tensorflow.lite.tools.flatbuffer_utils"
+
+
+def imports_of_module(imports: Iterable[tuple[str, str | None]], module: str) -> list[str]:
+    """Those of `imports` (imports_in's pairs) that import `module` or a name from it, as dotted names."""
+    dotted = (imported if name is None else f"{imported}.{name}" for imported, name in imports)
+    return [d for d in dotted if d == module or d.startswith(f"{module}.")]
+
+
 def test_layering_rules_hold() -> None:
     new = {key: what for key, what in violations().items() if key not in ALLOWED}
     assert not new, "imports across layers (see tests/test_layering.py for the rules):\n" + "\n".join(
@@ -126,6 +137,15 @@ def test_layering_rules_hold() -> None:
 def test_every_allowed_violation_still_exists() -> None:
     stale = set(ALLOWED) - set(violations())
     assert not stale, f"no longer needed, remove from ALLOWED: {sorted(stale)}"
+
+
+def test_no_module_imports_tensorflow_s_flatbuffer_utils() -> None:
+    found = [
+        f"  {path.relative_to(ROOT)}: {imported}"
+        for path in source_files()
+        for imported in imports_of_module(imports_of(path), FLATBUFFER_UTILS)
+    ]
+    assert not found, "read and edit .tflite with edgeport.tflite_file instead:\n" + "\n".join(found)
 
 
 def test_layer_of_module() -> None:
@@ -145,3 +165,14 @@ def test_imports_inside_functions_and_relative_ones_are_seen() -> None:
     assert set(imports_in("from . import int8", "edgeport.quant", is_package=True)) == {
         ("edgeport.quant.int8", None)
     }
+
+
+def test_an_import_of_a_module_is_seen_in_every_form() -> None:
+    source = (
+        "from tensorflow.lite.tools import flatbuffer_utils\n"
+        "def f():\n    import tensorflow.lite.tools.flatbuffer_utils as fu\n"
+        "from tensorflow.lite.tools.flatbuffer_utils import read_model\n"
+        "from tensorflow.lite.tools import visualize\n"
+    )
+    found = imports_of_module(imports_in(source, "edgeport.quant.int8"), FLATBUFFER_UTILS)
+    assert sorted(found) == [FLATBUFFER_UTILS, FLATBUFFER_UTILS, f"{FLATBUFFER_UTILS}.read_model"]

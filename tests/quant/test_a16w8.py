@@ -22,7 +22,7 @@ from edgeport.quant.modes import QuantOptions
 from edgeport.runtimes.litert import dequantize, interpreter, quantize
 from edgeport.runtimes.tflm import run_tflm
 from edgeport.tensors import TensorSpec
-from edgeport.tflite_file import op_name, parse_tflite, read_tflite
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, read_tflite, serialize_tflite
 from tests.quant import a16w8_models as M
 
 MODELS = Path(M.__file__)
@@ -256,21 +256,17 @@ def test_changed_mul_scales_make_both_multipliers_agree(seed: int) -> None:
 
 
 def test_with_headroom_widens_every_recorded_range() -> None:
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
     from edgeport.quant.a16w8 import HEADROOM, with_headroom
+    from edgeport.quant.calibrated import set_recorded_range
     from edgeport.quant.int8 import recorded_ranges
 
     # A float model has no recorded ranges: give its activations some (as calibration does).
-    model = flatbuffer_utils.convert_bytearray_to_object(_hard_swish_model())
+    model = edit_tflite(_hard_swish_model())
     graph = model.subgraphs[0]
     activations = [int(op.outputs[0]) for op in graph.operators]
     for k, index in enumerate(activations):
-        q = schema.QuantizationParametersT()
-        q.min, q.max = np.array([-1.0 - k], np.float32), np.array([2.0 + k], np.float32)
-        graph.tensors[index].quantization = q
-    ranged = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+        set_recorded_range(graph.tensors[index], (-1.0 - k, 2.0 + k))
+    ranged = serialize_tflite(model)
     widened = recorded_ranges(with_headroom(ranged))
     assert set(widened) == set(activations)
     assert widened == {i: (HEADROOM * lo, HEADROOM * hi) for i, (lo, hi) in recorded_ranges(ranged).items()}
