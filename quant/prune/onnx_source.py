@@ -193,7 +193,7 @@ class PrunableGraph(Evaluator):
         for n in self._nodes:
             for name in n.input:
                 readers[name].append(n)
-        producers = {out: n for n in self._nodes for out in n.output}
+        producers = {out: self._nodes[i] for out, i in self._producer.items()}  # the evaluator's, as nodes
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
         # Weights in Constant nodes (Paddle's exports) are constants as initializers are, and so are
