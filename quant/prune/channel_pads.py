@@ -175,9 +175,9 @@ class SelectsOwnPads(Protocol):
     """A module that makes its own channel pads selection layers, where fx cannot trace it
     (quant/prune/onnx_source.py's ONNX evaluator runs a graph node by node)."""
 
-    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], list[str]]:
+    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> list[str]:
         """Replace its channel pads by selection layers, in place (`inputs`: the arguments of its
-        first call): (their module names in it, notes (kept_pad_note) on the channel pads it keeps)."""
+        first call); their module names in it."""
         ...
 
 
@@ -209,9 +209,10 @@ def pads_as_selections(
     for owner_name, (owner, args) in pad_owners(module, inputs).items():
         where = owner_name or "the model"
         if isinstance(owner, SelectsOwnPads):
-            made, kept = owner.channel_pads_as_selections(*args)
+            made = owner.channel_pads_as_selections(*args)
             names += [f"{owner_name}.{n}" if owner_name else n for n in made]
-            notes += kept if made or kept else [kept_pad_note(where, "its amounts are not constants")]
+            if not made:
+                notes.append(kept_pad_note(where, "its amounts are not constants"))
             continue
         why = kept_pad_note(where)
         try:

@@ -256,13 +256,13 @@ class PrunableGraph(Evaluator):
         self._layer_keys[output] = key
         return key
 
-    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], list[str]]:
+    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> list[str]:
         """Each Pad that pads the channel axis with constants becomes channel_pads' selection layer in
         `layers`, after a pad of the other axes when it pads those too (torch-pruning then cuts its input
-        and output channels apart: each stage's stream its own group); (their module names, [], as no
-        constant channel pad is kept). Its input's channels are read from a forward on `inputs`. Called
-        by channel_pads.pads_as_selections on pruning's copy of the model (fx cannot trace an evaluator):
-        the unpruned model (its MACs, export, latency, recovery's teacher) keeps its Pads."""
+        and output channels apart: each stage's stream its own group); their module names. Its input's
+        channels are read from a forward on `inputs`. Called by channel_pads.pads_as_selections on
+        pruning's copy of the model (fx cannot trace an evaluator): the unpruned model (its MACs, export,
+        latency, recovery's teacher) keeps its Pads."""
         shapes = self.shapes(*inputs)
         names = []
         for node, attrs in zip(self._nodes, self._attrs, strict=True):
@@ -278,7 +278,7 @@ class PrunableGraph(Evaluator):
                 layer = nn.Sequential(OrderedDict(pad=_PADS[len(shape)](rest, fill), select=layer))
             key = self._add_layer((node.name or node.output[0]).strip("/") or "pad", layer, node.output[0])
             names.append(f"layers.{key}" + (".select" if rest else ""))
-        return names, []
+        return names
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         if node.output[0] in self._folded:  # a weight (or bias) the layers hold

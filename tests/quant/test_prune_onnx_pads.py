@@ -24,7 +24,7 @@ from edgeport.manifest import Manifest
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant import onnx_torch
 from edgeport.quant.prune import PruningSection, prune_module
-from edgeport.quant.prune.channel_pads import ChannelGather, is_selection, kept_pad_note
+from edgeport.quant.prune.channel_pads import ChannelGather, is_selection
 from edgeport.quant.prune.onnx_source import prunable_module
 from edgeport.tensors import TensorSpec
 from tests.onnx_graphs import make_model
@@ -48,7 +48,7 @@ def _exported(model: nn.Module, path: Path) -> onnx.ModelProto:
 
 def _selection_names(module: nn.Module) -> list[str]:
     """The names the evaluator's channel pads take as selection layers (on a copy)."""
-    return copy.deepcopy(module).channel_pads_as_selections(random_batch(1))[0]
+    return copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
 
 
 def _conv_shapes(module: nn.Module) -> list[tuple[int, ...]]:
@@ -126,7 +126,7 @@ def test_least_squares_recovery_runs_on_an_onnx_source(tmp_path: Path) -> None:
 
 def test_a_spatial_pad_stays_a_pad(tmp_path: Path) -> None:
     module = prunable_module(_exported(spatial_pad(), tmp_path / "sp.onnx"), SPECS)
-    assert module.channel_pads_as_selections(random_batch(1)) == ([], [])
+    assert module.channel_pads_as_selections(random_batch(1)) == []
     result = prune_module(module, SPECS, {}, UNIFORM)
     assert not any(isinstance(m, ChannelGather) or is_selection(m) for m in result.module.modules())
     assert result.section.removed() >= 0.4
@@ -157,15 +157,15 @@ def _pad_graph(
 
 
 @pytest.mark.parametrize(
-    ("graph", "selections", "note"),
+    ("graph", "selections"),
     [
-        (_pad_graph([0, 2, 0, 0, 0, 1, 0, 0]), 1, None),
-        (_pad_graph([0, 2, 0, 0, 0, 2, 0, 0], value=0.5), 1, None),
-        (_pad_graph([2, 1], opset=18, axes=[1]), 1, None),
-        (_pad_graph([0, 1, 0, 0, 0, 3, 0, 0], opset=10), 1, None),
-        (_pad_graph([0, 0, 1, 1, 0, 0, 1, 1]), 0, None),
-        (_pad_graph([0, 2, 1, 1, 0, 2, 1, 1]), 1, None),
-        (_pad_graph([0, 1, 0, 2, 0, 3, 1, 0], value=-0.5), 1, None),
+        (_pad_graph([0, 2, 0, 0, 0, 1, 0, 0]), 1),
+        (_pad_graph([0, 2, 0, 0, 0, 2, 0, 0], value=0.5), 1),
+        (_pad_graph([2, 1], opset=18, axes=[1]), 1),
+        (_pad_graph([0, 1, 0, 0, 0, 3, 0, 0], opset=10), 1),
+        (_pad_graph([0, 0, 1, 1, 0, 0, 1, 1]), 0),
+        (_pad_graph([0, 2, 1, 1, 0, 2, 1, 1]), 1),
+        (_pad_graph([0, 1, 0, 2, 0, 3, 1, 0], value=-0.5), 1),
     ],
     ids=[
         "channels",
@@ -177,14 +177,13 @@ def _pad_graph(
         "uneven_channels_and_spatial_value",
     ],
 )
-def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int, note: str | None) -> None:
+def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int) -> None:
     module = prunable_module(graph, [TensorSpec("x", [1, 4, 6, 6])])
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = module(x)
-    names, notes = module.channel_pads_as_selections(x[:1])
+    names = module.channel_pads_as_selections(x[:1])
     assert len(names) == selections and all(is_selection(module.get_submodule(n)) for n in names)
-    assert notes == ([] if note is None else [kept_pad_note("node 'the_pad'", note)])
     with torch.no_grad():
         assert torch.allclose(module(x), want, rtol=0, atol=1e-6)
 
@@ -214,8 +213,8 @@ def test_a_pad_of_channels_and_spatial_axes_prunes_its_stream_as_the_fx_path_doe
     stem's and the stream's groups are cut, nothing is kept whole, the widths, MACs and weight shapes are
     the PyTorch source's, and the cut model keeps the source's output shape."""
     module = prunable_module(_exported(PaddedShortcut(), tmp_path / "ps.onnx"), SPECS)
-    names, notes = copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
-    assert notes == [] and len(names) == 1 and names[0].endswith(".select")
+    names = copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
+    assert len(names) == 1 and names[0].endswith(".select")
     ours = prune_module(module, SPECS, {}, UNIFORM)
     theirs = prune_module(PaddedShortcut(), SPECS, {}, UNIFORM)
     assert ours.section.kept_whole == [] and theirs.section.kept_whole == []
