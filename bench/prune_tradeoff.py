@@ -46,7 +46,7 @@ from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20,
 from edgeport.pipeline.torch_passes import prune_exporter  # noqa: E402
 from edgeport.quant.calibration import DISTILL_STEPS  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
-from edgeport.quant.prune.options import DEFAULT_BUDGET  # noqa: E402
+from edgeport.quant.prune.options import DEFAULT_BUDGET, DEFAULT_MIN_WIDTH, DEFAULT_ROUND  # noqa: E402
 from edgeport.quant.prune.prune import IMAGE_PRIOR, synthetic_inputs  # noqa: E402
 from edgeport.quant.prune.recover import pool_size  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
@@ -212,6 +212,11 @@ def main(argv: list[str]) -> int:
         choices=("flops", "latency"),
         help="what RATIO removes (latency: --prune-target latency, searched with real conversions)",
     )
+    parser.add_argument("--round", type=int, default=DEFAULT_ROUND, help="--prune-round")
+    parser.add_argument("--min-width", type=int, default=DEFAULT_MIN_WIDTH, help="--prune-min-width")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the seed of the synthetic inputs, the analysis and recovery"
+    )
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-deploy", action="store_true", help="accuracy only: no convert/package/bench")
@@ -268,6 +273,9 @@ def main(argv: list[str]) -> int:
             finetune_data=finetune if job.recovery == "data-aware" else None,
             max_steps=0 if job.recovery == "ls" else None,
             target=args.target,
+            round_to=args.round,
+            min_width=args.min_width,
+            seed=args.seed,
         )
         started = time.perf_counter()
         exporter = prune_exporter() if args.target == "latency" else None
@@ -282,6 +290,7 @@ def main(argv: list[str]) -> int:
             "ratio": job.ratio,
             "target": args.target,
             "criterion": job.criterion,
+            **_non_defaults(args),
             "recovery": job.label,
             "top1": round(100.0 * float(np.mean(pred == labels)), 2),
             "float_top1": ref["top1"],
@@ -321,12 +330,25 @@ def _deploy_logged(module: torch.nn.Module, key: str, baseline: dict | None) -> 
         return {"error": f"{type(exc).__name__}: {str(exc)[:200]} (see {CACHE / key / 'tools.log'})"}
 
 
+def _non_defaults(args: argparse.Namespace) -> dict:
+    """The row's options that differ from edgeport's defaults (shown beside its criterion)."""
+    chosen = {"round": args.round, "min_width": args.min_width, "seed": args.seed}
+    defaults = {"round": DEFAULT_ROUND, "min_width": DEFAULT_MIN_WIDTH, "seed": 0}
+    return {k: v for k, v in chosen.items() if v != defaults[k]}
+
+
+def _criterion(row: dict) -> str:
+    """The criterion cell: the criterion, then any option that differs from the default."""
+    words = {"round": "round {}", "min_width": "min width {}", "seed": "seed {}"}
+    return ", ".join([row["criterion"], *(w.format(row[k]) for k, w in words.items() if k in row)])
+
+
 def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, args, state: dict) -> dict:
     module = BUILDERS[name]()
     x = model_input(name, images)
     pred = predict(module, x)
     top1 = round(100.0 * float(np.mean(pred == labels)), 2)
-    synthetic, made = cached_synthetic(name, module, specs, args.budget)
+    synthetic, made = cached_synthetic(name, module, specs, args.budget, args.seed)
     ref = {"module": module, "x": x, "pred": pred, "top1": top1, "synthetic": synthetic}
     info = {
         "top1": top1,
@@ -344,7 +366,9 @@ def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, a
     return ref
 
 
-def cached_synthetic(name: str, module: torch.nn.Module, specs: list, budget: float) -> tuple[tuple, float]:
+def cached_synthetic(
+    name: str, module: torch.nn.Module, specs: list, budget: float, seed: int = 0
+) -> tuple[tuple, float]:
     """The model's synthetic inputs (recovery pool, held out), made once per model and recipe and kept
     in CACHE (they take minutes under load and depend only on the weights, the pool size the budget
     buys, PruneOptions' defaults, the distillation steps that make them and the image prior), and the
@@ -354,7 +378,7 @@ def cached_synthetic(name: str, module: torch.nn.Module, specs: list, budget: fl
     weights = hashlib.sha256(
         b"".join(v.detach().numpy().tobytes() for v in module.state_dict().values())
     ).hexdigest()[:12]
-    recipe = f"{count}-{defaults.held_out}-{defaults.seed}-d{DISTILL_STEPS}"
+    recipe = f"{count}-{defaults.held_out}-{seed}-d{DISTILL_STEPS}"
     if IMAGE_PRIOR is not None:
         recipe += f"-p{IMAGE_PRIOR.grid}x{IMAGE_PRIOR.tv_weight:g}"
     path = CACHE / f"synthetic-{name}-{weights}-{recipe}.pt"
@@ -362,7 +386,7 @@ def cached_synthetic(name: str, module: torch.nn.Module, specs: list, budget: fl
     if path.exists() and info.exists():
         return torch.load(path), json.loads(info.read_text())["seconds"]
     started = time.perf_counter()
-    synthetic = synthetic_inputs(module, specs, {}, count, defaults.held_out, defaults.seed)
+    synthetic = synthetic_inputs(module, specs, {}, count, defaults.held_out, seed)
     made = time.perf_counter() - started
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(synthetic, path)
@@ -491,7 +515,18 @@ def _unique_rows(states: list[dict]) -> list[dict]:
             budget = None if r["recovery"] == "none" else r["budget_seconds"]  # none: no budget spent
             pool = None if r["recovery"] == "none" else r["pool"]
             target = r.get("target", "flops")
-            key = (r["model"], r["ratio"], target, r["criterion"], r["recovery"], budget, pool, r["commit"])
+            options = tuple(r.get(k) for k in ("round", "min_width", "seed"))
+            key = (
+                r["model"],
+                r["ratio"],
+                target,
+                r["criterion"],
+                *options,
+                r["recovery"],
+                budget,
+                pool,
+                r["commit"],
+            )
             rows.setdefault(key, r)
     return list(rows.values())
 
@@ -554,7 +589,7 @@ def markdown(state: dict) -> str:
         budget = "-" if r["recovery"] == "none" else f"{r['budget_seconds']:.0f}"
         pool = "-" if r["recovery"] == "none" else str(r["pool"])
         lines.append(
-            f"| {r['model']} | {cut:.0f}% (asked {_asked(r)}) | {r['criterion']} | "
+            f"| {r['model']} | {cut:.0f}% (asked {_asked(r)}) | {_criterion(r)} | "
             f"{r['recovery']} | {r['top1']:.2f} | {delta:+.2f} (±{r['delta_2se']:.2f}) | "
             f"{r['macs'] / 1e6:.1f}M | {r['params'] / 1e3:.0f}k | "
             f"{budget} | {pool} | "

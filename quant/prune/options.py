@@ -20,6 +20,7 @@ RECOVERIES = ("distill", "none")
 # 16 (Arm dot-product): a width between two multiples runs the tail in scalar code or pads the tile,
 # so it costs nearly the time of the next multiple. 8 serves both; 16 suits big Arm64 cores best.
 DEFAULT_ROUND = 8
+DEFAULT_MIN_WIDTH = 8
 # Recovery budget, seconds, turned into a step count before any step runs (quant/prune/recover.py).
 DEFAULT_BUDGET = 600.0
 
@@ -61,7 +62,7 @@ class PruneOptions(Options):
         json_schema_extra=cli("--prune-round", needs="RATIO"),
     )
     min_width: int = Field(
-        8,
+        DEFAULT_MIN_WIDTH,
         ge=1,
         description="Fewest channels any layer keeps.",
         json_schema_extra=cli("--prune-min-width", needs="RATIO"),
