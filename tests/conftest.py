@@ -33,3 +33,16 @@ def run_cli(capsys):
         return code, out, err
 
     return _run
+
+
+@pytest.fixture
+def stand_in_tflm(tmp_path: Path) -> Path:
+    """A directory that passes for a TFLite Micro checkout: only the Makefile the tree check looks for, a
+    comment inside. For runners and commands that need a tree to start but must stop (or be stopped)
+    before anything is built against it."""
+    from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE
+
+    root = tmp_path / "tflite-micro"
+    (root / TFLM_MAKEFILE).parent.mkdir(parents=True)
+    (root / TFLM_MAKEFILE).write_text("# stand-in\n")
+    return root

@@ -83,18 +83,6 @@ def test_write_files_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
-@pytest.fixture
-def stand_in_tflm(tmp_path) -> Path:
-    """A directory the qemu runner takes for a TFLite Micro tree: making the runner needs one, and a
-    refused setting must stop the bench before anything is built against it."""
-    from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE
-
-    root = tmp_path / "tflite-micro"
-    (root / TFLM_MAKEFILE).parent.mkdir(parents=True)
-    (root / TFLM_MAKEFILE).write_text("# stand-in\n")
-    return root
-
-
 QEMU = "qemu:mps2-an386"
 NO_PORT = "serial:/dev/edgeport-no-such-port"  # opening it would fail: the refusal comes first
 

@@ -38,24 +38,17 @@ def test_flash_is_text_plus_the_load_image_of_data():
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "mps2-an500", "corstone-300"])
-def test_ticks_become_instructions_through_the_icount_shift(board, tmp_path):
+def test_ticks_become_instructions_through_the_icount_shift(board, stand_in_tflm):
     the_board = get_board(board)
     shift = qemu_icount_shift(the_board)
     # n instructions take n * 2^shift ns of virtual time, in which SysTick counts the board clock.
     n = 1_000_000
     ticks = int(n * 2**shift * the_board.clock_hz / 1e9)
     assert abs(instructions(ticks, the_board.clock_hz, shift) - n) <= 2
-    runner = get_runner(f"qemu:{board}", RunnerOptions(tflm_root=_fake_tree(tmp_path)))
+    runner = get_runner(f"qemu:{board}", RunnerOptions(tflm_root=stand_in_tflm))
     assert runner.milliseconds(ticks, the_board.clock_hz) == pytest.approx(
         n * 1000 / the_board.clock_hz, rel=1e-5
     )
-
-
-def _fake_tree(parent: Path) -> Path:
-    tree = parent / "tflite-micro"
-    (tree / TFLM_MAKEFILE).parent.mkdir(parents=True)
-    (tree / TFLM_MAKEFILE).write_text("all:\n")
-    return tree
 
 
 def test_a_hang_a_crash_and_a_failed_self_test_are_one_line_each():
@@ -73,7 +66,7 @@ def test_a_hang_a_crash_and_a_failed_self_test_are_one_line_each():
         assert "\n" not in str(error) and error.fix
 
 
-def test_a_hung_run_under_a_config_names_its_keys_not_flags(tmp_path, monkeypatch):
+def test_a_hung_run_under_a_config_names_its_keys_not_flags(tmp_path, monkeypatch, stand_in_tflm):
     """`edgeport run` makes the runner with its config's wording; a run that hangs says so."""
     from types import SimpleNamespace
 
@@ -81,7 +74,7 @@ def test_a_hung_run_under_a_config_names_its_keys_not_flags(tmp_path, monkeypatc
     from edgeport.run.config import config_words
     from edgeport.targets.cortex_m import bench_qemu
 
-    runner = get_runner("qemu:mps2-an386", RunnerOptions(tflm_root=_fake_tree(tmp_path)), config_words)
+    runner = get_runner("qemu:mps2-an386", RunnerOptions(tflm_root=stand_in_tflm), config_words)
     hung = QemuRun(("qemu",), None, ["edgeport self-test"], "", True)
     monkeypatch.setattr(bench_qemu.qemu, "run_firmware", lambda *args, **kw: hung)
     model = SimpleNamespace(info=SimpleNamespace(name="kws.tflite"))
@@ -110,22 +103,21 @@ def test_the_command_refuses_a_board_without_qemu_and_a_missing_tree_in_one_line
     assert code == 1 and "--tflm-root" in err and len(err.strip().splitlines()) == 1
 
 
-def test_boards_without_a_qemu_machine_and_unknown_boards_list_the_qemu_ones(tmp_path):
+def test_boards_without_a_qemu_machine_and_unknown_boards_list_the_qemu_ones(stand_in_tflm):
     with pytest.raises(EdgeportError, match="nano33ble has no QEMU machine.*mps2-an386"):
         get_runner("qemu:nano33ble")
     with pytest.raises(EdgeportError, match="unknown board 'm4'.*corstone-300, mps2-an386, mps2-an500"):
         get_runner("qemu:m4")
-    assert get_runner("qemu:an386", RunnerOptions(tflm_root=_fake_tree(tmp_path))).name == "qemu:mps2-an386"
+    assert get_runner("qemu:an386", RunnerOptions(tflm_root=stand_in_tflm)).name == "qemu:mps2-an386"
 
 
-def test_no_tflm_tree_is_one_line_naming_tflm_root(tmp_path, monkeypatch):
+def test_no_tflm_tree_is_one_line_naming_tflm_root(tmp_path, monkeypatch, stand_in_tflm):
     monkeypatch.delenv("TFLM_ROOT", raising=False)
     with pytest.raises(EdgeportError, match="--tflm-root"):
         get_runner("qemu:mps2-an386")
     with pytest.raises(EdgeportError, match="is not a TFLite Micro checkout.*--tflm-root"):
         get_runner("qemu:mps2-an386", RunnerOptions(tflm_root=tmp_path))
-    tree = _fake_tree(tmp_path)
-    assert get_runner("qemu:corstone-300", RunnerOptions(tflm_root=tree)).tree == tree
+    assert get_runner("qemu:corstone-300", RunnerOptions(tflm_root=stand_in_tflm)).tree == stand_in_tflm
 
 
 def _archive(path: Path, files: dict[str, str]) -> Path:

@@ -80,22 +80,11 @@ def test_probe_commands(board, probe, expected, tmp_path):
     assert any(step.shell().startswith(expected) for step in steps), [s.shell() for s in steps]
 
 
-@pytest.fixture
-def tflm_tree(tmp_path):
-    """A directory that passes for a TFLite Micro checkout (the file the check looks for)."""
-    from edgeport.targets.cortex_m.flash import TFLM_MAKEFILE
-
-    root = tmp_path / "tflite-micro"
-    (root / TFLM_MAKEFILE).parent.mkdir(parents=True)
-    (root / TFLM_MAKEFILE).write_text("# stand-in\n")
-    return root
-
-
 def test_flash_with_a_missing_tool_names_the_package(
-    run_cli, packaged_an386, monkeypatch, tmp_path, tflm_tree
+    run_cli, packaged_an386, monkeypatch, tmp_path, stand_in_tflm
 ):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    code, _, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", tflm_tree)
+    code, _, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", stand_in_tflm)
     assert code == 1 and "is not installed" in err and "apt-get install" in err
     assert err.strip().count("\n") == 0
 
@@ -139,12 +128,12 @@ def test_real_build_refuses_a_directory_that_is_not_a_tflm_tree(
 
 
 def test_real_build_with_a_tflm_tree_runs_the_planned_steps(
-    run_cli, packaged_an386, monkeypatch, tmp_path, tflm_tree
+    run_cli, packaged_an386, monkeypatch, tmp_path, stand_in_tflm
 ):
     ran = tmp_path / "ran.txt"
     _stub_tools(tmp_path / "bin", ran)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", tflm_tree)
+    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", stand_in_tflm)
     assert code == 0, err
     assert ran.read_text().split() == ["make", "qemu-system-arm"]
     assert out.split() == ["done:", "build", "done:", "run"]
