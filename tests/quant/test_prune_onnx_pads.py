@@ -24,7 +24,7 @@ from edgeport.manifest import Manifest
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant import onnx_torch
 from edgeport.quant.prune import PruningSection, prune_module
-from edgeport.quant.prune.channel_pads import ChannelGather, is_selection
+from edgeport.quant.prune.channel_pads import ChannelGather, is_selection, kept_pad_note
 from edgeport.quant.prune.onnx_source import prunable_module
 from edgeport.tensors import TensorSpec
 from tests.onnx_graphs import make_model
@@ -186,6 +186,62 @@ def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int) -
     assert len(names) == selections and all(is_selection(module.get_submodule(n)) for n in names)
     with torch.no_grad():
         assert torch.allclose(module(x), want, rtol=0, atol=1e-6)
+
+
+def _computed_pad_graph() -> onnx.ModelProto:
+    """x -> Conv(4) -> Relu -> r; y = Relu(Conv(8)(r) + Pad(r)) -> Conv(6) -> Relu -> mean -> Gemm(4).
+    The Pad adds H/4 (2) channels either side of r, its amounts Concat'ed from Shape(r): computed from
+    the input, not constants. Seeded."""
+    rng = np.random.default_rng(0)
+    ints = {name: np.array(value, np.int64) for name, value in [("two", [2]), ("three", [3]), ("four", [4])]}
+    zeros = {f"z{n}": np.zeros(n, np.int64) for n in (1, 2, 3)}
+    constants = {
+        "w1": rng.normal(size=(4, INPUT_SHAPE[1], 3, 3)) * 0.3,
+        "w2": rng.normal(size=(8, 4, 3, 3)) * 0.3,
+        "w3": rng.normal(size=(6, 8, 3, 3)) * 0.3,
+        "wf": rng.normal(size=(6, 4)),
+        **{f"b{i}": rng.normal(size=n) * 0.1 for i, n in [(1, 4), (2, 8), (3, 6)]},
+        "bf": rng.normal(size=4),
+        **ints,
+        **zeros,
+    }
+    conv = {"pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], **conv),
+        helper.make_node("Relu", ["c1"], ["r"]),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["c2"], **conv),
+        helper.make_node("Shape", ["r"], ["shape"]),
+        helper.make_node("Slice", ["shape", "two", "three"], ["height"]),
+        helper.make_node("Div", ["height", "four"], ["quarter"]),
+        helper.make_node("Concat", ["z1", "quarter", "z3", "quarter", "z2"], ["amounts"], axis=0),
+        helper.make_node("Pad", ["r", "amounts"], ["padded"], name="computed_pad"),
+        helper.make_node("Add", ["c2", "padded"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], **conv),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "wf", "bf"], ["y"]),
+    ]
+    return make_model(nodes, {"x": INPUT_SHAPE}, ["y"], constants)
+
+
+def test_a_pad_whose_amounts_are_computed_keeps_its_stream_whole_with_a_note() -> None:
+    """No selection is made of it; pruning says why its stream is kept whole (the model's note), leaves
+    the stream's convolutions and the Pad as they are, and cuts the rest: a model that still runs."""
+    module = prunable_module(_computed_pad_graph(), SPECS)
+    assert copy.deepcopy(module).channel_pads_as_selections(random_batch(1)) == []
+    result = prune_module(module, SPECS, {}, UNIFORM.model_copy(update={"ratio": 0.2}))
+    section = result.section
+    assert kept_pad_note("the model", "its amounts are not constants") in section.kept_whole
+    assert [g.modules for g in section.groups] == [["layers.w3", "layers.wf"]]
+    assert all(g.channels_after < g.channels_before for g in section.groups)
+    shapes = _conv_shapes(result.module)
+    assert shapes[:2] == [(4, INPUT_SHAPE[1], 3, 3), (8, 4, 3, 3)] and shapes[2][0] < 6
+    assert shapes[3] == (4, shapes[2][0]) and section.after.macs < section.before.macs
+    assert not any(isinstance(m, ChannelGather) or is_selection(m) for m in result.module.modules())
+    with torch.no_grad():
+        assert result.module(random_batch(3)).shape == (3, 4)
 
 
 class PaddedShortcut(nn.Module):
