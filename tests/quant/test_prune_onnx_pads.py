@@ -51,6 +51,17 @@ def _selection_names(module: nn.Module) -> list[str]:
     return copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
 
 
+def _assert_same_cut(ours, theirs) -> None:  # noqa: ANN001 - two PruneResults
+    """The ONNX source's cut is the PyTorch source's: widths, MACs and convolution shapes."""
+    widths = sorted((g.channels_before, g.channels_after) for g in ours.section.groups)
+    assert widths == sorted((g.channels_before, g.channels_after) for g in theirs.section.groups)
+    assert (ours.section.before.macs, ours.section.after.macs) == (
+        theirs.section.before.macs,
+        theirs.section.after.macs,
+    )
+    assert _conv_shapes(ours.module) == _conv_shapes(theirs.module)
+
+
 def _conv_shapes(module: nn.Module) -> list[tuple[int, ...]]:
     return [tuple(m.weight.shape) for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
@@ -77,13 +88,7 @@ def test_an_onnx_option_a_resnet_prunes_each_stage_stream_as_its_pytorch_source(
     streams = [g for g in ours.section.groups if pad in g.modules]
     assert sorted(g.channels_before for g in streams) == [8, 16]
     assert all(g.channels_after < g.channels_before for g in streams)
-    widths = sorted((g.channels_before, g.channels_after) for g in ours.section.groups)
-    assert widths == sorted((g.channels_before, g.channels_after) for g in theirs.section.groups)
-    assert (ours.section.before.macs, ours.section.after.macs) == (
-        theirs.section.before.macs,
-        theirs.section.after.macs,
-    )
-    assert _conv_shapes(ours.module) == _conv_shapes(theirs.module)
+    _assert_same_cut(ours, theirs)
     assert [type(m) for m in ours.module.layers.values()].count(ChannelGather) == 1
     assert not any(is_selection(m) for m in [*module.modules(), *ours.module.modules()])
     with torch.no_grad():
@@ -276,13 +281,7 @@ def test_a_pad_of_channels_and_spatial_axes_prunes_its_stream_as_the_fx_path_doe
     assert ours.section.kept_whole == [] and theirs.section.kept_whole == []
     streams = sorted(g.channels_before for g in ours.section.groups if names[0] in g.modules)
     assert streams == [4, 8] and all(g.channels_after < g.channels_before for g in ours.section.groups)
-    widths = sorted((g.channels_before, g.channels_after) for g in ours.section.groups)
-    assert widths == sorted((g.channels_before, g.channels_after) for g in theirs.section.groups)
-    assert (ours.section.before.macs, ours.section.after.macs) == (
-        theirs.section.before.macs,
-        theirs.section.after.macs,
-    )
-    assert _conv_shapes(ours.module) == _conv_shapes(theirs.module)
+    _assert_same_cut(ours, theirs)
     gathers = [m for m in ours.module.modules() if isinstance(m, ChannelGather)]
     assert len(gathers) == 1 and not any(is_selection(m) for m in ours.module.modules())
     with torch.no_grad():
