@@ -212,10 +212,15 @@ def main(argv: list[str]) -> int:
         choices=("flops", "latency"),
         help="what RATIO removes (latency: --prune-target latency, searched with real conversions)",
     )
-    parser.add_argument("--round", type=int, default=DEFAULT_ROUND, help="--prune-round")
-    parser.add_argument("--min-width", type=int, default=DEFAULT_MIN_WIDTH, help="--prune-min-width")
+    parser.add_argument("--round", type=int, default=ROW_OPTIONS["round"][0], help="--prune-round")
     parser.add_argument(
-        "--seed", type=int, default=0, help="the seed of the synthetic inputs, the analysis and recovery"
+        "--min-width", type=int, default=ROW_OPTIONS["min_width"][0], help="--prune-min-width"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=ROW_OPTIONS["seed"][0],
+        help="the seed of the synthetic inputs, the analysis and recovery",
     )
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
@@ -330,17 +335,23 @@ def _deploy_logged(module: torch.nn.Module, key: str, baseline: dict | None) -> 
         return {"error": f"{type(exc).__name__}: {str(exc)[:200]} (see {CACHE / key / 'tools.log'})"}
 
 
+# The bench's pruning options a row records when they differ from edgeport's default: {argument: (the
+# default, how the criterion cell shows it)}. They are part of the row's identity.
+ROW_OPTIONS = {
+    "round": (DEFAULT_ROUND, "round {}"),
+    "min_width": (DEFAULT_MIN_WIDTH, "min width {}"),
+    "seed": (0, "seed {}"),
+}
+
+
 def _non_defaults(args: argparse.Namespace) -> dict:
     """The row's options that differ from edgeport's defaults (shown beside its criterion)."""
-    chosen = {"round": args.round, "min_width": args.min_width, "seed": args.seed}
-    defaults = {"round": DEFAULT_ROUND, "min_width": DEFAULT_MIN_WIDTH, "seed": 0}
-    return {k: v for k, v in chosen.items() if v != defaults[k]}
+    return {k: getattr(args, k) for k, (default, _) in ROW_OPTIONS.items() if getattr(args, k) != default}
 
 
 def _criterion(row: dict) -> str:
     """The criterion cell: the criterion, then any option that differs from the default."""
-    words = {"round": "round {}", "min_width": "min width {}", "seed": "seed {}"}
-    return ", ".join([row["criterion"], *(w.format(row[k]) for k, w in words.items() if k in row)])
+    return ", ".join([row["criterion"], *(w.format(row[k]) for k, (_, w) in ROW_OPTIONS.items() if k in row)])
 
 
 def _reference(name: str, images: np.ndarray, labels: np.ndarray, specs: list, args, state: dict) -> dict:
@@ -515,7 +526,7 @@ def _unique_rows(states: list[dict]) -> list[dict]:
             budget = None if r["recovery"] == "none" else r["budget_seconds"]  # none: no budget spent
             pool = None if r["recovery"] == "none" else r["pool"]
             target = r.get("target", "flops")
-            options = tuple(r.get(k) for k in ("round", "min_width", "seed"))
+            options = tuple(r.get(k) for k in ROW_OPTIONS)
             key = (
                 r["model"],
                 r["ratio"],
