@@ -36,10 +36,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import op_name, parse_tflite, tensor_name
+from edgeport.tflite_file import op_name, parse_tflite, schema, tensor_name
 
 # Ops whose input 1 is a weight tensor clustered per output channel.
 CLUSTERED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

@@ -22,10 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, serialize_tflite, tensor_name
+from edgeport.tflite_file import edit_tflite, op_name, parse_tflite, schema, serialize_tflite, tensor_name
 
 INT4_MAX = 7  # symmetric [-7, 7], like int8's [-127, 127]: the -8 code is never used
 ROUNDINGS = ("squant", "nearest")

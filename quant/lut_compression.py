@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.cluster import weight_tables
@@ -53,6 +52,7 @@ from edgeport.tflite_file import (
     edit_tflite,
     op_name,
     parse_tflite,
+    schema,
     serialize_tflite,
     set_builtin_code,
     tensor_name,

@@ -121,6 +121,16 @@ def violations() -> dict[tuple[str, str], str]:
 FLATBUFFER_UTILS = "tensorflow.lite.tools.flatbuffer_utils"
 
 
+# The generated TFLite schema bindings are imported by edgeport.tflite_file alone and reached through it
+# (`from edgeport.tflite_file import schema`): one module decides which copy of the schema the package reads
+# (TensorFlow ships its own, whose object classes are not tflite_micro's).
+SCHEMA_BINDINGS = (
+    "tflite_micro.tensorflow.lite.micro.python.schema_py_generated",
+    "tensorflow.lite.python.schema_py_generated",
+)
+SCHEMA_READER = SOURCES["edgeport"] / "tflite_file.py"
+
+
 def imports_of_module(imports: Iterable[tuple[str, str | None]], module: str) -> list[str]:
     """Those of `imports` (imports_in's pairs) that import `module` or a name from it, as dotted names."""
     dotted = (imported if name is None else f"{imported}.{name}" for imported, name in imports)
@@ -146,6 +156,22 @@ def test_no_module_imports_tensorflow_s_flatbuffer_utils() -> None:
         for imported in imports_of_module(imports_of(path), FLATBUFFER_UTILS)
     ]
     assert not found, "read and edit .tflite with edgeport.tflite_file instead:\n" + "\n".join(found)
+
+
+def test_only_tflite_file_imports_the_schema_bindings() -> None:
+    found = [
+        f"  {path.relative_to(ROOT)}: {imported}"
+        for path in source_files()
+        if path != SCHEMA_READER
+        for module in SCHEMA_BINDINGS
+        for imported in imports_of_module(imports_of(path), module)
+    ]
+    assert not found, "import the schema as `from edgeport.tflite_file import schema`:\n" + "\n".join(found)
+
+
+def test_the_schema_rule_sees_the_reader_s_own_import() -> None:
+    # The one exempt file does import the bindings, so the rule above looks at the form actually used.
+    assert imports_of_module(imports_of(SCHEMA_READER), SCHEMA_BINDINGS[0]) == [SCHEMA_BINDINGS[0]]
 
 
 def test_layer_of_module() -> None:

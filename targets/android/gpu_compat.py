@@ -41,9 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
-from edgeport.tflite_file import op_name, tensor_name, type_name
+from edgeport.tflite_file import op_name, schema, tensor_name, type_name
 
 FLOAT = ("float32", "float16")
 QUANT = ("int8", "uint8")  # allowed: the delegate's default options set ENABLE_QUANT

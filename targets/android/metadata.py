@@ -22,10 +22,9 @@ import flatbuffers
 from flatbuffers import number_types
 from flatbuffers.table import Table
 from pydantic import BaseModel, ConfigDict, Field
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import edit_tflite, flatbuffer_text, parse_tflite, serialize_tflite
+from edgeport.tflite_file import edit_tflite, flatbuffer_text, parse_tflite, schema, serialize_tflite
 
 METADATA_NAME = "TFLITE_METADATA"  # the entry in the model's metadata list that tflite-support reads
 FILE_IDENTIFIER = b"M001"

@@ -9,10 +9,8 @@ names before any variant is made, so every variant inherits it.
 
 from __future__ import annotations
 
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
 from edgeport.tensors import signature_name
-from edgeport.tflite_file import edit_tflite, flatbuffer_text, serialize_tflite
+from edgeport.tflite_file import edit_tflite, flatbuffer_text, schema, serialize_tflite
 
 SIGNATURE_KEY = "serving_default"
 

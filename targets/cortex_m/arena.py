@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgeport.errors import EdgeportError
 from edgeport.runtimes import tflm
 from edgeport.runtimes.result import ArenaUsage
-from edgeport.tflite_file import TfliteModel, op_name
+from edgeport.tflite_file import TfliteModel, op_name, schema
 
 # TFLM aligns the arena start up to 16 bytes (MicroArenaBufferAlignment); an unaligned static buffer
 # loses up to 15 bytes to that.

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import TfliteModel, op_name
+from edgeport.tflite_file import TfliteModel, op_name, schema
 
 DECODE_OP = "TFLM_DECODE"
 LEGACY_METADATA = "COMPRESSION_METADATA"

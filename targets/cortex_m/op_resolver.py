@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
-
 from edgeport.errors import EdgeportError
-from edgeport.tflite_file import TfliteModel, op_name
+from edgeport.tflite_file import TfliteModel, op_name, schema
 
 # BuiltinOperator name -> MicroMutableOpResolver method.
 TFLM_BUILTINS: dict[str, str] = {
