@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from edgeport.errors import EdgeportError
+from edgeport.quant.cost import ELEMENT_WEIGHT
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune import prune as prune_mod
 from edgeport.quant.prune.recover import (
@@ -22,6 +23,7 @@ from edgeport.quant.prune.recover import (
     distill,
     distillation_loss,
     pool_size,
+    sample_work,
 )
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
@@ -142,6 +144,17 @@ def test_a_pool_larger_than_one_chunk_is_made_in_seeded_chunks() -> None:
     assert torch.equal(pool[0], again[0])
     # The second chunk is not a copy of the first.
     assert not torch.allclose(pool[0][SYNTHETIC_CHUNK:], pool[0][:3])
+
+
+def test_sample_work_counts_the_macs_and_every_leaf_output_per_sample() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    macs = 8 * 8 * 4 * (3 * 3 * 3)  # each of the 4x8x8 outputs reads 3 channels x 3x3
+    elements = 2 * 4 * 8 * 8  # the convolution's output and the ReLU's
+    for n in (1, 5):  # per sample, whatever the batch
+        assert sample_work(model, [random_batch(n, shape=(1, 3, 8, 8))], macs) == (
+            macs + ELEMENT_WEIGHT * elements,
+            2,
+        )
 
 
 def test_the_pool_grows_with_the_budget_in_whole_rounds_within_its_bounds() -> None:
