@@ -175,9 +175,9 @@ class SelectsOwnPads(Protocol):
     """A module that makes its own channel pads selection layers, where fx cannot trace it
     (quant/prune/onnx_source.py's ONNX evaluator runs a graph node by node)."""
 
-    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> list[str]:
+    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], dict[str, str]]:
         """Replace its channel pads by selection layers, in place (`inputs`: the arguments of its
-        first call); their module names in it."""
+        first call); their module names in it, and {pad: why} for each channel pad it keeps."""
         ...
 
 
@@ -201,18 +201,17 @@ def pads_as_selections(
     """(`module` with the channel pads as selection layers, the selections' names, notes). Only the
     modules whose own forward pads channels are traced with fx and replaced, in place (the rest of
     the model keeps its classes and calls; the model itself is returned traced when its own forward
-    pads; one that is SelectsOwnPads makes its selections itself). One that fx cannot trace, or whose
-    trace computes something else, keeps its pad (its stream then stays coupled, and the cut check
-    keeps it whole) with a note."""
+    pads; one that is SelectsOwnPads makes its selections itself, and says which it keeps and why). One
+    that fx cannot trace, or whose trace computes something else, keeps its pad (its stream then stays
+    coupled, and the cut check keeps it whole) with a note; so does each pad a SelectsOwnPads keeps."""
     names: list[str] = []
     notes: list[str] = []
     for owner_name, (owner, args) in pad_owners(module, inputs).items():
         where = owner_name or "the model"
         if isinstance(owner, SelectsOwnPads):
-            made = owner.channel_pads_as_selections(*args)
+            made, kept = owner.channel_pads_as_selections(*args)
             names += [f"{owner_name}.{n}" if owner_name else n for n in made]
-            if not made:
-                notes.append(kept_pad_note(where, "its amounts are not constants"))
+            notes += [kept_pad_note(f"{where}, {pad}", why) for pad, why in kept.items()]
             continue
         why = kept_pad_note(where)
         try:

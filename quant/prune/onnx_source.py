@@ -14,7 +14,8 @@ Constant weights are initializers or Constant nodes (as Paddle exports them), or
 channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on
 Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, after a pad of the
 other axes when it pads those too (split as the fx path splits it), so each stage's residual stream is
-its own group as for a PyTorch source. Other nodes stay functional on their constant weights: a channel
+its own group as for a PyTorch source; one whose amounts are computed from the input stays a Pad, named
+in a note (its stream kept whole). Other nodes stay functional on their constant weights: a channel
 feeding one cannot change width, which the removal check (cut on a copy == zeroed) sees, so its group
 is kept whole. A graph the evaluator cannot run is refused in one line naming the op.
 """
@@ -100,17 +101,23 @@ def _spatial_sizes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return sizes
 
 
-def _channel_pad(
-    graph: Evaluator, node: onnx.NodeProto, attrs: dict, shape: Sequence[int]
-) -> tuple[tuple[int, int], tuple[int, ...], float] | None:
-    """((before, after) on the channel axis, the padding of the axes after it, value) of a Pad node
-    that pads the channel axis of its input (of `shape`) with a constant (channel_pads.split_channel_pad);
-    None when it does not pad channels, or its amounts are computed from the input."""
-    if attrs.get("mode", "constant") != "constant":
-        return None
+def _pad_inputs(graph: Evaluator, node: onnx.NodeProto) -> list[torch.Tensor | None] | None:
+    """The values of a Pad node's pads, value and axes inputs (None where omitted); None when one of
+    them is computed from the graph's input."""
     given = [graph.constant(name) if name else None for name in node.input[1:4]]
     if any(name and value is None for name, value in zip(node.input[1:4], given, strict=False)):
-        return None  # amounts computed from the input
+        return None
+    return given
+
+
+def _channel_pad(
+    attrs: dict, shape: Sequence[int], given: Sequence[torch.Tensor | None]
+) -> tuple[tuple[int, int], tuple[int, ...], float] | None:
+    """((before, after) on the channel axis, the padding of the axes after it, value) of a Pad node
+    with inputs `given` (_pad_inputs) that pads the channel axis of its input (of `shape`) with a
+    constant (channel_pads.split_channel_pad); None when it does not pad channels."""
+    if attrs.get("mode", "constant") != "constant":
+        return None
     amounts, fill = pad_amounts(attrs, len(shape), *given)
     split = split_channel_pad(len(shape), torch_pad(amounts))
     return None if split is None else (*split, fill)
@@ -256,29 +263,35 @@ class PrunableGraph(Evaluator):
         self._layer_keys[output] = key
         return key
 
-    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> list[str]:
+    def channel_pads_as_selections(self, *inputs: torch.Tensor) -> tuple[list[str], dict[str, str]]:
         """Each Pad that pads the channel axis with constants becomes channel_pads' selection layer in
         `layers`, after a pad of the other axes when it pads those too (torch-pruning then cuts its input
-        and output channels apart: each stage's stream its own group); their module names. Its input's
-        channels are read from a forward on `inputs`. Called by channel_pads.pads_as_selections on
-        pruning's copy of the model (fx cannot trace an evaluator): the unpruned model (its MACs, export,
-        latency, recovery's teacher) keeps its Pads."""
+        and output channels apart: each stage's stream its own group); their module names, and the Pads
+        that change the channel count but stay Pads, each named with why (amounts computed from the
+        input). Its input's channels are read from a forward on `inputs`. Called by
+        channel_pads.pads_as_selections on pruning's copy of the model (fx cannot trace an evaluator):
+        the unpruned model (its MACs, export, latency, recovery's teacher) keeps its Pads."""
         shapes = self.shapes(*inputs)
-        names = []
+        names, kept = [], {}
         for node, attrs in zip(self._nodes, self._attrs, strict=True):
             if node.op_type != "Pad" or node.output[0] in self._layer_keys:
                 continue
-            found = _channel_pad(self, node, attrs, shapes[node.input[0]])
+            shape = shapes[node.input[0]]
+            given = _pad_inputs(self, node)
+            if given is None:
+                if shapes[node.output[0]][1] != shape[1]:  # it pads channels on these inputs
+                    kept[f"Pad node {node.name or node.output[0]!r}"] = "its amounts are not constants"
+                continue
+            found = _channel_pad(attrs, shape, given)
             if found is None:
                 continue
             (before, after), rest, fill = found
-            shape = shapes[node.input[0]]
             layer = selection(len(shape), shape[1], before, after, fill)
             if rest:
                 layer = nn.Sequential(OrderedDict(pad=_PADS[len(shape)](rest, fill), select=layer))
             key = self._add_layer((node.name or node.output[0]).strip("/") or "pad", layer, node.output[0])
             names.append(f"layers.{key}" + (".select" if rest else ""))
-        return names
+        return names, kept
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         if node.output[0] in self._folded:  # a weight (or bias) the layers hold

@@ -48,7 +48,9 @@ def _exported(model: nn.Module, path: Path) -> onnx.ModelProto:
 
 def _selection_names(module: nn.Module) -> list[str]:
     """The names the evaluator's channel pads take as selection layers (on a copy)."""
-    return copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
+    names, kept = copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
+    assert kept == {}
+    return names
 
 
 def _assert_same_cut(ours, theirs) -> None:  # noqa: ANN001 - two PruneResults
@@ -131,7 +133,7 @@ def test_least_squares_recovery_runs_on_an_onnx_source(tmp_path: Path) -> None:
 
 def test_a_spatial_pad_stays_a_pad(tmp_path: Path) -> None:
     module = prunable_module(_exported(spatial_pad(), tmp_path / "sp.onnx"), SPECS)
-    assert module.channel_pads_as_selections(random_batch(1)) == []
+    assert module.channel_pads_as_selections(random_batch(1)) == ([], {})
     result = prune_module(module, SPECS, {}, UNIFORM)
     assert not any(isinstance(m, ChannelGather) or is_selection(m) for m in result.module.modules())
     assert result.section.removed() >= 0.4
@@ -187,44 +189,71 @@ def test_which_pads_become_selections(graph: onnx.ModelProto, selections: int) -
     x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = module(x)
-    names = module.channel_pads_as_selections(x[:1])
-    assert len(names) == selections and all(is_selection(module.get_submodule(n)) for n in names)
+    names, kept = module.channel_pads_as_selections(x[:1])
+    assert (
+        kept == {} and len(names) == selections and all(is_selection(module.get_submodule(n)) for n in names)
+    )
     with torch.no_grad():
         assert torch.allclose(module(x), want, rtol=0, atol=1e-6)
 
 
-def _computed_pad_graph() -> onnx.ModelProto:
-    """x -> Conv(4) -> Relu -> r; y = Relu(Conv(8)(r) + Pad(r)) -> Conv(6) -> Relu -> mean -> Gemm(4).
-    The Pad adds H/4 (2) channels either side of r, its amounts Concat'ed from Shape(r): computed from
-    the input, not constants. Seeded."""
+COMPUTED = "its amounts are not constants"
+
+
+def _computed_amounts(tensor: str, out: str) -> list[onnx.NodeProto]:
+    """Nodes writing `out`: the pads of H/4 channels either side of `tensor` (rank 4), Concat'ed from
+    Shape(`tensor`): computed from the input, not constants (needs _AMOUNT_CONSTANTS)."""
+    return [
+        helper.make_node("Shape", [tensor], [f"{out}_shape"]),
+        helper.make_node("Slice", [f"{out}_shape", "two", "three"], [f"{out}_height"]),
+        helper.make_node("Div", [f"{out}_height", "four"], [f"{out}_quarter"]),
+        helper.make_node("Concat", ["z1", f"{out}_quarter", "z3", f"{out}_quarter", "z2"], [out], axis=0),
+    ]
+
+
+_AMOUNT_CONSTANTS = {
+    **{name: np.array(value, np.int64) for name, value in [("two", [2]), ("three", [3]), ("four", [4])]},
+    **{f"z{n}": np.zeros(n, np.int64) for n in (1, 2, 3)},
+}
+
+
+def _padded_stages(widths: list[int], pads: list[str]) -> onnx.ModelProto:
+    """x -> Conv(widths[0]) -> Relu, then per stage i: Relu(Conv(widths[i + 1]) + Pad), the Pad widening
+    the stream by 2 channels either side, its amounts `pads[i]`: "constant" (an initializer) or
+    "computed" (_computed_amounts: H/4 = 2, from the input); the last stream -> Conv(6) -> Relu -> mean
+    -> Gemm(4). Node i's Pad is named f"{pads[i]}_pad{i}". Seeded."""
     rng = np.random.default_rng(0)
-    ints = {name: np.array(value, np.int64) for name, value in [("two", [2]), ("three", [3]), ("four", [4])]}
-    zeros = {f"z{n}": np.zeros(n, np.int64) for n in (1, 2, 3)}
-    constants = {
-        "w1": rng.normal(size=(4, INPUT_SHAPE[1], 3, 3)) * 0.3,
-        "w2": rng.normal(size=(8, 4, 3, 3)) * 0.3,
-        "w3": rng.normal(size=(6, 8, 3, 3)) * 0.3,
-        "wf": rng.normal(size=(6, 4)),
-        **{f"b{i}": rng.normal(size=n) * 0.1 for i, n in [(1, 4), (2, 8), (3, 6)]},
-        "bf": rng.normal(size=4),
-        **ints,
-        **zeros,
-    }
     conv = {"pads": [1, 1, 1, 1]}
+    constants = {**_AMOUNT_CONSTANTS, "constant": np.array([0, 2, 0, 0, 0, 2, 0, 0], np.int64)}
+    ins = [INPUT_SHAPE[1], *widths, 6]
+    for i, (cin, cout) in enumerate(zip(ins, ins[1:], strict=False)):
+        constants[f"w{i}"] = rng.normal(size=(cout, cin, 3, 3)) * 0.3
+        constants[f"b{i}"] = rng.normal(size=cout) * 0.1
+    constants |= {"wf": rng.normal(size=(6, 4)), "bf": rng.normal(size=4)}
     nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], **conv),
-        helper.make_node("Relu", ["c1"], ["r"]),
-        helper.make_node("Conv", ["r", "w2", "b2"], ["c2"], **conv),
-        helper.make_node("Shape", ["r"], ["shape"]),
-        helper.make_node("Slice", ["shape", "two", "three"], ["height"]),
-        helper.make_node("Div", ["height", "four"], ["quarter"]),
-        helper.make_node("Concat", ["z1", "quarter", "z3", "quarter", "z2"], ["amounts"], axis=0),
-        helper.make_node("Pad", ["r", "amounts"], ["padded"], name="computed_pad"),
-        helper.make_node("Add", ["c2", "padded"], ["s"]),
-        helper.make_node("Relu", ["s"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], **conv),
-        helper.make_node("Relu", ["c3"], ["r3"]),
-        helper.make_node("GlobalAveragePool", ["r3"], ["gap"]),
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], **conv),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+    ]
+    for i, amounts in enumerate(pads):
+        stream, out = f"r{i}", f"r{i + 1}"
+        if amounts == "computed":
+            nodes += _computed_amounts(stream, f"amounts{i}")
+        nodes += [
+            helper.make_node("Conv", [stream, f"w{i + 1}", f"b{i + 1}"], [f"c{i + 1}"], **conv),
+            helper.make_node(
+                "Pad",
+                [stream, "constant" if amounts == "constant" else f"amounts{i}"],
+                [f"p{i}"],
+                name=f"{amounts}_pad{i}",
+            ),
+            helper.make_node("Add", [f"c{i + 1}", f"p{i}"], [f"s{i}"]),
+            helper.make_node("Relu", [f"s{i}"], [out]),
+        ]
+    last = len(pads) + 1
+    nodes += [
+        helper.make_node("Conv", [f"r{len(pads)}", f"w{last}", f"b{last}"], ["c_last"], **conv),
+        helper.make_node("Relu", ["c_last"], ["r_last"]),
+        helper.make_node("GlobalAveragePool", ["r_last"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["flat"]),
         helper.make_node("Gemm", ["flat", "wf", "bf"], ["y"]),
     ]
@@ -232,19 +261,40 @@ def _computed_pad_graph() -> onnx.ModelProto:
 
 
 def test_a_pad_whose_amounts_are_computed_keeps_its_stream_whole_with_a_note() -> None:
-    """No selection is made of it; pruning says why its stream is kept whole (the model's note), leaves
+    """No selection is made of it; pruning says why its stream is kept whole (a note naming it), leaves
     the stream's convolutions and the Pad as they are, and cuts the rest: a model that still runs."""
-    module = prunable_module(_computed_pad_graph(), SPECS)
-    assert copy.deepcopy(module).channel_pads_as_selections(random_batch(1)) == []
+    module = prunable_module(_padded_stages([4, 8], ["computed"]), SPECS)
+    assert copy.deepcopy(module).channel_pads_as_selections(random_batch(1)) == (
+        [],
+        {"Pad node 'computed_pad0'": COMPUTED},
+    )
     result = prune_module(module, SPECS, {}, UNIFORM.model_copy(update={"ratio": 0.2}))
     section = result.section
-    assert kept_pad_note("the model", "its amounts are not constants") in section.kept_whole
-    assert [g.modules for g in section.groups] == [["layers.w3", "layers.wf"]]
+    assert kept_pad_note("the model, Pad node 'computed_pad0'", COMPUTED) in section.kept_whole
+    assert [g.modules for g in section.groups] == [["layers.w2", "layers.wf"]]
     assert all(g.channels_after < g.channels_before for g in section.groups)
     shapes = _conv_shapes(result.module)
     assert shapes[:2] == [(4, INPUT_SHAPE[1], 3, 3), (8, 4, 3, 3)] and shapes[2][0] < 6
     assert shapes[3] == (4, shapes[2][0]) and section.after.macs < section.before.macs
     assert not any(isinstance(m, ChannelGather) or is_selection(m) for m in result.module.modules())
+    with torch.no_grad():
+        assert result.module(random_batch(3)).shape == (3, 4)
+
+
+def test_a_computed_pad_beside_a_constant_one_gets_its_own_note() -> None:
+    """The constant channel Pad still becomes a selection (its input stream, the stem's, is cut); the
+    computed one is named in its own note, though the graph made a selection, and its stream is kept."""
+    module = prunable_module(_padded_stages([4, 8, 12], ["constant", "computed"]), SPECS)
+    names, kept = copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
+    assert names == ["layers.constant_pad0"] and kept == {"Pad node 'computed_pad1'": COMPUTED}
+    result = prune_module(module, SPECS, {}, UNIFORM.model_copy(update={"ratio": 0.2}))
+    section = result.section
+    assert kept_pad_note("the model, Pad node 'computed_pad1'", COMPUTED) in section.kept_whole
+    assert not any("constant_pad0" in note for note in section.kept_whole)
+    (stem,) = [g for g in section.groups if "layers.constant_pad0" in g.modules]
+    assert "layers.w0" in stem.modules and stem.channels_after < stem.channels_before == 4
+    assert [type(m) for m in result.module.layers.values()].count(ChannelGather) == 1
+    assert [shape[0] for shape in _conv_shapes(result.module)[1:3]] == [8, 12]  # the padded streams
     with torch.no_grad():
         assert result.module(random_batch(3)).shape == (3, 4)
 
@@ -274,7 +324,7 @@ def test_a_pad_of_channels_and_spatial_axes_prunes_its_stream_as_the_fx_path_doe
     stem's and the stream's groups are cut, nothing is kept whole, the widths, MACs and weight shapes are
     the PyTorch source's, and the cut model keeps the source's output shape."""
     module = prunable_module(_exported(PaddedShortcut(), tmp_path / "ps.onnx"), SPECS)
-    names = copy.deepcopy(module).channel_pads_as_selections(random_batch(1))
+    names = _selection_names(module)
     assert len(names) == 1 and names[0].endswith(".select")
     ours = prune_module(module, SPECS, {}, UNIFORM)
     theirs = prune_module(PaddedShortcut(), SPECS, {}, UNIFORM)
