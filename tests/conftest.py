@@ -1,8 +1,11 @@
-"""Shared fixtures: paths to ../shared (skip cleanly when absent) and a CLI runner."""
+"""Shared fixtures: paths to ../shared (skip cleanly when absent), a CLI runner, and TFLite Micro trees
+(a stand-in, and the real one the firmware and QEMU tests build against)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,3 +49,30 @@ def stand_in_tflm(tmp_path: Path) -> Path:
     (root / TFLM_MAKEFILE).parent.mkdir(parents=True)
     (root / TFLM_MAKEFILE).write_text("# stand-in\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def tflm_root() -> str:
+    """The TFLite Micro tree the firmware tests build against: EDGEPORT_TFLM_ROOT if set, else the offline
+    bundle ../shared/tflm/*.tar.xz extracted once into the temp dir (EDGEPORT_TFLM_CACHE to move it) and
+    kept there: TFLM's library, built on first use per architecture (minutes), stays in its gen/ for the
+    later tests and runs. Skipped when neither exists, or without make, the cross compiler, QEMU, or the
+    numpy and Pillow TFLM's Makefile imports while it parses."""
+    missing = [
+        t for t in ("make", "arm-none-eabi-gcc", "qemu-system-arm", "python3") if shutil.which(t) is None
+    ]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (apt-get install make gcc-arm-none-eabi qemu-system-arm)")
+    probe = subprocess.run(["python3", "-c", "import numpy, PIL"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("TFLite Micro's Makefile runs python3 with numpy and Pillow: pip install numpy Pillow")
+    root = os.environ.get("EDGEPORT_TFLM_ROOT")
+    if root:
+        return root
+    bundles = sorted((SHARED / "tflm").glob("*.tar.xz"))
+    if not bundles:
+        pytest.skip(f"no TFLite Micro: {SHARED / 'tflm'} is absent and EDGEPORT_TFLM_ROOT is not set")
+    from edgeport.targets.cortex_m.bench_qemu import tree_from_archive
+
+    cache = os.environ.get("EDGEPORT_TFLM_CACHE")
+    return str(tree_from_archive(bundles[-1], Path(cache) if cache else None))

@@ -11,13 +11,12 @@ from edgeport.bench.schema import BenchReport
 from edgeport.targets.cortex_m.boards import get_board
 from edgeport.targets.cortex_m.fit import DEFAULT_STACK
 from tests.conftest import shared_path
-from tests.targets.conftest import tflm_root  # noqa: F401 - the session fixture, shared with tests/targets
 
 RUNS = 3
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "corstone-300"])  # Cortex-M4 and Cortex-M55
-def test_bench_on_qemu_reports_instruction_estimates_and_memory(board, tflm_root, run_cli, tmp_path):  # noqa: F811
+def test_bench_on_qemu_reports_instruction_estimates_and_memory(board, tflm_root, run_cli, tmp_path):
     model = shared_path("models", "tflite", "mlperf_tiny_kws_dscnn_int8.tflite")
     out = tmp_path / "report.json"
     code, stdout, stderr = run_cli(
