@@ -42,7 +42,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.latency import tflm_root  # noqa: E402
 from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20, resnet56  # noqa: E402
+from edgeport.errors import EdgeportError  # noqa: E402
+from edgeport.options import validate_options  # noqa: E402
 from edgeport.pipeline.torch_passes import prune_exporter  # noqa: E402
 from edgeport.quant.calibration import DISTILL_STEPS  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
@@ -58,6 +61,14 @@ SHAPE = [1, 3, 32, 32]
 GOAL_RATIO = 0.4
 LATENCY_RUNS = 200
 BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena is read
+# Timings beside the host XNNPACK one, each of one variant beside the unpruned model's:
+# {key: (variant, `edgeport bench` arguments)}. "builtin": LiteRT's own float kernels (no XNNPACK);
+# "m7": the int8 firmware's instructions per inference under QEMU (CMSIS-NN kernels, deterministic: one
+# run; the Cortex-M7 machine because its flash holds the unpruned ResNet-56), needs a TFLite Micro tree.
+EXTRA_TIMINGS = {
+    "builtin": ("float32", ["--on", "host", "--no-xnnpack", "--threads", "1", "--runs", str(LATENCY_RUNS)]),
+    "m7": ("int8", ["--on", "qemu:mps2-an500", "--runs", "1", "--warmup", "1"]),
+}
 TOOL_TIMEOUT = 3600
 OLD_ROWS = "session 6 or before"  # the commit column of rows run before commits were recorded
 KINDS = ("distill", "none", "ls", "data-aware")  # Job.recovery (ls: least squares, no distillation)
@@ -122,12 +133,14 @@ def _tool(args: list[str], log: Path) -> None:
 
 
 def deploy(module: torch.nn.Module, key: str, baseline: Path | None) -> dict:
-    """Convert (float + int8), package for Cortex-M and time the float model beside `baseline`'s float
-    model (None: this is the baseline). Cached by `key` (the architecture)."""
+    """Convert (float + int8), package for Cortex-M, time the float model beside `baseline`'s float
+    model on the host (None: this is the baseline), and the EXTRA_TIMINGS beside `baseline`'s. Cached by
+    `key` (the architecture)."""
     where = CACHE / key
     done = where / "deploy.json"
     if done.exists():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        return {**result, **extra_timings(Path(result["convert_dir"]), baseline)}
     where.mkdir(parents=True, exist_ok=True)
     log = where / "tools.log"
     source = where / "model.pt"
@@ -169,8 +182,7 @@ def deploy(module: torch.nn.Module, key: str, baseline: Path | None) -> dict:
         ],
         log,
     )
-    report = json.loads(timing.read_text())
-    medians = [r["stats"]["median"] for r in report["results"]]
+    medians = _medians(timing)
     manifest = json.loads((package / "edgeport.json").read_text())
     result = {
         "float_ms": medians[-1],
@@ -180,7 +192,57 @@ def deploy(module: torch.nn.Module, key: str, baseline: Path | None) -> dict:
         "convert_dir": str(converted),
     }
     done.write_text(json.dumps(result, indent=1))
+    return {**result, **extra_timings(converted, baseline)}
+
+
+def extra_timings(converted: Path, baseline: Path | None) -> dict:
+    """Each EXTRA_TIMINGS median of the converted model and of `baseline`'s (None: the model is the
+    baseline): {"<key>_ms", "unpruned_<key>_ms"}; "m7" is left out without a TFLite Micro tree. Each
+    cached beside the conversion."""
+    result = {}
+    for key, (variant, arguments) in EXTRA_TIMINGS.items():
+        done = converted.parent / f"{key}.json"
+        if not done.exists():
+            if key == "m7":
+                root = tflm_root()
+                if root is None:
+                    continue
+                arguments = [*arguments, "--tflm-root", str(root)]
+            timing = converted.parent / f"{key}_bench.json"
+            models = [f"{baseline}:{variant}"] if baseline is not None else []
+            models.append(f"{converted}:{variant}")
+            _tool(["bench", *models, *arguments, "--json", str(timing)], converted.parent / "tools.log")
+            medians = _medians(timing)
+            done.write_text(
+                json.dumps({f"{key}_ms": medians[-1], f"unpruned_{key}_ms": medians[0]}, indent=1)
+            )
+        result.update(json.loads(done.read_text()))
     return result
+
+
+def _medians(report: Path) -> list[float]:
+    return [r["stats"]["median"] for r in json.loads(report.read_text())["results"]]
+
+
+def add_timings(out: Path) -> None:
+    """Fill in the EXTRA_TIMINGS columns of every recorded row whose conversion is still in the cache."""
+    for part in sorted(out.glob("prune_tradeoff*.json")):
+        state = json.loads(part.read_text())
+        baselines = {}
+        for name, f in state["floats"].items():
+            d = f.get("deploy") or {}
+            if Path(d.get("convert_dir", "/nonexistent")).exists():
+                d.update(extra_timings(Path(d["convert_dir"]), None))
+                baselines[name] = Path(d["convert_dir"])
+        for r in state["rows"]:
+            d = r.get("deploy") or {}
+            converted = Path(d.get("convert_dir", "/nonexistent"))
+            base = baselines.get(r["model"]) or CACHE / f"{r['model']}-unpruned" / "convert"
+            if converted.exists() and base.exists():
+                print(f"{part.name}: {r['model']} {converted.parent.name}", flush=True)
+                d.update(extra_timings(converted, base))
+        part.write_text(json.dumps(state, indent=1))
+    render(out)
 
 
 def _arena(manifest: dict) -> int:
@@ -236,10 +298,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--render", action="store_true", help="only rewrite the table and plot from the parts"
     )
+    parser.add_argument(
+        "--add-timings",
+        action="store_true",
+        help="only measure the builtin-kernel and Cortex-M7 columns of recorded rows whose conversion is "
+        "cached, then render",
+    )
     args = parser.parse_args(argv)
     if args.render:
         render(args.out)
         return 0
+    if args.add_timings:
+        add_timings(args.out)
+        return 0
+    _check_options(parser, args)
     torch.set_num_threads(args.threads)
     data = np.load(DATA)
     images, labels = data["images"][EVAL][: args.images], data["labels"][EVAL][: args.images]
@@ -326,6 +398,36 @@ def main(argv: list[str]) -> int:
     state["finished"] = True
     write(args.out, state, run_started, args.part)
     return 0
+
+
+# PruneOptions' fields as this script's arguments spell them (for its error lines).
+BENCH_FLAGS = {
+    "ratio": "--ratios",
+    "target": "--target",
+    "budget": "--budget",
+    "round_to": "--round",
+    "min_width": "--min-width",
+}
+
+
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every ratio with the pruning options, as PruneOptions validates them for convert, before the first
+    row's minutes of work: a bad one exits with the option's one-line error."""
+    try:
+        for ratio in (float(r) for r in args.ratios.split(",")):
+            validate_options(
+                PruneOptions,
+                {
+                    "ratio": ratio,
+                    "target": args.target,
+                    "budget": args.budget,
+                    "round_to": args.round,
+                    "min_width": args.min_width,
+                },
+                spell=lambda field: BENCH_FLAGS[field],
+            )
+    except (EdgeportError, ValueError) as exc:
+        parser.error(str(exc).splitlines()[0])
 
 
 def _deploy_logged(module: torch.nn.Module, key: str, baseline: dict | None) -> dict:
@@ -579,24 +681,22 @@ def markdown(state: dict) -> str:
         *state["synthetic"],
         "",
         "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | budget s | "
-        "pool | LS | steps | recovery s | float ms (unpruned) | speed-up | int8 KiB | arena KiB | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "pool | LS | steps | recovery s | float ms (unpruned) | speed-up | no-XNNPACK speed-up | "
+        "Cortex-M7 int8 ms (unpruned) | M7 speed-up | int8 KiB | arena KiB | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in state["floats"].items():
         d = f.get("deploy") or {}
         lines.append(
             f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | | | | "
-            f"{_ms(d, 'float_ms')} | 1.00x | {_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} | |"
+            f"{_ms(d, 'float_ms')} | 1.00x | 1.00x | {_ms(d, 'm7_ms')} | 1.00x | "
+            f"{_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} | |"
         )
     for r in rows:
         delta = r["top1"] - r["float_top1"]
         cut = 100 * (1 - r["macs"] / r["macs_before"])
         d = r.get("deploy") or {}
-        speed = (
-            f"{d['unpruned_float_ms'] / d['float_ms']:.2f}x"
-            if d.get("float_ms") and d.get("unpruned_float_ms")
-            else "-"
-        )
+        speed, builtin, m7 = (_speedup(d, key) for key in ("float_ms", "builtin_ms", "m7_ms"))
         budget = "-" if r["recovery"] == "none" else f"{r['budget_seconds']:.0f}"
         pool = "-" if r["recovery"] == "none" else str(r["pool"])
         lines.append(
@@ -606,7 +706,8 @@ def markdown(state: dict) -> str:
             f"{budget} | {pool} | "
             f"{r.get('reconstructed_layers', 0)} | {r['recovery_steps']} | "
             f"{r['recovery_seconds']:.0f} | "
-            f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {_kib(d.get('int8_bytes'))} | "
+            f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {builtin} | "
+            f"{_ms(d, 'm7_ms')} ({_ms(d, 'unpruned_m7_ms')}) | {m7} | {_kib(d.get('int8_bytes'))} | "
             f"{_kib(d.get('arena_bytes'))} | {r['commit']} |"
         )
     if state.get("zoo"):
@@ -636,6 +737,12 @@ def markdown(state: dict) -> str:
                 f"{z['seconds']:.0f} | {z['commit']} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _speedup(d: dict, key: str) -> str:
+    """The unpruned model's median over the pruned one's (`key` and `unpruned_<key>`), "-" if unmeasured."""
+    before, after = d.get(f"unpruned_{key}"), d.get(key)
+    return f"{before / after:.2f}x" if before and after else "-"
 
 
 def _kib(value: int | None) -> str:
