@@ -75,7 +75,9 @@ def _prune(model: TorchModel) -> tuple[TorchModel, PassReport]:
     if graph is not None:
         pruned = reexported(result.module, model.specs, exporter)
     model.module = model.reference = pruned
-    return model, PruneReport(summary=result.section.describe(), notes=result.notes)
+    # An ONNX source's module says how its graph became one (a quantized graph pruned as float).
+    notes = [*module.notes, *result.notes] if graph is not None else result.notes
+    return model, PruneReport(summary=result.section.describe(), notes=notes)
 
 
 def check_later_files(model: TorchModel) -> None:

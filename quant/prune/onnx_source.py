@@ -9,8 +9,13 @@ Which nodes become modules: Conv with constant weights and explicit pads, none, 
 constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
 do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
 exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator.
-Constant weights are initializers or Constant nodes (as Paddle exports them), or Identities of those
-(how torch.onnx.export writes an initializer equal to an earlier one). A Pad that pads the
+Constant weights are what no graph input reaches, however computed: initializers, Constant nodes (as
+Paddle exports them), Identities of those (how torch.onnx.export writes an initializer equal to an
+earlier one), DequantizeLinears of integers (QDQ models); the nodes computing only them do not run. A
+quantized (QDQ) model is pruned as the float model it dequantizes to (float_activations: each
+activation QuantizeLinear -> DequantizeLinear pair goes, as the Clip it applies where zero ends its
+range: a Relu the quantizer folded in), checked against onnxruntime on that float graph, and handed on
+float with a note; convert's --quantize quantizes the pruned model again. A Pad that pads the
 channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on
 Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, after a pad of the
 other axes when it pads those too (split as the fx path splits it), so each stage's residual stream is
@@ -22,14 +27,17 @@ is kept whole. A graph the evaluator cannot run is refused in one line naming th
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+from onnx import helper, numpy_helper
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.onnx_torch import (
@@ -37,7 +45,9 @@ from edgeport.quant.onnx_torch import (
     Evaluator,
     UnsupportedOnnxGraph,
     check_against_onnxruntime,
+    constant_tensors,
     pad_amounts,
+    quantized_dtype,
     spatial_pads,
     torch_pad,
 )
@@ -123,19 +133,6 @@ def _channel_pad(
     return None if split is None else (*split, fill)
 
 
-def constant_identities(nodes: Sequence[onnx.NodeProto], constants: Mapping[str, Any]) -> dict[str, Any]:
-    """The outputs of Identity nodes (and chains of them) on `constants`, with their values:
-    torch.onnx.export writes an initializer equal to an earlier one (two zero biases) as an Identity of
-    that one, and a layer's weight or bias read through it is as constant."""
-    found: dict[str, Any] = {}
-    for node in nodes:  # graph order: a chain's first link comes first
-        if node.op_type == "Identity" and node.input and node.output:
-            value = found.get(node.input[0], constants.get(node.input[0]))
-            if value is not None:
-                found[node.output[0]] = value
-    return found
-
-
 def _linear(attrs: dict, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module | None:
     plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
     if weight.dim() != 2 or not plain:
@@ -155,7 +152,7 @@ def _matmul_bias(
     node: onnx.NodeProto,
     readers: defaultdict[str, list[onnx.NodeProto]],
     outputs: set[str],
-    constants: dict[str, torch.Tensor],
+    value: Callable[[str], torch.Tensor | None],
 ) -> tuple[onnx.NodeProto, torch.Tensor] | None:
     """The Add that is a MatMul's only reader and adds a constant bias over its last axis, and the
     bias; None when there is none."""
@@ -165,7 +162,7 @@ def _matmul_bias(
     (add,) = readers[out]
     if add.op_type != "Add" or len(add.input) != 2:
         return None
-    bias = constants.get(add.input[1] if add.input[0] == out else add.input[0])
+    bias = value(add.input[1] if add.input[0] == out else add.input[0])
     if bias is None or bias.dim() != 1:
         return None
     return add, bias
@@ -174,16 +171,141 @@ def _matmul_bias(
 def _transposed(
     producers: dict[str, onnx.NodeProto],
     attrs: dict[str, dict],
-    constants: dict[str, torch.Tensor],
+    value: Callable[[str], torch.Tensor | None],
     name: str,
 ) -> torch.Tensor | None:
     """The constant 2-D W when `name` is Transpose(W) (perm [1, 0] or none), else None."""
     node = producers.get(name)
     if node is None or node.op_type != "Transpose":
         return None
-    weight = constants.get(node.input[0])
+    weight = value(node.input[0])
     perm = attrs[node.output[0]].get("perm", [1, 0])
     return weight if weight is not None and weight.dim() == 2 and list(perm) == [1, 0] else None
+
+
+def folded_constants(nodes: Sequence[onnx.NodeProto], taken: Mapping[str, int], keep: set[str]) -> set[str]:
+    """The outputs of the nodes that need not run because layers hold what they compute: every output
+    of such a node is read only by layers that took its value (`taken`: how many readings of each
+    tensor the layers took) or by other such nodes, and none is in `keep` (the graph's outputs)."""
+    uses = Counter(name for node in nodes for name in node.input)
+    done = Counter(taken)
+    folded: set[str] = set()
+    for node in reversed(nodes):  # every reader before its producer
+        outs = [name for name in node.output if name]
+        if outs and all(name not in keep and 0 < uses[name] == done[name] for name in outs):
+            folded.update(outs)
+            done.update(name for name in node.input if name)
+    return folded
+
+
+def _made_by(producers: Mapping[str, onnx.NodeProto], name: str, op: str) -> bool:
+    """Whether a node of type `op` is among those that compute tensor `name`."""
+    stack, seen = [name], set()
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.output[0] in seen:
+            continue
+        if node.op_type == op:
+            return True
+        seen.add(node.output[0])
+        stack.extend(node.input)
+    return False
+
+
+def _same_constant(graph: Evaluator, a: str, b: str) -> bool:
+    """Whether tensors `a` and `b` ("" for none) are the same constant (by name or by value)."""
+    if a == b:
+        return True
+    x, y = (graph.constant(n) if n else None for n in (a, b))
+    return x is not None and y is not None and x.dtype == y.dtype and bool(torch.equal(x, y))
+
+
+def _not_a_pair(
+    graph: Evaluator, q: onnx.NodeProto, readers: Sequence[onnx.NodeProto], outputs: set[str]
+) -> str:
+    """Why activation QuantizeLinear `q` (read by `readers`) is not a per-tensor pair with the
+    DequantizeLinears reading it; "" when it is."""
+    params = [*q.input[1:3], ""][:2]
+    scale = graph.constant(params[0])
+    same = all(
+        d.op_type == "DequantizeLinear"
+        and all(_same_constant(graph, a, b) for a, b in zip(params, [*d.input[1:3], ""][:2], strict=True))
+        for d in readers
+    )
+    if not readers or q.output[0] in outputs or scale is None or not same:
+        return "not only read by DequantizeLinears of its scale and zero point"
+    return "per channel" if scale.numel() != 1 else ""
+
+
+def _pair_range(
+    q: onnx.NodeProto, scale: torch.Tensor, zero: torch.Tensor | None
+) -> tuple[list[float], bool]:
+    """The [low, high] a per-tensor QuantizeLinear -> DequantizeLinear pair clamps to (as DequantizeLinear
+    computes them), and whether zero is one end of it."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
+    info = torch.iinfo(quantized_dtype(attrs, zero))
+    offset = 0 if zero is None else int(zero.reshape(()))
+    ends = [float(scale.reshape(()) * float(v - offset)) for v in (info.min, info.max)]
+    return ends, offset in (info.min, info.max)
+
+
+def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
+    """`model` with each activation QuantizeLinear -> DequantizeLinear pair (a QuantizeLinear of a tensor
+    a graph input reaches, read only by DequantizeLinears of its scale and zero point) replaced by what
+    it does besides rounding, where that matters: the Clip to its range when zero is one end of that
+    range (a Relu or Clip the quantizer folded into the pair, as onnxruntime's does), nothing when the
+    range spans zero (its saturation at the calibrated extremes is quantization's, as the rounding is);
+    (the model, pairs replaced, of them by a Clip). A QuantizeLinear of an activation that is no such
+    pair, or quantizes per channel, is refused in one line."""
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    constants = constant_tensors(model.graph)
+    if all(q.input[0] in constants for q in quantizers):  # weights only: folded into the layers
+        return model, 0, 0
+    graph = Evaluator(model)  # the scales' and zero points' values
+    readers: defaultdict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in model.graph.node:
+        for name in n.input:
+            readers[name].append(n)
+    outputs = {o.name for o in model.graph.output}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    replaced: dict[str, onnx.NodeProto] = {}  # a pair's DequantizeLinear output -> what writes it now
+    dropped: set[str] = set()  # the pairs' QuantizeLinear outputs
+    clips = 0
+    for q in (q for q in quantizers if q.input[0] not in constants):
+        why = _not_a_pair(graph, q, readers[q.output[0]], outputs)
+        if why:
+            raise EdgeportError(
+                f"--prune on a quantized (QDQ) ONNX model: QuantizeLinear node {q.name or q.output[0]!r} "
+                f"quantizes an activation, {why} (pruning takes out per-tensor QuantizeLinear -> "
+                "DequantizeLinear pairs only)",
+                "prune the float model before quantizing it (convert's --quantize int8 quantizes the pruned "
+                "one), or convert without --prune",
+            )
+        scale, zero = (graph.constant(n) if n else None for n in [*q.input[1:3], ""][:2])
+        ends, clip = _pair_range(q, scale, zero)
+        clips += clip
+        bounds = [f"{q.output[0]}_low", f"{q.output[0]}_high"]
+        if clip and graph.opset >= 11:  # Clip's bounds are inputs from opset 11, attributes before
+            out.graph.initializer.extend(
+                numpy_helper.from_array(np.array(v, np.float32), n) for n, v in zip(bounds, ends, strict=True)
+            )
+        for d in readers[q.output[0]]:
+            if not clip:
+                node = helper.make_node("Identity", [q.input[0]], [d.output[0]], name=d.name)
+            elif graph.opset >= 11:
+                node = helper.make_node("Clip", [q.input[0], *bounds], [d.output[0]], name=d.name)
+            else:
+                node = helper.make_node(
+                    "Clip", [q.input[0]], [d.output[0]], name=d.name, min=ends[0], max=ends[1]
+                )
+            replaced[d.output[0]] = node
+        dropped.add(q.output[0])
+    del out.graph.node[:]
+    out.graph.node.extend(
+        replaced.get(n.output[0], n) for n in model.graph.node if n.output[0] not in dropped
+    )
+    return out, len(dropped), clips
 
 
 class PrunableGraph(Evaluator):
@@ -196,6 +318,8 @@ class PrunableGraph(Evaluator):
         self.layers = nn.ModuleDict()
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
+        self.dequantized = 0  # layers whose weight a DequantizeLinear computes (QDQ models)
+        self.notes: list[str] = []  # what the user is told about how the graph became this module
         readers: defaultdict[str, list[onnx.NodeProto]] = defaultdict(list)  # tensor -> its readers
         for n in self._nodes:
             for name in n.input:
@@ -203,10 +327,11 @@ class PrunableGraph(Evaluator):
         producers = {out: self._nodes[i] for out, i in self._producer.items()}  # the evaluator's, as nodes
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
-        # Weights in Constant nodes (Paddle's exports) are constants as initializers are, and so are
-        # Identities of them.
-        constants = {**self._constants, **self.constant_nodes}
-        constants.update(constant_identities(self._nodes, constants))
+        # A weight no graph input reaches is constant however it is computed: an initializer, a Constant
+        # node (Paddle's exports), an Identity of one (torch.onnx.export's second equal initializer), a
+        # DequantizeLinear of integers (QDQ models).
+        constants = constant_tensors(model.graph)
+        value = functools.cache(lambda name: self.constant(name) if name in constants else None)
         taken: Counter = Counter()  # how many times layers took each constant's value
         sizes = (
             _spatial_sizes(model) if any(a.get("auto_pad", "NOTSET") != "NOTSET" for a in self._attrs) else {}
@@ -216,12 +341,11 @@ class PrunableGraph(Evaluator):
                 continue
             if node.input[0] in constants:
                 continue
-            weight = constants.get(node.input[1])
             transposed = None
-            if weight is None and node.op_type == "MatMul":
-                transposed = _transposed(producers, node_attrs, constants, node.input[1])
-                weight = transposed
-            bias = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if node.op_type == "MatMul":  # named after W, not its Transpose
+                transposed = _transposed(producers, node_attrs, value, node.input[1])
+            weight = value(node.input[1]) if transposed is None else transposed
+            bias = value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             if weight is None or (len(node.input) > 2 and node.input[2] and bias is None):
                 continue
             add = None
@@ -230,7 +354,7 @@ class PrunableGraph(Evaluator):
                 if attrs is None:
                     continue
             if node.op_type == "MatMul":
-                folded = _matmul_bias(node, readers, outputs, constants)
+                folded = _matmul_bias(node, readers, outputs, value)
                 add, bias = folded if folded is not None else (None, None)
                 # MatMul: x @ B, B is [in, out] as Gemm's untransposed B; Transpose(W): W is [out, in].
                 attrs = {"transB": 1} if transposed is not None else {}
@@ -239,20 +363,14 @@ class PrunableGraph(Evaluator):
             if layer is None:
                 continue
             taken.update(node.input[1:])
+            self.dequantized += _made_by(producers, node.input[1], "DequantizeLinear")
             if add is not None:
                 self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
                 taken.update(n for n in add.input if n != node.output[0])
             named = producers[node.input[1]].input[0] if transposed is not None else node.input[1]
             self._add_layer(re.sub(r"\.weight$", "", named) or f"node{index}", layer, node.output[0])
-        # Constant / Identity / Transpose outputs only layers read (the layers hold their values): not run.
-        self._folded = {
-            name
-            for name, count in taken.items()
-            if name in producers
-            and producers[name].op_type in ("Constant", "Identity", "Transpose")
-            and len(readers[name]) == count
-            and name not in outputs
-        }
+        # What computes only the layers' weights and biases (they hold the values) is not run.
+        self._folded = folded_constants(self._nodes, taken, outputs)
 
     def _add_layer(self, name: str, layer: nn.Module, output: str) -> str:
         """Put `layer` in `layers` under a key made of `name`, run for the node writing `output`; the key."""
@@ -295,7 +413,7 @@ class PrunableGraph(Evaluator):
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         if node.output[0] in self._folded:  # a weight (or bias) the layers hold
-            return None
+            return (None,) * len(node.output)
         if node.output[0] in self._bias_adds:  # its bias is in the MatMul's Linear
             return args[self._bias_adds[node.output[0]]]
         key = self._layer_keys.get(node.output[0])
@@ -308,9 +426,12 @@ def prunable_module(
     model: onnx.ModelProto, specs: Sequence[TensorSpec], scale_floors: Mapping[str, float] | None = None
 ) -> PrunableGraph:
     """The ONNX graph (static input shapes `specs`) as a prunable module; one line naming what the
-    evaluator cannot run, else (`scale_floors`: the onnxruntime check's, by output name)."""
+    evaluator cannot run, else (`scale_floors`: the onnxruntime check's, by output name). A quantized
+    (QDQ) graph becomes a float one (float_activations, its weights dequantized into the layers), said
+    in the module's `notes`."""
     try:
-        module = PrunableGraph(model).eval()
+        graph, pairs, clips = float_activations(model)
+        module = PrunableGraph(graph).eval()
     except UnsupportedOnnxGraph as exc:
         raise EdgeportError(
             f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which cannot run "
@@ -318,7 +439,7 @@ def prunable_module(
             "convert the PyTorch model it was exported from (file.py:callable, TorchScript or .pt2), or "
             "convert without --prune",
         ) from exc
-    error = check_against_onnxruntime(module, model, random_inputs(specs, 2, 0), scale_floors)
+    error = check_against_onnxruntime(module, graph, random_inputs(specs, 2, 0), scale_floors)
     if not error < CHECK_TOLERANCE:
         raise EdgeportError(
             f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which computes "
@@ -331,4 +452,26 @@ def prunable_module(
             "prune)",
             "convert without --prune, or give the PyTorch model it was exported from",
         )
+    module.notes = qdq_notes(module.dequantized, pairs, clips)
     return module
+
+
+def qdq_notes(layers: int, pairs: int, clips: int) -> list[str]:
+    """What pruning a quantized (QDQ) ONNX model as float did (`layers` whose weights were dequantized,
+    activation `pairs` dropped, `clips` of them kept as their Clip): one line, or none."""
+    done = [f"the weights of {layers} layer{'s' * (layers != 1)} dequantized"] if layers else []
+    if pairs:
+        kept = (
+            f" ({clips} kept as the Clip to their range, a Relu or Clip the quantizer folded in)"
+            if clips
+            else ""
+        )
+        done.append(
+            f"{pairs} activation QuantizeLinear -> DequantizeLinear pair{'s' * (pairs != 1)} dropped{kept}"
+        )
+    if not done:
+        return []
+    return [
+        f"the ONNX model is quantized (QDQ); it was pruned, and is converted, as float: {', '.join(done)}; "
+        "--quantize int8 quantizes it again"
+    ]

@@ -4,6 +4,7 @@ cannot run the graph or nothing in it can be pruned (exit 1, nothing written).""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +12,16 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from edgeport.cli import main
 from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.manifest import Manifest
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
+from edgeport.quant.onnx_torch import constant_tensors
 from edgeport.quant.prune import PruningSection
-from edgeport.quant.prune.onnx_source import constant_identities, prunable_module
+from edgeport.quant.prune.onnx_source import folded_constants, prunable_module
 from edgeport.tensors import TensorSpec
 from tests.onnx_graphs import make_model
 from tests.quant.prune_models import (
@@ -229,14 +231,28 @@ def test_a_constant_reshaped_with_a_leading_one_is_not_taken_for_the_batch(tmp_p
     assert module(x).shape == (2, 4, 8, 8)
 
 
-def test_constant_identities_follow_chains_of_constants_only() -> None:
+def test_constant_tensors_and_the_nodes_folded_into_layers() -> None:
+    """Constant: what no graph input reaches, however computed (Identity chains, a DequantizeLinear of
+    integers). Folded (not run): a node whose outputs only layers that took them, or folded nodes, read."""
     nodes = [
         helper.make_node("Identity", ["b"], ["b1"]),
         helper.make_node("Identity", ["b1"], ["b2"]),
+        helper.make_node("Relu", ["b1"], ["r"]),  # b1 is read by an op too: it runs
+        helper.make_node("DequantizeLinear", ["q", "s"], ["w"]),
         helper.make_node("Identity", ["x"], ["x1"]),
-        helper.make_node("Relu", ["b"], ["r"]),
+        helper.make_node("Conv", ["x1", "w", "b2"], ["y"]),
     ]
-    assert constant_identities(nodes, {"b": 1.5}) == {"b1": 1.5, "b2": 1.5}
+    arrays = {"b": np.zeros(2, np.float32), "q": np.ones((2, 1, 1, 1), np.int8), "s": np.float32(0.5)}
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in arrays.items()],
+    )
+    assert constant_tensors(graph) == {"b", "q", "s", "b1", "b2", "r", "w"}
+    assert folded_constants(nodes, Counter({"w": 1, "b2": 1}), {"y"}) == {"b2", "w"}
+    assert folded_constants(nodes, Counter({"w": 1, "b2": 1}), {"y", "w"}) == {"b2"}
 
 
 class EqualBiases(nn.Module):
