@@ -78,14 +78,25 @@ def activation_elements(model: bytes) -> int:
     return sum(math.prod(_shape(graph, op.outputs[0])) for op in ops)
 
 
+def work(macs: int, elements: int) -> int:
+    """One inference's work in MAC units: its MACs plus ELEMENT_WEIGHT per activation element."""
+    return macs + ELEMENT_WEIGHT * elements
+
+
+def batch_work(per_sample: int, ops: int, batch: int) -> int:
+    """The work of one step on `batch` samples of `per_sample` work each, through `ops` ops (OP_WORK
+    each, whatever the batch)."""
+    return batch * per_sample + OP_WORK * ops
+
+
 def sample_work(model: bytes) -> int:
-    """One inference's work in MAC units: MACs plus ELEMENT_WEIGHT per activation element."""
-    return tflite_macs(model) + ELEMENT_WEIGHT * activation_elements(model)
+    """One inference's work of a .tflite in MAC units."""
+    return work(tflite_macs(model), activation_elements(model))
 
 
 def step_work(model: bytes, batch: int) -> int:
     """The work of one distillation step on `batch` samples: their inferences plus OP_WORK per op."""
-    return batch * sample_work(model) + OP_WORK * len(parse_tflite(model).ops)
+    return batch_work(sample_work(model), len(parse_tflite(model).ops), batch)
 
 
 def steps_within(budget: int, work_per_step: int, wanted: int) -> int:

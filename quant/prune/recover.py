@@ -48,7 +48,7 @@ from edgeport.quant.calibration import (
     calibration_problems,
     load_calibration,
 )
-from edgeport.quant.cost import DISTILL_BUDGET, ELEMENT_WEIGHT, OP_WORK
+from edgeport.quant.cost import DISTILL_BUDGET, batch_work, work
 from edgeport.quant.prune.count import forward_with_hooks, module_macs
 from edgeport.quant.prune.graph import flat_outputs
 from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
@@ -100,28 +100,27 @@ def _leafflat_outputs(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tupl
     return elements[0], calls[0]
 
 
-def sample_work(module: nn.Module, inputs: Sequence[torch.Tensor], macs: int) -> tuple[int, int]:
-    """(one sample's forward work in MAC units: `macs` plus ELEMENT_WEIGHT per activation element, as in
-    quant/cost.py; leaf module calls) of `module` on `inputs`, `macs` being its MACs per sample."""
+def module_work(module: nn.Module, inputs: Sequence[torch.Tensor], macs: int) -> tuple[int, int]:
+    """(one sample's forward work in MAC units, quant/cost.py's `work`; leaf module calls) of `module` on
+    `inputs`, `macs` being its MACs per sample."""
     elements, calls = _leafflat_outputs(module, inputs)
-    return macs + ELEMENT_WEIGHT * elements, calls
+    return work(macs, elements), calls
 
 
 def steps_for_budget(
     module: nn.Module, inputs: Sequence[torch.Tensor], macs: int, seconds: float, batch: int = BATCH
 ) -> int:
     """Steps whose estimated work fits `seconds` on 2 cores (at most MAX_STEPS)."""
-    work, ops = sample_work(module, inputs, macs)
-    per_step = TRAIN_FACTOR * (batch * work + OP_WORK * ops)
+    per_sample, ops = module_work(module, inputs, macs)
+    per_step = TRAIN_FACTOR * batch_work(per_sample, ops, batch)
     return int(min(MAX_STEPS, seconds * WORK_PER_SECOND // max(1, per_step)))
 
 
 def pool_size(module: nn.Module, specs: Sequence[TensorSpec], seconds: float) -> int:
     """How many synthetic inputs to make for recovering `module` (unpruned) within `seconds` (POOL_SHARE)."""
     inputs = [torch.zeros([1, *s.shape[1:]], dtype=getattr(torch, s.dtype)) for s in specs]
-    work, _ops = sample_work(module, inputs, sum(module_macs(module, inputs).values()))
-    per_sample = DISTILL_STEPS * work
-    fits = POOL_SHARE * seconds * WORK_PER_SECOND / max(1, per_sample)
+    per_sample, _ops = module_work(module, inputs, sum(module_macs(module, inputs).values()))
+    fits = POOL_SHARE * seconds * WORK_PER_SECOND / max(1, DISTILL_STEPS * per_sample)
     return int(min(MAX_POOL, max(MIN_POOL, fits // POOL_ROUND * POOL_ROUND)))
 
 

@@ -22,8 +22,8 @@ from edgeport.quant.prune.recover import (
     _shift_flip,
     distill,
     distillation_loss,
+    module_work,
     pool_size,
-    sample_work,
 )
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
@@ -146,12 +146,12 @@ def test_a_pool_larger_than_one_chunk_is_made_in_seeded_chunks() -> None:
     assert not torch.allclose(pool[0][SYNTHETIC_CHUNK:], pool[0][:3])
 
 
-def test_sample_work_counts_the_macs_and_every_leaf_output_per_sample() -> None:
+def test_module_work_counts_the_macs_and_every_leaf_output_per_sample() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
     macs = 8 * 8 * 4 * (3 * 3 * 3)  # each of the 4x8x8 outputs reads 3 channels x 3x3
     elements = 2 * 4 * 8 * 8  # the convolution's output and the ReLU's
     for n in (1, 5):  # per sample, whatever the batch
-        assert sample_work(model, [random_batch(n, shape=(1, 3, 8, 8))], macs) == (
+        assert module_work(model, [random_batch(n, shape=(1, 3, 8, 8))], macs) == (
             macs + ELEMENT_WEIGHT * elements,
             2,
         )
