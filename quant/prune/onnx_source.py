@@ -13,7 +13,7 @@ Constant weights are what no graph input reaches, however computed: initializers
 Paddle exports them), Identities of those (how torch.onnx.export writes an initializer equal to an
 earlier one), DequantizeLinears of integers (QDQ models); the nodes computing only them do not run. A
 quantized (QDQ) model is pruned as the float model it dequantizes to (float_activations: each
-activation QuantizeLinear -> DequantizeLinear pair goes, as the Clip it applies where zero ends its
+activation QuantizeLinear -> DequantizeLinear pair goes, as the clamp it applies where zero ends its
 range: a Relu the quantizer folded in), checked against onnxruntime on that float graph, and handed on
 float with a note; convert's --quantize quantizes the pruned model again. A Pad that pads the
 channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on
@@ -249,14 +249,34 @@ def _pair_range(
     return ends, offset in (info.min, info.max)
 
 
+def _clamp(
+    x: str, out: str, name: str, ends: Sequence[float], opset: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes writing `out`, `x` clamped to `ends` ([low, high], one of them zero), and the initializers
+    they read: a Relu and a Clip to high when low is zero (in TFLite the Relu fuses into the layer before
+    it and the Clip is a MINIMUM; one Clip to both was a MINIMUM and an unfused RELU), else one Clip."""
+    low, high = ends
+    nodes, source, bounds = [], x, [f"{out}_low", f"{out}_high"]
+    if low == 0:
+        source, bounds[0] = f"{out}_relu", ""
+        nodes.append(helper.make_node("Relu", [x], [source], name=source))
+    if opset < 11:  # Clip's bounds are attributes before opset 11
+        limits = {"max": high} if low == 0 else {"min": low, "max": high}
+        return [*nodes, helper.make_node("Clip", [source], [out], name=name, **limits)], []
+    values = [
+        numpy_helper.from_array(np.array(v, np.float32), b) for b, v in zip(bounds, ends, strict=True) if b
+    ]
+    return [*nodes, helper.make_node("Clip", [source, *bounds], [out], name=name)], values
+
+
 def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
     """`model` with each activation QuantizeLinear -> DequantizeLinear pair (a QuantizeLinear of a tensor
     a graph input reaches, read only by DequantizeLinears of its scale and zero point) replaced by what
-    it does besides rounding, where that matters: the Clip to its range when zero is one end of that
-    range (a Relu or Clip the quantizer folded into the pair, as onnxruntime's does), nothing when the
-    range spans zero (its saturation at the calibrated extremes is quantization's, as the rounding is);
-    (the model, pairs replaced, of them by a Clip). A QuantizeLinear of an activation that is no such
-    pair, or quantizes per channel, is refused in one line."""
+    it does besides rounding, where that matters: the clamp to its range when zero is one end of that
+    range (_clamp: a Relu or Clip the quantizer folded into the pair, as onnxruntime's does), nothing
+    when the range spans zero (its saturation at the calibrated extremes is quantization's, as the
+    rounding is); (the model, pairs replaced, of them by a clamp). A QuantizeLinear of an activation
+    that is no such pair, or quantizes per channel, is refused in one line."""
     quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     constants = constant_tensors(model.graph)
     if all(q.input[0] in constants for q in quantizers):  # weights only: folded into the layers
@@ -269,7 +289,7 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
     outputs = {o.name for o in model.graph.output}
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    replaced: dict[str, onnx.NodeProto] = {}  # a pair's DequantizeLinear output -> what writes it now
+    replaced: dict[str, list[onnx.NodeProto]] = {}  # a pair's DequantizeLinear output -> what writes it now
     dropped: set[str] = set()  # the pairs' QuantizeLinear outputs
     clips = 0
     for q in (q for q in quantizers if q.input[0] not in constants):
@@ -285,25 +305,17 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
         scale, zero = (graph.constant(n) if n else None for n in [*q.input[1:3], ""][:2])
         ends, clip = _pair_range(q, scale, zero)
         clips += clip
-        bounds = [f"{q.output[0]}_low", f"{q.output[0]}_high"]
-        if clip and graph.opset >= 11:  # Clip's bounds are inputs from opset 11, attributes before
-            out.graph.initializer.extend(
-                numpy_helper.from_array(np.array(v, np.float32), n) for n, v in zip(bounds, ends, strict=True)
-            )
         for d in readers[q.output[0]]:
-            if not clip:
-                node = helper.make_node("Identity", [q.input[0]], [d.output[0]], name=d.name)
-            elif graph.opset >= 11:
-                node = helper.make_node("Clip", [q.input[0], *bounds], [d.output[0]], name=d.name)
+            if clip:
+                nodes, bounds = _clamp(q.input[0], d.output[0], d.name, ends, graph.opset)
+                out.graph.initializer.extend(bounds)
             else:
-                node = helper.make_node(
-                    "Clip", [q.input[0]], [d.output[0]], name=d.name, min=ends[0], max=ends[1]
-                )
-            replaced[d.output[0]] = node
+                nodes = [helper.make_node("Identity", [q.input[0]], [d.output[0]], name=d.name)]
+            replaced[d.output[0]] = nodes
         dropped.add(q.output[0])
     del out.graph.node[:]
     out.graph.node.extend(
-        replaced.get(n.output[0], n) for n in model.graph.node if n.output[0] not in dropped
+        new for n in model.graph.node if n.output[0] not in dropped for new in replaced.get(n.output[0], [n])
     )
     return out, len(dropped), clips
 
@@ -458,11 +470,11 @@ def prunable_module(
 
 def qdq_notes(layers: int, pairs: int, clips: int) -> list[str]:
     """What pruning a quantized (QDQ) ONNX model as float did (`layers` whose weights were dequantized,
-    activation `pairs` dropped, `clips` of them kept as their Clip): one line, or none."""
+    activation `pairs` dropped, `clips` of them kept as their clamp): one line, or none."""
     done = [f"the weights of {layers} layer{'s' * (layers != 1)} dequantized"] if layers else []
     if pairs:
         kept = (
-            f" ({clips} kept as the Clip to their range, a Relu or Clip the quantizer folded in)"
+            f" ({clips} kept as the clamp to their range, a Relu or Clip the quantizer folded in)"
             if clips
             else ""
         )

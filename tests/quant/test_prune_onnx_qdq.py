@@ -89,8 +89,8 @@ def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
 def test_a_qdq_model_becomes_a_float_module_of_its_function(per_channel: bool, tmp_path: Path) -> None:
     """Every Conv and the Gemm are layers; the module computes what onnxruntime computes on the QDQ model
-    but for the rounding of the activations (the removed Relus kept as Clips: without them the error
-    is of the outputs' size)."""
+    but for the rounding of the activations (the Relus the quantizer removed kept as clamps: without
+    them the error is of the outputs' size)."""
     model = onnx.load(str(qdq_model(tmp_path / "q.onnx", per_channel)))
     module = prunable_module(model, SPECS)
     assert sorted(type(m).__name__ for m in module.layers.values()) == ["Conv2d"] * 4 + ["Linear"]
@@ -104,8 +104,8 @@ def test_a_qdq_model_becomes_a_float_module_of_its_function(per_channel: bool, t
     assert pairs > clips > 0
     without = onnx.ModelProto()
     without.CopyFrom(graph)
-    for node in without.graph.node:
-        if node.op_type == "Clip":
+    for node in without.graph.node:  # the clamps (a Relu and a Clip each) taken out too
+        if node.op_type in ("Relu", "Clip"):
             node.op_type, node.input[1:] = "Identity", []
     plain = [r["output"] for r in run_onnx(without.SerializeToString(), samples)]
     assert max(_relative_error(a, b) for a, b in zip(plain, reference, strict=True)) > 0.2
@@ -171,9 +171,10 @@ def test_an_activation_quantize_that_is_no_pair_is_refused_in_one_line(
 
 
 @pytest.mark.parametrize("opset", [10, 17])
-def test_a_pair_is_a_clip_where_zero_ends_its_range_and_nothing_where_it_spans_zero(opset: int) -> None:
+def test_a_pair_is_a_clamp_where_zero_ends_its_range_and_nothing_where_it_spans_zero(opset: int) -> None:
     """x -> pair (uint8, zero point 128: spans zero) -> Conv -> pair (zero point 0: [0, 255 s]) -> y: the
-    first pair goes, the second is the Clip to [0, 255 s] (Clip's bounds attributes before opset 11)."""
+    first pair goes, the second is a Relu and a Clip to 255 s (Clip's bound an attribute before opset
+    11)."""
     rng = np.random.default_rng(0)
     arrays = {
         "w": rng.normal(size=(4, 3, 3, 3)),
@@ -192,7 +193,7 @@ def test_a_pair_is_a_clip_where_zero_ends_its_range_and_nothing_where_it_spans_z
     model = make_model(nodes, {"x": SHAPE}, ["y"], arrays, opset)
     graph, pairs, clips = float_activations(model)
     assert (pairs, clips) == (2, 1)
-    assert [n.op_type for n in graph.graph.node] == ["Identity", "Conv", "Clip"]
+    assert [n.op_type for n in graph.graph.node] == ["Identity", "Conv", "Relu", "Clip"]
     module = prunable_module(model, SPECS)  # checked against onnxruntime on `graph` inside
     x = torch.from_numpy(_samples(1, 1)[0]["x"]) * 3
     with torch.no_grad():
