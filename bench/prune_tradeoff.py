@@ -225,9 +225,12 @@ def _medians(report: Path) -> list[float]:
 
 
 def add_timings(out: Path) -> None:
-    """Fill in the EXTRA_TIMINGS columns of every recorded row whose conversion is still in the cache."""
+    """Fill in the EXTRA_TIMINGS columns of every recorded row whose conversion is still in the cache, in
+    finished parts only (a running part's process rewrites its file after every row)."""
     for part in sorted(out.glob("prune_tradeoff*.json")):
         state = json.loads(part.read_text())
+        if not state.get("finished"):
+            continue
         baselines = {}
         for name, f in state["floats"].items():
             d = f.get("deploy") or {}
@@ -676,7 +679,11 @@ def markdown(state: dict) -> str:
         "channels; at 2a8e4a7 distillation also matched those inner layers' own outputs, from 50b44c4 on "
         "only what a block hands on. From 04af5ef on the synthetic inputs are made with an image prior "
         "(calibration.ImagePrior) and a budget buys about 1.8x the steps (recover.TRAIN_FACTOR 1.1). "
-        "`asked N% of latency`: --prune-target latency (the FLOPs ratio searched with real conversions).",
+        "`asked N% of latency`: --prune-target latency (the FLOPs ratio searched with real conversions). "
+        "Speed-ups, each beside the unpruned model in one `edgeport bench` run: float on the host, one "
+        "thread, with XNNPACK (`speed-up`) and with LiteRT's builtin kernels (`no-XNNPACK`); the int8 "
+        "firmware (CMSIS-NN kernels) on a Cortex-M7 in QEMU (`M7`: instructions per inference at one per "
+        "cycle on the board's 25 MHz clock, an estimate, not a board's time).",
         "",
         *state["synthetic"],
         "",
