@@ -67,8 +67,14 @@ def test_list_passes_shows_every_registered_pass_in_order(run_cli) -> None:
     code, out, _ = run_cli("convert", "--list-passes")
     assert code == 0
     names = [p.name for p in onnx_passes.ONNX_PASSES]
-    assert names[:4] == ["fold_fixed_inputs", "fold_batch_norms", "onnxsim", "index_inputs_int32"]
-    assert names[4:] == [name for name, _ in REWRITES]
+    assert names[:5] == [
+        "fold_fixed_inputs",
+        "dequantize_qdq",
+        "fold_batch_norms",
+        "onnxsim",
+        "index_inputs_int32",
+    ]
+    assert names[5:] == [name for name, _ in REWRITES]
     positions = [out.index(f"  {name} ") for name in names]
     assert positions == sorted(positions)
     assert "PyTorch passes" in out and out.index("  prune ") < out.index("ONNX passes")

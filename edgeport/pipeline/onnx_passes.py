@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 
 from edgeport.converters import onnx_prepare
 from edgeport.converters.rewrites import REWRITES, Rewrite, apply_rewrite
+from edgeport.pipeline import dequantize_qdq as qdq
 from edgeport.pipeline import fold_fixed_inputs as fixed
 from edgeport.pipeline import index_inputs_int32 as index_inputs
 from edgeport.pipeline.passes import ChangedReport, Pass, PassReport, about_module
@@ -85,6 +86,7 @@ _NO_ONNX2TF_ONNXSIM = {"not_use_onnxsim": True}
 
 ONNX_PASSES: list[OnnxPass] = [
     Pass(fixed.NAME, fixed.ABOUT, fixed.fold_fixed_inputs),
+    Pass(qdq.NAME, qdq.ABOUT, qdq.dequantize_qdq),
     Pass(
         "fold_batch_norms",
         "fold each BatchNormalization into a neighbouring Conv/Gemm/MatMul (quant/bn_fold.py)",
@@ -95,6 +97,24 @@ ONNX_PASSES: list[OnnxPass] = [
     Pass(index_inputs.NAME, index_inputs.ABOUT, index_inputs.convert_index_inputs),
     *(_rewrite_pass(name, rewrite) for name, rewrite in REWRITES),
 ]
+
+
+# Passes that change what the model computes, not only how (dequantize_qdq drops the rounding): the
+# verification reference is the exported graph with these applied, as a PyTorch pass that changes the
+# model hands its result on as the reference; the passes after them are verified against it.
+REFERENCE_PASSES = [qdq.NAME]
+
+
+def reference_model(model: onnx.ModelProto, skipped: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """`model` (the graph as exported) with the REFERENCE_PASSES not in `skipped` applied, and the names
+    of those that changed it."""
+    changed = []
+    for entry in ONNX_PASSES:
+        if entry.name in REFERENCE_PASSES and entry.name not in skipped:
+            model, report = entry.run(model)
+            if report.headline():
+                changed.append(entry.name)
+    return model, changed
 
 
 def manifest_entries(

@@ -44,7 +44,7 @@ from edgeport.manifest import Manifest, PassEntry, StageError, Verification, too
 from edgeport.options import flag_spell
 from edgeport.pipeline import artifacts
 from edgeport.pipeline import fold_fixed_inputs as fixed
-from edgeport.pipeline.onnx_passes import ONNX_PASSES, RewriteReport, manifest_entries
+from edgeport.pipeline.onnx_passes import ONNX_PASSES, RewriteReport, manifest_entries, reference_model
 from edgeport.pipeline.passes import run_passes
 from edgeport.pipeline.state import ConvertOptions, ConvertState
 from edgeport.pipeline.torch_passes import TORCH_PASSES, TorchModel, asked_torch_passes
@@ -194,9 +194,10 @@ def reference(state: ConvertState) -> None:
         outputs = [o.name for o in model.graph.output]
         state.reference_outputs = run_torch(state.reference, state.samples, [s.name for s in specs], outputs)
         state.reference_name = "pytorch"
-    else:
+    else:  # the source as the passes that change its function leave it (a QDQ model as float)
+        model, changed = reference_model(model, state.skipped_passes)
         state.reference_outputs = run_onnx(model.SerializeToString(), state.samples)
-        state.reference_name = "onnx (source)"
+        state.reference_name = f"onnx (source{''.join(f' after {name}' for name in changed)})"
     notes = [note for report in state.pass_reports for note in report.warnings_()]
     check_reference(state.reference_outputs, state.reference_name, notes)
 
@@ -438,8 +439,8 @@ def _verify(state: ConvertState) -> tuple[Verification, dict[str, dict[str, str]
     """Every stage against the reference on the same samples; also each .tflite's tensor names."""
     in_specs, out_specs = state.in_specs, state.out_specs
     samples = model_inputs(state.samples, in_specs)  # the reference's inputs may include folded ones
-    # The reference is the source as loaded (the ONNX source too, not model.onnx), so the ONNX passes
-    # are verified as well.
+    # The reference is the source as loaded (the ONNX source too, not model.onnx; a QDQ one as float:
+    # reference_model), so the ONNX passes are verified as well.
     reference, ref_name = state.reference_outputs, state.reference_name
     floors = scale_floors(state.model)  # a probability map near 0 is judged against its scale, 1
     errors = compare("onnx", reference, run_onnx(state.onnx_path.read_bytes(), samples), floors)

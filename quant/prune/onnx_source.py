@@ -12,7 +12,7 @@ exporters write a Linear on a 3-D input); BatchNormalization already is one in t
 Constant weights are what no graph input reaches, however computed: initializers, Constant nodes (as
 Paddle exports them), Identities of those (how torch.onnx.export writes an initializer equal to an
 earlier one), DequantizeLinears of integers (QDQ models); the nodes computing only them do not run. A
-quantized (QDQ) model is pruned as the float model it dequantizes to (float_activations: each
+quantized (QDQ) model is pruned as the float model it dequantizes to (quant/qdq.py's float_activations: each
 activation QuantizeLinear -> DequantizeLinear pair goes, as the clamp it applies where zero ends its
 range: a Relu the quantizer folded in), checked against onnxruntime on that float graph, and handed on
 float with a note; convert's --quantize quantizes the pruned model again. A Pad that pads the
@@ -33,11 +33,9 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 import torch.nn as nn
-from onnx import helper, numpy_helper
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.onnx_torch import (
@@ -47,11 +45,11 @@ from edgeport.quant.onnx_torch import (
     check_against_onnxruntime,
     constant_tensors,
     pad_amounts,
-    quantized_dtype,
     spatial_pads,
     torch_pad,
 )
 from edgeport.quant.prune.channel_pads import selection, split_channel_pad
+from edgeport.quant.qdq import NotAPair, float_activations, made_by
 from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
@@ -198,128 +196,6 @@ def folded_constants(nodes: Sequence[onnx.NodeProto], taken: Mapping[str, int], 
     return folded
 
 
-def _made_by(producers: Mapping[str, onnx.NodeProto], name: str, op: str) -> bool:
-    """Whether a node of type `op` is among those that compute tensor `name`."""
-    stack, seen = [name], set()
-    while stack:
-        node = producers.get(stack.pop())
-        if node is None or node.output[0] in seen:
-            continue
-        if node.op_type == op:
-            return True
-        seen.add(node.output[0])
-        stack.extend(node.input)
-    return False
-
-
-def _same_constant(graph: Evaluator, a: str, b: str) -> bool:
-    """Whether tensors `a` and `b` ("" for none) are the same constant (by name or by value)."""
-    if a == b:
-        return True
-    x, y = (graph.constant(n) if n else None for n in (a, b))
-    return x is not None and y is not None and x.dtype == y.dtype and bool(torch.equal(x, y))
-
-
-def _not_a_pair(
-    graph: Evaluator, q: onnx.NodeProto, readers: Sequence[onnx.NodeProto], outputs: set[str]
-) -> str:
-    """Why activation QuantizeLinear `q` (read by `readers`) is not a per-tensor pair with the
-    DequantizeLinears reading it; "" when it is."""
-    params = [*q.input[1:3], ""][:2]
-    scale = graph.constant(params[0])
-    same = all(
-        d.op_type == "DequantizeLinear"
-        and all(_same_constant(graph, a, b) for a, b in zip(params, [*d.input[1:3], ""][:2], strict=True))
-        for d in readers
-    )
-    if not readers or q.output[0] in outputs or scale is None or not same:
-        return "not only read by DequantizeLinears of its scale and zero point"
-    return "per channel" if scale.numel() != 1 else ""
-
-
-def _pair_range(
-    q: onnx.NodeProto, scale: torch.Tensor, zero: torch.Tensor | None
-) -> tuple[list[float], bool]:
-    """The [low, high] a per-tensor QuantizeLinear -> DequantizeLinear pair clamps to (as DequantizeLinear
-    computes them), and whether zero is one end of it."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
-    info = torch.iinfo(quantized_dtype(attrs, zero))
-    offset = 0 if zero is None else int(zero.reshape(()))
-    ends = [float(scale.reshape(()) * float(v - offset)) for v in (info.min, info.max)]
-    return ends, offset in (info.min, info.max)
-
-
-def _clamp(
-    x: str, out: str, name: str, ends: Sequence[float], opset: int
-) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Nodes writing `out`, `x` clamped to `ends` ([low, high], one of them zero), and the initializers
-    they read: a Relu and a Clip to high when low is zero (in TFLite the Relu fuses into the layer before
-    it and the Clip is a MINIMUM; one Clip to both was a MINIMUM and an unfused RELU), else one Clip."""
-    low, high = ends
-    nodes, source, bounds = [], x, [f"{out}_low", f"{out}_high"]
-    if low == 0:
-        source, bounds[0] = f"{out}_relu", ""
-        nodes.append(helper.make_node("Relu", [x], [source], name=source))
-    if opset < 11:  # Clip's bounds are attributes before opset 11
-        limits = {"max": high} if low == 0 else {"min": low, "max": high}
-        return [*nodes, helper.make_node("Clip", [source], [out], name=name, **limits)], []
-    values = [
-        numpy_helper.from_array(np.array(v, np.float32), b) for b, v in zip(bounds, ends, strict=True) if b
-    ]
-    return [*nodes, helper.make_node("Clip", [source, *bounds], [out], name=name)], values
-
-
-def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
-    """`model` with each activation QuantizeLinear -> DequantizeLinear pair (a QuantizeLinear of a tensor
-    a graph input reaches, read only by DequantizeLinears of its scale and zero point) replaced by what
-    it does besides rounding, where that matters: the clamp to its range when zero is one end of that
-    range (_clamp: a Relu or Clip the quantizer folded into the pair, as onnxruntime's does), nothing
-    when the range spans zero (its saturation at the calibrated extremes is quantization's, as the
-    rounding is); (the model, pairs replaced, of them by a clamp). A QuantizeLinear of an activation
-    that is no such pair, or quantizes per channel, is refused in one line."""
-    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    constants = constant_tensors(model.graph)
-    if all(q.input[0] in constants for q in quantizers):  # weights only: folded into the layers
-        return model, 0, 0
-    graph = Evaluator(model)  # the scales' and zero points' values
-    readers: defaultdict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for n in model.graph.node:
-        for name in n.input:
-            readers[name].append(n)
-    outputs = {o.name for o in model.graph.output}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    replaced: dict[str, list[onnx.NodeProto]] = {}  # a pair's DequantizeLinear output -> what writes it now
-    dropped: set[str] = set()  # the pairs' QuantizeLinear outputs
-    clips = 0
-    for q in (q for q in quantizers if q.input[0] not in constants):
-        why = _not_a_pair(graph, q, readers[q.output[0]], outputs)
-        if why:
-            raise EdgeportError(
-                f"--prune on a quantized (QDQ) ONNX model: QuantizeLinear node {q.name or q.output[0]!r} "
-                f"quantizes an activation, {why} (pruning takes out per-tensor QuantizeLinear -> "
-                "DequantizeLinear pairs only)",
-                "prune the float model before quantizing it (convert's --quantize int8 quantizes the pruned "
-                "one), or convert without --prune",
-            )
-        scale, zero = (graph.constant(n) if n else None for n in [*q.input[1:3], ""][:2])
-        ends, clip = _pair_range(q, scale, zero)
-        clips += clip
-        for d in readers[q.output[0]]:
-            if clip:
-                nodes, bounds = _clamp(q.input[0], d.output[0], d.name, ends, graph.opset)
-                out.graph.initializer.extend(bounds)
-            else:
-                nodes = [helper.make_node("Identity", [q.input[0]], [d.output[0]], name=d.name)]
-            replaced[d.output[0]] = nodes
-        dropped.add(q.output[0])
-    del out.graph.node[:]
-    out.graph.node.extend(
-        new for n in model.graph.node if n.output[0] not in dropped for new in replaced.get(n.output[0], [n])
-    )
-    return out, len(dropped), clips
-
-
 class PrunableGraph(Evaluator):
     """The evaluator with Conv, Gemm and MatMul nodes run through modules (`layers`, keyed by weight
     name); constant channel Pads become channel_pads' selection layers when pruning's analysis asks
@@ -375,7 +251,7 @@ class PrunableGraph(Evaluator):
             if layer is None:
                 continue
             taken.update(node.input[1:])
-            self.dequantized += _made_by(producers, node.input[1], "DequantizeLinear")
+            self.dequantized += made_by(producers, node.input[1], "DequantizeLinear")
             if add is not None:
                 self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
                 taken.update(n for n in add.input if n != node.output[0])
@@ -444,6 +320,13 @@ def prunable_module(
     try:
         graph, pairs, clips = float_activations(model)
         module = PrunableGraph(graph).eval()
+    except NotAPair as exc:
+        raise EdgeportError(
+            f"--prune on a quantized (QDQ) ONNX model: {exc} (pruning takes out per-tensor QuantizeLinear "
+            "-> DequantizeLinear pairs only)",
+            "prune the float model before quantizing it (convert's --quantize int8 quantizes the pruned "
+            "one), or convert without --prune",
+        ) from exc
     except UnsupportedOnnxGraph as exc:
         raise EdgeportError(
             f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which cannot run "

@@ -11,11 +11,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn as nn
 from onnx import helper
 
 from edgeport.cli import main
-from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.quant.prune.onnx_source import float_activations, prunable_module, qdq_notes
 from edgeport.runtimes.onnxrt import run_onnx
@@ -26,60 +24,10 @@ from tests.quant.prune_models import (
     one_torch_thread,  # noqa: F401 (autouse fixture)
     verified_section,
 )
+from tests.quant.qdq_models import SHAPE, calibration_samples, qdq_model, quantized_activation
 
-SHAPE = [1, 3, 8, 8]
 SPECS = [TensorSpec("x", SHAPE)]
 QDQ = ("QuantizeLinear", "DequantizeLinear")
-
-
-class SmallNet(nn.Module):
-    """A stem, a residual block (its Add's output spans zero before the Relu), a strided convolution
-    and a linear head. Seeded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.down = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.head = nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.stem(x))
-        x = torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
-        return self.head(torch.relu(self.down(x)).mean((2, 3)))
-
-
-def _samples(count: int, seed: int) -> list[dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    return [{"x": rng.normal(size=SHAPE).astype(np.float32)} for _ in range(count)]
-
-
-def qdq_model(path: Path, per_channel: bool = False) -> Path:
-    """SmallNet exported and quantized by onnxruntime.quantization.quantize_static in QDQ format (int8
-    weights, uint8 activations), calibrated on 8 seeded random inputs; saved at `path`."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.samples = iter(_samples(8, 0))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.samples, None)
-
-    float_path = path.with_name("float.onnx")
-    export_onnx(SmallNet().eval(), [torch.zeros(*SHAPE)], float_path, ["x"])
-    quantize_static(
-        str(float_path),
-        str(path),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=per_channel,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-    )
-    return path
 
 
 def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,7 +43,8 @@ def test_a_qdq_model_becomes_a_float_module_of_its_function(per_channel: bool, t
     module = prunable_module(model, SPECS)
     assert sorted(type(m).__name__ for m in module.layers.values()) == ["Conv2d"] * 4 + ["Linear"]
     assert module.dequantized == 5 and "weights of 5 layers dequantized" in module.notes[0]
-    samples = _samples(8, 0)  # the calibration inputs: within every pair's range, only rounding differs
+    # The calibration inputs: within every pair's range, only rounding differs.
+    samples = calibration_samples(8, 0)
     reference = [r["output"] for r in run_onnx(model.SerializeToString(), samples)]
     with torch.no_grad():
         ours = [module(torch.from_numpy(s["x"])).numpy() for s in samples]
@@ -130,29 +79,6 @@ def test_a_qdq_source_prunes_and_converts_as_float(tmp_path: Path) -> None:
     assert any("quantized (QDQ)" in n and "weights of 5 layers dequantized" in n for n in notes)
 
 
-def _quantized_activation(path: Path, per_channel: bool) -> Path:
-    """x -> Conv(8) -> QuantizeLinear 'the_q' -> ..., read by a Cast (no pair), or by a DequantizeLinear
-    per channel."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "w": rng.normal(size=(8, 3, 3, 3)),
-        "s": np.full(8 if per_channel else (), 0.1, np.float32),
-        "zp": np.zeros(8 if per_channel else (), np.uint8),
-    }
-    after = (
-        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], axis=1)
-        if per_channel
-        else helper.make_node("Cast", ["q"], ["y"], to=onnx.TensorProto.FLOAT)
-    )
-    nodes = [
-        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("QuantizeLinear", ["c", "s", "zp"], ["q"], name="the_q", axis=1),
-        after,
-    ]
-    onnx.save(make_model(nodes, {"x": SHAPE}, ["y"], arrays), str(path))
-    return path
-
-
 @pytest.mark.parametrize(
     ("per_channel", "why"),
     [(False, "not only read by DequantizeLinears of its scale"), (True, "per channel")],
@@ -161,7 +87,7 @@ def _quantized_activation(path: Path, per_channel: bool) -> Path:
 def test_an_activation_quantize_that_is_no_pair_is_refused_in_one_line(
     per_channel: bool, why: str, tmp_path: Path, capsys
 ) -> None:
-    source = _quantized_activation(tmp_path / "m.onnx", per_channel)
+    source = quantized_activation(tmp_path / "m.onnx", per_channel)
     outdir = tmp_path / "out"
     assert main(["convert", str(source), "--prune", "0.3", "-o", str(outdir), "-q"]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -195,7 +121,7 @@ def test_a_pair_is_a_clamp_where_zero_ends_its_range_and_nothing_where_it_spans_
     assert (pairs, clips) == (2, 1)
     assert [n.op_type for n in graph.graph.node] == ["Identity", "Conv", "Relu", "Clip"]
     module = prunable_module(model, SPECS)  # checked against onnxruntime on `graph` inside
-    x = torch.from_numpy(_samples(1, 1)[0]["x"]) * 3
+    x = torch.from_numpy(calibration_samples(1, 1)[0]["x"]) * 3
     with torch.no_grad():
         y = module(x)
         want = torch.nn.functional.conv2d(x, module.layers["w"].weight, padding=1).clamp(0, 255 * 0.02)

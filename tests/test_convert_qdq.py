@@ -1,0 +1,156 @@
+"""`edgeport convert` of a quantized (QDQ) ONNX model: the dequantize_qdq pass (quant/qdq.py) hands onnx2tf
+the float model it dequantizes to, verification's reference is that float graph, and the .tflite
+computes what onnxruntime computes on the QDQ model but for the rounding; --quantize int8 quantizes it
+again. A float model is left alone; an activation QuantizeLinear that is no pair is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from edgeport.manifest import MANIFEST_NAME
+from edgeport.pipeline.dequantize_qdq import NAME, dequantize_qdq
+from edgeport.pipeline.onnx_passes import reference_model
+from edgeport.quant.qdq import QDQ_OPS, float_graph, fold_weight_dequantizers
+from edgeport.runtimes.onnxrt import run_onnx
+from edgeport.tensors import to_channels_last
+from tests.onnx_graphs import make_model
+from tests.quant.qdq_models import calibration_samples, qdq_model, quantized_activation
+
+# onnxruntime quantize_static's model against its float graph on its calibration inputs (within every
+# pair's range, so only the rounding differs): 0.4 % measured per tensor and per channel.
+ROUNDING = 0.03
+
+
+def _largest_error(ours: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """The largest relative error (max |difference| / max |reference|) over the samples."""
+    return max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(ours, reference, strict=True))
+
+
+def _outputs(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    return [r["output"] for r in run_onnx(model.SerializeToString(), samples)]
+
+
+def _expected_counts(model: onnx.ModelProto) -> tuple[int, int]:
+    """(weight DequantizeLinears of initializers, activation QuantizeLinears) in a quantize_static model,
+    where every weight and bias is one DequantizeLinear of an integer initializer."""
+    inits = {t.name for t in model.graph.initializer}
+    weights = sum(n.op_type == "DequantizeLinear" and n.input[0] in inits for n in model.graph.node)
+    activations = sum(n.op_type == "QuantizeLinear" and n.input[0] not in inits for n in model.graph.node)
+    return weights, activations
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["per_tensor", "per_channel"])
+def qdq_source(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return qdq_model(tmp_path_factory.mktemp("qdq") / "q.onnx", per_channel=request.param)
+
+
+def test_the_float_graph_has_no_qdq_and_computes_the_qdq_model_but_for_rounding(qdq_source: Path) -> None:
+    model = onnx.load(str(qdq_source))
+    graph, counts = float_graph(model)
+    assert not {n.op_type for n in graph.graph.node} & set(QDQ_OPS)
+    assert (counts.weights, counts.pairs) == _expected_counts(model)
+    assert counts.pairs > counts.clips > 0
+    onnx.checker.check_model(graph, full_check=True)
+    samples = calibration_samples(8, 0)
+    assert _largest_error(_outputs(graph, samples), _outputs(model, samples)) < ROUNDING
+
+
+def test_convert_of_a_qdq_model_is_verified_against_its_float_graph_and_quantizes(
+    qdq_source: Path, tmp_path: Path, run_cli
+) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("convert", qdq_source, "-o", out, "--quantize", "int8")
+    assert code == 0, stderr
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    model = onnx.load(str(qdq_source))
+    weights, pairs = _expected_counts(model)
+    entry = next(p for p in manifest["passes"] if p["name"] == NAME)
+    assert entry["quantized"] and (entry["weights_dequantized"], entry["pairs_dropped"]) == (weights, pairs)
+    assert 0 < entry["pairs_kept_as_clamps"] < pairs
+    verification = manifest["verification"]
+    assert verification["passed"] and verification["reference"] == f"onnx (source after {NAME})"
+    text = stdout + stderr
+    assert "quantized (QDQ) model converted as float" in text
+    assert f"{weights} constant tensors (weights, biases) dequantized, {pairs} activation" in text
+    assert "--quantize int8 quantizes it again" in text
+    converted = onnx.load(str(out / "model.onnx"))
+    assert not {n.op_type for n in converted.graph.node} & set(QDQ_OPS)
+    # The float32 .tflite against onnxruntime on the QDQ model itself, on its calibration inputs.
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(out / "model_float32.tflite")).get_signature_runner()
+    samples = calibration_samples(8, 0)
+    ours = [runner(x=to_channels_last(s["x"]))["output"] for s in samples]
+    assert _largest_error(ours, _outputs(model, samples)) < ROUNDING
+    quantized = manifest["sections"]["quantization"]
+    assert (out / "model_int8.tflite").exists() and quantized["mode"] == "int8"
+    assert quantized["fidelity"]["outputs"][0]["sqnr_db"] > 20
+
+
+def test_a_float_model_is_left_alone(tmp_path: Path) -> None:
+    qdq_model(tmp_path / "q.onnx")  # writes the float model it quantizes beside it
+    model = onnx.load(str(tmp_path / "float.onnx"))
+    same, report = dequantize_qdq(model)
+    assert same.SerializeToString() == model.SerializeToString()
+    assert not report.quantized and report.headline() == "" and report.warnings_() == []
+    assert report.weights_dequantized == report.pairs_dropped == 0
+    reference, changed = reference_model(model, [])
+    assert reference.SerializeToString() == model.SerializeToString() and changed == []
+
+
+def test_the_reference_is_the_qdq_source_when_the_pass_is_skipped(qdq_source: Path) -> None:
+    model = onnx.load(str(qdq_source))
+    reference, changed = reference_model(model, [NAME])
+    assert reference is model and changed == []
+    reference, changed = reference_model(model, [])
+    assert changed == [NAME] and not {n.op_type for n in reference.graph.node} & set(QDQ_OPS)
+
+
+@pytest.mark.parametrize("opset", [10, 17])
+def test_a_weight_dequantize_chain_becomes_its_value(opset: int) -> None:
+    """A float W -> QuantizeLinear -> DequantizeLinear -> Transpose -> MatMul chain (a fake-quantized
+    weight, written unfolded): one initializer of the rounded, transposed W; the int8 tensors, the scale
+    and the chain's nodes go; onnxruntime computes the same outputs."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(4, 6)).astype(np.float32)
+    scale = np.float32(np.abs(weight).max() / 127)
+    arrays = {"w": weight, "s": scale, "z": np.int8(0)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["w", "s", "z"], ["wq"]),
+        helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wd"]),
+        helper.make_node("Transpose", ["wd"], ["wt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "wt"], ["y"]),
+    ]
+    model = make_model(nodes, {"x": [2, 6]}, ["y"], arrays, opset)
+    folded, count = fold_weight_dequantizers(model)
+    assert count == 1 and [n.op_type for n in folded.graph.node] == ["MatMul"]
+    assert [t.name for t in folded.graph.initializer] == ["wt"]
+    rounded = (np.clip(np.round(weight / scale), -128, 127) * scale).astype(np.float32).T
+    assert np.array_equal(onnx.numpy_helper.to_array(folded.graph.initializer[0]), rounded)
+    x = {"x": rng.normal(size=(2, 6)).astype(np.float32)}
+    (a,), (b,) = (run_onnx(m.SerializeToString(), [x])[0].values() for m in (folded, model))
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("per_channel", "why"),
+    [(False, "not only read by DequantizeLinears of its scale"), (True, "per channel")],
+    ids=["no_pair", "per_channel"],
+)
+def test_an_activation_quantize_that_is_no_pair_is_refused_in_one_line(
+    per_channel: bool, why: str, tmp_path: Path, run_cli
+) -> None:
+    source = quantized_activation(tmp_path / "m.onnx", per_channel)
+    out = tmp_path / "out"
+    code, _, err = run_cli("convert", source, "-o", out, "-q")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err
+    assert "quantized (QDQ)" in lines[0] and "QuantizeLinear node 'the_q' quantizes an activation" in lines[0]
+    assert why in lines[0] and "Convert the float model it was quantized from" in lines[0]
+    assert not out.exists()
