@@ -65,8 +65,9 @@ BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena i
 # {key: (variant, `edgeport bench` arguments)}. "builtin": LiteRT's own float kernels (no XNNPACK);
 # "m7": the int8 firmware's instructions per inference under QEMU (CMSIS-NN kernels, deterministic: one
 # run; the Cortex-M7 machine because its flash holds the unpruned ResNet-56), needs a TFLite Micro tree.
+HOST = ["--on", "host", "--threads", "1", "--runs", str(LATENCY_RUNS)]
 EXTRA_TIMINGS = {
-    "builtin": ("float32", ["--on", "host", "--no-xnnpack", "--threads", "1", "--runs", str(LATENCY_RUNS)]),
+    "builtin": ("float32", [*HOST, "--no-xnnpack"]),
     "m7": ("int8", ["--on", "qemu:mps2-an500", "--runs", "1", "--warmup", "1"]),
 }
 TOOL_TIMEOUT = 3600
@@ -165,24 +166,7 @@ def deploy(module: torch.nn.Module, key: str, baseline: Path | None) -> dict:
         ],
         log,
     )
-    models = [f"{baseline}:float32"] if baseline is not None else []
-    models.append(f"{converted}:float32")
-    _tool(
-        [
-            "bench",
-            *models,
-            "--on",
-            "host",
-            "--threads",
-            "1",
-            "--runs",
-            str(LATENCY_RUNS),
-            "--json",
-            str(timing),
-        ],
-        log,
-    )
-    medians = _medians(timing)
+    medians = _bench_pair(converted, baseline, "float32", HOST, timing)
     manifest = json.loads((package / "edgeport.json").read_text())
     result = {
         "float_ms": medians[-1],
@@ -208,11 +192,14 @@ def extra_timings(converted: Path, baseline: Path | None) -> dict:
                 if root is None:
                     continue
                 arguments = [*arguments, "--tflm-root", str(root)]
-            timing = converted.parent / f"{key}_bench.json"
-            models = [f"{baseline}:{variant}"] if baseline is not None else []
-            models.append(f"{converted}:{variant}")
-            _tool(["bench", *models, *arguments, "--json", str(timing)], converted.parent / "tools.log")
-            medians = _medians(timing)
+            try:
+                medians = _bench_pair(
+                    converted, baseline, variant, arguments, done.with_suffix(".bench.json")
+                )
+            except subprocess.SubprocessError as exc:
+                # A runner that fails leaves its columns empty, not the row's deploy (rerun to retry).
+                print(f"{key} timing of {converted.parent.name} failed: {exc}", flush=True)
+                continue
             done.write_text(
                 json.dumps({f"{key}_ms": medians[-1], f"unpruned_{key}_ms": medians[0]}, indent=1)
             )
@@ -220,7 +207,14 @@ def extra_timings(converted: Path, baseline: Path | None) -> dict:
     return result
 
 
-def _medians(report: Path) -> list[float]:
+def _bench_pair(
+    converted: Path, baseline: Path | None, variant: str, arguments: list[str], report: Path
+) -> list[float]:
+    """`edgeport bench` of `baseline`'s variant (when given) and the converted model's, in one run: the
+    medians, the converted model's last."""
+    models = [f"{baseline}:{variant}"] if baseline is not None else []
+    models.append(f"{converted}:{variant}")
+    _tool(["bench", *models, *arguments, "--json", str(report)], converted.parent / "tools.log")
     return [r["stats"]["median"] for r in json.loads(report.read_text())["results"]]
 
 
@@ -321,7 +315,7 @@ def main(argv: list[str]) -> int:
     specs = [TensorSpec("x", SHAPE)]
     jobs = plan(
         [m for m in args.models.split(",") if m],
-        [float(r) for r in args.ratios.split(",")],
+        ratios(args.ratios),
         [c for c in args.criteria.split(",") if c],
         args.recover.split(","),
     )
@@ -395,9 +389,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps({k: v for k, v in row.items() if k != "widths"}), flush=True)
         write(args.out, state, run_started, args.part)
     if not args.no_zoo:
-        state["zoo"] = zoo_rows(
-            args.recover.split(","), [float(r) for r in args.ratios.split(",")], args.budget
-        )
+        state["zoo"] = zoo_rows(args.recover.split(","), ratios(args.ratios), args.budget)
     state["finished"] = True
     write(args.out, state, run_started, args.part)
     return 0
@@ -413,11 +405,19 @@ BENCH_FLAGS = {
 }
 
 
+def ratios(text: str) -> list[float]:
+    """--ratios as numbers; a ValueError naming the flag when one is not."""
+    try:
+        return [float(r) for r in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--ratios {text!r} is not a comma-separated list of numbers") from None
+
+
 def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Every ratio with the pruning options, as PruneOptions validates them for convert, before the first
     row's minutes of work: a bad one exits with the option's one-line error."""
     try:
-        for ratio in (float(r) for r in args.ratios.split(",")):
+        for ratio in ratios(args.ratios):
             validate_options(
                 PruneOptions,
                 {
