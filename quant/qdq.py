@@ -1,20 +1,22 @@
 """A quantized (QDQ) ONNX graph as the float graph it dequantizes to.
 
 Users bring models quantized by onnxruntime's quantize_static (QuantFormat.QDQ) or exported
-fake-quantized; onnx2tf miscomputes their DequantizeLinears, and pruning needs float layers. Both
-read the float model (edgeport/pipeline/dequantize_qdq.py before onnx2tf, quant/prune/onnx_source.py
-before pruning): each activation QuantizeLinear -> DequantizeLinear pair goes, kept as the clamp it
-applies where zero is an end of its range (float_activations: a Relu or Clip the quantizer folded into
-the pair), and each weight a DequantizeLinear of constants computes becomes an initializer of its value
-(fold_weight_dequantizers). What is left out is the rounding, and the saturation at the calibrated
-extremes of a range spanning zero: quantization's own error, which --quantize int8 brings back.
+fake-quantized; onnx2tf miscomputes their DequantizeLinears, and pruning needs float layers. Both read the
+float model (edgeport/pipeline/dequantize_qdq.py before onnx2tf, quant/prune/onnx_source.py before
+pruning): each activation QuantizeLinear -> DequantizeLinear pair goes, kept as the clamp it applies
+where zero is an end of its range that its tensor can cross (float_activations: a Relu or Clip the
+quantizer folded into the pair; value_bounds tells the tensors that cannot, as 1 + erf(x), whose ranges
+start at zero because calibration puts zero in every range), and each weight a DequantizeLinear of
+constants computes becomes an initializer of its value (fold_weight_dequantizers). What is left out is
+the rounding, and the saturation at the calibrated extremes of a range spanning zero: quantization's own
+error, which --quantize int8 brings back.
 Constants are evaluated by onnx's reference evaluator (numpy, as onnxruntime computes them).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,6 +141,15 @@ def pair_range(q: onnx.NodeProto, scale: np.ndarray, zero: np.ndarray | None) ->
     return ends, offset in (info.min, info.max)
 
 
+def crosses_zero_end(ends: Sequence[float], bounds: Sequence[float] | None) -> bool:
+    """Whether a tensor within `bounds` (None: unknown) can cross the end of `ends` that is zero: only
+    then is the pair's clamp a Relu or Clip the quantizer folded in (calibration puts zero in every
+    range, so the pair of a tensor that never goes below zero, as 1 + erf(x), ends at zero too)."""
+    if bounds is None:
+        return True
+    return bounds[0] < 0 if ends[0] == 0 else bounds[1] > 0
+
+
 def clamp(
     x: str, out: str, name: str, ends: Sequence[float], version: int
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
@@ -157,6 +168,66 @@ def clamp(
         numpy_helper.from_array(np.array(v, np.float32), b) for b, v in zip(bounds, ends, strict=True) if b
     ]
     return [*nodes, helper.make_node("Clip", [source, *bounds], [out], name=name)], values
+
+
+# What an op's output is bounded by, whatever its input: the ops a tensor starting at zero comes from
+# without a Relu (calibration puts zero in every range, so a non-negative tensor's pair ends at zero).
+_BOUNDED = {
+    "Erf": (-1.0, 1.0),
+    "Tanh": (-1.0, 1.0),
+    "Sigmoid": (0.0, 1.0),
+    "HardSigmoid": (0.0, 1.0),
+    "Softmax": (0.0, 1.0),
+    "Relu": (0.0, np.inf),
+    "Abs": (0.0, np.inf),
+    "Exp": (0.0, np.inf),
+    "Sqrt": (0.0, np.inf),
+}
+_ARITHMETIC = ("Add", "Sub", "Mul", "Div")
+
+
+def interval(a: Sequence[float], b: Sequence[float], op: str) -> tuple[float, float] | None:
+    """The bounds of `a op b` for values within intervals `a` and `b` (Add, Sub, Mul, Div); None when
+    unbounded in a way arithmetic cannot say (0 x infinity, a divisor spanning zero)."""
+    if op == "Div":
+        if b[0] <= 0 <= b[1]:
+            return None
+        op, b = "Mul", (1 / b[1], 1 / b[0])
+    if op == "Add":
+        return a[0] + b[0], a[1] + b[1]
+    if op == "Sub":
+        return a[0] - b[1], a[1] - b[0]
+    with np.errstate(invalid="ignore"):
+        ends = np.array([x * y for x in a for y in b], np.float64)
+    return None if np.isnan(ends).any() else (float(ends.min()), float(ends.max()))
+
+
+def value_bounds(
+    producers: Mapping[str, onnx.NodeProto],
+    name: str,
+    constant: Callable[[str], np.ndarray | None],
+    depth: int = 32,
+) -> tuple[float, float] | None:
+    """Bounds that tensor `name` of the float graph stays within, whatever the inputs, from the ops
+    computing it (_BOUNDED, arithmetic with constants or bounded tensors, through QuantizeLinear ->
+    DequantizeLinear pairs, whose float replacement only narrows); None when unknown. `constant` gives
+    a constant tensor's value (None for a non-constant)."""
+    value = constant(name)
+    if value is not None:
+        return (float(value.min()), float(value.max())) if value.size else None
+    node = producers.get(name)
+    if node is None or depth == 0:
+        return None
+    if node.op_type in _BOUNDED:
+        return _BOUNDED[node.op_type]
+    if node.op_type == "DequantizeLinear" and node.input[0] in producers:
+        q = producers[node.input[0]]
+        if q.op_type == "QuantizeLinear":
+            return value_bounds(producers, q.input[0], constant, depth - 1)
+    if node.op_type in _ARITHMETIC and len(node.input) == 2:
+        a, b = (value_bounds(producers, i, constant, depth - 1) for i in node.input)
+        return interval(a, b, node.op_type) if a and b else None
+    return None
 
 
 def _params(node: onnx.NodeProto) -> list[str]:
@@ -190,12 +261,13 @@ def _not_a_pair(
 
 def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
     """`model` with each activation QuantizeLinear -> DequantizeLinear pair (a QuantizeLinear of a tensor
-    a graph input reaches, read only by DequantizeLinears of its scale and zero point) replaced by what
-    it does besides rounding, where that matters: the clamp to its range when zero is one end of that
-    range (clamp: a Relu or Clip the quantizer folded into the pair, as onnxruntime's does), nothing
-    when the range spans zero (its saturation at the calibrated extremes is quantization's, as the
-    rounding is); (the model, pairs replaced, of them by a clamp). A QuantizeLinear of an activation
-    that is no such pair, or quantizes per channel, raises NotAPair."""
+    a graph input reaches, read only by DequantizeLinears of its scale and zero point) replaced by what it
+    does besides rounding, where that matters: the clamp to its range when zero is one end of that range
+    and the tensor can cross that end (clamp: a Relu or Clip the quantizer folded into the pair, as
+    onnxruntime's does; crosses_zero_end), nothing else (the saturation at the calibrated extremes of a
+    range spanning zero, or of a tensor that stays on zero's side, is quantization's, as the rounding is);
+    (the model, pairs replaced, of them by a clamp). A QuantizeLinear of an activation that is no such
+    pair, or quantizes per channel, raises NotAPair."""
     constants = constant_tensors(model.graph)
     quantizers = [
         n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants
@@ -213,6 +285,14 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
     out.CopyFrom(model)
     replaced: dict[str, list[onnx.NodeProto]] = {}  # a pair's DequantizeLinear output -> what writes it now
     dropped: set[str] = set()  # the pairs' QuantizeLinear outputs
+    producers = {o: n for n in model.graph.node for o in n.output}
+    known: dict[str, np.ndarray | None] = {}
+
+    def constant(name: str) -> np.ndarray | None:
+        if name not in known:
+            known[name] = constant_values(model, [name])[name] if name in constants else None
+        return known[name]
+
     clips = 0
     for q in quantizers:
         why = _not_a_pair(values, q, readers[q.output[0]], outputs)
@@ -220,6 +300,7 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
             raise NotAPair(q.name or q.output[0], why)
         scale, zero = (values[n] if n else None for n in _params(q))
         ends, clipped = pair_range(q, scale, zero)
+        clipped = clipped and crosses_zero_end(ends, value_bounds(producers, q.input[0], constant))
         clips += clipped
         for d in readers[q.output[0]]:
             if clipped:

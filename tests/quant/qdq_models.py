@@ -37,26 +37,43 @@ class SmallNet(nn.Module):
         return self.head(torch.relu(self.down(x)).mean((2, 3)))
 
 
-def calibration_samples(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+class GeluNet(nn.Module):
+    """Linear -> exact GELU -> Linear on a [1, 8] input (1 + erf(x / sqrt 2) is never negative, so its
+    calibrated range starts at zero with no Relu folded in). Seeded."""
+
+    SHAPE = [1, 8]
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.gelu, self.b = nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.gelu(self.a(x)))
+
+
+def calibration_samples(count: int, seed: int, shape: list[int] = SHAPE) -> list[dict[str, np.ndarray]]:
     """`count` seeded N(0, 1) inputs; (8, 0) are the ones qdq_model calibrates on."""
     rng = np.random.default_rng(seed)
-    return [{"x": rng.normal(size=SHAPE).astype(np.float32)} for _ in range(count)]
+    return [{"x": rng.normal(size=shape).astype(np.float32)} for _ in range(count)]
 
 
-def qdq_model(path: Path, per_channel: bool = False) -> Path:
-    """SmallNet exported and quantized by onnxruntime.quantization.quantize_static in QDQ format (int8
-    weights, uint8 activations), calibrated on 8 seeded random inputs; saved at `path`."""
+def qdq_model(path: Path, per_channel: bool = False, net: type[nn.Module] = SmallNet) -> Path:
+    """`net` (SmallNet, or GeluNet with its SHAPE) exported and quantized by
+    onnxruntime.quantization.quantize_static in QDQ format (int8 weights, uint8 activations), calibrated
+    on 8 seeded random inputs; saved at `path`."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.samples = iter(calibration_samples(8, 0))
+            self.samples = iter(calibration_samples(8, 0, shape))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.samples, None)
 
+    shape = getattr(net, "SHAPE", SHAPE)
     float_path = path.with_name("float.onnx")
-    export_onnx(SmallNet().eval(), [torch.zeros(*SHAPE)], float_path, ["x"])
+    export_onnx(net().eval(), [torch.zeros(*shape)], float_path, ["x"])
     quantize_static(
         str(float_path),
         str(path),
