@@ -638,67 +638,6 @@ def _range(
     return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
 
-# -- quantization (QDQ models: onnxruntime's quantize_static with QuantFormat.QDQ, torch's QDQ export)
-
-_QUANTIZED = (torch.uint8, torch.int8, torch.int16)
-
-
-def quantized_dtype(a: dict, zero_point: torch.Tensor | None) -> torch.dtype:
-    """The integer type a QuantizeLinear writes: its zero point's, else its output_dtype (opset 21),
-    else uint8."""
-    if zero_point is not None:
-        dtype = zero_point.dtype
-    else:
-        dtype = _TORCH_DTYPES.get(a.get("output_dtype", onnx.TensorProto.UINT8), torch.float32)
-    if dtype not in _QUANTIZED:
-        raise UnsupportedOnnxGraph(f"QuantizeLinear to {dtype} is not supported", "QuantizeLinear")
-    return dtype
-
-
-def _along(v: torch.Tensor, axis: int, rank: int) -> torch.Tensor:
-    """A quantization scale or zero point shaped to broadcast over a rank-`rank` tensor: one value as a
-    scalar (whatever its axis), a per-channel vector along `axis`."""
-    if v.numel() == 1:
-        return v.reshape(())
-    shape = [1] * rank
-    shape[axis % rank] = v.numel()
-    return v.reshape(shape)
-
-
-def _per_tensor_or_axis(ev: Evaluator, a: dict) -> None:
-    if a.get("block_size", 0):
-        raise UnsupportedOnnxGraph(f"{ev.node.op_type} with block_size is not supported", ev.node.op_type)
-
-
-@_op("QuantizeLinear")
-def _quantize(
-    ev: Evaluator, a: dict, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None
-) -> torch.Tensor:
-    """round(x / scale) + zero point (rounding half to even, as onnxruntime's), saturated to the type.
-    Integer outputs pass no gradient (an activation's QuantizeLinear stops autograd, as it would)."""
-    _per_tensor_or_axis(ev, a)
-    dtype = quantized_dtype(a, zero_point)
-    axis = a.get("axis", 1)
-    q = torch.round(x / _along(scale, axis, x.dim()))
-    if zero_point is not None:
-        q = q + _along(zero_point, axis, x.dim()).to(q.dtype)
-    info = torch.iinfo(dtype)
-    return q.clamp(info.min, info.max).to(dtype)
-
-
-@_op("DequantizeLinear")
-def _dequantize(
-    ev: Evaluator, a: dict, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(x - zero point) * scale, the difference taken in integers (int32 biases) as onnxruntime takes it."""
-    _per_tensor_or_axis(ev, a)
-    axis = a.get("axis", 1)
-    shift = x.to(torch.int64)
-    if zero_point is not None:
-        shift = shift - _along(zero_point, axis, x.dim()).to(torch.int64)
-    return shift.to(scale.dtype) * _along(scale, axis, x.dim())
-
-
 @_op("BatchNormalization")
 def _batchnorm(ev: Evaluator, a: dict, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
     return ev.batchnorms[ev.bn_keys[ev.node.output[0]]](x)

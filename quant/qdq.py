@@ -54,15 +54,40 @@ class NotAPair(ValueError):
 
 @dataclass(frozen=True)
 class FloatCounts:
-    """What float_graph did: weights whose DequantizeLinear chain became an initializer, activation
-    pairs dropped, and of those kept as their clamp."""
+    """What float_graph did: the constants (weights, biases) whose DequantizeLinear chain became an
+    initializer (by name), activation pairs dropped, and of those kept as their clamp."""
 
-    weights: int = 0
+    dequantized: tuple[str, ...] = ()
     pairs: int = 0
     clips: int = 0
 
+    @property
+    def weights(self) -> int:
+        return len(self.dequantized)
+
     def changed(self) -> bool:
         return bool(self.weights or self.pairs)
+
+
+def float_note(handed_on: str, dequantized: str, pairs: int, clips: int) -> list[str]:
+    """The one line telling the user a quantized (QDQ) ONNX model was `handed_on` (how it goes on as
+    float, after "the ONNX model is quantized (QDQ)"): `dequantized` (what of its weights, "" for none),
+    activation `pairs` dropped, `clips` of them kept as their clamp; none when nothing changed."""
+    done = [dequantized] if dequantized else []
+    if pairs:
+        kept = (
+            f" ({clips} kept as the clamp to their range, a Relu or Clip the quantizer folded in)"
+            if clips
+            else ""
+        )
+        done.append(
+            f"{pairs} activation QuantizeLinear -> DequantizeLinear pair{'s' * (pairs != 1)} dropped{kept}"
+        )
+    if not done:
+        return []
+    return [
+        f"the ONNX model is quantized (QDQ){handed_on}: {', '.join(done)}; --quantize int8 quantizes it again"
+    ]
 
 
 def opset(model: onnx.ModelProto) -> int:
@@ -328,11 +353,11 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
     return names
 
 
-def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """`model` with each constant a DequantizeLinear computes and a non-constant node reads (a weight or
     bias, however computed: DequantizeLinear of integers, QuantizeLinear -> DequantizeLinear of a float
     weight, a Reshape or Transpose after it) an initializer of its value, the nodes and initializers
-    only they read removed; (the model, constants folded)."""
+    only they read removed; (the model, the constants folded, by name)."""
     graph = model.graph
     constants = constant_tensors(graph)
     producers = {out: n for n in graph.node for out in n.output}
@@ -347,7 +372,7 @@ def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     ] + [name for name in outputs if name in constants and name not in inits]
     boundary = [name for name in dict.fromkeys(boundary) if made_by(producers, name, "DequantizeLinear")]
     if not boundary:
-        return model, 0
+        return model, []
     values = constant_values(model, boundary)
     needed = set(outputs)
     kept: list[onnx.NodeProto] = []
@@ -369,7 +394,7 @@ def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     info = [v for v in graph.value_info if v.name in known and v.name not in values]
     del out.graph.value_info[:]
     out.graph.value_info.extend(info)
-    return out, len(boundary)
+    return out, boundary
 
 
 def float_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FloatCounts]:
@@ -379,5 +404,5 @@ def float_graph(model: onnx.ModelProto) -> tuple[onnx.ModelProto, FloatCounts]:
     if not is_qdq(model):
         return model, FloatCounts()
     model, pairs, clips = float_activations(model)
-    model, weights = fold_weight_dequantizers(model)
-    return model, FloatCounts(weights, pairs, clips)
+    model, dequantized = fold_weight_dequantizers(model)
+    return model, FloatCounts(tuple(dequantized), pairs, clips)

@@ -135,8 +135,8 @@ def test_a_weight_dequantize_chain_becomes_its_value(opset: int) -> None:
         helper.make_node("MatMul", ["x", "wt"], ["y"]),
     ]
     model = make_model(nodes, {"x": [2, 6]}, ["y"], arrays, opset)
-    folded, count = fold_weight_dequantizers(model)
-    assert count == 1 and [n.op_type for n in folded.graph.node] == ["MatMul"]
+    folded, names = fold_weight_dequantizers(model)
+    assert names == ["wt"] and [n.op_type for n in folded.graph.node] == ["MatMul"]
     assert [t.name for t in folded.graph.initializer] == ["wt"]
     rounded = (np.clip(np.round(weight / scale), -128, 127) * scale).astype(np.float32).T
     assert np.array_equal(onnx.numpy_helper.to_array(folded.graph.initializer[0]), rounded)

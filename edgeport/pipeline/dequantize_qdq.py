@@ -16,7 +16,7 @@ import onnx
 
 from edgeport.errors import EdgeportError
 from edgeport.pipeline.passes import PassReport
-from edgeport.quant.qdq import NotAPair, float_graph
+from edgeport.quant.qdq import NotAPair, float_graph, float_note
 
 NAME = "dequantize_qdq"
 ABOUT = (
@@ -38,19 +38,15 @@ class DequantizeReport(PassReport):
     def warnings_(self) -> list[str]:
         if not self.quantized:
             return []
-        clamps = (
-            f" ({self.pairs_kept_as_clamps} kept as the clamp to their range, a Relu or Clip the quantizer "
-            "folded in)"
-            if self.pairs_kept_as_clamps
+        tensors = self.weights_dequantized
+        weights = (
+            f"{tensors} constant tensor{'s' * (tensors != 1)} (weights, biases) dequantized"
+            if tensors
             else ""
         )
-        tensors, pairs = self.weights_dequantized, self.pairs_dropped
-        return [
-            f"the ONNX model is quantized (QDQ) and is converted as float: {tensors} constant "
-            f"tensor{'s' * (tensors != 1)} (weights, biases) dequantized, {pairs} activation "
-            f"QuantizeLinear -> DequantizeLinear pair{'s' * (pairs != 1)} dropped{clamps}; "
-            "--quantize int8 quantizes it again"
-        ]
+        return float_note(
+            " and is converted as float", weights, self.pairs_dropped, self.pairs_kept_as_clamps
+        )
 
 
 def dequantize_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, DequantizeReport]:

@@ -3,26 +3,26 @@ convolutions and fully-connected layers are real nn.Conv / nn.Linear modules, so
 dependency graph sees and cuts them; the pipeline (edgeport/pipeline/torch_passes.py) exports it back
 to ONNX with the source's input and output names.
 
-Which nodes become modules: Conv with constant weights and explicit pads, none, or auto_pad
-(resolved for the fixed input shapes; asymmetric pads as a zero pad before it), Gemm with a constant
-2-D weight (alpha = beta = 1, no transposed input), and MatMul with a constant 2-D weight, or with a
-constant 2-D W through a Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they
-do not fold constants), as a Linear taking the constant bias of the Add that is its only reader (how
-exporters write a Linear on a 3-D input); BatchNormalization already is one in the evaluator.
-Constant weights are what no graph input reaches, however computed: initializers, Constant nodes (as
-Paddle exports them), Identities of those (how torch.onnx.export writes an initializer equal to an
-earlier one), DequantizeLinears of integers (QDQ models); the nodes computing only them do not run. A
-quantized (QDQ) model is pruned as the float model it dequantizes to (quant/qdq.py's float_activations: each
-activation QuantizeLinear -> DequantizeLinear pair goes, as the clamp it applies where zero ends its
-range: a Relu the quantizer folded in), checked against onnxruntime on that float graph, and handed on
-float with a note; convert's --quantize quantizes the pruned model again. A Pad that pads the
-channel axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on
-Constants, folded here) becomes channel_pads.py's selection layer on pruning's copy, after a pad of the
-other axes when it pads those too (split as the fx path splits it), so each stage's residual stream is
-its own group as for a PyTorch source; one whose amounts are computed from the input stays a Pad, named
-in a note (its stream kept whole). Other nodes stay functional on their constant weights: a channel
-feeding one cannot change width, which the removal check (cut on a copy == zeroed) sees, so its group
-is kept whole. A graph the evaluator cannot run is refused in one line naming the op.
+Which nodes become modules: Conv with constant weights and explicit pads, none, or auto_pad (resolved for
+the fixed input shapes; asymmetric pads as a zero pad before it), Gemm with a constant 2-D weight (alpha =
+beta = 1, no transposed input), and MatMul with a constant 2-D weight, or with a constant 2-D W through a
+Transpose (MatMul(x, Transpose(W)): how exporters write a Linear when they do not fold constants), as a
+Linear taking the constant bias of the Add that is its only reader (how exporters write a Linear on a 3-D
+input); BatchNormalization already is one in the evaluator. Constant weights are what no graph input
+reaches, however computed: initializers, Constant nodes (as Paddle exports them), Identities of those (how
+torch.onnx.export writes an initializer equal to an earlier one), Casts or Reshapes of those; the nodes
+computing only them do not run. A quantized (QDQ) model is pruned as the float model it dequantizes to
+(quant/qdq.py's float_graph, as convert's dequantize_qdq pass makes it: its DequantizeLinear-computed
+weights initializers, each activation QuantizeLinear -> DequantizeLinear pair gone, kept as its clamp
+where a Relu the quantizer folded in applied), checked against onnxruntime on that float graph, and handed
+on float with a note; convert's --quantize quantizes the pruned model again. A Pad that pads the channel
+axis with constants (an option-A shortcut; torch.onnx.export writes its amounts as ops on Constants,
+folded here) becomes channel_pads.py's selection layer on pruning's copy, after a pad of the other axes
+when it pads those too (split as the fx path splits it), so each stage's residual stream is its own group
+as for a PyTorch source; one whose amounts are computed from the input stays a Pad, named in a note (its
+stream kept whole). Other nodes stay functional on their constant weights: a channel feeding one cannot
+change width, which the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph
+the evaluator cannot run is refused in one line naming the op.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import onnx
@@ -49,7 +49,7 @@ from edgeport.quant.onnx_torch import (
     torch_pad,
 )
 from edgeport.quant.prune.channel_pads import selection, split_channel_pad
-from edgeport.quant.qdq import NotAPair, float_activations, made_by
+from edgeport.quant.qdq import NotAPair, float_graph, float_note
 from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
@@ -199,14 +199,15 @@ def folded_constants(nodes: Sequence[onnx.NodeProto], taken: Mapping[str, int], 
 class PrunableGraph(Evaluator):
     """The evaluator with Conv, Gemm and MatMul nodes run through modules (`layers`, keyed by weight
     name); constant channel Pads become channel_pads' selection layers when pruning's analysis asks
-    (channel_pads_as_selections)."""
+    (channel_pads_as_selections). `dequantized`: the weights a QDQ model's DequantizeLinears computed
+    (qdq.float_graph's), to count the layers holding one."""
 
-    def __init__(self, model: onnx.ModelProto) -> None:
+    def __init__(self, model: onnx.ModelProto, dequantized: Collection[str] = ()) -> None:
         super().__init__(model)
         self.layers = nn.ModuleDict()
         self._layer_keys: dict[str, str] = {}  # node's first output -> key in layers
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
-        self.dequantized = 0  # layers whose weight a DequantizeLinear computes (QDQ models)
+        self.dequantized = 0  # layers whose weight a DequantizeLinear computed (QDQ models)
         self.notes: list[str] = []  # what the user is told about how the graph became this module
         readers: defaultdict[str, list[onnx.NodeProto]] = defaultdict(list)  # tensor -> its readers
         for n in self._nodes:
@@ -216,8 +217,7 @@ class PrunableGraph(Evaluator):
         outputs = set(self.output_names)
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
         # A weight no graph input reaches is constant however it is computed: an initializer, a Constant
-        # node (Paddle's exports), an Identity of one (torch.onnx.export's second equal initializer), a
-        # DequantizeLinear of integers (QDQ models).
+        # node (Paddle's exports), an Identity of one (torch.onnx.export's second equal initializer).
         constants = constant_tensors(model.graph)
         value = functools.cache(lambda name: self.constant(name) if name in constants else None)
         taken: Counter = Counter()  # how many times layers took each constant's value
@@ -251,7 +251,7 @@ class PrunableGraph(Evaluator):
             if layer is None:
                 continue
             taken.update(node.input[1:])
-            self.dequantized += made_by(producers, node.input[1], "DequantizeLinear")
+            self.dequantized += node.input[1] in dequantized
             if add is not None:
                 self._bias_adds[add.output[0]] = list(add.input).index(node.output[0])
                 taken.update(n for n in add.input if n != node.output[0])
@@ -315,11 +315,11 @@ def prunable_module(
 ) -> PrunableGraph:
     """The ONNX graph (static input shapes `specs`) as a prunable module; one line naming what the
     evaluator cannot run, else (`scale_floors`: the onnxruntime check's, by output name). A quantized
-    (QDQ) graph becomes a float one (float_activations, its weights dequantized into the layers), said
-    in the module's `notes`."""
+    (QDQ) graph becomes the float one it dequantizes to (qdq.float_graph), said in the module's
+    `notes`."""
     try:
-        graph, pairs, clips = float_activations(model)
-        module = PrunableGraph(graph).eval()
+        graph, counts = float_graph(model)
+        module = PrunableGraph(graph, set(counts.dequantized)).eval()
     except NotAPair as exc:
         raise EdgeportError(
             f"--prune on a quantized (QDQ) ONNX model: {exc} (pruning takes out per-tensor QuantizeLinear "
@@ -347,26 +347,9 @@ def prunable_module(
             "prune)",
             "convert without --prune, or give the PyTorch model it was exported from",
         )
-    module.notes = qdq_notes(module.dequantized, pairs, clips)
+    layers = module.dequantized
+    weights = f"the weights of {layers} layer{'s' * (layers != 1)} dequantized" if layers else ""
+    module.notes = float_note(
+        "; it was pruned, and is converted, as float", weights, counts.pairs, counts.clips
+    )
     return module
-
-
-def qdq_notes(layers: int, pairs: int, clips: int) -> list[str]:
-    """What pruning a quantized (QDQ) ONNX model as float did (`layers` whose weights were dequantized,
-    activation `pairs` dropped, `clips` of them kept as their clamp): one line, or none."""
-    done = [f"the weights of {layers} layer{'s' * (layers != 1)} dequantized"] if layers else []
-    if pairs:
-        kept = (
-            f" ({clips} kept as the clamp to their range, a Relu or Clip the quantizer folded in)"
-            if clips
-            else ""
-        )
-        done.append(
-            f"{pairs} activation QuantizeLinear -> DequantizeLinear pair{'s' * (pairs != 1)} dropped{kept}"
-        )
-    if not done:
-        return []
-    return [
-        f"the ONNX model is quantized (QDQ); it was pruned, and is converted, as float: {', '.join(done)}; "
-        "--quantize int8 quantizes it again"
-    ]

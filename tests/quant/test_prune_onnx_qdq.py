@@ -15,7 +15,8 @@ from onnx import helper
 
 from edgeport.cli import main
 from edgeport.pipeline import ConvertOptions, convert_model
-from edgeport.quant.prune.onnx_source import float_activations, prunable_module, qdq_notes
+from edgeport.quant.prune.onnx_source import prunable_module
+from edgeport.quant.qdq import float_activations, float_note
 from edgeport.runtimes.onnxrt import run_onnx
 from edgeport.tensors import TensorSpec
 from tests.onnx_graphs import make_model
@@ -146,4 +147,6 @@ def test_a_weight_quantized_and_dequantized_from_float_is_the_rounded_constant()
     rounded = np.clip(np.round(weight / scale[:, None, None, None]), -128, 127) * scale[:, None, None, None]
     assert np.array_equal(module.layers["wd"].weight.detach().numpy(), rounded.astype(np.float32))
     assert not np.array_equal(rounded, weight)
-    assert module.notes == qdq_notes(1, 0, 0) and "the weights of 1 layer dequantized;" in module.notes[0]
+    pruned = "; it was pruned, and is converted, as float"
+    assert module.notes == float_note(pruned, "the weights of 1 layer dequantized", 0, 0)
+    assert "the weights of 1 layer dequantized;" in module.notes[0]
