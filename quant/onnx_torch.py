@@ -802,12 +802,25 @@ class Evaluator(nn.Module):
         return env[name]
 
 
+def outer_reads(node: onnx.NodeProto) -> set[str]:
+    """The names the graphs in `node`'s attributes (If branches, Loop and Scan bodies) read from outside
+    themselves, at any depth: inputs of `node` as much as its listed ones."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
+            defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+            defined |= {o for n in g.node for o in n.output}
+            read = {o.name for o in g.output} | {i for n in g.node for i in [*n.input, *outer_reads(n)]}
+            names |= read - defined - {""}
+    return names
+
+
 def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     """The tensors of `graph` no graph input reaches: its initializers and the outputs of the nodes
-    that read only those (a Constant node reads nothing)."""
+    that read only those (a Constant node reads nothing), in their subgraphs too (outer_reads)."""
     known = {i.name for i in graph.initializer}
     for node in graph.node:  # graph order is topological
-        if all(not name or name in known for name in node.input):
+        if all(not name or name in known for name in [*node.input, *outer_reads(node)]):
             known.update(name for name in node.output if name)
     return known
 

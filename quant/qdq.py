@@ -26,7 +26,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_23
 from onnx.reference.ops.op_quantize_linear import QuantizeLinear_23
 
-from edgeport.quant.onnx_torch import constant_tensors
+from edgeport.quant.onnx_torch import constant_tensors, outer_reads
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -143,16 +143,25 @@ def constant_values(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, n
     return {**values, **{n: np.asarray(v) for n, v in zip(computed, results, strict=True)}}
 
 
+_INTEGERS = {
+    onnx.TensorProto.UINT8: np.dtype(np.uint8),
+    onnx.TensorProto.INT8: np.dtype(np.int8),
+    onnx.TensorProto.UINT16: np.dtype(np.uint16),
+    onnx.TensorProto.INT16: np.dtype(np.int16),
+}
+
+
 def _quantized_info(q: onnx.NodeProto, zero: np.ndarray | None) -> np.iinfo:
-    """The integer type QuantizeLinear `q` writes: its zero point's, else its output_dtype (opset 21),
-    else uint8."""
+    """The integer type QuantizeLinear `q` writes: its zero point's, else its output_dtype (opset 21;
+    0, UNDEFINED, reads as absent), else uint8."""
     if zero is not None:
-        dtype = zero.dtype
+        dtype, name = zero.dtype, zero.dtype.name
     else:
         attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
-        dtype = helper.tensor_dtype_to_np_dtype(attrs.get("output_dtype", onnx.TensorProto.UINT8))
-    if np.dtype(dtype) not in (np.uint8, np.int8, np.uint16, np.int16):
-        raise NotAPair(q.name or q.output[0], f"to {np.dtype(dtype).name}, not an 8- or 16-bit integer")
+        code = attrs.get("output_dtype") or onnx.TensorProto.UINT8
+        dtype, name = _INTEGERS.get(code), onnx.TensorProto.DataType.Name(code).lower()
+    if dtype not in _INTEGERS.values():
+        raise NotAPair(q.name or q.output[0], f"to {name}, not an 8- or 16-bit integer")
     return np.iinfo(dtype)
 
 
@@ -342,17 +351,6 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
     return out, len(dropped), clips
 
 
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    """The names the graphs in `node`'s attributes (If/Loop bodies) read, at any depth."""
-    names: set[str] = set()
-    for a in node.attribute:
-        for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
-            for inner in g.node:
-                names.update(inner.input)
-                names |= _subgraph_reads(inner)
-    return names
-
-
 def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """`model` with each constant a DequantizeLinear computes and a non-constant node reads (a weight or
     bias, however computed: DequantizeLinear of integers, QuantizeLinear -> DequantizeLinear of a float
@@ -367,7 +365,7 @@ def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, l
         name
         for n in graph.node
         if not all(o in constants for o in n.output if o)
-        for name in [*n.input, *_subgraph_reads(n)]
+        for name in [*n.input, *outer_reads(n)]
         if name in constants and name not in inits
     ] + [name for name in outputs if name in constants and name not in inits]
     boundary = [name for name in dict.fromkeys(boundary) if made_by(producers, name, "DequantizeLinear")]
@@ -380,7 +378,7 @@ def fold_weight_dequantizers(model: onnx.ModelProto) -> tuple[onnx.ModelProto, l
         if any(o in needed and o not in values for o in node.output):
             kept.append(node)
             needed.update(node.input)
-            needed |= _subgraph_reads(node)
+            needed |= outer_reads(node)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]

@@ -18,10 +18,13 @@ from edgeport.pipeline.dequantize_qdq import NAME, dequantize_qdq
 from edgeport.pipeline.onnx_passes import reference_model
 from edgeport.quant.qdq import (
     QDQ_OPS,
+    NotAPair,
     crosses_zero_end,
     float_graph,
+    float_note,
     fold_weight_dequantizers,
     interval,
+    pair_range,
     value_bounds,
 )
 from edgeport.runtimes.onnxrt import run_onnx
@@ -233,3 +236,61 @@ def test_only_a_tensor_that_can_cross_the_zero_end_is_clamped() -> None:
     assert not crosses_zero_end([0, 1.9], (0, 2))  # 1 + erf: no Relu folded, its top is calibration's
     assert not crosses_zero_end([-3, 0], (-4, 0))
     assert crosses_zero_end([-3, 0], (-1, 0.5))
+
+
+def test_a_weight_read_inside_an_if_branch_is_folded() -> None:
+    """x -> If (constant condition; both branches MatMul(x, wd)), wd = DequantizeLinear(int8): the If
+    reads graph input x in its branches, so it is no constant (it was taken for one, and wd stayed a
+    DequantizeLinear); wd becomes the initializer of its value, onnxruntime computes the same."""
+    rng = np.random.default_rng(0)
+    branch = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "wd"], ["o"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("o", onnx.TensorProto.FLOAT, None)],
+    )
+    arrays = {
+        "wq": rng.integers(-127, 128, (4, 3)).astype(np.int8),
+        "s": np.float32(0.05),
+        "cond": np.array(True),
+    }
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "s"], ["wd"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+    ]
+    model = make_model(nodes, {"x": [2, 4]}, ["y"], arrays)
+    folded, names = fold_weight_dequantizers(model)
+    assert names == ["wd"] and [n.op_type for n in folded.graph.node] == ["If"]
+    x = {"x": rng.normal(size=(2, 4)).astype(np.float32)}
+    (a,), (b,) = (run_onnx(m.SerializeToString(), [x])[0].values() for m in (folded, model))
+    assert np.array_equal(a, b)
+
+
+def test_a_quantize_s_integer_type() -> None:
+    """Its zero point's type, else output_dtype, 0 (UNDEFINED) or none read as uint8; not an 8- or
+    16-bit integer refused."""
+    scale = np.float32(0.5)
+
+    def quantize(**attrs: int) -> onnx.NodeProto:
+        return helper.make_node("QuantizeLinear", ["x", "s"], ["q"], name="q", **attrs)
+
+    assert pair_range(quantize(), scale, None) == ([0.0, 127.5], True)
+    assert pair_range(quantize(output_dtype=0), scale, None) == ([0.0, 127.5], True)
+    assert pair_range(quantize(output_dtype=onnx.TensorProto.UINT16), scale, None) == ([0.0, 32767.5], True)
+    assert pair_range(quantize(), scale, np.int8(0)) == ([-64.0, 63.5], False)
+    with pytest.raises(NotAPair, match="to float8e4m3fn, not an 8- or 16-bit integer"):
+        pair_range(quantize(output_dtype=onnx.TensorProto.FLOAT8E4M3FN), scale, None)
+
+
+def test_the_float_note() -> None:
+    how, weights = " and is converted as float", "3 constant tensors (weights, biases) dequantized"
+    assert float_note(how, "", 0, 0) == []
+    assert float_note(how, weights, 0, 0) == [
+        f"the ONNX model is quantized (QDQ){how}: {weights}; --quantize int8 quantizes it again"
+    ]
+    (line,) = float_note(how, weights, 1, 1)
+    assert line.endswith(
+        f"{weights}, 1 activation QuantizeLinear -> DequantizeLinear pair dropped (1 kept as the clamp to "
+        "their range, a Relu or Clip the quantizer folded in); --quantize int8 quantizes it again"
+    )
+    assert "2 activation QuantizeLinear -> DequantizeLinear pairs dropped;" in float_note(how, "", 2, 0)[0]

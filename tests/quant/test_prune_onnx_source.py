@@ -19,7 +19,7 @@ from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.manifest import Manifest
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
-from edgeport.quant.onnx_torch import constant_tensors
+from edgeport.quant.onnx_torch import constant_tensors, outer_reads
 from edgeport.quant.prune import PruningSection
 from edgeport.quant.prune.onnx_source import folded_constants, prunable_module
 from edgeport.tensors import TensorSpec
@@ -253,6 +253,49 @@ def test_constant_tensors_and_the_nodes_folded_into_layers() -> None:
     assert constant_tensors(graph) == {"b", "q", "s", "b1", "b2", "r", "w"}
     assert folded_constants(nodes, Counter({"w": 1, "b2": 1}), {"y"}) == {"b2", "w"}
     assert folded_constants(nodes, Counter({"w": 1, "b2": 1}), {"y", "w"}) == {"b2"}
+
+
+def _branch(name: str, nodes: list[onnx.NodeProto], output: str) -> onnx.GraphProto:
+    return helper.make_graph(
+        nodes, name, [], [helper.make_tensor_value_info(output, onnx.TensorProto.FLOAT, None)]
+    )
+
+
+def test_a_tensor_a_subgraph_computes_from_a_graph_input_is_not_constant() -> None:
+    """An If on a constant condition is constant only when its branches read constants (what they define
+    themselves aside), at any depth: `from_x` reads graph input x in a branch, `nested` in a branch's
+    own If; `from_b` reads initializer b and its own tensor t."""
+    reads_x = _branch("reads_x", [helper.make_node("Identity", ["x"], ["o1"])], "o1")
+    reads_b = _branch(
+        "reads_b", [helper.make_node("Relu", ["b"], ["t"]), helper.make_node("Identity", ["t"], ["o2"])], "o2"
+    )
+    inner = helper.make_node("If", ["cond"], ["o3"], then_branch=reads_x, else_branch=reads_b)
+    nodes = [
+        helper.make_node("If", ["cond"], ["from_x"], then_branch=reads_x, else_branch=reads_b),
+        helper.make_node("If", ["cond"], ["from_b"], then_branch=reads_b, else_branch=reads_b),
+        helper.make_node(
+            "If", ["cond"], ["nested"], then_branch=_branch("outer", [inner], "o3"), else_branch=reads_b
+        ),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+            for n in ("from_x", "from_b", "nested")
+        ],
+        [
+            numpy_helper.from_array(np.array(True), "cond"),
+            numpy_helper.from_array(np.ones(2, np.float32), "b"),
+        ],
+    )
+    assert [outer_reads(n) for n in nodes] == [
+        {"x", "b"},
+        {"b"},
+        {"x", "b", "cond"},
+    ]  # the inner If's cond too
+    assert constant_tensors(graph) == {"cond", "b", "from_b"}
 
 
 class EqualBiases(nn.Module):
