@@ -218,6 +218,12 @@ _BOUNDED = {
     "Sqrt": (0.0, np.inf),
 }
 _ARITHMETIC = ("Add", "Sub", "Mul", "Div")
+# Ops whose output values are some of their first input's, or their mean: within its bounds.
+_MOVES = {
+    *("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Split"),
+    *("DepthToSpace", "SpaceToDepth", "Tile", "Expand", "MaxPool", "GlobalMaxPool", "GlobalAveragePool"),
+    *("ReduceMax", "ReduceMin", "ReduceMean"),
+}
 
 
 def interval(a: Sequence[float], b: Sequence[float], op: str) -> tuple[float, float] | None:
@@ -236,31 +242,56 @@ def interval(a: Sequence[float], b: Sequence[float], op: str) -> tuple[float, fl
     return None if np.isnan(ends).any() else (float(ends.min()), float(ends.max()))
 
 
+def _hull(bounds: Iterable[tuple[float, float] | None]) -> tuple[float, float] | None:
+    """The smallest interval holding all of `bounds`; None when one is unknown (or none given)."""
+    known = list(bounds)
+    if not known or None in known:
+        return None
+    return min(b[0] for b in known), max(b[1] for b in known)
+
+
 def value_bounds(
     producers: Mapping[str, onnx.NodeProto],
     name: str,
     constant: Callable[[str], np.ndarray | None],
+    known: Mapping[str, tuple[float, float] | None] | None = None,
     depth: int = 32,
 ) -> tuple[float, float] | None:
     """Bounds that tensor `name` of the float graph stays within, whatever the inputs, from the ops
-    computing it (_BOUNDED, arithmetic with constants or bounded tensors, through QuantizeLinear ->
-    DequantizeLinear pairs, whose float replacement only narrows); None when unknown. `constant` gives
-    a constant tensor's value (None for a non-constant)."""
+    computing it (_BOUNDED, arithmetic with constants or bounded tensors, ops that move or select
+    values, through QuantizeLinear -> DequantizeLinear pairs, whose float replacement only narrows);
+    None when unknown. `constant` gives a constant tensor's value (None for a non-constant); `known`,
+    tensors' bounds already found (a pair's output kept as its clamp is within the clamp's)."""
+    if known and name in known:
+        return known[name]
     value = constant(name)
     if value is not None:
         return (float(value.min()), float(value.max())) if value.size else None
     node = producers.get(name)
     if node is None or depth == 0:
         return None
-    if node.op_type in _BOUNDED:
-        return _BOUNDED[node.op_type]
-    if node.op_type == "DequantizeLinear" and node.input[0] in producers:
+
+    def of(names: Iterable[str]) -> tuple[float, float] | None:
+        return _hull(value_bounds(producers, n, constant, known, depth - 1) for n in names)
+
+    op = node.op_type
+    if op in _BOUNDED:
+        return _BOUNDED[op]
+    if op == "DequantizeLinear" and node.input[0] in producers:
         q = producers[node.input[0]]
-        if q.op_type == "QuantizeLinear":
-            return value_bounds(producers, q.input[0], constant, depth - 1)
-    if node.op_type in _ARITHMETIC and len(node.input) == 2:
-        a, b = (value_bounds(producers, i, constant, depth - 1) for i in node.input)
-        return interval(a, b, node.op_type) if a and b else None
+        return of(q.input[:1]) if q.op_type == "QuantizeLinear" else None
+    if op in _ARITHMETIC and len(node.input) == 2:
+        a, b = (of([i]) for i in node.input)
+        return interval(a, b, op) if a and b else None
+    if op in _MOVES:
+        return of(node.input[:1])
+    if op == "Concat":
+        return of(node.input)
+    if op == "AveragePool":  # padding may count in as zeros
+        return _hull([of(node.input[:1]), (0.0, 0.0)])
+    if op == "Pad":  # the padding value, zero when not given
+        fill = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        return _hull([of(node.input[:1]), of([fill]) if fill else (0.0, 0.0)])
     return None
 
 
@@ -321,6 +352,7 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
     dropped: set[str] = set()  # the pairs' QuantizeLinear outputs
     producers = {o: n for n in model.graph.node for o in n.output}
     known: dict[str, np.ndarray | None] = {}
+    pair_bounds: dict[str, tuple[float, float] | None] = {}  # a pair's output -> bounds in the float graph
 
     def constant(name: str) -> np.ndarray | None:
         if name not in known:
@@ -334,8 +366,11 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
             raise NotAPair(q.name or q.output[0], why)
         scale, zero = (values[n] if n else None for n in _params(q))
         ends, clipped = pair_range(q, scale, zero)
-        clipped = clipped and crosses_zero_end(ends, value_bounds(producers, q.input[0], constant))
+        bounds = value_bounds(producers, q.input[0], constant, pair_bounds)
+        clipped = clipped and crosses_zero_end(ends, bounds)
         clips += clipped
+        for d in readers[q.output[0]]:  # quantizers are in graph order: a pair's bounds before its readers'
+            pair_bounds[d.output[0]] = (ends[0], ends[1]) if clipped else bounds
         for d in readers[q.output[0]]:
             if clipped:
                 nodes, bounds = clamp(q.input[0], d.output[0], d.name, ends, opset(model))

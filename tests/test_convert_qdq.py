@@ -230,6 +230,51 @@ def test_value_bounds_follow_bounded_ops_arithmetic_and_pairs() -> None:
     }
 
 
+def test_value_bounds_through_ops_that_move_values_and_known_tensors() -> None:
+    """Reshape, Concat, Pad (its value, zero by default), AveragePool (its padding's zeros) keep their
+    inputs' bounds (hulls); a tensor in `known` (a pair's output kept as its clamp) has the bounds given."""
+    c = {"shape": np.array([1, -1]), "five": np.float32(5)}
+    nodes = [
+        helper.make_node("Sigmoid", ["x"], ["g"]),
+        helper.make_node("Reshape", ["g", "shape"], ["r"]),
+        helper.make_node("Concat", ["r", "k"], ["cat"], axis=1),
+        helper.make_node("Pad", ["g", "pads"], ["zero_pad"]),
+        helper.make_node("Pad", ["g", "pads", "five"], ["five_pad"]),
+        helper.make_node("Neg", ["g"], ["neg"]),
+        helper.make_node("AveragePool", ["k"], ["pool"], kernel_shape=[2, 2]),
+        helper.make_node("Concat", ["r", "neg"], ["unknown"], axis=1),
+    ]
+    producers = {n.output[0]: n for n in nodes}
+    known = {"k": (0.5, 3.0)}
+    names = ["r", "cat", "zero_pad", "five_pad", "pool", "unknown"]
+    assert {n: value_bounds(producers, n, c.get, known) for n in names} == {
+        "r": (0, 1),
+        "cat": (0, 3),
+        "zero_pad": (0, 1),
+        "five_pad": (0, 5),
+        "pool": (0, 3),
+        "unknown": None,  # Neg is not analysed
+    }
+
+
+def test_a_pair_after_a_clamped_pair_through_a_maxpool_is_no_clamp() -> None:
+    """x -> Conv -> pair (zero point 0: the Relu the quantizer folded, a clamp) -> MaxPool -> pair (zero
+    point 0): the MaxPool of the clamped tensor cannot go below zero, so the second pair goes."""
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.normal(size=(4, 3, 3, 3)), "s": np.float32(0.02), "z": np.uint8(0)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"]),
+        helper.make_node("MaxPool", ["cd"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("QuantizeLinear", ["p", "s", "z"], ["pq"]),
+        helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["y"]),
+    ]
+    graph, counts = float_graph(make_model(nodes, {"x": [1, 3, 8, 8]}, ["y"], arrays))
+    assert (counts.pairs, counts.clips) == (2, 1)
+    assert [n.op_type for n in graph.graph.node] == ["Conv", "Relu", "Clip", "MaxPool", "Identity"]
+
+
 def test_only_a_tensor_that_can_cross_the_zero_end_is_clamped() -> None:
     assert crosses_zero_end([0, 1.9], None)  # unknown producer: a folded Relu
     assert crosses_zero_end([0, 1.9], (-1, 1))
