@@ -4,10 +4,11 @@ onnx2tf miscomputes the DequantizeLinears of a model quantized in QDQ format (on
 quantize_static with QuantFormat.QDQ: relative error about 1.45 on a small CNN), so the float
 verification refused every such model. This pass hands onnx2tf the float graph instead: weight
 DequantizeLinear chains folded to initializers, activation QuantizeLinear -> DequantizeLinear pairs
-dropped (kept as the Relu/Clip the quantizer folded into them where zero ends their range). That graph
-computes the QDQ model's function but for the rounding, so it is also verification's reference (the
-ONNX passes after it are verified against it, as against the source otherwise); --quantize int8
-quantizes the float model again. A model without Quantize/DequantizeLinear nodes is left as it is.
+dropped (kept as the Relu/Clip the quantizer folded into them where zero ends their range and the tensor
+can cross that end: not after a Sigmoid or inside an exact GELU's 1 + erf). That graph computes the QDQ
+model's function but for the rounding, so it is also verification's reference (the ONNX passes after it
+are verified against it, as against the source otherwise); --quantize int8 quantizes the float model
+again. A model without Quantize/DequantizeLinear nodes is left as it is.
 """
 
 from __future__ import annotations
