@@ -15,6 +15,7 @@ Constants are evaluated by onnx's reference evaluator (numpy, as onnxruntime com
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -262,37 +263,42 @@ def value_bounds(
     values, through QuantizeLinear -> DequantizeLinear pairs, whose float replacement only narrows);
     None when unknown. `constant` gives a constant tensor's value (None for a non-constant); `known`,
     tensors' bounds already found (a pair's output kept as its clamp is within the clamp's)."""
-    if known and name in known:
-        return known[name]
-    value = constant(name)
-    if value is not None:
-        return (float(value.min()), float(value.max())) if value.size else None
-    node = producers.get(name)
-    if node is None or depth == 0:
+
+    @functools.cache  # a tensor read along several paths (a diamond) is analysed once per depth
+    def bounds(name: str, depth: int) -> tuple[float, float] | None:
+        if known and name in known:
+            return known[name]
+        value = constant(name)
+        if value is not None:
+            return (float(value.min()), float(value.max())) if value.size else None
+        node = producers.get(name)
+        if node is None or depth == 0:
+            return None
+
+        def of(names: Iterable[str]) -> tuple[float, float] | None:
+            return _hull(bounds(n, depth - 1) for n in names)
+
+        op = node.op_type
+        if op in _BOUNDED:
+            return _BOUNDED[op]
+        if op == "DequantizeLinear" and node.input[0] in producers:
+            q = producers[node.input[0]]
+            return of(q.input[:1]) if q.op_type == "QuantizeLinear" else None
+        if op in _ARITHMETIC and len(node.input) == 2:
+            a, b = (of([i]) for i in node.input)
+            return interval(a, b, op) if a and b else None
+        if op in _MOVES:
+            return of(node.input[:1])
+        if op == "Concat":
+            return of(node.input)
+        if op == "AveragePool":  # padding may count in as zeros
+            return _hull([of(node.input[:1]), (0.0, 0.0)])
+        if op == "Pad":  # the padding value, zero when not given
+            fill = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            return _hull([of(node.input[:1]), of([fill]) if fill else (0.0, 0.0)])
         return None
 
-    def of(names: Iterable[str]) -> tuple[float, float] | None:
-        return _hull(value_bounds(producers, n, constant, known, depth - 1) for n in names)
-
-    op = node.op_type
-    if op in _BOUNDED:
-        return _BOUNDED[op]
-    if op == "DequantizeLinear" and node.input[0] in producers:
-        q = producers[node.input[0]]
-        return of(q.input[:1]) if q.op_type == "QuantizeLinear" else None
-    if op in _ARITHMETIC and len(node.input) == 2:
-        a, b = (of([i]) for i in node.input)
-        return interval(a, b, op) if a and b else None
-    if op in _MOVES:
-        return of(node.input[:1])
-    if op == "Concat":
-        return of(node.input)
-    if op == "AveragePool":  # padding may count in as zeros
-        return _hull([of(node.input[:1]), (0.0, 0.0)])
-    if op == "Pad":  # the padding value, zero when not given
-        fill = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        return _hull([of(node.input[:1]), of([fill]) if fill else (0.0, 0.0)])
-    return None
+    return bounds(name, depth)
 
 
 def _params(node: onnx.NodeProto) -> list[str]:

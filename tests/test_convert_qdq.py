@@ -257,6 +257,20 @@ def test_value_bounds_through_ops_that_move_values_and_known_tensors() -> None:
     }
 
 
+def test_value_bounds_looks_at_a_tensor_read_twice_once() -> None:
+    """a_i = a_(i-1) + a_(i-1), 20 times from a Sigmoid: (0, 2^20), each tensor looked at once (without
+    remembering, 2^20 times)."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["a0"])]
+    nodes += [helper.make_node("Add", [f"a{i - 1}", f"a{i - 1}"], [f"a{i}"]) for i in range(1, 21)]
+    looked: list[str] = []
+
+    def constant(name: str) -> None:
+        looked.append(name)
+
+    assert value_bounds({n.output[0]: n for n in nodes}, "a20", constant) == (0, 2**20)
+    assert len(looked) == len(set(looked)) == 21
+
+
 def test_a_pair_after_a_clamped_pair_through_a_maxpool_is_no_clamp() -> None:
     """x -> Conv -> pair (zero point 0: the Relu the quantizer folded, a clamp) -> MaxPool -> pair (zero
     point 0): the MaxPool of the clamped tensor cannot go below zero, so the second pair goes."""
