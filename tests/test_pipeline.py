@@ -254,6 +254,33 @@ def test_stage_display_prints_each_finished_stage_unless_quiet() -> None:
     assert silent.getvalue() == ""
 
 
+def test_stage_display_writes_a_stages_steps_into_a_log_at_most_every_log_every_seconds() -> None:
+    """Into a log (not a terminal) a long stage's steps are lines, the first at once, then one per
+    LOG_EVERY seconds (a fake clock: no timing), each written whole however long."""
+    from edgeport.cli.progress import LOG_EVERY, StageDisplay
+
+    now = [0.0]
+    log = io.StringIO()
+    display = StageDisplay(log, clock=lambda: now[0])
+    display.started("prune")
+    long_step = "prune: recovery: step 1/400, loss " + "0.123 " * 30
+    display.started(long_step)
+    now[0] += LOG_EVERY / 2
+    display.started("prune: recovery: step 2/400")
+    now[0] += LOG_EVERY
+    display.started("prune: recovery: step 3/400")
+    display.finished("prune", 61.0)
+    display.started("tflite")
+    display.started("tflite: converting")
+    lines = log.getvalue().splitlines()
+    assert lines == [
+        f"  {long_step}",
+        "  prune: recovery: step 3/400",
+        f"  {'prune':<16}{61.0:7.1f}s",
+        "  tflite: converting",
+    ]
+
+
 def test_tflite_converter_error_with_a_printed_tensor_is_not_a_missing_kernel(monkeypatch) -> None:
     """`tf.Tensor(` inside an ordinary converter error is a value, not an op without a builtin kernel."""
     import tensorflow as tf
