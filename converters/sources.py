@@ -21,6 +21,7 @@ import torch
 
 from edgeport.converters.onnx_prepare import check_translatable, unique_node_names
 from edgeport.errors import EdgeportError
+from edgeport.onnx_graph import opset_version
 from edgeport.options import split_weights
 
 
@@ -117,7 +118,7 @@ _RUNTIME_MAX_OPSET = 23
 
 def _readable_ir(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     """Lower a newer IR version stamp to what onnxruntime reads, when the model's opsets allow it."""
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = opset_version(model)
     if opset > _RUNTIME_MAX_OPSET:
         raise EdgeportError(
             f"{path} uses ONNX opset {opset}; onnxruntime here (which verifies the conversion) runs "

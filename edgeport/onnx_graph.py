@@ -368,14 +368,28 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+def opset_version(model: onnx.ModelProto, default: int = 0) -> int:
+    """The model's default-domain opset, `default` when it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
+def outer_reads(node: onnx.NodeProto) -> set[str]:
+    """The names the graphs in `node`'s attributes (If branches, Loop and Scan bodies) read from outside
+    themselves, at any depth: inputs of `node` as much as its listed ones."""
+    names: set[str] = set()
+    for a in node.attribute:
+        for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
+            defined = {i.name for i in g.input} | {t.name for t in g.initializer}
+            defined |= {o for n in g.node for o in n.output}
+            read = {o.name for o in g.output} | {i for n in g.node for i in [*n.input, *outer_reads(n)]}
+            names |= read - defined - {""}
+    return names
+
+
 def _reads(node: onnx.NodeProto) -> set[str]:
     """Names `node` reads: its inputs, and what the bodies of If / Loop / Scan nodes read from outside
     (counted so that dead-node and initializer pruning never drop a tensor only a body reads)."""
-    names = {i for i in node.input if i}
-    for a in node.attribute:
-        for body in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
-            names |= {i for n in body.node for i in _reads(n)}
-    return names
+    return {i for i in node.input if i} | outer_reads(node)
 
 
 def _toposort(graph: onnx.GraphProto) -> None:

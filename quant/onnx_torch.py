@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 from torch import nn
 
+from edgeport.onnx_graph import opset_version, outer_reads
+
 # Relative to the largest output magnitude, as the pipeline's own stage checks. The evaluator uses
 # the same float32 ops as onnxruntime up to summation order (measured 3e-7 on ResNet-20), so a
 # larger difference is a wrong op, not rounding.
@@ -658,7 +660,7 @@ class Evaluator(nn.Module):
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
         graph = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.opset = opset_version(model)
         self._nodes = list(graph.node)
         self._attrs = [_attrs(n) for n in self._nodes]
         # Tensor -> index of the node writing it.
@@ -800,19 +802,6 @@ class Evaluator(nn.Module):
         # The base class's run_node: a subclass may run a node through a module, constants are ops'.
         self._run(steps, env, functools.partial(Evaluator.run_node, self))
         return env[name]
-
-
-def outer_reads(node: onnx.NodeProto) -> set[str]:
-    """The names the graphs in `node`'s attributes (If branches, Loop and Scan bodies) read from outside
-    themselves, at any depth: inputs of `node` as much as its listed ones."""
-    names: set[str] = set()
-    for a in node.attribute:
-        for g in [*([a.g] if a.HasField("g") else []), *a.graphs]:
-            defined = {i.name for i in g.input} | {t.name for t in g.initializer}
-            defined |= {o for n in g.node for o in n.output}
-            read = {o.name for o in g.output} | {i for n in g.node for i in [*n.input, *outer_reads(n)]}
-            names |= read - defined - {""}
-    return names
 
 
 def constant_tensors(graph: onnx.GraphProto) -> set[str]:

@@ -27,7 +27,8 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_23
 from onnx.reference.ops.op_quantize_linear import QuantizeLinear_23
 
-from edgeport.quant.onnx_torch import constant_tensors, outer_reads
+from edgeport.onnx_graph import opset_version, outer_reads
+from edgeport.quant.onnx_torch import constant_tensors
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -89,10 +90,6 @@ def float_note(handed_on: str, dequantized: str, pairs: int, clips: int) -> list
     return [
         f"the ONNX model is quantized (QDQ){handed_on}: {', '.join(done)}; --quantize int8 quantizes it again"
     ]
-
-
-def opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def is_qdq(model: onnx.ModelProto) -> bool:
@@ -379,8 +376,8 @@ def float_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int
             pair_bounds[d.output[0]] = (ends[0], ends[1]) if clipped else bounds
         for d in readers[q.output[0]]:
             if clipped:
-                nodes, bounds = clamp(q.input[0], d.output[0], d.name, ends, opset(model))
-                out.graph.initializer.extend(bounds)
+                nodes, limits = clamp(q.input[0], d.output[0], d.name, ends, opset_version(model))
+                out.graph.initializer.extend(limits)
             else:
                 nodes = [helper.make_node("Identity", [q.input[0]], [d.output[0]], name=d.name)]
             replaced[d.output[0]] = nodes

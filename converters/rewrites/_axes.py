@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph
+from edgeport.onnx_graph import OnnxGraph, opset_version
 
 
 def default_opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(model)
 
 
 def unit_axes(shape: Sequence[int], target: Sequence[int]) -> list[int] | None:

@@ -32,7 +32,7 @@ from onnx import helper, numpy_helper
 
 from edgeport.converters.rewrites._index_trace import MOVE_OPS, element_sources
 from edgeport.converters.rewrites._region_check import replacement_agrees
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, opset_version
 
 NAME = "attention_to_batched_heads"
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def _root(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> str:
 
 
 def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(view.model)
 
 
 def _head_average(

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, text_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, opset_version, text_attr
 
 NAME = "depthwise_conv1d_to_2d"
 
@@ -24,7 +24,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         return False
     shape = view.static_shape(node.input[0])
     weight = view.input_const(node, 1)
-    opset = next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = opset_version(view.model)
     if shape is None or len(shape) != 3 or weight is None or opset < 13:
         return False
     groups = int(attr(node, "group"))

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgeport.converters.rewrites._region_check import replacement_agrees
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, text_attr
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, opset_version, text_attr
 
 NAME = "depthwise_unequal_strides"
 
@@ -54,7 +54,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         view.static_shape(node.input[0]), weight.shape, int(attr(node, "group")), strides
     ):
         return False
-    opset = next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = opset_version(view.model)
     if opset < 10:  # Slice takes steps from opset 10 on
         return False
     if text_attr(node, "auto_pad", "NOTSET") != "NOTSET":

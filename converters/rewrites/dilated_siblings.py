@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, opset_version
 
 NAME = "dilated_sibling_convs_merged"
 
@@ -28,7 +28,7 @@ _GEOMETRY = ("kernel_shape", "strides", "dilations", "pads", "auto_pad", "group"
 
 
 def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(view.model)
 
 
 def _key(view: OnnxGraph, node: onnx.NodeProto) -> tuple | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import onnx
 
-from edgeport.onnx_graph import OnnxGraph, attr, set_attr
+from edgeport.onnx_graph import OnnxGraph, attr, opset_version, set_attr
 
 NAME = "equal_split_without_sizes"
 
 
 def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(view.model)
 
 
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:

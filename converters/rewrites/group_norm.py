@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, opset_version
 
 NAME = "group_norm_to_channel_stats"
 
@@ -50,7 +50,7 @@ def _pattern(view: OnnxGraph, first: onnx.NodeProto) -> tuple[list[onnx.NodeProt
 
 def _reduce_mean(view: OnnxGraph, x: str, axes: list[int], out: str) -> onnx.NodeProto:
     """ReduceMean keeping dims; its axes are an attribute before opset 18 and an input from 18 on."""
-    opset = next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    opset = opset_version(view.model, 17)
     if opset < 18:
         return helper.make_node("ReduceMean", [x], [out], axes=axes, keepdims=1)
     name = view.add_initializer(np.array(axes, np.int64), "spatial_axes")

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr
+from edgeport.onnx_graph import OnnxGraph, attr, opset_version
 
 NAME = "hard_sigmoid_to_min_max"
 MIN_OPSET = 8  # Min/Max with multidirectional broadcasting (a scalar bound)
@@ -41,7 +41,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
 
 
 def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(model)
 
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, opset_version
 
 NAME = "head_unpack_rank4"
 
@@ -26,7 +26,7 @@ MIN_RANK = 5  # TFLite Micro's STRIDED_SLICE, GATHER and TRANSPOSE kernels stop 
 
 
 def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(view.model)
 
 
 def _squeezed_axes(view: OnnxGraph, node: onnx.NodeProto) -> list[int] | None:

@@ -12,13 +12,13 @@ from collections import defaultdict
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph
+from edgeport.onnx_graph import OnnxGraph, opset_version
 
 NAME = "chunk_slices_to_split"
 
 
 def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(view.model)
 
 
 def _range(view: OnnxGraph, node: onnx.NodeProto, rank_shape: list[int]) -> tuple[int, int, int] | None:

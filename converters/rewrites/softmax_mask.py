@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, opset_version
 
 NAME = "softmax_mask_to_where"
 
@@ -34,7 +34,7 @@ MARGIN = 32.0
 
 
 def _opset(view: OnnxGraph) -> int:
-    return next((o.version for o in view.model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return opset_version(view.model)
 
 
 def _softmax_axis(view: OnnxGraph, softmax: onnx.NodeProto, rank: int) -> int | None:

@@ -17,9 +17,10 @@ from onnx import helper, numpy_helper
 from edgeport.cli import main
 from edgeport.converters.torch_to_onnx import export_onnx
 from edgeport.manifest import Manifest
+from edgeport.onnx_graph import outer_reads
 from edgeport.pipeline import ConvertOptions, convert_model
 from edgeport.pipeline.torch_passes import prune_exporter
-from edgeport.quant.onnx_torch import constant_tensors, outer_reads
+from edgeport.quant.onnx_torch import constant_tensors
 from edgeport.quant.prune import PruningSection
 from edgeport.quant.prune.onnx_source import folded_constants, prunable_module
 from edgeport.tensors import TensorSpec
