@@ -44,15 +44,21 @@ RUNNERS = {
 
 
 def tflm_root() -> Path | None:
+    # TFLM_ROOT too (the tests read only EDGEPORT_TFLM_ROOT): the tree found here is passed on explicitly,
+    # which would otherwise put the offline bundle ahead of the variable `edgeport bench` itself reads.
     root = os.environ.get("EDGEPORT_TFLM_ROOT") or os.environ.get("TFLM_ROOT")
-    if root:
-        return Path(root)
+    return Path(root) if root else offline_tflm_tree()
+
+
+def offline_tflm_tree(cache: Path | None = None) -> Path | None:
+    """The newest offline TFLite Micro bundle in ../shared/tflm, extracted once (tree_from_archive, into
+    `cache` or the temp dir); None without one. The tests' tflm_root fixture finds its tree here too."""
     bundles = sorted((SHARED / "tflm").glob("*.tar.xz"))
     if not bundles:
         return None
     from edgeport.targets.cortex_m.bench_qemu import tree_from_archive
 
-    return tree_from_archive(bundles[-1])
+    return tree_from_archive(bundles[-1], cache)
 
 
 def own_model(name: str, cache: Path = CACHE) -> Path:

@@ -69,10 +69,10 @@ def tflm_root() -> str:
     root = os.environ.get("EDGEPORT_TFLM_ROOT")
     if root:
         return root
-    bundles = sorted((SHARED / "tflm").glob("*.tar.xz"))
-    if not bundles:
-        pytest.skip(f"no TFLite Micro: {SHARED / 'tflm'} is absent and EDGEPORT_TFLM_ROOT is not set")
-    from edgeport.targets.cortex_m.bench_qemu import tree_from_archive
+    from bench.latency import offline_tflm_tree
 
     cache = os.environ.get("EDGEPORT_TFLM_CACHE")
-    return str(tree_from_archive(bundles[-1], Path(cache) if cache else None))
+    tree = offline_tflm_tree(Path(cache) if cache else None)
+    if tree is None:
+        pytest.skip(f"no TFLite Micro: {SHARED / 'tflm'} is absent and EDGEPORT_TFLM_ROOT is not set")
+    return str(tree)
