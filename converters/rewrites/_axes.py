@@ -17,10 +17,6 @@ from onnx import helper
 from edgeport.onnx_graph import OnnxGraph, opset_version
 
 
-def default_opset(model: onnx.ModelProto) -> int:
-    return opset_version(model)
-
-
 def unit_axes(shape: Sequence[int], target: Sequence[int]) -> list[int] | None:
     """The axes of `shape`, all of size 1, whose removal leaves `target`; None when `target` is not
     `shape` with some axes of size 1 removed (or is `shape` itself)."""
@@ -37,7 +33,7 @@ def unit_axes(shape: Sequence[int], target: Sequence[int]) -> list[int] | None:
 
 def axes_node(view: OnnxGraph, op_type: str, x: str, axes: list[int], out: str, name: str) -> onnx.NodeProto:
     """A Squeeze or Unsqueeze of `axes`, spelled for the model's opset (an input from 13 on)."""
-    if default_opset(view.model) < 13:
+    if opset_version(view.model) < 13:
         return helper.make_node(op_type, [x], [out], name=name, axes=axes)
     const = view.add_initializer(np.array(axes, np.int64), f"{name}_axes")
     return helper.make_node(op_type, [x, const], [out], name=name)

@@ -266,10 +266,6 @@ def _root(view: OnnxGraph, tensor: str, region: list[onnx.NodeProto]) -> str:
     return tensor
 
 
-def _opset(view: OnnxGraph) -> int:
-    return opset_version(view.model)
-
-
 def _head_average(
     view: OnnxGraph, probs: str, mix: onnx.NodeProto, shape: list[int]
 ) -> tuple[list[onnx.NodeProto], str] | None:
@@ -296,7 +292,7 @@ def _match(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str], reasons: li
         return False
     done.add(softmax.output[0])  # each attention is looked at once, rewritten or not
     where = f"attention at {softmax.name or softmax.output[0]} left as it is"
-    if _opset(view) < 13:
+    if opset_version(view.model) < 13:
         reasons.append(f"{where}: opset < 13 (Softmax flattens its input there)")
         log.info("%s: %s", NAME, reasons[-1])
         return False
@@ -451,7 +447,7 @@ def _rewrite_one(view: OnnxGraph, softmax: onnx.NodeProto, done: set[str]) -> bo
             node("Reshape", [p2, shape], "probs_out", outputs=[probs_out])
         if average is not None:  # the mean over heads, on [heads, L * L]
             (flat,) = node("Reshape", [p2, const(np.array([heads, lq * lk], np.int64), "flat")], "flat")
-            if _opset(view) >= 18:
+            if opset_version(view.model) >= 18:
                 (mean,) = node(
                     "ReduceMean", [flat, const(np.array([0], np.int64), "axis0")], "mean", keepdims=1
                 )

@@ -27,10 +27,6 @@ NAME = "dilated_sibling_convs_merged"
 _GEOMETRY = ("kernel_shape", "strides", "dilations", "pads", "auto_pad", "group")
 
 
-def _opset(view: OnnxGraph) -> int:
-    return opset_version(view.model)
-
-
 def _key(view: OnnxGraph, node: onnx.NodeProto) -> tuple | None:
     """What must match for two Convs to merge; None for a Conv this rewrite leaves alone."""
     if node.op_type != "Conv" or int(attr(node, "group", 1)) != 1 or not view.is_float32(node.input[0]):
@@ -71,7 +67,7 @@ def _merge(view: OnnxGraph, convs: list[onnx.NodeProto]) -> None:
     conv.output.append(merged)
     sizes = np.array([w.shape[0] for w in weights], np.int64)
     outputs = [c.output[0] for c in convs]
-    if _opset(view) >= 13:
+    if opset_version(view.model) >= 13:
         split = helper.make_node(
             "Split", [merged, view.add_initializer(sizes, f"{hint}_sizes")], outputs, axis=1
         )

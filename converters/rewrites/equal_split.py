@@ -15,10 +15,6 @@ from edgeport.onnx_graph import OnnxGraph, attr, opset_version, set_attr
 NAME = "equal_split_without_sizes"
 
 
-def _opset(view: OnnxGraph) -> int:
-    return opset_version(view.model)
-
-
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if node.op_type != "Split" or len(node.input) < 2 or not node.input[1] or len(node.output) < 2:
         return False
@@ -32,7 +28,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     new = onnx.NodeProto()
     new.CopyFrom(node)
     del new.input[1:]
-    if _opset(view) >= 18:  # from opset 18 the part count is an attribute
+    if opset_version(view.model) >= 18:  # from opset 18 the part count is an attribute
         set_attr(new, "num_outputs", len(node.output))
     view.replace([node], [new])
     return True
@@ -40,7 +36,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     view = OnnxGraph(model)
-    if _opset(view) < 13:  # `split` was an attribute before opset 13
+    if opset_version(view.model) < 13:  # `split` was an attribute before opset 13
         return view.finish()
     view.rewrite_each(_match)
     return view.finish()

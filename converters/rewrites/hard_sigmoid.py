@@ -40,12 +40,8 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     return True
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return opset_version(model)
-
-
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
-    if _opset(model) < MIN_OPSET:
+    if opset_version(model) < MIN_OPSET:
         return model
     view = OnnxGraph(model)
     view.rewrite_each(_match)

@@ -25,10 +25,6 @@ NAME = "head_unpack_rank4"
 MIN_RANK = 5  # TFLite Micro's STRIDED_SLICE, GATHER and TRANSPOSE kernels stop at 4 or 5 dims
 
 
-def _opset(view: OnnxGraph) -> int:
-    return opset_version(view.model)
-
-
 def _squeezed_axes(view: OnnxGraph, node: onnx.NodeProto) -> list[int] | None:
     if len(node.input) > 1:
         axes = view.input_const(node, 1)
@@ -65,7 +61,8 @@ def _taken_index(view: OnnxGraph, node: onnx.NodeProto, size: int) -> tuple[int,
 
 
 def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
-    if node.op_type != "Transpose" or _opset(view) < 10:  # Slice takes its bounds as inputs from 10
+    # Slice takes its bounds as inputs from opset 10
+    if node.op_type != "Transpose" or opset_version(view.model) < 10:
         return False
     reshape = view.producer(node.input[0])
     if reshape is None or reshape.op_type != "Reshape" or view.is_graph_output(node.output[0]):

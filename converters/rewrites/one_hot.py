@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from edgeport.converters.rewrites._axes import axes_node, default_opset
-from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite
+from edgeport.converters.rewrites._axes import axes_node
+from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, opset_version
 
 NAME = "one_hot_to_gather"
 log = logging.getLogger(__name__)
@@ -181,8 +181,8 @@ def _skip(node: onnx.NodeProto, why: str) -> bool:
 
 def one_hot_problem(view: OnnxGraph, node: onnx.NodeProto) -> str:
     """Why this OneHot node cannot become a Gather ("" when it can)."""
-    if default_opset(view.model) < _MIN_OPSET:
-        return f"opset {default_opset(view.model)} has no integer Clip (needs {_MIN_OPSET})"
+    if opset_version(view.model) < _MIN_OPSET:
+        return f"opset {opset_version(view.model)} has no integer Clip (needs {_MIN_OPSET})"
     depth = _depth(view, node)
     if isinstance(depth, str):
         return depth
@@ -233,8 +233,8 @@ def _equal_iota(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if found is None or view.const(found[1]) is not None:
         return False  # not a one-hot: no constant iota, or a constant comparison
     iota, x = found
-    if default_opset(view.model) < _MIN_OPSET:
-        return _skip(node, f"opset {default_opset(view.model)} has no integer Clip (needs {_MIN_OPSET})")
+    if opset_version(view.model) < _MIN_OPSET:
+        return _skip(node, f"opset {opset_version(view.model)} has no integer Clip (needs {_MIN_OPSET})")
     cast = _absorbed_cast(view, node.output[0])
     if cast is None:
         return _skip(node, "a comparison with an iota read by other than one Cast to a number")

@@ -41,7 +41,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from edgeport.converters.rewrites._axes import default_opset
 from edgeport.converters.rewrites._grids import (
     STRUCTURAL,
     Block,
@@ -59,7 +58,7 @@ from edgeport.converters.rewrites._grids import (
     transpose,
 )
 from edgeport.converters.rewrites._region_check import replacement_agrees
-from edgeport.onnx_graph import OnnxGraph, as_text, attr, text_attr
+from edgeport.onnx_graph import OnnxGraph, as_text, attr, opset_version, text_attr
 
 NAME = "rnn_unroll"
 
@@ -335,7 +334,7 @@ def _unroll(view: OnnxGraph, b: Builder, node: onnx.NodeProto, env: dict[str, Gr
     state_shape = (batch, 1, hidden) if batch_first else (1, batch, hidden)
     flat = _Flat(
         time_axis,
-        b.const(np.array([time_axis], np.int64), "time_axis") if default_opset(view.model) >= 13 else None,
+        b.const(np.array([time_axis], np.int64), "time_axis") if opset_version(view.model) >= 13 else None,
         # [batch, hidden] broadcasts onto [1, batch, hidden], and onto [batch, 1, hidden] for batch 1.
         back=batch_first and batch > 1,
     )

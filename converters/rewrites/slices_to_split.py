@@ -17,10 +17,6 @@ from edgeport.onnx_graph import OnnxGraph, opset_version
 NAME = "chunk_slices_to_split"
 
 
-def _opset(view: OnnxGraph) -> int:
-    return opset_version(view.model)
-
-
 def _range(view: OnnxGraph, node: onnx.NodeProto, rank_shape: list[int]) -> tuple[int, int, int] | None:
     """(axis, start, end) of a single-axis, step-1 Slice with constant bounds."""
     if len(node.input) < 3:
@@ -68,7 +64,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         ):
             continue
         kwargs = {"axis": axis}
-        if _opset(view) >= 18:  # from opset 18 the part count is an attribute
+        if opset_version(view.model) >= 18:  # from opset 18 the part count is an attribute
             kwargs["num_outputs"] = len(pieces)
         split = helper.make_node(
             "Split",
@@ -84,7 +80,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
 
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     view = OnnxGraph(model)
-    if _opset(view) < 13:  # Split took sizes as an attribute before opset 13
+    if opset_version(view.model) < 13:  # Split took sizes as an attribute before opset 13
         return view.finish()
     view.rewrite_each(_match)
     return view.finish()

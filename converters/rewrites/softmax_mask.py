@@ -33,16 +33,12 @@ MASKED_BELOW = -1e30
 MARGIN = 32.0
 
 
-def _opset(view: OnnxGraph) -> int:
-    return opset_version(view.model)
-
-
 def _softmax_axis(view: OnnxGraph, softmax: onnx.NodeProto, rank: int) -> int | None:
     """The Softmax's one axis (opset 13 on; before, Softmax flattens the trailing axes: only the last
     axis is one row then)."""
-    axis = int(attr(softmax, "axis", -1 if _opset(view) >= 13 else 1))
+    axis = int(attr(softmax, "axis", -1 if opset_version(view.model) >= 13 else 1))
     axis = axis + rank if axis < 0 else axis
-    if _opset(view) < 13 and axis != rank - 1:
+    if opset_version(view.model) < 13 and axis != rank - 1:
         return None
     return axis if 0 <= axis < rank else None
 
@@ -153,7 +149,7 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
         return False
     cond, scores, nodes, fill_side = found
     low, fill = view.fresh(f"{hint}_row_min"), view.fresh(f"{hint}_fill")
-    if _opset(view) >= 18:
+    if opset_version(view.model) >= 18:
         axes = view.add_initializer(np.array([axis], np.int64), f"{hint}_axis")
         nodes.append(helper.make_node("ReduceMin", [scores, axes], [low], name=view.fresh(hint), keepdims=1))
     else:
