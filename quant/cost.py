@@ -99,6 +99,6 @@ def step_work(model: bytes, batch: int) -> int:
     return batch_work(sample_work(model), len(parse_tflite(model).ops), batch)
 
 
-def steps_within(budget: int, work_per_step: int, wanted: int) -> int:
+def steps_within(budget: float, work_per_step: float, wanted: int) -> int:
     """The most distillation steps (at most `wanted`) whose work fits `budget`."""
-    return min(wanted, budget // max(1, work_per_step))
+    return int(min(wanted, budget // max(1, work_per_step)))

@@ -48,7 +48,7 @@ from edgeport.quant.calibration import (
     calibration_problems,
     load_calibration,
 )
-from edgeport.quant.cost import DISTILL_BUDGET, batch_work, work
+from edgeport.quant.cost import DISTILL_BUDGET, batch_work, steps_within, work
 from edgeport.quant.prune.count import forward_with_hooks, module_macs
 from edgeport.quant.prune.graph import flat_outputs
 from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
@@ -113,7 +113,7 @@ def steps_for_budget(
     """Steps whose estimated work fits `seconds` on 2 cores (at most MAX_STEPS)."""
     per_sample, ops = module_work(module, inputs, macs)
     per_step = TRAIN_FACTOR * batch_work(per_sample, ops, batch)
-    return int(min(MAX_STEPS, seconds * WORK_PER_SECOND // max(1, per_step)))
+    return steps_within(seconds * WORK_PER_SECOND, per_step, MAX_STEPS)
 
 
 def pool_size(module: nn.Module, specs: Sequence[TensorSpec], seconds: float) -> int:
