@@ -149,6 +149,7 @@ def _result(
         memory=extras.memory,
         delegation=extras.delegation,
         notes=extras.notes,
+        profile=extras.profile,
     )
 
 

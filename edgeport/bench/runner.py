@@ -17,7 +17,15 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, ModelInfo, TimeKind
+from edgeport.bench.schema import (
+    BenchSettings,
+    Delegation,
+    DeviceInfo,
+    Memory,
+    ModelInfo,
+    OpProfile,
+    TimeKind,
+)
 from edgeport.errors import EdgeportError
 from edgeport.options import Spell, flag_name, flag_spell
 
@@ -66,6 +74,7 @@ class SessionExtras:
     delegation: Delegation = field(default_factory=Delegation)
     ticks: list[int] | None = None
     notes: list[str] = field(default_factory=list)
+    profile: OpProfile | None = None  # --profile, on a runner that uses it
 
 
 class Session(Protocol):

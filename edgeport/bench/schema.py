@@ -94,6 +94,41 @@ class BenchSettings(_Strict):
         None, description="Delegate benchmark_model uses on the device (adb only)."
     )
     timeout_s: float = Field(600, gt=0, description="Seconds a model may take to load or answer.")
+    profile: bool = Field(
+        False,
+        description="Time each op of one inference (TFLite Micro's MicroProfiler; qemu) and report them.",
+    )
+
+
+class OpTime(_Strict):
+    """One op of the profiled inference, in the order the interpreter ran it."""
+
+    index: int  # the op's index in the model's graph
+    op: str  # the runtime's name of the op ("CONV_2D")
+    ticks: int  # in the unit of BenchResult.ticks (qemu: instructions)
+    ms: float  # ticks on the board's clock
+
+
+class OpTypeTime(_Strict):
+    """Every op of one type in the profiled inference, summed."""
+
+    op: str
+    count: int
+    ticks: int
+    ms: float
+    share: float  # of the whole profiled inference's ticks, in [0, 1]
+
+
+class OpProfile(_Strict):
+    """Where one inference's time went, op by op (`--profile`)."""
+
+    inference: int  # which measured iteration was profiled (an index into samples_ms)
+    ticks: int  # that inference, whole
+    ops: list[OpTime]
+    by_type: list[OpTypeTime]  # most ticks first
+    outside_ticks: int  # the inference less its ops: the interpreter's loop and the profiler itself
+    outside_ms: float
+    source: str = ""  # what timed the ops
 
 
 class BenchResult(_Strict):
@@ -108,6 +143,7 @@ class BenchResult(_Strict):
     memory: Memory = Field(default_factory=Memory)
     delegation: Delegation = Field(default_factory=Delegation)
     notes: list[str] = Field(default_factory=list)
+    profile: OpProfile | None = None  # --profile: one inference op by op
 
 
 class BenchReport(_Strict):

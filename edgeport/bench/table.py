@@ -105,3 +105,54 @@ def notes(report: BenchReport) -> list[str]:
     for result in report.results:
         lines += [f"{result.model.name}: {n}" for n in result.notes if n not in shared]
     return lines
+
+
+OUTSIDE = "(outside ops)"
+
+
+def profile_table(report: BenchReport) -> Table | None:
+    """`--profile`: per op type (rows, most time first in the first profiled model) each profiled model's
+    op count, ms and share of the profiled inference, and from the second model on its ms over the first's;
+    then what the ops leave of the inference. None when no result has a profile."""
+    profiles = [(r.model.name, r.profile) for r in report.results if r.profile is not None]
+    if not profiles:
+        return None
+    table = Table(
+        title="per-op profile: one inference, ms on the board's clock (instructions at one per cycle)",
+        title_justify="left",
+        caption="  ".join(f"({k + 1}) {name}" for k, (name, _) in enumerate(profiles)),
+        caption_justify="left",
+    )
+    table.add_column("op")
+    order: list[str] = []
+    for _, profile in profiles:
+        order += [t.op for t in profile.by_type if t.op not in order]
+    rows: dict[str, list[str]] = {op: [op] for op in [*order, OUTSIDE]}
+    first = {t.op: t.ticks for t in profiles[0][1].by_type}
+    first[OUTSIDE] = profiles[0][1].outside_ticks
+    for k, (_, profile) in enumerate(profiles):
+        for header in ("ops", "ms", "share", *(("vs (1)",) if k else ())):
+            table.add_column(header if header.startswith("vs") else f"{header} ({k + 1})", justify="right")
+        cells = {t.op: [str(t.count), format_ms(t.ms), _share(t.share)] for t in profile.by_type}
+        ticks = {t.op: t.ticks for t in profile.by_type}
+        cells[OUTSIDE] = [
+            "",
+            format_ms(profile.outside_ms),
+            _share(profile.outside_ticks / max(1, profile.ticks)),
+        ]
+        ticks[OUTSIDE] = profile.outside_ticks
+        for op, row in rows.items():
+            row += cells.get(op, ["-", "-", "-"])
+            if k:
+                row.append(_ratio(ticks.get(op), first.get(op)))
+    for row in rows.values():
+        table.add_row(*row)
+    return table
+
+
+def _share(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _ratio(value: int | None, first: int | None) -> str:
+    return "-" if value is None or not first else format_ratio(value / first)

@@ -14,7 +14,7 @@ from rich.console import Console
 from edgeport.bench.harness import bench as run_bench
 from edgeport.bench.runner import RunnerOptions, parse_spec, runner_specs
 from edgeport.bench.schema import BenchSettings, json_schema
-from edgeport.bench.table import bench_table, notes
+from edgeport.bench.table import bench_table, notes, profile_table
 from edgeport.cli.options import given_options, options_from_model, spell_flags
 from edgeport.errors import EdgeportError
 from edgeport.options import validate_options
@@ -25,6 +25,7 @@ Examples:
   edgeport bench out/kws:float32 out/kws:int8 --on host --runs 200
   edgeport bench model.tflite --on host --no-xnnpack --threads 4 --json host.json
   edgeport bench out/kws_fw --on qemu:mps2-an386 --tflm-root ~/tflite-micro
+  edgeport bench a.tflite b.tflite --on qemu:mps2-an500 --profile   (time per op type)
   edgeport bench --schema
 MODEL is a .tflite, an `edgeport convert` output directory (its quantized model, else float32; DIR:VARIANT
 picks one, e.g. out/kws:float32) or an `edgeport package` output directory.
@@ -99,6 +100,9 @@ def bench(
         report = run_bench(list(models), on, settings, options, progress=progress or None)
     console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
     console.print(bench_table(report))
+    per_op = profile_table(report)
+    if per_op is not None:
+        console.print(per_op)
     for line in notes(report):
         console.print(f"note: {line}")
     if json_path is not None:

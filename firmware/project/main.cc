@@ -24,6 +24,23 @@
 #ifndef EDGEPORT_BENCH_RUNS
 #define EDGEPORT_BENCH_RUNS 10
 #endif
+// make BENCH_PROFILE=1: TFLite Micro's MicroProfiler times each op of the last timed inference and the
+// firmware prints its LogCsv between "edgeport profile:" lines (bench_lines.py reads them).
+#ifndef EDGEPORT_BENCH_PROFILE
+#define EDGEPORT_BENCH_PROFILE 0
+#endif
+#if EDGEPORT_BENCH_PROFILE
+#include "tensorflow/lite/micro/micro_profiler.h"
+#include "tensorflow/lite/micro/micro_time.h"
+
+// TFLM's cortex_m_generic micro_time.cc reads DWT CYCCNT, which QEMU does not emulate (it stays 0): the
+// profiler reads the firmware's own counter instead (DWT where it counts, else SysTick). Defining both of
+// that file's functions here keeps the library's copy out of the link.
+namespace tflite {
+uint32_t ticks_per_second() { return platform_clock_hz(); }
+uint32_t GetCurrentTimeTicks() { return platform_cycles_read(); }
+}  // namespace tflite
+#endif
 
 namespace {
 
@@ -128,7 +145,12 @@ int main(void) {
     print("FAIL: op registration\n");
     platform_exit(3);
   }
+#if EDGEPORT_BENCH_PROFILE
+  static tflite::MicroProfiler profiler;  // 80 KB of event slots (kMaxEvents): profile builds only
+  static tflite::MicroInterpreter interpreter(model, resolver, g_arena, kTensorArenaSize, nullptr, &profiler);
+#else
   static tflite::MicroInterpreter interpreter(model, resolver, g_arena, kTensorArenaSize);
+#endif
   if (interpreter.AllocateTensors() != kTfLiteOk) {
     print("FAIL: AllocateTensors (arena too small?)\n");
     platform_exit(4);
@@ -165,12 +187,22 @@ int main(void) {
   }
   for (unsigned i = 0; i < EDGEPORT_BENCH_RUNS; ++i) {
     edgeport_set_inputs(interpreter);
+#if EDGEPORT_BENCH_PROFILE
+    profiler.ClearEvents();  // the events of this inference only (and never more than kMaxEvents)
+#endif
     const uint32_t begin = platform_cycles_read();
     const TfLiteStatus run_status = interpreter.Invoke();
     const uint32_t run_cycles = platform_cycles_read() - begin;
     if (run_status != kTfLiteOk) fail("FAIL: Invoke\n", 6);
     printf_line("inference %u: %lu cycles\n", i, static_cast<unsigned long>(run_cycles));
   }
+#if EDGEPORT_BENCH_PROFILE
+  if (EDGEPORT_BENCH_RUNS > 0) {
+    printf_line("edgeport profile: inference %u\n", EDGEPORT_BENCH_RUNS - 1);
+    profiler.LogCsv();
+    print("edgeport profile: end\n");
+  }
+#endif
   const uint32_t stack = platform_stack_used();
   if (stack) printf_line("stack: %lu bytes used\n", static_cast<unsigned long>(stack));
   print("edgeport bench: done\n");

@@ -4,6 +4,10 @@ After its self-test the firmware runs `warmup` untimed and `runs` timed inferenc
 
     edgeport bench: warmup=<W> runs=<N> clock_hz=<HZ> source=<DWT|SysTick>
     inference <i>: <cycles> cycles          (i = 0 .. N-1)
+    edgeport profile: inference <i>         (a BENCH_PROFILE=1 build: the last timed inference, op by op)
+    "Event","Tag","Ticks"                    (TFLite Micro's MicroProfiler::LogCsv: one line per op run,
+    <event>,<op name>,<ticks>                 in the order the interpreter ran them)
+    edgeport profile: end
     stack: <bytes> bytes used               (when the firmware can measure its stack)
     edgeport bench: done
 
@@ -28,8 +32,12 @@ _INFERENCE = re.compile(r"inference (\d+): (\d+) cycles")
 _STACK = re.compile(r"stack: (\d+) bytes used")
 _ARENA = re.compile(r"arena: (\d+) of (\d+) bytes used")
 _FIRST = re.compile(r"latency: (\d+) cycles\b.*")  # the self-test's inference, before the warmup
+_PROFILE = re.compile(r"edgeport profile: inference (\d+)")
+_PROFILE_END = "edgeport profile: end"
+_CSV_HEADER = '"Event","Tag","Ticks"'
+_CSV_EVENT = re.compile(r"(\d+),([^,]+),(-?\d+)")
 # Lines that must match one of the patterns above once they start like this.
-_OURS = (HEADER_PREFIX, "inference ", "stack:", "arena:", "latency:")
+_OURS = (HEADER_PREFIX, "inference ", "stack:", "arena:", "latency:", "edgeport profile:")
 
 _GARBLED = (
     "the output was cut or mixed with other output (on a serial port: check its speed and that nothing else "
@@ -40,6 +48,35 @@ _REBUILD = "rebuild the firmware with this version of edgeport (edgeport package
 
 class BenchLinesError(EdgeportError):
     """The timing lines are missing, cut short or garbled."""
+
+
+@dataclass(frozen=True)
+class ProfileEvent:
+    """One MicroProfiler event: an op the interpreter ran, timed on the firmware's cycle counter."""
+
+    index: int  # the event's number: the op's index in the graph (one subgraph, no nested events)
+    op: str  # TFLite Micro's name of the op ("CONV_2D"), or a custom op's name
+    ticks: int  # counts of the firmware's cycle counter (the `source` of the header)
+
+
+def parse_profile_csv(lines: Iterable[str]) -> tuple[ProfileEvent, ...]:
+    """MicroProfiler::LogCsv's lines (its header, then `event,tag,ticks`; blank lines skipped) -> events."""
+    rows = [line.strip() for line in lines if line.strip()]
+    if not rows or rows[0] != _CSV_HEADER:
+        raise BenchLinesError(
+            f"the firmware's op profile does not start with {_CSV_HEADER} "
+            f"(got {rows[0][:80] if rows else 'nothing'!r})",
+            _GARBLED,
+        )
+    events = []
+    for row in rows[1:]:
+        match = _CSV_EVENT.fullmatch(row)
+        if match is None or int(match.group(1)) != len(events) or int(match.group(3)) < 0:
+            raise BenchLinesError(f"garbled op profile line {row[:80]!r}", _GARBLED)
+        events.append(ProfileEvent(len(events), match.group(2), int(match.group(3))))
+    if not events:
+        raise BenchLinesError("the firmware's op profile has no events", _GARBLED)
+    return tuple(events)
 
 
 @dataclass(frozen=True)
@@ -56,6 +93,8 @@ class BenchLines:
     arena_size: int | None
     done: bool
     first_cycles: int | None = None  # the self-test's inference: the first after boot
+    profile: tuple[ProfileEvent, ...] | None = None  # a BENCH_PROFILE=1 build's op events
+    profile_inference: int | None = None  # the timed inference they belong to
 
     def milliseconds(self) -> list[float]:
         """Each inference's counts on the board's clock, in ms."""
@@ -71,10 +110,17 @@ class BenchLineParser:
         self._stack: int | None = None
         self._arena: tuple[int, int] | None = None
         self._first: int | None = None
+        self._profile: tuple[int, tuple[ProfileEvent, ...]] | None = None
+        self._profile_lines: list[str] | None = None  # inside an `edgeport profile:` block
+        self._profile_of = -1
         self.done = False
 
     def feed(self, line: str) -> None:
         text = line.strip()
+        if self._profile_lines is not None and text != _PROFILE_END and not _HEADER.fullmatch(text):
+            if text:
+                self._profile_lines.append(text)
+            return
         if not text.startswith(_OURS):
             return
         if text == _DONE:
@@ -86,6 +132,14 @@ class BenchLineParser:
                 raise BenchLinesError(f"firmware timing header says clock_hz={clock_hz}", _REBUILD)
             self._header = (int(warmup), int(runs), int(clock_hz), source)
             self._cycles, self._stack, self.done = [], None, False
+            self._profile, self._profile_lines = None, None
+        elif match := _PROFILE.fullmatch(text):
+            self._profile_lines, self._profile_of = [], int(match.group(1))
+        elif text == _PROFILE_END:
+            if self._profile_lines is None:
+                raise BenchLinesError(f"{_PROFILE_END!r} without its start line", _GARBLED)
+            events = parse_profile_csv(self._profile_lines)
+            self._profile, self._profile_lines = (self._profile_of, events), None
         elif match := _INFERENCE.fullmatch(text):
             self._inference(int(match.group(1)), int(match.group(2)))
         elif match := _STACK.fullmatch(text):
@@ -134,12 +188,23 @@ class BenchLineParser:
         if self._header is None:
             raise BenchLinesError("the firmware printed no 'edgeport bench:' timing lines", _REBUILD)
         warmup, runs, clock_hz, source = self._header
+        if self._profile_lines is not None:
+            raise BenchLinesError(
+                f"the firmware's op profile stopped after {len(self._profile_lines)} lines, "
+                f"without {_PROFILE_END!r}",
+                "it crashed, reset or ran out of time: see what it printed before, or raise the time limit",
+            )
         if not self.done:
             raise BenchLinesError(
                 f"the firmware's timing output stopped after {len(self._cycles)} of {runs} inferences",
                 "it crashed, reset or ran out of time: see what it printed before, or raise the time limit",
             )
         arena_used, arena_size = self._arena if self._arena else (None, None)
+        profile_inference, profile = self._profile if self._profile else (None, None)
+        if profile_inference is not None and not 0 <= profile_inference < runs:
+            raise BenchLinesError(
+                f"the firmware profiled inference {profile_inference} of {runs} timed ones", _REBUILD
+            )
         return BenchLines(
             warmup=warmup,
             runs=runs,
@@ -151,6 +216,8 @@ class BenchLineParser:
             arena_size=arena_size,
             done=True,
             first_cycles=self._first,
+            profile=profile,
+            profile_inference=profile_inference,
         )
 
 

@@ -8,6 +8,10 @@ times are those instructions at one per cycle on the board's clock: an estimate.
 pipeline, cache, flash wait states or memory latency, so a real core needs more cycles than this
 (or fewer where it dual-issues, as the Cortex-M7 can).
 
+`--profile` builds the firmware with TFLite Micro's MicroProfiler on the interpreter (BENCH_PROFILE=1): it
+times each op of the last timed inference on the same SysTick count (TFLM's own tick source reads the DWT
+cycle counter, which QEMU does not emulate: it stays 0), so each op's ticks are instructions as well.
+
 Every model is packaged afresh for the board (an `edgeport package` directory's firmware may be for
 another board); `timeout_s` limits each QEMU run, not the build (TFLite Micro's library, built once
 per tree and core, takes many minutes).
@@ -24,8 +28,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeport.bench.profile import op_profile
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
-from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, TimeKind
+from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, OpProfile, TimeKind
 from edgeport.errors import EdgeportError
 from edgeport.manifest import sha256_of
 from edgeport.options import Spell
@@ -176,7 +181,9 @@ class QemuSession:
 
     def _build(self, runs: int) -> None:
         assert self.firmware is not None
-        self.elf = build_firmware(self.firmware, self.runner.tree, self.settings.warmup, runs)
+        self.elf = build_firmware(
+            self.firmware, self.runner.tree, self.settings.warmup, runs, profile=self.settings.profile
+        )
         self.built_runs = runs
 
     def run(self, count: int) -> list[float]:
@@ -215,8 +222,37 @@ class QemuSession:
             f"ram = .data + .bss (with the {last.arena_size if last else '?'}-byte arena) + stack high-water "
             "mark; flash = text (code, constants, the model) + .data's load image",
         ]
+        profile = self._profile() if self.settings.profile else None
+        if profile is not None:
+            notes.append(
+                f"profile: {profile.source}; 'outside ops' is the interpreter's loop and the profiler; "
+                "ram and times include the profiler (its 4096 event slots, about 80 KB of .bss)"
+            )
         return SessionExtras(
-            memory=memory, delegation=Delegation(delegate=KERNELS.replace("_", "-")), ticks=ticks, notes=notes
+            memory=memory,
+            delegation=Delegation(delegate=KERNELS.replace("_", "-")),
+            ticks=ticks,
+            notes=notes,
+            profile=profile,
+        )
+
+    def _profile(self) -> OpProfile:
+        """The profiled inference (the last one timed) op by op, in instructions like `ticks`."""
+        last = self.lines[-1] if self.lines else None
+        if last is None or last.profile is None or last.profile_inference is None:
+            raise EdgeportError(
+                f"{self.model.info.name}: the firmware printed no op profile",
+                "report this as an edgeport bug (its main.cc prints one when built with BENCH_PROFILE=1)",
+            )
+        shift = self.runner.icount_shift
+        before = sum(len(lines.cycles) for lines in self.lines[:-1])
+        return op_profile(
+            [(e.index, e.op, instructions(e.ticks, last.clock_hz, shift)) for e in last.profile],
+            inference=before + last.profile_inference,
+            inference_ticks=instructions(last.cycles[last.profile_inference], last.clock_hz, shift),
+            ms_per_tick=1000.0 / self.runner.board.clock_hz,
+            source="TFLite Micro's MicroProfiler around each op of the last timed inference, read from "
+            f"{last.source}: instructions per op",
         )
 
     def close(self) -> None:
@@ -226,7 +262,8 @@ class QemuSession:
 class QemuRunner:
     time_kind: TimeKind = "instruction-estimate"
     interleaves = False  # one firmware run per model
-    uses = ()  # threads, the XNNPACK switch and delegates are LiteRT's; the firmware has none of them
+    # Threads, the XNNPACK switch and delegates are LiteRT's; the firmware has none of them.
+    uses = ("profile",)
 
     def __init__(self, board: Board, tree: Path, spell: Spell = cli_words) -> None:
         self.board = board

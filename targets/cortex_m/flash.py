@@ -103,10 +103,13 @@ def build_command(
     runs: int | None = None,
     kernels: str | None = None,
     jobs: int | None = None,
+    profile: bool = False,
 ) -> tuple[str, ...]:
     """`make` of a packaged firmware project: what `edgeport flash` prints and runs and what the QEMU
-    bench builds with. A count or kernel set left None is the firmware Makefile's default."""
+    bench builds with. A count or kernel set left None is the firmware Makefile's default; `profile`
+    builds in TFLite Micro's per-op profiler (BENCH_PROFILE=1)."""
     settings = {"KERNELS": kernels, "BENCH_WARMUP": warmup, "BENCH_RUNS": runs}
+    settings["BENCH_PROFILE"] = 1 if profile else None
     return (
         "make",
         *([f"-j{jobs}"] if jobs else []),
@@ -132,10 +135,11 @@ def build_firmware(
     warmup: int | None = None,
     runs: int | None = None,
     kernels: str | None = KERNELS,
+    profile: bool = False,
 ) -> Path:
     """`make` the packaged firmware project quietly (TFLite Micro's library first, once per tree and core)
     -> the ELF; a failed build is one line with its first error."""
-    argv = build_command(firmware, tree, warmup, runs, kernels, jobs=os.cpu_count() or 1)
+    argv = build_command(firmware, tree, warmup, runs, kernels, jobs=os.cpu_count() or 1, profile=profile)
     done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         raise EdgeportError(

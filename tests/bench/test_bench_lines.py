@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from edgeport.errors import EdgeportError
-from edgeport.targets.cortex_m.bench_lines import BenchLineParser, BenchLinesError, parse_bench_lines
+from edgeport.targets.cortex_m.bench_lines import (
+    BenchLineParser,
+    BenchLinesError,
+    parse_bench_lines,
+    parse_profile_csv,
+)
 
 # What firmware/project/main.cc prints on a QEMU machine, self-test lines included.
 OUTPUT = """\
@@ -84,3 +89,65 @@ def test_incremental_feed_reports_progress_and_a_reset_starts_over():
     for line in OUTPUT.splitlines()[5:]:  # the board reset: the header again, then a whole run
         parser.feed(line)
     assert parser.done and parser.result().cycles == (5010, 5011, 5009)
+
+
+# A BENCH_PROFILE=1 build adds MicroProfiler::LogCsv of the last timed inference (MicroPrintf ends each
+# line with \r\n, which a serial stream shows as blank lines between them).
+PROFILE = """\
+edgeport profile: inference 2\r
+"Event","Tag","Ticks"\r
+\r
+0,CONV_2D,3000\r
+\r
+1,DEPTHWISE_CONV_2D,1500\r
+2,CONV_2D,400\r
+3,SOFTMAX,60\r
+edgeport profile: end
+"""
+PROFILED = OUTPUT.replace("stack: 1304", PROFILE + "stack: 1304")
+
+
+def test_the_op_profile_is_read_in_event_order():
+    lines = parse_bench_lines(PROFILED)
+    assert lines.profile_inference == 2
+    assert [(e.index, e.op, e.ticks) for e in lines.profile] == [
+        (0, "CONV_2D", 3000),
+        (1, "DEPTHWISE_CONV_2D", 1500),
+        (2, "CONV_2D", 400),
+        (3, "SOFTMAX", 60),
+    ]
+    assert lines.cycles == (5010, 5011, 5009) and lines.stack_bytes == 1304  # the rest unchanged
+    assert parse_bench_lines(OUTPUT).profile is None  # a build without the profiler
+
+
+def test_parse_profile_csv_is_the_block_alone():
+    block = PROFILE.splitlines()[1:-1]
+    assert parse_profile_csv(block) == parse_bench_lines(PROFILED).profile
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('"Event","Tag","Ticks"', "Event,Tag,Ticks", "does not start with"),
+        ("1,DEPTHWISE_CONV_2D,1500", "2,DEPTHWISE_CONV_2D,1500", "garbled op profile line"),
+        ("3,SOFTMAX,60", "3,SOFTMAX", "garbled op profile line"),
+        ("2,CONV_2D,400", "2,CONV_2D,-4", "garbled op profile line"),
+        ("edgeport profile: inference 2", "edgeport profile: inference 3", "profiled inference 3 of 3"),
+        ("edgeport profile: inference 2\r\n", "", "without its start line"),
+    ],
+)
+def test_a_garbled_profile_is_an_error(old, new, message):
+    with pytest.raises(BenchLinesError, match=message) as info:
+        parse_bench_lines(PROFILED.replace(old, new))
+    assert info.value.fix
+
+
+def test_a_profile_without_its_end_line_is_an_error_not_a_swallowed_stream():
+    with pytest.raises(BenchLinesError, match="op profile stopped after 7 lines"):
+        parse_bench_lines(PROFILED.replace("edgeport profile: end\n", ""))
+
+
+def test_a_header_seen_again_drops_a_profile_cut_by_a_reset():
+    reset = PROFILED[: PROFILED.index("2,CONV_2D")] + OUTPUT[OUTPUT.index("edgeport bench:") :]
+    lines = parse_bench_lines(reset)
+    assert lines.profile is None and lines.cycles == (5010, 5011, 5009)

@@ -10,6 +10,7 @@ import pytest
 from edgeport.bench.schema import BenchReport
 from edgeport.targets.cortex_m.boards import get_board
 from edgeport.targets.cortex_m.fit import DEFAULT_STACK
+from edgeport.tflite_file import read_tflite
 from tests.conftest import shared_path
 
 RUNS = 3
@@ -44,3 +45,25 @@ def test_bench_on_qemu_reports_instruction_estimates_and_memory(board, tflm_root
     assert result.delegation.delegate == "cmsis-nn"
     assert any("instruction-estimate" in note for note in result.notes)
     assert "qemu:" + board in stdout and "instruction" in stdout  # the table and its notes
+
+
+def test_profile_on_qemu_times_every_op_of_the_model(tflm_root, run_cli, tmp_path):
+    """--profile: the firmware built with TFLite Micro's MicroProfiler (on the Cortex-M7 machine, the one the
+    pruning benchmark uses) reports each op of the model, in graph order, with instructions of its own."""
+    model = shared_path("models", "tflite", "mlperf_tiny_kws_dscnn_int8.tflite")
+    out = tmp_path / "report.json"
+    code, stdout, stderr = run_cli(
+        "bench", model, "--on", "qemu:mps2-an500", "--tflm-root", tflm_root, "--runs", 2, "--warmup", 0,
+        "--timeout-s", 900, "--profile", "--json", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    (result,) = BenchReport.model_validate(json.loads(out.read_text())).results
+    profile = result.profile
+    assert profile is not None and profile.inference == 1 and profile.ticks == result.ticks[1]
+    assert [op.op for op in profile.ops] == read_tflite(model).ops  # every op, in the order it ran
+    assert [op.index for op in profile.ops] == list(range(len(profile.ops)))
+    assert all(op.ticks > 0 for op in profile.ops)
+    assert {t.op for t in profile.by_type} == set(read_tflite(model).ops)
+    shares = sum(t.share for t in profile.by_type) + profile.outside_ticks / profile.ticks
+    assert shares == pytest.approx(1.0, abs=0.01) and 0 <= profile.outside_ticks < profile.ticks
+    assert "per-op profile" in stdout and "CONV_2D" in stdout and "MicroProfiler" in stdout
