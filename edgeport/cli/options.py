@@ -34,7 +34,7 @@ def option_from_field(field: str, info: FieldInfo) -> click.Option:
     more = extra(info)
     help_text = info.description or ""
     if kind is bool:
-        flag = f"--no-{field.replace('_', '-')}" if info.default is True else flag_name(field, info)
+        flag = "--no-" + flag_name(field, info)[2:] if info.default is True else flag_name(field, info)
         return click.Option(
             [flag, field], is_flag=True, flag_value=info.default is not True, default=None, help=help_text
         )

@@ -12,6 +12,11 @@ Steps can be weighed in a second cost (`score`): the same MACs with each module'
 rounded up to whole tiles. A float runtime computes output channels a tile at a time (XNNPACK on
 x86-64: 16; a 3x3 convolution with 8 output channels took as long as with 16, measured per op), so a
 step that leaves a partial tile saves MACs but no time; `--prune-target latency` weighs steps so.
+
+A residual block that may be removed whole (blocks.py) is one more entry with widths 1 (kept) and 0
+(removed), its sensitivity the error measured with the block replaced by identity: the same greedy
+weighs removing it against narrowing groups, and once it is gone the steps of the groups inside it
+save nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class CostTerm:
     in_groups: list[tuple[int, float]] = field(default_factory=list)
     depthwise: bool = False
     out_width: int = 0  # the module's output channels (what `CostModel.tile` rounds; 0: not rounded)
+    # The residual blocks holding the module (blocks.py), as entries of `kept` that are 1 or 0: a
+    # removed block takes the module's whole share.
+    blocks: tuple[int, ...] = ()
 
 
 @dataclass
@@ -53,6 +61,8 @@ class CostModel:
                 f = tiled(f * t.out_width, self.tile) / t.out_width
             if not t.depthwise:
                 f *= 1.0 - sum(share * (1.0 - kept[g]) for g, share in t.in_groups)
+            for b in t.blocks:
+                f *= kept[b]
             total += t.base * f
         return total
 
@@ -123,7 +133,7 @@ def allocate(
     current, error = full, 0.0
     steps: list[tuple[int, int]] = []
     while current > goal + 1e-9:
-        best: tuple[tuple[bool, float], int, float, float] | None = None
+        best: tuple[tuple[bool, float, float], int, float, float] | None = None
         finishing: tuple[float, int, float] | None = None  # (added, group, cost): least error that ends it
         weighed = score.total(kept)
         for g, opts in enumerate(options):
@@ -139,7 +149,9 @@ def allocate(
                 widths[g] - opts[level[g]]
             )
             gain = weighed - score.total(trial) if score is not model else saved
-            rank = (gain <= 0, max(added, 0.0) / (gain if gain > 0 else saved))
+            # Ties (steps that add no error) go to the one that saves most: a silent block whole
+            # before the channels inside it.
+            rank = (gain <= 0, max(added, 0.0) / (gain if gain > 0 else saved), -gain)
             if best is None or rank < best[0]:
                 best = (rank, g, cost, added)
             if cost <= goal + 1e-9 and (finishing is None or added < finishing[0]):

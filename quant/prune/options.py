@@ -67,6 +67,12 @@ class PruneOptions(Options):
         description="Fewest channels any layer keeps.",
         json_schema_extra=cli("--prune-min-width", needs="RATIO"),
     )
+    blocks: bool = Field(
+        True,
+        description="Residual blocks (y = x + f(x)) may be removed whole where that costs less accuracy "
+        "per MAC than narrowing channels; --no-prune-blocks: only channels are cut.",
+        json_schema_extra=cli("--prune-blocks", needs="RATIO"),
+    )
     recovery: Literal[RECOVERIES] = Field(  # type: ignore[valid-type]
         "distill",
         description="distill: recover accuracy by distilling from the unpruned model on synthetic inputs "

@@ -24,6 +24,7 @@ from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, ImagePrior, 
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
+from edgeport.quant.prune.blocks import inside, residual_blocks, without_blocks
 from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts, out_width
@@ -159,11 +160,19 @@ def synthetic_step(chunk: int, chunks: int, count: int) -> str:
 
 
 def cost_model(
-    module: nn.Module, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor], target: str
+    module: nn.Module,
+    groups: Sequence[ChannelGroup],
+    inputs: Sequence[torch.Tensor],
+    target: str,
+    blocks: Sequence[str] = (),
 ) -> alloc.CostModel:
-    """MACs (or parameters) of `module` as a function of the groups' kept fractions."""
+    """MACs (or parameters) of `module` as a function of the groups' kept fractions, then the
+    residual `blocks`' (1 kept, 0 removed; entries after the groups')."""
     out_of = {n: i for i, g in enumerate(groups) for n in g.out_modules}
     modules = dict(module.named_modules())
+
+    def holding(name: str) -> tuple[int, ...]:
+        return tuple(len(groups) + j for j, b in enumerate(blocks) if inside(name, b))
 
     def in_groups(name: str) -> list[tuple[int, float]]:
         width = in_width(modules[name])
@@ -178,7 +187,11 @@ def cost_model(
             m = modules[name]
             if is_selection(m):
                 continue  # a channel pad: a memory op once cut (no MACs before or after)
-            terms.append(alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(m), out_width(m)))
+            terms.append(
+                alloc.CostTerm(
+                    macs, out_of.get(name), in_groups(name), depthwise(m), out_width(m), holding(name)
+                )
+            )
         return alloc.CostModel(terms)
     counted = 0
     for name, m in modules.items():
@@ -190,7 +203,13 @@ def cost_model(
             counted += p.numel()
             both = p is weight and isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
             terms.append(
-                alloc.CostTerm(p.numel(), out_of.get(name), in_groups(name) if both else [], depthwise(m))
+                alloc.CostTerm(
+                    p.numel(),
+                    out_of.get(name),
+                    in_groups(name) if both else [],
+                    depthwise(m),
+                    blocks=holding(name),
+                )
             )
     return alloc.CostModel(terms, fixed=count_params(module) - counted)
 
@@ -255,6 +274,26 @@ def sensitivities(
                     w.copy_(saved[n])
         found.append(alloc.Sensitivity(removed, errors))
     return found
+
+
+def block_sensitivities(
+    module: nn.Module, blocks: Sequence[str], inputs: Sequence[torch.Tensor]
+) -> tuple[list[str], list[alloc.Sensitivity]]:
+    """The blocks the model runs without (each replaced by identity in turn, then put back), and the
+    relative output error each one's removal makes."""
+    reference = _run(module, inputs)
+    kept, found = [], []
+    for name in blocks:
+        block = module.get_submodule(name)
+        without_blocks(module, [name])
+        try:
+            problem, outputs = _culprit(module, inputs)
+        finally:
+            module.set_submodule(name, block)
+        if problem is None and [o.shape for o in outputs] == [r.shape for r in reference]:
+            kept.append(name)
+            found.append(alloc.Sensitivity([0, 1], [0.0, _error(outputs, reference)]))
+    return kept, found
 
 
 def measured_removals(width: int, allowed: Sequence[int]) -> list[int]:
@@ -395,6 +434,9 @@ class Analysis:
     how: str
     notes: list[str]
     before: Counts  # the unpruned model's MACs and parameters, on the module and on its export
+    # Residual blocks that may be removed whole (blocks.py), and the error each one's removal makes.
+    blocks: list[str] = field(default_factory=list)
+    block_sensitivity: list[alloc.Sensitivity] = field(default_factory=list)
 
     @property
     def example(self) -> list[torch.Tensor]:
@@ -402,7 +444,15 @@ class Analysis:
 
     @property
     def widths(self) -> list[int]:
-        return [g.width for g in self.groups]
+        """Each group's width, then 1 for each block: what an allocation's `kept` lists."""
+        return [g.width for g in self.groups] + [1] * len(self.blocks)
+
+    @property
+    def allowed(self) -> list[list[int]]:
+        return self.widths_allowed + [[1, 0] for _ in self.blocks]
+
+    def removed_blocks(self, allocation: alloc.Allocation) -> list[str]:
+        return [b for b, k in zip(self.blocks, allocation.kept[len(self.groups) :], strict=True) if not k]
 
     def cost(self, target: str) -> alloc.CostModel:
         """The cost the allocation counts: MACs for a flops or latency target, else parameters. The
@@ -410,20 +460,31 @@ class Analysis:
         convert: a traced attention's scale with its heads, the others are fixed (a product whose
         operands narrow then only makes the cut larger than asked)."""
         if target == "params":
-            return cost_model(self.module, self.groups, self.example, "params")
-        model = cost_model(self.module, self.groups, self.example, "flops")
+            return cost_model(self.module, self.groups, self.example, "params", self.blocks)
+        model = cost_model(self.module, self.groups, self.example, "flops", self.blocks)
         if self.before.onnx_macs is not None:
             heads = [
                 (i, g.products) for i, g in enumerate(self.groups) if isinstance(g, HeadGroup) and g.products
             ]
-            model.terms += [alloc.CostTerm(macs, i) for i, macs in heads]
+            model.terms += [
+                alloc.CostTerm(
+                    macs,
+                    i,
+                    blocks=tuple(
+                        len(self.groups) + j
+                        for j, b in enumerate(self.blocks)
+                        if inside(self.groups[i].name, b)
+                    ),
+                )
+                for i, macs in heads
+            ]
             model.fixed += max(0, self.before.onnx_macs - self.before.macs - sum(m for _, m in heads))
         return model
 
     def reachable(self, target: str) -> float:
-        if not self.groups:
+        if not self.groups and not self.blocks:
             return 0.0
-        return alloc.reachable_fraction(self.cost(target), self.widths, self.widths_allowed)
+        return alloc.reachable_fraction(self.cost(target), self.widths, self.allowed)
 
 
 def synthetic_count(
@@ -500,9 +561,13 @@ def analyze(
         else removal_plan(graph, g, options.criterion, batch)
         for g in groups
     ]
-    sens = None
+    sens, blocks, block_sens = None, [], []
     if options.allocation == "sensitivity" and groups:
         sens = sensitivities(graph, groups, plans, allowed, batch, say)
+    if options.allocation == "sensitivity" and options.blocks:
+        say("analysis: finding the residual blocks that may be removed whole")
+        blocks, block_sens = block_sensitivities(module, residual_blocks(module, example, excluded), batch)
+        sens = sens or []
     say("analysis: counting the unpruned model's MACs and parameters")
     before = _counts(reference, example, [s.name for s in specs], exporter)
     return Analysis(
@@ -520,6 +585,8 @@ def analyze(
         how,
         notes,
         before,
+        blocks,
+        block_sens,
     )
 
 
@@ -535,9 +602,10 @@ def allocation_at(analysis: Analysis, target: str, ratio: float, tile: int = 1) 
     saves with output channels counted in whole tiles (what the runtime skips)."""
     model = analysis.cost(target)
     if analysis.sensitivity is None:
-        return alloc.allocate_uniform(model, analysis.widths, analysis.widths_allowed, ratio)
+        return alloc.allocate_uniform(model, analysis.widths, analysis.allowed, ratio)
     score = replace(model, tile=tile) if tile > 1 else None
-    return alloc.allocate(model, analysis.widths, analysis.widths_allowed, analysis.sensitivity, ratio, score)
+    sensitivity = analysis.sensitivity + analysis.block_sensitivity
+    return alloc.allocate(model, analysis.widths, analysis.allowed, sensitivity, ratio, score)
 
 
 def cut(
@@ -548,13 +616,17 @@ def cut(
     module = copy.deepcopy(analysis.module)
     graph = Graph(module, analysis.example)
     rows = []
-    for group, plan, kept in zip(analysis.groups, analysis.plans, allocation.kept, strict=True):
+    removed = analysis.removed_blocks(allocation)
+    widths = allocation.kept[: len(analysis.groups)]
+    for group, plan, kept in zip(analysis.groups, analysis.plans, widths, strict=True):
+        if all(any(inside(n, b) for b in removed) for n in group_modules(group)):
+            continue  # goes with its block
         count = group.width - kept
         if isinstance(group, HeadGroup):
             rows.append(
                 GroupWidth(
                     module=group.name,
-                    modules=group.modules,
+                    modules=group_modules(group),
                     channels_before=group.heads * group.head_dim,
                     channels_after=kept * group.head_dim,
                     heads_before=group.heads,
@@ -567,7 +639,7 @@ def cut(
         rows.append(
             GroupWidth(
                 module=group.name,
-                modules=sorted(set(group.out_modules) | set(group.in_modules)),
+                modules=group_modules(group),
                 channels_before=group.channels,
                 channels_after=kept * group.repeats,
                 merged=sum(1 for r in plan[:count] if r.into is not None),
@@ -580,6 +652,7 @@ def cut(
             if r.into is not None:
                 merge_into(graph, twin, r.position, r.into)
         graph.group_of(twin, twin.channel_indices([r.position for r in plan[:count]])).prune()
+    without_blocks(module, removed)
     selections_as_gathers(module)
     problem, outputs = _culprit(module, analysis.example)
     if problem is None:
@@ -595,11 +668,19 @@ def cut(
     return module.eval(), rows
 
 
+def group_modules(group: ChannelGroup | HeadGroup) -> list[str]:
+    """The modules a group spans."""
+    if isinstance(group, HeadGroup):
+        return list(group.modules)
+    return sorted(set(group.out_modules) | set(group.in_modules))
+
+
 def kept_channels(analysis: Analysis, allocation: alloc.Allocation) -> dict[str, list[int]]:
     """{module: the unpruned model's indices of the output channels it keeps} for every module whose
     output channels `allocation`'s cut removes (channel groups; heads are not listed)."""
     kept: dict[str, list[int]] = {}
-    for group, plan, width in zip(analysis.groups, analysis.plans, allocation.kept, strict=True):
+    widths = allocation.kept[: len(analysis.groups)]
+    for group, plan, width in zip(analysis.groups, analysis.plans, widths, strict=True):
         count = group.width - width
         if isinstance(group, HeadGroup) or not count:
             continue
@@ -678,6 +759,7 @@ def prune_module(
         before=analysis.before,
         after=_counts(module, example, names, exporter),
         groups=rows,
+        blocks_removed=analysis.removed_blocks(allocation),
         kept_whole=analysis.kept_whole,
         latency=search,
         recovery=Recovery(
@@ -804,7 +886,7 @@ def _unreachable(
             f"the pruning dependency analysis cannot follow this model: {unfollowed[0]}",
             f"keep that module whole with {flag('exclude')} NAME, or convert without {ratio}",
         )
-    if not analysis.groups:
+    if not analysis.groups and not analysis.blocks:
         why = kept_whole[0] if kept_whole else "no Conv/Linear whose channels stay inside the model"
         return EdgeportError(
             f"nothing in this model can be pruned ({why}; recurrent layers and attention embeddings are kept "

@@ -95,6 +95,9 @@ class PruningSection(Section):
     before: Counts
     after: Counts
     groups: list[GroupWidth]
+    # Residual blocks removed whole (replaced by identity: quant/prune/blocks.py); their channel
+    # groups are not listed in `groups`.
+    blocks_removed: list[str] = Field(default_factory=list)
     kept_whole: list[str] = Field(default_factory=list)  # groups that could not be pruned, and why
     latency: LatencySearch | None = None  # --prune-target latency only
     recovery: Recovery
@@ -124,6 +127,9 @@ class PruningSection(Section):
             f"pruned {100 * self.removed('flops'):.0f}% of MACs ({self.macs()[0] / 1e6:.1f}M -> "
             f"{self.macs()[1] / 1e6:.1f}M), params -{100 * self.removed('params'):.0f}%, {self.criterion}"
         )
+        if self.blocks_removed:
+            count = len(self.blocks_removed)
+            text += f", {count} residual block{'s' if count > 1 else ''} removed"
         if self.latency is not None:
             lat = self.latency
             text += (

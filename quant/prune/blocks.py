@@ -1,0 +1,144 @@
+"""Residual blocks that pruning may remove whole (depth pruning).
+
+A block is a module whose output is its input plus branches: y = act(x + f(x)) (a ResNet block,
+act an element-wise activation or nothing), or a chain of them (a transformer layer: h = x + a(x),
+y = h + m(h)). Found on its torch.fx trace (symbolic, else on the example: traced_heads.trace): from
+the output back through element-wise single-input ops, each add's operand that leads back to the
+input is followed until the input is reached; at least one add must be passed. Removing the block
+replaces it with identity: y = x, exact when every branch is zero and the activation leaves x as it is
+(a ReLU after a ReLU-ed stream). What it changes otherwise is measured as any other cut
+(prune.py's sensitivities), and recovery re-solves the layers after it.
+
+Every removed block takes all of its operators with it, so what it saves is saved on every runtime:
+a channel cut below a kernel's tile of output channels saves MACs but no time (XNNPACK's float
+convolutions compute 16 output channels at a time on x86-64).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from edgeport.quant.prune.count import forward_with_hooks
+from edgeport.quant.prune.traced_heads import trace
+
+_ADDS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_"}
+# Single-input element-wise ops a block may apply after its last add.
+_ELEMENTWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.LeakyReLU,
+    nn.Identity,
+    nn.Dropout,
+)
+_ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.dropout}
+_ELEMENTWISE_METHODS = {"relu", "relu_", "contiguous"}
+
+
+def _elementwise(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(str(node.target)), _ELEMENTWISE_MODULES)
+    if node.op == "call_function":
+        return node.target in _ELEMENTWISE_FUNCTIONS
+    return node.op == "call_method" and node.target in _ELEMENTWISE_METHODS
+
+
+def _is_add(node: torch.fx.Node) -> bool:
+    if node.op == "call_function":
+        return node.target in _ADDS and "alpha" not in node.kwargs
+    return node.op == "call_method" and node.target in _ADD_METHODS and "alpha" not in node.kwargs
+
+
+def residual_spine(gm: torch.fx.GraphModule) -> bool:
+    """Whether the traced module's output is its one input plus branches (see the module docstring)."""
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    outputs = [n for n in gm.graph.nodes if n.op == "output"]
+    if len(inputs) != 1 or len(outputs) != 1 or not isinstance(outputs[0].args[0], torch.fx.Node):
+        return False
+    return bool(_adds_to(gm, outputs[0].args[0], inputs[0], {}))
+
+
+def _adds_to(gm: torch.fx.GraphModule, node: torch.fx.Node, x: torch.fx.Node, seen: dict) -> int | None:
+    """How many adds lie on the path from `x` to `node` when `node` is `x` through element-wise ops and
+    adds of a branch (one operand on the path, the other anything); None when it is not."""
+    if node is x:
+        return 0
+    if node in seen:
+        return seen[node]
+    found = None
+    if _elementwise(gm, node) and node.args and isinstance(node.args[0], torch.fx.Node):
+        found = _adds_to(gm, node.args[0], x, seen)
+    elif _is_add(node) and len(node.args) == 2 and all(isinstance(a, torch.fx.Node) for a in node.args):
+        for spine in node.args:
+            adds = _adds_to(gm, spine, x, seen)
+            if adds is not None:
+                found = adds + 1
+                break
+    seen[node] = found
+    return found
+
+
+def residual_blocks(
+    model: nn.Module, inputs: Sequence[torch.Tensor], excluded: Sequence[nn.Module] = ()
+) -> list[str]:
+    """Names of `model`'s modules (not the model itself) that are residual blocks, in call order: each
+    called once with one tensor and returning a tensor of the same shape, holding parameters, none of
+    them excluded, its trace a residual spine, and holding no other such module (a stage of blocks is
+    one too, but its blocks are removed one by one)."""
+    calls: dict[nn.Module, tuple[tuple, dict, object]] = {}
+    names = {m: n for n, m in model.named_modules() if n}
+    skip = set(map(id, excluded))
+
+    def hook(m: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
+        if m in calls:
+            calls[m] = ((), {}, None)  # called twice (shared): not a block
+        else:
+            calls[m] = (args, kwargs, out)
+
+    candidates = [
+        m for m in names if any(True for _ in m.parameters()) and not any(id(s) in skip for s in m.modules())
+    ]
+    forward_with_hooks(model, inputs, ((m, hook) for m in candidates), with_kwargs=True)
+    found = []
+    for m, (args, kwargs, out) in calls.items():
+        if (
+            kwargs
+            or len(args) != 1
+            or not isinstance(args[0], torch.Tensor)
+            or not isinstance(out, torch.Tensor)
+            or out.shape != args[0].shape
+        ):
+            continue
+        gm = _traced(m, args[0])
+        if gm is not None and residual_spine(gm):
+            found.append(names[m])
+    return [b for b in found if not any(inside(other, b) for other in found if other != b)]
+
+
+def _traced(m: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule | None:
+    for example in (None, (x,)):
+        try:
+            return trace(m, {}, example)
+        except Exception:  # noqa: BLE001, S112 - a module fx cannot trace is not taken for a block
+            continue
+    return None
+
+
+def inside(name: str, block: str) -> bool:
+    """Whether the module `name` is the block `block` or one of its submodules."""
+    return name == block or name.startswith(block + ".")
+
+
+def without_blocks(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """`model` with each named block replaced by identity, in place."""
+    for name in names:
+        model.set_submodule(name, nn.Identity())
+    return model
