@@ -3,16 +3,24 @@ allocation (the cost model, the cut, the section)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
+from edgeport.pipeline import ConvertOptions, ConvertResult, convert_model
 from edgeport.quant.prune import prune_module
 from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate
 from edgeport.quant.prune.blocks import inside, residual_blocks, residual_spine
 from edgeport.tensors import TensorSpec
+from edgeport.tflite_file import read_tflite
 from tests.quant.models import _randomize_bns
-from tests.quant.prune_models import fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import (
+    fast_options,
+    one_torch_thread,  # noqa: F401 (autouse fixture)
+    verified_section,
+)
 
 SHAPE = [1, 8, 8, 8]
 
@@ -88,6 +96,16 @@ def net() -> nn.Module:
     return _randomize_bns(Net()).eval()
 
 
+def silent_net() -> nn.Module:
+    """net() with blocks.0's branch silenced (its last BatchNorm's scale and shift zero): removing the
+    block changes nothing."""
+    model = net()
+    with torch.no_grad():
+        model.blocks[0].bn2.weight.zero_()
+        model.blocks[0].bn2.bias.zero_()
+    return model
+
+
 def example() -> list[torch.Tensor]:
     return [torch.randn(*SHAPE, generator=torch.Generator().manual_seed(1))]
 
@@ -140,13 +158,9 @@ def test_a_removed_block_takes_its_modules_share_and_the_allocation_weighs_it() 
 
 
 def test_pruning_removes_a_block_whole_and_lists_it() -> None:
-    """A block whose branch is silenced (its last BatchNorm's scale and shift zero) costs nothing to
-    remove: asked for a cut no larger than it, pruning removes it, replaces it by identity, and the
-    model's outputs stay those of the unpruned model."""
-    model = net()
-    with torch.no_grad():
-        model.blocks[0].bn2.weight.zero_()
-        model.blocks[0].bn2.bias.zero_()
+    """A silent block costs nothing to remove: asked for a cut no larger than it, pruning removes it,
+    replaces it by identity, and the model's outputs stay those of the unpruned model."""
+    model = silent_net()
     specs = [TensorSpec("x", SHAPE)]
     result = prune_module(model, specs, {}, fast_options(ratio=0.1, held_out=8))
     assert result.section.blocks_removed == ["blocks.0"]
@@ -161,10 +175,23 @@ def test_pruning_removes_a_block_whole_and_lists_it() -> None:
 
 
 def test_no_prune_blocks_cuts_channels_only() -> None:
-    model = net()
-    with torch.no_grad():
-        model.blocks[0].bn2.weight.zero_()
-        model.blocks[0].bn2.bias.zero_()
+    model = silent_net()
     result = prune_module(model, [TensorSpec("x", SHAPE)], {}, fast_options(ratio=0.1, blocks=False))
     assert result.section.blocks_removed == []
     assert not any(isinstance(m, nn.Identity) for m in result.module.modules())
+
+
+def test_a_removed_block_converts_without_its_operators(tmp_path: Path) -> None:
+    """convert --prune: the block is gone from the .tflite (one ADD fewer), verified within the float
+    tolerance against the pruned model."""
+    source = f"{Path(__file__)}:silent_net"
+
+    def converted(name: str, prune: object) -> ConvertResult:
+        return convert_model(
+            ConvertOptions(source=source, outdir=tmp_path / name, input_shapes=[SHAPE], prune=prune)
+        )
+
+    pruned, unpruned = converted("p", fast_options(ratio=0.1)), converted("u", None)
+    assert verified_section(pruned).blocks_removed == ["blocks.0"]
+    before, after = (read_tflite(r.outdir / "model_float32.tflite").op_counts for r in (unpruned, pruned))
+    assert after["ADD"] == before["ADD"] - 1
