@@ -281,6 +281,12 @@ def main(argv: list[str]) -> int:
         default=ROW_OPTIONS["seed"][0],
         help="the seed of the synthetic inputs, the analysis and recovery",
     )
+    parser.add_argument(
+        "--no-blocks",
+        dest="blocks",
+        action="store_false",
+        help="--no-prune-blocks: cut channels only (rows before commit 3b72c8b could not remove blocks)",
+    )
     parser.add_argument("--images", type=int, default=EVAL.stop - EVAL.start)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-deploy", action="store_true", help="accuracy only: no convert/package/bench")
@@ -350,6 +356,7 @@ def main(argv: list[str]) -> int:
             round_to=args.round,
             min_width=args.min_width,
             seed=args.seed,
+            blocks=args.blocks,
         )
         started = time.perf_counter()
         exporter = prune_exporter() if args.target == "latency" else None
@@ -446,6 +453,7 @@ ROW_OPTIONS = {
     "round": (DEFAULT_ROUND, "round {}"),
     "min_width": (DEFAULT_MIN_WIDTH, "min width {}"),
     "seed": (0, "seed {}"),
+    "blocks": (True, "prune-blocks {}"),
 }
 
 
