@@ -137,6 +137,11 @@ def inside(name: str, block: str) -> bool:
     return name == block or name.startswith(block + ".")
 
 
+def entries_holding(name: str, blocks: Sequence[str], first: int) -> tuple[int, ...]:
+    """The allocation entries (`first` + the block's index) of the blocks holding the module `name`."""
+    return tuple(first + j for j, b in enumerate(blocks) if inside(name, b))
+
+
 def without_blocks(model: nn.Module, names: Sequence[str]) -> nn.Module:
     """`model` with each named block replaced by identity, in place."""
     for name in names:

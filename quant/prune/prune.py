@@ -9,6 +9,7 @@ ratio with real measurements: latency.py)."""
 from __future__ import annotations
 
 import copy
+import functools
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +25,7 @@ from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, ImagePrior, 
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
-from edgeport.quant.prune.blocks import inside, residual_blocks, without_blocks
+from edgeport.quant.prune.blocks import entries_holding, inside, residual_blocks, without_blocks
 from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts, out_width
@@ -170,9 +171,7 @@ def cost_model(
     residual `blocks`' (1 kept, 0 removed; entries after the groups')."""
     out_of = {n: i for i, g in enumerate(groups) for n in g.out_modules}
     modules = dict(module.named_modules())
-
-    def holding(name: str) -> tuple[int, ...]:
-        return tuple(len(groups) + j for j, b in enumerate(blocks) if inside(name, b))
+    holding = functools.partial(entries_holding, blocks=blocks, first=len(groups))
 
     def in_groups(name: str) -> list[tuple[int, float]]:
         width = in_width(modules[name])
@@ -466,18 +465,8 @@ class Analysis:
             heads = [
                 (i, g.products) for i, g in enumerate(self.groups) if isinstance(g, HeadGroup) and g.products
             ]
-            model.terms += [
-                alloc.CostTerm(
-                    macs,
-                    i,
-                    blocks=tuple(
-                        len(self.groups) + j
-                        for j, b in enumerate(self.blocks)
-                        if inside(self.groups[i].name, b)
-                    ),
-                )
-                for i, macs in heads
-            ]
+            holding = functools.partial(entries_holding, blocks=self.blocks, first=len(self.groups))
+            model.terms += [alloc.CostTerm(macs, i, blocks=holding(self.groups[i].name)) for i, macs in heads]
             model.fixed += max(0, self.before.onnx_macs - self.before.macs - sum(m for _, m in heads))
         return model
 
@@ -567,7 +556,8 @@ def analyze(
     if options.allocation == "sensitivity" and options.blocks:
         say("analysis: finding the residual blocks that may be removed whole")
         blocks, block_sens = block_sensitivities(module, residual_blocks(module, example, excluded), batch)
-        sens = sens or []
+        if blocks:
+            sens = sens or []
     say("analysis: counting the unpruned model's MACs and parameters")
     before = _counts(reference, example, [s.name for s in specs], exporter)
     return Analysis(
