@@ -389,6 +389,7 @@ def main(argv: list[str]) -> int:
             "seconds": round(seconds, 1),
             "architecture": architecture(job.model, result.module),
             "widths": {g.module: g.channels_after for g in section.groups},
+            "blocks_removed": section.blocks_removed,
         }
         if not args.no_deploy:
             row["deploy"] = _deploy_logged(result.module, row["architecture"], ref.get("deploy"))
