@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edgeport.quant.prune.count import forward_with_hooks
+from edgeport.quant.prune.count import module_calls
 from edgeport.quant.prune.traced_heads import trace
 
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -93,22 +93,16 @@ def residual_blocks(
     called once with one tensor and returning a tensor of the same shape, holding parameters, none of
     them excluded, its trace a residual spine, and holding no other such module (a stage of blocks is
     one too, but its blocks are removed one by one)."""
-    calls: dict[nn.Module, tuple[tuple, dict, object]] = {}
     names = {m: n for n, m in model.named_modules() if n}
     skip = set(map(id, excluded))
-
-    def hook(m: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
-        if m in calls:
-            calls[m] = ((), {}, None)  # called twice (shared): not a block
-        else:
-            calls[m] = (args, kwargs, out)
-
     candidates = [
         m for m in names if any(True for _ in m.parameters()) and not any(id(s) in skip for s in m.modules())
     ]
-    forward_with_hooks(model, inputs, ((m, hook) for m in candidates), with_kwargs=True)
     found = []
-    for m, (args, kwargs, out) in calls.items():
+    for m, calls in module_calls(model, inputs, candidates).items():
+        if len(calls) != 1:  # called twice (shared): not a block
+            continue
+        args, kwargs, out = calls[0]
         if (
             kwargs
             or len(args) != 1

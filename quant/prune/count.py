@@ -98,6 +98,20 @@ def forward_with_hooks(
             handle.remove()
 
 
+def module_calls(
+    model: nn.Module, inputs: Sequence[torch.Tensor], modules: Iterable[nn.Module]
+) -> dict[nn.Module, list[tuple[tuple, dict, object]]]:
+    """Every call of each of `modules` in one no-grad run of `model` on `inputs`: (args, kwargs,
+    output), in call order; a module not called is absent."""
+    calls: dict[nn.Module, list[tuple[tuple, dict, object]]] = {}
+
+    def hook(m: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
+        calls.setdefault(m, []).append((args, kwargs, out))
+
+    forward_with_hooks(model, inputs, ((m, hook) for m in modules), with_kwargs=True)
+    return calls
+
+
 def in_width(module: nn.Module) -> int:
     """A Linear's or convolution's input channels (0 for any other module)."""
     if isinstance(module, nn.Linear):

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgeport.quant.prune.count import forward_with_hooks
+from edgeport.quant.prune.count import module_calls
 from edgeport.quant.prune.graph import flat_outputs
 from edgeport.quant.prune.heads import HeadGroup
 
@@ -76,13 +76,7 @@ def _linears(m: nn.Module) -> int:
 
 def _calls(model: nn.Module, inputs: Sequence[torch.Tensor], candidates: list[nn.Module]) -> dict:
     """Each candidate's first call: (args, kwargs), from one run on `inputs`."""
-    calls: dict[nn.Module, tuple[tuple, dict]] = {}
-
-    def hook(m: nn.Module, args: tuple, kwargs: dict, _out: object) -> None:
-        calls.setdefault(m, (args, kwargs))
-
-    forward_with_hooks(model, inputs, ((m, hook) for m in candidates), with_kwargs=True)
-    return calls
+    return {m: c[0][:2] for m, c in module_calls(model, inputs, candidates).items()}
 
 
 _SHAPE_ATTRIBUTES = ("shape", "ndim", "dtype", "device", "is_cuda", "layout")
