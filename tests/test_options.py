@@ -137,6 +137,7 @@ def test_flash_flags_are_made_from_its_options_model(run_cli) -> None:
         "--dry-run",
         "--bench-warmup",
         "--bench-runs",
+        "--bench-profile",
     ]
     assert FLASH_FLAGS["board"].required and FLASH_FLAGS["dry_run"].is_flag
     assert list(FLASH_FLAGS["probe"].type.choices) == list(PROBES)

@@ -13,16 +13,19 @@ After its self-test the firmware runs `warmup` untimed and `runs` timed inferenc
 
 and, before them, `arena: <used> of <size> bytes used` and the self-test's first inference,
 `latency: <cycles> cycles (<source>), ...`. Other lines (the self-test, TFLite Micro's
-messages) pass through. The QEMU and serial runners both read the stream with `BenchLineParser`; a
-header seen again starts over (a board that reset while the port was open).
+messages) pass through. The QEMU and serial runners both read the stream with `BenchLineParser` (a
+header seen again starts over: a board that reset while the port was open) and turn a profile into the
+report's OpProfile with `lines_op_profile`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from edgeport.bench.profile import op_profile
+from edgeport.bench.schema import OpProfile
 from edgeport.errors import EdgeportError
 
 HEADER_PREFIX = "edgeport bench:"
@@ -227,3 +230,22 @@ def parse_bench_lines(output: str | Iterable[str]) -> BenchLines:
     for line in output.splitlines() if isinstance(output, str) else output:
         parser.feed(line)
     return parser.result()
+
+
+def lines_op_profile(
+    lines: BenchLines, ticks: Callable[[int], int], ms_per_tick: float, unit: str, before: int = 0
+) -> OpProfile | None:
+    """The inference a BENCH_PROFILE=1 firmware profiled, op by op (None when it printed no profile):
+    every count of the firmware's counter (its ops' and that inference's) through `ticks` into the unit of
+    BenchResult.ticks (`unit`, plural: "cycles"), at `ms_per_tick` on the board's clock; `before` is how
+    many timed inferences the report lists ahead of these lines' first (earlier runs of the same model)."""
+    if lines.profile is None or lines.profile_inference is None:
+        return None
+    return op_profile(
+        [(event.index, event.op, ticks(event.ticks)) for event in lines.profile],
+        inference=before + lines.profile_inference,
+        inference_ticks=ticks(lines.cycles[lines.profile_inference]),
+        ms_per_tick=ms_per_tick,
+        source="TFLite Micro's MicroProfiler around each op of the last timed inference, read from "
+        f"{lines.source}: {unit} per op",
+    )

@@ -20,7 +20,6 @@ per tree and core, takes many minutes).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import tarfile
@@ -28,14 +27,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeport.bench.profile import op_profile
 from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_words
 from edgeport.bench.schema import BenchSettings, Delegation, DeviceInfo, Memory, OpProfile, TimeKind
 from edgeport.errors import EdgeportError
 from edgeport.manifest import sha256_of
 from edgeport.options import Spell
 from edgeport.runtimes import qemu
-from edgeport.targets.cortex_m.bench_lines import BenchLines, parse_bench_lines
+from edgeport.targets.cortex_m.bench_lines import BenchLines, lines_op_profile, parse_bench_lines
 from edgeport.targets.cortex_m.boards import BOARDS, Board, get_board
 from edgeport.targets.cortex_m.flash import (
     INSTALL_HINTS,
@@ -44,6 +42,7 @@ from edgeport.targets.cortex_m.flash import (
     build_firmware,
     check_tflm_tree,
     qemu_icount_shift,
+    tflm_root_or_env,
 )
 from edgeport.tempdirs import make_tempdir, remove_tempdir
 
@@ -72,7 +71,7 @@ def _qemu_names() -> str:
 
 def tflm_tree(root: Path | str | None, spell: Spell = cli_words) -> Path:
     """The TFLite Micro tree the firmware builds against (--tflm-root, else $TFLM_ROOT)."""
-    return check_tflm_tree(str(root) if root else os.environ.get("TFLM_ROOT"), spell)
+    return check_tflm_tree(tflm_root_or_env(root), spell)
 
 
 def tree_from_archive(archive: Path, cache: Path | None = None) -> Path:
@@ -238,22 +237,23 @@ class QemuSession:
 
     def _profile(self) -> OpProfile:
         """The profiled inference (the last one timed) op by op, in instructions like `ticks`."""
-        last = self.lines[-1] if self.lines else None
-        if last is None or last.profile is None or last.profile_inference is None:
+        profile = None
+        if self.lines:
+            last, shift = self.lines[-1], self.runner.icount_shift
+            clock_hz = last.clock_hz
+            profile = lines_op_profile(
+                last,
+                lambda ticks: instructions(ticks, clock_hz, shift),
+                ms_per_tick=1000.0 / self.runner.board.clock_hz,  # instructions at one per board cycle
+                unit="instructions",
+                before=sum(len(lines.cycles) for lines in self.lines[:-1]),
+            )
+        if profile is None:
             raise EdgeportError(
                 f"{self.model.info.name}: the firmware printed no op profile",
                 "report this as an edgeport bug (its main.cc prints one when built with BENCH_PROFILE=1)",
             )
-        shift = self.runner.icount_shift
-        before = sum(len(lines.cycles) for lines in self.lines[:-1])
-        return op_profile(
-            [(e.index, e.op, instructions(e.ticks, last.clock_hz, shift)) for e in last.profile],
-            inference=before + last.profile_inference,
-            inference_ticks=instructions(last.cycles[last.profile_inference], last.clock_hz, shift),
-            ms_per_tick=1000.0 / self.runner.board.clock_hz,
-            source="TFLite Micro's MicroProfiler around each op of the last timed inference, read from "
-            f"{last.source}: instructions per op",
-        )
+        return profile
 
     def close(self) -> None:
         remove_tempdir(self.workdir)

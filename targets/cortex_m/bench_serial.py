@@ -7,6 +7,10 @@ buffer is read). Times are the board's own cycle counter (DWT, else SysTick) on 
 not an estimate. The firmware fixes its warm-up and run counts when it is built (`edgeport flash
 --bench-warmup W --bench-runs N`) and prints them: without --runs the bench times every run the firmware
 printed, --runs may ask for fewer but not more, and a --warmup other than the firmware's is refused.
+
+`--profile` reads the per-op times of a firmware flashed with `edgeport flash --bench-profile`
+(TFLite Micro's MicroProfiler on the same cycle counter, so each op's ticks are the board's cycles, in ms
+on the clock the firmware states); a firmware built without it is refused with the command that adds it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from edgeport.bench.runner import BenchModel, RunnerOptions, SessionExtras, cli_
 from edgeport.bench.schema import BenchSettings, DeviceInfo, Memory, TimeKind
 from edgeport.errors import EdgeportError
 from edgeport.options import Spell
-from edgeport.targets.cortex_m.bench_lines import BenchLineParser, BenchLines
+from edgeport.targets.cortex_m.bench_lines import BenchLineParser, BenchLines, lines_op_profile
 from edgeport.targets.cortex_m.flash import packaged_board
 from edgeport.targets.cortex_m.model_data import crc32_of
 
@@ -181,13 +185,35 @@ def check_warmup(
         )
 
 
+def check_profile(
+    lines: BenchLines,
+    settings: BenchSettings,
+    port: str,
+    package_dir: Path | None,
+    spell: Spell = cli_words,
+) -> None:
+    """--profile needs a firmware built with the profiler: refused rather than reported empty."""
+    if settings.profile and lines.profile is None:
+        raise EdgeportError(
+            f"{spell('profile')}: the firmware on {port} printed no op profile (built without the profiler)",
+            f"leave out {spell('profile')}, or rebuild and flash it with the profiler: "
+            f"{reflash(package_dir, '--bench-profile')}",
+        )
+
+
 class SerialSession:
     """One boot of the board: the firmware's whole run, read when the session opens."""
 
     def __init__(
-        self, lines: BenchLines, port: str, package_dir: Path | None = None, spell: Spell = cli_words
+        self,
+        lines: BenchLines,
+        port: str,
+        package_dir: Path | None = None,
+        spell: Spell = cli_words,
+        profile: bool = False,
     ) -> None:
         self.lines = lines
+        self.profile = profile  # --profile: report the op profile the firmware printed
         self.port = port
         self.package_dir = package_dir
         self.spell = spell
@@ -209,6 +235,14 @@ class SerialSession:
                 f"leave out {runs} (or pass {runs} {self.lines.runs}), or rebuild and flash it for {count}: "
                 f"{reflash(self.package_dir, f'--bench-runs {count}')}",
             )
+        profiled = self.lines.profile_inference
+        if self.profile and profiled is not None and profiled >= self.used + count:
+            runs = self.spell("runs")
+            raise EdgeportError(
+                f"{self.spell('profile')}: the firmware on {self.port} profiles timed inference "
+                f"{profiled + 1} of {self.lines.runs}, which {runs} {count} leaves out",
+                f"leave out {runs} (or pass {runs} {self.lines.runs})",
+            )
         times = self.lines.milliseconds()[self.used : self.used + count]
         self.used += count
         return times
@@ -222,8 +256,26 @@ class SerialSession:
         ]
         if self.used < lines.runs:
             notes.append(f"the first {self.used} of the {lines.runs} timed inferences are reported")
+        # The firmware's counter counts at the clock it states (the header's clock_hz), ops included.
+        profile = (
+            lines_op_profile(lines, lambda ticks: ticks, 1000.0 / lines.clock_hz, "cycles")
+            if self.profile
+            else None
+        )
+        if profile is not None:
+            notes.append(
+                f"profile: {profile.source}; 'outside ops' is the interpreter's loop and the profiler; "
+                "times include the profiler, which also takes about 80 KB of .bss (its 4096 event slots)"
+            )
+        elif lines.profile is not None:
+            notes.append(
+                "the firmware was built with the per-op profiler (edgeport flash --bench-profile): its times "
+                f"include the profiler's work; {self.spell('profile')} reports it"
+            )
         memory = Memory(arena_bytes=lines.arena_used, stack_bytes=lines.stack_bytes)
-        return SessionExtras(memory=memory, ticks=list(lines.cycles[: self.used]), notes=notes)
+        return SessionExtras(
+            memory=memory, ticks=list(lines.cycles[: self.used]), notes=notes, profile=profile
+        )
 
     def close(self) -> None:
         pass  # the port is closed once the run is read
@@ -232,7 +284,8 @@ class SerialSession:
 class SerialRunner:
     time_kind: TimeKind = "device-timer"
     interleaves = False  # one firmware run per boot, one model per firmware
-    uses = ()  # threads, the XNNPACK switch and delegates are LiteRT's; the firmware has none of them
+    # Threads, the XNNPACK switch and delegates are LiteRT's; the firmware has none of them.
+    uses = ("profile",)
 
     def __init__(self, port: str, options: RunnerOptions, spell: Spell = cli_words) -> None:
         self.port = port
@@ -259,7 +312,8 @@ class SerialRunner:
         finally:
             port.close()
         check_warmup(lines, settings, self.port, model.package_dir, self.spell)
-        return SerialSession(lines, self.port, model.package_dir, self.spell)
+        check_profile(lines, settings, self.port, model.package_dir, self.spell)
+        return SerialSession(lines, self.port, model.package_dir, self.spell, profile=settings.profile)
 
 
 def make_runner(arg: str | None, options: RunnerOptions, spell: Spell = cli_words) -> SerialRunner:

@@ -57,6 +57,11 @@ class FlashOptions(Options):
         description="Timed inferences the firmware prints after the warmup, read by `edgeport bench --on "
         "serial` [default: the firmware Makefile's BENCH_RUNS].",
     )
+    bench_profile: bool = Field(
+        False,
+        description="Build in TFLite Micro's per-op profiler (BENCH_PROFILE=1), read by `edgeport bench --on "
+        "serial --profile`.",
+    )
 
 
 # Where each tool comes from, for the one-line "missing tool" error.
@@ -171,6 +176,11 @@ def packaged_board(outdir: Path) -> str:
     return section.board
 
 
+def tflm_root_or_env(tflm_root: str | Path | None) -> str | None:
+    """The TFLite Micro tree asked for: the option, else $TFLM_ROOT; None when neither is set."""
+    return str(tflm_root) if tflm_root else os.environ.get("TFLM_ROOT")
+
+
 def check_tflm_tree(root: str | None, spell: Spell | None = None) -> Path:
     """The TFLite Micro checkout a real build runs `make` in: refuse a missing one, or a directory that is
     not one (an empty directory would otherwise fail deep inside the firmware's Makefile). `spell` names
@@ -199,10 +209,11 @@ def plan(
     build: bool = True,
     bench_warmup: int | None = None,
     bench_runs: int | None = None,
+    bench_profile: bool = False,
 ) -> list[Step]:
     """The build and flash commands for OUTDIR on `board` with `probe` (default: the board's first); without
     a TFLite Micro tree the build command names it with a placeholder (a dry run needs none). The bench
-    counts, when given, are built into the firmware."""
+    counts, when given, and the per-op profiler, when asked for, are built into the firmware."""
     probe = probe or board.probes[0]
     if probe not in board.probes:
         raise EdgeportError(
@@ -213,8 +224,9 @@ def plan(
     elf = firmware / "build" / "firmware.elf"
     steps = []
     if build:
-        root = tflm_root or os.environ.get("TFLM_ROOT") or TFLM_ROOT_PLACEHOLDER
-        steps.append(Step("build", build_command(firmware, root, bench_warmup, bench_runs)))
+        root = tflm_root_or_env(tflm_root) or TFLM_ROOT_PLACEHOLDER
+        command = build_command(firmware, root, bench_warmup, bench_runs, profile=bench_profile)
+        steps.append(Step("build", command))
     if probe == "pyocd":
         steps.append(Step("flash", ("pyocd", "flash", "--target", board.pyocd_target, str(elf))))
     elif probe == "openocd":
@@ -270,9 +282,11 @@ def flash(
     build: bool = True,
     bench_warmup: int | None = None,
     bench_runs: int | None = None,
+    bench_profile: bool = False,
 ) -> list[Step]:
     """Build and flash (or, with dry_run, only plan) the firmware in OUTDIR for `board`; `bench_warmup` /
-    `bench_runs` set the inferences it times after its self-test (None: the firmware's defaults)."""
+    `bench_runs` set the inferences it times after its self-test (None: the firmware's defaults) and
+    `bench_profile` builds in the per-op profiler."""
     outdir = Path(outdir)
     the_board = get_board(board)
     packaged = packaged_board(outdir)
@@ -281,15 +295,16 @@ def flash(
             f"{outdir} was packaged for {packaged}, not {the_board.name}",
             f"re-run `edgeport package ... --board {the_board.name}`",
         )
-    root = tflm_root or os.environ.get("TFLM_ROOT")
-    counts = bench_warmup is not None or bench_runs is not None
-    if build and not dry_run and not root and not counts:  # without sources, flash an ELF built earlier
+    root = tflm_root_or_env(tflm_root)
+    bench_build = bench_warmup is not None or bench_runs is not None or bench_profile
+    if build and not dry_run and not root and not bench_build:  # without sources, flash an ELF built earlier
         build = not (outdir / "firmware" / "build" / "firmware.elf").is_file()
     if probe == "arduino-cli" and not port and not dry_run:
         raise EdgeportError("arduino-cli needs the board's serial port", "pass --port, e.g. /dev/ttyACM0")
     if build and not dry_run:
-        check_tflm_tree(root)  # --bench-runs / --bench-warmup always rebuild: an earlier ELF has other counts
-    steps = plan(outdir, the_board, probe, port, root, build, bench_warmup, bench_runs)
+        # --bench-runs / --bench-warmup / --bench-profile always rebuild: an earlier ELF may lack them.
+        check_tflm_tree(root)
+    steps = plan(outdir, the_board, probe, port, root, build, bench_warmup, bench_runs, bench_profile)
     if dry_run:
         return steps
     check_tools(steps)

@@ -8,6 +8,7 @@ from edgeport.errors import EdgeportError
 from edgeport.targets.cortex_m.bench_lines import (
     BenchLineParser,
     BenchLinesError,
+    lines_op_profile,
     parse_bench_lines,
     parse_profile_csv,
 )
@@ -151,3 +152,19 @@ def test_a_header_seen_again_drops_a_profile_cut_by_a_reset():
     reset = PROFILED[: PROFILED.index("2,CONV_2D")] + OUTPUT[OUTPUT.index("edgeport bench:") :]
     lines = parse_bench_lines(reset)
     assert lines.profile is None and lines.cycles == (5010, 5011, 5009)
+
+
+def test_lines_op_profile_converts_every_count_the_same_way_and_counts_earlier_runs():
+    """The one conversion both runners use: QEMU passes SysTick -> instructions, a board its cycles as they
+    are; `before` places the profiled inference among the samples of earlier runs."""
+    lines = parse_bench_lines(PROFILED)
+    profile = lines_op_profile(lines, lambda ticks: 2 * ticks, ms_per_tick=0.5, unit="instructions", before=3)
+    assert profile is not None and profile.inference == 3 + 2 and profile.ticks == 2 * 5009
+    assert [(op.index, op.op, op.ticks, op.ms) for op in profile.ops] == [
+        (0, "CONV_2D", 6000, 3000.0),
+        (1, "DEPTHWISE_CONV_2D", 3000, 1500.0),
+        (2, "CONV_2D", 800, 400.0),
+        (3, "SOFTMAX", 120, 60.0),
+    ]
+    assert profile.source.endswith(f"read from {lines.source}: instructions per op")
+    assert lines_op_profile(parse_bench_lines(OUTPUT), int, 1.0, "cycles") is None  # no profiler built in

@@ -98,9 +98,8 @@ NO_PORT = "serial:/dev/edgeport-no-such-port"  # opening it would fail: the refu
         (QEMU, ["--delegate", "none"], "--delegate"),
         (NO_PORT, ["--threads", "4"], "--threads"),
         (NO_PORT, ["--delegate", "gpu"], "--delegate"),
-        ("host", ["--profile"], "--profile"),  # only the qemu firmware has a per-op profiler
+        ("host", ["--profile"], "--profile"),  # only the firmware (qemu, serial) has a per-op profiler
         ("tflm", ["--profile"], "--profile"),
-        (NO_PORT, ["--profile"], "--profile"),
     ],
 )
 def test_a_setting_the_runner_does_not_use_is_refused(run_cli, two, stand_in_tflm, on, flags, refused):

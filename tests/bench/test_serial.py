@@ -59,8 +59,15 @@ def pty_board(monkeypatch):
 
 
 def firmware_lines(
-    model: Path, cycles: list[int], warmup: int = 1, crc: int | None = None, eol="\n"
+    model: Path,
+    cycles: list[int],
+    warmup: int = 1,
+    crc: int | None = None,
+    eol="\n",
+    profile: list[str] | None = None,
 ) -> bytes:
+    """What the firmware prints after a reset; `profile`: the lines a BENCH_PROFILE=1 build prints after the
+    timed inferences (PROFILE_LINES)."""
     crc = crc32_of(model) if crc is None else crc
     size = model.stat().st_size
     lines = [
@@ -71,6 +78,7 @@ def firmware_lines(
         "PASS",
         f"edgeport bench: warmup=1 runs={len(cycles)} clock_hz={CLOCK_HZ} source=DWT",
         *(f"inference {i}: {c} cycles" for i, c in enumerate(cycles)),
+        *(profile or []),
         "stack: 1820 bytes used",
         "edgeport bench: done",
     ]
@@ -334,3 +342,112 @@ def test_runs_of_prefers_the_users_runs_then_the_sessions():
     assert (both.runs, both.warmup) == (12, 1)
     differ = settings_as_run(BenchSettings(runner="qemu:x"), [(None, 50), (None, 50)])
     assert (differ.runs, differ.warmup) == (50, 5)
+
+
+# ---- --profile: a firmware flashed with `edgeport flash --bench-profile`
+
+# What a BENCH_PROFILE=1 build prints after its 8 timed inferences: MicroProfiler::LogCsv of the last one
+# between the firmware's own lines; MicroPrintf ends each line with \r\n, so the port shows blank lines.
+PROFILE_LINES = [
+    "edgeport profile: inference 7\r",
+    '"Event","Tag","Ticks"\r',
+    "\r",
+    "0,CONV_2D,412003\r",
+    "\r",
+    "1,DEPTHWISE_CONV_2D,150211\r",
+    "2,CONV_2D,201740\r",
+    "3,FULLY_CONNECTED,9012\r",
+    "4,SOFTMAX,311\r",
+    "edgeport profile: end\r",
+]
+PROFILED_OPS = [
+    (0, "CONV_2D", 412003),
+    (1, "DEPTHWISE_CONV_2D", 150211),
+    (2, "CONV_2D", 201740),
+    (3, "FULLY_CONNECTED", 9012),
+    (4, "SOFTMAX", 311),
+]
+
+
+def test_profile_reads_the_ops_of_the_last_timed_inference_in_board_cycles(pty_board, model):
+    printed, port = pty_board
+    cycles = seeded_cycles(8, seed=11)
+    printed.append(firmware_lines(model.tflite, cycles, profile=PROFILE_LINES))
+    runner = get_runner(f"serial:{port}")
+    assert "profile" in runner.uses
+    session = runner.open(model, settings(profile=True))
+    session.run(8)
+    profile = session.finish().profile
+    assert profile is not None and (profile.inference, profile.ticks) == (7, cycles[7])
+    assert [(op.index, op.op, op.ticks) for op in profile.ops] == PROFILED_OPS  # the DWT counts as printed
+    ms_per_cycle = 1000 / CLOCK_HZ  # the clock the firmware's header states, which its counter counts
+    assert [op.ms for op in profile.ops] == pytest.approx([t * ms_per_cycle for _, _, t in PROFILED_OPS])
+    assert [(t.op, t.count, t.ticks) for t in profile.by_type] == [
+        ("CONV_2D", 2, 412003 + 201740),
+        ("DEPTHWISE_CONV_2D", 1, 150211),
+        ("FULLY_CONNECTED", 1, 9012),
+        ("SOFTMAX", 1, 311),
+    ]
+    assert profile.outside_ticks == cycles[7] - sum(t for _, _, t in PROFILED_OPS)
+    assert "read from DWT: cycles per op" in profile.source
+
+
+def test_the_serial_and_qemu_runners_turn_printed_lines_into_a_profile_with_one_function():
+    """One definition: both runners read the stream with BenchLineParser and convert its profile with
+    lines_op_profile; only the tick conversion and the unit differ (a board's cycles, QEMU's instructions)."""
+    from edgeport.targets.cortex_m import bench_lines, bench_qemu
+
+    assert bench_serial.lines_op_profile is bench_lines.lines_op_profile
+    assert bench_qemu.lines_op_profile is bench_lines.lines_op_profile
+    assert bench_serial.BenchLineParser is bench_lines.BenchLineParser
+
+
+def test_without_profile_a_profiling_firmware_is_timed_and_says_the_profiler_is_in(pty_board, model):
+    printed, port = pty_board
+    cycles = seeded_cycles(8, seed=12)
+    printed.append(firmware_lines(model.tflite, cycles, profile=PROFILE_LINES))
+    session = get_runner(f"serial:{port}").open(model, settings())
+    assert session.run(8) == pytest.approx([c * 1000 / CLOCK_HZ for c in cycles])
+    extras = session.finish()
+    assert extras.profile is None and "--bench-profile" in extras.notes[-1]
+    assert "--profile reports it" in extras.notes[-1]
+
+
+def test_profile_on_a_firmware_built_without_the_profiler_names_the_reflash(pty_board, model):
+    printed, port = pty_board
+    printed.append(firmware_lines(model.tflite, seeded_cycles(8)))
+    with pytest.raises(EdgeportError) as exc:
+        get_runner(f"serial:{port}").open(model, settings(profile=True))
+    assert "--profile: the firmware on" in one_line(exc) and "printed no op profile" in one_line(exc)
+    assert "edgeport flash PACKAGE_DIR --board BOARD --bench-profile" in one_line(exc)
+
+
+def test_profile_with_fewer_runs_than_the_profiled_inference_is_refused(pty_board, model):
+    """The firmware profiles its last timed inference: --runs below it would report a profile of an
+    inference that is not among the samples."""
+    printed, port = pty_board
+    printed.append(firmware_lines(model.tflite, seeded_cycles(8), profile=PROFILE_LINES))
+    session = get_runner(f"serial:{port}").open(model, settings(profile=True))
+    with pytest.raises(EdgeportError) as exc:
+        session.run(4)
+    assert "profiles timed inference 8 of 8, which --runs 4 leaves out" in one_line(exc)
+    assert "Leave out --runs (or pass --runs 8)" in one_line(exc)
+
+
+def test_cli_bench_on_serial_with_profile(pty_board, run_cli, tmp_path):
+    from edgeport.bench.schema import BenchReport
+    from tests.targets.synth import big_fc_model
+
+    printed, port = pty_board
+    model = tmp_path / "fc.tflite"
+    model.write_bytes(big_fc_model(16, 8))
+    cycles = seeded_cycles(8, seed=13)
+    printed.append(firmware_lines(model, cycles, profile=PROFILE_LINES))
+    out = tmp_path / "serial.json"
+    code, stdout, stderr = run_cli("bench", model, "--on", f"serial:{port}", "--profile", "--json", out)
+    assert code == 0, stderr
+    (result,) = BenchReport.model_validate_json(out.read_text()).results
+    assert result.profile is not None and result.profile.inference == 7
+    assert result.profile.ticks == result.ticks[7] == cycles[7]
+    assert [op.op for op in result.profile.ops] == [name for _, name, _ in PROFILED_OPS]
+    assert "per-op profile" in stdout and "DEPTHWISE_CONV_2D" in stdout

@@ -192,7 +192,8 @@ def test_flash_bench_counts_go_into_the_build(run_cli, packaged_an386):
 
 
 def test_flash_bench_counts_refuse_to_reuse_an_earlier_elf(run_cli, packaged_an386, monkeypatch, tmp_path):
-    """Without sources, flash takes an ELF built earlier; with --bench-runs that ELF has other counts."""
+    """Without sources, flash takes an ELF built earlier; with --bench-runs that ELF has other counts, with
+    --bench-profile it may lack the profiler."""
     ran = tmp_path / "ran.txt"
     _stub_tools(tmp_path / "bin", ran)
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
@@ -200,8 +201,50 @@ def test_flash_bench_counts_refuse_to_reuse_an_earlier_elf(run_cli, packaged_an3
     elf = packaged_an386 / "firmware" / "build" / "firmware.elf"
     elf.parent.mkdir()
     elf.write_bytes(b"\x7fELF")
-    code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", "--bench-runs", "30")
-    assert code == 1 and "TFLite Micro sources are needed" in err and not ran.exists()
+    for flags in (["--bench-runs", "30"], ["--bench-profile"]):
+        code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386", *flags)
+        assert code == 1 and "TFLite Micro sources are needed" in err and not ran.exists()
     code, out, err = run_cli("flash", packaged_an386, "--board", "mps2-an386")
     assert code == 0, err
     assert ran.read_text().split() == ["qemu-system-arm"]  # the earlier ELF, run as it is
+
+
+def test_flash_bench_profile_builds_the_flashed_firmware_with_the_profiler(
+    run_cli, packaged_an386, monkeypatch, tmp_path, stand_in_tflm
+):
+    """--bench-profile: the make that builds the ELF it flashes gets BENCH_PROFILE=1 (what `edgeport bench
+    --on serial --profile` reads); without it the Makefile's default (no profiler) is left alone."""
+    fw = packaged_an386 / "firmware"
+    code, out, err = run_cli(
+        "flash", packaged_an386, "--board", "mps2-an386", "--dry-run", "--tflm-root", "/opt/tflm",
+        "--bench-runs", "20", "--bench-profile",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0] == f"make -C {fw} TFLM_ROOT=/opt/tflm BENCH_RUNS=20 BENCH_PROFILE=1"
+    made = tmp_path / "make-args.txt"
+    bin_dir = tmp_path / "bin"
+    _stub_tools(bin_dir, tmp_path / "ran.txt")
+    (bin_dir / "make").write_text(f'#!/bin/sh\necho "$*" >> {made}\n')  # records its arguments
+    monkeypatch.setenv("PATH", str(bin_dir))
+    for flags in (["--bench-profile"], []):
+        code, _, err = run_cli(
+            "flash", packaged_an386, "--board", "mps2-an386", "--tflm-root", stand_in_tflm, *flags
+        )
+        assert code == 0, err
+    with_profile, without = made.read_text().splitlines()
+    assert with_profile == f"-C {fw} TFLM_ROOT={stand_in_tflm} BENCH_PROFILE=1"
+    assert without == f"-C {fw} TFLM_ROOT={stand_in_tflm}"
+
+
+def test_the_tflm_tree_is_the_option_else_the_environment(monkeypatch, tmp_path):
+    from edgeport.targets.cortex_m.flash import plan, tflm_root_or_env
+
+    monkeypatch.setenv("TFLM_ROOT", "/from/env")
+    assert tflm_root_or_env("/given") == "/given" and tflm_root_or_env(tmp_path) == str(tmp_path)
+    assert tflm_root_or_env(None) == tflm_root_or_env("") == "/from/env"
+    (step, *_) = plan(tmp_path, get_board("mps2-an386"), None, None, None)
+    assert "TFLM_ROOT=/from/env" in step.argv
+    monkeypatch.delenv("TFLM_ROOT")
+    assert tflm_root_or_env(None) is None
+    (step, *_) = plan(tmp_path, get_board("mps2-an386"), None, None, None)
+    assert "TFLM_ROOT=<TFLM_ROOT>" in step.argv  # a dry run without a tree names it
