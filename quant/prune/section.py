@@ -36,14 +36,19 @@ class Counts(Record):
 
 
 class LatencyTrial(Record):
+    OPTIONAL = ("load_average",)
+
     flops_ratio: float  # the fraction of MACs the allocation was asked to remove
     removed: float  # the fraction of the unpruned model's latency removed, measured
     before_ms: float
     after_ms: float
+    load_average: float | None = None  # the host's 1-minute load around the timing (the higher reading)
 
 
 class LatencySearch(Record):
     """--prune-target latency: the FLOPs ratio searched with real conversions and measurements."""
+
+    OPTIONAL = ("cores", "retimed")
 
     runner: str  # what measured, how
     asked: float  # the fraction of latency to remove
@@ -52,6 +57,8 @@ class LatencySearch(Record):
     after_ms: float
     flops_ratio: float  # the chosen trial's
     trials: list[LatencyTrial]
+    cores: int | None = None  # the host's, beside each trial's load_average
+    retimed: LatencyTrial | None = None  # the chosen trial's files timed once more, at the end
 
 
 class Recovery(Record):
