@@ -1,11 +1,12 @@
 """`--profile`: one inference op by op (OpProfile), summed per op type, from the events a runtime's profiler
-recorded. Pure: the runner converts its counter's ticks into the unit of BenchResult.ticks first."""
+recorded. Pure: the runner converts its counter's ticks into the unit of BenchResult.ticks first and says
+which unit that is (`ticks_are`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edgeport.bench.schema import OpProfile, OpTime, OpTypeTime
+from edgeport.bench.schema import OpProfile, OpTime, OpTypeTime, TicksAre
 
 
 def op_profile(
@@ -13,6 +14,7 @@ def op_profile(
     inference: int,
     inference_ticks: int,
     ms_per_tick: float,
+    ticks_are: TicksAre,
     source: str = "",
 ) -> OpProfile:
     """(index, op name, ticks) of each op of the inference `inference`, which took `inference_ticks` whole
@@ -32,6 +34,7 @@ def op_profile(
     outside = max(0, inference_ticks - sum(ticks.values()))
     return OpProfile(
         inference=inference,
+        ticks_are=ticks_are,
         ticks=inference_ticks,
         ops=times,
         by_type=by_type,

@@ -22,6 +22,12 @@ TimeKind = Literal[
     "instruction-estimate",  # QEMU -icount instructions / the board's clock: an estimate, not a measurement
 ]
 
+# What one tick of an OpProfile is, so its ms (ticks at the board's clock) say what they rest on.
+TicksAre = Literal[
+    "instructions",  # QEMU -icount instructions, taken as one per cycle of the board's clock: an estimate
+    "cycles",  # a board's own cycle counter (DWT, else SysTick) at the clock its firmware states
+]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,7 +102,8 @@ class BenchSettings(_Strict):
     timeout_s: float = Field(600, gt=0, description="Seconds a model may take to load or answer.")
     profile: bool = Field(
         False,
-        description="Time each op of one inference (TFLite Micro's MicroProfiler; qemu) and report them.",
+        description="Time each op of one inference with TFLite Micro's MicroProfiler and report them "
+        "(qemu:BOARD; serial:PORT with a firmware flashed with `edgeport flash ... --bench-profile`).",
     )
 
 
@@ -105,7 +112,7 @@ class OpTime(_Strict):
 
     index: int  # the op's index in the model's graph
     op: str  # the runtime's name of the op ("CONV_2D")
-    ticks: int  # in the unit of BenchResult.ticks (qemu: instructions)
+    ticks: int  # in OpProfile.ticks_are
     ms: float  # ticks on the board's clock
 
 
@@ -123,6 +130,7 @@ class OpProfile(_Strict):
     """Where one inference's time went, op by op (`--profile`)."""
 
     inference: int  # which measured iteration was profiled (an index into samples_ms)
+    ticks_are: TicksAre  # what this profile's ticks count (the same as BenchResult.ticks)
     ticks: int  # that inference, whole
     ops: list[OpTime]
     by_type: list[OpTypeTime]  # most ticks first
@@ -139,7 +147,7 @@ class BenchResult(_Strict):
     first_ms: float | None = None  # the first inference (before warmup is discarded)
     samples_ms: list[float]  # every measured iteration, in order, warmup excluded
     stats: Stats
-    ticks: list[int] | None = None  # per-iteration instruction-derived ticks (qemu), before scaling
+    ticks: list[int] | None = None  # per-iteration counts before scaling (qemu: instructions; serial: cycles)
     memory: Memory = Field(default_factory=Memory)
     delegation: Delegation = Field(default_factory=Delegation)
     notes: list[str] = Field(default_factory=list)

@@ -8,12 +8,18 @@ from collections.abc import Callable
 
 from rich.table import Table
 
-from edgeport.bench.schema import BenchReport, BenchResult
+from edgeport.bench.schema import BenchReport, BenchResult, OpProfile, TicksAre
 
 TIME_KIND_TITLES = {
     "host-wall-clock": "wall clock on this host",
     "device-timer": "the device's own timer",
     "instruction-estimate": "estimated from QEMU instruction counts on the board's clock",
+}
+
+# What a profile's ms rest on, by what its ticks are (OpProfile.ticks_are).
+TICKS_ARE_TITLES: dict[TicksAre, str] = {
+    "instructions": "QEMU's instruction counts at one per cycle of the board's clock (an estimate)",
+    "cycles": "the board's own cycle counter (DWT or SysTick) at the clock its firmware states",
 }
 
 
@@ -118,7 +124,7 @@ def profile_table(report: BenchReport) -> Table | None:
     if not profiles:
         return None
     table = Table(
-        title="per-op profile: one inference, ms on the board's clock (instructions at one per cycle)",
+        title=profile_title([profile for _, profile in profiles]),
         title_justify="left",
         caption="  ".join(f"({k + 1}) {name}" for k, (name, _) in enumerate(profiles)),
         caption_justify="left",
@@ -148,6 +154,12 @@ def profile_table(report: BenchReport) -> Table | None:
     for row in rows.values():
         table.add_row(*row)
     return table
+
+
+def profile_title(profiles: list[OpProfile]) -> str:
+    """What the profile table's ms are: one inference, from the ticks its runner counted."""
+    kinds = list(dict.fromkeys(profile.ticks_are for profile in profiles))
+    return "per-op profile: one inference, ms from " + "; ".join(TICKS_ARE_TITLES[k] for k in kinds)
 
 
 def _share(value: float) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from edgeport.bench.profile import op_profile
-from edgeport.bench.schema import OpProfile
+from edgeport.bench.schema import OpProfile, TicksAre
 from edgeport.errors import EdgeportError
 
 HEADER_PREFIX = "edgeport bench:"
@@ -233,12 +233,16 @@ def parse_bench_lines(output: str | Iterable[str]) -> BenchLines:
 
 
 def lines_op_profile(
-    lines: BenchLines, ticks: Callable[[int], int], ms_per_tick: float, unit: str, before: int = 0
+    lines: BenchLines,
+    ticks: Callable[[int], int],
+    ms_per_tick: float,
+    ticks_are: TicksAre,
+    before: int = 0,
 ) -> OpProfile | None:
     """The inference a BENCH_PROFILE=1 firmware profiled, op by op (None when it printed no profile):
     every count of the firmware's counter (its ops' and that inference's) through `ticks` into the unit of
-    BenchResult.ticks (`unit`, plural: "cycles"), at `ms_per_tick` on the board's clock; `before` is how
-    many timed inferences the report lists ahead of these lines' first (earlier runs of the same model)."""
+    BenchResult.ticks (`ticks_are`, recorded in the profile), at `ms_per_tick` on the board's clock; `before`
+    is how many timed inferences the report lists ahead of these lines' first (earlier runs of the model)."""
     if lines.profile is None or lines.profile_inference is None:
         return None
     return op_profile(
@@ -246,6 +250,7 @@ def lines_op_profile(
         inference=before + lines.profile_inference,
         inference_ticks=ticks(lines.cycles[lines.profile_inference]),
         ms_per_tick=ms_per_tick,
+        ticks_are=ticks_are,
         source="TFLite Micro's MicroProfiler around each op of the last timed inference, read from "
-        f"{lines.source}: {unit} per op",
+        f"{lines.source}: {ticks_are} per op",
     )

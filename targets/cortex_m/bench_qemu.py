@@ -245,7 +245,7 @@ class QemuSession:
                 last,
                 lambda ticks: instructions(ticks, clock_hz, shift),
                 ms_per_tick=1000.0 / self.runner.board.clock_hz,  # instructions at one per board cycle
-                unit="instructions",
+                ticks_are="instructions",
                 before=sum(len(lines.cycles) for lines in self.lines[:-1]),
             )
         if profile is None:

@@ -258,7 +258,7 @@ class SerialSession:
             notes.append(f"the first {self.used} of the {lines.runs} timed inferences are reported")
         # The firmware's counter counts at the clock it states (the header's clock_hz), ops included.
         profile = (
-            lines_op_profile(lines, lambda ticks: ticks, 1000.0 / lines.clock_hz, "cycles")
+            lines_op_profile(lines, lambda ticks: ticks, 1000.0 / lines.clock_hz, ticks_are="cycles")
             if self.profile
             else None
         )

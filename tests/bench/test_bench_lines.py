@@ -158,8 +158,11 @@ def test_lines_op_profile_converts_every_count_the_same_way_and_counts_earlier_r
     """The one conversion both runners use: QEMU passes SysTick -> instructions, a board its cycles as they
     are; `before` places the profiled inference among the samples of earlier runs."""
     lines = parse_bench_lines(PROFILED)
-    profile = lines_op_profile(lines, lambda ticks: 2 * ticks, ms_per_tick=0.5, unit="instructions", before=3)
+    profile = lines_op_profile(
+        lines, lambda ticks: 2 * ticks, ms_per_tick=0.5, ticks_are="instructions", before=3
+    )
     assert profile is not None and profile.inference == 3 + 2 and profile.ticks == 2 * 5009
+    assert profile.ticks_are == "instructions"  # said in the profile, for --json readers and the table
     assert [(op.index, op.op, op.ticks, op.ms) for op in profile.ops] == [
         (0, "CONV_2D", 6000, 3000.0),
         (1, "DEPTHWISE_CONV_2D", 3000, 1500.0),

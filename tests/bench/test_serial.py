@@ -389,7 +389,7 @@ def test_profile_reads_the_ops_of_the_last_timed_inference_in_board_cycles(pty_b
         ("SOFTMAX", 1, 311),
     ]
     assert profile.outside_ticks == cycles[7] - sum(t for _, _, t in PROFILED_OPS)
-    assert "read from DWT: cycles per op" in profile.source
+    assert "read from DWT: cycles per op" in profile.source and profile.ticks_are == "cycles"
 
 
 def test_the_serial_and_qemu_runners_turn_printed_lines_into_a_profile_with_one_function():
@@ -450,4 +450,11 @@ def test_cli_bench_on_serial_with_profile(pty_board, run_cli, tmp_path):
     assert result.profile is not None and result.profile.inference == 7
     assert result.profile.ticks == result.ticks[7] == cycles[7]
     assert [op.op for op in result.profile.ops] == [name for _, name, _ in PROFILED_OPS]
+    assert result.profile.ticks_are == "cycles"  # what a tick is, for --json readers
     assert "per-op profile" in stdout and "DEPTHWISE_CONV_2D" in stdout
+    words = " ".join(stdout.split())  # the table's title, however the console wraps it
+    assert (
+        "per-op profile: one inference, ms from the board's own cycle counter (DWT or SysTick) at the clock "
+        "its firmware states"
+    ) in words
+    assert "instruction" not in words  # QEMU's unit: not a board's
