@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+# 2: OpProfile.ticks_are (required). Version-1 reports are still read: their profiles came from QEMU
+# only, so their ticks are instructions (`_profiles_of_version_1`).
+SCHEMA_VERSION = 2
 
 TimeKind = Literal[
     "host-wall-clock",  # time.perf_counter around invoke on this machine
@@ -160,6 +162,21 @@ class BenchReport(_Strict):
     device: DeviceInfo
     results: list[BenchResult]
     tools: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profiles_of_version_1(cls, data: Any) -> Any:
+        """A version-1 report (before OpProfile.ticks_are) read as what its profiles were: QEMU
+        instruction counts, the only profiling runner then."""
+        if not isinstance(data, dict) or data.get("schema_version") != 1:
+            return data
+        results = []
+        for result in data.get("results", []):
+            profile = result.get("profile") if isinstance(result, dict) else None
+            if isinstance(profile, dict) and "ticks_are" not in profile:
+                result = {**result, "profile": {**profile, "ticks_are": "instructions"}}
+            results.append(result)
+        return {**data, "results": results, "schema_version": SCHEMA_VERSION}
 
     def ratios(self) -> list[float]:
         """Each result's median over the first's (1.0 for the first)."""

@@ -119,3 +119,23 @@ def test_notes_shared_by_every_result_are_said_once():
     both = report([1.0, 2.0], notes=["same"])
     both.results[1].notes.append("own")
     assert notes(both) == ["same", "m1.tflite: own"]
+
+
+def _profiled_report_dict(ticks_are: str) -> dict:
+    from edgeport.bench.profile import op_profile
+
+    profile = op_profile([(0, "CONV_2D", 30), (1, "ADD", 10)], 0, 45, 0.001, ticks_are)
+    return json.loads(report([2.0], profile=profile).to_json())
+
+
+def test_a_version_1_report_reads_its_profile_as_instructions():
+    # Version 1 had no ticks_are: QEMU was the only profiling runner, so its ticks were instructions.
+    data = _profiled_report_dict("cycles")
+    del data["results"][0]["profile"]["ticks_are"]
+    with pytest.raises(ValueError, match="ticks_are"):
+        BenchReport.model_validate(data)  # the current version requires it
+    data["schema_version"] = 1
+    read = BenchReport.model_validate(data)
+    assert read.results[0].profile.ticks_are == "instructions"
+    assert read.schema_version == SCHEMA_VERSION
+    assert read.results[0].profile.ticks == 45
