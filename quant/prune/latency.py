@@ -1,15 +1,22 @@
 """`--prune-target latency`: RATIO of the float model's LiteRT latency on this host (one thread),
 measured, not modelled.
 
-How: the unpruned model is converted to a float .tflite once; then the FLOPs ratio is searched with
-real conversions. The first guess takes latency to fall with MACs (FLOPs ratio = RATIO); each guess
-is pruned (the channel analysis, criterion order and sensitivities are computed once and only the
-allocation and the cut repeat), converted as convert converts, and measured beside the unpruned
-model in one interleaved `edgeport bench --on host` run (edgeport.bench, the one LiteRT timing
-loop), so both see the same load and their ratio is what counts. The next guess interpolates between
-the two measured points that bracket the goal (regula falsi), or extrapolates through the last two
-(secant) until one does; at most MAX_TRIALS conversions, the last of them at the most the options
-allow when nothing met the goal before. The least-pruned guess within TOLERANCE of the goal wins.
+How: the unpruned model is converted to a float .tflite once; then the fraction of MACs removed is
+searched with real conversions. The first guess takes latency to fall with MACs (FLOPs ratio =
+RATIO); each guess is asked of the allocation as its FLOPs ratio (the channel analysis, criterion
+order and sensitivities are computed once and only the allocation and the cut repeat), converted as
+convert converts, and measured beside the unpruned model in one interleaved `edgeport bench --on
+host` run (edgeport.bench, the one LiteRT timing loop), so both see the same load and their ratio is
+what counts. The next guess interpolates between the two measured points that bracket the goal
+(regula falsi), or extrapolates through the last two (secant) until one does; at most MAX_TRIALS
+conversions, the last of them at the most the options allow when nothing met the goal before. The
+least-pruned trial within TOLERANCE of the goal wins.
+
+The points are (fraction of MACs the allocation removed, fraction of latency removed), not the ratio
+asked: an allocation can remove far more than it was asked to (on a small model with residual blocks,
+asked for 9.4 % of the MACs it removed 34 %: one block went whole), and a point placed at the asked
+ratio would bend every interpolation after it. An allocation identical to an earlier trial's (the same
+fraction removed) is not converted again: there is nothing new to learn from it, and the search ends.
 
 A loaded machine fools the timing: beside two other one-thread jobs on 2 cores (load 3.3) a trial
 measured 0.36 of the latency removed where a quiet machine measured 0.12. So the 1-minute load
@@ -53,6 +60,7 @@ WARMUP = 10
 @dataclass(frozen=True)
 class Trial:
     flops_ratio: float  # the fraction of MACs the allocation was asked to remove
+    macs_removed: float  # the fraction of MACs it removed (can be far more: a residual block goes whole)
     removed: float  # fraction of the unpruned model's latency removed, measured
     before_ms: float
     after_ms: float
@@ -67,10 +75,21 @@ class Search:
     def best(self, tolerance: float = TOLERANCE) -> Trial | None:
         """The least-pruned trial within `tolerance` of the goal (or beyond it), None when none is."""
         met = [t for t in self.trials if t.removed >= self.goal - tolerance]
-        return min(met, key=lambda t: t.flops_ratio) if met else None
+        return min(met, key=lambda t: t.macs_removed) if met else None
 
 
-Measure = Callable[[float], Trial]
+@dataclass(frozen=True)
+class Candidate:
+    """An allocation asked for and not yet converted: what it removes, known without converting, and
+    how to convert and time it."""
+
+    flops_ratio: float  # asked
+    macs_removed: float  # achieved: 1 - cost after / cost before, of the allocation
+    measure: Callable[[], Trial]
+
+
+# allocate(FLOPs ratio asked) -> the allocation at that ratio, not yet converted
+Allocate = Callable[[float], Candidate]
 
 
 @dataclass(frozen=True)
@@ -113,13 +132,16 @@ def host_load() -> Load:
     return Load(os.getloadavg()[0], cores, min(seconds / alive, float(cores)))
 
 
-def timed(flops_ratio: float, timer: Callable[[], tuple[float, float]], load: LoadReader) -> Trial:
-    """One timing as a Trial: `timer() -> (unpruned ms, pruned ms)`, with the load read before and
-    after it (the higher: the reading that could have fooled it)."""
+def timed(
+    flops_ratio: float, macs_removed: float, timer: Callable[[], tuple[float, float]], load: LoadReader
+) -> Trial:
+    """One timing as a Trial of the allocation asked for `flops_ratio` that removed `macs_removed`:
+    `timer() -> (unpruned ms, pruned ms)`, with the load read before and after it (the higher: the
+    reading that could have fooled it)."""
     first = load().average
     before, after = timer()
     removed = 1.0 - after / before if before > 0 else 0.0
-    return Trial(flops_ratio, removed, before, after, round(max(first, load().average), 2))
+    return Trial(flops_ratio, macs_removed, removed, before, after, round(max(first, load().average), 2))
 
 
 def agree(first: Trial, again: Trial) -> bool:
@@ -128,8 +150,8 @@ def agree(first: Trial, again: Trial) -> bool:
 
 
 def next_guess(goal: float, points: Sequence[tuple[float, float]], reachable: float) -> float:
-    """The next FLOPs ratio to try from the measured (flops ratio, latency removed) points, (0, 0)
-    among them: interpolated between the closest points on either side of the goal when a trial
+    """The next fraction of MACs to remove from the measured (MACs removed, latency removed) points,
+    (0, 0) among them: interpolated between the closest points on either side of the goal when a trial
     reached it, else extrapolated through the two most pruned; the most the options allow when the
     latency did not fall between those two (noise, or a model whose time is not in its MACs)."""
     below = [p for p in points if p[1] < goal]
@@ -144,10 +166,12 @@ def next_guess(goal: float, points: Sequence[tuple[float, float]], reachable: fl
     return min(max(guess, 0.01), reachable)
 
 
-def search(goal: float, measure: Measure, reachable: float, trials: int = MAX_TRIALS) -> Search:
-    """Try FLOPs ratios until one removes `goal` of the latency (within TOLERANCE) or `trials` are
-    spent; `measure(ratio)` prunes at that FLOPs ratio, converts and times it. The last trial goes to
-    `reachable` when none met the goal before it."""
+def search(goal: float, allocate: Allocate, reachable: float, trials: int = MAX_TRIALS) -> Search:
+    """Try fractions of MACs to remove until one removes `goal` of the latency (within TOLERANCE) or
+    `trials` are spent. Each guess is asked of `allocate` as its FLOPs ratio; the allocation it
+    returns is converted and timed (`Candidate.measure`) unless it removes the same fraction as an
+    earlier trial's (the same allocation: the search ends there). The last trial goes to `reachable`
+    when none met the goal before it."""
     found = Search(goal)
     reachable = round(reachable, 4)
     points: list[tuple[float, float]] = [(0.0, 0.0)]
@@ -155,15 +179,15 @@ def search(goal: float, measure: Measure, reachable: float, trials: int = MAX_TR
     for index in range(trials):
         if index == trials - 1 and found.best() is None:
             guess = reachable
-        guess = round(guess, 4)
-        if any(t.flops_ratio == guess for t in found.trials):
-            break  # nothing new to learn there
-        trial = measure(guess)
+        candidate = allocate(round(guess, 4))
+        if any(t.macs_removed == candidate.macs_removed for t in found.trials):
+            break  # an earlier trial's allocation again: nothing new to learn, no conversion spent
+        trial = candidate.measure()
         found.trials.append(trial)
-        points.append((trial.flops_ratio, trial.removed))
+        points.append((trial.macs_removed, trial.removed))
         if abs(trial.removed - goal) <= TOLERANCE:
             break
-        if trial.removed < goal and guess >= reachable:
+        if trial.removed < goal and max(candidate.flops_ratio, trial.macs_removed) >= reachable:
             break  # the most the options allow is not enough
         guess = next_guess(goal, points, reachable)
     return found

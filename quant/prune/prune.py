@@ -799,9 +799,10 @@ def _latency_target(
     measure: Callable[[nn.Module], tuple[float, float]] | None,
     exporter: Exporter | None,
 ) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation, LatencySearch]:
-    """Search the FLOPs ratio that removes options.ratio of the measured latency (latency.py); the
-    chosen trial's module, rows and allocation. The chosen trial is timed again and refused when the
-    two timings differ by more than latency.RETIME_TOLERANCE; a busy host at the start adds a note."""
+    """Search the fraction of MACs whose removal removes options.ratio of the measured latency
+    (latency.py: on what each allocation removed, asked of it as its FLOPs ratio); the chosen trial's
+    module, rows and allocation. The chosen trial is timed again and refused when the two timings
+    differ by more than latency.RETIME_TOLERANCE; a busy host at the start adds a note."""
     reachable = analysis.reachable("flops")
     if reachable < 0.01:
         raise _unreachable(options, reachable, analysis, flag)
@@ -834,14 +835,22 @@ def _latency_target(
     # or, for a measure function given, that function called again on the same module.
     again: dict[float, Callable[[], tuple[float, float]]] = {}
 
-    def trial(ratio: float) -> lat.Trial:
-        say(f"latency trial {len(cuts) + 1}: pruning {100 * ratio:.0f}% of the MACs, converting, timing")
+    def trial(ratio: float) -> lat.Candidate:
         allocation = allocation_at(analysis, "flops", ratio, float_tile())
-        cuts[ratio] = (*cut(analysis, allocation, flag), allocation)
-        timing = functools.partial(measure, cuts[ratio][0])
-        measured = lat.timed(ratio, timing, lat.host_load)
-        again[ratio] = functools.partial(host.interleaved, host.last) if host and host.last else timing
-        return measured
+        macs_removed = 1.0 - allocation.cost_after / allocation.cost_before
+
+        def converted() -> lat.Trial:
+            say(
+                f"latency trial {len(cuts) + 1}: asked for {100 * ratio:.0f}% of the MACs, the allocation "
+                f"removes {100 * macs_removed:.0f}%; converting, timing"
+            )
+            cuts[ratio] = (*cut(analysis, allocation, flag), allocation)
+            timing = functools.partial(measure, cuts[ratio][0])
+            measured = lat.timed(ratio, macs_removed, timing, lat.host_load)
+            again[ratio] = functools.partial(host.interleaved, host.last) if host and host.last else timing
+            return measured
+
+        return lat.Candidate(ratio, macs_removed, converted)
 
     try:
         found = lat.search(options.ratio, trial, reachable)
@@ -850,13 +859,13 @@ def _latency_target(
             most = max(found.trials, key=lambda t: t.removed)
             raise EdgeportError(
                 f"{flag('ratio')} {options.ratio:g} of the latency cannot be reached: at most "
-                f"{most.removed:.2f} measured ({100 * most.flops_ratio:.0f}% of the MACs removed, the most "
+                f"{most.removed:.2f} measured ({100 * most.macs_removed:.0f}% of the MACs removed, the most "
                 f"of {len(found.trials)} trials)",
                 f"use {flag('ratio')} {max(most.removed - 0.005, 0.01):.2f} or less, or lower "
                 f"{flag('min_width')} / {flag('round_to')}",
             )
-        say(f"latency: timing the chosen trial ({100 * best.flops_ratio:.0f}% of the MACs) again")
-        retimed = lat.timed(best.flops_ratio, again[best.flops_ratio], lat.host_load)
+        say(f"latency: timing the chosen trial ({100 * best.macs_removed:.0f}% of the MACs) again")
+        retimed = lat.timed(best.flops_ratio, best.macs_removed, again[best.flops_ratio], lat.host_load)
     finally:
         if host is not None:
             host.close()
@@ -875,6 +884,7 @@ def _latency_target(
     def record(t: lat.Trial) -> LatencyTrial:
         return LatencyTrial(
             flops_ratio=t.flops_ratio,
+            macs_removed=round(t.macs_removed, 4),
             removed=round(t.removed, 4),
             before_ms=round(t.before_ms, 4),
             after_ms=round(t.after_ms, 4),
@@ -889,6 +899,7 @@ def _latency_target(
         before_ms=round(best.before_ms, 4),
         after_ms=round(best.after_ms, 4),
         flops_ratio=best.flops_ratio,
+        macs_removed=round(best.macs_removed, 4),
         trials=[record(t) for t in found.trials],
         cores=start.cores,
         retimed=record(retimed),

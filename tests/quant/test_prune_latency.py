@@ -1,5 +1,6 @@
-"""--prune-target latency: the FLOPs-ratio search against injected measurers (pure, no timing), the
-prune with a fake measurer and fake load readings (the load recorded, the chosen trial timed again and
+"""--prune-target latency: the search on the MACs removed against injected allocations and measurers
+(pure, no timing; an allocation that removes more than asked, one repeated), the prune with a fake
+measurer and fake load readings (the load recorded, the chosen trial timed again and
 refused when the two timings disagree, a busy host noted), the host timer's second run of the same
 files with a fake bench, and one real run (conversion + host LiteRT) asserting only structure."""
 
@@ -16,7 +17,9 @@ from edgeport.quant.prune.count import module_macs
 from edgeport.quant.prune.latency import (
     RETIME_TOLERANCE,
     TOLERANCE,
+    Candidate,
     Load,
+    Search,
     Trial,
     agree,
     next_guess,
@@ -33,16 +36,36 @@ from tests.quant.prune_models import (
 )
 
 
-def _linear(slope: float, cap: float = 1.0):  # noqa: ANN202 - a measurer
-    """Latency removed = slope x FLOPs removed, never more than `cap`; 10 ms unpruned."""
-    calls: list[float] = []
+def _trial(asked: float, macs: float, removed: float, load: float | None = None) -> Trial:
+    """A measured trial, 10 ms unpruned."""
+    return Trial(asked, macs, removed, 10.0, 10.0 * (1 - removed), load)
 
-    def measure(ratio: float) -> Trial:
-        calls.append(ratio)
-        removed = min(cap, slope * ratio)
-        return Trial(ratio, removed, 10.0, 10.0 * (1 - removed))
 
-    return measure, calls
+def _allocations(latency, achieved=lambda asked: asked):  # noqa: ANN001, ANN202 - fakes
+    """An `allocate` for search: the allocation asked for `ratio` removes `achieved(ratio)` of the
+    MACs, and converted and timed, `latency(macs removed)` of the latency. Returns it, the ratios asked
+    and the ratios converted."""
+    asked: list[float] = []
+    converted: list[float] = []
+
+    def allocate(ratio: float) -> Candidate:
+        asked.append(ratio)
+        macs = achieved(ratio)
+
+        def measure() -> Trial:
+            converted.append(ratio)
+            return _trial(ratio, macs, latency(macs))
+
+        return Candidate(ratio, macs, measure)
+
+    return allocate, asked, converted
+
+
+def _linear(slope: float, cap: float = 1.0):  # noqa: ANN202 - an allocate
+    """Latency removed = slope x MACs removed, never more than `cap`; each allocation removes what it
+    is asked to."""
+    allocate, _, calls = _allocations(lambda macs: min(cap, slope * macs))
+    return allocate, calls
 
 
 def test_latency_slower_than_flops_is_found_by_the_secant() -> None:
@@ -79,15 +102,43 @@ def test_a_flat_latency_jumps_to_the_reachable_end_and_stops_after_it() -> None:
 def test_the_trial_budget_holds_and_the_last_trial_is_the_reachable_end() -> None:
     """A noisy measurer that keeps missing: never more than four conversions, the last at the end."""
     answers = iter([0.2, 0.25, 0.26, 0.5])
-    calls: list[float] = []
-
-    def measure(ratio: float) -> Trial:
-        calls.append(ratio)
-        return Trial(ratio, next(answers), 10.0, 5.0)
-
+    measure, _, calls = _allocations(lambda _macs: next(answers))
     found = search(0.3, measure, reachable=0.9)
     assert calls == pytest.approx([0.3, 0.45, 0.6, 0.9])  # secant, secant, then the end
     assert found.best().flops_ratio == 0.9
+
+
+def _block_between(low: float, high: float, jump: float):  # noqa: ANN202 - an allocation's achieved
+    """An allocation that removes what it is asked to, except for a ratio asked in (low, high]: there
+    the step that reaches it with the least error is a residual block whole, and it removes `jump`
+    (the issue's: asked for 9.4 % of the MACs, 34 % removed)."""
+    return lambda asked: jump if low < asked <= high else asked
+
+
+def test_the_search_interpolates_on_the_macs_removed_not_the_ratio_asked() -> None:
+    """Asked for 30 % the allocation removes 60 % (a block whole), 48 % of the latency: the second
+    guess comes from (0.6, 0.48), not (0.3, 0.48), and is asked of the allocation as its ratio."""
+    allocate, asked, converted = _allocations(lambda macs: 0.8 * macs, _block_between(0.25, 0.35, 0.6))
+    found = search(0.3, allocate, reachable=0.9)
+    # (0, 0) to (0.6, 0.48) reaches 0.3 at 0.375; through the asked (0.3, 0.48) it would be 0.1875.
+    assert asked == converted == pytest.approx([0.3, 0.375])
+    assert [t.flops_ratio for t in found.trials] == asked
+    assert [t.macs_removed for t in found.trials] == pytest.approx([0.6, 0.375])
+    assert found.best().removed == pytest.approx(0.3)
+
+
+def test_an_allocation_repeated_is_not_converted_again() -> None:
+    """Every ratio asked above 25 % gives the same allocation (60 % of the MACs): the second guess
+    gets it again, is not converted, and the search ends on the first trial."""
+    allocate, asked, converted = _allocations(lambda macs: 0.8 * macs, _block_between(0.25, 1.0, 0.6))
+    found = search(0.3, allocate, reachable=0.9)
+    assert asked == pytest.approx([0.3, 0.375]) and converted == [0.3]
+    assert len(found.trials) == 1 and found.best() is found.trials[0]
+
+
+def test_the_least_pruned_is_chosen_by_the_macs_removed() -> None:
+    found = Search(0.3, [_trial(0.2, 0.5, 0.31), _trial(0.3, 0.35, 0.30)])
+    assert found.best().flops_ratio == 0.3  # asked for more, removed less
 
 
 def test_next_guess_interpolates_within_the_bracket() -> None:
@@ -133,6 +184,87 @@ def test_latency_target_prunes_to_the_measured_goal_and_records_the_search(quiet
     assert result.module(random_batch(2, seed=0)).shape == model(random_batch(2, seed=0)).shape
 
 
+def _jumping_allocation(monkeypatch: pytest.MonkeyPatch, low: float, high: float, jump: float) -> None:
+    """prune.py's allocation_at, except that a FLOPs ratio asked in (low, high] is answered with the
+    real allocation at `jump`: it removes far more than asked, as when a residual block goes whole."""
+    from edgeport.quant.prune import prune
+
+    real = prune.allocation_at
+
+    def allocation_at(analysis, target, ratio, *rest, **options):  # noqa: ANN001, ANN202 - a fake
+        return real(analysis, target, jump if low < ratio <= high else ratio, *rest, **options)
+
+    monkeypatch.setattr(prune, "allocation_at", allocation_at)
+
+
+def test_the_search_asks_for_what_the_measured_macs_removed_say(monkeypatch, quiet_host) -> None:
+    """Asked for 30 % the allocation removes about 60 %: the second trial is asked for the fraction the
+    (60 %, latency) point gives, and each trial in the manifest carries the ratio asked and the MACs
+    removed."""
+    _jumping_allocation(monkeypatch, 0.25, 0.35, 0.6)
+    model = coupled()
+    lines: list[str] = []
+    result = prune_module(
+        model, SPECS, {}, _fast(ratio=0.3), say=lines.append, measure=_macs_clock(model, 0.7)
+    )
+    lat = result.section.latency
+    first, second = lat.trials[:2]
+    assert first.flops_ratio == 0.3 and first.macs_removed >= 0.59  # far above the ratio asked
+    # Through (0, 0) and (MACs removed, latency removed); the ratio asked would have given ~0.19.
+    assert second.flops_ratio == pytest.approx(0.3 * first.macs_removed / first.removed, abs=2e-3)
+    assert second.macs_removed < first.macs_removed
+    best = min((t for t in lat.trials if t.removed >= 0.3 - TOLERANCE), key=lambda t: t.macs_removed)
+    assert (lat.flops_ratio, lat.macs_removed) == (best.flops_ratio, best.macs_removed)
+    assert lat.retimed.macs_removed == lat.macs_removed
+    written = result.section.model_dump()["latency"]
+    assert written["trials"][0]["flops_ratio"] == 0.3
+    assert written["trials"][0]["macs_removed"] == first.macs_removed
+    assert written["macs_removed"] == lat.macs_removed
+    assert any("asked for 30% of the MACs, the allocation removes 6" in line for line in lines)
+
+
+def test_a_repeated_allocation_is_not_converted_twice(monkeypatch, quiet_host) -> None:
+    """Every ratio asked above 25 % gives the same allocation: the second guess gets it again and is
+    neither cut nor timed; the one trial is chosen and timed again."""
+    _jumping_allocation(monkeypatch, 0.25, 1.0, 0.6)
+    model, timed_modules = coupled(), []
+    clock = _macs_clock(model, 0.7)
+
+    def measure(module: nn.Module) -> tuple[float, float]:
+        timed_modules.append(id(module))
+        return clock(module)
+
+    result = prune_module(model, SPECS, {}, _fast(ratio=0.3), measure=measure)
+    lat = result.section.latency
+    assert len(lat.trials) == 1 and lat.flops_ratio == 0.3
+    assert len(timed_modules) == 2 and len(set(timed_modules)) == 1  # the trial, then its re-timing
+
+
+def test_the_summary_shows_the_chosen_trials_two_timings(monkeypatch) -> None:
+    _rising_load(monkeypatch)
+    model = coupled()
+    result = prune_module(model, SPECS, {}, _fast(ratio=0.3), measure=_retimed_by(model, 0.7, 0.3))
+    lat, text = result.section.latency, result.section.describe()
+    again = lat.retimed
+    assert (
+        f"host LiteRT latency 10.00 -> {lat.after_ms:.2f} ms, again 10.00 -> {again.after_ms:.2f} ms "
+        f"(-{100 * lat.removed:.0f}% then -{100 * again.removed:.0f}%, asked -30%)"
+    ) in text
+    assert f"{again.after_ms:.2f}" != f"{lat.after_ms:.2f}"
+
+
+def test_a_manifest_written_before_the_macs_removed_reads_back() -> None:
+    from edgeport.quant.prune.section import LatencySearch
+
+    old = {"flops_ratio": 0.3, "removed": 0.28, "before_ms": 10.0, "after_ms": 7.2}
+    search = LatencySearch.model_validate(
+        {"runner": "r", "asked": 0.3, **old, "trials": [old], "retimed": old}
+    )
+    assert search.macs_removed is None and search.trials[0].macs_removed is None
+    written = search.model_dump()
+    assert "macs_removed" not in written and "macs_removed" not in written["trials"][0]
+
+
 def test_an_unreachable_latency_says_the_most_measured(quiet_host: None) -> None:
     model = coupled()
     with pytest.raises(
@@ -152,15 +284,15 @@ def test_the_load_counts_only_other_work_against_the_free_core_a_timing_needs() 
 
 def test_a_timing_records_the_higher_load_read_around_it() -> None:
     readings = iter([Load(0.4, 2), Load(1.7, 2)])
-    trial = timed(0.3, lambda: (10.0, 7.0), lambda: next(readings))
-    assert trial == Trial(0.3, pytest.approx(0.3), 10.0, 7.0, 1.7)
+    trial = timed(0.3, 0.34, lambda: (10.0, 7.0), lambda: next(readings))
+    assert trial == Trial(0.3, 0.34, pytest.approx(0.3), 10.0, 7.0, 1.7)
 
 
 def test_two_timings_agree_within_the_retiming_tolerance() -> None:
-    first = Trial(0.3, 0.30, 10.0, 7.0)
-    assert agree(first, Trial(0.3, 0.30 + RETIME_TOLERANCE - 0.001, 10.0, 6.5))
-    assert not agree(first, Trial(0.3, 0.30 + RETIME_TOLERANCE + 0.001, 10.0, 6.5))
-    assert not agree(Trial(0.19, 0.36, 10.0, 6.4), Trial(0.19, 0.12, 10.0, 8.8))  # the issue's loaded run
+    first = _trial(0.3, 0.3, 0.30)
+    assert agree(first, _trial(0.3, 0.3, 0.30 + RETIME_TOLERANCE - 0.001))
+    assert not agree(first, _trial(0.3, 0.3, 0.30 + RETIME_TOLERANCE + 0.001))
+    assert not agree(_trial(0.19, 0.19, 0.36), _trial(0.19, 0.19, 0.12))  # the issue's loaded run
 
 
 def _rising_load(monkeypatch: pytest.MonkeyPatch, cores: int = 2) -> list[float]:
