@@ -291,3 +291,45 @@ def delegated_nodes(ops: Sequence[dict[str, Any]]) -> tuple[int, int]:
             taken.add(node)
             frontier += inputs_of[node]
     return len(taken), len(own)
+
+
+def interleaved_invoke_times(
+    models: Sequence[bytes], rounds: int = 15, round_seconds: float = 5e-4, seed: int = 0
+) -> list[list[float]]:
+    """Seconds per invoke of each float model, one figure per round, timed in this process.
+
+    Each model gets an interpreter as the host bench builds its own (XNNPACK on, one thread), seeded
+    standard-normal inputs and a few warm-up invokes; then every round times each model in turn (so
+    drift and load hit all alike), each model invoked often enough to fill about `round_seconds`
+    (a 10 µs layer is below the clock's useful resolution once, not ten times). For many tiny models
+    (a layer each) where the host bench's process per model would cost more than the timing.
+    """
+    from edgeport.tensors import TensorSpec, random_inputs
+
+    interpreters, repeats = [], []
+    for index, model in enumerate(models):
+        runner = interpreter(model, delegates=True, threads=1)
+        runner.allocate_tensors()
+        details = runner.get_input_details()
+        specs = [
+            TensorSpec(d["name"], [int(n) for n in d["shape"]], np.dtype(d["dtype"]).name) for d in details
+        ]
+        values = random_inputs(specs, 1, seed + index)[0]
+        for detail, spec in zip(details, specs, strict=True):
+            runner.set_tensor(detail["index"], values[spec.name])
+        for _ in range(3):
+            runner.invoke()
+        start = time.perf_counter()
+        runner.invoke()
+        once = time.perf_counter() - start
+        interpreters.append(runner)
+        repeats.append(max(1, min(100, round(round_seconds / max(once, 1e-7)))))
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for runner, count, measured in zip(interpreters, repeats, times, strict=True):
+            invoke = runner.invoke
+            start = time.perf_counter()
+            for _ in range(count):
+                invoke()
+            measured.append((time.perf_counter() - start) / count)
+    return times

@@ -8,10 +8,12 @@ channels off one group) with the least added error per MAC (or parameter) saved 
 model is RATIO smaller. The cost of a width assignment is exact for Conv/Linear (a module's MACs
 scale with its kept output and input fractions; a depthwise convolution's with one of them).
 
-Steps can be weighed in a second cost (`score`): the same MACs with each module's output channels
-rounded up to whole tiles. A float runtime computes output channels a tile at a time (XNNPACK on
-x86-64: 16; a 3x3 convolution with 8 output channels took as long as with 16, measured per op), so a
-step that leaves a partial tile saves MACs but no time; `--prune-target latency` weighs steps so.
+Steps can be weighed in a measured cost (`score`, `--prune-target latency`: layer_latency.py's
+per-layer LiteRT times on this host) while the target stays in MACs. A measured time is not monotone
+in the widths (on the x86 host a 3x3 convolution with 24 output channels is slower than with 32), so
+a one-step greedy would never walk 32 -> 28 -> 24 -> 20 -> 16 through widths that are slower: with a
+measured score a step may jump to any narrower allowed width, and a gain under the score's noise
+floor counts as none. Without one (FLOPs, parameters) every step is one `round`.
 
 A residual block that may be removed whole (blocks.py) is one more entry with widths 1 (kept) and 0
 (removed), its sensitivity the error measured with the block replaced by identity: the same greedy
@@ -21,9 +23,9 @@ save nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -38,27 +40,22 @@ class CostTerm:
     out_group: int | None
     in_groups: list[tuple[int, float]] = field(default_factory=list)
     depthwise: bool = False
-    out_width: int = 0  # the module's output channels (what `CostModel.tile` rounds; 0: not rounded)
     # The residual blocks holding the module (blocks.py), as entries of `kept` that are 1 or 0: a
     # removed block takes the module's whole share.
     blocks: tuple[int, ...] = ()
+    module: str = ""  # the module it counts ("": a product no module makes)
 
 
 @dataclass
 class CostModel:
     terms: list[CostTerm]
     fixed: int = 0  # what no group changes
-    # Output channels are computed in tiles of this many (1: every channel counts): a kernel that
-    # computes 16 output channels at a time takes as long for 8 as for 16.
-    tile: int = 1
 
     def total(self, kept: Sequence[float]) -> float:
         """Cost with each group keeping the fraction `kept[g]` of its channels."""
         total = float(self.fixed)
         for t in self.terms:
             f = kept[t.out_group] if t.out_group is not None else 1.0
-            if self.tile > 1 and t.out_width:
-                f = tiled(f * t.out_width, self.tile) / t.out_width
             if not t.depthwise:
                 f *= 1.0 - sum(share * (1.0 - kept[g]) for g, share in t.in_groups)
             for b in t.blocks:
@@ -67,9 +64,19 @@ class CostModel:
         return total
 
 
-def tiled(channels: float, tile: int) -> int:
-    """`channels` rounded up to whole tiles."""
-    return math.ceil(round(channels, 6) / tile) * tile
+class MeasuredCost(Protocol):
+    """A cost read off measurements (layer_latency.LayerTable): not monotone in the widths."""
+
+    @property
+    def noise(self) -> float:
+        """A difference of two totals at or under this is noise, not a gain."""
+        ...
+
+    def measure(self, kepts: Sequence[Sequence[float]]) -> None:
+        """Measure what these width assignments' totals need, together (one interleaved batch)."""
+        ...
+
+    def total(self, kept: Sequence[float]) -> float: ...
 
 
 def kept_widths(width: int, round_to: int, min_width: int) -> list[int]:
@@ -118,14 +125,14 @@ def allocate(
     options: Sequence[Sequence[int]],
     sensitivity: Sequence[Sensitivity],
     ratio: float,
-    score: CostModel | None = None,
+    score: MeasuredCost | None = None,
 ) -> Allocation:
     """Greedy: cheapest error per unit of cost saved first, until cost <= (1 - ratio) * full cost; the
     step that gets there is the finishing step that adds the least error.
-    `score` (default `model`) is what a step's saving is weighed in, e.g. the same MACs with output
-    channels in whole tiles: a step that saves none of it comes after every one that does. The
-    caller checks `reachable_fraction` first."""
-    score = score or model
+    `score` (default `model`) is what a step's saving is weighed in: a measured cost (module
+    docstring), where a step may be any narrower allowed width of one group and a step that saves
+    none of it (or no more than its noise) comes after every one that does, ranked by error per cost
+    saved. The caller checks `reachable_fraction` first."""
     level = [0] * len(widths)
     kept = [1.0] * len(widths)
     full = model.total(kept)
@@ -133,40 +140,48 @@ def allocate(
     current, error = full, 0.0
     steps: list[tuple[int, int]] = []
     while current > goal + 1e-9:
-        best: tuple[tuple[bool, float, float], int, float, float] | None = None
-        finishing: tuple[float, int, float] | None = None  # (added, group, cost): least error that ends it
-        weighed = score.total(kept)
+        # (group, option index, kept fractions): one `round` narrower, or any narrower when measured
+        candidates = []
         for g, opts in enumerate(options):
-            if level[g] + 1 >= len(opts):
-                continue
-            trial = list(kept)
-            trial[g] = opts[level[g] + 1] / widths[g]
+            for j in range(level[g] + 1, len(opts) if score is not None else min(level[g] + 2, len(opts))):
+                trial = list(kept)
+                trial[g] = opts[j] / widths[g]
+                candidates.append((g, j, trial))
+        if score is not None:
+            score.measure([kept] + [trial for _, _, trial in candidates])
+            weighed = score.total(kept)
+        best: tuple[tuple[bool, float, float], int, int, float, float] | None = None
+        finishing: tuple[float, int, int, float] | None = None  # (added, group, option, cost): least error
+        for g, j, trial in candidates:
             cost = model.total(trial)
             saved = current - cost
             if saved <= 0:
                 continue
-            added = sensitivity[g].at(widths[g] - opts[level[g] + 1]) - sensitivity[g].at(
-                widths[g] - opts[level[g]]
+            added = sensitivity[g].at(widths[g] - options[g][j]) - sensitivity[g].at(
+                widths[g] - options[g][level[g]]
             )
-            gain = weighed - score.total(trial) if score is not model else saved
+            gain = saved
+            if score is not None:
+                gain = weighed - score.total(trial)
+                gain = gain if gain > score.noise else 0.0
             # Ties (steps that add no error) go to the one that saves most: a silent block whole
             # before the channels inside it.
             rank = (gain <= 0, max(added, 0.0) / (gain if gain > 0 else saved), -gain)
             if best is None or rank < best[0]:
-                best = (rank, g, cost, added)
+                best = (rank, g, j, cost, added)
             if cost <= goal + 1e-9 and (finishing is None or added < finishing[0]):
-                finishing = (added, g, cost)
+                finishing = (added, g, j, cost)
         if best is None:
             break
-        _, g, cost, added = best
+        _, g, j, cost, added = best
         if cost <= goal + 1e-9 and finishing is not None:
             # The last step: any step that reaches the goal does, so take the one that adds the least
             # error (a big step overshoots the ratio at a price).
-            added, g, cost = finishing
-        level[g] += 1
-        kept[g] = options[g][level[g]] / widths[g]
+            added, g, j, cost = finishing
+        level[g] = j
+        kept[g] = options[g][j] / widths[g]
         current, error = cost, error + added
-        steps.append((g, options[g][level[g]]))
+        steps.append((g, options[g][j]))
     return Allocation(
         kept=[opts[lv] for opts, lv in zip(options, level, strict=True)],
         cost_before=full,

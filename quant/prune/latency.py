@@ -26,11 +26,14 @@ files, no reconversion), both figures in the manifest: when they differ by more 
 RETIME_TOLERANCE the search refuses rather than keep a model chosen on a number the host cannot
 repeat (why refuse and not search on: prune.py's _latency_target).
 
-Why not a per-layer latency table measured once: LiteRT fuses each convolution with its BatchNorm,
-activation and often the residual add, and XNNPACK's time per layer depends on its channel tiles and
-on the layers around it, so per-layer times measured apart do not add up to the model's; a whole
-converted model measured is the number the user asked about. On ResNet-20 a trial costs one onnx2tf
-conversion (about 10-15 s on 2 busy cores) and a second of timing: two to four trials.
+A per-layer latency table (layer_latency.py: each convolution and Linear timed alone on this host at
+the widths the allocation asks about) only weighs the allocation's steps, because XNNPACK's time is
+not monotone in the channels (a 3x3 convolution with 24 output channels is slower than with 32 here).
+It does not replace this search: LiteRT fuses each convolution with its BatchNorm, activation and
+often the residual add, and a layer's time depends on the layers around it, so per-layer times
+measured apart do not add up to the model's; the whole converted model is still measured, the
+number the user asked about. On ResNet-20 a trial costs one onnx2tf conversion (about 10-15 s on 2
+busy cores) and a second of timing: two to four trials.
 """
 
 from __future__ import annotations

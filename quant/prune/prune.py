@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 import functools
-import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from edgeport.quant.prune import latency as lat
 from edgeport.quant.prune.blocks import entries_holding, inside, residual_blocks, without_blocks
 from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
-from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts, out_width
+from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts
 from edgeport.quant.prune.criteria import Removal, removal_plan
 from edgeport.quant.prune.export import Exporter
 from edgeport.quant.prune.graph import ChannelGroup, Graph, flat_outputs, resolve_excluded
@@ -43,6 +42,7 @@ from edgeport.quant.prune.heads import (
     zero_plan,
 )
 from edgeport.quant.prune.kept import stream_maps
+from edgeport.quant.prune.layer_latency import LayerTable
 from edgeport.quant.prune.options import PruneOptions
 from edgeport.quant.prune.reconstruct import reconstruct
 from edgeport.quant.prune.recover import (
@@ -187,9 +187,7 @@ def cost_model(
             if is_selection(m):
                 continue  # a channel pad: a memory op once cut (no MACs before or after)
             terms.append(
-                alloc.CostTerm(
-                    macs, out_of.get(name), in_groups(name), depthwise(m), out_width(m), holding(name)
-                )
+                alloc.CostTerm(macs, out_of.get(name), in_groups(name), depthwise(m), holding(name), name)
             )
         return alloc.CostModel(terms)
     counted = 0
@@ -208,6 +206,7 @@ def cost_model(
                     in_groups(name) if both else [],
                     depthwise(m),
                     blocks=holding(name),
+                    module=name,
                 )
             )
     return alloc.CostModel(terms, fixed=count_params(module) - counted)
@@ -580,20 +579,14 @@ def analyze(
     )
 
 
-def float_tile() -> int:
-    """How many output channels this host's LiteRT float convolutions (XNNPACK) compute at a time: 16
-    on x86-64 (measured: a 3x3 convolution with 8 output channels takes as long as one with 16), 8 on
-    Arm (XNNPACK's NEON float kernels are 8 channels wide)."""
-    return 16 if platform.machine().lower() in ("x86_64", "amd64") else 8
-
-
-def allocation_at(analysis: Analysis, target: str, ratio: float, tile: int = 1) -> alloc.Allocation:
-    """The widths that remove `ratio` of the target's cost; `tile` > 1: each step weighed by what it
-    saves with output channels counted in whole tiles (what the runtime skips)."""
+def allocation_at(
+    analysis: Analysis, target: str, ratio: float, score: alloc.MeasuredCost | None = None
+) -> alloc.Allocation:
+    """The widths that remove `ratio` of the target's cost; `score` (a LayerTable for a latency
+    target): each step weighed by the time it saves on this host (allocate.py)."""
     model = analysis.cost(target)
     if analysis.sensitivity is None:
         return alloc.allocate_uniform(model, analysis.widths, analysis.allowed, ratio)
-    score = replace(model, tile=tile) if tile > 1 else None
     sensitivity = analysis.sensitivity + analysis.block_sensitivity
     return alloc.allocate(model, analysis.widths, analysis.allowed, sensitivity, ratio, score)
 
@@ -830,13 +823,18 @@ def _latency_target(
         )
         say(busy)
         analysis.notes.append(busy)
+    # Each trial's allocation weighs its steps in this host's per-layer LiteRT times (layer_latency.py,
+    # shapes timed once for all trials); each trial is still converted and timed whole.
+    table = LayerTable(analysis.module, analysis.example, analysis.cost("flops"), len(analysis.widths))
+    say(f"latency: timing {len(table.shapes_at(table.full))} layer shapes on this host")
+    table.measure([table.full])
     cuts: dict[float, tuple[nn.Module, list[GroupWidth], alloc.Allocation]] = {}
     # Each trial's second timing: its .tflite timed again beside the unpruned one (no reconversion),
     # or, for a measure function given, that function called again on the same module.
     again: dict[float, Callable[[], tuple[float, float]]] = {}
 
     def trial(ratio: float) -> lat.Candidate:
-        allocation = allocation_at(analysis, "flops", ratio, float_tile())
+        allocation = allocation_at(analysis, "flops", ratio, table)
         macs_removed = 1.0 - allocation.cost_after / allocation.cost_before
 
         def converted() -> lat.Trial:
@@ -903,6 +901,7 @@ def _latency_target(
         trials=[record(t) for t in found.trials],
         cores=start.cores,
         retimed=record(retimed),
+        layer_shapes_timed=table.timed,
     )
     return module, rows, allocation, search
 

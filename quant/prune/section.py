@@ -51,7 +51,7 @@ class LatencyTrial(Record):
 class LatencySearch(Record):
     """--prune-target latency: the FLOPs ratio searched with real conversions and measurements."""
 
-    OPTIONAL = ("cores", "retimed", "macs_removed")
+    OPTIONAL = ("cores", "retimed", "macs_removed", "layer_shapes_timed")
 
     runner: str  # what measured, how
     asked: float  # the fraction of latency to remove
@@ -63,6 +63,8 @@ class LatencySearch(Record):
     cores: int | None = None  # the host's, beside each trial's load_average
     retimed: LatencyTrial | None = None  # the chosen trial's files timed once more, at the end
     macs_removed: float | None = None  # the chosen trial's (LatencyTrial.macs_removed)
+    # Layer shapes timed alone on this host to weigh the allocations' steps (layer_latency.py).
+    layer_shapes_timed: int | None = None
 
 
 class Recovery(Record):

@@ -4,6 +4,7 @@ the global allocation, and the one-line refusals."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch.nn as nn
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.prune import prune_module, prune_options
-from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths, tiled
+from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths
 from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
 from edgeport.quant.prune.recover import distill, distillation_loss
@@ -160,28 +161,52 @@ def test_cost_model_depthwise_scales_once() -> None:
     assert model.total([0.5]) == pytest.approx(5 + 2.5)
 
 
-def test_tiled_rounds_up_to_whole_tiles() -> None:
-    assert [tiled(c, 16) for c in (8, 16, 17, 40, 0.5 * 64)] == [16, 16, 32, 48, 32]
+class _MeasuredWidths:
+    """A fake measured cost: each group's time at each of its kept widths (of 32), no timing."""
+
+    def __init__(self, times: Sequence[dict[int, float]], noise: float = 0.0) -> None:
+        self.times, self.noise, self.measured = times, noise, 0
+
+    def measure(self, kepts: Sequence[Sequence[float]]) -> None:
+        self.measured += 1
+
+    def total(self, kept: Sequence[float]) -> float:
+        return sum(t[round(32 * k)] for t, k in zip(self.times, kept, strict=True))
 
 
-def test_a_tiled_cost_counts_a_partial_tile_whole() -> None:
-    """Output channels in tiles of 16: 8 of 16 cost what 16 do; the input side still scales."""
-    term = CostTerm(100, 0, [], out_width=16)
-    assert CostModel([term]).total([0.5]) == pytest.approx(50)
-    assert CostModel([term], tile=16).total([0.5]) == pytest.approx(100)
-    reader = CostTerm(100, None, [(0, 1.0)], out_width=16)
-    assert CostModel([reader], tile=16).total([0.5]) == pytest.approx(50)
+# The x86 host's 3x3 convolution on 16x16x32 (µs by output channels): 28-20 are slower than 32.
+_NOT_MONOTONE = {32: 48.0, 28: 64.0, 24: 66.0, 20: 66.0, 16: 33.0}
+_LINEAR = {w: 2.0 * w for w in (32, 28, 24, 20, 16)}
 
 
-def test_allocation_weighs_steps_in_the_score_cost() -> None:
-    """Group 0's step saves more MACs for the same error, but only in a partial tile; with the tiled
-    cost as the score, group 1 (whose step frees a whole tile) goes first."""
-    macs = CostModel([CostTerm(100, 0, [], out_width=16), CostTerm(60, 1, [], out_width=32)])
-    widths, options = [16, 32], [[16, 8], [32, 16]]
-    sens = [Sensitivity([0, 8], [0.0, 1.0]), Sensitivity([0, 16], [0.0, 1.0])]
-    assert allocate(macs, widths, options, sens, 0.2).steps[0] == (0, 8)
-    score = CostModel(macs.terms, tile=16)
-    assert allocate(macs, widths, options, sens, 0.2, score=score).steps[0] == (1, 16)
+def _two_groups() -> tuple[CostModel, list[int], list[list[int]], list[Sensitivity]]:
+    """Two groups of 32, the same MACs; group 0 loses less per channel than group 1."""
+    macs = CostModel([CostTerm(100, 0), CostTerm(100, 1)])
+    options = [[32, 28, 24, 20, 16], [32, 28, 24, 20, 16]]
+    sens = [Sensitivity([0, 16], [0.0, 0.16]), Sensitivity([0, 16], [0.0, 0.48])]
+    return macs, [32, 32], options, sens
+
+
+def test_a_measured_score_jumps_past_widths_that_are_slower() -> None:
+    """Group 0's times are not monotone: 28, 24 and 20 channels are slower than 32, 16 faster. Weighed
+    by them, its first step jumps 32 -> 16 (0.16 error for 15 µs beats group 1's 0.03 per 2 µs); the
+    one-step greedy in MACs walks 32 -> 28 first, through the slower widths."""
+    macs, widths, options, sens = _two_groups()
+    assert allocate(macs, widths, options, sens, 0.375).steps[0] == (0, 28)
+    score = _MeasuredWidths([_NOT_MONOTONE, _LINEAR])
+    taken = allocate(macs, widths, options, sens, 0.375, score=score)
+    assert taken.steps[0] == (0, 16)
+    assert taken.kept[0] == 16 and taken.cost_after <= 125
+    assert score.measured == len(taken.steps)  # each step's candidates measured together, once
+
+
+def test_a_gain_under_the_noise_floor_is_no_gain() -> None:
+    """With a noise floor above every gain, no step gains time: they rank by error per MAC saved, as
+    the MACs greedy does (group 0 first), whatever the noisy differences say."""
+    macs, widths, options, sens = _two_groups()
+    noisy = {w: 40.0 + 0.1 * (w % 3) for w in (32, 28, 24, 20, 16)}
+    taken = allocate(macs, widths, options, sens, 0.375, score=_MeasuredWidths([noisy, noisy], noise=1.0))
+    assert taken.steps[0][0] == 0 and taken.kept[1] > 16
 
 
 # ---- bad input: one line ----------------------------------------------------------------------

@@ -6,13 +6,14 @@ files with a fake bench, and one real run (conversion + host LiteRT) asserting o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch.nn as nn
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.prune import PruneOptions, latency, prune_module
+from edgeport.quant.prune import PruneOptions, latency, layer_latency, prune_module
 from edgeport.quant.prune.count import module_macs
 from edgeport.quant.prune.latency import (
     RETIME_TOLERANCE,
@@ -163,6 +164,20 @@ def _macs_clock(reference: nn.Module, slope: float):  # noqa: ANN202 - a fake me
         return 10.0, 10.0 * fraction**slope
 
     return measure
+
+
+REAL_LAYER_TIMES = layer_latency.time_shapes
+
+
+@pytest.fixture(autouse=True)
+def layer_times_by_macs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-layer times a latency target weighs its steps in: the layer's MACs, not a timing, so
+    every allocation here is the same on any host (the real end-to-end test times them)."""
+
+    def timer(shapes: Sequence[layer_latency.LayerShape]) -> list[list[float]]:
+        return [[s.height * s.width * s.cin * s.cout * s.kernel[0] * s.kernel[1] / 1e3] for s in shapes]
+
+    monkeypatch.setattr(layer_latency, "time_shapes", timer)
 
 
 @pytest.fixture
@@ -410,9 +425,11 @@ def test_the_host_timer_times_the_chosen_trials_file_again_without_converting_it
     assert lat.retimed.removed == lat.removed
 
 
-def test_real_latency_target_end_to_end(tmp_path: Path) -> None:
-    """One real conversion per trial, timed on this host's LiteRT: only the structure is asserted
-    (a latency figure before and after, the ratio applied to the model), never a time."""
+def test_real_latency_target_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One real conversion per trial, timed on this host's LiteRT, the allocation weighed in real layer
+    times: only the structure is asserted (a latency figure before and after, the ratio applied to the
+    model), never a time."""
+    monkeypatch.setattr(layer_latency, "time_shapes", REAL_LAYER_TIMES)
     from edgeport.manifest import Manifest
     from edgeport.pipeline import ConvertOptions, convert_model
     from edgeport.quant.prune import PruningSection
@@ -443,6 +460,7 @@ def test_real_latency_target_end_to_end(tmp_path: Path) -> None:
     assert lat.retimed is not None and lat.retimed.flops_ratio == lat.flops_ratio and lat.cores
     assert all(t.load_average is not None for t in [*lat.trials, lat.retimed])
     assert lat.flops_ratio in [t.flops_ratio for t in lat.trials]
+    assert lat.layer_shapes_timed
     assert section.after.macs < section.before.macs  # the chosen ratio was applied
     assert section.after.onnx_macs == section.after.macs
     assert "host LiteRT latency" in result.summary().splitlines()[0]

@@ -310,29 +310,44 @@ def test_block_outputs_inherit_the_stream_s_map() -> None:
     assert "linear" not in kept  # the model's output keeps every channel
 
 
-def test_the_latency_target_weighs_steps_in_whole_float_tiles(monkeypatch) -> None:
-    """--prune-target latency allocates with the MACs counted in this host's float tiles as the score
-    (a step that saves only part of a tile saves no time); the flops target does not."""
+def test_the_latency_target_weighs_steps_in_the_host_s_layer_times(monkeypatch) -> None:
+    """--prune-target latency allocates with the per-layer time table as the score (its shapes timed
+    by the layer timer, here a fake: no timing), says how many shapes it times and records how many
+    it timed; the flops target allocates in MACs alone."""
     from edgeport.quant.prune import allocate as alloc_mod
-    from edgeport.quant.prune import prune as prune_mod
+    from edgeport.quant.prune import layer_latency
 
-    tiles: list[int] = []
+    scores: list[object] = []
     real = alloc_mod.allocate
 
     def spy(*args: object, **kwargs: object) -> object:
-        score = args[5] if len(args) > 5 else kwargs.get("score")
-        tiles.append(score.tile if score is not None else 1)
+        scores.append(args[5] if len(args) > 5 else kwargs.get("score"))
         return real(*args, **kwargs)
 
+    timed: list[layer_latency.LayerShape] = []
+
+    def timer(shapes):  # noqa: ANN001, ANN202 - a fake layer timer: µs by output channels, tiles of 16
+        timed.extend(shapes)
+        return [[float(-(-s.cout // 16)) * s.height * s.width * s.cin] for s in shapes]
+
     monkeypatch.setattr(alloc_mod, "allocate", spy)
-    monkeypatch.setattr(prune_mod, "float_tile", lambda: 4)
+    monkeypatch.setattr(layer_latency, "time_shapes", timer)
     model = option_a_resnet()
     prune_module(model, SPECS, {}, fast_options(ratio=0.3))
-    assert tiles == [1]
+    assert scores == [None] and not timed
 
     def clock(module: nn.Module) -> tuple[float, float]:  # latency falling with the MACs
         count = sum(p.numel() for p in module.parameters())
         return float(sum(p.numel() for p in model.parameters())), float(count)
 
-    prune_module(model, SPECS, {}, fast_options(ratio=0.3, target="latency"), measure=clock)
-    assert tiles[1:] and set(tiles[1:]) == {4}
+    lines: list[str] = []
+    result = prune_module(
+        model, SPECS, {}, fast_options(ratio=0.3, target="latency"), say=lines.append, measure=clock
+    )
+    tables = scores[1:]
+    assert tables and all(isinstance(t, layer_latency.LayerTable) for t in tables)
+    assert len({id(t) for t in tables}) == 1  # built once, for every trial
+    assert any(
+        line.startswith("latency: timing ") and line.endswith(" layer shapes on this host") for line in lines
+    )
+    assert result.section.latency.layer_shapes_timed == len(timed) == len(set(timed)) > 0
