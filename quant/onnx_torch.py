@@ -748,8 +748,13 @@ class Evaluator(nn.Module):
         self.batch_changed = self.exported_batch is not None and self.batch != self.exported_batch
         env: dict[str, Any] = dict(self._constants)
         env.update(zip(self.input_names, inputs, strict=True))
-        self._run(zip(self._nodes, self._attrs, strict=True), env, self.run_node)
+        self._run(self.steps(), env, self.run_node)
         return env
+
+    def steps(self) -> Iterable[tuple[onnx.NodeProto, dict]]:
+        """The (node, attributes) a forward runs, in graph order (a subclass may run others in place of
+        some: quant/prune/onnx_source.py's removed residual blocks)."""
+        return zip(self._nodes, self._attrs, strict=True)
 
     def _run(
         self,

@@ -12,12 +12,19 @@ replaces it with identity: y = x, exact when every branch is zero and the activa
 Every removed block takes all of its operators with it, so what it saves is saved on every runtime:
 a channel cut saves MACs but not always time (XNNPACK's float convolutions on x86-64 took as long for
 8 output channels as for 16, and longer for 24 than for 32: layer_latency.py).
+
+A module fx cannot trace may find its blocks itself (GraphBlocks: quant/prune/onnx_source.py's ONNX
+evaluator, whose blocks are spans of its graph's nodes, onnx_blocks.py). Either way a Block names the
+modules it holds, which is all the cost model and the cut ask of it.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -131,13 +138,71 @@ def inside(name: str, block: str) -> bool:
     return name == block or name.startswith(block + ".")
 
 
-def entries_holding(name: str, blocks: Sequence[str], first: int) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class Block:
+    """A residual block pruning may remove whole: `name` (what the manifest lists: the block module's
+    name, or a graph block's residual Add node) and the modules it holds with their submodules (the
+    block module itself, or the layers of a graph block's span)."""
+
+    name: str
+    modules: tuple[str, ...]
+
+    def holds(self, module: str) -> bool:
+        """Whether the module `module` is removed with this block."""
+        return any(inside(module, m) for m in self.modules)
+
+
+@runtime_checkable
+class GraphBlocks(Protocol):
+    """A module whose residual blocks are spans of the graph it runs, not submodules (fx cannot trace
+    it): quant/prune/onnx_source.py's ONNX evaluator. It runs each block named in `bypassed` as
+    identity (its input passed on as its output, its nodes not run)."""
+
+    bypassed: set[str]
+
+    def residual_blocks(
+        self, inputs: Sequence[torch.Tensor], excluded: Sequence[nn.Module] = ()
+    ) -> list[Block]:
+        """Its residual blocks, in graph order, as residual_blocks' rules have them."""
+        ...
+
+
+def find_blocks(
+    model: nn.Module, inputs: Sequence[torch.Tensor], excluded: Sequence[nn.Module] = ()
+) -> list[Block]:
+    """The residual blocks of `model` (run on `inputs`) that pruning may remove, none holding an
+    `excluded` module: its submodules (residual_blocks), or a GraphBlocks' own."""
+    if isinstance(model, GraphBlocks):
+        return model.residual_blocks(inputs, excluded)
+    return [Block(name, (name,)) for name in residual_blocks(model, inputs, excluded)]
+
+
+def entries_holding(name: str, blocks: Sequence[Block], first: int) -> tuple[int, ...]:
     """The allocation entries (`first` + the block's index) of the blocks holding the module `name`."""
-    return tuple(first + j for j, b in enumerate(blocks) if inside(name, b))
+    return tuple(first + j for j, b in enumerate(blocks) if b.holds(name))
 
 
-def without_blocks(model: nn.Module, names: Sequence[str]) -> nn.Module:
-    """`model` with each named block replaced by identity, in place."""
-    for name in names:
-        model.set_submodule(name, nn.Identity())
+def without_blocks(model: nn.Module, blocks: Sequence[Block]) -> nn.Module:
+    """`model` with each block replaced by identity, in place: its modules become nn.Identity (a
+    block module then passes its input on; a graph block's layers no longer run, and the graph
+    passes the block's input on as its output)."""
+    for block in blocks:
+        for name in block.modules:
+            model.set_submodule(name, nn.Identity())
+        if isinstance(model, GraphBlocks):
+            model.bypassed.add(block.name)
     return model
+
+
+@contextmanager
+def block_removed(model: nn.Module, block: Block) -> Iterator[nn.Module]:
+    """`model` without `block` (without_blocks) inside the with, as it was after."""
+    held = {name: model.get_submodule(name) for name in block.modules}
+    without_blocks(model, [block])
+    try:
+        yield model
+    finally:
+        for name, module in held.items():
+            model.set_submodule(name, module)
+        if isinstance(model, GraphBlocks):
+            model.bypassed.discard(block.name)

@@ -23,6 +23,11 @@ as for a PyTorch source; one whose amounts are computed from the input stays a P
 stream kept whole). Other nodes stay functional on their constant weights: a channel feeding one cannot
 change width, which the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph
 the evaluator cannot run is refused in one line naming the op.
+
+Residual blocks are spans of the graph's nodes (onnx_blocks.py), each named after its residual Add
+node; one removed runs as an Identity from its input to its output in place of its nodes (none of
+them traced, so the re-exported graph has none of them), and the modules it held are dropped
+(blocks.py's GraphBlocks).
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import onnx
 import torch
 import torch.nn as nn
+from onnx import helper
 
 from edgeport.errors import EdgeportError
 from edgeport.quant.onnx_torch import (
@@ -48,7 +54,9 @@ from edgeport.quant.onnx_torch import (
     spatial_pads,
     torch_pad,
 )
+from edgeport.quant.prune.blocks import Block
 from edgeport.quant.prune.channel_pads import selection, split_channel_pad
+from edgeport.quant.prune.onnx_blocks import Span, residual_spans
 from edgeport.quant.qdq import NotAPair, float_graph, float_note
 from edgeport.tensors import TensorSpec, random_inputs
 
@@ -199,8 +207,9 @@ def folded_constants(nodes: Sequence[onnx.NodeProto], taken: Mapping[str, int], 
 class PrunableGraph(Evaluator):
     """The evaluator with Conv, Gemm and MatMul nodes run through modules (`layers`, keyed by weight
     name); constant channel Pads become channel_pads' selection layers when pruning's analysis asks
-    (channel_pads_as_selections). `dequantized`: the weights a QDQ model's DequantizeLinears computed
-    (qdq.float_graph's), to count the layers holding one."""
+    (channel_pads_as_selections); its residual blocks are spans of its nodes (residual_blocks), those
+    named in `bypassed` run as identity. `dequantized`: the weights a QDQ model's DequantizeLinears
+    computed (qdq.float_graph's), to count the layers holding one."""
 
     def __init__(self, model: onnx.ModelProto, dequantized: Collection[str] = ()) -> None:
         super().__init__(model)
@@ -209,6 +218,8 @@ class PrunableGraph(Evaluator):
         self._bias_adds: dict[str, int] = {}  # an Add folded into a MatMul's Linear -> that input's position
         self.dequantized = 0  # layers whose weight a DequantizeLinear computed (QDQ models)
         self.notes: list[str] = []  # what the user is told about how the graph became this module
+        self.bypassed: set[str] = set()  # residual blocks run as identity, by name (blocks.GraphBlocks)
+        self._spans: dict[str, Span] = {}  # the residual blocks residual_blocks found, by name
         readers: defaultdict[str, list[onnx.NodeProto]] = defaultdict(list)  # tensor -> its readers
         for n in self._nodes:
             for name in n.input:
@@ -218,7 +229,7 @@ class PrunableGraph(Evaluator):
         node_attrs = {n.output[0]: a for n, a in zip(self._nodes, self._attrs, strict=True) if n.output}
         # A weight no graph input reaches is constant however it is computed: an initializer, a Constant
         # node (Paddle's exports), an Identity of one (torch.onnx.export's second equal initializer).
-        constants = constant_tensors(model.graph)
+        constants = self._constant_tensors = constant_tensors(model.graph)
         value = functools.cache(lambda name: self.constant(name) if name in constants else None)
         taken: Counter = Counter()  # how many times layers took each constant's value
         sizes = (
@@ -298,6 +309,57 @@ class PrunableGraph(Evaluator):
             key = self._add_layer((node.name or node.output[0]).strip("/") or "pad", layer, node.output[0])
             names.append(f"layers.{key}" + (".select" if rest else ""))
         return names, kept
+
+    def residual_blocks(
+        self, inputs: Sequence[torch.Tensor], excluded: Sequence[nn.Module] = ()
+    ) -> list[Block]:
+        """The graph's residual blocks (onnx_blocks.residual_spans, shapes from a forward on `inputs`)
+        that hold a layer or BatchNorm and no `excluded` module, each named after its residual Add
+        node (its output tensor when the node has no name of its own); a span sharing nodes with an
+        earlier one is left out (each is removed on its own)."""
+        shapes = self.shapes(*inputs)
+        skip = set(map(id, excluded))
+        names = Counter(n.name for n in self._nodes)
+        blocks, taken = [], set()
+        for span in residual_spans(self._nodes, self._constant_tensors, shapes, self.output_names):
+            held = self._held(span)
+            modules = [m for name in held for m in self.get_submodule(name).modules()]
+            parameters = any(True for m in modules for _ in m.parameters())
+            if not parameters or any(id(m) in skip for m in modules) or span.nodes & taken:
+                continue
+            taken |= span.nodes
+            add = self._nodes[span.add]
+            name = add.name if add.name and names[add.name] == 1 else add.output[0]
+            self._spans[name] = span
+            blocks.append(Block(name, held))
+        return blocks
+
+    def _held(self, span: Span) -> tuple[str, ...]:
+        """The names of the modules (layers, BatchNorms) that run nodes of `span`."""
+        held = []
+        for i in sorted(span.nodes):
+            out = self._nodes[i].output[0]
+            if out in self._layer_keys:
+                held.append(f"layers.{self._layer_keys[out]}")
+            if out in self.bn_keys:
+                held.append(f"batchnorms.{self.bn_keys[out]}")
+        return tuple(held)
+
+    def steps(self) -> Iterable[tuple[onnx.NodeProto, dict]]:
+        """The graph's nodes, each bypassed block's replaced by one Identity from its input to its
+        output (at its output's node: every reader comes after it)."""
+        if not self.bypassed:
+            return super().steps()
+        spans = [self._spans[name] for name in self.bypassed]
+        skipped = set().union(*(s.nodes for s in spans))
+        identities = {
+            self._producer[s.output]: helper.make_node("Identity", [s.input], [s.output]) for s in spans
+        }
+        return (
+            (identities[i], {}) if i in identities else (node, attrs)
+            for i, (node, attrs) in enumerate(zip(self._nodes, self._attrs, strict=True))
+            if i in identities or i not in skipped
+        )
 
     def run_node(self, node: onnx.NodeProto, attrs: dict, args: list[Any]) -> Any:
         if node.output[0] in self._folded:  # a weight (or bias) the layers hold

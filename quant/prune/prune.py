@@ -24,7 +24,7 @@ from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, ImagePrior, 
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
-from edgeport.quant.prune.blocks import entries_holding, inside, residual_blocks, without_blocks
+from edgeport.quant.prune.blocks import Block, block_removed, entries_holding, find_blocks, without_blocks
 from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts
@@ -165,7 +165,7 @@ def cost_model(
     groups: Sequence[ChannelGroup],
     inputs: Sequence[torch.Tensor],
     target: str,
-    blocks: Sequence[str] = (),
+    blocks: Sequence[Block] = (),
 ) -> alloc.CostModel:
     """MACs (or parameters) of `module` as a function of the groups' kept fractions, then the
     residual `blocks`' (1 kept, 0 removed; entries after the groups')."""
@@ -275,21 +275,17 @@ def sensitivities(
 
 
 def block_sensitivities(
-    module: nn.Module, blocks: Sequence[str], inputs: Sequence[torch.Tensor]
-) -> tuple[list[str], list[alloc.Sensitivity]]:
+    module: nn.Module, blocks: Sequence[Block], inputs: Sequence[torch.Tensor]
+) -> tuple[list[Block], list[alloc.Sensitivity]]:
     """The blocks the model runs without (each replaced by identity in turn, then put back), and the
     relative output error each one's removal makes."""
     reference = _run(module, inputs)
     kept, found = [], []
-    for name in blocks:
-        block = module.get_submodule(name)
-        without_blocks(module, [name])
-        try:
+    for block in blocks:
+        with block_removed(module, block):
             problem, outputs = _culprit(module, inputs)
-        finally:
-            module.set_submodule(name, block)
         if problem is None and [o.shape for o in outputs] == [r.shape for r in reference]:
-            kept.append(name)
+            kept.append(block)
             found.append(alloc.Sensitivity([0, 1], [0.0, _error(outputs, reference)]))
     return kept, found
 
@@ -433,7 +429,7 @@ class Analysis:
     notes: list[str]
     before: Counts  # the unpruned model's MACs and parameters, on the module and on its export
     # Residual blocks that may be removed whole (blocks.py), and the error each one's removal makes.
-    blocks: list[str] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     block_sensitivity: list[alloc.Sensitivity] = field(default_factory=list)
 
     @property
@@ -449,7 +445,7 @@ class Analysis:
     def allowed(self) -> list[list[int]]:
         return self.widths_allowed + [[1, 0] for _ in self.blocks]
 
-    def removed_blocks(self, allocation: alloc.Allocation) -> list[str]:
+    def removed_blocks(self, allocation: alloc.Allocation) -> list[Block]:
         return [b for b, k in zip(self.blocks, allocation.kept[len(self.groups) :], strict=True) if not k]
 
     def cost(self, target: str) -> alloc.CostModel:
@@ -554,7 +550,7 @@ def analyze(
         sens = sensitivities(graph, groups, plans, allowed, batch, say)
     if options.allocation == "sensitivity" and options.blocks:
         say("analysis: finding the residual blocks that may be removed whole")
-        blocks, block_sens = block_sensitivities(module, residual_blocks(module, example, excluded), batch)
+        blocks, block_sens = block_sensitivities(module, find_blocks(module, example, excluded), batch)
         if blocks:
             sens = sens or []
     say("analysis: counting the unpruned model's MACs and parameters")
@@ -602,7 +598,7 @@ def cut(
     removed = analysis.removed_blocks(allocation)
     widths = allocation.kept[: len(analysis.groups)]
     for group, plan, kept in zip(analysis.groups, analysis.plans, widths, strict=True):
-        if all(any(inside(n, b) for b in removed) for n in group_modules(group)):
+        if all(any(b.holds(n) for b in removed) for n in group_modules(group)):
             continue  # goes with its block
         count = group.width - kept
         if isinstance(group, HeadGroup):
@@ -742,7 +738,7 @@ def prune_module(
         before=analysis.before,
         after=_counts(module, example, names, exporter),
         groups=rows,
-        blocks_removed=analysis.removed_blocks(allocation),
+        blocks_removed=[b.name for b in analysis.removed_blocks(allocation)],
         kept_whole=analysis.kept_whole,
         latency=search,
         recovery=Recovery(

@@ -1,0 +1,140 @@
+"""Residual blocks of an ONNX graph: spans of nodes pruning may remove whole, found on the node list
+(fx cannot trace quant/prune/onnx_source.py's evaluator, and its layers are not grouped per block).
+
+blocks.py's rule on the graph: a span runs from a tensor X to a tensor Y = act(X + branch(X)), act a
+chain of element-wise single-input ops or none, the adds possibly a chain (h = X + a(X), Y = h + m(h):
+a pre-norm transformer layer). From Y back through those ops, each residual Add's operands (neither a
+constant) are followed; every tensor reached past at least one Add is a candidate X, nearest first,
+and the first that makes a span is the block's input. A span is every node Y depends on back to X: it
+must reach no graph input but X (constants aside: X is its single input), no tensor inside it may be
+read outside it or be a graph output (Y aside), and Y has X's shape. So a projection (a Conv on the
+shortcut) or a scaled shortcut (Mul) is not a block: the walk stops at that op, and no tensor before it
+is reached from one X alone. Y extends past the last Add through the element-wise ops that are its
+only readers (the block's ReLU goes with it, as in the module it was exported from). A span holding
+another (a stage of blocks) is not offered: its blocks are, one by one; nor is one from a graph input
+to a graph output (the model itself). The graph has no module boundaries, so a residual add written in
+a model's own forward is a block here, and a module with two (a pre-norm transformer layer) is two.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+
+# Single-input element-wise ops that may follow a block's Add (blocks.py's list as ONNX writes it:
+# ReLU6 is a Clip on constants; a Dropout is the identity at inference).
+ELEMENTWISE = {"Relu", "Clip", "LeakyRelu", "Gelu", "HardSwish", "Identity", "Dropout"}
+
+
+@dataclass(frozen=True)
+class Span:
+    """The nodes (indices in the node list) that compute `output` from `input` alone, the residual
+    Add nearest the output (`add`) among them."""
+
+    input: str
+    output: str
+    nodes: frozenset[int]
+    add: int
+
+
+class _Graph:
+    def __init__(self, nodes: Sequence[onnx.NodeProto], constants: Collection[str], outputs: Collection[str]):
+        self.nodes, self.constants, self.outputs = nodes, constants, outputs
+        self.producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+        self.readers: defaultdict[str, set[int]] = defaultdict(set)
+        for i, n in enumerate(nodes):
+            for name in n.input:
+                if name:
+                    self.readers[name].add(i)
+
+    def live(self, i: int) -> list[str]:
+        """Node i's inputs that are not constants."""
+        return [name for name in self.nodes[i].input if name and name not in self.constants]
+
+    def residual_add(self, i: int) -> bool:
+        node = self.nodes[i]
+        return node.op_type == "Add" and len(node.input) == 2 and len(self.live(i)) == 2
+
+    def elementwise(self, i: int) -> bool:
+        return self.nodes[i].op_type in ELEMENTWISE and len(self.live(i)) == 1
+
+    def end(self, add: int) -> str:
+        """The Add's output, past the element-wise ops that are each the only reader of the one before."""
+        tensor = self.nodes[add].output[0]
+        while tensor not in self.outputs and len(self.readers[tensor]) == 1:
+            (reader,) = self.readers[tensor]
+            if not self.elementwise(reader):
+                break
+            tensor = self.nodes[reader].output[0]
+        return tensor
+
+    def candidates(self, y: str) -> Iterator[str]:
+        """The tensors reached from `y` back through element-wise ops and residual Adds' operands,
+        past at least one Add, nearest first."""
+        queue, seen = deque([(y, 0)]), {y}
+        while queue:
+            tensor, adds = queue.popleft()
+            i = self.producer.get(tensor)
+            if i is None:
+                continue
+            passed = adds + self.residual_add(i)
+            if not (self.residual_add(i) or self.elementwise(i)):
+                continue
+            for name in self.live(i):
+                if name in seen:
+                    continue
+                seen.add(name)
+                if passed:
+                    yield name
+                queue.append((name, passed))
+
+    def span(self, x: str, y: str) -> frozenset[int] | None:
+        """The nodes `y` depends on back to `x`, when they read nothing but `x` and constants and no
+        tensor of theirs but `y` is read outside them; else None."""
+        nodes: set[int] = set()
+        stack = [y]
+        while stack:
+            tensor = stack.pop()
+            if tensor == x or tensor in self.constants:
+                continue
+            i = self.producer.get(tensor)
+            if i is None:
+                return None  # another graph input
+            if i not in nodes:
+                nodes.add(i)
+                stack.extend(name for name in self.nodes[i].input if name)
+        for i in nodes:
+            for out in self.nodes[i].output:
+                if out and out != y and (out in self.outputs or not self.readers[out] <= nodes):
+                    return None
+        return frozenset(nodes)
+
+
+def residual_spans(
+    nodes: Sequence[onnx.NodeProto],
+    constants: Collection[str],
+    shapes: Mapping[str, tuple[int, ...]],
+    outputs: Collection[str],
+) -> list[Span]:
+    """The residual blocks of the graph of `nodes` (in graph order) as spans, in graph order:
+    `constants` are the tensors no graph input reaches, `shapes` every tensor's shape (one forward),
+    `outputs` the graph's outputs."""
+    graph = _Graph(nodes, constants, set(outputs))
+    found = []
+    for add in range(len(nodes)):
+        if not graph.residual_add(add):
+            continue
+        y = graph.end(add)
+        if y not in shapes:
+            continue
+        for x in graph.candidates(y):
+            if x not in graph.producer and y in graph.outputs:
+                break  # the whole model (blocks.py does not take the model itself for a block)
+            span = graph.span(x, y) if shapes.get(x) == shapes[y] else None
+            if span is not None:
+                found.append(Span(x, y, span, add))
+                break
+    return [s for s in found if not any(other.nodes < s.nodes for other in found)]
