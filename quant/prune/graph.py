@@ -16,13 +16,16 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
 from edgeport.errors import EdgeportError, exception_line
 from edgeport.quant.prune.channel_pads import customized_pruners, is_selection
+
+if TYPE_CHECKING:  # blocks.py reaches this module through traced_heads.py
+    from edgeport.quant.prune.blocks import Block
 
 # Modules whose input and output channels are kept whole (the rest of the model still prunes):
 # attention (ATTENTION_WHY below; its heads prune) and recurrent layers (their hidden channels feed
@@ -112,17 +115,23 @@ def module_names(module: nn.Module) -> dict[nn.Module, str]:
 
 
 def resolve_excluded(
-    module: nn.Module, names: Sequence[str], flag: str = "--prune-exclude"
+    module: nn.Module, names: Sequence[str], flag: str = "--prune-exclude", blocks: Sequence[Block] = ()
 ) -> list[nn.Module]:
-    """The modules (with their submodules) named by `names`; an unknown name lists close ones."""
-    by_name = dict(module.named_modules())
+    """The modules (with their submodules) named by `names`: a module's name, or a residual block's of
+    `blocks` (the modules it holds: an ONNX source's blocks are named after their Add node, which names
+    no module); an unknown name lists close ones of the same names."""
+    by_name = {name: [m] for name, m in module.named_modules() if name}
+    by_name.update({b.name: [module.get_submodule(m) for m in b.modules] for b in blocks})
     found: list[nn.Module] = []
     for name in names:
-        if name not in by_name or not name:
-            close = difflib.get_close_matches(name, [n for n in by_name if n], n=4, cutoff=0.5)
-            hint = f"close names: {', '.join(close)}" if close else "names are as in model.named_modules()"
-            raise EdgeportError(f"{flag} {name!r} names no module of the model", hint)
-        found.extend(by_name[name].modules())
+        if name not in by_name:
+            close = difflib.get_close_matches(name, list(by_name), n=4, cutoff=0.5)
+            listed = "names are as in model.named_modules()"
+            listed += ", or a residual block's as pruning.blocks_removed lists it" if blocks else ""
+            hint = f"close names: {', '.join(close)}" if close else listed
+            what = "module or residual block" if blocks else "module"
+            raise EdgeportError(f"{flag} {name!r} names no {what} of the model", hint)
+        found.extend(s for m in by_name[name] for s in m.modules())
     return found
 
 

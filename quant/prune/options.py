@@ -50,7 +50,8 @@ class PruneOptions(Options):
     )
     exclude: list[str] = Field(
         default_factory=list,
-        description="Module names kept whole, NAME[,NAME] (names as in model.named_modules()).",
+        description="Modules and residual blocks kept whole, NAME[,NAME]: names as the pruning section "
+        "lists them (as in model.named_modules(); an ONNX source's residual block by its Add node).",
         json_schema_extra=cli(
             "--prune-exclude", text=True, multiple=True, metavar="NAME[,NAME]", needs="RATIO"
         ),

@@ -24,7 +24,14 @@ from edgeport.quant.calibration import CLIP_SIGMAS, CalibrationSet, ImagePrior, 
 from edgeport.quant.input_stats import InputStats
 from edgeport.quant.prune import allocate as alloc
 from edgeport.quant.prune import latency as lat
-from edgeport.quant.prune.blocks import Block, block_removed, entries_holding, find_blocks, without_blocks
+from edgeport.quant.prune.blocks import (
+    Block,
+    GraphBlocks,
+    block_removed,
+    entries_holding,
+    find_blocks,
+    without_blocks,
+)
 from edgeport.quant.prune.channel_pads import is_selection, pads_as_selections, selections_as_gathers
 from edgeport.quant.prune.channels import consumer_columns, merge_into, zero_inputs
 from edgeport.quant.prune.count import count_params, in_width, module_macs, onnx_counts
@@ -483,6 +490,18 @@ def synthetic_count(
     return min(options.samples or first, first)
 
 
+def excluded_modules(
+    module: nn.Module, names: Sequence[str], inputs: Sequence[torch.Tensor], flag: str
+) -> list[nn.Module]:
+    """The modules --prune-exclude `names` keeps whole (resolve_excluded): each name a module's, or a
+    residual block's as the manifest lists it. A PyTorch source's blocks are modules; an ONNX source's
+    (GraphBlocks) are named after their Add node, so they are found (on `inputs`) for a name that is
+    no module's."""
+    modules = dict(module.named_modules())
+    named = isinstance(module, GraphBlocks) and any(n not in modules for n in names)
+    return resolve_excluded(module, names, flag, find_blocks(module, inputs) if named else ())
+
+
 def analyze(
     reference: nn.Module,
     specs: Sequence[TensorSpec],
@@ -494,10 +513,10 @@ def analyze(
     exporter: Exporter | None = None,
 ) -> Analysis:
     module = copy.deepcopy(reference).eval()
-    excluded = resolve_excluded(module, options.exclude, flag("exclude"))
+    one, two = (_stack(random_inputs(specs, n, options.seed), specs) for n in (1, 2))
+    excluded = excluded_modules(module, options.exclude, one, flag("exclude"))
     # Checks and rankings run the model on batches: a forward that runs only at batch 1 (a mask buffer
     # made for one input) is refused here in one line, not from inside a check.
-    one, two = (_stack(random_inputs(specs, n, options.seed), specs) for n in (1, 2))
     problem = _culprit(module, two)[0]
     if problem is not None and _culprit(module, one)[0] is None:
         raise EdgeportError(

@@ -1,7 +1,8 @@
 """Residual blocks of an ONNX source (quant/prune/onnx_blocks.py, onnx_source.py's PrunableGraph):
 found on the graph as on the PyTorch model it was exported from, removed as that model's blocks are
 (identity), listed in the manifest by their Add node, and gone from the re-exported ONNX and the
-.tflite."""
+.tflite. --prune-exclude takes a block by that name, as it takes a group by the layer it is listed
+under."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from tests.quant.prune_models import (
     one_torch_thread,  # noqa: F401 (autouse fixture)
     verified_section,
 )
+from tests.quant.test_prune_bad_input import _one_line
 
 SHAPE = [1, 3, 16, 16]
 SPECS = [TensorSpec("image", SHAPE)]
@@ -234,3 +236,44 @@ def test_no_prune_blocks_keeps_an_onnx_sources_blocks(tmp_path: Path) -> None:
     assert result.section.blocks_removed == [] and not result.module.bypassed
     with torch.no_grad():
         assert result.module(_batch()).shape == (4, 10)
+
+
+def test_an_onnx_block_excluded_by_its_add_node_is_kept(tmp_path: Path) -> None:
+    """--prune-exclude takes a block by the name the manifest lists it under (its Add node): the
+    silent block, removed without it, stays, and its convolutions keep their channels (excluding a
+    block keeps the modules it holds whole, as a PyTorch block module's name does)."""
+    source = _onnx(silent_resnet(), tmp_path / "r.onnx")
+    graph = prunable_module(onnx.load(str(source)), SPECS)
+    block = find_blocks(graph, [_batch(1)])[0]
+    assert block.name == "/layer1/layer1.0/Add"
+    prune = fast_options(ratio=0.1, exclude=[block.name])
+    result = convert_model(ConvertOptions(source=str(source), outdir=tmp_path / "out", prune=prune))
+    section = verified_section(result)
+    assert section.blocks_removed == [] and section.excluded == [block.name]
+    listed = {m for row in section.groups for m in row.modules}
+    assert listed and not listed & set(block.modules)
+    after = Counter(n.op_type for n in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node)
+    before = Counter(n.op_type for n in onnx.load(str(source)).graph.node)
+    assert (after["Conv"], after["Add"]) == (before["Conv"], before["Add"])
+
+
+def test_an_onnx_group_excluded_by_its_listed_name_keeps_its_width(tmp_path: Path) -> None:
+    """A channel group of an ONNX source is listed by its root layer's name, which --prune-exclude
+    takes: the group narrowed without it keeps its width with it."""
+    graph = _graph(tiny_resnet(), tmp_path / "r.onnx")
+    cut = prune_module(graph, SPECS, {}, fast_options(ratio=0.3, blocks=False)).section.groups
+    narrowed = next(row for row in cut if row.channels_after < row.channels_before)
+    result = prune_module(graph, SPECS, {}, fast_options(ratio=0.3, blocks=False, exclude=[narrowed.module]))
+    assert all(row.module != narrowed.module for row in result.section.groups)
+    for name in narrowed.modules:
+        kept, unpruned = result.module.get_submodule(name).weight, graph.get_submodule(name).weight
+        assert kept.shape == unpruned.shape
+
+
+def test_a_misspelt_add_node_is_refused_naming_the_block(tmp_path: Path, capsys) -> None:
+    source = _onnx(tiny_resnet(), tmp_path / "r.onnx")
+    outdir = tmp_path / "out"
+    argv = ["convert", str(source), "--prune", "0.3", "--prune-exclude", "/layer2/layer2.1/Ad"]
+    line = _one_line([*argv, "-o", str(outdir), "-q"], outdir, capsys)
+    assert "'/layer2/layer2.1/Ad' names no module or residual block" in line
+    assert "Close names: /layer2/layer2.1/Add," in line
