@@ -14,7 +14,7 @@ node being edited), so one pass cannot silently change an unrelated layer.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, MutableSequence, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
 
 import numpy as np
 import onnx
@@ -371,6 +371,30 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
 def opset_version(model: onnx.ModelProto, default: int = 0) -> int:
     """The model's default-domain opset, `default` when it imports none."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
+def upstream_nodes(
+    tensor: str,
+    producer: Mapping[str, int],
+    nodes: Sequence[onnx.NodeProto],
+    stop: Callable[[str], bool],
+) -> set[int] | None:
+    """Indices in `nodes` of every node `tensor` depends on, walked back through producers until a
+    tensor `stop` accepts (or an omitted input); None when a tensor nothing produces (a graph input) is
+    reached first."""
+    found: set[int] = set()
+    stack = [tensor]
+    while stack:
+        name = stack.pop()
+        if not name or stop(name):
+            continue
+        index = producer.get(name)
+        if index is None:
+            return None
+        if index not in found:
+            found.add(index)
+            stack.extend(nodes[index].input)
+    return found
 
 
 def outer_reads(node: onnx.NodeProto) -> set[str]:

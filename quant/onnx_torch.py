@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 from torch import nn
 
-from edgeport.onnx_graph import opset_version, outer_reads
+from edgeport.onnx_graph import opset_version, outer_reads, upstream_nodes
 
 # Relative to the largest output magnitude, as the pipeline's own stage checks. The evaluator uses
 # the same float32 ops as onnxruntime up to summation order (measured 3e-7 on ResNet-20), so a
@@ -790,18 +790,9 @@ class Evaluator(nn.Module):
         """The value of tensor `name` when no graph input reaches it (an initializer, a Constant node,
         or ops on those: torch.onnx.export writes a channel pad's amounts as ConstantOfShape, Concat,
         Reshape, Slice, Transpose and Cast of Constants), computed with the evaluator's ops; else None."""
-        needed: set[int] = set()
-        stack = [name]
-        while stack:
-            tensor = stack.pop()
-            if not tensor or tensor in self._constants:
-                continue
-            index = self._producer.get(tensor)
-            if index is None:
-                return None  # a graph input
-            if index not in needed:
-                needed.add(index)
-                stack.extend(self._nodes[index].input)
+        needed = upstream_nodes(name, self._producer, self._nodes, self._constants.__contains__)
+        if needed is None:
+            return None  # a graph input reaches it
         env: dict[str, Any] = dict(self._constants)
         steps = ((self._nodes[i], self._attrs[i]) for i in sorted(needed))  # graph order is topological
         # The base class's run_node: a subclass may run a node through a module, constants are ops'.

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from edgeport.onnx_graph import upstream_nodes
+
 # Single-input element-wise ops that may follow a block's Add (blocks.py's list as ONNX writes it:
 # ReLU6 is a Clip on constants; a Dropout is the identity at inference).
 ELEMENTWISE = {"Relu", "Clip", "LeakyRelu", "Gelu", "HardSwish", "Identity", "Dropout"}
@@ -94,18 +96,9 @@ class _Graph:
     def span(self, x: str, y: str) -> frozenset[int] | None:
         """The nodes `y` depends on back to `x`, when they read nothing but `x` and constants and no
         tensor of theirs but `y` is read outside them; else None."""
-        nodes: set[int] = set()
-        stack = [y]
-        while stack:
-            tensor = stack.pop()
-            if tensor == x or tensor in self.constants:
-                continue
-            i = self.producer.get(tensor)
-            if i is None:
-                return None  # another graph input
-            if i not in nodes:
-                nodes.add(i)
-                stack.extend(name for name in self.nodes[i].input if name)
+        nodes = upstream_nodes(y, self.producer, self.nodes, lambda t: t == x or t in self.constants)
+        if nodes is None:
+            return None  # another graph input
         for i in nodes:
             for out in self.nodes[i].output:
                 if out and out != y and (out in self.outputs or not self.readers[out] <= nodes):
