@@ -122,7 +122,8 @@ LoadReader = Callable[[], Load]
 
 
 def host_load() -> Load:
-    """This host's load now: os.getloadavg()'s 1-minute figure, os.cpu_count(), and this process's
+    """This host's load now: the 1-minute load average (psutil's: the OS's on Linux and macOS, emulated
+    on Windows, which has none, from psutil's first call on), os.cpu_count(), and this process's
     CPU use (with its finished children: the host bench runs a process per model) averaged over its
     life, the nearest figure to its share of a 1-minute average without a reading a minute ago."""
     import psutil
@@ -132,7 +133,7 @@ def host_load() -> Load:
     seconds = used.user + used.system + used.children_user + used.children_system
     cores = os.cpu_count() or 1
     alive = max(time.time() - process.create_time(), 1e-3)
-    return Load(os.getloadavg()[0], cores, min(seconds / alive, float(cores)))
+    return Load(psutil.getloadavg()[0], cores, min(seconds / alive, float(cores)))
 
 
 def timed(

@@ -6,6 +6,7 @@ files with a fake bench, and one real run (conversion + host LiteRT) asserting o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -464,3 +465,14 @@ def test_real_latency_target_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert section.after.macs < section.before.macs  # the chosen ratio was applied
     assert section.after.onnx_macs == section.after.macs
     assert "host LiteRT latency" in result.summary().splitlines()[0]
+
+
+def test_host_load_reads_psutils_load_average_which_windows_has_too(monkeypatch):
+    # os.getloadavg does not exist on Windows; psutil's does on every OS the tool runs on.
+    import psutil
+
+    monkeypatch.setattr(psutil, "getloadavg", lambda: (1.5, 1.0, 0.5))
+    load = latency.host_load()
+    assert load.average == 1.5
+    assert load.cores == (os.cpu_count() or 1)
+    assert 0.0 <= load.own <= load.cores
