@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +71,11 @@ EXTRA_TIMINGS = {
     "m7": ("int8", ["--on", "qemu:mps2-an500", "--runs", "1", "--warmup", "1"]),
 }
 TOOL_TIMEOUT = 3600
+# A host timing waits (up to QUIET_WAIT_S) for the 1-minute load average to fall under QUIET_LOAD on
+# this 2-core machine, and the table shows the load of a timing taken above it: at load 3.7 the session-13
+# latency row's XNNPACK speed-up read 1.17x against 1.51x quiet, on the same files.
+QUIET_LOAD = 1.5
+QUIET_WAIT_S = 900
 OLD_ROWS = "session 6 or before"  # the commit column of rows run before commits were recorded
 KINDS = ("distill", "none", "ls", "data-aware")  # Job.recovery (ls: least squares, no distillation)
 
@@ -166,11 +171,12 @@ def deploy(module: torch.nn.Module, key: str, baseline: Path | None) -> dict:
         ],
         log,
     )
-    medians = _bench_pair(converted, baseline, "float32", HOST, timing)
+    medians, load = _bench_pair(converted, baseline, "float32", HOST, timing)
     manifest = json.loads((package / "edgeport.json").read_text())
     result = {
         "float_ms": medians[-1],
         "unpruned_float_ms": medians[0] if baseline is not None else medians[-1],
+        "float_load": load,
         "int8_bytes": (converted / "model_int8.tflite").stat().st_size,
         "arena_bytes": _arena(manifest),
         "convert_dir": str(converted),
@@ -193,7 +199,7 @@ def extra_timings(converted: Path, baseline: Path | None) -> dict:
                     continue
                 arguments = [*arguments, "--tflm-root", str(root)]
             try:
-                medians = _bench_pair(
+                medians, load = _bench_pair(
                     converted, baseline, variant, arguments, done.with_suffix(".bench.json")
                 )
             except subprocess.SubprocessError as exc:
@@ -201,7 +207,10 @@ def extra_timings(converted: Path, baseline: Path | None) -> dict:
                 print(f"{key} timing of {converted.parent.name} failed: {exc}", flush=True)
                 continue
             done.write_text(
-                json.dumps({f"{key}_ms": medians[-1], f"unpruned_{key}_ms": medians[0]}, indent=1)
+                json.dumps(
+                    {f"{key}_ms": medians[-1], f"unpruned_{key}_ms": medians[0], f"{key}_load": load},
+                    indent=1,
+                )
             )
         result.update(json.loads(done.read_text()))
     return result
@@ -209,13 +218,30 @@ def extra_timings(converted: Path, baseline: Path | None) -> dict:
 
 def _bench_pair(
     converted: Path, baseline: Path | None, variant: str, arguments: list[str], report: Path
-) -> list[float]:
-    """`edgeport bench` of `baseline`'s variant (when given) and the converted model's, in one run: the
-    medians, the converted model's last."""
+) -> tuple[list[float], float | None]:
+    """`edgeport bench` of `baseline`'s variant (when given) and the converted model's, in one run: (the
+    medians, the converted model's last; the higher 1-minute load average before and after a host
+    timing, None for QEMU's instruction counts, which load does not change)."""
     models = [f"{baseline}:{variant}"] if baseline is not None else []
     models.append(f"{converted}:{variant}")
+    host = "host" in arguments
+    first = _wait_quiet(converted.parent.name) if host else None
     _tool(["bench", *models, *arguments, "--json", str(report)], converted.parent / "tools.log")
-    return [r["stats"]["median"] for r in json.loads(report.read_text())["results"]]
+    medians = [r["stats"]["median"] for r in json.loads(report.read_text())["results"]]
+    return medians, (round(max(first, psutil.getloadavg()[0]), 2) if first is not None else None)
+
+
+def _wait_quiet(what: str) -> float:
+    """The 1-minute load average once under QUIET_LOAD, or after QUIET_WAIT_S (said, and then recorded
+    beside the timing)."""
+    deadline = time.monotonic() + QUIET_WAIT_S
+    load = psutil.getloadavg()[0]
+    if load >= QUIET_LOAD:
+        print(f"{what}: waiting for load {load:.1f} to fall under {QUIET_LOAD} before timing", flush=True)
+    while load >= QUIET_LOAD and time.monotonic() < deadline:
+        time.sleep(15)
+        load = psutil.getloadavg()[0]
+    return load
 
 
 def add_timings(out: Path) -> None:
@@ -576,7 +602,7 @@ def zoo_rows(recover: list[str], ratios: list[float], budget: float) -> list[dic
 
 def write(out: Path, state: dict, started: float, part: str = "") -> None:
     state["wall_seconds"] = round(time.perf_counter() - started)
-    state["load_average"] = os.getloadavg()
+    state["load_average"] = psutil.getloadavg()
     name = f"prune_tradeoff.{part}.json" if part else "prune_tradeoff.json"
     (out / name).write_text(json.dumps(state, indent=1))
     render(out)
@@ -756,9 +782,14 @@ def markdown(state: dict) -> str:
 
 
 def _speedup(d: dict, key: str) -> str:
-    """The unpruned model's median over the pruned one's (`key` and `unpruned_<key>`), "-" if unmeasured."""
+    """The unpruned model's median over the pruned one's (`key` and `unpruned_<key>`), "-" if unmeasured;
+    a host timing taken at a load of QUIET_LOAD or more says so."""
     before, after = d.get(f"unpruned_{key}"), d.get(key)
-    return f"{before / after:.2f}x" if before and after else "-"
+    if not (before and after):
+        return "-"
+    load = d.get(key.replace("_ms", "_load"))
+    loaded = load is not None and load >= QUIET_LOAD
+    return f"{before / after:.2f}x" + (f" (load {load:.1f})" if loaded else "")
 
 
 def _kib(value: int | None) -> str:
