@@ -19,6 +19,11 @@ converted model's PAD + CONV_2D does; the PAD is not timed).
 The table only weighs steps: the sum of separately timed layers is not the model's time (LiteRT
 fuses BatchNorm, activations and adds into the convolutions, and a layer's time depends on its
 neighbours' caches), so the latency search still converts and times whole models (latency.py).
+
+A layer whose one-op model LiteRT cannot build or run (a geometry nothing here expected) is counted
+from then on as the ops the table does not time are: by its MACs at the timed layers' µs per MAC.
+That only weighs steps, as every figure here does, and the whole models are still timed; refusing
+would stop a convert over a layer the search can price without a timing.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeport.errors import exception_line
 from edgeport.quant.prune.allocate import CostModel, CostTerm
 
 # The timing's rounds: each one invokes every layer in turn, so drift and load hit all alike.
@@ -227,14 +233,18 @@ class LayerTable:
         model: CostModel,
         entries: int,
         timer: Timer | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         """`model`: the MACs cost model of `module` (its terms name their modules) over `entries` kept
         fractions (the allocation's groups, then its blocks); `example`: one input; `timer`: default
-        time_shapes (this host's LiteRT)."""
+        time_shapes (this host's LiteRT); `say` hears each layer LiteRT cannot time."""
         self.timer = timer or time_shapes
+        self.say = say or (lambda _text: None)
         self.full = [1.0] * entries
         self.times: dict[LayerShape, float] = {}
         self.spreads: dict[LayerShape, float] = {}
+        self.untimeable: dict[LayerShape, str] = {}  # shapes the timer failed on, and its error
+        self.priced: set[int] = set()  # rows (a shape of theirs untimeable) counted by MACs since
         modules = dict(module.named_modules())
         seen: dict[str, list[LayerShape | None]] = {}
         hooks = [
@@ -265,17 +275,48 @@ class LayerTable:
         self._noise: float | None = None
 
     def shapes_at(self, kept: Sequence[float]) -> set[LayerShape]:
-        """The ops the model runs with these kept fractions."""
-        return {shape for row in self.rows for shape in self._row_shapes(row, kept)}
+        """The ops the model runs with these kept fractions (of the layers it times)."""
+        return {shape for _, row in self._timed_rows() for shape in self._row_shapes(row, kept)}
 
     def measure(self, kepts: Sequence[Sequence[float]]) -> None:
-        """Time, in one interleaved batch, every shape these width assignments need and nothing has timed."""
-        todo = sorted({s for kept in kepts for s in self.shapes_at(kept)} - self.times.keys(), key=repr)
-        if not todo:
-            return
-        for shape, rounds in zip(todo, self.timer(todo), strict=True):
-            q1, median, q3 = np.percentile(rounds, [25, 50, 75])
-            self.times[shape], self.spreads[shape] = float(median), float(q3 - q1) / 2
+        """Time, in one interleaved batch, every shape these width assignments need and nothing has timed.
+        A batch the timer fails on is timed again one shape at a time: each shape it fails on alone
+        moves its layers to the MACs count (the module docstring), with one line naming each."""
+        needed: dict[LayerShape, set[int]] = {}  # shape -> the rows running it
+        for kept in kepts:
+            for i, row in self._timed_rows():
+                for shape in self._row_shapes(row, kept):
+                    needed.setdefault(shape, set()).add(i)
+        todo = sorted(needed.keys() - self.times.keys() - self.untimeable.keys(), key=repr)
+        if todo:
+            try:
+                timed = list(zip(todo, self.timer(todo), strict=True))
+            except Exception:  # noqa: BLE001 - which shape failed is found next, one by one
+                timed = self._one_by_one(todo)
+            for shape, rounds in timed:
+                q1, median, q3 = np.percentile(rounds, [25, 50, 75])
+                self.times[shape], self.spreads[shape] = float(median), float(q3 - q1) / 2
+        for shape in sorted(needed.keys() & self.untimeable.keys(), key=repr):
+            for i in sorted(needed[shape] - self.priced):
+                self.priced.add(i)
+                self.say(
+                    f"latency: LiteRT cannot time layer {self.rows[i].term.module} as a one-op model "
+                    f"({shape.kind} {shape.cin} -> {shape.cout} channels: {self.untimeable[shape]}); "
+                    "it counts by its MACs at the timed layers' µs per MAC"
+                )
+
+    def _one_by_one(self, shapes: Sequence[LayerShape]) -> list[tuple[LayerShape, list[float]]]:
+        """Each shape timed alone (not interleaved with the others: only after a batch failed); the
+        ones the timer fails on recorded in `untimeable`."""
+        timed = []
+        for shape in shapes:
+            try:
+                (rounds,) = self.timer([shape])
+            except Exception as exc:  # noqa: BLE001 - LiteRT's failure, named in the say line
+                self.untimeable[shape] = exception_line(exc)
+                continue
+            timed.append((shape, rounds))
+        return timed
 
     @property
     def timed(self) -> int:
@@ -288,26 +329,34 @@ class LayerTable:
         rounds (two medians of shapes that run alike differ by about that)."""
         if self._noise is None:
             self.measure([self.full])
-            spreads = [self.spreads[s] for s in self.shapes_at(self.full)]
+            spreads = [self.spreads[s] for s in self.shapes_at(self.full) if s in self.spreads]
             self._noise = float(np.median(spreads)) if spreads else 0.0
         return self._noise
 
     def total(self, kept: Sequence[float]) -> float:
         """µs of the modules with each group keeping the fraction `kept[g]` of its channels."""
         self.measure([kept])
-        total = sum(self.times[s] for row in self.rows for s in self._row_shapes(row, kept))
-        return total + self.rest.total(kept) * self._rest_rate()
+        total = sum(self.times[s] for _, row in self._timed_rows() for s in self._row_shapes(row, kept))
+        priced = [self.rows[i].term for i in sorted(self.priced)]
+        if not self.rest.terms and not priced:
+            return total
+        return total + (self.rest.total(kept) + CostModel(priced).total(kept)) * self._rest_rate()
+
+    def _timed_rows(self) -> list[tuple[int, _Row]]:
+        """The rows (with their index) that are timed, not counted by MACs."""
+        return [(i, row) for i, row in enumerate(self.rows) if i not in self.priced]
 
     def _rest_rate(self) -> float:
-        """µs per MAC of the timed layers at full width (nothing timed: any rate, MACs alone weigh)."""
+        """µs per MAC of the layers timed at full width (nothing timed: any rate, MACs alone weigh).
+        Fixed once read: the full-width shapes are timed first and a time is never dropped."""
         if self._per_mac is None:
-            if not self.rest.terms:
-                self._per_mac = 0.0
-            else:
-                self.measure([self.full])
-                macs = sum(row.term.base for row in self.rows)
-                micros = sum(self.times[s] for row in self.rows for s in self._row_shapes(row, self.full))
-                self._per_mac = micros / macs if macs and micros else 1.0
+            self.measure([self.full])
+            rows = [
+                row for row in self.rows if all(s in self.times for s in self._row_shapes(row, self.full))
+            ]
+            macs = sum(row.term.base for row in rows)
+            micros = sum(self.times[s] for row in rows for s in self._row_shapes(row, self.full))
+            self._per_mac = micros / macs if macs and micros else 1.0
         return self._per_mac
 
     def _row_shapes(self, row: _Row, kept: Sequence[float]) -> list[LayerShape]:

@@ -840,7 +840,9 @@ def _latency_target(
         analysis.notes.append(busy)
     # Each trial's allocation weighs its steps in this host's per-layer LiteRT times (layer_latency.py,
     # shapes timed once for all trials); each trial is still converted and timed whole.
-    table = LayerTable(analysis.module, analysis.example, analysis.cost("flops"), len(analysis.widths))
+    table = LayerTable(
+        analysis.module, analysis.example, analysis.cost("flops"), len(analysis.widths), say=say
+    )
     say(f"latency: timing {len(table.shapes_at(table.full))} layer shapes on this host")
     table.measure([table.full])
     cuts: dict[float, tuple[nn.Module, list[GroupWidth], alloc.Allocation]] = {}

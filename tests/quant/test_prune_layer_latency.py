@@ -4,7 +4,7 @@ in, with a fake timer (no timing assertions)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -12,8 +12,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgeport.quant.prune import layer_latency
 from edgeport.quant.prune.allocate import CostModel, CostTerm
-from edgeport.quant.prune.layer_latency import LayerShape, LayerTable, layer_shape, single_op_model
+from edgeport.quant.prune.layer_latency import (
+    LayerShape,
+    LayerTable,
+    Timer,
+    layer_shape,
+    single_op_model,
+)
 from edgeport.runtimes.litert import interleaved_invoke_times, interpreter
 from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -105,7 +112,9 @@ def _fake_timer(asked: list[LayerShape]):  # noqa: ANN202 - a fake Timer
     return timer
 
 
-def _table(asked: list[LayerShape]) -> LayerTable:
+def _table(
+    asked: list[LayerShape], timer: Timer | None = None, say: Callable[[str], None] | None = None
+) -> LayerTable:
     net = _Net()
     model = CostModel(
         [
@@ -114,7 +123,7 @@ def _table(asked: list[LayerShape]) -> LayerTable:
             CostTerm(500, None, [(1, 1.0)], module="up"),
         ]
     )
-    return LayerTable(net, [torch.zeros(1, 3, 8, 8)], model, 2, _fake_timer(asked))
+    return LayerTable(net, [torch.zeros(1, 3, 8, 8)], model, 2, timer or _fake_timer(asked), say)
 
 
 def test_the_table_times_each_layer_at_its_kept_widths_once() -> None:
@@ -155,3 +164,55 @@ def test_the_noise_floor_is_the_unpruned_layers_median_spread() -> None:
     table = _table([])
     table.timer = timer
     assert table.noise == pytest.approx(np.median([1.0, 4.0]))  # half the interquartile ranges
+
+
+def _is_b(shape: LayerShape) -> bool:
+    """Layer b of _Net (16 -> 32 channels at full width, any narrower cut of them)."""
+    return shape.stride == (2, 2)
+
+
+def test_a_layer_the_timer_fails_on_counts_by_its_macs_with_one_line() -> None:
+    """LiteRT failing on one layer's one-op model does not stop the table: the batch is timed again
+    shape by shape, that layer counts from then on by its MACs at the timed layers' µs per MAC (as
+    the transposed conv does), is never timed again, and one line names it."""
+    asked: list[LayerShape] = []
+    batches: list[list[LayerShape]] = []
+    fake = _fake_timer(asked)
+
+    def timer(shapes: Sequence[LayerShape]) -> list[list[float]]:
+        batches.append(list(shapes))
+        if any(_is_b(s) for s in shapes):
+            raise RuntimeError("tensorflow/lite/kernels/conv.cc:351 a geometry it cannot run\nmore")
+        return fake(shapes)
+
+    lines: list[str] = []
+    table = _table(asked, timer, lines.append)
+    per_mac = 16.3 / 1000  # a alone is timed at full width
+    assert table.total([1.0, 1.0]) == pytest.approx(16.3 + (2000 + 500) * per_mac)
+    assert table.total([0.5, 1.0]) == pytest.approx(8.3 + (1000 + 500) * per_mac)
+    assert table.total([0.5, 0.5]) == pytest.approx(8.3 + (500 + 250) * per_mac)
+    assert table.noise == 0.0 and table.timed == 2 and not any(_is_b(s) for s in asked)
+    assert [len(b) for b in batches] == [2, 1, 1, 1]  # a and b, then each alone; then a at 8 alone
+    assert len(lines) == 1
+    assert "layer b " in lines[0] and "conv 16 -> 32 channels" in lines[0]
+    assert "RuntimeError: tensorflow/lite/kernels/conv.cc:351 a geometry it cannot run)" in lines[0]
+    assert "\n" not in lines[0]
+
+
+def test_a_one_op_model_that_cannot_be_built_is_counted_by_its_macs(monkeypatch) -> None:
+    """The default timer (this host's LiteRT, one small layer really timed): a shape whose one-op
+    model fails to build falls back the same way."""
+    real = layer_latency.single_op_model
+
+    def build(shape: LayerShape) -> bytes:
+        if _is_b(shape):
+            raise ValueError("no such geometry")
+        return real(shape)
+
+    monkeypatch.setattr(layer_latency, "single_op_model", build)
+    lines: list[str] = []
+    table = _table([], layer_latency.time_shapes, lines.append)
+    total = table.total([1.0, 1.0])
+    (a,) = table.times.values()
+    assert total == pytest.approx(a + (2000 + 500) * a / 1000)
+    assert len(lines) == 1 and "layer b " in lines[0] and "ValueError: no such geometry" in lines[0]
