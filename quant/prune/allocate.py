@@ -13,7 +13,10 @@ per-layer LiteRT times on this host) while the target stays in MACs. A measured 
 in the widths (on the x86 host a 3x3 convolution with 24 output channels is slower than with 32), so
 a one-step greedy would never walk 32 -> 28 -> 24 -> 20 -> 16 through widths that are slower: with a
 measured score a step may jump to any narrower allowed width, and a gain under the score's noise
-floor counts as none. Without one (FLOPs, parameters) every step is one `round`.
+floor counts as none. Without one (FLOPs, parameters) every step is one `round`. Every width a
+measured step tries is measured (each layer of the group timed at it), so a step tries at most
+LOOKAHEAD of a group's narrower widths: all of them when there are no more, else that many spread
+evenly from the next one down to the narrowest (lookahead).
 
 A residual block that may be removed whole (blocks.py) is one more entry with widths 1 (kept) and 0
 (removed), its sensitivity the error measured with the block replaced by identity: the same greedy
@@ -28,6 +31,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+# At most this many narrower widths of a group are tried per measured step: a 512-channel layer at
+# --prune-round 1 would otherwise time 511 new shapes of each of its layers in one step. At the default
+# round (8) a group up to 136 channels wide is offered every width.
+LOOKAHEAD = 16
 
 
 @dataclass
@@ -77,6 +85,15 @@ class MeasuredCost(Protocol):
         ...
 
     def total(self, kept: Sequence[float]) -> float: ...
+
+
+def lookahead(first: int, last: int, cap: int = LOOKAHEAD) -> list[int]:
+    """The option indices a measured step tries among `first`..`last` (a group's narrower widths, the
+    next one first): all of them, or `cap` spread evenly, `first` (one round narrower) and `last` (the
+    narrowest) always among them."""
+    if last - first + 1 <= cap:
+        return list(range(first, last + 1))
+    return sorted({int(i) for i in np.linspace(first, last, cap).round()})
 
 
 def kept_widths(width: int, round_to: int, min_width: int) -> list[int]:
@@ -130,9 +147,9 @@ def allocate(
     """Greedy: cheapest error per unit of cost saved first, until cost <= (1 - ratio) * full cost; the
     step that gets there is the finishing step that adds the least error.
     `score` (default `model`) is what a step's saving is weighed in: a measured cost (module
-    docstring), where a step may be any narrower allowed width of one group and a step that saves
-    none of it (or no more than its noise) comes after every one that does, ranked by error per cost
-    saved. The caller checks `reachable_fraction` first."""
+    docstring), where a step may be any narrower allowed width of one group (those `lookahead`
+    tries) and a step that saves none of it (or no more than its noise) comes after every one that
+    does, ranked by error per cost saved. The caller checks `reachable_fraction` first."""
     level = [0] * len(widths)
     kept = [1.0] * len(widths)
     full = model.total(kept)
@@ -141,9 +158,14 @@ def allocate(
     steps: list[tuple[int, int]] = []
     while current > goal + 1e-9:
         # (group, option index, kept fractions): one `round` narrower, or any narrower when measured
+        # (LOOKAHEAD of them at most)
         candidates = []
         for g, opts in enumerate(options):
-            for j in range(level[g] + 1, len(opts) if score is not None else min(level[g] + 2, len(opts))):
+            if score is None:
+                tried = list(range(level[g] + 1, min(level[g] + 2, len(opts))))
+            else:
+                tried = lookahead(level[g] + 1, len(opts) - 1)
+            for j in tried:
                 trial = list(kept)
                 trial[g] = opts[j] / widths[g]
                 candidates.append((g, j, trial))

@@ -13,7 +13,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeport.quant.prune import layer_latency
-from edgeport.quant.prune.allocate import CostModel, CostTerm
+from edgeport.quant.prune.allocate import (
+    LOOKAHEAD,
+    CostModel,
+    CostTerm,
+    Sensitivity,
+    allocate,
+    kept_widths,
+    lookahead,
+)
 from edgeport.quant.prune.layer_latency import (
     LayerShape,
     LayerTable,
@@ -216,3 +224,38 @@ def test_a_one_op_model_that_cannot_be_built_is_counted_by_its_macs(monkeypatch)
     (a,) = table.times.values()
     assert total == pytest.approx(a + (2000 + 500) * a / 1000)
     assert len(lines) == 1 and "layer b " in lines[0] and "ValueError: no such geometry" in lines[0]
+
+
+class _Wide(nn.Module):
+    """A 512-wide hidden layer: one group of 512 channels between two Linears."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 512), nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_a_measured_step_times_at_most_the_lookahead_s_widths() -> None:
+    """At --prune-round 1 a 512-channel group has 511 narrower widths; a step tries LOOKAHEAD of them
+    (the next one and the narrowest among them), so each of its batches times at most that many
+    widths of each of the group's two layers (plus the unpruned ones)."""
+    assert lookahead(1, 511) == sorted(set(lookahead(1, 511)))
+    assert len(lookahead(1, 511)) == LOOKAHEAD and lookahead(1, 511)[::15] == [1, 511]
+    assert lookahead(3, 5) == [3, 4, 5] and lookahead(6, 5) == []
+    batches: list[int] = []
+    fake = _fake_timer([])
+
+    def timer(shapes: Sequence[LayerShape]) -> list[list[float]]:
+        batches.append(len(shapes))
+        return fake(shapes)
+
+    model = CostModel([CostTerm(16 * 512, 0, module="a"), CostTerm(512 * 10, None, [(0, 1.0)], module="b")])
+    table = LayerTable(_Wide(), [torch.zeros(1, 16)], model, 1, timer)
+    # Error growing with the square of the channels removed: many small steps, each one timed.
+    sensitivity = Sensitivity([0, 128, 256, 511], [0.0, 0.1, 0.4, 1.6])
+    taken = allocate(model, [512], [kept_widths(512, 1, 1)], [sensitivity], 0.5, score=table)
+    assert len(taken.steps) > 1 and taken.cost_after <= 0.5 * taken.cost_before
+    assert batches and max(batches) <= 2 * (LOOKAHEAD + 1)
+    assert table.timed == sum(batches) <= 2 * (LOOKAHEAD + 1) * len(taken.steps)
