@@ -843,7 +843,9 @@ def _latency_target(
     table = LayerTable(
         analysis.module, analysis.example, analysis.cost("flops"), len(analysis.widths), say=say
     )
-    say(f"latency: timing {len(table.shapes_at(table.full))} layer shapes on this host")
+    # More shapes are timed as the trials' allocations ask for narrower widths: the total is said with
+    # the chosen trial (and recorded as layer_shapes_timed).
+    say(f"latency: timing layer shapes on this host ({len(table.shapes_at(table.full))} at full width)")
     table.measure([table.full])
     cuts: dict[float, tuple[nn.Module, list[GroupWidth], alloc.Allocation]] = {}
     # Each trial's second timing: its .tflite timed again beside the unpruned one (no reconversion),
@@ -879,7 +881,10 @@ def _latency_target(
                 f"use {flag('ratio')} {max(most.removed - 0.005, 0.01):.2f} or less, or lower "
                 f"{flag('min_width')} / {flag('round_to')}",
             )
-        say(f"latency: timing the chosen trial ({100 * best.macs_removed:.0f}% of the MACs) again")
+        say(
+            f"latency: timing the chosen trial ({100 * best.macs_removed:.0f}% of the MACs) again "
+            f"({table.timed} layer shapes timed in all)"
+        )
         retimed = lat.timed(best.flops_ratio, best.macs_removed, again[best.flops_ratio], lat.host_load)
     finally:
         if host is not None:

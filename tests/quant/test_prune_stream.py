@@ -313,7 +313,7 @@ def test_block_outputs_inherit_the_stream_s_map() -> None:
 def test_the_latency_target_weighs_steps_in_the_host_s_layer_times(monkeypatch) -> None:
     """--prune-target latency allocates with the per-layer time table as the score (its shapes timed
     by the layer timer, here a fake: no timing), says how many shapes it times and records how many
-    it timed; the flops target allocates in MACs alone."""
+    it timed (at full width first, in all with the chosen trial); the flops target allocates in MACs alone."""
     from edgeport.quant.prune import allocate as alloc_mod
     from edgeport.quant.prune import layer_latency
 
@@ -347,7 +347,9 @@ def test_the_latency_target_weighs_steps_in_the_host_s_layer_times(monkeypatch) 
     tables = scores[1:]
     assert tables and all(isinstance(t, layer_latency.LayerTable) for t in tables)
     assert len({id(t) for t in tables}) == 1  # built once, for every trial
-    assert any(
-        line.startswith("latency: timing ") and line.endswith(" layer shapes on this host") for line in lines
-    )
+    full = next(line for line in lines if line.startswith("latency: timing layer shapes on this host ("))
+    assert full.endswith(" at full width)")
+    timed_in_all = f"({len(timed)} layer shapes timed in all)"
+    assert any(line.startswith("latency: timing the chosen trial") and timed_in_all in line for line in lines)
+    assert int(full.split("(")[1].split()[0]) < len(timed)  # the narrower widths come later
     assert result.section.latency.layer_shapes_timed == len(timed) == len(set(timed)) > 0
