@@ -514,6 +514,10 @@ def analyze(
 ) -> Analysis:
     module = copy.deepcopy(reference).eval()
     one, two = (_stack(random_inputs(specs, n, options.seed), specs) for n in (1, 2))
+    # Channel pads (option-A shortcuts) become selection layers, so each stage's stream is its own
+    # group. Made before the exclusions are resolved: the section lists a selection among its group's
+    # modules, a name --prune-exclude then takes (and an excluded module a trace replaced is the trace).
+    module, _selections, kept_whole = pads_as_selections(module, one)
     excluded = excluded_modules(module, options.exclude, one, flag("exclude"))
     # Checks and rankings run the model on batches: a forward that runs only at batch 1 (a mask buffer
     # made for one input) is refused here in one line, not from inside a check.
@@ -536,8 +540,6 @@ def analyze(
     )
     say("analysis: finding the coupled channel groups")
     example = [x[:1] for x in pool]
-    # Channel pads (option-A shortcuts) become selection layers, so each stage's stream is its own group.
-    module, _selections, kept_whole = pads_as_selections(module, example)
     graph = Graph(module, example)
     groups, whole = graph.groups(excluded)
     kept_whole += whole

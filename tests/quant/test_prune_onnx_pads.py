@@ -97,6 +97,17 @@ def test_an_onnx_option_a_resnet_prunes_each_stage_stream_as_its_pytorch_source(
         assert ours.module(random_batch(3)).shape == (3, 4)
 
 
+def test_an_onnx_selection_the_section_lists_is_a_name_exclude_takes(tmp_path: Path) -> None:
+    """The evaluator's selection (made on pruning's copy) is listed among its groups' modules (the test
+    above); --prune-exclude takes that name, and both streams it joins keep their widths."""
+    module = prunable_module(_exported(option_a_resnet(), tmp_path / "oa.onnx"), SPECS)
+    (pad,) = _selection_names(module)
+    result = prune_module(module, SPECS, {}, fast_options(ratio=0.2, allocation="uniform", exclude=[pad]))
+    assert result.section.excluded == [pad]
+    assert result.section.groups and not any(pad in g.modules for g in result.section.groups)
+    assert result.section.removed("flops") >= 0.2
+
+
 def test_an_onnx_option_a_source_converts_with_its_streams_cut(tmp_path: Path) -> None:
     source = tmp_path / "oa.onnx"
     (pad,) = _selection_names(prunable_module(_exported(option_a_resnet(), source), SPECS))

@@ -243,6 +243,20 @@ def test_akamaster_s_lambda_layer_shortcut_prunes_its_stream() -> None:
     assert result.module.get_submodule("conv1").out_channels < 8
 
 
+def test_a_selection_the_section_lists_is_a_name_exclude_takes() -> None:
+    """A group's modules list the selection a pad became (it exists on pruning's copy only);
+    --prune-exclude takes that name, and both streams it joins keep their widths."""
+    model, pad = option_a_resnet(), "layer2.0.channel_pad"
+    listed = prune_module(model, SPECS, {}, fast_options(ratio=0.4, allocation="uniform"))
+    assert [g.module for g in listed.section.groups if pad in g.modules] == ["conv1", "layer2.0.conv2"]
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.2, allocation="uniform", exclude=[pad]))
+    assert result.section.excluded == [pad]
+    assert not any(pad in g.modules for g in result.section.groups)
+    assert result.module.get_submodule("conv1").out_channels == 8
+    assert result.module.get_submodule("layer2.0.conv2").out_channels == 16
+    assert result.section.removed("flops") >= 0.2
+
+
 def test_a_pad_off_the_channel_axis_leaves_the_model_as_it_was() -> None:
     model = spatial_pad()
     module, names, notes = pads_as_selections(model, [random_batch(1)])
