@@ -10,10 +10,19 @@ must reach no graph input but X (constants aside: X is its single input), no ten
 read outside it or be a graph output (Y aside), and Y has X's shape. So a projection (a Conv on the
 shortcut) or a scaled shortcut (Mul) is not a block: the walk stops at that op, and no tensor before it
 is reached from one X alone. Y extends past the last Add through the element-wise ops that are its
-only readers (the block's ReLU goes with it, as in the module it was exported from). A span holding
-another (a stage of blocks) is not offered: its blocks are, one by one; nor is one from a graph input
-to a graph output (the model itself). The graph has no module boundaries, so a residual add written in
-a model's own forward is a block here, and a module with two (a pre-norm transformer layer) is two.
+only readers (the block's ReLU goes with it, as in the module it was exported from).
+
+Each Add's span is its nearest; blocks.py's block is a module, whose forward may chain several (a
+pre-norm transformer layer: h = X + attn(norm(X)), Y = h + mlp(norm(h)), one block there). The graph
+keeps the module only in its node names (torch.onnx.export's scope path: /layers/layers.0/Add and
+/layers/layers.0/Add_1), so spans chained output to input whose Adds share a scope that is not the
+root's are one span, the module's: the same block as the PyTorch model's, named after its last Add.
+Adds in different scopes stay apart (ResNet blocks in a stage, /layer1/layer1.0/Add and
+/layer1/layer1.1/Add; a residual wrapper module per sublayer, as the PyTorch path has them); so do
+Adds with no scope (a name with no '/', or an add written in the model's own forward: /Add): nothing
+then says which module they belong to, and each is its own block. A span holding another (a stage of
+blocks) is not offered: its blocks are, one by one; nor is one from a graph input to a graph output
+(the model itself: a model that is one such module has no block, its halves none either).
 """
 
 from __future__ import annotations
@@ -93,6 +102,10 @@ class _Graph:
                     yield name
                 queue.append((name, passed))
 
+    def whole(self, x: str, y: str) -> bool:
+        """Whether `x` to `y` is the model itself: from a graph input to a graph output."""
+        return x not in self.producer and y in self.outputs
+
     def span(self, x: str, y: str) -> frozenset[int] | None:
         """The nodes `y` depends on back to `x`, when they read nothing but `x` and constants and no
         tensor of theirs but `y` is read outside them; else None."""
@@ -116,7 +129,7 @@ def residual_spans(
     `constants` are the tensors no graph input reaches, `shapes` every tensor's shape (one forward),
     `outputs` the graph's outputs."""
     graph = _Graph(nodes, constants, set(outputs))
-    found = []
+    found: list[Span] = []
     for add in range(len(nodes)):
         if not graph.residual_add(add):
             continue
@@ -124,10 +137,37 @@ def residual_spans(
         if y not in shapes:
             continue
         for x in graph.candidates(y):
-            if x not in graph.producer and y in graph.outputs:
-                break  # the whole model (blocks.py does not take the model itself for a block)
+            if graph.whole(x, y):
+                break  # blocks.py does not take the model itself for a block
             span = graph.span(x, y) if shapes.get(x) == shapes[y] else None
             if span is not None:
                 found.append(Span(x, y, span, add))
                 break
+    found = [s for s in _modules(graph, found) if not graph.whole(s.input, s.output)]
     return [s for s in found if not any(other.nodes < s.nodes for other in found)]
+
+
+def _scope(node: onnx.NodeProto) -> str:
+    """The module path in the node's name ('/layers/layers.0' of '/layers/layers.0/Add'); '' for the
+    root's nodes ('/Add') and names with no path."""
+    return node.name.rpartition("/")[0]
+
+
+def _modules(graph: _Graph, spans: Sequence[Span]) -> list[Span]:
+    """`spans` (graph order) with each run chained output to input whose Adds share a scope (not the
+    root's) made one span, when that is a span (the tensors between them read inside it alone)."""
+    merged: list[Span] = []
+    ending: dict[str, int] = {}  # a merged span's output -> its index in merged
+    for s in spans:
+        before = merged[ending[s.input]] if s.input in ending else None
+        where = _scope(graph.nodes[s.add])
+        if before is not None and where and _scope(graph.nodes[before.add]) == where:
+            nodes = graph.span(before.input, s.output)
+            if nodes is not None:
+                i = ending.pop(s.input)
+                merged[i] = Span(before.input, s.output, nodes, s.add)
+                ending[s.output] = i
+                continue
+        ending[s.output] = len(merged)
+        merged.append(s)
+    return merged

@@ -33,6 +33,7 @@ from tests.quant.prune_models import (
     verified_section,
 )
 from tests.quant.test_prune_bad_input import _one_line
+from tests.zoo.attention import HandAttention
 
 SHAPE = [1, 3, 16, 16]
 SPECS = [TensorSpec("image", SHAPE)]
@@ -143,6 +144,78 @@ def test_a_removed_onnx_block_leaves_the_reexported_graph(tmp_path: Path) -> Non
     assert (ops["Conv"], ops["Add"], ops["Relu"]) == (8, 3, 7)  # of 10, 4 and 9
 
 
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (the evaluator has no LayerNormalization op; this exports to ops it runs)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(1 + 0.1 * torch.randn(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class PreNormLayer(nn.Module):
+    """A pre-norm transformer layer: x = x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int = 30, heads: int = 5) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2 = RMSNorm(dim), HandAttention(dim, heads), RMSNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyTransformer(nn.Module):
+    """An embedding, two pre-norm layers, a head."""
+
+    def __init__(self, dim: int = 30) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, dim)
+        self.layers = nn.Sequential(PreNormLayer(dim), PreNormLayer(dim))
+        self.head = nn.Linear(dim, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(self.embed(x)))
+
+
+def test_a_pre_norm_transformer_layer_is_one_onnx_block_as_in_torch(tmp_path: Path) -> None:
+    """Both residual Adds of a layer are in its scope (/layers/layers.0/Add, .../Add_1): one block, as
+    the PyTorch layer module is, named after its last Add, holding the layer's six Linears (attention's
+    q, k, v, out; the MLP's two) and nothing else, and removed it computes the PyTorch layer removed."""
+    torch.manual_seed(0)
+    model = TinyTransformer().eval()
+    shape = [1, 7, 8]
+    path = tmp_path / "t.onnx"
+    export_onnx(model, [torch.zeros(shape)], path, ["tokens"])
+    graph = prunable_module(onnx.load(str(path)), [TensorSpec("tokens", shape)])
+    x = torch.randn(4, *shape[1:], generator=torch.Generator().manual_seed(1))
+    torch_blocks, onnx_blocks = find_blocks(model, [x[:1]]), find_blocks(graph, [x[:1]])
+    assert [b.name for b in torch_blocks] == ["layers.0", "layers.1"]
+    assert [b.name for b in onnx_blocks] == ["/layers/layers.0/Add_1", "/layers/layers.1/Add_1"]
+    linears = {n: m.weight for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    with torch.no_grad():
+        full = model(x)
+        for torch_block, onnx_block in zip(torch_blocks, onnx_blocks, strict=True):
+            # Each ONNX layer the block holds is one of the PyTorch block's Linears (the same weight).
+            held = {
+                next(
+                    n
+                    for n, w in linears.items()
+                    if w.shape == layer.weight.shape and torch.equal(w, layer.weight)
+                )
+                for layer in (graph.get_submodule(m) for m in onnx_block.modules)
+            }
+            assert held == {n for n in linears if torch_block.holds(n)} and len(held) == 6
+            with block_removed(model, torch_block), block_removed(graph, onnx_block):
+                without = model(x)
+                assert torch.allclose(graph(x), without, atol=1e-5)
+                assert not torch.allclose(without, full, atol=1e-3)
+        assert torch.allclose(graph(x), full, atol=1e-5)  # each put back
+
+
 def _spans(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray]) -> list[tuple[str, str, int]]:
     model = make_model(nodes, {"x": [1, 4, 4, 4]}, [nodes[-1].output[0]], inits)
     evaluator = PrunableGraph(model)
@@ -153,6 +226,19 @@ def _spans(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray]) -> list[tu
 
 def _conv(x: str, w: str, y: str) -> onnx.NodeProto:
     return helper.make_node("Conv", [x, w], [y], pads=[1, 1, 1, 1])
+
+
+def _chain(first: str, second: str, stem: bool = True) -> list[onnx.NodeProto]:
+    """s = conv(x) (x itself without `stem`), h = s + f(s), y = h + g(h), the Adds named `first` and
+    `second`."""
+    s = "s" if stem else "x"
+    return [
+        *([_conv("x", "w2", "s")] if stem else []),
+        _conv(s, "w0", "f"),
+        helper.make_node("Add", [s, "f"], ["h"], name=first),
+        _conv("h", "w1", "g"),
+        helper.make_node("Add", ["g", "h"], ["y"], name=second),
+    ]
 
 
 WEIGHTS = {f"w{i}": np.random.default_rng(i).normal(size=(4, 4, 3, 3)) for i in range(3)}
@@ -171,16 +257,21 @@ WEIGHTS = {f"w{i}": np.random.default_rng(i).normal(size=(4, 4, 3, 3)) for i in 
             ],
             [("a", "y", 3)],
         ),
-        # A chain (pre-norm transformer layer): h = x + f(x), y = h + g(h): two blocks, not their sum.
+        # A chain (pre-norm transformer layer): h = x + f(x), y = h + g(h), both Adds in one module's
+        # scope: one block, as the module is in PyTorch.
+        (_chain("/layer/Add", "/layer/Add_1"), [("s", "y", 4)]),
+        # Each Add in a module of its own (a residual wrapper per sublayer; blocks in a stage): two.
+        (_chain("/layers.0/Add", "/layers.1/Add"), [("s", "h", 2), ("h", "y", 2)]),
+        # Adds of the model's own forward (the root's scope) or unnamed: nothing says they are one module.
+        (_chain("/Add", "/Add_1"), [("s", "h", 2), ("h", "y", 2)]),
+        (_chain("", ""), [("s", "h", 2), ("h", "y", 2)]),
+        # One scope, but h also read past the second Add: the two are no span together.
         (
-            [
-                _conv("x", "w0", "f"),
-                helper.make_node("Add", ["x", "f"], ["h"]),
-                _conv("h", "w1", "g"),
-                helper.make_node("Add", ["g", "h"], ["y"]),
-            ],
-            [("x", "h", 2), ("h", "y", 2)],
+            [*_chain("/layer/Add", "/layer/Add_1"), helper.make_node("Mul", ["y", "h"], ["z"])],
+            [("s", "h", 2), ("h", "y", 2)],
         ),
+        # The module from the graph's input to its output is the model itself: no block, nor its halves.
+        (_chain("/layer/Add", "/layer/Add_1", stem=False), []),
         # Projection shortcut: conv(x) + conv'(x) is not x plus a branch.
         (
             [_conv("x", "w0", "f"), _conv("x", "w1", "g"), helper.make_node("Add", ["f", "g"], ["y"])],
@@ -208,7 +299,19 @@ WEIGHTS = {f"w{i}": np.random.default_rng(i).normal(size=(4, 4, 3, 3)) for i in 
         # From the graph's input to its output: the model itself, not a block of it.
         ([_conv("x", "w0", "f"), helper.make_node("Add", ["x", "f"], ["y"])], []),
     ],
-    ids=["relu_after", "chain", "projection", "scaled", "read_outside", "whole_model"],
+    ids=[
+        "relu_after",
+        "chain_one_module",
+        "chain_two_modules",
+        "chain_root",
+        "chain_unnamed",
+        "chain_read_past",
+        "chain_whole_model",
+        "projection",
+        "scaled",
+        "read_outside",
+        "whole_model",
+    ],
 )
 def test_residual_spans(nodes: list[onnx.NodeProto], expected: list) -> None:
     assert _spans(nodes, {**WEIGHTS, "two": np.array(2.0, dtype=np.float32)}) == expected
