@@ -69,6 +69,28 @@ def _time_limit(seconds: int, name: str, module: nn.Module) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _known_widths_only() -> None:
+    """torch-pruning infers a concat input's width as the concat's width less its siblings'; after a
+    chunk whose half is concatenated again (ShuffleNetV2's unit: chunk, cat, channel shuffle) that gives
+    0, and the channel shuffle's reshape then divides by it. A width of 0 or less is taken for what it
+    is, unknown (as torch-pruning takes a width it cannot infer): the reshape keeps its channels in
+    place, and a group it couples wrongly is kept whole by the cut check (prune.checked_groups).
+    Installed once, for good: torch-pruning infers widths again for every group it builds."""
+    from torch_pruning.dependency import shape_infer
+
+    infer = shape_infer.infer_in_channels_recursively
+    if getattr(infer, "known_widths_only", False):
+        return
+
+    def known(graph: Any, node: Any, recursive_depth: list[int]) -> int | None:
+        width = infer(graph, node, recursive_depth)
+        return width if width is None or width > 0 else None
+
+    known.known_widths_only = True  # type: ignore[attr-defined]
+    # The recursion and index_mapping.py call it through the module, so both see this one.
+    shape_infer.infer_in_channels_recursively = known
+
+
 @dataclass
 class ChannelGroup:
     """One prunable group: `channels` root output channels in `units` steps of `unit` channels each
@@ -141,6 +163,7 @@ class Graph:
     def __init__(self, module: nn.Module, example_inputs: Sequence[torch.Tensor]) -> None:
         import torch_pruning as tp
 
+        _known_widths_only()
         self.module = module
         self.names = module_names(module)
         module.eval()
@@ -219,13 +242,20 @@ class Graph:
             pruner = self.dg.get_pruner_of_module(root)
             if pruner is None or pruner.get_out_channels(root) is None:
                 continue
-            with _time_limit(GROUP_SECONDS, self.names.get(root, "?"), root):
-                tp_group = self.dg.get_pruning_group(
-                    root, pruner.prune_out_channels, list(range(pruner.get_out_channels(root)))
-                )
+            name = self.names.get(root, "?")
+            try:
+                with _time_limit(GROUP_SECONDS, name, root):
+                    tp_group = self.dg.get_pruning_group(
+                        root, pruner.prune_out_channels, list(range(pruner.get_out_channels(root)))
+                    )
+            except EdgeportError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - torch-pruning's index maps fail on this coupling
+                why = exception_line(exc)
+                notes.append(f"{name}: kept whole, the dependency analysis fails on its channels ({why})")
+                continue
             modules = [dep.target.module for dep, _ in tp_group if isinstance(dep.target.module, nn.Module)]
             seen.update(m for dep, _ in tp_group if self.is_out(dep.handler) for m in [dep.target.module])
-            name = self.names.get(root, "?")
             if self._touches_output(tp_group):
                 continue  # a model output's channels are the model's interface
             if any(m in excluded_set for m in modules):
