@@ -13,7 +13,8 @@ states it:
   (P = 3: q, k and v packed in one Linear), the only use of the Linear's values (reading its
   .shape / .size() is not one); or of each of P equal parts of a Linear's output split or chunked
   along its last axis (nanoGPT's c_attn(x).split(n_embd, dim=2), vit-pytorch's chunk(3, dim=-1));
-* a merge: a view/reshape of [..., H, D] into [..., H*D] whose only use is a Linear.
+* a merge: a view/reshape of [..., H, D] into [..., H*D] whose only use is a Linear (directly or
+  through an nn.Identity / nn.Dropout, as timm's Attention has its `norm`).
 However the shape is spelled (ints and -1, x.size()[:-1] + (H, D), another tensor's .shape), what
 is read is the shapes of one run.
 A module with splits of one (H, D), H > 1, and exactly one merge of the same (H, D) is taken as an
@@ -156,10 +157,23 @@ def trace(
     """The module's symbolic trace, or with `example` (every argument of one call, in order) its trace
     by ExampleTracer."""
     if example is None:
-        return torch.fx.symbolic_trace(m, concrete_args=concrete or None)
+        return _same_signature(torch.fx.symbolic_trace(m, concrete_args=concrete or None), m)
     tracer = ExampleTracer(example)
     graph = tracer.trace(m, concrete_args=concrete or None)
-    return torch.fx.GraphModule(tracer.root, graph, m.__class__.__name__)
+    return _same_signature(torch.fx.GraphModule(tracer.root, graph, m.__class__.__name__), m)
+
+
+def _same_signature(gm: torch.fx.GraphModule, m: nn.Module) -> torch.fx.GraphModule:
+    """`gm` taking its arguments under `m.forward`'s names: fx may rename a concrete argument's
+    placeholder (timm's Attention: attn_mask -> attn_mask_1), and the trace replaces the module in
+    a model whose caller passes it by keyword (timm's Block: self.attn(x, attn_mask=attn_mask))."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    names = list(inspect.signature(m.forward).parameters)
+    if len(placeholders) == len(names) and [n.target for n in placeholders] != names:
+        for node, name in zip(placeholders, names, strict=True):
+            node.target = name
+        gm.recompile()
+    return gm
 
 
 def _traced_with_shapes(
@@ -219,6 +233,21 @@ def _value_users(node: torch.fx.Node) -> list[torch.fx.Node]:
         return user.op == "call_function" and user.target is getattr and user.args[1:] == ("shape",)
 
     return [u for u in node.users if not shape_only(u)]
+
+
+# Modules that return their input in eval: timm's Attention puts its `norm` (an nn.Identity unless
+# scale_norm) between the heads' merge and `proj`, and many attentions a Dropout.
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (nn.Identity, nn.Dropout)
+
+
+def _merge_reader(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:
+    """The Linear that alone reads `node`'s values, directly or through _PASS_THROUGH modules."""
+    users = _value_users(node)
+    while len(users) == 1 and users[0].op == "call_module":
+        if not isinstance(gm.get_submodule(str(users[0].target)), _PASS_THROUGH):
+            break
+        users = _value_users(users[0])
+    return _linear_of(gm, users[0]) if len(users) == 1 else None
 
 
 _MATMULS = {operator.matmul, torch.matmul, torch.bmm}
@@ -312,8 +341,7 @@ def _heads_in(gm: torch.fx.GraphModule) -> Found | str | None:
                 else:
                     parts = tail[0] if len(tail) == 3 else 1
                     splits.append((linear, parts, tail[-2], tail[-1], node.name, len(given) - 1, None))  # type: ignore[arg-type]
-        users = _value_users(node)
-        reader = _linear_of(gm, users[0]) if len(users) == 1 else None
+        reader = _merge_reader(gm, node)
         if reader and len(given) >= 2 and out == given[:-2] + [given[-2] * given[-1]]:
             merges.append((reader, given[-2], given[-1], node.name, len(given) - 2))
     if not splits:

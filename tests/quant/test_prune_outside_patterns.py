@@ -1,13 +1,18 @@
-"""Patterns of architectures written outside edgeport (torchvision's ShuffleNetV2) that pruning
-failed on, rebuilt as small modules: ShuffleNetV2's stride-1 units (chunk, concat, channel shuffle)
-made torch-pruning's width inference divide by zero."""
+"""Patterns of architectures written outside edgeport (torchvision's ShuffleNetV2, timm's ViT) that
+pruning failed on, rebuilt as small modules: ShuffleNetV2's stride-1 units (chunk, concat, channel
+shuffle) made torch-pruning's width inference divide by zero; timm's Attention (an nn.Identity between
+the heads' merge and `proj`, called with attn_mask= by keyword) kept its heads whole."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from edgeport.quant.prune import prune_module
+from edgeport.quant.prune.heads import cut_plan, head_groups, head_plan, zero_plan
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo.models import _conv_bn
@@ -56,3 +61,86 @@ def test_shufflenet_v2_units_prune_their_branches() -> None:
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert result.module(x).shape == model(x).shape == (2, 10)
+
+
+class TimmAttention(nn.Module):
+    """timm's Attention as timm 1.0 writes it: q/k/v packed, unbind, q_norm/k_norm and `norm`
+    Identities, SDPA, heads merged into attn_dim, `norm` then `proj`, a Dropout after."""
+
+    def __init__(self, dim: int = 24, heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.attn_dim = heads * self.head_dim
+        self.qkv = nn.Linear(dim, 3 * self.attn_dim)
+        self.q_norm, self.k_norm, self.norm = nn.Identity(), nn.Identity(), nn.Identity()
+        self.proj = nn.Linear(self.attn_dim, dim)
+        self.proj_drop = nn.Dropout(0.0)
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        x = self.norm(x.transpose(1, 2).reshape(b, n, self.attn_dim))
+        return self.proj_drop(self.proj(x))
+
+
+class TimmBlock(nn.Module):
+    def __init__(self, dim: int = 24) -> None:
+        super().__init__()
+        self.norm1, self.attn, self.norm2 = nn.LayerNorm(dim), TimmAttention(dim), nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), attn_mask=attn_mask)  # by keyword, as timm's Block
+        return x + self.mlp(self.norm2(x))
+
+
+class TimmViT(nn.Module):
+    def __init__(self, dim: int = 24) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.Sequential(TimmBlock(dim), TimmBlock(dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def _vit() -> nn.Module:
+    torch.manual_seed(0)
+    return TimmViT().eval()
+
+
+def test_timm_attention_heads_are_found_through_its_identity_norm() -> None:
+    model, x = _vit(), torch.randn(2, 3, 16, 16)
+    groups, notes = head_groups(model, (), [x[:1]])
+    assert notes == []
+    assert sorted((g.name, g.heads, g.consumer) for g in groups) == [
+        ("blocks.0.attn", 4, "blocks.0.attn.proj"),
+        ("blocks.1.attn", 4, "blocks.1.attn.proj"),
+    ]
+    # The trace replaces the attention, and the block still calls it with attn_mask= by keyword.
+    group = groups[0]
+    plan = head_plan(model, group, "l2")
+    zeroed, cut = copy.deepcopy(model), copy.deepcopy(model)
+    zero_plan(zeroed, group, plan, 1)
+    cut = cut_plan(cut, group, plan, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(cut(x), zeroed(x), rtol=1e-5, atol=1e-5)
+
+
+def test_timm_vit_prunes_heads() -> None:
+    model = _vit()
+    options = fast_options(round_to=4, min_width=4, blocks=False, ratio=0.3)
+    result = prune_module(model, [TensorSpec("x", [1, 3, 16, 16])], {}, options)
+    assert result.section.removed() >= 0.3
+    heads = {g.module: (g.heads_before, g.heads_after) for g in result.section.groups if g.heads_before}
+    assert set(heads) == {"blocks.0.attn", "blocks.1.attn"}
+    assert not any("heads kept whole" in note for note in result.section.kept_whole)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert result.module(x).shape == (2, 10)
