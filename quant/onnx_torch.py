@@ -10,9 +10,11 @@ Why not the `onnx2torch` package: it imports torchvision unconditionally, PyPI's
 for torch 2.13 are the CUDA builds (`import torchvision` fails with the CPU torch edgeport pins:
 "operator torchvision::nms does not exist", its _C.so needs libtorch_cuda.so), and a plain
 `pip install onnx2torch` resolves to torch 2.15 with CUDA. The CPU torchvision lives on PyTorch's own
-index only. So this is a small evaluator for the ops CNN classifiers export to, including the
-shape arithmetic of unfolded exports (Shape, Gather, ConstantOfShape, ...); any other op raises
-`UnsupportedOnnxGraph` naming it, and the caller falls back to another calibration method.
+index only. So this is a small evaluator for the ops CNN classifiers and small transformers export to
+(LayerNormalization, attention's Softmax, Trilu, Where and Einsum), including the shape arithmetic of
+unfolded exports (Shape, Gather, ConstantOfShape, Mod, ...); any other op (recurrent layers among
+them) raises `UnsupportedOnnxGraph` naming it, and the caller falls back to another calibration
+method.
 
 The graph runs on a batch larger than the one it was exported with (distillation optimises a
 batch of 80). Shape computations that go through `Shape` follow the real batch by themselves; a
@@ -137,6 +139,8 @@ _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Sin": torch.sin,
     "Cos": torch.cos,
     "Not": torch.logical_not,
+    "Sign": torch.sign,
+    "Round": torch.round,  # half to even, as ONNX
 }
 for _name, _fn in _UNARY.items():
     _OPS[_name] = lambda ev, a, x, _fn=_fn: _fn(x)
@@ -153,6 +157,7 @@ _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "GreaterOrEqual": torch.ge,
     "And": torch.logical_and,
     "Or": torch.logical_or,
+    "Xor": torch.logical_xor,
 }
 for _name, _fn in _BINARY.items():
     _OPS[_name] = lambda ev, a, x, y, _fn=_fn: _fn(x, y)
@@ -163,6 +168,16 @@ def _div(ev: Evaluator, a: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     if not x.is_floating_point() and not y.is_floating_point():
         return torch.div(x, y, rounding_mode="trunc")  # ONNX integer division truncates
     return x / y
+
+
+@_op("Mod")
+def _mod(ev: Evaluator, a: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    # fmod=1 is C's fmod (the sign of x); fmod=0 Python's % (the sign of y), for integers only.
+    if a.get("fmod", 0):
+        return torch.fmod(x, y)
+    if x.is_floating_point() or y.is_floating_point():
+        raise ValueError("Mod of floating-point tensors needs fmod=1 (the ONNX definition)")
+    return torch.remainder(x, y)
 
 
 @_op("Max", "Min", "Sum", "Mean")
@@ -187,6 +202,17 @@ def _leaky(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
 @_op("Elu")
 def _elu(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     return F.elu(x, a.get("alpha", 1.0))
+
+
+@_op("Celu")
+def _celu(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
+    return F.celu(x, a.get("alpha", 1.0))
+
+
+@_op("Selu")
+def _selu(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
+    # ONNX's defaults are torch's constants rounded to float32.
+    return a.get("gamma", 1.05070102214813232421875) * F.elu(x, a.get("alpha", 1.67326319217681884765625))
 
 
 @_op("HardSigmoid")
@@ -317,6 +343,26 @@ def _matmul(ev: Evaluator, a: dict, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return torch.matmul(x, y)
 
 
+def pool_sizes(
+    size: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+    ceil: bool,
+) -> list[int]:
+    """A pool's output sizes as ONNX defines them (and onnxruntime computes them): with ceil_mode, a
+    last window that would start in the end padding is dropped. torch drops one only when it starts
+    past its input, and a pool over an explicitly padded input sees the padding as input."""
+    nd = len(size)
+    out = []
+    for i, (n, k, s, d) in enumerate(zip(size, kernel, strides, dilations, strict=True)):
+        span = n + pads[i] + pads[i + nd] - d * (k - 1) - 1
+        o = (-(-span // s) if ceil else span // s) + 1
+        out.append(o - 1 if ceil and (o - 1) * s >= n + pads[i] else o)
+    return out
+
+
 @_op("MaxPool", "AveragePool")
 def _pool(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     nd = x.dim() - 2
@@ -327,24 +373,36 @@ def _pool(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     dilations = a.get("dilations", [1] * nd)
     pads = spatial_pads(a, x.shape[2:], kernel, strides, dilations)
     ceil = bool(a.get("ceil_mode", 0))
+    sizes = pool_sizes(x.shape[2:], kernel, strides, pads, dilations, ceil)
+    crop = (..., *(slice(0, o) for o in sizes))  # torch's ceil mode may keep one window more
     if ev.node.op_type == "MaxPool":
         native = pads[:nd] == pads[nd:] and all(2 * p <= k for p, k in zip(pads[:nd], kernel, strict=True))
         if not native:  # padding never wins a max: pad with -inf and pool without padding
             x, pads = F.pad(x, torch_pad(pads), value=float("-inf")), [0] * (2 * nd)
         pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[nd - 1]
-        return pool(x, kernel, strides, pads[:nd], dilations, ceil)
+        return pool(x, kernel, strides, pads[:nd], dilations, ceil)[crop]
     if any(d != 1 for d in dilations):
         raise UnsupportedOnnxGraph("AveragePool with dilations is not supported", "AveragePool")
     pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[nd - 1]
-    if not any(pads):
-        return pool(x, kernel, strides, 0, ceil)
-    padded = F.pad(x, torch_pad(pads))
     if a.get("count_include_pad", 0):
-        return pool(padded, kernel, strides, 0, ceil)
+        # Every window divided by the whole kernel, as onnxruntime does also for a ceil-mode window
+        # reaching past the padded input (torch divides that one by its part inside): zeros padded to
+        # the end of the last window make every window whole.
+        ends = [
+            (o - 1) * s + k - n - pads[i] - pads[i + nd]
+            for i, (o, s, k, n) in enumerate(zip(sizes, strides, kernel, x.shape[2:], strict=True))
+        ]
+        padded = F.pad(
+            x, torch_pad(pads[:nd] + [p + max(e, 0) for p, e in zip(pads[nd:], ends, strict=True)])
+        )
+        return pool(padded, kernel, strides, 0, False)[crop]
+    if not any(pads):
+        return pool(x, kernel, strides, 0, ceil)[crop]
     # Padding excluded from the count: the ratio of the window sums of x and of a mask of real
     # elements, exact for any (also asymmetric) padding.
+    padded = F.pad(x, torch_pad(pads))
     mask = F.pad(torch.ones_like(x[:1, :1]), torch_pad(pads))
-    return pool(padded, kernel, strides, 0, ceil) / pool(mask, kernel, strides, 0, ceil)
+    return (pool(padded, kernel, strides, 0, ceil) / pool(mask, kernel, strides, 0, ceil))[crop]
 
 
 @_op("GlobalAveragePool", "GlobalMaxPool")
@@ -355,7 +413,28 @@ def _global_pool(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
     )
 
 
-@_op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
+def _prod(x: torch.Tensor, dims: Sequence[int], keepdim: bool) -> torch.Tensor:
+    for d in sorted((d % x.dim() for d in dims), reverse=True):  # torch.prod takes one axis
+        x = x.prod(d, keepdim=keepdim)
+    return x
+
+
+# Each reduction over `dims` (a list), keeping them as size 1 or not.
+_REDUCTIONS: dict[str, Callable[[torch.Tensor, list[int], bool], torch.Tensor]] = {
+    "ReduceMean": lambda x, dims, keep: x.mean(dims, keepdim=keep),
+    "ReduceSum": lambda x, dims, keep: x.sum(dims, keepdim=keep),
+    "ReduceMax": lambda x, dims, keep: x.amax(dims, keepdim=keep),
+    "ReduceMin": lambda x, dims, keep: x.amin(dims, keepdim=keep),
+    "ReduceProd": _prod,
+    "ReduceL1": lambda x, dims, keep: x.abs().sum(dims, keepdim=keep),
+    "ReduceL2": lambda x, dims, keep: x.square().sum(dims, keepdim=keep).sqrt(),
+    "ReduceSumSquare": lambda x, dims, keep: x.square().sum(dims, keepdim=keep),
+    "ReduceLogSum": lambda x, dims, keep: x.sum(dims, keepdim=keep).log(),
+    "ReduceLogSumExp": lambda x, dims, keep: x.logsumexp(dims, keepdim=keep),
+}
+
+
+@_op(*_REDUCTIONS)
 def _reduce(ev: Evaluator, a: dict, x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
     dims = _ints(axes) if axes is not None else a.get("axes")
     keep = bool(a.get("keepdims", 1))
@@ -363,12 +442,7 @@ def _reduce(ev: Evaluator, a: dict, x: torch.Tensor, axes: torch.Tensor | None =
         if a.get("noop_with_empty_axes", 0):
             return x
         dims = list(range(x.dim()))
-    op = ev.node.op_type
-    if op == "ReduceMean":
-        return x.mean(dims, keepdim=keep)
-    if op == "ReduceSum":
-        return x.sum(dims, keepdim=keep)
-    return x.amax(dims, keepdim=keep) if op == "ReduceMax" else x.amin(dims, keepdim=keep)
+    return _REDUCTIONS[ev.node.op_type](x, list(dims), keep)
 
 
 # -- shapes and indexing
@@ -640,9 +714,87 @@ def _range(
     return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
 
+@_op("Trilu")
+def _trilu(ev: Evaluator, a: dict, x: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+    diagonal = int(k.item()) if k is not None else 0
+    return torch.triu(x, diagonal) if a.get("upper", 1) else torch.tril(x, diagonal)
+
+
+@_op("Einsum")
+def _einsum(ev: Evaluator, a: dict, *xs: torch.Tensor) -> torch.Tensor:
+    return torch.einsum(a["equation"].replace(" ", ""), *xs)
+
+
+@_op("ArgMax", "ArgMin")
+def _arg_extreme(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
+    axis = a.get("axis", 0) % x.dim()
+    keep = bool(a.get("keepdims", 1))
+    find = torch.argmax if ev.node.op_type == "ArgMax" else torch.argmin
+    if not a.get("select_last_index", 0):
+        return find(x, axis, keepdim=keep)  # torch returns the first of equal extremes
+    return x.shape[axis] - 1 - find(x.flip(axis), axis, keepdim=keep)
+
+
+@_op("DepthToSpace")
+def _depth_to_space(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
+    block = a["blocksize"]
+    if a.get("mode", "DCR") == "CRD":
+        return F.pixel_shuffle(x, block)  # the same channel order
+    b, c, h, w = x.shape
+    depth = c // (block * block)
+    x = x.reshape(b, block, block, depth, h, w).permute(0, 3, 4, 1, 5, 2)
+    return x.reshape(b, depth, h * block, w * block)
+
+
+@_op("SpaceToDepth")
+def _space_to_depth(ev: Evaluator, a: dict, x: torch.Tensor) -> torch.Tensor:
+    # Block offsets outermost in the channels (DCR order), unlike F.pixel_unshuffle.
+    block = a["blocksize"]
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // block, block, w // block, block).permute(0, 3, 5, 1, 2, 4)
+    return x.reshape(b, c * block * block, h // block, w // block)
+
+
 @_op("BatchNormalization")
 def _batchnorm(ev: Evaluator, a: dict, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
     return ev.batchnorms[ev.bn_keys[ev.node.output[0]]](x)
+
+
+@_op("LayerNormalization")
+def _layer_norm(
+    ev: Evaluator, a: dict, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normalised over the axes from `axis` on, statistics computed in `stash_type`; the optional
+    Mean and InvStdDev outputs (kept axes of size 1) when the node asks for them."""
+    axis = a.get("axis", -1) % x.dim()
+    eps = a.get("epsilon", 1e-5)
+    stash = _TORCH_DTYPES.get(a.get("stash_type", onnx.TensorProto.FLOAT))
+    if stash is None or not stash.is_floating_point:
+        raise UnsupportedOnnxGraph(
+            f"LayerNormalization stash_type {a.get('stash_type')} is not supported", "LayerNormalization"
+        )
+    shape = tuple(x.shape[axis:])
+    statistics = any(ev.node.output[1:])
+    whole = scale.shape == shape and (bias is None or bias.shape == shape)
+    if stash == x.dtype and whole and not statistics:  # torch's own op (re-exported as LayerNormalization)
+        return F.layer_norm(x, shape, scale, bias, eps)
+    dims = list(range(axis, x.dim()))
+    stashed = x.to(stash)
+    mean = stashed.mean(dims, keepdim=True)
+    centred = stashed - mean
+    inv_std = torch.rsqrt(centred.square().mean(dims, keepdim=True) + eps)
+    # Scaled in the stash type and cast once, as onnxruntime does; scale and bias broadcast to the
+    # normalised axes.
+    y = centred * inv_std * scale.to(stash)
+    y = (y + bias.to(stash) if bias is not None else y).to(x.dtype)
+    return (y, mean, inv_std) if statistics else y
+
+
+@_op("InstanceNormalization")
+def _instance_norm(
+    ev: Evaluator, a: dict, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    return F.instance_norm(x, weight=scale, bias=bias, eps=a.get("epsilon", 1e-5))
 
 
 # ---- the evaluator --------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ when it pads those too (split as the fx path splits it), so each stage's residua
 as for a PyTorch source; one whose amounts are computed from the input stays a Pad, named in a note (its
 stream kept whole). Other nodes stay functional on their constant weights: a channel feeding one cannot
 change width, which the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph
-the evaluator cannot run is refused in one line naming the op.
+the evaluator cannot run is refused in one line naming the op; one it runs at its exported batch only
+(a static-shape export writes the batch size into constants: attention's batch x heads) in one line
+naming the node that fails at batch 2 and the re-export with a dynamic batch axis that fixes it.
 
 Residual blocks are spans of the graph's nodes (onnx_blocks.py), each named after its residual Add
 node; one removed runs as an Identity from its input to its output in place of its nodes (none of
@@ -396,13 +398,7 @@ def prunable_module(
             "convert the PyTorch model it was exported from (file.py:callable, TorchScript or .pt2), or "
             "convert without --prune",
         ) from exc
-    error = check_against_onnxruntime(module, graph, random_inputs(specs, 2, 0), scale_floors)
-    if not error < CHECK_TOLERANCE:
-        raise EdgeportError(
-            f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which computes "
-            f"this graph differently from onnxruntime (max rel. error {error:.1e})",
-            "convert the PyTorch model it was exported from, or without --prune, and report the model",
-        )
+    _check(module, graph, specs, scale_floors)
     if not module.layers:
         raise EdgeportError(
             "--prune found no Conv, Gemm or MatMul with constant weights in this ONNX model (nothing to "
@@ -415,3 +411,52 @@ def prunable_module(
         "; it was pruned, and is converted, as float", weights, counts.pairs, counts.clips
     )
     return module
+
+
+def _agreement(
+    module: PrunableGraph,
+    graph: onnx.ModelProto,
+    samples: Sequence[dict],
+    scale_floors: Mapping[str, float] | None,
+) -> tuple[float, str | None]:
+    """check_against_onnxruntime's error on `samples` (one batch), or inf and the evaluator's one-line
+    failure (naming the node and its op) when it fails on them."""
+    try:
+        return check_against_onnxruntime(module, graph, samples, scale_floors), None
+    except RuntimeError as exc:
+        return float("inf"), str(exc)
+
+
+def _check(
+    module: PrunableGraph,
+    graph: onnx.ModelProto,
+    specs: Sequence[TensorSpec],
+    scale_floors: Mapping[str, float] | None,
+) -> None:
+    """Refuse in one line a module that fails on the graph or computes it differently from onnxruntime
+    at a batch of two (pruning runs batches); when it agrees on one sample, the graph runs at its
+    exported batch only (an export with static shapes writes the batch size into constants: attention's
+    batch x heads, a class token expanded to the batch), and the line says so."""
+    samples = random_inputs(specs, 2, 0)
+    error, failure = _agreement(module, graph, samples, scale_floors)
+    if error < CHECK_TOLERANCE:
+        return
+    what = failure or f"its outputs differ from onnxruntime's (max rel. error {error:.1e})"
+    if _agreement(module, graph, samples[:1], scale_floors)[0] < CHECK_TOLERANCE:
+        raise EdgeportError(
+            "--prune runs an ONNX model on batches (inputs stacked on axis 0), but this graph runs at its "
+            f"exported batch only (its batch size is written into constants): at batch 2 {what}",
+            "re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'<input>': "
+            "{0: 'batch'}})), or convert the PyTorch model it was exported from",
+        )
+    if failure is not None:
+        raise EdgeportError(
+            f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which fails on "
+            f"this graph: {failure}",
+            "convert the PyTorch model it was exported from, or without --prune, and report the model",
+        )
+    raise EdgeportError(
+        f"--prune on an ONNX model goes through edgeport's ONNX-to-PyTorch evaluator, which computes "
+        f"this graph differently from onnxruntime (max rel. error {error:.1e})",
+        "convert the PyTorch model it was exported from, or without --prune, and report the model",
+    )

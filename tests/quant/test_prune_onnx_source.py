@@ -84,6 +84,22 @@ def test_onnx_source_refusals_are_one_line(
     assert not outdir.exists()
 
 
+def test_an_op_the_evaluator_fails_on_is_named_in_one_line(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing at one sample too, it is the evaluator's failure (not the batch), named with its node."""
+    from edgeport.quant import onnx_torch
+
+    def broken(ev: object, a: dict, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(7, -1)
+
+    monkeypatch.setitem(onnx_torch._OPS, "Relu", broken)
+    source = _conv_then("Relu", tmp_path / "m.onnx", name="the_relu")
+    assert main(["convert", str(source), "--prune", "0.3", "-o", str(tmp_path / "out"), "-q"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "evaluator, which fails on this graph: node 'the_relu' (Relu)" in lines[0]
+
+
 class _TokenMlp(nn.Module):
     """Linears on a 3-D input: the exporter writes each as MatMul + Add, not Gemm."""
 
