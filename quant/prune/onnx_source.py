@@ -24,7 +24,7 @@ stream kept whole). Other nodes stay functional on their constant weights: a cha
 change width, which the removal check (cut on a copy == zeroed) sees, so its group is kept whole. A graph
 the evaluator cannot run is refused in one line naming the op; one it runs at its exported batch only
 (a static-shape export writes the batch size into constants: attention's batch x heads) in one line
-naming the node that fails at batch 2 and the re-export with a dynamic batch axis that fixes it.
+naming the node that fails at batch 2 and the re-export with a dynamic batch on axis 0 that fixes it.
 
 Residual blocks are spans of the graph's nodes (onnx_blocks.py), each named after its residual Add
 node; one removed runs as an Identity from its input to its output in place of its nodes (none of
@@ -446,7 +446,7 @@ def _check(
         raise EdgeportError(
             "--prune runs an ONNX model on batches (inputs stacked on axis 0), but this graph runs at its "
             f"exported batch only (its batch size is written into constants): at batch 2 {what}",
-            "re-export it with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'<input>': "
+            "re-export it with a dynamic batch on axis 0 (torch.onnx.export(..., dynamic_axes={'<input>': "
             "{0: 'batch'}})), or convert the PyTorch model it was exported from",
         )
     if failure is not None:

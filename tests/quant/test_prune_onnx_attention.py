@@ -73,5 +73,5 @@ def test_a_static_batch_attention_export_is_refused_in_one_line(
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1, captured.err
     assert "runs at its exported batch only" in lines[0] and f"({op}): RuntimeError" in lines[0]
-    assert "at batch 2 node '/" in lines[0] and "dynamic batch axis" in lines[0]
+    assert "at batch 2 node '/" in lines[0] and "dynamic batch on axis 0" in lines[0]
     assert not outdir.exists()
