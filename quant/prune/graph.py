@@ -91,6 +91,28 @@ def _known_widths_only() -> None:
     shape_infer.infer_in_channels_recursively = known
 
 
+def _detach_caches(module: nn.Module) -> None:
+    """Detach the tensors with a grad_fn that torch-pruning's forward (grad enabled, after its own
+    model.eval()) left in modules' plain attributes: timm's LeViT and EfficientFormer cache their
+    attention biases in eval (attention_bias_cache, cleared by .eval()), and copy.deepcopy, which every
+    check and cut makes of the model, refuses a tensor that is not a graph leaf. The values stay;
+    dicts and lists are changed in place."""
+
+    def detached(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+            return value.detach()
+        if isinstance(value, dict):
+            value.update({k: detached(v) for k, v in value.items()})
+        elif isinstance(value, list):
+            value[:] = [detached(v) for v in value]
+        return value
+
+    for m in module.modules():
+        for key, value in vars(m).items():
+            if key not in ("_parameters", "_buffers", "_modules"):
+                m.__dict__[key] = detached(value)
+
+
 @dataclass
 class ChannelGroup:
     """One prunable group: `channels` root output channels in `units` steps of `unit` channels each
@@ -175,6 +197,7 @@ class Graph:
             self.dg = tp.DependencyGraph().build_dependency(
                 module, example_inputs=list(example_inputs), customized_pruners=customized_pruners()
             )
+            _detach_caches(module)
         except Exception as exc:  # noqa: BLE001 - torch-pruning's own failure, named for the user
             raise EdgeportError(
                 f"the pruning dependency analysis cannot trace this model ({exception_line(exc)})",

@@ -36,11 +36,12 @@ constants (P, kept heads, D; or kept heads x D), and each split's size as kept h
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import operator
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,11 +157,45 @@ def trace(
 ) -> torch.fx.GraphModule:
     """The module's symbolic trace, or with `example` (every argument of one call, in order) its trace
     by ExampleTracer."""
-    if example is None:
-        return _same_signature(torch.fx.symbolic_trace(m, concrete_args=concrete or None), m)
-    tracer = ExampleTracer(example)
-    graph = tracer.trace(m, concrete_args=concrete or None)
-    return _same_signature(torch.fx.GraphModule(tracer.root, graph, m.__class__.__name__), m)
+    with _attributes_kept(m):  # the GraphModule made inside: it copies the constants fx put on `m`
+        if example is None:
+            return _same_signature(torch.fx.symbolic_trace(m, concrete_args=concrete or None), m)
+        tracer = ExampleTracer(example)
+        graph = tracer.trace(m, concrete_args=concrete or None)
+        return _same_signature(torch.fx.GraphModule(tracer.root, graph, m.__class__.__name__), m)
+
+
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # parameters, buffers, submodules, hooks
+
+
+@contextlib.contextmanager
+def _attributes_kept(m: nn.Module) -> Iterator[None]:
+    """Each submodule's own attributes as they were before the trace: fx runs the forward on proxies,
+    and a forward that caches a value in an attribute (timm's LeViT: attention_bias_cache, filled in
+    eval) would keep a Proxy there, which fails the next trace and every deepcopy of the model. A dict
+    or list is emptied and refilled in place (whoever holds it sees the same object); attributes the
+    trace added (fx's _tensor_constant0, copied into the GraphModule) are removed."""
+    saved = [
+        (x, {k: (v, _contents(v)) for k, v in vars(x).items() if k not in _MODULE_INTERNALS})
+        for x in m.modules()
+    ]
+    try:
+        yield
+    finally:
+        for x, attrs in saved:
+            for key in [k for k in vars(x) if k not in _MODULE_INTERNALS and k not in attrs]:
+                del x.__dict__[key]
+            for key, (value, contents) in attrs.items():
+                if isinstance(value, dict):
+                    value.clear()
+                    value.update(contents)
+                elif isinstance(value, list):
+                    value[:] = contents
+                x.__dict__[key] = value
+
+
+def _contents(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else None
 
 
 def _same_signature(gm: torch.fx.GraphModule, m: nn.Module) -> torch.fx.GraphModule:

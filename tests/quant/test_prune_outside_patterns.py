@@ -1,7 +1,8 @@
-"""Patterns of architectures written outside edgeport (torchvision's ShuffleNetV2, timm's ViT) that
-pruning failed on, rebuilt as small modules: ShuffleNetV2's stride-1 units (chunk, concat, channel
-shuffle) made torch-pruning's width inference divide by zero; timm's Attention (an nn.Identity between
-the heads' merge and `proj`, called with attn_mask= by keyword) kept its heads whole."""
+"""Patterns of architectures written outside edgeport (torchvision's ShuffleNetV2, timm's ViT and
+LeViT) that pruning failed on, rebuilt as small modules: ShuffleNetV2's stride-1 units (chunk, concat,
+channel shuffle) made torch-pruning's width inference divide by zero; timm's Attention (an nn.Identity
+between the heads' merge and `proj`, called with attn_mask= by keyword) kept its heads whole; LeViT's
+attention-bias cache (filled in eval) made the model impossible to deep-copy."""
 
 from __future__ import annotations
 
@@ -144,3 +145,71 @@ def test_timm_vit_prunes_heads() -> None:
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert result.module(x).shape == (2, 10)
+
+
+class CachedBiasAttention(nn.Module):
+    """timm's LeViT attention: a per-head bias on the scores, gathered from a parameter and cached in
+    eval under the input's device (the cache emptied by .train() / .eval())."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, tokens: int = 16) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.attention_biases = nn.Parameter(torch.randn(heads, tokens))
+        idxs = torch.arange(tokens).view(-1, 1).sub(torch.arange(tokens)).abs()
+        self.register_buffer("attention_bias_idxs", idxs, persistent=False)
+        self.attention_bias_cache: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> CachedBiasAttention:
+        super().train(mode)
+        self.attention_bias_cache = {}
+        return self
+
+    def biases(self, device: torch.device) -> torch.Tensor:
+        if self.training:
+            return self.attention_biases[:, self.attention_bias_idxs]
+        key = str(device)
+        if key not in self.attention_bias_cache:
+            self.attention_bias_cache[key] = self.attention_biases[:, self.attention_bias_idxs]
+        return self.attention_bias_cache[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5 + self.biases(x.device)
+        return self.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class CachedBiasNet(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.attn = CachedBiasAttention(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.Hardswish(), nn.Linear(4 * dim, dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.attn(x)
+        return self.head((x + self.mlp(x)).mean(1))
+
+
+def test_attention_bias_cache_of_levit_prunes() -> None:
+    """torch-pruning's forward (grad enabled) left a non-leaf tensor in the cache, which deepcopy
+    refuses; fx's trace of the attention left a Proxy there (cached under str(Proxy device)), which
+    broke later traces and copies. The cache keeps plain values; the MLP prunes."""
+    torch.manual_seed(0)
+    model = CachedBiasNet().eval()
+    result = prune_module(model, [TensorSpec("x", [1, 3, 16, 16])], {}, fast_options(ratio=0.2))
+    assert result.section.removed() >= 0.2
+    narrowed = {g.module for g in result.section.groups if g.channels_after < g.channels_before}
+    assert "mlp.0" in narrowed
+    for cached in result.module.attn.attention_bias_cache.values():
+        assert isinstance(cached, torch.Tensor) and cached.grad_fn is None
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert copy.deepcopy(result.module)(x).shape == model(x).shape == (2, 10)
+    # Tracing the attention to look for heads leaves its cache as it was: no Proxy under a new key.
+    before = dict(model.attn.attention_bias_cache)
+    head_groups(model, (), [x[:1]])
+    assert model.attn.attention_bias_cache == before and list(before) == ["cpu"]
