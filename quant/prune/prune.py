@@ -85,6 +85,7 @@ CUT_TOLERANCE = 1e-4
 # are active (after a ReLU a channel can be zero on a few inputs; on 2 smooth synthetic images a
 # padded shortcut's miscut channel was).
 CHECK_SAMPLES = 8
+CHANGES_KEPT = "cutting changes more than the cut channels"  # the cut check's numeric failure
 ALLOCATION = (
     "greedy over groups: each step removes one --prune-round of channels from the group whose measured "
     "output error (channels removed in criterion order on synthetic inputs) grows least per MAC saved"
@@ -337,7 +338,7 @@ def _cut_problem(graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[
             return f"an output became {tuple(g.shape)}, not {tuple(e.shape)}"
         error = float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
         if error > CUT_TOLERANCE:
-            return f"cutting changes more than the cut channels (max rel. error {error:.1e})"
+            return f"{CHANGES_KEPT} (max rel. error {error:.1e})"
     return None
 
 
@@ -353,9 +354,22 @@ def checked_groups(
         problem = _cut_problem(graph, [group], inputs)
         if problem is None:
             good.append(group)
+        elif problem.startswith(CHANGES_KEPT) and (norm := _layer_norm_of(graph.module, group)):
+            notes.append(
+                f"{group.name}: kept whole, {norm} normalizes over its channels (a cut changes the rest)"
+            )
         else:
             notes.append(f"{group.name}: kept whole, the dependency analysis does not follow it ({problem})")
     return good, notes
+
+
+def _layer_norm_of(module: nn.Module, group: ChannelGroup) -> str | None:
+    """'name (type)' of the first LayerNorm (or subclass: ConvNeXt's LayerNorm2d) whose channels the group
+    narrows: a transformer's residual stream or a ConvNeXt stage's, where a cut never equals a zeroing."""
+    for name in group.out_modules:
+        if isinstance(norm := module.get_submodule(name), nn.LayerNorm):
+            return f"{name} ({type(norm).__name__})"
+    return None
 
 
 def checked_heads(

@@ -1,8 +1,9 @@
-"""Patterns of architectures written outside edgeport (torchvision's ShuffleNetV2, timm's ViT and
-LeViT) that pruning failed on, rebuilt as small modules: ShuffleNetV2's stride-1 units (chunk, concat,
-channel shuffle) made torch-pruning's width inference divide by zero; timm's Attention (an nn.Identity
-between the heads' merge and `proj`, called with attn_mask= by keyword) kept its heads whole; LeViT's
-attention-bias cache (filled in eval) made the model impossible to deep-copy."""
+"""Patterns of architectures written outside edgeport (torchvision's ShuffleNetV2 and ConvNeXt, timm's
+ViT and LeViT) that pruning failed on, rebuilt as small modules: ShuffleNetV2's stride-1 units (chunk,
+concat, channel shuffle) made torch-pruning's width inference divide by zero; timm's Attention (an
+nn.Identity between the heads' merge and `proj`, called with attn_mask= by keyword) kept its heads
+whole; LeViT's attention-bias cache (filled in eval) made the model impossible to deep-copy; a
+ConvNeXt stream kept whole said only that the analysis does not follow it, not which LayerNorm."""
 
 from __future__ import annotations
 
@@ -213,3 +214,50 @@ def test_attention_bias_cache_of_levit_prunes() -> None:
     before = dict(model.attn.attention_bias_cache)
     head_groups(model, (), [x[:1]])
     assert model.attn.attention_bias_cache == before and list(before) == ["cpu"]
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt LayerNorm2d: a LayerNorm over the channels of an NCHW tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        return x + self.layer_scale * self.fc2(self.act(self.fc1(y))).permute(0, 3, 1, 2)
+
+
+class ConvNeXtStage(nn.Module):
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 4, 4), LayerNorm2d(dim))
+        self.blocks = nn.Sequential(ConvNeXtBlock(dim), ConvNeXtBlock(dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_convnext_stream_is_kept_whole_naming_its_layer_norm() -> None:
+    """A ConvNeXt stage's stream is normalized over its channels (LayerNorm2d, LayerNorm after a
+    permute): no cut equals a zeroing there, and the note says which LayerNorm; the blocks' MLPs prune."""
+    torch.manual_seed(0)
+    model = ConvNeXtStage().eval()
+    options = fast_options(ratio=0.2, round_to=4, min_width=4, blocks=False)
+    result = prune_module(model, [TensorSpec("x", [1, 3, 16, 16])], {}, options)
+    assert result.section.removed() >= 0.2
+    (note,) = result.section.kept_whole  # the stream's group, named by the layer it was found from
+    why = "normalizes over its channels (a cut changes the rest)"
+    assert note.endswith(f": kept whole, stem.1 (LayerNorm2d) {why}")
+    narrowed = {g.module for g in result.section.groups if g.channels_after < g.channels_before}
+    assert narrowed <= {"blocks.0.fc1", "blocks.1.fc1"} and narrowed
