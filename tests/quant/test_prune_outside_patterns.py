@@ -17,21 +17,12 @@ from edgeport.quant.prune import prune_module
 from edgeport.quant.prune.heads import cut_plan, head_groups, head_plan, zero_plan
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.zoo.models import _conv_bn
+from tests.zoo.models import ShuffleUnit, _conv_bn
 from tests.zoo.shuffle import _shuffle_view
 
 
-class ShuffleV2Unit(nn.Module):
-    """torchvision's ShuffleNetV2 stride-1 unit: half the channels pass, half go through the branch."""
-
-    def __init__(self, channels: int = 16) -> None:
-        super().__init__()
-        half = channels // 2
-        self.branch = nn.Sequential(
-            _conv_bn(half, half, 1, act=nn.ReLU()),
-            _conv_bn(half, half, 3, groups=half),
-            _conv_bn(half, half, 1, act=nn.ReLU()),
-        )
+class ShuffleV2Unit(ShuffleUnit):
+    """torchvision's ShuffleNetV2 stride-1 unit: the zoo's, with torchvision's view-based shuffle."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kept, branch = x.chunk(2, dim=1)
