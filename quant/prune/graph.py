@@ -91,6 +91,15 @@ def _known_widths_only() -> None:
     shape_infer.infer_in_channels_recursively = known
 
 
+# What nn.Module keeps in every instance's __dict__ (parameters, buffers, submodules, hooks, training).
+MODULE_INTERNALS = frozenset(vars(nn.Module()))
+
+
+def plain_attributes(m: nn.Module) -> dict[str, Any]:
+    """`m`'s own attributes beside nn.Module's bookkeeping: where a forward may cache values."""
+    return {k: v for k, v in vars(m).items() if k not in MODULE_INTERNALS}
+
+
 def _detach_caches(module: nn.Module) -> None:
     """Detach the tensors with a grad_fn that torch-pruning's forward (grad enabled, after its own
     model.eval()) left in modules' plain attributes: timm's LeViT and EfficientFormer cache their
@@ -108,9 +117,8 @@ def _detach_caches(module: nn.Module) -> None:
         return value
 
     for m in module.modules():
-        for key, value in vars(m).items():
-            if key not in ("_parameters", "_buffers", "_modules"):
-                m.__dict__[key] = detached(value)
+        for key, value in plain_attributes(m).items():
+            m.__dict__[key] = detached(value)
 
 
 @dataclass

@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 
 from edgeport.quant.prune.count import module_calls
-from edgeport.quant.prune.graph import flat_outputs
+from edgeport.quant.prune.graph import flat_outputs, plain_attributes
 from edgeport.quant.prune.heads import HeadGroup
 
 
@@ -165,9 +165,6 @@ def trace(
         return _same_signature(torch.fx.GraphModule(tracer.root, graph, m.__class__.__name__), m)
 
 
-_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # parameters, buffers, submodules, hooks
-
-
 @contextlib.contextmanager
 def _attributes_kept(m: nn.Module) -> Iterator[None]:
     """Each submodule's own attributes as they were before the trace: fx runs the forward on proxies,
@@ -175,15 +172,12 @@ def _attributes_kept(m: nn.Module) -> Iterator[None]:
     eval) would keep a Proxy there, which fails the next trace and every deepcopy of the model. A dict
     or list is emptied and refilled in place (whoever holds it sees the same object); attributes the
     trace added (fx's _tensor_constant0, copied into the GraphModule) are removed."""
-    saved = [
-        (x, {k: (v, _contents(v)) for k, v in vars(x).items() if k not in _MODULE_INTERNALS})
-        for x in m.modules()
-    ]
+    saved = [(x, {k: (v, _contents(v)) for k, v in plain_attributes(x).items()}) for x in m.modules()]
     try:
         yield
     finally:
         for x, attrs in saved:
-            for key in [k for k in vars(x) if k not in _MODULE_INTERNALS and k not in attrs]:
+            for key in [k for k in plain_attributes(x) if k not in attrs]:
                 del x.__dict__[key]
             for key, (value, contents) in attrs.items():
                 if isinstance(value, dict):
