@@ -47,11 +47,9 @@ from bench.quant_accuracy import CAL, DATA, EVAL, model_input, paired, resnet20,
 from edgeport.errors import EdgeportError  # noqa: E402
 from edgeport.options import validate_options  # noqa: E402
 from edgeport.pipeline.torch_passes import prune_exporter  # noqa: E402
-from edgeport.quant.calibration import DISTILL_STEPS  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
 from edgeport.quant.prune.options import DEFAULT_BUDGET, DEFAULT_MIN_WIDTH, DEFAULT_ROUND  # noqa: E402
-from edgeport.quant.prune.prune import IMAGE_PRIOR, synthetic_inputs  # noqa: E402
-from edgeport.quant.prune.recover import pool_size  # noqa: E402
+from edgeport.quant.prune.prune import IMAGE_PRIOR, pool_of, synthetic_inputs  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -524,12 +522,12 @@ def cached_synthetic(
     in CACHE (they take minutes under load and depend only on the weights, the pool size the budget
     buys, PruneOptions' defaults, the distillation steps that make them and the image prior), and the
     seconds making them took."""
-    defaults = PruneOptions(ratio=0.5)
-    count = defaults.samples or pool_size(module, specs, budget)
+    defaults = PruneOptions(ratio=0.5, budget=budget)
+    plan = pool_of(module, specs, defaults)
     weights = hashlib.sha256(
         b"".join(v.detach().numpy().tobytes() for v in module.state_dict().values())
     ).hexdigest()[:12]
-    recipe = f"{count}-{defaults.held_out}-{seed}-d{DISTILL_STEPS}"
+    recipe = f"{plan.count}-{defaults.held_out}-{seed}-d{plan.steps}"
     if IMAGE_PRIOR is not None:
         recipe += f"-p{IMAGE_PRIOR.grid}x{IMAGE_PRIOR.tv_weight:g}"
     path = CACHE / f"synthetic-{name}-{weights}-{recipe}.pt"
@@ -537,7 +535,7 @@ def cached_synthetic(
     if path.exists() and info.exists():
         return torch.load(path), json.loads(info.read_text())["seconds"]
     started = time.perf_counter()
-    synthetic = synthetic_inputs(module, specs, {}, count, defaults.held_out, seed)
+    synthetic = synthetic_inputs(module, specs, {}, plan.count, defaults.held_out, seed, steps=plan.steps)
     made = time.perf_counter() - started
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(synthetic, path)
@@ -591,7 +589,7 @@ def zoo_rows(recover: list[str], ratios: list[float], budget: float) -> list[dic
                     "agree": fid.top1_agreement,
                     "steps": section.recovery.steps,
                     "budget": budget,
-                    "pool": pool_size(module, specs, budget),
+                    "pool": pool_of(module, specs, PruneOptions(ratio=0.5, budget=budget)).count,
                     "reconstructed_layers": section.recovery.reconstructed_layers,
                     "seconds": section.recovery.seconds,
                 }
@@ -700,7 +698,8 @@ def markdown(state: dict) -> str:
         "",
         f"First part started {state['started']}, the longest part ran {state['wall_seconds'] / 60:.0f} min; "
         f"recovery budget per row in the budget column (the default is {DEFAULT_BUDGET:.0f} s; turned into "
-        "steps by the work model: the same on every machine), "
+        "steps by the work model: the same on every machine; from session 15 on it pays for making the "
+        "synthetic pool too, before that for the steps alone), "
         f"load average at the last write {state['load_average'][0]:.1f} on 2 cores."
         + (f" PARTIAL: {len(rows)} of {state['planned']} planned rows." if partial else ""),
         "",
@@ -709,7 +708,7 @@ def markdown(state: dict) -> str:
         "(quant/prune/reconstruct.py; layers re-solved in the LS column), then distils; "
         "`data-free distill` rows are the earlier method (distillation only, no least squares). "
         "Pool: the synthetic inputs recovery trains on (since session 7 as many as the budget buys for the "
-        "model, quant/prune/recover.pool_size; 256 before). Rows at a session-7 commit also re-solve the "
+        "model, quant/prune/recover.pool_plan; 256 before). Rows at a session-7 commit also re-solve the "
         "layers whose outputs the cut narrowed (inner convs, a pruned stream) against the teacher's kept "
         "channels; at 2a8e4a7 distillation also matched those inner layers' own outputs, from 50b44c4 on "
         "only what a block hands on. From 04af5ef on the synthetic inputs are made with an image prior "

@@ -21,8 +21,15 @@ RECOVERIES = ("distill", "none")
 # so it costs nearly the time of the next multiple. 8 serves both; 16 suits big Arm64 cores best.
 DEFAULT_ROUND = 8
 DEFAULT_MIN_WIDTH = 8
-# Recovery budget, seconds, turned into a step count before any step runs (quant/prune/recover.py).
-DEFAULT_BUDGET = 600.0
+# Recovery budget, seconds on 2 cores: the synthetic pool and the distillation steps, both fixed before
+# any runs (quant/prune/recover.py). 15 minutes: the ceiling for ResNet-56, whose 256 inputs at
+# SYNTHETIC_STEPS take about 500 s of it.
+DEFAULT_BUDGET = 900.0
+# BatchNorm-statistics distillation steps per synthetic input (quant/calibration.py's distill_samples).
+# Pruning asks more of its inputs than int8 calibration, which needs only their ranges (DISTILL_STEPS,
+# 50): the cut is chosen and recovered on them, and inputs closer to the BatchNorm statistics recover
+# more (README, "Better synthetic images").
+SYNTHETIC_STEPS = 200
 
 
 class PruneOptions(Options):
@@ -83,10 +90,10 @@ class PruneOptions(Options):
     budget: float = Field(
         DEFAULT_BUDGET,
         gt=0,
-        description="Recovery time budget in seconds on a 2-core machine, turned into a fixed step count "
-        "from the model's size (the same steps on every machine). Covers the distillation steps only: the "
-        "analysis before them (synthetic inputs, group checks, sensitivities) is a fixed amount of work "
-        "per model, shown phase by phase.",
+        description="Recovery time budget in seconds on a 2-core machine: making the synthetic inputs "
+        "recovery trains on, then the distillation steps, both fixed from the model's size before any "
+        "runs (the same work on every machine). The rest of the analysis (group checks, sensitivities) is "
+        "a fixed amount of work per model, shown phase by phase.",
         json_schema_extra=cli("--prune-budget", needs="RATIO"),
     )
     finetune_data: Path | None = Field(
@@ -100,9 +107,12 @@ class PruneOptions(Options):
     # fraction everywhere (the baseline the benchmark compares with).
     allocation: Literal["sensitivity", "uniform"] = Field("sensitivity", json_schema_extra=cli(cli=False))
     seed: int = Field(0, json_schema_extra=cli(cli=False))
-    # Synthetic inputs for recovery; None: as many as the budget buys for the model (recover.pool_size).
+    # Synthetic inputs for recovery; None: as many as the budget buys for the model (recover.pool_plan).
     samples: int | None = Field(None, ge=8, json_schema_extra=cli(cli=False))
     held_out: int = Field(32, ge=4, json_schema_extra=cli(cli=False))  # fidelity inputs, never trained on
+    # Distillation steps per synthetic input; None: SYNTHETIC_STEPS, fewer where the budget cannot pay
+    # for them (recover.pool_plan).
+    synthetic_steps: int | None = Field(None, ge=1, json_schema_extra=cli(cli=False))
     max_steps: int | None = Field(None, json_schema_extra=cli(cli=False))  # caps the budget's steps
 
     @field_validator("ratio")

@@ -50,16 +50,18 @@ from edgeport.quant.prune.heads import (
 )
 from edgeport.quant.prune.kept import stream_maps
 from edgeport.quant.prune.layer_latency import LayerTable
-from edgeport.quant.prune.options import PruneOptions
+from edgeport.quant.prune.options import SYNTHETIC_STEPS, PruneOptions
 from edgeport.quant.prune.reconstruct import reconstruct
 from edgeport.quant.prune.recover import (
+    PoolPlan,
     check_finetune_data,
     distill,
     distillation_loss,
     fidelity,
     finetune_inputs,
-    pool_size,
+    pool_plan,
     recovery_inputs,
+    step_seconds,
     steps_for_budget,
 )
 from edgeport.quant.prune.section import (
@@ -119,10 +121,11 @@ def synthetic_inputs(
     held: int,
     seed: int,
     say: Say | None = None,
+    steps: int = SYNTHETIC_STEPS,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]]:
-    """quant/calibration.py's data-free inputs (BatchNorm-statistics distillation when the model has
-    BatchNorms, else the input statistics): (pool, held-out, how made, notes). `say` hears each chunk
-    start (the distillation is most of the analysis' time)."""
+    """quant/calibration.py's data-free inputs (BatchNorm-statistics distillation, `steps` per input,
+    when the model has BatchNorms, else the input statistics): (pool, held-out, how made, notes). `say`
+    hears each chunk start (the distillation is most of the analysis' time)."""
     say = say or (lambda _text: None)
     chunks = len(range(0, count, SYNTHETIC_CHUNK))
 
@@ -135,6 +138,7 @@ def synthetic_inputs(
             count=n,
             held_out=held_out,
             seed=chunk_seed,
+            distill_steps=steps,
             clip_sigmas=CLIP_SIGMAS,
             prior=IMAGE_PRIOR,
         )
@@ -449,6 +453,7 @@ class Analysis:
     how: str
     notes: list[str]
     before: Counts  # the unpruned model's MACs and parameters, on the module and on its export
+    plan: PoolPlan  # the synthetic pool the recovery budget pays for (made or given)
     # Residual blocks that may be removed whole (blocks.py), and the error each one's removal makes.
     blocks: list[Block] = field(default_factory=list)
     block_sensitivity: list[alloc.Sensitivity] = field(default_factory=list)
@@ -492,16 +497,21 @@ class Analysis:
         return alloc.reachable_fraction(self.cost(target), self.widths, self.allowed)
 
 
-def synthetic_count(
-    options: PruneOptions, reference: nn.Module | None = None, specs: Sequence[TensorSpec] = ()
-) -> int:
-    """How many synthetic inputs to make: the whole pool only when recovery distills on it (without
-    options.samples, as many as the budget buys for `reference`: recover.pool_size); else one chunk,
-    the same first chunk (same seed) the analysis would read out of the whole pool."""
+def synthetic_count(options: PruneOptions, plan: PoolPlan) -> int:
+    """How many synthetic inputs to make: the whole pool (`plan`, recover.pool_plan) only when recovery
+    distills on it; else one chunk, the same first chunk (same seed and steps) the analysis would read
+    out of the whole pool."""
     first = max(SYNTHETIC_CHUNK, SENSITIVITY_BATCH)
     if options.recovery == "distill" and options.finetune_data is None:
-        return options.samples or pool_size(reference, specs, options.budget)
+        return plan.count
     return min(options.samples or first, first)
+
+
+def pool_of(reference: nn.Module, specs: Sequence[TensorSpec], options: PruneOptions) -> PoolPlan:
+    """The synthetic pool `options` pay for (recover.pool_plan)."""
+    return pool_plan(
+        reference, specs, options.budget, options.held_out, options.samples, options.synthetic_steps
+    )
 
 
 def excluded_modules(
@@ -543,14 +553,16 @@ def analyze(
             "or convert without --prune",
         )
     # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
+    plan = pool_of(reference, specs, options)
     pool, held, how, notes = synthetic or synthetic_inputs(
         reference,
         specs,
         stats,
-        synthetic_count(options, reference, specs),
+        synthetic_count(options, plan),
         options.held_out,
         options.seed,
         say,
+        plan.steps,
     )
     say("analysis: finding the coupled channel groups")
     example = [x[:1] for x in pool]
@@ -605,6 +617,7 @@ def analyze(
         how,
         notes,
         before,
+        plan,
         blocks,
         block_sens,
     )
@@ -750,10 +763,12 @@ def prune_module(
     steps = 0
     if options.recovery == "distill":
         macs_now = sum(module_macs(module, example).values())
-        steps = steps_for_budget(module, example, macs_now, options.budget)
+        pool_plan = None if options.finetune_data else analysis.plan
+        seconds = step_seconds(options.budget, pool_plan)
+        steps = steps_for_budget(module, example, macs_now, seconds)
         if options.max_steps is not None:
             steps = min(steps, options.max_steps)
-        say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g})")
+        say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(pool_plan)})")
         eta = _Eta(say)
         pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
         say("recovery: least-squares reconstruction, layer by layer")
@@ -779,7 +794,11 @@ def prune_module(
         recovery=Recovery(
             method=options.recovery,
             data_free=options.finetune_data is None,
-            inputs=recovery_inputs(analysis.how, options.finetune_data, options.seed) if log else None,
+            inputs=recovery_inputs(
+                analysis.how, options.finetune_data, options.seed, len(analysis.pool[0]), analysis.plan.steps
+            )
+            if log
+            else None,
             steps=steps,
             budget_seconds=options.budget if log else 0.0,
             seconds=round(log.seconds + rebuilt.seconds, 2) if log and rebuilt else 0.0,
@@ -974,6 +993,13 @@ def _unreachable(
     if reachable < 0.01:
         return EdgeportError(problem, lower)
     return EdgeportError(problem, f"use {ratio} {reachable - 0.005:.2f} or less, or {lower}")
+
+
+def _spent(plan: PoolPlan | None) -> str:
+    """What of the budget went to the synthetic pool, for the recovery line."""
+    if plan is None:
+        return ""
+    return f": about {plan.seconds:.0f} s of it making {plan.count} synthetic inputs, the rest for steps"
 
 
 def _round(value: float | None) -> float | None:

@@ -21,11 +21,9 @@ shift/mirror 73.7 %; KL at T=4 instead of MSE 73.1 %). Images 500-1499 understat
 recipe (256 inputs, shifted/mirrored, 558 steps) scores 73.2 / 66.0 / 79.1 % on images 500-1499 /
 1500-4999 / 5000-9999 against the float model's 77.1 / 76.1 / 85.9 %.
 
-The pool follows the model's cost (pool_size): making an input costs DISTILL_STEPS forward/backward
-passes of the unpruned model, so a pool of fixed size would cost ResNet-56 three times ResNet-20's
-time. At the default budget ResNet-20 gets 1024 inputs, ResNet-56 256. At the default budget (l2, 40 %,
-2248 steps, images 500-9999, float 81.38 %): 256 inputs 76.62 %, 1024 inputs 77.37 %; with 1024, LR 3e-4
-instead of 1e-3 after the least squares scored 76.33 %.
+The budget pays for the synthetic pool and the steps (pool_plan): making an input costs its distillation
+steps' forward/backward passes of the unpruned model, so the pool's size, and where even the smallest pool
+would take most of the budget its steps, follow the model's cost. Measurements: README, "Recovery".
 """
 
 from __future__ import annotations
@@ -51,6 +49,7 @@ from edgeport.quant.calibration import (
 from edgeport.quant.cost import DISTILL_BUDGET, batch_work, steps_within, work
 from edgeport.quant.prune.count import forward_with_hooks, module_macs
 from edgeport.quant.prune.graph import flat_outputs
+from edgeport.quant.prune.options import SYNTHETIC_STEPS
 from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
 from edgeport.tensors import TensorSpec
 
@@ -67,13 +66,18 @@ MAX_FEATURES = 8
 WORK_PER_SECOND = DISTILL_BUDGET / 12
 TRAIN_FACTOR = 1.1
 MAX_STEPS = 4000  # a small model stops here, far inside its budget
-# The synthetic pool follows the model's cost: as many inputs as making them (DISTILL_STEPS of
-# BatchNorm-statistics distillation each, on the unpruned model) fits in POOL_SHARE of the recovery
-# budget, in whole POOL_ROUNDs, between MIN_POOL and MAX_POOL.
-POOL_SHARE = 0.15
+# The budget pays for the synthetic pool first: up to POOL_SHARE of it, as many inputs as fit in whole
+# POOL_ROUNDs between MIN_POOL and MAX_POOL, each made in options.SYNTHETIC_STEPS of BatchNorm-statistics
+# distillation (fewer, down to calibration's DISTILL_STEPS, where MIN_POOL inputs would not fit); the
+# distillation steps get the rest, and never less than STEP_SHARE of the budget.
+POOL_SHARE = 0.6
+STEP_SHARE = 0.25
 POOL_ROUND = 256
 MIN_POOL = 256
 MAX_POOL = 1024
+# A distillation step of one synthetic input (its forward and the backward to the input) costs this many
+# times its forward work, measured: ResNet-56, 132 inputs x 200 steps in 228 s on 2 quiet cores.
+SYNTHETIC_FACTOR = 1.8
 
 Progress = Callable[[int, int, float], None]  # (step done, steps, loss)
 
@@ -116,12 +120,43 @@ def steps_for_budget(
     return steps_within(seconds * WORK_PER_SECOND, per_step, MAX_STEPS)
 
 
-def pool_size(module: nn.Module, specs: Sequence[TensorSpec], seconds: float) -> int:
-    """How many synthetic inputs to make for recovering `module` (unpruned) within `seconds` (POOL_SHARE)."""
+@dataclass(frozen=True)
+class PoolPlan:
+    """The synthetic inputs recovery trains on: how many, made in how many distillation steps each, and
+    the modelled seconds (2 cores) making them and the held-out inputs costs."""
+
+    count: int
+    steps: int
+    seconds: float
+
+
+def pool_plan(
+    module: nn.Module,
+    specs: Sequence[TensorSpec],
+    budget: float,
+    held: int,
+    count: int | None = None,
+    steps: int | None = None,
+) -> PoolPlan:
+    """What the recovery `budget` (seconds, 2 cores) buys of synthetic inputs for `module` (unpruned),
+    besides `held` held-out ones; `count` / `steps` given are kept."""
     inputs = [torch.zeros([1, *s.shape[1:]], dtype=getattr(torch, s.dtype)) for s in specs]
     per_sample, _ops = module_work(module, inputs, sum(module_macs(module, inputs).values()))
-    fits = POOL_SHARE * seconds * WORK_PER_SECOND / max(1, DISTILL_STEPS * per_sample)
-    return int(min(MAX_POOL, max(MIN_POOL, fits // POOL_ROUND * POOL_ROUND)))
+    # Seconds per input and step (a model of no counted work, e.g. einsum only: one unit).
+    per_step = SYNTHETIC_FACTOR * max(1, per_sample) / WORK_PER_SECOND
+    share = POOL_SHARE * budget
+    if steps is None:
+        fits = int(share / (per_step * ((count or MIN_POOL) + held)))
+        steps = min(SYNTHETIC_STEPS, max(DISTILL_STEPS, fits))
+    if count is None:
+        fits = share / (per_step * steps) - held
+        count = int(min(MAX_POOL, max(MIN_POOL, fits // POOL_ROUND * POOL_ROUND)))
+    return PoolPlan(count, steps, per_step * steps * (count + held))
+
+
+def step_seconds(budget: float, pool: PoolPlan | None) -> float:
+    """What of the recovery `budget` the distillation steps get once `pool` is made (None: no pool)."""
+    return budget if pool is None else max(budget - pool.seconds, STEP_SHARE * budget)
 
 
 def shared_features(
@@ -390,8 +425,10 @@ def finetune_inputs(path: Path, specs: Sequence[TensorSpec], flag: str = FINETUN
     return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
 
 
-def recovery_inputs(how: str, finetune_data: Path | None, seed: int) -> str:
-    """What recovery trained on, as the manifest and the summary say it."""
+def recovery_inputs(how: str, finetune_data: Path | None, seed: int, count: int, steps: int) -> str:
+    """What recovery trained on, as the manifest says it: `count` inputs made by `how`, in `steps`
+    distillation steps each when distilled."""
     if finetune_data is not None:
         return f"data-aware: the user's inputs from {Path(finetune_data).name} ({FINETUNE_FLAG})"
-    return f"{how} from the unpruned model, seed {seed}"
+    made = f" ({steps} steps each)" if "distillation" in how else ""
+    return f"{count} inputs by {how}{made} from the unpruned model, seed {seed}"

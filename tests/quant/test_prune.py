@@ -15,6 +15,7 @@ from edgeport.quant.prune import prune_module, prune_options
 from edgeport.quant.prune.allocate import CostModel, CostTerm, Sensitivity, allocate, kept_widths
 from edgeport.quant.prune.criteria import removal_plan
 from edgeport.quant.prune.graph import Graph
+from edgeport.quant.prune.options import SYNTHETIC_STEPS
 from edgeport.quant.prune.recover import distill, distillation_loss
 from edgeport.tensors import TensorSpec
 from tests.quant.models import _randomize_bns
@@ -121,7 +122,11 @@ def test_recovery_through_the_options_is_recorded() -> None:
     rec = result.section.recovery
     assert rec.method == "distill" and rec.data_free and rec.steps == 15
     assert rec.loss_start is not None and rec.loss_end is not None
-    assert "BatchNorm" in (rec.inputs or "")
+    # The pool recovery trained on: its size, how it was made and in how many steps each.
+    assert rec.inputs == (
+        f"16 inputs by BatchNorm-statistics distillation ({SYNTHETIC_STEPS} steps each) from the "
+        "unpruned model, seed 0"
+    )
     fid = result.section.fidelity
     assert fid.samples == 8 and fid.top1_agreement is not None
 

@@ -11,19 +11,24 @@ import pytest
 import torch
 
 from edgeport.errors import EdgeportError
+from edgeport.quant.calibration import DISTILL_STEPS
 from edgeport.quant.cost import ELEMENT_WEIGHT
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune import prune as prune_mod
+from edgeport.quant.prune.options import SYNTHETIC_STEPS
 from edgeport.quant.prune.recover import (
     MAX_POOL,
     MIN_POOL,
     POOL_ROUND,
+    POOL_SHARE,
+    STEP_SHARE,
     _batch,
     _shift_flip,
     distill,
     distillation_loss,
     module_work,
-    pool_size,
+    pool_plan,
+    step_seconds,
 )
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
@@ -159,10 +164,46 @@ def test_module_work_counts_the_macs_and_every_leaf_output_per_sample() -> None:
 
 def test_the_pool_grows_with_the_budget_in_whole_rounds_within_its_bounds() -> None:
     model = coupled()
-    sizes = [pool_size(model, SPECS, 1e-4 * 1.25**i) for i in range(60)]
+    plans = [pool_plan(model, SPECS, 1e-4 * 1.25**i, held=8) for i in range(80)]
+    sizes = [p.count for p in plans]
     assert sizes == sorted(sizes) and sizes[0] == MIN_POOL and sizes[-1] == MAX_POOL
     assert set(sizes) == set(range(MIN_POOL, MAX_POOL + 1, POOL_ROUND))  # every size in between on the way
     # A model four times wider costs more per synthetic input: no larger a pool for the same budget.
     wide = coupled(width=64)
-    assert all(pool_size(wide, SPECS, 1e-4 * 1.25**i) <= n for i, n in enumerate(sizes))
-    assert any(pool_size(wide, SPECS, 1e-4 * 1.25**i) < n for i, n in enumerate(sizes))
+    assert all(pool_plan(wide, SPECS, 1e-4 * 1.25**i, 8).count <= n for i, n in enumerate(sizes))
+    assert any(pool_plan(wide, SPECS, 1e-4 * 1.25**i, 8).count < n for i, n in enumerate(sizes))
+
+
+def test_a_budget_too_small_for_the_smallest_pool_makes_it_in_fewer_steps() -> None:
+    model = coupled()
+    plans = [pool_plan(model, SPECS, 1e-4 * 1.25**i, held=8) for i in range(80)]
+    steps = [p.steps for p in plans]
+    assert steps == sorted(steps) and steps[0] == DISTILL_STEPS and steps[-1] == SYNTHETIC_STEPS
+    # Fewer steps only where even the smallest pool at full steps is over the pool's share.
+    for budget, plan in zip((1e-4 * 1.25**i for i in range(80)), plans, strict=True):
+        if plan.steps < SYNTHETIC_STEPS:
+            assert plan.count == MIN_POOL
+        if DISTILL_STEPS < plan.steps:
+            assert plan.seconds <= POOL_SHARE * budget * (1 + 1e-9)
+    # The seconds are the modelled cost of every input made, held-out ones too: linear in both.
+    plan = plans[-1]
+    again = pool_plan(model, SPECS, 1.0, held=8, count=plan.count // 2, steps=plan.steps // 2)
+    assert (again.count, again.steps) == (plan.count // 2, plan.steps // 2)  # given: kept
+    per = plan.seconds / (plan.steps * (plan.count + 8))
+    assert again.seconds == pytest.approx(per * again.steps * (again.count + 8))
+
+
+def test_a_model_of_almost_no_work_gets_the_largest_pool_in_full_steps() -> None:
+    # No MACs (a model of none at all, tests/zoo's einsum, is test_prune_zoo's).
+    nothing = torch.nn.Sequential(torch.nn.Identity()).eval()
+    plan = pool_plan(nothing, SPECS, 600.0, held=8)
+    assert (plan.count, plan.steps) == (MAX_POOL, SYNTHETIC_STEPS) and plan.seconds < 1.0
+
+
+def test_the_steps_get_what_the_pool_leaves_and_at_least_their_share() -> None:
+    model = coupled()
+    plan = pool_plan(model, SPECS, 0.01, held=8)
+    assert step_seconds(0.01, plan) == pytest.approx(max(0.01 - plan.seconds, STEP_SHARE * 0.01))
+    assert step_seconds(0.01, None) == 0.01  # no synthetic pool (the user's data): the whole budget
+    costly = pool_plan(model, SPECS, 1e-6, held=8)  # the smallest pool costs more than the budget
+    assert costly.seconds > 1e-6 and step_seconds(1e-6, costly) == pytest.approx(STEP_SHARE * 1e-6)

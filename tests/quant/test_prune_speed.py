@@ -16,6 +16,7 @@ from edgeport.quant.prune.prune import (
     synthetic_count,
     synthetic_inputs,
 )
+from edgeport.quant.prune.recover import PoolPlan
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import coupled, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import ENTRIES
@@ -68,7 +69,11 @@ def test_the_phases_are_named_with_counts() -> None:
     assert groups > 0
     assert f"analysis: sensitivities, group 1/{groups} (0/" in text
     assert f"analysis: sensitivities, group {groups}/{groups} (" in text
-    assert "recovery: 2 distillation steps (--prune-budget 600)" in said
+    assert any(
+        s.startswith("recovery: 2 distillation steps (--prune-budget 600: about ")
+        and s.endswith(" s of it making 16 synthetic inputs, the rest for steps)")
+        for s in said
+    ), said
     assert any(s.startswith("recovery: step 2/2, loss ") for s in said)
     # In order: analysis, then recovery.
     first_recovery = next(i for i, s in enumerate(said) if s.startswith("recovery:"))
@@ -77,9 +82,10 @@ def test_the_phases_are_named_with_counts() -> None:
 
 
 def test_synthetic_count_makes_the_whole_pool_only_for_distillation() -> None:
-    assert synthetic_count(PruneOptions(ratio=0.3, samples=256)) == 256
-    assert synthetic_count(PruneOptions(ratio=0.3, samples=256, recovery="none")) == SYNTHETIC_CHUNK
-    assert synthetic_count(PruneOptions(ratio=0.3, samples=40, recovery="none")) == 40
+    plan = PoolPlan(count=256, steps=200, seconds=1.0)
+    assert synthetic_count(PruneOptions(ratio=0.3), plan) == 256
+    assert synthetic_count(PruneOptions(ratio=0.3, recovery="none"), plan) == SYNTHETIC_CHUNK
+    assert synthetic_count(PruneOptions(ratio=0.3, samples=40, recovery="none"), plan) == 40
 
 
 def test_measured_removals_spread_at_most_the_sensitivity_points() -> None:
