@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from edgeport.manifest import Manifest
 from edgeport.pipeline import FLOAT32_TOLERANCE, ConvertResult
+from edgeport.quant.calibration import DISTILL_STEPS
 from edgeport.quant.prune import PruneOptions, PruningSection
 from tests.quant.models import _randomize_bns
 from tests.quant.stream_models import INPUT_SHAPE
@@ -71,8 +72,17 @@ def random_batch(n: int = 4, seed: int = 1, shape: Sequence[int] = INPUT_SHAPE) 
 
 def fast_options(**over: object) -> PruneOptions:
     """Options that prune these small models in about a second: 30 % of the FLOPs, widths in steps of 2,
-    no recovery, a small synthetic pool; `over` replaces any of them."""
-    values = {"ratio": 0.3, "round_to": 2, "min_width": 2, "recovery": "none", "samples": 16, "held_out": 8}
+    no recovery, a small synthetic pool made in calibration's 50 distillation steps (pruning's own 200 make
+    better images, which these tests of the mechanics do not need); `over` replaces any of them."""
+    values = {
+        "ratio": 0.3,
+        "round_to": 2,
+        "min_width": 2,
+        "recovery": "none",
+        "samples": 16,
+        "held_out": 8,
+        "synthetic_steps": DISTILL_STEPS,
+    }
     return PruneOptions.model_validate({**values, **over})
 
 

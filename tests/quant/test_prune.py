@@ -118,7 +118,8 @@ def test_recovery_lowers_the_distillation_loss() -> None:
 
 
 def test_recovery_through_the_options_is_recorded() -> None:
-    result = prune_module(coupled(), SPECS, {}, fast_options(ratio=0.4, recovery="distill", max_steps=15))
+    options = fast_options(ratio=0.4, recovery="distill", max_steps=15, synthetic_steps=None)  # the default
+    result = prune_module(coupled(), SPECS, {}, options)
     rec = result.section.recovery
     assert rec.method == "distill" and rec.data_free and rec.steps == 15
     assert rec.loss_start is not None and rec.loss_end is not None

@@ -17,6 +17,7 @@ from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune.heads import PrunedAttention, cut_heads, head_groups, zero_heads
 from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
+    fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
     verified_section,
 )
@@ -69,7 +70,7 @@ def test_pruned_attention_is_the_attention_with_those_heads_zeroed(name: str) ->
 def test_heads_whose_weights_are_an_output_are_kept_whole() -> None:
     zoo = zoo_model("mha_weights_per_head")
     specs = [TensorSpec("x", zoo.input_shapes[0])]
-    options = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+    options = fast_options(round_to=4, min_width=4)
     with pytest.raises(
         EdgeportError, match="attn: heads kept whole, its attention weights are a model output"
     ):

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from edgeport.pipeline.torch_passes import prune_exporter
 from edgeport.quant.prune.count import count_params, module_macs, onnx_counts
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import zoo_model
 
 # Residual + 1x1 projections, depthwise, ConvTranspose + concat, channel shuffle (a Reshape whose
@@ -74,11 +74,11 @@ class _Gram(nn.Module):
 
 
 def test_ratio_is_of_the_exported_macs_when_a_product_has_no_module() -> None:
-    from edgeport.quant.prune import PruneOptions, prune_module
+    from edgeport.quant.prune import prune_module
     from edgeport.tensors import TensorSpec
 
     torch.manual_seed(0)
-    options = PruneOptions(ratio=0.3, round_to=2, min_width=2, recovery="none", samples=16, held_out=8)
+    options = fast_options()
     specs = [TensorSpec("x", [1, 16, 8, 8])]
     section = prune_module(_Gram().eval(), specs, {}, options, exporter=prune_exporter()).section
     assert section.before.onnx_macs - section.before.macs == 16 * 16 * 64  # the Gram product

@@ -12,12 +12,12 @@ from torch import nn
 
 from edgeport.cli import main
 from edgeport.errors import EdgeportError
-from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune import prune_module
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import ENTRIES
 
-OPTIONS = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+OPTIONS = fast_options(round_to=4, min_width=4)
 
 
 # Zoo models (none in the fast set) that run only at batch 1 -> the module the refusal names: a key

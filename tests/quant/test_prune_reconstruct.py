@@ -26,6 +26,7 @@ from edgeport.tensors import TensorSpec
 from tests.quant.prune_models import (
     INPUT_SHAPE,
     coupled,
+    fast_options,
     one_torch_thread,  # noqa: F401 (autouse fixture)
 )
 from tests.zoo import zoo_model
@@ -216,7 +217,7 @@ def test_reconstruction_of_a_zoo_model_lowers_its_output_error(name: str) -> Non
     zoo = zoo_model(name)
     teacher = zoo.build().eval()
     specs = [TensorSpec(f"input_{i}", shape) for i, shape in enumerate(zoo.input_shapes)]
-    options = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+    options = fast_options(round_to=4, min_width=4)
     pruned = prune_module(teacher, specs, {}, options).module
     pool, held, _how, _notes = synthetic_inputs(teacher, specs, {}, 32, 16, seed=1)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from edgeport.errors import EdgeportError
-from edgeport.quant.prune import PruneOptions, prune_module
+from edgeport.quant.prune import prune_module
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import ENTRIES, ZooEntry
 
 # Zoo id -> part of the one line each is refused with today.
@@ -28,7 +28,7 @@ REFUSED = {
 }
 # The analysis limit for the model known not to finish (the default is 30 s a group).
 SHORT_LIMIT = {"temporal/conv1d_circular": 3}
-OPTIONS = PruneOptions(ratio=0.3, round_to=4, min_width=4, recovery="none", samples=16, held_out=8)
+OPTIONS = fast_options(round_to=4, min_width=4)
 
 
 @pytest.mark.parametrize("entry", [e for e in ENTRIES if e.model.fast], ids=lambda e: e.id)
