@@ -64,7 +64,7 @@ def test_recovery_in_convert(tmp_path: Path) -> None:
         (["--prune", "1.5"], "--prune 1.5 is outside (0, 1)"),
         (["--prune-criterion", "red"], "--prune-criterion was given without --prune"),
         (["--prune", "0.3", "--prune-exclude", "stem.9"], "'stem.9' names no module"),
-        (["--prune", "0.97"], "cannot be reached"),
+        (["--prune", "0.97", "--prune-recovery", "none"], "cannot be reached"),  # found before recovery
     ],
 )
 def test_cli_refusals_are_one_line(flags: list[str], message: str, tmp_path: Path, capsys) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edgeport.quant.calibration import DISTILL_STEPS
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune.prune import synthetic_inputs
 from edgeport.quant.prune.reconstruct import (
@@ -130,9 +131,7 @@ def _inner(block: Block, x: torch.Tensor) -> torch.Tensor:
 def test_reconstruction_after_a_real_cut_lowers_the_output_error_and_is_seeded() -> None:
     teacher = coupled()
     specs = [TensorSpec("x", INPUT_SHAPE)]
-    options = PruneOptions(
-        ratio=0.4, round_to=2, min_width=2, samples=16, held_out=8, recovery="none", criterion="l1"
-    )
+    options = fast_options(ratio=0.4, criterion="l1")
     pruned = prune_module(teacher, specs, {}, options).module
     fit, held = _x(64, seed=4, shape=tuple(INPUT_SHAPE[1:])), _x(32, seed=5, shape=tuple(INPUT_SHAPE[1:]))
 
@@ -181,8 +180,7 @@ def test_solve_is_the_ridge_regression() -> None:
 
 
 def _fast(**over: object) -> PruneOptions:
-    values = {"ratio": 0.4, "round_to": 2, "min_width": 2, "samples": 32, "held_out": 8, "criterion": "l1"}
-    return PruneOptions.model_validate({**values, **over})
+    return fast_options(**{"ratio": 0.4, "samples": 32, "criterion": "l1", "recovery": "distill", **over})
 
 
 def test_recovery_reconstructs_then_distillation_still_lowers_the_loss() -> None:
@@ -219,7 +217,7 @@ def test_reconstruction_of_a_zoo_model_lowers_its_output_error(name: str) -> Non
     specs = [TensorSpec(f"input_{i}", shape) for i, shape in enumerate(zoo.input_shapes)]
     options = fast_options(round_to=4, min_width=4)
     pruned = prune_module(teacher, specs, {}, options).module
-    pool, held, _how, _notes = synthetic_inputs(teacher, specs, {}, 32, 16, seed=1)
+    pool, held, _how, _notes = synthetic_inputs(teacher, specs, {}, 32, 16, seed=1, steps=DISTILL_STEPS)
 
     def error(model: nn.Module) -> float:
         with torch.no_grad():

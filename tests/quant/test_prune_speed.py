@@ -18,14 +18,12 @@ from edgeport.quant.prune.prune import (
 )
 from edgeport.quant.prune.recover import PoolPlan
 from edgeport.tensors import TensorSpec
-from tests.quant.prune_models import coupled, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.quant.prune_models import coupled, fast_options, one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.zoo import ENTRIES
 
 ZOO = {e.id: e for e in ENTRIES}
 CHUNK = 16  # a small distillation chunk keeps the test fast; three chunks make the whole pool
-OPTIONS = PruneOptions(
-    ratio=0.3, round_to=4, min_width=4, recovery="none", samples=3 * CHUNK, held_out=8, seed=3
-)
+OPTIONS = fast_options(round_to=4, min_width=4, samples=3 * CHUNK, seed=3)
 
 
 def _specs(entry_id: str) -> list[TensorSpec]:
@@ -38,7 +36,9 @@ def test_pruned_weights_are_bit_identical_to_pruning_on_the_whole_pool(entry_id:
     specs = _specs(entry_id)
     reference = ZOO[entry_id].model.build().eval()
     # What pruning made before: the whole pool (every chunk), whatever the recovery.
-    whole = synthetic_inputs(reference, specs, {}, OPTIONS.samples, OPTIONS.held_out, OPTIONS.seed)
+    whole = synthetic_inputs(
+        reference, specs, {}, OPTIONS.samples, OPTIONS.held_out, OPTIONS.seed, steps=OPTIONS.synthetic_steps
+    )
     assert whole[0][0].shape[0] == 3 * CHUNK
     before = prune_module(reference, specs, {}, OPTIONS, synthetic=whole)
     made: list[str] = []
