@@ -77,6 +77,7 @@ from edgeport.tensors import Sample, TensorSpec, random_inputs
 
 SENSITIVITY_BATCH = 16
 SYNTHETIC_CHUNK = 128  # synthetic inputs optimised together
+DISTILLED = "BatchNorm-statistics distillation"  # how a distilled pool was made (Analysis.how)
 # Recovery learns the unpruned model on the synthetic inputs, so they should look like images (an
 # int8 calibration only needs their ranges and keeps calibration's default, no prior).
 IMAGE_PRIOR = ImagePrior()
@@ -151,7 +152,7 @@ def synthetic_inputs(
         say(synthetic_step(i + 2, chunks, count))
         cal.samples += made(min(SYNTHETIC_CHUNK, count - start), 0, seed + 1 + i).samples
     how = {
-        "distill": "BatchNorm-statistics distillation",
+        "distill": DISTILLED,
         "input-stats": "input statistics",
         "gaussian": "N(0, 1) noise",
     }.get(cal.method, cal.method)
@@ -763,7 +764,10 @@ def prune_module(
     steps = 0
     if options.recovery == "distill":
         macs_now = sum(module_macs(module, example).values())
-        pool_plan = None if options.finetune_data else analysis.plan
+        # Only a distilled pool cost time: the user's data and input-statistics noise leave the steps
+        # the whole budget.
+        distilled = options.finetune_data is None and analysis.how == DISTILLED
+        pool_plan = analysis.plan if distilled else None
         seconds = step_seconds(options.budget, pool_plan)
         steps = steps_for_budget(module, example, macs_now, seconds)
         if options.max_steps is not None:

@@ -207,3 +207,16 @@ def test_the_steps_get_what_the_pool_leaves_and_at_least_their_share() -> None:
     assert step_seconds(0.01, None) == 0.01  # no synthetic pool (the user's data): the whole budget
     costly = pool_plan(model, SPECS, 1e-6, held=8)  # the smallest pool costs more than the budget
     assert costly.seconds > 1e-6 and step_seconds(1e-6, costly) == pytest.approx(STEP_SHARE * 1e-6)
+
+
+def test_a_pool_made_without_distillation_leaves_the_steps_the_whole_budget() -> None:
+    # No BatchNorm: the synthetic inputs are input-statistics noise, made at once; the budget's line
+    # says nothing of a pool's time (a distilled pool's is test_prune_speed's).
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 8, 3, padding=1)
+    ).eval()
+    said: list[str] = []
+    options = _options(recovery="distill", max_steps=2, budget=600)
+    prune_module(model, SPECS, {}, options, say=said.append)
+    assert "recovery: 2 distillation steps (--prune-budget 600)" in said, said
