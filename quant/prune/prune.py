@@ -766,13 +766,12 @@ def prune_module(
         macs_now = sum(module_macs(module, example).values())
         # Only a distilled pool cost time: the user's data and input-statistics noise leave the steps
         # the whole budget.
-        distilled = options.finetune_data is None and analysis.how == DISTILLED
-        pool_plan = analysis.plan if distilled else None
-        seconds = step_seconds(options.budget, pool_plan)
+        charged = analysis.plan if _distilled(options, analysis) else None
+        seconds = step_seconds(options.budget, charged)
         steps = steps_for_budget(module, example, macs_now, seconds)
         if options.max_steps is not None:
             steps = min(steps, options.max_steps)
-        say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(pool_plan)})")
+        say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(charged)})")
         eta = _Eta(say)
         pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
         say("recovery: least-squares reconstruction, layer by layer")
@@ -799,7 +798,11 @@ def prune_module(
             method=options.recovery,
             data_free=options.finetune_data is None,
             inputs=recovery_inputs(
-                analysis.how, options.finetune_data, options.seed, len(analysis.pool[0]), analysis.plan.steps
+                analysis.how,
+                options.finetune_data,
+                options.seed,
+                len(analysis.pool[0]),
+                analysis.plan.steps if _distilled(options, analysis) else None,
             )
             if log
             else None,
@@ -997,6 +1000,11 @@ def _unreachable(
     if reachable < 0.01:
         return EdgeportError(problem, lower)
     return EdgeportError(problem, f"use {ratio} {reachable - 0.005:.2f} or less, or {lower}")
+
+
+def _distilled(options: PruneOptions, analysis: Analysis) -> bool:
+    """Whether recovery trains on a pool made by distillation (the one that costs time and steps)."""
+    return options.finetune_data is None and analysis.how == DISTILLED
 
 
 def _spent(plan: PoolPlan | None) -> str:

@@ -425,10 +425,10 @@ def finetune_inputs(path: Path, specs: Sequence[TensorSpec], flag: str = FINETUN
     return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
 
 
-def recovery_inputs(how: str, finetune_data: Path | None, seed: int, count: int, steps: int) -> str:
+def recovery_inputs(how: str, finetune_data: Path | None, seed: int, count: int, steps: int | None) -> str:
     """What recovery trained on, as the manifest says it: `count` inputs made by `how`, in `steps`
-    distillation steps each when distilled."""
+    distillation steps each (None: not distilled)."""
     if finetune_data is not None:
         return f"data-aware: the user's inputs from {Path(finetune_data).name} ({FINETUNE_FLAG})"
-    made = f" ({steps} steps each)" if "distillation" in how else ""
+    made = f" ({steps} steps each)" if steps is not None else ""
     return f"{count} inputs by {how}{made} from the unpruned model, seed {seed}"
