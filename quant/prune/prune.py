@@ -123,34 +123,15 @@ def synthetic_inputs(
     seed: int,
     say: Say | None = None,
     steps: int = SYNTHETIC_STEPS,
+    first_chunk: bool = False,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]]:
     """quant/calibration.py's data-free inputs (BatchNorm-statistics distillation, `steps` per input,
     when the model has BatchNorms, else the input statistics): (pool, held-out, how made, notes). `say`
-    hears each chunk start (the distillation is most of the analysis' time)."""
+    hears each chunk start (the distillation is most of the analysis' time). `first_chunk`: only the
+    first of the pool's chunks (what the analysis reads); more_synthetic makes the others, the same."""
     say = say or (lambda _text: None)
-    chunks = len(range(0, count, SYNTHETIC_CHUNK))
-
-    def made(n: int, held_out: int, chunk_seed: int) -> CalibrationSet:
-        return make_calibration(
-            "auto",
-            specs,
-            stats,
-            module=module,
-            count=n,
-            held_out=held_out,
-            seed=chunk_seed,
-            distill_steps=steps,
-            clip_sigmas=CLIP_SIGMAS,
-            prior=IMAGE_PRIOR,
-        )
-
-    say(synthetic_step(1, chunks, count))
-    cal = made(min(count, SYNTHETIC_CHUNK), held, seed)
-    # Made a chunk at a time (seeded apart): one optimisation over the whole pool would hold every
-    # sample's activations at once.
-    for i, start in enumerate(range(SYNTHETIC_CHUNK, count, SYNTHETIC_CHUNK)):
-        say(synthetic_step(i + 2, chunks, count))
-        cal.samples += made(min(SYNTHETIC_CHUNK, count - start), 0, seed + 1 + i).samples
+    say(synthetic_step("analysis", 1, count))
+    cal = _chunk(module, specs, stats, min(count, SYNTHETIC_CHUNK), held, seed, steps)
     how = {
         "distill": DISTILLED,
         "input-stats": "input statistics",
@@ -165,12 +146,65 @@ def synthetic_inputs(
             "(--input-range or --mean/--std describe the real inputs)"
         ]
     )
-    return _stack(cal.samples, specs), _stack(cal.held_out, specs), how, notes
+    pool = _stack(cal.samples, specs)
+    if not first_chunk:
+        pool = more_synthetic(module, specs, stats, pool, count, seed, steps, say, "analysis")
+    return pool, _stack(cal.held_out, specs), how, notes
 
 
-def synthetic_step(chunk: int, chunks: int, count: int) -> str:
+def more_synthetic(
+    module: nn.Module,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    pool: list[torch.Tensor],
+    count: int,
+    seed: int,
+    steps: int,
+    say: Say,
+    phase: str,
+) -> list[torch.Tensor]:
+    """`pool` (whole chunks of synthetic_inputs' pool) grown to `count` inputs by the chunks after it.
+    A chunk at a time, each seeded by its index: one optimisation over the whole pool would hold every
+    sample's activations at once, and a chunk is the same whenever it is made."""
+    have = int(pool[0].shape[0])
+    if have >= count:
+        return pool
+    samples: list[Sample] = []
+    for start in range(have, count, SYNTHETIC_CHUNK):
+        index = start // SYNTHETIC_CHUNK
+        say(synthetic_step(phase, index + 1, count))
+        n = min(SYNTHETIC_CHUNK, count - start)
+        samples += _chunk(module, specs, stats, n, 0, seed + index, steps).samples
+    return [torch.cat([x, y]) for x, y in zip(pool, _stack(samples, specs), strict=True)]
+
+
+def _chunk(
+    module: nn.Module,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    count: int,
+    held_out: int,
+    seed: int,
+    steps: int,
+) -> CalibrationSet:
+    return make_calibration(
+        "auto",
+        specs,
+        stats,
+        module=module,
+        count=count,
+        held_out=held_out,
+        seed=seed,
+        distill_steps=steps,
+        clip_sigmas=CLIP_SIGMAS,
+        prior=IMAGE_PRIOR,
+    )
+
+
+def synthetic_step(phase: str, chunk: int, count: int) -> str:
+    chunks = len(range(0, count, SYNTHETIC_CHUNK))
     chunked = f"{chunks} chunks" if chunks > 1 else "one chunk"
-    return f"analysis: synthetic inputs, {count} in {chunked} ({chunk}/{chunks})"
+    return f"{phase}: synthetic inputs, {count} in {chunked} ({chunk}/{chunks})"
 
 
 def cost_model(
@@ -455,6 +489,9 @@ class Analysis:
     notes: list[str]
     before: Counts  # the unpruned model's MACs and parameters, on the module and on its export
     plan: PoolPlan  # the synthetic pool the recovery budget pays for (made or given)
+    # The synthetic inputs recovery trains on: `pool` holds only their first chunk (what the analysis
+    # reads) until recovery grows it (more_synthetic).
+    pool_count: int
     # Residual blocks that may be removed whole (blocks.py), and the error each one's removal makes.
     blocks: list[Block] = field(default_factory=list)
     block_sensitivity: list[alloc.Sensitivity] = field(default_factory=list)
@@ -500,8 +537,8 @@ class Analysis:
 
 def synthetic_count(options: PruneOptions, plan: PoolPlan) -> int:
     """How many synthetic inputs to make: the whole pool (`plan`, recover.pool_plan) only when recovery
-    distills on it; else one chunk, the same first chunk (same seed and steps) the analysis would read
-    out of the whole pool."""
+    distills on it; else one chunk, the same first chunk (same seed and steps) the analysis reads out of
+    the whole pool."""
     first = max(SYNTHETIC_CHUNK, SENSITIVITY_BATCH)
     if options.recovery == "distill" and options.finetune_data is None:
         return plan.count
@@ -554,17 +591,14 @@ def analyze(
             "or convert without --prune",
         )
     # `synthetic`: synthetic_inputs' result, made once by a caller that prunes the model several ways.
+    # Else only the pool's first chunk is made here: a ratio the model cannot reach, or a latency
+    # search that fails, is refused before recovery's inputs, most of a distilled pool's time, are made.
     plan = pool_of(reference, specs, options)
+    count = synthetic_count(options, plan)
     pool, held, how, notes = synthetic or synthetic_inputs(
-        reference,
-        specs,
-        stats,
-        synthetic_count(options, plan),
-        options.held_out,
-        options.seed,
-        say,
-        plan.steps,
+        reference, specs, stats, count, options.held_out, options.seed, say, plan.steps, first_chunk=True
     )
+    count = int(pool[0].shape[0]) if synthetic else count
     say("analysis: finding the coupled channel groups")
     example = [x[:1] for x in pool]
     graph = Graph(module, example)
@@ -619,6 +653,7 @@ def analyze(
         notes,
         before,
         plan,
+        count,
         blocks,
         block_sens,
     )
@@ -773,7 +808,21 @@ def prune_module(
             steps = min(steps, options.max_steps)
         say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(charged)})")
         eta = _Eta(say)
-        pool = finetune_inputs(options.finetune_data, specs) if options.finetune_data else analysis.pool
+        pool = (
+            finetune_inputs(options.finetune_data, specs)
+            if options.finetune_data
+            else more_synthetic(
+                reference,
+                specs,
+                stats,
+                analysis.pool,
+                analysis.pool_count,
+                options.seed,
+                analysis.plan.steps,
+                say,
+                "recovery",
+            )
+        )
         say("recovery: least-squares reconstruction, layer by layer")
         rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
         log = distill(module, reference, pool, steps, options.seed, eta, kept=kept)
@@ -801,7 +850,7 @@ def prune_module(
                 analysis.how,
                 options.finetune_data,
                 options.seed,
-                len(analysis.pool[0]),
+                analysis.pool_count,
                 analysis.plan.steps if _distilled(options, analysis) else None,
             )
             if log

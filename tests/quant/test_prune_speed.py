@@ -1,12 +1,14 @@
-"""Pruning's analysis does less work without changing its result: without distillation only the first
-chunk of synthetic inputs is made (the only one the analysis reads), and the pruned weights stay
-bit-identical to pruning on the whole pool; every phase is named in the progress, with counts."""
+"""Pruning's analysis does less work without changing its result: the analysis makes only the first chunk
+of synthetic inputs (the only one it reads), recovery the others once the cut is made, and the pruned
+weights stay bit-identical to pruning on the whole pool made first; every phase is named in the
+progress, with counts."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from edgeport.errors import EdgeportError
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune import prune as prune_mod
 from edgeport.quant.prune.prune import (
@@ -51,6 +53,46 @@ def test_pruned_weights_are_bit_identical_to_pruning_on_the_whole_pool(entry_id:
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert before.section.groups == after.section.groups
     assert before.section.fidelity == after.section.fidelity
+
+
+def test_recovery_makes_the_rest_of_the_pool_after_the_cut_the_same_as_made_first(monkeypatch) -> None:
+    monkeypatch.setattr(prune_mod, "SYNTHETIC_CHUNK", CHUNK)
+    specs = _specs("core/resnet_basic")
+    reference = ZOO["core/resnet_basic"].model.build().eval()
+    options = OPTIONS.model_copy(update={"recovery": "distill", "max_steps": 3})
+    whole = synthetic_inputs(
+        reference, specs, {}, options.samples, options.held_out, options.seed, steps=options.synthetic_steps
+    )
+    before = prune_module(reference, specs, {}, options, synthetic=whole)
+    said: list[str] = []
+    after = prune_module(reference, specs, {}, options, say=said.append)
+    made = [s for s in said if "synthetic inputs, 48 in 3 chunks" in s]
+    assert made == [
+        "analysis: synthetic inputs, 48 in 3 chunks (1/3)",
+        "recovery: synthetic inputs, 48 in 3 chunks (2/3)",
+        "recovery: synthetic inputs, 48 in 3 chunks (3/3)",
+    ]
+    # The rest of the pool comes after the analysis and the cut, before the least squares.
+    assert said.index(made[1]) > max(i for i, s in enumerate(said) if s.startswith("analysis:"))
+    assert said.index(made[2]) < said.index("recovery: least-squares reconstruction, layer by layer")
+    a, b = before.module.state_dict(), after.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert before.section.recovery == after.section.recovery.model_copy(
+        update={"seconds": before.section.recovery.seconds}
+    )
+    assert "48 inputs by BatchNorm-statistics distillation" in after.section.recovery.inputs
+
+
+def test_an_unreachable_ratio_is_refused_before_recovery_makes_its_inputs(monkeypatch) -> None:
+    monkeypatch.setattr(prune_mod, "SYNTHETIC_CHUNK", CHUNK)
+    specs = _specs("core/resnet_basic")
+    reference = ZOO["core/resnet_basic"].model.build().eval()
+    said: list[str] = []
+    options = OPTIONS.model_copy(update={"recovery": "distill", "ratio": 0.99})
+    with pytest.raises(EdgeportError, match="cannot"):
+        prune_module(reference, specs, {}, options, say=said.append)
+    made = [s for s in said if ": synthetic inputs, " in s]
+    assert made == ["analysis: synthetic inputs, 48 in 3 chunks (1/3)"]
 
 
 def test_the_phases_are_named_with_counts() -> None:
