@@ -196,3 +196,26 @@ def test_repeated_node_names_are_made_unique_for_onnxruntime() -> None:
     assert [n.name for n in fixed.graph.node] == ["act", "act_2", "act_1"]
     onnxruntime.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"])
     assert unique_node_names(fixed) is fixed  # already unique: untouched
+
+
+def test_a_source_that_does_not_run_at_its_input_shape_is_refused_in_one_line(
+    tmp_path: Path, run_cli
+) -> None:
+    # What torch's TorchScript exporter writes for a sequence-first attention: axis 0 marked dynamic, its
+    # traced length fixed in a Reshape; the default input shape (axis 0 = 1) cannot run it.
+    shape = numpy_helper.from_array(np.array([3, 4], dtype=np.int64), "shape")
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["seq", 4])]
+    model = _model(inputs, [helper.make_node("Reshape", ["x", "shape"], ["y"], name="fixed")], "y", [3, 4])
+    model.graph.initializer.append(shape)
+    onnx.save(model, tmp_path / "m.onnx")
+    code, _, err = run_cli("convert", tmp_path / "m.onnx", "-o", tmp_path / "out")
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        "edgeport: error: the source model does not run in onnxruntime at its input shape (x [1, 4]): "
+    )
+    assert "Reshape node 'fixed': " in line and "requested shape:{3,4}" in line
+    assert "Give --input-shape the shape it was exported with" in line
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    code, _, err = run_cli("convert", tmp_path / "m.onnx", "--input-shape", "3,4", "-o", tmp_path / "out")
+    assert code == 0, err

@@ -262,3 +262,7 @@ def test_check_allocates_passes_a_good_model_and_names_a_native_crash(
     monkeypatch.setattr(litert, "_ALLOCATE", "import os\nos.abort()\n")
     with pytest.raises(EdgeportError, match=r"LiteRT crashes \(signal 6\) preparing model_int8.tflite"):
         litert.check_allocates(tiny["int8"], "model_int8.tflite")
+
+
+def test_run_failure_reads_only_onnxruntime_errors() -> None:
+    assert onnxrt.run_failure(ValueError("Non-zero status code returned while running Reshape node.")) is None

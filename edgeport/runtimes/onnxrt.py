@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -39,3 +40,22 @@ def run_samples(model_bytes: bytes, samples: Sequence[Sample]) -> RunResult:
 def run_onnx(model_bytes: bytes, samples: Sequence[Sample]) -> list[Sample]:
     """The outputs alone, by name, per sample."""
     return run_samples(model_bytes, samples).outputs
+
+
+_NODE_FAILURE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)")
+# onnxruntime's status messages start with the C++ source and the check that failed:
+# "/onnxruntime_src/.../reshape_helper.h:45 onnxruntime::ReshapeHelper::ReshapeHelper(...) a == b was false."
+_CHECK = re.compile(r"^\S+\.(?:h|cc|cpp):\d+ .*? was false\.\s*")
+
+
+def run_failure(error: Exception) -> str | None:
+    """What an onnxruntime run failure says, in one line (the node and its message), or None when
+    `error` is not onnxruntime's."""
+    if not type(error).__module__.startswith("onnxruntime"):
+        return None
+    text = " ".join(str(error).split())
+    found = _NODE_FAILURE.search(text)
+    if found is None:
+        return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    op, node, message = found.groups()
+    return f"{op} node '{node}': {_CHECK.sub('', message).rstrip('. ')}"
