@@ -217,5 +217,8 @@ def test_a_source_that_does_not_run_at_its_input_shape_is_refused_in_one_line(
     assert "Reshape node 'fixed': " in line and "requested shape:{3,4}" in line
     assert "Give --input-shape the shape it was exported with" in line
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+    # --prune runs the source in onnxruntime first (checking the ONNX-to-PyTorch evaluator): the same line.
+    code, _, err = run_cli("convert", tmp_path / "m.onnx", "--prune", "0.3", "-o", tmp_path / "out")
+    assert code == 1 and err.strip().splitlines()[-1] == line, err
     code, _, err = run_cli("convert", tmp_path / "m.onnx", "--input-shape", "3,4", "-o", tmp_path / "out")
     assert code == 0, err

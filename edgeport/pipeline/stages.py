@@ -60,7 +60,7 @@ from edgeport.quant.input_stats import (
 from edgeport.quant.modes import quantize_stage
 from edgeport.quant.section import LayerSqnr
 from edgeport.runtimes.litert import LiteRTRunner
-from edgeport.runtimes.onnxrt import run_failure, run_onnx
+from edgeport.runtimes.onnxrt import run_onnx, run_source
 from edgeport.tensors import TensorSpec, random_inputs
 
 FLOAT32_TOLERANCE = 1e-4  # issue #2: float32 .tflite must match the reference to this relative error
@@ -196,27 +196,10 @@ def reference(state: ConvertState) -> None:
         state.reference_name = "pytorch"
     else:  # the source as the passes that change its function leave it (a QDQ model as float)
         model, changed = reference_model(model, state.skipped_passes)
-        state.reference_outputs = _source_outputs(model, state.samples, specs)
+        state.reference_outputs = run_source(model.SerializeToString(), state.samples)
         state.reference_name = f"onnx (source{''.join(f' after {name}' for name in changed)})"
     notes = [note for report in state.pass_reports for note in report.warnings_()]
     check_reference(state.reference_outputs, state.reference_name, notes)
-
-
-def _source_outputs(model: onnx.ModelProto, samples: list, specs: list[TensorSpec]) -> list:
-    """The ONNX source on the verification inputs; a graph that does not run at the input shapes (an
-    exporter that fixed an axis it marked dynamic, e.g. in a Reshape) is refused in one line."""
-    try:
-        return run_onnx(model.SerializeToString(), samples)
-    except Exception as error:
-        failure = run_failure(error)
-        if failure is None:
-            raise
-        shapes = ", ".join(f"{s.name} {list(s.shape)}" for s in specs)
-        raise EdgeportError(
-            f"the source model does not run in onnxruntime at its input shape ({shapes}): {failure}",
-            "give --input-shape the shape it was exported with (an exporter can fix an axis it marks "
-            "dynamic, e.g. in a Reshape)",
-        ) from None
 
 
 # 6. tflite

@@ -7,6 +7,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from edgeport.errors import EdgeportError
 from edgeport.runtimes.result import RunResult
 from edgeport.tensors import Sample
 
@@ -40,6 +43,23 @@ def run_samples(model_bytes: bytes, samples: Sequence[Sample]) -> RunResult:
 def run_onnx(model_bytes: bytes, samples: Sequence[Sample]) -> list[Sample]:
     """The outputs alone, by name, per sample."""
     return run_samples(model_bytes, samples).outputs
+
+
+def run_source(model_bytes: bytes, samples: Sequence[Sample]) -> list[Sample]:
+    """run_onnx on the user's source graph: one that does not run at the samples' shapes (an exporter
+    that fixed an axis it marks dynamic, e.g. in a Reshape) is refused in one line naming the node."""
+    try:
+        return run_onnx(model_bytes, samples)
+    except Exception as error:
+        failure = run_failure(error)
+        if failure is None:
+            raise
+        shapes = ", ".join(f"{name} {list(np.shape(value))}" for name, value in samples[0].items())
+        raise EdgeportError(
+            f"the source model does not run in onnxruntime at its input shape ({shapes}): {failure}",
+            "give --input-shape the shape it was exported with (an exporter can fix an axis it marks "
+            "dynamic, e.g. in a Reshape)",
+        ) from None
 
 
 _NODE_FAILURE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)")

@@ -60,6 +60,7 @@ from edgeport.quant.prune.blocks import Block
 from edgeport.quant.prune.channel_pads import selection, split_channel_pad
 from edgeport.quant.prune.onnx_blocks import Span, residual_spans
 from edgeport.quant.qdq import NotAPair, float_graph, float_note
+from edgeport.runtimes.onnxrt import run_source
 from edgeport.tensors import TensorSpec, random_inputs
 
 _CONVS = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
@@ -438,6 +439,7 @@ def _check(
     exported batch only (an export with static shapes writes the batch size into constants: attention's
     batch x heads, a class token expanded to the batch), and the line says so."""
     samples = random_inputs(specs, 2, 0)
+    run_source(graph.SerializeToString(), samples[:1])  # a graph onnxruntime cannot run is the user's to fix
     error, failure = _agreement(module, graph, samples, scale_floors)
     if error < CHECK_TOLERANCE:
         return
