@@ -5,6 +5,11 @@ onnx2tf mistranslates that pair in NHWC (the channel pad lands on the wrong axis
 left behind; ResNet-20 comes out with relative error ~1). A 1x1 convolution with stride s whose weight
 is the identity placed between zero rows computes exactly the same thing (each output is one input
 times 1.0, or 0.0), converts to a single CONV_2D, and replaces two ops with one.
+
+A pruned shortcut (quant/prune/channel_pads.py's ChannelGather) also keeps a run of the input's channels
+(the Slice crops axis 1 too) or picks channels after the pad (a Gather on axis 1): both are rows of the
+same 0/1 weight. onnx2tf failed on the crop where a tensor's C, H and W were equal ([1, 8, 8, 8]: a
+ResNet-56 latency-search trial, "Dimensions must be equal, but are 8 and 4" at the block's Add).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from edgeport.onnx_graph import OnnxGraph, node_rewrite, text_attr
 NAME = "strided_shortcut_to_conv"
 
 
-def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> list[int] | None:
-    """(stride_h, stride_w) when the Slice keeps every s-th pixel from 0 on the spatial axes only."""
+def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> tuple[list[int], range] | None:
+    """((stride_h, stride_w), channels kept) when the Slice keeps every s-th pixel from 0 on the spatial
+    axes and a run of channels (every channel, or a crop with step 1)."""
     if len(node.input) < 3:
         return None
     starts = view.const(node.input[1])
@@ -32,9 +38,16 @@ def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> l
     )
     if axes is None or steps is None:
         return None
-    strides = [1, 1]
+    strides, channels = [1, 1], range(shape[1])
     for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
         axis = int(axis) % 4
+        if axis == 1 and step == 1:
+            first = int(start) + shape[1] if start < 0 else int(start)
+            stop = min(int(end) + shape[1] if end < 0 else int(end), shape[1])
+            if not 0 <= first < stop:
+                return None
+            channels = range(first, stop)
+            continue
         if start != 0 or step < 1 or end < shape[axis]:
             return None  # an offset or cropping slice is not a plain 1x1 strided conv
         if axis < 2:
@@ -42,7 +55,20 @@ def _slice_strides(view: OnnxGraph, node: onnx.NodeProto, shape: list[int]) -> l
                 return None
             continue
         strides[axis - 2] = int(step)
-    return strides
+    return strides, channels
+
+
+def _picked(view: OnnxGraph, pad: onnx.NodeProto, width: int) -> tuple[onnx.NodeProto, list[int]] | None:
+    """The Gather on axis 1 with constant in-range indices that alone reads the pad's output, and its
+    indices (a pruned shortcut's channels chosen after the pad)."""
+    gather = view.only_consumer(pad.output[0], "Gather")
+    if gather is None or int(next((a.i for a in gather.attribute if a.name == "axis"), 0)) % 4 != 1:
+        return None
+    index = view.const(gather.input[1])
+    if index is None or index.ndim != 1 or not len(index):
+        return None
+    index = [int(i) + width if i < 0 else int(i) for i in index]
+    return (gather, index) if all(0 <= i < width for i in index) else None
 
 
 def _channel_pads(view: OnnxGraph, node: onnx.NodeProto) -> tuple[int, int] | None:
@@ -69,27 +95,35 @@ def _match(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     shape = view.static_shape(node.input[0])
     if shape is None or len(shape) != 4 or not view.is_float32(node.input[0]):
         return False
-    strides = _slice_strides(view, node, shape)
+    sliced = _slice_strides(view, node, shape)
     pad = view.only_consumer(node.output[0], "Pad")
-    if strides is None or pad is None:
+    if sliced is None or pad is None:
         return False
     pads = _channel_pads(view, pad)
     if pads is None:
         return False
-    cin = shape[1]
-    cout = pads[0] + cin + pads[1]
-    weight = np.zeros((cout, cin, 1, 1), np.float32)
-    weight[np.arange(cin) + pads[0], np.arange(cin), 0, 0] = 1.0
+    strides, channels = sliced
+    # Row r of the padded tensor copies input channel source[r], or is zero (None).
+    source = [None] * pads[0] + list(channels) + [None] * pads[1]
+    picked = _picked(view, pad, len(source))
+    last = pad
+    if picked is not None:
+        last, index = picked
+        source = [source[i] for i in index]
+    weight = np.zeros((len(source), shape[1], 1, 1), np.float32)
+    for row, channel in enumerate(source):
+        if channel is not None:
+            weight[row, channel, 0, 0] = 1.0
     conv = helper.make_node(
         "Conv",
         [node.input[0], view.add_initializer(weight, "shortcut_weight")],
-        [pad.output[0]],
+        [last.output[0]],
         name=view.fresh(pad.name or "shortcut_conv"),
         kernel_shape=[1, 1],
         strides=strides,
         pads=[0, 0, 0, 0],
     )
-    view.replace([node, pad], [conv])
+    view.replace([node, pad] + ([last] if last is not pad else []), [conv])
     return True
 
 
