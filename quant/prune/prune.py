@@ -954,7 +954,14 @@ def _latency_target(
             )
             cuts[ratio] = (*cut(analysis, allocation, flag), allocation)
             timing = functools.partial(measure, cuts[ratio][0])
-            measured = lat.timed(ratio, macs_removed, timing, lat.host_load)
+            try:
+                measured = lat.timed(ratio, macs_removed, timing, lat.host_load)
+            except EdgeportError as error:  # a trial's conversion: say which, the fix is the converter's
+                raise EdgeportError(
+                    f"{flag('target')} latency: trial {len(cuts)} ({100 * macs_removed:.0f}% of the MACs "
+                    f"removed) could not be timed: {error.problem}",
+                    error.fix or f"use {flag('target')} flops",
+                ) from error
             again[ratio] = functools.partial(host.interleaved, host.last) if host and host.last else timing
             return measured
 
