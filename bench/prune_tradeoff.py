@@ -415,6 +415,8 @@ def main(argv: list[str]) -> int:
             "widths": {g.module: g.channels_after for g in section.groups},
             "blocks_removed": section.blocks_removed,
         }
+        if section.latency is not None:  # the search's trials, as the manifest records them
+            row["latency_search"] = section.latency.model_dump()
         if not args.no_deploy:
             row["deploy"] = _deploy_logged(result.module, row["architecture"], ref.get("deploy"))
         state["rows"].append(row)
