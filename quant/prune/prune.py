@@ -53,12 +53,14 @@ from edgeport.quant.prune.layer_latency import LayerTable
 from edgeport.quant.prune.options import SYNTHETIC_STEPS, PruneOptions
 from edgeport.quant.prune.reconstruct import reconstruct
 from edgeport.quant.prune.recover import (
+    STAGES,
     PoolPlan,
     check_finetune_data,
     distill,
     distillation_loss,
     fidelity,
     finetune_inputs,
+    kept_stage,
     pool_plan,
     recovery_inputs,
     step_seconds,
@@ -796,7 +798,7 @@ def prune_module(
     example, held = analysis.example, analysis.held
     before_sqnr, before_agree = fidelity(module, reference, held)
     log = rebuilt = None
-    steps = 0
+    steps, stage = 0, None
     if options.recovery == "distill":
         macs_now = sum(module_macs(module, example).values())
         # Only a distilled pool cost time: the user's data and input-statistics noise leave the steps
@@ -824,9 +826,22 @@ def prune_module(
             )
         )
         say("recovery: least-squares reconstruction, layer by layer")
+        states = [copy.deepcopy(module.state_dict())]
         rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
+        states.append(copy.deepcopy(module.state_dict()))
+        solved = fidelity(module, reference, held)[0]
         log = distill(module, reference, pool, steps, options.seed, eta, kept=kept)
         module.eval()
+        distilled = fidelity(module, reference, held)[0]
+        stage = kept_stage([before_sqnr, solved, distilled])
+        if stage < len(STAGES) - 1:
+            module.load_state_dict(states[stage])
+            worse = f"{STAGES[stage + 1]} lowered the pruned model's SQNR on held-out synthetic inputs"
+            say(f"recovery: {worse}: keeping the model after {STAGES[stage]}")
+            analysis.notes.append(
+                f"{worse} (after the cut {_db(before_sqnr)}, least squares {_db(solved)}, distillation "
+                f"{_db(distilled)}): the model after {STAGES[stage]} is kept"
+            )
     sqnr, agree = fidelity(module, reference, held)
     say("counting the exported graphs")
     section = PruningSection(
@@ -861,6 +876,7 @@ def prune_module(
             loss_start=_round(log.loss_start) if log else None,
             loss_end=_round(log.loss_end) if log else None,
             reconstructed_layers=len(rebuilt.layers) if rebuilt else 0,
+            kept=STAGES[stage] if stage is not None else None,
         ),
         fidelity=PruneFidelity(
             samples=int(held[0].shape[0]),
@@ -1068,6 +1084,10 @@ def _spent(plan: PoolPlan | None) -> str:
     if plan is None:
         return ""
     return f": about {plan.seconds:.0f} s of it making {plan.count} synthetic inputs, the rest for steps"
+
+
+def _db(sqnr: float | None) -> str:
+    return "identical" if sqnr is None else f"{sqnr:.1f} dB"
 
 
 def _round(value: float | None) -> float | None:

@@ -362,6 +362,24 @@ def distill(
     return RecoveryLog(steps=steps, seconds=time.perf_counter() - started, loss_start=first, loss_end=last)
 
 
+STAGES = ("the cut", "least squares", "distillation")  # what recovery.kept names, in order
+# dB by which an earlier stage must beat a later one for recovery to go back to it: the SQNR of a few
+# dozen held-out inputs moves with them, and a stage that trained on the pool is kept unless it clearly
+# lost (the catastrophes this guards against lose tens of dB).
+KEEP_MARGIN_DB = 1.0
+
+
+def kept_stage(sqnrs: Sequence[float | None], margin: float = KEEP_MARGIN_DB) -> int:
+    """Which of recovery's stages (STAGES, in order) to keep, from each one's held-out SQNR against the
+    unpruned model (None: identical outputs): the latest within `margin` dB of the best. Recovery is
+    trained on synthetic inputs and can lower the fidelity (random-weight MobileNetV3-small: 34.2 dB
+    after the cut, 5.7 after least squares, -113 after 10 distillation steps); its stages never return
+    a model clearly worse than one before them."""
+    score = [math.inf if s is None else s for s in sqnrs]
+    best = max(score)
+    return max(i for i, s in enumerate(score) if s >= best - margin)
+
+
 def sqnr_db(reference: torch.Tensor, other: torch.Tensor) -> float | None:
     noise = float(((reference - other) ** 2).sum())
     if noise == 0.0:

@@ -68,7 +68,7 @@ class LatencySearch(Record):
 
 
 class Recovery(Record):
-    OPTIONAL = ("inputs",)
+    OPTIONAL = ("inputs", "kept")
 
     method: str  # distill or none
     data_free: bool
@@ -79,6 +79,9 @@ class Recovery(Record):
     loss_start: float | None = None
     loss_end: float | None = None
     reconstructed_layers: int = 0  # layers re-solved by least squares before distilling (reconstruct.py)
+    # The stage whose model was kept (recover.STAGES): an earlier one when a later stage lowered the
+    # SQNR on the held-out synthetic inputs. None: no recovery, or written before it was recorded.
+    kept: str | None = None
 
 
 class PruneFidelity(Record):
@@ -155,6 +158,8 @@ class PruningSection(Section):
         if self.recovery.method != "none":
             text += f", distilled {self.recovery.steps} steps"
             text += "" if self.recovery.data_free else " (data-aware)"
+            if self.recovery.kept not in (None, "distillation"):
+                text += f" (not kept: {self.recovery.kept} scored higher)"
         if self.fidelity.sqnr_db is not None:
             text += f", SQNR vs unpruned {self.fidelity.sqnr_db:.1f} dB"
         if self.fidelity.top1_agreement is not None:

@@ -17,6 +17,7 @@ from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune import prune as prune_mod
 from edgeport.quant.prune.options import SYNTHETIC_STEPS
 from edgeport.quant.prune.recover import (
+    KEEP_MARGIN_DB,
     MAX_POOL,
     MIN_POOL,
     POOL_ROUND,
@@ -26,6 +27,7 @@ from edgeport.quant.prune.recover import (
     _shift_flip,
     distill,
     distillation_loss,
+    kept_stage,
     module_work,
     pool_plan,
     step_seconds,
@@ -220,3 +222,29 @@ def test_a_pool_made_without_distillation_leaves_the_steps_the_whole_budget() ->
     options = _options(recovery="distill", max_steps=2, budget=600)
     prune_module(model, SPECS, {}, options, say=said.append)
     assert "recovery: 2 distillation steps (--prune-budget 600)" in said, said
+
+
+def test_the_latest_stage_within_the_margin_of_the_best_is_kept() -> None:
+    assert kept_stage([3.0, 12.0, 14.0]) == 2  # each stage better: distillation's model
+    assert kept_stage([34.2, 5.7, -113.1]) == 0  # both lowered it: the cut's
+    assert kept_stage([3.0, 12.0, 9.0]) == 1
+    assert kept_stage([3.0, 12.0, 12.0 - 0.9 * KEEP_MARGIN_DB]) == 2  # within the margin: not a loss
+    assert kept_stage([None, 40.0, 50.0]) == 0  # None: identical to the unpruned model
+
+
+def test_a_recovery_that_lowers_the_fidelity_is_not_kept() -> None:
+    """Outputs a thousandth of the usual scale (as a random-weight torchvision classifier's logits are):
+    Adam's first steps move the bias by about the learning rate, far more than the outputs, so
+    distillation lowers the SQNR and the model before it is kept, with a note."""
+    model = coupled()
+    with torch.no_grad():
+        model.fc.weight.mul_(1e-4)
+        model.fc.bias.mul_(1e-4)
+    result = prune_module(model, SPECS, {}, _options(max_steps=3))
+    section = result.section
+    assert section.recovery.kept in ("the cut", "least squares")
+    assert section.fidelity.sqnr_db >= section.fidelity.sqnr_db_before_recovery
+    assert any("lowered the pruned model's SQNR on held-out synthetic inputs" in n for n in result.notes)
+    assert "(not kept: " in section.describe()
+    normal = prune_module(coupled(), SPECS, {}, _options(max_steps=100)).section
+    assert normal.recovery.kept == "distillation"
