@@ -121,6 +121,28 @@ def _detach_caches(module: nn.Module) -> None:
             m.__dict__[key] = detached(value)
 
 
+def drop_caches(module: nn.Module) -> None:
+    """Forget what modules cached from their parameters with autograd history (a dict entry holding a
+    tensor with a grad_fn is deleted, a tensor elsewhere detached): timm's LeViT caches its attention
+    biases in eval, the mode recovery trains in, so the second step would backpropagate through the
+    first step's freed graph, and after a step the cache would hold the old parameters' values."""
+
+    def dropped(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+            return value.detach()
+        if isinstance(value, dict):
+            for key in [k for k, v in value.items() if isinstance(v, torch.Tensor) and v.grad_fn is not None]:
+                del value[key]
+            value.update({k: dropped(v) for k, v in value.items()})
+        elif isinstance(value, list):
+            value[:] = [dropped(v) for v in value]
+        return value
+
+    for m in module.modules():
+        for key, value in plain_attributes(m).items():
+            m.__dict__[key] = dropped(value)
+
+
 @dataclass
 class ChannelGroup:
     """One prunable group: `channels` root output channels in `units` steps of `unit` channels each

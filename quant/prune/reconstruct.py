@@ -265,19 +265,22 @@ def _scale(bn: nn.Module | None, width: int) -> torch.Tensor:
 def _fed_batchnorms(model: nn.Module, inputs: Sequence[torch.Tensor], names: Sequence[str]) -> dict:
     """{layer name: the BatchNorm that reads that layer's output tensor itself} (eval statistics)."""
     modules = dict(model.named_modules())
-    made: dict[int, str] = {}
+    # The outputs themselves are kept: an id is only unique among live objects, and a layer's output
+    # freed during the forward (DenseNet's, once concatenated) lends its id to the next tensor made,
+    # which a BatchNorm of another width then reads.
+    made: dict[int, tuple[str, object]] = {}
     found: dict[str, nn.Module] = {}
     handles = []
 
     def out_hook(name: str):  # noqa: ANN202 - a forward hook
         def hook(_m: nn.Module, _a: tuple, out: object) -> None:
-            made[id(out)] = name
+            made[id(out)] = (name, out)
 
         return hook
 
     def bn_hook(bn: nn.Module, args: tuple) -> None:
-        name = made.get(id(args[0])) if args else None
-        if name is not None and name not in found and bn.running_mean is not None:
+        name, out = made.get(id(args[0]), (None, None)) if args else (None, None)
+        if name is not None and out is args[0] and name not in found and bn.running_mean is not None:
             found[name] = bn
 
     handles += [modules[n].register_forward_hook(out_hook(n)) for n in names]

@@ -48,7 +48,7 @@ from edgeport.quant.calibration import (
 )
 from edgeport.quant.cost import DISTILL_BUDGET, batch_work, steps_within, work
 from edgeport.quant.prune.count import forward_with_hooks, module_macs
-from edgeport.quant.prune.graph import flat_outputs
+from edgeport.quant.prune.graph import drop_caches, flat_outputs
 from edgeport.quant.prune.options import SYNTHETIC_STEPS
 from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
 from edgeport.tensors import TensorSpec
@@ -340,6 +340,9 @@ def distill(
     first = last = math.nan
     try:
         for step in range(steps):
+            # eval() again each step: modules that cache values in eval drop them there (timm's LeViT
+            # its attention biases), so the cache is rebuilt from this step's parameters.
+            student.eval()
             inputs = _batch(pool, gen, size, augment)
             with torch.no_grad():
                 t_out = flat_outputs(teacher(*inputs))
@@ -348,6 +351,7 @@ def distill(
                 loss = _loss(flat_outputs(student(*inputs)), t_out, s_cap.values, t_feat, kept)
                 optimizer.zero_grad()
                 loss.backward()
+            drop_caches(student)
             optimizer.step()
             schedule.step()
             last = float(loss.detach())
@@ -357,6 +361,8 @@ def distill(
     finally:
         s_cap.close()
         t_cap.close()
+        drop_caches(student)
+        student.eval()
         for p, flag in was.items():
             p.requires_grad_(flag)
     return RecoveryLog(steps=steps, seconds=time.perf_counter() - started, loss_start=first, loss_end=last)

@@ -14,6 +14,7 @@ from edgeport.quant.calibration import DISTILL_STEPS
 from edgeport.quant.prune import PruneOptions, prune_module
 from edgeport.quant.prune.prune import synthetic_inputs
 from edgeport.quant.prune.reconstruct import (
+    _fed_batchnorms,
     layers_to_solve,
     narrowed_axis,
     outputs,
@@ -360,3 +361,39 @@ def test_a_narrowed_layer_is_solved_against_the_teachers_kept_channels() -> None
     assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
     # The head cannot make up for the two channels cut from its input: lower, not zero.
     assert distillation_loss(student, teacher, held, features, kept) < 0.2 * before
+
+
+class _DenseBlocks(nn.Module):
+    """Two DenseNet blocks in a row: each layer's output is concatenated and freed when its block returns,
+    and the next block's first BatchNorm reads a new concatenation (which may take a freed id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bns = nn.ModuleList(nn.BatchNorm2d(8 + 4 * (i % 3) + 12 * (i // 3)) for i in range(6))
+        self.convs = nn.ModuleList(nn.Conv2d(bn.num_features, 4, 3, padding=1) for bn in self.bns)
+        self.out_bn = nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 10)
+
+    def block(self, x: torch.Tensor, first: int) -> torch.Tensor:
+        features = [x]
+        for bn, conv in zip(self.bns[first : first + 3], self.convs[first : first + 3], strict=True):
+            features.append(conv(torch.relu(bn(torch.cat(features, 1)))))
+        return torch.cat(features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(self.block(self.stem(x), 0), 3)
+        return self.fc(torch.relu(self.out_bn(x)).mean((2, 3)))
+
+
+def test_a_densenet_layer_is_not_paired_with_a_batchnorm_of_a_later_concatenation() -> None:
+    """torchvision's DenseNet-121 failed in recovery ('The size of tensor a (256) must match the size of
+    tensor b (32)'): a layer's freed output lent its id to a concatenation another BatchNorm read."""
+    teacher = _DenseBlocks().eval()
+    specs = [TensorSpec("x", INPUT_SHAPE)]
+    widths = {n: m.out_channels for n, m in teacher.named_modules() if isinstance(m, nn.Conv2d)}
+    fed = _fed_batchnorms(teacher, [_x(2, seed=1, shape=tuple(INPUT_SHAPE[1:]))], list(widths))
+    assert all(bn.num_features == widths[name] for name, bn in fed.items()), fed
+    result = prune_module(teacher, specs, {}, _fast(recovery="distill", max_steps=3))
+    assert result.section.recovery.reconstructed_layers > 0
