@@ -100,17 +100,22 @@ def plain_attributes(m: nn.Module) -> dict[str, Any]:
     return {k: v for k, v in vars(m).items() if k not in MODULE_INTERNALS}
 
 
-def _detach_caches(module: nn.Module) -> None:
-    """Detach the tensors with a grad_fn that torch-pruning's forward (grad enabled, after its own
-    model.eval()) left in modules' plain attributes: timm's LeViT and EfficientFormer cache their
-    attention biases in eval (attention_bias_cache, cleared by .eval()), and copy.deepcopy, which every
-    check and cut makes of the model, refuses a tensor that is not a graph leaf. The values stay;
-    dicts and lists are changed in place."""
+def detach_caches(module: nn.Module, forget: bool = False) -> None:
+    """Detach the tensors with a grad_fn that modules keep in their plain attributes (dicts and lists
+    changed in place); `forget`: delete such a tensor from its dict instead, so the module computes it
+    again. timm's LeViT and EfficientFormer cache their attention biases in eval: torch-pruning's
+    forward (grad enabled, after its own model.eval()) leaves a non-leaf tensor there, which every deep
+    copy of the model refuses (the analysis detaches it, values kept); recovery trains in eval, where
+    the cache would carry the first step's freed graph into the second and hold the old parameters'
+    values after a step (recovery forgets it)."""
 
     def detached(value: Any) -> Any:
         if isinstance(value, torch.Tensor) and value.grad_fn is not None:
             return value.detach()
         if isinstance(value, dict):
+            graphs = [k for k, v in value.items() if isinstance(v, torch.Tensor) and v.grad_fn is not None]
+            for key in graphs if forget else ():
+                del value[key]
             value.update({k: detached(v) for k, v in value.items()})
         elif isinstance(value, list):
             value[:] = [detached(v) for v in value]
@@ -119,28 +124,6 @@ def _detach_caches(module: nn.Module) -> None:
     for m in module.modules():
         for key, value in plain_attributes(m).items():
             m.__dict__[key] = detached(value)
-
-
-def drop_caches(module: nn.Module) -> None:
-    """Forget what modules cached from their parameters with autograd history (a dict entry holding a
-    tensor with a grad_fn is deleted, a tensor elsewhere detached): timm's LeViT caches its attention
-    biases in eval, the mode recovery trains in, so the second step would backpropagate through the
-    first step's freed graph, and after a step the cache would hold the old parameters' values."""
-
-    def dropped(value: Any) -> Any:
-        if isinstance(value, torch.Tensor) and value.grad_fn is not None:
-            return value.detach()
-        if isinstance(value, dict):
-            for key in [k for k, v in value.items() if isinstance(v, torch.Tensor) and v.grad_fn is not None]:
-                del value[key]
-            value.update({k: dropped(v) for k, v in value.items()})
-        elif isinstance(value, list):
-            value[:] = [dropped(v) for v in value]
-        return value
-
-    for m in module.modules():
-        for key, value in plain_attributes(m).items():
-            m.__dict__[key] = dropped(value)
 
 
 @dataclass
@@ -227,7 +210,7 @@ class Graph:
             self.dg = tp.DependencyGraph().build_dependency(
                 module, example_inputs=list(example_inputs), customized_pruners=customized_pruners()
             )
-            _detach_caches(module)
+            detach_caches(module)
         except Exception as exc:  # noqa: BLE001 - torch-pruning's own failure, named for the user
             raise EdgeportError(
                 f"the pruning dependency analysis cannot trace this model ({exception_line(exc)})",

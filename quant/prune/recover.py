@@ -48,7 +48,7 @@ from edgeport.quant.calibration import (
 )
 from edgeport.quant.cost import DISTILL_BUDGET, batch_work, steps_within, work
 from edgeport.quant.prune.count import forward_with_hooks, module_macs
-from edgeport.quant.prune.graph import drop_caches, flat_outputs
+from edgeport.quant.prune.graph import detach_caches, flat_outputs
 from edgeport.quant.prune.options import SYNTHETIC_STEPS
 from edgeport.quant.prune.reconstruct import Kept, corresponds, to_student
 from edgeport.tensors import TensorSpec
@@ -351,7 +351,7 @@ def distill(
                 loss = _loss(flat_outputs(student(*inputs)), t_out, s_cap.values, t_feat, kept)
                 optimizer.zero_grad()
                 loss.backward()
-            drop_caches(student)
+            detach_caches(student, forget=True)
             optimizer.step()
             schedule.step()
             last = float(loss.detach())
@@ -361,7 +361,7 @@ def distill(
     finally:
         s_cap.close()
         t_cap.close()
-        drop_caches(student)
+        detach_caches(student, forget=True)
         student.eval()
         for p, flag in was.items():
             p.requires_grad_(flag)

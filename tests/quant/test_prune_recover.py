@@ -304,13 +304,13 @@ def test_a_module_caching_a_parameter_in_eval_recovers_and_its_cache_follows_the
         assert torch.equal(student(x), served)
 
 
-def test_drop_caches_forgets_what_carries_a_graph_and_keeps_the_rest() -> None:
-    from edgeport.quant.prune.graph import drop_caches
+def test_forgotten_caches_lose_what_carries_a_graph_and_keep_the_rest() -> None:
+    from edgeport.quant.prune.graph import detach_caches
 
     m = torch.nn.Linear(2, 2)
     graph = m.weight * 2
     m.cache = {"with_graph": graph, "constant": torch.ones(2)}
     m.last = m.weight + 1
-    drop_caches(m)
+    detach_caches(m, forget=True)
     assert list(m.cache) == ["constant"]
     assert m.last.grad_fn is None and torch.equal(m.last, m.weight.detach() + 1)
