@@ -250,56 +250,27 @@ def test_a_recovery_that_lowers_the_fidelity_is_not_kept() -> None:
     assert normal.recovery.kept == "distillation"
 
 
-class _EvalCache(torch.nn.Module):
-    """timm LeViT's attention-bias cache: in eval, a tensor computed from a parameter is kept in a dict,
-    which train() and eval() empty."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(1))
-        self.cache: dict[str, torch.Tensor] = {}
-
-    def train(self, mode: bool = True) -> _EvalCache:
-        super().train(mode)
-        self.cache = {}
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return x * self.scale.exp()
-        if "cpu" not in self.cache:
-            self.cache["cpu"] = self.scale.exp()
-        return x * self.cache["cpu"]
-
-
-class _Cached(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(16)
-        self.cached = _EvalCache()
-        self.fc = torch.nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.cached(torch.relu(self.bn(self.conv(x)))).mean((2, 3)))
-
-
 def test_a_module_caching_a_parameter_in_eval_recovers_and_its_cache_follows_the_parameter() -> None:
     """timm's LeViT-128S failed in recovery ('Trying to backward through the graph a second time'): its
-    cache, empty when distillation began, kept the first step's graph."""
-    teacher = _Cached().eval()
+    attention-bias cache, empty when distillation began, kept the first step's graph."""
+    from tests.quant.test_prune_outside_patterns import CachedBiasNet
+
+    torch.manual_seed(0)
+    teacher = CachedBiasNet().eval()
     student = copy.deepcopy(teacher)
     with torch.no_grad():
-        student.conv.weight.mul_(0.9)  # something to recover
-    student.cached.cache.clear()
-    distill(student, teacher, [random_batch(16, seed=2)], steps=5, seed=0)
-    assert float(student.cached.scale) != 1.0  # the cached parameter learnt too
-    x = random_batch(2, seed=4)
+        student.patch.weight.mul_(0.9)  # something to recover
+    attn = student.attn
+    attn.attention_bias_cache.clear()
+    start = attn.attention_biases.detach().clone()
+    distill(student, teacher, [random_batch(16, seed=2, shape=(1, 3, 16, 16))], steps=5, seed=0)
+    assert not torch.equal(attn.attention_biases.detach(), start)  # the cached parameter learnt too
+    x = random_batch(2, seed=4, shape=(1, 3, 16, 16))
     with torch.no_grad():
         served = student(x)
-        assert torch.equal(student.cached.cache["cpu"], student.cached.scale.exp())
-    student.cached.cache.clear()
+        gathered = attn.attention_biases[:, attn.attention_bias_idxs]
+        assert torch.equal(attn.attention_bias_cache["cpu"], gathered)
+    attn.attention_bias_cache.clear()
     with torch.no_grad():
         assert torch.equal(student(x), served)
 
