@@ -796,7 +796,7 @@ def prune_module(
     kept = kept_channels(analysis, allocation)
     kept.update(stream_maps(module, analysis.example, kept))
     example, held = analysis.example, analysis.held
-    before_sqnr, before_agree = fidelity(module, reference, held)
+    before_sqnr, before_agree = scores = fidelity(module, reference, held)
     log = rebuilt = None
     steps, stage = 0, None
     if options.recovery == "distill":
@@ -829,20 +829,21 @@ def prune_module(
         states = [copy.deepcopy(module.state_dict())]
         rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
         states.append(copy.deepcopy(module.state_dict()))
-        solved = fidelity(module, reference, held)[0]
+        solved = fidelity(module, reference, held)
         log = distill(module, reference, pool, steps, options.seed, eta, kept=kept)
         module.eval()
-        distilled = fidelity(module, reference, held)[0]
-        stage = kept_stage([before_sqnr, solved, distilled])
+        distilled = fidelity(module, reference, held)
+        stage = kept_stage([before_sqnr, solved[0], distilled[0]])
+        scores = ((before_sqnr, before_agree), solved, distilled)[stage]
         if stage < len(STAGES) - 1:
             module.load_state_dict(states[stage])
             worse = f"{STAGES[stage + 1]} lowered the pruned model's SQNR on held-out synthetic inputs"
             say(f"recovery: {worse}: keeping the model after {STAGES[stage]}")
             analysis.notes.append(
-                f"{worse} (after the cut {_db(before_sqnr)}, least squares {_db(solved)}, distillation "
-                f"{_db(distilled)}): the model after {STAGES[stage]} is kept"
+                f"{worse} (after the cut {_db(before_sqnr)}, least squares {_db(solved[0])}, distillation "
+                f"{_db(distilled[0])}): the model after {STAGES[stage]} is kept"
             )
-    sqnr, agree = fidelity(module, reference, held)
+    sqnr, agree = scores  # the kept model's, as measured when it was made
     say("counting the exported graphs")
     section = PruningSection(
         ratio=options.ratio,
