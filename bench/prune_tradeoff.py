@@ -48,7 +48,7 @@ from edgeport.errors import EdgeportError  # noqa: E402
 from edgeport.options import validate_options  # noqa: E402
 from edgeport.pipeline.torch_passes import prune_exporter  # noqa: E402
 from edgeport.quant.prune import PruneOptions, prune_module  # noqa: E402
-from edgeport.quant.prune.options import DEFAULT_BUDGET, DEFAULT_MIN_WIDTH, DEFAULT_ROUND  # noqa: E402
+from edgeport.quant.prune.options import DEFAULT_BUDGET, DEFAULT_MIN_WIDTH, DEFAULT_ROUND, WEIGHINGS  # noqa: E402
 from edgeport.quant.prune.prune import IMAGE_PRIOR, pool_of, synthetic_inputs  # noqa: E402
 from edgeport.tensors import TensorSpec  # noqa: E402
 
@@ -295,6 +295,13 @@ def main(argv: list[str]) -> int:
         choices=("flops", "latency"),
         help="what RATIO removes (latency: --prune-target latency, searched with real conversions)",
     )
+    parser.add_argument(
+        "--weigh",
+        default=ROW_OPTIONS["weigh"][0],
+        choices=(None, *WEIGHINGS),
+        help="--prune-weigh: what allocation steps are weighed in (default: host for a latency target, "
+        "else macs)",
+    )
     parser.add_argument("--round", type=int, default=ROW_OPTIONS["round"][0], help="--prune-round")
     parser.add_argument(
         "--min-width", type=int, default=ROW_OPTIONS["min_width"][0], help="--prune-min-width"
@@ -377,6 +384,7 @@ def main(argv: list[str]) -> int:
             finetune_data=finetune if job.recovery == "data-aware" else None,
             max_steps=0 if job.recovery == "ls" else None,
             target=args.target,
+            weigh=args.weigh,
             round_to=args.round,
             min_width=args.min_width,
             seed=args.seed,
@@ -433,6 +441,7 @@ def main(argv: list[str]) -> int:
 BENCH_FLAGS = {
     "ratio": "--ratios",
     "target": "--target",
+    "weigh": "--weigh",
     "budget": "--budget",
     "round_to": "--round",
     "min_width": "--min-width",
@@ -457,6 +466,7 @@ def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                 {
                     "ratio": ratio,
                     "target": args.target,
+                    "weigh": args.weigh,
                     "budget": args.budget,
                     "round_to": args.round,
                     "min_width": args.min_width,
@@ -477,6 +487,7 @@ def _deploy_logged(module: torch.nn.Module, key: str, baseline: dict | None) -> 
 # The bench's pruning options a row records when they differ from edgeport's default: {argument: (the
 # default, how the criterion cell shows it)}. They are part of the row's identity.
 ROW_OPTIONS = {
+    "weigh": (None, "weighed in {}"),
     "round": (DEFAULT_ROUND, "round {}"),
     "min_width": (DEFAULT_MIN_WIDTH, "min width {}"),
     "seed": (0, "seed {}"),

@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeport.errors import EdgeportError
 from edgeport.options import Options, Spell, cli, refuse_without, spell_of, validate_options
 from edgeport.quant.prune.criteria import CRITERIA
 
 TARGETS = ("flops", "params", "latency")
+WEIGHINGS = ("macs", "host")
 RECOVERIES = ("distill", "none")
 # Channel counts are kept at multiples of 8: CMSIS-NN's int8 convolutions (arm_convolve_s8 and its
 # DSP/MVE paths) work on 4 output channels at a time and read input channels 4 bytes per SIMD load,
@@ -46,6 +47,14 @@ class PruneOptions(Options):
         "latency (the float model's LiteRT latency on this host, one thread: the FLOPs ratio is searched "
         "with a few real conversions and measurements).",
         json_schema_extra=cli("--prune-target", needs="RATIO"),
+    )
+    weigh: Literal[WEIGHINGS] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="What each allocation step's saving is weighed in: macs (the same model on every "
+        "machine), or host (this host's per-layer float LiteRT times, one thread: steps to the widths and "
+        "blocks its kernels run faster at, so the model is faster for the same MACs, but timings decide "
+        "between near-equal steps and two runs may differ). Default: host for a latency target, else macs.",
+        json_schema_extra=cli("--prune-weigh", needs="RATIO"),
     )
     criterion: Literal[CRITERIA] = Field(  # type: ignore[valid-type]
         "l2",
@@ -124,6 +133,21 @@ class PruneOptions(Options):
                 f"{flag} {value:g} is outside (0, 1)", f"give the fraction to remove, e.g. {flag} 0.3"
             )
         return value
+
+    @property
+    def weighing(self) -> str:
+        """`weigh` as used: host for a latency target, macs otherwise, unless given."""
+        return self.weigh or ("host" if self.target == "latency" else "macs")
+
+    @model_validator(mode="after")
+    def _host_weighs_macs(self, info: ValidationInfo) -> PruneOptions:
+        if self.weigh == "host" and self.target == "params":
+            spell = spell_of(info, type(self))
+            raise EdgeportError(
+                f"{spell('weigh')} host weighs steps that remove MACs, but {spell('target')} is params",
+                f"use {spell('target')} flops (or latency) with it, or drop {spell('weigh')}",
+            )
+        return self
 
     @field_validator("exclude", mode="before")
     @classmethod

@@ -51,10 +51,11 @@ from edgeport.quant.prune.heads import (
 from edgeport.quant.prune.kept import stream_maps
 from edgeport.quant.prune.layer_latency import LayerTable
 from edgeport.quant.prune.options import SYNTHETIC_STEPS, PruneOptions
-from edgeport.quant.prune.reconstruct import reconstruct
+from edgeport.quant.prune.reconstruct import ReconstructionLog, reconstruct
 from edgeport.quant.prune.recover import (
     STAGES,
     PoolPlan,
+    RecoveryLog,
     check_finetune_data,
     distill,
     distillation_loss,
@@ -91,10 +92,15 @@ CUT_TOLERANCE = 1e-4
 # padded shortcut's miscut channel was).
 CHECK_SAMPLES = 8
 CHANGES_KEPT = "cutting changes more than the cut channels"  # the cut check's numeric failure
-ALLOCATION = (
-    "greedy over groups: each step removes one --prune-round of channels from the group whose measured "
-    "output error (channels removed in criterion order on synthetic inputs) grows least per MAC saved"
-)
+# How the section describes the sensitivity allocation, by what its steps were weighed in (--prune-weigh).
+ALLOCATION = {
+    "macs": "greedy over groups: each step removes one --prune-round of channels from the group (or a "
+    "residual block) whose measured output error (channels removed in criterion order on synthetic "
+    "inputs) grows least per MAC saved",
+    "host": "greedy over groups: each step narrows the group to any allowed width (or removes a residual "
+    "block) whose measured output error (channels removed in criterion order on synthetic inputs) grows "
+    "least per microsecond saved of this host's one-thread LiteRT layer times",
+}
 
 UNIFORM = "uniform: every group keeps the same fraction of its channels (rounded up to an allowed width)"
 
@@ -788,68 +794,23 @@ def prune_module(
             analysis, options, names, say, flag, measure, exporter
         )
     else:
-        reachable = analysis.reachable(options.target)
-        if reachable + 1e-9 < options.ratio:
-            raise _unreachable(options, reachable, analysis, flag)
-        allocation = allocation_at(analysis, options.target, options.ratio)
-        module, rows = cut(analysis, allocation, flag)
+        module, rows, allocation = _flops_target(analysis, options, say, flag)
     kept = kept_channels(analysis, allocation)
     kept.update(stream_maps(module, analysis.example, kept))
     example, held = analysis.example, analysis.held
-    before_sqnr, before_agree = scores = fidelity(module, reference, held)
-    log = rebuilt = None
-    steps, stage = 0, None
+    before = fidelity(module, reference, held)
+    recovered = None
     if options.recovery == "distill":
-        macs_now = sum(module_macs(module, example).values())
-        # Only a distilled pool cost time: the user's data and input-statistics noise leave the steps
-        # the whole budget.
-        charged = analysis.plan if _distilled(options, analysis) else None
-        seconds = step_seconds(options.budget, charged)
-        steps = steps_for_budget(module, example, macs_now, seconds)
-        if options.max_steps is not None:
-            steps = min(steps, options.max_steps)
-        say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(charged)})")
-        eta = _Eta(say)
-        pool = (
-            finetune_inputs(options.finetune_data, specs)
-            if options.finetune_data
-            else more_synthetic(
-                reference,
-                specs,
-                stats,
-                analysis.pool,
-                analysis.pool_count,
-                options.seed,
-                analysis.plan.steps,
-                say,
-                "recovery",
-            )
-        )
-        say("recovery: least-squares reconstruction, layer by layer")
-        states = [copy.deepcopy(module.state_dict())]
-        rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
-        states.append(copy.deepcopy(module.state_dict()))
-        solved = fidelity(module, reference, held)
-        log = distill(module, reference, pool, steps, options.seed, eta, kept=kept)
-        module.eval()
-        distilled = fidelity(module, reference, held)
-        stage = kept_stage([before_sqnr, solved[0], distilled[0]])
-        scores = ((before_sqnr, before_agree), solved, distilled)[stage]
-        if stage < len(STAGES) - 1:
-            module.load_state_dict(states[stage])
-            worse = f"{STAGES[stage + 1]} lowered the pruned model's SQNR on held-out synthetic inputs"
-            say(f"recovery: {worse}: keeping the model after {STAGES[stage]}")
-            analysis.notes.append(
-                f"{worse} (after the cut {_db(before_sqnr)}, least squares {_db(solved[0])}, distillation "
-                f"{_db(distilled[0])}): the model after {STAGES[stage]} is kept"
-            )
-    sqnr, agree = scores  # the kept model's, as measured when it was made
+        recovered = _recover(module, reference, specs, stats, analysis, options, kept, before, say, flag)
+    before_sqnr, before_agree = before
+    sqnr, agree = recovered.scores if recovered else before  # the kept model's, measured when made
     say("counting the exported graphs")
     section = PruningSection(
         ratio=options.ratio,
         target=options.target,
         criterion=options.criterion,
-        allocation=ALLOCATION if options.allocation == "sensitivity" else UNIFORM,
+        allocation=ALLOCATION[options.weighing] if options.allocation == "sensitivity" else UNIFORM,
+        weigh=options.weighing,
         round_to=options.round_to,
         min_width=options.min_width,
         excluded=list(options.exclude),
@@ -859,26 +820,7 @@ def prune_module(
         blocks_removed=[b.name for b in analysis.removed_blocks(allocation)],
         kept_whole=analysis.kept_whole,
         latency=search,
-        recovery=Recovery(
-            method=options.recovery,
-            data_free=options.finetune_data is None,
-            inputs=recovery_inputs(
-                analysis.how,
-                options.finetune_data,
-                options.seed,
-                analysis.pool_count,
-                analysis.plan.steps if _distilled(options, analysis) else None,
-            )
-            if log
-            else None,
-            steps=steps,
-            budget_seconds=options.budget if log else 0.0,
-            seconds=round(log.seconds + rebuilt.seconds, 2) if log and rebuilt else 0.0,
-            loss_start=_round(log.loss_start) if log else None,
-            loss_end=_round(log.loss_end) if log else None,
-            reconstructed_layers=len(rebuilt.layers) if rebuilt else 0,
-            kept=STAGES[stage] if stage is not None else None,
-        ),
+        recovery=_recovery_record(options, analysis, recovered),
         fidelity=PruneFidelity(
             samples=int(held[0].shape[0]),
             sqnr_db=_round(sqnr),
@@ -889,6 +831,101 @@ def prune_module(
         seconds=round(time.perf_counter() - started, 2),
     )
     return PruneResult(module, section, analysis.notes, kept)
+
+
+@dataclass
+class _Recovered:
+    scores: tuple[float | None, float | None]  # (SQNR, top-1 agreement) of the stage kept
+    stage: int  # the STAGES index kept
+    steps: int
+    log: RecoveryLog
+    rebuilt: ReconstructionLog
+
+
+def _recovery_record(options: PruneOptions, analysis: Analysis, recovered: _Recovered | None) -> Recovery:
+    """The section's recovery: what ran, on which inputs, for how long, and which stage was kept."""
+    if recovered is None:
+        return Recovery(method=options.recovery, data_free=options.finetune_data is None)
+    log, rebuilt = recovered.log, recovered.rebuilt
+    return Recovery(
+        method=options.recovery,
+        data_free=options.finetune_data is None,
+        inputs=recovery_inputs(
+            analysis.how,
+            options.finetune_data,
+            options.seed,
+            analysis.pool_count,
+            analysis.plan.steps if _distilled(options, analysis) else None,
+        ),
+        steps=recovered.steps,
+        budget_seconds=options.budget,
+        seconds=round(log.seconds + rebuilt.seconds, 2),
+        loss_start=_round(log.loss_start),
+        loss_end=_round(log.loss_end),
+        reconstructed_layers=len(rebuilt.layers),
+        kept=STAGES[recovered.stage],
+    )
+
+
+def _recover(
+    module: nn.Module,
+    reference: nn.Module,
+    specs: Sequence[TensorSpec],
+    stats: dict[str, InputStats],
+    analysis: Analysis,
+    options: PruneOptions,
+    kept: dict[str, list[int]],
+    cut_scores: tuple[float | None, float | None],
+    say: Say,
+    flag: Callable[[str], str],
+) -> _Recovered:
+    """Recover the cut `module` in place: grow the pool (or read the user's data), least squares layer
+    by layer, then distillation; the latest stage within KEEP_MARGIN_DB of the best held-out SQNR is
+    the one left in `module` (recover.kept_stage). `cut_scores`: the cut model's held-out fidelity."""
+    example, held = analysis.example, analysis.held
+    macs_now = sum(module_macs(module, example).values())
+    # Only a distilled pool cost time: the user's data and input-statistics noise leave the steps
+    # the whole budget.
+    charged = analysis.plan if _distilled(options, analysis) else None
+    seconds = step_seconds(options.budget, charged)
+    steps = steps_for_budget(module, example, macs_now, seconds)
+    if options.max_steps is not None:
+        steps = min(steps, options.max_steps)
+    say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(charged)})")
+    eta = _Eta(say)
+    pool = (
+        finetune_inputs(options.finetune_data, specs)
+        if options.finetune_data
+        else more_synthetic(
+            reference,
+            specs,
+            stats,
+            analysis.pool,
+            analysis.pool_count,
+            options.seed,
+            analysis.plan.steps,
+            say,
+            "recovery",
+        )
+    )
+    say("recovery: least-squares reconstruction, layer by layer")
+    states = [copy.deepcopy(module.state_dict())]
+    rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
+    states.append(copy.deepcopy(module.state_dict()))
+    solved = fidelity(module, reference, held)
+    log = distill(module, reference, pool, steps, options.seed, eta, kept=kept)
+    module.eval()
+    distilled = fidelity(module, reference, held)
+    stage = kept_stage([cut_scores[0], solved[0], distilled[0]])
+    if stage < len(STAGES) - 1:
+        module.load_state_dict(states[stage])
+        worse = f"{STAGES[stage + 1]} lowered the pruned model's SQNR on held-out synthetic inputs"
+        say(f"recovery: {worse}: keeping the model after {STAGES[stage]}")
+        analysis.notes.append(
+            f"{worse} (after the cut {_db(cut_scores[0])}, least squares {_db(solved[0])}, distillation "
+            f"{_db(distilled[0])}): the model after {STAGES[stage]} is kept"
+        )
+    return _Recovered((cut_scores, solved, distilled)[stage], stage, steps, log, rebuilt)
 
 
 def _counts(
@@ -904,6 +941,50 @@ def _counts(
     except EdgeportError:
         return Counts(macs=macs, params=params)
     return Counts(macs=macs, params=params, onnx_macs=onnx_macs, onnx_params=onnx_params)
+
+
+def _flops_target(
+    analysis: Analysis, options: PruneOptions, say: Say, flag: Callable[[str], str]
+) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation]:
+    """The cut that removes options.ratio of the MACs (or parameters), its steps weighed as
+    options.weighing says; its module, rows and allocation."""
+    reachable = analysis.reachable(options.target)
+    if reachable + 1e-9 < options.ratio:
+        raise _unreachable(options, reachable, analysis, flag)
+    score = None
+    if options.weighing == "host":
+        _load_noted(
+            analysis,
+            say,
+            f"{flag('weigh')} host timed layers on a busy host",
+            "the steps may be weighed in off timings; rerun on a quieter machine or use "
+            f"{flag('weigh')} macs",
+        )
+        score = layer_table(analysis, say)
+    allocation = allocation_at(analysis, options.target, options.ratio, score)
+    return (*cut(analysis, allocation, flag), allocation)
+
+
+def _load_noted(analysis: Analysis, say: Say, what: str, then: str) -> lat.Load:
+    """This host's load; a note when it is busy, since a one-thread timing needs a core no other work
+    holds: `what` (host load), `then`."""
+    load = lat.host_load()
+    if load.busy:
+        busy = f"{what} ({load.describe()}): {then}"
+        say(busy)
+        analysis.notes.append(busy)
+    return load
+
+
+def layer_table(analysis: Analysis, say: Say) -> LayerTable:
+    """This host's per-layer LiteRT times of the analysed model (layer_latency.py), its layers timed at
+    full width; the allocation times more shapes as its steps ask for narrower widths."""
+    table = LayerTable(
+        analysis.module, analysis.example, analysis.cost("flops"), len(analysis.widths), say=say
+    )
+    say(f"timing layer shapes on this host ({len(table.shapes_at(table.full))} at full width)")
+    table.measure([table.full])
+    return table
 
 
 def _latency_target(
@@ -938,23 +1019,15 @@ def _latency_target(
         def measure(module: nn.Module) -> tuple[float, float]:
             return host.measure(to_graph(module, analysis.example, names))
 
-    start = lat.host_load()
-    if start.busy:  # a one-thread timing needs a core no other work holds
-        busy = (
-            f"{flag('target')} latency timed on a busy host ({start.describe()}): the measured latency "
-            f"may be off; rerun on a quieter machine or use {flag('target')} flops"
-        )
-        say(busy)
-        analysis.notes.append(busy)
-    # Each trial's allocation weighs its steps in this host's per-layer LiteRT times (layer_latency.py,
-    # shapes timed once for all trials); each trial is still converted and timed whole.
-    table = LayerTable(
-        analysis.module, analysis.example, analysis.cost("flops"), len(analysis.widths), say=say
+    start = _load_noted(
+        analysis,
+        say,
+        f"{flag('target')} latency timed on a busy host",
+        f"the measured latency may be off; rerun on a quieter machine or use {flag('target')} flops",
     )
-    # More shapes are timed as the trials' allocations ask for narrower widths: the total is said with
-    # the chosen trial (and recorded as layer_shapes_timed).
-    say(f"latency: timing layer shapes on this host ({len(table.shapes_at(table.full))} at full width)")
-    table.measure([table.full])
+    # Each trial's allocation weighs its steps as options.weighing says (host: layer shapes timed once
+    # for all trials); each trial is still converted and timed whole.
+    table = layer_table(analysis, say) if options.weighing == "host" else None
     cuts: dict[float, tuple[nn.Module, list[GroupWidth], alloc.Allocation]] = {}
     # Each trial's second timing: its .tflite timed again beside the unpruned one (no reconversion),
     # or, for a measure function given, that function called again on the same module.
@@ -996,10 +1069,8 @@ def _latency_target(
                 f"use {flag('ratio')} {max(most.removed - 0.005, 0.01):.2f} or less, or lower "
                 f"{flag('min_width')} / {flag('round_to')}",
             )
-        say(
-            f"latency: timing the chosen trial ({100 * best.macs_removed:.0f}% of the MACs) again "
-            f"({table.timed} layer shapes timed in all)"
-        )
+        shapes = f" ({table.timed} layer shapes timed in all)" if table else ""
+        say(f"latency: timing the chosen trial ({100 * best.macs_removed:.0f}% of the MACs) again{shapes}")
         retimed = lat.timed(best.flops_ratio, best.macs_removed, again[best.flops_ratio], lat.host_load)
     finally:
         if host is not None:
@@ -1038,7 +1109,7 @@ def _latency_target(
         trials=[record(t) for t in found.trials],
         cores=start.cores,
         retimed=record(retimed),
-        layer_shapes_timed=table.timed,
+        layer_shapes_timed=table.timed if table else None,
     )
     return module, rows, allocation, search
 

@@ -105,6 +105,7 @@ class PruningSection(Section):
     target: str
     criterion: str
     allocation: str  # how per-group widths were chosen
+    weigh: str = "macs"  # what the allocation's steps were weighed in (--prune-weigh)
     round_to: int
     min_width: int
     excluded: list[str] = Field(default_factory=list)
@@ -147,6 +148,8 @@ class PruningSection(Section):
         if self.blocks_removed:
             count = len(self.blocks_removed)
             text += f", {count} residual block{'s' if count > 1 else ''} removed"
+        if self.weigh == "host" and self.latency is None:
+            text += ", steps weighed in host layer times"
         if self.latency is not None:
             lat, again = self.latency, self.latency.retimed
             text += f", host LiteRT latency {lat.before_ms:.2f} -> {lat.after_ms:.2f} ms"

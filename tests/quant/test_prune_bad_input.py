@@ -48,6 +48,18 @@ def test_latency_ratio_outside_the_interval_is_refused_before_anything_runs(tmp_
     assert "--prune 1 is outside (0, 1)" in line
 
 
+def test_host_weighing_of_a_params_target_is_refused_naming_both_flags(tmp_path: Path, capsys) -> None:
+    outdir = tmp_path / "out"
+    zoo = Path(__file__).resolve().parents[1] / "zoo" / "models.py"
+    argv = ["convert", f"{zoo}:resnet_basic", "--input-shape", "1,3,32,32", "-o", str(outdir), "-q"]
+    weigh = ["--prune-weigh", "host"]
+    line = _one_line([*argv, "--prune", "0.3", "--prune-target", "params", *weigh], outdir, capsys)
+    assert "--prune-weigh host weighs steps that remove MACs, but --prune-target is params" in line
+    assert "--prune-target flops" in line
+    line = _one_line([*argv, *weigh], outdir, capsys)  # without --prune: refused, not ignored
+    assert "--prune-weigh was given without --prune" in line
+
+
 def test_unknown_exclude_on_an_onnx_source_lists_close_names(tmp_path: Path, capsys) -> None:
     source = two_convs(tmp_path / "m.onnx", pads=[1, 1, 1, 1])
     outdir = tmp_path / "out"

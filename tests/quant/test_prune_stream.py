@@ -361,9 +361,54 @@ def test_the_latency_target_weighs_steps_in_the_host_s_layer_times(monkeypatch) 
     tables = scores[1:]
     assert tables and all(isinstance(t, layer_latency.LayerTable) for t in tables)
     assert len({id(t) for t in tables}) == 1  # built once, for every trial
-    full = next(line for line in lines if line.startswith("latency: timing layer shapes on this host ("))
+    full = next(line for line in lines if line.startswith("timing layer shapes on this host ("))
     assert full.endswith(" at full width)")
     timed_in_all = f"({len(timed)} layer shapes timed in all)"
     assert any(line.startswith("latency: timing the chosen trial") and timed_in_all in line for line in lines)
     assert int(full.split("(")[1].split()[0]) < len(timed)  # the narrower widths come later
     assert result.section.latency.layer_shapes_timed == len(timed) == len(set(timed)) > 0
+
+
+def test_prune_weigh_host_weighs_a_flops_target_in_layer_times_and_macs_a_latency_one(monkeypatch) -> None:
+    """--prune-weigh host gives a flops target the layer table as its score (the MACs removed are still
+    the ratio asked), says so in the section and the summary; --prune-weigh macs gives a latency
+    target's trials no table."""
+    from edgeport.quant.prune import allocate as alloc_mod
+    from edgeport.quant.prune import latency, layer_latency
+
+    scores: list[object] = []
+    real = alloc_mod.allocate
+
+    def spy(*args: object, **kwargs: object) -> object:
+        scores.append(args[5] if len(args) > 5 else kwargs.get("score"))
+        return real(*args, **kwargs)
+
+    def timer(shapes):  # noqa: ANN001, ANN202 - a fake layer timer: µs by output channels, tiles of 16
+        return [[float(-(-s.cout // 16)) * s.height * s.width * s.cin] for s in shapes]
+
+    monkeypatch.setattr(alloc_mod, "allocate", spy)
+    monkeypatch.setattr(layer_latency, "time_shapes", timer)
+    monkeypatch.setattr(latency, "host_load", lambda: latency.Load(0.0, 2, 0.0))
+    model = option_a_resnet()
+    result = prune_module(model, SPECS, {}, fast_options(ratio=0.3, weigh="host"))
+    assert len(scores) == 1 and isinstance(scores[0], layer_latency.LayerTable)
+    section = result.section
+    assert section.weigh == "host" and "microsecond" in section.allocation
+    assert section.removed("flops") >= 0.3 - 1e-6 and section.latency is None
+    assert "steps weighed in host layer times" in section.describe()
+
+    scores.clear()
+    plain = prune_module(model, SPECS, {}, fast_options(ratio=0.3)).section
+    assert scores == [None] and plain.weigh == "macs" and "per MAC saved" in plain.allocation
+    assert "host layer times" not in plain.describe()
+
+    def clock(module: nn.Module) -> tuple[float, float]:  # latency falling with the parameters
+        return float(sum(p.numel() for p in model.parameters())), float(
+            sum(p.numel() for p in module.parameters())
+        )
+
+    scores.clear()
+    options = fast_options(ratio=0.3, target="latency", weigh="macs")
+    searched = prune_module(model, SPECS, {}, options, measure=clock).section
+    assert scores and all(s is None for s in scores)
+    assert searched.weigh == "macs" and searched.latency.layer_shapes_timed is None
