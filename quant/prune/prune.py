@@ -91,7 +91,6 @@ CUT_TOLERANCE = 1e-4
 # are active (after a ReLU a channel can be zero on a few inputs; on 2 smooth synthetic images a
 # padded shortcut's miscut channel was).
 CHECK_SAMPLES = 8
-CHANGES_KEPT = "cutting changes more than the cut channels"  # the cut check's numeric failure
 # How the section describes the sensitivity allocation, by what its steps were weighed in (--prune-weigh).
 ALLOCATION = {
     "macs": "greedy over groups: each step removes one --prune-round of channels from the group (or a "
@@ -368,7 +367,19 @@ def _simulated(
         graph.module.load_state_dict(saved)
 
 
-def _cut_problem(graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor]) -> str | None:
+@dataclass(frozen=True)
+class CutProblem:
+    """What went wrong when a group's channel was cut on a copy."""
+
+    text: str
+    # The cut model runs with the right shapes but its outputs moved: the cut changed more than the cut
+    # channels (e.g. a LayerNorm over them), not a coupling the dependency analysis missed.
+    changes_kept: bool = False
+
+
+def _cut_problem(
+    graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[torch.Tensor]
+) -> CutProblem | None:
     """None when cutting each group's first channel (on a copy) gives what zeroing it gives: the
     dependency analysis then follows every coupling of these groups; else what went wrong."""
     expected = _simulated(graph, groups, inputs)
@@ -379,13 +390,14 @@ def _cut_problem(graph: Graph, groups: Sequence[ChannelGroup], inputs: Sequence[
         other.group_of(twin, twin.channel_indices([0])).prune()
     problem, got = _culprit(copy_, inputs)
     if problem is not None:
-        return problem
+        return CutProblem(problem)
     for g, e in zip(got, expected, strict=True):
         if g.shape != e.shape:
-            return f"an output became {tuple(g.shape)}, not {tuple(e.shape)}"
+            return CutProblem(f"an output became {tuple(g.shape)}, not {tuple(e.shape)}")
         error = float((g - e).abs().max() / e.abs().max().clamp_min(1e-12))
         if error > CUT_TOLERANCE:
-            return f"{CHANGES_KEPT} (max rel. error {error:.1e})"
+            text = f"cutting changes more than the cut channels (max rel. error {error:.1e})"
+            return CutProblem(text, changes_kept=True)
     return None
 
 
@@ -401,12 +413,14 @@ def checked_groups(
         problem = _cut_problem(graph, [group], inputs)
         if problem is None:
             good.append(group)
-        elif problem.startswith(CHANGES_KEPT) and (norm := _layer_norm_of(graph.module, group)):
+        elif problem.changes_kept and (norm := _layer_norm_of(graph.module, group)):
             notes.append(
                 f"{group.name}: kept whole, {norm} normalizes over its channels (a cut changes the rest)"
             )
         else:
-            notes.append(f"{group.name}: kept whole, the dependency analysis does not follow it ({problem})")
+            notes.append(
+                f"{group.name}: kept whole, the dependency analysis does not follow it ({problem.text})"
+            )
     return good, notes
 
 
