@@ -61,10 +61,12 @@ WARMUP = 0.1
 MAX_FEATURES = 8
 # Work (MAC units, quant/cost.py) per second on 2 shared cores: quant/cost.py's distillation budget
 # is what 12 s bought there. A training step of one sample (the teacher's forward, the student's
-# forward and backward) costs TRAIN_FACTOR times that sample's work, measured: at 2 (the work counted)
-# a 600 s budget's 2153 ResNet-20 steps took 320 s on one thread at load 2; 1.1 makes them fill it.
+# forward and backward) costs TRAIN_FACTOR times that sample's work, measured on 2 cores (torch's 2
+# threads): at 1.1, ResNet-56's steps at the default budget took 0.27-0.28 s each against 0.43 s
+# modelled (bench rows of sessions 16-17), so 2 minutes of the 15 went unspent; 0.8 spends them and
+# leaves a tenth of the step time as headroom.
 WORK_PER_SECOND = DISTILL_BUDGET / 12
-TRAIN_FACTOR = 1.1
+TRAIN_FACTOR = 0.8
 MAX_STEPS = 4000  # a small model stops here, far inside its budget
 # The budget pays for the synthetic pool first: up to POOL_SHARE of it, as many inputs as fit in whole
 # POOL_ROUNDs between MIN_POOL and MAX_POOL, each made in options.SYNTHETIC_STEPS of BatchNorm-statistics
