@@ -412,6 +412,20 @@ def test_a_busy_host_at_the_start_is_said_and_noted(monkeypatch) -> None:
     )
 
 
+def test_host_weighing_on_a_busy_host_is_said_and_noted(monkeypatch) -> None:
+    """--prune-weigh host times layers too: a busy host at the start is a note naming the fix."""
+    monkeypatch.setattr(latency, "host_load", lambda: Load(3.3, 2, 1.0))
+    lines: list[str] = []
+    result = prune_module(
+        coupled(), SPECS, {}, _fast(ratio=0.3, target="flops", weigh="host"), say=lines.append
+    )
+    busy = [note for note in result.notes if "busy host" in note]
+    assert len(busy) == 1 and busy[0] in lines
+    assert busy[0].startswith("--prune-weigh host timed layers on a busy host (load 3.3 on 2 cores")
+    assert busy[0].endswith("rerun on a quieter machine or use --prune-weigh macs")
+    assert result.section.weigh == "host" and result.section.latency is None
+
+
 class _FakeBench:
     """edgeport.bench.bench for HostLatency: medians in ms = the bytes each file holds, as a number."""
 
