@@ -97,7 +97,7 @@ class PruneFidelity(Record):
 
 
 class PruningSection(Section):
-    OPTIONAL = ("latency",)
+    OPTIONAL = ("latency", "weigh")
     NAME = "pruning"
     WRITTEN_BY = "edgeport convert --prune RATIO"
 
@@ -105,7 +105,8 @@ class PruningSection(Section):
     target: str
     criterion: str
     allocation: str  # how per-group widths were chosen
-    weigh: str = "macs"  # what the allocation's steps were weighed in (--prune-weigh)
+    # What the allocation's steps were weighed in (--prune-weigh); None: written before it was recorded.
+    weigh: str | None = None
     round_to: int
     min_width: int
     excluded: list[str] = Field(default_factory=list)

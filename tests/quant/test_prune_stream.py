@@ -396,6 +396,10 @@ def test_prune_weigh_host_weighs_a_flops_target_in_layer_times_and_macs_a_latenc
     assert section.weigh == "host" and "microsecond" in section.allocation
     assert section.removed("flops") >= 0.3 - 1e-6 and section.latency is None
     assert "steps weighed in host layer times" in section.describe()
+    written = section.model_dump()
+    assert written["weigh"] == "host"
+    older = type(section).model_validate({k: v for k, v in written.items() if k != "weigh"})
+    assert older.weigh is None and "weigh" not in older.model_dump()  # written before it was recorded
 
     scores.clear()
     plain = prune_module(model, SPECS, {}, fast_options(ratio=0.3)).section
