@@ -67,7 +67,7 @@ MAX_FEATURES = 8
 # 75-90 % of the modelled time, and ResNet-20's (0.113 s each, 4000 steps in 453 s) 6 % more.
 WORK_PER_SECOND = DISTILL_BUDGET / 12
 TRAIN_FACTOR = 0.8
-MAX_STEPS = 4000  # a small model stops here, far inside its budget
+MAX_STEPS = 4000  # a small model stops here (ResNet-20 at the default budget, about where it ends)
 # The budget pays for the synthetic pool first: up to POOL_SHARE of it, as many inputs as fit in whole
 # POOL_ROUNDs between MIN_POOL and MAX_POOL, each made in options.SYNTHETIC_STEPS of BatchNorm-statistics
 # distillation (fewer, down to calibration's DISTILL_STEPS, where MIN_POOL inputs would not fit); the
