@@ -23,14 +23,15 @@ RECOVERIES = ("distill", "none")
 DEFAULT_ROUND = 8
 DEFAULT_MIN_WIDTH = 8
 # Recovery budget, seconds on 2 cores: the synthetic pool and the distillation steps, both fixed before
-# any runs (quant/prune/recover.py). 15 minutes: the ceiling for ResNet-56, whose 256 inputs at
+# any runs (quant/prune/recover.py). 15 minutes: the ceiling for ResNet-56, whose 512 inputs at
 # SYNTHETIC_STEPS take about 500 s of it.
 DEFAULT_BUDGET = 900.0
 # BatchNorm-statistics distillation steps per synthetic input (quant/calibration.py's distill_samples).
 # Pruning asks more of its inputs than int8 calibration, which needs only their ranges (DISTILL_STEPS,
 # 50): the cut is chosen and recovered on them, and inputs closer to the BatchNorm statistics recover
-# more (README, "Better synthetic images").
-SYNTHETIC_STEPS = 200
+# more than 50-step ones; at 100 a budget buys twice the inputs 200 did, which recovered more again
+# (README, "Better synthetic images").
+SYNTHETIC_STEPS = 100
 
 
 class PruneOptions(Options):
