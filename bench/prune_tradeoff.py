@@ -61,11 +61,14 @@ LATENCY_RUNS = 200
 BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena is read
 # Timings beside the host XNNPACK one, each of one variant beside the unpruned model's:
 # {key: (variant, `edgeport bench` arguments)}. "builtin": LiteRT's own float kernels (no XNNPACK);
+# "int8": the int8 model on the host's XNNPACK, one thread (its int8 kernels tile output channels by 8 on
+# x86, where its float ones tile by 16, so a width cut to a multiple of 8 may pay there and not in float);
 # "m7": the int8 firmware's instructions per inference under QEMU (CMSIS-NN kernels, deterministic: one
 # run; the Cortex-M7 machine because its flash holds the unpruned ResNet-56), needs a TFLite Micro tree.
 HOST = ["--on", "host", "--threads", "1", "--runs", str(LATENCY_RUNS)]
 EXTRA_TIMINGS = {
     "builtin": ("float32", [*HOST, "--no-xnnpack"]),
+    "int8": ("int8", HOST),
     "m7": ("int8", ["--on", "qemu:mps2-an500", "--runs", "1", "--warmup", "1"]),
 }
 TOOL_TIMEOUT = 3600
@@ -335,8 +338,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--add-timings",
         action="store_true",
-        help="only measure the builtin-kernel and Cortex-M7 columns of recorded rows whose conversion is "
-        "cached, then render",
+        help="only measure the builtin-kernel, int8 host and Cortex-M7 columns of recorded rows whose "
+        "conversion is cached, then render",
     )
     args = parser.parse_args(argv)
     if args.render:
@@ -730,6 +733,7 @@ def markdown(state: dict) -> str:
         "`asked N% of latency`: --prune-target latency (the FLOPs ratio searched with real conversions). "
         "Speed-ups, each beside the unpruned model in one `edgeport bench` run: float on the host, one "
         "thread, with XNNPACK (`speed-up`) and with LiteRT's builtin kernels (`no-XNNPACK`); the int8 "
+        "model on the host, one thread, XNNPACK (`int8 XNNPACK`); the int8 "
         "firmware (CMSIS-NN kernels) on a Cortex-M7 in QEMU (`M7`: instructions per inference at one per "
         "cycle on the board's 25 MHz clock, an estimate, not a board's time).",
         "",
@@ -737,21 +741,24 @@ def markdown(state: dict) -> str:
         "",
         "| model | FLOPs cut | criterion | recovery | top-1 % | vs float (±2SE) | MACs | params | budget s | "
         "pool | LS | steps | recovery s | float ms (unpruned) | speed-up | no-XNNPACK speed-up | "
-        "Cortex-M7 int8 ms (unpruned) | M7 speed-up | int8 KiB | arena KiB | commit |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "int8 XNNPACK speed-up | Cortex-M7 int8 ms (unpruned) | M7 speed-up | int8 KiB | arena KiB | "
+        "commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in state["floats"].items():
         d = f.get("deploy") or {}
         lines.append(
             f"| {name} | 0% | - | unpruned float | {f['top1']:.2f} | | | | | | | | | "
-            f"{_ms(d, 'float_ms')} | 1.00x | 1.00x | {_ms(d, 'm7_ms')} | 1.00x | "
+            f"{_ms(d, 'float_ms')} | 1.00x | 1.00x | 1.00x | {_ms(d, 'm7_ms')} | 1.00x | "
             f"{_kib(d.get('int8_bytes'))} | {_kib(d.get('arena_bytes'))} | |"
         )
     for r in rows:
         delta = r["top1"] - r["float_top1"]
         cut = 100 * (1 - r["macs"] / r["macs_before"])
         d = r.get("deploy") or {}
-        speed, builtin, m7 = (_speedup(d, key) for key in ("float_ms", "builtin_ms", "m7_ms"))
+        speed, builtin, int8, m7 = (
+            _speedup(d, key) for key in ("float_ms", "builtin_ms", "int8_ms", "m7_ms")
+        )
         budget = "-" if r["recovery"] == "none" else f"{r['budget_seconds']:.0f}"
         pool = "-" if r["recovery"] == "none" else str(r["pool"])
         lines.append(
@@ -761,7 +768,7 @@ def markdown(state: dict) -> str:
             f"{budget} | {pool} | "
             f"{r.get('reconstructed_layers', 0)} | {r['recovery_steps']} | "
             f"{r['recovery_seconds']:.0f} | "
-            f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {builtin} | "
+            f"{_ms(d, 'float_ms')} ({_ms(d, 'unpruned_float_ms')}) | {speed} | {builtin} | {int8} | "
             f"{_ms(d, 'm7_ms')} ({_ms(d, 'unpruned_m7_ms')}) | {m7} | {_kib(d.get('int8_bytes'))} | "
             f"{_kib(d.get('arena_bytes'))} | {r['commit']} |"
         )
