@@ -38,6 +38,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from edgeport.onnx_graph import opset_version, outer_reads, upstream_nodes
+from edgeport.onnx_resize import CUBIC_COEFF_A, TRANSFORMS, cubic_taps, source_coordinates
 
 # Relative to the largest output magnitude, as the pipeline's own stage checks. The evaluator uses
 # the same float32 ops as onnxruntime up to summation order (measured 3e-7 on ResNet-20), so a
@@ -592,16 +593,6 @@ def _pad(
     return F.pad(x, torch_pad(amounts[2:nd] + amounts[nd + 2 :]), mode=torch_mode)
 
 
-# Resize's source coordinate of each output index along an axis (ONNX coordinate_transformation_mode):
-# i the output indices, scale the axis' scale (given, or output size / input size), n and m the input and
-# output sizes. float32, as onnxruntime computes them (a nearest index rounds the same way).
-_SOURCE: dict[str, Callable[[torch.Tensor, float, int, int], torch.Tensor]] = {
-    "half_pixel": lambda i, scale, n, m: (i + 0.5) / scale - 0.5,
-    "pytorch_half_pixel": lambda i, scale, n, m: (i + 0.5) / scale - 0.5 if m > 1 else i * 0 - 0.5,
-    "align_corners": lambda i, scale, n, m: i * ((n - 1) / (m - 1)) if m > 1 else i * 0,
-    "asymmetric": lambda i, scale, n, m: i / scale,
-    "half_pixel_symmetric": lambda i, scale, n, m: (n / 2) * (1 - m / (scale * n)) + (i + 0.5) / scale - 0.5,
-}
 _NEAREST: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "round_prefer_floor": lambda x: torch.where(x - x.floor() == 0.5, x.floor(), x.round()),
     "round_prefer_ceil": lambda x: torch.where(x - x.floor() == 0.5, x.ceil(), x.round()),
@@ -619,15 +610,16 @@ def _resize(
     scales: torch.Tensor | None = None,
     sizes: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Resize's nearest and linear modes over the spatial axes (2 onwards), as ONNX defines them: each
-    output index maps to a source coordinate (_SOURCE), rounded (_NEAREST) or interpolated between its
-    two neighbours, indices clamped to the input. The batch and channel axes keep their sizes."""
+    """Resize's nearest, linear and cubic modes over the spatial axes (2 onwards), as ONNX defines them:
+    each output index maps to a source coordinate (edgeport.onnx_resize, in float32 as onnxruntime
+    computes it), rounded (_NEAREST) or interpolated between its two or four neighbours, indices
+    clamped to the input. The batch and channel axes keep their sizes."""
     mode = a.get("mode", "nearest")
     transform = a.get("coordinate_transformation_mode", "half_pixel")
     unsupported = (
         (ev.opset < 11, "Resize before opset 11 (inputs X, scales)"),
-        (mode not in ("nearest", "linear"), f"Resize mode {mode!r}"),
-        (transform not in _SOURCE, f"Resize coordinate_transformation_mode {transform!r}"),
+        (mode not in ("nearest", "linear", "cubic"), f"Resize mode {mode!r}"),
+        (transform not in TRANSFORMS, f"Resize coordinate_transformation_mode {transform!r}"),
         (bool(a.get("antialias", 0)), "Resize with antialias"),
         ("axes" in a, "Resize with an axes attribute"),
         (a.get("keep_aspect_ratio_policy", "stretch") != "stretch", "Resize keep_aspect_ratio_policy"),
@@ -642,16 +634,26 @@ def _resize(
         )
     out_sizes = _ints(sizes) if given is None else None
     for axis in range(2, x.dim()):
-        n = x.shape[axis]
+        n = int(x.shape[axis])  # a traced export hands sizes over as tensors
         m = int(math.floor(n * given[axis])) if given is not None else out_sizes[axis]  # type: ignore[index]
         scale = given[axis] if given is not None else m / n
-        source = _SOURCE[transform](torch.arange(m, dtype=torch.float32), scale, n, m)
+        along = [m] + [1] * (x.dim() - axis - 1)  # a weight per output index, broadcast over later axes
+        if mode == "cubic":
+            exclude = bool(a.get("exclude_outside", 0))
+            coeff = float(a.get("cubic_coeff_a", CUBIC_COEFF_A))
+            taps, weights = cubic_taps(n, m, scale, transform, coeff, exclude, np.float32)
+            x = sum(
+                x.index_select(axis, torch.from_numpy(index)) * torch.from_numpy(w).to(x.dtype).reshape(along)
+                for index, w in zip(taps, weights, strict=True)
+            )
+            continue
+        source = torch.from_numpy(source_coordinates(n, m, scale, transform, np.float32))
         if mode == "nearest":
             index = _NEAREST[a.get("nearest_mode", "round_prefer_floor")](source).clamp(0, n - 1).long()
             x = x.index_select(axis, index)
             continue
         low = source.floor()
-        weight = (source - low).to(x.dtype).reshape([m] + [1] * (x.dim() - axis - 1))
+        weight = (source - low).to(x.dtype).reshape(along)
         first = x.index_select(axis, low.clamp(0, n - 1).long())
         second = x.index_select(axis, (low + 1).clamp(0, n - 1).long())
         x = first + (second - first) * weight

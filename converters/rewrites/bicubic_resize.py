@@ -11,52 +11,22 @@ channels-last too (the gathers index a spatial axis).
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import helper
 
 from edgeport.onnx_graph import OnnxGraph, attr, node_rewrite, text_attr
+from edgeport.onnx_resize import CUBIC_COEFF_A, TRANSFORMS, cubic_taps
 
 NAME = "bicubic_resize_to_gathers"
-
-_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
-
-
-def source_coordinates(in_size: int, out_size: int, scale: float, mode: str) -> np.ndarray:
-    """ONNX Resize's coordinate_transformation_mode: the input coordinate of each output index."""
-    o = np.arange(out_size, dtype=np.float64)
-    if mode == "align_corners":
-        return o * (in_size - 1) / (out_size - 1) if out_size > 1 else np.zeros(out_size)
-    if mode == "asymmetric":
-        return o / scale
-    if mode == "pytorch_half_pixel" and out_size == 1:
-        return np.zeros(1)
-    return (o + 0.5) / scale - 0.5
-
-
-def cubic_taps(
-    in_size: int, out_size: int, scale: float, mode: str, a: float = -0.75
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [4, out] clamped to the input, weights [4, out]) of cubic convolution with coefficient a."""
-    x = source_coordinates(in_size, out_size, scale, mode)
-    base = np.floor(x)
-    t = x - base
-    d = np.stack([t + 1, t, 1 - t, 2 - t])  # distance of each tap to the sample point
-
-    near = ((a + 2) * d - (a + 3)) * d * d + 1
-    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    weights = np.where(d <= 1, near, far)
-    indices = np.clip(base[None, :] + np.arange(-1, 3)[:, None], 0, in_size - 1)
-    return indices.astype(np.int64), weights.astype(np.float32)
 
 
 def _resize_plan(view: OnnxGraph, node: onnx.NodeProto) -> list[tuple[int, int, int, float]] | None:
     """(axis, in size, out size, scale) for each axis the cubic Resize changes, or None if unsupported."""
     if node.op_type != "Resize" or text_attr(node, "mode", "nearest") != "cubic":
         return None
-    if text_attr(node, "coordinate_transformation_mode", "half_pixel") not in _MODES:
+    if text_attr(node, "coordinate_transformation_mode", "half_pixel") not in TRANSFORMS:
         return None
-    if attr(node, "exclude_outside", 0) or attr(node, "axes") is not None:
+    if attr(node, "axes") is not None or attr(node, "antialias", 0):
         return None
     in_shape = view.static_shape(node.input[0])
     out_shape = view.static_shape(node.output[0])
@@ -81,13 +51,14 @@ def _rewrite_one(view: OnnxGraph, node: onnx.NodeProto) -> bool:
     if not plan:
         return False
     mode = text_attr(node, "coordinate_transformation_mode", "half_pixel")
-    a = float(attr(node, "cubic_coeff_a", -0.75))
+    a = float(attr(node, "cubic_coeff_a", CUBIC_COEFF_A))
+    exclude = bool(attr(node, "exclude_outside", 0))
     rank = len(view.static_shape(node.input[0]))
     hint = node.name or "bicubic"
     nodes: list[onnx.NodeProto] = []
     current = node.input[0]
     for step, (axis, in_size, out_size, scale) in enumerate(plan):
-        indices, weights = cubic_taps(in_size, out_size, scale, mode, a)
+        indices, weights = cubic_taps(in_size, out_size, scale, mode, a, exclude)
         shape = [1] * rank
         shape[axis] = out_size
         terms = []

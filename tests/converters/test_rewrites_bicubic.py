@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from onnx import helper
 
 from edgeport.converters.rewrites import bicubic_resize
+from edgeport.onnx_resize import cubic_taps
 from tests.onnx_graphs import make_model, ops, run
 
 
@@ -48,8 +49,9 @@ def test_matches_torch_bicubic(kwargs: dict):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_weights_sum_to_one_and_indices_stay_inside():
-    idx, w = bicubic_resize.cubic_taps(5, 12, 12 / 5, "half_pixel")
+@pytest.mark.parametrize("exclude", [False, True])
+def test_weights_sum_to_one_and_indices_stay_inside(exclude: bool):
+    idx, w = cubic_taps(5, 12, 12 / 5, "half_pixel", exclude_outside=exclude)
     np.testing.assert_allclose(w.sum(0), 1.0, atol=1e-6)
     assert idx.min() == 0 and idx.max() == 4
 
@@ -57,12 +59,36 @@ def test_weights_sum_to_one_and_indices_stay_inside():
 @pytest.mark.parametrize(
     "attrs",
     [
+        {"exclude_outside": 1},
+        {"coordinate_transformation_mode": "half_pixel_symmetric"},
+        {"cubic_coeff_a": -0.5, "coordinate_transformation_mode": "asymmetric"},
+    ],
+)
+def test_matches_onnxruntime_beyond_what_torch_exports(attrs: dict):
+    # ONNX forms PyTorch's bicubic never writes (exclude_outside, TensorFlow's coefficient, the newer
+    # coordinate mode), against onnxruntime's own cubic Resize.
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", **attrs)
+    scales = np.array([1, 1, 1.5, 0.6], np.float32)
+    before = make_model([node], {"x": [1, 2, 6, 10]}, ["y"], {"scales": scales}, opset=19)
+    before = onnx.shape_inference.infer_shapes(before)
+    after = bicubic_resize.rewrite(before)
+    assert "Resize" not in ops(after)
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 10)).astype(np.float32)
+    (expected,) = run(before, {"x": x})
+    (got,) = run(after, {"x": x})
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
         {"mode": "linear"},
-        {"mode": "cubic", "exclude_outside": 1},
+        {"mode": "cubic", "antialias": 1},
         {"mode": "cubic", "coordinate_transformation_mode": "tf_crop_and_resize"},
     ],
 )
 def test_other_resizes_are_left_alone(attrs: dict):
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], **attrs)
-    before = make_model([node], {"x": [1, 2, 4, 4]}, ["y"], {"scales": np.array([1, 1, 2, 2], np.float32)})
+    scales = np.array([1, 1, 2, 2], np.float32)
+    before = make_model([node], {"x": [1, 2, 4, 4]}, ["y"], {"scales": scales}, opset=19)
     assert ops(bicubic_resize.rewrite(before)) == {"Resize": 1}

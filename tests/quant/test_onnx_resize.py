@@ -1,5 +1,6 @@
-"""quant/onnx_torch.py's Resize (nearest and linear, every coordinate transformation and nearest
-rounding ONNX defines, scales or sizes) against onnxruntime, at a batch larger than the exported one."""
+"""quant/onnx_torch.py's Resize (nearest, linear and cubic, every coordinate transformation and nearest
+rounding ONNX defines, scales or sizes, cubic's coefficient and exclude_outside) against onnxruntime, at a
+batch larger than the exported one."""
 
 from __future__ import annotations
 
@@ -24,20 +25,36 @@ SHAPES = {
 }
 CASES = [("linear", t, "round_prefer_floor", s) for t, s in itertools.product(TRANSFORMS, SHAPES)]
 CASES += [("nearest", t, n, s) for t, n, s in itertools.product(TRANSFORMS, NEAREST, SHAPES)]
+# Cubic: ONNX's coefficient and TensorFlow's, taps outside the input repeating the edge or excluded.
+CUBIC = [(-0.75, 0), (-0.5, 0), (-0.75, 1)]
+CASES += [
+    ("cubic", t, "round_prefer_floor", s, f"a{coeff}-exclude{exclude}")
+    for t, s, (coeff, exclude) in itertools.product(TRANSFORMS, SHAPES, CUBIC)
+]
 
 
-def _resize_model(mode: str, transform: str, nearest: str, shape: str, opset: int = 19):  # noqa: ANN202
+def _resize_model(  # noqa: ANN202
+    mode: str, transform: str, nearest: str, shape: str, cubic: str = "a-0.75-exclude0", opset: int = 19
+):
     scales, sizes = SHAPES[shape]
     inits = {"scales": np.array(scales, np.float32)} if scales else {"sizes": np.array(sizes, np.int64)}
     inputs = ["x", "", "scales"] if scales else ["x", "", "", "sizes"]
+    coeff, exclude = cubic.removeprefix("a").split("-exclude")
     node = helper.make_node(
-        "Resize", inputs, ["y"], mode=mode, coordinate_transformation_mode=transform, nearest_mode=nearest
+        "Resize",
+        inputs,
+        ["y"],
+        mode=mode,
+        coordinate_transformation_mode=transform,
+        nearest_mode=nearest,
+        cubic_coeff_a=float(coeff),
+        exclude_outside=int(exclude),
     )
     return make_model([node], {"x": [1, 2, 4, 6]}, ["y"], inits, opset=opset)
 
 
 @pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
-def test_resize_matches_onnxruntime(case: tuple[str, str, str, str]) -> None:
+def test_resize_matches_onnxruntime(case: tuple[str, ...]) -> None:
     model = _resize_model(*case)
     rng = np.random.default_rng(3)
     samples = [{"x": rng.standard_normal((1, 2, 4, 6)).astype(np.float32)} for _ in range(2)]
@@ -56,7 +73,7 @@ def test_resize_is_differentiable_for_distillation() -> None:
 @pytest.mark.parametrize(
     ("attrs", "words"),
     [
-        ({"mode": "cubic"}, "Resize mode 'cubic'"),
+        ({"mode": "area"}, "Resize mode 'area'"),
         ({"coordinate_transformation_mode": "tf_crop_and_resize"}, "tf_crop_and_resize"),
         ({"antialias": 1}, "antialias"),
     ],

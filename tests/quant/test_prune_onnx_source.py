@@ -131,6 +131,30 @@ def test_matmul_add_linears_prune_and_convert(tmp_path: Path) -> None:
     assert up.channels_after < 32
 
 
+class _BicubicUpsampler(nn.Module):
+    """Conv -> bicubic upsampling -> Conv: the exporter writes a cubic Resize between the two."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(torch.relu(self.first(x)), scale_factor=2, mode="bicubic")
+        return self.second(up)
+
+
+def test_a_cubic_resize_source_prunes_and_converts(tmp_path: Path) -> None:
+    # The evaluator runs cubic Resize (it refused the mode before); the re-export traces through it.
+    torch.manual_seed(0)
+    graph = export_onnx(_BicubicUpsampler().eval(), [torch.zeros(1, 3, 8, 8)], tmp_path / "up.onnx", ["x"])
+    assert any(n.op_type == "Resize" and b"cubic" in str(n.attribute).encode() for n in graph.graph.node)
+    outdir = tmp_path / "out"
+    result = convert_model(ConvertOptions(source=str(tmp_path / "up.onnx"), outdir=outdir, prune=PRUNE))
+    section = verified_section(result)
+    (first,) = [g for g in section.groups if g.channels_before == 16]
+    assert first.channels_after < 16 and section.after.macs < section.before.macs
+
+
 def two_convs(path: Path, kernel: int = 3, **first: object) -> Path:
     """x -> Conv(8, `kernel` x `kernel`, attributes `first`) -> Relu -> Conv(4, 3x3, pads 1) -> y,
     saved at `path`."""
