@@ -61,8 +61,7 @@ LATENCY_RUNS = 200
 BOARD = "nucleo-h743zi2"  # any board: --no-fit-check, only the measured arena is read
 # Timings beside the host XNNPACK one, each of one variant beside the unpruned model's:
 # {key: (variant, `edgeport bench` arguments)}. "builtin": LiteRT's own float kernels (no XNNPACK);
-# "int8": the int8 model on the host's XNNPACK, one thread (its int8 kernels tile output channels by 8 on
-# x86, where its float ones tile by 16, so a width cut to a multiple of 8 may pay there and not in float);
+# "int8": the int8 model on the host's XNNPACK, one thread;
 # "m7": the int8 firmware's instructions per inference under QEMU (CMSIS-NN kernels, deterministic: one
 # run; the Cortex-M7 machine because its flash holds the unpruned ResNet-56), needs a TFLite Micro tree.
 HOST = ["--on", "host", "--threads", "1", "--runs", str(LATENCY_RUNS)]

@@ -30,7 +30,8 @@ DEFAULT_BUDGET = 900.0
 # Pruning asks more of its inputs than int8 calibration, which needs only their ranges (DISTILL_STEPS,
 # 50): the cut is chosen and recovered on them, and inputs closer to the BatchNorm statistics recover
 # more than 50-step ones; at 100 a budget buys twice the inputs 200 did, and ResNet-56 recovered as
-# well on the mean and more evenly over seeds (README, "Better synthetic images").
+# well on the mean and more evenly over seeds (bench/results/prune_history.md,
+# "Better synthetic images").
 SYNTHETIC_STEPS = 100
 
 
