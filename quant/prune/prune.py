@@ -514,6 +514,8 @@ class Analysis:
     # The synthetic inputs recovery trains on: `pool` holds only their first chunk (what the analysis
     # reads) until recovery grows it (more_synthetic).
     pool_count: int
+    # The user's real inputs (--finetune-data), one tensor per input, or None: data-free.
+    user: list[torch.Tensor] | None = None
     # Residual blocks that may be removed whole (blocks.py), and the error each one's removal makes.
     blocks: list[Block] = field(default_factory=list)
     block_sensitivity: list[alloc.Sensitivity] = field(default_factory=list)
@@ -557,14 +559,22 @@ class Analysis:
         return alloc.reachable_fraction(self.cost(target), self.widths, self.allowed)
 
 
-def synthetic_count(options: PruneOptions, plan: PoolPlan) -> int:
+def synthetic_count(options: PruneOptions, plan: PoolPlan, user_samples: int | None = None) -> int:
     """How many synthetic inputs to make: the whole pool (`plan`, recover.pool_plan) only when recovery
-    distills on it; else one chunk, the same first chunk (same seed and steps) the analysis reads out of
-    the whole pool."""
+    trains on it (user_samples: how many inputs --finetune-data gave, see synthetic_beside_user); else
+    one chunk, the same first chunk (same seed and steps) the analysis reads out of the whole pool."""
     first = max(SYNTHETIC_CHUNK, SENSITIVITY_BATCH)
-    if options.recovery == "distill" and options.finetune_data is None:
+    if options.recovery == "distill" and synthetic_beside_user(plan, user_samples):
         return plan.count
     return min(options.samples or first, first)
+
+
+def synthetic_beside_user(plan: PoolPlan, user_samples: int | None) -> bool:
+    """Whether recovery trains on the synthetic pool `plan` buys: always without the user's data; with
+    it, beside it when the user gave fewer inputs than the pool holds. A few hundred real inputs alone
+    recover worse than the synthetic pool (README, "Where pruning stands"); a data set larger than the
+    pool gets the whole budget for its steps."""
+    return user_samples is None or user_samples < plan.count
 
 
 def pool_of(reference: nn.Module, specs: Sequence[TensorSpec], options: PruneOptions) -> PoolPlan:
@@ -595,7 +605,10 @@ def analyze(
     flag: Callable[[str], str],
     synthetic: tuple[list[torch.Tensor], list[torch.Tensor], str, list[str]] | None = None,
     exporter: Exporter | None = None,
+    user: list[torch.Tensor] | None = None,
 ) -> Analysis:
+    """What pruning learns about `reference` (Analysis); `user`: the --finetune-data inputs, which
+    decide how much of the synthetic pool is made (synthetic_count)."""
     module = copy.deepcopy(reference).eval()
     one, two = (_stack(random_inputs(specs, n, options.seed), specs) for n in (1, 2))
     # Channel pads (option-A shortcuts) become selection layers, so each stage's stream is its own
@@ -616,7 +629,7 @@ def analyze(
     # Else only the pool's first chunk is made here: a ratio the model cannot reach, or a latency
     # search that fails, is refused before recovery's inputs, most of a distilled pool's time, are made.
     plan = pool_of(reference, specs, options)
-    count = synthetic_count(options, plan)
+    count = synthetic_count(options, plan, None if user is None else int(user[0].shape[0]))
     pool, held, how, notes = synthetic or synthetic_inputs(
         reference, specs, stats, count, options.held_out, options.seed, say, plan.steps, first_chunk=True
     )
@@ -676,6 +689,7 @@ def analyze(
         before,
         plan,
         count,
+        user,
         blocks,
         block_sens,
     )
@@ -796,11 +810,13 @@ def prune_module(
     started = time.perf_counter()
     say = say or (lambda _text: None)
     flag = spell or flag_spell(PruneOptions)
+    user = None
     if options.finetune_data is not None:  # refused before any work
         check_finetune_data(
             options.finetune_data, specs, flag("finetune_data"), options.recovery, flag("recovery")
         )
-    analysis = analyze(reference, specs, stats, options, say, flag, synthetic, exporter)
+        user = finetune_inputs(options.finetune_data, specs, flag("finetune_data"))
+    analysis = analyze(reference, specs, stats, options, say, flag, synthetic, exporter, user)
     names = [s.name for s in specs]
     search = None
     if options.target == "latency":
@@ -868,8 +884,9 @@ def _recovery_record(options: PruneOptions, analysis: Analysis, recovered: _Reco
             analysis.how,
             options.finetune_data,
             options.seed,
-            analysis.pool_count,
-            analysis.plan.steps if _distilled(options, analysis) else None,
+            analysis.pool_count if _synthetic_used(analysis) else 0,
+            analysis.plan.steps if _distilled(analysis) else None,
+            None if analysis.user is None else int(analysis.user[0].shape[0]),
         ),
         steps=recovered.steps,
         budget_seconds=options.budget,
@@ -893,24 +910,24 @@ def _recover(
     say: Say,
     flag: Callable[[str], str],
 ) -> _Recovered:
-    """Recover the cut `module` in place: grow the pool (or read the user's data), least squares layer
-    by layer, then distillation; the latest stage within KEEP_MARGIN_DB of the best held-out SQNR is
-    the one left in `module` (recover.kept_stage). `cut_scores`: the cut model's held-out fidelity."""
+    """Recover the cut `module` in place: grow the pool (beside or instead of the user's data,
+    synthetic_beside_user), least squares layer by layer, then distillation; the latest stage within
+    KEEP_MARGIN_DB of the best held-out SQNR is the one left in `module` (recover.kept_stage).
+    `cut_scores`: the cut model's held-out fidelity."""
     example, held = analysis.example, analysis.held
     macs_now = sum(module_macs(module, example).values())
-    # Only a distilled pool cost time: the user's data and input-statistics noise leave the steps
+    # Only a distilled pool costs time: the user's data and input-statistics noise leave the steps
     # the whole budget.
-    charged = analysis.plan if _distilled(options, analysis) else None
+    charged = analysis.plan if _distilled(analysis) else None
     seconds = step_seconds(options.budget, charged)
     steps = steps_for_budget(module, example, macs_now, seconds)
     if options.max_steps is not None:
         steps = min(steps, options.max_steps)
     say(f"recovery: {steps} distillation steps ({flag('budget')} {options.budget:g}{_spent(charged)})")
     eta = _Eta(say)
-    pool = (
-        finetune_inputs(options.finetune_data, specs)
-        if options.finetune_data
-        else more_synthetic(
+    pool = analysis.user
+    if _synthetic_used(analysis):
+        synthetic = more_synthetic(
             reference,
             specs,
             stats,
@@ -921,7 +938,7 @@ def _recover(
             say,
             "recovery",
         )
-    )
+        pool = synthetic if pool is None else [torch.cat(pair) for pair in zip(pool, synthetic, strict=True)]
     say("recovery: least-squares reconstruction, layer by layer")
     states = [copy.deepcopy(module.state_dict())]
     rebuilt = reconstruct(module, reference, pool, options.seed, kept=kept)
@@ -1160,9 +1177,17 @@ def _unreachable(
     return EdgeportError(problem, f"use {ratio} {reachable - 0.005:.2f} or less, or {lower}")
 
 
-def _distilled(options: PruneOptions, analysis: Analysis) -> bool:
+def _synthetic_used(analysis: Analysis) -> bool:
+    """Whether recovery trains on the synthetic pool: without the user's data, or beside a few of
+    them when it is distilled (input-statistics noise adds nothing to real inputs)."""
+    if analysis.user is None:
+        return True
+    return analysis.how == DISTILLED and synthetic_beside_user(analysis.plan, int(analysis.user[0].shape[0]))
+
+
+def _distilled(analysis: Analysis) -> bool:
     """Whether recovery trains on a pool made by distillation (the one that costs time and steps)."""
-    return options.finetune_data is None and analysis.how == DISTILLED
+    return analysis.how == DISTILLED and _synthetic_used(analysis)
 
 
 def _spent(plan: PoolPlan | None) -> str:

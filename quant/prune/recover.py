@@ -451,10 +451,15 @@ def finetune_inputs(path: Path, specs: Sequence[TensorSpec], flag: str = FINETUN
     return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
 
 
-def recovery_inputs(how: str, finetune_data: Path | None, seed: int, count: int, steps: int | None) -> str:
-    """What recovery trained on, as the manifest says it: `count` inputs made by `how`, in `steps`
-    distillation steps each (None: not distilled)."""
-    if finetune_data is not None:
-        return f"data-aware: the user's inputs from {Path(finetune_data).name} ({FINETUNE_FLAG})"
+def recovery_inputs(
+    how: str, finetune_data: Path | None, seed: int, count: int, steps: int | None, user: int | None = None
+) -> str:
+    """What recovery trained on, as the manifest says it: the user's `user` inputs from `finetune_data`
+    (if given) and `count` inputs made by `how`, in `steps` distillation steps each (None: not
+    distilled)."""
     made = f" ({steps} steps each)" if steps is not None else ""
-    return f"{count} inputs by {how}{made} from the unpruned model, seed {seed}"
+    synthetic = f"{count} inputs by {how}{made} from the unpruned model, seed {seed}"
+    if finetune_data is None:
+        return synthetic
+    given = f"data-aware: the user's {user} inputs from {Path(finetune_data).name} ({FINETUNE_FLAG})"
+    return f"{given} and {synthetic}" if count else given

@@ -103,9 +103,35 @@ def test_finetune_data_is_labelled_data_aware(tmp_path: Path) -> None:
     rec = result.section.recovery
     assert rec.method == "distill" and not rec.data_free and rec.steps == 12
     assert "data-aware" in (rec.inputs or "") and "inputs.npz" in (rec.inputs or "")
+    # 24 inputs, more than the 16 of the synthetic pool: the user's alone.
+    assert "the user's 24 inputs" in (rec.inputs or "") and "synthetic" not in (rec.inputs or "")
     assert "(data-aware)" in result.section.describe()
     free = prune_module(coupled(), SPECS, {}, _options()).section
     assert free.recovery.data_free and "data-aware" not in free.describe()
+
+
+@pytest.mark.parametrize("given, trained_on", [(6, 6 + 16), (16, 16), (24, 24)])
+def test_few_finetune_inputs_train_beside_the_synthetic_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: int, trained_on: int
+) -> None:
+    """Fewer user inputs than the synthetic pool holds (16 here) are mixed into it; as many or more
+    train alone, with the whole budget for steps."""
+    user = random_batch(given, seed=7)
+    data = _save(tmp_path / "inputs.npz", user.numpy())
+    seen: list[torch.Tensor] = []
+
+    def recording(student, teacher, pool, steps, *args, **kw):  # noqa: ANN001, ANN202 - a stand-in
+        seen.append(pool[0])
+        return distill(student, teacher, pool, steps, *args, **kw)
+
+    monkeypatch.setattr(prune_mod, "distill", recording)
+    rec = prune_module(coupled(), SPECS, {}, _options(finetune_data=data)).section.recovery
+    (pool,) = seen
+    assert pool.shape[0] == trained_on
+    assert torch.equal(pool[:given], user)  # the user's inputs, unchanged, first
+    mixed = "and 16 inputs by BatchNorm-statistics distillation" in (rec.inputs or "")
+    assert mixed == (given < 16), rec.inputs
+    assert not rec.data_free and f"the user's {given} inputs" in (rec.inputs or "")
 
 
 @pytest.mark.parametrize(

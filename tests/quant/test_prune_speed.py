@@ -128,6 +128,9 @@ def test_synthetic_count_makes_the_whole_pool_only_for_distillation() -> None:
     assert synthetic_count(PruneOptions(ratio=0.3), plan) == 256
     assert synthetic_count(PruneOptions(ratio=0.3, recovery="none"), plan) == SYNTHETIC_CHUNK
     assert synthetic_count(PruneOptions(ratio=0.3, samples=40, recovery="none"), plan) == 40
+    # The user's --finetune-data inputs: fewer than the pool train beside it, as many replace it.
+    assert synthetic_count(PruneOptions(ratio=0.3), plan, user_samples=255) == 256
+    assert synthetic_count(PruneOptions(ratio=0.3), plan, user_samples=256) == SYNTHETIC_CHUNK
 
 
 def test_measured_removals_spread_at_most_the_sensitivity_points() -> None:
