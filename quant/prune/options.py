@@ -109,8 +109,8 @@ class PruneOptions(Options):
     )
     finetune_data: Path | None = Field(
         None,
-        description="Data-aware recovery: distill on these real inputs (no labels; .npy, .npz or a dir, "
-        "as --calibration) instead of synthetic ones.",
+        description="Data-aware recovery: distill on these real inputs too (no labels; .npy, .npz or a "
+        "dir, as --calibration): fewer than the synthetic pool holds train beside it, more replace it.",
         json_schema_extra=cli("--finetune-data", needs="RATIO"),
     )
     # API-only.
