@@ -104,7 +104,7 @@ def test_finetune_data_is_labelled_data_aware(tmp_path: Path) -> None:
     assert rec.method == "distill" and not rec.data_free and rec.steps == 12
     assert "data-aware" in (rec.inputs or "") and "inputs.npz" in (rec.inputs or "")
     # 24 inputs, more than the 16 of the synthetic pool: the user's alone.
-    assert "the user's 24 inputs" in (rec.inputs or "") and "synthetic" not in (rec.inputs or "")
+    assert "the user's 24 inputs" in (rec.inputs or "") and "distillation" not in (rec.inputs or "")
     assert "(data-aware)" in result.section.describe()
     free = prune_module(coupled(), SPECS, {}, _options()).section
     assert free.recovery.data_free and "data-aware" not in free.describe()
