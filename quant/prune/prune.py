@@ -525,6 +525,11 @@ class Analysis:
         return [x[:1] for x in self.pool]
 
     @property
+    def user_samples(self) -> int | None:
+        """How many inputs --finetune-data gave (None: data-free)."""
+        return None if self.user is None else int(self.user[0].shape[0])
+
+    @property
     def widths(self) -> list[int]:
         """Each group's width, then 1 for each block: what an allocation's `kept` lists."""
         return [g.width for g in self.groups] + [1] * len(self.blocks)
@@ -886,7 +891,7 @@ def _recovery_record(options: PruneOptions, analysis: Analysis, recovered: _Reco
             options.seed,
             analysis.pool_count if _synthetic_used(analysis) else 0,
             analysis.plan.steps if _distilled(analysis) else None,
-            None if analysis.user is None else int(analysis.user[0].shape[0]),
+            analysis.user_samples,
         ),
         steps=recovered.steps,
         budget_seconds=options.budget,
@@ -1182,7 +1187,7 @@ def _synthetic_used(analysis: Analysis) -> bool:
     them when it is distilled (input-statistics noise adds nothing to real inputs)."""
     if analysis.user is None:
         return True
-    return analysis.how == DISTILLED and synthetic_beside_user(analysis.plan, int(analysis.user[0].shape[0]))
+    return analysis.how == DISTILLED and synthetic_beside_user(analysis.plan, analysis.user_samples)
 
 
 def _distilled(analysis: Analysis) -> bool:
