@@ -14,7 +14,7 @@ Data-free rows never see a CIFAR image before scoring. The data-aware rows recov
 (--finetune-data), which are not scored.
 
     python bench/prune_tradeoff.py [--models resnet20,resnet56] [--ratios 0.4,0.2,0.6]
-        [--criteria l1,l2,bn-scale,red,ig] [--recover l2,l1,red,bn-scale,ig]
+        [--criteria l1,l2,bn-scale,red,ig] [--recover l1,l2,red,bn-scale,ig]
         [--kinds distill,none,ls,data-aware]
         [--budget SECONDS] [--images 9500]
 
@@ -100,8 +100,8 @@ class Job:
 
 def plan(models: list[str], ratios: list[float], criteria: list[str], recover: list[str]) -> list[Job]:
     """Every row, most wanted first: the 40 % cut before the others; at each cut the first of `recover`
-    (the default criterion) recovered, then l1 recovered (the baseline), no recovery, least squares only
-    (the first and l1), the data-aware row, the other criteria recovered."""
+    (the default criterion) recovered, then l1 recovered (the baseline, when it is not the first), no
+    recovery, least squares only (the first and l1), the data-aware row, the other criteria recovered."""
     jobs = []
     for ratio in sorted(ratios, key=lambda r: (r != GOAL_RATIO, r)):
         for model in models:
@@ -286,7 +286,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--criteria", default="l1,l2,bn-scale,red,ig", help="rows without recovery")
     parser.add_argument(
         "--recover",
-        default="l2,l1,red,bn-scale,ig",
+        default="l1,l2,red,bn-scale,ig",
         help="recovered rows, every criterion by default (first: the default criterion, the data-aware row)",
     )
     parser.add_argument(

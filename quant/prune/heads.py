@@ -143,7 +143,7 @@ def _blocks(module: nn.Module, group: HeadGroup) -> tuple[list[torch.Tensor], to
 
 
 def head_plan(
-    module: nn.Module, group: HeadGroup, criterion: str = "l2", inputs: Sequence[torch.Tensor] = ()
+    module: nn.Module, group: HeadGroup, criterion: str, inputs: Sequence[torch.Tensor] = ()
 ) -> list[Removal]:
     """Heads in removal order under `criterion` (see the module docstring)."""
     incoming, outgoing = _blocks(module, group)

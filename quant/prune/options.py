@@ -59,7 +59,7 @@ class PruneOptions(Options):
         json_schema_extra=cli("--prune-weigh", needs="RATIO"),
     )
     criterion: Literal[CRITERIA] = Field(  # type: ignore[valid-type]
-        "l2",
+        "l1",
         description="Which channels go first: l1/l2 magnitude, bn-scale (BatchNorm scale), red (merge "
         "near-duplicate channels, compensating the next layer), ig (integrated gradients on synthetic "
         "inputs). Attention heads are ranked by the same criterion (bn-scale: by l2, a head has no "
