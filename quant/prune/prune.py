@@ -56,7 +56,6 @@ from edgeport.quant.prune.recover import (
     STAGES,
     PoolPlan,
     RecoveryLog,
-    check_finetune_data,
     distill,
     distillation_loss,
     fidelity,
@@ -817,19 +816,18 @@ def prune_module(
     flag = spell or flag_spell(PruneOptions)
     user = None
     if options.finetune_data is not None:  # refused before any work
-        check_finetune_data(
+        user = finetune_inputs(
             options.finetune_data, specs, flag("finetune_data"), options.recovery, flag("recovery")
         )
-        user = finetune_inputs(options.finetune_data, specs, flag("finetune_data"))
     analysis = analyze(reference, specs, stats, options, say, flag, synthetic, exporter, user)
     names = [s.name for s in specs]
     search = None
     if options.target == "latency":
-        module, rows, allocation, search = _latency_target(
+        module, rows, allocation, search, table = _latency_target(
             analysis, options, names, say, flag, measure, exporter
         )
     else:
-        module, rows, allocation = _flops_target(analysis, options, say, flag)
+        module, rows, allocation, table = _flops_target(analysis, options, say, flag)
     kept = kept_channels(analysis, allocation)
     kept.update(stream_maps(module, analysis.example, kept))
     example, held = analysis.example, analysis.held
@@ -846,6 +844,7 @@ def prune_module(
         criterion=options.criterion,
         allocation=ALLOCATION[options.weighing] if options.allocation == "sensitivity" else UNIFORM,
         weigh=options.weighing,
+        layer_shapes_timed=table.timed if table else None,
         round_to=options.round_to,
         min_width=options.min_width,
         excluded=list(options.exclude),
@@ -981,9 +980,10 @@ def _counts(
 
 def _flops_target(
     analysis: Analysis, options: PruneOptions, say: Say, flag: Callable[[str], str]
-) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation]:
+) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation, LayerTable | None]:
     """The cut that removes options.ratio of the MACs (or parameters), its steps weighed as
-    options.weighing says; its module, rows and allocation."""
+    options.weighing says; its module, rows, allocation and the host's layer table (--prune-weigh
+    host)."""
     reachable = analysis.reachable(options.target)
     if reachable + 1e-9 < options.ratio:
         raise _unreachable(options, reachable, analysis, flag)
@@ -998,7 +998,7 @@ def _flops_target(
         )
         score = layer_table(analysis, say)
     allocation = allocation_at(analysis, options.target, options.ratio, score)
-    return (*cut(analysis, allocation, flag), allocation)
+    return (*cut(analysis, allocation, flag), allocation, score)
 
 
 def _load_noted(analysis: Analysis, say: Say, what: str, then: str) -> lat.Load:
@@ -1031,11 +1031,12 @@ def _latency_target(
     flag: Callable[[str], str],
     measure: Callable[[nn.Module], tuple[float, float]] | None,
     exporter: Exporter | None,
-) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation, LatencySearch]:
+) -> tuple[nn.Module, list[GroupWidth], alloc.Allocation, LatencySearch, LayerTable | None]:
     """Search the fraction of MACs whose removal removes options.ratio of the measured latency
     (latency.py: on what each allocation removed, asked of it as its FLOPs ratio); the chosen trial's
-    module, rows and allocation. The chosen trial is timed again and refused when the two timings
-    differ by more than latency.RETIME_TOLERANCE; a busy host at the start adds a note."""
+    module, rows, allocation and search, and the host's layer table (--prune-weigh host). The chosen
+    trial is timed again and refused when the two timings differ by more than
+    latency.RETIME_TOLERANCE; a busy host at the start adds a note."""
     reachable = analysis.reachable("flops")
     if reachable < 0.01:
         raise _unreachable(options, reachable, analysis, flag)
@@ -1145,9 +1146,8 @@ def _latency_target(
         trials=[record(t) for t in found.trials],
         cores=start.cores,
         retimed=record(retimed),
-        layer_shapes_timed=table.timed if table else None,
     )
-    return module, rows, allocation, search
+    return module, rows, allocation, search, table
 
 
 def _unreachable(

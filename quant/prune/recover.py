@@ -444,9 +444,16 @@ def check_finetune_data(
         raise EdgeportError(problems[0] + more, CALIBRATION_FIX)
 
 
-def finetune_inputs(path: Path, specs: Sequence[TensorSpec], flag: str = FINETUNE_FLAG) -> list[torch.Tensor]:
-    """The user's real inputs, one tensor per input (samples on dim 0), loaded as --calibration is."""
-    check_finetune_data(path, specs, flag)
+def finetune_inputs(
+    path: Path,
+    specs: Sequence[TensorSpec],
+    flag: str = FINETUNE_FLAG,
+    recovery: str = "distill",
+    recovery_flag: str = "--prune-recovery",
+) -> list[torch.Tensor]:
+    """The user's real inputs, one tensor per input (samples on dim 0), loaded as --calibration is,
+    after check_finetune_data has refused an unusable file or a recovery that would not read it."""
+    check_finetune_data(path, specs, flag, recovery, recovery_flag)
     samples = load_calibration(path, specs, FINETUNE_LIMIT)
     return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
 

@@ -51,7 +51,7 @@ class LatencyTrial(Record):
 class LatencySearch(Record):
     """--prune-target latency: the FLOPs ratio searched with real conversions and measurements."""
 
-    OPTIONAL = ("cores", "retimed", "macs_removed", "layer_shapes_timed")
+    OPTIONAL = ("cores", "retimed", "macs_removed")
 
     runner: str  # what measured, how
     asked: float  # the fraction of latency to remove
@@ -63,8 +63,6 @@ class LatencySearch(Record):
     cores: int | None = None  # the host's, beside each trial's load_average
     retimed: LatencyTrial | None = None  # the chosen trial's files timed once more, at the end
     macs_removed: float | None = None  # the chosen trial's (LatencyTrial.macs_removed)
-    # Layer shapes timed alone on this host to weigh the allocations' steps (layer_latency.py).
-    layer_shapes_timed: int | None = None
 
 
 class Recovery(Record):
@@ -97,7 +95,7 @@ class PruneFidelity(Record):
 
 
 class PruningSection(Section):
-    OPTIONAL = ("latency", "weigh")
+    OPTIONAL = ("latency", "weigh", "layer_shapes_timed")
     NAME = "pruning"
     WRITTEN_BY = "edgeport convert --prune RATIO"
 
@@ -107,6 +105,8 @@ class PruningSection(Section):
     allocation: str  # how per-group widths were chosen
     # What the allocation's steps were weighed in (--prune-weigh); None: written before it was recorded.
     weigh: str | None = None
+    # --prune-weigh host: the layer shapes timed alone on this host to weigh the steps (layer_latency.py).
+    layer_shapes_timed: int | None = None
     round_to: int
     min_width: int
     excluded: list[str] = Field(default_factory=list)
@@ -139,7 +139,7 @@ class PruningSection(Section):
         return self.before.macs, self.after.macs
 
     def describe(self) -> str:
-        """`pruned 31% of MACs (41.0M -> 28.3M), params -29%, l2, recovered 400 steps, SQNR 24.1 dB`
+        """`pruned 31% of MACs (41.0M -> 28.3M), params -29%, l1, recovered 400 steps, SQNR 24.1 dB`
         (`..., host LiteRT latency 4.10 -> 2.87 ms, again 4.12 -> 2.90 ms (-30% then -30%, asked -30%),
         ...` for a latency target: the chosen trial's timing and its re-timing)."""
         text = (

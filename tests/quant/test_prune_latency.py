@@ -504,7 +504,7 @@ def test_real_latency_target_end_to_end(tmp_path: Path, monkeypatch: pytest.Monk
     assert lat.retimed is not None and lat.retimed.flops_ratio == lat.flops_ratio and lat.cores
     assert all(t.load_average is not None for t in [*lat.trials, lat.retimed])
     assert lat.flops_ratio in [t.flops_ratio for t in lat.trials]
-    assert lat.layer_shapes_timed
+    assert section.layer_shapes_timed
     assert section.after.macs < section.before.macs  # the chosen ratio was applied
     assert section.after.onnx_macs == section.after.macs
     assert "host LiteRT latency" in result.summary().splitlines()[0]

@@ -366,7 +366,7 @@ def test_the_latency_target_weighs_steps_in_the_host_s_layer_times(monkeypatch) 
     timed_in_all = f"({len(timed)} layer shapes timed in all)"
     assert any(line.startswith("latency: timing the chosen trial") and timed_in_all in line for line in lines)
     assert int(full.split("(")[1].split()[0]) < len(timed)  # the narrower widths come later
-    assert result.section.latency.layer_shapes_timed == len(timed) == len(set(timed)) > 0
+    assert result.section.layer_shapes_timed == len(timed) == len(set(timed)) > 0
 
 
 def test_prune_weigh_host_weighs_a_flops_target_in_layer_times_and_macs_a_latency_one(monkeypatch) -> None:
@@ -394,6 +394,7 @@ def test_prune_weigh_host_weighs_a_flops_target_in_layer_times_and_macs_a_latenc
     assert len(scores) == 1 and isinstance(scores[0], layer_latency.LayerTable)
     section = result.section
     assert section.weigh == "host" and "microsecond" in section.allocation
+    assert section.layer_shapes_timed == scores[0].timed > 0  # recorded for a flops target too
     assert section.removed("flops") >= 0.3 - 1e-6 and section.latency is None
     assert "steps weighed in host layer times" in section.describe()
     written = section.model_dump()
@@ -404,6 +405,7 @@ def test_prune_weigh_host_weighs_a_flops_target_in_layer_times_and_macs_a_latenc
     scores.clear()
     plain = prune_module(model, SPECS, {}, fast_options(ratio=0.3)).section
     assert scores == [None] and plain.weigh == "macs" and "per MAC saved" in plain.allocation
+    assert plain.layer_shapes_timed is None and "layer_shapes_timed" not in plain.model_dump()
     assert "host layer times" not in plain.describe()
 
     def clock(module: nn.Module) -> tuple[float, float]:  # latency falling with the parameters
@@ -415,4 +417,4 @@ def test_prune_weigh_host_weighs_a_flops_target_in_layer_times_and_macs_a_latenc
     options = fast_options(ratio=0.3, target="latency", weigh="macs")
     searched = prune_module(model, SPECS, {}, options, measure=clock).section
     assert scores and all(s is None for s in scores)
-    assert searched.weigh == "macs" and searched.latency.layer_shapes_timed is None
+    assert searched.weigh == "macs" and searched.layer_shapes_timed is None
