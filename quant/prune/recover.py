@@ -424,15 +424,17 @@ def _finetune_words(problem: str) -> str:
     return problem.replace(f"{FINETUNE_FLAG} data ", f"{FINETUNE_FLAG} ")
 
 
-def check_finetune_data(
+def finetune_inputs(
     path: Path,
     specs: Sequence[TensorSpec],
     flag: str = FINETUNE_FLAG,
     recovery: str = "distill",
     recovery_flag: str = "--prune-recovery",
-) -> None:
-    """Refuse unusable --finetune-data before any work, in one line (the first problem, and how many
-    more there are): the checks and formats of --calibration (quant/calibration.py)."""
+) -> list[torch.Tensor]:
+    """The user's real inputs, one tensor per input (samples on dim 0), loaded as --calibration is.
+    Unusable --finetune-data, or a recovery that would not read it, is refused before any work in one
+    line (the first problem, and how many more there are): the checks and formats of --calibration
+    (quant/calibration.py)."""
     if recovery == "none":
         raise EdgeportError(
             f"{flag} is data for recovery, but {recovery_flag} none turns recovery off",
@@ -442,18 +444,6 @@ def check_finetune_data(
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise EdgeportError(problems[0] + more, CALIBRATION_FIX)
-
-
-def finetune_inputs(
-    path: Path,
-    specs: Sequence[TensorSpec],
-    flag: str = FINETUNE_FLAG,
-    recovery: str = "distill",
-    recovery_flag: str = "--prune-recovery",
-) -> list[torch.Tensor]:
-    """The user's real inputs, one tensor per input (samples on dim 0), loaded as --calibration is,
-    after check_finetune_data has refused an unusable file or a recovery that would not read it."""
-    check_finetune_data(path, specs, flag, recovery, recovery_flag)
     samples = load_calibration(path, specs, FINETUNE_LIMIT)
     return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
 
