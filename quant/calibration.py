@@ -460,10 +460,11 @@ def _fit(array: np.ndarray, spec: TensorSpec, where: str) -> tuple[np.ndarray | 
     return out, None
 
 
-def _read_calibration(
+def read_calibration(
     path: Path, specs: Sequence[TensorSpec], limit: int
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Samples per input name, joined over files (at most `limit`), and every problem found."""
+    """Samples per input name, joined over files (at most `limit`), and every problem found: one read
+    for a caller that words the problems its own way (--finetune-data, quant/prune/recover.py)."""
     per_input: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
     files, problems = _arrays_in(Path(path))
     for file, arrays in files:
@@ -507,7 +508,7 @@ def calibration_problems(path: Path, specs: Sequence[TensorSpec]) -> list[str]:
     input channels_last when its samples may be given channels-last (an image input, unless
     --keep-nchw).
     """
-    return _read_calibration(path, specs, MAX_DATA_SAMPLES)[1]
+    return read_calibration(path, specs, MAX_DATA_SAMPLES)[1]
 
 
 def _refuse(problems: list[str]) -> EdgeportError:
@@ -542,7 +543,7 @@ def load_calibration(path: Path, specs: Sequence[TensorSpec], limit: int = MAX_D
     One input: a .npy, or a .npz whose array is named after the input (or its only array that fits;
     labels beside images are ignored). Several inputs: .npz files with one array per input name.
     """
-    joined, problems = _read_calibration(path, specs, limit)
+    joined, problems = read_calibration(path, specs, limit)
     if problems:
         raise _refuse(problems)
     n = len(next(iter(joined.values())))

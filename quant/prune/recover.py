@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -43,8 +42,7 @@ from edgeport.quant.calibration import (
     CALIBRATION_FIX,
     DISTILL_STEPS,
     MIN_IMAGE_SIDE,
-    calibration_problems,
-    load_calibration,
+    read_calibration,
 )
 from edgeport.quant.cost import DISTILL_BUDGET, batch_work, steps_within, work
 from edgeport.quant.prune.count import forward_with_hooks, module_macs
@@ -440,12 +438,12 @@ def finetune_inputs(
             f"{flag} is data for recovery, but {recovery_flag} none turns recovery off",
             f"drop {flag}, or recover with {recovery_flag} distill",
         )
-    problems = [_finetune_words(p).replace(FINETUNE_FLAG, flag) for p in calibration_problems(path, specs)]
+    joined, found = read_calibration(path, specs, FINETUNE_LIMIT)
+    problems = [_finetune_words(p).replace(FINETUNE_FLAG, flag) for p in found]
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise EdgeportError(problems[0] + more, CALIBRATION_FIX)
-    samples = load_calibration(path, specs, FINETUNE_LIMIT)
-    return [torch.from_numpy(np.concatenate([s[spec.name] for s in samples])) for spec in specs]
+    return [torch.from_numpy(joined[spec.name]) for spec in specs]
 
 
 def recovery_inputs(

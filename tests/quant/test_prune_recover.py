@@ -166,6 +166,39 @@ def test_bad_finetune_data_is_one_line_before_any_work(
     assert "\n" not in info.value.problem
 
 
+def test_finetune_data_is_read_once_and_refused_in_its_own_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finetune_inputs checks and loads the file in one read; sample counts that differ between inputs
+    beyond --calibration's 1000-sample check are refused under --finetune-data's name, not half-loaded."""
+    from edgeport.quant import calibration
+    from edgeport.quant.prune.recover import finetune_inputs
+
+    reads: list[Path] = []
+    real = calibration._arrays_in
+
+    def counted(path: Path) -> object:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(calibration, "_arrays_in", counted)
+    specs = [TensorSpec("a", [1, 3]), TensorSpec("b", [1, 2])]
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(1200, 3)).astype(np.float32), rng.normal(size=(1200, 2)).astype(np.float32)
+    good = tmp_path / "good.npz"
+    np.savez(good, a=a, b=b)
+    loaded = finetune_inputs(good, specs)
+    assert len(reads) == 1
+    assert torch.equal(loaded[0], torch.from_numpy(a)) and torch.equal(loaded[1], torch.from_numpy(b))
+
+    uneven = tmp_path / "uneven.npz"
+    np.savez(uneven, a=a, b=b[:1100])
+    with pytest.raises(EdgeportError) as info:
+        finetune_inputs(uneven, specs)
+    assert str(info.value.problem).startswith("--finetune-data gives different sample counts per input")
+    assert "calibration data" not in str(info.value.problem)
+
+
 def test_a_pool_larger_than_one_chunk_is_made_in_seeded_chunks() -> None:
     from edgeport.quant.prune.prune import SYNTHETIC_CHUNK, synthetic_inputs
 
